@@ -1,0 +1,28 @@
+using System.Threading.Channels;
+
+namespace DiffKeeper.Capture;
+
+/// <summary>
+/// A capture backend. Contract:
+/// <list type="bullet">
+/// <item><see cref="Start"/> returns only once every root is watched, so a change made after it returns is
+/// observed (the baseline scan runs after it and the recorded command starts after that).</item>
+/// <item>Events of one path arrive in the order the kernel reported them; a directory's Created arrives before
+/// events of its contents.</item>
+/// <item>Nothing is dropped silently: when the backend loses events it emits <see cref="CaptureKind.Overflow"/>.</item>
+/// <item><see cref="StopAsync"/> delivers every event observed before it was called, then stops writing.
+/// The source never completes the channel; its owner does.</item>
+/// <item>Paths under an excluded path (the trace directory, --exclude) are neither watched nor reported.</item>
+/// </list>
+/// </summary>
+public interface ICaptureSource : IAsyncDisposable
+{
+    /// <summary>Short backend name stored with the session ("inotify", "ebpf", ...).</summary>
+    string Name { get; }
+
+    /// <summary>Starts watching; events go to <paramref name="sink"/>.</summary>
+    void Start(ChannelWriter<CaptureEvent> sink);
+
+    /// <summary>Drains what the kernel has queued, then stops.</summary>
+    Task StopAsync();
+}

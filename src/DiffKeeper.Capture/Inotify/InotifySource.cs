@@ -1,0 +1,379 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading.Channels;
+using DiffKeeper.Capture.Scan;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+
+namespace DiffKeeper.Capture.Inotify;
+
+/// <summary>
+/// inotify, one watch per directory, read by a dedicated thread. New directories are watched and then scanned,
+/// so files created in them before the watch existed are reported as Created. Rename cookies pair MOVED_FROM with
+/// MOVED_TO; a MOVED_FROM whose partner never comes (moved out of the roots) is reported as Deleted.
+/// IN_Q_OVERFLOW becomes <see cref="CaptureKind.Overflow"/>. No pid: inotify does not know who made a change.
+/// </summary>
+public sealed unsafe class InotifySource : ICaptureSource
+{
+    private const uint IN_MODIFY = 0x2;
+    private const uint IN_ATTRIB = 0x4;
+    private const uint IN_CLOSE_WRITE = 0x8;
+    private const uint IN_MOVED_FROM = 0x40;
+    private const uint IN_MOVED_TO = 0x80;
+    private const uint IN_CREATE = 0x100;
+    private const uint IN_DELETE = 0x200;
+    private const uint IN_Q_OVERFLOW = 0x4000;
+    private const uint IN_IGNORED = 0x8000;
+    private const uint IN_ONLYDIR = 0x01000000;
+    private const uint IN_DONT_FOLLOW = 0x02000000;
+    private const uint IN_EXCL_UNLINK = 0x04000000;
+    private const uint IN_ISDIR = 0x40000000;
+    private const int IN_NONBLOCK = 0x800;
+    private const int IN_CLOEXEC = 0x80000;
+    private const int ENOSPC = 28;
+
+    private const uint WatchMask = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |
+        IN_CREATE | IN_DELETE | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK;
+
+    private readonly IReadOnlyList<string> _roots;
+    private readonly PathFilter _filter;
+    private readonly Dictionary<int, (int Root, string Rel)> _byWd = [];
+    private readonly Dictionary<(int Root, string Rel), int> _byPath = [];
+    private readonly List<(uint Cookie, int Root, string Rel, bool IsDir)> _pendingMoves = [];
+    private int _fd = -1;
+    private Thread? _thread;
+    private ChannelWriter<CaptureEvent>? _sink;
+    private volatile bool _stopping;
+
+    public InotifySource(IReadOnlyList<string> roots, PathFilter filter)
+    {
+        _roots = roots;
+        _filter = filter;
+    }
+
+    public string Name => "inotify";
+
+    /// <summary>Events the kernel reported lost (IN_Q_OVERFLOW occurrences).</summary>
+    public long Overflows { get; private set; }
+
+    public void Start(ChannelWriter<CaptureEvent> sink)
+    {
+        _sink = sink;
+        _fd = Libc.InotifyInit1(IN_NONBLOCK | IN_CLOEXEC);
+        if (_fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new DiffKeeperException(ExitCode.SystemError, $"cannot start inotify: {Libc.StrError(errno)} (raise fs.inotify.max_user_instances)");
+        }
+
+        for (var i = 0; i < _roots.Count; i++)
+        {
+            WatchTree(i, "", reportContents: false);
+        }
+
+        _thread = new Thread(ReadLoop) { IsBackground = true, Name = "inotify reader" };
+        _thread.Start();
+    }
+
+    public Task StopAsync()
+    {
+        _stopping = true;
+        _thread?.Join();
+        return Task.CompletedTask;
+    }
+
+    private void ReadLoop()
+    {
+        var buffer = new byte[256 * 1024];
+        var poll = new Libc.PollFd { Fd = _fd, Events = Libc.POLLIN };
+        while (true)
+        {
+            var stopping = _stopping;
+            var n = ReadOnce(buffer);
+            if (n > 0)
+            {
+                Parse(buffer.AsSpan(0, n));
+                if (n < buffer.Length - 4096)
+                {
+                    FlushPendingMoves(); // the queue was drained: an unpaired MOVED_FROM left the roots
+                }
+
+                continue;
+            }
+
+            FlushPendingMoves();
+            if (stopping)
+            {
+                return;
+            }
+
+            Libc.Poll(&poll, 1, 20);
+        }
+    }
+
+    private int ReadOnce(byte[] buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            while (true)
+            {
+                var n = Libc.Read(_fd, p, buffer.Length);
+                if (n >= 0)
+                {
+                    return (int)n;
+                }
+
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno == Libc.EINTR)
+                {
+                    continue;
+                }
+
+                return 0; // EAGAIN: nothing queued
+            }
+        }
+    }
+
+    private void Parse(ReadOnlySpan<byte> data)
+    {
+        var now = Stopwatch.GetTimestamp();
+        var pos = 0;
+        while (pos + 16 <= data.Length)
+        {
+            var wd = BitConverter.ToInt32(data[pos..]);
+            var mask = BitConverter.ToUInt32(data[(pos + 4)..]);
+            var cookie = BitConverter.ToUInt32(data[(pos + 8)..]);
+            var len = (int)BitConverter.ToUInt32(data[(pos + 12)..]);
+            var nameBytes = data.Slice(pos + 16, len);
+            var nul = nameBytes.IndexOf((byte)0);
+            var name = Encoding.UTF8.GetString(nul >= 0 ? nameBytes[..nul] : nameBytes);
+            pos += 16 + len;
+            Handle(wd, mask, cookie, name, now);
+        }
+    }
+
+    private void Handle(int wd, uint mask, uint cookie, string name, long now)
+    {
+        if ((mask & IN_Q_OVERFLOW) != 0)
+        {
+            Overflows++;
+            Emit(new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, now));
+            return;
+        }
+
+        if ((mask & IN_IGNORED) != 0)
+        {
+            if (_byWd.Remove(wd, out var gone) && _byPath.TryGetValue(gone, out var current) && current == wd)
+            {
+                _byPath.Remove(gone);
+            }
+
+            return;
+        }
+
+        if (name.Length == 0 || !_byWd.TryGetValue(wd, out var dir))
+        {
+            return;
+        }
+
+        var rel = dir.Rel.Length == 0 ? name : dir.Rel + "/" + name;
+        var root = dir.Root;
+        var isDir = (mask & IN_ISDIR) != 0;
+        if ((mask & IN_MOVED_TO) != 0)
+        {
+            var from = _pendingMoves.FindIndex(m => m.Cookie == cookie);
+            if (from >= 0)
+            {
+                var m = _pendingMoves[from];
+                _pendingMoves.RemoveAt(from);
+                MovedWithin(m.Root, m.Rel, root, rel, isDir, now);
+            }
+            else
+            {
+                Arrived(root, rel, isDir, now);
+            }
+
+            return;
+        }
+
+        if (_filter.IsExcluded(root, rel))
+        {
+            return;
+        }
+
+        if ((mask & IN_MOVED_FROM) != 0)
+        {
+            _pendingMoves.Add((cookie, root, rel, isDir));
+        }
+        else if ((mask & IN_CREATE) != 0)
+        {
+            Arrived(root, rel, isDir, now);
+        }
+        else if ((mask & IN_DELETE) != 0)
+        {
+            if (isDir)
+            {
+                ForgetTree(root, rel);
+            }
+
+            Emit(new CaptureEvent(CaptureKind.Deleted, root, rel, null, isDir, now));
+        }
+        else if ((mask & IN_MODIFY) != 0)
+        {
+            Emit(new CaptureEvent(CaptureKind.Modified, root, rel, null, isDir, now));
+        }
+        else if ((mask & IN_CLOSE_WRITE) != 0)
+        {
+            Emit(new CaptureEvent(CaptureKind.ClosedWrite, root, rel, null, isDir, now));
+        }
+        else if ((mask & IN_ATTRIB) != 0)
+        {
+            Emit(new CaptureEvent(CaptureKind.Attributes, root, rel, null, isDir, now));
+        }
+    }
+
+    private void MovedWithin(int fromRoot, string fromRel, int toRoot, string toRel, bool isDir, long now)
+    {
+        var toExcluded = _filter.IsExcluded(toRoot, toRel);
+        if (fromRoot == toRoot && !toExcluded)
+        {
+            if (isDir)
+            {
+                RenameWatches(fromRoot, fromRel, toRel);
+            }
+
+            Emit(new CaptureEvent(CaptureKind.Renamed, fromRoot, fromRel, toRel, isDir, now));
+            return;
+        }
+
+        Departed(fromRoot, fromRel, isDir, now);
+        if (!toExcluded)
+        {
+            Arrived(toRoot, toRel, isDir, now);
+        }
+    }
+
+    private void FlushPendingMoves()
+    {
+        foreach (var m in _pendingMoves)
+        {
+            Departed(m.Root, m.Rel, m.IsDir, Stopwatch.GetTimestamp());
+        }
+
+        _pendingMoves.Clear();
+    }
+
+    private void Departed(int root, string rel, bool isDir, long now)
+    {
+        if (isDir)
+        {
+            ForgetTree(root, rel, removeWatches: true);
+        }
+
+        Emit(new CaptureEvent(CaptureKind.Deleted, root, rel, null, isDir, now));
+    }
+
+    private void Arrived(int root, string rel, bool isDir, long now)
+    {
+        if (_filter.IsExcluded(root, rel))
+        {
+            return;
+        }
+
+        Emit(new CaptureEvent(CaptureKind.Created, root, rel, null, isDir, now));
+        if (isDir)
+        {
+            WatchTree(root, rel, reportContents: true);
+        }
+    }
+
+    /// <summary>Watches a directory and everything below it; with <paramref name="reportContents"/>, reports what is already inside as Created.</summary>
+    private void WatchTree(int root, string rel, bool reportContents)
+    {
+        if (!AddWatch(root, rel))
+        {
+            return;
+        }
+
+        foreach (var (childRel, stat) in TreeWalker.Walk(_roots[root], root, _filter, rel))
+        {
+            var isDir = stat.Kind == EntryKind.Directory;
+            if (isDir)
+            {
+                AddWatch(root, childRel);
+            }
+
+            if (reportContents)
+            {
+                Emit(new CaptureEvent(CaptureKind.Created, root, childRel, null, isDir, Stopwatch.GetTimestamp()));
+            }
+        }
+    }
+
+    private bool AddWatch(int root, string rel)
+    {
+        var abs = TreeWalker.Join(_roots[root], rel);
+        var wd = Libc.InotifyAddWatch(_fd, abs, WatchMask);
+        if (wd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno == ENOSPC)
+            {
+                throw new DiffKeeperException(ExitCode.SystemError,
+                    "inotify ran out of watches; raise the limit with 'sysctl fs.inotify.max_user_watches=1048576' or record a smaller tree");
+            }
+
+            return false; // vanished or not a directory any more: its parent's events tell what happened
+        }
+
+        _byWd[wd] = (root, rel);
+        _byPath[(root, rel)] = wd;
+        return true;
+    }
+
+    private void RenameWatches(int root, string fromRel, string toRel)
+    {
+        var moved = _byPath.Where(kv => kv.Key.Root == root && TracePath.IsAtOrBelow(kv.Key.Rel, fromRel)).ToList();
+        foreach (var (key, wd) in moved)
+        {
+            _byPath.Remove(key);
+        }
+
+        foreach (var (key, wd) in moved)
+        {
+            var newRel = toRel + key.Rel[fromRel.Length..];
+            _byWd[wd] = (root, newRel);
+            _byPath[(root, newRel)] = wd;
+        }
+    }
+
+    private void ForgetTree(int root, string rel, bool removeWatches = false)
+    {
+        var gone = _byPath.Where(kv => kv.Key.Root == root && TracePath.IsAtOrBelow(kv.Key.Rel, rel)).ToList();
+        foreach (var (key, wd) in gone)
+        {
+            _byPath.Remove(key);
+            _byWd.Remove(wd);
+            if (removeWatches)
+            {
+                Libc.InotifyRmWatch(_fd, wd);
+            }
+        }
+    }
+
+    private void Emit(in CaptureEvent e) => _sink!.TryWrite(e);
+
+    public ValueTask DisposeAsync()
+    {
+        _stopping = true;
+        _thread?.Join();
+        if (_fd >= 0)
+        {
+            Libc.Close(_fd);
+            _fd = -1;
+        }
+
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,38 @@
+using System.Runtime.InteropServices;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+
+namespace DiffKeeper.Capture.Scan;
+
+/// <summary>What lstat says of one path, with nanosecond mtime. Kind is null for FIFOs, sockets and devices.</summary>
+public readonly record struct EntryStat(EntryKind? Kind, int Mode, int Uid, int Gid, long MtimeNs, long Size, ulong Inode)
+{
+    /// <summary>lstat of <paramref name="absolutePath"/>; null when it does not exist (any more).</summary>
+    public static EntryStat? Lstat(string absolutePath)
+    {
+        if (Libc.StatxCall(Libc.AT_FDCWD, absolutePath, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno is Libc.ENOENT or Libc.ENOTDIR)
+            {
+                return null;
+            }
+
+            throw new IOException($"cannot stat {absolutePath}: {Libc.StrError(errno)}");
+        }
+
+        return From(st);
+    }
+
+    public static EntryStat From(in Libc.Statx st)
+    {
+        EntryKind? kind = (st.Mode & Libc.S_IFMT) switch
+        {
+            Libc.S_IFREG => EntryKind.File,
+            Libc.S_IFDIR => EntryKind.Directory,
+            Libc.S_IFLNK => EntryKind.Symlink,
+            _ => null,
+        };
+        return new EntryStat(kind, st.Mode & 0xFFF, (int)st.Uid, (int)st.Gid, st.MtimeNs, (long)st.Size, st.Ino);
+    }
+}

@@ -1,0 +1,59 @@
+namespace DiffKeeper.Capture.Scan;
+
+/// <summary>
+/// Walks a root depth-first without following symlinks, parents before children, and yields every entry that the
+/// filter keeps (the root itself is not yielded). Entries that vanish during the walk are skipped.
+/// </summary>
+public static class TreeWalker
+{
+    public static IEnumerable<(string Rel, EntryStat Stat)> Walk(string root, int rootIndex, PathFilter filter, string startRel = "")
+    {
+        var pending = new Stack<string>();
+        pending.Push(startRel);
+        while (pending.Count > 0)
+        {
+            var dirRel = pending.Pop();
+            var dirAbs = Join(root, dirRel);
+            string[] names;
+            try
+            {
+                names = Directory.GetFileSystemEntries(dirAbs).Select(Path.GetFileName).ToArray()!;
+            }
+            catch (Exception e) when (e is DirectoryNotFoundException or IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
+
+            Array.Sort(names, StringComparer.Ordinal);
+            var subdirs = new List<string>();
+            foreach (var name in names)
+            {
+                var rel = dirRel.Length == 0 ? name : dirRel + "/" + name;
+                if (filter.IsExcluded(rootIndex, rel))
+                {
+                    continue;
+                }
+
+                var stat = EntryStat.Lstat(Join(root, rel));
+                if (stat is null || stat.Value.Kind is null)
+                {
+                    continue;
+                }
+
+                yield return (rel, stat.Value);
+                if (stat.Value.Kind == Core.EntryKind.Directory)
+                {
+                    subdirs.Add(rel);
+                }
+            }
+
+            for (var i = subdirs.Count - 1; i >= 0; i--)
+            {
+                pending.Push(subdirs[i]);
+            }
+        }
+    }
+
+    public static string Join(string root, string rel) =>
+        rel.Length == 0 ? root : root.EndsWith('/') ? root + rel : root + "/" + rel;
+}

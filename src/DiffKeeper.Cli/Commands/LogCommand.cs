@@ -1,0 +1,54 @@
+using System.CommandLine;
+using System.Globalization;
+using DiffKeeper.Cli.Rendering;
+using DiffKeeper.Core;
+using DiffKeeper.Storage;
+
+namespace DiffKeeper.Cli.Commands;
+
+internal static class LogCommand
+{
+    public static Command Create(IConsole console)
+    {
+        var trace = CommonOptions.Trace();
+        var session = CommonOptions.Session();
+        var path = new Argument<string>("path") { Description = "Path relative to the watched directory, or absolute" };
+        var cmd = new Command("log", "Show one path's history: every event that touched it and every version stored.") { trace, session, path };
+        cmd.SetAction(pr =>
+        {
+            using var reader = TraceReader.Open(pr.GetValue(trace)!);
+            var s = reader.Session(pr.GetValue(session));
+            var p = pr.GetValue(path)!;
+            var found = reader.FindPath(s, p)
+                ?? throw new DiffKeeperException(ExitCode.NotFound, $"{p} was never seen in session {s.Id}");
+            var name = TraceReader.DisplayPath(s, found.RootId, found.Rel);
+            var w = console.Out;
+            w.WriteLine($"{name} · session {s.Id}");
+            w.WriteLine("events:");
+            foreach (var e in reader.Events(s).Where(e => e.Path == name || e.Path2 == name || e.Op == ChangeOp.Lost))
+            {
+                w.WriteLine("  " + TimelineRenderer.Line(e));
+            }
+
+            w.WriteLine("versions (the state after event #N):");
+            foreach (var v in reader.VersionsOf(s, found.PathId))
+            {
+                var what = v.Kind switch
+                {
+                    EntryKind.File => $"file     {Mode(v.Mode)}  {TimelineRenderer.FormatSize(v.Size),10}  content {Convert.ToHexStringLower(v.ContentId ?? [])[..Math.Min(12, (v.ContentId?.Length ?? 0) * 2)]}",
+                    EntryKind.Directory => $"dir      {Mode(v.Mode)}",
+                    EntryKind.Symlink => $"symlink  -> {v.Target}",
+                    _ => "absent",
+                };
+                var mtime = v.Kind == EntryKind.Absent ? "" : "  mtime " + DateTimeOffset.UnixEpoch.AddTicks(v.MtimeNs / 100).ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture);
+                w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  #{v.Seq,-6} {(v.Seq == 0 ? "baseline" : "        ")}  {what}{mtime}"));
+            }
+
+            w.Flush();
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static string Mode(int mode) => Convert.ToString(mode & 0xFFF, 8).PadLeft(4, '0');
+}

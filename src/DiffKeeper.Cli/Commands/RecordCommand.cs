@@ -1,0 +1,72 @@
+using System.CommandLine;
+using DiffKeeper.Cli.Rendering;
+using DiffKeeper.Core;
+using DiffKeeper.Recording;
+
+namespace DiffKeeper.Cli.Commands;
+
+internal static class RecordCommand
+{
+    public static Command Create(IConsole console)
+    {
+        var trace = CommonOptions.Trace();
+        var watch = new Option<string[]>("--watch", "-w")
+        {
+            Description = "Directory tree to record; repeat for several (default: the current directory)",
+            HelpName = "DIR",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var exclude = new Option<string[]>("--exclude", "-x")
+        {
+            Description = "Do not record paths matching GLOB ('*' within a name, '**' across names; without '/', matches any name); repeatable",
+            HelpName = "GLOB",
+        };
+        var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
+        var command = new Argument<string[]>("command")
+        {
+            Description = "The command to run and record, after '--'",
+            Arity = ArgumentArity.OneOrMore,
+        };
+        var cmd = new Command("record", """
+            Run a command and record every change it makes to the watched trees.
+            Files already there are recorded first (baseline). Exits with the command's exit code (126/127 when it
+            cannot run, 128+N when killed by signal N). SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded to the command.
+            Recording into an existing trace adds a new session.
+            Example: diffkeeper record --trace /tmp/t -- make test
+            """)
+        {
+            trace, watch, exclude, quiet, command,
+        };
+        cmd.SetAction(async (pr, ct) =>
+        {
+            var cwd = Directory.GetCurrentDirectory();
+            var roots = (pr.GetValue(watch) is { Length: > 0 } w ? w : [cwd]).Select(r => Path.GetFullPath(r).TrimEnd('/')).Select(r => r.Length == 0 ? "/" : r).ToList();
+            foreach (var root in roots)
+            {
+                if (!Directory.Exists(root))
+                {
+                    throw new DiffKeeperException(ExitCode.Usage, $"--watch {root}: no such directory");
+                }
+            }
+
+            if (roots.Distinct().Count() != roots.Count)
+            {
+                throw new DiffKeeperException(ExitCode.Usage, "the same directory is given twice with --watch");
+            }
+
+            var options = new RecordOptions(pr.GetValue(trace)!, roots, (pr.GetValue(exclude) ?? []).Select(g => new Glob(g)).ToList(),
+                pr.GetValue(command)!, cwd);
+            var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
+            if (!pr.GetValue(quiet))
+            {
+                console.Error.WriteLine(
+                    $"diffkeeper: recorded session {result.SessionId} into {Path.GetFullPath(options.TraceDir)}: {result.Events} events, {result.Versions} versions, " +
+                    $"{TimelineRenderer.FormatSize(result.RawBytes)} read, {TimelineRenderer.FormatSize(result.StoredBytes)} stored" +
+                    (result.LostEvents > 0 ? $", {result.LostEvents} LOST (rescanned)" : ""));
+            }
+
+            return result.ExitCode;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,131 @@
+using System.Globalization;
+using System.Text.Json;
+using DiffKeeper.Core;
+using DiffKeeper.Storage.Catalog;
+
+namespace DiffKeeper.Cli.Rendering;
+
+/// <summary>Formats timeline events as text lines or JSON lines.</summary>
+public static class TimelineRenderer
+{
+    public static void Header(TextWriter w, SessionInfo s)
+    {
+        w.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"session {s.Id} · {s.Capture} · started {s.StartedWall:yyyy-MM-ddTHH:mm:ss.fffZ} · {Describe(s)}"));
+        w.WriteLine($"  $ {s.Command}");
+        w.WriteLine($"  watched: {string.Join(", ", s.Roots.Select(r => r.Path))}");
+    }
+
+    public static string Describe(SessionInfo s) => s.State switch
+    {
+        "finished" => $"exit status {s.ExitCode}",
+        "recording" => "recording now (or its recorder was killed)",
+        _ => "interrupted: the recorder stopped before the command ended",
+    };
+
+    public static string Line(EventRecord e)
+    {
+        var sb = new System.Text.StringBuilder(96);
+        sb.Append('[').Append(TimeSpec.FormatDuration(e.TimeNs)).Append("] ");
+        sb.Append(e.Op.Name().PadRight(8)).Append(' ');
+        if (e.Op == ChangeOp.Exit)
+        {
+            sb.Append(e.Detail ?? $"exit status {e.Size}");
+            return sb.ToString();
+        }
+
+        if (e.Path is not null)
+        {
+            sb.Append(e.Path);
+        }
+
+        if (e.Path2 is not null)
+        {
+            sb.Append(" -> ").Append(e.Path2);
+        }
+
+        if (e.Size is { } size && e.Op is not ChangeOp.Mkdir and not ChangeOp.Rmdir and not ChangeOp.Delete)
+        {
+            sb.Append("  ").Append(FormatSize(size));
+        }
+
+        if (e.Pid is { } pid)
+        {
+            sb.Append("  pid ").Append(pid.ToString(CultureInfo.InvariantCulture));
+            if (e.Comm is not null)
+            {
+                sb.Append(" (").Append(e.Comm).Append(')');
+            }
+        }
+
+        if (e.Detail is not null && e.Op != ChangeOp.Lost)
+        {
+            sb.Append("  [").Append(e.Detail).Append(']');
+        }
+        else if (e.Detail is not null)
+        {
+            sb.Append(e.Detail);
+        }
+
+        sb.Append("  #").Append(e.Seq.ToString(CultureInfo.InvariantCulture));
+        return sb.ToString();
+    }
+
+    public static void Json(Utf8JsonWriter j, SessionInfo s, EventRecord e)
+    {
+        j.WriteStartObject();
+        j.WriteNumber("session", s.Id);
+        j.WriteNumber("seq", e.Seq);
+        j.WriteNumber("time_ns", e.TimeNs);
+        j.WriteString("time", TimeSpec.FormatDuration(e.TimeNs));
+        j.WriteString("wall", DateTimeOffset.UnixEpoch.AddTicks((s.StartedWallNs + e.TimeNs) / 100).ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ", CultureInfo.InvariantCulture));
+        j.WriteString("op", e.Op.Name());
+        WriteNullable(j, "path", e.Path);
+        WriteNullable(j, "path2", e.Path2);
+        if (e.Size is { } size)
+        {
+            j.WriteNumber(e.Op == ChangeOp.Exit ? "exit_code" : "size", size);
+            if (e.Op == ChangeOp.Exit)
+            {
+                j.WriteNull("size");
+            }
+        }
+        else
+        {
+            j.WriteNull("size");
+        }
+
+        if (e.Pid is { } pid)
+        {
+            j.WriteNumber("pid", pid);
+        }
+        else
+        {
+            j.WriteNull("pid");
+        }
+
+        WriteNullable(j, "comm", e.Comm);
+        WriteNullable(j, "detail", e.Detail);
+        j.WriteEndObject();
+    }
+
+    private static void WriteNullable(Utf8JsonWriter j, string name, string? value)
+    {
+        if (value is null)
+        {
+            j.WriteNull(name);
+        }
+        else
+        {
+            j.WriteString(name, value);
+        }
+    }
+
+    public static string FormatSize(long bytes) => bytes switch
+    {
+        < 1024 => string.Create(CultureInfo.InvariantCulture, $"{bytes} B"),
+        < 1024 * 1024 => string.Create(CultureInfo.InvariantCulture, $"{bytes / 1024.0:0.#} KiB"),
+        < 1024L * 1024 * 1024 => string.Create(CultureInfo.InvariantCulture, $"{bytes / 1048576.0:0.#} MiB"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"{bytes / 1073741824.0:0.##} GiB"),
+    };
+}

@@ -1,0 +1,51 @@
+namespace DiffKeeper.Core;
+
+/// <summary>
+/// Rules for the paths a trace stores: relative to their root, '/'-separated, no empty, '.' or '..' component,
+/// no NUL. A trace is untrusted input, so every path read from a catalog goes through <see cref="Validate"/>.
+/// </summary>
+public static class TracePath
+{
+    public static bool IsSafe(string path)
+    {
+        if (path.Length == 0 || path[0] == '/' || path.Contains('\0', StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        foreach (var part in path.Split('/'))
+        {
+            if (part.Length == 0 || part == "." || part == "..")
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    public static string Validate(string path)
+    {
+        if (!IsSafe(path))
+        {
+            throw new DiffKeeperException(ExitCode.UnsafePath,
+                $"the trace holds the path '{path.Replace("\0", "\\0", StringComparison.Ordinal)}', which would escape the output directory; refusing to write it (the trace is damaged or was crafted)")
+            { Path = path };
+        }
+
+        return path;
+    }
+
+    /// <summary>The parent of a relative path, or "" for a top-level name.</summary>
+    public static string Parent(string path)
+    {
+        var i = path.LastIndexOf('/');
+        return i < 0 ? "" : path[..i];
+    }
+
+    /// <summary>True when <paramref name="path"/> is <paramref name="ancestor"/> or lies below it.</summary>
+    public static bool IsAtOrBelow(string path, string ancestor) =>
+        ancestor.Length == 0 ||
+        (path.StartsWith(ancestor, StringComparison.Ordinal) &&
+         (path.Length == ancestor.Length || path[ancestor.Length] == '/'));
+}

@@ -1,0 +1,44 @@
+using System.Runtime.InteropServices;
+
+namespace DiffKeeper.Native.Interop;
+
+/// <summary>The system libzstd (libzstd.so.1): one-shot compress and decompress, nothing else yet.</summary>
+public static unsafe partial class LibZstd
+{
+    private const string Lib = "libzstd.so.1";
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_compressBound")]
+    public static partial nuint CompressBound(nuint srcSize);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_compress")]
+    public static partial nuint Compress(byte* dst, nuint dstCapacity, byte* src, nuint srcSize, int level);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_decompress")]
+    public static partial nuint Decompress(byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_isError")]
+    public static partial uint IsError(nuint code);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_getErrorName")]
+    private static partial nint GetErrorNamePtr(nuint code);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_createCCtx")]
+    public static partial nint CreateCCtx();
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_freeCCtx")]
+    public static partial nuint FreeCCtx(nint cctx);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_compressCCtx")]
+    public static partial nuint CompressCCtx(nint cctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize, int level);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_createDCtx")]
+    public static partial nint CreateDCtx();
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_freeDCtx")]
+    public static partial nuint FreeDCtx(nint dctx);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_decompressDCtx")]
+    public static partial nuint DecompressDCtx(nint dctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
+
+    public static string ErrorName(nuint code) => Marshal.PtrToStringUTF8(GetErrorNamePtr(code)) ?? "unknown zstd error";
+}

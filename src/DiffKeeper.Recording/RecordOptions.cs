@@ -1,0 +1,21 @@
+using DiffKeeper.Core;
+
+namespace DiffKeeper.Recording;
+
+/// <summary>What to record and where. Roots are absolute, normalized, and exist.</summary>
+public sealed record RecordOptions(
+    string TraceDir,
+    IReadOnlyList<string> Roots,
+    IReadOnlyList<Glob> Excludes,
+    IReadOnlyList<string> Command,
+    string Cwd)
+{
+    /// <summary>How long a changed file waits before it is read, so a burst of writes costs one read.</summary>
+    public TimeSpan Debounce { get; init; } = TimeSpan.FromMilliseconds(2);
+
+    /// <summary>A file read again within this window waits until it ends (hot paths, bounded CPU).</summary>
+    public TimeSpan HotWindow { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Longest time between catalog commits while events keep coming.</summary>
+    public TimeSpan CommitInterval { get; init; } = TimeSpan.FromMilliseconds(25);
+}

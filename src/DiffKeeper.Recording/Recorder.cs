@@ -1,0 +1,404 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using DiffKeeper.Capture;
+using DiffKeeper.Capture.Inotify;
+using DiffKeeper.Capture.Scan;
+using DiffKeeper.Core;
+using DiffKeeper.Storage;
+using DiffKeeper.Storage.Catalog;
+
+namespace DiffKeeper.Recording;
+
+/// <summary>
+/// One `record` session: baseline scan, the command, events turned into timeline entries and versions, the
+/// final reconcile scan and the EXIT event. Capture runs on its own thread and never waits for the recorder;
+/// this class consumes its channel on one thread, reads changed files after a short debounce (longer for hot
+/// files) and commits the catalog at least every <see cref="RecordOptions.CommitInterval"/> while work is pending.
+/// </summary>
+public sealed class Recorder
+{
+    private readonly RecordOptions _options;
+    private readonly TextWriter _log;
+    private readonly Dictionary<(int Root, string Rel), (long ReadyAt, long Seq)> _dirty = [];
+    private readonly Dictionary<(int Root, string Rel), long> _recentReads = [];
+    private readonly HashSet<(int Root, string Rel)> _announced = [];
+    private TraceWriter _writer = null!;
+    private Versioner _versioner = null!;
+    private long _sessionId;
+    private long _startTs;
+    private long _seq;
+    private long _events;
+    private long _lost;
+    private NewEvent? _lastWrite;
+    private (int Root, string Rel) _lastWritePath;
+
+    public Recorder(RecordOptions options, TextWriter log)
+    {
+        _options = options;
+        _log = log;
+    }
+
+    public async Task<RecordResult> RunAsync(CancellationToken ct)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        using var writer = TraceWriter.Open(_options.TraceDir);
+        _writer = writer;
+        var filter = new PathFilter(_options.Roots, writer.TraceDir, _options.Excludes);
+        var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        await using var source = new InotifySource(_options.Roots, filter);
+        _sessionId = writer.BeginSession(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, source.Name,
+            WallNs(), _options.Roots, out var rootIds);
+        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds);
+
+        source.Start(channel.Writer);
+        for (var root = 0; root < _options.Roots.Count; root++)
+        {
+            foreach (var (rel, _) in TreeWalker.Walk(_options.Roots[root], root, filter))
+            {
+                _versioner.Observe(root, rel, 0, 0);
+            }
+        }
+
+        writer.Commit();
+        _startTs = Stopwatch.GetTimestamp();
+        writer.SetSessionStart(_sessionId, WallNs());
+        writer.Commit();
+
+        int exitCode;
+        var consumer = Task.Factory.StartNew(() => Consume(channel.Reader, filter), CancellationToken.None,
+            TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+        try
+        {
+            using var child = ChildProcess.Start(_options.Command, _options.Cwd);
+            exitCode = await child.WaitAsync(ct).ConfigureAwait(false);
+        }
+        catch (DiffKeeperException e) when (e.Code is ExitCode.CommandNotFound or ExitCode.CannotExecute)
+        {
+            _log.WriteLine($"diffkeeper: {e.Message}");
+            exitCode = (int)e.Code;
+        }
+
+        var exitTimeNs = NowNs();
+        await source.StopAsync().ConfigureAwait(false);
+        channel.Writer.Complete();
+        await consumer.ConfigureAwait(false);
+
+        Rescan(filter, "reconcile");
+        FlushWrite();
+        _writer.AddEvent(_sessionId, new NewEvent(++_seq, Math.Max(exitTimeNs, NowNs()), ChangeOp.Exit, null, null, exitCode, null, null,
+            ChildProcess.DescribeExit(exitCode)));
+        _events++;
+        writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
+        return new RecordResult(_sessionId, exitCode, _events, _versioner.VersionsWritten, _lost, _versioner.RawBytes,
+            writer.StoredBytesWritten, stopwatch.Elapsed);
+    }
+
+    private async Task Consume(ChannelReader<CaptureEvent> reader, PathFilter filter)
+    {
+        var lastCommit = Stopwatch.GetTimestamp();
+        var completed = false;
+        while (true)
+        {
+            var processed = 0;
+            while (processed < 8192 && reader.TryRead(out var e))
+            {
+                Handle(e, filter);
+                processed++;
+            }
+
+            if (!completed && reader.Completion.IsCompleted)
+            {
+                completed = true;
+            }
+
+            var now = Stopwatch.GetTimestamp();
+            VersionReady(completed ? long.MaxValue : now);
+            var idle = processed == 0 && _dirty.Count == 0;
+            if (_writer.HasPending && (idle || completed || Stopwatch.GetElapsedTime(lastCommit) >= _options.CommitInterval))
+            {
+                FlushWrite();
+                _writer.Commit();
+                lastCommit = Stopwatch.GetTimestamp();
+            }
+
+            if (completed && _dirty.Count == 0 && !reader.TryPeek(out _))
+            {
+                return;
+            }
+
+            if (processed == 0)
+            {
+                var wait = _dirty.Count == 0 ? TimeSpan.FromMilliseconds(200) : Stopwatch.GetElapsedTime(now, _dirty.Values.Min(d => d.ReadyAt));
+                wait = wait < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : wait;
+                using var cts = new CancellationTokenSource(wait);
+                try
+                {
+                    await reader.WaitToReadAsync(cts.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    // time to read dirty files
+                }
+            }
+        }
+    }
+
+    private void Handle(in CaptureEvent e, PathFilter filter)
+    {
+        var timeNs = TimeNs(e.Timestamp);
+        var key = (e.Root, e.Path);
+        switch (e.Kind)
+        {
+            case CaptureKind.Overflow:
+                _lost++;
+                AddEvent(timeNs, ChangeOp.Lost, null, null, null, "inotify queue overflow: events were lost; rescanning");
+                Rescan(filter, "rescan");
+                return;
+            case CaptureKind.Created:
+            {
+                var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
+                var kind = stat?.Kind ?? (e.IsDirectory ? EntryKind.Directory : EntryKind.File);
+                var op = kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
+                if (!_announced.Add(key) || _versioner.Known(e.Root, e.Path) is not null)
+                {
+                    // Seen already: a new directory's contents are reported both by the scan made after its watch
+                    // was added and by the watch itself.
+                    MarkDirty(key, immediate: kind != EntryKind.File);
+                    return;
+                }
+
+                AddEvent(timeNs, op, key, null, kind == EntryKind.Directory ? null : stat?.Size, null);
+                MarkDirty(key, immediate: kind != EntryKind.File);
+                MarkParentDirty(e.Root, e.Path);
+                return;
+            }
+
+            case CaptureKind.Modified:
+            {
+                var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
+                var known = _versioner.Known(e.Root, e.Path);
+                var op = stat is not null && known is not null && stat.Value.Size < known.Value.Size ? ChangeOp.Truncate : ChangeOp.Write;
+                if (op == ChangeOp.Write && _lastWrite is { } last && _lastWritePath == key && _dirty.ContainsKey(key))
+                {
+                    _lastWrite = last with { Size = stat?.Size ?? last.Size }; // one WRITE per burst, as inotify itself merges
+                }
+                else
+                {
+                    AddEvent(timeNs, op, key, null, stat?.Size, null);
+                }
+
+                MarkDirty(key, immediate: false);
+                return;
+            }
+
+            case CaptureKind.ClosedWrite:
+                MarkDirty(key, immediate: true);
+                return;
+            case CaptureKind.Attributes:
+            {
+                var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
+                var known = _versioner.Known(e.Root, e.Path);
+                if (stat is not null && (known is null || stat.Value.Mode != known.Value.Mode))
+                {
+                    AddEvent(timeNs, ChangeOp.Chmod, key, null, null, "mode " + Convert.ToString(stat.Value.Mode, 8).PadLeft(4, '0'));
+                }
+
+                MarkDirty(key, immediate: true);
+                return;
+            }
+
+            case CaptureKind.Deleted:
+                AddEvent(timeNs, e.IsDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, key, null, null, null);
+                Gone(e.Root, e.Path);
+                MarkParentDirty(e.Root, e.Path);
+                return;
+            case CaptureKind.Renamed:
+            {
+                var to = (e.Root, e.Path2!);
+                AddEvent(timeNs, ChangeOp.Rename, key, to, e.IsDirectory ? null : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path2!))?.Size, null);
+                var moved = _versioner.LiveAtOrBelow(e.Root, e.Path);
+                Gone(e.Root, e.Path);
+                foreach (var rel in moved)
+                {
+                    MarkDirty((e.Root, e.Path2! + rel[e.Path.Length..]), immediate: true);
+                }
+
+                MarkDirty(to, immediate: true);
+                MarkParentDirty(e.Root, e.Path);
+                MarkParentDirty(e.Root, e.Path2!);
+                return;
+            }
+        }
+    }
+
+    /// <summary>The path and everything below it are gone as of the current event.</summary>
+    private void Gone(int root, string rel)
+    {
+        FlushWrite();
+        var key = (root, rel);
+        if (_versioner.Known(root, rel) is { Kind: not EntryKind.Directory })
+        {
+            // The common case, kept O(1): a file or symlink has nothing below it.
+            _announced.Remove(key);
+            _dirty.Remove(key);
+            _versioner.MarkAbsent(root, rel, _seq, NowNs());
+            return;
+        }
+
+        _announced.RemoveWhere(k => k.Root == root && TracePath.IsAtOrBelow(k.Rel, rel));
+        foreach (var path in _versioner.LiveAtOrBelow(root, rel).AsEnumerable().Reverse())
+        {
+            _versioner.MarkAbsent(root, path, _seq, NowNs());
+        }
+
+        foreach (var k in _dirty.Keys.Where(k => k.Root == root && TracePath.IsAtOrBelow(k.Rel, rel)).ToList())
+        {
+            _dirty.Remove(k);
+        }
+    }
+
+    private void MarkParentDirty(int root, string rel)
+    {
+        var parent = TracePath.Parent(rel);
+        if (parent.Length > 0)
+        {
+            MarkDirty((root, parent), immediate: false);
+        }
+    }
+
+    private void MarkDirty((int Root, string Rel) key, bool immediate)
+    {
+        var now = Stopwatch.GetTimestamp();
+        var ready = immediate ? now : now + (long)(_options.Debounce.TotalSeconds * Stopwatch.Frequency);
+        // A path read within the hot window waits until the window ends: a file written 100,000 times a second
+        // is read a few times a second, not 100,000 times.
+        var hot = (long)(_options.HotWindow.TotalSeconds * Stopwatch.Frequency);
+        if (_recentReads.TryGetValue(key, out var last) && now - last < hot)
+        {
+            ready = Math.Max(ready, last + hot);
+        }
+
+        if (_dirty.TryGetValue(key, out var d))
+        {
+            ready = Math.Min(ready, d.ReadyAt);
+        }
+
+        // The version will belong to the latest event that touched the path (or its child, for a directory).
+        _dirty[key] = (ready, _seq);
+    }
+
+    private void VersionReady(long now)
+    {
+        if (_dirty.Count == 0)
+        {
+            return;
+        }
+
+        var ready = _dirty.Where(kv => kv.Value.ReadyAt <= now).Select(kv => (kv.Key, kv.Value.Seq))
+            .OrderBy(k => k.Key.Rel, StringComparer.Ordinal).ToList();
+        if (ready.Count == 0)
+        {
+            return;
+        }
+
+        FlushWrite();
+        if (_recentReads.Count > 100_000)
+        {
+            _recentReads.Clear();
+        }
+
+        foreach (var (key, seq) in ready)
+        {
+            _dirty.Remove(key);
+            _recentReads[key] = Stopwatch.GetTimestamp();
+            _versioner.Observe(key.Root, key.Rel, seq, NowNs());
+        }
+    }
+
+    /// <summary>Walks every root and stores what differs from the known state (after LOST, and at the end).</summary>
+    private void Rescan(PathFilter filter, string why)
+    {
+        FlushWrite();
+        var seen = new HashSet<(int, string)>();
+        for (var root = 0; root < _options.Roots.Count; root++)
+        {
+            foreach (var (rel, walked) in TreeWalker.Walk(_options.Roots[root], root, filter))
+            {
+                seen.Add((root, rel));
+                var known = _versioner.Known(root, rel);
+                var pending = _dirty.Remove((root, rel));
+                if (!pending && known == walked)
+                {
+                    continue;
+                }
+
+                if (known is not null && walked.Kind == EntryKind.Directory)
+                {
+                    _versioner.Observe(root, rel, _seq, NowNs()); // a directory's mtime: no timeline entry of its own
+                    continue;
+                }
+
+                var (stat, changed) = _versioner.Observe(root, rel, _seq + 1, NowNs(), statOnly: !pending);
+                if (changed)
+                {
+                    var op = stat is null ? ChangeOp.Delete
+                        : known is not null ? ChangeOp.Write
+                        : stat.Value.Kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
+                    AddEvent(NowNs(), op, (root, rel), null, stat?.Size, why, seq: _seq + 1);
+                }
+            }
+        }
+
+        foreach (var (root, rel) in _versioner.AllLive().Where(k => !seen.Contains(k)).OrderByDescending(k => k.Rel, StringComparer.Ordinal).ToList())
+        {
+            if (_versioner.Known(root, rel) is null)
+            {
+                continue;
+            }
+
+            AddEvent(NowNs(), ChangeOp.Delete, (root, rel), null, null, why);
+            Gone(root, rel);
+        }
+
+        _dirty.Clear();
+    }
+
+    private void AddEvent(long timeNs, ChangeOp op, (int Root, string Rel)? path, (int Root, string Rel)? path2, long? size, string? detail, long? seq = null)
+    {
+        FlushWrite();
+        var s = seq ?? _seq + 1;
+        _seq = Math.Max(_seq, s);
+        var e = new NewEvent(s, timeNs, op, path is { } p ? _versioner.PathId(p.Root, p.Rel) : null,
+            path2 is { } q ? _versioner.PathId(q.Root, q.Rel) : null, size, null, null, detail);
+        _events++;
+        if (op == ChangeOp.Write && path is { } wp)
+        {
+            _lastWrite = e;
+            _lastWritePath = wp;
+            return;
+        }
+
+        _writer.AddEvent(_sessionId, e);
+    }
+
+    /// <summary>Writes the WRITE event held back for merging.</summary>
+    private void FlushWrite()
+    {
+        if (_lastWrite is { } w)
+        {
+            _lastWrite = null;
+            _writer.AddEvent(_sessionId, w);
+        }
+    }
+
+    private long TimeNs(long timestamp) =>
+        timestamp <= _startTs ? 0 : (long)((timestamp - _startTs) * (1_000_000_000.0 / Stopwatch.Frequency));
+
+    private long NowNs() => TimeNs(Stopwatch.GetTimestamp());
+
+    private static long WallNs() => (DateTimeOffset.UtcNow.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100;
+
+    private static string Quote(string arg) =>
+        arg.Length > 0 && arg.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,@%+".Contains(c)) ? arg : "'" + arg.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+
+}

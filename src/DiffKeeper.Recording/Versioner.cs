@@ -1,0 +1,188 @@
+using System.Runtime.InteropServices;
+using DiffKeeper.Capture;
+using DiffKeeper.Capture.Scan;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+using DiffKeeper.Storage;
+using DiffKeeper.Storage.Catalog;
+using Microsoft.Win32.SafeHandles;
+
+namespace DiffKeeper.Recording;
+
+/// <summary>
+/// Keeps the recorder's view of every path of a session (its latest stored version) and stores a new version
+/// when a path's observed state differs from it. Reads files with O_NOFOLLOW; never follows a symlink.
+/// Called from one thread only.
+/// </summary>
+internal sealed class Versioner
+{
+    private readonly TraceWriter _writer;
+    private readonly long _sessionId;
+    private readonly IReadOnlyList<string> _roots;
+    private readonly IReadOnlyList<long> _rootIds;
+    private readonly Dictionary<(int Root, string Rel), PathState> _paths = [];
+
+    public Versioner(TraceWriter writer, long sessionId, IReadOnlyList<string> roots, IReadOnlyList<long> rootIds)
+    {
+        _writer = writer;
+        _sessionId = sessionId;
+        _roots = roots;
+        _rootIds = rootIds;
+    }
+
+    public long VersionsWritten { get; private set; }
+
+    public long RawBytes { get; private set; }
+
+    /// <summary>The last known stat of a path (null if unknown or absent).</summary>
+    public EntryStat? Known(int root, string rel) =>
+        _paths.TryGetValue((root, rel), out var s) && s.Kind != EntryKind.Absent ? s.Stat : null;
+
+    public long PathId(int root, string rel) => _writer.PathId(_rootIds[root], rel);
+
+    /// <summary>Every path currently known present at or below <paramref name="rel"/>.</summary>
+    public List<string> LiveAtOrBelow(int root, string rel) =>
+        _paths.Where(kv => kv.Key.Root == root && kv.Value.Kind != EntryKind.Absent && TracePath.IsAtOrBelow(kv.Key.Rel, rel))
+            .Select(kv => kv.Key.Rel).OrderBy(r => r, StringComparer.Ordinal).ToList();
+
+    public IEnumerable<(int Root, string Rel)> AllLive() =>
+        _paths.Where(kv => kv.Value.Kind != EntryKind.Absent).Select(kv => kv.Key).ToList();
+
+    /// <summary>Stores an absent version if the path was present.</summary>
+    public void MarkAbsent(int root, string rel, long seq, long timeNs)
+    {
+        if (!_paths.TryGetValue((root, rel), out var state) || state.Kind == EntryKind.Absent)
+        {
+            return;
+        }
+
+        Store(root, rel, new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Absent, 0, 0, 0, 0, 0, null, null, null), default);
+    }
+
+    /// <summary>
+    /// Looks at the path now and stores a version if it changed. With <paramref name="statOnly"/>, a file whose
+    /// lstat (kind, mode, owner, size, mtime, inode) is unchanged is not read (rescans).
+    /// Returns the stat seen (null: absent), and whether a version was stored.
+    /// </summary>
+    public (EntryStat? Stat, bool Changed) Observe(int root, string rel, long seq, long timeNs, bool statOnly = false)
+    {
+        var abs = TreeWalker.Join(_roots[root], rel);
+        var stat = EntryStat.Lstat(abs);
+        _paths.TryGetValue((root, rel), out var known);
+        if (stat is null || stat.Value.Kind is null)
+        {
+            var had = known is not null && known.Kind != EntryKind.Absent;
+            MarkAbsent(root, rel, seq, timeNs);
+            return (null, had);
+        }
+
+        var st = stat.Value;
+        if (statOnly && known is not null && known.Kind == st.Kind && known.Stat == st)
+        {
+            return (st, false);
+        }
+
+        NewVersion version;
+        switch (st.Kind)
+        {
+            case EntryKind.Directory:
+                version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Directory, st.Mode, st.Uid, st.Gid, st.MtimeNs, 0, null, null, null);
+                break;
+            case EntryKind.Symlink:
+                string? target;
+                try
+                {
+                    target = new FileInfo(abs).LinkTarget;
+                }
+                catch (IOException)
+                {
+                    target = null;
+                }
+
+                if (target is null)
+                {
+                    return Observe(root, rel, seq, timeNs); // replaced while we looked
+                }
+
+                version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Symlink, st.Mode, st.Uid, st.Gid, st.MtimeNs, target.Length, null, target, null);
+                break;
+            default:
+                var read = ReadFile(abs, seq, timeNs, root, rel, out st);
+                if (read is null)
+                {
+                    return Observe(root, rel, seq, timeNs);
+                }
+
+                version = read;
+                break;
+        }
+
+        if (known is not null && known.Same(version))
+        {
+            known.Stat = st;
+            return (st, false);
+        }
+
+        Store(root, rel, version, st);
+        return (st, true);
+    }
+
+    private NewVersion? ReadFile(string abs, long seq, long timeNs, int root, string rel, out EntryStat stat)
+    {
+        stat = default;
+        var fd = Libc.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+        if (fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno is Libc.ENOENT or Libc.ELOOP or Libc.ENOTDIR)
+            {
+                return null;
+            }
+
+            throw new IOException($"cannot read {abs}: {Libc.StrError(errno)}");
+        }
+
+        using var handle = new SafeFileHandle(fd, ownsHandle: true);
+        if (Libc.StatxCall(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var sx) != 0)
+        {
+            throw new IOException($"cannot stat {abs}: {Libc.StrError(Marshal.GetLastPInvokeError())}");
+        }
+
+        stat = EntryStat.From(sx);
+        if (stat.Kind != EntryKind.File)
+        {
+            return null;
+        }
+
+        var content = FileIngest.Ingest(_writer, handle, stat.Size);
+        if (content.Size != stat.Size)
+        {
+            stat = stat with { Size = content.Size };
+        }
+
+        RawBytes += content.Size;
+        return new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, stat.Mode, stat.Uid, stat.Gid, stat.MtimeNs,
+            content.Size, content.ContentId, null, content.Extents);
+    }
+
+    private void Store(int root, string rel, NewVersion version, EntryStat stat)
+    {
+        _writer.AddVersion(_sessionId, version);
+        VersionsWritten++;
+        _paths[(root, rel)] = new PathState(version, stat);
+    }
+
+    private sealed class PathState(NewVersion version, EntryStat stat)
+    {
+        public EntryKind Kind { get; } = version.Kind;
+
+        public EntryStat Stat { get; set; } = stat;
+
+        private NewVersion Version { get; } = version;
+
+        public bool Same(NewVersion v) =>
+            v.Kind == Version.Kind && v.Mode == Version.Mode && v.Uid == Version.Uid && v.Gid == Version.Gid &&
+            v.MtimeNs == Version.MtimeNs && v.Size == Version.Size && v.Target == Version.Target &&
+            (v.ContentId ?? []).AsSpan().SequenceEqual(Version.ContentId ?? []);
+    }
+}

@@ -1,0 +1,210 @@
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+using DiffKeeper.Storage;
+using DiffKeeper.Storage.Catalog;
+
+namespace DiffKeeper.Replay;
+
+/// <summary>What an export wrote.</summary>
+public sealed record ExportResult(long Seq, int Files, int Directories, int Symlinks, long Bytes);
+
+/// <summary>
+/// Rebuilds the watched trees of a session as they were right after one event. Builds into a sibling temp
+/// directory through <see cref="SafeTreeWriter"/> (nothing is ever written outside it), then renames it into
+/// place; an interrupted export leaves only a ".*.dk-tmp-*" sibling, never a half-written output. With one root
+/// the output is the root; with several, each root appears under its absolute path.
+/// </summary>
+public static class Materializer
+{
+    public static ExportResult Export(TraceReader reader, SessionInfo session, long seq, string outDir, bool force)
+    {
+        outDir = Path.GetFullPath(outDir).TrimEnd('/');
+        if (outDir.Length == 0)
+        {
+            throw new DiffKeeperException(ExitCode.Usage, "refusing to export onto /; choose an empty directory with --out");
+        }
+
+        CheckOutput(outDir, force);
+        var parent = Path.GetDirectoryName(outDir)!;
+        Directory.CreateDirectory(parent);
+        var temp = Path.Combine(parent, $".{Path.GetFileName(outDir)}.dk-tmp-{Guid.NewGuid():N}"[..^20]);
+        Directory.CreateDirectory(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        try
+        {
+            ExportResult result;
+            using (var tree = SafeTreeWriter.Open(temp))
+            {
+                result = Write(reader, session, seq, tree);
+            }
+
+            // The root's own mode is not recorded: give it what mkdir would.
+            var umask = Libc.Umask(0);
+            Libc.Umask(umask);
+            File.SetUnixFileMode(temp, (UnixFileMode)(0x1ED & ~umask));
+
+            Publish(temp, outDir);
+            return result;
+        }
+        catch
+        {
+            TryDelete(temp);
+            throw;
+        }
+    }
+
+    /// <summary>The state after event <paramref name="seq"/>, as output-relative paths, checked for safety and consistency.</summary>
+    public static List<(string Path, VersionRecord Version)> Plan(TraceReader reader, SessionInfo session, long seq)
+    {
+        var entries = new List<(string Path, VersionRecord Version)>();
+        foreach (var v in reader.StateAt(session, seq))
+        {
+            var path = v.Rel;
+            if (session.Roots.Count > 1)
+            {
+                var root = session.Roots.First(r => r.Id == v.RootId).Path.Trim('/');
+                path = root.Length == 0 ? v.Rel : root + "/" + v.Rel;
+            }
+
+            entries.Add((TracePath.Validate(path), v));
+        }
+
+        entries.Sort((a, b) => string.CompareOrdinal(a.Path, b.Path));
+        var kinds = entries.ToDictionary(e => e.Path, e => e.Version.Kind, StringComparer.Ordinal);
+        foreach (var (path, _) in entries)
+        {
+            for (var p = TracePath.Parent(path); p.Length > 0; p = TracePath.Parent(p))
+            {
+                if (kinds.TryGetValue(p, out var k) && k != EntryKind.Directory)
+                {
+                    throw new DiffKeeperException(ExitCode.UnsafePath,
+                        $"refusing to export: the trace puts '{path}' below '{p}', which is a {k.ToString().ToLowerInvariant()} at that moment (the trace is damaged or crafted)")
+                    { Path = path };
+                }
+            }
+        }
+
+        return entries;
+    }
+
+    private static ExportResult Write(TraceReader reader, SessionInfo session, long seq, SafeTreeWriter tree)
+    {
+        var entries = Plan(reader, session, seq);
+        var made = new HashSet<string>(StringComparer.Ordinal);
+        int files = 0, dirs = 0, links = 0;
+        long bytes = 0;
+        foreach (var (path, v) in entries)
+        {
+            EnsureParents(tree, path, made);
+            switch (v.Kind)
+            {
+                case EntryKind.Directory:
+                    tree.CreateDirectory(path);
+                    made.Add(path);
+                    dirs++;
+                    break;
+                case EntryKind.File:
+                    using (var file = tree.CreateFile(path))
+                    {
+                        VersionContent.Read(reader, session, v, (data, offset) => RandomAccess.Write(file, data.Span, offset));
+                        if (RandomAccess.GetLength(file) != v.Size)
+                        {
+                            RandomAccess.SetLength(file, v.Size); // a hole at the end
+                        }
+
+                        SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, path);
+                    }
+
+                    files++;
+                    bytes += v.Size;
+                    break;
+                case EntryKind.Symlink:
+                    tree.CreateSymlink(path, v.Target ?? "");
+                    tree.SetSymlinkMtime(path, v.MtimeNs);
+                    links++;
+                    break;
+            }
+        }
+
+        // Directory modes and mtimes last, deepest first: writing children changes a directory's mtime, and a
+        // read-only mode would stop the writes.
+        foreach (var (path, v) in entries.Where(e => e.Version.Kind == EntryKind.Directory).OrderByDescending(e => e.Path.Count(c => c == '/')))
+        {
+            tree.SetDirectoryMetadata(path, v.Mode, v.MtimeNs);
+        }
+
+        return new ExportResult(seq, files, dirs, links, bytes);
+    }
+
+    private static void EnsureParents(SafeTreeWriter tree, string path, HashSet<string> made)
+    {
+        var parent = TracePath.Parent(path);
+        if (parent.Length == 0 || made.Contains(parent))
+        {
+            return;
+        }
+
+        EnsureParents(tree, parent, made);
+        tree.CreateDirectory(parent);
+        made.Add(parent);
+    }
+
+    private static void CheckOutput(string outDir, bool force)
+    {
+        if (File.Exists(outDir) || (Directory.Exists(outDir) && new FileInfo(outDir).LinkTarget is not null))
+        {
+            throw new DiffKeeperException(ExitCode.OutputExists, $"{outDir} exists and is not a directory; choose another --out");
+        }
+
+        if (!force && Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
+        {
+            throw new DiffKeeperException(ExitCode.OutputExists, $"{outDir} is not empty; choose an empty or new directory, or pass --force to replace it");
+        }
+    }
+
+    private static void Publish(string temp, string outDir)
+    {
+        if (!Directory.Exists(outDir))
+        {
+            Rename(temp, outDir);
+            return;
+        }
+
+        var trash = temp + ".old";
+        Rename(outDir, trash);
+        Rename(temp, outDir);
+        TryDelete(trash);
+    }
+
+    private static void Rename(string from, string to)
+    {
+        if (Libc.RenameAt(Libc.AT_FDCWD, from, Libc.AT_FDCWD, to) != 0)
+        {
+            var errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            throw new DiffKeeperException(ExitCode.SystemError, $"cannot move {from} to {to}: {Libc.StrError(errno)}");
+        }
+    }
+
+    private static void TryDelete(string dir)
+    {
+        try
+        {
+            MakeWritable(dir);
+            Directory.Delete(dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    // Recorded read-only directory modes would stop a non-root user from removing a temp or old tree.
+    private static void MakeWritable(string dir)
+    {
+        foreach (var d in Directory.EnumerateDirectories(dir, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }))
+        {
+            File.SetUnixFileMode(d, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+using System.Runtime.InteropServices;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+using Microsoft.Win32.SafeHandles;
+
+namespace DiffKeeper.Replay;
+
+/// <summary>
+/// Creates entries below one directory and nowhere else. Every path is walked component by component from the
+/// directory's fd with openat(O_NOFOLLOW | O_DIRECTORY), so a symlink anywhere on the way (planted by a crafted
+/// trace or by another process) makes the call fail instead of writing outside. New files use O_EXCL. Not
+/// thread-safe.
+/// </summary>
+public sealed class SafeTreeWriter : IDisposable
+{
+    private const int DirFlags = Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC;
+    private readonly int _rootFd;
+    private readonly Dictionary<string, int> _dirFds = new(StringComparer.Ordinal);
+
+    private SafeTreeWriter(string path, int rootFd)
+    {
+        RootPath = path;
+        _rootFd = rootFd;
+    }
+
+    public string RootPath { get; }
+
+    /// <summary>Opens an existing directory (not through a symlink) as the root of everything written.</summary>
+    public static SafeTreeWriter Open(string directory)
+    {
+        var fd = Libc.Open(directory, DirFlags, 0);
+        if (fd < 0)
+        {
+            throw Fail("open", directory, Marshal.GetLastPInvokeError());
+        }
+
+        return new SafeTreeWriter(directory, fd);
+    }
+
+    public void CreateDirectory(string rel)
+    {
+        var (parent, name) = Split(rel);
+        if (Libc.MkdirAt(DirFd(parent), name, 0x1C0) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno != Libc.EEXIST)
+            {
+                throw Fail("create directory", rel, errno);
+            }
+
+            _ = DirFd(rel); // exists: it must be a real directory, not a symlink
+        }
+    }
+
+    /// <summary>Creates a new file (never an existing one, never through a symlink), open for writing.</summary>
+    public SafeFileHandle CreateFile(string rel)
+    {
+        var (parent, name) = Split(rel);
+        var fd = Libc.OpenAt(DirFd(parent), name, Libc.O_RDWR | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0x180);
+        if (fd < 0)
+        {
+            throw Fail("create", rel, Marshal.GetLastPInvokeError());
+        }
+
+        return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    public void CreateSymlink(string rel, string target)
+    {
+        var (parent, name) = Split(rel);
+        if (Libc.SymlinkAt(target, DirFd(parent), name) != 0)
+        {
+            throw Fail("create symlink", rel, Marshal.GetLastPInvokeError());
+        }
+    }
+
+    public static unsafe void SetFileMetadata(SafeFileHandle file, int mode, long mtimeNs, string rel)
+    {
+        var fd = (int)file.DangerousGetHandle();
+        if (Libc.Fchmod(fd, mode & 0xFFF) != 0)
+        {
+            throw Fail("chmod", rel, Marshal.GetLastPInvokeError());
+        }
+
+        var times = stackalloc Libc.Timespec[2];
+        times[0] = new Libc.Timespec { Seconds = 0, Nanoseconds = Libc.UTIME_OMIT };
+        times[1] = Libc.Timespec.FromUnixNanos(mtimeNs);
+        if (Libc.Futimens(fd, times) != 0)
+        {
+            throw Fail("set mtime of", rel, Marshal.GetLastPInvokeError());
+        }
+    }
+
+    public unsafe void SetDirectoryMetadata(string rel, int mode, long mtimeNs)
+    {
+        var fd = DirFd(rel);
+        if (Libc.Fchmod(fd, mode & 0xFFF) != 0)
+        {
+            throw Fail("chmod", rel, Marshal.GetLastPInvokeError());
+        }
+
+        var times = stackalloc Libc.Timespec[2];
+        times[0] = new Libc.Timespec { Seconds = 0, Nanoseconds = Libc.UTIME_OMIT };
+        times[1] = Libc.Timespec.FromUnixNanos(mtimeNs);
+        if (Libc.Futimens(fd, times) != 0)
+        {
+            throw Fail("set mtime of", rel, Marshal.GetLastPInvokeError());
+        }
+    }
+
+    public unsafe void SetSymlinkMtime(string rel, long mtimeNs)
+    {
+        var (parent, name) = Split(rel);
+        var times = stackalloc Libc.Timespec[2];
+        times[0] = new Libc.Timespec { Seconds = 0, Nanoseconds = Libc.UTIME_OMIT };
+        times[1] = Libc.Timespec.FromUnixNanos(mtimeNs);
+        if (Libc.UtimensAt(DirFd(parent), name, times, Libc.AT_SYMLINK_NOFOLLOW) != 0)
+        {
+            throw Fail("set mtime of", rel, Marshal.GetLastPInvokeError());
+        }
+    }
+
+    private int DirFd(string rel)
+    {
+        if (rel.Length == 0)
+        {
+            return _rootFd;
+        }
+
+        if (_dirFds.TryGetValue(rel, out var fd))
+        {
+            return fd;
+        }
+
+        if (_dirFds.Count >= 256)
+        {
+            CloseCached();
+        }
+
+        var (parent, name) = Split(rel);
+        var parentFd = DirFd(parent);
+        fd = Libc.OpenAt(parentFd, name, DirFlags, 0);
+        if (fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno is Libc.ELOOP or Libc.ENOTDIR)
+            {
+                throw new DiffKeeperException(ExitCode.UnsafePath,
+                    $"refusing to write below '{rel}': it is not a directory but a symlink or a file at that moment (the trace is damaged or crafted)")
+                { Path = rel };
+            }
+
+            throw Fail("open directory", rel, errno);
+        }
+
+        _dirFds[rel] = fd;
+        return fd;
+    }
+
+    private static (string Parent, string Name) Split(string rel)
+    {
+        TracePath.Validate(rel);
+        var i = rel.LastIndexOf('/');
+        return i < 0 ? ("", rel) : (rel[..i], rel[(i + 1)..]);
+    }
+
+    private static DiffKeeperException Fail(string what, string rel, int errno) =>
+        new(ExitCode.SystemError, $"cannot {what} {rel}: {Libc.StrError(errno)}") { Path = rel };
+
+    private void CloseCached()
+    {
+        foreach (var fd in _dirFds.Values)
+        {
+            Libc.Close(fd);
+        }
+
+        _dirFds.Clear();
+    }
+
+    public void Dispose()
+    {
+        CloseCached();
+        Libc.Close(_rootFd);
+    }
+}

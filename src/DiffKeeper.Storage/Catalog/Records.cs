@@ -1,0 +1,80 @@
+using DiffKeeper.Core;
+
+namespace DiffKeeper.Storage.Catalog;
+
+/// <summary>One session as the catalog holds it.</summary>
+public sealed record SessionInfo(
+    long Id,
+    string Command,
+    string Cwd,
+    string Capture,
+    long StartedWallNs,
+    long? EndedNs,
+    int? ExitCode,
+    long LostEvents,
+    string State,
+    IReadOnlyList<RootInfo> Roots)
+{
+    public DateTimeOffset StartedWall => DateTimeOffset.UnixEpoch.AddTicks(StartedWallNs / 100);
+}
+
+public sealed record RootInfo(long Id, string Path);
+
+/// <summary>One timeline event. Paths are display paths (see <see cref="TraceReader.DisplayPath"/>).</summary>
+public sealed record EventRecord(
+    long SessionId,
+    long Seq,
+    long TimeNs,
+    ChangeOp Op,
+    string? Path,
+    string? Path2,
+    long? Size,
+    int? Pid,
+    string? Comm,
+    string? Detail);
+
+/// <summary>One version of one path. <see cref="Rel"/> is relative to root <see cref="RootId"/>.</summary>
+public sealed record VersionRecord(
+    long Id,
+    long SessionId,
+    long RootId,
+    long PathId,
+    string Rel,
+    long Seq,
+    long TimeNs,
+    EntryKind Kind,
+    int Mode,
+    int Uid,
+    int Gid,
+    long MtimeNs,
+    long Size,
+    byte[]? ContentId,
+    string? Target,
+    byte[]? Extents);
+
+/// <summary>A version to be written. The catalog assigns its id.</summary>
+public sealed record NewVersion(
+    long PathId,
+    long Seq,
+    long TimeNs,
+    EntryKind Kind,
+    int Mode,
+    int Uid,
+    int Gid,
+    long MtimeNs,
+    long Size,
+    byte[]? ContentId,
+    string? Target,
+    byte[]? Extents);
+
+/// <summary>An event to be written; paths are catalog path ids.</summary>
+public readonly record struct NewEvent(
+    long Seq,
+    long TimeNs,
+    ChangeOp Op,
+    long? PathId,
+    long? Path2Id,
+    long? Size,
+    int? Pid,
+    string? Comm,
+    string? Detail);

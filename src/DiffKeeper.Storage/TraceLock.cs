@@ -1,0 +1,49 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+using Microsoft.Win32.SafeHandles;
+
+namespace DiffKeeper.Storage;
+
+/// <summary>
+/// The writer's exclusive flock on &lt;trace&gt;/LOCK. Released by the kernel when the process dies, so a kill -9
+/// never leaves a stale lock. Holds the writer's pid as text for the "locked" message.
+/// </summary>
+public sealed class TraceLock : IDisposable
+{
+    private readonly SafeFileHandle _handle;
+
+    private TraceLock(SafeFileHandle handle) => _handle = handle;
+
+    public static TraceLock Acquire(string traceDir)
+    {
+        var path = Path.Combine(traceDir, "LOCK");
+        var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        if (Libc.Flock((int)handle.DangerousGetHandle(), Libc.LOCK_EX | Libc.LOCK_NB) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            var holder = ReadHolder(handle);
+            handle.Dispose();
+            throw new DiffKeeperException(ExitCode.Locked, errno == Libc.EWOULDBLOCK
+                ? $"the trace {traceDir} is being written by another diffkeeper{holder}; wait for it to finish or use another --trace"
+                : $"cannot lock {path}: {Libc.StrError(errno)}");
+        }
+
+        var pid = Encoding.ASCII.GetBytes(Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+        RandomAccess.SetLength(handle, 0);
+        RandomAccess.Write(handle, pid, 0);
+        return new TraceLock(handle);
+    }
+
+    private static string ReadHolder(SafeFileHandle handle)
+    {
+        var buffer = new byte[32];
+        var n = RandomAccess.Read(handle, buffer, 0);
+        var text = Encoding.ASCII.GetString(buffer, 0, n).Trim();
+        return text.Length > 0 && text.All(char.IsAsciiDigit) ? $" (pid {text})" : "";
+    }
+
+    public void Dispose() => _handle.Dispose();
+}
