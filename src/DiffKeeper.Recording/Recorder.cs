@@ -278,13 +278,20 @@ public sealed class Recorder
             ready = Math.Max(ready, last + hot);
         }
 
+        // A new path's first version belongs to the event that created it, so it exists from that event on; a
+        // changed path's next version belongs to the latest event that touched it (or its child, for a
+        // directory), so no moment shows content from after it.
+        var seq = _seq;
         if (_dirty.TryGetValue(key, out var d))
         {
             ready = Math.Min(ready, d.ReadyAt);
+            if (_versioner.Known(key.Root, key.Rel) is null)
+            {
+                seq = d.Seq;
+            }
         }
 
-        // The version will belong to the latest event that touched the path (or its child, for a directory).
-        _dirty[key] = (ready, _seq);
+        _dirty[key] = (ready, seq);
     }
 
     private void VersionReady(long now)

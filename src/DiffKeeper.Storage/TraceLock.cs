@@ -20,7 +20,16 @@ public sealed class TraceLock : IDisposable
     public static TraceLock Acquire(string traceDir)
     {
         var path = Path.Combine(traceDir, "LOCK");
-        var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        // Opened with open(2), not File.OpenHandle: .NET takes its own flock on files it opens, which would
+        // collide with this one.
+        var fd = Libc.Open(path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC, 0x180);
+        if (fd < 0)
+        {
+            var openErrno = Marshal.GetLastPInvokeError();
+            throw new DiffKeeperException(ExitCode.SystemError, $"cannot open {path}: {Libc.StrError(openErrno)}");
+        }
+
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
         if (Libc.Flock((int)handle.DangerousGetHandle(), Libc.LOCK_EX | Libc.LOCK_NB) != 0)
         {
             var errno = Marshal.GetLastPInvokeError();

@@ -27,16 +27,18 @@ internal static class ExportCommand
         cmd.SetAction(pr =>
         {
             var sw = Stopwatch.StartNew();
+            var at = CommonOptions.ParseTime(pr.GetValue(time));
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
             var s = reader.Session(pr.GetValue(session));
-            var at = CommonOptions.ParseTime(pr.GetValue(time));
             var seq = reader.Resolve(s, at);
             var result = Materializer.Export(reader, s, seq, pr.GetValue(output)!, pr.GetValue(force));
             console.Error.WriteLine(
                 $"diffkeeper: exported session {s.Id} at {at} (after event #{seq}) to {Path.GetFullPath(pr.GetValue(output)!)}: " +
-                $"{result.Files} files ({TimelineRenderer.FormatSize(result.Bytes)}), {result.Directories} directories, {result.Symlinks} symlinks in {sw.ElapsedMilliseconds} ms");
+                $"{Count(result.Files, "file")} ({TimelineRenderer.FormatSize(result.Bytes)}), {Count(result.Directories, "directory", "directories")}, {Count(result.Symlinks, "symlink")} in {sw.ElapsedMilliseconds} ms");
             return 0;
         });
         return cmd;
     }
+
+    private static string Count(int n, string one, string? many = null) => n == 1 ? $"1 {one}" : $"{n} {many ?? one + "s"}";
 }

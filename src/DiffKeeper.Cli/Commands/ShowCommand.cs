@@ -18,9 +18,9 @@ internal static class ShowCommand
         var cmd = new Command("show", "Print a file's bytes as they were at a moment, on stdout.") { trace, session, time, path };
         cmd.SetAction(pr =>
         {
+            var at = CommonOptions.ParseTime(pr.GetValue(time));
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
             var s = reader.Session(pr.GetValue(session));
-            var at = CommonOptions.ParseTime(pr.GetValue(time));
             var seq = reader.Resolve(s, at);
             var (version, name) = FindVersion(reader, s, pr.GetValue(path)!, seq, at);
             switch (version.Kind)

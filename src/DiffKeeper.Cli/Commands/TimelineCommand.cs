@@ -23,11 +23,11 @@ internal static class TimelineCommand
         };
         cmd.SetAction(pr =>
         {
-            using var reader = TraceReader.Open(pr.GetValue(trace)!);
-            var s = reader.Session(pr.GetValue(session));
             var glob = pr.GetValue(path) is { } g ? new Glob(g) : null;
             var from = pr.GetValue(since) is { } a ? TimeSpec.Parse(a) : (TimeSpec?)null;
             var to = pr.GetValue(until) is { } b ? TimeSpec.Parse(b) : (TimeSpec?)null;
+            using var reader = TraceReader.Open(pr.GetValue(trace)!);
+            var s = reader.Session(pr.GetValue(session));
             var asJson = pr.GetValue(json);
             using var stdout = asJson ? new BufferedStream(console.OpenStandardOutput(), 1 << 16) : null;
             using var jsonWriter = stdout is null ? null : new Utf8JsonWriter(stdout);

@@ -1,0 +1,92 @@
+using DiffKeeper.Storage.Chunking;
+using DiffKeeper.Storage.Codecs;
+
+namespace DiffKeeper.Storage.Tests;
+
+public sealed class CodecTests
+{
+    [Fact]
+    public void Crc32C_matches_the_standard_check_value()
+    {
+        Assert.Equal(0xE3069283u, Crc32C.Compute("123456789"u8));
+        Assert.Equal(0u, Crc32C.Compute([]));
+        var data = new byte[1000];
+        new Random(1).NextBytes(data);
+        Assert.Equal(Crc32C.Compute(data), Crc32C.Append(Crc32C.Compute(data.AsSpan(0, 333)), data.AsSpan(333)));
+    }
+
+    [Fact]
+    public void Zstd_round_trips_and_rejects_damage()
+    {
+        var data = new byte[100_000];
+        for (var i = 0; i < data.Length; i++)
+        {
+            data[i] = (byte)(i % 37);
+        }
+
+        var packed = new byte[Zstd.CompressBound(data.Length)];
+        var n = Zstd.Compress(data, packed);
+        Assert.True(n < data.Length / 10);
+        var back = new byte[data.Length];
+        Assert.True(Zstd.TryDecompress(packed.AsSpan(0, n), back, out _));
+        Assert.Equal(data, back);
+        Assert.False(Zstd.TryDecompress(packed.AsSpan(0, n / 2), back, out var error));
+        Assert.NotEmpty(error);
+    }
+
+    [Fact]
+    public void FastCdc_cuts_within_bounds_and_deterministically()
+    {
+        var data = RandomBytes(3 << 20, seed: 7);
+        var cuts = Cuts(data);
+        Assert.Equal(data.Length, cuts.Sum());
+        Assert.All(cuts.SkipLast(1), c => Assert.InRange(c, FastCdc.MinSize, FastCdc.MaxSize));
+        var mean = cuts.Average();
+        Assert.InRange(mean, FastCdc.AverageSize * 0.6, FastCdc.AverageSize * 1.6);
+        Assert.Equal(cuts, Cuts(data));
+    }
+
+    [Fact]
+    public void FastCdc_realigns_after_an_insertion()
+    {
+        var data = RandomBytes(2 << 20, seed: 11);
+        var edited = data.Take(1_000_000).Concat(RandomBytes(100, seed: 12)).Concat(data.Skip(1_000_000)).ToArray();
+        var before = Chunks(data).ToHashSet();
+        var after = Chunks(edited);
+        var shared = after.Count(before.Contains);
+        Assert.True(shared >= after.Count - 3, $"only {shared} of {after.Count} chunks survived a 100-byte insertion");
+    }
+
+    private static List<int> Cuts(byte[] data)
+    {
+        var list = new List<int>();
+        for (var pos = 0; pos < data.Length;)
+        {
+            var cut = FastCdc.NextCut(data.AsSpan(pos));
+            list.Add(cut);
+            pos += cut;
+        }
+
+        return list;
+    }
+
+    private static List<string> Chunks(byte[] data)
+    {
+        var list = new List<string>();
+        var pos = 0;
+        foreach (var cut in Cuts(data))
+        {
+            list.Add(BlobId.Of(data.AsSpan(pos, cut)).ToHex());
+            pos += cut;
+        }
+
+        return list;
+    }
+
+    internal static byte[] RandomBytes(int n, int seed)
+    {
+        var b = new byte[n];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+}

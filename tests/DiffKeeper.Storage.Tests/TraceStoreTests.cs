@@ -1,0 +1,253 @@
+using DiffKeeper.Core;
+using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Packs;
+using Microsoft.Data.Sqlite;
+
+namespace DiffKeeper.Storage.Tests;
+
+public sealed class TraceStoreTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    /// <summary>Records one session whose files are the given contents, one version each, committed.</summary>
+    internal static long WriteSession(TraceWriter w, string workDir, params (string Rel, byte[] Content)[] files)
+    {
+        var sid = w.BeginSession("test", workDir, "test", 1_000_000_000, [workDir], out var roots);
+        long seq = 0;
+        foreach (var (rel, content) in files)
+        {
+            AddFile(w, sid, roots[0], workDir, rel, content, ++seq);
+        }
+
+        w.Commit();
+        return sid;
+    }
+
+    internal static void AddFile(TraceWriter w, long sid, long rootId, string workDir, string rel, byte[] content, long seq)
+    {
+        var path = Path.Combine(workDir, "src-" + Guid.NewGuid().ToString("N"));
+        File.WriteAllBytes(path, content);
+        using var h = File.OpenHandle(path);
+        var c = FileIngest.Ingest(w, h, content.Length);
+        w.AddVersion(sid, new NewVersion(w.PathId(rootId, rel), seq, seq, EntryKind.File, 0x1A4, 0, 0, 123, c.Size, c.ContentId, null, c.Extents));
+        w.AddEvent(sid, new NewEvent(seq, seq, ChangeOp.Write, w.PathId(rootId, rel), null, c.Size, null, null, null));
+    }
+
+    internal static byte[] ReadBack(TraceReader r, VersionRecord v)
+    {
+        var bytes = new byte[v.Size];
+        Assert.True(ExtentMap.TryDecode(v.Extents, v.Size, out var extents));
+        foreach (var e in extents)
+        {
+            var loc = r.Blob(e.BlobRowId);
+            r.Packs.Read(loc, bytes.AsSpan((int)e.Offset, e.Length));
+        }
+
+        return bytes;
+    }
+
+    [Fact]
+    public void Versions_round_trip_and_identical_chunks_are_stored_once()
+    {
+        var big = CodecTests.RandomBytes(1 << 20, 3);
+        using (var w = TraceWriter.Open(_dir.Sub("t")))
+        {
+            WriteSession(w, _dir.Path, ("a.bin", big), ("b.bin", big), ("empty", []), ("small", "hello"u8.ToArray()));
+        }
+
+        using var r = TraceReader.Open(_dir.Sub("t"));
+        var s = r.Session(null);
+        var state = r.StateAt(s, long.MaxValue);
+        Assert.Equal(["a.bin", "b.bin", "empty", "small"], state.Select(v => v.Rel));
+        Assert.Equal(big, ReadBack(r, state[0]));
+        Assert.Equal(big, ReadBack(r, state[1]));
+        Assert.Empty(ReadBack(r, state[2]));
+        Assert.Equal("hello"u8.ToArray(), ReadBack(r, state[3]));
+        Assert.Equal(state[0].ContentId, state[1].ContentId);
+        var packBytes = new FileInfo(Path.Combine(_dir.Sub("t"), PackFormat.RelativePath(1))).Length;
+        Assert.InRange(packBytes, big.Length, big.Length + 64 * 1024);
+        Assert.True(TraceVerifier.Verify(r).Ok);
+    }
+
+    [Fact]
+    public void A_second_writer_is_refused_while_readers_are_welcome()
+    {
+        using var w = TraceWriter.Open(_dir.Sub("t"));
+        WriteSession(w, _dir.Path, ("a", "one"u8.ToArray()));
+        var e = Assert.Throws<DiffKeeperException>(() => TraceWriter.Open(_dir.Sub("t")));
+        Assert.Equal(ExitCode.Locked, e.Code);
+        Assert.Contains($"pid {Environment.ProcessId}", e.Message);
+        using var r = TraceReader.Open(_dir.Sub("t"));
+        Assert.Single(r.StateAt(r.Session(null), long.MaxValue));
+    }
+
+    [Fact]
+    public void Readers_see_only_committed_work()
+    {
+        using var w = TraceWriter.Open(_dir.Sub("t"));
+        var sid = WriteSession(w, _dir.Path, ("a", "one"u8.ToArray()));
+        using var r = TraceReader.Open(_dir.Sub("t"));
+        var s = r.Session(null);
+        AddFile(w, sid, s.Roots[0].Id, _dir.Path, "b", "two"u8.ToArray(), 2);
+        Assert.Single(r.StateAt(s, long.MaxValue));
+        w.Commit();
+        Assert.Equal(2, r.StateAt(s, long.MaxValue).Count);
+    }
+
+    [Fact]
+    public void A_crash_image_opens_cuts_the_torn_tail_and_keeps_every_commit()
+    {
+        // Script of STYLE rule 7: write, stop without cleanup, damage the tail, recover, check, write more, recover again.
+        var contents = Enumerable.Range(0, 20).Select(i => CodecTests.RandomBytes(20_000 + i * 1000, 100 + i)).ToArray();
+        var image = _dir.Sub("image");
+        using (var w = TraceWriter.Open(_dir.Sub("t")))
+        {
+            var sid = WriteSession(w, _dir.Path, contents.Take(10).Select((c, i) => ($"f{i}", c)).ToArray());
+            var root = TraceReader.Open(_dir.Sub("t"));
+            var rootId = root.Session(null).Roots[0].Id;
+            root.Dispose();
+            for (var i = 10; i < 20; i++)
+            {
+                AddFile(w, sid, rootId, _dir.Path, $"f{i}", contents[i], i + 1); // never committed
+            }
+
+            CopyTree(_dir.Sub("t"), image); // what a kill -9 leaves: committed catalog, pack with an uncommitted tail
+        }
+
+        var pack = Path.Combine(image, PackFormat.RelativePath(1));
+        File.AppendAllText(pack, "half a record"); // and a torn write on top
+        var committed = ReadCommitted(image);
+        Assert.True(new FileInfo(pack).Length > committed);
+
+        using (var w = TraceWriter.Open(image))
+        {
+            Assert.Equal(committed, new FileInfo(pack).Length);
+            using var r = TraceReader.Open(image);
+            var s = r.Session(null);
+            Assert.Equal("interrupted", s.State);
+            var state = r.StateAt(s, long.MaxValue);
+            Assert.Equal(10, state.Count);
+            for (var i = 0; i < 10; i++)
+            {
+                Assert.Equal(contents[i], ReadBack(r, state.Single(v => v.Rel == $"f{i}")));
+            }
+
+            Assert.True(TraceVerifier.Verify(r).Ok);
+            WriteSession(w, _dir.Path, ("later", contents[15]));
+        }
+
+        using (TraceWriter.Open(image))
+        {
+        }
+
+        using var again = TraceReader.Open(image);
+        Assert.True(TraceVerifier.Verify(again).Ok);
+        Assert.Equal(contents[15], ReadBack(again, again.StateAt(again.Session(null), long.MaxValue).Single()));
+    }
+
+    [Fact]
+    public void Verify_names_the_path_for_a_flipped_byte_a_truncated_pack_and_a_missing_pack()
+    {
+        var data = CodecTests.RandomBytes(300_000, 5);
+        using (var w = TraceWriter.Open(_dir.Sub("t")))
+        {
+            WriteSession(w, _dir.Path, ("victim.bin", data));
+        }
+
+        var pack = Path.Combine(_dir.Sub("t"), PackFormat.RelativePath(1));
+        var original = File.ReadAllBytes(pack);
+
+        var flipped = (byte[])original.Clone();
+        flipped[PackFormat.HeaderSize + PackFormat.RecordHeaderSize + 10] ^= 0x01;
+        File.WriteAllBytes(pack, flipped);
+        AssertDamaged("checksum mismatch");
+
+        File.WriteAllBytes(pack, original[..(original.Length - 100)]);
+        AssertDamaged("truncated");
+
+        File.Delete(pack);
+        AssertDamaged("missing");
+
+        File.WriteAllBytes(pack, original);
+        using var ok = TraceReader.Open(_dir.Sub("t"));
+        Assert.True(TraceVerifier.Verify(ok).Ok);
+    }
+
+    private void AssertDamaged(string reason)
+    {
+        using var r = TraceReader.Open(_dir.Sub("t"));
+        var report = TraceVerifier.Verify(r);
+        Assert.False(report.Ok);
+        var damage = Assert.Single(report.Damages.Select(d => d.Path).Distinct());
+        Assert.Equal("victim.bin", damage);
+        Assert.Contains(report.Damages, d => d.Reason.Contains(reason, StringComparison.Ordinal));
+        Assert.All(report.Damages, d => Assert.NotNull(d.BlobId));
+    }
+
+    [Fact]
+    public void A_newer_format_is_refused_with_exit_code_9()
+    {
+        using (var w = TraceWriter.Open(_dir.Sub("t")))
+        {
+            WriteSession(w, _dir.Path, ("a", "x"u8.ToArray()));
+        }
+
+        using (var db = new SqliteConnection($"Data Source={Path.Combine(_dir.Sub("t"), "catalog.db")};Pooling=false"))
+        {
+            db.Open();
+            using var cmd = db.CreateCommand();
+            cmd.CommandText = "UPDATE meta SET value = '99' WHERE key = 'format_version'";
+            cmd.ExecuteNonQuery();
+        }
+
+        var e = Assert.Throws<DiffKeeperException>(() => TraceReader.Open(_dir.Sub("t")));
+        Assert.Equal(ExitCode.UnsupportedFormat, e.Code);
+        Assert.Contains("99", e.Message);
+        Assert.Equal(ExitCode.UnsupportedFormat, Assert.Throws<DiffKeeperException>(() => TraceWriter.Open(_dir.Sub("t"))).Code);
+    }
+
+    [Fact]
+    public void A_missing_trace_is_exit_code_3()
+    {
+        var e = Assert.Throws<DiffKeeperException>(() => TraceReader.Open(_dir.Sub("nothing")));
+        Assert.Equal(ExitCode.NoTrace, e.Code);
+    }
+
+    [Fact]
+    public void Sparse_files_store_only_their_data()
+    {
+        var path = _dir.Sub("sparse");
+        using (var h = File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write))
+        {
+            RandomAccess.Write(h, CodecTests.RandomBytes(4096, 9), 64L << 20);
+            RandomAccess.SetLength(h, 128L << 20);
+        }
+
+        using var w = TraceWriter.Open(_dir.Sub("t"));
+        using var f = File.OpenHandle(path);
+        var c = FileIngest.Ingest(w, f, 128L << 20);
+        Assert.Equal(128L << 20, c.Size);
+        Assert.True(c.StoredBytes < 64 * 1024, $"stored {c.StoredBytes} bytes for 4 KiB of data");
+        Assert.True(ExtentMap.TryDecode(c.Extents, c.Size, out var extents));
+        Assert.All(extents, e => Assert.InRange(e.Offset, 64L << 20, (64L << 20) + 4096));
+    }
+
+    private static long ReadCommitted(string trace)
+    {
+        using var r = TraceReader.Open(trace);
+        return r.PacksCommitted().Single().CommittedSize;
+    }
+
+    private static void CopyTree(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories).Where(f => Path.GetFileName(f) != "LOCK"))
+        {
+            var target = Path.Combine(to, Path.GetRelativePath(from, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+    }
+}
