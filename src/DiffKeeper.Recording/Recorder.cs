@@ -20,6 +20,7 @@ public sealed class Recorder
     private readonly RecordOptions _options;
     private readonly TextWriter _log;
     private readonly Dictionary<(int Root, string Rel), (long ReadyAt, long Seq)> _dirty = [];
+    // The earliest each recently read path may be read again.
     private readonly Dictionary<(int Root, string Rel), long> _recentReads = [];
     private readonly HashSet<(int Root, string Rel)> _announced = [];
     private TraceWriter _writer = null!;
@@ -51,6 +52,7 @@ public sealed class Recorder
         _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds);
 
         source.Start(channel.Writer);
+        _versioner.UseAllCores = true; // nothing to compete with before the command starts
         for (var root = 0; root < _options.Roots.Count; root++)
         {
             foreach (var (rel, _) in TreeWalker.Walk(_options.Roots[root], root, filter))
@@ -60,6 +62,7 @@ public sealed class Recorder
         }
 
         writer.Commit();
+        _versioner.UseAllCores = false;
         _startTs = Stopwatch.GetTimestamp();
         writer.SetSessionStart(_sessionId, WallNs());
         writer.Commit();
@@ -83,6 +86,7 @@ public sealed class Recorder
         channel.Writer.Complete();
         await consumer.ConfigureAwait(false);
 
+        _versioner.UseAllCores = true;
         Rescan(filter, "reconcile");
         FlushWrite();
         _writer.AddEvent(_sessionId, new NewEvent(++_seq, Math.Max(exitTimeNs, NowNs()), ChangeOp.Exit, null, null, exitCode, null, null,
@@ -270,12 +274,12 @@ public sealed class Recorder
     {
         var now = Stopwatch.GetTimestamp();
         var ready = immediate ? now : now + (long)(_options.Debounce.TotalSeconds * Stopwatch.Frequency);
-        // A path read within the hot window waits until the window ends: a file written 100,000 times a second
-        // is read a few times a second, not 100,000 times.
-        var hot = (long)(_options.HotWindow.TotalSeconds * Stopwatch.Frequency);
-        if (_recentReads.TryGetValue(key, out var last) && now - last < hot)
+        // A path read recently waits until its hot window ends: a file written 100,000 times a second is read
+        // a few times a second, not 100,000 times, and never more than ~10% of the time (a big file's window
+        // grows with what reading it costs).
+        if (_recentReads.TryGetValue(key, out var last))
         {
-            ready = Math.Max(ready, last + hot);
+            ready = Math.Max(ready, last);
         }
 
         // A new path's first version belongs to the event that created it, so it exists from that event on; a
@@ -317,8 +321,11 @@ public sealed class Recorder
         foreach (var (key, seq) in ready)
         {
             _dirty.Remove(key);
-            _recentReads[key] = Stopwatch.GetTimestamp();
+            var started = Stopwatch.GetTimestamp();
             _versioner.Observe(key.Root, key.Rel, seq, NowNs());
+            var finished = Stopwatch.GetTimestamp();
+            var window = Math.Max((long)(_options.HotWindow.TotalSeconds * Stopwatch.Frequency), 10 * (finished - started));
+            _recentReads[key] = started + window;
         }
     }
 

@@ -32,6 +32,9 @@ internal sealed class Versioner
 
     public long VersionsWritten { get; private set; }
 
+    /// <summary>Whether file reads may hash and compress on every core (not while the recorded command runs).</summary>
+    public bool UseAllCores { get; set; }
+
     public long RawBytes { get; private set; }
 
     /// <summary>The last known stat of a path (null if unknown or absent).</summary>
@@ -154,7 +157,7 @@ internal sealed class Versioner
             return null;
         }
 
-        var content = FileIngest.Ingest(_writer, handle, stat.Size);
+        var content = FileIngest.Ingest(_writer, handle, stat.Size, UseAllCores);
         if (content.Size != stat.Size)
         {
             stat = stat with { Size = content.Size };

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Runtime.InteropServices;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage.Chunking;
+using DiffKeeper.Storage.Packs;
 using Microsoft.Win32.SafeHandles;
 
 namespace DiffKeeper.Storage;
@@ -18,7 +19,7 @@ public static class FileIngest
 {
     private const int BufferSize = 4 << 20;
 
-    public static IngestedContent Ingest(TraceWriter writer, SafeFileHandle file, long size)
+    public static IngestedContent Ingest(TraceWriter writer, SafeFileHandle file, long size, bool parallel = false)
     {
         var extents = new List<Extent>();
         var hashed = new List<(long, int, BlobId)>();
@@ -54,7 +55,7 @@ public static class FileIngest
                     dataEnd = size;
                 }
 
-                var end = IngestRange(writer, file, dataStart, dataEnd, buffer, extents, hashed);
+                var end = IngestRange(writer, file, dataStart, dataEnd, buffer, extents, hashed, parallel);
                 actualEnd = Math.Max(actualEnd, end);
                 if (end < dataEnd)
                 {
@@ -75,13 +76,14 @@ public static class FileIngest
     }
 
     private static long IngestRange(TraceWriter writer, SafeFileHandle file, long start, long end, byte[] buffer,
-        List<Extent> extents, List<(long, int, BlobId)> hashed)
+        List<Extent> extents, List<(long, int, BlobId)> hashed, bool parallel)
     {
         long readPos = start;
         long chunkPos = start;
         var filled = 0;
         var consumed = 0;
         var eof = false;
+        var batch = new List<(int Offset, int Length)>();
         while (true)
         {
             // Keep at least one maximal chunk in the buffer so cut points do not depend on read sizes.
@@ -115,14 +117,84 @@ public static class FileIngest
                 return chunkPos;
             }
 
-            var span = buffer.AsSpan(consumed, filled - consumed);
-            var cut = FastCdc.NextCut(span);
-            var chunk = span[..cut];
-            var rowId = writer.PutBlob(chunk, out var id);
-            extents.Add(new Extent(chunkPos, cut, rowId));
-            hashed.Add((chunkPos, cut, id));
-            chunkPos += cut;
-            consumed += cut;
+            batch.Clear();
+            while (consumed < filled && (eof || filled - consumed >= FastCdc.MaxSize))
+            {
+                var cut = FastCdc.NextCut(buffer.AsSpan(consumed, filled - consumed));
+                batch.Add((consumed, cut));
+                consumed += cut;
+            }
+
+            foreach (var (rowId, id, length) in StoreBatch(writer, buffer, batch, parallel))
+            {
+                extents.Add(new Extent(chunkPos, length, rowId));
+                hashed.Add((chunkPos, length, id));
+                chunkPos += length;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Stores a batch of chunks of <paramref name="buffer"/>: hashes them and encodes the new ones (on all cores
+    /// when <paramref name="parallel"/>), then appends in order on this thread (the writer is single-threaded).
+    /// </summary>
+    private static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch, bool parallel)
+    {
+        var ids = new BlobId[batch.Count];
+        Run(parallel, batch.Count, i => ids[i] = BlobId.Of(buffer.AsSpan(batch[i].Offset, batch[i].Length)));
+        var rows = new long?[batch.Count];
+        for (var i = 0; i < batch.Count; i++)
+        {
+            rows[i] = writer.Find(ids[i]);
+        }
+
+        var encoded = new (BlobCodec Codec, int Length, byte[]? Buffer)[batch.Count];
+        try
+        {
+            Run(parallel, batch.Count, i =>
+            {
+                if (rows[i] is null)
+                {
+                    var b = ArrayPool<byte>.Shared.Rent(Codecs.Zstd.CompressBound(batch[i].Length));
+                    var (codec, length) = TraceWriter.Encode(buffer.AsSpan(batch[i].Offset, batch[i].Length), b);
+                    encoded[i] = (codec, length, b);
+                }
+            });
+            var result = new List<(long, BlobId, int)>(batch.Count);
+            for (var i = 0; i < batch.Count; i++)
+            {
+                var (offset, length) = batch[i];
+                var row = rows[i] ?? writer.Append(ids[i], length, encoded[i].Codec,
+                    encoded[i].Codec == BlobCodec.Raw ? buffer.AsSpan(offset, length) : encoded[i].Buffer.AsSpan(0, encoded[i].Length));
+                result.Add((row, ids[i], length));
+            }
+
+            return result;
+        }
+        finally
+        {
+            foreach (var e in encoded)
+            {
+                if (e.Buffer is not null)
+                {
+                    ArrayPool<byte>.Shared.Return(e.Buffer);
+                }
+            }
+        }
+    }
+
+    private static void Run(bool parallel, int count, Action<int> body)
+    {
+        if (!parallel || count < 4)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                body(i);
+            }
+        }
+        else
+        {
+            System.Threading.Tasks.Parallel.For(0, count, body);
         }
     }
 }

@@ -235,17 +235,26 @@ public sealed class TraceWriter : IDisposable
     public long PutBlob(ReadOnlySpan<byte> data, out BlobId id)
     {
         id = BlobId.Of(data);
-        return PutBlob(data, id);
-    }
-
-    /// <summary>Stores one chunk whose SHA-256 the caller already computed.</summary>
-    public long PutBlob(ReadOnlySpan<byte> data, BlobId id)
-    {
-        if (data.Length > PackFormat.MaxRawLength)
+        if (Find(id) is { } existing)
         {
-            throw new ArgumentOutOfRangeException(nameof(data), "a blob is at most 256 KiB");
+            return existing;
         }
 
+        var buffer = ArrayPool<byte>.Shared.Rent(Zstd.CompressBound(data.Length));
+        try
+        {
+            var (codec, length) = Encode(data, buffer);
+            return Append(id, data.Length, codec, codec == BlobCodec.Raw ? data : buffer.AsSpan(0, length));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>The row id of a blob already in the trace, or null.</summary>
+    public long? Find(BlobId id)
+    {
         if (_newBlobs.TryGetValue(id, out var rowId))
         {
             return rowId;
@@ -259,41 +268,55 @@ public sealed class TraceWriter : IDisposable
             return existing;
         }
 
-        var bound = Zstd.CompressBound(data.Length);
-        var buffer = ArrayPool<byte>.Shared.Rent(bound);
-        try
-        {
-            var codec = BlobCodec.Raw;
-            var payload = data;
-            if (data.Length >= 64)
-            {
-                var n = Zstd.Compress(data, buffer);
-                if (n < data.Length)
-                {
-                    codec = BlobCodec.Zstd;
-                    payload = buffer.AsSpan(0, n);
-                }
-            }
+        return null;
+    }
 
-            var pack = CurrentPack();
-            var offset = pack.Append(id, codec, data.Length, payload);
-            StoredBytesWritten += PackFormat.RecordSize(payload.Length);
-            var p = _insertBlob.Parameters;
-            _insertBlob.Transaction = Tx();
-            p[0].Value = id.ToArray();
-            p[1].Value = pack.PackId;
-            p[2].Value = offset;
-            p[3].Value = data.Length;
-            p[4].Value = payload.Length;
-            p[5].Value = (int)codec;
-            rowId = (long)_insertBlob.ExecuteScalar()!;
-            _newBlobs[id] = rowId;
-            return rowId;
-        }
-        finally
+    /// <summary>
+    /// Encodes a chunk for storage into <paramref name="buffer"/> (at least <see cref="Zstd.CompressBound"/> long):
+    /// zstd when that is smaller, raw otherwise (then the buffer is unused). Thread-safe: callers may encode
+    /// chunks in parallel and <see cref="Append"/> them in order.
+    /// </summary>
+    public static (BlobCodec Codec, int Length) Encode(ReadOnlySpan<byte> data, byte[] buffer)
+    {
+        if (data.Length > PackFormat.MaxRawLength)
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            throw new ArgumentOutOfRangeException(nameof(data), "a blob is at most 256 KiB");
         }
+
+        if (data.Length >= 64)
+        {
+            var n = Zstd.Compress(data, buffer);
+            if (n < data.Length)
+            {
+                return (BlobCodec.Zstd, n);
+            }
+        }
+
+        return (BlobCodec.Raw, data.Length);
+    }
+
+    /// <summary>Appends an encoded chunk that <see cref="Find"/> did not find; returns its row id.</summary>
+    public long Append(BlobId id, int rawLength, BlobCodec codec, ReadOnlySpan<byte> payload)
+    {
+        if (_newBlobs.TryGetValue(id, out var known))
+        {
+            return known; // the same chunk twice in one batch
+        }
+
+        var pack = CurrentPack();
+        var offset = pack.Append(id, codec, rawLength, payload);
+        StoredBytesWritten += PackFormat.RecordSize(payload.Length);
+        var p = _insertBlob.Parameters;
+        _insertBlob.Transaction = Tx();
+        p[0].Value = id.ToArray();
+        p[1].Value = pack.PackId;
+        p[2].Value = offset;
+        p[3].Value = rawLength;
+        p[4].Value = payload.Length;
+        p[5].Value = (int)codec;
+        var rowId = (long)_insertBlob.ExecuteScalar()!;
+        _newBlobs[id] = rowId;
+        return rowId;
     }
 
     /// <summary>Whether anything was added since the last commit.</summary>

@@ -234,6 +234,28 @@ public sealed class TraceStoreTests : IDisposable
         Assert.All(extents, e => Assert.InRange(e.Offset, 64L << 20, (64L << 20) + 4096));
     }
 
+    [Fact]
+    public void Parallel_and_sequential_ingest_store_the_same_chunks()
+    {
+        var data = CodecTests.RandomBytes(5 << 20, 21);
+        Array.Copy(data, 0, data, 3 << 20, 1 << 20); // a repeated MiB: deduplicated within one file
+        var path = _dir.Sub("f");
+        File.WriteAllBytes(path, data);
+        IngestedContent Ingest(string trace, bool parallel)
+        {
+            using var w = TraceWriter.Open(_dir.Sub(trace));
+            using var f = File.OpenHandle(path);
+            return FileIngest.Ingest(w, f, data.Length, parallel);
+        }
+
+        var a = Ingest("seq", parallel: false);
+        var b = Ingest("par", parallel: true);
+        Assert.Equal(a.ContentId, b.ContentId);
+        Assert.Equal(a.Extents, b.Extents);
+        Assert.Equal(a.StoredBytes, b.StoredBytes);
+        Assert.True(a.StoredBytes < data.Length - (512 << 10), $"the repeated MiB was stored twice ({a.StoredBytes} bytes)");
+    }
+
     private static long ReadCommitted(string trace)
     {
         using var r = TraceReader.Open(trace);
