@@ -165,8 +165,13 @@ public sealed class CliBehaviourTests : IDisposable
         var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
         var delete = events.First(e => e.GetProperty("op").GetString() == "DELETE").GetProperty("seq").GetInt64();
         Assert.Equal("two", Cli.Ok(Work, "show", "--trace", Trace, "f.txt", "--time", $"#{delete - 1}").Stdout);
-        Assert.Equal("one", Cli.Ok(Work, "show", "--trace", Trace, "f.txt", "--time", "0.2s").Stdout);
-        Assert.Equal("two", Cli.Ok(Work, "show", "--trace", Trace, Path.Combine(Work, "f.txt"), "--time", "0.5s").Stdout);
+        // Durations halfway between the writes, from the recorded times (the machine may be slow to start sh).
+        var times = events.Select(e => e.GetProperty("time_ns").GetInt64()).ToList();
+        var secondWrite = events.FindLastIndex(e => e.GetProperty("op").GetString() is "WRITE" or "TRUNCATE");
+        var firstGap = $"{(times[0] + times[secondWrite]) / 2}ns";
+        var secondGap = $"{(times[secondWrite] + times[secondWrite + 1]) / 2}ns";
+        Assert.Equal("one", Cli.Ok(Work, "show", "--trace", Trace, "f.txt", "--time", firstGap).Stdout);
+        Assert.Equal("two", Cli.Ok(Work, "show", "--trace", Trace, Path.Combine(Work, "f.txt"), "--time", secondGap).Stdout);
         var gone = Cli.Run(Work, "show", "--trace", Trace, "f.txt");
         Assert.Equal(8, gone.ExitCode);
         Assert.Contains("did not exist", gone.Stderr);
@@ -184,5 +189,23 @@ public sealed class CliBehaviourTests : IDisposable
         Assert.DoesNotContain(" t/", timeline);
         Cli.Ok(Work, "export", "--trace", Path.Combine(Work, "t"), "--out", _dir.Sub("o"));
         Assert.Equal(["x.txt"], Directory.GetFileSystemEntries(_dir.Sub("o")).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public void Several_roots_export_under_their_absolute_paths()
+    {
+        var second = _dir.Sub("second");
+        Directory.CreateDirectory(second);
+        var r = Cli.Run(Work, "record", "--trace", Trace, "--watch", Work, "--watch", second, "--",
+            "sh", "-c", $"echo one > one.txt; echo two > '{second}/two.txt'");
+        Assert.Equal(0, r.ExitCode);
+        var timeline = Cli.Ok(Work, "timeline", "--trace", Trace).Stdout;
+        Assert.Contains(Path.Combine(Work, "one.txt"), timeline);
+        Assert.Contains(Path.Combine(second, "two.txt"), timeline);
+        var outDir = _dir.Sub("out");
+        Cli.Ok(Work, "export", "--trace", Trace, "--out", outDir);
+        Assert.Equal("one\n", File.ReadAllText(outDir + Work + "/one.txt"));
+        Assert.Equal("two\n", File.ReadAllText(outDir + second + "/two.txt"));
+        Assert.Equal("two\n", Cli.Ok(Work, "show", "--trace", Trace, Path.Combine(second, "two.txt")).Stdout);
     }
 }
