@@ -16,6 +16,10 @@ public sealed record RecordOptions(
     /// <summary>A file read again within this window waits until it ends (hot paths, bounded CPU).</summary>
     public TimeSpan HotWindow { get; init; } = TimeSpan.FromMilliseconds(100);
 
-    /// <summary>Longest time between catalog commits while events keep coming.</summary>
-    public TimeSpan CommitInterval { get; init; } = TimeSpan.FromMilliseconds(25);
+    /// <summary>
+    /// Longest time between catalog commits while events keep coming (the recorder also commits whenever it goes
+    /// idle). Each commit fsyncs the pack, which costs milliseconds on real disks: a burst is committed in a few
+    /// large transactions rather than many small ones.
+    /// </summary>
+    public TimeSpan CommitInterval { get; init; } = TimeSpan.FromMilliseconds(200);
 }

@@ -30,8 +30,11 @@ public sealed class Recorder
     private long _seq;
     private long _events;
     private long _lost;
-    private NewEvent? _lastWrite;
-    private (int Root, string Rel) _lastWritePath;
+    // The latest CREATE or WRITE event, held back so that the writes that follow it on the same path before it
+    // is read merge into it (inotify reports one IN_MODIFY per write(2)); its size is refreshed when it is written.
+    private NewEvent? _held;
+    private (int Root, string Rel) _heldPath;
+    private bool _heldSizeStale;
 
     public Recorder(RecordOptions options, TextWriter log)
     {
@@ -179,18 +182,17 @@ public sealed class Recorder
 
             case CaptureKind.Modified:
             {
+                if (_held is { Op: ChangeOp.Create or ChangeOp.Write } && _heldPath == key && _dirty.ContainsKey(key))
+                {
+                    _heldSizeStale = true; // one entry per burst: no stat per write
+                    MarkDirty(key, immediate: false);
+                    return;
+                }
+
                 var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
                 var known = _versioner.Known(e.Root, e.Path);
                 var op = stat is not null && known is not null && stat.Value.Size < known.Value.Size ? ChangeOp.Truncate : ChangeOp.Write;
-                if (op == ChangeOp.Write && _lastWrite is { } last && _lastWritePath == key && _dirty.ContainsKey(key))
-                {
-                    _lastWrite = last with { Size = stat?.Size ?? last.Size }; // one WRITE per burst, as inotify itself merges
-                }
-                else
-                {
-                    AddEvent(timeNs, op, key, null, stat?.Size, null);
-                }
-
+                AddEvent(timeNs, op, key, null, stat?.Size, null);
                 MarkDirty(key, immediate: false);
                 return;
             }
@@ -385,23 +387,29 @@ public sealed class Recorder
         var e = new NewEvent(s, timeNs, op, path is { } p ? _versioner.PathId(p.Root, p.Rel) : null,
             path2 is { } q ? _versioner.PathId(q.Root, q.Rel) : null, size, null, null, detail);
         _events++;
-        if (op == ChangeOp.Write && path is { } wp)
+        if (op is ChangeOp.Write or ChangeOp.Create && path is { } held && detail is null)
         {
-            _lastWrite = e;
-            _lastWritePath = wp;
+            _held = e;
+            _heldPath = held;
+            _heldSizeStale = false;
             return;
         }
 
         _writer.AddEvent(_sessionId, e);
     }
 
-    /// <summary>Writes the WRITE event held back for merging.</summary>
+    /// <summary>Writes the event held back for merging, with the path's size as it is now if writes merged into it.</summary>
     private void FlushWrite()
     {
-        if (_lastWrite is { } w)
+        if (_held is { } e)
         {
-            _lastWrite = null;
-            _writer.AddEvent(_sessionId, w);
+            _held = null;
+            if (_heldSizeStale && EntryStat.Lstat(TreeWalker.Join(_options.Roots[_heldPath.Root], _heldPath.Rel)) is { } st)
+            {
+                e = e with { Size = st.Size };
+            }
+
+            _writer.AddEvent(_sessionId, e);
         }
     }
 

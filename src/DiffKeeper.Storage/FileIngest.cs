@@ -24,6 +24,11 @@ public static class FileIngest
         var extents = new List<Extent>();
         var hashed = new List<(long, int, BlobId)>();
         var storedBefore = writer.StoredBytesWritten;
+        if (size <= FastCdc.MinSize)
+        {
+            return IngestSmall(writer, file, size, storedBefore);
+        }
+
         var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         var fd = (int)file.DangerousGetHandle();
         long actualEnd = 0;
@@ -73,6 +78,47 @@ public static class FileIngest
 
         return new IngestedContent(ExtentMap.Encode(extents), ExtentMap.ContentId(hashed, size), size,
             writer.StoredBytesWritten - storedBefore);
+    }
+
+    /// <summary>
+    /// A file of at most one chunk: one read, no hole probing (a hole in a file this small reads as zeros and is
+    /// stored as data, which restores the same bytes), no batch machinery. Most files of a CI job are like this.
+    /// </summary>
+    private static IngestedContent IngestSmall(TraceWriter writer, SafeFileHandle file, long size, long storedBefore)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent((int)size + 1);
+        try
+        {
+            var n = 0;
+            while (n < buffer.Length)
+            {
+                var r = RandomAccess.Read(file, buffer.AsSpan(n), n);
+                if (r == 0)
+                {
+                    break;
+                }
+
+                n += r;
+            }
+
+            if (n > size)
+            {
+                n = (int)size; // it grew while being read: the next event brings the rest
+            }
+
+            if (n == 0)
+            {
+                return new IngestedContent(ExtentMap.Encode([]), ExtentMap.ContentId([], 0), 0, 0);
+            }
+
+            var rowId = writer.PutBlob(buffer.AsSpan(0, n), out var id);
+            return new IngestedContent(ExtentMap.Encode([new Extent(0, n, rowId)]), ExtentMap.ContentId([(0, n, id)], n), n,
+                writer.StoredBytesWritten - storedBefore);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     private static long IngestRange(TraceWriter writer, SafeFileHandle file, long start, long end, byte[] buffer,

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Buffers.Binary;
 using DiffKeeper.Storage.Codecs;
 using Microsoft.Win32.SafeHandles;
@@ -7,12 +6,16 @@ namespace DiffKeeper.Storage.Packs;
 
 /// <summary>
 /// Appends blob records to one pack file. Contract: <see cref="Append"/> only writes past every byte written
-/// before, never overwrites; bytes are durable only after <see cref="Sync"/> returns, and the catalog must not
-/// commit a reference to a record before that (the crash protocol). Not thread-safe: one writer.
+/// before, never overwrites; records may stay in memory until <see cref="Sync"/>, and are durable (and visible
+/// to readers) only after it returns, so the catalog must not commit a reference to a record before that (the
+/// crash protocol). Not thread-safe: one writer.
 /// </summary>
 public sealed class PackWriter : IDisposable
 {
+    private const int BufferSize = 1 << 20;
     private readonly SafeFileHandle _handle;
+    private readonly byte[] _buffer = new byte[BufferSize + PackFormat.RecordSize(PackFormat.MaxRawLength + 4096)];
+    private int _buffered;
     private bool _dirty;
 
     private PackWriter(long packId, string path, SafeFileHandle handle, long length)
@@ -51,34 +54,32 @@ public sealed class PackWriter : IDisposable
     public long Append(BlobId id, BlobCodec codec, int rawLength, ReadOnlySpan<byte> payload)
     {
         var size = PackFormat.RecordSize(payload.Length);
-        var buffer = ArrayPool<byte>.Shared.Rent(size);
-        try
+        if (_buffered + size > _buffer.Length)
         {
-            var record = buffer.AsSpan(0, size);
-            record[..PackFormat.RecordHeaderSize].Clear();
-            BinaryPrimitives.WriteUInt32LittleEndian(record, PackFormat.RecordMagic);
-            record[4] = (byte)codec;
-            BinaryPrimitives.WriteInt32LittleEndian(record[8..], rawLength);
-            BinaryPrimitives.WriteInt32LittleEndian(record[12..], payload.Length);
-            id.Bytes.CopyTo(record[16..]);
-            payload.CopyTo(record[PackFormat.RecordHeaderSize..]);
-            var crcAt = PackFormat.RecordHeaderSize + payload.Length;
-            BinaryPrimitives.WriteUInt32LittleEndian(record[crcAt..], Crc32C.Compute(record[..crcAt]));
-            var offset = Length;
-            RandomAccess.Write(_handle, record, offset);
-            Length += size;
-            _dirty = true;
-            return offset;
+            Flush();
         }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
+
+        var record = _buffer.AsSpan(_buffered, size);
+        record[..PackFormat.RecordHeaderSize].Clear();
+        BinaryPrimitives.WriteUInt32LittleEndian(record, PackFormat.RecordMagic);
+        record[4] = (byte)codec;
+        BinaryPrimitives.WriteInt32LittleEndian(record[8..], rawLength);
+        BinaryPrimitives.WriteInt32LittleEndian(record[12..], payload.Length);
+        id.Bytes.CopyTo(record[16..]);
+        payload.CopyTo(record[PackFormat.RecordHeaderSize..]);
+        var crcAt = PackFormat.RecordHeaderSize + payload.Length;
+        BinaryPrimitives.WriteUInt32LittleEndian(record[crcAt..], Crc32C.Compute(record[..crcAt]));
+        _buffered += size;
+        var offset = Length;
+        Length += size;
+        _dirty = true;
+        return offset;
     }
 
-    /// <summary>Makes every appended record durable (fsync).</summary>
+    /// <summary>Makes every appended record durable: writes what is buffered, then fsync.</summary>
     public void Sync()
     {
+        Flush();
         if (_dirty)
         {
             RandomAccess.FlushToDisk(_handle);
@@ -86,5 +87,20 @@ public sealed class PackWriter : IDisposable
         }
     }
 
-    public void Dispose() => _handle.Dispose();
+    // Records are gathered in memory and written in large pwrites: on virtual disks every small write that
+    // dirties the file costs a writeback kick, which made small records the recorder's main cost.
+    private void Flush()
+    {
+        if (_buffered > 0)
+        {
+            RandomAccess.Write(_handle, _buffer.AsSpan(0, _buffered), Length - _buffered);
+            _buffered = 0;
+        }
+    }
+
+    public void Dispose()
+    {
+        Flush();
+        _handle.Dispose();
+    }
 }
