@@ -28,7 +28,7 @@ for proj in tests/*/*.csproj; do
   fi
 done
 
-count() { cat "$results"/*.trx 2>/dev/null | grep -o "outcome=\"$1\"" | wc -l; }
+count() { cat "$results"/*.trx 2>/dev/null | grep -o "<UnitTestResult [^>]*outcome=\"$1\"" | wc -l; }
 passed=$(count Passed)
 failed=$(( $(count Failed) + broken ))
 skipped=$(count NotExecuted)

@@ -35,6 +35,7 @@ public sealed class Recorder
     private NewEvent? _held;
     private (int Root, string Rel) _heldPath;
     private bool _heldSizeStale;
+    private bool _rescanPending;
 
     public Recorder(RecordOptions options, TextWriter log)
     {
@@ -56,12 +57,27 @@ public sealed class Recorder
 
         source.Start(channel.Writer);
         _versioner.UseAllCores = true; // nothing to compete with before the command starts
+        var baseline = Stopwatch.StartNew();
+        var entries = 0L;
+        var lastReport = TimeSpan.Zero;
         for (var root = 0; root < _options.Roots.Count; root++)
         {
             foreach (var (rel, _) in TreeWalker.Walk(_options.Roots[root], root, filter))
             {
                 _versioner.Observe(root, rel, 0, 0);
+                entries++;
+                if (baseline.Elapsed - lastReport >= TimeSpan.FromSeconds(2))
+                {
+                    // A big tree takes a while to record before the command starts: say so.
+                    lastReport = baseline.Elapsed;
+                    _log.WriteLine($"diffkeeper: baseline: {entries} entries, {_versioner.RawBytes >> 20} MiB read so far ({_options.Roots[root]})");
+                }
             }
+        }
+
+        if (lastReport > TimeSpan.Zero)
+        {
+            _log.WriteLine($"diffkeeper: baseline done: {entries} entries, {_versioner.RawBytes >> 20} MiB in {baseline.Elapsed.TotalSeconds:0.0} s; starting the command");
         }
 
         writer.Commit();
@@ -109,8 +125,14 @@ public sealed class Recorder
             var processed = 0;
             while (processed < 8192 && reader.TryRead(out var e))
             {
-                Handle(e, filter);
+                Handle(e);
                 processed++;
+            }
+
+            if (_rescanPending && processed < 8192)
+            {
+                _rescanPending = false;
+                Rescan(filter, "rescan");
             }
 
             if (!completed && reader.Completion.IsCompleted)
@@ -150,7 +172,7 @@ public sealed class Recorder
         }
     }
 
-    private void Handle(in CaptureEvent e, PathFilter filter)
+    private void Handle(in CaptureEvent e)
     {
         var timeNs = TimeNs(e.Timestamp);
         var key = (e.Root, e.Path);
@@ -159,7 +181,7 @@ public sealed class Recorder
             case CaptureKind.Overflow:
                 _lost++;
                 AddEvent(timeNs, ChangeOp.Lost, null, null, null, "inotify queue overflow: events were lost; rescanning");
-                Rescan(filter, "rescan");
+                _rescanPending = true; // once the queue is drained: a storm of overflows costs one rescan, not one each
                 return;
             case CaptureKind.Created:
             {
@@ -215,15 +237,15 @@ public sealed class Recorder
 
             case CaptureKind.Deleted:
                 AddEvent(timeNs, e.IsDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, key, null, null, null);
-                Gone(e.Root, e.Path);
+                Gone(e.Root, e.Path, e.IsDirectory);
                 MarkParentDirty(e.Root, e.Path);
                 return;
             case CaptureKind.Renamed:
             {
                 var to = (e.Root, e.Path2!);
                 AddEvent(timeNs, ChangeOp.Rename, key, to, e.IsDirectory ? null : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path2!))?.Size, null);
-                var moved = _versioner.LiveAtOrBelow(e.Root, e.Path);
-                Gone(e.Root, e.Path);
+                var moved = e.IsDirectory ? _versioner.LiveAtOrBelow(e.Root, e.Path) : [];
+                Gone(e.Root, e.Path, e.IsDirectory);
                 foreach (var rel in moved)
                 {
                     MarkDirty((e.Root, e.Path2! + rel[e.Path.Length..]), immediate: true);
@@ -238,13 +260,14 @@ public sealed class Recorder
     }
 
     /// <summary>The path and everything below it are gone as of the current event.</summary>
-    private void Gone(int root, string rel)
+    private void Gone(int root, string rel, bool isDirectory)
     {
         FlushWrite();
         var key = (root, rel);
-        if (_versioner.Known(root, rel) is { Kind: not EntryKind.Directory })
+        if (!isDirectory)
         {
-            // The common case, kept O(1): a file or symlink has nothing below it.
+            // The common case, kept O(1) (a file written to a temp name and renamed over another is often never
+            // read under its first name): a file or symlink has nothing below it.
             _announced.Remove(key);
             _dirty.Remove(key);
             _versioner.MarkAbsent(root, rel, _seq, NowNs());
@@ -372,8 +395,9 @@ public sealed class Recorder
                 continue;
             }
 
-            AddEvent(NowNs(), ChangeOp.Delete, (root, rel), null, null, why);
-            Gone(root, rel);
+            var wasDirectory = _versioner.Known(root, rel) is { Kind: EntryKind.Directory };
+            AddEvent(NowNs(), wasDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, (root, rel), null, null, why);
+            Gone(root, rel, wasDirectory);
         }
 
         _dirty.Clear();

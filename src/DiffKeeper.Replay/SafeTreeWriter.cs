@@ -74,50 +74,42 @@ public sealed class SafeTreeWriter : IDisposable
         }
     }
 
-    public static unsafe void SetFileMetadata(SafeFileHandle file, int mode, long mtimeNs, string rel)
-    {
-        var fd = (int)file.DangerousGetHandle();
-        if (Libc.Fchmod(fd, mode & 0xFFF) != 0)
-        {
-            throw Fail("chmod", rel, Marshal.GetLastPInvokeError());
-        }
+    public static void SetFileMetadata(SafeFileHandle file, int mode, long mtimeNs, string rel) =>
+        SetModeAndMtime((int)file.DangerousGetHandle(), mode, mtimeNs, rel);
 
-        var times = stackalloc Libc.Timespec[2];
-        times[0] = new Libc.Timespec { Seconds = 0, Nanoseconds = Libc.UTIME_OMIT };
-        times[1] = Libc.Timespec.FromUnixNanos(mtimeNs);
-        if (Libc.Futimens(fd, times) != 0)
-        {
-            throw Fail("set mtime of", rel, Marshal.GetLastPInvokeError());
-        }
-    }
-
-    public unsafe void SetDirectoryMetadata(string rel, int mode, long mtimeNs)
-    {
-        var fd = DirFd(rel);
-        if (Libc.Fchmod(fd, mode & 0xFFF) != 0)
-        {
-            throw Fail("chmod", rel, Marshal.GetLastPInvokeError());
-        }
-
-        var times = stackalloc Libc.Timespec[2];
-        times[0] = new Libc.Timespec { Seconds = 0, Nanoseconds = Libc.UTIME_OMIT };
-        times[1] = Libc.Timespec.FromUnixNanos(mtimeNs);
-        if (Libc.Futimens(fd, times) != 0)
-        {
-            throw Fail("set mtime of", rel, Marshal.GetLastPInvokeError());
-        }
-    }
+    public void SetDirectoryMetadata(string rel, int mode, long mtimeNs) => SetModeAndMtime(DirFd(rel), mode, mtimeNs, rel);
 
     public unsafe void SetSymlinkMtime(string rel, long mtimeNs)
     {
         var (parent, name) = Split(rel);
         var times = stackalloc Libc.Timespec[2];
-        times[0] = new Libc.Timespec { Seconds = 0, Nanoseconds = Libc.UTIME_OMIT };
-        times[1] = Libc.Timespec.FromUnixNanos(mtimeNs);
+        SetTimes(times, mtimeNs);
         if (Libc.UtimensAt(DirFd(parent), name, times, Libc.AT_SYMLINK_NOFOLLOW) != 0)
         {
             throw Fail("set mtime of", rel, Marshal.GetLastPInvokeError());
         }
+    }
+
+    private static unsafe void SetModeAndMtime(int fd, int mode, long mtimeNs, string rel)
+    {
+        if (Libc.Fchmod(fd, mode & 0xFFF) != 0)
+        {
+            throw Fail("chmod", rel, Marshal.GetLastPInvokeError());
+        }
+
+        var times = stackalloc Libc.Timespec[2];
+        SetTimes(times, mtimeNs);
+        if (Libc.Futimens(fd, times) != 0)
+        {
+            throw Fail("set mtime of", rel, Marshal.GetLastPInvokeError());
+        }
+    }
+
+    // atime is left as it is; only the recorded mtime is restored.
+    private static unsafe void SetTimes(Libc.Timespec* times, long mtimeNs)
+    {
+        times[0] = new Libc.Timespec { Seconds = 0, Nanoseconds = Libc.UTIME_OMIT };
+        times[1] = Libc.Timespec.FromUnixNanos(mtimeNs);
     }
 
     private int DirFd(string rel)
