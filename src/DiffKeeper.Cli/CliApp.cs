@@ -24,6 +24,7 @@ public static class CliApp
         ShowCommand.Create(console),
         VerifyCommand.Create(console),
         SessionsCommand.Create(console),
+        StatsCommand.Create(console),
     };
 
     public static async Task<int> RunAsync(string[] args, IConsole console)

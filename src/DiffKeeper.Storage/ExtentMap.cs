@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 
@@ -64,19 +65,29 @@ public static class ExtentMap
     /// <summary>The content id: SHA-256 over (offset, length, blob id) of each extent and the file size.</summary>
     public static byte[] ContentId(IReadOnlyList<(long Offset, int Length, BlobId Id)> extents, long size)
     {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        Span<byte> record = stackalloc byte[48];
-        foreach (var (offset, length, id) in extents)
+        // One buffer and one hash call: IncrementalHash allocates a native context per call, which showed up on
+        // the per-file hot path.
+        var length = extents.Count * 48 + 8;
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
         {
-            BinaryPrimitives.WriteInt64LittleEndian(record, offset);
-            BinaryPrimitives.WriteInt64LittleEndian(record[8..], length);
-            id.Bytes.CopyTo(record[16..]);
-            hash.AppendData(record);
-        }
+            var span = buffer.AsSpan(0, length);
+            for (var i = 0; i < extents.Count; i++)
+            {
+                var (offset, len, id) = extents[i];
+                var record = span.Slice(i * 48, 48);
+                BinaryPrimitives.WriteInt64LittleEndian(record, offset);
+                BinaryPrimitives.WriteInt64LittleEndian(record[8..], len);
+                id.Bytes.CopyTo(record[16..]);
+            }
 
-        BinaryPrimitives.WriteInt64LittleEndian(record, size);
-        hash.AppendData(record[..8]);
-        return hash.GetHashAndReset();
+            BinaryPrimitives.WriteInt64LittleEndian(span[^8..], size);
+            return SHA256.HashData(span);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     private static int WriteVarint(byte[] buffer, int pos, ulong value)

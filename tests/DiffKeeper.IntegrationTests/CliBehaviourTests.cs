@@ -208,4 +208,23 @@ public sealed class CliBehaviourTests : IDisposable
         Assert.Equal("two\n", File.ReadAllText(outDir + second + "/two.txt"));
         Assert.Equal("two\n", Cli.Ok(Work, "show", "--trace", Trace, Path.Combine(second, "two.txt")).Stdout);
     }
+
+    [Fact]
+    public void Stats_counts_raw_and_stored_bytes_and_sees_deduplication()
+    {
+        Assert.Equal(0, Record("sh", "-c", "head -c 1048576 /dev/urandom > a.bin; cp a.bin b.bin; printf 'hello' > small.txt").ExitCode);
+        var stats = Cli.JsonLines(Cli.Ok(Work, "stats", "--trace", Trace, "--json")).Single();
+        foreach (var field in new[] { "raw_bytes", "stored_bytes", "catalog_bytes", "versions", "blobs", "dedup_ratio", "compression_ratio", "top_paths" })
+        {
+            Assert.True(stats.TryGetProperty(field, out _), $"missing {field}");
+        }
+
+        Assert.Equal(2 * 1048576 + 5, stats.GetProperty("raw_bytes").GetInt64());
+        Assert.InRange(stats.GetProperty("stored_bytes").GetInt64(), 1048576, 1048576 + 64 * 1024);
+        Assert.InRange(stats.GetProperty("dedup_ratio").GetDouble(), 1.9, 2.1);
+        Assert.True(stats.GetProperty("catalog_bytes").GetInt64() > 0);
+        var top = stats.GetProperty("top_paths")[0];
+        Assert.Equal("a.bin", top.GetProperty("path").GetString());
+        Assert.Contains("dedup 2.00×", Cli.Ok(Work, "stats", "--trace", Trace).Stdout);
+    }
 }
