@@ -35,6 +35,31 @@ public sealed class CodecTests
     }
 
     [Fact]
+    public void Zstd_with_a_prefix_stores_a_small_edit_as_a_small_delta()
+    {
+        var old = RandomBytes(200_000, 31);
+        var edited = (byte[])old.Clone();
+        RandomBytes(2_000, 32).CopyTo(edited, 100_000); // 1% rewritten
+        var buffer = new byte[Zstd.CompressBound(edited.Length)];
+        var plain = Zstd.Compress(edited, buffer);
+        var delta = Zstd.CompressWithPrefix(edited, old, buffer);
+        Assert.True(delta < 5_000, $"a 2,000-byte edit took {delta} bytes as a delta (plain: {plain})");
+        var back = new byte[edited.Length];
+        Assert.True(Zstd.TryDecompressWithPrefix(buffer.AsSpan(0, delta), old, back, out var error), error);
+        Assert.Equal(edited, back);
+
+        // Without its prefix the delta does not decode to the edited bytes.
+        var wrong = RandomBytes(old.Length, 33);
+        var ok = Zstd.TryDecompressWithPrefix(buffer.AsSpan(0, delta), wrong, back, out _);
+        Assert.False(ok && back.AsSpan().SequenceEqual(edited));
+
+        // And a plain frame still decodes after a prefixed one on the same thread.
+        var n = Zstd.Compress(edited, buffer);
+        Assert.True(Zstd.TryDecompress(buffer.AsSpan(0, n), back, out _));
+        Assert.Equal(edited, back);
+    }
+
+    [Fact]
     public void FastCdc_cuts_within_bounds_and_deterministically()
     {
         var data = RandomBytes(3 << 20, seed: 7);

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace DiffKeeper.Native.Interop;
 
-/// <summary>The system libzstd (libzstd.so.1): one-shot compress and decompress, nothing else yet.</summary>
+/// <summary>The system libzstd (libzstd.so.1): one-shot compression, and compression against a prefix (the --patch-from technique).</summary>
 public static unsafe partial class LibZstd
 {
     private const string Lib = "libzstd.so.1";
@@ -39,6 +39,27 @@ public static unsafe partial class LibZstd
 
     [LibraryImport(Lib, EntryPoint = "ZSTD_decompressDCtx")]
     public static partial nuint DecompressDCtx(nint dctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
+
+    public const int CompressionLevelParameter = 100;
+    public const int ResetSessionOnly = 1;
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_CCtx_setParameter")]
+    public static partial nuint CCtxSetParameter(nint cctx, int parameter, int value);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_CCtx_reset")]
+    public static partial nuint CCtxReset(nint cctx, int reset);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_CCtx_refPrefix")]
+    public static partial nuint CCtxRefPrefix(nint cctx, byte* prefix, nuint prefixSize);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_compress2")]
+    public static partial nuint Compress2(nint cctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_DCtx_reset")]
+    public static partial nuint DCtxReset(nint dctx, int reset);
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_DCtx_refPrefix")]
+    public static partial nuint DCtxRefPrefix(nint dctx, byte* prefix, nuint prefixSize);
 
     public static string ErrorName(nuint code) => Marshal.PtrToStringUTF8(GetErrorNamePtr(code)) ?? "unknown zstd error";
 }

@@ -67,4 +67,61 @@ public static unsafe class Zstd
             return true;
         }
     }
+
+    /// <summary>
+    /// Compresses <paramref name="source"/> with <paramref name="prefix"/> as a single-use dictionary (zstd's
+    /// refPrefix, the technique of <c>zstd --patch-from</c>): bytes shared with the prefix cost almost nothing. The
+    /// same prefix must be given to <see cref="TryDecompressWithPrefix"/>. Returns the compressed length.
+    /// </summary>
+    public static int CompressWithPrefix(ReadOnlySpan<byte> source, ReadOnlySpan<byte> prefix, Span<byte> destination, int level = DefaultLevel)
+    {
+        if (t_cctx == 0)
+        {
+            t_cctx = LibZstd.CreateCCtx();
+        }
+
+        fixed (byte* src = source)
+        fixed (byte* pre = prefix)
+        fixed (byte* dst = destination)
+        {
+            Check(LibZstd.CCtxReset(t_cctx, LibZstd.ResetSessionOnly));
+            Check(LibZstd.CCtxSetParameter(t_cctx, LibZstd.CompressionLevelParameter, level));
+            Check(LibZstd.CCtxRefPrefix(t_cctx, pre, (nuint)prefix.Length));
+            return (int)Check(LibZstd.Compress2(t_cctx, dst, (nuint)destination.Length, src, (nuint)source.Length));
+        }
+    }
+
+    /// <summary>Decompresses a frame made by <see cref="CompressWithPrefix"/> with the same prefix; false when it does not decode to exactly <paramref name="destination"/>.Length bytes.</summary>
+    public static bool TryDecompressWithPrefix(ReadOnlySpan<byte> source, ReadOnlySpan<byte> prefix, Span<byte> destination, out string error)
+    {
+        if (t_dctx == 0)
+        {
+            t_dctx = LibZstd.CreateDCtx();
+        }
+
+        fixed (byte* src = source)
+        fixed (byte* pre = prefix)
+        fixed (byte* dst = destination)
+        {
+            LibZstd.DCtxReset(t_dctx, LibZstd.ResetSessionOnly);
+            var r = LibZstd.DCtxRefPrefix(t_dctx, pre, (nuint)prefix.Length);
+            if (LibZstd.IsError(r) == 0)
+            {
+                r = LibZstd.DecompressDCtx(t_dctx, dst, (nuint)destination.Length, src, (nuint)source.Length);
+            }
+
+            if (LibZstd.IsError(r) != 0)
+            {
+                error = LibZstd.ErrorName(r);
+                return false;
+            }
+
+            error = (int)r == destination.Length ? "" : $"decompressed to {r} bytes, expected {destination.Length}";
+            return error.Length == 0;
+        }
+    }
+
+    private static nuint Check(nuint code) => LibZstd.IsError(code) == 0
+        ? code
+        : throw new InvalidOperationException($"zstd failed: {LibZstd.ErrorName(code)}");
 }
