@@ -2,7 +2,7 @@ using System.CommandLine;
 using DiffKeeper.Cli.Commands;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Core;
-using Microsoft.Data.Sqlite;
+using DiffKeeper.Storage.Catalog;
 
 namespace DiffKeeper.Cli;
 
@@ -53,7 +53,7 @@ public static class CliApp
             console.Error.WriteLine($"diffkeeper: {e.Message}");
             return (int)e.Code;
         }
-        catch (SqliteException e) when (e.SqliteErrorCode is 11 or 26)
+        catch (CatalogException e) when (e.ErrorCode is 11 or 26)
         {
             console.Error.WriteLine($"diffkeeper: the catalog is damaged ({e.Message}); 'diffkeeper verify' tells what is left");
             return (int)ExitCode.Corrupt;

@@ -1,7 +1,6 @@
 using DiffKeeper.Core;
 using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Packs;
-using Microsoft.Data.Sqlite;
 
 namespace DiffKeeper.Storage;
 
@@ -12,17 +11,15 @@ namespace DiffKeeper.Storage;
 /// </summary>
 public sealed class TraceReader : IDisposable
 {
-    private readonly SqliteConnection _db;
-    private readonly SqliteCommand _blobById;
+    private readonly SqliteDatabase _db;
+    private readonly SqliteStatement _blobById;
 
-    private TraceReader(string traceDir, SqliteConnection db)
+    private TraceReader(string traceDir, SqliteDatabase db)
     {
         TraceDir = traceDir;
         _db = db;
         Packs = new PackReader(traceDir);
-        _blobById = db.CreateCommand();
-        _blobById.CommandText = "SELECT hash, pack_id, offset, raw_len, stored_len, codec FROM blobs WHERE id = $id";
-        _blobById.Parameters.Add(new SqliteParameter { ParameterName = "$id" });
+        _blobById = db.Prepare("SELECT hash, pack_id, offset, raw_len, stored_len, codec FROM blobs WHERE id = ?1");
     }
 
     public string TraceDir { get; }
@@ -39,12 +36,12 @@ public sealed class TraceReader : IDisposable
                 $"no trace at {traceDir} (no catalog.db there); record one with 'diffkeeper record', or pass --trace DIR or set DIFFKEEPER_TRACE");
         }
 
-        SqliteConnection db;
+        SqliteDatabase db;
         try
         {
-            db = SqliteSetup.Open(catalogPath, readOnly: true);
+            db = SqliteDatabase.Open(catalogPath, readOnly: true);
         }
-        catch (SqliteException e)
+        catch (CatalogException e)
         {
             throw new DiffKeeperException(ExitCode.Corrupt, $"cannot open the catalog {catalogPath}: {e.Message}", e);
         }
@@ -65,33 +62,29 @@ public sealed class TraceReader : IDisposable
     public IReadOnlyList<SessionInfo> Sessions()
     {
         var roots = new Dictionary<long, List<RootInfo>>();
-        using (var cmd = _db.CreateCommand())
+        using (var r = _db.Prepare("SELECT id, session_id, path FROM roots ORDER BY id"))
         {
-            cmd.CommandText = "SELECT id, session_id, path FROM roots ORDER BY id";
-            using var r = cmd.ExecuteReader();
-            while (r.Read())
+            while (r.Step())
             {
-                var sid = r.GetInt64(1);
+                var sid = r.Int64(1);
                 if (!roots.TryGetValue(sid, out var list))
                 {
                     roots[sid] = list = [];
                 }
 
-                list.Add(new RootInfo(r.GetInt64(0), r.GetString(2)));
+                list.Add(new RootInfo(r.Int64(0), r.String(2)));
             }
         }
 
         var sessions = new List<SessionInfo>();
-        using (var cmd = _db.CreateCommand())
+        using (var r = _db.Prepare("SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state FROM sessions ORDER BY id"))
         {
-            cmd.CommandText = "SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state FROM sessions ORDER BY id";
-            using var r = cmd.ExecuteReader();
-            while (r.Read())
+            while (r.Step())
             {
-                var id = r.GetInt64(0);
-                sessions.Add(new SessionInfo(id, r.GetString(1), r.GetString(2), r.GetString(3), r.GetInt64(4),
-                    r.IsDBNull(5) ? null : r.GetInt64(5), r.IsDBNull(6) ? null : r.GetInt32(6), r.GetInt64(7),
-                    r.GetString(8), roots.TryGetValue(id, out var list) ? list : []));
+                var id = r.Int64(0);
+                sessions.Add(new SessionInfo(id, r.String(1), r.String(2), r.String(3), r.Int64(4),
+                    r.Int64OrNull(5), r.IsNull(6) ? null : r.Int32(6), r.Int64(7),
+                    r.String(8), roots.TryGetValue(id, out var list) ? list : []));
             }
         }
 
@@ -131,31 +124,26 @@ public sealed class TraceReader : IDisposable
 
     public IEnumerable<EventRecord> Events(SessionInfo session, long fromSeq = 0, long toSeq = long.MaxValue)
     {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = """
+        using var r = _db.Prepare("""
             SELECT e.seq, e.time_ns, e.op, p1.root_id, p1.rel, p2.root_id, p2.rel, e.size, e.pid, e.comm, e.detail
             FROM events e LEFT JOIN paths p1 ON p1.id = e.path_id LEFT JOIN paths p2 ON p2.id = e.path2_id
-            WHERE e.session_id = $s AND e.seq >= $from AND e.seq <= $to ORDER BY e.seq
-            """;
-        cmd.Parameters.AddWithValue("$s", session.Id);
-        cmd.Parameters.AddWithValue("$from", fromSeq);
-        cmd.Parameters.AddWithValue("$to", toSeq);
-        using var r = cmd.ExecuteReader();
-        while (r.Read())
+            WHERE e.session_id = ?1 AND e.seq >= ?2 AND e.seq <= ?3 ORDER BY e.seq
+            """);
+        r.Bind(1, session.Id).Bind(2, fromSeq).Bind(3, toSeq);
+        while (r.Step())
         {
-            string? p1 = r.IsDBNull(4) ? null : DisplayPath(session, r.GetInt64(3), TracePath.Validate(r.GetString(4)));
-            string? p2 = r.IsDBNull(6) ? null : DisplayPath(session, r.GetInt64(5), TracePath.Validate(r.GetString(6)));
-            yield return new EventRecord(session.Id, r.GetInt64(0), r.GetInt64(1), (ChangeOp)r.GetInt32(2), p1, p2,
-                r.IsDBNull(7) ? null : r.GetInt64(7), r.IsDBNull(8) ? null : r.GetInt32(8),
-                r.IsDBNull(9) ? null : r.GetString(9), r.IsDBNull(10) ? null : r.GetString(10));
+            string? p1 = r.IsNull(4) ? null : DisplayPath(session, r.Int64(3), TracePath.Validate(r.String(4)));
+            string? p2 = r.IsNull(6) ? null : DisplayPath(session, r.Int64(5), TracePath.Validate(r.String(6)));
+            yield return new EventRecord(session.Id, r.Int64(0), r.Int64(1), (ChangeOp)r.Int32(2), p1, p2,
+                r.Int64OrNull(7), r.IsNull(8) ? null : r.Int32(8), r.StringOrNull(9), r.StringOrNull(10));
         }
     }
 
-    public long MaxSeq(SessionInfo session) => Scalar("SELECT coalesce(max(seq), 0) FROM events WHERE session_id = $s", session.Id, 0);
+    public long MaxSeq(SessionInfo session) => Scalar("SELECT coalesce(max(seq), 0) FROM events WHERE session_id = ?1 AND ?2 = ?2", session.Id, 0);
 
     /// <summary>The last event at or before <paramref name="timeNs"/> since start (0: only the baseline).</summary>
     public long SeqAtTime(SessionInfo session, long timeNs) =>
-        Scalar("SELECT coalesce(max(seq), 0) FROM events WHERE session_id = $s AND time_ns <= $x", session.Id, timeNs);
+        Scalar("SELECT coalesce(max(seq), 0) FROM events WHERE session_id = ?1 AND time_ns <= ?2", session.Id, timeNs);
 
     /// <summary>The event number a moment names, for this session.</summary>
     public long Resolve(SessionInfo session, TimeSpec at)
@@ -177,7 +165,7 @@ public sealed class TraceReader : IDisposable
     public List<VersionRecord> StateAt(SessionInfo session, long seq)
     {
         var list = QueryVersions("""
-            WHERE v.id IN (SELECT max(id) FROM versions WHERE session_id = $s AND seq <= $x GROUP BY path_id)
+            WHERE v.id IN (SELECT max(id) FROM versions WHERE session_id = ?1 AND seq <= ?2 GROUP BY path_id)
             ORDER BY p.rel
             """, session.Id, seq);
         list.RemoveAll(v => v.Kind == EntryKind.Absent);
@@ -186,10 +174,10 @@ public sealed class TraceReader : IDisposable
 
     /// <summary>All versions of one path in a session, oldest first.</summary>
     public List<VersionRecord> VersionsOf(SessionInfo session, long pathId) =>
-        QueryVersions("WHERE v.session_id = $s AND v.path_id = $x ORDER BY v.id", session.Id, pathId);
+        QueryVersions("WHERE v.session_id = ?1 AND v.path_id = ?2 ORDER BY v.id", session.Id, pathId);
 
     /// <summary>All versions of the trace (every session), for verify.</summary>
-    public List<VersionRecord> AllVersions() => QueryVersions("WHERE $s = $s AND $x = $x ORDER BY v.id", 0, 0);
+    public List<VersionRecord> AllVersions() => QueryVersions("WHERE ?1 = ?1 AND ?2 = ?2 ORDER BY v.id", 0, 0);
 
     /// <summary>The path id of a root-relative or display path in a session, or null.</summary>
     public (long RootId, long PathId, string Rel)? FindPath(SessionInfo session, string path)
@@ -209,11 +197,8 @@ public sealed class TraceReader : IDisposable
             }
 
             rel = rel.Trim('/');
-            using var cmd = _db.CreateCommand();
-            cmd.CommandText = "SELECT id FROM paths WHERE root_id = $r AND rel = $rel";
-            cmd.Parameters.AddWithValue("$r", root.Id);
-            cmd.Parameters.AddWithValue("$rel", rel);
-            if (cmd.ExecuteScalar() is long id)
+            using var find = _db.Prepare("SELECT id FROM paths WHERE root_id = ?1 AND rel = ?2");
+            if (find.Bind(1, root.Id).Bind(2, rel).ScalarInt64() is { } id)
             {
                 return (root.Id, id, rel);
             }
@@ -224,37 +209,41 @@ public sealed class TraceReader : IDisposable
 
     public BlobLocation Blob(long rowId)
     {
-        _blobById.Parameters[0].Value = rowId;
-        using var r = _blobById.ExecuteReader();
-        if (!r.Read())
+        var r = _blobById.Bind(1, rowId);
+        try
         {
-            throw new BlobMissingException(rowId);
-        }
+            if (!r.Step() || r.BlobOrNull(0) is not { Length: 32 } hash)
+            {
+                throw new BlobMissingException(rowId);
+            }
 
-        return new BlobLocation(rowId, new BlobId((byte[])r[0]), r.GetInt64(1), r.GetInt64(2), r.GetInt32(3), r.GetInt32(4), (BlobCodec)r.GetInt32(5));
+            return new BlobLocation(rowId, new BlobId(hash), r.Int64(1), r.Int64(2), r.Int32(3), r.Int32(4), (BlobCodec)r.Int32(5));
+        }
+        finally
+        {
+            r.Reset();
+        }
     }
 
     public IEnumerable<BlobLocation> AllBlobs()
     {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = "SELECT id, hash, pack_id, offset, raw_len, stored_len, codec FROM blobs ORDER BY pack_id, offset";
-        using var r = cmd.ExecuteReader();
-        while (r.Read())
+        using var r = _db.Prepare("SELECT id, hash, pack_id, offset, raw_len, stored_len, codec FROM blobs ORDER BY pack_id, offset");
+        while (r.Step())
         {
-            yield return new BlobLocation(r.GetInt64(0), new BlobId((byte[])r[1]), r.GetInt64(2), r.GetInt64(3), r.GetInt32(4), r.GetInt32(5), (BlobCodec)r.GetInt32(6));
+            var hash = r.BlobOrNull(1);
+            var id = hash is { Length: 32 } ? new BlobId(hash) : new BlobId(new byte[32]); // a damaged row: verify reports it by hash mismatch
+            yield return new BlobLocation(r.Int64(0), id, r.Int64(2), r.Int64(3), r.Int32(4), r.Int32(5), (BlobCodec)r.Int32(6));
         }
     }
 
     /// <summary>Pack ids with their committed sizes.</summary>
     public IReadOnlyList<(long Id, long CommittedSize)> PacksCommitted()
     {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = "SELECT id, committed_size FROM packs ORDER BY id";
-        using var r = cmd.ExecuteReader();
+        using var r = _db.Prepare("SELECT id, committed_size FROM packs ORDER BY id");
         var list = new List<(long, long)>();
-        while (r.Read())
+        while (r.Step())
         {
-            list.Add((r.GetInt64(0), r.GetInt64(1)));
+            list.Add((r.Int64(0), r.Int64(1)));
         }
 
         return list;
@@ -262,22 +251,18 @@ public sealed class TraceReader : IDisposable
 
     private List<VersionRecord> QueryVersions(string where, long s, long x)
     {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = """
+        using var r = _db.Prepare("""
             SELECT v.id, v.session_id, p.root_id, v.path_id, p.rel, v.seq, v.time_ns, v.kind, v.mode, v.uid, v.gid,
                    v.mtime_ns, v.size, v.content, v.target, v.extents
             FROM versions v JOIN paths p ON p.id = v.path_id
-            """ + "\n" + where;
-        cmd.Parameters.AddWithValue("$s", s);
-        cmd.Parameters.AddWithValue("$x", x);
-        using var r = cmd.ExecuteReader();
+            """ + "\n" + where);
+        r.Bind(1, s).Bind(2, x);
         var list = new List<VersionRecord>();
-        while (r.Read())
+        while (r.Step())
         {
-            list.Add(new VersionRecord(r.GetInt64(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), TracePath.Validate(r.GetString(4)),
-                r.GetInt64(5), r.GetInt64(6), (EntryKind)r.GetInt32(7), r.GetInt32(8), r.GetInt32(9), r.GetInt32(10),
-                r.GetInt64(11), r.GetInt64(12), r.IsDBNull(13) ? null : (byte[])r[13], r.IsDBNull(14) ? null : r.GetString(14),
-                r.IsDBNull(15) ? null : (byte[])r[15]));
+            list.Add(new VersionRecord(r.Int64(0), r.Int64(1), r.Int64(2), r.Int64(3), TracePath.Validate(r.String(4)),
+                r.Int64(5), r.Int64(6), (EntryKind)r.Int32(7), r.Int32(8), r.Int32(9), r.Int32(10),
+                r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.StringOrNull(14), r.BlobOrNull(15)));
         }
 
         return list;
@@ -285,11 +270,8 @@ public sealed class TraceReader : IDisposable
 
     private long Scalar(string sql, long s, long x)
     {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = sql;
-        cmd.Parameters.AddWithValue("$s", s);
-        cmd.Parameters.AddWithValue("$x", x);
-        return (long)cmd.ExecuteScalar()!;
+        using var r = _db.Prepare(sql);
+        return r.Bind(1, s).Bind(2, x).ScalarInt64() ?? 0;
     }
 
     public void Dispose()

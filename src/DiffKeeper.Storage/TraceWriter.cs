@@ -3,7 +3,6 @@ using DiffKeeper.Core;
 using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Codecs;
 using DiffKeeper.Storage.Packs;
-using Microsoft.Data.Sqlite;
 
 namespace DiffKeeper.Storage;
 
@@ -16,31 +15,30 @@ namespace DiffKeeper.Storage;
 public sealed class TraceWriter : IDisposable
 {
     private readonly TraceLock _lock;
-    private readonly SqliteConnection _db;
+    private readonly SqliteDatabase _db;
     private readonly Dictionary<BlobId, long> _newBlobs = [];
     private readonly Dictionary<(long Root, string Rel), long> _pathIds = [];
-    private readonly SqliteCommand _insertEvent;
-    private readonly SqliteCommand _insertVersion;
-    private readonly SqliteCommand _insertPath;
-    private readonly SqliteCommand _findBlob;
-    private readonly SqliteCommand _insertBlob;
-    private SqliteTransaction? _tx;
+    private readonly SqliteStatement _insertEvent;
+    private readonly SqliteStatement _insertVersion;
+    private readonly SqliteStatement _insertPath;
+    private readonly SqliteStatement _findBlob;
+    private readonly SqliteStatement _insertBlob;
+    private readonly SqliteStatement _commitPack;
+    private bool _inTransaction;
     private PackWriter? _pack;
     private long _nextPackId;
 
-    private TraceWriter(string traceDir, TraceLock traceLock, SqliteConnection db)
+    private TraceWriter(string traceDir, TraceLock traceLock, SqliteDatabase db)
     {
         TraceDir = traceDir;
         _lock = traceLock;
         _db = db;
-        _insertEvent = Prepare("INSERT INTO events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail) VALUES ($s, $seq, $t, $op, $p, $p2, $size, $pid, $comm, $detail)",
-            "$s", "$seq", "$t", "$op", "$p", "$p2", "$size", "$pid", "$comm", "$detail");
-        _insertVersion = Prepare("INSERT INTO versions(session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents) VALUES ($s, $p, $seq, $t, $k, $mode, $uid, $gid, $mtime, $size, $content, $target, $extents)",
-            "$s", "$p", "$seq", "$t", "$k", "$mode", "$uid", "$gid", "$mtime", "$size", "$content", "$target", "$extents");
-        _insertPath = Prepare("INSERT INTO paths(root_id, rel) VALUES ($r, $rel)", "$r", "$rel");
-        _findBlob = Prepare("SELECT id FROM blobs WHERE hash = $h", "$h");
-        _insertBlob = Prepare("INSERT INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec) VALUES ($h, $pack, $off, $raw, $stored, $codec)",
-            "$h", "$pack", "$off", "$raw", "$stored", "$codec");
+        _insertEvent = db.Prepare("INSERT INTO events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+        _insertVersion = db.Prepare("INSERT INTO versions(session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+        _insertPath = db.Prepare("INSERT INTO paths(root_id, rel) VALUES (?1, ?2)");
+        _findBlob = db.Prepare("SELECT id FROM blobs WHERE hash = ?1");
+        _insertBlob = db.Prepare("INSERT INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+        _commitPack = db.Prepare("INSERT INTO packs(id, committed_size) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET committed_size = excluded.committed_size");
     }
 
     public string TraceDir { get; }
@@ -72,11 +70,19 @@ public sealed class TraceWriter : IDisposable
         try
         {
             var catalogPath = Path.Combine(traceDir, "catalog.db");
-            var db = SqliteSetup.Open(catalogPath, readOnly: false);
-            CatalogSchema.CreateOrCheck(db, catalogPath);
-            var writer = new TraceWriter(traceDir, traceLock, db);
-            writer.Recover();
-            return writer;
+            var db = SqliteDatabase.Open(catalogPath, readOnly: false);
+            try
+            {
+                CatalogSchema.CreateOrCheck(db, catalogPath);
+                var writer = new TraceWriter(traceDir, traceLock, db);
+                writer.Recover();
+                return writer;
+            }
+            catch
+            {
+                db.Dispose();
+                throw;
+            }
         }
         catch
         {
@@ -87,14 +93,12 @@ public sealed class TraceWriter : IDisposable
 
     private void Recover()
     {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = "SELECT id, committed_size FROM packs";
         var packs = new List<(long Id, long Size)>();
-        using (var r = cmd.ExecuteReader())
+        using (var select = _db.Prepare("SELECT id, committed_size FROM packs"))
         {
-            while (r.Read())
+            while (select.Step())
             {
-                packs.Add((r.GetInt64(0), r.GetInt64(1)));
+                packs.Add((select.Int64(0), select.Int64(1)));
             }
         }
 
@@ -124,30 +128,26 @@ public sealed class TraceWriter : IDisposable
         }
 
         _nextPackId = packs.Count == 0 ? 1 : packs.Max(p => p.Id) + 1;
-        cmd.CommandText = "UPDATE sessions SET state = 'interrupted' WHERE state = 'recording'";
-        cmd.ExecuteNonQuery();
+        _db.Execute("UPDATE sessions SET state = 'interrupted' WHERE state = 'recording'");
     }
 
     public long BeginSession(string command, string cwd, string capture, long startedWallNs, IReadOnlyList<string> roots, out IReadOnlyList<long> rootIds)
     {
-        var tx = Tx();
-        using var cmd = _db.CreateCommand();
-        cmd.Transaction = tx;
-        cmd.CommandText = "INSERT INTO sessions(command, cwd, capture, started_wall_ns, host, state) VALUES ($c, $cwd, $cap, $t, $host, 'recording') RETURNING id";
-        cmd.Parameters.AddWithValue("$c", command);
-        cmd.Parameters.AddWithValue("$cwd", cwd);
-        cmd.Parameters.AddWithValue("$cap", capture);
-        cmd.Parameters.AddWithValue("$t", startedWallNs);
-        cmd.Parameters.AddWithValue("$host", Environment.MachineName);
-        var sessionId = (long)cmd.ExecuteScalar()!;
-        var ids = new List<long>();
-        foreach (var root in roots)
+        Tx();
+        using (var insert = _db.Prepare("INSERT INTO sessions(command, cwd, capture, started_wall_ns, host, state) VALUES (?1, ?2, ?3, ?4, ?5, 'recording')"))
         {
-            cmd.Parameters.Clear();
-            cmd.CommandText = "INSERT INTO roots(session_id, path) VALUES ($s, $p) RETURNING id";
-            cmd.Parameters.AddWithValue("$s", sessionId);
-            cmd.Parameters.AddWithValue("$p", root);
-            ids.Add((long)cmd.ExecuteScalar()!);
+            insert.Bind(1, command).Bind(2, cwd).Bind(3, capture).Bind(4, startedWallNs).Bind(5, Environment.MachineName).Run();
+        }
+
+        var sessionId = _db.LastInsertRowId;
+        var ids = new List<long>();
+        using (var insertRoot = _db.Prepare("INSERT INTO roots(session_id, path) VALUES (?1, ?2)"))
+        {
+            foreach (var root in roots)
+            {
+                insertRoot.Bind(1, sessionId).Bind(2, root).Run();
+                ids.Add(_db.LastInsertRowId);
+            }
         }
 
         rootIds = ids;
@@ -158,24 +158,19 @@ public sealed class TraceWriter : IDisposable
     /// <summary>Sets the time 0 of a session (the moment its command started).</summary>
     public void SetSessionStart(long sessionId, long startedWallNs)
     {
-        using var cmd = _db.CreateCommand();
-        cmd.Transaction = Tx();
-        cmd.CommandText = "UPDATE sessions SET started_wall_ns = $t WHERE id = $s";
-        cmd.Parameters.AddWithValue("$t", startedWallNs);
-        cmd.Parameters.AddWithValue("$s", sessionId);
-        cmd.ExecuteNonQuery();
+        Tx();
+        using var update = _db.Prepare("UPDATE sessions SET started_wall_ns = ?1 WHERE id = ?2");
+        update.Bind(1, startedWallNs).Bind(2, sessionId).Run();
     }
 
     public void FinishSession(long sessionId, long endedNs, int? exitCode, long lostEvents)
     {
-        using var cmd = _db.CreateCommand();
-        cmd.Transaction = Tx();
-        cmd.CommandText = "UPDATE sessions SET ended_ns = $e, exit_code = $x, lost_events = $l, state = 'finished' WHERE id = $s";
-        cmd.Parameters.AddWithValue("$e", endedNs);
-        cmd.Parameters.AddWithValue("$x", (object?)exitCode ?? DBNull.Value);
-        cmd.Parameters.AddWithValue("$l", lostEvents);
-        cmd.Parameters.AddWithValue("$s", sessionId);
-        cmd.ExecuteNonQuery();
+        Tx();
+        using (var update = _db.Prepare("UPDATE sessions SET ended_ns = ?1, exit_code = ?2, lost_events = ?3, state = 'finished' WHERE id = ?4"))
+        {
+            update.Bind(1, endedNs).Bind(2, (long?)exitCode).Bind(3, lostEvents).Bind(4, sessionId).Run();
+        }
+
         Commit();
     }
 
@@ -186,49 +181,26 @@ public sealed class TraceWriter : IDisposable
             return id;
         }
 
-        _insertPath.Transaction = Tx();
-        _insertPath.Parameters[0].Value = rootId;
-        _insertPath.Parameters[1].Value = rel;
-        id = InsertReturningRowId(_insertPath);
+        Tx();
+        _insertPath.Bind(1, rootId).Bind(2, rel).Run();
+        id = _db.LastInsertRowId;
         _pathIds[(rootId, rel)] = id;
         return id;
     }
 
     public void AddEvent(long sessionId, in NewEvent e)
     {
-        var p = _insertEvent.Parameters;
-        _insertEvent.Transaction = Tx();
-        p[0].Value = sessionId;
-        p[1].Value = e.Seq;
-        p[2].Value = e.TimeNs;
-        p[3].Value = (int)e.Op;
-        p[4].Value = (object?)e.PathId ?? DBNull.Value;
-        p[5].Value = (object?)e.Path2Id ?? DBNull.Value;
-        p[6].Value = (object?)e.Size ?? DBNull.Value;
-        p[7].Value = (object?)e.Pid ?? DBNull.Value;
-        p[8].Value = (object?)e.Comm ?? DBNull.Value;
-        p[9].Value = (object?)e.Detail ?? DBNull.Value;
-        _insertEvent.ExecuteNonQuery();
+        Tx();
+        _insertEvent.Bind(1, sessionId).Bind(2, e.Seq).Bind(3, e.TimeNs).Bind(4, (long)e.Op).Bind(5, e.PathId).Bind(6, e.Path2Id)
+            .Bind(7, e.Size).Bind(8, (long?)e.Pid).Bind(9, e.Comm).Bind(10, e.Detail).Run();
     }
 
     public long AddVersion(long sessionId, NewVersion v)
     {
-        var p = _insertVersion.Parameters;
-        _insertVersion.Transaction = Tx();
-        p[0].Value = sessionId;
-        p[1].Value = v.PathId;
-        p[2].Value = v.Seq;
-        p[3].Value = v.TimeNs;
-        p[4].Value = (int)v.Kind;
-        p[5].Value = v.Mode;
-        p[6].Value = v.Uid;
-        p[7].Value = v.Gid;
-        p[8].Value = v.MtimeNs;
-        p[9].Value = v.Size;
-        p[10].Value = (object?)v.ContentId ?? DBNull.Value;
-        p[11].Value = (object?)v.Target ?? DBNull.Value;
-        p[12].Value = (object?)v.Extents ?? DBNull.Value;
-        return InsertReturningRowId(_insertVersion);
+        Tx();
+        _insertVersion.Bind(1, sessionId).Bind(2, v.PathId).Bind(3, v.Seq).Bind(4, v.TimeNs).Bind(5, (long)v.Kind).Bind(6, v.Mode)
+            .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).Bind(12, v.Target).Bind(13, v.Extents).Run();
+        return _db.LastInsertRowId;
     }
 
     /// <summary>Stores one chunk (deduplicated by SHA-256); returns its catalog row id.</summary>
@@ -260,9 +232,8 @@ public sealed class TraceWriter : IDisposable
             return rowId;
         }
 
-        _findBlob.Transaction = Tx();
-        _findBlob.Parameters[0].Value = id.ToArray();
-        if (_findBlob.ExecuteScalar() is long existing)
+        Tx();
+        if (_findBlob.Bind(1, id.ToArray()).ScalarInt64() is { } existing)
         {
             _newBlobs[id] = existing;
             return existing;
@@ -306,26 +277,20 @@ public sealed class TraceWriter : IDisposable
         var pack = CurrentPack();
         var offset = pack.Append(id, codec, rawLength, payload);
         StoredBytesWritten += PackFormat.RecordSize(payload.Length);
-        var p = _insertBlob.Parameters;
-        _insertBlob.Transaction = Tx();
-        p[0].Value = id.ToArray();
-        p[1].Value = pack.PackId;
-        p[2].Value = offset;
-        p[3].Value = rawLength;
-        p[4].Value = payload.Length;
-        p[5].Value = (int)codec;
-        var rowId = InsertReturningRowId(_insertBlob);
+        Tx();
+        _insertBlob.Bind(1, id.ToArray()).Bind(2, pack.PackId).Bind(3, offset).Bind(4, rawLength).Bind(5, payload.Length).Bind(6, (long)codec).Run();
+        var rowId = _db.LastInsertRowId;
         _newBlobs[id] = rowId;
         return rowId;
     }
 
     /// <summary>Whether anything was added since the last commit.</summary>
-    public bool HasPending => _tx is not null;
+    public bool HasPending => _inTransaction;
 
     /// <summary>Makes everything added so far durable and visible: fsync the pack, then commit the catalog.</summary>
     public void Commit()
     {
-        if (_tx is null)
+        if (!_inTransaction)
         {
             return;
         }
@@ -333,17 +298,11 @@ public sealed class TraceWriter : IDisposable
         if (_pack is not null)
         {
             _pack.Sync();
-            using var cmd = _db.CreateCommand();
-            cmd.Transaction = _tx;
-            cmd.CommandText = "INSERT INTO packs(id, committed_size) VALUES ($id, $size) ON CONFLICT(id) DO UPDATE SET committed_size = excluded.committed_size";
-            cmd.Parameters.AddWithValue("$id", _pack.PackId);
-            cmd.Parameters.AddWithValue("$size", _pack.Length);
-            cmd.ExecuteNonQuery();
+            _commitPack.Bind(1, _pack.PackId).Bind(2, _pack.Length).Run();
         }
 
-        _tx.Commit();
-        _tx.Dispose();
-        _tx = null;
+        _db.Execute("COMMIT");
+        _inTransaction = false;
     }
 
     private PackWriter CurrentPack()
@@ -363,26 +322,13 @@ public sealed class TraceWriter : IDisposable
         return _pack;
     }
 
-    private SqliteTransaction Tx() => _tx ??= _db.BeginTransaction();
-
-    // INSERT ... RETURNING goes through a data reader, which costs several times the insert itself on the hot
-    // path; the connection's last rowid is the same number.
-    private long InsertReturningRowId(SqliteCommand insert)
+    private void Tx()
     {
-        insert.ExecuteNonQuery();
-        return SQLitePCL.raw.sqlite3_last_insert_rowid(_db.Handle);
-    }
-
-    private SqliteCommand Prepare(string sql, params string[] parameters)
-    {
-        var cmd = _db.CreateCommand();
-        cmd.CommandText = sql;
-        foreach (var name in parameters)
+        if (!_inTransaction)
         {
-            cmd.Parameters.Add(new SqliteParameter { ParameterName = name });
+            _db.Execute("BEGIN IMMEDIATE");
+            _inTransaction = true;
         }
-
-        return cmd;
     }
 
     public void Dispose()
@@ -393,6 +339,7 @@ public sealed class TraceWriter : IDisposable
         _insertPath.Dispose();
         _findBlob.Dispose();
         _insertBlob.Dispose();
+        _commitPack.Dispose();
         _pack?.Dispose();
         _db.Dispose();
         _lock.Dispose();

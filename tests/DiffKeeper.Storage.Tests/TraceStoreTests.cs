@@ -1,7 +1,6 @@
 using DiffKeeper.Core;
 using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Packs;
-using Microsoft.Data.Sqlite;
 
 namespace DiffKeeper.Storage.Tests;
 
@@ -194,12 +193,9 @@ public sealed class TraceStoreTests : IDisposable
             WriteSession(w, _dir.Path, ("a", "x"u8.ToArray()));
         }
 
-        using (var db = new SqliteConnection($"Data Source={Path.Combine(_dir.Sub("t"), "catalog.db")};Pooling=false"))
+        using (var db = SqliteDatabase.Open(Path.Combine(_dir.Sub("t"), "catalog.db"), readOnly: false))
         {
-            db.Open();
-            using var cmd = db.CreateCommand();
-            cmd.CommandText = "UPDATE meta SET value = '99' WHERE key = 'format_version'";
-            cmd.ExecuteNonQuery();
+            db.Execute("UPDATE meta SET value = '99' WHERE key = 'format_version'");
         }
 
         var e = Assert.Throws<DiffKeeperException>(() => TraceReader.Open(_dir.Sub("t")));

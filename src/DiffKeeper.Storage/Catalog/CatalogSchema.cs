@@ -1,5 +1,4 @@
 using DiffKeeper.Core;
-using Microsoft.Data.Sqlite;
 
 namespace DiffKeeper.Storage.Catalog;
 
@@ -64,35 +63,54 @@ public static class CatalogSchema
         """;
 
     /// <summary>Creates the tables of a new catalog, or checks the format of an existing one.</summary>
-    public static void CreateOrCheck(SqliteConnection connection, string catalogPath)
+    internal static void CreateOrCheck(SqliteDatabase db, string catalogPath)
     {
-        using var tx = connection.BeginTransaction();
-        using (var cmd = connection.CreateCommand())
+        Check(db, catalogPath, allowMissing: true);
+        db.Execute("BEGIN IMMEDIATE");
+        try
         {
-            cmd.Transaction = tx;
-            cmd.CommandText = Ddl;
-            cmd.ExecuteNonQuery();
-            cmd.CommandText = "INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', $v), ('created_by', $by)";
-            cmd.Parameters.AddWithValue("$v", FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            cmd.Parameters.AddWithValue("$by", "diffkeeper " + typeof(CatalogSchema).Assembly.GetName().Version);
-            cmd.ExecuteNonQuery();
+            db.Execute(Ddl);
+            using var meta = db.Prepare("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?1), ('created_by', ?2)");
+            meta.Bind(1, FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
+                .Bind(2, "diffkeeper " + typeof(CatalogSchema).Assembly.GetName().Version)
+                .Run();
+            db.Execute("COMMIT");
+        }
+        catch
+        {
+            db.Execute("ROLLBACK");
+            throw;
         }
 
-        tx.Commit();
-        Check(connection, catalogPath);
+        Check(db, catalogPath);
     }
 
     /// <summary>Refuses a catalog written by a newer format (exit code 9) or one that is not a DiffKeeper catalog.</summary>
-    public static void Check(SqliteConnection connection, string catalogPath)
+    internal static void Check(SqliteDatabase db, string catalogPath, bool allowMissing = false)
     {
-        string? value;
+        string? value = null;
         try
         {
-            using var cmd = connection.CreateCommand();
-            cmd.CommandText = "SELECT value FROM meta WHERE key = 'format_version'";
-            value = cmd.ExecuteScalar() as string;
+            using var exists = db.Prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'");
+            if (exists.ScalarInt64() == 0)
+            {
+                if (allowMissing)
+                {
+                    return;
+                }
+            }
+            else
+            {
+                using var cmd = db.Prepare("SELECT value FROM meta WHERE key = 'format_version'");
+                if (cmd.Step())
+                {
+                    value = cmd.StringOrNull(0);
+                }
+
+                cmd.Reset();
+            }
         }
-        catch (SqliteException e)
+        catch (CatalogException e)
         {
             throw new DiffKeeperException(ExitCode.Corrupt, $"{catalogPath} is not a DiffKeeper catalog ({e.Message})", e);
         }

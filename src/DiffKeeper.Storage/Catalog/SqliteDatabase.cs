@@ -1,0 +1,156 @@
+using SQLitePCL;
+
+namespace DiffKeeper.Storage.Catalog;
+
+/// <summary>A SQLite call failed. <see cref="ErrorCode"/> is SQLite's primary result code (11 corrupt, 26 not a database).</summary>
+public sealed class CatalogException(int errorCode, string message) : Exception(message)
+{
+    public int ErrorCode { get; } = errorCode;
+}
+
+/// <summary>
+/// One SQLite connection through SQLitePCLRaw directly. Microsoft.Data.Sqlite cost ~28 ms per process before the
+/// first query (connection-string parsing and static initialization) and 2–3× the insert itself per row on the
+/// recorder's hot path; this thin layer costs neither. Not thread-safe.
+/// </summary>
+internal sealed class SqliteDatabase : IDisposable
+{
+    private static readonly Lazy<bool> Initialized = new(() =>
+    {
+        Batteries_V2.Init();
+        return true;
+    });
+
+    private readonly sqlite3 _db;
+
+    private SqliteDatabase(sqlite3 db) => _db = db;
+
+    public static SqliteDatabase Open(string path, bool readOnly)
+    {
+        _ = Initialized.Value;
+        var flags = readOnly ? raw.SQLITE_OPEN_READONLY : raw.SQLITE_OPEN_READWRITE | raw.SQLITE_OPEN_CREATE;
+        var rc = raw.sqlite3_open_v2(path, out var db, flags | raw.SQLITE_OPEN_NOMUTEX, null);
+        if (rc != raw.SQLITE_OK)
+        {
+            var message = db is null ? raw.sqlite3_errstr(rc).utf8_to_string() : raw.sqlite3_errmsg(db).utf8_to_string();
+            db?.Dispose();
+            throw new CatalogException(rc, $"cannot open {path}: {message}");
+        }
+
+        var database = new SqliteDatabase(db);
+        raw.sqlite3_busy_timeout(db, 30_000);
+        if (!readOnly)
+        {
+            database.Execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+        }
+
+        return database;
+    }
+
+    public void Execute(string sql)
+    {
+        var rc = raw.sqlite3_exec(_db, sql, null, null, out var error);
+        if (rc != raw.SQLITE_OK)
+        {
+            throw new CatalogException(rc, error ?? raw.sqlite3_errmsg(_db).utf8_to_string());
+        }
+    }
+
+    public SqliteStatement Prepare(string sql)
+    {
+        var rc = raw.sqlite3_prepare_v2(_db, sql, out var stmt);
+        if (rc != raw.SQLITE_OK)
+        {
+            throw Fail(rc);
+        }
+
+        return new SqliteStatement(this, stmt);
+    }
+
+    public long LastInsertRowId => raw.sqlite3_last_insert_rowid(_db);
+
+    internal CatalogException Fail(int rc) => new(rc & 0xFF, raw.sqlite3_errmsg(_db).utf8_to_string());
+
+    public void Dispose() => raw.sqlite3_close_v2(_db);
+}
+
+/// <summary>A prepared statement; parameters and columns are numbered as SQLite numbers them (parameters from 1).</summary>
+internal sealed class SqliteStatement : IDisposable
+{
+    private readonly SqliteDatabase _db;
+    private readonly sqlite3_stmt _stmt;
+
+    public SqliteStatement(SqliteDatabase db, sqlite3_stmt stmt)
+    {
+        _db = db;
+        _stmt = stmt;
+    }
+
+    public SqliteStatement Bind(int index, long value) => Check(raw.sqlite3_bind_int64(_stmt, index, value));
+
+    public SqliteStatement Bind(int index, long? value) => value is { } v ? Bind(index, v) : BindNull(index);
+
+    public SqliteStatement Bind(int index, string? value) => value is null ? BindNull(index) : Check(raw.sqlite3_bind_text(_stmt, index, value));
+
+    public SqliteStatement Bind(int index, byte[]? value) => value is null ? BindNull(index) : Check(raw.sqlite3_bind_blob(_stmt, index, value));
+
+    public SqliteStatement BindNull(int index) => Check(raw.sqlite3_bind_null(_stmt, index));
+
+    /// <summary>Advances to the next row; false when there is none (the statement is then reset for reuse).</summary>
+    public bool Step()
+    {
+        var rc = raw.sqlite3_step(_stmt);
+        if (rc == raw.SQLITE_ROW)
+        {
+            return true;
+        }
+
+        raw.sqlite3_reset(_stmt);
+        if (rc != raw.SQLITE_DONE)
+        {
+            throw _db.Fail(rc);
+        }
+
+        return false;
+    }
+
+    /// <summary>Runs a statement that returns no rows (or ignores them) and resets it for reuse.</summary>
+    public void Run()
+    {
+        while (Step())
+        {
+        }
+    }
+
+    /// <summary>The first column of the first row, or null; the statement is reset afterwards.</summary>
+    public long? ScalarInt64()
+    {
+        long? value = Step() && !IsNull(0) ? Int64(0) : null;
+        Reset();
+        return value;
+    }
+
+    public void Reset()
+    {
+        raw.sqlite3_reset(_stmt);
+        raw.sqlite3_clear_bindings(_stmt);
+    }
+
+    public bool IsNull(int column) => raw.sqlite3_column_type(_stmt, column) == raw.SQLITE_NULL;
+
+    public long Int64(int column) => raw.sqlite3_column_int64(_stmt, column);
+
+    public int Int32(int column) => raw.sqlite3_column_int(_stmt, column);
+
+    public string String(int column) => raw.sqlite3_column_text(_stmt, column).utf8_to_string();
+
+    public string? StringOrNull(int column) => IsNull(column) ? null : String(column);
+
+    public long? Int64OrNull(int column) => IsNull(column) ? null : Int64(column);
+
+    public byte[]? BlobOrNull(int column) => IsNull(column) ? null : raw.sqlite3_column_blob(_stmt, column).ToArray();
+
+    private SqliteStatement Check(int rc) => rc == raw.SQLITE_OK ? this : throw _db.Fail(rc);
+
+    public void Dispose() => raw.sqlite3_finalize(_stmt);
+}
