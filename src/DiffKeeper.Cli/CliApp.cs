@@ -63,6 +63,22 @@ public static class CliApp
             console.Error.WriteLine($"diffkeeper: permission denied: {e.Message}");
             return (int)ExitCode.SystemError;
         }
+        catch (IOException e)
+        {
+            console.Error.WriteLine($"diffkeeper: {e.Message}");
+            return (int)ExitCode.SystemError;
+        }
+        catch (CatalogException e)
+        {
+            console.Error.WriteLine($"diffkeeper: the catalog failed: {e.Message}");
+            return (int)ExitCode.SystemError;
+        }
+        catch (Exception e)
+        {
+            // Unexpected: keep the full detail, but exit 1 as documented rather than abort.
+            console.Error.WriteLine($"diffkeeper: unexpected failure: {e}");
+            return (int)ExitCode.Failure;
+        }
         finally
         {
             console.Out.Flush();

@@ -36,6 +36,7 @@ public sealed class Recorder
     private (int Root, string Rel) _heldPath;
     private bool _heldSizeStale;
     private bool _rescanPending;
+    private PathFilter? _filter;
 
     public Recorder(RecordOptions options, TextWriter log)
     {
@@ -49,11 +50,12 @@ public sealed class Recorder
         using var writer = TraceWriter.Open(_options.TraceDir);
         _writer = writer;
         var filter = new PathFilter(_options.Roots, writer.TraceDir, _options.Excludes);
+        _filter = filter;
         var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         await using var source = new InotifySource(_options.Roots, filter);
         _sessionId = writer.BeginSession(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, source.Name,
             WallNs(), _options.Roots, out var rootIds);
-        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds);
+        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log);
 
         source.Start(channel.Writer);
         _versioner.UseAllCores = true; // nothing to compete with before the command starts
@@ -103,7 +105,17 @@ public sealed class Recorder
         var exitTimeNs = NowNs();
         await source.StopAsync().ConfigureAwait(false);
         channel.Writer.Complete();
-        await consumer.ConfigureAwait(false);
+        try
+        {
+            await consumer.ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or Storage.Catalog.CatalogException or UnauthorizedAccessException)
+        {
+            // The command's exit code still wins; the trace keeps everything committed before the failure.
+            _log.WriteLine($"diffkeeper: recording stopped early: {e.Message}; the trace keeps what was committed before");
+            return new RecordResult(_sessionId, exitCode, _events, _versioner.VersionsWritten, _lost, _versioner.RawBytes,
+                writer.StoredBytesWritten, stopwatch.Elapsed);
+        }
 
         _versioner.UseAllCores = true;
         Rescan(filter, "reconcile");
@@ -244,11 +256,27 @@ public sealed class Recorder
             {
                 var to = (e.Root, e.Path2!);
                 AddEvent(timeNs, ChangeOp.Rename, key, to, e.IsDirectory ? null : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path2!))?.Size, null);
-                var moved = e.IsDirectory ? _versioner.LiveAtOrBelow(e.Root, e.Path) : [];
-                Gone(e.Root, e.Path, e.IsDirectory);
-                foreach (var rel in moved)
+                // Everything at or below the old name moves: what was recorded there, and what was waiting to be
+                // read (a child created just before its directory was renamed). They reappear at this event.
+                var (root, from, isDir, target) = (e.Root, e.Path, e.IsDirectory, e.Path2!);
+                var moved = isDir ? _versioner.LiveAtOrBelow(root, from) : [];
+                var waiting = _dirty.Keys.Where(k => k.Root == root && (isDir ? TracePath.IsAtOrBelow(k.Rel, from) : k.Rel == from))
+                    .Select(k => k.Rel).ToList();
+                Gone(root, from, isDir);
+                _dirty.Remove(to); // a target created but not read yet: its content is now the renamed file's
+                var newNames = moved.Concat(waiting).Select(rel => target + rel[from.Length..]).ToList();
+                if (isDir)
                 {
-                    MarkDirty((e.Root, e.Path2! + rel[e.Path.Length..]), immediate: true);
+                    // What is inside now, under the new name, whether or not it was seen under the old one (a child
+                    // created just before the rename may have vanished from the old name before it was read).
+                    newNames.AddRange(TreeWalker.Walk(_options.Roots[root], root, _filter!, target).Select(w => w.Rel));
+                }
+
+                foreach (var rel in newNames.Distinct())
+                {
+                    (int Root, string Rel) newKey = (root, rel);
+                    _announced.Add(newKey);
+                    MarkDirty(newKey, immediate: true);
                 }
 
                 MarkDirty(to, immediate: true);

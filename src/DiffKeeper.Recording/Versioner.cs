@@ -21,9 +21,12 @@ internal sealed class Versioner
     private readonly IReadOnlyList<string> _roots;
     private readonly IReadOnlyList<long> _rootIds;
     private readonly Dictionary<(int Root, string Rel), PathState> _paths = [];
+    private readonly HashSet<(int Root, string Rel)> _warned = [];
+    private readonly TextWriter _log;
 
-    public Versioner(TraceWriter writer, long sessionId, IReadOnlyList<string> roots, IReadOnlyList<long> rootIds)
+    public Versioner(TraceWriter writer, long sessionId, IReadOnlyList<string> roots, IReadOnlyList<long> rootIds, TextWriter log)
     {
+        _log = log;
         _writer = writer;
         _sessionId = sessionId;
         _roots = roots;
@@ -69,6 +72,24 @@ internal sealed class Versioner
     /// </summary>
     public (EntryStat? Stat, bool Changed) Observe(int root, string rel, long seq, long timeNs, bool statOnly = false)
     {
+        try
+        {
+            return ObserveCore(root, rel, seq, timeNs, statOnly);
+        }
+        catch (IOException e)
+        {
+            // Unreadable (permission denied, I/O error): the recording goes on without this state of the path.
+            if (_warned.Add((root, rel)))
+            {
+                _log.WriteLine($"diffkeeper: {e.Message}; its content is not recorded");
+            }
+
+            return (Known(root, rel), false);
+        }
+    }
+
+    private (EntryStat? Stat, bool Changed) ObserveCore(int root, string rel, long seq, long timeNs, bool statOnly)
+    {
         var abs = TreeWalker.Join(_roots[root], rel);
         var stat = EntryStat.Lstat(abs);
         _paths.TryGetValue((root, rel), out var known);
@@ -104,7 +125,7 @@ internal sealed class Versioner
 
                 if (target is null)
                 {
-                    return Observe(root, rel, seq, timeNs); // replaced while we looked
+                    return ObserveCore(root, rel, seq, timeNs, false); // replaced while we looked
                 }
 
                 version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Symlink, st.Mode, st.Uid, st.Gid, st.MtimeNs, target.Length, null, target, null);
@@ -113,7 +134,7 @@ internal sealed class Versioner
                 var read = ReadFile(abs, seq, timeNs, root, rel, out st);
                 if (read is null)
                 {
-                    return Observe(root, rel, seq, timeNs);
+                    return ObserveCore(root, rel, seq, timeNs, false);
                 }
 
                 version = read;

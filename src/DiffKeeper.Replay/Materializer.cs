@@ -69,7 +69,14 @@ public static class Materializer
         }
 
         entries.Sort((a, b) => string.CompareOrdinal(a.Path, b.Path));
-        var kinds = entries.ToDictionary(e => e.Path, e => e.Version.Kind, StringComparer.Ordinal);
+        var kinds = new Dictionary<string, EntryKind>(StringComparer.Ordinal);
+        foreach (var (path, v) in entries)
+        {
+            if (!kinds.TryAdd(path, v.Kind))
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"the trace has two entries for '{path}' at that moment (it is damaged or crafted)") { Path = path };
+            }
+        }
         foreach (var (path, _) in entries)
         {
             for (var p = TracePath.Parent(path); p.Length > 0; p = TracePath.Parent(p))

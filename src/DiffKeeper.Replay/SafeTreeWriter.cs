@@ -74,10 +74,15 @@ public sealed class SafeTreeWriter : IDisposable
         }
     }
 
-    public static void SetFileMetadata(SafeFileHandle file, int mode, long mtimeNs, string rel) =>
-        SetModeAndMtime((int)file.DangerousGetHandle(), mode, mtimeNs, rel);
+    // A trace is untrusted: setuid and setgid bits are never restored (a crafted trace exported by root would
+    // otherwise plant a setuid-root binary); directories keep the sticky bit.
+    private const int FileModeMask = 0x1FF; // 0777
+    private const int DirectoryModeMask = 0x3FF; // 01777
 
-    public void SetDirectoryMetadata(string rel, int mode, long mtimeNs) => SetModeAndMtime(DirFd(rel), mode, mtimeNs, rel);
+    public static void SetFileMetadata(SafeFileHandle file, int mode, long mtimeNs, string rel) =>
+        SetModeAndMtime((int)file.DangerousGetHandle(), mode & FileModeMask, mtimeNs, rel);
+
+    public void SetDirectoryMetadata(string rel, int mode, long mtimeNs) => SetModeAndMtime(DirFd(rel), mode & DirectoryModeMask, mtimeNs, rel);
 
     public unsafe void SetSymlinkMtime(string rel, long mtimeNs)
     {
@@ -92,7 +97,7 @@ public sealed class SafeTreeWriter : IDisposable
 
     private static unsafe void SetModeAndMtime(int fd, int mode, long mtimeNs, string rel)
     {
-        if (Libc.Fchmod(fd, mode & 0xFFF) != 0)
+        if (Libc.Fchmod(fd, mode) != 0)
         {
             throw Fail("chmod", rel, Marshal.GetLastPInvokeError());
         }

@@ -43,7 +43,7 @@ public static class VersionContent
                     throw Damaged(display, version, $"it references blob row {extent.BlobRowId}, which the catalog lacks");
                 }
 
-                if (loc.RawLength != extent.Length)
+                if (loc.RawLength != extent.Length || loc.RawLength > PackFormat.MaxRawLength)
                 {
                     throw Damaged(display, version, $"blob {loc.Id.Short} has {loc.RawLength} bytes where the extent map expects {extent.Length}");
                 }

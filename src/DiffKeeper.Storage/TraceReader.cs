@@ -59,6 +59,23 @@ public sealed class TraceReader : IDisposable
         return new TraceReader(traceDir, db);
     }
 
+    /// <summary>
+    /// Holds one read transaction until disposed, so several queries see the same committed state even while a
+    /// recording commits (verify and stats read blobs, then versions: without it a version could name a blob
+    /// committed after the blob list was read).
+    /// </summary>
+    public IDisposable Snapshot()
+    {
+        _db.Execute("BEGIN");
+        _db.Execute("SELECT count(*) FROM meta"); // a deferred transaction takes its snapshot at the first read
+        return new SnapshotScope(_db);
+    }
+
+    private sealed class SnapshotScope(SqliteDatabase db) : IDisposable
+    {
+        public void Dispose() => db.Execute("COMMIT");
+    }
+
     public IReadOnlyList<SessionInfo> Sessions()
     {
         var roots = new Dictionary<long, List<RootInfo>>();

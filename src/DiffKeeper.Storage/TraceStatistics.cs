@@ -29,6 +29,7 @@ public sealed record TraceStatistics(
     /// </summary>
     public static TraceStatistics Compute(TraceReader reader, int top = 10)
     {
+        using var snapshot = reader.Snapshot();
         var blobs = new Dictionary<long, (int Raw, int Stored)>();
         long unique = 0, stored = 0;
         foreach (var b in reader.AllBlobs())

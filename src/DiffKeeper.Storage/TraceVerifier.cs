@@ -22,6 +22,7 @@ public static class TraceVerifier
 {
     public static VerifyReport Verify(TraceReader reader, IProgress<long>? progress = null)
     {
+        using var snapshot = reader.Snapshot();
         var problems = new List<string>();
         var packs = reader.PacksCommitted();
         foreach (var (id, committed) in packs)

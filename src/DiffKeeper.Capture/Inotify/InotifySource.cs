@@ -244,9 +244,13 @@ public sealed unsafe class InotifySource : ICaptureSource
         var toExcluded = _filter.IsExcluded(toRoot, toRel);
         if (fromRoot == toRoot && !toExcluded)
         {
-            if (isDir)
+            if (isDir && !RenameWatches(fromRoot, fromRel, toRel))
             {
-                RenameWatches(fromRoot, fromRel, toRel);
+                // Renamed before its watch could be added (the watch failed with ENOENT): watch it now, under its
+                // new name, and report what is already inside.
+                Emit(new CaptureEvent(CaptureKind.Renamed, fromRoot, fromRel, toRel, isDir, now));
+                WatchTree(toRoot, toRel, reportContents: true);
+                return;
             }
 
             Emit(new CaptureEvent(CaptureKind.Renamed, fromRoot, fromRel, toRel, isDir, now));
@@ -333,12 +337,20 @@ public sealed unsafe class InotifySource : ICaptureSource
             return false; // vanished or not a directory any more: its parent's events tell what happened
         }
 
+        // The kernel returns the existing wd when this inode is already watched (e.g. under a name it had
+        // before a rename we have not processed yet): the old name no longer means this directory.
+        if (_byWd.TryGetValue(wd, out var previous) && previous != (root, rel) && _byPath.TryGetValue(previous, out var prevWd) && prevWd == wd)
+        {
+            _byPath.Remove(previous);
+        }
+
         _byWd[wd] = (root, rel);
         _byPath[(root, rel)] = wd;
         return true;
     }
 
-    private void RenameWatches(int root, string fromRel, string toRel)
+    /// <summary>Moves the watches at and below a renamed directory to its new name; false when it had none.</summary>
+    private bool RenameWatches(int root, string fromRel, string toRel)
     {
         var moved = _byPath.Where(kv => kv.Key.Root == root && TracePath.IsAtOrBelow(kv.Key.Rel, fromRel)).ToList();
         foreach (var (key, wd) in moved)
@@ -352,6 +364,8 @@ public sealed unsafe class InotifySource : ICaptureSource
             _byWd[wd] = (root, newRel);
             _byPath[(root, newRel)] = wd;
         }
+
+        return _byPath.ContainsKey((root, toRel));
     }
 
     private void ForgetTree(int root, string rel, bool removeWatches = false)

@@ -34,7 +34,16 @@ public static class TreeWalker
                     continue;
                 }
 
-                var stat = EntryStat.Lstat(Join(root, rel));
+                EntryStat? stat;
+                try
+                {
+                    stat = EntryStat.Lstat(Join(root, rel));
+                }
+                catch (IOException)
+                {
+                    continue; // not searchable: nothing below can be recorded either
+                }
+
                 if (stat is null || stat.Value.Kind is null)
                 {
                     continue;

@@ -49,9 +49,12 @@ internal static class RecordCommand
                 }
             }
 
-            if (roots.Distinct().Count() != roots.Count)
+            foreach (var a in roots)
             {
-                throw new DiffKeeperException(ExitCode.Usage, "the same directory is given twice with --watch");
+                foreach (var b in roots.Where(b => !ReferenceEquals(a, b) && TracePath.IsAtOrBelow(b, a == "/" ? "" : a)))
+                {
+                    throw new DiffKeeperException(ExitCode.Usage, $"--watch {b} lies inside --watch {a}; give only the outer one");
+                }
             }
 
             var options = new RecordOptions(pr.GetValue(trace)!, roots, (pr.GetValue(exclude) ?? []).Select(g => new Glob(g)).ToList(),
