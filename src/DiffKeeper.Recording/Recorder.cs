@@ -386,36 +386,18 @@ public sealed class Recorder
     private void Rescan(PathFilter filter, string why)
     {
         FlushWrite();
-        var seen = new HashSet<(int, string)>();
+        var walked = new List<(int Root, string Rel, EntryStat Stat)>();
         for (var root = 0; root < _options.Roots.Count; root++)
         {
-            foreach (var (rel, walked) in TreeWalker.Walk(_options.Roots[root], root, filter))
+            foreach (var (rel, stat) in TreeWalker.Walk(_options.Roots[root], root, filter))
             {
-                seen.Add((root, rel));
-                var known = _versioner.Known(root, rel);
-                var pending = _dirty.Remove((root, rel));
-                if (!pending && known == walked)
-                {
-                    continue;
-                }
-
-                if (known is not null && walked.Kind == EntryKind.Directory)
-                {
-                    _versioner.Observe(root, rel, _seq, NowNs()); // a directory's mtime: no timeline entry of its own
-                    continue;
-                }
-
-                var (stat, changed) = _versioner.Observe(root, rel, _seq + 1, NowNs(), statOnly: !pending);
-                if (changed)
-                {
-                    var op = stat is null ? ChangeOp.Delete
-                        : known is not null ? ChangeOp.Write
-                        : stat.Value.Kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
-                    AddEvent(NowNs(), op, (root, rel), null, stat?.Size, why, seq: _seq + 1);
-                }
+                walked.Add((root, rel, stat));
             }
         }
 
+        // Deletions first: a directory replaced by a file must lose its children before the file appears, or the
+        // moment in between would put a file's children below it (a state export refuses).
+        var seen = walked.Select(w => (w.Root, w.Rel)).ToHashSet();
         foreach (var (root, rel) in _versioner.AllLive().Where(k => !seen.Contains(k)).OrderByDescending(k => k.Rel, StringComparer.Ordinal).ToList())
         {
             if (_versioner.Known(root, rel) is null)
@@ -426,6 +408,39 @@ public sealed class Recorder
             var wasDirectory = _versioner.Known(root, rel) is { Kind: EntryKind.Directory };
             AddEvent(NowNs(), wasDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, (root, rel), null, null, why);
             Gone(root, rel, wasDirectory);
+        }
+
+        foreach (var (root, rel, stat) in walked)
+        {
+            var known = _versioner.Known(root, rel);
+            var pending = _dirty.Remove((root, rel));
+            if (!pending && known == stat)
+            {
+                continue;
+            }
+
+            if (known is { Kind: EntryKind.Directory } && stat.Kind == EntryKind.Directory)
+            {
+                _versioner.Observe(root, rel, _seq, NowNs()); // a directory's mtime: no timeline entry of its own
+                continue;
+            }
+
+            if (known is not null && known.Value.Kind != stat.Kind)
+            {
+                // Replaced by another kind (a directory by a file): gone first, then new.
+                AddEvent(NowNs(), known.Value.Kind == EntryKind.Directory ? ChangeOp.Rmdir : ChangeOp.Delete, (root, rel), null, null, why);
+                Gone(root, rel, known.Value.Kind == EntryKind.Directory);
+                known = null;
+            }
+
+            var (observed, changed) = _versioner.Observe(root, rel, _seq + 1, NowNs(), statOnly: !pending);
+            if (changed)
+            {
+                var op = observed is null ? ChangeOp.Delete
+                    : known is not null ? ChangeOp.Write
+                    : observed.Value.Kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
+                AddEvent(NowNs(), op, (root, rel), null, observed?.Size, why, seq: _seq + 1);
+            }
         }
 
         _dirty.Clear();

@@ -45,6 +45,7 @@ public sealed unsafe class InotifySource : ICaptureSource
     private Thread? _thread;
     private ChannelWriter<CaptureEvent>? _sink;
     private volatile bool _stopping;
+    private bool _rewatch;
 
     public InotifySource(IReadOnlyList<string> roots, PathFilter filter)
     {
@@ -53,9 +54,6 @@ public sealed unsafe class InotifySource : ICaptureSource
     }
 
     public string Name => "inotify";
-
-    /// <summary>Events the kernel reported lost (IN_Q_OVERFLOW occurrences).</summary>
-    public long Overflows { get; private set; }
 
     public void Start(ChannelWriter<CaptureEvent> sink)
     {
@@ -94,6 +92,15 @@ public sealed unsafe class InotifySource : ICaptureSource
             if (n > 0)
             {
                 Parse(buffer.AsSpan(0, n));
+                if (_rewatch)
+                {
+                    _rewatch = false;
+                    for (var root = 0; root < _roots.Count; root++)
+                    {
+                        WatchTree(root, "", reportContents: false); // an existing watch is kept
+                    }
+                }
+
                 if (n < buffer.Length - 4096)
                 {
                     FlushPendingMoves(); // the queue was drained: an unpaired MOVED_FROM left the roots
@@ -163,8 +170,8 @@ public sealed unsafe class InotifySource : ICaptureSource
     {
         if ((mask & IN_Q_OVERFLOW) != 0)
         {
-            Overflows++;
             Emit(new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, now));
+            _rewatch = true; // after this batch: directories created while events were lost have no watch yet
             return;
         }
 

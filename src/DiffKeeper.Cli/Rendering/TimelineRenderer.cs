@@ -12,7 +12,7 @@ public static class TimelineRenderer
     {
         w.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"session {s.Id} · {s.Capture} · started {s.StartedWall:yyyy-MM-ddTHH:mm:ss.fffZ} · {Describe(s)}"));
-        w.WriteLine($"  $ {s.Command}");
+        w.WriteLine($"  $ {Printable(s.Command)}");
         w.WriteLine($"  watched: {string.Join(", ", s.Roots.Select(r => r.Path))}");
     }
 
@@ -23,6 +23,10 @@ public static class TimelineRenderer
         _ => "interrupted: the recorder stopped before the command ended",
     };
 
+    /// <summary>A trace is untrusted: control characters in its text (terminal escapes) are shown as '?'.</summary>
+    public static string Printable(string text) =>
+        text.Any(char.IsControl) ? new string(text.Select(c => char.IsControl(c) ? '?' : c).ToArray()) : text;
+
     public static string Line(EventRecord e)
     {
         var sb = new System.Text.StringBuilder(96);
@@ -30,18 +34,18 @@ public static class TimelineRenderer
         sb.Append(e.Op.Name().PadRight(8)).Append(' ');
         if (e.Op == ChangeOp.Exit)
         {
-            sb.Append(e.Detail ?? $"exit status {e.Size}");
+            sb.Append(Printable(e.Detail ?? $"exit status {e.Size}"));
             return sb.ToString();
         }
 
         if (e.Path is not null)
         {
-            sb.Append(e.Path);
+            sb.Append(Printable(e.Path));
         }
 
         if (e.Path2 is not null)
         {
-            sb.Append(" -> ").Append(e.Path2);
+            sb.Append(" -> ").Append(Printable(e.Path2));
         }
 
         if (e.Size is { } size && e.Op is not ChangeOp.Mkdir and not ChangeOp.Rmdir and not ChangeOp.Delete)
@@ -54,17 +58,17 @@ public static class TimelineRenderer
             sb.Append("  pid ").Append(pid.ToString(CultureInfo.InvariantCulture));
             if (e.Comm is not null)
             {
-                sb.Append(" (").Append(e.Comm).Append(')');
+                sb.Append(" (").Append(Printable(e.Comm)).Append(')');
             }
         }
 
         if (e.Detail is not null && e.Op != ChangeOp.Lost)
         {
-            sb.Append("  [").Append(e.Detail).Append(']');
+            sb.Append("  [").Append(Printable(e.Detail)).Append(']');
         }
         else if (e.Detail is not null)
         {
-            sb.Append(e.Detail);
+            sb.Append(Printable(e.Detail));
         }
 
         sb.Append("  #").Append(e.Seq.ToString(CultureInfo.InvariantCulture));
