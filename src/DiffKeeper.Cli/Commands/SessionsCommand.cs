@@ -39,7 +39,7 @@ internal static class SessionsCommand
                 else
                 {
                     console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{s.Id,4}  {s.StartedWall:yyyy-MM-ddTHH:mm:ss.fffZ}  {s.Capture,-8} {reader.MaxSeq(s),7} events  {TimelineRenderer.Describe(s),-20}  {s.Command}"));
+                        $"{s.Id,4}  {s.StartedWall:yyyy-MM-ddTHH:mm:ss.fffZ}  {s.Capture,-8} {reader.MaxSeq(s),7} events  {TimelineRenderer.Describe(s),-20}  {TimelineRenderer.Printable(s.Command)}"));
                 }
             }
 

@@ -13,7 +13,7 @@ public static class TimelineRenderer
         w.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"session {s.Id} · {s.Capture} · started {s.StartedWall:yyyy-MM-ddTHH:mm:ss.fffZ} · {Describe(s)}"));
         w.WriteLine($"  $ {Printable(s.Command)}");
-        w.WriteLine($"  watched: {string.Join(", ", s.Roots.Select(r => r.Path))}");
+        w.WriteLine($"  watched: {Printable(string.Join(", ", s.Roots.Select(r => r.Path)))}");
     }
 
     public static string Describe(SessionInfo s) => s.State switch
