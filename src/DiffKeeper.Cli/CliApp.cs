@@ -47,41 +47,27 @@ public static class CliApp
                 Error = console.Error,
             }).ConfigureAwait(false);
         }
-        catch (DiffKeeperException e)
-        {
-            console.Out.Flush();
-            console.Error.WriteLine($"diffkeeper: {e.Message}");
-            return (int)e.Code;
-        }
-        catch (CatalogException e) when (e.ErrorCode is 11 or 26)
-        {
-            console.Error.WriteLine($"diffkeeper: the catalog is damaged ({e.Message}); 'diffkeeper verify' tells what is left");
-            return (int)ExitCode.Corrupt;
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            console.Error.WriteLine($"diffkeeper: permission denied: {e.Message}");
-            return (int)ExitCode.SystemError;
-        }
-        catch (IOException e)
-        {
-            console.Error.WriteLine($"diffkeeper: {e.Message}");
-            return (int)ExitCode.SystemError;
-        }
-        catch (CatalogException e)
-        {
-            console.Error.WriteLine($"diffkeeper: the catalog failed: {e.Message}");
-            return (int)ExitCode.SystemError;
-        }
         catch (Exception e)
         {
-            // Unexpected: keep the full detail, but exit 1 as documented rather than abort.
-            console.Error.WriteLine($"diffkeeper: unexpected failure: {e}");
-            return (int)ExitCode.Failure;
+            console.Out.Flush();
+            var (code, message) = Describe(e);
+            console.Error.WriteLine($"diffkeeper: {message}");
+            return (int)code;
         }
         finally
         {
             console.Out.Flush();
         }
     }
+
+    /// <summary>One line and an exit code for every failure; only the unexpected ones keep their full detail.</summary>
+    private static (ExitCode Code, string Message) Describe(Exception e) => e switch
+    {
+        DiffKeeperException d => (d.Code, d.Message),
+        CatalogException { ErrorCode: 11 or 26 } c => (ExitCode.Corrupt, $"the catalog is damaged ({c.Message}); 'diffkeeper verify' tells what is left"),
+        CatalogException c => (ExitCode.SystemError, $"the catalog failed: {c.Message}"),
+        UnauthorizedAccessException u => (ExitCode.SystemError, $"permission denied: {u.Message}"),
+        IOException io => (ExitCode.SystemError, io.Message),
+        _ => (ExitCode.Failure, $"unexpected failure: {e}"),
+    };
 }

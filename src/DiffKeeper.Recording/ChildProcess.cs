@@ -24,8 +24,6 @@ internal sealed class ChildProcess : IDisposable
         }
     }
 
-    public int Pid => _process.Id;
-
     /// <summary>Starts the command, or throws with exit code 127 (not found) or 126 (cannot execute).</summary>
     public static ChildProcess Start(IReadOnlyList<string> command, string cwd)
     {

@@ -46,7 +46,6 @@ public sealed class Recorder
 
     public async Task<RecordResult> RunAsync(CancellationToken ct)
     {
-        var stopwatch = Stopwatch.StartNew();
         using var writer = TraceWriter.Open(_options.TraceDir);
         _writer = writer;
         var filter = new PathFilter(_options.Roots, writer.TraceDir, _options.Excludes);
@@ -102,7 +101,6 @@ public sealed class Recorder
             exitCode = (int)e.Code;
         }
 
-        var exitTimeNs = NowNs();
         await source.StopAsync().ConfigureAwait(false);
         channel.Writer.Complete();
         try
@@ -113,20 +111,22 @@ public sealed class Recorder
         {
             // The command's exit code still wins; the trace keeps everything committed before the failure.
             _log.WriteLine($"diffkeeper: recording stopped early: {e.Message}; the trace keeps what was committed before");
-            return new RecordResult(_sessionId, exitCode, _events, _versioner.VersionsWritten, _lost, _versioner.RawBytes,
-                writer.StoredBytesWritten, stopwatch.Elapsed);
+            return Result(exitCode);
         }
 
         _versioner.UseAllCores = true;
         Rescan(filter, "reconcile");
         FlushWrite();
-        _writer.AddEvent(_sessionId, new NewEvent(++_seq, Math.Max(exitTimeNs, NowNs()), ChangeOp.Exit, null, null, exitCode, null, null,
+        // EXIT comes after the reconcile scan's events, so it takes the time it is written: the timeline stays in order.
+        _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null,
             ChildProcess.DescribeExit(exitCode)));
         _events++;
         writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
-        return new RecordResult(_sessionId, exitCode, _events, _versioner.VersionsWritten, _lost, _versioner.RawBytes,
-            writer.StoredBytesWritten, stopwatch.Elapsed);
+        return Result(exitCode);
     }
+
+    private RecordResult Result(int exitCode) =>
+        new(_sessionId, exitCode, _events, _versioner.VersionsWritten, _lost, _versioner.RawBytes, _writer.StoredBytesWritten);
 
     private async Task Consume(ChannelReader<CaptureEvent> reader, PathFilter filter)
     {
@@ -400,12 +400,12 @@ public sealed class Recorder
         var seen = walked.Select(w => (w.Root, w.Rel)).ToHashSet();
         foreach (var (root, rel) in _versioner.AllLive().Where(k => !seen.Contains(k)).OrderByDescending(k => k.Rel, StringComparer.Ordinal).ToList())
         {
-            if (_versioner.Known(root, rel) is null)
+            if (_versioner.Known(root, rel) is not { } gone)
             {
                 continue;
             }
 
-            var wasDirectory = _versioner.Known(root, rel) is { Kind: EntryKind.Directory };
+            var wasDirectory = gone.Kind == EntryKind.Directory;
             AddEvent(NowNs(), wasDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, (root, rel), null, null, why);
             Gone(root, rel, wasDirectory);
         }

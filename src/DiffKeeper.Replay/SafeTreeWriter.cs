@@ -17,13 +17,10 @@ public sealed class SafeTreeWriter : IDisposable
     private readonly int _rootFd;
     private readonly Dictionary<string, int> _dirFds = new(StringComparer.Ordinal);
 
-    private SafeTreeWriter(string path, int rootFd)
+    private SafeTreeWriter(int rootFd)
     {
-        RootPath = path;
         _rootFd = rootFd;
     }
-
-    public string RootPath { get; }
 
     /// <summary>Opens an existing directory (not through a symlink) as the root of everything written.</summary>
     public static SafeTreeWriter Open(string directory)
@@ -34,7 +31,7 @@ public sealed class SafeTreeWriter : IDisposable
             throw Fail("open", directory, Marshal.GetLastPInvokeError());
         }
 
-        return new SafeTreeWriter(directory, fd);
+        return new SafeTreeWriter(fd);
     }
 
     public void CreateDirectory(string rel)

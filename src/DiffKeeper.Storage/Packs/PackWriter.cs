@@ -18,17 +18,14 @@ public sealed class PackWriter : IDisposable
     private int _buffered;
     private bool _dirty;
 
-    private PackWriter(long packId, string path, SafeFileHandle handle, long length)
+    private PackWriter(long packId, SafeFileHandle handle, long length)
     {
         PackId = packId;
-        FilePath = path;
         _handle = handle;
         Length = length;
     }
 
     public long PackId { get; }
-
-    public string FilePath { get; }
 
     /// <summary>Bytes in the pack, header included; the offset of the next record.</summary>
     public long Length { get; private set; }
@@ -47,7 +44,7 @@ public sealed class PackWriter : IDisposable
         Span<byte> header = stackalloc byte[PackFormat.HeaderSize];
         PackFormat.WriteFileHeader(header);
         RandomAccess.Write(handle, header, 0);
-        return new PackWriter(packId, path, handle, PackFormat.HeaderSize) { _dirty = true };
+        return new PackWriter(packId, handle, PackFormat.HeaderSize) { _dirty = true };
     }
 
     /// <summary>Appends one record; returns its offset. The payload is already encoded with <paramref name="codec"/>.</summary>
