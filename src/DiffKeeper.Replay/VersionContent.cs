@@ -21,6 +21,13 @@ public static class VersionContent
             return;
         }
 
+        if (version.Pruned)
+        {
+            throw new DiffKeeperException(ExitCode.NotFound,
+                $"{display} at event #{version.Seq} of session {version.SessionId} was pruned from the trace ('diffkeeper log' shows which versions remain); choose a later moment")
+            { Path = display };
+        }
+
         if (version.Extents is null || version.ContentId is null ||
             !ExtentMap.TryDecode(version.Extents, version.Size, out var extents))
         {
@@ -50,7 +57,7 @@ public static class VersionContent
 
                 try
                 {
-                    reader.Packs.Read(loc, buffer.AsSpan(0, loc.RawLength));
+                    reader.Blobs.Read(loc, buffer.AsSpan(0, loc.RawLength));
                 }
                 catch (BlobDamagedException e)
                 {
