@@ -1,0 +1,249 @@
+using System.Buffers;
+using System.Numerics;
+
+namespace DiffKeeper.Storage.Codecs;
+
+/// <summary>
+/// Suffix array construction by induced sorting (SA-IS, Nong, Zhang and Chan 2009): linear time, and beyond the
+/// result only a type byte per symbol and two bucket tables per recursion level, all pooled. The end of the
+/// text acts as a sentinel smaller than every symbol, so a suffix that is a prefix of another sorts first.
+/// </summary>
+public static class SuffixArray
+{
+    /// <summary>Returns the start positions of the suffixes of <paramref name="text"/> in lexicographic order.</summary>
+    public static int[] Build(ReadOnlySpan<byte> text)
+    {
+        var sa = new int[text.Length];
+        Build(text, sa);
+        return sa;
+    }
+
+    /// <summary>
+    /// Writes the suffix array of <paramref name="text"/> into <paramref name="sa"/>, which must be exactly as long
+    /// as the text.
+    /// </summary>
+    public static void Build(ReadOnlySpan<byte> text, Span<int> sa)
+    {
+        if (sa.Length != text.Length)
+        {
+            throw new ArgumentException($"the suffix array needs {text.Length} entries, got {sa.Length}", nameof(sa));
+        }
+
+        Sort(text, sa, 256);
+    }
+
+    private static int At<T>(ReadOnlySpan<T> s, int i)
+        where T : unmanaged, IBinaryInteger<T> => int.CreateTruncating(s[i]);
+
+    private static bool IsLms(ReadOnlySpan<byte> isS, int i) => i > 0 && isS[i] != 0 && isS[i - 1] == 0;
+
+    // One level of SA-IS over symbols 0..k-1. sa is both the output and the work area of this level; the reduced
+    // problem lives in sa too (names in the upper half, its suffix array in the lower part).
+    private static void Sort<T>(ReadOnlySpan<T> s, Span<int> sa, int k)
+        where T : unmanaged, IBinaryInteger<T>
+    {
+        var n = s.Length;
+        if (n <= 1)
+        {
+            if (n == 1)
+            {
+                sa[0] = 0;
+            }
+
+            return;
+        }
+
+        var typeArray = ArrayPool<byte>.Shared.Rent(n);
+        var countArray = ArrayPool<int>.Shared.Rent(k);
+        var bucketArray = ArrayPool<int>.Shared.Rent(k);
+        try
+        {
+            // isS[i] != 0: suffix i is smaller than suffix i + 1 (S type); the last suffix is larger than the
+            // empty one after it (L type).
+            var isS = typeArray.AsSpan(0, n);
+            isS[n - 1] = 0;
+            for (var i = n - 2; i >= 0; i--)
+            {
+                var a = At(s, i);
+                var b = At(s, i + 1);
+                isS[i] = (byte)(a < b || (a == b && isS[i + 1] != 0) ? 1 : 0);
+            }
+
+            var counts = countArray.AsSpan(0, k);
+            var bucket = bucketArray.AsSpan(0, k);
+            counts.Clear();
+            for (var i = 0; i < n; i++)
+            {
+                counts[At(s, i)]++;
+            }
+
+            // Stage 1: sort the LMS substrings by inducing from their unsorted positions at the bucket ends.
+            sa.Fill(-1);
+            BucketEnds(counts, bucket);
+            for (var i = 1; i < n; i++)
+            {
+                if (IsLms(isS, i))
+                {
+                    sa[--bucket[At(s, i)]] = i;
+                }
+            }
+
+            Induce(s, sa, isS, counts, bucket);
+
+            // Move the sorted LMS positions to the front and name each LMS substring by its rank among the
+            // distinct ones; names go to sa[m + pos / 2] (LMS positions are at least two apart, so these differ).
+            var m = 0;
+            for (var i = 0; i < n; i++)
+            {
+                var p = sa[i];
+                if (IsLms(isS, p))
+                {
+                    sa[m++] = p;
+                }
+            }
+
+            sa[m..].Fill(-1);
+            var names = 0;
+            var previous = -1;
+            for (var i = 0; i < m; i++)
+            {
+                var p = sa[i];
+                if (previous < 0 || !LmsSubstringsEqual(s, isS, previous, p))
+                {
+                    names++;
+                }
+
+                previous = p;
+                sa[m + (p >> 1)] = names - 1;
+            }
+
+            // The reduced text (names in text order) is gathered at the top of sa.
+            for (int i = n - 1, j = n - 1; i >= m; i--)
+            {
+                if (sa[i] >= 0)
+                {
+                    sa[j--] = sa[i];
+                }
+            }
+
+            var reduced = sa[(n - m)..];
+            var reducedSa = sa[..m];
+            if (names < m)
+            {
+                Sort<int>(reduced, reducedSa, names);
+            }
+            else
+            {
+                for (var i = 0; i < m; i++)
+                {
+                    reducedSa[reduced[i]] = i;
+                }
+            }
+
+            // Stage 2: the LMS suffixes in sorted order, placed at their bucket ends, induce the whole array.
+            for (int i = 1, j = 0; i < n; i++)
+            {
+                if (IsLms(isS, i))
+                {
+                    reduced[j++] = i;
+                }
+            }
+
+            for (var i = 0; i < m; i++)
+            {
+                reducedSa[i] = reduced[reducedSa[i]];
+            }
+
+            sa[m..].Fill(-1);
+            BucketEnds(counts, bucket);
+            for (var i = m - 1; i >= 0; i--)
+            {
+                var p = sa[i];
+                sa[i] = -1;
+                sa[--bucket[At(s, p)]] = p;
+            }
+
+            Induce(s, sa, isS, counts, bucket);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(typeArray);
+            ArrayPool<int>.Shared.Return(countArray);
+            ArrayPool<int>.Shared.Return(bucketArray);
+        }
+    }
+
+    // From LMS suffixes at their bucket ends: L-type suffixes left to right from the bucket heads, then S-type
+    // suffixes right to left from the bucket ends.
+    private static void Induce<T>(ReadOnlySpan<T> s, Span<int> sa, ReadOnlySpan<byte> isS, ReadOnlySpan<int> counts, Span<int> bucket)
+        where T : unmanaged, IBinaryInteger<T>
+    {
+        var n = s.Length;
+        BucketHeads(counts, bucket);
+
+        // The virtual sentinel sorts first and induces the last suffix, which is always L type.
+        sa[bucket[At(s, n - 1)]++] = n - 1;
+        for (var i = 0; i < n; i++)
+        {
+            var j = sa[i] - 1;
+            if (j >= 0 && isS[j] == 0)
+            {
+                sa[bucket[At(s, j)]++] = j;
+            }
+        }
+
+        BucketEnds(counts, bucket);
+        for (var i = n - 1; i >= 0; i--)
+        {
+            var j = sa[i] - 1;
+            if (j >= 0 && isS[j] != 0)
+            {
+                sa[--bucket[At(s, j)]] = j;
+            }
+        }
+    }
+
+    private static bool LmsSubstringsEqual<T>(ReadOnlySpan<T> s, ReadOnlySpan<byte> isS, int a, int b)
+        where T : unmanaged, IBinaryInteger<T>
+    {
+        var n = s.Length;
+        for (var d = 0; ; d++)
+        {
+            // The substring that runs into the sentinel equals no other.
+            if (a + d == n || b + d == n)
+            {
+                return false;
+            }
+
+            if (At(s, a + d) != At(s, b + d) || isS[a + d] != isS[b + d])
+            {
+                return false;
+            }
+
+            if (d > 0 && IsLms(isS, a + d))
+            {
+                return IsLms(isS, b + d);
+            }
+        }
+    }
+
+    private static void BucketHeads(ReadOnlySpan<int> counts, Span<int> bucket)
+    {
+        var sum = 0;
+        for (var c = 0; c < counts.Length; c++)
+        {
+            bucket[c] = sum;
+            sum += counts[c];
+        }
+    }
+
+    private static void BucketEnds(ReadOnlySpan<int> counts, Span<int> bucket)
+    {
+        var sum = 0;
+        for (var c = 0; c < counts.Length; c++)
+        {
+            sum += counts[c];
+            bucket[c] = sum;
+        }
+    }
+}
