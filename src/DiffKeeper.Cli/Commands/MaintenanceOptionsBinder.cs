@@ -25,8 +25,8 @@ internal sealed class MaintenanceOptionsBinder
 
     public Option<double> RepackThreshold { get; } = new("--repack-threshold")
     {
-        Description = "Repack a pack when less than this fraction of it is still referenced",
-        DefaultValueFactory = _ => 0.5,
+        Description = "Repack a pack when less than this fraction of its bytes is still referenced (copying the rest costs I/O once; the default tolerates 10% garbage)",
+        DefaultValueFactory = _ => 0.9,
         HelpName = "F",
     };
 

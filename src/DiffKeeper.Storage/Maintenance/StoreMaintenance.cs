@@ -3,7 +3,7 @@ using DiffKeeper.Storage.Packs;
 namespace DiffKeeper.Storage.Maintenance;
 
 /// <summary>What <see cref="StoreMaintenance.Run"/> does. <see cref="Delta"/> null: no compaction.</summary>
-public sealed record MaintenanceOptions(BlobCodec? Delta = BlobCodec.ZstdDelta, int SnapshotInterval = 10, double RepackThreshold = 0.5, PrunePolicy? Prune = null);
+public sealed record MaintenanceOptions(BlobCodec? Delta = BlobCodec.ZstdDelta, int SnapshotInterval = 10, double RepackThreshold = 0.9, PrunePolicy? Prune = null);
 
 public sealed record MaintenanceResult(long VersionsPruned, long BlobsSwept, CompactionResult? Compaction, CollectionResult Collection, long PackBytesBefore, long PackBytesAfter);
 
