@@ -35,7 +35,7 @@ public sealed class GcCrashTests : IDisposable
 
         // How long an undisturbed gc takes, to spread the kills over it.
         var timing = _dir.Sub("timing");
-        Copy(pristine, timing);
+        StoreFiles.CopyDirectory(pristine, timing);
         var clock = Stopwatch.StartNew();
         Cli.Ok(_dir.Path, "gc", "--trace", timing);
         var full = clock.Elapsed;
@@ -48,7 +48,7 @@ public sealed class GcCrashTests : IDisposable
                 Directory.Delete(trace, recursive: true);
             }
 
-            Copy(pristine, trace);
+            StoreFiles.CopyDirectory(pristine, trace);
             using (var gc = Cli.Start(_dir.Path, "gc", "--trace", trace))
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(rng.NextDouble() * full.TotalMilliseconds), ct);
@@ -63,7 +63,7 @@ public sealed class GcCrashTests : IDisposable
         // snapshot interval of 10, one older version would stay whole as a keyframe).
         Cli.Ok(_dir.Path, "gc", "--trace", trace, "--snapshot-interval", "12");
         CheckEveryVersion(trace, versions);
-        Assert.True(PackBytes(trace) < PackBytes(pristine) / 3, $"{PackBytes(trace)} of {PackBytes(pristine)} bytes left");
+        Assert.True(StoreFiles.PackBytes(trace) < StoreFiles.PackBytes(pristine) / 3, $"{StoreFiles.PackBytes(trace)} of {StoreFiles.PackBytes(pristine)} bytes left");
     }
 
     private void CheckEveryVersion(string trace, List<byte[]> versions)
@@ -74,19 +74,6 @@ public sealed class GcCrashTests : IDisposable
         {
             Cli.Ok(_dir.Path, "export", "--trace", trace, "--session", $"{s}", "--out", outDir, "--force");
             Assert.True(versions[s - 1].AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(outDir, "state.bin"))), $"session {s} differs");
-        }
-    }
-
-    private static long PackBytes(string trace) =>
-        Directory.EnumerateFiles(Path.Combine(trace, "packs"), "*.pack", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
-
-    private static void Copy(string from, string to)
-    {
-        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
-        {
-            var target = Path.Combine(to, Path.GetRelativePath(from, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            File.Copy(file, target);
         }
     }
 }

@@ -52,9 +52,6 @@ public sealed class MaintenanceTests : IDisposable
         return list;
     }
 
-    private static long PackBytes(string trace) =>
-        Directory.EnumerateFiles(Path.Combine(trace, "packs"), "*.pack", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
-
     [Fact]
     public void Random_edit_scripts_rebuild_byte_for_byte_after_compaction_under_every_codec()
     {
@@ -93,11 +90,11 @@ public sealed class MaintenanceTests : IDisposable
         var trace = _dir.Sub("t");
         var versions = TenPercentEdits(1 << 20, 20, 7);
         WriteVersions(trace, _dir.Path, versions);
-        var before = PackBytes(trace);
+        var before = StoreFiles.PackBytes(trace);
         var result = StoreMaintenance.Run(trace, new MaintenanceOptions(BlobCodec.ZstdDelta, 20, 0.5), DateTimeOffset.UtcNow);
 
         Assert.Equal(versions, ReadAll(trace));
-        var after = PackBytes(trace);
+        var after = StoreFiles.PackBytes(trace);
         Assert.True(result.Compaction!.Encoded > 0);
         // The information bound: one whole version plus the 10% each later version rewrote.
         Assert.InRange(after, (1 << 20) + (19 * (1 << 20) / 10), 1.05 * ((1 << 20) + (19 * (1 << 20) / 10)));
@@ -149,12 +146,12 @@ public sealed class MaintenanceTests : IDisposable
         var trace = _dir.Sub("t");
         var versions = TenPercentEdits(1 << 20, 20, 10);
         WriteVersions(trace, _dir.Path, versions);
-        var before = PackBytes(trace);
+        var before = StoreFiles.PackBytes(trace);
 
         var result = StoreMaintenance.Run(trace, new MaintenanceOptions(null, 10, 0.5, new PrunePolicy(2, null)), DateTimeOffset.UtcNow);
 
         Assert.Equal(18, result.VersionsPruned);
-        var after = PackBytes(trace);
+        var after = StoreFiles.PackBytes(trace);
         Assert.True(after <= before * 0.2, $"{after} of {before} bytes left");
         using var r = TraceReader.Open(trace);
         var all = r.AllVersions();
@@ -220,7 +217,7 @@ public sealed class MaintenanceTests : IDisposable
     public void A_format_1_trace_reads_as_is_and_is_migrated_by_the_first_writer()
     {
         var trace = _dir.Sub("v1");
-        CopyDirectory(Path.Combine(AppContext.BaseDirectory, "Fixtures", "format-v1"), trace);
+        StoreFiles.CopyDirectory(Path.Combine(AppContext.BaseDirectory, "Fixtures", "format-v1"), trace);
         Check(trace);
         using (var w = TraceWriter.Open(trace))
         {
@@ -244,16 +241,6 @@ public sealed class MaintenanceTests : IDisposable
             Assert.False(end.ContainsKey("old.txt"));
             Assert.Equal("before\n"u8.ToArray(), TraceStoreTests.ReadBack(r, r.StateAt(s, 0).Single(v => v.Rel == "old.txt")));
             Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
-        }
-    }
-
-    private static void CopyDirectory(string from, string to)
-    {
-        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
-        {
-            var target = Path.Combine(to, Path.GetRelativePath(from, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            File.Copy(file, target);
         }
     }
 }

@@ -46,32 +46,21 @@ public static class PackFormat
     /// <summary>Encodes a base list for <c>blobs.bases</c>: count, then row ids, as unsigned LEB128.</summary>
     public static byte[] EncodeBases(IReadOnlyList<long> rows)
     {
-        var buffer = new List<byte>(1 + rows.Count * 4);
-        Varint((ulong)rows.Count);
+        var buffer = new byte[Varint.MaxLength * (rows.Count + 1)];
+        var pos = Varint.Write(buffer, (ulong)rows.Count);
         foreach (var r in rows)
         {
-            Varint((ulong)r);
+            pos += Varint.Write(buffer.AsSpan(pos), (ulong)r);
         }
 
-        return [.. buffer];
-
-        void Varint(ulong v)
-        {
-            while (v >= 0x80)
-            {
-                buffer.Add((byte)(v | 0x80));
-                v >>= 7;
-            }
-
-            buffer.Add((byte)v);
-        }
+        return buffer[..pos];
     }
 
     /// <summary>Decodes <c>blobs.bases</c>; null when malformed (more than <see cref="MaxBases"/>, trailing bytes).</summary>
     public static long[]? DecodeBases(ReadOnlySpan<byte> data)
     {
         var pos = 0;
-        if (!TryVarint(data, ref pos, out var count) || count > MaxBases)
+        if (!Varint.TryRead(data, ref pos, out var count) || count > MaxBases)
         {
             return null;
         }
@@ -79,7 +68,7 @@ public static class PackFormat
         var rows = new long[count];
         for (var i = 0; i < rows.Length; i++)
         {
-            if (!TryVarint(data, ref pos, out var r) || r > long.MaxValue)
+            if (!Varint.TryRead(data, ref pos, out var r) || r > long.MaxValue)
             {
                 return null;
             }
@@ -88,22 +77,6 @@ public static class PackFormat
         }
 
         return pos == data.Length ? rows : null;
-    }
-
-    private static bool TryVarint(ReadOnlySpan<byte> data, ref int pos, out ulong value)
-    {
-        value = 0;
-        for (var shift = 0; shift < 64 && pos < data.Length; shift += 7)
-        {
-            var b = data[pos++];
-            value |= (ulong)(b & 0x7f) << shift;
-            if (b < 0x80)
-            {
-                return true;
-            }
-        }
-
-        return false;
     }
 
     public static string RelativePath(long packId)
