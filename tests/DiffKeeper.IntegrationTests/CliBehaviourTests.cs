@@ -233,4 +233,31 @@ public sealed class CliBehaviourTests : IDisposable
         Assert.Equal("a.bin", top.GetProperty("path").GetString());
         Assert.Contains("dedup 2.00×", Cli.Ok(Work, "stats", "--trace", Trace).Stdout);
     }
+
+    [Fact]
+    public void Prune_and_gc_keep_the_newest_state_and_refuse_a_pruned_moment_in_one_line()
+    {
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(0, Record("sh", "-c", $"head -c 200000 /dev/zero | tr '\\0' '{i}' > state.bin; echo {i} >> state.bin").ExitCode);
+        }
+
+        var bad = Cli.Run(Work, "gc", "--trace", Trace, "--delta", "lzma");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Single(bad.Stderr.Trim().Split('\n'));
+        Assert.Equal(2, Cli.Run(Work, "prune", "--trace", Trace).ExitCode);
+
+        var prune = Cli.Ok(Work, "prune", "--trace", Trace, "--keep-last", "1");
+        Assert.Matches("^gc: [0-9]+ versions pruned", prune.Stdout);
+        Assert.Contains("pruned (content dropped", Cli.Ok(Work, "log", "--trace", Trace, "--session", "1", "state.bin").Stdout);
+        var refused = Cli.Run(Work, "export", "--trace", Trace, "--session", "1", "--out", _dir.Sub("old"));
+        Assert.Equal(8, refused.ExitCode);
+        Assert.Contains("state.bin at event", refused.Stderr);
+        Assert.Single(refused.Stderr.Trim().Split('\n'));
+
+        Cli.Ok(Work, "export", "--trace", Trace, "--out", _dir.Sub("new"));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(Work, "state.bin")), File.ReadAllBytes(_dir.Sub("new/state.bin")));
+        Assert.StartsWith("ok:", Cli.Ok(Work, "verify", "--trace", Trace, "--read-data").Stdout);
+        Assert.StartsWith("gc:", Cli.Ok(Work, "gc", "--trace", Trace, "--delta", "bsdiff").Stdout);
+    }
 }

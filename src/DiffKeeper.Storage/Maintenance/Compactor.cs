@@ -13,7 +13,7 @@ public sealed record CompactionResult(long Examined, long Encoded, long BytesBef
 /// Reverse-delta compaction (docs/store-format.md, "Compaction, prune and garbage collection"). Walks each logical
 /// path's file versions from the newest to the oldest; a chunk that the next-newer version no longer holds is
 /// re-encoded as a delta against that version's chunks at the same place (corrected for shifts by the nearest
-/// chunk both versions share), when that at least halves its record. The newest version's chunks stay whole, so the state a
+/// chunk both versions share), when that saves a quarter of its record. The newest version's chunks stay whole, so the state a
 /// restore needs decodes without a chain; a chunk stays whole too when the chain through it would exceed
 /// <c>snapshotInterval - 1</c> deltas (a keyframe). New records go to a new pack, fsynced before the commit that
 /// moves the rows; the old records become garbage for the repack step.
@@ -159,9 +159,9 @@ public sealed class Compactor
                 return 0; // damaged data is verify's to report; never build on it
             }
 
-            // Worth it only when it at least halves the record: the whole record it replaces stays in its pack as
-            // garbage until a repack, and a big pack is repacked only once it is mostly garbage.
-            var payload = DeltaCodec.Encode(_codec, prefix.AsSpan(0, total), raw.AsSpan(0, loc.RawLength), limit / 2);
+            // Worth it only when it saves a quarter of the record: the whole record it replaces stays in its pack as
+            // garbage until that pack is repacked, which a big pack is only once a tenth of it is garbage.
+            var payload = DeltaCodec.Encode(_codec, prefix.AsSpan(0, total), raw.AsSpan(0, loc.RawLength), limit / 4 * 3);
             if (payload is null)
             {
                 return 0;
