@@ -214,6 +214,35 @@ public sealed class MaintenanceTests : IDisposable
     }
 
     [Fact]
+    public void A_flipped_byte_in_a_delta_base_damages_every_version_decoded_through_it()
+    {
+        var trace = _dir.Sub("t");
+        WriteVersions(trace, _dir.Path, TenPercentEdits(300_000, 4, 12));
+        StoreMaintenance.Run(trace, new MaintenanceOptions(BlobCodec.ZstdDelta, 10, 1.0), DateTimeOffset.UtcNow);
+        BlobLocation victim;
+        using (var r = TraceReader.Open(trace))
+        {
+            var blobs = r.AllBlobs().ToList();
+            victim = blobs.First(b => !b.IsDelta && blobs.Any(d => d.Bases.Contains(b.BlobRowId)));
+        }
+
+        var pack = Path.Combine(trace, PackFormat.RelativePath(victim.PackId));
+        var bytes = File.ReadAllBytes(pack);
+        bytes[victim.Offset + PackFormat.RecordHeaderSize + 10] ^= 0x20;
+        File.WriteAllBytes(pack, bytes);
+
+        using var reader = TraceReader.Open(trace);
+        foreach (var readData in new[] { false, true })
+        {
+            var report = TraceVerifier.Verify(reader, readData);
+            // The newest version holds the base itself; every older one decodes through it.
+            Assert.Equal(4, report.Damages.Select(d => d.VersionId).Distinct().Count());
+            Assert.All(report.Damages, d => Assert.Equal("f", d.Path));
+            Assert.Contains(report.Damages, d => d.BlobId == victim.Id.ToHex() && d.Reason.Contains("CRC-32C", StringComparison.Ordinal));
+        }
+    }
+
+    [Fact]
     public void A_format_1_trace_reads_as_is_and_is_migrated_by_the_first_writer()
     {
         var trace = _dir.Sub("v1");
