@@ -63,7 +63,7 @@ public sealed class EbpfCaptureTests : IDisposable
     }
 
     [Fact]
-    public void Another_process_writing_into_the_watched_tree_is_not_recorded_but_a_double_forked_child_of_the_command_is()
+    public async Task Another_process_writing_into_the_watched_tree_is_not_recorded_but_a_double_forked_child_of_the_command_is()
     {
         SkipUnlessEbpf();
         var control = _dir.Sub("control");
@@ -80,9 +80,11 @@ public sealed class EbpfCaptureTests : IDisposable
         File.Delete(outside);
         File.WriteAllText(Path.Combine(control, "done"), "");
         record.StandardInput.Close();
-        var stderr = record.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
-        Assert.True(record.WaitForExit(TimeSpan.FromMinutes(2)));
-        Assert.True(record.ExitCode == 0, stderr.Result);
+        var ct = TestContext.Current.CancellationToken;
+        var stderr = record.StandardError.ReadToEndAsync(ct);
+        await record.StandardOutput.ReadToEndAsync(ct);
+        await record.WaitForExitAsync(ct);
+        Assert.True(record.ExitCode == 0, await stderr);
 
         var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
         Assert.DoesNotContain(events, e => e.GetProperty("path").GetString() == "outside.txt");
