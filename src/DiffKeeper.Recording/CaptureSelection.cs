@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using DiffKeeper.Capture;
 using DiffKeeper.Capture.Ebpf;
+using DiffKeeper.Capture.Fanotify;
 using DiffKeeper.Capture.Inotify;
 using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
@@ -48,7 +49,7 @@ internal static class CaptureSelection
     private static ICaptureSource Create(CaptureMode mode, RecordOptions options, PathFilter filter) => mode switch
     {
         CaptureMode.Ebpf => new EbpfSource(options.Roots, filter) { MaxPayload = options.MaxPayload },
-        CaptureMode.Fanotify => throw new DiffKeeperException(ExitCode.SystemError, "the fanotify backend is not in this version"),
+        CaptureMode.Fanotify => new FanotifySource(options.Roots, filter),
         CaptureMode.Inotify => new InotifySource(options.Roots, filter),
         CaptureMode.Scan => new ScanSource(),
         _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, null),

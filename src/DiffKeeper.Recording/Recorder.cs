@@ -17,7 +17,7 @@ namespace DiffKeeper.Recording;
 public sealed class Recorder
 {
     private const int ExactVersionsPerWindow = 256;
-    private const long ExactBytesPerWindow = 64L << 20;
+    private const long ExactBytesPerWindow = 1L << 20;
     private readonly RecordOptions _options;
     private readonly TextWriter _log;
     private readonly Dictionary<(int Root, string Rel), (long ReadyAt, long Seq)> _dirty = [];
@@ -220,7 +220,7 @@ public sealed class Recorder
                     return;
                 }
 
-                AddEvent(timeNs, op, key, null, kind == EntryKind.Directory ? null : e.KnownEmpty ? 0 : stat?.Size, null, e.Pid, e.Comm);
+                AddEvent(timeNs, op, key, null, kind == EntryKind.Directory ? null : e.KnownEmpty ? 0 : stat?.Size, null, e.Pid, e.Comm, exact: e.KnownEmpty);
                 if (e.KnownEmpty && kind == EntryKind.File)
                 {
                     // The backend saw the open that created it: it was empty then, whatever it holds by now.
@@ -240,7 +240,7 @@ public sealed class Recorder
             {
                 var exact = e.Payload is not null && _versioner.ApplyWrite(e.Root, e.Path, e.Offset, e.Payload);
                 var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path))?.Size;
-                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm);
+                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true);
                 if (exact)
                 {
                     VersionExact(key, timeNs);
@@ -282,7 +282,7 @@ public sealed class Recorder
                 var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
                 var known = _versioner.Known(e.Root, e.Path);
                 var op = stat is not null && known is not null && stat.Value.Size < known.Value.Size ? ChangeOp.Truncate : ChangeOp.Write;
-                AddEvent(timeNs, op, key, null, stat?.Size, e.Pid is null ? null : "read back", e.Pid, e.Comm);
+                AddEvent(timeNs, op, key, null, stat?.Size, null, e.Pid, e.Comm);
                 MarkDirty(key, immediate: false);
                 return;
             }
@@ -559,7 +559,7 @@ public sealed class Recorder
     }
 
     private void AddEvent(long timeNs, ChangeOp op, (int Root, string Rel)? path, (int Root, string Rel)? path2, long? size, string? detail,
-        int? pid = null, string? comm = null, long? seq = null)
+        int? pid = null, string? comm = null, long? seq = null, bool exact = false)
     {
         FlushWrite();
         var s = seq ?? _seq + 1;
@@ -567,9 +567,8 @@ public sealed class Recorder
         var e = new NewEvent(s, timeNs, op, path is { } p ? _versioner.PathId(p.Root, p.Rel) : null,
             path2 is { } q ? _versioner.PathId(q.Root, q.Rel) : null, size, pid, comm, detail);
         _events++;
-        // Only events without a process merge (inotify's one IN_MODIFY per write); a backend that knows the
-        // process reports each write on its own.
-        if (op is ChangeOp.Write or ChangeOp.Create && path is { } held && detail is null && pid is null)
+        // Hint events merge (inotify's one IN_MODIFY per write); an exact change (a payload) stays on its own.
+        if (op is ChangeOp.Write or ChangeOp.Create && path is { } held && detail is null && !exact)
         {
             _held = e;
             _heldPath = held;

@@ -204,7 +204,7 @@ public sealed class EbpfCaptureTests : IDisposable
         var err = await stderr;
         Assert.True(p.ExitCode == 0, err);
         Assert.Contains("diffkeeper: capture: not using ebpf: eBPF capture is not available: not root", err, StringComparison.Ordinal);
-        Assert.Contains("diffkeeper: capture: not using fanotify:", err, StringComparison.Ordinal);
+        Assert.Contains("diffkeeper: capture: not using fanotify: ", err, StringComparison.Ordinal);
         Assert.Equal("recorded\n", Cli.Ok(Work, "show", "--trace", Trace, "f.txt").Stdout);
         var session = Cli.JsonLines(Cli.Ok(Work, "sessions", "--trace", Trace, "--json")).Single();
         Assert.Equal("inotify", session.GetProperty("capture").GetString());
