@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/capture-backends.sh: recording overhead of each capture backend, side by side in one hyperfine run
 # per workload: 1,000,000 writes of 16 bytes to one file, and 20,000 creates of 100-byte files, each bare and
-# under `diffkeeper record --capture ebpf|inotify` (fanotify is not in this version). Work files go to a tmpfs
+# under `diffkeeper record --capture ebpf|fanotify|inotify`. Work files go to a tmpfs
 # mounted for the run (so disk write-back does not dominate); results to bench/results/capture-*.json and a
 # markdown table on stdout. Needs root for eBPF and the mount. BENCH_RUNS (default 5) runs per command.
 set -euo pipefail
@@ -25,10 +25,11 @@ run() { # run NAME WORKLOAD-COMMAND
     --prepare "rm -rf '$W/ws' '$W/traces'; mkdir -p '$W/ws' '$W/traces'" \
     -n bare "$prog" \
     -n ebpf "'$DK' record --quiet --capture ebpf --trace '$W/traces/e' --watch '$W/ws' -- $prog" \
+    -n fanotify "'$DK' record --quiet --capture fanotify --trace '$W/traces/f' --watch '$W/ws' -- $prog" \
     -n inotify "'$DK' record --quiet --capture inotify --trace '$W/traces/i' --watch '$W/ws' -- $prog" >&2
   local bare
   bare=$(jq '.results[0].mean' "$RESULTS/capture-$name.json")
-  for i in 0 1 2; do
+  for i in 0 1 2 3; do
     jq -r --argjson b "$bare" --argjson i "$i" --arg w "$name" \
       '.results[$i] | "| \($w) | \(.command) | \((.mean*1000)|floor) ± \((.stddev*1000)|floor) ms | \((.mean/$b*100|floor)/100)× |"' \
       "$RESULTS/capture-$name.json"

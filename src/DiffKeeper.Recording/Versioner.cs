@@ -139,7 +139,13 @@ internal sealed class Versioner
                 return null;
             }
 
-            using var handle = File.OpenHandle(abs, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            var fd = Libc.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+            if (fd < 0)
+            {
+                return null; // gone, replaced by a symlink, or unreadable: read it later instead
+            }
+
+            using var handle = new SafeFileHandle(fd, ownsHandle: true);
             var data = new byte[RandomAccess.GetLength(handle)];
             var n = 0;
             while (n < data.Length && RandomAccess.Read(handle, data.AsSpan(n), n) is var r && r > 0)
