@@ -63,6 +63,28 @@ public sealed class EbpfCaptureTests : IDisposable
     }
 
     [Fact]
+    public void A_write_larger_than_the_payload_limit_is_read_back_and_marked_so()
+    {
+        SkipUnlessEbpf();
+        var script = Path.Combine(_dir.Path, "big.py");
+        File.WriteAllText(script, """
+            import os
+            fd = os.open("big.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"small")
+            os.write(fd, b"B" * 5000)
+            os.close(fd)
+            """);
+        var r = Cli.Run(Work, "record", "--capture", "ebpf", "--max-payload", "1000", "--trace", Trace, "--", "python3", script);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var writes = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json")).Where(e => Op(e) == "WRITE").ToList();
+        Assert.Equal(2, writes.Count);
+        Assert.Equal(JsonValueKind.Null, writes[0].GetProperty("detail").ValueKind);
+        Assert.Equal("read back", writes[1].GetProperty("detail").GetString());
+        Assert.Equal("small", Cli.Ok(Work, "show", "--trace", Trace, "big.bin", "--time", "#" + writes[0].GetProperty("seq").GetInt64()).Stdout);
+        Assert.Equal("small" + new string('B', 5000), Cli.Ok(Work, "show", "--trace", Trace, "big.bin").Stdout);
+    }
+
+    [Fact]
     public async Task Another_process_writing_into_the_watched_tree_is_not_recorded_but_a_double_forked_child_of_the_command_is()
     {
         SkipUnlessEbpf();

@@ -29,6 +29,19 @@ internal static class RecordCommand
             DefaultValueFactory = _ => "auto",
         };
         capture.AcceptOnlyFromAmong("auto", "ebpf", "fanotify", "inotify", "scan");
+        var maxPayload = new Option<int>("--max-payload")
+        {
+            Description = "eBPF: bytes of each write carried with its event (at most 262144); larger writes are read back from the file",
+            HelpName = "BYTES",
+            DefaultValueFactory = _ => 256 * 1024,
+        };
+        maxPayload.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() is < 0 or > 256 * 1024)
+            {
+                r.AddError("--max-payload must be between 0 and 262144");
+            }
+        });
         var command = new Argument<string[]>("command")
         {
             Description = "The command to run and record, after '--'",
@@ -42,7 +55,7 @@ internal static class RecordCommand
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, capture, command,
+            trace, watch, exclude, quiet, capture, maxPayload, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -68,6 +81,7 @@ internal static class RecordCommand
                 pr.GetValue(command)!, cwd)
             {
                 Capture = Enum.Parse<CaptureMode>(pr.GetValue(capture)!, ignoreCase: true),
+                MaxPayload = pr.GetValue(maxPayload),
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
             if (!pr.GetValue(quiet))
