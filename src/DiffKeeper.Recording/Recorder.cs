@@ -239,6 +239,11 @@ public sealed class Recorder
             case CaptureKind.Written:
             {
                 var exact = e.Payload is not null && _versioner.ApplyWrite(e.Root, e.Path, e.Offset, e.Payload);
+                if (!exact)
+                {
+                    _versioner.DropShadow(e.Root, e.Path); // bytes not carried: the copy no longer matches the file
+                }
+
                 var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path))?.Size;
                 AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true);
                 if (exact)
