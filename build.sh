@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/deps.sh
 ensure_dotnet
-ensure_apt_packages libzstd1 zstd
+ensure_apt_packages libzstd1 zstd clang bpftool libbpf-dev libbpf1
 dotnet publish src/DiffKeeper.Cli/DiffKeeper.Cli.csproj -c Release -o artifacts/publish --nologo -v quiet \
   -p:DebugType=none "$@"
 mkdir -p bin

@@ -140,7 +140,7 @@ overhead() { # overhead NAME LABEL PROGRAM
         --prepare "$(prepare_cmd "$ws" "$tr"); mkdir '$ws'" \
         -n "bare" "$prog '$ws'" \
         --prepare "$(prepare_cmd "$ws" "$tr"); mkdir '$ws'" \
-        -n "recorded" "'$DK' record --quiet --trace '$tr' --watch '$ws' -- $prog '$ws'"
+        -n "recorded" "'$DK' record --quiet --capture inotify --trace '$tr' --watch '$ws' -- $prog '$ws'"
     local b r
     b=$(mean "$RESULTS/$name.json" 0); r=$(mean "$RESULTS/$name.json" 1)
     local x; x=$(ratio "$r" "$b")

@@ -1,6 +1,9 @@
 namespace DiffKeeper.Capture;
 
-/// <summary>What a capture backend observed. Hints, not content: the recorder reads the file to learn its state.</summary>
+/// <summary>
+/// What a capture backend observed. Most kinds are hints: the recorder reads the file to learn its state.
+/// <see cref="Written"/> with a payload and <see cref="Truncated"/> are exact: they carry the change itself.
+/// </summary>
 public enum CaptureKind
 {
     Created,
@@ -10,13 +13,22 @@ public enum CaptureKind
     Deleted,
     /// <summary>Within one root: <see cref="CaptureEvent.Path"/> was renamed to <see cref="CaptureEvent.Path2"/>.</summary>
     Renamed,
-    /// <summary>Events were lost (queue overflow): every root must be rescanned.</summary>
+    /// <summary>Events were lost (queue overflow): every root must be rescanned. <see cref="CaptureEvent.Detail"/> says why.</summary>
     Overflow,
+    /// <summary>
+    /// <see cref="CaptureEvent.Length"/> bytes were written at <see cref="CaptureEvent.Offset"/>. When
+    /// <see cref="CaptureEvent.Payload"/> is set it holds exactly those bytes; otherwise the file must be read.
+    /// </summary>
+    Written,
+    /// <summary>The file's size was set to <see cref="CaptureEvent.Offset"/> (truncate, ftruncate, open with O_TRUNC).</summary>
+    Truncated,
 }
 
 /// <summary>
 /// One observation. Paths are relative to root <see cref="Root"/> (an index into the roots the source was given);
 /// the root itself is "". <see cref="Timestamp"/> is a <see cref="System.Diagnostics.Stopwatch"/> timestamp.
+/// <see cref="Pid"/> is the process (thread group) id, <see cref="Comm"/> its program name, when the backend knows them.
+/// <see cref="KnownEmpty"/>: a Created file the backend knows to be empty (it saw the open that created it).
 /// </summary>
 public readonly record struct CaptureEvent(
     CaptureKind Kind,
@@ -26,4 +38,9 @@ public readonly record struct CaptureEvent(
     bool IsDirectory,
     long Timestamp,
     int? Pid = null,
-    string? Comm = null);
+    string? Comm = null,
+    long Offset = 0,
+    long Length = 0,
+    byte[]? Payload = null,
+    bool KnownEmpty = false,
+    string? Detail = null);

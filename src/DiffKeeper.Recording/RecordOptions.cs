@@ -22,4 +22,10 @@ public sealed record RecordOptions(
     /// large transactions rather than many small ones.
     /// </summary>
     public TimeSpan CommitInterval { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>The capture backend (`--capture`).</summary>
+    public CaptureMode Capture { get; init; } = CaptureMode.Auto;
+
+    /// <summary>Bytes of each write carried with its event by the eBPF backend; larger writes are read back.</summary>
+    public int MaxPayload { get; init; } = 256 * 1024;
 }

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
-using DiffKeeper.Capture.Inotify;
 using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
@@ -17,6 +16,8 @@ namespace DiffKeeper.Recording;
 /// </summary>
 public sealed class Recorder
 {
+    private const int ExactVersionsPerWindow = 256;
+    private const long ExactBytesPerWindow = 1L << 20;
     private readonly RecordOptions _options;
     private readonly TextWriter _log;
     private readonly Dictionary<(int Root, string Rel), (long ReadyAt, long Seq)> _dirty = [];
@@ -37,6 +38,10 @@ public sealed class Recorder
     private bool _heldSizeStale;
     private bool _rescanPending;
     private PathFilter? _filter;
+    // Roots that are not walked (eBPF with --watch /): only paths the tree touched are recorded and re-checked.
+    private readonly HashSet<int> _unwalkedRoots = [];
+    // Exact versions (payload events) of a path cost at most a share of each window; beyond it they are coalesced.
+    private readonly Dictionary<(int Root, string Rel), (long WindowEnd, int Versions, long Bytes)> _exactCost = [];
 
     public Recorder(RecordOptions options, TextWriter log)
     {
@@ -51,17 +56,24 @@ public sealed class Recorder
         var filter = new PathFilter(_options.Roots, writer.TraceDir, _options.Excludes);
         _filter = filter;
         var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        await using var source = new InotifySource(_options.Roots, filter);
+        await using var source = CaptureSelection.Start(_options, filter, channel.Writer, _log);
+        for (var root = 0; root < _options.Roots.Count; root++)
+        {
+            if (source.Name == "ebpf" && _options.Roots[root] == "/")
+            {
+                _unwalkedRoots.Add(root); // the whole file system: no baseline; what the tree touches is recorded
+            }
+        }
+
         _sessionId = writer.BeginSession(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, source.Name,
             WallNs(), _options.Roots, out var rootIds);
         _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log);
 
-        source.Start(channel.Writer);
         _versioner.UseAllCores = true; // nothing to compete with before the command starts
         var baseline = Stopwatch.StartNew();
         var entries = 0L;
         var lastReport = TimeSpan.Zero;
-        for (var root = 0; root < _options.Roots.Count; root++)
+        foreach (var root in Enumerable.Range(0, _options.Roots.Count).Where(r => !_unwalkedRoots.Contains(r)))
         {
             foreach (var (rel, _) in TreeWalker.Walk(_options.Roots[root], root, filter))
             {
@@ -192,7 +204,7 @@ public sealed class Recorder
         {
             case CaptureKind.Overflow:
                 _lost++;
-                AddEvent(timeNs, ChangeOp.Lost, null, null, null, "inotify queue overflow: events were lost; rescanning");
+                AddEvent(timeNs, ChangeOp.Lost, null, null, null, e.Detail ?? "inotify queue overflow: events were lost; rescanning");
                 _rescanPending = true; // once the queue is drained: a storm of overflows costs one rescan, not one each
                 return;
             case CaptureKind.Created:
@@ -208,14 +220,63 @@ public sealed class Recorder
                     return;
                 }
 
-                AddEvent(timeNs, op, key, null, kind == EntryKind.Directory ? null : stat?.Size, null);
-                MarkDirty(key, immediate: kind != EntryKind.File);
+                AddEvent(timeNs, op, key, null, kind == EntryKind.Directory ? null : e.KnownEmpty ? 0 : stat?.Size, null, e.Pid, e.Comm, exact: e.KnownEmpty);
+                if (e.KnownEmpty && kind == EntryKind.File)
+                {
+                    // The backend saw the open that created it: it was empty then, whatever it holds by now.
+                    _versioner.FollowEmpty(e.Root, e.Path);
+                    VersionExact(key, timeNs);
+                }
+                else
+                {
+                    MarkDirty(key, immediate: kind != EntryKind.File);
+                }
+
                 MarkParentDirty(e.Root, e.Path);
+                return;
+            }
+
+            case CaptureKind.Written:
+            {
+                var exact = e.Payload is not null && _versioner.ApplyWrite(e.Root, e.Path, e.Offset, e.Payload);
+                if (!exact)
+                {
+                    _versioner.DropShadow(e.Root, e.Path); // bytes not carried: the copy no longer matches the file
+                }
+
+                var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path))?.Size;
+                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true);
+                if (exact)
+                {
+                    VersionExact(key, timeNs);
+                }
+                else
+                {
+                    MarkDirty(key, immediate: true);
+                }
+
+                return;
+            }
+
+            case CaptureKind.Truncated:
+            {
+                var exact = _versioner.ApplyTruncate(e.Root, e.Path, e.Offset);
+                AddEvent(timeNs, ChangeOp.Truncate, key, null, e.Offset, exact ? null : "read back", e.Pid, e.Comm);
+                if (exact)
+                {
+                    VersionExact(key, timeNs);
+                }
+                else
+                {
+                    MarkDirty(key, immediate: true);
+                }
+
                 return;
             }
 
             case CaptureKind.Modified:
             {
+                _versioner.DropShadow(e.Root, e.Path); // changed in a way the backend did not carry: read it
                 if (_held is { Op: ChangeOp.Create or ChangeOp.Write } && _heldPath == key && _dirty.ContainsKey(key))
                 {
                     _heldSizeStale = true; // one entry per burst: no stat per write
@@ -226,7 +287,7 @@ public sealed class Recorder
                 var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
                 var known = _versioner.Known(e.Root, e.Path);
                 var op = stat is not null && known is not null && stat.Value.Size < known.Value.Size ? ChangeOp.Truncate : ChangeOp.Write;
-                AddEvent(timeNs, op, key, null, stat?.Size, null);
+                AddEvent(timeNs, op, key, null, stat?.Size, null, e.Pid, e.Comm);
                 MarkDirty(key, immediate: false);
                 return;
             }
@@ -240,7 +301,7 @@ public sealed class Recorder
                 var known = _versioner.Known(e.Root, e.Path);
                 if (stat is not null && (known is null || stat.Value.Mode != known.Value.Mode))
                 {
-                    AddEvent(timeNs, ChangeOp.Chmod, key, null, null, "mode " + Convert.ToString(stat.Value.Mode, 8).PadLeft(4, '0'));
+                    AddEvent(timeNs, ChangeOp.Chmod, key, null, null, "mode " + Convert.ToString(stat.Value.Mode, 8).PadLeft(4, '0'), e.Pid, e.Comm);
                 }
 
                 MarkDirty(key, immediate: true);
@@ -248,14 +309,19 @@ public sealed class Recorder
             }
 
             case CaptureKind.Deleted:
-                AddEvent(timeNs, e.IsDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, key, null, null, null);
+                AddEvent(timeNs, e.IsDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, key, null, null, null, e.Pid, e.Comm);
                 Gone(e.Root, e.Path, e.IsDirectory);
                 MarkParentDirty(e.Root, e.Path);
                 return;
             case CaptureKind.Renamed:
             {
                 var to = (e.Root, e.Path2!);
-                AddEvent(timeNs, ChangeOp.Rename, key, to, e.IsDirectory ? null : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path2!))?.Size, null);
+                AddEvent(timeNs, ChangeOp.Rename, key, to, e.IsDirectory ? null : _versioner.FollowedSize(e.Root, e.Path) ?? EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path2!))?.Size, null, e.Pid, e.Comm);
+                if (!e.IsDirectory)
+                {
+                    _versioner.MoveShadow(e.Root, e.Path, e.Path2!); // a followed file keeps its exact bytes under the new name
+                }
+
                 // Everything at or below the old name moves: what was recorded there, and what was waiting to be
                 // read (a child created just before its directory was renamed). They reappear at this event.
                 var (root, from, isDir, target) = (e.Root, e.Path, e.IsDirectory, e.Path2!);
@@ -287,6 +353,35 @@ public sealed class Recorder
         }
     }
 
+    /// <summary>
+    /// Stores the followed file's version for the event just added, unless this path already had
+    /// <see cref="ExactVersionsPerWindow"/> exact versions (or <see cref="ExactBytesPerWindow"/> bytes of them) in the
+    /// current hot window: then it is coalesced like a read, still from the followed bytes, so a file written
+    /// 100,000 times a second costs bounded CPU. Every event stays in the timeline either way.
+    /// </summary>
+    private void VersionExact((int Root, string Rel) key, long timeNs)
+    {
+        var now = Stopwatch.GetTimestamp();
+        var window = (long)(_options.HotWindow.TotalSeconds * Stopwatch.Frequency);
+        var cost = _exactCost.TryGetValue(key, out var c) && c.WindowEnd > now ? c : (WindowEnd: now + window, Versions: 0, Bytes: 0L);
+        if (cost.Versions >= ExactVersionsPerWindow || cost.Bytes >= ExactBytesPerWindow)
+        {
+            MarkDirty(key, immediate: false);
+            return;
+        }
+
+        FlushWrite();
+        _dirty.Remove(key);
+        _versioner.Observe(key.Root, key.Rel, _seq, timeNs);
+        if (_exactCost.Count > 100_000)
+        {
+            _exactCost.Clear();
+        }
+
+        _exactCost[key] = (cost.WindowEnd, cost.Versions + 1, cost.Bytes + (_versioner.FollowedSize(key.Root, key.Rel) ?? 0));
+    }
+
+
     /// <summary>The path and everything below it are gone as of the current event.</summary>
     private void Gone(int root, string rel, bool isDirectory)
     {
@@ -297,7 +392,12 @@ public sealed class Recorder
             // The common case, kept O(1) (a file written to a temp name and renamed over another is often never
             // read under its first name): a file or symlink has nothing below it.
             _announced.Remove(key);
-            _dirty.Remove(key);
+            if (_dirty.Remove(key, out var pending) && _versioner.FollowedSize(root, rel) is not null)
+            {
+                // Coalesced exact changes not stored yet: their state existed until now.
+                _versioner.Observe(root, rel, pending.Seq, NowNs());
+            }
+
             _versioner.MarkAbsent(root, rel, _seq, NowNs());
             return;
         }
@@ -386,9 +486,26 @@ public sealed class Recorder
     private void Rescan(PathFilter filter, string why)
     {
         FlushWrite();
+        _versioner.DropShadows(); // compare with the files themselves
         var walked = new List<(int Root, string Rel, EntryStat Stat)>();
         for (var root = 0; root < _options.Roots.Count; root++)
         {
+            if (_unwalkedRoots.Contains(root))
+            {
+                // Not walked (the whole file system): re-check what the recording knows of, deepest last.
+                var touched = _versioner.AllLive().Concat(_dirty.Keys).Where(k => k.Root == root).Select(k => k.Rel)
+                    .Distinct().OrderBy(r => r, StringComparer.Ordinal);
+                foreach (var rel in touched)
+                {
+                    if (EntryStat.Lstat(TreeWalker.Join(_options.Roots[root], rel)) is { Kind: not null } st)
+                    {
+                        walked.Add((root, rel, st));
+                    }
+                }
+
+                continue;
+            }
+
             foreach (var (rel, stat) in TreeWalker.Walk(_options.Roots[root], root, filter))
             {
                 walked.Add((root, rel, stat));
@@ -446,15 +563,17 @@ public sealed class Recorder
         _dirty.Clear();
     }
 
-    private void AddEvent(long timeNs, ChangeOp op, (int Root, string Rel)? path, (int Root, string Rel)? path2, long? size, string? detail, long? seq = null)
+    private void AddEvent(long timeNs, ChangeOp op, (int Root, string Rel)? path, (int Root, string Rel)? path2, long? size, string? detail,
+        int? pid = null, string? comm = null, long? seq = null, bool exact = false)
     {
         FlushWrite();
         var s = seq ?? _seq + 1;
         _seq = Math.Max(_seq, s);
         var e = new NewEvent(s, timeNs, op, path is { } p ? _versioner.PathId(p.Root, p.Rel) : null,
-            path2 is { } q ? _versioner.PathId(q.Root, q.Rel) : null, size, null, null, detail);
+            path2 is { } q ? _versioner.PathId(q.Root, q.Rel) : null, size, pid, comm, detail);
         _events++;
-        if (op is ChangeOp.Write or ChangeOp.Create && path is { } held && detail is null)
+        // Hint events merge (inotify's one IN_MODIFY per write); an exact change (a payload) stays on its own.
+        if (op is ChangeOp.Write or ChangeOp.Create && path is { } held && detail is null && !exact)
         {
             _held = e;
             _heldPath = held;

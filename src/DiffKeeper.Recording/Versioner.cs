@@ -23,6 +23,9 @@ internal sealed class Versioner
     private readonly Dictionary<(int Root, string Rel), PathState> _paths = [];
     private readonly HashSet<(int Root, string Rel)> _warned = [];
     private readonly TextWriter _log;
+    // Files whose bytes the recorder follows change by change (exact capture): versions come from here, not reads.
+    private readonly Dictionary<(int Root, string Rel), FileShadow> _shadows = [];
+    private long _shadowBytes;
 
     public Versioner(TraceWriter writer, long sessionId, IReadOnlyList<string> roots, IReadOnlyList<long> rootIds, TextWriter log)
     {
@@ -39,6 +42,140 @@ internal sealed class Versioner
     public bool UseAllCores { get; set; }
 
     public long RawBytes { get; private set; }
+
+    /// <summary>Largest file followed change by change; bigger ones are read after each change instead.</summary>
+    public long ShadowFileLimit { get; init; } = 64L << 20;
+
+    /// <summary>Memory for all followed files together; beyond it every shadow is dropped (files are read again).</summary>
+    public long ShadowBudget { get; init; } = 512L << 20;
+
+    /// <summary>Starts following a file known to be empty now (the backend saw the open that created it).</summary>
+    public void FollowEmpty(int root, string rel)
+    {
+        DropShadow(root, rel);
+        _shadows[(root, rel)] = FileShadow.Empty();
+    }
+
+    /// <summary>
+    /// Applies written bytes to the followed copy of a file (starting to follow it from a read of the file when
+    /// needed). False when the file cannot be followed (too big, unreadable, not a file): read it instead.
+    /// </summary>
+    public bool ApplyWrite(int root, string rel, long offset, ReadOnlySpan<byte> bytes)
+    {
+        if (Follow(root, rel) is not { } shadow || offset + bytes.Length > ShadowFileLimit)
+        {
+            DropShadow(root, rel);
+            return false;
+        }
+
+        var before = shadow.Footprint;
+        shadow.Write(offset, bytes);
+        return Account(shadow.Footprint - before);
+    }
+
+    /// <summary>Applies a new size to the followed copy of a file; false when it cannot be followed.</summary>
+    public bool ApplyTruncate(int root, string rel, long size)
+    {
+        if (size == 0)
+        {
+            FollowEmpty(root, rel);
+            return true;
+        }
+
+        if (Follow(root, rel) is not { } shadow || size > ShadowFileLimit)
+        {
+            DropShadow(root, rel);
+            return false;
+        }
+
+        var before = shadow.Footprint;
+        shadow.Truncate(size);
+        return Account(shadow.Footprint - before);
+    }
+
+    /// <summary>The size of the followed copy of a file, or null when it is not followed.</summary>
+    public long? FollowedSize(int root, string rel) => _shadows.TryGetValue((root, rel), out var s) ? s.Size : null;
+
+    /// <summary>Stops following a file: its next version is read from the file.</summary>
+    public void DropShadow(int root, string rel)
+    {
+        if (_shadows.Remove((root, rel), out var s))
+        {
+            _shadowBytes -= s.Footprint;
+        }
+    }
+
+    /// <summary>Moves a followed file to its new name (a rename).</summary>
+    public void MoveShadow(int root, string from, string to)
+    {
+        DropShadow(root, to);
+        if (_shadows.Remove((root, from), out var s))
+        {
+            _shadows[(root, to)] = s;
+        }
+    }
+
+    /// <summary>Stops following every file: rescans compare with the files themselves.</summary>
+    public void DropShadows()
+    {
+        _shadows.Clear();
+        _shadowBytes = 0;
+    }
+
+    private FileShadow? Follow(int root, string rel)
+    {
+        if (_shadows.TryGetValue((root, rel), out var shadow))
+        {
+            return shadow;
+        }
+
+        // Not followed yet (it existed before, or was written by something we do not see): start from the file as
+        // it is now. That state may already include later changes; replaying them on top converges to the truth.
+        try
+        {
+            var abs = TreeWalker.Join(_roots[root], rel);
+            if (EntryStat.Lstat(abs) is not { Kind: EntryKind.File } st || st.Size > ShadowFileLimit)
+            {
+                return null;
+            }
+
+            var fd = Libc.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+            if (fd < 0)
+            {
+                return null; // gone, replaced by a symlink, or unreadable: read it later instead
+            }
+
+            using var handle = new SafeFileHandle(fd, ownsHandle: true);
+            var data = new byte[RandomAccess.GetLength(handle)];
+            var n = 0;
+            while (n < data.Length && RandomAccess.Read(handle, data.AsSpan(n), n) is var r && r > 0)
+            {
+                n += r;
+            }
+
+            shadow = FileShadow.Of(n == data.Length ? data : data[..n]);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+
+        _shadows[(root, rel)] = shadow;
+        Account(shadow.Footprint);
+        return shadow;
+    }
+
+    private bool Account(long grew)
+    {
+        _shadowBytes += grew;
+        if (_shadowBytes > ShadowBudget)
+        {
+            DropShadows();
+            return false;
+        }
+
+        return true;
+    }
 
     /// <summary>The last known stat of a path (null if unknown or absent).</summary>
     public EntryStat? Known(int root, string rel) =>
@@ -57,6 +194,7 @@ internal sealed class Versioner
     /// <summary>Stores an absent version if the path was present.</summary>
     public void MarkAbsent(int root, string rel, long seq, long timeNs)
     {
+        DropShadow(root, rel);
         if (!_paths.TryGetValue((root, rel), out var state) || state.Kind == EntryKind.Absent)
         {
             return;
@@ -93,6 +231,10 @@ internal sealed class Versioner
         var abs = TreeWalker.Join(_roots[root], rel);
         var stat = EntryStat.Lstat(abs);
         _paths.TryGetValue((root, rel), out var known);
+        if (_shadows.TryGetValue((root, rel), out var shadow))
+        {
+            return ObserveShadow(root, rel, seq, timeNs, shadow, stat, known);
+        }
         if (stat is null || stat.Value.Kind is null)
         {
             var had = known is not null && known.Kind != EntryKind.Absent;
@@ -141,6 +283,31 @@ internal sealed class Versioner
                 break;
         }
 
+        if (known is not null && known.Same(version))
+        {
+            known.Stat = st;
+            return (st, false);
+        }
+
+        Store(root, rel, version, st);
+        return (st, true);
+    }
+
+    /// <summary>
+    /// A version from the followed copy of a file. The file itself may have changed since (or be gone): only its
+    /// metadata is taken from it, and only while it still has the copy's size; otherwise the last known metadata.
+    /// </summary>
+    private (EntryStat? Stat, bool Changed) ObserveShadow(int root, string rel, long seq, long timeNs, FileShadow shadow, EntryStat? now, PathState? known)
+    {
+        var basis = now is { Kind: EntryKind.File } n && n.Size == shadow.Size ? n
+            : known is { Kind: EntryKind.File } ? known.Stat
+            : now is { Kind: EntryKind.File } m ? m
+            : new EntryStat(EntryKind.File, 0x1A4, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, 0, 0); // gone already: its mtime was about now
+        var st = basis with { Size = shadow.Size };
+        var content = shadow.Store(_writer);
+        RawBytes += content.Size;
+        var version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, st.Mode, st.Uid, st.Gid, st.MtimeNs,
+            content.Size, content.ContentId, null, content.Extents);
         if (known is not null && known.Same(version))
         {
             known.Stat = st;

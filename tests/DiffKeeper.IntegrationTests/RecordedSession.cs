@@ -15,7 +15,10 @@ public sealed class RecordedSession : IDisposable
         _control = Path.Combine(Path.GetTempPath(), "dk-ctl-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(_control);
         var script = $"touch '{_control}/started'; while [ ! -e '{_control}/done' ]; do sleep 0.02; done; exit ${{DK_EXIT:-0}}";
-        Process = Cli.Start(cwd, ["record", "--trace", trace, "--watch", watch, .. extra, "--", "sh", "-c", script]);
+        // The test process makes the changes, and it is not in the recorded process tree: a backend that records
+        // only the tree (eBPF) would see nothing, so these sessions use a directory watch unless told otherwise.
+        string[] capture = extra.Contains("--capture") ? [] : ["--capture", "inotify"];
+        Process = Cli.Start(cwd, ["record", "--trace", trace, "--watch", watch, .. capture, .. extra, "--", "sh", "-c", script]);
         var sw = Stopwatch.StartNew();
         while (!File.Exists(Path.Combine(_control, "started")))
         {

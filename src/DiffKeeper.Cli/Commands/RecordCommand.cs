@@ -22,6 +22,26 @@ internal static class RecordCommand
             HelpName = "GLOB",
         };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
+        var capture = new Option<string>("--capture")
+        {
+            Description = "Capture backend: auto (eBPF, else fanotify, else inotify, saying why), ebpf, fanotify, inotify, or scan (before/after only)",
+            HelpName = "BACKEND",
+            DefaultValueFactory = _ => "auto",
+        };
+        capture.AcceptOnlyFromAmong("auto", "ebpf", "fanotify", "inotify", "scan");
+        var maxPayload = new Option<int>("--max-payload")
+        {
+            Description = "eBPF: bytes of each write carried with its event (at most 262144); larger writes are read back from the file",
+            HelpName = "BYTES",
+            DefaultValueFactory = _ => 256 * 1024,
+        };
+        maxPayload.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() is < 0 or > 256 * 1024)
+            {
+                r.AddError("--max-payload must be between 0 and 262144");
+            }
+        });
         var command = new Argument<string[]>("command")
         {
             Description = "The command to run and record, after '--'",
@@ -35,7 +55,7 @@ internal static class RecordCommand
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, command,
+            trace, watch, exclude, quiet, capture, maxPayload, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -58,7 +78,11 @@ internal static class RecordCommand
             }
 
             var options = new RecordOptions(pr.GetValue(trace)!, roots, (pr.GetValue(exclude) ?? []).Select(g => new Glob(g)).ToList(),
-                pr.GetValue(command)!, cwd);
+                pr.GetValue(command)!, cwd)
+            {
+                Capture = Enum.Parse<CaptureMode>(pr.GetValue(capture)!, ignoreCase: true),
+                MaxPayload = pr.GetValue(maxPayload),
+            };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
             if (!pr.GetValue(quiet))
             {

@@ -160,6 +160,19 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "inotify_rm_watch", SetLastError = true)]
     public static partial int InotifyRmWatch(int fd, int wd);
 
+    [LibraryImport(Lib, EntryPoint = "fanotify_init", SetLastError = true)]
+    public static partial int FanotifyInit(uint flags, uint eventFlags);
+
+    [LibraryImport(Lib, EntryPoint = "fanotify_mark", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int FanotifyMark(int fd, uint flags, ulong mask, int dirfd, string path);
+
+    /// <summary>open_by_handle_at(2); <paramref name="handle"/> points to a struct file_handle.</summary>
+    [LibraryImport(Lib, EntryPoint = "open_by_handle_at", SetLastError = true)]
+    public static partial int OpenByHandleAt(int mountFd, byte* handle, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint Readlink(string path, byte* buf, nint size);
+
     [StructLayout(LayoutKind.Sequential)]
     public struct PollFd
     {

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Compiles bpf/diffkeeper.bpf.c to a CO-RE object: bpf/build.sh OUT_DIR
+# vmlinux.h is generated from the running kernel's BTF (/sys/kernel/btf/vmlinux); CO-RE relocations let the
+# object load on other kernels with BTF. Neither vmlinux.h nor the object is committed. Called by the Capture
+# project's build (target CompileBpf); scripts/deps.sh installs clang, bpftool and libbpf-dev when missing.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${1:?usage: bpf/build.sh OUT_DIR}"
+mkdir -p "$out"
+btf=/sys/kernel/btf/vmlinux
+# Without what the object needs, diffkeeper is built without it: the eBPF backend then says so and `auto`
+# falls back to the next backend. A compile error in the program itself still fails the build.
+skip() { echo "bpf/build.sh: warning: $1; building without the eBPF backend" >&2; rm -f "$out/diffkeeper.bpf.o"; exit 0; }
+for tool in clang bpftool; do
+  command -v "$tool" >/dev/null 2>&1 || skip "$tool is missing (./build.sh installs it from apt)"
+done
+[ -r "$btf" ] || skip "$btf is missing (this kernel has no BTF)"
+[ -f /usr/include/bpf/bpf_helpers.h ] || skip "the libbpf-dev headers are missing"
+if [ ! -s "$out/vmlinux.h" ] || [ "$btf" -nt "$out/vmlinux.h" ]; then
+  bpftool btf dump file "$btf" format c > "$out/vmlinux.h.tmp"
+  mv "$out/vmlinux.h.tmp" "$out/vmlinux.h"
+fi
+arch=$(uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
+clang -g -O2 -target bpf -D__TARGET_ARCH_"$arch" -Wall -Werror -I "$out" -c "$here/diffkeeper.bpf.c" -o "$out/diffkeeper.bpf.o.tmp"
+mv "$out/diffkeeper.bpf.o.tmp" "$out/diffkeeper.bpf.o"

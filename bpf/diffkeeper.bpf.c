@@ -1,0 +1,569 @@
+// SPDX-License-Identifier: GPL-2.0
+// DiffKeeper's kernel-side recorder: syscall tracepoints (tp_btf/sys_enter, sys_exit) and the scheduler's fork
+// and exit tracepoints. fentry/LSM are refused by some kernels' policy, so everything here is a tracepoint.
+//
+// Only processes in `tracked` (the recorded process tree) cost more than one hash lookup. An event is one ring
+// buffer record: a struct dk_event header, then `path_len` bytes of an absolute kernel path (walked from a dentry
+// and mount), then `str_len` bytes of a user path string (relative to that path unless it starts with '/'), then
+// `payload_len` bytes of written data. The layout is mirrored in src/DiffKeeper.Capture/Ebpf/EbpfRecord.cs.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define PATH_MAX_BYTES 4096
+#define PAYLOAD_MAX_BYTES (256 * 1024)
+#define HDR_SIZE 80
+#define PATH_END (HDR_SIZE + PATH_MAX_BYTES)
+// Room for any start offset the verifier can prove (masked to 13 bits) plus the largest record.
+#define SCRATCH_SIZE (8192 + HDR_SIZE + PATH_MAX_BYTES + PAYLOAD_MAX_BYTES)
+
+#define AT_FDCWD_INT (-100)
+#define O_ACCMODE_BITS 3
+#define O_CREAT_BIT 0x40
+#define O_TRUNC_BIT 0x200
+#define AT_REMOVEDIR_BIT 0x200
+#define RENAME_EXCHANGE_BIT 2
+#define FMODE_CREATED_BIT 0x100000
+#define S_IFMT_BITS 0170000
+#define S_IFREG_BITS 0100000
+
+// Event kinds (EbpfRecordKind in C#).
+#define K_OPEN 1
+#define K_WRITE 2
+#define K_TRUNCATE 3
+#define K_UNLINK 4
+#define K_RMDIR 5
+#define K_MKDIR 6
+#define K_RENAME_FROM 7
+#define K_RENAME_TO 8
+#define K_LINK 9
+#define K_SYMLINK 10
+#define K_CHMOD 11
+#define K_CHANGED 12
+
+// Flags (EbpfRecordFlags in C#).
+#define F_CREATED 1
+#define F_TRUNCATED 2
+#define F_READBACK 4
+#define F_EXCHANGE 8
+#define F_PATH_TRUNCATED 16
+
+// Values of `tracked`.
+#define T_RECORD 1
+#define T_PROPAGATE 2
+
+struct dk_event {
+	__u64 time_ns;
+	__u64 ino;
+	__u64 offset; // write offset, new length (truncate), mode (chmod)
+	__u64 length; // bytes the syscall wrote
+	__u32 dev;
+	__u32 pid;
+	__u32 tgid;
+	__u16 kind;
+	__u16 flags;
+	__u16 path_len;
+	__u16 str_len;
+	__u32 payload_len;
+	char comm[16];
+	__u64 reserved;
+};
+_Static_assert(sizeof(struct dk_event) == HDR_SIZE, "header size is mirrored in C#");
+
+struct dk_config {
+	__u32 max_payload;
+	__u32 wake_bytes;
+};
+
+struct dk_args {
+	__u64 id;
+	__u64 a[6];
+};
+
+// Per-CPU working memory. The path walk keeps its state here rather than on the stack: values in map memory
+// are not tracked precisely by the verifier, so the walk's loop is verified in a few passes, not once per step.
+struct dk_scratch {
+	__u64 walk_dentry;
+	__u64 walk_mount;
+	__u32 walk_len;
+	__u32 walk_cut;
+	char buf[SCRATCH_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct dk_args);
+} pending SEC(".maps");
+
+// struct file pointer -> inode number whose path was already sent with an event.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} announced SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dk_config);
+} settings SEC(".maps");
+
+// One entry per possible CPU (user space sets max_entries before loading).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dk_scratch);
+} scratch SEC(".maps");
+
+static __always_inline struct dk_scratch *my_scratch(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	return bpf_map_lookup_elem(&scratch, &cpu);
+}
+
+// One step of the path walk (bpf_loop callback): one name, or one hop from a mount's root to its mountpoint.
+static long walk_step(__u32 index, void *ctx)
+{
+	struct dk_scratch *s = my_scratch();
+	if (!s)
+		return 1;
+	struct dentry *d = (struct dentry *)s->walk_dentry;
+	struct mount *mnt = (struct mount *)s->walk_mount;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+	if (d == mnt_root || d == parent) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+		if (up == mnt || !up)
+			return 1;
+		s->walk_dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+		s->walk_mount = (__u64)up;
+		return 0;
+	}
+	__u32 nlen = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	if (nlen > 255)
+		nlen = 255;
+	__u32 len = s->walk_len;
+	if (len > PATH_MAX_BYTES || len + nlen + 1 > PATH_MAX_BYTES - 1) {
+		s->walk_cut = 1;
+		return 1;
+	}
+	__u32 off = PATH_END - len - nlen;
+	barrier_var(off);
+	off &= 0x1fff;
+	bpf_probe_read_kernel(&s->buf[off], nlen & 255, name);
+	off = PATH_END - len - nlen - 1;
+	barrier_var(off);
+	off &= 0x1fff;
+	s->buf[off] = '/';
+	s->walk_len = len + nlen + 1;
+	s->walk_dentry = (__u64)parent;
+	return 0;
+}
+
+// Writes the absolute path of (dentry, vfsmount) backwards so that it ends at PATH_END of this CPU's scratch
+// buffer; returns its length (bit 15 set when it was cut short). A global function: verified once, on its own.
+__noinline int dk_walk_path(__u64 dentry_ptr, __u64 vfsmount_ptr)
+{
+	struct dk_scratch *s = my_scratch();
+	if (!s)
+		return 0;
+	s->walk_dentry = dentry_ptr;
+	s->walk_mount = vfsmount_ptr - bpf_core_field_offset(struct mount, mnt);
+	s->walk_len = 0;
+	s->walk_cut = 0;
+	bpf_loop(128, walk_step, NULL, 0);
+	__u32 len = s->walk_len & 0xfff;
+	if (len == 0) {
+		s->buf[PATH_END - 1] = '/';
+		len = 1;
+	}
+	if (s->walk_cut)
+		len |= 0x8000;
+	return len;
+}
+
+static __always_inline __u32 walk_path(__u64 dentry_ptr, __u64 vfsmount_ptr)
+{
+	return (__u32)dk_walk_path(dentry_ptr, vfsmount_ptr);
+}
+
+static __always_inline struct file *fd_file(struct task_struct *task, int fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned int)fd >= max)
+		return NULL;
+	struct file **arr = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &arr[fd]);
+	return f;
+}
+
+static __always_inline __u32 walk_file(struct file *f)
+{
+	return walk_path((__u64)BPF_CORE_READ(f, f_path.dentry), (__u64)BPF_CORE_READ(f, f_path.mnt));
+}
+
+// The directory a *at() call resolves a relative name against: the cwd for AT_FDCWD, else the dirfd's file.
+static __always_inline __u32 walk_base(struct task_struct *task, int dirfd)
+{
+	if (dirfd == AT_FDCWD_INT) {
+		struct fs_struct *fs = BPF_CORE_READ(task, fs);
+		return walk_path((__u64)BPF_CORE_READ(fs, pwd.dentry), (__u64)BPF_CORE_READ(fs, pwd.mnt));
+	}
+	struct file *f = fd_file(task, dirfd);
+	if (!f)
+		return 0;
+	return walk_file(f);
+}
+
+static __always_inline void fill_header(struct dk_event *e, __u16 kind)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->time_ns = bpf_ktime_get_ns();
+	e->pid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->kind = kind;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+static __always_inline void count_drop(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&drops, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+// Puts the header before the path (which ends at PATH_END) and sends header, path and the `tail` bytes after
+// PATH_END as one record. Wakes the reader only once enough data is pending (it also polls on a timer).
+static __always_inline void submit(struct dk_scratch *s, struct dk_event *e, __u32 path_len, __u32 tail)
+{
+	if (path_len & 0x8000) {
+		e->flags |= F_PATH_TRUNCATED;
+		path_len &= 0x7fff;
+	}
+	path_len &= PATH_MAX_BYTES - 1;
+	if (tail > PAYLOAD_MAX_BYTES)
+		return;
+	e->path_len = path_len;
+	__u32 start = PATH_END - HDR_SIZE - path_len;
+	barrier_var(start); // keep the mask below: the verifier needs it, the compiler thinks it redundant
+	start &= 0x1fff;
+	bpf_probe_read_kernel(&s->buf[start], HDR_SIZE, e);
+	__u32 zero = 0;
+	struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);
+	__u64 wake = c ? c->wake_bytes : 0;
+	__u64 flags = BPF_RB_FORCE_WAKEUP;
+	if (wake > 0 && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < wake)
+		flags = BPF_RB_NO_WAKEUP;
+	__u32 size = HDR_SIZE + path_len + tail;
+	if (bpf_ringbuf_output(&events, &s->buf[start], size, flags) != 0)
+		count_drop();
+}
+
+// Reads a user path string to PATH_END; returns its length without the NUL (0 on failure).
+static __always_inline __u32 read_user_str(struct dk_scratch *s, __u64 uptr)
+{
+	long n = bpf_probe_read_user_str(&s->buf[PATH_END], PATH_MAX_BYTES, (const void *)uptr);
+	if (n <= 1)
+		return 0;
+	return (__u32)(n - 1);
+}
+
+// A namespace operation: base directory (for relative names) plus the user's path string.
+static __always_inline void emit_named(struct task_struct *task, __u16 kind, __u16 flags, int dirfd, __u64 uptr, __u64 value)
+{
+	struct dk_scratch *s = my_scratch();
+	if (!s)
+		return;
+	struct dk_event e = {};
+	fill_header(&e, kind);
+	e.flags = flags;
+	e.offset = value;
+	__u32 slen = read_user_str(s, uptr);
+	if (slen == 0)
+		return;
+	e.str_len = slen;
+	__u32 plen = 0;
+	if (s->buf[PATH_END] != '/')
+		plen = walk_base(task, dirfd);
+	// the walk wrote below PATH_END only, the string above it is intact
+	submit(s, &e, plen, slen & (PATH_MAX_BYTES - 1));
+}
+
+static __always_inline int is_regular(struct inode *inode)
+{
+	__u16 mode = BPF_CORE_READ(inode, i_mode);
+	return (mode & S_IFMT_BITS) == S_IFREG_BITS;
+}
+
+// An fd-based change of a regular file. With a user buffer, copies up to max_payload bytes of it.
+static __always_inline void emit_file(struct task_struct *task, __u16 kind, __u16 flags, int fd, __u64 offset,
+				      __u64 length, __u64 ubuf, int use_fpos)
+{
+	struct file *f = fd_file(task, fd);
+	if (!f)
+		return;
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	if (!inode || !is_regular(inode))
+		return;
+	if (BPF_CORE_READ(inode, __i_nlink) == 0)
+		return; // written after it was deleted: no path shows it any more
+	struct dk_scratch *s = my_scratch();
+	if (!s)
+		return;
+	struct dk_event e = {};
+	fill_header(&e, kind);
+	e.flags = flags;
+	e.ino = BPF_CORE_READ(inode, i_ino);
+	e.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	e.length = length;
+	e.offset = use_fpos ? BPF_CORE_READ(f, f_pos) - length : offset;
+	__u32 plen = 0;
+	__u64 key = (__u64)f;
+	__u64 *seen = bpf_map_lookup_elem(&announced, &key);
+	if (!seen || *seen != e.ino || kind == K_OPEN) {
+		plen = walk_file(f);
+		bpf_map_update_elem(&announced, &key, &e.ino, BPF_ANY);
+	}
+	__u32 tail = 0;
+	if (ubuf) {
+		__u32 zero = 0;
+		struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);
+		__u64 max = c ? c->max_payload : 0;
+		if (length <= max && length <= PAYLOAD_MAX_BYTES) {
+			__u32 n = (__u32)length;
+			if (n > PAYLOAD_MAX_BYTES)
+				n = PAYLOAD_MAX_BYTES;
+			if (bpf_probe_read_user(&s->buf[PATH_END], n, (const void *)ubuf) == 0) {
+				tail = n;
+				e.payload_len = n;
+			} else {
+				e.flags |= F_READBACK;
+			}
+		} else {
+			e.flags |= F_READBACK;
+		}
+	}
+	submit(s, &e, plen, tail);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(dk_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid;
+	__u32 ctgid = child->tgid;
+	if (ptgid == ctgid)
+		return 0;
+	if (!bpf_map_lookup_elem(&tracked, &ptgid))
+		return 0;
+	__u8 v = T_RECORD;
+	bpf_map_update_elem(&tracked, &ctgid, &v, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(dk_exit, struct task_struct *task, bool group_dead)
+{
+	__u32 tid = task->pid;
+	bpf_map_delete_elem(&pending, &tid);
+	if (group_dead) {
+		__u32 tgid = task->tgid;
+		__u8 *v = bpf_map_lookup_elem(&tracked, &tgid);
+		if (v && *v == T_RECORD)
+			bpf_map_delete_elem(&tracked, &tgid);
+	}
+	return 0;
+}
+
+static __always_inline int wanted(long id)
+{
+	switch (id) {
+	case 1: case 18: case 20: case 296: case 328: // write pwrite64 writev pwritev pwritev2
+	case 326: case 40: case 77: case 76: case 285: // copy_file_range sendfile ftruncate truncate fallocate
+	case 2: case 257: case 85: case 437: // open openat creat openat2
+	case 87: case 263: case 84: // unlink unlinkat rmdir
+	case 82: case 264: case 316: // rename renameat renameat2
+	case 83: case 258: case 88: case 266: case 86: case 265: // mkdir mkdirat symlink symlinkat link linkat
+	case 90: case 91: case 268: case 452: // chmod fchmod fchmodat fchmodat2
+		return 1;
+	}
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(dk_sys_enter, struct pt_regs *regs, long id)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 *t = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!t || *t != T_RECORD || !wanted(id))
+		return 0;
+	struct dk_args a = {};
+	a.id = id;
+	a.a[0] = regs->di;
+	a.a[1] = regs->si;
+	a.a[2] = regs->dx;
+	a.a[3] = regs->r10;
+	a.a[4] = regs->r8;
+	a.a[5] = regs->r9;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline void on_open(struct task_struct *task, int fd, __u64 flags)
+{
+	struct file *f = fd_file(task, fd);
+	if (!f)
+		return;
+	__u32 fmode = BPF_CORE_READ(f, f_mode);
+	__u16 ev = 0;
+	if (fmode & FMODE_CREATED_BIT)
+		ev |= F_CREATED;
+	if ((flags & O_TRUNC_BIT) && (flags & O_ACCMODE_BITS))
+		ev |= F_TRUNCATED;
+	if (!ev && !(flags & O_ACCMODE_BITS))
+		return; // read-only open of an existing file: nothing changes
+	emit_file(task, K_OPEN, ev, fd, 0, 0, 0, 0);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct dk_args *p = bpf_map_lookup_elem(&pending, &tid);
+	if (!p)
+		return 0;
+	struct dk_args a = *p;
+	bpf_map_delete_elem(&pending, &tid);
+	if (ret < 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	switch (a.id) {
+	case 1: // write(fd, buf, count)
+		emit_file(task, K_WRITE, 0, (int)a.a[0], 0, ret, a.a[1], 1);
+		break;
+	case 18: // pwrite64(fd, buf, count, pos)
+		emit_file(task, K_WRITE, 0, (int)a.a[0], a.a[3], ret, a.a[1], 0);
+		break;
+	case 20: // writev: payload read back from the file
+		if (ret > 0)
+			emit_file(task, K_WRITE, F_READBACK, (int)a.a[0], 0, ret, 0, 1);
+		break;
+	case 296: // pwritev(fd, iov, cnt, pos)
+	case 328: // pwritev2(fd, iov, cnt, pos, flags): pos -1 means the file position
+		if (ret > 0)
+			emit_file(task, K_WRITE, F_READBACK, (int)a.a[0], a.a[3], ret, 0, (long)a.a[3] == -1);
+		break;
+	case 326: // copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)
+		if (ret > 0)
+			emit_file(task, K_CHANGED, F_READBACK, (int)a.a[2], 0, ret, 0, 0);
+		break;
+	case 40: // sendfile(out_fd, in_fd, offset, count)
+		if (ret > 0)
+			emit_file(task, K_CHANGED, F_READBACK, (int)a.a[0], 0, ret, 0, 0);
+		break;
+	case 285: // fallocate(fd, mode, offset, len)
+		emit_file(task, K_CHANGED, F_READBACK, (int)a.a[0], a.a[2], a.a[3], 0, 0);
+		break;
+	case 77: // ftruncate(fd, length)
+		emit_file(task, K_TRUNCATE, 0, (int)a.a[0], a.a[1], 0, 0, 0);
+		break;
+	case 76: // truncate(path, length)
+		emit_named(task, K_TRUNCATE, 0, AT_FDCWD_INT, a.a[0], a.a[1]);
+		break;
+	case 2: // open(path, flags, mode)
+	case 85: // creat(path, mode)
+		on_open(task, (int)ret, a.id == 85 ? (O_CREAT_BIT | O_TRUNC_BIT | 1) : a.a[1]);
+		break;
+	case 257: // openat(dfd, path, flags, mode)
+		on_open(task, (int)ret, a.a[2]);
+		break;
+	case 437: { // openat2(dfd, path, how, size)
+		__u64 flags = 0;
+		bpf_probe_read_user(&flags, sizeof(flags), (const void *)a.a[2]);
+		on_open(task, (int)ret, flags);
+		break;
+	}
+	case 87: // unlink(path)
+		emit_named(task, K_UNLINK, 0, AT_FDCWD_INT, a.a[0], 0);
+		break;
+	case 263: // unlinkat(dfd, path, flags)
+		emit_named(task, (a.a[2] & AT_REMOVEDIR_BIT) ? K_RMDIR : K_UNLINK, 0, (int)a.a[0], a.a[1], 0);
+		break;
+	case 84: // rmdir(path)
+		emit_named(task, K_RMDIR, 0, AT_FDCWD_INT, a.a[0], 0);
+		break;
+	case 82: // rename(old, new)
+		emit_named(task, K_RENAME_FROM, 0, AT_FDCWD_INT, a.a[0], 0);
+		emit_named(task, K_RENAME_TO, 0, AT_FDCWD_INT, a.a[1], 0);
+		break;
+	case 264: // renameat(olddfd, old, newdfd, new)
+	case 316: { // renameat2(olddfd, old, newdfd, new, flags)
+		__u16 fl = (a.id == 316 && (a.a[4] & RENAME_EXCHANGE_BIT)) ? F_EXCHANGE : 0;
+		emit_named(task, K_RENAME_FROM, fl, (int)a.a[0], a.a[1], 0);
+		emit_named(task, K_RENAME_TO, fl, (int)a.a[2], a.a[3], 0);
+		break;
+	}
+	case 83: // mkdir(path, mode)
+		emit_named(task, K_MKDIR, 0, AT_FDCWD_INT, a.a[0], 0);
+		break;
+	case 258: // mkdirat(dfd, path, mode)
+		emit_named(task, K_MKDIR, 0, (int)a.a[0], a.a[1], 0);
+		break;
+	case 88: // symlink(target, linkpath)
+		emit_named(task, K_SYMLINK, 0, AT_FDCWD_INT, a.a[1], 0);
+		break;
+	case 266: // symlinkat(target, newdfd, linkpath)
+		emit_named(task, K_SYMLINK, 0, (int)a.a[1], a.a[2], 0);
+		break;
+	case 86: // link(old, new)
+		emit_named(task, K_LINK, 0, AT_FDCWD_INT, a.a[1], 0);
+		break;
+	case 265: // linkat(olddfd, old, newdfd, new, flags)
+		emit_named(task, K_LINK, 0, (int)a.a[2], a.a[3], 0);
+		break;
+	case 90: // chmod(path, mode)
+		emit_named(task, K_CHMOD, 0, AT_FDCWD_INT, a.a[0], a.a[1]);
+		break;
+	case 268: // fchmodat(dfd, path, mode)
+	case 452: // fchmodat2(dfd, path, mode, flags)
+		emit_named(task, K_CHMOD, 0, (int)a.a[0], a.a[1], a.a[2]);
+		break;
+	case 91: // fchmod(fd, mode)
+		emit_file(task, K_CHMOD, 0, (int)a.a[0], a.a[1], 0, 0, 0);
+		break;
+	}
+	return 0;
+}

@@ -1,0 +1,515 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading.Channels;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+
+namespace DiffKeeper.Capture.Ebpf;
+
+/// <summary>
+/// Kernel-level capture of the recorded process tree: the programs of bpf/diffkeeper.bpf.c on the syscall
+/// tracepoints and the scheduler's fork/exit tracepoints, read through a BPF ring buffer by a dedicated thread.
+/// Sees every write, truncate and namespace change made by the tree anywhere, with pid and program, and the
+/// written bytes of each write up to <see cref="MaxPayload"/> (larger ones are read back: no payload).
+/// This process registers itself as "propagate to children, do not record", so only the command it starts
+/// (and everything that forks from it, even a daemon that double-forks away) is recorded. Drops of the ring
+/// buffer are counted in the kernel and reported as <see cref="CaptureKind.Overflow"/>.
+/// Invisible to syscall tracing: writes through shared mappings, io_uring and splice (the final reconcile
+/// scan catches their result).
+/// </summary>
+public sealed unsafe class EbpfSource : ICaptureSource
+{
+    private const byte TrackRecord = 1;
+    private const byte TrackPropagateOnly = 2;
+    private const string ResourceName = "DiffKeeper.Capture.diffkeeper.bpf.o";
+    private static readonly string[] Programs = ["dk_fork", "dk_exit", "dk_sys_enter", "dk_sys_exit"];
+
+    private readonly IReadOnlyList<string> _roots;
+    private readonly PathFilter _filter;
+    private readonly Dictionary<(uint Dev, ulong Ino), string> _pathByInode = [];
+    private readonly Dictionary<string, (uint Dev, ulong Ino)> _inodeByPath = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, (string Path, EbpfRecordFlags Flags)> _renameFrom = [];
+    private readonly List<BpfLinkHandle> _links = [];
+    private BpfObjectHandle? _object;
+    private RingBufferHandle? _ring;
+    private GCHandle _self;
+    private void* _objectBytes;
+    private int _dropsFd = -1;
+    private ulong _drops;
+    private int _cpus;
+    private Thread? _thread;
+    private ChannelWriter<CaptureEvent>? _sink;
+    private volatile bool _stopping;
+
+    public EbpfSource(IReadOnlyList<string> roots, PathFilter filter)
+    {
+        _roots = roots;
+        _filter = filter;
+    }
+
+    public string Name => "ebpf";
+
+    /// <summary>Bytes of a write carried to user space with its event (at most 256 KiB, the kernel side's limit).</summary>
+    public int MaxPayload { get; init; } = 256 * 1024;
+
+    /// <summary>Pending ring buffer bytes that wake the reader at once (otherwise it wakes every few ms).</summary>
+    public int WakeBytes { get; init; } = 256 * 1024;
+
+    /// <summary>Why this backend cannot run here (checked before trying to load), or null.</summary>
+    public static string? Unavailable()
+    {
+        if (!HasTracingCapabilities())
+        {
+            return "not root (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)";
+        }
+
+        if (!File.Exists("/sys/kernel/btf/vmlinux"))
+        {
+            return "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)";
+        }
+
+        if (!NativeLibrary.TryLoad("libbpf.so.1", out var lib))
+        {
+            return "libbpf.so.1 is not installed (apt install libbpf1)";
+        }
+
+        NativeLibrary.Free(lib);
+        if (File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("NSpid:", StringComparison.Ordinal)) is { } nspid &&
+            nspid.Split('\t', ' ', StringSplitOptions.RemoveEmptyEntries).Length > 2)
+        {
+            return "running in a nested PID namespace (the kernel's process ids differ from ours)";
+        }
+
+        return null;
+    }
+
+    public void Start(ChannelWriter<CaptureEvent> sink)
+    {
+        _sink = sink;
+        if (Unavailable() is { } reason)
+        {
+            throw new DiffKeeperException(ExitCode.SystemError, $"eBPF capture is not available: {reason}");
+        }
+
+        Load();
+        _thread = new Thread(ReadLoop) { IsBackground = true, Name = "ebpf reader" };
+        _thread.Start();
+    }
+
+    public Task StopAsync()
+    {
+        _stopping = true;
+        _thread?.Join();
+        return Task.CompletedTask;
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _stopping = true;
+        _thread?.Join();
+        foreach (var link in _links)
+        {
+            link.Dispose();
+        }
+
+        _links.Clear();
+        _ring?.Dispose();
+        _object?.Dispose();
+        if (_self.IsAllocated)
+        {
+            _self.Free();
+        }
+
+        if (_objectBytes is not null)
+        {
+            NativeMemory.Free(_objectBytes);
+            _objectBytes = null;
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private void Load()
+    {
+        using var resource = typeof(EbpfSource).Assembly.GetManifestResourceStream(ResourceName)
+            ?? throw new DiffKeeperException(ExitCode.Failure, "this diffkeeper was built without its eBPF program (bpf/build.sh did not run)");
+        var size = (int)resource.Length;
+        _objectBytes = NativeMemory.Alloc((nuint)size); // libbpf keeps pointers into the ELF image while the object lives
+        resource.ReadExactly(new Span<byte>(_objectBytes, size));
+        LibBpf.SetPrint(0); // libbpf's own messages go to stderr; our errors say what failed instead
+        _object = LibBpf.ObjectOpenMem(_objectBytes, (nuint)size, 0);
+        if (_object.IsInvalid)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw Refused("libbpf cannot open the eBPF object", errno);
+        }
+
+        _cpus = Math.Max(1, LibBpf.NumPossibleCpus());
+        if (!LibBpf.SetMaxEntries(_object, "scratch", (uint)_cpus))
+        {
+            throw new DiffKeeperException(ExitCode.Failure, "the eBPF object has no 'scratch' map");
+        }
+
+        var loaded = LibBpf.ObjectLoad(_object);
+        if (loaded < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw Refused("the kernel refused to load the eBPF programs", errno != 0 ? errno : -loaded);
+        }
+
+        var settings = new Settings { MaxPayload = (uint)Math.Clamp(MaxPayload, 0, 256 * 1024), WakeBytes = (uint)WakeBytes };
+        var zero = 0u;
+        if (LibBpf.MapUpdateElem(LibBpf.MapFdByName(_object, "settings"), &zero, &settings, LibBpf.BPF_ANY) != 0)
+        {
+            throw Refused("cannot configure the eBPF programs", Marshal.GetLastPInvokeError());
+        }
+
+        // This process forwards tracking to the command it starts but is not recorded itself (its trace writes).
+        var self = (uint)Environment.ProcessId;
+        var track = TrackPropagateOnly;
+        if (LibBpf.MapUpdateElem(LibBpf.MapFdByName(_object, "tracked"), &self, &track, LibBpf.BPF_ANY) != 0)
+        {
+            throw Refused("cannot register the recorder with the eBPF programs", Marshal.GetLastPInvokeError());
+        }
+
+        _dropsFd = LibBpf.MapFdByName(_object, "drops");
+        foreach (var name in Programs)
+        {
+            var link = LibBpf.Attach(_object, name);
+            if (link.IsInvalid)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                throw Refused($"the kernel refused to attach eBPF program {name}", errno);
+            }
+
+            _links.Add(link);
+        }
+
+        _self = GCHandle.Alloc(this);
+        _ring = LibBpf.RingBufferNew(LibBpf.MapFdByName(_object, "events"), &OnRecord, GCHandle.ToIntPtr(_self), 0);
+        if (_ring.IsInvalid)
+        {
+            throw Refused("cannot open the eBPF ring buffer", Marshal.GetLastPInvokeError());
+        }
+    }
+
+    private static DiffKeeperException Refused(string what, int errno) =>
+        new(ExitCode.SystemError, $"{what}: {Libc.StrError(errno)} (errno {errno})");
+
+    private void ReadLoop()
+    {
+        while (true)
+        {
+            var stopping = _stopping;
+            // The kernel side wakes us only once WakeBytes are pending; the timeout picks up the rest.
+            LibBpf.RingBufferPoll(_ring!, 10);
+            LibBpf.RingBufferConsume(_ring!);
+            CheckDrops();
+            if (stopping)
+            {
+                // Every record the command's syscalls produced was in the ring before it exited: drained.
+                return;
+            }
+        }
+    }
+
+    private void CheckDrops()
+    {
+        var values = stackalloc ulong[_cpus];
+        var zero = 0u;
+        if (LibBpf.MapLookupElem(_dropsFd, &zero, values) != 0)
+        {
+            return;
+        }
+
+        ulong total = 0;
+        for (var i = 0; i < _cpus; i++)
+        {
+            total += values[i];
+        }
+
+        if (total > _drops)
+        {
+            var lost = total - _drops;
+            _drops = total;
+            Emit(new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, Stopwatch.GetTimestamp(),
+                Detail: $"eBPF ring buffer full: {lost} events were lost; rescanning"));
+        }
+    }
+
+    [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
+    private static int OnRecord(nint context, void* data, nuint size)
+    {
+        var source = (EbpfSource)GCHandle.FromIntPtr(context).Target!;
+        try
+        {
+            source.Handle(new ReadOnlySpan<byte>(data, (int)size));
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or DecoderFallbackException)
+        {
+            // Never let an exception cross into libbpf: report the record as lost so the recorder rescans.
+            source.Emit(new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, Stopwatch.GetTimestamp(),
+                Detail: $"an eBPF record could not be decoded ({e.Message}); rescanning"));
+        }
+
+        return 0;
+    }
+
+    private void Emit(in CaptureEvent e) => _sink!.TryWrite(e);
+
+    private void Handle(ReadOnlySpan<byte> data)
+    {
+        if (!EbpfRecord.TryRead(data, out var r))
+        {
+            throw new InvalidOperationException($"a record of {data.Length} bytes is shorter than its lengths");
+        }
+
+        var kind = r.Kind;
+        var abs = AbsolutePath(r);
+        var inode = (r.Device, r.Inode);
+        if (kind is EbpfRecordKind.Open or EbpfRecordKind.Write or EbpfRecordKind.Changed || (kind is EbpfRecordKind.Truncate or EbpfRecordKind.Chmod && r.UserPath.IsEmpty))
+        {
+            // fd-based: the kernel sends the path with the first event of an open file; later ones only the inode.
+            if (abs is not null)
+            {
+                Remember(inode, abs);
+            }
+            else if (!_pathByInode.TryGetValue(inode, out abs))
+            {
+                return; // a file opened before recording started, outside every root
+            }
+        }
+
+        if (abs is null)
+        {
+            return;
+        }
+
+        var ts = ToStopwatch(r.TimeNs);
+        var pid = r.ProcessId;
+        var comm = r.Comm;
+        switch (kind)
+        {
+            case EbpfRecordKind.Open:
+                if (r.Flags.HasFlag(EbpfRecordFlags.Created))
+                {
+                    EmitAt(abs, CaptureKind.Created, ts, pid, comm, knownEmpty: true);
+                }
+                else if (r.Flags.HasFlag(EbpfRecordFlags.Truncated))
+                {
+                    EmitAt(abs, CaptureKind.Truncated, ts, pid, comm, offset: 0);
+                }
+
+                return;
+            case EbpfRecordKind.Write:
+                EmitAt(abs, CaptureKind.Written, ts, pid, comm, offset: r.Offset, length: r.Length,
+                    payload: r.HasPayload ? r.Payload.ToArray() : null);
+                return;
+            case EbpfRecordKind.Changed:
+                EmitAt(abs, CaptureKind.Modified, ts, pid, comm);
+                return;
+            case EbpfRecordKind.Truncate:
+                EmitAt(abs, CaptureKind.Truncated, ts, pid, comm, offset: r.Offset);
+                return;
+            case EbpfRecordKind.Chmod:
+                EmitAt(abs, CaptureKind.Attributes, ts, pid, comm);
+                return;
+            case EbpfRecordKind.Unlink:
+                Forget(abs);
+                EmitAt(abs, CaptureKind.Deleted, ts, pid, comm);
+                return;
+            case EbpfRecordKind.Rmdir:
+                EmitAt(abs, CaptureKind.Deleted, ts, pid, comm, isDirectory: true);
+                return;
+            case EbpfRecordKind.Mkdir:
+                EmitAt(abs, CaptureKind.Created, ts, pid, comm, isDirectory: true);
+                return;
+            case EbpfRecordKind.Symlink:
+            case EbpfRecordKind.Link:
+                EmitAt(abs, CaptureKind.Created, ts, pid, comm);
+                return;
+            case EbpfRecordKind.RenameFrom:
+                _renameFrom[r.ThreadId] = (abs, r.Flags);
+                return;
+            case EbpfRecordKind.RenameTo:
+                if (_renameFrom.Remove(r.ThreadId, out var from))
+                {
+                    Renamed(from.Path, abs, r.Flags.HasFlag(EbpfRecordFlags.Exchange), ts, pid, comm);
+                }
+
+                return;
+        }
+    }
+
+    private void Renamed(string from, string to, bool exchange, long ts, int pid, string comm)
+    {
+        var isDirectory = Directory.Exists(to) && !File.GetAttributes(to).HasFlag(FileAttributes.ReparsePoint);
+        if (exchange)
+        {
+            // Both names now hold the other's entry: each is re-read.
+            EmitAt(from, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
+            EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
+            return;
+        }
+
+        MoveRemembered(from, to, isDirectory);
+        var a = Locate(from);
+        var b = Locate(to);
+        if (a is { } x && b is { } y && x.Root == y.Root)
+        {
+            Emit(new CaptureEvent(CaptureKind.Renamed, x.Root, x.Rel, y.Rel, isDirectory, ts, pid, comm));
+        }
+        else
+        {
+            EmitAt(from, CaptureKind.Deleted, ts, pid, comm, isDirectory: isDirectory);
+            EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
+        }
+    }
+
+    private void EmitAt(string abs, CaptureKind kind, long ts, int pid, string comm, bool isDirectory = false,
+        long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false)
+    {
+        if (Locate(abs) is { } at)
+        {
+            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty));
+        }
+    }
+
+    /// <summary>The root and root-relative path of an absolute path; null outside every root or excluded.</summary>
+    private (int Root, string Rel)? Locate(string abs)
+    {
+        for (var i = 0; i < _roots.Count; i++)
+        {
+            var root = _roots[i];
+            if (root == "/")
+            {
+                var rel = abs.TrimStart('/');
+                return rel.Length == 0 || _filter.IsExcluded(i, rel) ? null : (i, rel);
+            }
+
+            if (abs.Length > root.Length && TracePath.IsAtOrBelow(abs, root))
+            {
+                var rel = abs[(root.Length + 1)..];
+                return _filter.IsExcluded(i, rel) ? null : (i, rel);
+            }
+        }
+
+        return null;
+    }
+
+    private void Remember((uint, ulong) inode, string abs)
+    {
+        if (_pathByInode.TryGetValue(inode, out var old) && old != abs)
+        {
+            _inodeByPath.Remove(old);
+        }
+
+        _pathByInode[inode] = abs;
+        _inodeByPath[abs] = inode;
+    }
+
+    private void Forget(string abs)
+    {
+        if (_inodeByPath.Remove(abs, out var inode))
+        {
+            _pathByInode.Remove(inode);
+        }
+    }
+
+    private void MoveRemembered(string from, string to, bool isDirectory)
+    {
+        Forget(to); // replaced
+        if (!isDirectory)
+        {
+            if (_inodeByPath.Remove(from, out var inode))
+            {
+                Remember(inode, to);
+            }
+
+            return;
+        }
+
+        var prefix = from + "/";
+        foreach (var (path, inode) in _inodeByPath.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToList())
+        {
+            _inodeByPath.Remove(path);
+            Remember(inode, to + path[from.Length..]);
+        }
+    }
+
+    /// <summary>The absolute path a record names: its kernel path, joined with its user path when that is relative.</summary>
+    private static string? AbsolutePath(in EbpfRecord r)
+    {
+        var kernel = r.KernelPath;
+        var user = r.UserPath;
+        if (r.Flags.HasFlag(EbpfRecordFlags.PathTruncated))
+        {
+            return null;
+        }
+
+        if (user.IsEmpty)
+        {
+            return kernel.IsEmpty ? null : Encoding.UTF8.GetString(kernel);
+        }
+
+        var userPath = Encoding.UTF8.GetString(user);
+        if (userPath.StartsWith('/'))
+        {
+            return Normalize(userPath);
+        }
+
+        return kernel.IsEmpty ? null : Normalize(Encoding.UTF8.GetString(kernel) + "/" + userPath);
+    }
+
+    /// <summary>Lexical normalization: no empty, "." or ".." components (symlinked directories are not resolved).</summary>
+    private static string Normalize(string path)
+    {
+        var parts = new List<string>();
+        foreach (var part in path.Split('/'))
+        {
+            if (part.Length == 0 || part == ".")
+            {
+                continue;
+            }
+
+            if (part == "..")
+            {
+                if (parts.Count > 0)
+                {
+                    parts.RemoveAt(parts.Count - 1);
+                }
+
+                continue;
+            }
+
+            parts.Add(part);
+        }
+
+        return "/" + string.Join('/', parts);
+    }
+
+    private static long ToStopwatch(ulong monotonicNs) =>
+        Stopwatch.Frequency == 1_000_000_000 ? (long)monotonicNs : (long)(monotonicNs * (Stopwatch.Frequency / 1e9));
+
+    private static bool HasTracingCapabilities()
+    {
+        const int capSysAdmin = 21, capPerfmon = 38, capBpf = 39;
+        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("CapEff:", StringComparison.Ordinal));
+        if (line is null || !ulong.TryParse(line[7..].Trim(), System.Globalization.NumberStyles.HexNumber, null, out var caps))
+        {
+            return false;
+        }
+
+        bool Has(int cap) => (caps & (1UL << cap)) != 0;
+        return Has(capSysAdmin) || (Has(capBpf) && Has(capPerfmon));
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Settings
+    {
+        public uint MaxPayload;
+        public uint WakeBytes;
+    }
+}

@@ -1,0 +1,413 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading.Channels;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+
+namespace DiffKeeper.Capture.Fanotify;
+
+/// <summary>
+/// fanotify with a filesystem mark on each root's file system, reporting directory file handles and names
+/// (FAN_REPORT_DFID_NAME) and the target's handle (FAN_REPORT_TARGET_FID), read by a dedicated thread. Sees
+/// every change on those file systems by any process, with its pid; events outside the roots are dropped here.
+/// A directory handle is turned into a path with open_by_handle_at and /proc/self/fd; the handles of directories
+/// created while recording are cached from their CREATE event, so a directory deleted before its events are
+/// read still has a path (otherwise ESTALE). Like inotify, the recorder reads a file after its event: fanotify
+/// merges events and carries no data. A queue overflow becomes <see cref="CaptureKind.Overflow"/>.
+/// </summary>
+public sealed unsafe class FanotifySource : ICaptureSource
+{
+    private const uint FAN_CLOEXEC = 0x1;
+    private const uint FAN_NONBLOCK = 0x2;
+    private const uint FAN_REPORT_FID = 0x200;
+    private const uint FAN_REPORT_DIR_FID = 0x400;
+    private const uint FAN_REPORT_NAME = 0x800;
+    private const uint FAN_REPORT_TARGET_FID = 0x1000;
+    private const uint FAN_MARK_ADD = 0x1;
+    private const uint FAN_MARK_FILESYSTEM = 0x100;
+    private const ulong FAN_MODIFY = 0x2;
+    private const ulong FAN_ATTRIB = 0x4;
+    private const ulong FAN_CLOSE_WRITE = 0x8;
+    private const ulong FAN_CREATE = 0x100;
+    private const ulong FAN_DELETE = 0x200;
+    private const ulong FAN_Q_OVERFLOW = 0x4000;
+    private const ulong FAN_RENAME = 0x10000000;
+    private const ulong FAN_ONDIR = 0x40000000;
+    private const byte InfoFid = 1;
+    private const byte InfoDfidName = 2;
+    private const byte InfoDfid = 3;
+    private const byte InfoOldDfidName = 10;
+    private const byte InfoNewDfidName = 12;
+    private const int O_LARGEFILE = 0x8000;
+    private const int MetadataSize = 24;
+
+    private const ulong Mask = FAN_MODIFY | FAN_ATTRIB | FAN_CLOSE_WRITE | FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR;
+
+    private readonly IReadOnlyList<string> _roots;
+    private readonly PathFilter _filter;
+    private readonly List<int> _mountFds = [];
+    // Directory handle -> path (null: cannot be resolved, e.g. deleted before we asked). The mark covers whole
+    // file systems, so most events are outside the roots: each directory is resolved once.
+    private readonly Dictionary<string, string?> _directories = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, string?> _comms = [];
+    private int _fd = -1;
+    private Thread? _thread;
+    private ChannelWriter<CaptureEvent>? _sink;
+    private volatile bool _stopping;
+
+    public FanotifySource(IReadOnlyList<string> roots, PathFilter filter)
+    {
+        _roots = roots;
+        _filter = filter;
+    }
+
+    public string Name => "fanotify";
+
+    public void Start(ChannelWriter<CaptureEvent> sink)
+    {
+        _sink = sink;
+        _fd = Libc.FanotifyInit(FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_FID | FAN_REPORT_DIR_FID | FAN_REPORT_NAME | FAN_REPORT_TARGET_FID,
+            (uint)(Libc.O_RDONLY | O_LARGEFILE));
+        if (_fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new DiffKeeperException(ExitCode.SystemError, errno == 1
+                ? "fanotify capture needs CAP_SYS_ADMIN (root)"
+                : $"fanotify capture is not available: {Libc.StrError(errno)} (errno {errno})");
+        }
+
+        foreach (var root in _roots)
+        {
+            if (Libc.FanotifyMark(_fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, Mask, Libc.AT_FDCWD, root) != 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                throw new DiffKeeperException(ExitCode.SystemError, $"fanotify cannot mark the file system of {root}: {Libc.StrError(errno)} (errno {errno})");
+            }
+
+            var mountFd = Libc.Open(root, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0); // open_by_handle_at refuses O_PATH
+            if (mountFd >= 0)
+            {
+                _mountFds.Add(mountFd);
+            }
+        }
+
+        _thread = new Thread(ReadLoop) { IsBackground = true, Name = "fanotify reader" };
+        _thread.Start();
+    }
+
+    public Task StopAsync()
+    {
+        _stopping = true;
+        _thread?.Join();
+        return Task.CompletedTask;
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _stopping = true;
+        _thread?.Join();
+        foreach (var fd in _mountFds)
+        {
+            Libc.Close(fd);
+        }
+
+        _mountFds.Clear();
+        if (_fd >= 0)
+        {
+            Libc.Close(_fd);
+            _fd = -1;
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private void ReadLoop()
+    {
+        var buffer = new byte[256 * 1024];
+        var poll = new Libc.PollFd { Fd = _fd, Events = Libc.POLLIN };
+        while (true)
+        {
+            var stopping = _stopping;
+            int n;
+            fixed (byte* p = buffer)
+            {
+                n = (int)Libc.Read(_fd, p, buffer.Length);
+                if (n > 0)
+                {
+                    Parse(p, n);
+                    continue;
+                }
+            }
+
+            if (stopping)
+            {
+                return; // the queue is drained
+            }
+
+            Libc.Poll(&poll, 1, 20);
+        }
+    }
+
+    private void Parse(byte* data, int length)
+    {
+        var pos = 0;
+        while (pos + MetadataSize <= length)
+        {
+            var e = new ReadOnlySpan<byte>(data + pos, length - pos);
+            var eventLength = (int)BinaryPrimitives.ReadUInt32LittleEndian(e);
+            if (eventLength < MetadataSize || eventLength > e.Length)
+            {
+                return;
+            }
+
+            Handle(data + pos, eventLength);
+            pos += eventLength;
+        }
+    }
+
+    private void Handle(byte* ev, int eventLength)
+    {
+        var e = new ReadOnlySpan<byte>(ev, eventLength);
+        var metadataLength = BinaryPrimitives.ReadUInt16LittleEndian(e[6..]);
+        var mask = BinaryPrimitives.ReadUInt64LittleEndian(e[8..]);
+        var pid = BinaryPrimitives.ReadInt32LittleEndian(e[20..]);
+        var ts = Stopwatch.GetTimestamp();
+        if ((mask & FAN_Q_OVERFLOW) != 0)
+        {
+            _sink!.TryWrite(new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, ts, Detail: "fanotify queue overflow: events were lost; rescanning"));
+            return;
+        }
+
+        string? path = null, oldPath = null, newPath = null;
+        byte* child = null;
+        for (var pos = (int)metadataLength; pos + 4 <= eventLength;)
+        {
+            var type = ev[pos];
+            var len = BinaryPrimitives.ReadUInt16LittleEndian(e[(pos + 2)..]);
+            if (len < 4 || pos + len > eventLength)
+            {
+                break;
+            }
+
+            switch (type)
+            {
+                case InfoDfidName or InfoOldDfidName or InfoNewDfidName or InfoDfid:
+                {
+                    var named = DirectoryEntry(ev + pos, len, type != InfoDfid);
+                    if (type == InfoOldDfidName)
+                    {
+                        oldPath = named;
+                    }
+                    else if (type == InfoNewDfidName)
+                    {
+                        newPath = named;
+                    }
+                    else
+                    {
+                        path = named;
+                    }
+
+                    break;
+                }
+
+                case InfoFid:
+                    child = ev + pos;
+                    break;
+            }
+
+            pos += len;
+        }
+
+        var isDir = (mask & FAN_ONDIR) != 0;
+        var comm = Comm(pid);
+        if ((mask & FAN_CREATE) != 0 && path is not null)
+        {
+            if (isDir && child is not null)
+            {
+                _directories[HandleKey(child)] = path; // resolvable even after it is deleted
+            }
+
+            Emit(CaptureKind.Created, path, null, isDir, ts, pid, comm);
+        }
+
+        if ((mask & FAN_RENAME) != 0 && oldPath is not null && newPath is not null)
+        {
+            if (isDir)
+            {
+                MoveCachedDirectories(oldPath, newPath);
+            }
+
+            var from = Locate(oldPath);
+            var to = Locate(newPath);
+            if (from is { } a && to is { } b && a.Root == b.Root)
+            {
+                _sink!.TryWrite(new CaptureEvent(CaptureKind.Renamed, a.Root, a.Rel, b.Rel, isDir, ts, pid, comm));
+            }
+            else
+            {
+                Emit(CaptureKind.Deleted, oldPath, from, isDir, ts, pid, comm);
+                Emit(CaptureKind.Created, newPath, to, isDir, ts, pid, comm);
+            }
+        }
+
+        if (path is null)
+        {
+            return;
+        }
+
+        if ((mask & FAN_MODIFY) != 0)
+        {
+            Emit(CaptureKind.Modified, path, null, isDir, ts, pid, comm);
+        }
+
+        if ((mask & FAN_ATTRIB) != 0)
+        {
+            Emit(CaptureKind.Attributes, path, null, isDir, ts, pid, comm);
+        }
+
+        if ((mask & FAN_CLOSE_WRITE) != 0)
+        {
+            Emit(CaptureKind.ClosedWrite, path, null, isDir, ts, pid, comm);
+        }
+
+        if ((mask & FAN_DELETE) != 0)
+        {
+            Emit(CaptureKind.Deleted, path, null, isDir, ts, pid, comm);
+        }
+    }
+
+    private void Emit(CaptureKind kind, string abs, (int Root, string Rel)? at, bool isDir, long ts, int pid, string? comm)
+    {
+        if ((at ?? Locate(abs)) is { } where)
+        {
+            _sink!.TryWrite(new CaptureEvent(kind, where.Root, where.Rel, null, isDir, ts, pid, comm));
+        }
+    }
+
+    /// <summary>The path of a DFID(_NAME) record: its directory's path, joined with its name when it has one.</summary>
+    private string? DirectoryEntry(byte* record, int length, bool named)
+    {
+        // header (4), fsid (8), struct file_handle { u32 handle_bytes; s32 handle_type; u8 f_handle[]; }, name
+        var handleBytes = (int)BinaryPrimitives.ReadUInt32LittleEndian(new ReadOnlySpan<byte>(record + 12, 4));
+        var nameStart = 12 + 8 + handleBytes;
+        if (nameStart > length)
+        {
+            return null;
+        }
+
+        var directory = ResolveDirectory(record);
+        if (directory is null)
+        {
+            return null;
+        }
+
+        if (!named)
+        {
+            return directory;
+        }
+
+        var name = new ReadOnlySpan<byte>(record + nameStart, length - nameStart);
+        var end = name.IndexOf((byte)0);
+        var text = Encoding.UTF8.GetString(end < 0 ? name : name[..end]);
+        return text.Length == 0 || text == "." ? directory : directory == "/" ? "/" + text : directory + "/" + text;
+    }
+
+    private string? ResolveDirectory(byte* record)
+    {
+        var key = HandleKey(record);
+        if (_directories.TryGetValue(key, out var cached))
+        {
+            return cached;
+        }
+
+        var buffer = stackalloc byte[4096];
+        string? path = null;
+        foreach (var mountFd in _mountFds)
+        {
+            var fd = Libc.OpenByHandleAt(mountFd, record + 12, Libc.O_PATH | Libc.O_CLOEXEC);
+            if (fd < 0)
+            {
+                continue;
+            }
+
+            var n = Libc.Readlink($"/proc/self/fd/{fd}", buffer, 4096);
+            Libc.Close(fd);
+            if (n > 0)
+            {
+                path = Encoding.UTF8.GetString(buffer, (int)n);
+                if (path.EndsWith(" (deleted)", StringComparison.Ordinal) || !path.StartsWith('/'))
+                {
+                    path = null;
+                }
+            }
+
+            break;
+        }
+
+        if (_directories.Count > 200_000)
+        {
+            _directories.Clear();
+        }
+
+        _directories[key] = path;
+        return path;
+    }
+
+    private void MoveCachedDirectories(string from, string to)
+    {
+        foreach (var (key, path) in _directories.Where(kv => kv.Value is not null && TracePath.IsAtOrBelow(kv.Value, from)).ToList())
+        {
+            _directories[key] = to + path![from.Length..];
+        }
+    }
+
+    /// <summary>fsid and file handle of a fid record, as a dictionary key.</summary>
+    private static string HandleKey(byte* record)
+    {
+        var handleBytes = (int)BinaryPrimitives.ReadUInt32LittleEndian(new ReadOnlySpan<byte>(record + 12, 4));
+        return Convert.ToHexString(new ReadOnlySpan<byte>(record + 4, 16 + Math.Min(handleBytes, 128)));
+    }
+
+    private string? Comm(int pid)
+    {
+        if (_comms.TryGetValue(pid, out var comm))
+        {
+            return comm;
+        }
+
+        try
+        {
+            comm = File.ReadAllText($"/proc/{pid}/comm").TrimEnd('\n');
+        }
+        catch (IOException)
+        {
+            comm = null; // already gone
+        }
+
+        if (_comms.Count > 10_000)
+        {
+            _comms.Clear();
+        }
+
+        _comms[pid] = comm;
+        return comm;
+    }
+
+    /// <summary>The root and root-relative path of an absolute path; null outside every root or excluded.</summary>
+    private (int Root, string Rel)? Locate(string abs)
+    {
+        for (var i = 0; i < _roots.Count; i++)
+        {
+            var root = _roots[i];
+            var rel = root == "/" ? abs.TrimStart('/') : abs.Length > root.Length && TracePath.IsAtOrBelow(abs, root) ? abs[(root.Length + 1)..] : null;
+            if (rel is not null)
+            {
+                return rel.Length == 0 || _filter.IsExcluded(i, rel) ? null : (i, rel);
+            }
+        }
+
+        return null;
+    }
+}

@@ -1,0 +1,20 @@
+using System.Threading.Channels;
+
+namespace DiffKeeper.Capture.Scan;
+
+/// <summary>
+/// No live capture at all: the recorder's baseline scan and final reconcile scan are the whole record (one state
+/// before, one after). Needs nothing; useful where no other backend works or to compare.
+/// </summary>
+public sealed class ScanSource : ICaptureSource
+{
+    public string Name => "scan";
+
+    public void Start(ChannelWriter<CaptureEvent> sink)
+    {
+    }
+
+    public Task StopAsync() => Task.CompletedTask;
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+}

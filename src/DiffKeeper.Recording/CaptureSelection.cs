@@ -1,0 +1,57 @@
+using System.Threading.Channels;
+using DiffKeeper.Capture;
+using DiffKeeper.Capture.Ebpf;
+using DiffKeeper.Capture.Fanotify;
+using DiffKeeper.Capture.Inotify;
+using DiffKeeper.Capture.Scan;
+using DiffKeeper.Core;
+
+namespace DiffKeeper.Recording;
+
+/// <summary>
+/// Starts the capture backend `--capture` asks for. With <see cref="CaptureMode.Auto"/>, tries eBPF, then fanotify,
+/// then inotify, and logs one line for each better backend it skipped, with the reason (the kernel's errno when
+/// the kernel refused). An explicitly requested backend that cannot start is an error.
+/// </summary>
+internal static class CaptureSelection
+{
+    public static ICaptureSource Start(RecordOptions options, PathFilter filter, ChannelWriter<CaptureEvent> sink, TextWriter log)
+    {
+        var order = options.Capture == CaptureMode.Auto
+            ? [CaptureMode.Ebpf, CaptureMode.Fanotify, CaptureMode.Inotify]
+            : new[] { options.Capture };
+        foreach (var mode in order)
+        {
+            ICaptureSource? source = null;
+            try
+            {
+                source = Create(mode, options, filter);
+                source.Start(sink);
+                return source;
+            }
+            catch (DiffKeeperException e) when (options.Capture == CaptureMode.Auto && mode != CaptureMode.Inotify)
+            {
+                source?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                log.WriteLine($"diffkeeper: capture: not using {Name(mode)}: {e.Message}");
+            }
+            catch
+            {
+                source?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                throw;
+            }
+        }
+
+        throw new InvalidOperationException("inotify is always tried last");
+    }
+
+    public static string Name(CaptureMode mode) => mode.ToString().ToLowerInvariant();
+
+    private static ICaptureSource Create(CaptureMode mode, RecordOptions options, PathFilter filter) => mode switch
+    {
+        CaptureMode.Ebpf => new EbpfSource(options.Roots, filter) { MaxPayload = options.MaxPayload },
+        CaptureMode.Fanotify => new FanotifySource(options.Roots, filter),
+        CaptureMode.Inotify => new InotifySource(options.Roots, filter),
+        CaptureMode.Scan => new ScanSource(),
+        _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, null),
+    };
+}

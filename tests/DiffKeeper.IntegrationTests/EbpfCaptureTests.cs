@@ -1,0 +1,304 @@
+using System.Diagnostics;
+using System.Text.Json;
+using DiffKeeper.Storage.Tests;
+
+namespace DiffKeeper.IntegrationTests;
+
+/// <summary>
+/// The eBPF backend on the real kernel: exact per-write payloads with pid and program, the process-tree filter,
+/// --watch /, bursts without losses, and the fallback chain without privileges. Skipped, with the reason, where
+/// the kernel or the user cannot run eBPF.
+/// </summary>
+public sealed class EbpfCaptureTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public EbpfCaptureTests() => Directory.CreateDirectory(Work);
+
+    public void Dispose() => _dir.Dispose();
+
+    private string Work => _dir.Sub("work");
+
+    private string Trace => _dir.Sub("trace");
+
+    [Fact]
+    public void Three_overwrites_within_a_millisecond_are_three_writes_each_with_its_own_content_pid_and_program()
+    {
+        SkipUnlessEbpf();
+        var script = Path.Combine(_dir.Path, "three.py");
+        File.WriteAllText(script, """
+            import os, sys
+            for text in [b"first version\n", b"second, longer version\n", b"third\n"]:
+                with open("f.txt", "wb") as f:
+                    f.write(text)
+            print(os.getpid())
+            os.unlink("f.txt")
+            """);
+        var r = Cli.Run(Work, "record", "--capture", "ebpf", "--trace", Trace, "--", "python3", script);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var pid = int.Parse(r.Stdout.Trim(), System.Globalization.CultureInfo.InvariantCulture);
+
+        var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
+        var writes = events.Where(e => Op(e) == "WRITE").ToList();
+        Assert.Equal(3, writes.Count);
+        Assert.All(writes, w =>
+        {
+            Assert.Equal("f.txt", w.GetProperty("path").GetString());
+            Assert.Equal(pid, w.GetProperty("pid").GetInt32());
+            Assert.Equal("python3", w.GetProperty("comm").GetString());
+        });
+        Assert.Contains(events, e => Op(e) == "DELETE" && e.GetProperty("path").GetString() == "f.txt");
+
+        string[] expected = ["first version\n", "second, longer version\n", "third\n"];
+        for (var i = 0; i < 3; i++)
+        {
+            var at = "#" + writes[i].GetProperty("seq").GetInt64();
+            Assert.Equal(expected[i], Cli.Ok(Work, "show", "--trace", Trace, "f.txt", "--time", at).Stdout);
+            var outDir = _dir.Sub("out" + i);
+            Cli.Ok(Work, "export", "--trace", Trace, "--time", at, "--out", outDir);
+            Assert.Equal(expected[i], File.ReadAllText(Path.Combine(outDir, "f.txt")));
+        }
+
+        Assert.Contains("ebpf", Cli.Ok(Work, "timeline", "--trace", Trace).Lines[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_write_larger_than_the_payload_limit_is_read_back_and_marked_so()
+    {
+        SkipUnlessEbpf();
+        var script = Path.Combine(_dir.Path, "big.py");
+        File.WriteAllText(script, """
+            import os
+            fd = os.open("big.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"small")
+            os.write(fd, b"B" * 5000)
+            os.close(fd)
+            """);
+        var r = Cli.Run(Work, "record", "--capture", "ebpf", "--max-payload", "1000", "--trace", Trace, "--", "python3", script);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var writes = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json")).Where(e => Op(e) == "WRITE").ToList();
+        Assert.Equal(2, writes.Count);
+        Assert.Equal(JsonValueKind.Null, writes[0].GetProperty("detail").ValueKind);
+        Assert.Equal("read back", writes[1].GetProperty("detail").GetString());
+        Assert.Equal("small", Cli.Ok(Work, "show", "--trace", Trace, "big.bin", "--time", "#" + writes[0].GetProperty("seq").GetInt64()).Stdout);
+        Assert.Equal("small" + new string('B', 5000), Cli.Ok(Work, "show", "--trace", Trace, "big.bin").Stdout);
+    }
+
+    [Fact]
+    public async Task Another_process_writing_into_the_watched_tree_is_not_recorded_but_a_double_forked_child_of_the_command_is()
+    {
+        SkipUnlessEbpf();
+        var control = _dir.Sub("control");
+        Directory.CreateDirectory(control);
+        // The daemon's parent (a subshell) exits at once: the daemon is reparented away from the command.
+        var script = $"echo parent > parent.txt; ( sh -c 'echo daemon > daemon.txt; touch {control}/daemon' & ); " +
+            $"while [ ! -e {control}/done ]; do sleep 0.02; done";
+        using var record = Cli.Start(Work, "record", "--capture", "ebpf", "--trace", Trace, "--", "sh", "-c", script);
+        WaitFor(Path.Combine(control, "daemon"), record);
+        // This test process is outside the recorded tree: its file comes and goes while the command runs.
+        var outside = Path.Combine(Work, "outside.txt");
+        File.WriteAllText(outside, "not recorded");
+        File.AppendAllText(outside, " either");
+        File.Delete(outside);
+        File.WriteAllText(Path.Combine(control, "done"), "");
+        record.StandardInput.Close();
+        var ct = TestContext.Current.CancellationToken;
+        var stderr = record.StandardError.ReadToEndAsync(ct);
+        await record.StandardOutput.ReadToEndAsync(ct);
+        await record.WaitForExitAsync(ct);
+        Assert.True(record.ExitCode == 0, await stderr);
+
+        var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
+        Assert.DoesNotContain(events, e => e.GetProperty("path").GetString() == "outside.txt");
+        Assert.Contains(events, e => Op(e) == "CREATE" && e.GetProperty("path").GetString() == "daemon.txt" && e.GetProperty("pid").ValueKind == JsonValueKind.Number);
+        Assert.Contains(events, e => Op(e) == "CREATE" && e.GetProperty("path").GetString() == "parent.txt");
+        Assert.Equal("daemon\n", Cli.Ok(Work, "show", "--trace", Trace, "daemon.txt").Stdout);
+    }
+
+    [Fact]
+    public void With_watch_root_a_write_under_tmp_is_recorded_and_exported_under_its_absolute_path()
+    {
+        SkipUnlessEbpf();
+        var target = Path.Combine(Path.GetTempPath(), "dk-abs-" + Guid.NewGuid().ToString("N")[..12]);
+        try
+        {
+            var r = Cli.Run(Work, "record", "--capture", "ebpf", "--watch", "/", "--trace", Trace, "--", "sh", "-c",
+                $"mkdir {target}; echo hello > {target}/f.txt; echo world >> {target}/f.txt");
+            Assert.True(r.ExitCode == 0, r.ToString());
+            var rel = target.TrimStart('/') + "/f.txt";
+            var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
+            Assert.Equal(2, events.Count(e => Op(e) == "WRITE" && e.GetProperty("path").GetString()!.EndsWith(rel, StringComparison.Ordinal)));
+            var outDir = _dir.Sub("out");
+            Cli.Ok(Work, "export", "--trace", Trace, "--out", outDir);
+            Assert.Equal("hello\nworld\n", File.ReadAllText(Path.Combine(outDir, rel)));
+            // Only what the command touched: not the rest of the file system, not the trace itself.
+            Assert.DoesNotContain(events, e => e.GetProperty("path").GetString() is { } p && p.Contains("catalog.db", StringComparison.Ordinal));
+        }
+        finally
+        {
+            if (Directory.Exists(target))
+            {
+                Directory.Delete(target, true);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("tmpfs")]
+    [InlineData("ext4")]
+    public void A_burst_of_120000_creates_in_new_directories_is_recorded_in_full_without_loss(string fileSystem)
+    {
+        SkipUnlessEbpf();
+        var root = Work;
+        var mounted = false;
+        if (fileSystem == "tmpfs")
+        {
+            root = _dir.Sub("tmpfs");
+            Directory.CreateDirectory(root);
+            var mount = Process.Start("mount", ["-t", "tmpfs", "-o", "size=512m", "dk-test", root])!;
+            mount.WaitForExit();
+            Assert.Equal(0, mount.ExitCode);
+            mounted = true;
+        }
+        else if (!IsFileSystem(root, "ext4"))
+        {
+            Assert.Skip($"{root} is not on ext4 here");
+        }
+
+        try
+        {
+            var script = Path.Combine(_dir.Path, "creates.py");
+            File.WriteAllText(script, """
+                import os
+                for d in range(120):
+                    os.mkdir(f"d{d:03}")
+                    for i in range(1000):
+                        os.close(os.open(f"d{d:03}/f{i:04}", os.O_WRONLY | os.O_CREAT, 0o644))
+                """);
+            var r = Cli.Run(root, "record", "--capture", "ebpf", "--trace", Trace, "--", "python3", script);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            var events = Cli.JsonLines(Cli.Ok(root, "timeline", "--trace", Trace, "--json"));
+            Assert.Equal(0, events.Count(e => Op(e) == "LOST"));
+            Assert.Equal(120_000, events.Count(e => Op(e) == "CREATE" && e.GetProperty("detail").ValueKind == JsonValueKind.Null));
+            Assert.Equal(120, events.Count(e => Op(e) == "MKDIR" && e.GetProperty("detail").ValueKind == JsonValueKind.Null));
+            var session = Cli.JsonLines(Cli.Ok(root, "sessions", "--trace", Trace, "--json")).Single();
+            Assert.Equal(0, session.GetProperty("lost_events").GetInt64());
+        }
+        finally
+        {
+            if (mounted)
+            {
+                Process.Start("umount", ["-l", root])!.WaitForExit();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Without_privileges_auto_falls_back_saying_why_and_still_records()
+    {
+        if (Environment.UserName != "root")
+        {
+            Assert.Skip("needs root to drop privileges with setpriv");
+        }
+
+        foreach (var d in new[] { _dir.Path, Work })
+        {
+            File.SetUnixFileMode(d, (UnixFileMode)0x1FF);
+        }
+
+        var bundle = _dir.Sub("bundle");
+        Directory.CreateDirectory(bundle);
+        File.SetUnixFileMode(bundle, (UnixFileMode)0x1FF);
+        var psi = new ProcessStartInfo("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", Cli.Executable,
+            "record", "--capture", "auto", "--trace", Trace, "--", "sh", "-c", "echo recorded > f.txt"])
+        {
+            WorkingDirectory = Work,
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        };
+        psi.Environment["DOTNET_BUNDLE_EXTRACT_BASE_DIR"] = bundle;
+        psi.Environment["HOME"] = bundle;
+        using var p = Process.Start(psi)!;
+        var ct = TestContext.Current.CancellationToken;
+        var stderr = p.StandardError.ReadToEndAsync(ct);
+        await p.StandardOutput.ReadToEndAsync(ct);
+        await p.WaitForExitAsync(ct);
+        var err = await stderr;
+        Assert.True(p.ExitCode == 0, err);
+        Assert.Contains("diffkeeper: capture: not using ebpf: eBPF capture is not available: not root", err, StringComparison.Ordinal);
+        Assert.Contains("diffkeeper: capture: not using fanotify: ", err, StringComparison.Ordinal);
+        Assert.Equal("recorded\n", Cli.Ok(Work, "show", "--trace", Trace, "f.txt").Stdout);
+        var session = Cli.JsonLines(Cli.Ok(Work, "sessions", "--trace", Trace, "--json")).Single();
+        Assert.Equal("inotify", session.GetProperty("capture").GetString());
+    }
+
+    [Fact]
+    public void Asking_for_ebpf_where_it_cannot_run_fails_with_one_line_and_exit_code_10()
+    {
+        if (Environment.UserName != "root")
+        {
+            var r = Cli.Run(Work, "record", "--capture", "ebpf", "--trace", Trace, "--", "true");
+            Assert.Equal(10, r.ExitCode);
+            Assert.StartsWith("diffkeeper: eBPF capture is not available:", r.Stderr, StringComparison.Ordinal);
+            return;
+        }
+
+        Assert.Skip("runs only without root (as root, eBPF can run)");
+    }
+
+    [Fact]
+    public void The_scan_backend_records_the_before_and_after_states()
+    {
+        File.WriteAllText(Path.Combine(Work, "old.txt"), "old");
+        var r = Cli.Run(Work, "record", "--capture", "scan", "--trace", Trace, "--", "sh", "-c", "echo a > a.txt; echo b > a.txt; rm old.txt");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal("b\n", Cli.Ok(Work, "show", "--trace", Trace, "a.txt").Stdout);
+        Assert.Equal("old", Cli.Ok(Work, "show", "--trace", Trace, "old.txt", "--time", "start").Stdout);
+        var session = Cli.JsonLines(Cli.Ok(Work, "sessions", "--trace", Trace, "--json")).Single();
+        Assert.Equal("scan", session.GetProperty("capture").GetString());
+    }
+
+    private static string? Op(JsonElement e) => e.GetProperty("op").GetString();
+
+    /// <summary>Skips the test, naming what is missing, where the eBPF backend cannot run.</summary>
+    private static void SkipUnlessEbpf()
+    {
+        if (Environment.UserName != "root")
+        {
+            Assert.Skip("the eBPF backend needs root (CAP_BPF and CAP_PERFMON); this test runs as " + Environment.UserName);
+        }
+
+        if (!File.Exists("/sys/kernel/btf/vmlinux"))
+        {
+            Assert.Skip("this kernel has no BTF (/sys/kernel/btf/vmlinux), which the eBPF backend needs");
+        }
+    }
+
+    private static bool IsFileSystem(string path, string type)
+    {
+        var psi = new ProcessStartInfo("stat", ["-f", "-c", "%T", path]) { RedirectStandardOutput = true };
+        using var p = Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEnd().Trim();
+        p.WaitForExit();
+        return output.Contains(type == "ext4" ? "ext2/ext3" : type, StringComparison.Ordinal);
+    }
+
+    private static void WaitFor(string path, Process record)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!File.Exists(path))
+        {
+            if (record.HasExited)
+            {
+                throw new InvalidOperationException($"record exited early with {record.ExitCode}: {record.StandardError.ReadToEnd()}");
+            }
+
+            if (sw.Elapsed > TimeSpan.FromMinutes(2))
+            {
+                throw new TimeoutException($"{path} did not appear");
+            }
+
+            Thread.Sleep(10);
+        }
+    }
+}
