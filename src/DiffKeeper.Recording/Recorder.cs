@@ -34,6 +34,8 @@ public sealed class Recorder
     // The latest CREATE or WRITE event, held back so that the writes that follow it on the same path before it
     // is read merge into it (inotify reports one IN_MODIFY per write(2)); its size is refreshed when it is written.
     private NewEvent? _held;
+    private const long MergeWindowNs = 50_000_000;
+    private static readonly TimeSpan ClosedWait = TimeSpan.FromMilliseconds(200);
     private (int Root, string Rel) _heldPath;
     private bool _heldSizeStale;
     private bool _rescanPending;
@@ -277,7 +279,10 @@ public sealed class Recorder
             case CaptureKind.Modified:
             {
                 _versioner.DropShadow(e.Root, e.Path); // changed in a way the backend did not carry: read it
-                if (_held is { Op: ChangeOp.Create or ChangeOp.Write } && _heldPath == key && _dirty.ContainsKey(key))
+                // Only writes close in time merge: when the read lags (a big file, a busy machine), a write seconds
+                // later merged into the held event would date the content it leads to back to that event.
+                if (_held is { Op: ChangeOp.Create or ChangeOp.Write } held && _heldPath == key && _dirty.ContainsKey(key) &&
+                    timeNs - held.TimeNs < MergeWindowNs)
                 {
                     _heldSizeStale = true; // one entry per burst: no stat per write
                     MarkDirty(key, immediate: false);
@@ -293,7 +298,7 @@ public sealed class Recorder
             }
 
             case CaptureKind.ClosedWrite:
-                MarkDirty(key, immediate: true);
+                MarkDirty(key, immediate: true, closed: true);
                 return;
             case CaptureKind.Attributes:
             {
@@ -423,16 +428,18 @@ public sealed class Recorder
         }
     }
 
-    private void MarkDirty((int Root, string Rel) key, bool immediate)
+    private void MarkDirty((int Root, string Rel) key, bool immediate, bool closed = false)
     {
         var now = Stopwatch.GetTimestamp();
         var ready = immediate ? now : now + (long)(_options.Debounce.TotalSeconds * Stopwatch.Frequency);
         // A path read recently waits until its hot window ends: a file written 100,000 times a second is read
         // a few times a second, not 100,000 times, and never more than ~10% of the time (a big file's window
-        // grows with what reading it costs).
+        // grows with what reading it costs). A file its writer closed waits at most ClosedWait: a big file's
+        // window (ten times a read that a busy machine makes slow) could otherwise outlast the quiet after its
+        // last write, and the content read later would include the next change.
         if (_recentReads.TryGetValue(key, out var last))
         {
-            ready = Math.Max(ready, last);
+            ready = Math.Max(ready, closed ? Math.Min(last, now + (long)(ClosedWait.TotalSeconds * Stopwatch.Frequency)) : last);
         }
 
         // A new path's first version belongs to the event that created it, so it exists from that event on; a
