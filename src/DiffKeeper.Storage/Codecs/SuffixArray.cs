@@ -1,5 +1,7 @@
 using System.Buffers;
 using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace DiffKeeper.Storage.Codecs;
 
@@ -174,31 +176,39 @@ public static class SuffixArray
     }
 
     // From LMS suffixes at their bucket ends: L-type suffixes left to right from the bucket heads, then S-type
-    // suffixes right to left from the bucket ends.
+    // suffixes right to left from the bucket ends. This is where the time goes, so it indexes without bounds
+    // checks: every index is a suffix position (0 .. n-1) read back from sa, or a bucket slot, which stays inside
+    // its bucket because each bucket receives exactly as many suffixes as start with its symbol.
     private static void Induce<T>(ReadOnlySpan<T> s, Span<int> sa, ReadOnlySpan<byte> isS, ReadOnlySpan<int> counts, Span<int> bucket)
         where T : unmanaged, IBinaryInteger<T>
     {
         var n = s.Length;
+        ref var text = ref MemoryMarshal.GetReference(s);
+        ref var types = ref MemoryMarshal.GetReference(isS);
+        ref var suffixes = ref MemoryMarshal.GetReference(sa);
+        ref var slots = ref MemoryMarshal.GetReference(bucket);
         BucketHeads(counts, bucket);
 
         // The virtual sentinel sorts first and induces the last suffix, which is always L type.
         sa[bucket[At(s, n - 1)]++] = n - 1;
         for (var i = 0; i < n; i++)
         {
-            var j = sa[i] - 1;
-            if (j >= 0 && isS[j] == 0)
+            var j = Unsafe.Add(ref suffixes, i) - 1;
+            if (j >= 0 && Unsafe.Add(ref types, j) == 0)
             {
-                sa[bucket[At(s, j)]++] = j;
+                ref var slot = ref Unsafe.Add(ref slots, int.CreateTruncating(Unsafe.Add(ref text, j)));
+                Unsafe.Add(ref suffixes, slot++) = j;
             }
         }
 
         BucketEnds(counts, bucket);
         for (var i = n - 1; i >= 0; i--)
         {
-            var j = sa[i] - 1;
-            if (j >= 0 && isS[j] != 0)
+            var j = Unsafe.Add(ref suffixes, i) - 1;
+            if (j >= 0 && Unsafe.Add(ref types, j) != 0)
             {
-                sa[--bucket[At(s, j)]] = j;
+                ref var slot = ref Unsafe.Add(ref slots, int.CreateTruncating(Unsafe.Add(ref text, j)));
+                Unsafe.Add(ref suffixes, --slot) = j;
             }
         }
     }
