@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Numerics;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace DiffKeeper.Storage.Codecs;
 
@@ -64,11 +63,14 @@ public static class SuffixArray
             // empty one after it (L type).
             var isS = typeArray.AsSpan(0, n);
             isS[n - 1] = 0;
+            // Branch-free: on random bytes a < b is a coin toss, and a mispredicted branch per byte costs more
+            // than the rest of the loop.
             for (var i = n - 2; i >= 0; i--)
             {
-                var a = At(s, i);
-                var b = At(s, i + 1);
-                isS[i] = (byte)(a < b || (a == b && isS[i + 1] != 0) ? 1 : 0);
+                long a = At(s, i), b = At(s, i + 1);
+                var less = (int)((ulong)(a - b) >> 63);
+                var equal = (int)((ulong)((a ^ b) - 1) >> 63);
+                isS[i] = (byte)(less | (equal & isS[i + 1]));
             }
 
             var counts = countArray.AsSpan(0, k);
@@ -176,39 +178,65 @@ public static class SuffixArray
     }
 
     // From LMS suffixes at their bucket ends: L-type suffixes left to right from the bucket heads, then S-type
-    // suffixes right to left from the bucket ends. This is where the time goes, so it indexes without bounds
-    // checks: every index is a suffix position (0 .. n-1) read back from sa, or a bucket slot, which stays inside
+    // suffixes right to left from the bucket ends. This is where the time goes: each step reads the text at a
+    // random place, so the text of the entry PrefetchDistance ahead is prefetched, and the type of j - 1 comes
+    // from comparing it with the next symbol (same cache line) unless they are equal. Indexes are not bounds
+    // checked: every one is a suffix position (0 .. n-1) read back from sa, or a bucket slot, which stays inside
     // its bucket because each bucket receives exactly as many suffixes as start with its symbol.
-    private static void Induce<T>(ReadOnlySpan<T> s, Span<int> sa, ReadOnlySpan<byte> isS, ReadOnlySpan<int> counts, Span<int> bucket)
+    private static unsafe void Induce<T>(ReadOnlySpan<T> s, Span<int> sa, ReadOnlySpan<byte> isS, ReadOnlySpan<int> counts, Span<int> bucket)
         where T : unmanaged, IBinaryInteger<T>
     {
+        const int PrefetchDistance = 24;
         var n = s.Length;
-        ref var text = ref MemoryMarshal.GetReference(s);
-        ref var types = ref MemoryMarshal.GetReference(isS);
-        ref var suffixes = ref MemoryMarshal.GetReference(sa);
-        ref var slots = ref MemoryMarshal.GetReference(bucket);
         BucketHeads(counts, bucket);
 
         // The virtual sentinel sorts first and induces the last suffix, which is always L type.
         sa[bucket[At(s, n - 1)]++] = n - 1;
-        for (var i = 0; i < n; i++)
+        fixed (T* text = s)
+        fixed (byte* types = isS)
+        fixed (int* suffixes = sa)
+        fixed (int* slots = bucket)
         {
-            var j = Unsafe.Add(ref suffixes, i) - 1;
-            if (j >= 0 && Unsafe.Add(ref types, j) == 0)
+            var prefetch = Sse.IsSupported;
+            for (var i = 0; i < n; i++)
             {
-                ref var slot = ref Unsafe.Add(ref slots, int.CreateTruncating(Unsafe.Add(ref text, j)));
-                Unsafe.Add(ref suffixes, slot++) = j;
-            }
-        }
+                if (prefetch && i + PrefetchDistance < n)
+                {
+                    Sse.Prefetch0(text + suffixes[i + PrefetchDistance] - 1);
+                }
 
-        BucketEnds(counts, bucket);
-        for (var i = n - 1; i >= 0; i--)
-        {
-            var j = Unsafe.Add(ref suffixes, i) - 1;
-            if (j >= 0 && Unsafe.Add(ref types, j) != 0)
+                var j = suffixes[i] - 1;
+                if (j < 0)
+                {
+                    continue;
+                }
+
+                int c = int.CreateTruncating(text[j]), next = int.CreateTruncating(text[j + 1]);
+                if (c > next || (c == next && types[j] == 0))
+                {
+                    suffixes[slots[c]++] = j;
+                }
+            }
+
+            BucketEnds(counts, bucket);
+            for (var i = n - 1; i >= 0; i--)
             {
-                ref var slot = ref Unsafe.Add(ref slots, int.CreateTruncating(Unsafe.Add(ref text, j)));
-                Unsafe.Add(ref suffixes, --slot) = j;
+                if (prefetch && i >= PrefetchDistance)
+                {
+                    Sse.Prefetch0(text + suffixes[i - PrefetchDistance] - 1);
+                }
+
+                var j = suffixes[i] - 1;
+                if (j < 0)
+                {
+                    continue;
+                }
+
+                int c = int.CreateTruncating(text[j]), next = int.CreateTruncating(text[j + 1]);
+                if (c < next || (c == next && types[j] != 0))
+                {
+                    suffixes[--slots[c]] = j;
+                }
             }
         }
     }
