@@ -186,6 +186,9 @@ class Tool:
     def stored_bytes(self):
         return tree_bytes(self.store)
 
+    def details(self):
+        return None
+
 
 class DeltaTool(Tool):
     """v00 as zstd -3, then one forward patch per version against the previous version."""
@@ -319,6 +322,14 @@ class DiffKeeperTool(Tool):
         return run([self.binary, "record", "--trace", self.trace, "--watch", self.live, "-q", "--", "true"],
                    env=self.env)
 
+    def details(self):
+        """What the trace says it holds (diffkeeper stats --json), next to the directory size measured here."""
+        p = subprocess.run([self.binary, "stats", "--trace", self.trace, "--json"], capture_output=True, text=True,
+                           env=self.env)
+        files = {os.path.relpath(os.path.join(r, f), self.trace): os.lstat(os.path.join(r, f)).st_size
+                 for r, _, fs in os.walk(self.trace) for f in fs if not f.endswith(".pack")}
+        return {"stats": json.loads(p.stdout) if p.returncode == 0 else p.stderr.strip(), "non_pack_files": files}
+
     def restore(self, k, out):
         # Session k + 1 recorded version k; its end is the version as stored.
         return run([self.binary, "export", "--trace", self.trace, "--session", str(k + 1), "--out", out],
@@ -368,6 +379,7 @@ def measure_tool(tool, wl, runs, trash, results):
         "rebuild_last_s": rebuild["last"],
         "restore_rss_kib": max(restore_rss),
         "chain": tool.chain,
+        "details": tool.details(),
     }
 
 
@@ -476,6 +488,12 @@ def report(all_results, meta):
                 f"| {tool} | {mib(x['stored_bytes'])} | {100 * (1 - x['stored_bytes'] / w['raw_total']):.1f} | "
                 f"{ms(x['store_v0_s'])} | {ms(median(x['store_s']))} | {ms(median(x['rebuild_first_s']))} | "
                 f"{ms(median(x['rebuild_last_s']))} | {x['store_rss_kib'] / 1024:.1f} / {x['restore_rss_kib'] / 1024:.1f} |")
+        det = (r.get("DiffKeeper") or {}).get("details")
+        if det and isinstance(det.get("stats"), dict):
+            st = det["stats"]
+            lines.append(f"\n- DiffKeeper trace: `stats` reports stored {mib(st.get('stored_bytes', 0))} MiB in packs, "
+                         f"catalog {mib(st.get('catalog_bytes', 0))} MiB, {st.get('versions')} versions, "
+                         f"{st.get('blobs')} blobs; the table counts every file of the trace directory.")
         for tool, why in w["skipped"].items():
             lines.append(f"\n- {tool}: {why}")
         lines.append("")

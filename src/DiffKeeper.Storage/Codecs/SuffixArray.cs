@@ -106,18 +106,33 @@ public static class SuffixArray
                 }
             }
 
+            // Each LMS substring's length (through the next LMS position) goes to sa[m + pos / 2] first; two are
+            // equal when their lengths and symbols are (their types then agree too: both end on an S position).
+            // The last one runs into the sentinel and equals no other.
             sa[m..].Fill(-1);
+            for (int i = n - 1, next = n; i >= 1; i--)
+            {
+                if (IsLms(isS, i))
+                {
+                    sa[m + (i >> 1)] = next - i + 1;
+                    next = i;
+                }
+            }
+
             var names = 0;
-            var previous = -1;
+            int previous = -1, previousLength = 0;
             for (var i = 0; i < m; i++)
             {
                 var p = sa[i];
-                if (previous < 0 || !LmsSubstringsEqual(s, isS, previous, p))
+                var length = sa[m + (p >> 1)];
+                if (length != previousLength || p + length > n || previous + length > n
+                    || !s.Slice(p, length).SequenceEqual(s.Slice(previous, length)))
                 {
                     names++;
+                    previous = p;
+                    previousLength = length;
                 }
 
-                previous = p;
                 sa[m + (p >> 1)] = names - 1;
             }
 
@@ -237,30 +252,6 @@ public static class SuffixArray
                 {
                     suffixes[--slots[c]] = j;
                 }
-            }
-        }
-    }
-
-    private static bool LmsSubstringsEqual<T>(ReadOnlySpan<T> s, ReadOnlySpan<byte> isS, int a, int b)
-        where T : unmanaged, IBinaryInteger<T>
-    {
-        var n = s.Length;
-        for (var d = 0; ; d++)
-        {
-            // The substring that runs into the sentinel equals no other.
-            if (a + d == n || b + d == n)
-            {
-                return false;
-            }
-
-            if (At(s, a + d) != At(s, b + d) || isS[a + d] != isS[b + d])
-            {
-                return false;
-            }
-
-            if (d > 0 && IsLms(isS, a + d))
-            {
-                return IsLms(isS, b + d);
             }
         }
     }
