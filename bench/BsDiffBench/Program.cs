@@ -4,7 +4,8 @@ using DiffKeeper.Bench;
 using DiffKeeper.Storage.Codecs;
 
 // Times the bsdiff codec in process on W1/W2-shaped data (random bytes, regions rewritten in place, 4 KiB
-// insertions and deletions), next to zstd with the old bytes as prefix (the store's other delta codec).
+// insertions and deletions), or on given pairs of files (RUNS OLD NEW [OLD NEW ...]), next to zstd with the old
+// bytes as prefix (the store's other delta codec).
 // Each figure: median wall ms (min) / median CPU ms of the thread, of N runs after one warm-up. The machine is
 // shared: wall time includes waiting for a core, CPU time does not (cache contention still shows in both).
 var runs = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 15;
@@ -13,6 +14,17 @@ Console.WriteLine("each time: median wall ms (min wall ms) / median CPU ms of th
 Console.WriteLine();
 Console.WriteLine("| input | SA-IS ms | bsdiff Diff ms | Patch ms | patch bytes | zstd -3 with prefix ms | its bytes |");
 Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+if (args.Length >= 3)
+{
+    // Pairs of files: OLD NEW [OLD NEW ...], e.g. consecutive versions of a workload.
+    for (var i = 1; i + 1 < args.Length; i += 2)
+    {
+        Row($"{args[i]} → {args[i + 1]}", (File.ReadAllBytes(args[i]), File.ReadAllBytes(args[i + 1])));
+    }
+
+    return;
+}
+
 Row("256 KiB (max chunk), 10% rewritten", Rewrite(Random(256 << 10, 1), 0.10, 2));
 Row("1 MiB (W1 shape), 10% rewritten", Rewrite(Random(1 << 20, 3), 0.10, 4));
 Row("10 MiB (W2 shape), 2% + 4 KiB shifts", Shift(Rewrite(Random(10 << 20, 5), 0.02, 6), 7));
