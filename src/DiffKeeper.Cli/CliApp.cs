@@ -25,6 +25,8 @@ public static class CliApp
         VerifyCommand.Create(console),
         SessionsCommand.Create(console),
         StatsCommand.Create(console),
+        PruneCommand.Create(console),
+        GcCommand.Create(console),
     };
 
     public static async Task<int> RunAsync(string[] args, IConsole console)

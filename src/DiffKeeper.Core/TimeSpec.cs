@@ -72,7 +72,7 @@ public readonly partial record struct TimeSpec(TimeSpecKind Kind, long Value)
         return false;
     }
 
-    /// <summary>Parses <c>1h2m3.25s</c>, <c>250ms</c>, <c>90us</c>, <c>5ns</c> or a bare number of seconds.</summary>
+    /// <summary>Parses <c>7d</c>, <c>1h2m3.25s</c>, <c>250ms</c>, <c>90us</c>, <c>5ns</c> or a bare number of seconds.</summary>
     public static bool TryParseDuration(string s, out long nanoseconds)
     {
         nanoseconds = 0;
@@ -89,6 +89,7 @@ public readonly partial record struct TimeSpec(TimeSpecKind Kind, long Value)
             var number = decimal.Parse(pm.Groups[1].Value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture);
             total += number * pm.Groups[2].Value switch
             {
+                "d" => 86_400_000_000_000m,
                 "h" => 3_600_000_000_000m,
                 "m" => 60_000_000_000m,
                 "s" or "" => 1_000_000_000m,
@@ -123,10 +124,10 @@ public readonly partial record struct TimeSpec(TimeSpecKind Kind, long Value)
         return ns;
     }
 
-    [GeneratedRegex(@"^(?<part>\d+(?:\.\d+)?(?:h|ms|us|ns|m|s))+$|^(?<part>\d+(?:\.\d+)?)$")]
+    [GeneratedRegex(@"^(?<part>\d+(?:\.\d+)?(?:d|h|ms|us|ns|m|s))+$|^(?<part>\d+(?:\.\d+)?)$")]
     private static partial Regex DurationPattern();
 
-    [GeneratedRegex(@"^(\d+(?:\.\d+)?)(h|ms|us|ns|m|s|)$")]
+    [GeneratedRegex(@"^(\d+(?:\.\d+)?)(d|h|ms|us|ns|m|s|)$")]
     private static partial Regex PartPattern();
 
     [GeneratedRegex(@"T\d\d:\d\d:\d\d\.(\d+)")]

@@ -112,7 +112,7 @@ public static class Materializer
                 case EntryKind.File:
                     using (var file = tree.CreateFile(path))
                     {
-                        VersionContent.Read(reader, session, v, (data, offset) => RandomAccess.Write(file, data.Span, offset));
+                        VersionContent.Read(reader, session, v, (data, offset) => RandomAccess.Write(file, data.Span, offset), parallel: true);
                         if (RandomAccess.GetLength(file) != v.Size)
                         {
                             RandomAccess.SetLength(file, v.Size); // a hole at the end

@@ -16,13 +16,13 @@ public static class ExtentMap
     public static byte[] Encode(IReadOnlyList<Extent> extents)
     {
         var buffer = new byte[10 + extents.Count * 30];
-        var pos = WriteVarint(buffer, 0, (ulong)extents.Count);
+        var pos = Varint.Write(buffer, (ulong)extents.Count);
         long end = 0;
         foreach (var e in extents)
         {
-            pos = WriteVarint(buffer, pos, (ulong)(e.Offset - end));
-            pos = WriteVarint(buffer, pos, (ulong)e.Length);
-            pos = WriteVarint(buffer, pos, (ulong)e.BlobRowId);
+            pos += Varint.Write(buffer.AsSpan(pos), (ulong)(e.Offset - end));
+            pos += Varint.Write(buffer.AsSpan(pos), (ulong)e.Length);
+            pos += Varint.Write(buffer.AsSpan(pos), (ulong)e.BlobRowId);
             end = e.Offset + e.Length;
         }
 
@@ -34,7 +34,7 @@ public static class ExtentMap
     {
         extents = [];
         var pos = 0;
-        if (!TryReadVarint(data, ref pos, out var count) || count > (ulong)data.Length)
+        if (!Varint.TryRead(data, ref pos, out var count) || count > (ulong)data.Length)
         {
             return false;
         }
@@ -42,8 +42,8 @@ public static class ExtentMap
         long end = 0;
         for (ulong i = 0; i < count; i++)
         {
-            if (!TryReadVarint(data, ref pos, out var gap) || !TryReadVarint(data, ref pos, out var length) ||
-                !TryReadVarint(data, ref pos, out var rowId) || length == 0 || length > int.MaxValue ||
+            if (!Varint.TryRead(data, ref pos, out var gap) || !Varint.TryRead(data, ref pos, out var length) ||
+                !Varint.TryRead(data, ref pos, out var rowId) || length == 0 || length > int.MaxValue ||
                 gap > (ulong)size || rowId > long.MaxValue)
             {
                 return false;
@@ -88,38 +88,5 @@ public static class ExtentMap
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-    }
-
-    private static int WriteVarint(byte[] buffer, int pos, ulong value)
-    {
-        while (value >= 0x80)
-        {
-            buffer[pos++] = (byte)(value | 0x80);
-            value >>= 7;
-        }
-
-        buffer[pos++] = (byte)value;
-        return pos;
-    }
-
-    private static bool TryReadVarint(ReadOnlySpan<byte> data, ref int pos, out ulong value)
-    {
-        value = 0;
-        for (var shift = 0; shift < 64; shift += 7)
-        {
-            if (pos >= data.Length)
-            {
-                return false;
-            }
-
-            var b = data[pos++];
-            value |= (ulong)(b & 0x7f) << shift;
-            if (b < 0x80)
-            {
-                return true;
-            }
-        }
-
-        return false;
     }
 }

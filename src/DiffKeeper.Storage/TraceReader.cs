@@ -13,18 +13,31 @@ public sealed class TraceReader : IDisposable
 {
     private readonly SqliteDatabase _db;
     private readonly SqliteStatement _blobById;
+    private readonly ReaderLock _readerLock;
 
-    private TraceReader(string traceDir, SqliteDatabase db)
+    // Format 1 has no delta columns: read it as format 2 with their defaults (a reader never migrates).
+    private readonly string _basesColumn;
+    private readonly string _prunedColumn;
+
+    private TraceReader(string traceDir, SqliteDatabase db, ReaderLock readerLock)
     {
         TraceDir = traceDir;
         _db = db;
+        _readerLock = readerLock;
+        var format1 = CatalogSchema.Version(db) < 2;
+        _basesColumn = format1 ? "NULL" : "bases";
+        _prunedColumn = format1 ? "0" : "v.pruned";
         Packs = new PackReader(traceDir);
-        _blobById = db.Prepare("SELECT hash, pack_id, offset, raw_len, stored_len, codec FROM blobs WHERE id = ?1");
+        _blobById = db.Prepare($"SELECT hash, pack_id, offset, raw_len, stored_len, codec, {_basesColumn} FROM blobs WHERE id = ?1");
+        Blobs = new BlobReader(Blob, Packs);
     }
 
     public string TraceDir { get; }
 
     public PackReader Packs { get; }
+
+    /// <summary>Decodes blobs by row, delta chains included.</summary>
+    public BlobReader Blobs { get; }
 
     public static TraceReader Open(string traceDir)
     {
@@ -46,17 +59,18 @@ public sealed class TraceReader : IDisposable
             throw new DiffKeeperException(ExitCode.Corrupt, $"cannot open the catalog {catalogPath}: {e.Message}", e);
         }
 
+        var readerLock = ReaderLock.Acquire(traceDir);
         try
         {
             CatalogSchema.Check(db, catalogPath);
+            return new TraceReader(traceDir, db, readerLock);
         }
         catch
         {
             db.Dispose();
+            readerLock.Dispose();
             throw;
         }
-
-        return new TraceReader(traceDir, db);
     }
 
     /// <summary>
@@ -234,7 +248,7 @@ public sealed class TraceReader : IDisposable
                 throw new BlobMissingException(rowId);
             }
 
-            return new BlobLocation(rowId, new BlobId(hash), r.Int64(1), r.Int64(2), r.Int32(3), r.Int32(4), (BlobCodec)r.Int32(5));
+            return new BlobLocation(rowId, new BlobId(hash), r.Int64(1), r.Int64(2), r.Int32(3), r.Int32(4), (BlobCodec)r.Int32(5), Bases(r.BlobOrNull(6)));
         }
         finally
         {
@@ -244,14 +258,18 @@ public sealed class TraceReader : IDisposable
 
     public IEnumerable<BlobLocation> AllBlobs()
     {
-        using var r = _db.Prepare("SELECT id, hash, pack_id, offset, raw_len, stored_len, codec FROM blobs ORDER BY pack_id, offset");
+        using var r = _db.Prepare($"SELECT id, hash, pack_id, offset, raw_len, stored_len, codec, {_basesColumn} FROM blobs ORDER BY pack_id, offset");
         while (r.Step())
         {
             var hash = r.BlobOrNull(1);
             var id = hash is { Length: 32 } ? new BlobId(hash) : new BlobId(new byte[32]); // a damaged row: verify reports it by hash mismatch
-            yield return new BlobLocation(r.Int64(0), id, r.Int64(2), r.Int64(3), r.Int32(4), r.Int32(5), (BlobCodec)r.Int32(6));
+            yield return new BlobLocation(r.Int64(0), id, r.Int64(2), r.Int64(3), r.Int32(4), r.Int32(5), (BlobCodec)r.Int32(6), Bases(r.BlobOrNull(7)));
         }
     }
+
+    // A malformed list decodes as one impossible row, so the blob reads as damaged instead of as whole.
+    private static long[] Bases(byte[]? encoded) =>
+        encoded is null ? [] : PackFormat.DecodeBases(encoded) ?? [-1];
 
     /// <summary>Pack ids with their committed sizes.</summary>
     public IReadOnlyList<(long Id, long CommittedSize)> PacksCommitted()
@@ -268,9 +286,9 @@ public sealed class TraceReader : IDisposable
 
     private List<VersionRecord> QueryVersions(string where, long s, long x)
     {
-        using var r = _db.Prepare("""
+        using var r = _db.Prepare($"""
             SELECT v.id, v.session_id, p.root_id, v.path_id, p.rel, v.seq, v.time_ns, v.kind, v.mode, v.uid, v.gid,
-                   v.mtime_ns, v.size, v.content, v.target, v.extents
+                   v.mtime_ns, v.size, v.content, v.target, v.extents, {_prunedColumn}
             FROM versions v JOIN paths p ON p.id = v.path_id
             """ + "\n" + where);
         r.Bind(1, s).Bind(2, x);
@@ -279,7 +297,7 @@ public sealed class TraceReader : IDisposable
         {
             list.Add(new VersionRecord(r.Int64(0), r.Int64(1), r.Int64(2), r.Int64(3), TracePath.Validate(r.String(4)),
                 r.Int64(5), r.Int64(6), (EntryKind)r.Int32(7), r.Int32(8), r.Int32(9), r.Int32(10),
-                r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.StringOrNull(14), r.BlobOrNull(15)));
+                r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.StringOrNull(14), r.BlobOrNull(15), r.Int64(16) != 0));
         }
 
         return list;
@@ -296,6 +314,7 @@ public sealed class TraceReader : IDisposable
         _blobById.Dispose();
         Packs.Dispose();
         _db.Dispose();
+        _readerLock.Dispose();
     }
 }
 

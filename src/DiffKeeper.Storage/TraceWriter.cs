@@ -17,6 +17,11 @@ public sealed class TraceWriter : IDisposable
     private readonly TraceLock _lock;
     private readonly SqliteDatabase _db;
     private readonly Dictionary<BlobId, long> _newBlobs = [];
+
+    // Rows of blobs that exist only as deltas: a version that references one again gets it whole (the newest
+    // version of a path never needs a delta chain; docs/store-format.md, "Compaction").
+    private readonly Dictionary<BlobId, long> _deltaRows = [];
+    private readonly SqliteStatement _promoteBlob;
     private readonly Dictionary<(long Root, string Rel), long> _pathIds = [];
     private readonly SqliteStatement _insertEvent;
     private readonly SqliteStatement _insertVersion;
@@ -36,7 +41,8 @@ public sealed class TraceWriter : IDisposable
         _insertEvent = db.Prepare("INSERT INTO events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
         _insertVersion = db.Prepare("INSERT INTO versions(session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
         _insertPath = db.Prepare("INSERT INTO paths(root_id, rel) VALUES (?1, ?2)");
-        _findBlob = db.Prepare("SELECT id FROM blobs WHERE hash = ?1");
+        _findBlob = db.Prepare("SELECT id, codec FROM blobs WHERE hash = ?1");
+        _promoteBlob = db.Prepare("UPDATE blobs SET pack_id = ?2, offset = ?3, stored_len = ?4, codec = ?5, bases = NULL, depth = 0 WHERE id = ?1");
         _insertBlob = db.Prepare("INSERT INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
         _commitPack = db.Prepare("INSERT INTO packs(id, committed_size) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET committed_size = excluded.committed_size");
     }
@@ -113,22 +119,68 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        // A pack file the catalog never committed (crash before the first commit) holds nothing referenced.
-        var known = packs.Select(p => p.Id).ToHashSet();
+        var left = DeleteUnreferencedPacks(packs.Select(p => p.Id).ToHashSet());
+        _nextPackId = packs.Select(p => p.Id).Concat(left).DefaultIfEmpty(0).Max() + 1;
+        _db.Execute("UPDATE sessions SET state = 'interrupted' WHERE state = 'recording'");
+    }
+
+    /// <summary>
+    /// Deletes pack files the catalog does not list: a pack a crash left before its first commit, or one garbage
+    /// collection emptied. Only while no reader has the trace open (<see cref="ReaderLock"/>); returns the ids of
+    /// the files it had to leave.
+    /// </summary>
+    internal List<long> DeleteUnreferencedPacks(IReadOnlySet<long> known)
+    {
+        var garbage = new List<(long Id, string File)>();
         var packsDir = Path.Combine(TraceDir, "packs");
         if (Directory.Exists(packsDir))
         {
             foreach (var file in Directory.EnumerateFiles(packsDir, "*.pack", SearchOption.AllDirectories))
             {
-                if (long.TryParse(Path.GetFileNameWithoutExtension(file), System.Globalization.NumberStyles.HexNumber, null, out var id) && !known.Contains(id))
+                if (long.TryParse(Path.GetFileNameWithoutExtension(file), System.Globalization.NumberStyles.HexNumber, null, out var id) &&
+                    !known.Contains(id) && id != _pack?.PackId)
                 {
-                    File.Delete(file);
+                    garbage.Add((id, file));
                 }
             }
         }
 
-        _nextPackId = packs.Count == 0 ? 1 : packs.Max(p => p.Id) + 1;
-        _db.Execute("UPDATE sessions SET state = 'interrupted' WHERE state = 'recording'");
+        if (garbage.Count == 0)
+        {
+            return [];
+        }
+
+        using var exclusive = ReaderLock.TryExclusive(TraceDir);
+        if (exclusive is null)
+        {
+            return garbage.Select(g => g.Id).ToList();
+        }
+
+        foreach (var (_, file) in garbage)
+        {
+            File.Delete(file);
+        }
+
+        return [];
+    }
+
+    /// <summary>The catalog connection, for the maintenance steps (prune, compaction, collection) in this assembly.</summary>
+    internal SqliteDatabase Database => _db;
+
+    /// <summary>Opens the write transaction if none is open (everything until <see cref="Commit"/> is one transaction).</summary>
+    internal void Begin() => Tx();
+
+    /// <summary>The pack records go to; a new one per writer, rolled at <see cref="PackFormat.RollSize"/>.</summary>
+    internal PackWriter Pack => CurrentPack();
+
+    /// <summary>Whether this writer has started a pack.</summary>
+    internal bool HasPack => _pack is not null;
+
+    /// <summary>Forgets which blobs it has seen, after maintenance moved or re-encoded rows under it.</summary>
+    internal void ForgetBlobs()
+    {
+        _newBlobs.Clear();
+        _deltaRows.Clear();
     }
 
     public long BeginSession(string command, string cwd, string capture, long startedWallNs, IReadOnlyList<string> roots, out IReadOnlyList<long> rootIds)
@@ -233,13 +285,28 @@ public sealed class TraceWriter : IDisposable
         }
 
         Tx();
-        if (_findBlob.Bind(1, id.ToArray()).ScalarInt64() is { } existing)
+        var find = _findBlob.Bind(1, id.ToArray());
+        try
         {
-            _newBlobs[id] = existing;
-            return existing;
-        }
+            if (!find.Step())
+            {
+                return null;
+            }
 
-        return null;
+            var row = find.Int64(0);
+            if ((BlobCodec)find.Int32(1) is BlobCodec.ZstdDelta or BlobCodec.BsDiff)
+            {
+                _deltaRows[id] = row;
+                return null;
+            }
+
+            _newBlobs[id] = row;
+            return row;
+        }
+        finally
+        {
+            find.Reset();
+        }
     }
 
     /// <summary>
@@ -278,6 +345,13 @@ public sealed class TraceWriter : IDisposable
         var offset = pack.Append(id, codec, rawLength, payload);
         StoredBytesWritten += PackFormat.RecordSize(payload.Length);
         Tx();
+        if (_deltaRows.Remove(id, out var deltaRow))
+        {
+            _promoteBlob.Bind(1, deltaRow).Bind(2, pack.PackId).Bind(3, offset).Bind(4, payload.Length).Bind(5, (long)codec).Run();
+            _newBlobs[id] = deltaRow;
+            return deltaRow;
+        }
+
         _insertBlob.Bind(1, id.ToArray()).Bind(2, pack.PackId).Bind(3, offset).Bind(4, rawLength).Bind(5, payload.Length).Bind(6, (long)codec).Run();
         var rowId = _db.LastInsertRowId;
         _newBlobs[id] = rowId;
@@ -338,6 +412,7 @@ public sealed class TraceWriter : IDisposable
         _insertVersion.Dispose();
         _insertPath.Dispose();
         _findBlob.Dispose();
+        _promoteBlob.Dispose();
         _insertBlob.Dispose();
         _commitPack.Dispose();
         _pack?.Dispose();

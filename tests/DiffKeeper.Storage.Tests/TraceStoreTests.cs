@@ -41,7 +41,7 @@ public sealed class TraceStoreTests : IDisposable
         foreach (var e in extents)
         {
             var loc = r.Blob(e.BlobRowId);
-            r.Packs.Read(loc, bytes.AsSpan((int)e.Offset, e.Length));
+            r.Blobs.Read(loc, bytes.AsSpan((int)e.Offset, e.Length));
         }
 
         return bytes;

@@ -10,17 +10,23 @@ internal static class VerifyCommand
     public static Command Create(IConsole console)
     {
         var trace = CommonOptions.Trace();
+        var readData = new Option<bool>("--read-data")
+        {
+            Description = "Also decode every blob (zstd, delta chains) and re-hash its bytes (SHA-256); slower",
+        };
         var cmd = new Command("verify", $"""
-            Re-read every pack record and blob (CRC-32C and SHA-256) and check every version's content id.
-            Prints each damaged path with its session, version and blob. Exit status {(int)ExitCode.Corrupt} when anything is damaged.
+            Re-read every pack record (CRC-32C, header, delta base digest) and check every version: its extent map,
+            the blobs it names and their delta bases, and its content id (the Merkle root over its extents).
+            With --read-data every blob is decoded and re-hashed too. Prints each damaged path with its session,
+            version and blob. Exit status {(int)ExitCode.Corrupt} when anything is damaged.
             """)
         {
-            trace,
+            trace, readData,
         };
         cmd.SetAction(pr =>
         {
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
-            var report = TraceVerifier.Verify(reader);
+            var report = TraceVerifier.Verify(reader, pr.GetValue(readData));
             foreach (var problem in report.Problems)
             {
                 console.Out.WriteLine($"DAMAGED  {problem}");

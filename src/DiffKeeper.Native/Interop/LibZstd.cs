@@ -41,6 +41,7 @@ public static unsafe partial class LibZstd
     public static partial nuint DecompressDCtx(nint dctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
 
     public const int CompressionLevelParameter = 100;
+    public const int WindowLogParameter = 101;
     public const int ResetSessionOnly = 1;
 
     [LibraryImport(Lib, EntryPoint = "ZSTD_CCtx_setParameter")]

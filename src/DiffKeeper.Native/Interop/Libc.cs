@@ -125,6 +125,23 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "ftruncate", SetLastError = true)]
     public static partial int Ftruncate(int fd, long length);
 
+    [LibraryImport(Lib, EntryPoint = "fsync", SetLastError = true)]
+    public static partial int Fsync(int fd);
+
+    /// <summary>fsync of a directory, so the names created in it survive a power loss; false when it could not be done.</summary>
+    public static bool FsyncDirectory(string path)
+    {
+        var fd = Open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            return false;
+        }
+
+        var ok = Fsync(fd) == 0;
+        Close(fd);
+        return ok;
+    }
+
     [LibraryImport(Lib, EntryPoint = "flock", SetLastError = true)]
     public static partial int Flock(int fd, int operation);
 

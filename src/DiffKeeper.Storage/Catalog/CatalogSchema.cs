@@ -5,7 +5,7 @@ namespace DiffKeeper.Storage.Catalog;
 /// <summary>The catalog's DDL and format check (docs/store-format.md, "Catalog").</summary>
 public static class CatalogSchema
 {
-    public const int FormatVersion = 1;
+    public const int FormatVersion = 2;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,7 +48,8 @@ public static class CatalogSchema
             size INTEGER NOT NULL,
             content BLOB,
             target TEXT,
-            extents BLOB);
+            extents BLOB,
+            pruned INTEGER NOT NULL DEFAULT 0);
         CREATE INDEX IF NOT EXISTS versions_by_session ON versions(session_id, seq);
         CREATE INDEX IF NOT EXISTS versions_by_path ON versions(path_id, seq);
         CREATE TABLE IF NOT EXISTS blobs(
@@ -58,7 +59,9 @@ public static class CatalogSchema
             offset INTEGER NOT NULL,
             raw_len INTEGER NOT NULL,
             stored_len INTEGER NOT NULL,
-            codec INTEGER NOT NULL);
+            codec INTEGER NOT NULL,
+            bases BLOB,
+            depth INTEGER NOT NULL DEFAULT 0);
         CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, committed_size INTEGER NOT NULL);
         """;
 
@@ -69,6 +72,7 @@ public static class CatalogSchema
         db.Execute("BEGIN IMMEDIATE");
         try
         {
+            MigrateFromFormat1(db);
             db.Execute(Ddl);
             using var meta = db.Prepare("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?1), ('created_by', ?2)");
             meta.Bind(1, FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
@@ -83,6 +87,35 @@ public static class CatalogSchema
         }
 
         Check(db, catalogPath);
+    }
+
+    /// <summary>The format of a catalog that passed <see cref="Check"/>.</summary>
+    internal static int Version(SqliteDatabase db)
+    {
+        using var cmd = db.Prepare("SELECT value FROM meta WHERE key = 'format_version'");
+        return cmd.Step() && int.TryParse(cmd.StringOrNull(0), out var v) ? v : FormatVersion;
+    }
+
+    /// <summary>
+    /// Format 1 lacks delta codecs and the columns that describe them: add the columns with their defaults (every
+    /// format-1 blob is whole, no version is pruned) and record format 2, inside the caller's transaction.
+    /// </summary>
+    private static void MigrateFromFormat1(SqliteDatabase db)
+    {
+        using (var exists = db.Prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"))
+        {
+            if (exists.ScalarInt64() == 0 || Version(db) != 1)
+            {
+                return;
+            }
+        }
+
+        db.Execute("""
+            ALTER TABLE blobs ADD COLUMN bases BLOB;
+            ALTER TABLE blobs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE versions ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
+            UPDATE meta SET value = '2' WHERE key = 'format_version';
+            """);
     }
 
     /// <summary>Refuses a catalog written by a newer format (exit code 9) or one that is not a DiffKeeper catalog.</summary>

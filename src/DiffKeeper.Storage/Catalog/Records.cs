@@ -33,7 +33,10 @@ public sealed record EventRecord(
     string? Comm,
     string? Detail);
 
-/// <summary>One version of one path. <see cref="Rel"/> is relative to root <see cref="RootId"/>.</summary>
+/// <summary>
+/// One version of one path. <see cref="Rel"/> is relative to root <see cref="RootId"/>. A <see cref="Pruned"/>
+/// version's content was dropped by <c>prune</c>: its <see cref="ContentId"/> and <see cref="Extents"/> are null.
+/// </summary>
 public sealed record VersionRecord(
     long Id,
     long SessionId,
@@ -50,7 +53,8 @@ public sealed record VersionRecord(
     long Size,
     byte[]? ContentId,
     string? Target,
-    byte[]? Extents);
+    byte[]? Extents,
+    bool Pruned = false);
 
 /// <summary>A version to be written. The catalog assigns its id.</summary>
 public sealed record NewVersion(

@@ -483,39 +483,10 @@ public static class BsDiff
     private static void WriteTriple(ArrayBufferWriter<byte> control, long seek, int add, int extra)
     {
         var span = control.GetSpan(30);
-        var k = WriteVarint(span, (ulong)((seek << 1) ^ (seek >> 63)));
-        k += WriteVarint(span[k..], (ulong)add);
-        k += WriteVarint(span[k..], (ulong)extra);
+        var k = Varint.Write(span, (ulong)((seek << 1) ^ (seek >> 63)));
+        k += Varint.Write(span[k..], (ulong)add);
+        k += Varint.Write(span[k..], (ulong)extra);
         control.Advance(k);
-    }
-
-    private static int WriteVarint(Span<byte> span, ulong value)
-    {
-        var k = 0;
-        while (value >= 0x80)
-        {
-            span[k++] = (byte)(value | 0x80);
-            value >>= 7;
-        }
-
-        span[k++] = (byte)value;
-        return k;
-    }
-
-    private static bool TryReadVarint(ReadOnlySpan<byte> span, ref int offset, out ulong value)
-    {
-        value = 0;
-        for (var shift = 0; shift < 64 && offset < span.Length; shift += 7)
-        {
-            var b = span[offset++];
-            value |= (ulong)(b & 0x7F) << shift;
-            if (b < 0x80)
-            {
-                return shift < 63 || b <= 1;
-            }
-        }
-
-        return false;
     }
 
     private static byte[] Assemble(int newLength, ReadOnlySpan<byte> control, ReadOnlySpan<byte> diff, ReadOnlySpan<byte> extra, int level)
@@ -664,9 +635,9 @@ public static class BsDiff
         for (var triple = 0; at < control.Length; triple++)
         {
             var start = at;
-            if (!TryReadVarint(control, ref at, out var zigzag)
-                || !TryReadVarint(control, ref at, out var addU)
-                || !TryReadVarint(control, ref at, out var extraU))
+            if (!Varint.TryRead(control, ref at, out var zigzag)
+                || !Varint.TryRead(control, ref at, out var addU)
+                || !Varint.TryRead(control, ref at, out var extraU))
             {
                 return $"control triple {triple} at control offset {start} is truncated or overlong";
             }

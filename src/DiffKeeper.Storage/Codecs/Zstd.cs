@@ -86,6 +86,10 @@ public static unsafe class Zstd
         {
             Check(LibZstd.CCtxReset(t_cctx, LibZstd.ResetSessionOnly));
             Check(LibZstd.CCtxSetParameter(t_cctx, LibZstd.CompressionLevelParameter, level));
+            // The level's own window may be smaller than the prefix: matches into the prefix's far end would
+            // then be lost. zstd --patch-from sizes the window the same way.
+            var window = Math.Clamp(64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)(prefix.Length + source.Length)), 10, 27);
+            Check(LibZstd.CCtxSetParameter(t_cctx, LibZstd.WindowLogParameter, window));
             Check(LibZstd.CCtxRefPrefix(t_cctx, pre, (nuint)prefix.Length));
             return (int)Check(LibZstd.Compress2(t_cctx, dst, (nuint)destination.Length, src, (nuint)source.Length));
         }

@@ -24,6 +24,61 @@ public static class PackFormat
 
     public static int RecordSize(int storedLength) => RecordHeaderSize + storedLength + RecordTrailerSize;
 
+    /// <summary>Most bases one delta names, and most bytes they may hold together.</summary>
+    public const int MaxBases = 4;
+    public const int MaxPrefixLength = 1 << 20;
+
+    /// <summary>Longest delta chain a reader follows; deeper (or cyclic) chains are damage.</summary>
+    public const int MaxDepth = 64;
+
+    /// <summary>The base digest of a delta record: SHA-256 over the base blob ids, in order.</summary>
+    public static byte[] BaseDigest(IEnumerable<BlobId> bases)
+    {
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var b in bases)
+        {
+            sha.AppendData(b.Bytes);
+        }
+
+        return sha.GetHashAndReset();
+    }
+
+    /// <summary>Encodes a base list for <c>blobs.bases</c>: count, then row ids, as unsigned LEB128.</summary>
+    public static byte[] EncodeBases(IReadOnlyList<long> rows)
+    {
+        var buffer = new byte[Varint.MaxLength * (rows.Count + 1)];
+        var pos = Varint.Write(buffer, (ulong)rows.Count);
+        foreach (var r in rows)
+        {
+            pos += Varint.Write(buffer.AsSpan(pos), (ulong)r);
+        }
+
+        return buffer[..pos];
+    }
+
+    /// <summary>Decodes <c>blobs.bases</c>; null when malformed (more than <see cref="MaxBases"/>, trailing bytes).</summary>
+    public static long[]? DecodeBases(ReadOnlySpan<byte> data)
+    {
+        var pos = 0;
+        if (!Varint.TryRead(data, ref pos, out var count) || count > MaxBases)
+        {
+            return null;
+        }
+
+        var rows = new long[count];
+        for (var i = 0; i < rows.Length; i++)
+        {
+            if (!Varint.TryRead(data, ref pos, out var r) || r > long.MaxValue)
+            {
+                return null;
+            }
+
+            rows[i] = (long)r;
+        }
+
+        return pos == data.Length ? rows : null;
+    }
+
     public static string RelativePath(long packId)
     {
         var hex = packId.ToString("x16", System.Globalization.CultureInfo.InvariantCulture);
@@ -36,7 +91,19 @@ public enum BlobCodec : byte
 {
     Raw = 0,
     Zstd = 1,
+
+    /// <summary>A zstd frame compressed against the concatenated bases as a prefix (format 2).</summary>
+    ZstdDelta = 2,
+
+    /// <summary>A bsdiff patch against the concatenated bases (format 2).</summary>
+    BsDiff = 3,
 }
 
-/// <summary>Where a blob's record starts, as the catalog indexes it.</summary>
-public readonly record struct BlobLocation(long BlobRowId, BlobId Id, long PackId, long Offset, int RawLength, int StoredLength, BlobCodec Codec);
+/// <summary>
+/// Where a blob's record starts, as the catalog indexes it. <see cref="Bases"/> lists the base blob rows of a
+/// delta codec (empty for whole blobs).
+/// </summary>
+public readonly record struct BlobLocation(long BlobRowId, BlobId Id, long PackId, long Offset, int RawLength, int StoredLength, BlobCodec Codec, long[] Bases)
+{
+    public bool IsDelta => Codec is BlobCodec.ZstdDelta or BlobCodec.BsDiff;
+}

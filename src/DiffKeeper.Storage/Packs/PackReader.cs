@@ -18,12 +18,58 @@ public sealed class PackReader : IDisposable
 
     public PackReader(string traceDir) => _traceDir = traceDir;
 
-    /// <summary>Reads the blob into <paramref name="destination"/> (exactly its raw length) or throws <see cref="BlobDamagedException"/>.</summary>
-    public void Read(in BlobLocation loc, Span<byte> destination)
+    /// <summary>
+    /// Reads the blob into <paramref name="destination"/> (exactly its raw length) or throws
+    /// <see cref="BlobDamagedException"/>. A delta needs its decoded bases concatenated in <paramref name="prefix"/>
+    /// and their base digest in <paramref name="baseDigest"/>; <see cref="BlobReader"/> supplies both.
+    /// </summary>
+    public void Read(in BlobLocation loc, Span<byte> destination, ReadOnlySpan<byte> prefix = default, ReadOnlySpan<byte> baseDigest = default)
+    {
+        if (destination.Length != loc.RawLength)
+        {
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
+        }
+
+        var buffer = ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(Math.Max(0, loc.StoredLength)));
+        try
+        {
+            var record = ReadRecord(loc, buffer);
+            CheckRecord(loc, PackFormat.RelativePath(loc.PackId), record, destination, prefix, baseDigest, decode: true);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// Checks a record without decoding it: it is where the catalog says, complete, its CRC-32C matches, and its
+    /// header agrees with the catalog (id, codec, lengths). What <c>verify</c> does without <c>--read-data</c>.
+    /// </summary>
+    public void CheckFraming(in BlobLocation loc, ReadOnlySpan<byte> baseDigest = default)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(Math.Max(0, loc.StoredLength)));
+        try
+        {
+            var record = ReadRecord(loc, buffer);
+            CheckRecord(loc, PackFormat.RelativePath(loc.PackId), record, [], default, baseDigest, decode: false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// Reads a whole record (header, payload, CRC) into <paramref name="buffer"/> (at least
+    /// <see cref="PackFormat.RecordSize"/> of its stored length) and returns it, checking only that it is
+    /// complete; for repacking, which copies records byte for byte after <see cref="CheckFraming"/>.
+    /// </summary>
+    public Span<byte> ReadRecord(in BlobLocation loc, byte[] buffer)
     {
         var packPath = PackFormat.RelativePath(loc.PackId);
         if (loc.RawLength < 0 || loc.RawLength > PackFormat.MaxRawLength || loc.StoredLength < 0 ||
-            loc.StoredLength > Zstd.CompressBound(PackFormat.MaxRawLength) || destination.Length != loc.RawLength)
+            loc.StoredLength > Zstd.CompressBound(PackFormat.MaxRawLength))
         {
             throw new BlobDamagedException(loc, packPath, $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
@@ -39,25 +85,18 @@ public sealed class PackReader : IDisposable
         }
 
         var size = PackFormat.RecordSize(loc.StoredLength);
-        var buffer = ArrayPool<byte>.Shared.Rent(size);
-        try
+        var record = buffer.AsSpan(0, size);
+        var n = ReadFully(handle, record, loc.Offset);
+        if (n < size)
         {
-            var record = buffer.AsSpan(0, size);
-            var n = ReadFully(handle, record, loc.Offset);
-            if (n < size)
-            {
-                throw new BlobDamagedException(loc, packPath, $"the pack ends {size - n} bytes before the record does (truncated pack)");
-            }
+            throw new BlobDamagedException(loc, packPath, $"the pack ends {size - n} bytes before the record does (truncated pack)");
+        }
 
-            CheckRecord(loc, packPath, record, destination);
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
+        return record;
     }
 
-    internal static void CheckRecord(in BlobLocation loc, string packPath, ReadOnlySpan<byte> record, Span<byte> destination)
+    internal static void CheckRecord(in BlobLocation loc, string packPath, ReadOnlySpan<byte> record, Span<byte> destination,
+        ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> baseDigest, bool decode)
     {
         if (BinaryPrimitives.ReadUInt32LittleEndian(record) != PackFormat.RecordMagic)
         {
@@ -78,21 +117,36 @@ public sealed class PackReader : IDisposable
             throw new BlobDamagedException(loc, packPath, "the record does not match the catalog (id, codec or lengths)");
         }
 
+        if (loc.IsDelta && (decode || !baseDigest.IsEmpty) && !record.Slice(48, 32).SequenceEqual(baseDigest))
+        {
+            throw new BlobDamagedException(loc, packPath, "its delta bases in the catalog are not the ones it was encoded against (base digest mismatch)");
+        }
+
+        if (!decode)
+        {
+            return;
+        }
+
         var payload = record.Slice(PackFormat.RecordHeaderSize, stored);
+        string? error = null;
         switch (codec)
         {
             case BlobCodec.Raw when stored == raw:
                 payload.CopyTo(destination);
                 break;
             case BlobCodec.Zstd:
-                if (!Zstd.TryDecompress(payload, destination, out var error))
-                {
-                    throw new BlobDamagedException(loc, packPath, $"zstd cannot decode it ({error})");
-                }
-
+                Zstd.TryDecompress(payload, destination, out error);
+                break;
+            case BlobCodec.ZstdDelta or BlobCodec.BsDiff:
+                DeltaCodec.TryDecode(codec, prefix, payload, destination, out error);
                 break;
             default:
                 throw new BlobDamagedException(loc, packPath, $"unknown codec {(int)codec}");
+        }
+
+        if (!string.IsNullOrEmpty(error))
+        {
+            throw new BlobDamagedException(loc, packPath, $"{CodecName(codec)} cannot decode it ({error})");
         }
 
         Span<byte> hash = stackalloc byte[32];
@@ -102,6 +156,13 @@ public sealed class PackReader : IDisposable
             throw new BlobDamagedException(loc, packPath, "its bytes do not hash to its id (SHA-256 mismatch)");
         }
     }
+
+    private static string CodecName(BlobCodec codec) => codec switch
+    {
+        BlobCodec.ZstdDelta => "zstd (delta)",
+        BlobCodec.BsDiff => "bsdiff",
+        _ => "zstd",
+    };
 
     private static int ReadFully(SafeFileHandle handle, Span<byte> buffer, long offset)
     {

@@ -48,7 +48,7 @@ public sealed class PackWriter : IDisposable
     }
 
     /// <summary>Appends one record; returns its offset. The payload is already encoded with <paramref name="codec"/>.</summary>
-    public long Append(BlobId id, BlobCodec codec, int rawLength, ReadOnlySpan<byte> payload)
+    public long Append(BlobId id, BlobCodec codec, int rawLength, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> baseDigest = default)
     {
         var size = PackFormat.RecordSize(payload.Length);
         if (_buffered + size > _buffer.Length)
@@ -63,12 +63,29 @@ public sealed class PackWriter : IDisposable
         BinaryPrimitives.WriteInt32LittleEndian(record[8..], rawLength);
         BinaryPrimitives.WriteInt32LittleEndian(record[12..], payload.Length);
         id.Bytes.CopyTo(record[16..]);
+        baseDigest.CopyTo(record[48..]);
         payload.CopyTo(record[PackFormat.RecordHeaderSize..]);
         var crcAt = PackFormat.RecordHeaderSize + payload.Length;
         BinaryPrimitives.WriteUInt32LittleEndian(record[crcAt..], Crc32C.Compute(record[..crcAt]));
         _buffered += size;
         var offset = Length;
         Length += size;
+        _dirty = true;
+        return offset;
+    }
+
+    /// <summary>Appends a complete record read from another pack (repacking: records hold nothing pack-specific); returns its offset.</summary>
+    public long AppendRecord(ReadOnlySpan<byte> record)
+    {
+        if (_buffered + record.Length > _buffer.Length)
+        {
+            Flush();
+        }
+
+        record.CopyTo(_buffer.AsSpan(_buffered));
+        _buffered += record.Length;
+        var offset = Length;
+        Length += record.Length;
         _dirty = true;
         return offset;
     }

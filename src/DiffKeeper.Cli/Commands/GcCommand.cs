@@ -1,0 +1,67 @@
+using System.CommandLine;
+using System.Globalization;
+using DiffKeeper.Cli.Rendering;
+using DiffKeeper.Storage.Maintenance;
+
+namespace DiffKeeper.Cli.Commands;
+
+internal static class GcCommand
+{
+    public static Command Create(IConsole console)
+    {
+        var trace = CommonOptions.Trace();
+        var options = new MaintenanceOptionsBinder();
+        var cmd = new Command("gc", """
+            Compact and collect garbage: forget blobs no kept version needs, re-encode the chunks of older versions as
+            deltas against the next-newer version (the newest version of every path stays whole, so restoring it never
+            follows a delta chain), and repack packs that are mostly garbage. Safe to kill at any moment: every step
+            commits before the next, and old packs are deleted only after the catalog stops naming them.
+            Takes the trace's writer lock (exit 4 while a recording runs).
+            """)
+        {
+            trace,
+        };
+        foreach (var o in options.All)
+        {
+            cmd.Options.Add(o);
+        }
+
+        cmd.SetAction(pr => Run(console, pr.GetValue(trace)!, options.Bind(pr, null)));
+        return cmd;
+    }
+
+    /// <summary>Runs maintenance with a progress line on stderr and one summary line; shared with 'prune'.</summary>
+    internal static int Run(IConsole console, string traceDir, MaintenanceOptions options)
+    {
+        var r = StoreMaintenance.Run(traceDir, options, DateTimeOffset.UtcNow, new SynchronousProgress(console));
+        var parts = new List<string>();
+        if (options.Prune is not null)
+        {
+            parts.Add(string.Create(CultureInfo.InvariantCulture, $"{r.VersionsPruned} versions pruned"));
+        }
+
+        parts.Add(string.Create(CultureInfo.InvariantCulture, $"{r.BlobsSwept} blobs swept"));
+        if (r.Compaction is { } c)
+        {
+            parts.Add(string.Create(CultureInfo.InvariantCulture,
+                $"{c.Encoded} of {c.Examined} older chunks re-encoded as deltas ({TimelineRenderer.FormatSize(c.BytesBefore)} -> {TimelineRenderer.FormatSize(c.BytesAfter)})"));
+        }
+
+        parts.Add(string.Create(CultureInfo.InvariantCulture, $"{r.Collection.PacksRepacked} packs repacked, {r.Collection.PacksDropped} dropped"));
+        console.Out.WriteLine($"gc: {string.Join(", ", parts)}; packs {TimelineRenderer.FormatSize(r.PackBytesBefore)} -> {TimelineRenderer.FormatSize(r.PackBytesAfter)}");
+        if (r.Collection.PackFilesLeft > 0)
+        {
+            console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"gc: {r.Collection.PackFilesLeft} unused pack files stay until no reader has the trace open; the next writer deletes them"));
+        }
+
+        console.Out.Flush();
+        return 0;
+    }
+
+    /// <summary>Reports each step as it starts, on stderr, from the calling thread.</summary>
+    private sealed class SynchronousProgress(IConsole console) : IProgress<string>
+    {
+        public void Report(string value) => console.Error.WriteLine($"diffkeeper: {value}");
+    }
+}

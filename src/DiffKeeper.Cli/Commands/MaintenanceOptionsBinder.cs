@@ -1,0 +1,58 @@
+using System.CommandLine;
+using System.Globalization;
+using DiffKeeper.Core;
+using DiffKeeper.Storage.Maintenance;
+using DiffKeeper.Storage.Packs;
+
+namespace DiffKeeper.Cli.Commands;
+
+/// <summary>The options of garbage collection, shared by 'gc' and 'prune' so both read and document them alike.</summary>
+internal sealed class MaintenanceOptionsBinder
+{
+    public Option<string> Delta { get; } = new("--delta")
+    {
+        Description = "How older versions are re-encoded: zstd (a zstd delta against the next-newer version, the --patch-from technique), bsdiff, or none",
+        DefaultValueFactory = _ => "zstd",
+        HelpName = "zstd|bsdiff|none",
+    };
+
+    public Option<int> SnapshotInterval { get; } = new("--snapshot-interval")
+    {
+        Description = "Every N-th version of a path, counted back from the newest, stays whole, so no read follows more than N-1 deltas",
+        DefaultValueFactory = _ => 10,
+        HelpName = "N",
+    };
+
+    public Option<double> RepackThreshold { get; } = new("--repack-threshold")
+    {
+        Description = "Repack a pack when less than this fraction of its bytes is still referenced (copying the rest costs I/O once; the default tolerates 10% garbage)",
+        DefaultValueFactory = _ => 0.9,
+        HelpName = "F",
+    };
+
+    public IEnumerable<Option> All => [Delta, SnapshotInterval, RepackThreshold];
+
+    public MaintenanceOptions Bind(ParseResult pr, PrunePolicy? prune)
+    {
+        BlobCodec? codec = pr.GetValue(Delta) switch
+        {
+            "zstd" => BlobCodec.ZstdDelta,
+            "bsdiff" => BlobCodec.BsDiff,
+            "none" => null,
+            var other => throw new DiffKeeperException(ExitCode.Usage, $"--delta must be zstd, bsdiff or none, not '{other}'"),
+        };
+        var interval = pr.GetValue(SnapshotInterval);
+        if (interval < 1)
+        {
+            throw new DiffKeeperException(ExitCode.Usage, "--snapshot-interval must be at least 1 (1: every version whole)");
+        }
+
+        var threshold = pr.GetValue(RepackThreshold);
+        if (threshold is < 0 or > 1 || double.IsNaN(threshold))
+        {
+            throw new DiffKeeperException(ExitCode.Usage, string.Create(CultureInfo.InvariantCulture, $"--repack-threshold must be between 0 and 1, not {threshold}"));
+        }
+
+        return new MaintenanceOptions(codec, interval, threshold, prune);
+    }
+}

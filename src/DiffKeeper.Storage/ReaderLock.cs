@@ -1,0 +1,56 @@
+using DiffKeeper.Native.Interop;
+using Microsoft.Win32.SafeHandles;
+
+namespace DiffKeeper.Storage;
+
+/// <summary>
+/// The flock on &lt;trace&gt;/LOCK.readers: every reader holds it shared for as long as it is open; the writer
+/// deletes pack files that garbage collection unlinked from the catalog only while it can hold it exclusively,
+/// because a reader that started before the collection may still read them. A reader that cannot open the file
+/// (a read-only copy of a trace) runs without it: nothing deletes packs under a trace nobody can write.
+/// </summary>
+public sealed class ReaderLock : IDisposable
+{
+    private readonly SafeFileHandle? _handle;
+
+    private ReaderLock(SafeFileHandle? handle) => _handle = handle;
+
+    public static ReaderLock Acquire(string traceDir)
+    {
+        var handle = OpenFile(traceDir);
+        if (handle is not null)
+        {
+            _ = Libc.Flock((int)handle.DangerousGetHandle(), Libc.LOCK_SH);
+        }
+
+        return new ReaderLock(handle);
+    }
+
+    /// <summary>The exclusive lock when no reader holds the shared one, else null. Never waits.</summary>
+    public static ReaderLock? TryExclusive(string traceDir)
+    {
+        var handle = OpenFile(traceDir);
+        if (handle is null || Libc.Flock((int)handle.DangerousGetHandle(), Libc.LOCK_EX | Libc.LOCK_NB) != 0)
+        {
+            handle?.Dispose();
+            return null;
+        }
+
+        return new ReaderLock(handle);
+    }
+
+    // open(2), not File.OpenHandle: .NET's own advisory lock on files it opens would interfere.
+    private static SafeFileHandle? OpenFile(string traceDir)
+    {
+        var path = Path.Combine(traceDir, "LOCK.readers");
+        var fd = Libc.Open(path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC, 0x1A4);
+        if (fd < 0)
+        {
+            fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+        }
+
+        return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    public void Dispose() => _handle?.Dispose();
+}
