@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics;
+using System.Runtime.Intrinsics.X86;
 
 namespace DiffKeeper.Storage.Codecs;
 
@@ -62,11 +63,14 @@ public static class SuffixArray
             // empty one after it (L type).
             var isS = typeArray.AsSpan(0, n);
             isS[n - 1] = 0;
+            // Branch-free: on random bytes a < b is a coin toss, and a mispredicted branch per byte costs more
+            // than the rest of the loop.
             for (var i = n - 2; i >= 0; i--)
             {
-                var a = At(s, i);
-                var b = At(s, i + 1);
-                isS[i] = (byte)(a < b || (a == b && isS[i + 1] != 0) ? 1 : 0);
+                long a = At(s, i), b = At(s, i + 1);
+                var less = (int)((ulong)(a - b) >> 63);
+                var equal = (int)((ulong)((a ^ b) - 1) >> 63);
+                isS[i] = (byte)(less | (equal & isS[i + 1]));
             }
 
             var counts = countArray.AsSpan(0, k);
@@ -102,18 +106,33 @@ public static class SuffixArray
                 }
             }
 
+            // Each LMS substring's length (through the next LMS position) goes to sa[m + pos / 2] first; two are
+            // equal when their lengths and symbols are (their types then agree too: both end on an S position).
+            // The last one runs into the sentinel and equals no other.
             sa[m..].Fill(-1);
+            for (int i = n - 1, next = n; i >= 1; i--)
+            {
+                if (IsLms(isS, i))
+                {
+                    sa[m + (i >> 1)] = next - i + 1;
+                    next = i;
+                }
+            }
+
             var names = 0;
-            var previous = -1;
+            int previous = -1, previousLength = 0;
             for (var i = 0; i < m; i++)
             {
                 var p = sa[i];
-                if (previous < 0 || !LmsSubstringsEqual(s, isS, previous, p))
+                var length = sa[m + (p >> 1)];
+                if (length != previousLength || p + length > n || previous + length > n
+                    || !s.Slice(p, length).SequenceEqual(s.Slice(previous, length)))
                 {
                     names++;
+                    previous = p;
+                    previousLength = length;
                 }
 
-                previous = p;
                 sa[m + (p >> 1)] = names - 1;
             }
 
@@ -174,55 +193,65 @@ public static class SuffixArray
     }
 
     // From LMS suffixes at their bucket ends: L-type suffixes left to right from the bucket heads, then S-type
-    // suffixes right to left from the bucket ends.
-    private static void Induce<T>(ReadOnlySpan<T> s, Span<int> sa, ReadOnlySpan<byte> isS, ReadOnlySpan<int> counts, Span<int> bucket)
+    // suffixes right to left from the bucket ends. This is where the time goes: each step reads the text at a
+    // random place, so the text of the entry PrefetchDistance ahead is prefetched, and the type of j - 1 comes
+    // from comparing it with the next symbol (same cache line) unless they are equal. Indexes are not bounds
+    // checked: every one is a suffix position (0 .. n-1) read back from sa, or a bucket slot, which stays inside
+    // its bucket because each bucket receives exactly as many suffixes as start with its symbol.
+    private static unsafe void Induce<T>(ReadOnlySpan<T> s, Span<int> sa, ReadOnlySpan<byte> isS, ReadOnlySpan<int> counts, Span<int> bucket)
         where T : unmanaged, IBinaryInteger<T>
     {
+        const int PrefetchDistance = 24;
         var n = s.Length;
         BucketHeads(counts, bucket);
 
         // The virtual sentinel sorts first and induces the last suffix, which is always L type.
         sa[bucket[At(s, n - 1)]++] = n - 1;
-        for (var i = 0; i < n; i++)
+        fixed (T* text = s)
+        fixed (byte* types = isS)
+        fixed (int* suffixes = sa)
+        fixed (int* slots = bucket)
         {
-            var j = sa[i] - 1;
-            if (j >= 0 && isS[j] == 0)
+            var prefetch = Sse.IsSupported;
+            for (var i = 0; i < n; i++)
             {
-                sa[bucket[At(s, j)]++] = j;
-            }
-        }
+                if (prefetch && i + PrefetchDistance < n)
+                {
+                    Sse.Prefetch0(text + suffixes[i + PrefetchDistance] - 1);
+                }
 
-        BucketEnds(counts, bucket);
-        for (var i = n - 1; i >= 0; i--)
-        {
-            var j = sa[i] - 1;
-            if (j >= 0 && isS[j] != 0)
-            {
-                sa[--bucket[At(s, j)]] = j;
-            }
-        }
-    }
+                var j = suffixes[i] - 1;
+                if (j < 0)
+                {
+                    continue;
+                }
 
-    private static bool LmsSubstringsEqual<T>(ReadOnlySpan<T> s, ReadOnlySpan<byte> isS, int a, int b)
-        where T : unmanaged, IBinaryInteger<T>
-    {
-        var n = s.Length;
-        for (var d = 0; ; d++)
-        {
-            // The substring that runs into the sentinel equals no other.
-            if (a + d == n || b + d == n)
-            {
-                return false;
+                int c = int.CreateTruncating(text[j]), next = int.CreateTruncating(text[j + 1]);
+                if (c > next || (c == next && types[j] == 0))
+                {
+                    suffixes[slots[c]++] = j;
+                }
             }
 
-            if (At(s, a + d) != At(s, b + d) || isS[a + d] != isS[b + d])
+            BucketEnds(counts, bucket);
+            for (var i = n - 1; i >= 0; i--)
             {
-                return false;
-            }
+                if (prefetch && i >= PrefetchDistance)
+                {
+                    Sse.Prefetch0(text + suffixes[i - PrefetchDistance] - 1);
+                }
 
-            if (d > 0 && IsLms(isS, a + d))
-            {
-                return IsLms(isS, b + d);
+                var j = suffixes[i] - 1;
+                if (j < 0)
+                {
+                    continue;
+                }
+
+                int c = int.CreateTruncating(text[j]), next = int.CreateTruncating(text[j + 1]);
+                if (c < next || (c == next && types[j] != 0))
+                {
+                    suffixes[--slots[c]] = j;
+                }
             }
         }
     }
