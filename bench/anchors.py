@@ -324,7 +324,8 @@ class DiffKeeperTool(Tool):
         self.trace = os.path.join(self.store, "trace")
 
     def store_version(self, k):
-        return run([self.binary, "record", "--trace", self.trace, "--watch", self.live, "-q", "--", "true"],
+        # The scan backend: a version of a directory is its baseline; no kernel capture is needed for `true`.
+        return run([self.binary, "record", "--trace", self.trace, "--watch", self.live, "--capture", "scan", "-q", "--", "true"],
                    env=self.env)
 
     def after_store(self):
@@ -334,7 +335,8 @@ class DiffKeeperTool(Tool):
             return None
         before = self.stored_bytes()
         sync()
-        seconds, rss = run([self.binary, "gc", "--trace", self.trace], env=self.env)
+        # DK_GC_ARGS, e.g. "--snapshot-interval 20", measures another chain bound than the default.
+        seconds, rss = run([self.binary, "gc", "--trace", self.trace, *os.environ.get("DK_GC_ARGS", "").split()], env=self.env)
         return {"gc_s": seconds, "gc_rss_kib": rss, "stored_before_gc": before}
 
     def details(self):
