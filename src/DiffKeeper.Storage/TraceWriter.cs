@@ -25,6 +25,7 @@ public sealed class TraceWriter : IDisposable
     private readonly SqliteStatement _insertBlob;
     private readonly SqliteStatement _commitPack;
     private bool _inTransaction;
+    private bool _durable;
     private PackWriter? _pack;
     private long _nextPackId;
 
@@ -284,6 +285,21 @@ public sealed class TraceWriter : IDisposable
         return rowId;
     }
 
+    /// <summary>
+    /// Makes every later <see cref="Commit"/> a durability point against power loss too (keep mode): the catalog
+    /// commits with synchronous=FULL and each new pack's directory entry is fsynced before the pack is referenced.
+    /// </summary>
+    public void MakeCommitsDurable()
+    {
+        if (_inTransaction)
+        {
+            Commit();
+        }
+
+        _db.Execute("PRAGMA synchronous=FULL");
+        _durable = true;
+    }
+
     /// <summary>Whether anything was added since the last commit.</summary>
     public bool HasPending => _inTransaction;
 
@@ -317,9 +333,24 @@ public sealed class TraceWriter : IDisposable
         if (_pack is null)
         {
             _pack = PackWriter.Create(TraceDir, _nextPackId++);
+            if (_durable)
+            {
+                SyncDirectory(Path.GetDirectoryName(Path.Combine(TraceDir, PackFormat.RelativePath(_pack.PackId)))!);
+                SyncDirectory(Path.Combine(TraceDir, "packs"));
+            }
         }
 
         return _pack;
+    }
+
+    private static void SyncDirectory(string dir)
+    {
+        var fd = Native.Interop.Libc.Open(dir, Native.Interop.Libc.O_RDONLY | Native.Interop.Libc.O_DIRECTORY | Native.Interop.Libc.O_CLOEXEC, 0);
+        if (fd >= 0)
+        {
+            _ = Native.Interop.Libc.Fsync(fd);
+            Native.Interop.Libc.Close(fd);
+        }
     }
 
     private void Tx()
