@@ -32,6 +32,8 @@ public sealed class KeepAgent
     private readonly TextWriter _log;
     private readonly AppProcessTree _tree = new();
     private readonly Dictionary<string, long> _dirty = new(StringComparer.Ordinal);
+    // When each change read since the last commit was observed (for the flush-lag histogram).
+    private readonly List<long> _reading = [];
     private Channel<CaptureEvent> _channel = null!;
     private Versioner _versioner = null!;
     private PathFilter _filter = null!;
@@ -44,6 +46,10 @@ public sealed class KeepAgent
     private long _lost;
     private bool _rescanPending;
     private long _storedBefore;
+    private double _dbgStop;
+    private double _dbgBarrier;
+    private double _dbgOldest;
+    private double _dbgCommit;
 
     public KeepAgent(KeepOptions options, TraceWriter writer, AgentCounters counters, TextWriter log)
     {
@@ -192,12 +198,15 @@ public sealed class KeepAgent
     private async Task CutAsync()
     {
         var started = Stopwatch.GetTimestamp();
+        _dbgOldest = _dirty.Count > 0 ? Stopwatch.GetElapsedTime(_dirty.Values.Min()).TotalMilliseconds : 0;
         var stopped = _tree.Freeze(_options.FreezeTimeout);
+        _dbgStop = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         var frozen = _tree.FrozenCount > 0;
         TimeSpan freeze;
         try
         {
             await BarrierAsync().ConfigureAwait(false);
+            _dbgBarrier = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             if (_rescanPending)
             {
                 _rescanPending = false;
@@ -213,7 +222,7 @@ public sealed class KeepAgent
                 }
             }
 
-            ReadDirty();
+            ReadDirty(commit: false);
         }
         finally
         {
@@ -221,7 +230,16 @@ public sealed class KeepAgent
             freeze = Stopwatch.GetElapsedTime(started);
         }
 
+        // The bytes are read: the app goes on while they are made durable.
+        var committing = Stopwatch.GetTimestamp();
+        Commit();
+        _dbgCommit = Stopwatch.GetElapsedTime(committing).TotalMilliseconds;
+
         _counters.CountCut(frozen, freeze, !stopped);
+        if (Environment.GetEnvironmentVariable("DK_DEBUG") is not null)
+        {
+            _log.WriteLine($"cut: freeze {freeze.TotalMilliseconds:0.0} ms stopped-after {_dbgStop:0.0} barrier-after {_dbgBarrier:0.0} commit {_dbgCommit:0.0} total {Stopwatch.GetElapsedTime(started).TotalMilliseconds:0.0} ms, oldest {_dbgOldest:0.0} ms");
+        }
         if (!stopped)
         {
             _log.WriteLine($"diffkeeper: the app did not stop within {_options.FreezeTimeout.TotalSeconds:0.#} s; this cut may hold a write in progress");
@@ -230,14 +248,9 @@ public sealed class KeepAgent
         UpdateCounters();
     }
 
-    /// <summary>Reads every dirty path, commits, and counts how long each change waited to become durable.</summary>
-    private void ReadDirty()
+    /// <summary>Reads every dirty path into the store's open transaction (and commits it, unless told not to).</summary>
+    private void ReadDirty(bool commit = true)
     {
-        if (_dirty.Count == 0 && !_writer.HasPending)
-        {
-            return;
-        }
-
         var timeNs = NowNs();
         // Parents before children; a deleted directory's children were marked too and are found absent.
         foreach (var rel in _dirty.Keys.Order(StringComparer.Ordinal).ToList())
@@ -245,14 +258,25 @@ public sealed class KeepAgent
             _versioner.Observe(0, rel, _seq, timeNs);
         }
 
+        _reading.AddRange(_dirty.Values);
+        _dirty.Clear();
+        if (commit)
+        {
+            Commit();
+        }
+    }
+
+    /// <summary>Commits what was read and counts how long each change waited to become durable.</summary>
+    private void Commit()
+    {
         _writer.Commit();
         var committed = Stopwatch.GetTimestamp();
-        foreach (var since in _dirty.Values)
+        foreach (var since in _reading)
         {
             _counters.ObserveFlushLag(Stopwatch.GetElapsedTime(since, committed).TotalSeconds);
         }
 
-        _dirty.Clear();
+        _reading.Clear();
     }
 
     /// <summary>Consumes events until the barrier file's own event arrives: every change queued before it has been handled.</summary>

@@ -17,8 +17,8 @@ public sealed record KeepOptions(
     /// </summary>
     public TimeSpan Debounce => FlushInterval / 4;
 
-    /// <summary>The oldest uncommitted change waits at most this long (40% of the flush interval) for its cut to start.</summary>
-    public TimeSpan MaxAge => FlushInterval * 0.4;
+    /// <summary>The oldest uncommitted change waits at most this long (30% of the flush interval) for its cut to start.</summary>
+    public TimeSpan MaxAge => FlushInterval * 0.3;
 
     /// <summary>Longest wait for every thread of the app to stop; past it the cut goes on and is counted as a freeze timeout.</summary>
     public TimeSpan FreezeTimeout { get; init; } = TimeSpan.FromSeconds(2);

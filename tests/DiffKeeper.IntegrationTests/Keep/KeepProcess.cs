@@ -130,7 +130,8 @@ public sealed class KeepProcess : IDisposable
             throw new TimeoutException($"{Process.StartInfo.ArgumentList[0]} did not exit within {timeout}; stderr:\n{Stderr}");
         }
 
-        Process.WaitForExit();
+        // Not the parameterless WaitForExit: it also waits for the end of stdout and stderr, which an app that
+        // outlived its agent keeps open.
         return Process.ExitCode;
     }
 

@@ -11,6 +11,7 @@ namespace DiffKeeper.IntegrationTests.Keep;
 /// deleted (the pod's emptyDir is gone), and the next `run` must bring back every key acknowledged more than one
 /// flush interval before the kill.
 /// </summary>
+[Collection(KeepCollection.Name)]
 public sealed class RedisSurvivesKillTests : IDisposable
 {
     private const int Iterations = 20;

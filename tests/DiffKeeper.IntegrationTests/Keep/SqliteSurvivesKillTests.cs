@@ -9,6 +9,7 @@ namespace DiffKeeper.IntegrationTests.Keep;
 /// `restore`, the database passes integrity_check and holds every transaction acknowledged more than one flush
 /// interval before the kill. A mix of a database file and a WAL read at different moments fails these checks.
 /// </summary>
+[Collection(KeepCollection.Name)]
 public sealed class SqliteSurvivesKillTests : IDisposable
 {
     private const int Iterations = 20;

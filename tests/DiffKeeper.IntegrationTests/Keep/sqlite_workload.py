@@ -12,7 +12,7 @@ db.execute("CREATE TABLE IF NOT EXISTS t(n INTEGER PRIMARY KEY, payload BLOB NOT
 n = (db.execute("SELECT coalesce(max(n), 0) FROM t").fetchone()[0]) + 1
 limit = int(sys.argv[2]) if len(sys.argv) > 2 else 1 << 62
 while n <= limit:
-    payload = os.urandom(100 + (n * 37) % 3000)
+    payload = os.urandom(20 + (n * 37) % 400)
     db.execute("BEGIN IMMEDIATE")
     db.execute("INSERT INTO t VALUES (?, ?, ?)", (n, payload, sum(payload) % 65521))
     db.execute("UPDATE t SET digest = digest WHERE n = ?", (max(1, n // 2),))
