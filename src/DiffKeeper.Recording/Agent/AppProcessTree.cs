@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using DiffKeeper.Native.Interop;
 
 namespace DiffKeeper.Recording.Agent;
@@ -8,7 +9,8 @@ namespace DiffKeeper.Recording.Agent;
 /// PR_SET_CHILD_SUBREAPER (a daemonizing grandchild is reparented to the agent, not to init).
 /// <see cref="Freeze"/> stops them all with SIGSTOP and returns once every thread of every one is stopped: a
 /// thread inside write(2) finishes the call first, so when it returns no write is in flight and every change
-/// the app made has been queued by the kernel for the capture backend. <see cref="Thaw"/> continues them
+/// the app made has been queued by the kernel for the capture backend. A thread blocked inside fsync is counted
+/// as stopped (it changes no content and stops when the call returns). <see cref="Thaw"/> continues them
 /// (children before parents, so a parent waiting with WUNTRACED never sees a stopped child). Processes that
 /// were already stopped before the freeze are left stopped.
 /// </summary>
@@ -156,13 +158,42 @@ internal sealed class AppProcessTree
 
         foreach (var task in tasks)
         {
-            if (ReadState(Path.Combine(task, "stat")) is not ('T' or 't' or 'Z' or 'X' or null))
+            var state = ReadState(Path.Combine(task, "stat"));
+            if (state is 'T' or 't' or 'Z' or 'X' or null)
             {
-                return false;
+                continue;
             }
+
+            // A thread blocked in fsync changes no byte and stops as soon as the call returns: waiting for it would
+            // tie every cut to the disk's flush latency (an app with synchronous=FULL or appendfsync always is
+            // nearly always inside one).
+            if (state == 'D' && InFlushCall(Path.Combine(task, "syscall")))
+            {
+                continue;
+            }
+
+            return false;
         }
 
         return true;
+    }
+
+    private static readonly HashSet<int> FlushCalls = RuntimeInformation.ProcessArchitecture == Architecture.Arm64
+        ? [82, 83, 84] // fsync, fdatasync, sync_file_range
+        : [74, 75, 277]; // fsync, fdatasync, sync_file_range
+
+    private static bool InFlushCall(string syscallPath)
+    {
+        try
+        {
+            var text = File.ReadAllText(syscallPath);
+            var end = text.IndexOf(' ');
+            return int.TryParse(end < 0 ? text.Trim() : text[..end], out var nr) && FlushCalls.Contains(nr);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 
     private static char? State(int pid) => ReadState($"/proc/{pid}/stat");

@@ -11,14 +11,14 @@ public sealed record KeepOptions(
     public TimeSpan FlushInterval { get; init; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>
-    /// A cut starts once changes have been quiet this long (a quarter of the flush interval), or at the latest when
+    /// A cut starts once changes have been quiet this long (a tenth of the flush interval), or at the latest when
     /// the oldest uncommitted change is <see cref="MaxAge"/> old: each cut stops the app for a few milliseconds,
     /// so a burst of writes costs one cut, not one per write.
     /// </summary>
-    public TimeSpan Debounce => FlushInterval / 4;
+    public TimeSpan Debounce => FlushInterval / 10;
 
-    /// <summary>The oldest uncommitted change waits at most this long (30% of the flush interval) for its cut to start.</summary>
-    public TimeSpan MaxAge => FlushInterval * 0.3;
+    /// <summary>The oldest uncommitted change waits at most this long (20% of the flush interval) for its cut to start.</summary>
+    public TimeSpan MaxAge => FlushInterval * 0.2;
 
     /// <summary>Longest wait for every thread of the app to stop; past it the cut goes on and is counted as a freeze timeout.</summary>
     public TimeSpan FreezeTimeout { get; init; } = TimeSpan.FromSeconds(2);
