@@ -34,6 +34,8 @@ public sealed class PrometheusExposition
         x.Single("diffkeeper_frozen_cuts_total", "counter", "Cuts taken with the app's processes stopped.", c.FrozenCuts);
         x.Single("diffkeeper_freeze_timeouts_total", "counter", "Cuts where a thread of the app did not stop in time.", c.FreezeTimeouts);
         x.Single("diffkeeper_freeze_seconds_total", "counter", "Time the app spent stopped for cuts.", c.FreezeSeconds);
+        x.Single("diffkeeper_disk_syncs_total", "counter", "fsyncs of the store's packs and catalog (power-loss durability points).", c.DiskSyncs);
+        x.Single("diffkeeper_disk_sync_last_seconds", "gauge", "How long the latest fsync of the store took.", c.LastDiskSyncSeconds);
         x.Single("diffkeeper_stored_bytes", "gauge", "Bytes of pack records in the store.", c.StoredBytes);
         x.Single("diffkeeper_raw_bytes", "gauge", "Bytes of file content this agent read (every version in full).", c.RawBytes);
         x.Single("diffkeeper_dedup_ratio", "gauge", "Raw bytes read over bytes stored by this agent (dedup and compression); 0 before anything is stored.",

@@ -21,6 +21,8 @@ public sealed class AgentCounters
     private long _storedBytes;
     private long _rawBytes;
     private long _storedWritten;
+    private long _diskSyncs;
+    private double _lastDiskSync;
     private long _queueDepth;
     private long _cuts;
     private long _frozenCuts;
@@ -65,6 +67,16 @@ public sealed class AgentCounters
     public long RecoveryBytes { get => Interlocked.Read(ref _recoveryBytes); set => Interlocked.Exchange(ref _recoveryBytes, value); }
 
     public bool AppRunning { get => Volatile.Read(ref _appRunning) == 1; set => Volatile.Write(ref _appRunning, value ? 1 : 0); }
+
+    public long DiskSyncs => Interlocked.Read(ref _diskSyncs);
+
+    public double LastDiskSyncSeconds => Volatile.Read(ref _lastDiskSync);
+
+    public void CountDiskSync(TimeSpan took)
+    {
+        Volatile.Write(ref _lastDiskSync, took.TotalSeconds);
+        Interlocked.Increment(ref _diskSyncs);
+    }
 
     public void CountCut(bool frozen, TimeSpan freeze, bool timedOut)
     {

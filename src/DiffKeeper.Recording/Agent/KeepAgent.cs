@@ -16,8 +16,9 @@ namespace DiffKeeper.Recording.Agent;
 /// tree is stopped (<see cref="AppProcessTree.Freeze"/>), so no write is in flight; (2) a barrier file is created
 /// in a private directory watched by the same inotify instance, and events are consumed until its event arrives:
 /// inotify queues events in order, so every change the app made before it stopped has now been seen; (3) every
-/// path changed since the last cut is read; (4) the app continues; (5) the pack is fsynced and the catalog commits
-/// (synchronous=FULL). Between two cuts nothing is committed, so the store's latest state is always the state
+/// path changed since the last cut is read; (4) the app continues; (5) the catalog commits (the pack's records are
+/// written first): from then on the cut survives a crash of any process; a separate thread fsyncs the packs
+/// and the catalog right behind, for power loss. Between two cuts nothing is committed, so the store's latest state is always the state
 /// of the directory at the moment of some freeze. A cut starts when the changes have been quiet for
 /// <see cref="KeepOptions.Debounce"/>, or at the latest <see cref="KeepOptions.MaxAge"/> after the oldest uncommitted change.
 /// </para>
@@ -34,6 +35,8 @@ public sealed class KeepAgent
     private readonly Dictionary<string, long> _dirty = new(StringComparer.Ordinal);
     // When each change read since the last commit was observed (for the flush-lag histogram).
     private readonly List<long> _reading = [];
+    private readonly SemaphoreSlim _syncWanted = new(0, 1);
+    private volatile bool _stopSyncing;
     private Channel<CaptureEvent> _channel = null!;
     private Versioner _versioner = null!;
     private PathFilter _filter = null!;
@@ -46,10 +49,6 @@ public sealed class KeepAgent
     private long _lost;
     private bool _rescanPending;
     private long _storedBefore;
-    private double _dbgStop;
-    private double _dbgBarrier;
-    private double _dbgOldest;
-    private double _dbgCommit;
 
     public KeepAgent(KeepOptions options, TraceWriter writer, AgentCounters counters, TextWriter log)
     {
@@ -64,15 +63,21 @@ public sealed class KeepAgent
     /// <summary>Records until the app exits; returns its exit code (126/127 when it cannot run, 128+N when killed by signal N).</summary>
     public async Task<int> RunAsync(CancellationToken ct)
     {
-        _writer.MakeCommitsDurable();
+        _writer.DeferSyncToCaller();
         _storedBefore = StoreBytes(_writer.TraceDir);
         _barrierDir = Directory.CreateTempSubdirectory("diffkeeper-barrier-").FullName;
+        var syncer = new Thread(SyncLoop) { IsBackground = true, Name = "store fsync" };
+        syncer.Start();
         try
         {
             return await RecordAsync(ct).ConfigureAwait(false);
         }
         finally
         {
+            _stopSyncing = true;
+            _syncWanted.Release();
+            syncer.Join();
+            _writer.SyncToDisk();
             try
             {
                 Directory.Delete(_barrierDir, recursive: true);
@@ -198,15 +203,12 @@ public sealed class KeepAgent
     private async Task CutAsync()
     {
         var started = Stopwatch.GetTimestamp();
-        _dbgOldest = _dirty.Count > 0 ? Stopwatch.GetElapsedTime(_dirty.Values.Min()).TotalMilliseconds : 0;
         var stopped = _tree.Freeze(_options.FreezeTimeout);
-        _dbgStop = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         var frozen = _tree.FrozenCount > 0;
         TimeSpan freeze;
         try
         {
             await BarrierAsync().ConfigureAwait(false);
-            _dbgBarrier = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             if (_rescanPending)
             {
                 _rescanPending = false;
@@ -230,16 +232,9 @@ public sealed class KeepAgent
             freeze = Stopwatch.GetElapsedTime(started);
         }
 
-        // The bytes are read: the app goes on while they are made durable.
-        var committing = Stopwatch.GetTimestamp();
+        // The bytes are read: the app goes on while they are committed.
         Commit();
-        _dbgCommit = Stopwatch.GetElapsedTime(committing).TotalMilliseconds;
-
         _counters.CountCut(frozen, freeze, !stopped);
-        if (Environment.GetEnvironmentVariable("DK_DEBUG") is not null)
-        {
-            _log.WriteLine($"cut: freeze {freeze.TotalMilliseconds:0.0} ms stopped-after {_dbgStop:0.0} barrier-after {_dbgBarrier:0.0} commit {_dbgCommit:0.0} total {Stopwatch.GetElapsedTime(started).TotalMilliseconds:0.0} ms, oldest {_dbgOldest:0.0} ms");
-        }
         if (!stopped)
         {
             _log.WriteLine($"diffkeeper: the app did not stop within {_options.FreezeTimeout.TotalSeconds:0.#} s; this cut may hold a write in progress");
@@ -266,10 +261,43 @@ public sealed class KeepAgent
         }
     }
 
+    /// <summary>
+    /// Power-loss durability, off the cut path: a commit is durable against any process crash when it returns (its
+    /// bytes are in the page cache), and this thread fsyncs the packs and the catalog behind it, so a disk that
+    /// stalls for a second delays only this, never the next cut.
+    /// </summary>
+    private void SyncLoop()
+    {
+        while (true)
+        {
+            _syncWanted.Wait();
+            if (_stopSyncing)
+            {
+                return;
+            }
+
+            var started = Stopwatch.GetTimestamp();
+            _writer.SyncToDisk();
+            _counters.CountDiskSync(Stopwatch.GetElapsedTime(started));
+        }
+    }
+
     /// <summary>Commits what was read and counts how long each change waited to become durable.</summary>
     private void Commit()
     {
         _writer.Commit();
+        if (_syncWanted.CurrentCount == 0)
+        {
+            try
+            {
+                _syncWanted.Release();
+            }
+            catch (SemaphoreFullException)
+            {
+                // a sync is already wanted
+            }
+        }
+
         var committed = Stopwatch.GetTimestamp();
         foreach (var since in _reading)
         {
