@@ -9,8 +9,9 @@ namespace DiffKeeper.Recording.Agent;
 /// PR_SET_CHILD_SUBREAPER (a daemonizing grandchild is reparented to the agent, not to init).
 /// <see cref="Freeze"/> stops them all with SIGSTOP and returns once every thread of every one is stopped: a
 /// thread inside write(2) finishes the call first, so when it returns no write is in flight and every change
-/// the app made has been queued by the kernel for the capture backend. A thread blocked inside fsync is counted
-/// as stopped (it changes no content and stops when the call returns). <see cref="Thaw"/> continues them
+/// the app made has been queued by the kernel for the capture backend. A thread blocked inside fsync, or in
+/// vfork waiting for its (stopped) child, is counted as stopped: it changes no content and stops when the call
+/// returns. <see cref="Thaw"/> continues them
 /// (children before parents, so a parent waiting with WUNTRACED never sees a stopped child). Processes that
 /// were already stopped before the freeze are left stopped.
 /// </summary>
@@ -166,8 +167,9 @@ internal sealed class AppProcessTree
 
             // A thread blocked in fsync changes no byte and stops as soon as the call returns: waiting for it would
             // tie every cut to the disk's flush latency (an app with synchronous=FULL or appendfsync always is
-            // nearly always inside one).
-            if (state == 'D' && InFlushCall(Path.Combine(task, "syscall")))
+            // nearly always inside one). A parent blocked in vfork (dash, posix_spawn) waits for a child that is
+            // itself stopped now: it could never stop before the thaw.
+            if (state == 'D' && InNonWritingWait(Path.Combine(task, "syscall")))
             {
                 continue;
             }
@@ -178,17 +180,17 @@ internal sealed class AppProcessTree
         return true;
     }
 
-    private static readonly HashSet<int> FlushCalls = RuntimeInformation.ProcessArchitecture == Architecture.Arm64
-        ? [82, 83, 84] // fsync, fdatasync, sync_file_range
-        : [74, 75, 277]; // fsync, fdatasync, sync_file_range
+    private static readonly HashSet<int> NonWritingWaits = RuntimeInformation.ProcessArchitecture == Architecture.Arm64
+        ? [82, 83, 84, 220, 435] // fsync, fdatasync, sync_file_range, clone, clone3
+        : [74, 75, 277, 56, 58, 435]; // fsync, fdatasync, sync_file_range, clone, vfork, clone3
 
-    private static bool InFlushCall(string syscallPath)
+    private static bool InNonWritingWait(string syscallPath)
     {
         try
         {
             var text = File.ReadAllText(syscallPath);
             var end = text.IndexOf(' ');
-            return int.TryParse(end < 0 ? text.Trim() : text[..end], out var nr) && FlushCalls.Contains(nr);
+            return int.TryParse(end < 0 ? text.Trim() : text[..end], out var nr) && NonWritingWaits.Contains(nr);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

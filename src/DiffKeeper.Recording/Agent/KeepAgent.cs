@@ -75,7 +75,7 @@ public sealed class KeepAgent
         finally
         {
             _stopSyncing = true;
-            _syncWanted.Release();
+            WantSync();
             syncer.Join();
             _writer.SyncToDisk();
             try
@@ -282,21 +282,23 @@ public sealed class KeepAgent
         }
     }
 
+    private void WantSync()
+    {
+        try
+        {
+            _syncWanted.Release();
+        }
+        catch (SemaphoreFullException)
+        {
+            // a sync is already wanted: it will cover this commit too
+        }
+    }
+
     /// <summary>Commits what was read and counts how long each change waited to become durable.</summary>
     private void Commit()
     {
         _writer.Commit();
-        if (_syncWanted.CurrentCount == 0)
-        {
-            try
-            {
-                _syncWanted.Release();
-            }
-            catch (SemaphoreFullException)
-            {
-                // a sync is already wanted
-            }
-        }
+        WantSync();
 
         var committed = Stopwatch.GetTimestamp();
         foreach (var since in _reading)

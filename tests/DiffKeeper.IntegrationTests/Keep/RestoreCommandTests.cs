@@ -86,7 +86,7 @@ public sealed class RestoreCommandTests : IDisposable
         }
 
         // The seed's form is `run` without its name, and `run` exits with the app's code.
-        var seed = Cli.Run(_dir.Path, $"--state-dir={state}", $"--store={_dir.Sub("seed-store")}", "--metrics-addr=none", "--", "sh", "-c", "echo hi > greeting; exit 7");
+        var seed = Cli.Run(_dir.Path, $"--state-dir={state}", $"--store={_dir.Sub("seed-store")}", "--metrics-addr=none", "--", "sh", "-c", $"echo hi > '{state}/greeting'; exit 7");
         Assert.True(seed.ExitCode == 7, seed.ToString());
         Assert.Equal("hi\n", File.ReadAllText(Path.Combine(state, "greeting")));
         Assert.Equal(127, Cli.Run(_dir.Path, "run", "--state-dir", state, "--store", _dir.Sub("seed-store"), "--metrics-addr", "none", "--", "/nonexistent/app").ExitCode);

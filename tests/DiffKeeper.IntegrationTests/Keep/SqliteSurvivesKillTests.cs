@@ -15,8 +15,13 @@ public sealed class SqliteSurvivesKillTests : IDisposable
     private const int Iterations = 20;
     private static readonly TimeSpan FlushInterval = TimeSpan.FromMilliseconds(100);
     private readonly TempDir _dir = new();
+    private readonly StallMeter _stall = new();
 
-    public void Dispose() => _dir.Dispose();
+    public void Dispose()
+    {
+        _stall.Dispose();
+        _dir.Dispose();
+    }
 
     public static string Script(string name) => Path.Combine(AppContext.BaseDirectory, "Keep", name);
 
@@ -46,12 +51,12 @@ public sealed class SqliteSurvivesKillTests : IDisposable
             }
         }
 
-        /// <summary>The greatest transaction acknowledged more than a flush interval before <paramref name="killedAt"/>.</summary>
-        public long SafeBefore(long killedAt)
+        /// <summary>The greatest transaction acknowledged more than a flush interval (plus the machine's stall) before <paramref name="killedAt"/>.</summary>
+        public long SafeBefore(long killedAt, TimeSpan stall)
         {
             lock (_list)
             {
-                return _list.Where(a => Stopwatch.GetElapsedTime(a.At, killedAt) > FlushInterval).Select(a => a.N).DefaultIfEmpty(0).Max();
+                return _list.Where(a => Stopwatch.GetElapsedTime(a.At, killedAt) > FlushInterval + stall).Select(a => a.N).DefaultIfEmpty(0).Max();
             }
         }
     }
@@ -115,13 +120,15 @@ public sealed class SqliteSurvivesKillTests : IDisposable
             var acks = new Acks();
             using var run = StartWorkload(state, store, acks);
             WaitForAcks(acks, 1, run);
+            _stall.Reset();
             Thread.Sleep(150 + rng.Next(700));
             var killedAt = Stopwatch.GetTimestamp();
+            var stall = _stall.Max;
             run.KillGroup();
             run.WaitForExit(TimeSpan.FromSeconds(30));
             run.WaitGroupGone();
-            var mustHave = Math.Max(rows, acks.SafeBefore(killedAt));
-            rows = WipeRestoreCheck(state, store, mustHave, $"iteration {i}");
+            var mustHave = Math.Max(rows, acks.SafeBefore(killedAt, stall));
+            rows = WipeRestoreCheck(state, store, mustHave, $"iteration {i} (the machine stalled up to {stall.TotalMilliseconds:0} ms)");
         }
 
         Assert.True(rows > Iterations * 10, $"only {rows} transactions committed in {Iterations} lives");
@@ -136,10 +143,12 @@ public sealed class SqliteSurvivesKillTests : IDisposable
         var acks = new Acks();
         using var run = StartWorkload(state, store, acks);
         WaitForAcks(acks, 1, run);
+        _stall.Reset();
         Thread.Sleep(500);
         var app = run.Descendants();
         Assert.NotEmpty(app);
         var killedAt = Stopwatch.GetTimestamp();
+        var stall = _stall.Max;
         Native.Interop.Libc.Kill(run.Process.Id, 9);
         run.WaitForExit(TimeSpan.FromSeconds(30));
         Assert.Equal(137, run.Process.ExitCode);
@@ -151,7 +160,7 @@ public sealed class SqliteSurvivesKillTests : IDisposable
 
         run.WaitGroupGone();
         Assert.StartsWith("ok:", Cli.Ok(_dir.Path, "verify", "--trace", store).Stdout);
-        WipeRestoreCheck(state, store, acks.SafeBefore(killedAt), "agent killed");
+        WipeRestoreCheck(state, store, acks.SafeBefore(killedAt, stall), $"agent killed (the machine stalled up to {stall.TotalMilliseconds:0} ms)");
 
         // The next run starts from the restored state and goes on numbering.
         var again = new Acks();
@@ -178,6 +187,6 @@ public sealed class SqliteSurvivesKillTests : IDisposable
         Assert.Contains("kept session", run.Stderr);
         Assert.StartsWith("ok:", Cli.Ok(_dir.Path, "verify", "--trace", store).Stdout);
         // The agent commits a final cut after the app died: every acknowledged transaction is in the store.
-        WipeRestoreCheck(state, store, acks.SafeBefore(long.MaxValue), "app killed");
+        WipeRestoreCheck(state, store, acks.SafeBefore(long.MaxValue, TimeSpan.Zero), "app killed");
     }
 }
