@@ -4,6 +4,7 @@
 # store by `diffkeeper run -- true` (its baseline); each measured restore starts from an empty directory.
 # Then the flush lag under a steady 1,000 writes/s (bench/steady_writer.py), read from /metrics.
 # Usage: bench/keep-restore.sh  (results go to stdout; docs/benchmarks.md quotes them)
+# TREES='' skips the restore part; RUNS=N sets hyperfine's runs (default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dk="${DIFFKEEPER_BIN:-$PWD/bin/diffkeeper}"
@@ -22,7 +23,7 @@ make_tree() {  # name
   "$dk" run -q --state-dir "$t" --store "$work/$1/store" --metrics-addr none -- true 2>/dev/null
 }
 
-for tree in one-10MiB 61-files 10k-small 256MiB; do
+for tree in ${TREES-one-10MiB 61-files 10k-small 256MiB}; do
   make_tree "$tree"
   w="$work/$tree"
   hyperfine -N --warmup 1 --runs "${RUNS:-10}" --style basic --export-markdown "$w/result.md" \
@@ -44,15 +45,15 @@ python3 - "$work/lag/metrics" <<'PY'
 import sys, re
 text = open(sys.argv[1]).read()
 buckets = [(float('inf') if m.group(1) == '+Inf' else float(m.group(1)), float(m.group(2)))
-           for m in re.finditer(r'diffkeeper_flush_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', text)]
+           for m in re.finditer(r'(?m)^diffkeeper_flush_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', text)]
 total = buckets[-1][1]
 def pct(p):
     for le, c in buckets:
         if c >= p * total:
             return le
-lag_sum = float(re.search(r'diffkeeper_flush_lag_seconds_sum (\S+)', text).group(1))
-freeze = float(re.search(r'diffkeeper_freeze_seconds_total (\S+)', text).group(1))
-cuts = float(re.search(r'diffkeeper_cuts_total (\S+)', text).group(1))
+lag_sum = float(re.search(r'(?m)^diffkeeper_flush_lag_seconds_sum (\S+)', text).group(1))
+freeze = float(re.search(r'(?m)^diffkeeper_freeze_seconds_total (\S+)', text).group(1))
+cuts = float(re.search(r'(?m)^diffkeeper_cuts_total (\S+)', text).group(1))
 print(f"flush lag under 1,000 writes/s (changes committed: {int(total)}, cuts: {int(cuts)}): mean {lag_sum / total * 1000:.1f} ms, "
       f"p50 <= {pct(0.5) * 1000:g} ms, p90 <= {pct(0.9) * 1000:g} ms, p99 <= {pct(0.99) * 1000:g} ms (histogram bucket bounds); "
       f"app stopped {freeze:.2f} s in all ({freeze / cuts * 1000:.1f} ms per cut)")
