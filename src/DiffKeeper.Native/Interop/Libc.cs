@@ -164,20 +164,14 @@ public static unsafe partial class Libc
 
     public const int PR_SET_CHILD_SUBREAPER = 36;
     public const int WNOHANG = 1;
-    public const int SIGKILL = 9;
     public const int SIGCONT = 18;
     public const int SIGSTOP = 19;
-    public const int ESRCH = 3;
-    public const int ECHILD = 10;
 
     [LibraryImport(Lib, EntryPoint = "prctl", SetLastError = true)]
     public static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
 
     [LibraryImport(Lib, EntryPoint = "waitpid", SetLastError = true)]
     public static partial int Waitpid(int pid, out int status, int options);
-
-    [LibraryImport(Lib, EntryPoint = "unlinkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int UnlinkAt(int dirfd, string path, int flags);
 
     [LibraryImport(Lib, EntryPoint = "fsync", SetLastError = true)]
     public static partial int Fsync(int fd);
