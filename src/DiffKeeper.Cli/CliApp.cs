@@ -14,7 +14,7 @@ public static class CliApp
         Record what a command does to its files, list it as a timeline, rebuild the tree as it was at any moment.
         Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 no trace, 4 trace locked, 5 trace damaged,
         6 output not empty, 7 unsafe path in trace, 8 not found, 9 newer store format, 10 system error;
-        'record' exits with the command's own code (126/127 when it cannot run).
+        'record' and 'run' exit with the command's own code (126/127 when it cannot run).
         """)
     {
         RecordCommand.Create(console),
@@ -27,11 +27,13 @@ public static class CliApp
         StatsCommand.Create(console),
         PruneCommand.Create(console),
         GcCommand.Create(console),
+        RestoreCommand.Create(console),
+        RunCommand.Create(console),
     };
 
     public static async Task<int> RunAsync(string[] args, IConsole console)
     {
-        var parse = Build(console).Parse(args);
+        var parse = Build(console).Parse(RunCommand.AcceptSeedForm(args));
         if (parse.Errors.Count > 0)
         {
             var name = parse.CommandResult.Command.Parents.Any() ? "diffkeeper " + parse.CommandResult.Command.Name : "diffkeeper";

@@ -45,6 +45,8 @@ internal sealed class ChildProcess : IDisposable
         }
     }
 
+    public int Pid => _process.Id;
+
     public async Task<int> WaitAsync(CancellationToken ct)
     {
         await _process.WaitForExitAsync(ct).ConfigureAwait(false);

@@ -34,7 +34,7 @@ public static class Materializer
             ExportResult result;
             using (var tree = SafeTreeWriter.Open(temp))
             {
-                result = Write(reader, session, seq, tree);
+                result = WriteTree(reader, session, seq, tree);
             }
 
             // The root's own mode is not recorded: give it what mkdir would.
@@ -93,7 +93,11 @@ public static class Materializer
         return entries;
     }
 
-    private static ExportResult Write(TraceReader reader, SessionInfo session, long seq, SafeTreeWriter tree)
+    /// <summary>
+    /// Writes the state after event <paramref name="seq"/> below <paramref name="tree"/> (which should be empty),
+    /// re-hashing every blob it reads; directory modes and mtimes are applied last.
+    /// </summary>
+    public static ExportResult WriteTree(TraceReader reader, SessionInfo session, long seq, SafeTreeWriter tree)
     {
         var entries = Plan(reader, session, seq);
         var made = new HashSet<string>(StringComparer.Ordinal);
@@ -191,7 +195,7 @@ public static class Materializer
         }
     }
 
-    private static void TryDelete(string dir)
+    internal static void TryDelete(string dir)
     {
         try
         {

@@ -30,6 +30,8 @@ public sealed class TraceWriter : IDisposable
     private readonly SqliteStatement _insertBlob;
     private readonly SqliteStatement _commitPack;
     private bool _inTransaction;
+    private bool _deferSync;
+    private readonly HashSet<string> _unsynced = [];
     private PackWriter? _pack;
     private long _nextPackId;
 
@@ -358,6 +360,43 @@ public sealed class TraceWriter : IDisposable
         return rowId;
     }
 
+    /// <summary>
+    /// Keep mode: from now on <see cref="Commit"/> writes the pack's buffered records but does not fsync, so a commit
+    /// is durable against a crash of any process at once (the bytes are in the page cache) and costs no disk
+    /// flush; <see cref="SyncToDisk"/>, called from another thread, makes it durable against power loss. New pack
+    /// directories are fsynced when created.
+    /// </summary>
+    public void DeferSyncToCaller()
+    {
+        Commit();
+        _deferSync = true;
+    }
+
+    /// <summary>
+    /// fsyncs every pack written since the last call and the catalog (its WAL and database file). Thread-safe, and
+    /// meant to run beside the writer's thread (keep mode, <see cref="DeferSyncToCaller"/>): it syncs at least what
+    /// was committed before it was called.
+    /// </summary>
+    public void SyncToDisk()
+    {
+        List<string> packs;
+        lock (_unsynced)
+        {
+            packs = [.. _unsynced];
+            _unsynced.Clear();
+        }
+
+        foreach (var path in packs.Append(Path.Combine(TraceDir, "catalog.db-wal")).Append(Path.Combine(TraceDir, "catalog.db")))
+        {
+            var fd = Native.Interop.Libc.Open(path, Native.Interop.Libc.O_RDONLY | Native.Interop.Libc.O_CLOEXEC, 0);
+            if (fd >= 0)
+            {
+                _ = Native.Interop.Libc.Fsync(fd);
+                Native.Interop.Libc.Close(fd);
+            }
+        }
+    }
+
     /// <summary>Whether anything was added since the last commit.</summary>
     public bool HasPending => _inTransaction;
 
@@ -371,7 +410,19 @@ public sealed class TraceWriter : IDisposable
 
         if (_pack is not null)
         {
-            _pack.Sync();
+            if (_deferSync)
+            {
+                _pack.Flush();
+                lock (_unsynced)
+                {
+                    _unsynced.Add(Path.Combine(TraceDir, PackFormat.RelativePath(_pack.PackId)));
+                }
+            }
+            else
+            {
+                _pack.Sync();
+            }
+
             _commitPack.Bind(1, _pack.PackId).Bind(2, _pack.Length).Run();
         }
 
@@ -391,6 +442,11 @@ public sealed class TraceWriter : IDisposable
         if (_pack is null)
         {
             _pack = PackWriter.Create(TraceDir, _nextPackId++);
+            if (_deferSync)
+            {
+                Native.Interop.Libc.FsyncDirectory(Path.GetDirectoryName(Path.Combine(TraceDir, PackFormat.RelativePath(_pack.PackId)))!);
+                Native.Interop.Libc.FsyncDirectory(Path.Combine(TraceDir, "packs"));
+            }
         }
 
         return _pack;

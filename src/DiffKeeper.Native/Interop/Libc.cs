@@ -192,6 +192,20 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "umask")]
     public static partial int Umask(int mask);
 
+    public const int PR_SET_CHILD_SUBREAPER = 36;
+    public const int WNOHANG = 1;
+    public const int SIGCONT = 18;
+    public const int SIGSTOP = 19;
+
+    [LibraryImport(Lib, EntryPoint = "prctl", SetLastError = true)]
+    public static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+    [LibraryImport(Lib, EntryPoint = "waitpid", SetLastError = true)]
+    public static partial int Waitpid(int pid, out int status, int options);
+
+    [LibraryImport(Lib, EntryPoint = "getpid")]
+    public static partial int Getpid();
+
     [LibraryImport(Lib, EntryPoint = "strerror")]
     private static partial nint StrErrorPtr(int errnum);
 

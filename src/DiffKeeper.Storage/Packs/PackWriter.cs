@@ -103,7 +103,7 @@ public sealed class PackWriter : IDisposable
 
     // Records are gathered in memory and written in large pwrites: on virtual disks every small write that
     // dirties the file costs a writeback kick, which made small records the recorder's main cost.
-    private void Flush()
+    internal void Flush()
     {
         if (_buffered > 0)
         {

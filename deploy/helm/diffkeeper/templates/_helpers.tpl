@@ -1,0 +1,3 @@
+{{- define "diffkeeper.name" -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

@@ -1,0 +1,106 @@
+using System.CommandLine;
+using System.Reflection;
+using DiffKeeper.Cli.Metrics;
+using DiffKeeper.Cli.Rendering;
+using DiffKeeper.Core;
+using DiffKeeper.Recording.Agent;
+using DiffKeeper.Replay;
+using DiffKeeper.Storage;
+
+namespace DiffKeeper.Cli.Commands;
+
+internal static class RunCommand
+{
+    public static Command Create(IConsole console)
+    {
+        var stateDir = KeepCommandOptions.StateDir();
+        var store = KeepCommandOptions.Store();
+        var onExisting = KeepCommandOptions.OnExisting();
+        var flush = new Option<string>("--flush-interval")
+        {
+            Description = "A change is durable in the store within this time (10ms to 1h; default 100ms)",
+            DefaultValueFactory = _ => "100ms",
+            HelpName = "DURATION",
+        };
+        var metrics = new Option<string>("--metrics-addr")
+        {
+            Description = "Where to serve /metrics (Prometheus text format) and /healthz: :PORT, HOST:PORT, or 'none' (default :9911)",
+            DefaultValueFactory = _ => ":9911",
+            HelpName = "ADDR",
+        };
+        var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
+        var command = new Argument<string[]>("app")
+        {
+            Description = "The app to run, after '--'",
+            Arity = ArgumentArity.OneOrMore,
+        };
+        var cmd = new Command("run", """
+            Keep an app's state directory across kill -9, eviction and restarts with an ephemeral volume: restore the
+            latest recorded state (as 'restore' does), start the app, record the directory into the store
+            continuously (each run is a new session), forward SIGTERM/SIGINT/SIGHUP/SIGQUIT to the app, reap
+            orphaned processes (it is their subreaper), and exit with the app's exit code.
+            Only consistent cuts are committed: the app's processes are stopped for the few milliseconds it takes
+            to read what changed, so the store always holds a state the directory really had.
+            Also accepted without 'run': diffkeeper --state-dir=/data --store=/deltas -- APP
+            Example: diffkeeper run --state-dir /data --store /deltas -- redis-server /etc/redis.conf
+            """)
+        {
+            stateDir, store, onExisting, flush, metrics, quiet, command,
+        };
+        cmd.SetAction(async (pr, ct) =>
+        {
+            var (state, st) = KeepCommandOptions.Resolve(pr.GetValue(stateDir)!, pr.GetValue(store)!);
+            var interval = ParseInterval(pr.GetValue(flush)!);
+            var metricsAddr = pr.GetValue(metrics)!;
+            var endpoint = metricsAddr is "none" or "" ? null : MetricsEndpoint.ParseAddress(metricsAddr);
+            Directory.CreateDirectory(state);
+            using var writer = TraceWriter.Open(st);
+            var restore = StateRestorer.Restore(st, state, pr.GetValue(onExisting));
+            console.Error.WriteLine(KeepCommandOptions.Describe(restore, state, st));
+            var counters = new AgentCounters
+            {
+                RecoverySeconds = restore.Elapsed.TotalSeconds,
+                RecoveryFiles = restore.Files,
+                RecoveryBytes = restore.Bytes,
+            };
+            var version = typeof(RunCommand).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "unknown";
+            await using var server = endpoint is null ? null
+                : MetricsEndpoint.Start(endpoint, () => PrometheusExposition.Render(counters, version, "inotify"), () => counters.AppRunning);
+            if (server is not null)
+            {
+                console.Error.WriteLine($"diffkeeper: metrics on http://{server.EndPoint}/metrics");
+            }
+
+            var options = new KeepOptions(state, st, pr.GetValue(command)!, Directory.GetCurrentDirectory()) { FlushInterval = interval };
+            var agent = new KeepAgent(options, writer, counters, console.Error);
+            var exit = await agent.RunAsync(ct).ConfigureAwait(false);
+            if (!pr.GetValue(quiet))
+            {
+                console.Error.WriteLine(
+                    $"diffkeeper: kept session {agent.SessionId} in {st}: {counters.Cuts} cuts ({counters.FrozenCuts} with the app stopped, {counters.FreezeSeconds * 1000:0} ms in all), " +
+                    $"{counters.Versions} versions, {TimelineRenderer.FormatSize(counters.RawBytes)} read, {TimelineRenderer.FormatSize(counters.StoredBytesWritten)} stored" +
+                    (counters.LostEvents > 0 ? $", {counters.LostEvents} LOST (rescanned)" : ""));
+            }
+
+            return exit;
+        });
+        return cmd;
+    }
+
+    private static TimeSpan ParseInterval(string text)
+    {
+        if (!TimeSpec.TryParse(text, out var spec) || spec.Kind != TimeSpecKind.SinceStart ||
+            spec.Value < 10_000_000 || spec.Value > 3_600_000_000_000)
+        {
+            throw new DiffKeeperException(ExitCode.Usage, $"--flush-interval '{text}' is not a duration from 10ms to 1h (for example 100ms, 1s)");
+        }
+
+        return TimeSpan.FromTicks(spec.Value / 100);
+    }
+
+    /// <summary>The seed's form, `diffkeeper --state-dir=/data --store=/deltas -- APP`, is `run` without its name.</summary>
+    public static string[] AcceptSeedForm(string[] args) =>
+        args.Length > 0 && (args[0].StartsWith("--state-dir", StringComparison.Ordinal) || args[0].StartsWith("--store", StringComparison.Ordinal))
+            ? ["run", .. args]
+            : args;
+}

@@ -1,0 +1,465 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using DiffKeeper.Capture;
+using DiffKeeper.Capture.Inotify;
+using DiffKeeper.Capture.Scan;
+using DiffKeeper.Core;
+using DiffKeeper.Storage;
+using DiffKeeper.Storage.Catalog;
+
+namespace DiffKeeper.Recording.Agent;
+
+/// <summary>
+/// The `run` agent: records a state directory into a store while the app runs, committing only consistent cuts.
+/// <para>
+/// Commit protocol. A cut makes durable a state the app really had at one moment: (1) every process of the app's
+/// tree is stopped (<see cref="AppProcessTree.Freeze"/>), so no write is in flight; (2) a barrier file is created
+/// in a private directory watched by the same inotify instance, and events are consumed until its event arrives:
+/// inotify queues events in order, so every change the app made before it stopped has now been seen; (3) every
+/// path changed since the last cut is read; (4) the app continues; (5) the catalog commits (the pack's records are
+/// written first): from then on the cut survives a crash of any process; a separate thread fsyncs the packs
+/// and the catalog right behind, for power loss. Between two cuts nothing is committed, so the store's latest state is always the state
+/// of the directory at the moment of some freeze. A cut starts when the changes have been quiet for
+/// <see cref="KeepOptions.Debounce"/>, or at the latest <see cref="KeepOptions.MaxAge"/> after the oldest uncommitted change.
+/// </para>
+/// A session's <see cref="SessionInfo.StartedWallNs"/> stays 0 until its baseline is committed, so a restore never
+/// takes the half-recorded baseline of an agent killed while starting (docs/store-format.md).
+/// </summary>
+public sealed class KeepAgent
+{
+    private readonly KeepOptions _options;
+    private readonly TraceWriter _writer;
+    private readonly AgentCounters _counters;
+    private readonly TextWriter _log;
+    private readonly AppProcessTree _tree = new();
+    private readonly Dictionary<string, long> _dirty = new(StringComparer.Ordinal);
+    // When each change read since the last commit was observed (for the flush-lag histogram).
+    private readonly List<long> _reading = [];
+    private readonly SemaphoreSlim _syncWanted = new(0, 1);
+    private volatile bool _stopSyncing;
+    private Channel<CaptureEvent> _channel = null!;
+    private Versioner _versioner = null!;
+    private PathFilter _filter = null!;
+    private string _barrierDir = "";
+    private long _barrierSeq;
+    private string? _awaitedBarrier;
+    private long _sessionId;
+    private long _startTs;
+    private long _seq;
+    private long _lost;
+    private bool _rescanPending;
+    private long _storedBefore;
+
+    public KeepAgent(KeepOptions options, TraceWriter writer, AgentCounters counters, TextWriter log)
+    {
+        _options = options;
+        _writer = writer;
+        _counters = counters;
+        _log = log;
+    }
+
+    public long SessionId => _sessionId;
+
+    /// <summary>Records until the app exits; returns its exit code (126/127 when it cannot run, 128+N when killed by signal N).</summary>
+    public async Task<int> RunAsync(CancellationToken ct)
+    {
+        _writer.DeferSyncToCaller();
+        _storedBefore = StoreBytes(_writer.TraceDir);
+        _barrierDir = Directory.CreateTempSubdirectory("diffkeeper-barrier-").FullName;
+        var syncer = new Thread(SyncLoop) { IsBackground = true, Name = "store fsync" };
+        syncer.Start();
+        try
+        {
+            return await RecordAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _stopSyncing = true;
+            WantSync();
+            syncer.Join();
+            _writer.SyncToDisk();
+            try
+            {
+                Directory.Delete(_barrierDir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private async Task<int> RecordAsync(CancellationToken ct)
+    {
+        // Root 0 is the state directory (recorded); root 1 is the barrier directory (watched, never recorded).
+        IReadOnlyList<string> roots = [_options.StateDir, _barrierDir];
+        _filter = new PathFilter(roots, _writer.TraceDir, []);
+        _channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
+        await using var source = new InotifySource(roots, _filter);
+        _sessionId = _writer.BeginSession(string.Join(' ', _options.Command), _options.Cwd, source.Name, 0, [_options.StateDir], out var rootIds);
+        _versioner = new Versioner(_writer, _sessionId, [_options.StateDir], rootIds, _log);
+        source.Start(_channel.Writer);
+        _versioner.UseAllCores = true;
+        foreach (var (rel, _) in TreeWalker.Walk(_options.StateDir, 0, _filter))
+        {
+            _versioner.Observe(0, rel, 0, 0);
+        }
+
+        _versioner.UseAllCores = false;
+        _startTs = Stopwatch.GetTimestamp();
+        _writer.SetSessionStart(_sessionId, WallNs()); // the marker: this session's baseline is complete
+        _writer.Commit();
+        UpdateCounters();
+
+        if (!AppProcessTree.BecomeSubreaper())
+        {
+            _log.WriteLine("diffkeeper: cannot become a child subreaper; processes the app leaves behind are not frozen during cuts");
+        }
+
+        int exitCode;
+        ChildProcess? child = null;
+        try
+        {
+            child = ChildProcess.Start(_options.Command, _options.Cwd);
+        }
+        catch (DiffKeeperException e) when (e.Code is ExitCode.CommandNotFound or ExitCode.CannotExecute)
+        {
+            _log.WriteLine($"diffkeeper: {e.Message}");
+        }
+
+        using (child)
+        {
+            _counters.AppRunning = child is not null;
+            exitCode = child is null ? 127 : await LoopAsync(child, ct).ConfigureAwait(false);
+            _counters.AppRunning = false;
+        }
+
+        // The app is gone; what it (or a process it left behind) wrote last is cut and committed, then the
+        // source stops and anything it still delivered is read without a barrier (nothing is left to write).
+        await CutAsync().ConfigureAwait(false);
+        await source.StopAsync().ConfigureAwait(false);
+        _channel.Writer.Complete();
+        while (_channel.Reader.TryRead(out var e))
+        {
+            Handle(e);
+        }
+
+        ReadDirty();
+        _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null, ChildProcess.DescribeExit(exitCode)));
+        _writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
+        UpdateCounters();
+        return exitCode;
+    }
+
+    private async Task<int> LoopAsync(ChildProcess child, CancellationToken ct)
+    {
+        var exited = child.WaitAsync(ct);
+        var lastReap = Stopwatch.GetTimestamp();
+        var lastEvent = 0L;
+        while (!exited.IsCompleted)
+        {
+            while (_channel.Reader.TryRead(out var e))
+            {
+                Handle(e);
+                lastEvent = Stopwatch.GetTimestamp();
+            }
+
+            _counters.QueueDepth = _channel.Reader.CanCount ? _channel.Reader.Count : 0;
+            var now = Stopwatch.GetTimestamp();
+            TimeSpan wait;
+            if (_dirty.Count > 0 || _rescanPending)
+            {
+                var oldest = _dirty.Count > 0 ? _dirty.Values.Min() : now;
+                var quietFor = Stopwatch.GetElapsedTime(lastEvent, now);
+                var age = Stopwatch.GetElapsedTime(oldest, now);
+                if (quietFor >= _options.Debounce || age >= _options.MaxAge || _rescanPending)
+                {
+                    await CutAsync().ConfigureAwait(false);
+                    continue;
+                }
+
+                wait = TimeSpan.FromTicks(Math.Min((_options.Debounce - quietFor).Ticks, (_options.MaxAge - age).Ticks));
+            }
+            else
+            {
+                wait = TimeSpan.FromMilliseconds(100);
+            }
+
+            if (Stopwatch.GetElapsedTime(lastReap) >= TimeSpan.FromMilliseconds(100))
+            {
+                _tree.ReapOrphans(child.Pid);
+                lastReap = Stopwatch.GetTimestamp();
+            }
+
+            using var timeout = new CancellationTokenSource(wait < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : wait);
+            var readable = _channel.Reader.WaitToReadAsync(timeout.Token).AsTask();
+            await Task.WhenAny(readable, exited).ConfigureAwait(false);
+        }
+
+        _tree.ReapOrphans(child.Pid);
+        return await exited.ConfigureAwait(false);
+    }
+
+    /// <summary>Freezes the app's tree, sees every change it made, reads them, continues it, commits (see the class comment).</summary>
+    private async Task CutAsync()
+    {
+        var started = Stopwatch.GetTimestamp();
+        var stopped = _tree.Freeze(_options.FreezeTimeout);
+        var frozen = _tree.FrozenCount > 0;
+        TimeSpan freeze;
+        try
+        {
+            await BarrierAsync().ConfigureAwait(false);
+            if (_rescanPending)
+            {
+                _rescanPending = false;
+                var now = Stopwatch.GetTimestamp();
+                foreach (var (root, rel) in _versioner.AllLive())
+                {
+                    MarkDirty(rel, now);
+                }
+
+                foreach (var (rel, _) in TreeWalker.Walk(_options.StateDir, 0, _filter))
+                {
+                    MarkDirty(rel, now);
+                }
+            }
+
+            ReadDirty(commit: false);
+        }
+        finally
+        {
+            _tree.Thaw();
+            freeze = Stopwatch.GetElapsedTime(started);
+        }
+
+        // The bytes are read: the app goes on while they are committed.
+        Commit();
+        _counters.CountCut(frozen, freeze, !stopped);
+        if (!stopped)
+        {
+            _log.WriteLine($"diffkeeper: the app did not stop within {_options.FreezeTimeout.TotalSeconds:0.#} s; this cut may hold a write in progress");
+        }
+
+        UpdateCounters();
+    }
+
+    /// <summary>Reads every dirty path into the store's open transaction (and commits it, unless told not to).</summary>
+    private void ReadDirty(bool commit = true)
+    {
+        var timeNs = NowNs();
+        // Parents before children; a deleted directory's children were marked too and are found absent.
+        foreach (var rel in _dirty.Keys.Order(StringComparer.Ordinal).ToList())
+        {
+            _versioner.Observe(0, rel, _seq, timeNs);
+        }
+
+        _reading.AddRange(_dirty.Values);
+        _dirty.Clear();
+        if (commit)
+        {
+            Commit();
+        }
+    }
+
+    /// <summary>
+    /// Power-loss durability, off the cut path: a commit is durable against any process crash when it returns (its
+    /// bytes are in the page cache), and this thread fsyncs the packs and the catalog behind it, so a disk that
+    /// stalls for a second delays only this, never the next cut.
+    /// </summary>
+    private void SyncLoop()
+    {
+        while (true)
+        {
+            _syncWanted.Wait();
+            if (_stopSyncing)
+            {
+                return;
+            }
+
+            var started = Stopwatch.GetTimestamp();
+            _writer.SyncToDisk();
+            _counters.CountDiskSync(Stopwatch.GetElapsedTime(started));
+        }
+    }
+
+    private void WantSync()
+    {
+        try
+        {
+            _syncWanted.Release();
+        }
+        catch (SemaphoreFullException)
+        {
+            // a sync is already wanted: it will cover this commit too
+        }
+    }
+
+    /// <summary>Commits what was read and counts how long each change waited to become durable.</summary>
+    private void Commit()
+    {
+        _writer.Commit();
+        WantSync();
+
+        var committed = Stopwatch.GetTimestamp();
+        foreach (var since in _reading)
+        {
+            _counters.ObserveFlushLag(Stopwatch.GetElapsedTime(since, committed).TotalSeconds);
+        }
+
+        _reading.Clear();
+    }
+
+    /// <summary>Consumes events until the barrier file's own event arrives: every change queued before it has been handled.</summary>
+    private async Task BarrierAsync()
+    {
+        var name = "b" + ++_barrierSeq;
+        var path = Path.Combine(_barrierDir, name);
+        _awaitedBarrier = name;
+        File.WriteAllBytes(path, []);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        try
+        {
+            while (_awaitedBarrier is not null)
+            {
+                while (_awaitedBarrier is not null && _channel.Reader.TryRead(out var e))
+                {
+                    Handle(e);
+                }
+
+                if (_awaitedBarrier is not null)
+                {
+                    await _channel.Reader.WaitToReadAsync(timeout.Token).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The barrier's event was lost (an overflow drops events): rescan everything at the next cut.
+            _awaitedBarrier = null;
+            _rescanPending = true;
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    private void Handle(in CaptureEvent e)
+    {
+        if (e.Root == 1)
+        {
+            if (e.Kind == CaptureKind.Created && e.Path == _awaitedBarrier)
+            {
+                _awaitedBarrier = null;
+            }
+
+            return;
+        }
+
+        if (e.Kind == CaptureKind.Overflow)
+        {
+            _lost++;
+            _counters.LostEvents = _lost;
+            _rescanPending = true;
+            AddEvent(e.Timestamp, ChangeOp.Lost, null, null, "inotify queue overflow: events were lost; rescanning");
+            return;
+        }
+
+        if (e.Path.Length == 0)
+        {
+            return; // the state directory itself
+        }
+
+        switch (e.Kind)
+        {
+            case CaptureKind.Created:
+                AddEvent(e.Timestamp, e.IsDirectory ? ChangeOp.Mkdir : ChangeOp.Create, e.Path, null, null);
+                MarkDirty(e.Path, e.Timestamp);
+                break;
+            case CaptureKind.Modified:
+                AddEvent(e.Timestamp, ChangeOp.Write, e.Path, null, null);
+                MarkDirty(e.Path, e.Timestamp);
+                break;
+            case CaptureKind.ClosedWrite:
+                MarkDirty(e.Path, e.Timestamp);
+                break;
+            case CaptureKind.Attributes:
+                AddEvent(e.Timestamp, ChangeOp.Chmod, e.Path, null, null);
+                MarkDirty(e.Path, e.Timestamp);
+                break;
+            case CaptureKind.Deleted:
+                AddEvent(e.Timestamp, e.IsDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, e.Path, null, null);
+                MarkTreeDirty(e.Path, e.IsDirectory, e.Timestamp);
+                break;
+            case CaptureKind.Renamed:
+                AddEvent(e.Timestamp, ChangeOp.Rename, e.Path, e.Path2, null);
+                MarkTreeDirty(e.Path, e.IsDirectory, e.Timestamp);
+                MarkDirty(e.Path2!, e.Timestamp);
+                if (e.IsDirectory)
+                {
+                    foreach (var (rel, _) in TreeWalker.Walk(_options.StateDir, 0, _filter, e.Path2!))
+                    {
+                        MarkDirty(rel, e.Timestamp);
+                    }
+                }
+
+                break;
+        }
+    }
+
+    private void MarkTreeDirty(string rel, bool isDirectory, long timestamp)
+    {
+        MarkDirty(rel, timestamp);
+        if (isDirectory)
+        {
+            foreach (var below in _versioner.LiveAtOrBelow(0, rel))
+            {
+                MarkDirty(below, timestamp);
+            }
+
+            foreach (var pending in _dirty.Keys.Where(k => TracePath.IsAtOrBelow(k, rel)).ToList())
+            {
+                MarkDirty(pending, timestamp);
+            }
+        }
+    }
+
+    private void MarkDirty(string rel, long timestamp)
+    {
+        if (!_dirty.TryGetValue(rel, out var since) || since > timestamp)
+        {
+            _dirty[rel] = timestamp;
+        }
+    }
+
+    private void AddEvent(long timestamp, ChangeOp op, string? path, string? path2, string? detail)
+    {
+        _counters.CountEvent(op);
+        _writer.AddEvent(_sessionId, new NewEvent(++_seq, TimeNs(timestamp), op,
+            path is null ? null : _versioner.PathId(0, path), path2 is null ? null : _versioner.PathId(0, path2), null, null, null, detail));
+    }
+
+    private void UpdateCounters()
+    {
+        _counters.Versions = _versioner.VersionsWritten;
+        _counters.RawBytes = _versioner.RawBytes;
+        _counters.StoredBytesWritten = _writer.StoredBytesWritten;
+        _counters.StoredBytes = _storedBefore + _writer.StoredBytesWritten;
+        _counters.QueueDepth = _channel.Reader.CanCount ? _channel.Reader.Count : 0;
+    }
+
+    private static long StoreBytes(string storeDir)
+    {
+        var packs = Path.Combine(storeDir, "packs");
+        return Directory.Exists(packs)
+            ? Directory.EnumerateFiles(packs, "*.pack", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length)
+            : 0;
+    }
+
+    private long TimeNs(long timestamp) =>
+        timestamp <= _startTs ? 0 : (long)((timestamp - _startTs) * (1_000_000_000.0 / Stopwatch.Frequency));
+
+    private long NowNs() => TimeNs(Stopwatch.GetTimestamp());
+
+    private static long WallNs() => (DateTimeOffset.UtcNow.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100;
+}
