@@ -114,12 +114,4 @@ public sealed class BlobReader
 
         return (baseLoc.Id, bytes);
     }
-
-    /// <summary>Forgets cached bases (after the catalog moved or re-encoded blobs).</summary>
-    public void Clear()
-    {
-        _cache.Clear();
-        _lru.Clear();
-        _cached = 0;
-    }
 }

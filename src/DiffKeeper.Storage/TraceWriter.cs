@@ -178,12 +178,6 @@ public sealed class TraceWriter : IDisposable
     /// <summary>Whether this writer has started a pack.</summary>
     internal bool HasPack => _pack is not null;
 
-    /// <summary>Forgets which blobs it has seen, after maintenance moved or re-encoded rows under it.</summary>
-    internal void ForgetBlobs()
-    {
-        _newBlobs.Clear();
-        _deltaRows.Clear();
-    }
 
     public long BeginSession(string command, string cwd, string capture, long startedWallNs, IReadOnlyList<string> roots, out IReadOnlyList<long> rootIds)
     {
