@@ -382,12 +382,7 @@ public sealed class TraceWriter : IDisposable
 
         foreach (var path in packs.Append(Path.Combine(TraceDir, "catalog.db-wal")).Append(Path.Combine(TraceDir, "catalog.db")))
         {
-            var fd = Native.Interop.Libc.Open(path, Native.Interop.Libc.O_RDONLY | Native.Interop.Libc.O_CLOEXEC, 0);
-            if (fd >= 0)
-            {
-                _ = Native.Interop.Libc.Fsync(fd);
-                Native.Interop.Libc.Close(fd);
-            }
+            Native.Interop.Libc.FsyncPath(path);
         }
     }
 
@@ -436,11 +431,10 @@ public sealed class TraceWriter : IDisposable
         if (_pack is null)
         {
             _pack = PackWriter.Create(TraceDir, _nextPackId++);
-            if (_deferSync)
-            {
-                Native.Interop.Libc.FsyncDirectory(Path.GetDirectoryName(Path.Combine(TraceDir, PackFormat.RelativePath(_pack.PackId)))!);
-                Native.Interop.Libc.FsyncDirectory(Path.Combine(TraceDir, "packs"));
-            }
+            // The pack's name must survive a power loss with the commits that will reference it (and garbage
+            // collection deletes old packs right after such commits): once per pack, off the recorded program's path.
+            Native.Interop.Libc.FsyncPath(Path.GetDirectoryName(Path.Combine(TraceDir, PackFormat.RelativePath(_pack.PackId)))!, directory: true);
+            Native.Interop.Libc.FsyncPath(Path.Combine(TraceDir, "packs"), directory: true);
         }
 
         return _pack;

@@ -128,10 +128,10 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "fsync", SetLastError = true)]
     public static partial int Fsync(int fd);
 
-    /// <summary>fsync of a directory, so the names created in it survive a power loss; false when it could not be done.</summary>
-    public static bool FsyncDirectory(string path)
+    /// <summary>fsync of a file, or of a directory so the names created in it survive a power loss; false when it could not be done.</summary>
+    public static bool FsyncPath(string path, bool directory = false)
     {
-        var fd = Open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        var fd = Open(path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0), 0);
         if (fd < 0)
         {
             return false;

@@ -129,7 +129,6 @@ public sealed class Compactor
     {
         if (_writer.HasPending)
         {
-            GarbageCollector.SyncPackDirectories(_writer);
             _writer.Commit();
         }
     }

@@ -135,28 +135,12 @@ public static class GarbageCollector
 
             if (sinceCommit >= CommitEvery)
             {
-                SyncPackDirectories(writer);
                 writer.Commit();
                 sinceCommit = 0;
             }
         }
 
-        SyncPackDirectories(writer);
         writer.Commit();
         return (repacked, dropped, copied);
-    }
-
-    /// <summary>
-    /// fsync of the directories that name the writer's pack, so the commit that references it survives a power
-    /// loss together with the file's name (maintenance deletes the old packs right after).
-    /// </summary>
-    internal static void SyncPackDirectories(TraceWriter writer)
-    {
-        if (writer.HasPack)
-        {
-            var path = Path.Combine(writer.TraceDir, PackFormat.RelativePath(writer.Pack.PackId));
-            Native.Interop.Libc.FsyncDirectory(Path.GetDirectoryName(path)!);
-            Native.Interop.Libc.FsyncDirectory(Path.Combine(writer.TraceDir, "packs"));
-        }
     }
 }
