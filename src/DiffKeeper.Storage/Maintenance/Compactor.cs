@@ -78,6 +78,7 @@ public sealed class Compactor
                 }
 
                 var newerRows = newer.Select(e => e.BlobRowId).ToHashSet();
+                var shifts = Shifts(old, newer);
                 for (var k = 0; k < old.Count; k++)
                 {
                     var row = old[k].BlobRowId;
@@ -91,7 +92,7 @@ public sealed class Compactor
                     // Bases too deep for the snapshot interval are dropped (a base that is a keyframe or a shallow
                     // delta still serves); only when none is left does the chunk stay whole.
                     var height = Height(row);
-                    var candidates = Candidates(old, k, newer)
+                    var candidates = Candidates(old, k, newer, shifts)
                         .Where(c => !DependsOn(c, row) && 1 + Depth(c) + height <= _maxDepth).ToArray();
                     if (candidates.Length == 0)
                     {
@@ -188,48 +189,41 @@ public sealed class Compactor
     /// chunk both versions hold (an insertion or deletion before it moves everything after), widened by a little
     /// slack; at most <see cref="PackFormat.MaxBases"/> chunks and <see cref="PackFormat.MaxPrefixLength"/> bytes.
     /// </summary>
-    private static long[] Candidates(List<Extent> old, int k, List<Extent> newer)
+    private static long[] Candidates(List<Extent> old, int k, List<Extent> newer, long[] shifts)
     {
-        var newerAt = new Dictionary<long, long>();
-        foreach (var e in newer)
-        {
-            newerAt.TryAdd(e.BlobRowId, e.Offset);
-        }
-
-        long shift = 0;
-        for (var d = 1; d < old.Count; d++)
-        {
-            if (k - d >= 0 && newerAt.TryGetValue(old[k - d].BlobRowId, out var at))
-            {
-                shift = at - old[k - d].Offset;
-                break;
-            }
-
-            if (k + d < old.Count && newerAt.TryGetValue(old[k + d].BlobRowId, out at))
-            {
-                shift = at - old[k + d].Offset;
-                break;
-            }
-        }
-
-        var from = old[k].Offset + shift - Slack;
-        var to = old[k].Offset + shift + old[k].Length + Slack;
+        var from = old[k].Offset + shifts[k] - Slack;
+        var to = old[k].Offset + shifts[k] + old[k].Length + Slack;
         var picked = new List<long>();
         long bytes = 0;
-        foreach (var e in newer)
+        // Extents are in offset order: start at the first one that ends after `from`.
+        int lo = 0, hi = newer.Count;
+        while (lo < hi)
         {
-            if (e.Offset + e.Length <= from || e.Offset >= to || picked.Contains(e.BlobRowId))
+            var mid = (lo + hi) / 2;
+            if (newer[mid].Offset + newer[mid].Length <= from)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                hi = mid;
+            }
+        }
+
+        for (var i = lo; i < newer.Count && newer[i].Offset < to; i++)
+        {
+            if (picked.Contains(newer[i].BlobRowId))
             {
                 continue;
             }
 
-            if (picked.Count == PackFormat.MaxBases || bytes + e.Length > PackFormat.MaxPrefixLength)
+            if (picked.Count == PackFormat.MaxBases || bytes + newer[i].Length > PackFormat.MaxPrefixLength)
             {
                 break;
             }
 
-            picked.Add(e.BlobRowId);
-            bytes += e.Length;
+            picked.Add(newer[i].BlobRowId);
+            bytes += newer[i].Length;
         }
 
         if (picked.Count == 0 && newer.Count > 0)
@@ -238,6 +232,53 @@ public sealed class Compactor
         }
 
         return [.. picked];
+    }
+
+    /// <summary>
+    /// For each old extent, how far its bytes moved in the newer version: the shift of the nearest extent both
+    /// versions hold (the preceding one on a tie), 0 when they share none. Two passes, so a version pair costs
+    /// linear time however few chunks it shares.
+    /// </summary>
+    private static long[] Shifts(List<Extent> old, List<Extent> newer)
+    {
+        var newerAt = new Dictionary<long, long>();
+        foreach (var e in newer)
+        {
+            newerAt.TryAdd(e.BlobRowId, e.Offset);
+        }
+
+        var shifts = new long[old.Count];
+        var distance = new int[old.Count];
+        int? last = null;
+        long lastShift = 0;
+        for (var k = 0; k < old.Count; k++)
+        {
+            distance[k] = last is { } l ? k - l : int.MaxValue;
+            shifts[k] = lastShift;
+            if (newerAt.TryGetValue(old[k].BlobRowId, out var at))
+            {
+                last = k;
+                lastShift = at - old[k].Offset;
+            }
+        }
+
+        last = null;
+        for (var k = old.Count - 1; k >= 0; k--)
+        {
+            if (last is { } l && l - k < distance[k])
+            {
+                distance[k] = l - k;
+                shifts[k] = lastShift;
+            }
+
+            if (newerAt.TryGetValue(old[k].BlobRowId, out var at))
+            {
+                last = k;
+                lastShift = at - old[k].Offset;
+            }
+        }
+
+        return shifts;
     }
 
     private void SetBases(long row, long[] bases)
