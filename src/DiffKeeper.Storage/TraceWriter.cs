@@ -44,7 +44,7 @@ public sealed class TraceWriter : IDisposable
         _insertVersion = db.Prepare("INSERT INTO versions(session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
         _insertPath = db.Prepare("INSERT INTO paths(root_id, rel) VALUES (?1, ?2)");
         _findBlob = db.Prepare("SELECT id, codec FROM blobs WHERE hash = ?1");
-        _promoteBlob = db.Prepare("UPDATE blobs SET pack_id = ?2, offset = ?3, stored_len = ?4, codec = ?5, bases = NULL, depth = 0 WHERE id = ?1");
+        _promoteBlob = db.Prepare("UPDATE blobs SET pack_id = ?2, offset = ?3, stored_len = ?4, codec = ?5, bases = NULL WHERE id = ?1");
         _insertBlob = db.Prepare("INSERT INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
         _commitPack = db.Prepare("INSERT INTO packs(id, committed_size) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET committed_size = excluded.committed_size");
     }

@@ -60,8 +60,7 @@ public static class CatalogSchema
             raw_len INTEGER NOT NULL,
             stored_len INTEGER NOT NULL,
             codec INTEGER NOT NULL,
-            bases BLOB,
-            depth INTEGER NOT NULL DEFAULT 0);
+            bases BLOB);
         CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, committed_size INTEGER NOT NULL);
         """;
 
@@ -112,7 +111,6 @@ public static class CatalogSchema
 
         db.Execute("""
             ALTER TABLE blobs ADD COLUMN bases BLOB;
-            ALTER TABLE blobs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
             ALTER TABLE versions ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
             UPDATE meta SET value = '2' WHERE key = 'format_version';
             """);

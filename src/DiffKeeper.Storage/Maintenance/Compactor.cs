@@ -64,7 +64,7 @@ public sealed class Compactor
         var heads = histories.HeadBlobs();
         var processed = new HashSet<long>();
         long examined = 0, encoded = 0, before = 0, after = 0, sinceCommit = 0;
-        using var update = _writer.Database.Prepare("UPDATE blobs SET pack_id = ?2, offset = ?3, stored_len = ?4, codec = ?5, bases = ?6, depth = ?7 WHERE id = ?1");
+        using var update = _writer.Database.Prepare("UPDATE blobs SET pack_id = ?2, offset = ?3, stored_len = ?4, codec = ?5, bases = ?6 WHERE id = ?1");
         var done = 0;
         foreach (var versions in histories.ByPath.Values)
         {
@@ -169,10 +169,9 @@ public sealed class Compactor
 
             var pack = _writer.Pack;
             var offset = pack.Append(loc.Id, _codec, loc.RawLength, payload, PackFormat.BaseDigest(baseLocs.Select(b => b.Id)));
-            var depth = 1 + bases.Max(Depth);
             _writer.Begin();
             update.Bind(1, row).Bind(2, pack.PackId).Bind(3, offset).Bind(4, (long)payload.Length).Bind(5, (long)_codec)
-                .Bind(6, PackFormat.EncodeBases(bases)).Bind(7, (long)depth).Run();
+                .Bind(6, PackFormat.EncodeBases(bases)).Run();
             _rows[row] = (_codec, payload.Length);
             SetBases(row, bases);
             return PackFormat.RecordSize(payload.Length);
