@@ -56,6 +56,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
     private Thread? _thread;
     private ChannelWriter<CaptureEvent>? _sink;
     private volatile bool _stopping;
+    private readonly StopSignal _stop = new();
 
     public FanotifySource(IReadOnlyList<string> roots, PathFilter filter)
     {
@@ -100,6 +101,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
     public Task StopAsync()
     {
         _stopping = true;
+        _stop.Set();
         _thread?.Join();
         return Task.CompletedTask;
     }
@@ -107,6 +109,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
     public ValueTask DisposeAsync()
     {
         _stopping = true;
+        _stop.Set();
         _thread?.Join();
         foreach (var fd in _mountFds)
         {
@@ -120,13 +123,13 @@ public sealed unsafe class FanotifySource : ICaptureSource
             _fd = -1;
         }
 
+        _stop.Dispose();
         return ValueTask.CompletedTask;
     }
 
     private void ReadLoop()
     {
         var buffer = new byte[256 * 1024];
-        var poll = new Libc.PollFd { Fd = _fd, Events = Libc.POLLIN };
         while (true)
         {
             var stopping = _stopping;
@@ -146,7 +149,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
                 return; // the queue is drained
             }
 
-            Libc.Poll(&poll, 1, 20);
+            _stop.Wait(_fd, 1000);
         }
     }
 

@@ -151,6 +151,15 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)]
     public static partial nint Read(int fd, byte* buf, nint count);
 
+    [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
+    public static partial nint Write(int fd, byte* buf, nint count);
+
+    public const int EFD_CLOEXEC = 0x80000;
+    public const int EFD_NONBLOCK = 0x800;
+
+    [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
+    public static partial int Eventfd(uint initval, int flags);
+
     [LibraryImport(Lib, EntryPoint = "inotify_init1", SetLastError = true)]
     public static partial int InotifyInit1(int flags);
 
