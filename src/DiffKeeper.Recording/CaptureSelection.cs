@@ -50,7 +50,7 @@ internal static class CaptureSelection
     {
         CaptureMode.Ebpf => new EbpfSource(options.Roots, filter) { MaxPayload = options.MaxPayload },
         CaptureMode.Fanotify => new FanotifySource(options.Roots, filter),
-        CaptureMode.Inotify => new InotifySource(options.Roots, filter),
+        CaptureMode.Inotify => new InotifySource(options.Roots, filter) { CoalesceWrites = true },
         CaptureMode.Scan => new ScanSource(),
         _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, null),
     };

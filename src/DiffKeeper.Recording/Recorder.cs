@@ -115,6 +115,8 @@ public sealed class Recorder
             exitCode = (int)e.Code;
         }
 
+        // The command is gone: what is left to read may use every core (the consumer reads this per file).
+        _versioner.UseAllCores = true;
         await source.StopAsync().ConfigureAwait(false);
         channel.Writer.Complete();
         try

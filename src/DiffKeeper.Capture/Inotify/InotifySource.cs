@@ -45,7 +45,10 @@ public sealed unsafe class InotifySource : ICaptureSource
     private Thread? _thread;
     private ChannelWriter<CaptureEvent>? _sink;
     private volatile bool _stopping;
+    private readonly StopSignal _stop = new();
     private bool _rewatch;
+    private readonly Dictionary<(int Wd, string Name), long> _lastWrite = [];
+    private readonly Dictionary<int, (long Until, HashSet<string> Names)> _muted = [];
 
     public InotifySource(IReadOnlyList<string> roots, PathFilter filter)
     {
@@ -54,6 +57,23 @@ public sealed unsafe class InotifySource : ICaptureSource
     }
 
     public string Name => "inotify";
+
+    /// <summary>
+    /// Stop the kernel from queueing an event for every write to a file that is being written in a burst
+    /// (`record`): after two IN_MODIFY of one file less than <see cref="HotGap"/> apart, its directory's watch
+    /// drops IN_MODIFY for <see cref="MuteWindow"/>, then takes it back and reports the hot files as modified
+    /// again, so the recorder reads their state at the end of the window. Creates, closes, renames, deletes and
+    /// attribute changes are still reported while muted. Each queued IN_MODIFY costs the writer about 1 µs in the
+    /// kernel (100,000 appends of 100 bytes: 107 ms bare, 193 ms with IN_MODIFY watched, 119 ms without).
+    /// What is lost: a write during the window to another file of the same directory that is neither closed nor
+    /// written again is seen at the next event for it or at the final scan. Off for keep mode, whose cuts must
+    /// know every changed file.
+    /// </summary>
+    public bool CoalesceWrites { get; init; }
+
+    public TimeSpan HotGap { get; init; } = TimeSpan.FromMilliseconds(10);
+
+    public TimeSpan MuteWindow { get; init; } = TimeSpan.FromMilliseconds(50);
 
     public void Start(ChannelWriter<CaptureEvent> sink)
     {
@@ -77,6 +97,7 @@ public sealed unsafe class InotifySource : ICaptureSource
     public Task StopAsync()
     {
         _stopping = true;
+        _stop.Set();
         _thread?.Join();
         return Task.CompletedTask;
     }
@@ -84,7 +105,6 @@ public sealed unsafe class InotifySource : ICaptureSource
     private void ReadLoop()
     {
         var buffer = new byte[256 * 1024];
-        var poll = new Libc.PollFd { Fd = _fd, Events = Libc.POLLIN };
         while (true)
         {
             var stopping = _stopping;
@@ -106,6 +126,8 @@ public sealed unsafe class InotifySource : ICaptureSource
                     FlushPendingMoves(); // the queue was drained: an unpaired MOVED_FROM left the roots
                 }
 
+                UnmuteDue();
+
                 continue;
             }
 
@@ -115,7 +137,8 @@ public sealed unsafe class InotifySource : ICaptureSource
                 return;
             }
 
-            if (Libc.Poll(&poll, 1, 20) > 0)
+            UnmuteDue();
+            if (_stop.Wait(_fd, WaitMs()))
             {
                 // Let a burst accumulate before reading: the kernel merges an event identical to the last one
                 // still queued, so 100,000 writes to one file become a handful of events instead of 100,000
@@ -235,6 +258,10 @@ public sealed unsafe class InotifySource : ICaptureSource
         else if ((mask & IN_MODIFY) != 0)
         {
             Emit(new CaptureEvent(CaptureKind.Modified, root, rel, null, isDir, now));
+            if (CoalesceWrites && !isDir)
+            {
+                NoteWrite(wd, name, now);
+            }
         }
         else if ((mask & IN_CLOSE_WRITE) != 0)
         {
@@ -244,6 +271,98 @@ public sealed unsafe class InotifySource : ICaptureSource
         {
             Emit(new CaptureEvent(CaptureKind.Attributes, root, rel, null, isDir, now));
         }
+    }
+
+    private void NoteWrite(int wd, string name, long now)
+    {
+        if (_muted.TryGetValue(wd, out var muted))
+        {
+            muted.Names.Add(name); // queued before the mute took effect
+            return;
+        }
+
+        if (_lastWrite.Remove((wd, name), out var last) && Stopwatch.GetElapsedTime(last, now) <= HotGap)
+        {
+            Mute(wd, name, now);
+            return;
+        }
+
+        if (_lastWrite.Count >= 4096)
+        {
+            _lastWrite.Clear(); // only recent writes matter
+        }
+
+        _lastWrite[(wd, name)] = now;
+    }
+
+    private void Mute(int wd, string name, long now)
+    {
+        var (root, rel) = _byWd[wd];
+        var got = Libc.InotifyAddWatch(_fd, TreeWalker.Join(_roots[root], rel), WatchMask & ~IN_MODIFY);
+        if (got == wd)
+        {
+            _muted[wd] = (now + (long)(MuteWindow.TotalSeconds * Stopwatch.Frequency), [name]);
+        }
+        else if (got >= 0)
+        {
+            // The name now leads to another directory (renamed, events not read yet): leave that one as it was.
+            if (_byWd.TryGetValue(got, out var other))
+            {
+                Libc.InotifyAddWatch(_fd, TreeWalker.Join(_roots[other.Root], other.Rel), WatchMask);
+            }
+            else
+            {
+                Libc.InotifyRmWatch(_fd, got);
+            }
+        }
+    }
+
+    /// <summary>Gives muted directories IN_MODIFY back once their window is over, and re-reports their hot files.</summary>
+    private void UnmuteDue()
+    {
+        if (_muted.Count == 0)
+        {
+            return;
+        }
+
+        var now = Stopwatch.GetTimestamp();
+        foreach (var (wd, (until, names)) in _muted)
+        {
+            if (now < until)
+            {
+                continue;
+            }
+
+            _muted.Remove(wd);
+            if (!_byWd.TryGetValue(wd, out var dir))
+            {
+                continue; // gone
+            }
+
+            var abs = TreeWalker.Join(_roots[dir.Root], dir.Rel);
+            if (Libc.InotifyAddWatch(_fd, abs, WatchMask) != wd)
+            {
+                continue; // renamed or gone: the events for that are queued
+            }
+
+            foreach (var name in names)
+            {
+                var rel = dir.Rel.Length == 0 ? name : dir.Rel + "/" + name;
+                Emit(new CaptureEvent(CaptureKind.Modified, dir.Root, rel, null, false, now));
+            }
+        }
+    }
+
+    private int WaitMs()
+    {
+        if (_muted.Count == 0)
+        {
+            return 1000;
+        }
+
+        var next = _muted.Values.Min(m => m.Until);
+        var ms = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), next).TotalMilliseconds;
+        return ms <= 0 ? 0 : (int)Math.Ceiling(ms);
     }
 
     private void MovedWithin(int fromRoot, string fromRel, int toRoot, string toRel, bool isDir, long now)
@@ -394,6 +513,7 @@ public sealed unsafe class InotifySource : ICaptureSource
     public ValueTask DisposeAsync()
     {
         _stopping = true;
+        _stop.Set();
         _thread?.Join();
         if (_fd >= 0)
         {
@@ -401,6 +521,7 @@ public sealed unsafe class InotifySource : ICaptureSource
             _fd = -1;
         }
 
+        _stop.Dispose();
         return ValueTask.CompletedTask;
     }
 }
