@@ -48,7 +48,7 @@ internal static class CaptureSelection
 
     private static ICaptureSource Create(CaptureMode mode, RecordOptions options, PathFilter filter) => mode switch
     {
-        CaptureMode.Ebpf => new EbpfSource(options.Roots, filter) { MaxPayload = options.MaxPayload },
+        CaptureMode.Ebpf => new EbpfSource(options.Roots, filter) { MaxPayload = options.MaxPayload, RingBytes = options.RingBufferBytes },
         CaptureMode.Fanotify => new FanotifySource(options.Roots, filter),
         CaptureMode.Inotify => new InotifySource(options.Roots, filter) { CoalesceWrites = true },
         CaptureMode.Scan => new ScanSource(),

@@ -63,6 +63,40 @@ public sealed class EbpfCaptureTests : IDisposable
     }
 
     [Fact]
+    public void A_full_ring_buffer_is_a_LOST_event_followed_by_a_rescan_and_the_end_state_is_exact()
+    {
+        SkipUnlessEbpf();
+        // 64 MiB of 256 KiB writes (each carried whole) into a 1 MiB ring: the reader cannot keep up, the kernel
+        // side drops records and counts them.
+        var script = Path.Combine(_dir.Path, "flood.py");
+        File.WriteAllText(script, """
+            import os
+            block = bytes(range(256)) * 1024
+            for name in ["a.bin", "b.bin"]:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                for i in range(128):
+                    os.write(fd, block[i:] + block[:i])
+                os.close(fd)
+            os.unlink("a.bin")
+            with open("last.txt", "w") as f:
+                f.write("written after the flood\n")
+            """);
+        var r = Cli.Run(Work, "record", "--capture", "ebpf", "--ring-buffer", "1", "--trace", Trace, "--", "python3", script);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("LOST", r.Stderr, StringComparison.Ordinal);
+
+        var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
+        Assert.Contains(events, e => Op(e) == "LOST" && e.GetProperty("detail").GetString()!.Contains("ring buffer full", StringComparison.Ordinal));
+        var session = Cli.JsonLines(Cli.Ok(Work, "sessions", "--trace", Trace, "--json")).Single();
+        Assert.True(session.GetProperty("lost_events").GetInt64() > 0);
+
+        var outDir = _dir.Sub("out");
+        Cli.Ok(Work, "export", "--trace", Trace, "--out", outDir);
+        TreeSnapshot.AssertSame(TreeSnapshot.Take(Work), TreeSnapshot.Take(outDir), "export after eBPF ring buffer drops");
+        Cli.Ok(Work, "verify", "--trace", Trace, "--read-data");
+    }
+
+    [Fact]
     public void A_write_larger_than_the_payload_limit_is_read_back_and_marked_so()
     {
         SkipUnlessEbpf();

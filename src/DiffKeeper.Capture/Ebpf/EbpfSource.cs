@@ -57,6 +57,9 @@ public sealed unsafe class EbpfSource : ICaptureSource
     /// <summary>Pending ring buffer bytes that wake the reader at once (otherwise it wakes every few ms).</summary>
     public int WakeBytes { get; init; } = 256 * 1024;
 
+    /// <summary>Size of the ring buffer between the kernel and the reader: a power of two, at least a page.</summary>
+    public int RingBytes { get; init; } = 64 << 20;
+
     /// <summary>Why this backend cannot run here (checked before trying to load), or null.</summary>
     public static string? Unavailable()
     {
@@ -152,6 +155,13 @@ public sealed unsafe class EbpfSource : ICaptureSource
             throw new DiffKeeperException(ExitCode.Failure, "the eBPF object has no 'scratch' map");
         }
 
+        if (!LibBpf.SetMaxEntries(_object, "events", (uint)RingBytes))
+        {
+            throw new DiffKeeperException(ExitCode.Usage, $"the eBPF ring buffer cannot be {RingBytes} bytes (a power of two, at least a page)");
+        }
+
+        // Wake the reader before half the ring is full, however small the ring.
+        var wake = (uint)Math.Min(WakeBytes, RingBytes / 4);
         var loaded = LibBpf.ObjectLoad(_object);
         if (loaded < 0)
         {
@@ -159,7 +169,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
             throw Refused("the kernel refused to load the eBPF programs", errno != 0 ? errno : -loaded);
         }
 
-        var settings = new Settings { MaxPayload = (uint)Math.Clamp(MaxPayload, 0, 256 * 1024), WakeBytes = (uint)WakeBytes };
+        var settings = new Settings { MaxPayload = (uint)Math.Clamp(MaxPayload, 0, 256 * 1024), WakeBytes = wake };
         var zero = 0u;
         if (LibBpf.MapUpdateElem(LibBpf.MapFdByName(_object, "settings"), &zero, &settings, LibBpf.BPF_ANY) != 0)
         {

@@ -42,6 +42,20 @@ internal static class RecordCommand
                 r.AddError("--max-payload must be between 0 and 262144");
             }
         });
+        var ring = new Option<int>("--ring-buffer")
+        {
+            Description = "eBPF: MiB of kernel memory for events on their way to diffkeeper (a power of two); when it is full, events are lost, reported as LOST, and the trees rescanned",
+            HelpName = "MIB",
+            DefaultValueFactory = _ => 64,
+        };
+        ring.Validators.Add(r =>
+        {
+            var mib = r.GetValueOrDefault<int>();
+            if (mib is < 1 or > 1024 || (mib & (mib - 1)) != 0)
+            {
+                r.AddError("--ring-buffer must be a power of two from 1 to 1024 (MiB)");
+            }
+        });
         var command = new Argument<string[]>("command")
         {
             Description = "The command to run and record, after '--'",
@@ -55,7 +69,7 @@ internal static class RecordCommand
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, capture, maxPayload, command,
+            trace, watch, exclude, quiet, capture, maxPayload, ring, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -82,6 +96,7 @@ internal static class RecordCommand
             {
                 Capture = Enum.Parse<CaptureMode>(pr.GetValue(capture)!, ignoreCase: true),
                 MaxPayload = pr.GetValue(maxPayload),
+                RingBufferBytes = pr.GetValue(ring) << 20,
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
             if (!pr.GetValue(quiet))
