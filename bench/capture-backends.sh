@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench/capture-backends.sh: recording overhead of each capture backend, side by side in one hyperfine run
-# per workload: 1,000,000 writes of 16 bytes to one file, and 20,000 creates of 100-byte files, each bare and
-# under `diffkeeper record --capture ebpf|fanotify|inotify`. Work files go to a tmpfs
+# per workload: 1,000,000 writes of 16 bytes to one file, 20,000 creates of 100-byte files, unpacking a tarball
+# of ~8,000 files and `make -j2` of a 121-file C project, each bare and under
+# `diffkeeper record --capture ebpf|fanotify|inotify`; then the events and losses of ebpf and fanotify at a
+# steady 100,000 writes a second. Work files go to a tmpfs
 # mounted for the run (so disk write-back does not dominate); results to bench/results/capture-*.json and a
 # markdown table on stdout. Needs root for eBPF and the mount. BENCH_RUNS (default 5) runs per command.
 set -euo pipefail
@@ -17,6 +19,29 @@ mount -t tmpfs -o size=2g dk-bench "$W"
 trap 'umount -l "$W"; rmdir "$W"' EXIT
 gcc -O2 -o "$W/writes16" "$REPO/bench/workloads/writes16.c"
 gcc -O2 -o "$W/creates" "$REPO/bench/workloads/creates.c"
+gcc -O2 -o "$W/paced" "$REPO/bench/workloads/paced.c" 2>/dev/null
+# Real workloads: a source tarball of the system's C headers (about 8,000 files, 130 MB) and a C project of
+# 120 generated files built with make -j2 (objects and the program go to the watched directory).
+tar -cf "$W/src.tar" -C /usr include
+mkdir -p "$W/proj"
+for i in $(seq 1 120); do
+  {
+    echo "#include <stdio.h>"
+    echo "#include <string.h>"
+    for f in 1 2 3 4 5 6; do
+      echo "int f${i}_$f(const char *s) { int h = $i; for (size_t k = 0; k < strlen(s); k++) h = h * 31 + s[k] + $f; return h; }"
+    done
+  } > "$W/proj/m$i.c"
+done
+echo "int main(void) { return 0; }" > "$W/proj/main.c"
+cat > "$W/proj/Makefile" <<'MAKE'
+SRC := $(wildcard *.c)
+OBJ := $(patsubst %.c,$(OUT)/%.o,$(SRC))
+$(OUT)/app: $(OBJ)
+	gcc -o $@ $^
+$(OUT)/%.o: %.c
+	gcc -O1 -c $< -o $@
+MAKE
 mkdir -p "$W/ws" "$W/traces"
 n=0
 run() { # run NAME WORKLOAD-COMMAND
@@ -39,3 +64,15 @@ echo "| workload | command | mean ± σ | ratio to bare |"
 echo "|---|---|---|---|"
 run writes16 "$W/writes16 $W/ws 1000000"
 run creates "$W/creates $W/ws 20000"
+run tarball "tar -xf $W/src.tar -C $W/ws"
+run make "make -s -j2 -C $W/proj OUT=$W/ws"
+
+# Losses at a steady rate: 100,000 writes of 16 bytes a second for 5 s (paced in 1 ms slices).
+echo
+echo "| backend | sustained 100,000 writes/s for 5 s: events recorded | lost |"
+echo "|---|---|---|"
+for backend in ebpf fanotify; do
+  rm -rf "$W/ws" "$W/traces"; mkdir -p "$W/ws" "$W/traces"
+  "$DK" record --quiet --capture "$backend" --trace "$W/traces/p" --watch "$W/ws" -- "$W/paced" "$W/ws" 100000 5 2>&1 | sed 's/^/  /' >&2
+  "$DK" sessions --trace "$W/traces/p" --json | jq -r --arg b "$backend" '"| \($b) | \(.events) | \(.lost_events) |"'
+done
