@@ -124,6 +124,11 @@ public static class FileIngest
     private static long IngestRange(TraceWriter writer, SafeFileHandle file, long start, long end, byte[] buffer,
         List<Extent> extents, List<(long, int, BlobId)> hashed, bool parallel)
     {
+        if (parallel)
+        {
+            return IngestRangePipelined(writer, file, start, end, buffer, extents, hashed);
+        }
+
         long readPos = start;
         long chunkPos = start;
         var filled = 0;
@@ -138,24 +143,7 @@ public static class FileIngest
                 Buffer.BlockCopy(buffer, consumed, buffer, 0, filled - consumed);
                 filled -= consumed;
                 consumed = 0;
-                while (filled < buffer.Length && readPos < end)
-                {
-                    var want = (int)Math.Min(buffer.Length - filled, end - readPos);
-                    var n = RandomAccess.Read(file, buffer.AsSpan(filled, want), readPos);
-                    if (n == 0)
-                    {
-                        eof = true;
-                        break;
-                    }
-
-                    filled += n;
-                    readPos += n;
-                }
-
-                if (readPos >= end)
-                {
-                    eof = true;
-                }
+                (filled, readPos, eof) = Fill(file, buffer, filled, readPos, end);
             }
 
             if (consumed >= filled)
@@ -164,30 +152,148 @@ public static class FileIngest
             }
 
             batch.Clear();
-            while (consumed < filled && (eof || filled - consumed >= FastCdc.MaxSize))
-            {
-                var cut = FastCdc.NextCut(buffer.AsSpan(consumed, filled - consumed));
-                batch.Add((consumed, cut));
-                consumed += cut;
-            }
-
-            foreach (var (rowId, id, length) in StoreBatch(writer, buffer, batch, parallel))
-            {
-                extents.Add(new Extent(chunkPos, length, rowId));
-                hashed.Add((chunkPos, length, id));
-                chunkPos += length;
-            }
+            consumed = Cut(buffer, consumed, filled, eof, batch);
+            var ids = new BlobId[batch.Count];
+            Hash(buffer, batch, ids, parallel: false);
+            chunkPos = Store(writer, buffer, batch, ids, parallel: false, chunkPos, extents, hashed);
         }
     }
 
     /// <summary>
-    /// Stores a batch of chunks of <paramref name="buffer"/>: hashes them and encodes the new ones (on all cores
-    /// when <paramref name="parallel"/>), then appends in order on this thread (the writer is single-threaded).
+    /// <see cref="IngestRange"/> on every core: two buffers take turns, and while one batch's chunks are hashed
+    /// in the background this thread reads and cuts the next one, then stores the batch before (finding
+    /// duplicates, encoding the new chunks in parallel, appending in order). Reading and cutting are sequential
+    /// by nature (cut points depend on the previous cut); hashing is the other half of the work, so overlapping
+    /// the two keeps both cores busy. Chunks and blobs are the same as the sequential path's.
     /// </summary>
-    private static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch, bool parallel)
+    private static long IngestRangePipelined(TraceWriter writer, SafeFileHandle file, long start, long end, byte[] first,
+        List<Extent> extents, List<(long, int, BlobId)> hashed)
     {
-        var ids = new BlobId[batch.Count];
+        var second = ArrayPool<byte>.Shared.Rent(first.Length);
+        byte[][] buffers = [first, second];
+        (Task Hashing, byte[] Buffer, List<(int Offset, int Length)> Batch, BlobId[] Ids)? pending = null;
+        long readPos = start;
+        long chunkPos = start;
+        int filled = 0, consumed = 0;
+        var eof = false;
+        var turn = 0;
+        try
+        {
+            while (true)
+            {
+                var buffer = buffers[turn & 1];
+                if (turn > 0)
+                {
+                    // The tail the previous buffer could not cut yet starts this one (the batch that used this
+                    // buffer before was stored at the end of the previous turn).
+                    var previous = buffers[(turn - 1) & 1];
+                    Buffer.BlockCopy(previous, consumed, buffer, 0, filled - consumed);
+                    filled -= consumed;
+                    consumed = 0;
+                }
+
+                if (!eof)
+                {
+                    (filled, readPos, eof) = Fill(file, buffer, filled, readPos, end);
+                }
+
+                var batch = new List<(int Offset, int Length)>();
+                consumed = Cut(buffer, consumed, filled, eof, batch);
+                var ids = new BlobId[batch.Count];
+                var hashing = batch.Count == 0 ? Task.CompletedTask : Task.Run(() => Hash(buffer, batch, ids, parallel: true));
+                var previousBatch = pending;
+                pending = (hashing, buffer, batch, ids); // from here on, the finally waits for this batch's hashing
+                if (previousBatch is { } p)
+                {
+                    p.Hashing.GetAwaiter().GetResult();
+                    chunkPos = Store(writer, p.Buffer, p.Batch, p.Ids, parallel: true, chunkPos, extents, hashed);
+                }
+
+                if (consumed >= filled && eof)
+                {
+                    break;
+                }
+
+                turn++;
+            }
+
+            var last = pending!.Value;
+            pending = null;
+            last.Hashing.GetAwaiter().GetResult();
+            return Store(writer, last.Buffer, last.Batch, last.Ids, parallel: true, chunkPos, extents, hashed);
+        }
+        finally
+        {
+            // Never hand a buffer back while a hashing task may still read it.
+            try
+            {
+                pending?.Hashing.Wait();
+            }
+            catch (AggregateException)
+            {
+                // the exception that matters is already propagating
+            }
+
+            ArrayPool<byte>.Shared.Return(second);
+        }
+    }
+
+    /// <summary>Reads from <paramref name="readPos"/> until the buffer is full or the range ends.</summary>
+    private static (int Filled, long ReadPos, bool Eof) Fill(SafeFileHandle file, byte[] buffer, int filled, long readPos, long end)
+    {
+        while (filled < buffer.Length && readPos < end)
+        {
+            var want = (int)Math.Min(buffer.Length - filled, end - readPos);
+            var n = RandomAccess.Read(file, buffer.AsSpan(filled, want), readPos);
+            if (n == 0)
+            {
+                return (filled, readPos, true);
+            }
+
+            filled += n;
+            readPos += n;
+        }
+
+        return (filled, readPos, readPos >= end);
+    }
+
+    /// <summary>Cuts chunks from <paramref name="consumed"/> while a maximal chunk (or the end) is in the buffer.</summary>
+    private static int Cut(byte[] buffer, int consumed, int filled, bool eof, List<(int Offset, int Length)> batch)
+    {
+        while (consumed < filled && (eof || filled - consumed >= FastCdc.MaxSize))
+        {
+            var cut = FastCdc.NextCut(buffer.AsSpan(consumed, filled - consumed));
+            batch.Add((consumed, cut));
+            consumed += cut;
+        }
+
+        return consumed;
+    }
+
+    private static void Hash(byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel) =>
         Run(parallel, batch.Count, i => ids[i] = BlobId.Of(buffer.AsSpan(batch[i].Offset, batch[i].Length)));
+
+    private static long Store(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel,
+        long chunkPos, List<Extent> extents, List<(long, int, BlobId)> hashed)
+    {
+        foreach (var (rowId, id, length) in StoreBatch(writer, buffer, batch, ids, parallel))
+        {
+            extents.Add(new Extent(chunkPos, length, rowId));
+            hashed.Add((chunkPos, length, id));
+            chunkPos += length;
+        }
+
+        return chunkPos;
+    }
+
+    /// <summary>
+    /// Stores a batch of chunks of <paramref name="buffer"/>, already hashed into <paramref name="ids"/>: encodes the
+    /// new ones (on all cores when <paramref name="parallel"/>), then appends in order on this thread (the writer is
+    /// single-threaded).
+    /// </summary>
+    private static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch,
+        BlobId[] ids, bool parallel)
+    {
         var rows = new long?[batch.Count];
         for (var i = 0; i < batch.Count; i++)
         {

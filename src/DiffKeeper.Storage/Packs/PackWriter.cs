@@ -15,8 +15,10 @@ public sealed class PackWriter : IDisposable
     private const int BufferSize = 1 << 20;
     private readonly SafeFileHandle _handle;
     private readonly byte[] _buffer = new byte[BufferSize + PackFormat.RecordSize(PackFormat.MaxRawLength + 4096)];
+    private const long WritebackStep = 8 << 20;
     private int _buffered;
     private bool _dirty;
+    private long _writebackFrom;
 
     private PackWriter(long packId, SafeFileHandle handle, long length)
     {
@@ -109,7 +111,25 @@ public sealed class PackWriter : IDisposable
         {
             RandomAccess.Write(_handle, _buffer.AsSpan(0, _buffered), Length - _buffered);
             _buffered = 0;
+            StartWriteback();
         }
+    }
+
+    /// <summary>
+    /// Starts the disk writing each 8 MiB written so far (sync_file_range, not waiting): with gigabytes of RAM the
+    /// kernel would otherwise hold a big ingest's pages dirty until <see cref="Sync"/>, which then waited for all
+    /// of them while the CPU sat idle (1 GiB: about 1 s of the 4 s `record` took). Durability still comes only
+    /// from <see cref="Sync"/>.
+    /// </summary>
+    private void StartWriteback()
+    {
+        if (Length - _writebackFrom < WritebackStep)
+        {
+            return;
+        }
+
+        _ = Native.Interop.Libc.SyncFileRange((int)_handle.DangerousGetHandle(), _writebackFrom, Length - _writebackFrom, Native.Interop.Libc.SYNC_FILE_RANGE_WRITE);
+        _writebackFrom = Length;
     }
 
     public void Dispose()
