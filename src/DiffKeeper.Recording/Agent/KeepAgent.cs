@@ -24,6 +24,11 @@ namespace DiffKeeper.Recording.Agent;
 /// </para>
 /// A session's <see cref="SessionInfo.StartedWallNs"/> stays 0 until its baseline is committed, so a restore never
 /// takes the half-recorded baseline of an agent killed while starting (docs/store-format.md).
+/// <para>
+/// Retention (<see cref="KeepOptions.Retention"/>): a <see cref="RetentionWorker"/> plans prune and gc on its own
+/// thread; this thread runs its catalog steps right after a cut's commit and while idle, never with a cut's
+/// changes pending, so those commits change no path's newest version and a due cut waits for one step at most.
+/// </para>
 /// </summary>
 public sealed class KeepAgent
 {
@@ -49,13 +54,14 @@ public sealed class KeepAgent
     private long _lost;
     private bool _rescanPending;
     private long _storedBefore;
+    private RetentionWorker? _retention;
 
     public KeepAgent(KeepOptions options, TraceWriter writer, AgentCounters counters, TextWriter log)
     {
         _options = options;
         _writer = writer;
         _counters = counters;
-        _log = log;
+        _log = TextWriter.Synchronized(log); // the retention thread logs too
     }
 
     public long SessionId => _sessionId;
@@ -74,6 +80,7 @@ public sealed class KeepAgent
         }
         finally
         {
+            _retention?.Dispose();
             _stopSyncing = true;
             WantSync();
             syncer.Join();
@@ -109,6 +116,11 @@ public sealed class KeepAgent
         _writer.SetSessionStart(_sessionId, WallNs()); // the marker: this session's baseline is complete
         _writer.Commit();
         UpdateCounters();
+        if (_options.Retention is { } retention)
+        {
+            _retention = new RetentionWorker(retention, _writer, _counters, _log);
+            _retention.Start();
+        }
 
         if (!AppProcessTree.BecomeSubreaper())
         {
@@ -132,6 +144,8 @@ public sealed class KeepAgent
             exitCode = child is null ? 127 : await LoopAsync(child, ct).ConfigureAwait(false);
             _counters.AppRunning = false;
         }
+
+        _retention?.Stop(); // the last cut and the session's end do not wait behind a pass
 
         // The app is gone; what it (or a process it left behind) wrote last is cut and committed, then the
         // source stops and anything it still delivered is read without a barrier (nothing is left to write).
@@ -173,7 +187,11 @@ public sealed class KeepAgent
                 var age = Stopwatch.GetElapsedTime(oldest, now);
                 if (quietFor >= _options.Debounce || age >= _options.MaxAge || _rescanPending)
                 {
+                    // Due at the first of the two moments; how late it starts shows what held this loop up.
+                    var late = _rescanPending ? TimeSpan.Zero : TimeSpan.FromTicks(Math.Max((quietFor - _options.Debounce).Ticks, (age - _options.MaxAge).Ticks));
+                    _counters.CutDelay.Observe(Math.Max(0, late.TotalSeconds));
                     await CutAsync().ConfigureAwait(false);
+                    RunRetentionSteps();
                     continue;
                 }
 
@@ -181,6 +199,7 @@ public sealed class KeepAgent
             }
             else
             {
+                RunRetentionSteps();
                 wait = TimeSpan.FromMilliseconds(100);
             }
 
@@ -192,7 +211,10 @@ public sealed class KeepAgent
 
             using var timeout = new CancellationTokenSource(wait < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : wait);
             var readable = _channel.Reader.WaitToReadAsync(timeout.Token).AsTask();
-            await Task.WhenAny(readable, exited).ConfigureAwait(false);
+            // A waiting retention step wakes the loop only when it could run now (nothing of a cut pending).
+            await (_retention is null || _writer.HasPending
+                ? Task.WhenAny(readable, exited)
+                : Task.WhenAny(readable, exited, _retention.StepQueued)).ConfigureAwait(false);
         }
 
         _tree.ReapOrphans(child.Pid);
@@ -241,6 +263,29 @@ public sealed class KeepAgent
         }
 
         UpdateCounters();
+    }
+
+    /// <summary>
+    /// Runs the retention steps waiting for this thread, when nothing of a cut is pending in the writer (events
+    /// handled since the last cut are: their cut commits first).
+    /// </summary>
+    private void RunRetentionSteps()
+    {
+        if (_retention is null || _writer.HasPending)
+        {
+            return;
+        }
+
+        if (_retention.RunSteps())
+        {
+            WantSync();
+        }
+
+        if (_retention.TakeFinishedPass())
+        {
+            _storedBefore = StoreBytes(_writer.TraceDir) - _writer.StoredBytesWritten;
+            UpdateCounters();
+        }
     }
 
     /// <summary>Reads every dirty path into the store's open transaction (and commits it, unless told not to).</summary>
