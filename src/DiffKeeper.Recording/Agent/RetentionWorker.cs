@@ -83,22 +83,27 @@ public sealed class RetentionWorker : IDisposable
     private void Loop()
     {
         var lastVersions = -1L;
+        var settled = false;
         while (!_steps.Stopping.WaitHandle.WaitOne(_options.Interval))
         {
-            // Without new versions, only time can expire one (--retain): otherwise a pass would find nothing new.
+            // A pass that changed nothing, with no version added since and no pack file left to delete, is followed
+            // only by passes that change nothing, unless time expires versions (--retain).
             var versions = _counters.Versions;
-            if (versions == lastVersions && _options.Retain is null)
+            if (settled && versions == lastVersions && _options.Retain is null && _maintainer.PackFilesLeft == 0)
             {
                 continue;
             }
 
             lastVersions = versions;
+            settled = false;
             _counters.GcRunning = true;
             var started = Stopwatch.GetTimestamp();
             try
             {
                 var r = _maintainer.Run(_maintenance, DateTimeOffset.UtcNow);
                 _counters.CountGcRun(r.VersionsPruned, r.BlobsSwept, r.PackBytesBefore - r.PackBytesAfter);
+                settled = r.VersionsPruned == 0 && r.BlobsSwept == 0 && (r.Compaction?.Encoded ?? 0) == 0 &&
+                          r.Collection.PacksRepacked + r.Collection.PacksDropped == 0;
                 if (r.VersionsPruned > 0 || r.BlobsSwept > 0 || r.Collection.PacksRepacked + r.Collection.PacksDropped > 0)
                 {
                     _log.WriteLine(string.Create(CultureInfo.InvariantCulture,
