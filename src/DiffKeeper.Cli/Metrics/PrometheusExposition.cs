@@ -57,6 +57,7 @@ public sealed class PrometheusExposition
         x.Single("diffkeeper_gc_step_max_seconds", "gauge", "The longest retention step: the most a due cut waited for one.", c.GcStepMaxSeconds);
         x.Histogram("diffkeeper_flush_lag_seconds", "Time from a change being observed to its commit in the store.", c.FlushLag);
         x.Histogram("diffkeeper_cut_delay_seconds", "How late a cut started after it was due (the agent was handling events, running a retention step, or not scheduled).", c.CutDelay);
+        x.Single("diffkeeper_cut_delay_max_seconds", "gauge", "The latest any cut started after it was due.", c.CutDelay.Read().Max);
         return x._text.ToString();
     }
 
