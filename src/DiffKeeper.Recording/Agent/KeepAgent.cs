@@ -18,7 +18,8 @@ namespace DiffKeeper.Recording.Agent;
 /// inotify queues events in order, so every change the app made before it stopped has now been seen; (3) every
 /// path changed since the last cut is read; (4) the app continues; (5) the catalog commits (the pack's records are
 /// written first): from then on the cut survives a crash of any process; a separate thread fsyncs the packs
-/// and the catalog right behind, for power loss. Between two cuts nothing is committed, so the store's latest state is always the state
+/// and the catalog right behind, for power loss. Between two cuts none of the directory's changes is committed (retention
+/// steps commit, but never change a path's newest version), so the store's latest state is always the state
 /// of the directory at the moment of some freeze. A cut starts when the changes have been quiet for
 /// <see cref="KeepOptions.Debounce"/>, or at the latest <see cref="KeepOptions.MaxAge"/> after the oldest uncommitted change.
 /// </para>
