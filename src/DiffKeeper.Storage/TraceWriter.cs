@@ -10,7 +10,8 @@ namespace DiffKeeper.Storage;
 /// The one writer of a trace. Contract: everything added since the last <see cref="Commit"/> becomes visible to
 /// readers, and durable against a crash of this process, atomically when <see cref="Commit"/> returns; before
 /// that, nothing of it is visible. Blob bytes are fsynced before the commit that references them (crash
-/// protocol, docs/store-format.md). Not thread-safe: one thread writes.
+/// protocol, docs/store-format.md). Not thread-safe: one thread writes; the members that say so
+/// (<see cref="SyncToDisk"/>, <see cref="CreatePack"/>, <see cref="DeletePackFiles"/>) may be called from others.
 /// </summary>
 public sealed class TraceWriter : IDisposable
 {
@@ -34,6 +35,10 @@ public sealed class TraceWriter : IDisposable
     private readonly HashSet<string> _unsynced = [];
     private PackWriter? _pack;
     private long _nextPackId;
+
+    // Blob rows named by versions added since TrackReferences: a maintenance pass planned on an older snapshot of
+    // the catalog must not sweep them or re-encode them (they may be a path's newest content).
+    private HashSet<long>? _referenced;
 
     private TraceWriter(string traceDir, TraceLock traceLock, SqliteDatabase db)
     {
@@ -178,6 +183,92 @@ public sealed class TraceWriter : IDisposable
     /// <summary>Whether this writer has started a pack.</summary>
     internal bool HasPack => _pack is not null;
 
+    /// <summary>The pack this writer appends to, or -1 before its first blob.</summary>
+    internal long CurrentPackId => _pack?.PackId ?? -1;
+
+    /// <summary>
+    /// Closes the pack this writer appends to if it is <paramref name="packId"/> and nothing is pending (its
+    /// committed size is then already in the catalog); the next blob starts a new pack. Returns whether this writer
+    /// no longer appends to that pack. Maintenance rolls the writer's pack to repack it when most of it is garbage.
+    /// </summary>
+    internal bool RollPack(long packId)
+    {
+        if (_pack is not null && _pack.PackId == packId && !_inTransaction)
+        {
+            _pack.Flush();
+            _pack.Dispose();
+            _pack = null;
+        }
+
+        return _pack?.PackId != packId;
+    }
+
+    /// <summary>The number the next pack created will get; every later pack gets a greater one.</summary>
+    internal long NextPackId => Interlocked.Read(ref _nextPackId);
+
+    /// <summary>
+    /// From now on, remembers the blob rows that versions added name (<see cref="ReferencedSinceTracking"/>), until
+    /// <see cref="StopTrackingReferences"/>. A maintenance pass calls it before it reads the catalog, so every version
+    /// it did not see is tracked.
+    /// </summary>
+    internal void TrackReferences() => _referenced = [];
+
+    internal void StopTrackingReferences() => _referenced = null;
+
+    /// <summary>Blob rows named by versions added since <see cref="TrackReferences"/>; empty when not tracking.</summary>
+    internal IReadOnlySet<long> ReferencedSinceTracking => _referenced ?? (IReadOnlySet<long>)EmptyRows;
+
+    private static readonly HashSet<long> EmptyRows = [];
+
+    /// <summary>
+    /// Forgets what this writer knows about blobs that maintenance deleted or re-encoded: a deleted row must not be
+    /// named again, and a re-encoded one must be looked up again (it may be a delta now, which a new version gets whole).
+    /// </summary>
+    internal void ForgetBlobs(IEnumerable<BlobId> ids)
+    {
+        foreach (var id in ids)
+        {
+            _newBlobs.Remove(id);
+            _deltaRows.Remove(id);
+        }
+    }
+
+    /// <summary>Rolls back the open transaction (a maintenance step that failed; nothing else is in it then).</summary>
+    internal void Rollback()
+    {
+        if (_inTransaction)
+        {
+            _db.Execute("ROLLBACK");
+            _inTransaction = false;
+        }
+    }
+
+    /// <summary>
+    /// Deletes these pack files, which committed transactions no longer list, when no reader has the trace open
+    /// (<see cref="ReaderLock"/>); returns the ids it had to leave. Thread-safe. The caller makes the commit that
+    /// dropped them durable first (<see cref="SyncToDisk"/>), or a power loss could bring back rows naming them.
+    /// </summary>
+    public IReadOnlyList<long> DeletePackFiles(IReadOnlyCollection<long> ids)
+    {
+        if (ids.Count == 0)
+        {
+            return [];
+        }
+
+        using var exclusive = ReaderLock.TryExclusive(TraceDir);
+        if (exclusive is null)
+        {
+            return [.. ids];
+        }
+
+        foreach (var id in ids)
+        {
+            File.Delete(Path.Combine(TraceDir, PackFormat.RelativePath(id)));
+        }
+
+        return [];
+    }
+
 
     public long BeginSession(string command, string cwd, string capture, long startedWallNs, IReadOnlyList<string> roots, out IReadOnlyList<long> rootIds)
     {
@@ -248,7 +339,16 @@ public sealed class TraceWriter : IDisposable
         Tx();
         _insertVersion.Bind(1, sessionId).Bind(2, v.PathId).Bind(3, v.Seq).Bind(4, v.TimeNs).Bind(5, (long)v.Kind).Bind(6, v.Mode)
             .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).Bind(12, v.Target).Bind(13, v.Extents).Run();
-        return _db.LastInsertRowId;
+        var id = _db.LastInsertRowId;
+        if (_referenced is not null && v.Extents is not null && ExtentMap.TryDecode(v.Extents, v.Size, out var extents))
+        {
+            foreach (var e in extents)
+            {
+                _referenced.Add(e.BlobRowId);
+            }
+        }
+
+        return id;
     }
 
     /// <summary>Stores one chunk (deduplicated by SHA-256); returns its catalog row id.</summary>
@@ -428,16 +528,22 @@ public sealed class TraceWriter : IDisposable
             _pack = null;
         }
 
-        if (_pack is null)
-        {
-            _pack = PackWriter.Create(TraceDir, _nextPackId++);
-            // The pack's name must survive a power loss with the commits that will reference it (and garbage
-            // collection deletes old packs right after such commits): once per pack, off the recorded program's path.
-            Native.Interop.Libc.FsyncPath(Path.GetDirectoryName(Path.Combine(TraceDir, PackFormat.RelativePath(_pack.PackId)))!, directory: true);
-            Native.Interop.Libc.FsyncPath(Path.Combine(TraceDir, "packs"), directory: true);
-        }
+        return _pack ??= CreatePack();
+    }
 
-        return _pack;
+    /// <summary>
+    /// Creates a new, empty pack with the next pack number and fsyncs the directories that name it. Thread-safe:
+    /// a maintenance pass running beside the writer's thread appends to a pack of its own. The pack is garbage (the
+    /// next writer deletes the file) until a commit records its <c>committed_size</c>.
+    /// </summary>
+    public PackWriter CreatePack()
+    {
+        var pack = PackWriter.Create(TraceDir, Interlocked.Increment(ref _nextPackId) - 1);
+        // The pack's name must survive a power loss with the commits that will reference it (and garbage
+        // collection deletes old packs right after such commits): once per pack, off the recorded program's path.
+        Native.Interop.Libc.FsyncPath(Path.GetDirectoryName(Path.Combine(TraceDir, PackFormat.RelativePath(pack.PackId)))!, directory: true);
+        Native.Interop.Libc.FsyncPath(Path.Combine(TraceDir, "packs"), directory: true);
+        return pack;
     }
 
     private void Tx()

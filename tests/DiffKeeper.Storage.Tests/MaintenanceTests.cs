@@ -31,7 +31,7 @@ public sealed class MaintenanceTests : IDisposable
     }
 
     /// <summary>W1 of the anchor benchmarks, smaller: random bytes, each version rewrites 10% in 10 regions.</summary>
-    private static List<byte[]> TenPercentEdits(int size, int count, int seed)
+    internal static List<byte[]> TenPercentEdits(int size, int count, int seed)
     {
         var rng = new Random(seed + 1000); // not the stream RandomBytes(seed) draws from, or edits would repeat old bytes
         var current = CodecTests.RandomBytes(size, seed);
@@ -175,7 +175,7 @@ public sealed class MaintenanceTests : IDisposable
             Assert.Equal([4, 5, 6], TraceStoreTests.ReadBack(r, all[1]));
         }
 
-        Assert.Throws<DiffKeeperException>(() => Pruner.Prune(null!, null!, new PrunePolicy(0, null), DateTimeOffset.UtcNow));
+        Assert.Throws<DiffKeeperException>(() => Pruner.Select(null!, new PrunePolicy(0, null), DateTimeOffset.UtcNow));
     }
 
     [Fact]

@@ -35,7 +35,7 @@ internal static class LogCommand
             {
                 var what = v.Kind switch
                 {
-                    EntryKind.File when v.Pruned => $"file     {Mode(v.Mode)}  {TimelineRenderer.FormatSize(v.Size),10}  pruned (content dropped by 'diffkeeper prune')",
+                    EntryKind.File when v.Pruned => $"file     {Mode(v.Mode)}  {TimelineRenderer.FormatSize(v.Size),10}  pruned (content dropped by 'prune' or by run's retention)",
                     EntryKind.File => $"file     {Mode(v.Mode)}  {TimelineRenderer.FormatSize(v.Size),10}  content {Convert.ToHexStringLower(v.ContentId ?? [])[..Math.Min(12, (v.ContentId?.Length ?? 0) * 2)]}",
                     EntryKind.Directory => $"dir      {Mode(v.Mode)}",
                     EntryKind.Symlink => $"symlink  -> {TimelineRenderer.Printable(v.Target ?? "")}",

@@ -28,6 +28,24 @@ internal static class RunCommand
             DefaultValueFactory = _ => ":9911",
             HelpName = "ADDR",
         };
+        var retain = new Option<string?>("--retain")
+        {
+            Description = "Keep the versions recorded within this long (24h, 7d, 90m); older versions of a path are pruned and their bytes collected " +
+                "in the background while the app runs. The newest version of every path is always kept",
+            HelpName = "DURATION",
+        };
+        var maxVersions = new Option<int?>("--max-versions")
+        {
+            Description = "Keep at most N versions of each path (N >= 1); older ones are pruned and collected in the background. " +
+                "With --retain, a version is kept only while both keep it",
+            HelpName = "N",
+        };
+        var retentionInterval = new Option<string>("--retention-interval")
+        {
+            Description = "How often --retain and --max-versions are applied (prune, then gc) while the app runs (100ms to 24h; default 60s)",
+            DefaultValueFactory = _ => "60s",
+            HelpName = "DURATION",
+        };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
         var command = new Argument<string[]>("app")
         {
@@ -41,16 +59,19 @@ internal static class RunCommand
             orphaned processes (it is their subreaper), and exit with the app's exit code.
             Only consistent cuts are committed: the app's processes are stopped for the few milliseconds it takes
             to read what changed, so the store always holds a state the directory really had.
+            With --retain or --max-versions, older versions are pruned and the store garbage-collected in the
+            background (as 'prune' and 'gc' do) without stopping the recording.
             Also accepted without 'run': diffkeeper --state-dir=/data --store=/deltas -- APP
             Example: diffkeeper run --state-dir /data --store /deltas -- redis-server /etc/redis.conf
             """)
         {
-            stateDir, store, onExisting, flush, metrics, quiet, command,
+            stateDir, store, onExisting, flush, metrics, retain, maxVersions, retentionInterval, quiet, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
             var (state, st) = KeepCommandOptions.Resolve(pr.GetValue(stateDir)!, pr.GetValue(store)!);
             var interval = ParseInterval(pr.GetValue(flush)!);
+            var retention = ParseRetention(pr.GetValue(retain), pr.GetValue(maxVersions), pr.GetValue(retentionInterval)!);
             var metricsAddr = pr.GetValue(metrics)!;
             var endpoint = metricsAddr is "none" or "" ? null : MetricsEndpoint.ParseAddress(metricsAddr);
             Directory.CreateDirectory(state);
@@ -71,7 +92,7 @@ internal static class RunCommand
                 console.Error.WriteLine($"diffkeeper: metrics on http://{server.EndPoint}/metrics");
             }
 
-            var options = new KeepOptions(state, st, pr.GetValue(command)!, Directory.GetCurrentDirectory()) { FlushInterval = interval };
+            var options = new KeepOptions(state, st, pr.GetValue(command)!, Directory.GetCurrentDirectory()) { FlushInterval = interval, Retention = retention };
             var agent = new KeepAgent(options, writer, counters, console.Error);
             var exit = await agent.RunAsync(ct).ConfigureAwait(false);
             if (!pr.GetValue(quiet))
@@ -96,6 +117,29 @@ internal static class RunCommand
         }
 
         return TimeSpan.FromTicks(spec.Value / 100);
+    }
+
+    private static RetentionOptions? ParseRetention(string? retain, int? maxVersions, string intervalText)
+    {
+        TimeSpan? within = null;
+        if (retain is not null)
+        {
+            within = TimeSpec.TryParseDuration(retain, out var ns) && ns > 0
+                ? TimeSpan.FromTicks(ns / 100)
+                : throw new DiffKeeperException(ExitCode.Usage, $"--retain takes a duration such as 24h, 7d or 90m, not '{retain}'");
+        }
+
+        if (maxVersions is < 1)
+        {
+            throw new DiffKeeperException(ExitCode.Usage, "--max-versions must be at least 1: the newest version of a path is always kept");
+        }
+
+        if (!TimeSpec.TryParseDuration(intervalText, out var intervalNs) || intervalNs < 100_000_000 || intervalNs > 86_400_000_000_000)
+        {
+            throw new DiffKeeperException(ExitCode.Usage, $"--retention-interval '{intervalText}' is not a duration from 100ms to 24h (for example 60s, 10m)");
+        }
+
+        return within is null && maxVersions is null ? null : new RetentionOptions(maxVersions, within, TimeSpan.FromTicks(intervalNs / 100));
     }
 
     /// <summary>The seed's form, `diffkeeper --state-dir=/data --store=/deltas -- APP`, is `run` without its name.</summary>

@@ -46,17 +46,33 @@ public sealed class PrometheusExposition
         x.Single("diffkeeper_queue_depth", "gauge", "Capture events waiting to be handled.", c.QueueDepth);
         x.Single("diffkeeper_app_up", "gauge", "1 while the app runs.", c.AppRunning ? 1 : 0);
 
-        var (cumulative, count, sum) = c.FlushLag();
-        x.Family("diffkeeper_flush_lag_seconds", "histogram", "Time from a change being observed to its commit in the store.");
-        for (var i = 0; i < AgentCounters.FlushLagBuckets.Length; i++)
+        x.Single("diffkeeper_gc_runs_total", "counter", "Retention passes (prune, sweep, compaction, repack) completed; with --retain or --max-versions.", c.GcRuns);
+        x.Single("diffkeeper_gc_failures_total", "counter", "Retention passes that failed (each logged; the next pass retries).", c.GcFailures);
+        x.Single("diffkeeper_gc_running", "gauge", "1 while a retention pass runs.", c.GcRunning ? 1 : 0);
+        x.Single("diffkeeper_pruned_versions_total", "counter", "Versions whose content retention dropped.", c.PrunedVersions);
+        x.Single("diffkeeper_gc_swept_blobs_total", "counter", "Blobs retention deleted because no kept version needed them.", c.SweptBlobs);
+        x.Single("diffkeeper_gc_freed_bytes_total", "counter", "Committed pack bytes retention passes freed.", c.GcFreedBytes);
+        x.Single("diffkeeper_gc_steps_total", "counter", "Retention steps the agent ran between cuts (each one catalog transaction).", c.GcSteps);
+        x.Single("diffkeeper_gc_step_seconds_total", "counter", "Time the agent spent in retention steps between cuts.", c.GcStepSeconds);
+        x.Single("diffkeeper_gc_step_max_seconds", "gauge", "The longest retention step: the most a due cut waited for one.", c.GcStepMaxSeconds);
+        x.Histogram("diffkeeper_flush_lag_seconds", "Time from a change being observed to its commit in the store.", c.FlushLag);
+        x.Histogram("diffkeeper_cut_delay_seconds", "How late a cut started after it was due (the agent was handling events, running a retention step, or not scheduled).", c.CutDelay);
+        x.Single("diffkeeper_cut_delay_max_seconds", "gauge", "The latest any cut started after it was due.", c.CutDelay.Read().Max);
+        return x._text.ToString();
+    }
+
+    private void Histogram(string name, string help, Histogram histogram)
+    {
+        var (cumulative, count, sum, _) = histogram.Read();
+        Family(name, "histogram", help);
+        for (var i = 0; i < histogram.Bounds.Count; i++)
         {
-            x.Sample("diffkeeper_flush_lag_seconds_bucket", cumulative[i], ("le", Number(AgentCounters.FlushLagBuckets[i])));
+            Sample(name + "_bucket", cumulative[i], ("le", Number(histogram.Bounds[i])));
         }
 
-        x.Sample("diffkeeper_flush_lag_seconds_bucket", count, ("le", "+Inf"));
-        x.Sample("diffkeeper_flush_lag_seconds_sum", sum);
-        x.Sample("diffkeeper_flush_lag_seconds_count", count);
-        return x._text.ToString();
+        Sample(name + "_bucket", count, ("le", "+Inf"));
+        Sample(name + "_sum", sum);
+        Sample(name + "_count", count);
     }
 
     private void Single(string name, string type, string help, double value)

@@ -128,6 +128,15 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "fsync", SetLastError = true)]
     public static partial int Fsync(int fd);
 
+    [LibraryImport(Lib, EntryPoint = "gettid")]
+    public static partial int Gettid();
+
+    public const int PRIO_PROCESS = 0;
+
+    /// <summary>setpriority(2); on Linux, PRIO_PROCESS with a thread id sets that one thread's nice value.</summary>
+    [LibraryImport(Lib, EntryPoint = "setpriority", SetLastError = true)]
+    public static partial int SetPriority(int which, uint who, int prio);
+
     /// <summary>fsync of a file, or of a directory so the names created in it survive a power loss; false when it could not be done.</summary>
     public static bool FsyncPath(string path, bool directory = false)
     {

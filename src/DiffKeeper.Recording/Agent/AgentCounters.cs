@@ -8,14 +8,7 @@ namespace DiffKeeper.Recording.Agent;
 /// </summary>
 public sealed class AgentCounters
 {
-    /// <summary>Upper bounds (seconds) of the flush-lag histogram buckets; +Inf is implied.</summary>
-    public static readonly double[] FlushLagBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-
     private readonly long[] _events = new long[Enum.GetValues<ChangeOp>().Max(o => (int)o) + 1];
-    private readonly long[] _lagBuckets = new long[FlushLagBuckets.Length];
-    private readonly Lock _lagLock = new();
-    private long _lagCount;
-    private double _lagSum;
     private long _versions;
     private long _lost;
     private long _storedBytes;
@@ -32,6 +25,24 @@ public sealed class AgentCounters
     private long _recoveryFiles;
     private long _recoveryBytes;
     private int _appRunning;
+    private long _gcRuns;
+    private long _gcFailures;
+    private int _gcRunning;
+    private long _pruned;
+    private long _swept;
+    private long _freed;
+    private long _gcSteps;
+    private long _gcStepTicks;
+    private long _gcStepMaxTicks;
+
+    /// <summary>Time from a change being observed to the commit of the cut that holds it.</summary>
+    public Histogram FlushLag { get; } = new(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10);
+
+    /// <summary>
+    /// How late each cut started after it was due (changes quiet for the debounce, or the oldest one at its
+    /// maximum age): the agent's loop was handling events, running a retention step, or not scheduled.
+    /// </summary>
+    public Histogram CutDelay { get; } = new(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1);
 
     public void CountEvent(ChangeOp op) => Interlocked.Increment(ref _events[(int)op]);
 
@@ -94,29 +105,48 @@ public sealed class AgentCounters
     }
 
     /// <summary>One change became durable <paramref name="seconds"/> after it was observed.</summary>
-    public void ObserveFlushLag(double seconds)
-    {
-        lock (_lagLock)
-        {
-            for (var i = 0; i < FlushLagBuckets.Length; i++)
-            {
-                if (seconds <= FlushLagBuckets[i])
-                {
-                    _lagBuckets[i]++;
-                }
-            }
+    public void ObserveFlushLag(double seconds) => FlushLag.Observe(seconds);
 
-            _lagCount++;
-            _lagSum += seconds;
-        }
+    /// <summary>Retention passes completed, and those that failed (each logged; the next pass retries).</summary>
+    public long GcRuns => Interlocked.Read(ref _gcRuns);
+
+    public long GcFailures => Interlocked.Read(ref _gcFailures);
+
+    /// <summary>Whether a retention pass is running now.</summary>
+    public bool GcRunning { get => Volatile.Read(ref _gcRunning) == 1; set => Volatile.Write(ref _gcRunning, value ? 1 : 0); }
+
+    public long PrunedVersions => Interlocked.Read(ref _pruned);
+
+    public long SweptBlobs => Interlocked.Read(ref _swept);
+
+    /// <summary>Committed pack bytes retention passes freed (their own appends and the agent's meanwhile counted against them).</summary>
+    public long GcFreedBytes => Interlocked.Read(ref _freed);
+
+    public void CountGcRun(long pruned, long swept, long freed)
+    {
+        Interlocked.Add(ref _pruned, pruned);
+        Interlocked.Add(ref _swept, swept);
+        Interlocked.Add(ref _freed, Math.Max(0, freed));
+        Interlocked.Increment(ref _gcRuns);
     }
 
-    /// <summary>Cumulative bucket counts (as Prometheus wants them), total count and sum, taken together.</summary>
-    public (long[] Cumulative, long Count, double Sum) FlushLag()
+    public void CountGcFailure() => Interlocked.Increment(ref _gcFailures);
+
+    /// <summary>Retention steps the agent's thread ran between cuts, and how long they took in all.</summary>
+    public long GcSteps => Interlocked.Read(ref _gcSteps);
+
+    public double GcStepSeconds => Interlocked.Read(ref _gcStepTicks) / (double)TimeSpan.TicksPerSecond;
+
+    /// <summary>The longest single retention step: the most a due cut waited for one.</summary>
+    public double GcStepMaxSeconds => Interlocked.Read(ref _gcStepMaxTicks) / (double)TimeSpan.TicksPerSecond;
+
+    public void CountGcSteps(int steps, TimeSpan elapsed, TimeSpan longest)
     {
-        lock (_lagLock)
+        Interlocked.Add(ref _gcSteps, steps);
+        Interlocked.Add(ref _gcStepTicks, elapsed.Ticks);
+        if (longest.Ticks > Interlocked.Read(ref _gcStepMaxTicks))
         {
-            return ((long[])_lagBuckets.Clone(), _lagCount, _lagSum);
+            Interlocked.Exchange(ref _gcStepMaxTicks, longest.Ticks); // one writer: the agent's thread
         }
     }
 }

@@ -18,12 +18,18 @@ namespace DiffKeeper.Recording.Agent;
 /// inotify queues events in order, so every change the app made before it stopped has now been seen; (3) every
 /// path changed since the last cut is read; (4) the app continues; (5) the catalog commits (the pack's records are
 /// written first): from then on the cut survives a crash of any process; a separate thread fsyncs the packs
-/// and the catalog right behind, for power loss. Between two cuts nothing is committed, so the store's latest state is always the state
+/// and the catalog right behind, for power loss. Between two cuts none of the directory's changes is committed (retention
+/// steps commit, but never change a path's newest version), so the store's latest state is always the state
 /// of the directory at the moment of some freeze. A cut starts when the changes have been quiet for
 /// <see cref="KeepOptions.Debounce"/>, or at the latest <see cref="KeepOptions.MaxAge"/> after the oldest uncommitted change.
 /// </para>
 /// A session's <see cref="SessionInfo.StartedWallNs"/> stays 0 until its baseline is committed, so a restore never
 /// takes the half-recorded baseline of an agent killed while starting (docs/store-format.md).
+/// <para>
+/// Retention (<see cref="KeepOptions.Retention"/>): a <see cref="RetentionWorker"/> plans prune and gc on its own
+/// thread; this thread runs its catalog steps right after a cut's commit and while idle, never with a cut's
+/// changes pending, so those commits change no path's newest version and a due cut waits for one step at most.
+/// </para>
 /// </summary>
 public sealed class KeepAgent
 {
@@ -49,13 +55,14 @@ public sealed class KeepAgent
     private long _lost;
     private bool _rescanPending;
     private long _storedBefore;
+    private RetentionWorker? _retention;
 
     public KeepAgent(KeepOptions options, TraceWriter writer, AgentCounters counters, TextWriter log)
     {
         _options = options;
         _writer = writer;
         _counters = counters;
-        _log = log;
+        _log = TextWriter.Synchronized(log); // the retention thread logs too
     }
 
     public long SessionId => _sessionId;
@@ -74,6 +81,7 @@ public sealed class KeepAgent
         }
         finally
         {
+            _retention?.Dispose();
             _stopSyncing = true;
             WantSync();
             syncer.Join();
@@ -109,6 +117,11 @@ public sealed class KeepAgent
         _writer.SetSessionStart(_sessionId, WallNs()); // the marker: this session's baseline is complete
         _writer.Commit();
         UpdateCounters();
+        if (_options.Retention is { } retention)
+        {
+            _retention = new RetentionWorker(retention, _writer, _counters, _log);
+            _retention.Start();
+        }
 
         if (!AppProcessTree.BecomeSubreaper())
         {
@@ -132,6 +145,8 @@ public sealed class KeepAgent
             exitCode = child is null ? 127 : await LoopAsync(child, ct).ConfigureAwait(false);
             _counters.AppRunning = false;
         }
+
+        _retention?.Stop(); // the last cut and the session's end do not wait behind a pass
 
         // The app is gone; what it (or a process it left behind) wrote last is cut and committed, then the
         // source stops and anything it still delivered is read without a barrier (nothing is left to write).
@@ -173,7 +188,11 @@ public sealed class KeepAgent
                 var age = Stopwatch.GetElapsedTime(oldest, now);
                 if (quietFor >= _options.Debounce || age >= _options.MaxAge || _rescanPending)
                 {
+                    // Due at the first of the two moments; how late it starts shows what held this loop up.
+                    var late = _rescanPending ? TimeSpan.Zero : TimeSpan.FromTicks(Math.Max((quietFor - _options.Debounce).Ticks, (age - _options.MaxAge).Ticks));
+                    _counters.CutDelay.Observe(Math.Max(0, late.TotalSeconds));
                     await CutAsync().ConfigureAwait(false);
+                    RunRetentionSteps();
                     continue;
                 }
 
@@ -181,6 +200,7 @@ public sealed class KeepAgent
             }
             else
             {
+                RunRetentionSteps();
                 wait = TimeSpan.FromMilliseconds(100);
             }
 
@@ -192,7 +212,10 @@ public sealed class KeepAgent
 
             using var timeout = new CancellationTokenSource(wait < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : wait);
             var readable = _channel.Reader.WaitToReadAsync(timeout.Token).AsTask();
-            await Task.WhenAny(readable, exited).ConfigureAwait(false);
+            // A waiting retention step wakes the loop only when it could run now (nothing of a cut pending).
+            await (_retention is null || _writer.HasPending
+                ? Task.WhenAny(readable, exited)
+                : Task.WhenAny(readable, exited, _retention.StepQueued)).ConfigureAwait(false);
         }
 
         _tree.ReapOrphans(child.Pid);
@@ -241,6 +264,29 @@ public sealed class KeepAgent
         }
 
         UpdateCounters();
+    }
+
+    /// <summary>
+    /// Runs the retention steps waiting for this thread, when nothing of a cut is pending in the writer (events
+    /// handled since the last cut are: their cut commits first).
+    /// </summary>
+    private void RunRetentionSteps()
+    {
+        if (_retention is null || _writer.HasPending)
+        {
+            return;
+        }
+
+        if (_retention.RunSteps())
+        {
+            WantSync();
+        }
+
+        if (_retention.TakeFinishedPass())
+        {
+            _storedBefore = StoreBytes(_writer.TraceDir) - _writer.StoredBytesWritten;
+            UpdateCounters();
+        }
     }
 
     /// <summary>Reads every dirty path into the store's open transaction (and commits it, unless told not to).</summary>

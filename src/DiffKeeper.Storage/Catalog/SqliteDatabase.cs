@@ -69,6 +69,9 @@ internal sealed class SqliteDatabase : IDisposable
 
     public long LastInsertRowId => raw.sqlite3_last_insert_rowid(_db);
 
+    /// <summary>Rows the last INSERT, UPDATE or DELETE changed (a compare-and-set update checks it).</summary>
+    public int Changes => raw.sqlite3_changes(_db);
+
     internal CatalogException Fail(int rc) => new(rc & 0xFF, raw.sqlite3_errmsg(_db).utf8_to_string());
 
     public void Dispose() => raw.sqlite3_close_v2(_db);

@@ -15,56 +15,77 @@ public sealed record CompactionResult(long Examined, long Encoded, long BytesBef
 /// re-encoded as a delta against that version's chunks at the same place (corrected for shifts by the nearest
 /// chunk both versions share), when that saves a quarter of its record. The newest version's chunks stay whole, so the state a
 /// restore needs decodes without a chain; a chunk stays whole too when the chain through it would exceed
-/// <c>snapshotInterval - 1</c> deltas (a keyframe). New records go to a new pack, fsynced before the commit that
-/// moves the rows; the old records become garbage for the repack step.
+/// <c>snapshotInterval - 1</c> deltas (a keyframe). Encoding happens on the maintenance thread into the maintenance
+/// pack, fsynced before the step that moves the rows; the old records become garbage for the repack step. A row
+/// moves only from where this pass read it (compare and set), and never when a version the writer added since
+/// the pass began names it (it may be a path's newest content now).
 /// </summary>
-public sealed class Compactor
+internal sealed class Compactor
 {
-    private const long CommitEvery = 64L << 20;
+    private const long BytesPerStep = 64L << 20;
     private const int Slack = 4096;
 
-    private readonly TraceWriter _writer;
     private readonly TraceReader _reader;
+    private readonly IWriterSteps _steps;
+    private readonly MaintenancePack _output;
     private readonly BlobCodec _codec;
     private readonly int _maxDepth;
+    private readonly int _rowsPerStep;
+    private readonly HashSet<long> _examined;
     private readonly Dictionary<long, long[]> _bases = [];
     private readonly Dictionary<long, List<long>> _dependents = [];
     private readonly Dictionary<long, (BlobCodec Codec, int Stored)> _rows = [];
+    private readonly List<Move> _pending = [];
+    private long _pendingBytes;
+    private long _encoded;
+    private long _bytesBefore;
+    private long _bytesAfter;
 
-    private Compactor(TraceWriter writer, TraceReader reader, BlobCodec codec, int snapshotInterval)
+    private Compactor(TraceReader reader, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int snapshotInterval, int rowsPerStep, HashSet<long> examined)
     {
-        _writer = writer;
         _reader = reader;
+        _steps = steps;
+        _output = output;
         _codec = codec;
         _maxDepth = Math.Max(0, snapshotInterval - 1);
+        _rowsPerStep = rowsPerStep;
+        _examined = examined;
     }
 
-    public static CompactionResult Run(TraceWriter writer, TraceReader reader, BlobCodec codec, int snapshotInterval, IProgress<string>? progress = null)
+    /// <summary>
+    /// Compacts; <paramref name="examined"/> holds the rows earlier passes already considered (they are skipped,
+    /// and the rows this pass considers are added).
+    /// </summary>
+    public static CompactionResult Run(TraceReader reader, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int snapshotInterval,
+        int rowsPerStep, HashSet<long> examined, IProgress<string>? progress = null)
     {
         if (codec is not (BlobCodec.ZstdDelta or BlobCodec.BsDiff))
         {
             throw new ArgumentOutOfRangeException(nameof(codec), codec, "compaction needs a delta codec");
         }
 
-        return new Compactor(writer, reader, codec, snapshotInterval).Run(progress);
+        return new Compactor(reader, steps, output, codec, snapshotInterval, rowsPerStep, examined).Run(progress);
     }
 
     private CompactionResult Run(IProgress<string>? progress)
     {
-        foreach (var loc in _reader.AllBlobs())
+        PathHistories histories;
+        using (_reader.Snapshot())
         {
-            _rows[loc.BlobRowId] = (loc.Codec, loc.StoredLength);
-            if (loc.IsDelta)
+            foreach (var loc in _reader.AllBlobs())
             {
-                SetBases(loc.BlobRowId, loc.Bases);
+                _rows[loc.BlobRowId] = (loc.Codec, loc.StoredLength);
+                if (loc.IsDelta)
+                {
+                    SetBases(loc.BlobRowId, loc.Bases);
+                }
             }
+
+            histories = PathHistories.Load(_reader);
         }
 
-        var histories = PathHistories.Load(_reader);
         var heads = histories.HeadBlobs();
-        var processed = new HashSet<long>();
-        long examined = 0, encoded = 0, before = 0, after = 0, sinceCommit = 0;
-        using var update = _writer.Database.Prepare("UPDATE blobs SET pack_id = ?2, offset = ?3, stored_len = ?4, codec = ?5, bases = ?6 WHERE id = ?1");
+        long examined = 0;
         var done = 0;
         foreach (var versions in histories.ByPath.Values)
         {
@@ -82,12 +103,13 @@ public sealed class Compactor
                 for (var k = 0; k < old.Count; k++)
                 {
                     var row = old[k].BlobRowId;
-                    if (newerRows.Contains(row) || heads.Contains(row) || !processed.Add(row) ||
+                    if (newerRows.Contains(row) || heads.Contains(row) || !_examined.Add(row) ||
                         !_rows.TryGetValue(row, out var current) || current.Codec is BlobCodec.ZstdDelta or BlobCodec.BsDiff)
                     {
                         continue;
                     }
 
+                    _steps.Stopping.ThrowIfCancellationRequested();
                     examined++;
                     // Bases too deep for the snapshot interval are dropped (a base that is a keyframe or a shallow
                     // delta still serves); only when none is left does the chunk stay whole.
@@ -99,20 +121,11 @@ public sealed class Compactor
                         continue;
                     }
 
-                    var appended = Encode(row, candidates, current.Stored, update);
-                    if (appended > 0)
+                    Encode(row, candidates, current.Stored);
+                    if (_pending.Count >= _rowsPerStep || _pendingBytes >= BytesPerStep)
                     {
-                        encoded++;
-                        before += PackFormat.RecordSize(current.Stored);
-                        after += appended;
-                        sinceCommit += appended;
+                        Flush();
                     }
-                }
-
-                if (sinceCommit >= CommitEvery)
-                {
-                    Commit();
-                    sinceCommit = 0;
                 }
             }
 
@@ -122,20 +135,60 @@ public sealed class Compactor
             }
         }
 
-        Commit();
-        return new CompactionResult(examined, encoded, before, after);
+        Flush();
+        return new CompactionResult(examined, _encoded, _bytesBefore, _bytesAfter);
     }
 
-    private void Commit()
+    /// <summary>Makes the encoded records durable, then moves their rows in one step.</summary>
+    private void Flush()
     {
-        if (_writer.HasPending)
+        if (_pending.Count == 0)
         {
-            _writer.Commit();
+            return;
+        }
+
+        var moves = _pending.ToList();
+        _pending.Clear();
+        _pendingBytes = 0;
+        var sizes = _output.Sync();
+        var applied = _steps.Run("compact", writer =>
+        {
+            writer.Begin();
+            MaintenancePack.RecordSizes(writer, sizes);
+            var done = new List<Move>();
+            using (var update = writer.Database.Prepare(
+                "UPDATE blobs SET pack_id = ?4, offset = ?5, stored_len = ?6, codec = ?7, bases = ?8 WHERE id = ?1 AND pack_id = ?2 AND offset = ?3"))
+            {
+                foreach (var m in moves)
+                {
+                    if (writer.ReferencedSinceTracking.Contains(m.Row))
+                    {
+                        continue;
+                    }
+
+                    update.Bind(1, m.Row).Bind(2, m.FromPack).Bind(3, m.FromOffset).Bind(4, m.Pack).Bind(5, m.Offset)
+                        .Bind(6, (long)m.Stored).Bind(7, (long)_codec).Bind(8, PackFormat.EncodeBases(m.Bases)).Run();
+                    if (writer.Database.Changes == 1)
+                    {
+                        done.Add(m);
+                    }
+                }
+            }
+
+            writer.Commit();
+            writer.ForgetBlobs(done.Select(m => m.Id));
+            return done;
+        });
+        foreach (var m in applied)
+        {
+            _encoded++;
+            _bytesBefore += PackFormat.RecordSize(m.StoredBefore);
+            _bytesAfter += PackFormat.RecordSize(m.Stored);
         }
     }
 
-    /// <summary>Appends the delta of <paramref name="row"/> when it is smaller than <paramref name="limit"/>; returns the record size or 0.</summary>
-    private int Encode(long row, long[] bases, int limit, SqliteStatement update)
+    /// <summary>Appends the delta of <paramref name="row"/> when it saves a quarter of <paramref name="limit"/> and queues its move.</summary>
+    private void Encode(long row, long[] bases, int limit)
     {
         var loc = _reader.Blob(row);
         var baseLocs = bases.Select(_reader.Blob).ToArray();
@@ -156,7 +209,7 @@ public sealed class Compactor
             }
             catch (BlobDamagedException)
             {
-                return 0; // damaged data is verify's to report; never build on it
+                return; // damaged data is verify's to report; never build on it
             }
 
             // Worth it only when it saves a quarter of the record: the whole record it replaces stays in its pack as
@@ -164,17 +217,16 @@ public sealed class Compactor
             var payload = DeltaCodec.Encode(_codec, prefix.AsSpan(0, total), raw.AsSpan(0, loc.RawLength), limit / 4 * 3);
             if (payload is null)
             {
-                return 0;
+                return;
             }
 
-            var pack = _writer.Pack;
-            var offset = pack.Append(loc.Id, _codec, loc.RawLength, payload, PackFormat.BaseDigest(baseLocs.Select(b => b.Id)));
-            _writer.Begin();
-            update.Bind(1, row).Bind(2, pack.PackId).Bind(3, offset).Bind(4, (long)payload.Length).Bind(5, (long)_codec)
-                .Bind(6, PackFormat.EncodeBases(bases)).Run();
+            var (pack, offset) = _output.Append(loc.Id, _codec, loc.RawLength, payload, PackFormat.BaseDigest(baseLocs.Select(b => b.Id)));
+            _pending.Add(new Move(row, loc.Id, loc.PackId, loc.Offset, pack, offset, payload.Length, limit, bases));
+            _pendingBytes += PackFormat.RecordSize(payload.Length);
+            // Later decisions of this pass (depth, cycles) count this delta as made; if its move is refused, the
+            // row stays whole and those decisions were only more cautious than needed.
             _rows[row] = (_codec, payload.Length);
             SetBases(row, bases);
-            return PackFormat.RecordSize(payload.Length);
         }
         finally
         {
@@ -182,6 +234,8 @@ public sealed class Compactor
             ArrayPool<byte>.Shared.Return(prefix);
         }
     }
+
+    private sealed record Move(long Row, BlobId Id, long FromPack, long FromOffset, long Pack, long Offset, int Stored, int StoredBefore, long[] Bases);
 
     /// <summary>
     /// The chunks of the newer version at the old chunk's place: its offset moved by the shift of the nearest

@@ -1,4 +1,3 @@
-using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Packs;
 
 namespace DiffKeeper.Storage.Maintenance;
@@ -10,85 +9,119 @@ public sealed record CollectionResult(long BlobsSwept, int PacksRepacked, int Pa
 /// Mark and sweep, then repack (docs/store-format.md, "Compaction, prune and garbage collection"). Live blobs
 /// are those an unpruned version's extent map names, plus their delta bases, transitively; other rows are
 /// deleted. A pack whose live records fill less than the threshold of it is copied record by record into the
-/// writer's new pack (fsynced before the commit that moves the rows and drops the old pack's row); its file is
-/// deleted after that commit, when no reader has the trace open. A kill -9 between any two steps leaves the old
+/// maintenance pack (fsynced before the step that moves the rows and drops the old pack's row). Both plan on a
+/// snapshot read on the maintenance thread and change the catalog in bounded steps on the writer's thread; a
+/// writer that goes on recording meanwhile is safe: a row a version added since then names is not swept, and a
+/// row moves only from where the plan saw it (compare and set). A kill -9 between any two steps leaves the old
 /// rows on the old records or the new rows on fsynced new records.
 /// </summary>
-public static class GarbageCollector
+internal static class GarbageCollector
 {
-    private const long CommitEvery = 256L << 20;
+    private const long BytesPerStep = 64L << 20;
 
-    /// <summary>Deletes the rows of blobs nothing live needs; commits; returns how many.</summary>
-    public static long Sweep(TraceWriter writer, TraceReader reader)
+    /// <summary>Deletes the rows of blobs nothing live needs, <paramref name="rowsPerStep"/> per step; returns how many.</summary>
+    public static long Sweep(TraceReader reader, IWriterSteps steps, int rowsPerStep)
     {
         var bases = new Dictionary<long, long[]>();
-        var all = new List<long>();
-        foreach (var loc in reader.AllBlobs())
+        var all = new List<(long Row, BlobId Id)>();
+        var live = new HashSet<long>();
+        using (reader.Snapshot())
         {
-            all.Add(loc.BlobRowId);
-            if (loc.IsDelta)
+            foreach (var loc in reader.AllBlobs())
             {
-                bases[loc.BlobRowId] = loc.Bases;
+                all.Add((loc.BlobRowId, loc.Id));
+                if (loc.IsDelta)
+                {
+                    bases[loc.BlobRowId] = loc.Bases;
+                }
+            }
+
+            foreach (var v in reader.AllVersions())
+            {
+                if (!v.Pruned && v.Extents is not null && ExtentMap.TryDecode(v.Extents, v.Size, out var extents))
+                {
+                    Reach(extents.Select(e => e.BlobRowId), bases, live);
+                }
+                else if (!v.Pruned && v.Extents is not null)
+                {
+                    return 0; // a malformed map might name anything: sweeping could destroy what verify should report
+                }
             }
         }
 
-        var live = new HashSet<long>();
-        var stack = new Stack<long>();
-        foreach (var v in reader.AllVersions())
+        var garbage = all.Where(b => !live.Contains(b.Row)).ToList();
+        long swept = 0;
+        foreach (var batch in garbage.Chunk(rowsPerStep))
         {
-            if (!v.Pruned && v.Extents is not null && ExtentMap.TryDecode(v.Extents, v.Size, out var extents))
+            swept += steps.Run("sweep", writer =>
             {
-                foreach (var e in extents)
+                // Versions the writer added since the snapshot may name a row the snapshot saw unreferenced (the
+                // same chunk written again): those rows, and what they decode through, stay.
+                var kept = new HashSet<long>();
+                Reach(writer.ReferencedSinceTracking, bases, kept);
+                writer.Begin();
+                var deleted = new List<BlobId>();
+                using (var delete = writer.Database.Prepare("DELETE FROM blobs WHERE id = ?1"))
                 {
-                    stack.Push(e.BlobRowId);
-                }
-            }
-            else if (!v.Pruned && v.Extents is not null)
-            {
-                return 0; // a malformed map might name anything: sweeping could destroy what verify should report
-            }
-
-            while (stack.TryPop(out var row))
-            {
-                if (live.Add(row) && bases.TryGetValue(row, out var b))
-                {
-                    foreach (var x in b)
+                    foreach (var (row, id) in batch)
                     {
-                        stack.Push(x);
+                        if (!kept.Contains(row))
+                        {
+                            delete.Bind(1, row).Run();
+                            deleted.Add(id);
+                        }
                     }
                 }
-            }
+
+                writer.Commit();
+                writer.ForgetBlobs(deleted);
+                return deleted.Count;
+            });
         }
 
-        long swept = 0;
-        writer.Begin();
-        using var delete = writer.Database.Prepare("DELETE FROM blobs WHERE id = ?1");
-        foreach (var row in all)
-        {
-            if (!live.Contains(row))
-            {
-                delete.Bind(1, row).Run();
-                swept++;
-            }
-        }
-
-        writer.Commit();
         return swept;
     }
 
-    /// <summary>Repacks packs whose live fraction is below <paramref name="threshold"/> and drops empty ones; commits.</summary>
-    public static (int Repacked, int Dropped, long Copied) Repack(TraceWriter writer, TraceReader reader, double threshold)
+    private static void Reach(IEnumerable<long> roots, Dictionary<long, long[]> bases, HashSet<long> reached)
     {
-        var byPack = reader.AllBlobs().GroupBy(b => b.PackId).ToDictionary(g => g.Key, g => g.ToList());
-        var current = writer.HasPack ? writer.Pack.PackId : -1;
-        int repacked = 0, dropped = 0;
-        long copied = 0, sinceCommit = 0;
-        using var move = writer.Database.Prepare("UPDATE blobs SET pack_id = ?2, offset = ?3 WHERE id = ?1");
-        using var drop = writer.Database.Prepare("DELETE FROM packs WHERE id = ?1");
-        var buffer = new byte[PackFormat.RecordSize(Codecs.Zstd.CompressBound(PackFormat.MaxRawLength))];
-        foreach (var (packId, committed) in reader.PacksCommitted())
+        var stack = new Stack<long>(roots);
+        while (stack.TryPop(out var row))
         {
-            if (packId == current)
+            if (reached.Add(row) && bases.TryGetValue(row, out var b))
+            {
+                foreach (var x in b)
+                {
+                    stack.Push(x);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Repacks packs whose live fraction is below <paramref name="threshold"/> and drops empty ones. Packs created
+    /// since the pass began (id at least <paramref name="firstNew"/>) are left alone. The pack the writer appended to
+    /// when the pass began (<paramref name="writerPack"/>) and the maintenance pack itself are rolled first when
+    /// they qualify (so the writer's garbage is freed without waiting for its pack to fill), and their rows are
+    /// read again once nothing can be added to them. Returns the ids of the packs whose rows it dropped.
+    /// </summary>
+    public static (int Repacked, int Dropped, long Copied, List<long> DroppedIds) Repack(
+        TraceReader reader, IWriterSteps steps, MaintenancePack output, double threshold, long writerPack, long firstNew, int rowsPerStep)
+    {
+        Dictionary<long, List<BlobLocation>> byPack;
+        IReadOnlyList<(long Id, long CommittedSize)> packs;
+        using (reader.Snapshot())
+        {
+            byPack = reader.AllBlobs().GroupBy(b => b.PackId).ToDictionary(g => g.Key, g => g.ToList());
+            packs = reader.PacksCommitted();
+        }
+
+        int repacked = 0, dropped = 0;
+        long copied = 0;
+        var droppedIds = new List<long>();
+        var buffer = new byte[PackFormat.RecordSize(Codecs.Zstd.CompressBound(PackFormat.MaxRawLength))];
+        foreach (var (packId, committed) in packs)
+        {
+            if (packId >= firstNew)
             {
                 continue;
             }
@@ -99,6 +132,25 @@ public static class GarbageCollector
             if (records.Count > 0 && (double)liveBytes / total >= threshold)
             {
                 continue;
+            }
+
+            if (packId == writerPack)
+            {
+                // The writer may have added rows to it since the snapshot: once it appends elsewhere, the catalog
+                // lists every row the pack will ever have.
+                if (!steps.Run("roll", w => w.RollPack(packId)))
+                {
+                    continue;
+                }
+
+                using (reader.Snapshot())
+                {
+                    records = reader.AllBlobs().Where(b => b.PackId == packId).ToList();
+                }
+            }
+            else if (packId == output.CurrentId)
+            {
+                output.Roll();
             }
 
             try
@@ -113,17 +165,54 @@ public static class GarbageCollector
                 continue; // keep a damaged pack as it is: verify names what is in it
             }
 
-            writer.Begin();
-            foreach (var r in records)
+            // Copied in batches of whole steps; the old pack's row goes with the last batch.
+            var at = 0;
+            do
             {
-                var record = reader.Packs.ReadRecord(r, buffer);
-                var pack = writer.Pack;
-                move.Bind(1, r.BlobRowId).Bind(2, pack.PackId).Bind(3, pack.AppendRecord(record)).Run();
-                copied++;
-                sinceCommit += record.Length;
-            }
+                steps.Stopping.ThrowIfCancellationRequested();
+                var moves = new List<(BlobLocation From, long Pack, long Offset)>();
+                long bytes = 0;
+                while (at < records.Count && moves.Count < rowsPerStep && bytes < BytesPerStep)
+                {
+                    var r = records[at++];
+                    var record = reader.Packs.ReadRecord(r, buffer);
+                    var (pack, offset) = output.AppendRecord(record);
+                    moves.Add((r, pack, offset));
+                    bytes += record.Length;
+                }
 
-            drop.Bind(1, packId).Run();
+                var sizes = output.Sync();
+                var last = at == records.Count;
+                copied += steps.Run("repack", writer =>
+                {
+                    writer.Begin();
+                    MaintenancePack.RecordSizes(writer, sizes);
+                    var moved = 0;
+                    using (var move = writer.Database.Prepare("UPDATE blobs SET pack_id = ?4, offset = ?5 WHERE id = ?1 AND pack_id = ?2 AND offset = ?3"))
+                    {
+                        foreach (var (from, pack, offset) in moves)
+                        {
+                            // A row the writer moved meanwhile (a delta stored whole again) stays where it is now.
+                            move.Bind(1, from.BlobRowId).Bind(2, from.PackId).Bind(3, from.Offset).Bind(4, pack).Bind(5, offset).Run();
+                            moved += writer.Database.Changes;
+                        }
+                    }
+
+                    if (last)
+                    {
+                        // No row is left in it: the plan listed every row the pack had (a writer appends only to its
+                        // current pack, and this one is not, or no longer, that), and a row that did not move had already left.
+                        using var drop = writer.Database.Prepare("DELETE FROM packs WHERE id = ?1");
+                        drop.Bind(1, packId).Run();
+                    }
+
+                    writer.Commit();
+                    return moved;
+                });
+            }
+            while (at < records.Count);
+
+            droppedIds.Add(packId);
             if (records.Count > 0)
             {
                 repacked++;
@@ -132,15 +221,8 @@ public static class GarbageCollector
             {
                 dropped++;
             }
-
-            if (sinceCommit >= CommitEvery)
-            {
-                writer.Commit();
-                sinceCommit = 0;
-            }
         }
 
-        writer.Commit();
-        return (repacked, dropped, copied);
+        return (repacked, dropped, copied, droppedIds);
     }
 }

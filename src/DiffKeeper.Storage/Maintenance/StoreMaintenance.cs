@@ -2,15 +2,22 @@ using DiffKeeper.Storage.Packs;
 
 namespace DiffKeeper.Storage.Maintenance;
 
-/// <summary>What <see cref="StoreMaintenance.Run"/> does. <see cref="Delta"/> null: no compaction.</summary>
-public sealed record MaintenanceOptions(BlobCodec? Delta = BlobCodec.ZstdDelta, int SnapshotInterval = 10, double RepackThreshold = 0.9, PrunePolicy? Prune = null);
+/// <summary>
+/// What a maintenance pass does. <see cref="Delta"/> null: no compaction. <see cref="RowsPerStep"/> bounds each
+/// catalog transaction (keep mode makes it small: the agent's next cut waits for the step it is running).
+/// </summary>
+public sealed record MaintenanceOptions(BlobCodec? Delta = BlobCodec.ZstdDelta, int SnapshotInterval = 10, double RepackThreshold = 0.9, PrunePolicy? Prune = null)
+{
+    public int RowsPerStep { get; init; } = 100_000;
+}
 
 public sealed record MaintenanceResult(long VersionsPruned, long BlobsSwept, CompactionResult? Compaction, CollectionResult Collection, long PackBytesBefore, long PackBytesAfter);
 
 /// <summary>
-/// Prune, sweep, compact, repack, in that order, each step committed before the next starts (so a kill -9
-/// anywhere leaves a store that opens and verifies), then deletes the pack files the catalog no longer lists.
-/// Takes the writer's lock for the whole run: a recording into the same trace waits for it or fails with exit 4.
+/// Offline maintenance (<c>gc</c>, <c>prune</c>): prune, sweep, compact, repack, in that order, each step committed
+/// before the next starts (so a kill -9 anywhere leaves a store that opens and verifies), then deletes the pack files
+/// the catalog no longer lists. Takes the writer's lock for the whole run: a recording into the same trace waits
+/// for it or fails with exit 4 (keep mode runs the same passes beside its own writer: <see cref="Maintainer"/>).
 /// </summary>
 public static class StoreMaintenance
 {
@@ -18,33 +25,13 @@ public static class StoreMaintenance
     {
         using var writer = TraceWriter.Open(traceDir);
         writer.Database.Execute("PRAGMA synchronous=FULL"); // old packs are deleted right after these commits
-        long before, after;
-        long pruned = 0, swept;
-        CompactionResult? compaction = null;
-        (int Repacked, int Dropped, long Copied) repack;
-        using (var reader = TraceReader.Open(traceDir))
+        MaintenanceResult result;
+        using (var maintainer = new Maintainer(writer, new InlineWriterSteps(writer)))
         {
-            before = PackBytes(reader);
-            if (options.Prune is { } policy)
-            {
-                progress?.Report("pruning");
-                pruned = Pruner.Prune(writer, reader, policy, now);
-            }
-
-            progress?.Report("sweeping unreferenced blobs");
-            swept = GarbageCollector.Sweep(writer, reader);
-            if (options.Delta is { } codec)
-            {
-                progress?.Report("compacting (re-encoding older versions as deltas)");
-                compaction = Compactor.Run(writer, reader, codec, options.SnapshotInterval, progress);
-            }
-
-            progress?.Report("repacking");
-            repack = GarbageCollector.Repack(writer, reader, options.RepackThreshold);
-            after = PackBytes(reader);
+            result = maintainer.Run(options, now, progress);
         }
 
-        // The reader above held LOCK.readers shared; released now, so the deletion can take it exclusively.
+        // Also the files earlier runs had to leave behind for a reader.
         var known = writer.Database.Prepare("SELECT id FROM packs");
         var ids = new HashSet<long>();
         while (known.Step())
@@ -54,9 +41,6 @@ public static class StoreMaintenance
 
         known.Dispose();
         var left = writer.DeleteUnreferencedPacks(ids);
-        return new MaintenanceResult(pruned, swept, compaction,
-            new CollectionResult(swept, repack.Repacked, repack.Dropped, repack.Copied, left.Count), before, after);
+        return result with { Collection = result.Collection with { PackFilesLeft = left.Count } };
     }
-
-    private static long PackBytes(TraceReader reader) => reader.PacksCommitted().Sum(p => p.CommittedSize);
 }
