@@ -300,6 +300,11 @@ public sealed class Recorder
             }
 
             case CaptureKind.ClosedWrite:
+                if (_held is not null && _heldPath == key)
+                {
+                    _heldSizeStale = true; // written while IN_MODIFY was muted: its size is the size at close
+                }
+
                 MarkDirty(key, immediate: true, closed: true);
                 return;
             case CaptureKind.Attributes:

@@ -93,12 +93,11 @@ public static class FileIngest
             while (n < buffer.Length)
             {
                 var r = RandomAccess.Read(file, buffer.AsSpan(n), n);
-                if (r == 0)
-                {
-                    break;
-                }
-
                 n += r;
+                if (r == 0 || n >= size)
+                {
+                    break; // all it had when stat'ed: no second read just to meet the end of the file
+                }
             }
 
             if (n > size)
