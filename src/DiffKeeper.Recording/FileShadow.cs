@@ -12,6 +12,11 @@ internal sealed class FileShadow
 {
     private byte[] _data;
 
+    // The chunks of the last Store, and how far the bytes are unchanged since: a file written by appends (tar,
+    // a log) is stored after every write, and re-cutting and re-hashing all of it each time made that quadratic.
+    private readonly List<(Extent Extent, BlobId Id)> _chunks = [];
+    private long _cleanUpTo;
+
     private FileShadow(byte[] data, long size)
     {
         _data = data;
@@ -38,10 +43,12 @@ internal sealed class FileShadow
 
         bytes.CopyTo(_data.AsSpan((int)offset));
         Size = Math.Max(Size, end);
+        _cleanUpTo = Math.Min(_cleanUpTo, offset);
     }
 
     public void Truncate(long size)
     {
+        _cleanUpTo = Math.Min(_cleanUpTo, size);
         if (size > Size)
         {
             Reserve(size);
@@ -51,21 +58,40 @@ internal sealed class FileShadow
         Size = size;
     }
 
-    /// <summary>Stores the bytes (chunked like a file read, so identical content shares blobs) and returns the content.</summary>
+    /// <summary>
+    /// Stores the bytes (chunked like a file read, so identical content shares blobs) and returns the content.
+    /// Chunks of the previous store that lie wholly in the unchanged prefix are kept without being cut or hashed
+    /// again, except the last one: it may have ended only because the data did (a cut point found by the hash,
+    /// or at the maximum size, depends on nothing after it; an end-of-data cut does). The result is the same as
+    /// storing the bytes from scratch.
+    /// </summary>
     public IngestedContent Store(TraceWriter writer)
     {
         var storedBefore = writer.StoredBytesWritten;
-        var extents = new List<Extent>();
-        var hashed = new List<(long, int, BlobId)>();
+        var keep = 0;
+        while (keep < _chunks.Count - 1 && _chunks[keep].Extent.Offset + _chunks[keep].Extent.Length <= _cleanUpTo)
+        {
+            keep++;
+        }
+
+        _chunks.RemoveRange(keep, _chunks.Count - keep);
         var data = _data.AsSpan(0, (int)Size);
-        long pos = 0;
+        var pos = keep == 0 ? 0 : _chunks[^1].Extent.Offset + _chunks[^1].Extent.Length;
         while (pos < Size)
         {
             var cut = FastCdc.NextCut(data[(int)pos..]);
             var rowId = writer.PutBlob(data.Slice((int)pos, cut), out var id);
-            extents.Add(new Extent(pos, cut, rowId));
-            hashed.Add((pos, cut, id));
+            _chunks.Add((new Extent(pos, cut, rowId), id));
             pos += cut;
+        }
+
+        _cleanUpTo = Size;
+        var extents = new List<Extent>(_chunks.Count);
+        var hashed = new List<(long, int, BlobId)>(_chunks.Count);
+        foreach (var (extent, id) in _chunks)
+        {
+            extents.Add(extent);
+            hashed.Add((extent.Offset, extent.Length, id));
         }
 
         return new IngestedContent(ExtentMap.Encode(extents), ExtentMap.ContentId(hashed, Size), Size, writer.StoredBytesWritten - storedBefore);
