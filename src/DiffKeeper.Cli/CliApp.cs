@@ -28,7 +28,7 @@ public static class CliApp
     private static Command BuildLean(IConsole console) => AddCommands(new Command("diffkeeper", Description), console);
 
     private static bool WantsHelpOrVersion(string[] args) =>
-        args.Length == 0 || args.Any(a => a is "-h" or "-?" or "--help" or "/h" or "/?" or "--version" || a.StartsWith('['));
+        args.Length == 0 || args.Any(a => a is "-h" or "-?" or "--help" or "/h" or "/?" or "--version" || a.StartsWith('[') || a.StartsWith('@'));
 
     private static T AddCommands<T>(T root, IConsole console) where T : Command
     {

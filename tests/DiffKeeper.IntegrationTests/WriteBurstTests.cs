@@ -58,5 +58,47 @@ public sealed class WriteBurstTests : IDisposable
         Assert.InRange(writes.Count, 3, 200); // 15,000 writes, recorded as a handful of versions
     }
 
+    [Fact]
+    public void A_temp_file_written_in_a_burst_and_renamed_at_once_has_no_event_after_its_rename()
+    {
+        var work = _dir.Sub("work");
+        Directory.CreateDirectory(work);
+        var trace = _dir.Sub("trace");
+        using (var rec = new RecordedSession(_dir.Path, trace, work))
+        {
+            for (var round = 0; round < 5; round++)
+            {
+                // The save-then-rename pattern of editors and databases, inside one mute window.
+                var temp = Path.Combine(work, $"state-{round}.tmp");
+                using (var f = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.ReadWrite, 1))
+                {
+                    for (var i = 0; i < 2000; i++)
+                    {
+                        f.Write(System.Text.Encoding.ASCII.GetBytes($"round {round} record {i}\n"));
+                    }
+                }
+
+                File.Move(temp, Path.Combine(work, $"state-{round}"));
+                Thread.Sleep(200);
+            }
+
+            var (exit, stderr) = rec.Finish();
+            Assert.True(exit == 0, stderr);
+        }
+
+        var events = Cli.JsonLines(Cli.Ok(_dir.Path, "timeline", "--trace", trace, "--json"));
+        for (var round = 0; round < 5; round++)
+        {
+            var temp = $"state-{round}.tmp";
+            var renamed = events.FindIndex(e => e.GetProperty("op").GetString() == "RENAME" && e.GetProperty("path").GetString() == temp);
+            Assert.True(renamed >= 0, $"no RENAME of {temp}");
+            Assert.DoesNotContain(events.Skip(renamed + 1), e => e.GetProperty("path").GetString() == temp);
+        }
+
+        var outDir = _dir.Sub("out");
+        Cli.Ok(_dir.Path, "export", "--trace", trace, "--out", outDir);
+        TreeSnapshot.AssertSame(TreeSnapshot.Take(_dir.Sub("work")), TreeSnapshot.Take(outDir), "export at the end");
+    }
+
     private static long WallNs() => (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100;
 }

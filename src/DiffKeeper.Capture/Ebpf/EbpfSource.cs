@@ -160,7 +160,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
             throw new DiffKeeperException(ExitCode.Usage, $"the eBPF ring buffer cannot be {RingBytes} bytes (a power of two, at least a page)");
         }
 
-        // Wake the reader before half the ring is full, however small the ring.
+        // Wake the reader once a quarter of the ring is pending, however small the ring.
         var wake = (uint)Math.Min(WakeBytes, RingBytes / 4);
         var loaded = LibBpf.ObjectLoad(_object);
         if (loaded < 0)

@@ -328,29 +328,48 @@ public sealed unsafe class InotifySource : ICaptureSource
         }
 
         var now = Stopwatch.GetTimestamp();
-        foreach (var (wd, (until, names)) in _muted)
+        List<int>? due = null;
+        foreach (var (wd, muted) in _muted)
         {
-            if (now < until)
+            if (now >= muted.Until)
             {
+                (due ??= []).Add(wd);
+            }
+        }
+
+        foreach (var wd in due ?? [])
+        {
+            var names = _muted[wd].Names;
+            if (!_byWd.TryGetValue(wd, out var dir))
+            {
+                _muted.Remove(wd); // gone
+                continue;
+            }
+
+            var abs = TreeWalker.Join(_roots[dir.Root], dir.Rel);
+            var got = Libc.InotifyAddWatch(_fd, abs, WatchMask);
+            if (got != wd)
+            {
+                // Renamed (or replaced) before its events were read: leave whatever the old name leads to as it
+                // was, and try again once the rename is processed and the watch has its new name.
+                if (got >= 0 && !_byWd.ContainsKey(got))
+                {
+                    Libc.InotifyRmWatch(_fd, got);
+                }
+
+                _muted[wd] = (now + (long)(MuteWindow.TotalSeconds * Stopwatch.Frequency), names);
                 continue;
             }
 
             _muted.Remove(wd);
-            if (!_byWd.TryGetValue(wd, out var dir))
-            {
-                continue; // gone
-            }
-
-            var abs = TreeWalker.Join(_roots[dir.Root], dir.Rel);
-            if (Libc.InotifyAddWatch(_fd, abs, WatchMask) != wd)
-            {
-                continue; // renamed or gone: the events for that are queued
-            }
-
             foreach (var name in names)
             {
+                // Only files still there under that name: a temp file renamed or deleted meanwhile has its event.
                 var rel = dir.Rel.Length == 0 ? name : dir.Rel + "/" + name;
-                Emit(new CaptureEvent(CaptureKind.Modified, dir.Root, rel, null, false, now));
+                if (EntryStat.Lstat(TreeWalker.Join(_roots[dir.Root], rel)) is { Kind: EntryKind.File })
+                {
+                    Emit(new CaptureEvent(CaptureKind.Modified, dir.Root, rel, null, false, now));
+                }
             }
         }
     }

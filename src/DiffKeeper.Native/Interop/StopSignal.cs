@@ -16,7 +16,8 @@ public sealed unsafe class StopSignal : IDisposable
         _fd = Libc.Eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
         if (_fd < 0)
         {
-            throw new IOException($"eventfd: {Libc.StrError(Marshal.GetLastPInvokeError())}");
+            throw new DiffKeeper.Core.DiffKeeperException(DiffKeeper.Core.ExitCode.SystemError,
+                $"cannot create an eventfd for the capture thread: {Libc.StrError(Marshal.GetLastPInvokeError())}");
         }
     }
 
