@@ -167,6 +167,7 @@ internal static class GarbageCollector
 
             // Copied in batches of whole steps; the old pack's row goes with the last batch.
             var at = 0;
+            var packDropped = false;
             do
             {
                 steps.Stopping.ThrowIfCancellationRequested();
@@ -200,10 +201,19 @@ internal static class GarbageCollector
 
                     if (last)
                     {
-                        // No row is left in it: the plan listed every row the pack had (a writer appends only to its
-                        // current pack, and this one is not, or no longer, that), and a row that did not move had already left.
-                        using var drop = writer.Database.Prepare("DELETE FROM packs WHERE id = ?1");
-                        drop.Bind(1, packId).Run();
+                        // The pack goes only if no row is left in it. The plan listed every row the pack had when it
+                        // was made, but a writer still appending to this pack (its current one when the plan's
+                        // snapshot was taken) may have added rows or moved one within it since; such a pack stays,
+                        // and a later pass takes it once the writer has moved on. Found by the agent-kill test: a
+                        // dropped pack whose rows remained left versions pointing at a deleted file.
+                        using var left = writer.Database.Prepare("SELECT count(*) FROM blobs WHERE pack_id = ?1");
+                        left.Bind(1, packId);
+                        if (left.ScalarInt64() == 0)
+                        {
+                            using var drop = writer.Database.Prepare("DELETE FROM packs WHERE id = ?1");
+                            drop.Bind(1, packId).Run();
+                            packDropped = true;
+                        }
                     }
 
                     writer.Commit();
@@ -211,6 +221,11 @@ internal static class GarbageCollector
                 });
             }
             while (at < records.Count);
+
+            if (!packDropped)
+            {
+                continue;
+            }
 
             droppedIds.Add(packId);
             if (records.Count > 0)
