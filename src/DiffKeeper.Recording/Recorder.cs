@@ -130,7 +130,6 @@ public sealed class Recorder
             return Result(exitCode);
         }
 
-        _versioner.UseAllCores = true;
         Rescan(filter, "reconcile");
         FlushWrite();
         // EXIT comes after the reconcile scan's events, so it takes the time it is written: the timeline stays in order.

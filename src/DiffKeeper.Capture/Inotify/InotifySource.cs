@@ -299,24 +299,40 @@ public sealed unsafe class InotifySource : ICaptureSource
 
     private void Mute(int wd, string name, long now)
     {
+        if (SetMask(wd, WatchMask & ~IN_MODIFY))
+        {
+            _muted[wd] = (MuteEnd(now), [name]);
+        }
+    }
+
+    private long MuteEnd(long now) => now + (long)(MuteWindow.TotalSeconds * Stopwatch.Frequency);
+
+    /// <summary>
+    /// Replaces the mask of watch <paramref name="wd"/> through its directory's current name; false when that
+    /// name leads elsewhere (renamed or replaced, events not read yet), which is then left as it was.
+    /// </summary>
+    private bool SetMask(int wd, uint mask)
+    {
         var (root, rel) = _byWd[wd];
-        var got = Libc.InotifyAddWatch(_fd, TreeWalker.Join(_roots[root], rel), WatchMask & ~IN_MODIFY);
+        var got = Libc.InotifyAddWatch(_fd, TreeWalker.Join(_roots[root], rel), mask);
         if (got == wd)
         {
-            _muted[wd] = (now + (long)(MuteWindow.TotalSeconds * Stopwatch.Frequency), [name]);
+            return true;
         }
-        else if (got >= 0)
+
+        if (got >= 0)
         {
-            // The name now leads to another directory (renamed, events not read yet): leave that one as it was.
             if (_byWd.TryGetValue(got, out var other))
             {
                 Libc.InotifyAddWatch(_fd, TreeWalker.Join(_roots[other.Root], other.Rel), WatchMask);
             }
             else
             {
-                Libc.InotifyRmWatch(_fd, got);
+                Libc.InotifyRmWatch(_fd, got); // a watch this call created on a directory we do not know
             }
         }
+
+        return false;
     }
 
     /// <summary>Gives muted directories IN_MODIFY back once their window is over, and re-reports their hot files.</summary>
@@ -346,18 +362,10 @@ public sealed unsafe class InotifySource : ICaptureSource
                 continue;
             }
 
-            var abs = TreeWalker.Join(_roots[dir.Root], dir.Rel);
-            var got = Libc.InotifyAddWatch(_fd, abs, WatchMask);
-            if (got != wd)
+            if (!SetMask(wd, WatchMask))
             {
-                // Renamed (or replaced) before its events were read: leave whatever the old name leads to as it
-                // was, and try again once the rename is processed and the watch has its new name.
-                if (got >= 0 && !_byWd.ContainsKey(got))
-                {
-                    Libc.InotifyRmWatch(_fd, got);
-                }
-
-                _muted[wd] = (now + (long)(MuteWindow.TotalSeconds * Stopwatch.Frequency), names);
+                // Renamed before its events were read: try again once the rename is processed.
+                _muted[wd] = (MuteEnd(now), names);
                 continue;
             }
 
