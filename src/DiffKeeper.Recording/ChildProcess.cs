@@ -12,12 +12,16 @@ namespace DiffKeeper.Recording;
 /// </summary>
 internal sealed class ChildProcess : IDisposable
 {
-    private readonly Process _process;
     private readonly List<PosixSignalRegistration> _signals = [];
+    private readonly Lock _gate = new();
+    private Process? _process;
+    private int _pending; // a signal that came before the command existed: sent to it once it does
 
-    private ChildProcess(Process process)
+    // The handlers are in place before the command starts: a command that is quick to get ready (and a caller that
+    // signals as soon as it is) must not meet the runtime's default SIGTERM handling, which ends diffkeeper
+    // with 143 and leaves the command running unrecorded.
+    private ChildProcess()
     {
-        _process = process;
         foreach (var signal in new[] { PosixSignal.SIGINT, PosixSignal.SIGTERM, PosixSignal.SIGHUP, PosixSignal.SIGQUIT })
         {
             _signals.Add(PosixSignalRegistration.Create(signal, Forward));
@@ -33,34 +37,65 @@ internal sealed class ChildProcess : IDisposable
             psi.ArgumentList.Add(arg);
         }
 
+        var child = new ChildProcess();
         try
         {
-            return new ChildProcess(Process.Start(psi)!);
+            child.Attach(Process.Start(psi)!);
+            return child;
         }
         catch (Win32Exception e)
         {
+            child.Dispose();
             var notFound = e.NativeErrorCode == Libc.ENOENT;
             throw new DiffKeeperException(notFound ? ExitCode.CommandNotFound : ExitCode.CannotExecute,
                 $"cannot run '{command[0]}': {(notFound ? "command not found" : e.Message)}", e);
         }
     }
 
-    public int Pid => _process.Id;
+    private void Attach(Process process)
+    {
+        int pending;
+        lock (_gate)
+        {
+            _process = process;
+            pending = _pending;
+        }
+
+        if (pending != 0)
+        {
+            Libc.Kill(process.Id, pending);
+        }
+    }
+
+    private Process Process => _process ?? throw new InvalidOperationException("the command has not started");
+
+    public int Pid => Process.Id;
 
     public async Task<int> WaitAsync(CancellationToken ct)
     {
-        await _process.WaitForExitAsync(ct).ConfigureAwait(false);
-        return _process.ExitCode; // .NET reports 128+N for a child killed by signal N
+        await Process.WaitForExitAsync(ct).ConfigureAwait(false);
+        return Process.ExitCode; // .NET reports 128+N for a child killed by signal N
     }
 
     private void Forward(PosixSignalContext context)
     {
         context.Cancel = true;
+        Process? process;
+        lock (_gate)
+        {
+            process = _process;
+            if (process is null)
+            {
+                _pending = SignalNumber(context.Signal);
+                return;
+            }
+        }
+
         try
         {
-            if (!_process.HasExited)
+            if (!process.HasExited)
             {
-                Libc.Kill(_process.Id, SignalNumber(context.Signal));
+                Libc.Kill(process.Id, SignalNumber(context.Signal));
             }
         }
         catch (InvalidOperationException)
@@ -101,6 +136,6 @@ internal sealed class ChildProcess : IDisposable
             s.Dispose();
         }
 
-        _process.Dispose();
+        _process?.Dispose();
     }
 }

@@ -174,6 +174,53 @@ public sealed class TraceStoreTests : IDisposable
         Assert.True(TraceVerifier.Verify(ok).Ok);
     }
 
+    [Fact]
+    public void A_damaged_blob_that_no_version_uses_still_fails_verify()
+    {
+        var orphan = CodecTests.RandomBytes(50_000, 8);
+        using (var w = TraceWriter.Open(_dir.Sub("t")))
+        {
+            var path = Path.Combine(_dir.Path, "orphan-src");
+            File.WriteAllBytes(path, orphan);
+            using (var h = File.OpenHandle(path))
+            {
+                FileIngest.Ingest(w, h, orphan.Length); // stored, then never named by a version (a superseded read)
+            }
+
+            WriteSession(w, _dir.Path, ("kept.txt", "kept"u8.ToArray()));
+        }
+
+        var pack = Path.Combine(_dir.Sub("t"), PackFormat.RelativePath(1));
+        var original = File.ReadAllBytes(pack);
+        var bytes = (byte[])original.Clone();
+        bytes[PackFormat.HeaderSize + PackFormat.RecordHeaderSize + 1000] ^= 0x01;
+        File.WriteAllBytes(pack, bytes);
+
+        AssertOnlyProblem("no version uses it");
+
+        // The same record with no blob row at all (what a superseded write leaves between named records).
+        using (var db = SqliteDatabase.Open(Path.Combine(_dir.Sub("t"), "catalog.db"), readOnly: false))
+        {
+            db.Execute($"DELETE FROM blobs WHERE offset = {PackFormat.HeaderSize}");
+        }
+
+        AssertOnlyProblem("no blob row names");
+        File.WriteAllBytes(pack, original);
+        using var ok = TraceReader.Open(_dir.Sub("t"));
+        Assert.True(TraceVerifier.Verify(ok, readData: false).Ok);
+    }
+
+    private void AssertOnlyProblem(string reason)
+    {
+        using var r = TraceReader.Open(_dir.Sub("t"));
+        var report = TraceVerifier.Verify(r, readData: false);
+        Assert.False(report.Ok);
+        Assert.Empty(report.Damages);
+        var problem = Assert.Single(report.Problems);
+        Assert.Contains(reason, problem);
+        Assert.StartsWith(PackFormat.RelativePath(1), problem);
+    }
+
     private void AssertDamaged(string reason)
     {
         using var r = TraceReader.Open(_dir.Sub("t"));

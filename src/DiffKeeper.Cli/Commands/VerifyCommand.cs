@@ -18,7 +18,8 @@ internal static class VerifyCommand
             Re-read every pack record (CRC-32C, header, delta base digest) and check every version: its extent map,
             the blobs it names and their delta bases, and its content id (the Merkle root over its extents).
             With --read-data every blob is decoded and re-hashed too. Prints each damaged path with its session,
-            version and blob. Exit status {(int)ExitCode.Corrupt} when anything is damaged.
+            version and blob, and each damaged record that no version uses (nothing lost, but the pack is damaged).
+            Exit status {(int)ExitCode.Corrupt} when anything is damaged.
             """)
         {
             trace, readData,
