@@ -60,13 +60,10 @@ public static class TraceVerifier
                 bytes += loc.StoredLength;
                 try
                 {
+                    reader.Packs.CheckFraming(loc, BaseDigest(loc, hashes)); // the CRC, which a decoding read skips
                     if (readData)
                     {
                         reader.Blobs.Read(loc, buffer.AsSpan(0, Math.Clamp(loc.RawLength, 0, PackFormat.MaxRawLength)));
-                    }
-                    else
-                    {
-                        reader.Packs.CheckFraming(loc, BaseDigest(loc, hashes));
                     }
                 }
                 catch (BlobDamagedException e)
