@@ -175,6 +175,50 @@ public sealed class TraceStoreTests : IDisposable
     }
 
     [Fact]
+    public void A_raw_blob_read_in_place_is_checked_by_its_hash_its_header_and_its_length()
+    {
+        var data = CodecTests.RandomBytes(100_000, 9); // incompressible: stored raw, read straight into the destination
+        using (var w = TraceWriter.Open(_dir.Sub("t")))
+        {
+            WriteSession(w, _dir.Path, ("raw.bin", data));
+        }
+
+        var pack = Path.Combine(_dir.Sub("t"), PackFormat.RelativePath(1));
+        var original = File.ReadAllBytes(pack);
+        string ReadFirst()
+        {
+            using var r = TraceReader.Open(_dir.Sub("t"));
+            var loc = r.AllBlobs().OrderBy(b => b.Offset).First();
+            Assert.Equal(BlobCodec.Raw, loc.Codec);
+            var into = new byte[loc.RawLength];
+            try
+            {
+                r.Packs.Read(loc, into);
+                Assert.Equal(data.AsSpan(0, into.Length).ToArray(), into);
+                return "ok";
+            }
+            catch (BlobDamagedException e)
+            {
+                return e.Message;
+            }
+        }
+
+        Assert.Equal("ok", ReadFirst());
+        var damaged = (byte[])original.Clone();
+        damaged[PackFormat.HeaderSize + PackFormat.RecordHeaderSize + 500] ^= 0x08;
+        File.WriteAllBytes(pack, damaged);
+        Assert.Contains("SHA-256 mismatch", ReadFirst());
+
+        damaged = (byte[])original.Clone();
+        damaged[PackFormat.HeaderSize + 6] = 1; // a reserved header byte
+        File.WriteAllBytes(pack, damaged);
+        Assert.Contains("must be zero", ReadFirst());
+
+        File.WriteAllBytes(pack, original[..(PackFormat.HeaderSize + PackFormat.RecordHeaderSize + 10)]);
+        Assert.Contains("truncated", ReadFirst());
+    }
+
+    [Fact]
     public void A_damaged_blob_that_no_version_uses_still_fails_verify()
     {
         var orphan = CodecTests.RandomBytes(50_000, 8);

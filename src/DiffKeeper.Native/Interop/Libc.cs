@@ -160,6 +160,16 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)]
     public static partial nint Read(int fd, byte* buf, nint count);
 
+    [StructLayout(LayoutKind.Sequential)]
+    public readonly struct Iovec(byte* baseAddress, nint length)
+    {
+        public readonly byte* Base = baseAddress;
+        public readonly nint Length = length;
+    }
+
+    [LibraryImport(Lib, EntryPoint = "preadv", SetLastError = true)]
+    public static partial nint Preadv(int fd, Iovec* iov, int iovcnt, long offset);
+
     public const uint SYNC_FILE_RANGE_WRITE = 2;
 
     [LibraryImport(Lib, EntryPoint = "sync_file_range", SetLastError = true)]

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
+using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage.Codecs;
 using Microsoft.Win32.SafeHandles;
 
@@ -28,6 +29,11 @@ public sealed class PackReader : IDisposable
         if (destination.Length != loc.RawLength)
         {
             throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
+        }
+
+        if (loc.Codec == BlobCodec.Raw && loc.StoredLength == loc.RawLength && TryReadRawInPlace(loc, destination))
+        {
+            return;
         }
 
         var buffer = ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(Math.Max(0, loc.StoredLength)));
@@ -61,6 +67,48 @@ public sealed class PackReader : IDisposable
     }
 
     /// <summary>
+    /// A blob stored raw (incompressible data: most of a big file's bytes) is read by one preadv straight into
+    /// <paramref name="destination"/>, with its header and CRC beside it, so the bytes are not copied once more
+    /// out of a record buffer. False when the read came up short: the caller's general path then names the damage.
+    /// </summary>
+    private unsafe bool TryReadRawInPlace(in BlobLocation loc, Span<byte> destination)
+    {
+        var packPath = PackFormat.RelativePath(loc.PackId);
+        var handle = Handle(loc, packPath);
+        Span<byte> header = stackalloc byte[PackFormat.RecordHeaderSize + PackFormat.RecordTrailerSize];
+        fixed (byte* h = header)
+        fixed (byte* d = destination)
+        {
+            var iov = stackalloc Libc.Iovec[3];
+            iov[0] = new Libc.Iovec(h, PackFormat.RecordHeaderSize);
+            iov[1] = new Libc.Iovec(d, destination.Length);
+            iov[2] = new Libc.Iovec(h + PackFormat.RecordHeaderSize, PackFormat.RecordTrailerSize);
+            var want = PackFormat.RecordSize(destination.Length);
+            var n = Libc.Preadv((int)handle.DangerousGetHandle(), iov, 3, loc.Offset);
+            if (n != want)
+            {
+                return false;
+            }
+        }
+
+        CheckHeader(loc, packPath, header[..PackFormat.RecordHeaderSize], default, decode: true);
+        CheckHash(loc, packPath, destination);
+        return true;
+    }
+
+    private SafeFileHandle Handle(in BlobLocation loc, string packPath)
+    {
+        try
+        {
+            return _handles.GetOrAdd(loc.PackId, id => File.OpenHandle(Path.Combine(_traceDir, PackFormat.RelativePath(id))));
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new BlobDamagedException(loc, packPath, "the pack file is missing");
+        }
+    }
+
+    /// <summary>
     /// Reads a whole record (header, payload, CRC) into <paramref name="buffer"/> (at least
     /// <see cref="PackFormat.RecordSize"/> of its stored length) and returns it, checking only that it is
     /// complete; for repacking, which copies records byte for byte after <see cref="CheckFraming"/>.
@@ -74,16 +122,7 @@ public sealed class PackReader : IDisposable
             throw new BlobDamagedException(loc, packPath, $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
 
-        SafeFileHandle handle;
-        try
-        {
-            handle = _handles.GetOrAdd(loc.PackId, id => File.OpenHandle(Path.Combine(_traceDir, PackFormat.RelativePath(id))));
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            throw new BlobDamagedException(loc, packPath, "the pack file is missing");
-        }
-
+        var handle = Handle(loc, packPath);
         var size = PackFormat.RecordSize(loc.StoredLength);
         var record = buffer.AsSpan(0, size);
         var n = ReadFully(handle, record, loc.Offset);
@@ -98,49 +137,29 @@ public sealed class PackReader : IDisposable
     internal static void CheckRecord(in BlobLocation loc, string packPath, ReadOnlySpan<byte> record, Span<byte> destination,
         ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> baseDigest, bool decode)
     {
-        if (BinaryPrimitives.ReadUInt32LittleEndian(record) != PackFormat.RecordMagic)
-        {
-            throw new BlobDamagedException(loc, packPath, "no record starts there (bad magic)");
-        }
-
-        // Decoding checks every byte that makes the blob without the CRC: the header field by field below, the
-        // payload by the SHA-256 of what it decodes to. The CRC is for reads that do not decode (verify,
-        // repack); on a decoding read it would be a second pass over every byte for nothing (a flipped bit in
-        // the CRC itself changes no content, and verify still reports it).
+        // Decoding checks every byte that makes the blob without the CRC: the header field by field, the payload
+        // by the SHA-256 of what it decodes to. The CRC is for reads that do not decode (verify, repack); on a
+        // decoding read it would be a second pass over every byte for nothing (a flipped bit in the CRC itself
+        // changes no content, and verify still reports it).
         var crcAt = PackFormat.RecordHeaderSize + loc.StoredLength;
-        if (!decode && Crc32C.Compute(record[..crcAt]) != BinaryPrimitives.ReadUInt32LittleEndian(record[crcAt..]))
+        if (!decode && BinaryPrimitives.ReadUInt32LittleEndian(record) == PackFormat.RecordMagic &&
+            Crc32C.Compute(record[..crcAt]) != BinaryPrimitives.ReadUInt32LittleEndian(record[crcAt..]))
         {
             throw new BlobDamagedException(loc, packPath, "checksum mismatch (CRC-32C)");
         }
 
-        if (decode && (record[5] != 0 || record[6] != 0 || record[7] != 0 || (!loc.IsDelta && record.Slice(48, 32).ContainsAnyExcept((byte)0))))
-        {
-            throw new BlobDamagedException(loc, packPath, "checksum mismatch (a header field that must be zero is not)");
-        }
-
-        var codec = (BlobCodec)record[4];
-        var raw = BinaryPrimitives.ReadInt32LittleEndian(record[8..]);
-        var stored = BinaryPrimitives.ReadInt32LittleEndian(record[12..]);
-        if (raw != loc.RawLength || stored != loc.StoredLength || codec != loc.Codec || !record.Slice(16, 32).SequenceEqual(loc.Id.Bytes))
-        {
-            throw new BlobDamagedException(loc, packPath, "the record does not match the catalog (id, codec or lengths)");
-        }
-
-        if (loc.IsDelta && (decode || !baseDigest.IsEmpty) && !record.Slice(48, 32).SequenceEqual(baseDigest))
-        {
-            throw new BlobDamagedException(loc, packPath, "its delta bases in the catalog are not the ones it was encoded against (base digest mismatch)");
-        }
-
+        CheckHeader(loc, packPath, record[..PackFormat.RecordHeaderSize], baseDigest, decode);
         if (!decode)
         {
             return;
         }
 
-        var payload = record.Slice(PackFormat.RecordHeaderSize, stored);
+        var codec = loc.Codec;
+        var payload = record.Slice(PackFormat.RecordHeaderSize, loc.StoredLength);
         string? error = null;
         switch (codec)
         {
-            case BlobCodec.Raw when stored == raw:
+            case BlobCodec.Raw when loc.StoredLength == loc.RawLength:
                 payload.CopyTo(destination);
                 break;
             case BlobCodec.Zstd:
@@ -158,8 +177,40 @@ public sealed class PackReader : IDisposable
             throw new BlobDamagedException(loc, packPath, $"{CodecName(codec)} cannot decode it ({error})");
         }
 
+        CheckHash(loc, packPath, destination);
+    }
+
+    /// <summary>The record header against the catalog: magic, codec, lengths, id, base digest, zero fields.</summary>
+    private static void CheckHeader(in BlobLocation loc, string packPath, ReadOnlySpan<byte> header, ReadOnlySpan<byte> baseDigest, bool decode)
+    {
+        if (BinaryPrimitives.ReadUInt32LittleEndian(header) != PackFormat.RecordMagic)
+        {
+            throw new BlobDamagedException(loc, packPath, "no record starts there (bad magic)");
+        }
+
+        var codec = (BlobCodec)header[4];
+        var raw = BinaryPrimitives.ReadInt32LittleEndian(header[8..]);
+        var stored = BinaryPrimitives.ReadInt32LittleEndian(header[12..]);
+        if (raw != loc.RawLength || stored != loc.StoredLength || codec != loc.Codec || !header.Slice(16, 32).SequenceEqual(loc.Id.Bytes))
+        {
+            throw new BlobDamagedException(loc, packPath, "the record does not match the catalog (id, codec or lengths)");
+        }
+
+        if (loc.IsDelta && (decode || !baseDigest.IsEmpty) && !header.Slice(48, 32).SequenceEqual(baseDigest))
+        {
+            throw new BlobDamagedException(loc, packPath, "its delta bases in the catalog are not the ones it was encoded against (base digest mismatch)");
+        }
+
+        if (decode && (header[5] != 0 || header[6] != 0 || header[7] != 0 || (!loc.IsDelta && header.Slice(48, 32).ContainsAnyExcept((byte)0))))
+        {
+            throw new BlobDamagedException(loc, packPath, "checksum mismatch (a header field that must be zero is not)");
+        }
+    }
+
+    private static void CheckHash(in BlobLocation loc, string packPath, ReadOnlySpan<byte> bytes)
+    {
         Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(destination, hash);
+        SHA256.HashData(bytes, hash);
         if (!hash.SequenceEqual(loc.Id.Bytes))
         {
             throw new BlobDamagedException(loc, packPath, "its bytes do not hash to its id (SHA-256 mismatch)");
