@@ -31,7 +31,7 @@ public sealed class PackReader : IDisposable
             throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
 
-        if (loc.Codec == BlobCodec.Raw && loc.StoredLength == loc.RawLength && TryReadRawInPlace(loc, destination))
+        if (loc.Codec == BlobCodec.Raw && loc.StoredLength == loc.RawLength && loc.RawLength <= PackFormat.MaxRawLength && TryReadRawInPlace(loc, destination))
         {
             return;
         }
