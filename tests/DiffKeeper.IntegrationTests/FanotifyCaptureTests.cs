@@ -3,7 +3,18 @@ using DiffKeeper.Storage.Tests;
 
 namespace DiffKeeper.IntegrationTests;
 
+/// <summary>
+/// Not run beside other tests: a filesystem mark reports every process on the file system, and the other test
+/// classes create hundreds of thousands of files on it. One of six full runs of the suite failed the first test
+/// here while they ran (2026-11-22; its message was not kept, hence the timeline in every message now). Under
+/// such load the reader falls behind: its queue of 16,384 events can overflow (LOST, then a rescan) and a process
+/// can exit before its name is read. That is the backend's documented behaviour, not what these tests check.
+/// </summary>
+[CollectionDefinition("whole file system", DisableParallelization = true)]
+public sealed class WholeFileSystemCollection;
+
 /// <summary>The fanotify backend on the real kernel (needs root: a filesystem mark needs CAP_SYS_ADMIN).</summary>
+[Collection("whole file system")]
 public sealed class FanotifyCaptureTests : IDisposable
 {
     private readonly TempDir _dir = new();
@@ -30,12 +41,13 @@ public sealed class FanotifyCaptureTests : IDisposable
             "mkdir gone; echo y > gone/f; rm -r gone; chmod 600 d/b.txt");
         Assert.True(r.ExitCode == 0, r.ToString());
         var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
-        Assert.Contains(events, e => Op(e) == "RENAME" && e.GetProperty("path").GetString() == "d/e/a.txt" && e.GetProperty("path2").GetString() == "d/b.txt");
-        Assert.Contains(events, e => Op(e) == "DELETE" && e.GetProperty("path").GetString() == "gone.txt");
-        Assert.Contains(events, e => Op(e) == "RMDIR" && e.GetProperty("path").GetString() == "gone");
-        Assert.Contains(events, e => Op(e) == "CREATE" && e.GetProperty("path").GetString() == "d/e/a.txt"
-            && e.GetProperty("pid").ValueKind == JsonValueKind.Number && e.GetProperty("comm").GetString() is { Length: > 0 });
-        Assert.DoesNotContain(events, e => Op(e) == "LOST");
+        var shown = Cli.Ok(Work, "timeline", "--trace", Trace).Stdout; // what a failure prints
+        Assert.True(events.Any(e => Op(e) == "RENAME" && e.GetProperty("path").GetString() == "d/e/a.txt" && e.GetProperty("path2").GetString() == "d/b.txt"), shown);
+        Assert.True(events.Any(e => Op(e) == "DELETE" && e.GetProperty("path").GetString() == "gone.txt"), shown);
+        Assert.True(events.Any(e => Op(e) == "RMDIR" && e.GetProperty("path").GetString() == "gone"), shown);
+        Assert.True(events.Any(e => Op(e) == "CREATE" && e.GetProperty("path").GetString() == "d/e/a.txt"
+            && e.GetProperty("pid").ValueKind == JsonValueKind.Number && e.GetProperty("comm").GetString() is { Length: > 0 }), shown);
+        Assert.False(events.Any(e => Op(e) == "LOST"), shown);
         var outDir = _dir.Sub("out");
         Cli.Ok(Work, "export", "--trace", Trace, "--out", outDir);
         Assert.Equal("one\ntwo\n", File.ReadAllText(Path.Combine(outDir, "d/b.txt")));

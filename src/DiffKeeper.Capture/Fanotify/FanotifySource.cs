@@ -224,7 +224,6 @@ public sealed unsafe class FanotifySource : ICaptureSource
         }
 
         var isDir = (mask & FAN_ONDIR) != 0;
-        var comm = Comm(pid);
         if ((mask & FAN_CREATE) != 0 && path is not null)
         {
             if (isDir && child is not null)
@@ -232,7 +231,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
                 _directories[HandleKey(child)] = path; // resolvable even after it is deleted
             }
 
-            Emit(CaptureKind.Created, path, null, isDir, ts, pid, comm);
+            Emit(CaptureKind.Created, path, null, isDir, ts, pid);
         }
 
         if ((mask & FAN_RENAME) != 0 && oldPath is not null && newPath is not null)
@@ -246,12 +245,12 @@ public sealed unsafe class FanotifySource : ICaptureSource
             var to = Locate(newPath);
             if (from is { } a && to is { } b && a.Root == b.Root)
             {
-                _sink!.TryWrite(new CaptureEvent(CaptureKind.Renamed, a.Root, a.Rel, b.Rel, isDir, ts, pid, comm));
+                _sink!.TryWrite(new CaptureEvent(CaptureKind.Renamed, a.Root, a.Rel, b.Rel, isDir, ts, pid, Comm(pid)));
             }
             else
             {
-                Emit(CaptureKind.Deleted, oldPath, from, isDir, ts, pid, comm);
-                Emit(CaptureKind.Created, newPath, to, isDir, ts, pid, comm);
+                Emit(CaptureKind.Deleted, oldPath, from, isDir, ts, pid);
+                Emit(CaptureKind.Created, newPath, to, isDir, ts, pid);
             }
         }
 
@@ -262,30 +261,33 @@ public sealed unsafe class FanotifySource : ICaptureSource
 
         if ((mask & FAN_MODIFY) != 0)
         {
-            Emit(CaptureKind.Modified, path, null, isDir, ts, pid, comm);
+            Emit(CaptureKind.Modified, path, null, isDir, ts, pid);
         }
 
         if ((mask & FAN_ATTRIB) != 0)
         {
-            Emit(CaptureKind.Attributes, path, null, isDir, ts, pid, comm);
+            Emit(CaptureKind.Attributes, path, null, isDir, ts, pid);
         }
 
         if ((mask & FAN_CLOSE_WRITE) != 0)
         {
-            Emit(CaptureKind.ClosedWrite, path, null, isDir, ts, pid, comm);
+            Emit(CaptureKind.ClosedWrite, path, null, isDir, ts, pid);
         }
 
         if ((mask & FAN_DELETE) != 0)
         {
-            Emit(CaptureKind.Deleted, path, null, isDir, ts, pid, comm);
+            Emit(CaptureKind.Deleted, path, null, isDir, ts, pid);
         }
     }
 
-    private void Emit(CaptureKind kind, string abs, (int Root, string Rel)? at, bool isDir, long ts, int pid, string? comm)
+    // The program's name is looked up only for events under a root: a filesystem mark also reports every other
+    // process on the file system, and a /proc read for each of those would only make the reader fall behind (and
+    // a process that exits before its event is read has no name left to read).
+    private void Emit(CaptureKind kind, string abs, (int Root, string Rel)? at, bool isDir, long ts, int pid)
     {
         if ((at ?? Locate(abs)) is { } where)
         {
-            _sink!.TryWrite(new CaptureEvent(kind, where.Root, where.Rel, null, isDir, ts, pid, comm));
+            _sink!.TryWrite(new CaptureEvent(kind, where.Root, where.Rel, null, isDir, ts, pid, Comm(pid)));
         }
     }
 
