@@ -2,7 +2,6 @@ using System.Buffers;
 using System.Buffers.Binary;
 using DiffKeeper.Core;
 using DiffKeeper.Storage.Catalog;
-using DiffKeeper.Storage.Codecs;
 using DiffKeeper.Storage.Packs;
 
 using Microsoft.Win32.SafeHandles;
@@ -151,7 +150,7 @@ public static class TraceVerifier
             }
         }
 
-        CheckUnnamedRecords(reader.TraceDir, packs, all, problems);
+        CheckUnnamedRecords(reader, packs, all, problems);
 
         // A damaged blob that no version uses loses nothing, but the pack is damaged all the same (a failing disk
         // does not pick which records to flip): it is reported, and verify fails.
@@ -168,17 +167,17 @@ public static class TraceVerifier
 
     /// <summary>
     /// Pack bytes below the committed size that no blob row names (records of a read that was superseded, or of a
-    /// repack that moved a row) are still records: each is walked and its CRC-32C checked, so a flipped bit
-    /// anywhere in a pack is found, not only in the records the catalog points at.
+    /// repack that moved a row) are still records: each is framed by its own header and checked like any record
+    /// (<see cref="PackReader.CheckFraming"/>: magic, lengths, CRC-32C), so a flipped bit anywhere in a pack is
+    /// found, not only in the records the catalog points at.
     /// </summary>
-    private static void CheckUnnamedRecords(string traceDir, IReadOnlyList<(long Id, long Committed)> packs, List<BlobLocation> all, List<string> problems)
+    private static void CheckUnnamedRecords(TraceReader reader, IReadOnlyList<(long Id, long Committed)> packs, List<BlobLocation> all, List<string> problems)
     {
         var byPack = all.GroupBy(b => b.PackId).ToDictionary(g => g.Key, g => g.Select(b => (b.Offset, End: b.Offset + PackFormat.RecordSize(b.StoredLength))).OrderBy(r => r.Offset).ToList());
-        var header = new byte[PackFormat.RecordHeaderSize];
         foreach (var (id, committed) in packs)
         {
             var rel = PackFormat.RelativePath(id);
-            var path = Path.Combine(traceDir, rel);
+            var path = Path.Combine(reader.TraceDir, rel);
             if (!File.Exists(path) || new FileInfo(path).Length < committed)
             {
                 continue; // reported above
@@ -196,7 +195,7 @@ public static class TraceVerifier
             {
                 if (offset > pos)
                 {
-                    WalkGap(handle, rel, pos, Math.Min(offset, committed), header, problems);
+                    WalkGap(reader.Packs, handle, id, pos, Math.Min(offset, committed), problems);
                 }
 
                 pos = Math.Max(pos, end);
@@ -204,14 +203,14 @@ public static class TraceVerifier
 
             if (committed > pos)
             {
-                WalkGap(handle, rel, pos, committed, header, problems);
+                WalkGap(reader.Packs, handle, id, pos, committed, problems);
             }
         }
     }
 
-    private static void WalkGap(SafeFileHandle handle, string rel, long from, long to, byte[] header, List<string> problems)
+    private static void WalkGap(PackReader packs, SafeFileHandle handle, long packId, long from, long to, List<string> problems)
     {
-        var maxStored = Zstd.CompressBound(PackFormat.MaxRawLength);
+        var header = new byte[PackFormat.RecordHeaderSize];
         for (var pos = from; pos < to;)
         {
             string? why = null;
@@ -220,35 +219,28 @@ public static class TraceVerifier
             {
                 why = "bytes that are not a whole record";
             }
-            else if (BinaryPrimitives.ReadUInt32LittleEndian(header) != PackFormat.RecordMagic)
-            {
-                why = "no record starts there (bad magic)";
-            }
-            else if ((stored = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12))) < 0 || stored > maxStored || pos + PackFormat.RecordSize(stored) > to)
+            else if ((stored = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12))) < 0 || pos + PackFormat.RecordSize(stored) > to)
             {
                 why = $"a record header with an impossible stored length ({stored})";
             }
             else
             {
-                var record = ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(stored));
+                // The record as its own header describes it: the framing check then tests magic, lengths and CRC.
+                var loc = new BlobLocation(-1, new BlobId(header[16..48]), packId, pos,
+                    BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(8)), stored, (BlobCodec)header[4], []);
                 try
                 {
-                    var span = record.AsSpan(0, PackFormat.RecordSize(stored));
-                    var crcAt = PackFormat.RecordHeaderSize + stored;
-                    if (RandomAccess.Read(handle, span, pos) < span.Length || Crc32C.Compute(span[..crcAt]) != BinaryPrimitives.ReadUInt32LittleEndian(span[crcAt..]))
-                    {
-                        why = "checksum mismatch (CRC-32C)";
-                    }
+                    packs.CheckFraming(loc);
                 }
-                finally
+                catch (BlobDamagedException e)
                 {
-                    ArrayPool<byte>.Shared.Return(record);
+                    why = e.Message;
                 }
             }
 
             if (why is not null)
             {
-                problems.Add($"{rel} at offset {pos}: {why} in bytes no blob row names (nothing recorded is lost)");
+                problems.Add($"{PackFormat.RelativePath(packId)} at offset {pos}: {why} in bytes no blob row names (nothing recorded is lost)");
                 return;
             }
 
