@@ -152,23 +152,7 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        if (garbage.Count == 0)
-        {
-            return [];
-        }
-
-        using var exclusive = ReaderLock.TryExclusive(TraceDir);
-        if (exclusive is null)
-        {
-            return garbage.Select(g => g.Id).ToList();
-        }
-
-        foreach (var (_, file) in garbage)
-        {
-            File.Delete(file);
-        }
-
-        return [];
+        return [.. DeleteFiles(garbage)];
     }
 
     /// <summary>The catalog connection, for the maintenance steps (prune, compaction, collection) in this assembly.</summary>
@@ -176,12 +160,6 @@ public sealed class TraceWriter : IDisposable
 
     /// <summary>Opens the write transaction if none is open (everything until <see cref="Commit"/> is one transaction).</summary>
     internal void Begin() => Tx();
-
-    /// <summary>The pack records go to; a new one per writer, rolled at <see cref="PackFormat.RollSize"/>.</summary>
-    internal PackWriter Pack => CurrentPack();
-
-    /// <summary>Whether this writer has started a pack.</summary>
-    internal bool HasPack => _pack is not null;
 
     /// <summary>The pack this writer appends to, or -1 before its first blob.</summary>
     internal long CurrentPackId => _pack?.PackId ?? -1;
@@ -211,12 +189,47 @@ public sealed class TraceWriter : IDisposable
     /// <see cref="StopTrackingReferences"/>. A maintenance pass calls it before it reads the catalog, so every version
     /// it did not see is tracked.
     /// </summary>
-    internal void TrackReferences() => _referenced = [];
+    internal void TrackReferences()
+    {
+        _referenced = [];
+        _untracked.Clear();
+    }
 
-    internal void StopTrackingReferences() => _referenced = null;
+    internal void StopTrackingReferences()
+    {
+        _referenced = null;
+        _untracked.Clear();
+    }
 
     /// <summary>Blob rows named by versions added since <see cref="TrackReferences"/>; empty when not tracking.</summary>
-    internal IReadOnlySet<long> ReferencedSinceTracking => _referenced ?? (IReadOnlySet<long>)EmptyRows;
+    internal IReadOnlySet<long> ReferencedSinceTracking
+    {
+        get
+        {
+            if (_referenced is null)
+            {
+                return EmptyRows;
+            }
+
+            // Decoded here, by the maintenance step that asks, not in AddVersion: in keep mode versions are added
+            // during a cut, while the app is stopped.
+            foreach (var (map, size) in _untracked)
+            {
+                if (ExtentMap.TryDecode(map, size, out var extents))
+                {
+                    foreach (var e in extents)
+                    {
+                        _referenced.Add(e.BlobRowId);
+                    }
+                }
+            }
+
+            _untracked.Clear();
+            return _referenced;
+        }
+    }
+
+    private readonly List<(byte[] Map, long Size)> _untracked = [];
 
     private static readonly HashSet<long> EmptyRows = [];
 
@@ -248,9 +261,13 @@ public sealed class TraceWriter : IDisposable
     /// (<see cref="ReaderLock"/>); returns the ids it had to leave. Thread-safe. The caller makes the commit that
     /// dropped them durable first (<see cref="SyncToDisk"/>), or a power loss could bring back rows naming them.
     /// </summary>
-    public IReadOnlyList<long> DeletePackFiles(IReadOnlyCollection<long> ids)
+    public IReadOnlyList<long> DeletePackFiles(IReadOnlyCollection<long> ids) =>
+        DeleteFiles([.. ids.Select(id => (id, Path.Combine(TraceDir, PackFormat.RelativePath(id))))]);
+
+    /// <summary>Deletes the files when no reader has the trace open; returns the ids of those it had to leave.</summary>
+    private IReadOnlyList<long> DeleteFiles(IReadOnlyCollection<(long Id, string File)> files)
     {
-        if (ids.Count == 0)
+        if (files.Count == 0)
         {
             return [];
         }
@@ -258,12 +275,12 @@ public sealed class TraceWriter : IDisposable
         using var exclusive = ReaderLock.TryExclusive(TraceDir);
         if (exclusive is null)
         {
-            return [.. ids];
+            return [.. files.Select(f => f.Id)];
         }
 
-        foreach (var id in ids)
+        foreach (var (_, file) in files)
         {
-            File.Delete(Path.Combine(TraceDir, PackFormat.RelativePath(id)));
+            File.Delete(file);
         }
 
         return [];
@@ -340,12 +357,9 @@ public sealed class TraceWriter : IDisposable
         _insertVersion.Bind(1, sessionId).Bind(2, v.PathId).Bind(3, v.Seq).Bind(4, v.TimeNs).Bind(5, (long)v.Kind).Bind(6, v.Mode)
             .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).Bind(12, v.Target).Bind(13, v.Extents).Run();
         var id = _db.LastInsertRowId;
-        if (_referenced is not null && v.Extents is not null && ExtentMap.TryDecode(v.Extents, v.Size, out var extents))
+        if (_referenced is not null && v.Extents is not null)
         {
-            foreach (var e in extents)
-            {
-                _referenced.Add(e.BlobRowId);
-            }
+            _untracked.Add((v.Extents, v.Size));
         }
 
         return id;

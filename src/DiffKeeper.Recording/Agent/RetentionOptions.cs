@@ -6,8 +6,4 @@ namespace DiffKeeper.Recording.Agent;
 /// among the path's newest <see cref="MaxVersions"/>, and it is younger than <see cref="Retain"/>. The newest version
 /// of every path is always kept, so the latest state always restores.
 /// </summary>
-public sealed record RetentionOptions(int? MaxVersions, TimeSpan? Retain, TimeSpan Interval)
-{
-    /// <summary>Rows one step changes at most: the agent's next cut waits for the step it is running.</summary>
-    public int RowsPerStep { get; init; } = 256;
-}
+public sealed record RetentionOptions(int? MaxVersions, TimeSpan? Retain, TimeSpan Interval);

@@ -25,6 +25,9 @@ public sealed class RetentionWorker : IDisposable
     private readonly Maintainer _maintainer;
     private readonly Thread _thread;
     private int _passFinished;
+
+    /// <summary>Rows one step changes at most: the agent's next cut waits for the step it is running.</summary>
+    private const int RowsPerStep = 256;
     private bool _stopped;
 
     public RetentionWorker(RetentionOptions options, TraceWriter writer, AgentCounters counters, TextWriter log)
@@ -34,7 +37,7 @@ public sealed class RetentionWorker : IDisposable
         _log = log;
         _maintenance = new MaintenanceOptions(BlobCodec.ZstdDelta, Prune: new PrunePolicy(options.MaxVersions, (long?)options.Retain?.TotalNanoseconds, BothLimit: true))
         {
-            RowsPerStep = options.RowsPerStep,
+            RowsPerStep = RowsPerStep,
         };
         _steps = new QueuedWriterSteps(writer);
         _maintainer = new Maintainer(writer, _steps);

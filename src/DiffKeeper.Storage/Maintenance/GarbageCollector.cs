@@ -51,14 +51,22 @@ internal static class GarbageCollector
 
         var garbage = all.Where(b => !live.Contains(b.Row)).ToList();
         long swept = 0;
+        // Versions the writer added since the snapshot may name a row the snapshot saw unreferenced (the same chunk
+        // written again): those rows, and what they decode through, stay. The set only grows during a pass, so each
+        // step reaches from it again only when it grew.
+        var kept = new HashSet<long>();
+        var reachedFrom = 0;
         foreach (var batch in garbage.Chunk(rowsPerStep))
         {
             swept += steps.Run("sweep", writer =>
             {
-                // Versions the writer added since the snapshot may name a row the snapshot saw unreferenced (the
-                // same chunk written again): those rows, and what they decode through, stay.
-                var kept = new HashSet<long>();
-                Reach(writer.ReferencedSinceTracking, bases, kept);
+                var referenced = writer.ReferencedSinceTracking;
+                if (referenced.Count != reachedFrom)
+                {
+                    Reach(referenced, bases, kept);
+                    reachedFrom = referenced.Count;
+                }
+
                 writer.Begin();
                 var deleted = new List<BlobId>();
                 using (var delete = writer.Database.Prepare("DELETE FROM blobs WHERE id = ?1"))

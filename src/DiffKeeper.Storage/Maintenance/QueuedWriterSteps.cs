@@ -150,7 +150,4 @@ public sealed class QueuedWriterSteps : IWriterSteps, IDisposable
 }
 
 /// <summary>A maintenance step failed on the writer's thread; <see cref="Exception.InnerException"/> says how.</summary>
-public sealed class MaintenanceStepException(string step, Exception inner) : Exception($"maintenance step '{step}' failed: {inner.Message}", inner)
-{
-    public string Step { get; } = step;
-}
+public sealed class MaintenanceStepException(string step, Exception inner) : Exception($"maintenance step '{step}' failed: {inner.Message}", inner);
