@@ -123,8 +123,9 @@ public static class FileIngest
     private static long IngestRange(TraceWriter writer, SafeFileHandle file, long start, long end, byte[] buffer,
         List<Extent> extents, List<(long, int, BlobId)> hashed, bool parallel)
     {
-        if (parallel)
+        if (parallel && end - start > buffer.Length)
         {
+            // Only a range longer than one buffer has a next read to overlap with hashing.
             return IngestRangePipelined(writer, file, start, end, buffer, extents, hashed);
         }
 

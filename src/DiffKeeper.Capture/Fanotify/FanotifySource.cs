@@ -55,7 +55,6 @@ public sealed unsafe class FanotifySource : ICaptureSource
     private int _fd = -1;
     private Thread? _thread;
     private ChannelWriter<CaptureEvent>? _sink;
-    private volatile bool _stopping;
     private readonly StopSignal _stop = new();
 
     public FanotifySource(IReadOnlyList<string> roots, PathFilter filter)
@@ -100,7 +99,6 @@ public sealed unsafe class FanotifySource : ICaptureSource
 
     public Task StopAsync()
     {
-        _stopping = true;
         _stop.Set();
         _thread?.Join();
         return Task.CompletedTask;
@@ -108,7 +106,6 @@ public sealed unsafe class FanotifySource : ICaptureSource
 
     public ValueTask DisposeAsync()
     {
-        _stopping = true;
         _stop.Set();
         _thread?.Join();
         foreach (var fd in _mountFds)
@@ -132,7 +129,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
         var buffer = new byte[256 * 1024];
         while (true)
         {
-            var stopping = _stopping;
+            var stopping = _stop.IsSet;
             int n;
             fixed (byte* p = buffer)
             {

@@ -44,7 +44,6 @@ public sealed unsafe class InotifySource : ICaptureSource
     private int _fd = -1;
     private Thread? _thread;
     private ChannelWriter<CaptureEvent>? _sink;
-    private volatile bool _stopping;
     private readonly StopSignal _stop = new();
     private bool _rewatch;
     private readonly Dictionary<int, (long At, string Name)> _lastWrite = [];
@@ -60,8 +59,9 @@ public sealed unsafe class InotifySource : ICaptureSource
 
     /// <summary>
     /// Stop the kernel from queueing an event for every write into a directory that is being written in a burst
-    /// (`record`): after two IN_MODIFY in one directory less than <see cref="HotGap"/> apart (one file appended
-    /// to, or many files created and written), its watch drops IN_MODIFY for <see cref="MuteWindow"/>, then takes
+    /// (`record`): after two IN_MODIFY in one directory read less than <see cref="HotGap"/> apart (the time is taken
+    /// per read of the queue, so two in one read count as 0 apart; one file appended to, or many files created and
+    /// written), its watch drops IN_MODIFY for <see cref="MuteWindow"/>, then takes
     /// it back and reports the files whose writes started the window as modified again, so the recorder reads
     /// their state at its end. Creates, closes, renames, deletes and attribute changes are still reported while
     /// muted. Each queued IN_MODIFY costs the writer about 1 µs in the
@@ -72,9 +72,11 @@ public sealed unsafe class InotifySource : ICaptureSource
     /// </summary>
     public bool CoalesceWrites { get; init; }
 
-    public TimeSpan HotGap { get; init; } = TimeSpan.FromMilliseconds(10);
+    private static readonly TimeSpan HotGap = TimeSpan.FromMilliseconds(10);
 
-    public TimeSpan MuteWindow { get; init; } = TimeSpan.FromMilliseconds(50);
+    private static readonly TimeSpan MuteWindow = TimeSpan.FromMilliseconds(50);
+
+    private static readonly long MuteTicks = (long)(MuteWindow.TotalSeconds * Stopwatch.Frequency);
 
     public void Start(ChannelWriter<CaptureEvent> sink)
     {
@@ -97,7 +99,6 @@ public sealed unsafe class InotifySource : ICaptureSource
 
     public Task StopAsync()
     {
-        _stopping = true;
         _stop.Set();
         _thread?.Join();
         return Task.CompletedTask;
@@ -108,7 +109,7 @@ public sealed unsafe class InotifySource : ICaptureSource
         var buffer = new byte[256 * 1024];
         while (true)
         {
-            var stopping = _stopping;
+            var stopping = _stop.IsSet;
             var n = ReadOnce(buffer);
             if (n > 0)
             {
@@ -284,8 +285,7 @@ public sealed unsafe class InotifySource : ICaptureSource
 
         if (_lastWrite.Remove(wd, out var last) && Stopwatch.GetElapsedTime(last.At, now) <= HotGap)
         {
-            Mute(wd, name, now);
-            _muted.GetValueOrDefault(wd).Names?.Add(last.Name);
+            Mute(wd, [name, last.Name], now);
             return;
         }
 
@@ -297,15 +297,15 @@ public sealed unsafe class InotifySource : ICaptureSource
         _lastWrite[wd] = (now, name);
     }
 
-    private void Mute(int wd, string name, long now)
+    private void Mute(int wd, HashSet<string> names, long now)
     {
         if (SetMask(wd, WatchMask & ~IN_MODIFY))
         {
-            _muted[wd] = (MuteEnd(now), [name]);
+            _muted[wd] = (MuteEnd(now), names);
         }
     }
 
-    private long MuteEnd(long now) => now + (long)(MuteWindow.TotalSeconds * Stopwatch.Frequency);
+    private static long MuteEnd(long now) => now + MuteTicks;
 
     /// <summary>
     /// Replaces the mask of watch <paramref name="wd"/> through its directory's current name; false when that
@@ -541,7 +541,6 @@ public sealed unsafe class InotifySource : ICaptureSource
 
     public ValueTask DisposeAsync()
     {
-        _stopping = true;
         _stop.Set();
         _thread?.Join();
         if (_fd >= 0)

@@ -10,6 +10,10 @@ namespace DiffKeeper.Native.Interop;
 public sealed unsafe class StopSignal : IDisposable
 {
     private int _fd;
+    private volatile bool _set;
+
+    /// <summary>Whether <see cref="Set"/> was called: the reader's loop condition.</summary>
+    public bool IsSet => _set;
 
     public StopSignal()
     {
@@ -23,6 +27,7 @@ public sealed unsafe class StopSignal : IDisposable
 
     public void Set()
     {
+        _set = true;
         ulong one = 1;
         _ = Libc.Write(_fd, (byte*)&one, sizeof(ulong));
     }
