@@ -63,7 +63,12 @@ public sealed class FanotifyCaptureTests : IDisposable
 
         var seen = $"after {waited.Elapsed.TotalSeconds:F1} s of waiting for RMDIR gone in the live timeline: {live}";
         File.WriteAllText(release, "");
-        Assert.True(record.WaitForExit(TimeSpan.FromMinutes(2)), "record did not finish after its command was released");
+        if (!record.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            record.Kill(true);
+            Assert.Fail("record did not finish after its command was released; " + seen);
+        }
+
         Assert.True(record.ExitCode == 0, $"exit {record.ExitCode}\nstdout:\n{await stdout}\nstderr:\n{await stderr}\n{seen}");
         Assert.True(waited.Elapsed < TimeSpan.FromMinutes(2), seen); // a live timeline shows what was read
         var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
