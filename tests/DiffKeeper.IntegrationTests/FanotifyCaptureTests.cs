@@ -41,35 +41,28 @@ public sealed class FanotifyCaptureTests : IDisposable
         // pid but no name, and the name is read from /proc when the event is read, so it is there only for a
         // process still alive then. mkdir, mv and rm exit at once and may go unnamed (README says so); the shell,
         // which made d/e/a.txt, is alive by construction. A CI run lost the shell's name when it exited first.
-        var release = Path.Combine(_dir.Path, "release");
-        using var record = Cli.Start(Work, "record", "--capture", "fanotify", "--trace", Trace, "--", "sh", "-c",
-            "mkdir -p d/e; echo one > d/e/a.txt; echo two >> d/e/a.txt; mv d/e/a.txt d/b.txt; echo x > gone.txt; rm gone.txt; " +
-            $"mkdir gone; echo y > gone/f; rm -r gone; chmod 600 d/b.txt; while [ ! -e '{release}' ]; do sleep 0.02; done");
-        record.StandardInput.Close();
-        var stdout = record.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
-        var stderr = record.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
         var waited = System.Diagnostics.Stopwatch.StartNew();
         Cli.Result? live = null;
-        while (!record.HasExited && waited.Elapsed < TimeSpan.FromMinutes(2))
+        using (var recording = RecordedSession.After(
+            "mkdir -p d/e; echo one > d/e/a.txt; echo two >> d/e/a.txt; mv d/e/a.txt d/b.txt; echo x > gone.txt; rm gone.txt; " +
+            "mkdir gone; echo y > gone/f; rm -r gone; chmod 600 d/b.txt", Work, Trace, Work, "--capture", "fanotify"))
         {
-            live = File.Exists(Path.Combine(Trace, "catalog.db")) ? Cli.Run(Work, "timeline", "--trace", Trace, "--json") : null;
-            if (live is { ExitCode: 0 } && Cli.JsonLines(live).Any(e => Op(e) == "RMDIR" && e.GetProperty("path").GetString() == "gone"))
+            while (!recording.Process.HasExited && waited.Elapsed < TimeSpan.FromMinutes(2))
             {
-                break;
+                live = Cli.Run(Work, "timeline", "--trace", Trace, "--json");
+                if (live.ExitCode == 0 && Cli.JsonLines(live).Any(e => Op(e) == "RMDIR" && e.GetProperty("path").GetString() == "gone"))
+                {
+                    break;
+                }
+
+                await Task.Delay(50, TestContext.Current.CancellationToken);
             }
 
-            await Task.Delay(50, TestContext.Current.CancellationToken);
+            var (exitCode, stderr) = recording.Finish();
+            Assert.True(exitCode == 0, $"exit {exitCode}: {stderr}");
         }
 
         var seen = $"after {waited.Elapsed.TotalSeconds:F1} s of waiting for RMDIR gone in the live timeline: {live}";
-        File.WriteAllText(release, "");
-        if (!record.WaitForExit(TimeSpan.FromMinutes(2)))
-        {
-            record.Kill(true);
-            Assert.Fail("record did not finish after its command was released; " + seen);
-        }
-
-        Assert.True(record.ExitCode == 0, $"exit {record.ExitCode}\nstdout:\n{await stdout}\nstderr:\n{await stderr}\n{seen}");
         Assert.True(waited.Elapsed < TimeSpan.FromMinutes(2), seen); // a live timeline shows what was read
         var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
         var shown = Cli.Ok(Work, "timeline", "--trace", Trace).Stdout + "\n" + seen; // what a failure prints

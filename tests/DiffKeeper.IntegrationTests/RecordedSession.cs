@@ -11,10 +11,19 @@ public sealed class RecordedSession : IDisposable
     private readonly string _control;
 
     public RecordedSession(string cwd, string trace, string watch, params string[] extra)
+        : this(cwd, trace, watch, "", extra)
+    {
+    }
+
+    /// <summary>The recorded shell runs <paramref name="commands"/> first, and is still alive when they are read.</summary>
+    public static RecordedSession After(string commands, string cwd, string trace, string watch, params string[] extra) =>
+        new(cwd, trace, watch, commands + "; ", extra);
+
+    private RecordedSession(string cwd, string trace, string watch, string before, string[] extra)
     {
         _control = Path.Combine(Path.GetTempPath(), "dk-ctl-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(_control);
-        var script = $"touch '{_control}/started'; while [ ! -e '{_control}/done' ]; do sleep 0.02; done; exit ${{DK_EXIT:-0}}";
+        var script = $"{before}touch '{_control}/started'; while [ ! -e '{_control}/done' ]; do sleep 0.02; done; exit ${{DK_EXIT:-0}}";
         // The test process makes the changes, and it is not in the recorded process tree: a backend that records
         // only the tree (eBPF) would see nothing, so these sessions use a directory watch unless told otherwise.
         string[] capture = extra.Contains("--capture") ? [] : ["--capture", "inotify"];
