@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using SQLitePCL;
 
 namespace DiffKeeper.Storage.Catalog;
@@ -17,7 +18,11 @@ internal sealed class SqliteDatabase : IDisposable
 {
     private static readonly Lazy<bool> Initialized = new(() =>
     {
-        Batteries_V2.Init();
+        // The system SQLite (Debian's libsqlite3-0): the provider asks for "sqlite3", which only the -dev package's
+        // unversioned symlink would satisfy, so the resolver names the runtime library itself.
+        NativeLibrary.SetDllImportResolver(typeof(SQLite3Provider_sqlite3).Assembly, static (name, _, _) =>
+            name == "sqlite3" ? NativeLibrary.Load("libsqlite3.so.0") : IntPtr.Zero);
+        raw.SetProvider(new SQLite3Provider_sqlite3());
         return true;
     });
 
