@@ -1,5 +1,3 @@
-using System.ComponentModel;
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using DiffKeeper.Core;
 using DiffKeeper.Native.Interop;
@@ -7,14 +5,19 @@ using DiffKeeper.Native.Interop;
 namespace DiffKeeper.Recording;
 
 /// <summary>
-/// The recorded command: started with the caller's stdin, stdout and stderr; SIGINT, SIGTERM, SIGHUP and SIGQUIT
-/// sent to diffkeeper are forwarded to it (diffkeeper itself keeps running to finish the trace).
+/// The recorded command: started with the caller's stdin, stdout and stderr, and with the signal dispositions
+/// (ignored or default) and signal mask diffkeeper's caller gave diffkeeper, not the ones the .NET runtime set
+/// (native/spawn.c). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to diffkeeper are forwarded to it (diffkeeper
+/// itself keeps running to finish the trace). Its exit is collected by this class alone, by pid: no other
+/// waiter in the process reaps it (System.Diagnostics.Process is not used, and keep mode's orphan reaper skips it).
 /// </summary>
 internal sealed class ChildProcess : IDisposable
 {
     private readonly List<PosixSignalRegistration> _signals = [];
     private readonly Lock _gate = new();
-    private Process? _process;
+    private readonly TaskCompletionSource<ChildExit> _exit = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _pid;
+    private bool _exited; // set before the pid is reaped: from then on the number may belong to another process
     private int _pending; // a signal that came before the command existed: sent to it once it does
 
     // The handlers are in place before the command starts: a command that is quick to get ready (and a caller that
@@ -31,76 +34,88 @@ internal sealed class ChildProcess : IDisposable
     /// <summary>Starts the command, or throws with exit code 127 (not found) or 126 (cannot execute).</summary>
     public static ChildProcess Start(IReadOnlyList<string> command, string cwd)
     {
-        var psi = new ProcessStartInfo(command[0]) { UseShellExecute = false, WorkingDirectory = cwd };
-        foreach (var arg in command.Skip(1))
-        {
-            psi.ArgumentList.Add(arg);
-        }
-
         var child = new ChildProcess();
-        try
-        {
-            child.Attach(Process.Start(psi)!);
-            return child;
-        }
-        catch (Win32Exception e)
+        var pid = DkSpawn.Start(command, cwd, out var stage, out var error);
+        if (pid < 0)
         {
             child.Dispose();
-            var notFound = e.NativeErrorCode == Libc.ENOENT;
-            throw new DiffKeeperException(notFound ? ExitCode.CommandNotFound : ExitCode.CannotExecute,
-                $"cannot run '{command[0]}': {(notFound ? "command not found" : e.Message)}", e);
+            throw stage switch
+            {
+                DkSpawn.StageExec when error == Libc.ENOENT =>
+                    new DiffKeeperException(ExitCode.CommandNotFound, $"cannot run '{command[0]}': command not found"),
+                DkSpawn.StageExec =>
+                    new DiffKeeperException(ExitCode.CannotExecute, $"cannot run '{command[0]}': {Libc.StrError(error)}"),
+                DkSpawn.StageChdir =>
+                    new DiffKeeperException(ExitCode.CannotExecute, $"cannot run '{command[0]}' in {cwd}: {Libc.StrError(error)}"),
+                _ => new DiffKeeperException(ExitCode.SystemError, $"cannot start a process for '{command[0]}': {Libc.StrError(error)}"),
+            };
         }
+
+        child.Attach(pid);
+        return child;
     }
 
-    private void Attach(Process process)
+    private void Attach(int pid)
     {
         int pending;
         lock (_gate)
         {
-            _process = process;
+            _pid = pid;
             pending = _pending;
         }
 
+        // A thread of its own: waitid blocks, and the thread pool must not lose a thread for the command's lifetime.
+        new Thread(WaitForExit) { IsBackground = true, Name = "command wait" }.Start();
         if (pending != 0)
         {
-            Libc.Kill(process.Id, pending);
+            Libc.Kill(pid, pending);
         }
     }
 
-    private Process Process => _process ?? throw new InvalidOperationException("the command has not started");
+    public int Pid => _pid != 0 ? _pid : throw new InvalidOperationException("the command has not started");
 
-    public int Pid => Process.Id;
+    public Task<ChildExit> WaitAsync(CancellationToken ct) => _exit.Task.WaitAsync(ct);
 
-    public async Task<int> WaitAsync(CancellationToken ct)
+    private void WaitForExit()
     {
-        await Process.WaitForExitAsync(ct).ConfigureAwait(false);
-        return Process.ExitCode; // .NET reports 128+N for a child killed by signal N
+        // Exited but not reaped yet: the pid still names the command while Forward may be sending to it.
+        var error = DkSpawn.WaitExited(_pid);
+        lock (_gate)
+        {
+            _exited = true;
+        }
+
+        int status = 0;
+        while (error == 0 && Libc.Waitpid(_pid, out status, 0) < 0)
+        {
+            error = Marshal.GetLastPInvokeError();
+            error = error == Libc.EINTR ? 0 : error;
+        }
+
+        if (error != 0)
+        {
+            _exit.SetException(new InvalidOperationException($"waiting for the command (pid {_pid}) failed: {Libc.StrError(error)}"));
+            return;
+        }
+
+        _exit.SetResult(new ChildExit(status));
     }
 
     private void Forward(PosixSignalContext context)
     {
         context.Cancel = true;
-        Process? process;
+        var signal = SignalNumber(context.Signal);
         lock (_gate)
         {
-            process = _process;
-            if (process is null)
+            if (_pid == 0)
             {
-                _pending = SignalNumber(context.Signal);
-                return;
+                _pending = signal;
             }
-        }
-
-        try
-        {
-            if (!process.HasExited)
+            else if (!_exited)
             {
-                Libc.Kill(process.Id, SignalNumber(context.Signal));
+                // Under the lock: the waiting thread cannot reap the command (and free its pid) meanwhile.
+                Libc.Kill(_pid, signal);
             }
-        }
-        catch (InvalidOperationException)
-        {
-            // already reaped
         }
     }
 
@@ -112,30 +127,11 @@ internal sealed class ChildProcess : IDisposable
         _ => 15,
     };
 
-    public static string DescribeExit(int code) => code > 128 && code < 128 + 65
-        ? $"killed by {SignalName(code - 128)} (exit status {code})"
-        : $"exit status {code}";
-
-    private static string SignalName(int n) => n switch
-    {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        6 => "SIGABRT",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        13 => "SIGPIPE",
-        15 => "SIGTERM",
-        _ => $"signal {n}",
-    };
-
     public void Dispose()
     {
         foreach (var s in _signals)
         {
             s.Dispose();
         }
-
-        _process?.Dispose();
     }
 }

@@ -101,19 +101,21 @@ public sealed class Recorder
         writer.SetSessionStart(_sessionId, WallNs());
         writer.Commit();
 
-        int exitCode;
+        ChildExit exit;
         var consumer = Task.Factory.StartNew(() => Consume(channel.Reader, filter), CancellationToken.None,
             TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
         try
         {
             using var child = ChildProcess.Start(_options.Command, _options.Cwd);
-            exitCode = await child.WaitAsync(ct).ConfigureAwait(false);
+            exit = await child.WaitAsync(ct).ConfigureAwait(false);
         }
         catch (DiffKeeperException e) when (e.Code is ExitCode.CommandNotFound or ExitCode.CannotExecute)
         {
             _log.WriteLine($"diffkeeper: {e.Message}");
-            exitCode = (int)e.Code;
+            exit = ChildExit.Exited((int)e.Code);
         }
+
+        var exitCode = exit.Code;
 
         // The command is gone: what is left to read may use every core (the consumer reads this per file).
         _versioner.UseAllCores = true;
@@ -134,7 +136,7 @@ public sealed class Recorder
         FlushWrite();
         // EXIT comes after the reconcile scan's events, so it takes the time it is written: the timeline stays in order.
         _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null,
-            ChildProcess.DescribeExit(exitCode)));
+            exit.ToString()));
         _events++;
         writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
         return Result(exitCode);

@@ -128,7 +128,7 @@ public sealed class KeepAgent
             _log.WriteLine("diffkeeper: cannot become a child subreaper; processes the app leaves behind are not frozen during cuts");
         }
 
-        int exitCode;
+        var exit = ChildExit.Exited(0);
         ChildProcess? child = null;
         try
         {
@@ -137,12 +137,17 @@ public sealed class KeepAgent
         catch (DiffKeeperException e) when (e.Code is ExitCode.CommandNotFound or ExitCode.CannotExecute)
         {
             _log.WriteLine($"diffkeeper: {e.Message}");
+            exit = ChildExit.Exited((int)e.Code);
         }
 
         using (child)
         {
             _counters.AppRunning = child is not null;
-            exitCode = child is null ? 127 : await LoopAsync(child, ct).ConfigureAwait(false);
+            if (child is not null)
+            {
+                exit = await LoopAsync(child, ct).ConfigureAwait(false);
+            }
+
             _counters.AppRunning = false;
         }
 
@@ -159,13 +164,13 @@ public sealed class KeepAgent
         }
 
         ReadDirty();
-        _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null, ChildProcess.DescribeExit(exitCode)));
-        _writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
+        _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exit.Code, null, null, exit.ToString()));
+        _writer.FinishSession(_sessionId, NowNs(), exit.Code, _lost);
         UpdateCounters();
-        return exitCode;
+        return exit.Code;
     }
 
-    private async Task<int> LoopAsync(ChildProcess child, CancellationToken ct)
+    private async Task<ChildExit> LoopAsync(ChildProcess child, CancellationToken ct)
     {
         var exited = child.WaitAsync(ct);
         var lastReap = Stopwatch.GetTimestamp();

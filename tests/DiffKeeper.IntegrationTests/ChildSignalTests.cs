@@ -1,0 +1,98 @@
+using System.Diagnostics;
+using DiffKeeper.Storage.Tests;
+
+namespace DiffKeeper.IntegrationTests;
+
+/// <summary>
+/// The recorded command starts with the signal state its caller gave diffkeeper (what the .NET runtime changed
+/// is put back): the same ignored and blocked signals as the same command run bare under the same caller.
+/// Every run goes through `env --default-signal`, so the state does not depend on what the test host passes on.
+/// </summary>
+public sealed class ChildSignalTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public ChildSignalTests() => Directory.CreateDirectory(Work);
+
+    public void Dispose() => _dir.Dispose();
+
+    private string Work => _dir.Sub("work");
+
+    // A background job of a non-interactive shell (SIGINT, SIGQUIT ignored), with SIGPIPE ignored and SIGUSR1 blocked.
+    private static readonly string[] Caller = ["--default-signal", "--ignore-signal=PIPE,INT,QUIT", "--block-signal=USR1"];
+
+    private static readonly string[] ShowSignals = ["grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"];
+
+    [Fact]
+    public void Record_gives_the_command_the_callers_ignored_and_blocked_signals()
+    {
+        var bare = Env(Caller, ShowSignals);
+        var recorded = Env(Caller, ["record", "--trace", _dir.Sub("trace"), "--", .. ShowSignals], diffkeeper: true);
+
+        // The wrapper did what it says: 0x1006 is PIPE, QUIT and INT; 0x200 is USR1.
+        Assert.Equal(["SigBlk:\t0000000000000200", "SigIgn:\t0000000000001006"], bare.Lines);
+        Assert.Equal(bare.Lines, recorded.Lines);
+    }
+
+    [Fact]
+    public void Run_gives_the_app_the_callers_ignored_and_blocked_signals()
+    {
+        var bare = Env(Caller, ShowSignals);
+        var run = Env(Caller, ["run", "--state-dir", _dir.Sub("state"), "--store", _dir.Sub("store"), "--metrics-addr", "none", "--", .. ShowSignals], diffkeeper: true);
+        Assert.Equal(0, run.ExitCode);
+        Assert.Equal(bare.Lines, run.Lines);
+    }
+
+    [Fact]
+    public void A_pipe_closed_early_ends_the_writer_by_sigpipe_as_it_does_bare()
+    {
+        // pipefail makes the pipeline's status yes's own: 141 when SIGPIPE killed it, 1 when it saw EPIPE instead.
+        string[] command = ["bash", "-c", "set -o pipefail; yes | head -1"];
+        var bare = Env(["--default-signal"], command);
+        var recorded = Env(["--default-signal"], ["record", "--trace", _dir.Sub("trace"), "--", .. command], diffkeeper: true);
+        Assert.Equal(141, bare.ExitCode);
+        Assert.Equal(141, recorded.ExitCode);
+        Assert.Equal("y\n", recorded.Stdout);
+        Assert.DoesNotContain("Broken pipe", recorded.Stderr);
+        var exit = Cli.Ok(Work, "timeline", "--trace", _dir.Sub("trace")).Lines[^1];
+        Assert.EndsWith("exit status 141", exit); // bash exited with 141; it was not killed
+    }
+
+    private static Cli.Result Env(string[] envOptions, string[] command, bool diffkeeper = false)
+    {
+        var psi = new ProcessStartInfo("env")
+        {
+            WorkingDirectory = Path.GetTempPath(),
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in envOptions)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        if (diffkeeper)
+        {
+            psi.ArgumentList.Add(Cli.Executable);
+        }
+
+        foreach (var a in command)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        psi.Environment.Remove("DIFFKEEPER_TRACE");
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            p.Kill(true);
+            throw new TimeoutException($"env {string.Join(' ', psi.ArgumentList)} did not finish in 2 minutes");
+        }
+
+        p.WaitForExit();
+        return new Cli.Result(p.ExitCode, stdout.Result, stderr.Result, System.Text.Encoding.UTF8.GetBytes(stdout.Result));
+    }
+}
