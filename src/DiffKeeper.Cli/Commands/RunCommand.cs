@@ -74,7 +74,15 @@ internal static class RunCommand
             var retention = ParseRetention(pr.GetValue(retain), pr.GetValue(maxVersions), pr.GetValue(retentionInterval)!);
             var metricsAddr = pr.GetValue(metrics)!;
             var endpoint = metricsAddr is "none" or "" ? null : MetricsEndpoint.ParseAddress(metricsAddr);
-            Directory.CreateDirectory(state);
+            try
+            {
+                Directory.CreateDirectory(state);
+            }
+            catch (Exception e) when (OsError.IsOsFailure(e))
+            {
+                throw OsError.At(e, "create the state directory", state);
+            }
+
             using var writer = TraceWriter.Open(st);
             var restore = StateRestorer.Restore(st, state, pr.GetValue(onExisting));
             console.Error.WriteLine(KeepCommandOptions.Describe(restore, state, st));
