@@ -63,8 +63,7 @@ public static partial class CliApp
         var parse = WantsHelpOrVersion(args) ? Build(console).Parse(args) : BuildLean(console).Parse(args);
         if (parse.Errors.Count > 0)
         {
-            var name = parse.CommandResult.Command.Parents.Any() ? "diffkeeper " + parse.CommandResult.Command.Name : "diffkeeper";
-            console.Error.WriteLine($"diffkeeper: {string.Join("; ", parse.Errors.Select(e => e.Message.TrimEnd('.')))} (see '{name} --help')");
+            console.Error.WriteLine($"diffkeeper: {UsageError.Describe(parse)}");
             return (int)ExitCode.Usage;
         }
 

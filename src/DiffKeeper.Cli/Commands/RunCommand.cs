@@ -39,7 +39,7 @@ internal static class RunCommand
             Description = "Keep at most N versions of each path (N >= 1); older ones are pruned and collected in the background. " +
                 "With --retain, a version is kept only while both keep it",
             HelpName = "N",
-        };
+        }.Expecting("a number of versions (1 or more: the newest version of a path is always kept)", n => n >= 1);
         var retentionInterval = new Option<string>("--retention-interval")
         {
             Description = "How often --retain and --max-versions are applied (prune, then gc) while the app runs (100ms to 24h; default 60s)",
