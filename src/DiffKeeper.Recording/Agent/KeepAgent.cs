@@ -130,6 +130,7 @@ public sealed class KeepAgent
 
         int exitCode;
         ChildProcess? child = null;
+        var startFailure = ExitCode.Ok;
         try
         {
             child = ChildProcess.Start(_options.Command, _options.Cwd);
@@ -137,12 +138,13 @@ public sealed class KeepAgent
         catch (DiffKeeperException e) when (e.Code is ExitCode.CommandNotFound or ExitCode.CannotExecute)
         {
             _log.WriteLine($"diffkeeper: {e.Message}");
+            startFailure = e.Code; // 126 and 127 as README documents, not 127 for both
         }
 
         using (child)
         {
             _counters.AppRunning = child is not null;
-            exitCode = child is null ? 127 : await LoopAsync(child, ct).ConfigureAwait(false);
+            exitCode = child is null ? (int)startFailure : await LoopAsync(child, ct).ConfigureAwait(false);
             _counters.AppRunning = false;
         }
 
