@@ -43,7 +43,7 @@ public sealed class TraceReader : IDisposable
     {
         traceDir = Path.GetFullPath(traceDir);
         var catalogPath = Path.Combine(traceDir, "catalog.db");
-        ProbeCatalog(traceDir, catalogPath);
+        CheckExists(traceDir);
 
         SqliteDatabase db;
         try
@@ -69,10 +69,14 @@ public sealed class TraceReader : IDisposable
         }
     }
 
-    // File.Exists says "no" for a catalog it may not read, and SQLite says only "unable to open database file":
-    // opening it once tells a missing trace (exit 3) from one this user may not read (exit 10).
-    private static void ProbeCatalog(string traceDir, string catalogPath)
+    /// <summary>
+    /// Throws exit 3 when there is no trace at <paramref name="traceDir"/> (an absolute path), exit 10 when this user
+    /// may not read it. File.Exists says "no" for a catalog it may not read, and SQLite says only "unable to open
+    /// database file": opening the catalog once tells the two apart.
+    /// </summary>
+    public static void CheckExists(string traceDir)
     {
+        var catalogPath = Path.Combine(traceDir, "catalog.db");
         try
         {
             using var probe = File.OpenHandle(catalogPath);

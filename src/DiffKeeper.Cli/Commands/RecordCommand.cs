@@ -63,7 +63,7 @@ internal static class RecordCommand
             {
                 if (!Directory.Exists(root))
                 {
-                    throw new DiffKeeperException(ExitCode.Usage, $"--watch {root}: no such directory");
+                    throw new DiffKeeperException(ExitCode.Usage, Path.Exists(root) ? $"--watch {root} is not a directory; give a directory to record" : $"--watch {root}: no such directory");
                 }
             }
 
