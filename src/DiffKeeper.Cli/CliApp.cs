@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Text.RegularExpressions;
 using DiffKeeper.Cli.Commands;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Core;
@@ -7,7 +8,7 @@ using DiffKeeper.Storage.Catalog;
 namespace DiffKeeper.Cli;
 
 /// <summary>Assembles the commands and turns anticipated failures into one line and an exit code.</summary>
-public static class CliApp
+public static partial class CliApp
 {
     private const string Description = """
         DiffKeeper: a flight recorder and time machine for the files of a process tree.
@@ -62,8 +63,7 @@ public static class CliApp
         var parse = WantsHelpOrVersion(args) ? Build(console).Parse(args) : BuildLean(console).Parse(args);
         if (parse.Errors.Count > 0)
         {
-            var name = parse.CommandResult.Command.Parents.Any() ? "diffkeeper " + parse.CommandResult.Command.Name : "diffkeeper";
-            console.Error.WriteLine($"diffkeeper: {string.Join("; ", parse.Errors.Select(e => e.Message.TrimEnd('.')))} (see '{name} --help')");
+            console.Error.WriteLine($"diffkeeper: {UsageError.Describe(parse)}");
             return (int)ExitCode.Usage;
         }
 
@@ -96,8 +96,22 @@ public static class CliApp
         DiffKeeperException d => (d.Code, d.Message),
         CatalogException { ErrorCode: 11 or 26 } c => (ExitCode.Corrupt, $"the catalog is damaged ({c.Message}); 'diffkeeper verify' tells what is left"),
         CatalogException c => (ExitCode.SystemError, $"the catalog failed: {c.Message}"),
-        UnauthorizedAccessException u => (ExitCode.SystemError, $"permission denied: {u.Message}"),
-        IOException io => (ExitCode.SystemError, io.Message),
+        _ when OsError.IsOsFailure(e) => (ExitCode.SystemError, PathIn(e) is { } path
+            ? OsError.At(e, "use", path).Message
+            : $"an operating system call failed: {OsError.Reason(e)}"),
         _ => (ExitCode.Failure, $"unexpected failure: {e}"),
     };
+
+    /// <summary>
+    /// The path a .NET I/O exception is about. Commands map failures where they know the path; this is the last
+    /// resort for one that escaped, and .NET keeps the path only in its message text (in single quotes) except
+    /// for FileNotFoundException.
+    /// </summary>
+    private static string? PathIn(Exception e) =>
+        e is FileNotFoundException { FileName: { Length: > 0 } f } ? f
+        : QuotedPath().Match(e.Message) is { Success: true } m ? m.Groups[1].Value
+        : null;
+
+    [GeneratedRegex("'(/[^']*)'")]
+    private static partial Regex QuotedPath();
 }

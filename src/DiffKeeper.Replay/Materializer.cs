@@ -24,11 +24,21 @@ public static class Materializer
             throw new DiffKeeperException(ExitCode.Usage, "refusing to export onto /; choose an empty directory with --out");
         }
 
-        CheckOutput(outDir, force);
-        var parent = Path.GetDirectoryName(outDir)!;
-        Directory.CreateDirectory(parent);
-        var temp = Path.Combine(parent, $".{Path.GetFileName(outDir)}.dk-tmp-{Guid.NewGuid():N}"[..^20]);
-        Directory.CreateDirectory(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string temp;
+        try
+        {
+            CheckOutput(outDir, force);
+            var parent = Path.GetDirectoryName(outDir)!;
+            Directory.CreateDirectory(parent);
+            temp = Path.Combine(parent, $".{Path.GetFileName(outDir)}.dk-tmp-{Guid.NewGuid():N}"[..^20]);
+            Directory.CreateDirectory(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            // The temporary sibling's name means nothing to the user: name --out.
+            throw OsError.At(e, "export to", outDir);
+        }
+
         try
         {
             ExportResult result;
@@ -44,6 +54,11 @@ public static class Materializer
 
             Publish(temp, outDir);
             return result;
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            TryDelete(temp);
+            throw OsError.At(e, "export to", outDir);
         }
         catch
         {

@@ -26,7 +26,7 @@ public sealed class TraceLock : IDisposable
         if (fd < 0)
         {
             var openErrno = Marshal.GetLastPInvokeError();
-            throw new DiffKeeperException(ExitCode.SystemError, $"cannot open {path}: {Libc.StrError(openErrno)}");
+            throw OsError.At(openErrno, "write to the trace at", traceDir);
         }
 
         var handle = new SafeFileHandle(fd, ownsHandle: true);

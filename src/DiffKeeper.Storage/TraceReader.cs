@@ -43,11 +43,7 @@ public sealed class TraceReader : IDisposable
     {
         traceDir = Path.GetFullPath(traceDir);
         var catalogPath = Path.Combine(traceDir, "catalog.db");
-        if (!File.Exists(catalogPath))
-        {
-            throw new DiffKeeperException(ExitCode.NoTrace,
-                $"no trace at {traceDir} (no catalog.db there); record one with 'diffkeeper record', or pass --trace DIR or set DIFFKEEPER_TRACE");
-        }
+        CheckExists(traceDir);
 
         SqliteDatabase db;
         try
@@ -70,6 +66,29 @@ public sealed class TraceReader : IDisposable
             db.Dispose();
             readerLock.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Throws exit 3 when there is no trace at <paramref name="traceDir"/> (an absolute path), exit 10 when this user
+    /// may not read it. File.Exists says "no" for a catalog it may not read, and SQLite says only "unable to open
+    /// database file": opening the catalog once tells the two apart.
+    /// </summary>
+    public static void CheckExists(string traceDir)
+    {
+        var catalogPath = Path.Combine(traceDir, "catalog.db");
+        try
+        {
+            using var probe = File.OpenHandle(catalogPath);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException || e is IOException { HResult: 20 }) // ENOTDIR: --trace is a file
+        {
+            throw new DiffKeeperException(ExitCode.NoTrace,
+                $"no trace at {traceDir} (no catalog.db there); record one with 'diffkeeper record', or pass --trace DIR or set DIFFKEEPER_TRACE", e);
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            throw OsError.At(e, "read the trace at", traceDir);
         }
     }
 

@@ -70,13 +70,9 @@ public sealed class TraceWriter : IDisposable
         {
             Directory.CreateDirectory(traceDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         }
-        catch (IOException e)
+        catch (Exception e) when (OsError.IsOsFailure(e))
         {
-            throw new DiffKeeperException(ExitCode.SystemError, $"cannot create the trace directory {traceDir}: {e.Message}", e);
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            throw new DiffKeeperException(ExitCode.SystemError, $"cannot create the trace directory {traceDir}: permission denied", e);
+            throw OsError.At(e, "create the trace directory", traceDir);
         }
 
         var traceLock = TraceLock.Acquire(traceDir);

@@ -15,19 +15,18 @@ internal static class CommonOptions
         HelpName = "DIR",
     };
 
-    public static Option<long?> Session() => new("--session")
+    public static Option<long?> Session() => new Option<long?>("--session")
     {
         Description = "Session number (default: the latest; 'diffkeeper sessions' lists them)",
         HelpName = "N",
-    };
+    }.Expecting("a session number");
 
-    public static Option<string?> Time(string name, string description) => new(name)
+    public static Option<TimeSpec?> Time(string name, string description) => new Option<TimeSpec?>(name)
     {
         Description = description,
         HelpName = "T",
-    };
+    }.ExpectingTime();
 
     public const string TimeHelp = "a duration since start (1.5s, 2m14s, 1h2m3.25s), an RFC 3339 time (2026-11-22T03:30:00.123Z), an event (#1234: right after it), 'start' or 'end'";
 
-    public static TimeSpec ParseTime(string? text) => text is null ? TimeSpec.End : TimeSpec.Parse(text);
 }

@@ -27,7 +27,7 @@ internal static class ExportCommand
         cmd.SetAction(pr =>
         {
             var sw = Stopwatch.StartNew();
-            var at = CommonOptions.ParseTime(pr.GetValue(time));
+            var at = pr.GetValue(time) ?? TimeSpec.End;
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
             var s = reader.Session(pr.GetValue(session));
             var seq = reader.Resolve(s, at);

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Globalization;
 using DiffKeeper.Core;
 using DiffKeeper.Storage.Maintenance;
 using DiffKeeper.Storage.Packs;
@@ -16,19 +15,19 @@ internal sealed class MaintenanceOptionsBinder
         HelpName = "zstd|bsdiff|none",
     };
 
-    public Option<int> SnapshotInterval { get; } = new("--snapshot-interval")
+    public Option<int> SnapshotInterval { get; } = new Option<int>("--snapshot-interval")
     {
         Description = "Every N-th version of a path, counted back from the newest, stays whole, so no read follows more than N-1 deltas",
         DefaultValueFactory = _ => 10,
         HelpName = "N",
-    };
+    }.Expecting("a number of versions (1: every version whole)", n => n >= 1);
 
-    public Option<double> RepackThreshold { get; } = new("--repack-threshold")
+    public Option<double> RepackThreshold { get; } = new Option<double>("--repack-threshold")
     {
         Description = "Repack a pack when less than this fraction of its bytes is still referenced (copying the rest costs I/O once; the default tolerates 10% garbage)",
         DefaultValueFactory = _ => 0.9,
         HelpName = "F",
-    };
+    }.ExpectingFraction();
 
     public IEnumerable<Option> All => [Delta, SnapshotInterval, RepackThreshold];
 
@@ -41,18 +40,9 @@ internal sealed class MaintenanceOptionsBinder
             "none" => null,
             var other => throw new DiffKeeperException(ExitCode.Usage, $"--delta must be zstd, bsdiff or none, not '{other}'"),
         };
+        // --snapshot-interval and --repack-threshold are range-checked by their parsers.
         var interval = pr.GetValue(SnapshotInterval);
-        if (interval < 1)
-        {
-            throw new DiffKeeperException(ExitCode.Usage, "--snapshot-interval must be at least 1 (1: every version whole)");
-        }
-
         var threshold = pr.GetValue(RepackThreshold);
-        if (threshold is < 0 or > 1 || double.IsNaN(threshold))
-        {
-            throw new DiffKeeperException(ExitCode.Usage, string.Create(CultureInfo.InvariantCulture, $"--repack-threshold must be between 0 and 1, not {threshold}"));
-        }
-
         return new MaintenanceOptions(codec, interval, threshold, prune);
     }
 }

@@ -10,7 +10,8 @@ internal static class PruneCommand
     public static Command Create(IConsole console)
     {
         var trace = CommonOptions.Trace();
-        var keepLast = new Option<int?>("--keep-last") { Description = "Keep the last N versions of each path", HelpName = "N" };
+        var keepLast = new Option<int?>("--keep-last") { Description = "Keep the last N versions of each path", HelpName = "N" }
+            .Expecting("a number of versions (1 or more: the newest version of a path is always kept)", n => n >= 1);
         var keepWithin = new Option<string?>("--keep-within")
         {
             Description = "Keep the versions recorded within this long before now (7d, 24h, 90m); with --keep-last, a version either keeps is kept",

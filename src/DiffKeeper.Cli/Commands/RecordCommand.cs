@@ -27,35 +27,19 @@ internal static class RecordCommand
             Description = "Capture backend: auto (eBPF, else fanotify, else inotify, saying why), ebpf, fanotify, inotify, or scan (before/after only)",
             HelpName = "BACKEND",
             DefaultValueFactory = _ => "auto",
-        };
-        capture.AcceptOnlyFromAmong("auto", "ebpf", "fanotify", "inotify", "scan");
+        }.ExpectingOneOf("auto", "ebpf", "fanotify", "inotify", "scan");
         var maxPayload = new Option<int>("--max-payload")
         {
             Description = "eBPF: bytes of each write carried with its event (at most 262144); larger writes are read back from the file",
             HelpName = "BYTES",
             DefaultValueFactory = _ => 256 * 1024,
-        };
-        maxPayload.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() is < 0 or > 256 * 1024)
-            {
-                r.AddError("--max-payload must be between 0 and 262144");
-            }
-        });
+        }.Expecting("a number of bytes from 0 to 262144", n => n is >= 0 and <= 256 * 1024);
         var ring = new Option<int>("--ring-buffer")
         {
             Description = "eBPF: MiB of kernel memory for events on their way to diffkeeper (a power of two); when it is full, events are lost, reported as LOST, and the trees rescanned",
             HelpName = "MIB",
             DefaultValueFactory = _ => 64,
-        };
-        ring.Validators.Add(r =>
-        {
-            var mib = r.GetValueOrDefault<int>();
-            if (mib is < 1 or > 1024 || (mib & (mib - 1)) != 0)
-            {
-                r.AddError("--ring-buffer must be a power of two from 1 to 1024 (MiB)");
-            }
-        });
+        }.Expecting("a power of two from 1 to 1024 (MiB)", mib => mib is >= 1 and <= 1024 && (mib & (mib - 1)) == 0);
         var command = new Argument<string[]>("command")
         {
             Description = "The command to run and record, after '--'",
@@ -79,7 +63,7 @@ internal static class RecordCommand
             {
                 if (!Directory.Exists(root))
                 {
-                    throw new DiffKeeperException(ExitCode.Usage, $"--watch {root}: no such directory");
+                    throw new DiffKeeperException(ExitCode.Usage, Path.Exists(root) ? $"--watch {root} is not a directory; give a directory to record" : $"--watch {root}: no such directory");
                 }
             }
 

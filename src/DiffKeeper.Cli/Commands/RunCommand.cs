@@ -39,7 +39,7 @@ internal static class RunCommand
             Description = "Keep at most N versions of each path (N >= 1); older ones are pruned and collected in the background. " +
                 "With --retain, a version is kept only while both keep it",
             HelpName = "N",
-        };
+        }.Expecting("a number of versions (1 or more: the newest version of a path is always kept)", n => n >= 1);
         var retentionInterval = new Option<string>("--retention-interval")
         {
             Description = "How often --retain and --max-versions are applied (prune, then gc) while the app runs (100ms to 24h; default 60s)",
@@ -74,7 +74,15 @@ internal static class RunCommand
             var retention = ParseRetention(pr.GetValue(retain), pr.GetValue(maxVersions), pr.GetValue(retentionInterval)!);
             var metricsAddr = pr.GetValue(metrics)!;
             var endpoint = metricsAddr is "none" or "" ? null : MetricsEndpoint.ParseAddress(metricsAddr);
-            Directory.CreateDirectory(state);
+            try
+            {
+                Directory.CreateDirectory(state);
+            }
+            catch (Exception e) when (OsError.IsOsFailure(e))
+            {
+                throw OsError.At(e, "create the state directory", state);
+            }
+
             using var writer = TraceWriter.Open(st);
             var restore = StateRestorer.Restore(st, state, pr.GetValue(onExisting));
             console.Error.WriteLine(KeepCommandOptions.Describe(restore, state, st));

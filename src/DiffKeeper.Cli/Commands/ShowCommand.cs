@@ -18,7 +18,7 @@ internal static class ShowCommand
         var cmd = new Command("show", "Print a file's bytes as they were at a moment, on stdout.") { trace, session, time, path };
         cmd.SetAction(pr =>
         {
-            var at = CommonOptions.ParseTime(pr.GetValue(time));
+            var at = pr.GetValue(time) ?? TimeSpec.End;
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
             var s = reader.Session(pr.GetValue(session));
             var seq = reader.Resolve(s, at);

@@ -12,7 +12,8 @@ internal static class StatsCommand
     {
         var trace = CommonOptions.Trace();
         var json = new Option<bool>("--json") { Description = "One JSON object: raw_bytes, stored_bytes, catalog_bytes, versions, blobs, ... , top_paths" };
-        var top = new Option<int>("--top") { Description = "How many paths to list by stored bytes", DefaultValueFactory = _ => 10, HelpName = "N" };
+        var top = new Option<int>("--top") { Description = "How many paths to list by stored bytes", DefaultValueFactory = _ => 10, HelpName = "N" }
+            .Expecting("a number of paths (0 or more)", n => n >= 0);
         var cmd = new Command("stats", """
             What the trace holds and what it costs: raw bytes recorded (the sum of every file version's size), stored
             bytes (pack records), catalog bytes, deduplication and compression ratios, versions, blobs, and the paths
@@ -24,7 +25,7 @@ internal static class StatsCommand
         cmd.SetAction(pr =>
         {
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
-            var st = TraceStatistics.Compute(reader, Math.Max(0, pr.GetValue(top)));
+            var st = TraceStatistics.Compute(reader, pr.GetValue(top));
             if (pr.GetValue(json))
             {
                 using var stdout = console.OpenStandardOutput();

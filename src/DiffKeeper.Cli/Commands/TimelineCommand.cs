@@ -24,8 +24,8 @@ internal static class TimelineCommand
         cmd.SetAction(pr =>
         {
             var glob = pr.GetValue(path) is { } g ? new Glob(g) : null;
-            var from = pr.GetValue(since) is { } a ? TimeSpec.Parse(a) : (TimeSpec?)null;
-            var to = pr.GetValue(until) is { } b ? TimeSpec.Parse(b) : (TimeSpec?)null;
+            var from = pr.GetValue(since);
+            var to = pr.GetValue(until);
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
             var s = reader.Session(pr.GetValue(session));
             var asJson = pr.GetValue(json);

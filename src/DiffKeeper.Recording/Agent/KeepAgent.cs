@@ -137,7 +137,7 @@ public sealed class KeepAgent
         catch (DiffKeeperException e) when (e.Code is ExitCode.CommandNotFound or ExitCode.CannotExecute)
         {
             _log.WriteLine($"diffkeeper: {e.Message}");
-            exit = ChildExit.Exited((int)e.Code);
+            exit = ChildExit.Exited((int)e.Code); // 126 and 127 as README documents
         }
 
         using (child)

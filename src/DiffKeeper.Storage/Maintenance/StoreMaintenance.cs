@@ -23,6 +23,8 @@ public static class StoreMaintenance
 {
     public static MaintenanceResult Run(string traceDir, MaintenanceOptions options, DateTimeOffset now, IProgress<string>? progress = null)
     {
+        // The writer would create a missing trace: gc or prune of a mistyped --trace must say so, not succeed.
+        TraceReader.CheckExists(Path.GetFullPath(traceDir));
         using var writer = TraceWriter.Open(traceDir);
         writer.Database.Execute("PRAGMA synchronous=FULL"); // old packs are deleted right after these commits
         MaintenanceResult result;

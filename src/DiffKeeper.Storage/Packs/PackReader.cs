@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
+using DiffKeeper.Core;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage.Codecs;
 using Microsoft.Win32.SafeHandles;
@@ -105,6 +106,10 @@ public sealed class PackReader : IDisposable
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
             throw new BlobDamagedException(loc, packPath, "the pack file is missing");
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            throw OsError.At(e, "read the pack file", Path.Combine(_traceDir, PackFormat.RelativePath(loc.PackId)));
         }
     }
 
