@@ -65,7 +65,8 @@ public sealed class Recorder
         var filter = new PathFilter(_options.Roots, writer.TraceDir, _options.Excludes);
         _filter = filter;
         var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        await using var source = CaptureSelection.Start(_options, filter, channel.Writer, _log);
+        using var sink = new WakingChannelWriter(channel.Writer);
+        await using var source = CaptureSelection.Start(_options, filter, sink, _log);
         for (var root = 0; root < _options.Roots.Count; root++)
         {
             if (source.Name == "ebpf" && _options.Roots[root] == "/")
@@ -109,8 +110,22 @@ public sealed class Recorder
         writer.Commit();
 
         int exitCode;
-        var consumer = Task.Factory.StartNew(() => Consume(channel.Reader, filter), CancellationToken.None,
-            TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+        // The consumer has a thread of its own and blocks between batches (WakingChannelWriter): as an async loop
+        // it hopped between thread-pool workers and needed the timer thread for its timed waits.
+        var consumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = new Thread(() =>
+        {
+            try
+            {
+                Consume(channel.Reader, sink, filter);
+                consumed.SetResult();
+            }
+            catch (Exception e)
+            {
+                consumed.SetException(e); // rethrown where RunAsync awaits it
+            }
+        }) { IsBackground = true, Name = "recorder" };
+        consumer.Start();
         try
         {
             using var child = ChildProcess.Start(_options.Command, _options.Cwd);
@@ -125,10 +140,10 @@ public sealed class Recorder
         // The command is gone: what is left to read may use every core (the consumer reads this per file).
         _versioner.UseAllCores = true;
         await source.StopAsync().ConfigureAwait(false);
-        channel.Writer.Complete();
+        sink.Complete();
         try
         {
-            await consumer.ConfigureAwait(false);
+            await consumed.Task.ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or Storage.Catalog.CatalogException or UnauthorizedAccessException)
         {
@@ -150,12 +165,13 @@ public sealed class Recorder
     private RecordResult Result(int exitCode) =>
         new(_sessionId, exitCode, _events, _versioner.VersionsWritten, _lost, _versioner.RawBytes, _writer.StoredBytesWritten);
 
-    private async Task Consume(ChannelReader<CaptureEvent> reader, PathFilter filter)
+    private void Consume(ChannelReader<CaptureEvent> reader, WakingChannelWriter wake, PathFilter filter)
     {
         var lastCommit = Stopwatch.GetTimestamp();
         var completed = false;
         while (true)
         {
+            wake.Reset();
             var processed = 0;
             while (processed < 8192 && reader.TryRead(out var e))
             {
@@ -193,15 +209,7 @@ public sealed class Recorder
             {
                 var wait = _dirty.Count == 0 ? TimeSpan.FromMilliseconds(200) : Stopwatch.GetElapsedTime(now, _dirty.Values.Min(d => d.ReadyAt));
                 wait = wait < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : wait;
-                using var cts = new CancellationTokenSource(wait);
-                try
-                {
-                    await reader.WaitToReadAsync(cts.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    // time to read dirty files
-                }
+                wake.Wait(wait);
             }
         }
     }
