@@ -37,7 +37,13 @@ public sealed class Recorder
     private const long MergeWindowNs = 50_000_000;
     private static readonly TimeSpan ClosedWait = TimeSpan.FromMilliseconds(200);
     private (int Root, string Rel) _heldPath;
+    // The held event's size (for a CREATE seen only by name, also its kind) is not known: it is taken from the
+    // path's next read, or from an lstat when the event is written before one.
     private bool _heldSizeStale;
+    // Held events whose path is about to be read: written when the read's stat fills in their size and kind, so a
+    // created file costs one lstat (the read's) instead of three. Every key is also in _dirty; the writer's
+    // BeforeCommit writes any left (with an lstat), so a commit never has a later event without these.
+    private readonly Dictionary<(int Root, string Rel), NewEvent> _parked = [];
     private bool _rescanPending;
     private PathFilter? _filter;
     // Roots that are not walked (eBPF with --watch /): only paths the tree touched are recorded and re-checked.
@@ -55,10 +61,12 @@ public sealed class Recorder
     {
         using var writer = TraceWriter.Open(_options.TraceDir);
         _writer = writer;
+        writer.BeforeCommit = FlushParked;
         var filter = new PathFilter(_options.Roots, writer.TraceDir, _options.Excludes);
         _filter = filter;
         var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        await using var source = CaptureSelection.Start(_options, filter, channel.Writer, _log);
+        using var sink = new WakingChannelWriter(channel.Writer);
+        await using var source = CaptureSelection.Start(_options, filter, sink, _log);
         for (var root = 0; root < _options.Roots.Count; root++)
         {
             if (source.Name == "ebpf" && _options.Roots[root] == "/")
@@ -102,8 +110,22 @@ public sealed class Recorder
         writer.Commit();
 
         ChildExit exit;
-        var consumer = Task.Factory.StartNew(() => Consume(channel.Reader, filter), CancellationToken.None,
-            TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+        // The consumer has a thread of its own and blocks between batches (WakingChannelWriter): as an async loop
+        // it hopped between thread-pool workers and needed the timer thread for its timed waits.
+        var consumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = new Thread(() =>
+        {
+            try
+            {
+                Consume(channel.Reader, sink, filter);
+                consumed.SetResult();
+            }
+            catch (Exception e)
+            {
+                consumed.SetException(e); // rethrown where RunAsync awaits it
+            }
+        }) { IsBackground = true, Name = "recorder" };
+        consumer.Start();
         try
         {
             using var child = ChildProcess.Start(_options.Command, _options.Cwd);
@@ -120,10 +142,10 @@ public sealed class Recorder
         // The command is gone: what is left to read may use every core (the consumer reads this per file).
         _versioner.UseAllCores = true;
         await source.StopAsync().ConfigureAwait(false);
-        channel.Writer.Complete();
+        sink.Complete();
         try
         {
-            await consumer.ConfigureAwait(false);
+            await consumed.Task.ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or Storage.Catalog.CatalogException or UnauthorizedAccessException)
         {
@@ -145,12 +167,13 @@ public sealed class Recorder
     private RecordResult Result(int exitCode) =>
         new(_sessionId, exitCode, _events, _versioner.VersionsWritten, _lost, _versioner.RawBytes, _writer.StoredBytesWritten);
 
-    private async Task Consume(ChannelReader<CaptureEvent> reader, PathFilter filter)
+    private void Consume(ChannelReader<CaptureEvent> reader, WakingChannelWriter wake, PathFilter filter)
     {
         var lastCommit = Stopwatch.GetTimestamp();
         var completed = false;
         while (true)
         {
+            wake.Reset();
             var processed = 0;
             while (processed < 8192 && reader.TryRead(out var e))
             {
@@ -188,15 +211,7 @@ public sealed class Recorder
             {
                 var wait = _dirty.Count == 0 ? TimeSpan.FromMilliseconds(200) : Stopwatch.GetElapsedTime(now, _dirty.Values.Min(d => d.ReadyAt));
                 wait = wait < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : wait;
-                using var cts = new CancellationTokenSource(wait);
-                try
-                {
-                    await reader.WaitToReadAsync(cts.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    // time to read dirty files
-                }
+                wake.Wait(wait);
             }
         }
     }
@@ -214,7 +229,10 @@ public sealed class Recorder
                 return;
             case CaptureKind.Created:
             {
-                var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
+                // A file named by a hint (inotify, fanotify) is read soon anyway: its kind and size come from that
+                // read (the held event waits for it), not from an lstat here.
+                var byRead = !e.IsDirectory && !e.KnownEmpty;
+                var stat = byRead ? null : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
                 var kind = stat?.Kind ?? (e.IsDirectory ? EntryKind.Directory : EntryKind.File);
                 var op = kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
                 if (!_announced.Add(key) || _versioner.Known(e.Root, e.Path) is not null)
@@ -226,6 +244,10 @@ public sealed class Recorder
                 }
 
                 AddEvent(timeNs, op, key, null, kind == EntryKind.Directory ? null : e.KnownEmpty ? 0 : stat?.Size, null, e.Pid, e.Comm, exact: e.KnownEmpty);
+                if (byRead && _held is not null && _heldPath == key)
+                {
+                    _heldSizeStale = true;
+                }
                 if (e.KnownEmpty && kind == EntryKind.File)
                 {
                     // The backend saw the open that created it: it was empty then, whatever it holds by now.
@@ -385,7 +407,8 @@ public sealed class Recorder
 
         FlushWrite();
         _dirty.Remove(key);
-        _versioner.Observe(key.Root, key.Rel, _seq, timeNs);
+        var (seen, _) = _versioner.Observe(key.Root, key.Rel, _seq, timeNs);
+        Unpark(key, seen);
         if (_exactCost.Count > 100_000)
         {
             _exactCost.Clear();
@@ -405,6 +428,7 @@ public sealed class Recorder
             // The common case, kept O(1) (a file written to a temp name and renamed over another is often never
             // read under its first name): a file or symlink has nothing below it.
             _announced.Remove(key);
+            Unpark(key, null); // never read: its size stays unknown
             if (_dirty.Remove(key, out var pending) && _versioner.FollowedSize(root, rel) is not null)
             {
                 // Coalesced exact changes not stored yet: their state existed until now.
@@ -423,6 +447,7 @@ public sealed class Recorder
 
         foreach (var k in _dirty.Keys.Where(k => k.Root == root && TracePath.IsAtOrBelow(k.Rel, rel)).ToList())
         {
+            Unpark(k, null);
             _dirty.Remove(k);
         }
     }
@@ -490,8 +515,9 @@ public sealed class Recorder
         {
             _dirty.Remove(key);
             var started = Stopwatch.GetTimestamp();
-            _versioner.Observe(key.Root, key.Rel, seq, NowNs());
+            var (seen, _) = _versioner.Observe(key.Root, key.Rel, seq, NowNs());
             var finished = Stopwatch.GetTimestamp();
+            Unpark(key, seen);
             var window = Math.Max((long)(_options.HotWindow.TotalSeconds * Stopwatch.Frequency), 10 * (finished - started));
             _recentReads[key] = started + window;
         }
@@ -501,6 +527,7 @@ public sealed class Recorder
     private void Rescan(PathFilter filter, string why)
     {
         FlushWrite();
+        FlushParked(); // the scan may clear their paths from _dirty
         _versioner.DropShadows(); // compare with the files themselves
         var walked = new List<(int Root, string Rel, EntryStat Stat)>();
         for (var root = 0; root < _options.Roots.Count; root++)
@@ -605,13 +632,56 @@ public sealed class Recorder
         if (_held is { } e)
         {
             _held = null;
-            if (_heldSizeStale && EntryStat.Lstat(TreeWalker.Join(_options.Roots[_heldPath.Root], _heldPath.Rel)) is { } st)
+            if (_heldSizeStale)
             {
-                e = e with { Size = st.Size };
+                if (_dirty.ContainsKey(_heldPath) && _parked.TryAdd(_heldPath, e))
+                {
+                    return; // written when the path is read
+                }
+
+                e = WithStat(e, EntryStat.Lstat(TreeWalker.Join(_options.Roots[_heldPath.Root], _heldPath.Rel)));
             }
 
             _writer.AddEvent(_sessionId, e);
         }
+    }
+
+    /// <summary>Writes the parked event of a path with what its read saw (null: not seen, the size stays unknown).</summary>
+    private void Unpark((int Root, string Rel) key, EntryStat? seen)
+    {
+        if (_parked.Count > 0 && _parked.Remove(key, out var e))
+        {
+            _writer.AddEvent(_sessionId, WithStat(e, seen));
+        }
+    }
+
+    /// <summary>Writes every parked event, each with an lstat of its path (before a commit or a scan).</summary>
+    private void FlushParked()
+    {
+        if (_parked.Count == 0)
+        {
+            return;
+        }
+
+        foreach (var (key, e) in _parked)
+        {
+            _writer.AddEvent(_sessionId, WithStat(e, EntryStat.Lstat(TreeWalker.Join(_options.Roots[key.Root], key.Rel))));
+        }
+
+        _parked.Clear();
+    }
+
+    /// <summary>A held event completed from a stat of its path: the size, and for a CREATE the kind it names.</summary>
+    private static NewEvent WithStat(NewEvent e, EntryStat? stat)
+    {
+        if (stat is not { } st)
+        {
+            return e;
+        }
+
+        var op = e.Op != ChangeOp.Create ? e.Op
+            : st.Kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
+        return e with { Op = op, Size = st.Kind == EntryKind.Directory ? null : st.Size };
     }
 
     private long TimeNs(long timestamp) =>

@@ -31,6 +31,11 @@ public sealed class TraceWriter : IDisposable
     private readonly SqliteStatement _insertBlob;
     private readonly SqliteStatement _commitPack;
     private bool _inTransaction;
+
+    // True while every blob row in the catalog was inserted by this writer (a new trace, and no maintenance pass
+    // since): then _newBlobs knows every hash, and a miss needs no catalog lookup. That lookup (an index search
+    // per new chunk) was one of the five catalog statements a new small file cost.
+    private bool _ownsAllBlobs;
     private bool _deferSync;
     private readonly HashSet<string> _unsynced = [];
     private PackWriter? _pack;
@@ -85,6 +90,11 @@ public sealed class TraceWriter : IDisposable
                 CatalogSchema.CreateOrCheck(db, catalogPath);
                 var writer = new TraceWriter(traceDir, traceLock, db);
                 writer.Recover();
+                using (var any = db.Prepare("SELECT EXISTS(SELECT 1 FROM blobs)"))
+                {
+                    writer._ownsAllBlobs = any.ScalarInt64() == 0;
+                }
+
                 return writer;
             }
             catch
@@ -187,6 +197,7 @@ public sealed class TraceWriter : IDisposable
     /// </summary>
     internal void TrackReferences()
     {
+        _ownsAllBlobs = false; // maintenance may move, re-encode or add rows this writer does not know of
         _referenced = [];
         _untracked.Clear();
     }
@@ -235,6 +246,7 @@ public sealed class TraceWriter : IDisposable
     /// </summary>
     internal void ForgetBlobs(IEnumerable<BlobId> ids)
     {
+        _ownsAllBlobs = false;
         foreach (var id in ids)
         {
             _newBlobs.Remove(id);
@@ -390,6 +402,11 @@ public sealed class TraceWriter : IDisposable
             return rowId;
         }
 
+        if (_ownsAllBlobs)
+        {
+            return null;
+        }
+
         Tx();
         var find = _findBlob.Bind(1, id.ToArray());
         try
@@ -499,9 +516,17 @@ public sealed class TraceWriter : IDisposable
     /// <summary>Whether anything was added since the last commit.</summary>
     public bool HasPending => _inTransaction;
 
+    /// <summary>
+    /// Called on the writer's thread at the start of every <see cref="Commit"/> (also the one a full pack makes),
+    /// before anything is written: a caller that holds rows back (the recorder's events waiting for their file's
+    /// read) adds them here, so no commit shows a later event without an earlier one.
+    /// </summary>
+    public Action? BeforeCommit { get; set; }
+
     /// <summary>Makes everything added so far durable and visible: fsync the pack, then commit the catalog.</summary>
     public void Commit()
     {
+        BeforeCommit?.Invoke();
         if (!_inTransaction)
         {
             return;

@@ -24,6 +24,27 @@ public readonly record struct EntryStat(EntryKind? Kind, int Mode, int Uid, int 
         return From(st);
     }
 
+    /// <summary>
+    /// lstat of <paramref name="name"/> inside the open directory <paramref name="dirfd"/>; null when it does not
+    /// exist (any more). A walk uses it so the kernel looks up one name per entry, not every component of the
+    /// absolute path again (the lookup was most of what a stat cost in a reconcile scan of 20,000 files).
+    /// </summary>
+    public static EntryStat? LstatAt(int dirfd, string name, string dirPathForErrors)
+    {
+        if (Libc.StatxCall(dirfd, name, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno is Libc.ENOENT or Libc.ENOTDIR)
+            {
+                return null;
+            }
+
+            throw new IOException($"cannot stat {dirPathForErrors}/{name}: {Libc.StrError(errno)}");
+        }
+
+        return From(st);
+    }
+
     public static EntryStat From(in Libc.Statx st)
     {
         EntryKind? kind = (st.Mode & Libc.S_IFMT) switch

@@ -1,3 +1,5 @@
+using DiffKeeper.Native.Interop;
+
 namespace DiffKeeper.Capture.Scan;
 
 /// <summary>
@@ -26,34 +28,50 @@ public static class TreeWalker
 
             Array.Sort(names, StringComparer.Ordinal);
             var subdirs = new List<string>();
-            foreach (var name in names)
+            // Entries are stat'ed relative to the directory (one name looked up, not the whole path). Below the
+            // root the directory is opened without following a symlink: it was a directory when its parent was
+            // listed, and one replaced by a symlink since is not walked into (as lstat of each child would not).
+            var dirFd = Libc.Open(dirAbs, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC | (dirRel.Length == 0 ? 0 : Libc.O_NOFOLLOW), 0);
+            if (dirFd < 0)
             {
-                var rel = dirRel.Length == 0 ? name : dirRel + "/" + name;
-                if (filter.IsExcluded(rootIndex, rel))
-                {
-                    continue;
-                }
+                continue; // gone or replaced since it was listed: its parent's events tell what happened
+            }
 
-                EntryStat? stat;
-                try
+            try
+            {
+                foreach (var name in names)
                 {
-                    stat = EntryStat.Lstat(Join(root, rel));
-                }
-                catch (IOException)
-                {
-                    continue; // not searchable: nothing below can be recorded either
-                }
+                    var rel = dirRel.Length == 0 ? name : dirRel + "/" + name;
+                    if (filter.IsExcluded(rootIndex, rel))
+                    {
+                        continue;
+                    }
 
-                if (stat is null || stat.Value.Kind is null)
-                {
-                    continue;
-                }
+                    EntryStat? stat;
+                    try
+                    {
+                        stat = EntryStat.LstatAt(dirFd, name, dirAbs);
+                    }
+                    catch (IOException)
+                    {
+                        continue; // not searchable: nothing below can be recorded either
+                    }
 
-                yield return (rel, stat.Value);
-                if (stat.Value.Kind == Core.EntryKind.Directory)
-                {
-                    subdirs.Add(rel);
+                    if (stat is null || stat.Value.Kind is null)
+                    {
+                        continue;
+                    }
+
+                    yield return (rel, stat.Value);
+                    if (stat.Value.Kind == Core.EntryKind.Directory)
+                    {
+                        subdirs.Add(rel);
+                    }
                 }
+            }
+            finally
+            {
+                Libc.Close(dirFd);
             }
 
             for (var i = subdirs.Count - 1; i >= 0; i--)

@@ -167,6 +167,9 @@ public static unsafe partial class Libc
         public readonly nint Length = length;
     }
 
+    [LibraryImport(Lib, EntryPoint = "pread64", SetLastError = true)]
+    public static partial nint Pread(int fd, byte* buf, nint count, long offset);
+
     [LibraryImport(Lib, EntryPoint = "preadv", SetLastError = true)]
     public static partial nint Preadv(int fd, Iovec* iov, int iovcnt, long offset);
 
