@@ -131,8 +131,15 @@ public static class Materializer
                 case EntryKind.File:
                     using (var file = tree.CreateFile(path))
                     {
-                        VersionContent.Read(reader, session, v, (data, offset) => RandomAccess.Write(file, data.Span, offset), parallel: true);
-                        if (RandomAccess.GetLength(file) != v.Size)
+                        // The file is new (O_EXCL), so its length is the end of the furthest write: tracked here
+                        // instead of asked from the kernel (an fstat per file).
+                        long end = 0;
+                        VersionContent.Read(reader, session, v, (data, offset) =>
+                        {
+                            SafeTreeWriter.Write(file, data.Span, offset, path);
+                            InterlockedMax(ref end, offset + data.Length);
+                        }, parallel: true);
+                        if (end != v.Size)
                         {
                             RandomAccess.SetLength(file, v.Size); // a hole at the end
                         }
@@ -159,6 +166,17 @@ public static class Materializer
         }
 
         return new ExportResult(seq, files, dirs, links, bytes);
+    }
+
+    private static void InterlockedMax(ref long target, long value)
+    {
+        for (var seen = Volatile.Read(ref target); seen < value; seen = Volatile.Read(ref target))
+        {
+            if (Interlocked.CompareExchange(ref target, value, seen) == seen)
+            {
+                return;
+            }
+        }
     }
 
     private static void EnsureParents(SafeTreeWriter tree, string path, HashSet<string> made)

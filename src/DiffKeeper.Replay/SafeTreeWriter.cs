@@ -62,6 +62,41 @@ public sealed class SafeTreeWriter : IDisposable
         return new SafeFileHandle(fd, ownsHandle: true);
     }
 
+    /// <summary>
+    /// Writes all of <paramref name="data"/> at <paramref name="offset"/> of a file <see cref="CreateFile"/> made;
+    /// safe to call from several threads for disjoint ranges. One pwrite on the fd, not RandomAccess.Write, whose
+    /// first use of a handle asks lseek whether it can seek: one system call per file for nothing.
+    /// </summary>
+    public static unsafe void Write(SafeFileHandle file, ReadOnlySpan<byte> data, long offset, string rel)
+    {
+        var fd = (int)file.DangerousGetHandle();
+        fixed (byte* p = data)
+        {
+            var done = 0;
+            while (done < data.Length)
+            {
+                var n = Libc.Pwrite(fd, p + done, data.Length - done, offset + done);
+                if (n < 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    if (errno == Libc.EINTR)
+                    {
+                        continue;
+                    }
+
+                    throw Fail("write", rel, errno);
+                }
+
+                if (n == 0)
+                {
+                    throw new DiffKeeperException(ExitCode.SystemError, $"cannot write {rel}: the file system accepted no bytes") { Path = rel };
+                }
+
+                done += (int)n;
+            }
+        }
+    }
+
     public void CreateSymlink(string rel, string target)
     {
         var (parent, name) = Split(rel);

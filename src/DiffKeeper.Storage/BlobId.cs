@@ -1,4 +1,4 @@
-using System.Security.Cryptography;
+using DiffKeeper.Storage.Codecs;
 
 namespace DiffKeeper.Storage;
 
@@ -24,7 +24,7 @@ public readonly struct BlobId : IEquatable<BlobId>
     public static BlobId Of(ReadOnlySpan<byte> data)
     {
         var h = new byte[32];
-        SHA256.HashData(data, h);
+        Sha256.HashData(data, h);
         return new BlobId(h);
     }
 

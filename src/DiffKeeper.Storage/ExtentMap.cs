@@ -1,6 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
-using System.Security.Cryptography;
+using DiffKeeper.Storage.Codecs;
 
 namespace DiffKeeper.Storage;
 
@@ -82,7 +82,7 @@ public static class ExtentMap
             }
 
             BinaryPrimitives.WriteInt64LittleEndian(span[^8..], size);
-            return SHA256.HashData(span);
+            return Sha256.HashData(span);
         }
         finally
         {

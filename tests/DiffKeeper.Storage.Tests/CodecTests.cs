@@ -16,6 +16,25 @@ public sealed class CodecTests
     }
 
     [Fact]
+    public void Sha256_from_libcrypto_matches_the_framework_one()
+    {
+        Assert.Equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", Convert.ToHexStringLower(Sha256.HashData([])));
+        var data = new byte[300_000];
+        new Random(2).NextBytes(data);
+        foreach (var length in new[] { 1, 55, 56, 64, 65, 4096, 70_001, data.Length })
+        {
+            Assert.Equal(System.Security.Cryptography.SHA256.HashData(data.AsSpan(0, length)), Sha256.HashData(data.AsSpan(0, length)));
+        }
+
+        var incremental = new Sha256.Hasher();
+        incremental.Append(data.AsSpan(0, 100));
+        incremental.Append(data.AsSpan(100, 900));
+        var digest = new byte[Sha256.HashSize];
+        incremental.Finish(digest);
+        Assert.Equal(System.Security.Cryptography.SHA256.HashData(data.AsSpan(0, 1000)), digest);
+    }
+
+    [Fact]
     public void Zstd_round_trips_and_rejects_damage()
     {
         var data = new byte[100_000];

@@ -29,6 +29,11 @@ internal static class ExportCommand
             var sw = Stopwatch.StartNew();
             var at = pr.GetValue(time) ?? TimeSpec.End;
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
+
+            // One read transaction for the whole export: the moment, the state and every blob row come from one
+            // committed state even while a recording or a gc commits, and SQLite takes and drops its WAL read
+            // lock once instead of around each of the thousands of blob lookups.
+            using var snapshot = reader.Snapshot();
             var s = reader.Session(pr.GetValue(session));
             var seq = reader.Resolve(s, at);
             var result = Materializer.Export(reader, s, seq, pr.GetValue(output)!, pr.GetValue(force));

@@ -173,6 +173,9 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "preadv", SetLastError = true)]
     public static partial nint Preadv(int fd, Iovec* iov, int iovcnt, long offset);
 
+    [LibraryImport(Lib, EntryPoint = "pwrite", SetLastError = true)]
+    public static partial nint Pwrite(int fd, byte* buf, nint count, long offset);
+
     public const uint SYNC_FILE_RANGE_WRITE = 2;
 
     [LibraryImport(Lib, EntryPoint = "sync_file_range", SetLastError = true)]

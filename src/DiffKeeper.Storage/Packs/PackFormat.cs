@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using DiffKeeper.Storage.Codecs;
 
 namespace DiffKeeper.Storage.Packs;
 
@@ -34,13 +35,15 @@ public static class PackFormat
     /// <summary>The base digest of a delta record: SHA-256 over the base blob ids, in order.</summary>
     public static byte[] BaseDigest(IEnumerable<BlobId> bases)
     {
-        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        var sha = new Sha256.Hasher();
         foreach (var b in bases)
         {
-            sha.AppendData(b.Bytes);
+            sha.Append(b.Bytes);
         }
 
-        return sha.GetHashAndReset();
+        var digest = new byte[Sha256.HashSize];
+        sha.Finish(digest);
+        return digest;
     }
 
     /// <summary>Encodes a base list for <c>blobs.bases</c>: count, then row ids, as unsigned LEB128.</summary>

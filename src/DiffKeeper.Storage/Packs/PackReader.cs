@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
-using System.Security.Cryptography;
 using DiffKeeper.Core;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage.Codecs;
@@ -215,7 +214,7 @@ public sealed class PackReader : IDisposable
     private static void CheckHash(in BlobLocation loc, string packPath, ReadOnlySpan<byte> bytes)
     {
         Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(bytes, hash);
+        Sha256.HashData(bytes, hash);
         if (!hash.SequenceEqual(loc.Id.Bytes))
         {
             throw new BlobDamagedException(loc, packPath, "its bytes do not hash to its id (SHA-256 mismatch)");
