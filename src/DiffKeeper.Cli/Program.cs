@@ -1,4 +1,16 @@
+using System.Reflection;
+using System.Text;
 using DiffKeeper.Cli;
 using DiffKeeper.Cli.Rendering;
+
+// `--version` alone is answered before the command tree or the console exist: scripts and health checks call it
+// often, and it should cost what a process start costs.
+if (args is ["--version"])
+{
+    var version = typeof(CliApp).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
+    using var stdout = Console.OpenStandardOutput();
+    stdout.Write(Encoding.UTF8.GetBytes(version + "\n"));
+    return 0;
+}
 
 return await CliApp.RunAsync(args, new SystemConsole()).ConfigureAwait(false);
