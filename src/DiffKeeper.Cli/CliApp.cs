@@ -14,7 +14,8 @@ public static partial class CliApp
         DiffKeeper: a flight recorder and time machine for the files of a process tree.
         Record what a command does to its files, list it as a timeline, rebuild the tree as it was at any moment.
         Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 no trace, 4 trace locked, 5 trace damaged,
-        6 output not empty, 7 unsafe path in trace, 8 not found, 9 newer store format, 10 system error;
+        6 output not empty, 7 unsafe path in trace, 8 not found, 9 newer store format, 10 system error,
+        11 'diff' found differences;
         'record' and 'run' exit with the command's own code (126/127 when it cannot run).
         """;
 
@@ -46,6 +47,8 @@ public static partial class CliApp
         RecordCommand.Create(console),
         TimelineCommand.Create(console),
         ExportCommand.Create(console),
+        LsCommand.Create(console),
+        DiffCommand.Create(console),
         LogCommand.Create(console),
         ShowCommand.Create(console),
         VerifyCommand.Create(console),

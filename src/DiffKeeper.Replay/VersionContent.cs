@@ -118,6 +118,14 @@ public static class VersionContent
         }
     }
 
+    /// <summary>A file version's bytes, holes as zeros, checked as <see cref="Read"/> checks them.</summary>
+    public static byte[] ReadAll(TraceReader reader, SessionInfo session, VersionRecord version)
+    {
+        var bytes = new byte[version.Kind == EntryKind.File ? version.Size : 0];
+        Read(reader, session, version, (data, offset) => data.Span.CopyTo(bytes.AsSpan((int)offset)));
+        return bytes;
+    }
+
     private const int RunBytes = 1 << 20; // measured: 256 KiB-1 MiB alike, 4 MiB runs fall out of the cache and double the copy cost
 
     private static List<(int First, int Count)> Runs(IReadOnlyList<Extent> extents)
