@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Help;
 using System.Text.RegularExpressions;
 using DiffKeeper.Cli.Commands;
 using DiffKeeper.Cli.Rendering;
@@ -20,7 +21,22 @@ public static partial class CliApp
         """;
 
     /// <summary>The full command tree, with --help and --version.</summary>
-    public static RootCommand Build(IConsole console) => AddCommands(new RootCommand(Description), console);
+    public static RootCommand Build(IConsole console)
+    {
+        var root = AddCommands(new RootCommand(Description), console);
+
+        // Help wraps at Console.WindowWidth unless told a width, and reading it initializes .NET's terminal
+        // support, which leaves the terminal in keypad-transmit mode (see SystemConsole).
+        foreach (var option in root.Options)
+        {
+            if (option is HelpOption { Action: HelpAction help })
+            {
+                help.MaxWidth = 120;
+            }
+        }
+
+        return root;
+    }
 
     /// <summary>
     /// The command tree for a command line that asks for neither help nor the version: the same commands under a

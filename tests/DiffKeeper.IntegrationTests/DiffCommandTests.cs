@@ -140,7 +140,7 @@ public sealed class DiffCommandTests : IDisposable
     {
         Cli.Ok(Work, "record", "-q", "--capture", "inotify", "--trace", Trace, "--", "sh", "-c", "echo 1 > a; sleep 0.3; echo 2 > b; sleep 0.3; echo 3 > c");
         var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json", "--path", "b"));
-        var seq = events.Last().GetProperty("seq").GetInt64();
+        var seq = events.Last(e => e.GetProperty("op").GetString() != "EXIT").GetProperty("seq").GetInt64(); // --path keeps EXIT
         var r = Cli.Run(Work, "diff", "--trace", Trace, "--from", $"#{seq}", "--stat");
         Assert.Equal([" c | added file, +1 -0 lines", " 1 path changed, 1 insertions(+), 0 deletions(-)"], r.Lines);
         Assert.Equal(2, Cli.Run(Work, "diff", "--trace", Trace, "--against", "1", "--from", "1s").ExitCode);
