@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Help;
 using System.Text.RegularExpressions;
 using DiffKeeper.Cli.Commands;
 using DiffKeeper.Cli.Rendering;
@@ -14,12 +15,28 @@ public static partial class CliApp
         DiffKeeper: a flight recorder and time machine for the files of a process tree.
         Record what a command does to its files, list it as a timeline, rebuild the tree as it was at any moment.
         Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 no trace, 4 trace locked, 5 trace damaged,
-        6 output not empty, 7 unsafe path in trace, 8 not found, 9 newer store format, 10 system error;
+        6 output not empty, 7 unsafe path in trace, 8 not found, 9 newer store format, 10 system error,
+        11 'diff' found differences;
         'record' and 'run' exit with the command's own code (126/127 when it cannot run).
         """;
 
     /// <summary>The full command tree, with --help and --version.</summary>
-    public static RootCommand Build(IConsole console) => AddCommands(new RootCommand(Description), console);
+    public static RootCommand Build(IConsole console)
+    {
+        var root = AddCommands(new RootCommand(Description), console);
+
+        // Help wraps at Console.WindowWidth unless told a width, and reading it initializes .NET's terminal
+        // support, which leaves the terminal in keypad-transmit mode (see SystemConsole).
+        foreach (var option in root.Options)
+        {
+            if (option is HelpOption { Action: HelpAction help })
+            {
+                help.MaxWidth = 120;
+            }
+        }
+
+        return root;
+    }
 
     /// <summary>
     /// The command tree for a command line that asks for neither help nor the version: the same commands under a
@@ -46,6 +63,8 @@ public static partial class CliApp
         RecordCommand.Create(console),
         TimelineCommand.Create(console),
         ExportCommand.Create(console),
+        LsCommand.Create(console),
+        DiffCommand.Create(console),
         LogCommand.Create(console),
         ShowCommand.Create(console),
         VerifyCommand.Create(console),

@@ -8,7 +8,7 @@ using DiffKeeper.Cli.Rendering;
 if (args is ["--version"])
 {
     var version = typeof(CliApp).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
-    using var stdout = Console.OpenStandardOutput();
+    using var stdout = new SystemConsole().OpenStandardOutput(); // not Console's: it would set up the terminal
     stdout.Write(Encoding.UTF8.GetBytes(version + "\n"));
     return 0;
 }

@@ -27,6 +27,8 @@ public enum ExitCode
     UnsupportedFormat = 9,
     /// <summary>An operating system call failed (permission denied, disk full).</summary>
     SystemError = 10,
+    /// <summary>`diff` only: the two states differ (diff(1) says 1, which here is an unexpected failure).</summary>
+    Differences = 11,
     /// <summary>The recorded command could not be executed (permission, not executable).</summary>
     CannotExecute = 126,
     /// <summary>The recorded command was not found.</summary>

@@ -16,7 +16,7 @@ public sealed record ExportResult(long Seq, int Files, int Directories, int Syml
 /// </summary>
 public static class Materializer
 {
-    public static ExportResult Export(TraceReader reader, SessionInfo session, long seq, string outDir, bool force)
+    public static ExportResult Export(TraceReader reader, SessionInfo session, long seq, string outDir, bool force, Func<string, bool>? include = null)
     {
         outDir = Path.GetFullPath(outDir).TrimEnd('/');
         if (outDir.Length == 0)
@@ -44,7 +44,7 @@ public static class Materializer
             ExportResult result;
             using (var tree = SafeTreeWriter.Open(temp))
             {
-                result = WriteTree(reader, session, seq, tree);
+                result = WriteTree(reader, session, seq, tree, include);
             }
 
             // The root's own mode is not recorded: give it what mkdir would.
@@ -110,11 +110,18 @@ public static class Materializer
 
     /// <summary>
     /// Writes the state after event <paramref name="seq"/> below <paramref name="tree"/> (which should be empty),
-    /// re-hashing every blob it reads; directory modes and mtimes are applied last.
+    /// re-hashing every blob it reads; directory modes and mtimes are applied last. With <paramref name="include"/>,
+    /// only the entries it accepts (by output-relative path) and the directories above them are written; those
+    /// directories keep their recorded modes and mtimes.
     /// </summary>
-    public static ExportResult WriteTree(TraceReader reader, SessionInfo session, long seq, SafeTreeWriter tree)
+    public static ExportResult WriteTree(TraceReader reader, SessionInfo session, long seq, SafeTreeWriter tree, Func<string, bool>? include = null)
     {
         var entries = Plan(reader, session, seq);
+        if (include is not null)
+        {
+            entries = Subset(entries, include);
+        }
+
         var made = new HashSet<string>(StringComparer.Ordinal);
         int files = 0, dirs = 0, links = 0;
         long bytes = 0;
@@ -177,6 +184,23 @@ public static class Materializer
                 return;
             }
         }
+    }
+
+    /// <summary>The entries <paramref name="include"/> accepts and the recorded directories above them, in order.</summary>
+    public static List<(string Path, VersionRecord Version)> Subset(List<(string Path, VersionRecord Version)> entries, Func<string, bool> include)
+    {
+        var wanted = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (path, _) in entries)
+        {
+            if (include(path))
+            {
+                for (var p = path; p.Length > 0 && wanted.Add(p); p = TracePath.Parent(p))
+                {
+                }
+            }
+        }
+
+        return entries.Where(e => wanted.Contains(e.Path)).ToList();
     }
 
     private static void EnsureParents(SafeTreeWriter tree, string path, HashSet<string> made)

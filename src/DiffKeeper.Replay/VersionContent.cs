@@ -118,6 +118,14 @@ public static class VersionContent
         }
     }
 
+    /// <summary>A file version's bytes, holes as zeros, checked as <see cref="Read"/> checks them.</summary>
+    public static byte[] ReadAll(TraceReader reader, SessionInfo session, VersionRecord version)
+    {
+        var bytes = new byte[version.Kind == EntryKind.File ? version.Size : 0];
+        Read(reader, session, version, (data, offset) => data.Span.CopyTo(bytes.AsSpan((int)offset)));
+        return bytes;
+    }
+
     // Below this a version is decoded on the calling thread. Measured on the shared 2-core machine (export of one
     // 10 MiB file, side by side): handing runs to pool threads that then wait for a core cost more than hashing
     // half of 10 MiB on the second core saves; at 16 MiB and above (the 256 MiB restore) both cores pay off.

@@ -16,13 +16,20 @@ internal static class ExportCommand
         var time = CommonOptions.Time("--time", "The moment to rebuild (default: end): " + CommonOptions.TimeHelp);
         var output = new Option<string>("--out", "-o") { Description = "Directory to create (must be new or empty)", Required = true, HelpName = "DIR" };
         var force = new Option<bool>("--force", "-f") { Description = "Replace --out even if it is not empty" };
+        var include = new Option<string[]>("--include", "-i")
+        {
+            Description = "Only entries matching GLOB (repeatable; as timeline's --path), with the directories above them",
+            HelpName = "GLOB",
+        };
         var cmd = new Command("export", """
             Rebuild the watched tree exactly as it was at a moment: contents, modes, mtimes, symlinks, empty
             directories. Built in a temporary sibling of --out and renamed into place. Never writes outside --out.
+            With --include, only the matching entries and their parent directories are written.
             Example: diffkeeper export --time 2m14s --out /tmp/before
+                     diffkeeper export --time '#42' --include '*.log' --include 'conf/**' --out /tmp/logs
             """)
         {
-            trace, session, time, output, force,
+            trace, session, time, output, force, include,
         };
         cmd.SetAction(pr =>
         {
@@ -36,7 +43,9 @@ internal static class ExportCommand
             using var snapshot = reader.Snapshot();
             var s = reader.Session(pr.GetValue(session));
             var seq = reader.Resolve(s, at);
-            var result = Materializer.Export(reader, s, seq, pr.GetValue(output)!, pr.GetValue(force));
+            var globs = (pr.GetValue(include) ?? []).Select(g => new Glob(g)).ToList();
+            var result = Materializer.Export(reader, s, seq, pr.GetValue(output)!, pr.GetValue(force),
+                globs.Count == 0 ? null : p => globs.Any(g => g.IsMatch(p) || g.IsMatch("/" + p)));
             console.Error.WriteLine(
                 $"diffkeeper: exported session {s.Id} at {at} (after event #{seq}) to {Path.GetFullPath(pr.GetValue(output)!)}: " +
                 $"{Count(result.Files, "file")} ({TimelineRenderer.FormatSize(result.Bytes)}), {Count(result.Directories, "directory", "directories")}, {Count(result.Symlinks, "symlink")} in {sw.ElapsedMilliseconds} ms");

@@ -1,3 +1,5 @@
+using Microsoft.Win32.SafeHandles;
+
 namespace DiffKeeper.Cli.Rendering;
 
 /// <summary>Where commands write: text for people and machines, and raw bytes for `show`. Tests pass their own.</summary>
@@ -10,16 +12,42 @@ public interface IConsole
     Stream OpenStandardOutput();
 }
 
-/// <summary>The process's real stdout and stderr.</summary>
+/// <summary>
+/// The process's real stdout and stderr, as plain streams over file descriptors 1 and 2. Not
+/// Console.OpenStandardOutput/Error: their first write initializes .NET's terminal support, which (when stdin is a
+/// terminal) sends the terminfo keypad-transmit sequence (ESC[?1h ESC=) to the terminal and never sends the reset,
+/// leaving the user's terminal in application-cursor mode after diffkeeper exits.
+/// </summary>
 public sealed class SystemConsole : IConsole
 {
-    public TextWriter Out { get; } = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false)) { AutoFlush = false };
+    private readonly Stream _stdout = Open(1);
 
-    public TextWriter Error { get; } = new StreamWriter(Console.OpenStandardError(), new System.Text.UTF8Encoding(false)) { AutoFlush = true };
+    public SystemConsole()
+    {
+        Out = new StreamWriter(_stdout, new System.Text.UTF8Encoding(false), 4096, leaveOpen: true) { AutoFlush = false };
+        Error = new StreamWriter(Open(2), new System.Text.UTF8Encoding(false)) { AutoFlush = true };
+    }
+
+    public TextWriter Out { get; }
+
+    public TextWriter Error { get; }
 
     public Stream OpenStandardOutput()
     {
         Out.Flush();
-        return Console.OpenStandardOutput();
+        return Open(1);
+    }
+
+    /// <summary>An unbuffered stream over <paramref name="fd"/>, not closing it; Stream.Null when it is not open.</summary>
+    private static Stream Open(int fd)
+    {
+        try
+        {
+            return new FileStream(new SafeFileHandle(fd, ownsHandle: false), FileAccess.Write, bufferSize: 0);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return Stream.Null;
+        }
     }
 }
