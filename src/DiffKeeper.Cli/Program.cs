@@ -3,7 +3,7 @@ using System.Text;
 using DiffKeeper.Cli;
 using DiffKeeper.Cli.Rendering;
 
-// `--version` alone is answered before the command tree or the console exist: scripts and health checks call it
+// `--version` alone is answered before the command tree is built: scripts and health checks call it
 // often, and it should cost what a process start costs.
 if (args is ["--version"])
 {
