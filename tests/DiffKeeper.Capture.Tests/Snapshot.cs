@@ -18,13 +18,28 @@ public sealed class Snapshot
         foreach (var line in File.ReadAllLines(file))
         {
             var space = line.IndexOf(' ', StringComparison.Ordinal);
-            map[line[..space]] = line[(space + 1)..];
+            map[line[..space]] = AsExported(line[(space + 1)..]);
         }
 
         return new Snapshot(map);
     }
 
     public int Count => _entries.Count;
+
+    /// <summary>
+    /// Export never restores setuid and setgid bits (a trace is untrusted input: SafeTreeWriter masks files to 0777
+    /// and directories to 01777), so the truth is compared as export promises to write it.
+    /// </summary>
+    private static string AsExported(string fields)
+    {
+        if (fields.Length < 6 || fields[0] is not ('f' or 'd') || fields[1] != ' ' || !int.TryParse(fields.AsSpan(2, 4), NumberStyles.None, CultureInfo.InvariantCulture, out _))
+        {
+            return fields;
+        }
+
+        var mode = Convert.ToInt32(fields.Substring(2, 4), 8) & (fields[0] == 'f' ? 0x1FF : 0x3FF);
+        return string.Concat(fields.AsSpan(0, 2), Convert.ToString(mode, 8).PadLeft(4, '0'), fields.AsSpan(6));
+    }
 
     /// <summary>
     /// The differences of <paramref name="actual"/> (an export) from this truth. Everything must be equal, except
@@ -66,7 +81,10 @@ public sealed class Snapshot
 
         for (var i = 0; i < t.Length; i++)
         {
-            if (t[i] != x[i] && !(t[i].StartsWith("data=", StringComparison.Ordinal) && Within(Extents(x[i]), Extents(t[i]))))
+            // Files of up to 16 KiB are read with one pread and no hole probing (docs/architecture.md, a measured
+            // choice): their holes are not promised.
+            var small = long.Parse(t[2], CultureInfo.InvariantCulture) <= 16384;
+            if (t[i] != x[i] && !(t[i].StartsWith("data=", StringComparison.Ordinal) && (small || Within(Extents(x[i]), Extents(t[i])))))
             {
                 return false;
             }
