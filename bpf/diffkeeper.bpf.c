@@ -69,7 +69,7 @@ struct dk_event {
 	__u16 str_len;
 	__u32 payload_len;
 	char comm[16];
-	__u64 reserved;
+	__u64 mode; // fd-based events: the file's i_mode after the syscall (its mode as created, or as fchmod set it); else 0
 };
 _Static_assert(sizeof(struct dk_event) == HDR_SIZE, "header size is mirrored in C#");
 
@@ -348,6 +348,7 @@ static __always_inline void emit_file(struct task_struct *task, __u16 kind, __u1
 	e.flags = flags;
 	e.ino = BPF_CORE_READ(inode, i_ino);
 	e.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	e.mode = BPF_CORE_READ(inode, i_mode);
 	e.length = length;
 	e.offset = use_fpos ? BPF_CORE_READ(f, f_pos) - length : offset;
 	__u32 plen = 0;

@@ -25,6 +25,9 @@ internal sealed class FileShadow
 
     public long Size { get; private set; }
 
+    /// <summary>The file's permission bits as the backend reported them (created with, or changed to); null: unknown, take the file's.</summary>
+    public int? Mode { get; set; }
+
     public static FileShadow Empty() => new([], 0);
 
     public static FileShadow Of(byte[] data) => new(data, data.Length);

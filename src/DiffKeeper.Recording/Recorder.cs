@@ -229,7 +229,7 @@ public sealed class Recorder
                 if (e.KnownEmpty && kind == EntryKind.File)
                 {
                     // The backend saw the open that created it: it was empty then, whatever it holds by now.
-                    _versioner.FollowEmpty(e.Root, e.Path);
+                    _versioner.FollowEmpty(e.Root, e.Path, e.Mode);
                     VersionExact(key, timeNs);
                 }
                 else
@@ -310,6 +310,21 @@ public sealed class Recorder
                 return;
             case CaptureKind.Attributes:
             {
+                // A mode the backend carried is exact at this event, whatever the path is when it would be read (a
+                // chmod through a symlink changes the target: that one is looked at like any other).
+                if (e.Mode is { } mode && _versioner.Known(e.Root, e.Path) is { Kind: EntryKind.File or EntryKind.Directory } was &&
+                    (_versioner.FollowedSize(e.Root, e.Path) is not null || !_dirty.ContainsKey(key)))
+                {
+                    if (mode != was.Mode)
+                    {
+                        AddEvent(timeNs, ChangeOp.Chmod, key, null, null, "mode " + Convert.ToString(mode, 8).PadLeft(4, '0'), e.Pid, e.Comm);
+                        FlushWrite();
+                        _versioner.ApplyMode(e.Root, e.Path, mode, _seq, timeNs);
+                    }
+
+                    return;
+                }
+
                 var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
                 var known = _versioner.Known(e.Root, e.Path);
                 if (stat is not null && (known is null || stat.Value.Mode != known.Value.Mode))
@@ -329,18 +344,23 @@ public sealed class Recorder
             case CaptureKind.Renamed:
             {
                 var to = (e.Root, e.Path2!);
-                AddEvent(timeNs, ChangeOp.Rename, key, to, e.IsDirectory ? null : _versioner.FollowedSize(e.Root, e.Path) ?? EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path2!))?.Size, null, e.Pid, e.Comm);
-                if (!e.IsDirectory)
+                // A backend that tells a directory by looking at the new name (eBPF) cannot when it is gone by then
+                // (renamed, then deleted): the recorder's own view says what the old name was.
+                var isDir = e.IsDirectory || _versioner.Known(e.Root, e.Path) is { Kind: EntryKind.Directory };
+                AddEvent(timeNs, ChangeOp.Rename, key, to, isDir ? null : _versioner.FollowedSize(e.Root, e.Path) ?? EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path2!))?.Size, null, e.Pid, e.Comm);
+                if (!isDir)
                 {
                     _versioner.MoveShadow(e.Root, e.Path, e.Path2!); // a followed file keeps its exact bytes under the new name
                 }
 
                 // Everything at or below the old name moves: what was recorded there, and what was waiting to be
-                // read (a child created just before its directory was renamed). They reappear at this event.
-                var (root, from, isDir, target) = (e.Root, e.Path, e.IsDirectory, e.Path2!);
+                // read (a child created just before its directory was renamed). They reappear at this event, first
+                // with the versions they had (the new names may be gone before they are read), then as read.
+                var (root, from, target) = (e.Root, e.Path, e.Path2!);
                 var moved = isDir ? _versioner.LiveAtOrBelow(root, from) : [];
                 var waiting = _dirty.Keys.Where(k => k.Root == root && (isDir ? TracePath.IsAtOrBelow(k.Rel, from) : k.Rel == from))
                     .Select(k => k.Rel).ToList();
+                _versioner.CarryOver(root, from, target, _seq, timeNs);
                 Gone(root, from, isDir);
                 _dirty.Remove(to); // a target created but not read yet: its content is now the renamed file's
                 var newNames = moved.Concat(waiting).Select(rel => target + rel[from.Length..]).ToList();

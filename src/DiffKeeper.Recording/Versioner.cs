@@ -50,10 +50,33 @@ internal sealed class Versioner
     public long ShadowBudget { get; init; } = 512L << 20;
 
     /// <summary>Starts following a file known to be empty now (the backend saw the open that created it).</summary>
-    public void FollowEmpty(int root, string rel)
+    public void FollowEmpty(int root, string rel, int? mode = null)
     {
         DropShadow(root, rel);
-        _shadows[(root, rel)] = FileShadow.Empty();
+        var shadow = FileShadow.Empty();
+        shadow.Mode = mode;
+        _shadows[(root, rel)] = shadow;
+    }
+
+    /// <summary>
+    /// A mode change the backend carried, at <paramref name="seq"/>: a followed file stores its copy with the new
+    /// mode, any other known file or directory its last version with the new mode.
+    /// </summary>
+    public void ApplyMode(int root, string rel, int mode, long seq, long timeNs)
+    {
+        if (!_paths.TryGetValue((root, rel), out var state) || state.Kind == EntryKind.Absent)
+        {
+            return;
+        }
+
+        if (_shadows.TryGetValue((root, rel), out var shadow))
+        {
+            shadow.Mode = mode;
+            Observe(root, rel, seq, timeNs);
+            return;
+        }
+
+        Store(root, rel, state.Version with { Seq = seq, TimeNs = timeNs, Mode = mode }, state.Stat with { Mode = mode });
     }
 
     /// <summary>
@@ -154,6 +177,8 @@ internal sealed class Versioner
             }
 
             shadow = FileShadow.Of(n == data.Length ? data : data[..n]);
+            // The mode of the last version is the one known at this point; the file's may already be a later one.
+            shadow.Mode = _paths.TryGetValue((root, rel), out var known) && known.Kind == EntryKind.File ? known.Stat.Mode : null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -190,6 +215,20 @@ internal sealed class Versioner
 
     public IEnumerable<(int Root, string Rel)> AllLive() =>
         _paths.Where(kv => kv.Value.Kind != EntryKind.Absent).Select(kv => kv.Key).ToList();
+
+    /// <summary>
+    /// A rename at <paramref name="seq"/>: every path known present at or below <paramref name="from"/> gets the
+    /// version it had, under its new name. A later read of the new name stores only what differs.
+    /// </summary>
+    public void CarryOver(int root, string from, string to, long seq, long timeNs)
+    {
+        foreach (var rel in LiveAtOrBelow(root, from))
+        {
+            var state = _paths[(root, rel)];
+            var newRel = to + rel[from.Length..];
+            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat);
+        }
+    }
 
     /// <summary>Stores an absent version if the path was present.</summary>
     public void MarkAbsent(int root, string rel, long seq, long timeNs)
@@ -303,7 +342,7 @@ internal sealed class Versioner
             : known is { Kind: EntryKind.File } ? known.Stat
             : now is { Kind: EntryKind.File } m ? m
             : new EntryStat(EntryKind.File, 0x1A4, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, 0, 0); // gone already: its mtime was about now
-        var st = basis with { Size = shadow.Size };
+        var st = basis with { Size = shadow.Size, Mode = shadow.Mode ?? basis.Mode };
         var content = shadow.Store(_writer);
         RawBytes += content.Size;
         var version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, st.Mode, st.Uid, st.Gid, st.MtimeNs,
@@ -369,7 +408,7 @@ internal sealed class Versioner
 
         public EntryStat Stat { get; set; } = stat;
 
-        private NewVersion Version { get; } = version;
+        public NewVersion Version { get; } = version;
 
         public bool Same(NewVersion v) =>
             v.Kind == Version.Kind && v.Mode == Version.Mode && v.Uid == Version.Uid && v.Gid == Version.Gid &&

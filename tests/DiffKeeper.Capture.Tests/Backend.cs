@@ -20,10 +20,10 @@ public enum Promise
 /// <summary>A capture backend as the suite sees it: its name for <c>--capture</c>, what it promises, and what it needs.</summary>
 public sealed record Backend(string Name, Promise Promises, TimeSpan QuietGap, Features KnownFailures = Features.None)
 {
-    // Known failures (each with a skipped test in KnownFailureTests holding its minimal script) are left out of the
+    // Known failures (each with a skipped test in ScriptedHistoryTests holding its minimal script) are left out of the
     // generated histories, so the suite keeps finding new ones.
     public static readonly Backend Ebpf = new("ebpf", Promise.Baseline | Promise.Final | Promise.QuietGaps | Promise.EveryOperation, TimeSpan.FromMilliseconds(60),
-        Features.CreateWithMode | Features.ModeChanges | Features.DirectoryRenames | Features.BaselineEntries);
+        Features.BaselineEntries | Features.PunchHoles | Features.LargeFiles);
 
     // Hint backends read a file after a debounce of up to 100 ms (longer for a path read just before): a quiet gap
     // is one longer than that.

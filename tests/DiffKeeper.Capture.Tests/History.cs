@@ -61,7 +61,13 @@ public enum Features
     /// <summary>Entries made before the recording (the baseline), later changed by the recorded command.</summary>
     BaselineEntries = 128,
 
-    Default = Exchange | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries,
+    /// <summary>fallocate(PUNCH_HOLE | KEEP_SIZE).</summary>
+    PunchHoles = 256,
+
+    /// <summary>Files that grow past 256 KiB (sparse writes and truncates up to 4 MiB); without it, at most ~200 KiB.</summary>
+    LargeFiles = 512,
+
+    Default = Exchange | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
 }
 
 /// <summary>
@@ -228,7 +234,7 @@ public sealed class HistoryGenerator
         0 => 0,
         1 => _r.Next(0, (int)Math.Min(near + 1, int.MaxValue)),
         2 => near,
-        _ => (1L << _r.Next(16, 23)) + _r.Next(0, 5000), // sparse: a hole before the data
+        _ => (1L << (_features.HasFlag(Features.LargeFiles) ? _r.Next(16, 23) : _r.Next(14, 18))) + _r.Next(0, 5000), // sparse: a hole before the data
     };
 
     private void Move(string from, string to)
@@ -294,8 +300,8 @@ public sealed class HistoryGenerator
             case 6:
                 return [new Op("append", [file], [S(Len()), S(_r.Next(1000))])];
             case 7:
-                return [new Op("trunc", [file], [S(_r.Next(2) == 0 ? _r.Next(0, 3000) : (1L << _r.Next(12, 23)) + _r.Next(0, 100))])];
-            case 8:
+                return [new Op("trunc", [file], [S(_r.Next(2) == 0 ? _r.Next(0, 3000) : (1L << _r.Next(12, _features.HasFlag(Features.LargeFiles) ? 23 : 18)) + _r.Next(0, 100))])];
+            case 8 when _features.HasFlag(Features.PunchHoles):
                 return [new Op("punch", [file], [S(_r.Next(2) == 0 ? 0 : 4096L * _r.Next(0, 16) + _r.Next(0, 2) * 100), S(4096L * _r.Next(1, 8))])];
             case 9 when _features.HasFlag(Features.ModeChanges):
                 return [new Op(_r.Next(2) == 0 ? "chmod" : "fchmod", [file], [FileModes[_r.Next(FileModes.Length)]])];
