@@ -89,7 +89,7 @@ internal sealed class FileShadow
             // export then allocates what the file did, not its whole size.
             if (pos % HoleBlock == 0)
             {
-                while (pos + HoleBlock <= Size && !data.Slice((int)pos, HoleBlock).ContainsAnyExcept((byte)0))
+                while (pos < Size && IsZeroBlock(data, pos))
                 {
                     pos += HoleBlock;
                 }
@@ -100,9 +100,9 @@ internal sealed class FileShadow
                 }
             }
 
-            // The data runs to the first whole aligned block of zeros after pos (or the end).
+            // The data runs to the first aligned block of zeros after pos (or the end).
             var end = (pos + HoleBlock - 1) / HoleBlock * HoleBlock;
-            while (end < Size && (end + HoleBlock > Size || data.Slice((int)end, HoleBlock).ContainsAnyExcept((byte)0)))
+            while (end < Size && !IsZeroBlock(data, end))
             {
                 end += HoleBlock;
             }
@@ -129,6 +129,10 @@ internal sealed class FileShadow
     private const int HoleBlock = 4096;
 
     private static long End(Extent e) => e.Offset + e.Length;
+
+    // An aligned block of zeros (the last one may be short: a truncate up leaves it unallocated too).
+    private static bool IsZeroBlock(ReadOnlySpan<byte> data, long at) =>
+        !data.Slice((int)at, (int)Math.Min(HoleBlock, data.Length - at)).ContainsAnyExcept((byte)0);
 
     private void Reserve(long size)
     {

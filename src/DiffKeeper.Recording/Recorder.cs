@@ -42,6 +42,10 @@ public sealed class Recorder
     private PathFilter? _filter;
     // Roots that are not walked (eBPF with --watch /): only paths the tree touched are recorded and re-checked.
     private readonly HashSet<int> _unwalkedRoots = [];
+    // eBPF reports every namespace change of the tree in order with the right names: a renamed path's carried version
+    // is its state, not a guess to check by reading (fanotify resolves names when it reads an event, so they may
+    // be later ones; inotify may have merged events).
+    private bool _exactNames;
     // Exact versions (payload events) of a path cost at most a share of each window; beyond it they are coalesced.
     private readonly Dictionary<(int Root, string Rel), (long WindowEnd, int Versions, long Bytes)> _exactCost = [];
 
@@ -59,6 +63,7 @@ public sealed class Recorder
         _filter = filter;
         var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         await using var source = CaptureSelection.Start(_options, filter, channel.Writer, _log);
+        _exactNames = source.Name == "ebpf";
         for (var root = 0; root < _options.Roots.Count; root++)
         {
             if (source.Name == "ebpf" && _options.Roots[root] == "/")
@@ -215,7 +220,11 @@ public sealed class Recorder
             case CaptureKind.Created:
             {
                 var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
-                var kind = stat?.Kind ?? (e.IsDirectory ? EntryKind.Directory : EntryKind.File);
+                // A file the backend saw created is a file at this event, whatever the name holds when it is handled
+                // (tar's O_EXCL placeholder is a symlink by then).
+                var kind = e.KnownEmpty ? EntryKind.File
+                    : e.IsDirectory && e.Mode is not null ? EntryKind.Directory
+                    : stat?.Kind ?? (e.IsDirectory ? EntryKind.Directory : EntryKind.File);
                 var op = kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
                 if (!_announced.Add(key) || _versioner.Known(e.Root, e.Path) is not null)
                 {
@@ -226,7 +235,14 @@ public sealed class Recorder
                 }
 
                 AddEvent(timeNs, op, key, null, kind == EntryKind.Directory ? null : e.KnownEmpty ? 0 : stat?.Size, null, e.Pid, e.Comm, exact: e.KnownEmpty);
-                if (e.KnownEmpty && kind == EntryKind.File)
+                if (e.IsDirectory && e.Mode is { } dirMode)
+                {
+                    // The backend carried the new directory's mode: it existed at this event, even when it is gone
+                    // (rm -r) before a read could see it.
+                    FlushWrite();
+                    _versioner.NewDirectory(e.Root, e.Path, dirMode, stat, _seq, timeNs);
+                }
+                else if (e.KnownEmpty && kind == EntryKind.File)
                 {
                     // The backend saw the open that created it: it was empty then, whatever it holds by now.
                     _versioner.FollowEmpty(e.Root, e.Path, e.Mode);
@@ -360,25 +376,39 @@ public sealed class Recorder
                 var moved = isDir ? _versioner.LiveAtOrBelow(root, from) : [];
                 var waiting = _dirty.Keys.Where(k => k.Root == root && (isDir ? TracePath.IsAtOrBelow(k.Rel, from) : k.Rel == from))
                     .Select(k => k.Rel).ToList();
-                _versioner.CarryOver(root, from, target, _seq, timeNs);
+                var carried = _versioner.CarryOver(root, from, target, _seq, timeNs);
+                carried.ExceptWith(waiting.Select(rel => target + rel[from.Length..]));
+                if (!_exactNames)
+                {
+                    carried.Clear();
+                }
                 Gone(root, from, isDir);
                 _dirty.Remove(to); // a target created but not read yet: its content is now the renamed file's
                 var newNames = moved.Concat(waiting).Select(rel => target + rel[from.Length..]).ToList();
-                if (isDir)
+                if (isDir && !_exactNames)
                 {
                     // What is inside now, under the new name, whether or not it was seen under the old one (a child
-                    // created just before the rename may have vanished from the old name before it was read).
+                    // created just before the rename may have vanished from the old name before it was read). Not
+                    // under eBPF: every creation is its own event, and a walk now would date later ones back to here.
                     newNames.AddRange(TreeWalker.Walk(_options.Roots[root], root, _filter!, target).Select(w => w.Rel));
                 }
 
+                // Under eBPF a name whose version was carried over is not read again: a read that finds it already gone
+                // (renamed, then deleted before that event is handled) would store it absent at the rename.
                 foreach (var rel in newNames.Distinct())
                 {
                     (int Root, string Rel) newKey = (root, rel);
                     _announced.Add(newKey);
-                    MarkDirty(newKey, immediate: true);
+                    if (!carried.Contains(rel))
+                    {
+                        MarkDirty(newKey, immediate: true);
+                    }
                 }
 
-                MarkDirty(to, immediate: true);
+                if (!carried.Contains(target))
+                {
+                    MarkDirty(to, immediate: true);
+                }
                 MarkParentDirty(e.Root, e.Path);
                 MarkParentDirty(e.Root, e.Path2!);
                 return;
@@ -510,7 +540,7 @@ public sealed class Recorder
         {
             _dirty.Remove(key);
             var started = Stopwatch.GetTimestamp();
-            _versioner.Observe(key.Root, key.Rel, seq, NowNs());
+            _versioner.Observe(key.Root, key.Rel, seq, NowNs(), keepIfGone: _exactNames);
             var finished = Stopwatch.GetTimestamp();
             var window = Math.Max((long)(_options.HotWindow.TotalSeconds * Stopwatch.Frequency), 10 * (finished - started));
             _recentReads[key] = started + window;

@@ -218,16 +218,28 @@ internal sealed class Versioner
 
     /// <summary>
     /// A rename at <paramref name="seq"/>: every path known present at or below <paramref name="from"/> gets the
-    /// version it had, under its new name. A later read of the new name stores only what differs.
+    /// version it had, under its new name. Returns the new names given a version.
     /// </summary>
-    public void CarryOver(int root, string from, string to, long seq, long timeNs)
+    public HashSet<string> CarryOver(int root, string from, string to, long seq, long timeNs)
     {
+        var carried = new HashSet<string>(StringComparer.Ordinal);
         foreach (var rel in LiveAtOrBelow(root, from))
         {
             var state = _paths[(root, rel)];
             var newRel = to + rel[from.Length..];
             Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat);
+            carried.Add(newRel);
         }
+
+        return carried;
+    }
+
+    /// <summary>A directory made at <paramref name="seq"/> with <paramref name="mode"/>; owner and mtime from <paramref name="now"/> if it is still there.</summary>
+    public void NewDirectory(int root, string rel, int mode, EntryStat? now, long seq, long timeNs)
+    {
+        var st = now is { Kind: EntryKind.Directory } d ? d with { Mode = mode }
+            : new EntryStat(EntryKind.Directory, mode, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, 0, 0);
+        Store(root, rel, new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Directory, st.Mode, st.Uid, st.Gid, st.MtimeNs, 0, null, null, null), st);
     }
 
     /// <summary>Stores an absent version if the path was present.</summary>
@@ -245,13 +257,15 @@ internal sealed class Versioner
     /// <summary>
     /// Looks at the path now and stores a version if it changed. With <paramref name="statOnly"/>, a file whose
     /// lstat (kind, mode, owner, size, mtime, inode) is unchanged is not read (rescans).
+    /// With <paramref name="keepIfGone"/>, a path found gone keeps its version: the backend reports deletions itself,
+    /// at their own event, and the read may come after later events not handled yet.
     /// Returns the stat seen (null: absent), and whether a version was stored.
     /// </summary>
-    public (EntryStat? Stat, bool Changed) Observe(int root, string rel, long seq, long timeNs, bool statOnly = false)
+    public (EntryStat? Stat, bool Changed) Observe(int root, string rel, long seq, long timeNs, bool statOnly = false, bool keepIfGone = false)
     {
         try
         {
-            return ObserveCore(root, rel, seq, timeNs, statOnly);
+            return ObserveCore(root, rel, seq, timeNs, statOnly, keepIfGone);
         }
         catch (IOException e)
         {
@@ -265,7 +279,7 @@ internal sealed class Versioner
         }
     }
 
-    private (EntryStat? Stat, bool Changed) ObserveCore(int root, string rel, long seq, long timeNs, bool statOnly)
+    private (EntryStat? Stat, bool Changed) ObserveCore(int root, string rel, long seq, long timeNs, bool statOnly, bool keepIfGone = false)
     {
         var abs = TreeWalker.Join(_roots[root], rel);
         var stat = EntryStat.Lstat(abs);
@@ -274,6 +288,11 @@ internal sealed class Versioner
         {
             return ObserveShadow(root, rel, seq, timeNs, shadow, stat, known);
         }
+        if (keepIfGone && stat is null)
+        {
+            return (Known(root, rel), false);
+        }
+
         if (stat is null || stat.Value.Kind is null)
         {
             var had = known is not null && known.Kind != EntryKind.Absent;
@@ -306,7 +325,7 @@ internal sealed class Versioner
 
                 if (target is null)
                 {
-                    return ObserveCore(root, rel, seq, timeNs, false); // replaced while we looked
+                    return ObserveCore(root, rel, seq, timeNs, false, keepIfGone); // replaced while we looked
                 }
 
                 version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Symlink, st.Mode, st.Uid, st.Gid, st.MtimeNs, target.Length, null, target, null);
@@ -315,7 +334,7 @@ internal sealed class Versioner
                 var read = ReadFile(abs, seq, timeNs, root, rel, out st);
                 if (read is null)
                 {
-                    return ObserveCore(root, rel, seq, timeNs, false);
+                    return ObserveCore(root, rel, seq, timeNs, false, keepIfGone);
                 }
 
                 version = read;

@@ -106,7 +106,10 @@ public static class ConformanceRun
             var export = Cli.Run(dir.Path, "export", "--trace", trace, "--time", time, "--out", outDir);
             if (export.ExitCode != 0)
             {
-                found.Add(new Mismatch(history, label, "export failed: " + export.Stderr.Trim()));
+                // A refusal names a path: blame its history, so shrinking can start from it.
+                var named = System.Text.RegularExpressions.Regex.Match(export.Stderr, @"'h(\d+)/");
+                var blamed = history >= 0 || !named.Success ? history : int.Parse(named.Groups[1].Value, CultureInfo.InvariantCulture);
+                found.Add(new Mismatch(blamed, label, "export failed: " + export.Stderr.Trim()));
                 return;
             }
 

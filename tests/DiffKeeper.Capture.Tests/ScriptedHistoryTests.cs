@@ -32,6 +32,10 @@ public sealed class ScriptedHistoryTests
     public void Ebpf_fchmod_right_after_a_write_is_exported_at_its_seq() =>
         AssertConforms("ebpf", new History([], [[O("writechmod", ["g"], "0", "2", "1", "600"), O("chmod", ["g"], "755")]]));
 
+    [Fact]
+    public void Ebpf_tar_placeholder_is_an_empty_mode_0_file_until_it_becomes_a_symlink() =>
+        AssertConforms("ebpf", new History([], [[O("create", ["g"], "0"), O("unlink", ["g"]), new Op("symlink", ["g"], [], "tar%20target")]]));
+
     [Fact(Skip = "inotify: renameat2(RENAME_EXCHANGE) of a directory and a file loses the directory: at the next quiet " +
         "gap (and at the end) the export lacks g/été (the two IN_MOVED_FROM/IN_MOVED_TO pairs share names)")]
     public void Inotify_RENAME_EXCHANGE_of_a_directory_and_a_file_keeps_both() =>
@@ -73,5 +77,15 @@ public sealed class ScriptedHistoryTests
     public void Ebpf_an_append_to_a_big_sparse_file_written_just_before_is_exported_at_its_seq() =>
         AssertConforms("ebpf", new History([], [
             [O("write", ["x"], "2099104", "1137", "947"), O("append", ["x"], "29567", "626"), O("write", ["x"], "132731", "3", "976")],
+        ]));
+
+    [Fact(Skip = "eBPF: renameat2(RENAME_EXCHANGE) of a directory (holding b/e) and a file: every later export is " +
+        "refused ('the trace puts x y/b below x y, which is a file at that moment'): EbpfSource reports an exchange as " +
+        "two creations to re-read, so the directory's recorded children stay under the name that is now a file; the " +
+        "recorder needs an exchange event that swaps the two subtrees' versions, as a rename carries them")]
+    public void Ebpf_RENAME_EXCHANGE_of_a_directory_and_a_file_swaps_their_subtrees() =>
+        AssertConforms("ebpf", new History([], [
+            [O("write", ["sub"], "0", "4299", "23"), O("mkdirp", ["x%20y/b/e"])],
+            [O("exchange", ["x%20y", "sub"]), O("append", ["x%20y"], "7", "964")],
         ]));
 }

@@ -335,7 +335,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 EmitAt(abs, CaptureKind.Deleted, ts, pid, comm, isDirectory: true);
                 return;
             case EbpfRecordKind.Mkdir:
-                EmitAt(abs, CaptureKind.Created, ts, pid, comm, isDirectory: true);
+                EmitAt(abs, CaptureKind.Created, ts, pid, comm, isDirectory: true, mode: (int)(r.Offset & 0xFFF));
                 return;
             case EbpfRecordKind.Symlink:
             case EbpfRecordKind.Link:
