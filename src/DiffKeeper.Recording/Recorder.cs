@@ -159,7 +159,17 @@ public sealed class Recorder
             var processed = 0;
             while (processed < 8192 && reader.TryRead(out var e))
             {
-                Handle(e);
+                try
+                {
+                    Handle(e);
+                }
+                catch (PathTooLongException x)
+                {
+                    // Paths are handled by name and a name longer than PATH_MAX cannot be looked at: that change is
+                    // not recorded, and the recording goes on (it used to stop, leaving the session unfinished).
+                    _log.WriteLine($"diffkeeper: {x.Message}; this change is not recorded");
+                }
+
                 processed++;
             }
 

@@ -257,6 +257,8 @@ static void snapshot(int dirfd, const char *prefix_dir, const char *out)
             }
         }
         fputc('\n', f);
+    }
+    for (size_t i = 0; i < n_entries; i++) {
         free(entries[i].path);
         free(entries[i].line);
     }
