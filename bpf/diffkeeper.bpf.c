@@ -58,7 +58,7 @@ char LICENSE[] SEC("license") = "GPL";
 struct dk_event {
 	__u64 time_ns;
 	__u64 ino;
-	__u64 offset; // write offset, new length (truncate), mode (chmod)
+	__u64 offset; // write offset, new length (truncate), mode (chmod, mkdir)
 	__u64 length; // bytes the syscall wrote
 	__u32 dev;
 	__u32 pid;
@@ -69,7 +69,7 @@ struct dk_event {
 	__u16 str_len;
 	__u32 payload_len;
 	char comm[16];
-	__u64 reserved;
+	__u64 mode; // fd-based events: the file's i_mode after the syscall (its mode as created, or as fchmod set it); else 0
 };
 _Static_assert(sizeof(struct dk_event) == HDR_SIZE, "header size is mirrored in C#");
 
@@ -302,6 +302,13 @@ static __always_inline __u32 read_user_str(struct dk_scratch *s, __u64 uptr)
 }
 
 // A namespace operation: base directory (for relative names) plus the user's path string.
+// The mode mkdir gives a directory: the mode asked for (01777 of it) less the process's umask (no default ACL).
+static __always_inline __u64 mkdir_mode(struct task_struct *task, __u64 mode)
+{
+	__u32 umask = BPF_CORE_READ(task, fs, umask);
+	return mode & 01777 & ~(__u64)umask;
+}
+
 static __always_inline void emit_named(struct task_struct *task, __u16 kind, __u16 flags, int dirfd, __u64 uptr, __u64 value)
 {
 	struct dk_scratch *s = my_scratch();
@@ -348,6 +355,7 @@ static __always_inline void emit_file(struct task_struct *task, __u16 kind, __u1
 	e.flags = flags;
 	e.ino = BPF_CORE_READ(inode, i_ino);
 	e.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	e.mode = BPF_CORE_READ(inode, i_mode);
 	e.length = length;
 	e.offset = use_fpos ? BPF_CORE_READ(f, f_pos) - length : offset;
 	__u32 plen = 0;
@@ -537,10 +545,10 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 		break;
 	}
 	case 83: // mkdir(path, mode)
-		emit_named(task, K_MKDIR, 0, AT_FDCWD_INT, a.a[0], 0);
+		emit_named(task, K_MKDIR, 0, AT_FDCWD_INT, a.a[0], mkdir_mode(task, a.a[1]));
 		break;
 	case 258: // mkdirat(dfd, path, mode)
-		emit_named(task, K_MKDIR, 0, (int)a.a[0], a.a[1], 0);
+		emit_named(task, K_MKDIR, 0, (int)a.a[0], a.a[1], mkdir_mode(task, a.a[2]));
 		break;
 	case 88: // symlink(target, linkpath)
 		emit_named(task, K_SYMLINK, 0, AT_FDCWD_INT, a.a[1], 0);

@@ -29,6 +29,8 @@ public enum CaptureKind
 /// the root itself is "". <see cref="Timestamp"/> is a <see cref="System.Diagnostics.Stopwatch"/> timestamp.
 /// <see cref="Pid"/> is the process (thread group) id, <see cref="Comm"/> its program name, when the backend knows them.
 /// <see cref="KnownEmpty"/>: a Created file the backend knows to be empty (it saw the open that created it).
+/// <see cref="Mode"/>: the permission bits (07777) the path had right after the change, when the backend carries
+/// them (eBPF: a created file, a chmod); null when the recorder must look.
 /// </summary>
 public readonly record struct CaptureEvent(
     CaptureKind Kind,
@@ -43,4 +45,5 @@ public readonly record struct CaptureEvent(
     long Length = 0,
     byte[]? Payload = null,
     bool KnownEmpty = false,
-    string? Detail = null);
+    string? Detail = null,
+    int? Mode = null);

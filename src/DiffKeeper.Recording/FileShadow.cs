@@ -25,6 +25,9 @@ internal sealed class FileShadow
 
     public long Size { get; private set; }
 
+    /// <summary>The file's permission bits as the backend reported them (created with, or changed to); null: unknown, take the file's.</summary>
+    public int? Mode { get; set; }
+
     public static FileShadow Empty() => new([], 0);
 
     public static FileShadow Of(byte[] data) => new(data, data.Length);
@@ -69,17 +72,43 @@ internal sealed class FileShadow
     {
         var storedBefore = writer.StoredBytesWritten;
         var keep = 0;
-        while (keep < _chunks.Count - 1 && _chunks[keep].Extent.Offset + _chunks[keep].Extent.Length <= _cleanUpTo)
+        // A chunk followed by a hole ended because its data did, like the last one: kept only when the next chunk
+        // starts where it ends.
+        while (keep < _chunks.Count - 1 && End(_chunks[keep].Extent) <= _cleanUpTo && _chunks[keep + 1].Extent.Offset == End(_chunks[keep].Extent))
         {
             keep++;
         }
 
         _chunks.RemoveRange(keep, _chunks.Count - keep);
         var data = _data.AsSpan(0, (int)Size);
-        var pos = keep == 0 ? 0 : _chunks[^1].Extent.Offset + _chunks[^1].Extent.Length;
+        var pos = keep == 0 ? 0 : End(_chunks[^1].Extent);
         while (pos < Size)
         {
-            var cut = FastCdc.NextCut(data[(int)pos..]);
+            // Whole aligned blocks of zeros are stored as a hole: the shadow cannot tell a hole (a sparse write, a
+            // truncate up, a write past the end) from written zeros, and the content is the same either way; the
+            // export then allocates what the file did, not its whole size.
+            if (pos % HoleBlock == 0)
+            {
+                while (pos < Size && IsZeroBlock(data, pos))
+                {
+                    pos += HoleBlock;
+                }
+
+                if (pos >= Size)
+                {
+                    break;
+                }
+            }
+
+            // The data runs to the first aligned block of zeros after pos (or the end).
+            var end = (pos + HoleBlock - 1) / HoleBlock * HoleBlock;
+            while (end < Size && !IsZeroBlock(data, end))
+            {
+                end += HoleBlock;
+            }
+
+            end = Math.Min(end, Size);
+            var cut = FastCdc.NextCut(data[(int)pos..(int)end]);
             var rowId = writer.PutBlob(data.Slice((int)pos, cut), out var id);
             _chunks.Add((new Extent(pos, cut, rowId), id));
             pos += cut;
@@ -96,6 +125,14 @@ internal sealed class FileShadow
 
         return new IngestedContent(ExtentMap.Encode(extents), ExtentMap.ContentId(hashed, Size), Size, writer.StoredBytesWritten - storedBefore);
     }
+
+    private const int HoleBlock = 4096;
+
+    private static long End(Extent e) => e.Offset + e.Length;
+
+    // An aligned block of zeros (the last one may be short: a truncate up leaves it unallocated too).
+    private static bool IsZeroBlock(ReadOnlySpan<byte> data, long at) =>
+        !data.Slice((int)at, (int)Math.Min(HoleBlock, data.Length - at)).ContainsAnyExcept((byte)0);
 
     private void Reserve(long size)
     {

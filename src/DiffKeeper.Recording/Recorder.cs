@@ -48,6 +48,10 @@ public sealed class Recorder
     private PathFilter? _filter;
     // Roots that are not walked (eBPF with --watch /): only paths the tree touched are recorded and re-checked.
     private readonly HashSet<int> _unwalkedRoots = [];
+    // eBPF reports every namespace change of the tree in order with the right names: a renamed path's carried version
+    // is its state, not a guess to check by reading (fanotify resolves names when it reads an event, so they may
+    // be later ones; inotify may have merged events).
+    private bool _exactNames;
     // Exact versions (payload events) of a path cost at most a share of each window; beyond it they are coalesced.
     private readonly Dictionary<(int Root, string Rel), (long WindowEnd, int Versions, long Bytes)> _exactCost = [];
 
@@ -67,6 +71,7 @@ public sealed class Recorder
         var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var sink = new WakingChannelWriter(channel.Writer);
         await using var source = CaptureSelection.Start(_options, filter, sink, _log);
+        _exactNames = source.Name == "ebpf";
         for (var root = 0; root < _options.Roots.Count; root++)
         {
             if (source.Name == "ebpf" && _options.Roots[root] == "/")
@@ -177,7 +182,17 @@ public sealed class Recorder
             var processed = 0;
             while (processed < 8192 && reader.TryRead(out var e))
             {
-                Handle(e);
+                try
+                {
+                    Handle(e);
+                }
+                catch (PathTooLongException x)
+                {
+                    // Paths are handled by name and a name longer than PATH_MAX cannot be looked at: that change is
+                    // not recorded, and the recording goes on (it used to stop, leaving the session unfinished).
+                    _log.WriteLine($"diffkeeper: {x.Message}; this change is not recorded");
+                }
+
                 processed++;
             }
 
@@ -233,7 +248,11 @@ public sealed class Recorder
                 // read (the held event waits for it), not from an lstat here.
                 var byRead = !e.IsDirectory && !e.KnownEmpty;
                 var stat = byRead ? null : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
-                var kind = stat?.Kind ?? (e.IsDirectory ? EntryKind.Directory : EntryKind.File);
+                // A file the backend saw created is a file at this event, whatever the name holds when it is handled
+                // (tar's O_EXCL placeholder is a symlink by then).
+                var kind = e.KnownEmpty ? EntryKind.File
+                    : e.IsDirectory && e.Mode is not null ? EntryKind.Directory
+                    : stat?.Kind ?? (e.IsDirectory ? EntryKind.Directory : EntryKind.File);
                 var op = kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
                 if (!_announced.Add(key) || _versioner.Known(e.Root, e.Path) is not null)
                 {
@@ -248,10 +267,18 @@ public sealed class Recorder
                 {
                     _heldSizeStale = true;
                 }
-                if (e.KnownEmpty && kind == EntryKind.File)
+
+                if (e.IsDirectory && e.Mode is { } dirMode)
+                {
+                    // The backend carried the new directory's mode: it existed at this event, even when it is gone
+                    // (rm -r) before a read could see it.
+                    FlushWrite();
+                    _versioner.NewDirectory(e.Root, e.Path, dirMode, stat, _seq, timeNs);
+                }
+                else if (e.KnownEmpty && kind == EntryKind.File)
                 {
                     // The backend saw the open that created it: it was empty then, whatever it holds by now.
-                    _versioner.FollowEmpty(e.Root, e.Path);
+                    _versioner.FollowEmpty(e.Root, e.Path, e.Mode);
                     VersionExact(key, timeNs);
                 }
                 else
@@ -332,6 +359,21 @@ public sealed class Recorder
                 return;
             case CaptureKind.Attributes:
             {
+                // A mode the backend carried is exact at this event, whatever the path is when it would be read (a
+                // chmod through a symlink changes the target: that one is looked at like any other).
+                if (e.Mode is { } mode && _versioner.Known(e.Root, e.Path) is { Kind: EntryKind.File or EntryKind.Directory } was &&
+                    (_versioner.FollowedSize(e.Root, e.Path) is not null || !_dirty.ContainsKey(key)))
+                {
+                    if (mode != was.Mode)
+                    {
+                        AddEvent(timeNs, ChangeOp.Chmod, key, null, null, "mode " + Convert.ToString(mode, 8).PadLeft(4, '0'), e.Pid, e.Comm);
+                        FlushWrite();
+                        _versioner.ApplyMode(e.Root, e.Path, mode, _seq, timeNs);
+                    }
+
+                    return;
+                }
+
                 var stat = EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path));
                 var known = _versioner.Known(e.Root, e.Path);
                 if (stat is not null && (known is null || stat.Value.Mode != known.Value.Mode))
@@ -351,36 +393,55 @@ public sealed class Recorder
             case CaptureKind.Renamed:
             {
                 var to = (e.Root, e.Path2!);
-                AddEvent(timeNs, ChangeOp.Rename, key, to, e.IsDirectory ? null : _versioner.FollowedSize(e.Root, e.Path) ?? EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path2!))?.Size, null, e.Pid, e.Comm);
-                if (!e.IsDirectory)
+                // A backend that tells a directory by looking at the new name (eBPF) cannot when it is gone by then
+                // (renamed, then deleted): the recorder's own view says what the old name was.
+                var isDir = e.IsDirectory || _versioner.Known(e.Root, e.Path) is { Kind: EntryKind.Directory };
+                AddEvent(timeNs, ChangeOp.Rename, key, to, isDir ? null : _versioner.FollowedSize(e.Root, e.Path) ?? EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path2!))?.Size, null, e.Pid, e.Comm);
+                if (!isDir)
                 {
                     _versioner.MoveShadow(e.Root, e.Path, e.Path2!); // a followed file keeps its exact bytes under the new name
                 }
 
                 // Everything at or below the old name moves: what was recorded there, and what was waiting to be
-                // read (a child created just before its directory was renamed). They reappear at this event.
-                var (root, from, isDir, target) = (e.Root, e.Path, e.IsDirectory, e.Path2!);
+                // read (a child created just before its directory was renamed). They reappear at this event, first
+                // with the versions they had (the new names may be gone before they are read), then as read.
+                var (root, from, target) = (e.Root, e.Path, e.Path2!);
                 var moved = isDir ? _versioner.LiveAtOrBelow(root, from) : [];
                 var waiting = _dirty.Keys.Where(k => k.Root == root && (isDir ? TracePath.IsAtOrBelow(k.Rel, from) : k.Rel == from))
                     .Select(k => k.Rel).ToList();
+                var carried = _versioner.CarryOver(root, from, target, _seq, timeNs);
+                carried.ExceptWith(waiting.Select(rel => target + rel[from.Length..]));
+                if (!_exactNames)
+                {
+                    carried.Clear();
+                }
                 Gone(root, from, isDir);
                 _dirty.Remove(to); // a target created but not read yet: its content is now the renamed file's
                 var newNames = moved.Concat(waiting).Select(rel => target + rel[from.Length..]).ToList();
-                if (isDir)
+                if (isDir && !_exactNames)
                 {
                     // What is inside now, under the new name, whether or not it was seen under the old one (a child
-                    // created just before the rename may have vanished from the old name before it was read).
+                    // created just before the rename may have vanished from the old name before it was read). Not
+                    // under eBPF: every creation is its own event, and a walk now would date later ones back to here.
                     newNames.AddRange(TreeWalker.Walk(_options.Roots[root], root, _filter!, target).Select(w => w.Rel));
                 }
 
+                // Under eBPF a name whose version was carried over is not read again: a read that finds it already gone
+                // (renamed, then deleted before that event is handled) would store it absent at the rename.
                 foreach (var rel in newNames.Distinct())
                 {
                     (int Root, string Rel) newKey = (root, rel);
                     _announced.Add(newKey);
-                    MarkDirty(newKey, immediate: true);
+                    if (!carried.Contains(rel))
+                    {
+                        MarkDirty(newKey, immediate: true);
+                    }
                 }
 
-                MarkDirty(to, immediate: true);
+                if (!carried.Contains(target))
+                {
+                    MarkDirty(to, immediate: true);
+                }
                 MarkParentDirty(e.Root, e.Path);
                 MarkParentDirty(e.Root, e.Path2!);
                 return;
@@ -515,7 +576,7 @@ public sealed class Recorder
         {
             _dirty.Remove(key);
             var started = Stopwatch.GetTimestamp();
-            var (seen, _) = _versioner.Observe(key.Root, key.Rel, seq, NowNs());
+            var (seen, _) = _versioner.Observe(key.Root, key.Rel, seq, NowNs(), keepIfGone: _exactNames);
             var finished = Stopwatch.GetTimestamp();
             Unpark(key, seen);
             var window = Math.Max((long)(_options.HotWindow.TotalSeconds * Stopwatch.Frequency), 10 * (finished - started));

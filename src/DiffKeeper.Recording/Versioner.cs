@@ -50,10 +50,33 @@ internal sealed class Versioner
     public long ShadowBudget { get; init; } = 512L << 20;
 
     /// <summary>Starts following a file known to be empty now (the backend saw the open that created it).</summary>
-    public void FollowEmpty(int root, string rel)
+    public void FollowEmpty(int root, string rel, int? mode = null)
     {
         DropShadow(root, rel);
-        _shadows[(root, rel)] = FileShadow.Empty();
+        var shadow = FileShadow.Empty();
+        shadow.Mode = mode;
+        _shadows[(root, rel)] = shadow;
+    }
+
+    /// <summary>
+    /// A mode change the backend carried, at <paramref name="seq"/>: a followed file stores its copy with the new
+    /// mode, any other known file or directory its last version with the new mode.
+    /// </summary>
+    public void ApplyMode(int root, string rel, int mode, long seq, long timeNs)
+    {
+        if (!_paths.TryGetValue((root, rel), out var state) || state.Kind == EntryKind.Absent)
+        {
+            return;
+        }
+
+        if (_shadows.TryGetValue((root, rel), out var shadow))
+        {
+            shadow.Mode = mode;
+            Observe(root, rel, seq, timeNs);
+            return;
+        }
+
+        Store(root, rel, state.Version with { Seq = seq, TimeNs = timeNs, Mode = mode }, state.Stat with { Mode = mode });
     }
 
     /// <summary>
@@ -154,6 +177,8 @@ internal sealed class Versioner
             }
 
             shadow = FileShadow.Of(n == data.Length ? data : data[..n]);
+            // The mode of the last version is the one known at this point; the file's may already be a later one.
+            shadow.Mode = _paths.TryGetValue((root, rel), out var known) && known.Kind == EntryKind.File ? known.Stat.Mode : null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -191,6 +216,32 @@ internal sealed class Versioner
     public IEnumerable<(int Root, string Rel)> AllLive() =>
         _paths.Where(kv => kv.Value.Kind != EntryKind.Absent).Select(kv => kv.Key).ToList();
 
+    /// <summary>
+    /// A rename at <paramref name="seq"/>: every path known present at or below <paramref name="from"/> gets the
+    /// version it had, under its new name. Returns the new names given a version.
+    /// </summary>
+    public HashSet<string> CarryOver(int root, string from, string to, long seq, long timeNs)
+    {
+        var carried = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var rel in LiveAtOrBelow(root, from))
+        {
+            var state = _paths[(root, rel)];
+            var newRel = to + rel[from.Length..];
+            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat);
+            carried.Add(newRel);
+        }
+
+        return carried;
+    }
+
+    /// <summary>A directory made at <paramref name="seq"/> with <paramref name="mode"/>; owner and mtime from <paramref name="now"/> if it is still there.</summary>
+    public void NewDirectory(int root, string rel, int mode, EntryStat? now, long seq, long timeNs)
+    {
+        var st = now is { Kind: EntryKind.Directory } d ? d with { Mode = mode }
+            : new EntryStat(EntryKind.Directory, mode, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, 0, 0);
+        Store(root, rel, new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Directory, st.Mode, st.Uid, st.Gid, st.MtimeNs, 0, null, null, null), st);
+    }
+
     /// <summary>Stores an absent version if the path was present.</summary>
     public void MarkAbsent(int root, string rel, long seq, long timeNs)
     {
@@ -206,13 +257,15 @@ internal sealed class Versioner
     /// <summary>
     /// Looks at the path now and stores a version if it changed. With <paramref name="statOnly"/>, a file whose
     /// lstat (kind, mode, owner, size, mtime, inode) is unchanged is not read (rescans).
+    /// With <paramref name="keepIfGone"/>, a path found gone keeps its version: the backend reports deletions itself,
+    /// at their own event, and the read may come after later events not handled yet.
     /// Returns the stat seen (null: absent), and whether a version was stored.
     /// </summary>
-    public (EntryStat? Stat, bool Changed) Observe(int root, string rel, long seq, long timeNs, bool statOnly = false)
+    public (EntryStat? Stat, bool Changed) Observe(int root, string rel, long seq, long timeNs, bool statOnly = false, bool keepIfGone = false)
     {
         try
         {
-            return ObserveCore(root, rel, seq, timeNs, statOnly);
+            return ObserveCore(root, rel, seq, timeNs, statOnly, keepIfGone);
         }
         catch (IOException e)
         {
@@ -226,7 +279,7 @@ internal sealed class Versioner
         }
     }
 
-    private (EntryStat? Stat, bool Changed) ObserveCore(int root, string rel, long seq, long timeNs, bool statOnly)
+    private (EntryStat? Stat, bool Changed) ObserveCore(int root, string rel, long seq, long timeNs, bool statOnly, bool keepIfGone = false)
     {
         var abs = TreeWalker.Join(_roots[root], rel);
         var stat = EntryStat.Lstat(abs);
@@ -235,6 +288,11 @@ internal sealed class Versioner
         {
             return ObserveShadow(root, rel, seq, timeNs, shadow, stat, known);
         }
+        if (keepIfGone && stat is null)
+        {
+            return (Known(root, rel), false);
+        }
+
         if (stat is null || stat.Value.Kind is null)
         {
             var had = known is not null && known.Kind != EntryKind.Absent;
@@ -267,7 +325,7 @@ internal sealed class Versioner
 
                 if (target is null)
                 {
-                    return ObserveCore(root, rel, seq, timeNs, false); // replaced while we looked
+                    return ObserveCore(root, rel, seq, timeNs, false, keepIfGone); // replaced while we looked
                 }
 
                 version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Symlink, st.Mode, st.Uid, st.Gid, st.MtimeNs, target.Length, null, target, null);
@@ -276,7 +334,7 @@ internal sealed class Versioner
                 var read = ReadFile(abs, seq, timeNs, root, rel, out st);
                 if (read is null)
                 {
-                    return ObserveCore(root, rel, seq, timeNs, false);
+                    return ObserveCore(root, rel, seq, timeNs, false, keepIfGone);
                 }
 
                 version = read;
@@ -303,7 +361,7 @@ internal sealed class Versioner
             : known is { Kind: EntryKind.File } ? known.Stat
             : now is { Kind: EntryKind.File } m ? m
             : new EntryStat(EntryKind.File, 0x1A4, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, 0, 0); // gone already: its mtime was about now
-        var st = basis with { Size = shadow.Size };
+        var st = basis with { Size = shadow.Size, Mode = shadow.Mode ?? basis.Mode };
         var content = shadow.Store(_writer);
         RawBytes += content.Size;
         var version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, st.Mode, st.Uid, st.Gid, st.MtimeNs,
@@ -369,7 +427,7 @@ internal sealed class Versioner
 
         public EntryStat Stat { get; set; } = stat;
 
-        private NewVersion Version { get; } = version;
+        public NewVersion Version { get; } = version;
 
         public bool Same(NewVersion v) =>
             v.Kind == Version.Kind && v.Mode == Version.Mode && v.Uid == Version.Uid && v.Gid == Version.Gid &&

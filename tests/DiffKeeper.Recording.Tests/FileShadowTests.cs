@@ -80,4 +80,55 @@ public sealed class FileShadowTests : IDisposable
             Assert.Equal(fromScratch.Extents, incremental.Extents);
         }
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Zero_blocks_of_a_sparse_file_are_stored_as_holes_and_incremental_equals_from_scratch(int seed)
+    {
+        // Writes far past the end and truncates up (what `truncate -s 4M f; printf end >> f` does): the stored
+        // extents must cover only the 4 KiB blocks that hold data, as a read with SEEK_DATA would.
+        var random = new Random(seed);
+        using var writer = TraceWriter.Open(_dir.Sub($"s{seed}"));
+        var shadow = FileShadow.Empty();
+        var truth = new List<byte>();
+        for (var step = 0; step < 60; step++)
+        {
+            if (random.Next(4) == 0)
+            {
+                var size = truth.Count + random.Next(0, 3 << 20);
+                shadow.Truncate(size);
+                truth.AddRange(new byte[size - truth.Count]);
+            }
+            else
+            {
+                var offset = random.Next(0, truth.Count + (1 << 20));
+                var bytes = new byte[random.Next(1, 9000)];
+                random.NextBytes(bytes);
+                bytes[0] = 1;
+                shadow.Write(offset, bytes);
+                while (truth.Count < offset + bytes.Length)
+                {
+                    truth.Add(0);
+                }
+
+                bytes.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(truth)[offset..]);
+            }
+
+            var incremental = shadow.Store(writer);
+            var fromScratch = FileShadow.Of(truth.ToArray()).Store(writer);
+            Assert.Equal(fromScratch.ContentId, incremental.ContentId);
+            Assert.Equal(fromScratch.Extents, incremental.Extents);
+            Assert.True(ExtentMap.TryDecode(incremental.Extents, truth.Count, out var extents));
+            var data = truth.ToArray();
+            for (var block = 0L; block < data.Length; block += 4096)
+            {
+                var length = (int)Math.Min(4096, data.Length - block);
+                var covered = extents.Any(e => e.Offset < block + length && block < e.Offset + e.Length);
+                var zero = !data.AsSpan((int)block, length).ContainsAnyExcept((byte)0);
+                Assert.True(zero ? !covered : covered, $"block at {block}: data {!zero}, stored {covered}");
+            }
+        }
+    }
 }

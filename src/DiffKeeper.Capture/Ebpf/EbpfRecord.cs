@@ -68,6 +68,12 @@ internal readonly ref struct EbpfRecord
 
     private int PayloadLength => (int)BinaryPrimitives.ReadUInt32LittleEndian(_data[52..]);
 
+    /// <summary>
+    /// Fd-based records: the file's st_mode (type and permission bits) right after the syscall, read from the inode
+    /// in the kernel; 0 for records made from a path string.
+    /// </summary>
+    public int Mode => (int)BinaryPrimitives.ReadUInt64LittleEndian(_data[72..]);
+
     public string Comm
     {
         get

@@ -305,7 +305,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
             case EbpfRecordKind.Open:
                 if (r.Flags.HasFlag(EbpfRecordFlags.Created))
                 {
-                    EmitAt(abs, CaptureKind.Created, ts, pid, comm, knownEmpty: true);
+                    EmitAt(abs, CaptureKind.Created, ts, pid, comm, knownEmpty: true, mode: r.Mode == 0 ? null : r.Mode & 0xFFF);
                 }
                 else if (r.Flags.HasFlag(EbpfRecordFlags.Truncated))
                 {
@@ -324,7 +324,8 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 EmitAt(abs, CaptureKind.Truncated, ts, pid, comm, offset: r.Offset);
                 return;
             case EbpfRecordKind.Chmod:
-                EmitAt(abs, CaptureKind.Attributes, ts, pid, comm);
+                // fchmod: the inode's mode after it; chmod of a path: the mode asked for (the kernel keeps its 07777 bits).
+                EmitAt(abs, CaptureKind.Attributes, ts, pid, comm, mode: (int)((r.Mode != 0 ? r.Mode : r.Offset) & 0xFFF));
                 return;
             case EbpfRecordKind.Unlink:
                 Forget(abs);
@@ -334,7 +335,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 EmitAt(abs, CaptureKind.Deleted, ts, pid, comm, isDirectory: true);
                 return;
             case EbpfRecordKind.Mkdir:
-                EmitAt(abs, CaptureKind.Created, ts, pid, comm, isDirectory: true);
+                EmitAt(abs, CaptureKind.Created, ts, pid, comm, isDirectory: true, mode: (int)(r.Offset & 0xFFF));
                 return;
             case EbpfRecordKind.Symlink:
             case EbpfRecordKind.Link:
@@ -379,11 +380,11 @@ public sealed unsafe class EbpfSource : ICaptureSource
     }
 
     private void EmitAt(string abs, CaptureKind kind, long ts, int pid, string comm, bool isDirectory = false,
-        long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false)
+        long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false, int? mode = null)
     {
         if (Locate(abs) is { } at)
         {
-            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty));
+            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode));
         }
     }
 

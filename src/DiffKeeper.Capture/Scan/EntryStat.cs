@@ -18,7 +18,9 @@ public readonly record struct EntryStat(EntryKind? Kind, int Mode, int Uid, int 
                 return null;
             }
 
-            throw new IOException($"cannot stat {absolutePath}: {Libc.StrError(errno)}");
+            throw errno == Libc.ENAMETOOLONG
+                ? new PathTooLongException($"cannot stat {absolutePath}: {Libc.StrError(errno)}")
+                : new IOException($"cannot stat {absolutePath}: {Libc.StrError(errno)}");
         }
 
         return From(st);
