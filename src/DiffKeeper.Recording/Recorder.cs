@@ -378,6 +378,10 @@ public sealed class Recorder
                 {
                     _versioner.MoveShadow(e.Root, e.Path, e.Path2!); // a followed file keeps its exact bytes under the new name
                 }
+                else
+                {
+                    _versioner.MoveShadowsBelow(e.Root, e.Path, e.Path2!); // and so do the followed files of a directory
+                }
 
                 // Everything at or below the old name moves: what was recorded there, and what was waiting to be
                 // read (a child created just before its directory was renamed). They reappear at this event, first

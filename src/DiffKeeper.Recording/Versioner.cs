@@ -138,6 +138,15 @@ internal sealed class Versioner
         }
     }
 
+    /// <summary>A directory rename: every followed file below it keeps its copy under the new name.</summary>
+    public void MoveShadowsBelow(int root, string from, string to)
+    {
+        foreach (var key in _shadows.Keys.Where(k => k.Root == root && TracePath.IsAtOrBelow(k.Rel, from)).ToList())
+        {
+            MoveShadow(root, key.Rel, to + key.Rel[from.Length..]);
+        }
+    }
+
     /// <summary>Stops following every file: rescans compare with the files themselves.</summary>
     public void DropShadows()
     {
