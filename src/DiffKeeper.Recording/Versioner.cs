@@ -251,6 +251,14 @@ internal sealed class Versioner
         Store(root, rel, new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Directory, st.Mode, st.Uid, st.Gid, st.MtimeNs, 0, null, null, null), st);
     }
 
+    /// <summary>A symlink made at <paramref name="seq"/>; owner and mtime from <paramref name="now"/> if it is still there.</summary>
+    public void NewSymlink(int root, string rel, string target, EntryStat? now, long seq, long timeNs)
+    {
+        var st = now is { Kind: EntryKind.Symlink } l ? l
+            : new EntryStat(EntryKind.Symlink, 0x1FF, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, target.Length, 0);
+        Store(root, rel, new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Symlink, st.Mode, st.Uid, st.Gid, st.MtimeNs, target.Length, null, target, null), st);
+    }
+
     /// <summary>Stores an absent version if the path was present.</summary>
     public void MarkAbsent(int root, string rel, long seq, long timeNs)
     {
