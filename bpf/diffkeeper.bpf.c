@@ -43,6 +43,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define K_SYMLINK 10
 #define K_CHMOD 11
 #define K_CHANGED 12
+#define K_SYMLINK_TARGET 13 // the user string is a new symlink's target; the K_SYMLINK of the same thread follows
 
 // Flags (EbpfRecordFlags in C#).
 #define F_CREATED 1
@@ -551,9 +552,11 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 		emit_named(task, K_MKDIR, 0, (int)a.a[0], a.a[1], mkdir_mode(task, a.a[2]));
 		break;
 	case 88: // symlink(target, linkpath)
+		emit_named(task, K_SYMLINK_TARGET, 0, AT_FDCWD_INT, a.a[0], 0);
 		emit_named(task, K_SYMLINK, 0, AT_FDCWD_INT, a.a[1], 0);
 		break;
 	case 266: // symlinkat(target, newdfd, linkpath)
+		emit_named(task, K_SYMLINK_TARGET, 0, AT_FDCWD_INT, a.a[0], 0);
 		emit_named(task, K_SYMLINK, 0, (int)a.a[1], a.a[2], 0);
 		break;
 	case 86: // link(old, new)

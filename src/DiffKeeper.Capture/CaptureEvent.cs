@@ -30,7 +30,8 @@ public enum CaptureKind
 /// <see cref="Pid"/> is the process (thread group) id, <see cref="Comm"/> its program name, when the backend knows them.
 /// <see cref="KnownEmpty"/>: a Created file the backend knows to be empty (it saw the open that created it).
 /// <see cref="Mode"/>: the permission bits (07777) the path had right after the change, when the backend carries
-/// them (eBPF: a created file, a chmod); null when the recorder must look.
+/// them (eBPF: a created file or directory, a chmod); null when the recorder must look. <see cref="Target"/>: a
+/// Created symlink's target, when the backend carries it (eBPF).
 /// </summary>
 public readonly record struct CaptureEvent(
     CaptureKind Kind,
@@ -46,4 +47,5 @@ public readonly record struct CaptureEvent(
     byte[]? Payload = null,
     bool KnownEmpty = false,
     string? Detail = null,
-    int? Mode = null);
+    int? Mode = null,
+    string? Target = null);

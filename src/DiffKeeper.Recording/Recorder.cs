@@ -252,6 +252,7 @@ public sealed class Recorder
                 // (tar's O_EXCL placeholder is a symlink by then).
                 var kind = e.KnownEmpty ? EntryKind.File
                     : e.IsDirectory && e.Mode is not null ? EntryKind.Directory
+                    : e.Target is not null ? EntryKind.Symlink
                     : stat?.Kind ?? (e.IsDirectory ? EntryKind.Directory : EntryKind.File);
                 var op = kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
                 if (!_announced.Add(key) || _versioner.Known(e.Root, e.Path) is not null)
@@ -274,6 +275,12 @@ public sealed class Recorder
                     // (rm -r) before a read could see it.
                     FlushWrite();
                     _versioner.NewDirectory(e.Root, e.Path, dirMode, stat, _seq, timeNs);
+                }
+                else if (e.Target is { } linkTarget)
+                {
+                    // Likewise a symlink whose target the backend carried.
+                    FlushWrite();
+                    _versioner.NewSymlink(e.Root, e.Path, linkTarget, stat, _seq, timeNs);
                 }
                 else if (e.KnownEmpty && kind == EntryKind.File)
                 {
@@ -400,6 +407,10 @@ public sealed class Recorder
                 if (!isDir)
                 {
                     _versioner.MoveShadow(e.Root, e.Path, e.Path2!); // a followed file keeps its exact bytes under the new name
+                }
+                else
+                {
+                    _versioner.MoveShadowsBelow(e.Root, e.Path, e.Path2!); // and so do the followed files of a directory
                 }
 
                 // Everything at or below the old name moves: what was recorded there, and what was waiting to be

@@ -138,6 +138,15 @@ internal sealed class Versioner
         }
     }
 
+    /// <summary>A directory rename: every followed file below it keeps its copy under the new name.</summary>
+    public void MoveShadowsBelow(int root, string from, string to)
+    {
+        foreach (var key in _shadows.Keys.Where(k => k.Root == root && TracePath.IsAtOrBelow(k.Rel, from)).ToList())
+        {
+            MoveShadow(root, key.Rel, to + key.Rel[from.Length..]);
+        }
+    }
+
     /// <summary>Stops following every file: rescans compare with the files themselves.</summary>
     public void DropShadows()
     {
@@ -240,6 +249,14 @@ internal sealed class Versioner
         var st = now is { Kind: EntryKind.Directory } d ? d with { Mode = mode }
             : new EntryStat(EntryKind.Directory, mode, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, 0, 0);
         Store(root, rel, new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Directory, st.Mode, st.Uid, st.Gid, st.MtimeNs, 0, null, null, null), st);
+    }
+
+    /// <summary>A symlink made at <paramref name="seq"/>; owner and mtime from <paramref name="now"/> if it is still there.</summary>
+    public void NewSymlink(int root, string rel, string target, EntryStat? now, long seq, long timeNs)
+    {
+        var st = now is { Kind: EntryKind.Symlink } l ? l
+            : new EntryStat(EntryKind.Symlink, 0x1FF, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, target.Length, 0);
+        Store(root, rel, new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Symlink, st.Mode, st.Uid, st.Gid, st.MtimeNs, target.Length, null, target, null), st);
     }
 
     /// <summary>Stores an absent version if the path was present.</summary>

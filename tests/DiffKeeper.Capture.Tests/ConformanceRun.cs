@@ -6,12 +6,6 @@ using DiffKeeper.Storage.Tests;
 
 namespace DiffKeeper.Capture.Tests;
 
-/// <summary>One mismatch between an export and the truth, with the history it is in (-1: the whole recording).</summary>
-public sealed record Mismatch(int History, string Moment, string Detail)
-{
-    public override string ToString() => $"{(History < 0 ? "recording" : Batch.Dir(History))} at {Moment}: {Detail}";
-}
-
 /// <summary>
 /// Records a batch with one backend through the real binary and checks every export the backend promises
 /// against the executor's snapshots.

@@ -33,6 +33,18 @@ public sealed class ScriptedHistoryTests
         AssertConforms("ebpf", new History([], [[O("writechmod", ["g"], "0", "2", "1", "600"), O("chmod", ["g"], "755")]]));
 
     [Fact]
+    public void Ebpf_a_write_to_a_file_of_a_renamed_directory_is_exported_at_its_seq() =>
+        AssertConforms("ebpf", new History([], [
+            [O("mkdir", ["c"], "750"), O("write", ["c/a"], "2000", "69", "51"), O("rename", ["c", "b"]), O("write", ["b/a"], "210", "4673", "501"), O("unlink", ["b/a"])],
+        ]));
+
+    [Fact]
+    public void Ebpf_a_symlink_whose_directory_is_renamed_at_once_is_exported_at_its_seq() =>
+        AssertConforms("ebpf", new History([], [
+            [O("mkdir", ["n%0Al"], "700"), new Op("symlink", ["n%0Al/x%20y"], [], "x%20target/64"), O("rename", ["n%0Al", "%C3%A9t%C3%A9"])],
+        ]));
+
+    [Fact]
     public void Ebpf_tar_placeholder_is_an_empty_mode_0_file_until_it_becomes_a_symlink() =>
         AssertConforms("ebpf", new History([], [[O("create", ["g"], "0"), O("unlink", ["g"]), new Op("symlink", ["g"], [], "tar%20target")]]));
 

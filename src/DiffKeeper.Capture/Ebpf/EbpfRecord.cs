@@ -18,6 +18,7 @@ internal enum EbpfRecordKind : ushort
     Symlink = 10,
     Chmod = 11,
     Changed = 12,
+    SymlinkTarget = 13,
 }
 
 /// <summary>The F_* flags of bpf/diffkeeper.bpf.c.</summary>

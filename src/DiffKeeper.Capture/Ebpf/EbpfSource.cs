@@ -31,6 +31,8 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private readonly Dictionary<(uint Dev, ulong Ino), string> _pathByInode = [];
     private readonly Dictionary<string, (uint Dev, ulong Ino)> _inodeByPath = new(StringComparer.Ordinal);
     private readonly Dictionary<int, (string Path, EbpfRecordFlags Flags)> _renameFrom = [];
+    // A symlink's target, sent just before its K_SYMLINK by the same thread.
+    private readonly Dictionary<int, string> _symlinkTarget = [];
     private readonly List<BpfLinkHandle> _links = [];
     private BpfObjectHandle? _object;
     private RingBufferHandle? _ring;
@@ -277,6 +279,12 @@ public sealed unsafe class EbpfSource : ICaptureSource
         }
 
         var kind = r.Kind;
+        if (kind == EbpfRecordKind.SymlinkTarget)
+        {
+            _symlinkTarget[r.ThreadId] = Encoding.UTF8.GetString(r.UserPath);
+            return;
+        }
+
         var abs = AbsolutePath(r);
         var inode = (r.Device, r.Inode);
         if (kind is EbpfRecordKind.Open or EbpfRecordKind.Write or EbpfRecordKind.Changed || (kind is EbpfRecordKind.Truncate or EbpfRecordKind.Chmod && r.UserPath.IsEmpty))
@@ -338,6 +346,8 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 EmitAt(abs, CaptureKind.Created, ts, pid, comm, isDirectory: true, mode: (int)(r.Offset & 0xFFF));
                 return;
             case EbpfRecordKind.Symlink:
+                EmitAt(abs, CaptureKind.Created, ts, pid, comm, target: _symlinkTarget.Remove(r.ThreadId, out var target) ? target : null);
+                return;
             case EbpfRecordKind.Link:
                 EmitAt(abs, CaptureKind.Created, ts, pid, comm);
                 return;
@@ -380,11 +390,11 @@ public sealed unsafe class EbpfSource : ICaptureSource
     }
 
     private void EmitAt(string abs, CaptureKind kind, long ts, int pid, string comm, bool isDirectory = false,
-        long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false, int? mode = null)
+        long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false, int? mode = null, string? target = null)
     {
         if (Locate(abs) is { } at)
         {
-            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode));
+            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode, Target: target));
         }
     }
 
