@@ -128,4 +128,16 @@ public sealed class ScriptedHistoryTests
     [MemberData(nameof(ConformanceTests.Backends), MemberType = typeof(ConformanceTests))]
     public void Hard_links_are_exported_as_links(string backend) =>
         AssertConforms(backend, new History([], [[O("write", ["a"], "0", "5", "1"), O("link", ["a", "b"])], [O("write", ["a"], "0", "3", "7")]]));
+
+    [Fact(Skip = "inotify, rare (once in about 2,000 generated histories, batch seed 1890200526, history h31, with 49 other " +
+        "histories running; not reproduced alone in 15 runs nor as 50 copies in 5): after mkdir -p e/e/c and a rename of " +
+        "e/e in the same burst, a directory and file made later in the renamed c were missing from every quiet-gap export " +
+        "(present at the end, from the reconcile scan), as if c had no watch: a watch added by name after the rename " +
+        "misses it. Directory renames are left out of inotify's generated histories until this is understood " +
+        "(DIFFKEEPER_CONFORM_FEATURES=DirectoryRenames puts them back)")]
+    public void Inotify_a_directory_renamed_right_after_it_was_made_keeps_watching_its_subdirectories() =>
+        AssertConforms("inotify", new History([], [
+            [O("mkdirp", ["e/e/c"]), O("chmod", ["e/e/c"], "755"), O("rename", ["e/e", "n%0Al"])],
+            [O("mkdir", ["n%0Al/c/e"], "700"), O("write", ["n%0Al/c/e/e"], "524487", "2107", "802")],
+        ]));
 }
