@@ -20,6 +20,19 @@ public interface ICaptureSource : IAsyncDisposable
     /// <summary>Short backend name stored with the session ("inotify", "ebpf", ...).</summary>
     string Name { get; }
 
+    /// <summary>
+    /// True when every namespace change (create, rename, delete) of the recorded process tree arrives as its own
+    /// event, in order, under the names it had at that moment (eBPF). False when names are resolved when an event
+    /// is read, or events of one name may merge: then a renamed name's state must be checked by reading it.
+    /// </summary>
+    bool ReportsExactNames { get; }
+
+    /// <summary>
+    /// True when the source follows the recorded process tree wherever it writes instead of watching the roots, so
+    /// a root of "/" needs no baseline walk: what the tree touches is recorded.
+    /// </summary>
+    bool FollowsProcessTree { get; }
+
     /// <summary>Starts watching; events go to <paramref name="sink"/>.</summary>
     void Start(ChannelWriter<CaptureEvent> sink);
 

@@ -71,10 +71,10 @@ public sealed class Recorder
         var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var sink = new WakingChannelWriter(channel.Writer);
         await using var source = CaptureSelection.Start(_options, filter, sink, _log);
-        _exactNames = source.Name == "ebpf";
+        _exactNames = source.ReportsExactNames;
         for (var root = 0; root < _options.Roots.Count; root++)
         {
-            if (source.Name == "ebpf" && _options.Roots[root] == "/")
+            if (source.FollowsProcessTree && _options.Roots[root] == "/")
             {
                 _unwalkedRoots.Add(root); // the whole file system: no baseline; what the tree touches is recorded
             }

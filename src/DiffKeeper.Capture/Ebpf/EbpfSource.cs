@@ -53,6 +53,10 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     public string Name => "ebpf";
 
+    public bool ReportsExactNames => true;
+
+    public bool FollowsProcessTree => true;
+
     /// <summary>Bytes of a write carried to user space with its event (at most 256 KiB, the kernel side's limit).</summary>
     public int MaxPayload { get; init; } = 256 * 1024;
 

@@ -65,6 +65,10 @@ public sealed unsafe class FanotifySource : ICaptureSource
 
     public string Name => "fanotify";
 
+    public bool ReportsExactNames => false;
+
+    public bool FollowsProcessTree => false;
+
     public void Start(ChannelWriter<CaptureEvent> sink)
     {
         _sink = sink;

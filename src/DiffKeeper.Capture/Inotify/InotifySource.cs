@@ -57,6 +57,10 @@ public sealed unsafe class InotifySource : ICaptureSource
 
     public string Name => "inotify";
 
+    public bool ReportsExactNames => false;
+
+    public bool FollowsProcessTree => false;
+
     /// <summary>
     /// Stop the kernel from queueing an event for every write into a directory that is being written in a burst
     /// (`record`): after two IN_MODIFY in one directory read less than <see cref="HotGap"/> apart (the time is taken

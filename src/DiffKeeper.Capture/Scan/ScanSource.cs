@@ -10,6 +10,10 @@ public sealed class ScanSource : ICaptureSource
 {
     public string Name => "scan";
 
+    public bool ReportsExactNames => false;
+
+    public bool FollowsProcessTree => false;
+
     public void Start(ChannelWriter<CaptureEvent> sink)
     {
     }
