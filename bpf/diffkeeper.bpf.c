@@ -13,12 +13,17 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+// A user path string is at most PATH_MAX (the kernel refuses longer ones). A path walked from a dentry can be
+// longer (a tree made with mkdirat relative to directory descriptors): up to 16 KiB of it are sent; a longer one
+// is cut and flagged F_PATH_TRUNCATED (user space then rescans).
 #define PATH_MAX_BYTES 4096
+#define KPATH_MAX_BYTES 16384
+#define KPATH_MASK 0x3fff
 #define PAYLOAD_MAX_BYTES (256 * 1024)
 #define HDR_SIZE 80
-#define PATH_END (HDR_SIZE + PATH_MAX_BYTES)
-// Room for any start offset the verifier can prove (masked to 13 bits) plus the largest record.
-#define SCRATCH_SIZE (8192 + HDR_SIZE + PATH_MAX_BYTES + PAYLOAD_MAX_BYTES)
+#define PATH_END (HDR_SIZE + KPATH_MAX_BYTES)
+// Room for any start offset the verifier can prove (masked to 15 bits) plus the largest record.
+#define SCRATCH_SIZE (32768 + HDR_SIZE + KPATH_MAX_BYTES + PAYLOAD_MAX_BYTES)
 
 #define AT_FDCWD_INT (-100)
 #define O_ACCMODE_BITS 3
@@ -172,17 +177,17 @@ static long walk_step(__u32 index, void *ctx)
 	if (nlen > 255)
 		nlen = 255;
 	__u32 len = s->walk_len;
-	if (len > PATH_MAX_BYTES || len + nlen + 1 > PATH_MAX_BYTES - 1) {
+	if (len > KPATH_MAX_BYTES || len + nlen + 1 > KPATH_MAX_BYTES - 1) {
 		s->walk_cut = 1;
 		return 1;
 	}
 	__u32 off = PATH_END - len - nlen;
 	barrier_var(off);
-	off &= 0x1fff;
+	off &= 0x7fff;
 	bpf_probe_read_kernel(&s->buf[off], nlen & 255, name);
 	off = PATH_END - len - nlen - 1;
 	barrier_var(off);
-	off &= 0x1fff;
+	off &= 0x7fff;
 	s->buf[off] = '/';
 	s->walk_len = len + nlen + 1;
 	s->walk_dentry = (__u64)parent;
@@ -200,8 +205,10 @@ __noinline int dk_walk_path(__u64 dentry_ptr, __u64 vfsmount_ptr)
 	s->walk_mount = vfsmount_ptr - bpf_core_field_offset(struct mount, mnt);
 	s->walk_len = 0;
 	s->walk_cut = 0;
-	bpf_loop(128, walk_step, NULL, 0);
-	__u32 len = s->walk_len & 0xfff;
+	// Out of steps before the top (a path of more than 1024 names): as cut as one too long.
+	if (bpf_loop(1024, walk_step, NULL, 0) >= 1024)
+		s->walk_cut = 1;
+	__u32 len = s->walk_len & KPATH_MASK;
 	if (len == 0) {
 		s->buf[PATH_END - 1] = '/';
 		len = 1;
@@ -274,13 +281,13 @@ static __always_inline void submit(struct dk_scratch *s, struct dk_event *e, __u
 		e->flags |= F_PATH_TRUNCATED;
 		path_len &= 0x7fff;
 	}
-	path_len &= PATH_MAX_BYTES - 1;
+	path_len &= KPATH_MASK;
 	if (tail > PAYLOAD_MAX_BYTES)
 		return;
 	e->path_len = path_len;
 	__u32 start = PATH_END - HDR_SIZE - path_len;
 	barrier_var(start); // keep the mask below: the verifier needs it, the compiler thinks it redundant
-	start &= 0x1fff;
+	start &= 0x7fff;
 	bpf_probe_read_kernel(&s->buf[start], HDR_SIZE, e);
 	__u32 zero = 0;
 	struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);

@@ -9,14 +9,22 @@ public sealed class TempDir : IDisposable
 
     public string Sub(string name) => System.IO.Path.Combine(Path, name);
 
-    public void Dispose()
+    public void Dispose() => Remove(Path);
+
+    /// <summary>
+    /// Removes a tree. .NET's Directory.Delete cannot remove names that are not UTF-8 (it decodes them with U+FFFD)
+    /// nor trees deeper than PATH_MAX, which tests of such paths make: rm -rf then does it.
+    /// </summary>
+    public static void Remove(string path)
     {
         try
         {
-            Directory.Delete(Path, recursive: true);
+            Directory.Delete(path, recursive: true);
         }
-        catch (IOException)
+        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
         {
+            using var rm = System.Diagnostics.Process.Start("rm", ["-rf", "--", path]);
+            rm.WaitForExit();
         }
     }
 }
