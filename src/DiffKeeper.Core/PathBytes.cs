@@ -210,12 +210,12 @@ public static class PathBytes
         return Decode(bytes.ToArray());
     }
 
-    /// <summary>Orders paths by their bytes (as <c>ls</c> and <c>sort</c> in the C locale do), not by UTF-16 code units.</summary>
+    /// <summary>
+    /// Orders paths by their bytes (as <c>ls</c> and <c>sort</c> in the C locale do), not by UTF-16 code units. Without
+    /// surrogates the two agree (UTF-8 byte order is code point order), so only such paths are encoded.
+    /// </summary>
     public static IComparer<string> ByteOrder { get; } = Comparer<string>.Create(static (a, b) =>
-        HasSurrogate(a) || HasSurrogate(b) ? Encode(a).AsSpan().SequenceCompareTo(Encode(b)) : CompareUtf8(a, b));
-
-    // Without surrogates, UTF-8 byte order is code point order, which UTF-16 ordinal order is too.
-    private static int CompareUtf8(string a, string b) => string.CompareOrdinal(a, b);
+        HasSurrogate(a) || HasSurrogate(b) ? Encode(a).AsSpan().SequenceCompareTo(Encode(b)) : string.CompareOrdinal(a, b));
 
     private static bool HasSurrogate(string path)
     {

@@ -378,7 +378,16 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private void Renamed(string from, string to, bool exchange, long ts, int pid, string comm)
     {
-        var isDirectory = Scan.EntryStat.Lstat(to)?.Kind == EntryKind.Directory;
+        bool isDirectory;
+        try
+        {
+            isDirectory = Scan.EntryStat.Lstat(to)?.Kind == EntryKind.Directory;
+        }
+        catch (IOException)
+        {
+            isDirectory = false; // not stat-able (a permission): as a file, whose name is re-read
+        }
+
         if (exchange)
         {
             // Both names now hold the other's entry: each is re-read.
