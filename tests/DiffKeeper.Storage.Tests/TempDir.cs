@@ -12,19 +12,9 @@ public sealed class TempDir : IDisposable
     public void Dispose() => Remove(Path);
 
     /// <summary>
-    /// Removes a tree. .NET's Directory.Delete cannot remove names that are not UTF-8 (it decodes them with U+FFFD)
-    /// nor trees deeper than PATH_MAX, which tests of such paths make: rm -rf then does it.
+    /// Removes a tree through directory descriptors (<see cref="DiffKeeper.Native.LongPath.RemoveTree"/>): .NET's Directory.Delete
+    /// can remove neither names that are not UTF-8 (it decodes them with U+FFFD) nor trees deeper than PATH_MAX, which
+    /// tests of such paths make.
     /// </summary>
-    public static void Remove(string path)
-    {
-        try
-        {
-            Directory.Delete(path, recursive: true);
-        }
-        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
-        {
-            using var rm = System.Diagnostics.Process.Start("rm", ["-rf", "--", path]);
-            rm.WaitForExit();
-        }
-    }
+    public static void Remove(string path) => DiffKeeper.Native.LongPath.RemoveTree(path);
 }
