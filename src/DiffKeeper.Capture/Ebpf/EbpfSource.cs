@@ -24,7 +24,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private const byte TrackRecord = 1;
     private const byte TrackPropagateOnly = 2;
     private const string ResourceName = "DiffKeeper.Capture.diffkeeper.bpf.o";
-    private static readonly string[] Programs = ["dk_fork", "dk_exit", "dk_sys_enter", "dk_sys_exit"];
+    private static readonly string[] Programs = ["dk_fork", "dk_exit", "dk_sys_exit"];
 
     private readonly IReadOnlyList<string> _roots;
     private readonly PathFilter _filter;
