@@ -65,6 +65,7 @@ public static partial class CliApp
         ExportCommand.Create(console),
         LsCommand.Create(console),
         DiffCommand.Create(console),
+        ReportCommand.Create(console),
         LogCommand.Create(console),
         ShowCommand.Create(console),
         VerifyCommand.Create(console),
