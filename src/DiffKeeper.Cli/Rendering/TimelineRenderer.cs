@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using DiffKeeper.Core;
+using DiffKeeper.Report;
 using DiffKeeper.Storage.Catalog;
 
 namespace DiffKeeper.Cli.Rendering;
@@ -73,6 +74,20 @@ public static class TimelineRenderer
 
         sb.Append("  #").Append(e.Seq.ToString(CultureInfo.InvariantCulture));
         return sb.ToString();
+    }
+
+    /// <summary>A line of the text timeline; a burst of writes says how many and over how long, and its first and last event.</summary>
+    public static string Line(FoldedEvent f)
+    {
+        var line = Line(f.First with { Size = f.Last.Size });
+        if (!f.IsBurst)
+        {
+            return line;
+        }
+
+        var seq = "  #" + f.First.Seq.ToString(CultureInfo.InvariantCulture);
+        return string.Concat(line.AsSpan(0, line.Length - seq.Length), string.Create(CultureInfo.InvariantCulture,
+            $"  x{f.Count} writes in {TimeSpec.FormatDuration(f.Last.TimeNs - f.First.TimeNs)}  #{f.First.Seq}-#{f.Last.Seq}"));
     }
 
     public static void Json(Utf8JsonWriter j, SessionInfo s, EventRecord e)
