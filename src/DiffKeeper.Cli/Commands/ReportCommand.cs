@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Core;
 using DiffKeeper.Report;
@@ -57,21 +56,18 @@ internal static class ReportCommand
 
             if (pr.GetValue(json))
             {
-                using var stdout = console.OpenStandardOutput();
-                using var j = new Utf8JsonWriter(stdout);
-                j.WriteStartObject();
-                j.WriteString("file", outPath == "-" ? null : outPath);
-                j.WriteNumber("bytes", summary.Bytes);
-                j.WriteNumber("session", s.Id);
-                j.WriteNumber("lines", summary.Lines);
-                j.WriteNumber("omitted_lines", summary.OmittedLines);
-                j.WriteNumber("paths", summary.Paths);
-                j.WriteNumber("versions", summary.Versions);
-                j.WriteNumber("contents", summary.Contents);
-                j.WriteNumber("omitted_contents", summary.OmittedContents);
-                j.WriteEndObject();
-                j.Flush();
-                stdout.WriteByte((byte)'\n');
+                JsonSummary.ToStdout(console, j =>
+                {
+                    j.WriteString("file", outPath == "-" ? null : outPath);
+                    j.WriteNumber("bytes", summary.Bytes);
+                    j.WriteNumber("session", s.Id);
+                    j.WriteNumber("lines", summary.Lines);
+                    j.WriteNumber("omitted_lines", summary.OmittedLines);
+                    j.WriteNumber("paths", summary.Paths);
+                    j.WriteNumber("versions", summary.Versions);
+                    j.WriteNumber("contents", summary.Contents);
+                    j.WriteNumber("omitted_contents", summary.OmittedContents);
+                });
             }
             else
             {
