@@ -60,6 +60,14 @@ public static partial class CliApp
 
     private static Command[] Commands(IConsole console) =>
     [
+        .. TraceCommands(console),
+        CompletionCommand.Create(console, () => TraceCommands(console)),
+        ManPageCommand.Create(console, Description, () => TraceCommands(console)),
+    ];
+
+    /// <summary>The commands that work on traces and stores (what completion and the man page describe).</summary>
+    private static Command[] TraceCommands(IConsole console) =>
+    [
         RecordCommand.Create(console),
         TimelineCommand.Create(console),
         ExportCommand.Create(console),
