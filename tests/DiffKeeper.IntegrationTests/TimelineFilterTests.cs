@@ -101,6 +101,37 @@ public sealed class TimelineFilterTests : IDisposable
     }
 
     [Fact]
+    public void Ops_are_coloured_only_on_a_terminal_and_never_with_NO_COLOR_and_the_terminal_modes_are_left_alone()
+    {
+        if (!File.Exists("/usr/bin/script"))
+        {
+            Assert.Skip("util-linux's script (/usr/bin/script) is missing: no pseudo-terminal to run the timeline on");
+        }
+
+        Cli.Ok(Work, "record", "-q", "--capture", "inotify", "--trace", Trace, "--", "sh", "-c", "echo 1 > a");
+        string OnTerminal(string env)
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("script", ["-qec", $"env TERM=xterm {env} '{Cli.Executable}' timeline --trace '{Trace}'", "/dev/null"])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardInput = true,
+            };
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            p.StandardInput.Close();
+            var output = p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+            return output;
+        }
+
+        var coloured = OnTerminal("");
+        Assert.Contains("\u001b[32mCREATE  \u001b[0m a", coloured, StringComparison.Ordinal);
+        Assert.DoesNotContain("\u001b[?", coloured, StringComparison.Ordinal); // no mode changes (keypad-transmit and the like)
+        Assert.DoesNotContain("\u001b=", coloured, StringComparison.Ordinal);
+        Assert.DoesNotContain("\u001b", OnTerminal("NO_COLOR=1"), StringComparison.Ordinal);
+        Assert.DoesNotContain("\u001b", Cli.Ok(Work, "timeline", "--trace", Trace).Stdout, StringComparison.Ordinal); // a pipe
+    }
+
+    [Fact]
     public void The_chrome_trace_follows_the_trace_event_format()
     {
         Record();

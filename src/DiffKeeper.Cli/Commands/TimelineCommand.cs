@@ -99,11 +99,12 @@ internal static class TimelineCommand
             }
 
             TimelineRenderer.Header(console.Out, s);
+            var colour = console is SystemConsole && TerminalStyle.Enabled(1);
             var sawExit = false;
             foreach (var line in lines)
             {
                 sawExit |= line.First.Op == ChangeOp.Exit;
-                console.Out.WriteLine(TimelineRenderer.Line(line));
+                console.Out.WriteLine(TimelineRenderer.Line(line, colour));
             }
 
             if (!sawExit && s.State != "finished")

@@ -28,11 +28,12 @@ public static class TimelineRenderer
     public static string Printable(string text) =>
         text.Any(char.IsControl) ? new string(text.Select(c => char.IsControl(c) ? '?' : c).ToArray()) : text;
 
-    public static string Line(EventRecord e)
+    public static string Line(EventRecord e, bool colour = false)
     {
         var sb = new System.Text.StringBuilder(96);
         sb.Append('[').Append(TimeSpec.FormatDuration(e.TimeNs)).Append("] ");
-        sb.Append(e.Op.Name().PadRight(8)).Append(' ');
+        var op = e.Op.Name().PadRight(8);
+        sb.Append(colour ? TerminalStyle.Op(e.Op, op) : op).Append(' ');
         if (e.Op == ChangeOp.Exit)
         {
             sb.Append(Printable(e.Detail ?? $"exit status {e.Size}"));
@@ -77,9 +78,9 @@ public static class TimelineRenderer
     }
 
     /// <summary>A line of the text timeline; a burst of writes says how many and over how long, and its first and last event.</summary>
-    public static string Line(FoldedEvent f)
+    public static string Line(FoldedEvent f, bool colour = false)
     {
-        var line = Line(f.First with { Size = f.Last.Size });
+        var line = Line(f.First with { Size = f.Last.Size }, colour);
         if (!f.IsBurst)
         {
             return line;
