@@ -7,12 +7,13 @@ using DiffKeeper.Storage.Catalog;
 
 namespace DiffKeeper.Report;
 
-/// <summary>What bounds a report's size. The file holds at most <see cref="MaxLines"/> timeline lines and
-/// <see cref="MaxContentBytes"/> of file contents (each version's up to <see cref="MaxFileBytes"/>), plus the
-/// page itself (~30 KiB) and each version's metadata.</summary>
-public sealed record ReportLimits(int MaxLines, long MaxFileBytes, long MaxContentBytes)
+/// <summary>What bounds a report's size. The file holds at most <see cref="MaxLines"/> timeline lines,
+/// <see cref="MaxVersions"/> versions (<see cref="MaxVersionsPerPath"/> of one path: its first and last half), and
+/// <see cref="MaxContentBytes"/> of file contents (each version's up to <see cref="MaxFileBytes"/>), plus the page
+/// itself (~35 KiB): about 25 MiB at most.</summary>
+public sealed record ReportLimits(int MaxLines, int MaxVersions, int MaxVersionsPerPath, long MaxFileBytes, long MaxContentBytes)
 {
-    public static ReportLimits Default { get; } = new(20_000, 256 << 10, 8 << 20);
+    public static ReportLimits Default { get; } = new(20_000, 50_000, 200, 256 << 10, 8 << 20);
 }
 
 /// <summary>What a report holds, for the command's summary line.</summary>
@@ -114,14 +115,18 @@ public static class HtmlReport
             .OrderBy(g => g.Key, StringComparer.Ordinal)
             .ToList();
         var versionCount = 0;
+        var versionBudget = limits.MaxVersions;
         j.WriteStartArray("files");
         foreach (var path in versions)
         {
+            var all = path.OrderBy(v => v.Id).ToList();
+            var (kept, gap) = Keep(all, Math.Min(limits.MaxVersionsPerPath, versionBudget));
+            versionBudget -= kept.Count;
             j.WriteStartObject();
             j.WriteString("path", path.Key);
             j.WriteStartArray("versions");
             VersionRecord? previous = null;
-            foreach (var v in path.OrderBy(v => v.Id))
+            foreach (var v in kept)
             {
                 versionCount++;
                 WriteVersion(j, reader, s, path.Key, previous, v, contents);
@@ -129,6 +134,16 @@ public static class HtmlReport
             }
 
             j.WriteEndArray();
+            if (gap is { } g)
+            {
+                // The page shows no content for a moment inside the gap rather than an older version's.
+                j.WriteStartObject("omitted");
+                j.WriteNumber("count", all.Count - kept.Count);
+                j.WriteNumber("from_seq", g.FromSeq);
+                j.WriteNumber("before_seq", g.BeforeSeq);
+                j.WriteEndObject();
+            }
+
             j.WriteEndObject();
         }
 
@@ -136,6 +151,23 @@ public static class HtmlReport
         contents.WriteAll(j);
         j.WriteEndObject();
         return new ReportSummary(lines.Count, omitted, versions.Count, versionCount, contents.Stored, contents.Omitted, 0);
+    }
+
+    /// <summary>
+    /// At most <paramref name="max"/> of a path's versions: the first and the last half, and the gap between them as
+    /// the seq of the first version left out and of the first kept after it (long.MaxValue when none is).
+    /// </summary>
+    private static (List<VersionRecord> Kept, (long FromSeq, long BeforeSeq)? Gap) Keep(List<VersionRecord> all, int max)
+    {
+        if (all.Count <= max)
+        {
+            return (all, null);
+        }
+
+        var head = (max + 1) / 2;
+        var tail = max - head;
+        var kept = all.Take(head).Concat(all.TakeLast(tail)).ToList();
+        return (kept, (all[head].Seq, tail == 0 ? long.MaxValue : all[^tail].Seq));
     }
 
     private static void WriteSession(Utf8JsonWriter j, SessionInfo s)

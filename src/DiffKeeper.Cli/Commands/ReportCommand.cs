@@ -30,8 +30,9 @@ internal static class ReportCommand
             any two versions and changed byte ranges of binary files; the trees compared between two moments.
             Inline CSS and JavaScript, nothing fetched: it opens from disk, offline, in any browser.
             Bounded: at most {limits.MaxLines} timeline lines (writes of one process to one file folded; the first and
-            last half kept when longer) and {limits.MaxContentBytes >> 20} MiB of file contents ({limits.MaxFileBytes >> 10} KiB per version, the first
-            4 KiB of binary files); what is left out is named in the page.
+            last half kept when longer), {limits.MaxVersions} versions ({limits.MaxVersionsPerPath} of one path: its first and last half) and
+            {limits.MaxContentBytes >> 20} MiB of file contents ({limits.MaxFileBytes >> 10} KiB per version, the first 4 KiB of binary files):
+            about 25 MiB at most; what is left out is named in the page.
             Example: diffkeeper report --trace diffkeeper-trace --out report.html
             """)
         {
