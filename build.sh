@@ -13,4 +13,6 @@ dotnet publish src/DiffKeeper.Cli/DiffKeeper.Cli.csproj -c Release -o artifacts/
 mkdir -p bin
 cp artifacts/publish/diffkeeper bin/diffkeeper.new
 mv bin/diffkeeper.new bin/diffkeeper
+# The man page is written from the command tree (the same text as --help): bin/diffkeeper.1, man -l bin/diffkeeper.1
+bin/diffkeeper man-page > bin/diffkeeper.1
 echo "built bin/diffkeeper ($(du -h bin/diffkeeper | cut -f1))"

@@ -127,6 +127,10 @@ run "$DK" show status.log --trace "$TRACE" --time "#$before"
 echo
 run "$DK" log status.log --trace "$TRACE"
 
+# --- 6. something to look at ---------------------------------------------------------------------------
+say "6. the report: one HTML file to open in a browser (offline)"
+run "$DK" report --trace "$TRACE" --out "$OUT/report.html"
+
 # --- done -----------------------------------------------------------------------------------------------
 say "done"
 rel=$TRACE
@@ -136,3 +140,6 @@ echo "  bin/diffkeeper timeline --trace $rel --path 'data/**'"
 echo "  bin/diffkeeper show db.lock --trace $rel            # the stale lock the test left behind"
 echo "  bin/diffkeeper export --trace $rel --time 0.6s --out /tmp/at-0.6s"
 echo "  bin/diffkeeper verify --trace $rel"
+echo "  bin/diffkeeper timeline --trace $rel --format chrome-trace > /tmp/trace.json   # open in ui.perfetto.dev"
+echo
+echo "The report: $ROOT/$OUT/report.html"

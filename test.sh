@@ -8,6 +8,9 @@ ensure_dotnet
 ensure_apt_packages libzstd1 zstd
 # keep-mode tests: a real Redis and SQLite (python3's sqlite3), promtool (Debian's prometheus package) checks /metrics
 ensure_apt_packages redis-server prometheus python3
+# the HTML report is opened in a real headless browser: Debian's chromium, driven by npm's playwright-core
+ensure_apt_packages chromium
+ensure_npm_dir tests/report-browser
 
 ./build.sh || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 

@@ -2,7 +2,8 @@
 # The steps of action.yml. Inputs arrive as environment variables (DK_*), never pasted into this text.
 #   run.sh build    build diffkeeper from the action's checkout (NativeAOT, ./build.sh) and put it on PATH
 #   run.sh record   run DK_COMMAND under diffkeeper record; always exits 0 so the upload steps run, and writes
-#                   exit-code, trace, artifact, upload and report to $GITHUB_OUTPUT
+#                   exit-code, trace, artifact, upload and report to $GITHUB_OUTPUT; with DK_REPORT=true writes
+#                   `diffkeeper report` to <trace>-report.html and a summary to $GITHUB_STEP_SUMMARY
 #   run.sh finish   exit with DK_EXIT_CODE (the command's exit code)
 set -euo pipefail
 
@@ -16,10 +17,20 @@ build() {
   echo "$GITHUB_ACTION_PATH/bin" >> "$GITHUB_PATH"
 }
 
-# True when this diffkeeper has a report command. Not `diffkeeper report --help`'s exit status: an unknown
-# command with --help prints the top-level help and exits 0. A command's own help shows its usage line.
-has_report() {
-  diffkeeper report --help 2>/dev/null | grep -q '^  diffkeeper report'
+# A few lines for the job's summary page: the exit, the report's name (when there is one), the end of the timeline.
+summary() {
+  [ -n "${GITHUB_STEP_SUMMARY:-}" ] || return 0
+  {
+    echo "### DiffKeeper: the command exited $1"
+    echo
+    if [ -n "$3" ]; then
+      echo "Report: \`$(basename "$3")\` (uploaded with the trace when the trace is; one HTML file, opens offline)."
+      echo
+    fi
+    echo '```'
+    diffkeeper timeline --trace "$2" | tail -n 15
+    echo '```'
+  } >> "$GITHUB_STEP_SUMMARY" || echo "::warning::diffkeeper action: could not write the job summary"
 }
 
 record() {
@@ -40,21 +51,16 @@ record() {
   local code=0
   diffkeeper "${args[@]}" -- bash --noprofile --norc -eo pipefail -c "$DK_COMMAND" || code=$?
 
+  # The report sits beside the trace (not inside it: the trace directory is the recorder's).
   local report_file=""
   if [ "$report" = true ]; then
-    if has_report; then
-      # Provisional: assumes `report` prints Markdown on stdout; revisit when the command exists.
-      report_file="$trace.report.md"
-      if diffkeeper report --trace "$trace" > "$report_file"; then
-        [ -z "${GITHUB_STEP_SUMMARY:-}" ] || cat "$report_file" >> "$GITHUB_STEP_SUMMARY"
-      else
-        echo "::warning::diffkeeper report failed; the trace is still uploaded"
-        report_file=""
-      fi
-    else
-      echo "diffkeeper action: this diffkeeper has no report command yet; skipping the report"
+    report_file="$trace-report.html"
+    if ! diffkeeper report --trace "$trace" --out "$report_file"; then
+      echo "::warning::diffkeeper report failed; the trace is still uploaded"
+      report_file=""
     fi
   fi
+  summary "$code" "$trace" "$report_file"
 
   local do_upload=false
   if [ "$upload" = always ] || { [ "$upload" = on-failure ] && [ "$code" -ne 0 ]; }; then

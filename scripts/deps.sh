@@ -20,3 +20,16 @@ ensure_dotnet() {
     exit 1
   fi
 }
+
+# Installs the npm packages a directory's package-lock.json pins (npm ci) when node_modules is missing or older
+# than the lockfile; installs node and npm from apt first when they are missing. Leaves a warning, not a failure,
+# when it cannot: the tests that need the packages then skip and say why.
+ensure_npm_dir() {
+  local dir=$1
+  command -v node >/dev/null 2>&1 || ensure_apt_packages nodejs
+  command -v npm >/dev/null 2>&1 || ensure_apt_packages npm
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "installing the npm packages of $dir (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || echo "warning: npm ci failed in $dir; the tests that need it will skip" >&2
+  fi
+}

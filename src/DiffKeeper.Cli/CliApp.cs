@@ -60,11 +60,20 @@ public static partial class CliApp
 
     private static Command[] Commands(IConsole console) =>
     [
+        .. TraceCommands(console),
+        CompletionCommand.Create(console, () => TraceCommands(console)),
+        ManPageCommand.Create(console, Description, () => TraceCommands(console)),
+    ];
+
+    /// <summary>The commands that work on traces and stores (what completion and the man page describe).</summary>
+    private static Command[] TraceCommands(IConsole console) =>
+    [
         RecordCommand.Create(console),
         TimelineCommand.Create(console),
         ExportCommand.Create(console),
         LsCommand.Create(console),
         DiffCommand.Create(console),
+        ReportCommand.Create(console),
         LogCommand.Create(console),
         ShowCommand.Create(console),
         VerifyCommand.Create(console),

@@ -74,8 +74,13 @@ public sealed partial class GitHubActionTests : IDisposable
         Assert.True(upload.Runs, "upload on-failure must upload when the command exits 3");
         Assert.Equal(Path.Combine(Workspace, "diffkeeper-trace"), upload.Path);
         Assert.Contains("exit status 3", Cli.Ok(Workspace, "timeline", "--trace", upload.Path).Lines[^1]);
-        Assert.DoesNotContain(run.Uploads, u => u.Name == "Upload the report" && u.Runs); // no report command yet
-        Assert.Contains("no report command", run.Stdout);
+        var report = Assert.Single(run.Uploads, u => u.Name == "Upload the report");
+        Assert.True(report.Runs, "the report is uploaded with the trace");
+        Assert.Equal(Path.Combine(Workspace, "diffkeeper-trace-report.html"), report.Path);
+        Assert.Contains("Content-Security-Policy", File.ReadAllText(report.Path), StringComparison.Ordinal);
+        var summary = File.ReadAllText(_dir.Sub("summary.md"));
+        Assert.StartsWith("### DiffKeeper: the command exited 3\n", summary, StringComparison.Ordinal);
+        Assert.Contains("EXIT     exit status 3", summary, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -88,6 +93,17 @@ public sealed partial class GitHubActionTests : IDisposable
         Assert.Contains($"$(touch {marker})\n", run.Stdout);
         Assert.False(File.Exists(marker), "the command's single-quoted $(...) was expanded");
         Assert.False(run.Uploads.Single(u => u.Name == "Upload the trace").Runs);
+        Assert.False(run.Uploads.Single(u => u.Name == "Upload the report").Runs);
+    }
+
+    [Fact]
+    public void Report_false_writes_no_report_and_uploads_none()
+    {
+        var run = RunAction(new() { ["command"] = "exit 4", ["capture"] = "inotify", ["report"] = "false" });
+        Assert.Equal(4, run.ExitCode);
+        Assert.True(run.Uploads.Single(u => u.Name == "Upload the trace").Runs);
+        Assert.False(run.Uploads.Single(u => u.Name == "Upload the report").Runs);
+        Assert.False(File.Exists(Path.Combine(Workspace, "diffkeeper-trace-report.html")));
     }
 
     [Fact]

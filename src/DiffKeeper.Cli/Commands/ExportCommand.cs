@@ -21,6 +21,7 @@ internal static class ExportCommand
             Description = "Only entries matching GLOB (repeatable; as timeline's --path), with the directories above them",
             HelpName = "GLOB",
         };
+        var json = new Option<bool>("--json") { Description = "Print the summary as one JSON object on stdout: session, seq, out, files, directories, symlinks, bytes, elapsed_ms" };
         var cmd = new Command("export", """
             Rebuild the watched tree exactly as it was at a moment: contents, modes, mtimes, symlinks, empty
             directories. Built in a temporary sibling of --out and renamed into place. Never writes outside --out.
@@ -29,7 +30,7 @@ internal static class ExportCommand
                      diffkeeper export --time '#42' --include '*.log' --include 'conf/**' --out /tmp/logs
             """)
         {
-            trace, session, time, output, force, include,
+            trace, session, time, output, force, include, json,
         };
         cmd.SetAction(pr =>
         {
@@ -46,6 +47,22 @@ internal static class ExportCommand
             var globs = (pr.GetValue(include) ?? []).Select(g => new Glob(g)).ToList();
             var result = Materializer.Export(reader, s, seq, pr.GetValue(output)!, pr.GetValue(force),
                 globs.Count == 0 ? null : p => globs.Any(g => g.IsMatch(p) || g.IsMatch("/" + p)));
+            if (pr.GetValue(json))
+            {
+                JsonSummary.ToStdout(console, j =>
+                {
+                    j.WriteNumber("session", s.Id);
+                    j.WriteNumber("seq", seq);
+                    j.WriteString("out", Path.GetFullPath(pr.GetValue(output)!));
+                    j.WriteNumber("files", result.Files);
+                    j.WriteNumber("directories", result.Directories);
+                    j.WriteNumber("symlinks", result.Symlinks);
+                    j.WriteNumber("bytes", result.Bytes);
+                    j.WriteNumber("elapsed_ms", sw.ElapsedMilliseconds);
+                });
+                return 0;
+            }
+
             console.Error.WriteLine(
                 $"diffkeeper: exported session {s.Id} at {at} (after event #{seq}) to {Path.GetFullPath(pr.GetValue(output)!)}: " +
                 $"{Count(result.Files, "file")} ({TimelineRenderer.FormatSize(result.Bytes)}), {Count(result.Directories, "directory", "directories")}, {Count(result.Symlinks, "symlink")} in {sw.ElapsedMilliseconds} ms");

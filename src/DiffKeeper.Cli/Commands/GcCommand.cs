@@ -26,14 +26,51 @@ internal static class GcCommand
             cmd.Options.Add(o);
         }
 
-        cmd.SetAction(pr => Run(console, pr.GetValue(trace)!, options.Bind(pr, null)));
+        cmd.SetAction(pr => Run(console, pr.GetValue(trace)!, options.Bind(pr, null), pr.GetValue(options.Json)));
         return cmd;
     }
 
     /// <summary>Runs maintenance with a progress line on stderr and one summary line; shared with 'prune'.</summary>
-    internal static int Run(IConsole console, string traceDir, MaintenanceOptions options)
+    internal static int Run(IConsole console, string traceDir, MaintenanceOptions options, bool json)
     {
         var r = StoreMaintenance.Run(traceDir, options, DateTimeOffset.UtcNow, new SynchronousProgress(console));
+        if (json)
+        {
+            JsonSummary.ToStdout(console, j =>
+            {
+                if (options.Prune is not null)
+                {
+                    j.WriteNumber("versions_pruned", r.VersionsPruned);
+                }
+                else
+                {
+                    j.WriteNull("versions_pruned");
+                }
+
+                j.WriteNumber("blobs_swept", r.BlobsSwept);
+                if (r.Compaction is { } c)
+                {
+                    j.WriteStartObject("compaction");
+                    j.WriteNumber("examined", c.Examined);
+                    j.WriteNumber("encoded", c.Encoded);
+                    j.WriteNumber("bytes_before", c.BytesBefore);
+                    j.WriteNumber("bytes_after", c.BytesAfter);
+                    j.WriteEndObject();
+                }
+                else
+                {
+                    j.WriteNull("compaction");
+                }
+
+                j.WriteNumber("packs_repacked", r.Collection.PacksRepacked);
+                j.WriteNumber("packs_dropped", r.Collection.PacksDropped);
+                j.WriteNumber("pack_bytes_before", r.PackBytesBefore);
+                j.WriteNumber("pack_bytes_after", r.PackBytesAfter);
+                j.WriteNumber("pack_files_left", r.Collection.PackFilesLeft);
+            });
+            return 0;
+        }
+
         var parts = new List<string>();
         if (options.Prune is not null)
         {

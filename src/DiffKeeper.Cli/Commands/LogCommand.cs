@@ -13,7 +13,11 @@ internal static class LogCommand
         var trace = CommonOptions.Trace();
         var session = CommonOptions.Session();
         var path = new Argument<string>("path") { Description = "Path relative to the watched directory, or absolute" };
-        var cmd = new Command("log", "Show one path's history: every event that touched it and every version stored.") { trace, session, path };
+        var json = new Option<bool>("--json")
+        {
+            Description = "Print one JSON object: session, path, events (as timeline --json), versions (seq, time_ns, kind, mode, size, content, target, mtime_ns, pruned)",
+        };
+        var cmd = new Command("log", "Show one path's history: every event that touched it and every version stored.") { trace, session, path, json };
         cmd.SetAction(pr =>
         {
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
@@ -22,6 +26,40 @@ internal static class LogCommand
             var found = reader.FindPath(s, p)
                 ?? throw new DiffKeeperException(ExitCode.NotFound, $"{p} was never seen in session {s.Id}");
             var name = TraceReader.DisplayPath(s, found.RootId, found.Rel);
+            if (pr.GetValue(json))
+            {
+                JsonSummary.ToStdout(console, j =>
+                {
+                    j.WriteNumber("session", s.Id);
+                    j.WriteString("path", name);
+                    j.WriteStartArray("events");
+                    foreach (var e in reader.Events(s).Where(e => e.Path == name || e.Path2 == name || e.Op == ChangeOp.Lost))
+                    {
+                        TimelineRenderer.Json(j, s, e);
+                    }
+
+                    j.WriteEndArray();
+                    j.WriteStartArray("versions");
+                    foreach (var v in reader.VersionsOf(s, found.PathId))
+                    {
+                        j.WriteStartObject();
+                        j.WriteNumber("seq", v.Seq);
+                        j.WriteNumber("time_ns", v.TimeNs);
+                        j.WriteString("kind", DiffRenderer.Kind(v.Kind));
+                        j.WriteString("mode", Mode(v.Mode));
+                        j.WriteNumber("size", v.Size);
+                        j.WriteString("content", v.ContentId is null ? null : Convert.ToHexStringLower(v.ContentId));
+                        j.WriteString("target", v.Target);
+                        j.WriteNumber("mtime_ns", v.MtimeNs);
+                        j.WriteBoolean("pruned", v.Pruned);
+                        j.WriteEndObject();
+                    }
+
+                    j.WriteEndArray();
+                });
+                return 0;
+            }
+
             var w = console.Out;
             w.WriteLine($"{PathBytes.Display(name)} · session {s.Id}");
             w.WriteLine("events:");

@@ -29,7 +29,12 @@ internal sealed class MaintenanceOptionsBinder
         HelpName = "F",
     }.ExpectingFraction();
 
-    public IEnumerable<Option> All => [Delta, SnapshotInterval, RepackThreshold];
+    public Option<bool> Json { get; } = new("--json")
+    {
+        Description = "Print the summary as one JSON object on stdout: versions_pruned, blobs_swept, compaction, packs_repacked, packs_dropped, pack_bytes_before, pack_bytes_after, pack_files_left",
+    };
+
+    public IEnumerable<Option> All => [Delta, SnapshotInterval, RepackThreshold, Json];
 
     public MaintenanceOptions Bind(ParseResult pr, PrunePolicy? prune)
     {

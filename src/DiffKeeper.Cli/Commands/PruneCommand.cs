@@ -55,7 +55,7 @@ internal static class PruneCommand
             var maintenance = options.Bind(pr, policy);
             return GcCommand.Run(console, pr.GetValue(trace)!, pr.GetValue(noGc)
                 ? maintenance with { Delta = null, RepackThreshold = 0 }
-                : maintenance);
+                : maintenance, pr.GetValue(options.Json));
         });
         return cmd;
     }

@@ -22,6 +22,10 @@ internal static class RecordCommand
             HelpName = "GLOB",
         };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
+        var json = new Option<bool>("--json")
+        {
+            Description = "Print the summary as one JSON object on stderr (stdout is the command's): session, trace, exit_code, events, versions, lost_events, raw_bytes, stored_bytes",
+        };
         var capture = new Option<string>("--capture")
         {
             Description = "Capture backend: auto (eBPF, else fanotify, else inotify, saying why), ebpf, fanotify, inotify, or scan (before/after only)",
@@ -53,7 +57,7 @@ internal static class RecordCommand
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, capture, maxPayload, ring, command,
+            trace, watch, exclude, quiet, json, capture, maxPayload, ring, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -83,7 +87,21 @@ internal static class RecordCommand
                 RingBufferBytes = pr.GetValue(ring) << 20,
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
-            if (!pr.GetValue(quiet))
+            if (pr.GetValue(json))
+            {
+                JsonSummary.ToStderr(console, j =>
+                {
+                    j.WriteNumber("session", result.SessionId);
+                    j.WriteString("trace", Path.GetFullPath(options.TraceDir));
+                    j.WriteNumber("exit_code", result.ExitCode);
+                    j.WriteNumber("events", result.Events);
+                    j.WriteNumber("versions", result.Versions);
+                    j.WriteNumber("lost_events", result.LostEvents);
+                    j.WriteNumber("raw_bytes", result.RawBytes);
+                    j.WriteNumber("stored_bytes", result.StoredBytes);
+                });
+            }
+            else if (!pr.GetValue(quiet))
             {
                 console.Error.WriteLine(
                     $"diffkeeper: recorded session {result.SessionId} into {Path.GetFullPath(options.TraceDir)}: {result.Events} events, {result.Versions} versions, " +

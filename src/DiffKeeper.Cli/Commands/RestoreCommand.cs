@@ -11,6 +11,7 @@ internal static class RestoreCommand
         var stateDir = KeepCommandOptions.StateDir();
         var store = KeepCommandOptions.Store();
         var onExisting = KeepCommandOptions.OnExisting();
+        var json = new Option<bool>("--json") { Description = "Print the summary as one JSON object on stdout: restored, session, state_dir, store, files, directories, symlinks, bytes, versions_verified, elapsed_ms, kept_existing" };
         var cmd = new Command("restore", """
             Put the latest recorded state of a store into the state directory (the init container's job).
             Every file is verified (blob hashes, content ids) before anything in the directory changes; then each
@@ -20,13 +21,40 @@ internal static class RestoreCommand
             Example: diffkeeper restore --state-dir /data --store /deltas
             """)
         {
-            stateDir, store, onExisting,
+            stateDir, store, onExisting, json,
         };
         cmd.SetAction(pr =>
         {
             var (state, st) = KeepCommandOptions.Resolve(pr.GetValue(stateDir)!, pr.GetValue(store)!);
             var result = StateRestorer.Restore(st, state, pr.GetValue(onExisting));
-            console.Error.WriteLine(KeepCommandOptions.Describe(result, state, st));
+            if (!pr.GetValue(json))
+            {
+                console.Error.WriteLine(KeepCommandOptions.Describe(result, state, st));
+                return 0;
+            }
+
+            JsonSummary.ToStdout(console, j =>
+            {
+                j.WriteBoolean("restored", result.SessionId is not null && !result.KeptExisting);
+                if (result.SessionId is { } id)
+                {
+                    j.WriteNumber("session", id);
+                }
+                else
+                {
+                    j.WriteNull("session");
+                }
+
+                j.WriteString("state_dir", state);
+                j.WriteString("store", st);
+                j.WriteNumber("files", result.Files);
+                j.WriteNumber("directories", result.Directories);
+                j.WriteNumber("symlinks", result.Symlinks);
+                j.WriteNumber("bytes", result.Bytes);
+                j.WriteNumber("versions_verified", result.VersionsVerified);
+                j.WriteNumber("elapsed_ms", Math.Round(result.Elapsed.TotalMilliseconds, 1));
+                j.WriteBoolean("kept_existing", result.KeptExisting);
+            });
             return 0;
         });
         return cmd;

@@ -14,6 +14,7 @@ internal static class VerifyCommand
         {
             Description = "Also decode every blob (zstd, delta chains) and re-hash its bytes (SHA-256); slower",
         };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object: ok, packs, blobs, blob_bytes, versions, damaged (path, session, version, seq, blob, reason), problems" };
         var cmd = new Command("verify", $"""
             Re-read every pack record (CRC-32C, header, delta base digest) and check every version: its extent map,
             the blobs it names and their delta bases, and its content id (the Merkle root over its extents).
@@ -22,12 +23,46 @@ internal static class VerifyCommand
             Exit status {(int)ExitCode.Corrupt} when anything is damaged.
             """)
         {
-            trace, readData,
+            trace, readData, json,
         };
         cmd.SetAction(pr =>
         {
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
             var report = TraceVerifier.Verify(reader, pr.GetValue(readData));
+            if (pr.GetValue(json))
+            {
+                JsonSummary.ToStdout(console, j =>
+                {
+                    j.WriteBoolean("ok", report.Ok);
+                    j.WriteNumber("packs", report.Packs);
+                    j.WriteNumber("blobs", report.Blobs);
+                    j.WriteNumber("blob_bytes", report.BlobBytes);
+                    j.WriteNumber("versions", report.Versions);
+                    j.WriteStartArray("damaged");
+                    foreach (var d in report.Damages)
+                    {
+                        j.WriteStartObject();
+                        j.WriteString("path", d.Path);
+                        j.WriteNumber("session", d.SessionId);
+                        j.WriteNumber("version", d.VersionId);
+                        j.WriteNumber("seq", d.Seq);
+                        j.WriteString("blob", d.BlobId);
+                        j.WriteString("reason", d.Reason);
+                        j.WriteEndObject();
+                    }
+
+                    j.WriteEndArray();
+                    j.WriteStartArray("problems");
+                    foreach (var problem in report.Problems)
+                    {
+                        j.WriteStringValue(problem);
+                    }
+
+                    j.WriteEndArray();
+                });
+                return report.Ok ? 0 : (int)ExitCode.Corrupt;
+            }
+
             foreach (var problem in report.Problems)
             {
                 console.Out.WriteLine($"DAMAGED  {problem}");

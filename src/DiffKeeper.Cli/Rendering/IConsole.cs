@@ -1,5 +1,3 @@
-using Microsoft.Win32.SafeHandles;
-
 namespace DiffKeeper.Cli.Rendering;
 
 /// <summary>Where commands write: text for people and machines, and raw bytes for `show`. Tests pass their own.</summary>
@@ -13,7 +11,8 @@ public interface IConsole
 }
 
 /// <summary>
-/// The process's real stdout and stderr, as plain streams over file descriptors 1 and 2. Not
+/// The process's real stdout and stderr, as plain write(2) streams over file descriptors 1 and 2 (see
+/// <see cref="FileDescriptorStream"/>). Not
 /// Console.OpenStandardOutput/Error: their first write initializes .NET's terminal support, which (when stdin is a
 /// terminal) sends the terminfo keypad-transmit sequence (ESC[?1h ESC=) to the terminal and never sends the reset,
 /// leaving the user's terminal in application-cursor mode after diffkeeper exits.
@@ -38,16 +37,6 @@ public sealed class SystemConsole : IConsole
         return Open(1);
     }
 
-    /// <summary>An unbuffered stream over <paramref name="fd"/>, not closing it; Stream.Null when it is not open.</summary>
-    private static Stream Open(int fd)
-    {
-        try
-        {
-            return new FileStream(new SafeFileHandle(fd, ownsHandle: false), FileAccess.Write, bufferSize: 0);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
-        {
-            return Stream.Null;
-        }
-    }
+    /// <summary>An unbuffered stream over <paramref name="fd"/>, not closing it, writing at the descriptor's offset.</summary>
+    private static Stream Open(int fd) => new FileDescriptorStream(fd);
 }

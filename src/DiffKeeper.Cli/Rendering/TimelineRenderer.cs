@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using DiffKeeper.Core;
+using DiffKeeper.Report;
 using DiffKeeper.Storage.Catalog;
 
 namespace DiffKeeper.Cli.Rendering;
@@ -27,11 +28,12 @@ public static class TimelineRenderer
     public static string Printable(string text) =>
         text.Any(char.IsControl) ? new string(text.Select(c => char.IsControl(c) ? '?' : c).ToArray()) : text;
 
-    public static string Line(EventRecord e)
+    public static string Line(EventRecord e, bool colour = false)
     {
         var sb = new System.Text.StringBuilder(96);
         sb.Append('[').Append(TimeSpec.FormatDuration(e.TimeNs)).Append("] ");
-        sb.Append(e.Op.Name().PadRight(8)).Append(' ');
+        var op = e.Op.Name().PadRight(8);
+        sb.Append(colour ? TerminalStyle.Op(e.Op, op) : op).Append(' ');
         if (e.Op == ChangeOp.Exit)
         {
             sb.Append(Printable(e.Detail ?? $"exit status {e.Size}"));
@@ -73,6 +75,20 @@ public static class TimelineRenderer
 
         sb.Append("  #").Append(e.Seq.ToString(CultureInfo.InvariantCulture));
         return sb.ToString();
+    }
+
+    /// <summary>A line of the text timeline; a burst of writes says how many and over how long, and its first and last event.</summary>
+    public static string Line(FoldedEvent f, bool colour = false)
+    {
+        var line = Line(f.First with { Size = f.Last.Size }, colour);
+        if (!f.IsBurst)
+        {
+            return line;
+        }
+
+        var seq = "  #" + f.First.Seq.ToString(CultureInfo.InvariantCulture);
+        return string.Concat(line.AsSpan(0, line.Length - seq.Length), string.Create(CultureInfo.InvariantCulture,
+            $"  x{f.Count} writes in {TimeSpec.FormatDuration(f.Last.TimeNs - f.First.TimeNs)}  #{f.First.Seq}-#{f.Last.Seq}"));
     }
 
     public static void Json(Utf8JsonWriter j, SessionInfo s, EventRecord e)

@@ -158,6 +158,9 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "kill", SetLastError = true)]
     public static partial int Kill(int pid, int signal);
 
+    [LibraryImport(Lib, EntryPoint = "isatty")]
+    public static partial int Isatty(int fd);
+
     [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)]
     public static partial nint Read(int fd, byte* buf, nint count);
 
