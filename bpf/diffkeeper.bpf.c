@@ -44,6 +44,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define K_CHMOD 11
 #define K_CHANGED 12
 #define K_SYMLINK_TARGET 13 // the user string is a new symlink's target; the K_SYMLINK of the same thread follows
+#define K_LINK_FROM 14 // the existing name of a hard link; the K_LINK (the new name) of the same thread follows
 
 // Flags (EbpfRecordFlags in C#).
 #define F_CREATED 1
@@ -560,9 +561,11 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 		emit_named(task, K_SYMLINK, 0, (int)a.a[1], a.a[2], 0);
 		break;
 	case 86: // link(old, new)
+		emit_named(task, K_LINK_FROM, 0, AT_FDCWD_INT, a.a[0], 0);
 		emit_named(task, K_LINK, 0, AT_FDCWD_INT, a.a[1], 0);
 		break;
 	case 265: // linkat(olddfd, old, newdfd, new, flags)
+		emit_named(task, K_LINK_FROM, 0, (int)a.a[0], a.a[1], 0);
 		emit_named(task, K_LINK, 0, (int)a.a[2], a.a[3], 0);
 		break;
 	case 90: // chmod(path, mode)

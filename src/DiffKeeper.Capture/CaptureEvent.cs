@@ -13,6 +13,11 @@ public enum CaptureKind
     Deleted,
     /// <summary>Within one root: <see cref="CaptureEvent.Path"/> was renamed to <see cref="CaptureEvent.Path2"/>.</summary>
     Renamed,
+    /// <summary>
+    /// Within one root: <see cref="CaptureEvent.Path2"/> was made a new name (a hard link) of the file at
+    /// <see cref="CaptureEvent.Path"/>.
+    /// </summary>
+    Linked,
     /// <summary>Events were lost (queue overflow): every root must be rescanned. <see cref="CaptureEvent.Detail"/> says why.</summary>
     Overflow,
     /// <summary>

@@ -397,6 +397,24 @@ public sealed class Recorder
                 Gone(e.Root, e.Path, e.IsDirectory);
                 MarkParentDirty(e.Root, e.Path);
                 return;
+            case CaptureKind.Linked:
+            {
+                // A hard link: the new name is the old name's file at this event, whatever either holds when it
+                // would be read (eBPF reports the old name; other backends see a creation and find the link by inode).
+                var to = (e.Root, e.Path2!);
+                _announced.Add(to);
+                AddEvent(timeNs, ChangeOp.Create, to, null, _versioner.FollowedSize(e.Root, e.Path) ?? _versioner.Known(e.Root, e.Path)?.Size,
+                    null, e.Pid, e.Comm, exact: true);
+                FlushWrite();
+                if (!_versioner.Link(e.Root, e.Path, e.Path2!, _seq, timeNs))
+                {
+                    MarkDirty(to, immediate: true);
+                }
+
+                MarkParentDirty(e.Root, e.Path2!);
+                return;
+            }
+
             case CaptureKind.Renamed:
             {
                 var to = (e.Root, e.Path2!);

@@ -26,6 +26,10 @@ internal sealed class Versioner
     // Files whose bytes the recorder follows change by change (exact capture): versions come from here, not reads.
     private readonly Dictionary<(int Root, string Rel), FileShadow> _shadows = [];
     private long _shadowBytes;
+    // Hard links: the names known of every file stored (by device and inode), and the link id of a file with more
+    // than one. A change stored for one name is stored for every other name too (they are one file).
+    private readonly Dictionary<(ulong Dev, ulong Ino), LinkGroup> _inodes = [];
+    private long _lastLinkId;
 
     public Versioner(TraceWriter writer, long sessionId, IReadOnlyList<string> roots, IReadOnlyList<long> rootIds, TextWriter log)
     {
@@ -122,11 +126,18 @@ internal sealed class Versioner
     /// <summary>Stops following a file: its next version is read from the file.</summary>
     public void DropShadow(int root, string rel)
     {
-        if (_shadows.Remove((root, rel), out var s))
+        if (_shadows.Remove((root, rel), out var s) && !SharedByAnotherName((root, rel), s))
         {
             _shadowBytes -= s.Footprint;
         }
     }
+
+    /// <summary>Whether another name of the same file still holds <paramref name="shadow"/> (hard links share one copy).</summary>
+    private bool SharedByAnotherName((int Root, string Rel) key, FileShadow shadow) =>
+        GroupOf(key) is { Names.Count: > 1 } g && g.Names.Any(n => n != key && _shadows.TryGetValue(n, out var o) && ReferenceEquals(o, shadow));
+
+    private LinkGroup? GroupOf((int Root, string Rel) key) =>
+        _paths.TryGetValue(key, out var state) && state.Inode is { } inode && _inodes.TryGetValue(inode, out var g) ? g : null;
 
     /// <summary>Moves a followed file to its new name (a rename).</summary>
     public void MoveShadow(int root, string from, string to)
@@ -159,6 +170,14 @@ internal sealed class Versioner
         if (_shadows.TryGetValue((root, rel), out var shadow))
         {
             return shadow;
+        }
+
+        // Another name of the same file is followed: its copy is this file's.
+        if (GroupOf((root, rel)) is { Names.Count: > 1 } group &&
+            group.Names.Select(n => _shadows.GetValueOrDefault(n)).FirstOrDefault(c => c is not null) is { } peer)
+        {
+            _shadows[(root, rel)] = peer;
+            return peer;
         }
 
         // Not followed yet (it existed before, or was written by something we do not see): start from the file as
@@ -241,6 +260,35 @@ internal sealed class Versioner
         }
 
         return carried;
+    }
+
+    /// <summary>
+    /// A hard link made at <paramref name="seq"/>: <paramref name="to"/> is a new name of the file at
+    /// <paramref name="from"/>, so it gets that file's state (from the followed copy when there is one), and both
+    /// names get the file's link id. False when the recorder does not know <paramref name="from"/> as a file: read
+    /// the new name instead.
+    /// </summary>
+    public bool Link(int root, string from, string to, long seq, long timeNs)
+    {
+        if (!_paths.TryGetValue((root, from), out var state) || state.Kind != EntryKind.File || state.Inode is null)
+        {
+            return false;
+        }
+
+        DropShadow(root, to);
+        if (_shadows.TryGetValue((root, from), out var shadow))
+        {
+            _shadows[(root, to)] = shadow;
+        }
+
+        var stat = state.Stat with { Links = Math.Max(2, state.Stat.Links + 1) };
+        Store(root, to, state.Version with { PathId = PathId(root, to), Seq = seq, TimeNs = timeNs }, stat);
+        if (shadow is not null)
+        {
+            Observe(root, from, seq, timeNs); // the copy may hold coalesced changes not stored yet: now both names do
+        }
+
+        return true;
     }
 
     /// <summary>A directory made at <paramref name="seq"/> with <paramref name="mode"/>; owner and mtime from <paramref name="now"/> if it is still there.</summary>
@@ -358,7 +406,7 @@ internal sealed class Versioner
                 break;
         }
 
-        if (known is not null && known.Same(version))
+        if (known is not null && known.Same(version) && known.Inode == InodeOf(version.Kind, st))
         {
             known.Stat = st;
             return (st, false);
@@ -431,16 +479,95 @@ internal sealed class Versioner
             content.Size, content.ContentId, null, content.Extents);
     }
 
+    private static (ulong Dev, ulong Ino)? InodeOf(EntryKind kind, EntryStat stat) =>
+        kind == EntryKind.File && stat.Inode != 0 ? (stat.Device, stat.Inode) : null;
+
+    /// <summary>
+    /// Stores a version of one path, and the same state for every other name the recorder knows of the same file
+    /// (hard links), all with the file's link id once it has more than one name.
+    /// </summary>
     private void Store(int root, string rel, NewVersion version, EntryStat stat)
+    {
+        var key = (root, rel);
+        var inode = InodeOf(version.Kind, stat);
+        if (_paths.TryGetValue(key, out var old) && old.Inode is { } was && was != inode && _inodes.TryGetValue(was, out var left))
+        {
+            left.Names.Remove(key);
+            if (left.Names.Count == 0)
+            {
+                _inodes.Remove(was);
+            }
+        }
+
+        if (inode is not { } id)
+        {
+            StoreOne(key, version with { Link = null }, stat, null);
+            return;
+        }
+
+        if (!_inodes.TryGetValue(id, out var group))
+        {
+            _inodes[id] = group = new LinkGroup();
+        }
+
+        if (!group.Names.Contains(key))
+        {
+            group.Names.Add(key);
+        }
+
+        if (group.Names.Count > 1)
+        {
+            group.Id ??= ++_lastLinkId;
+        }
+
+        version = version with { Link = group.Id };
+        StoreOne(key, version, stat, id);
+        if (group.Names.Count < 2)
+        {
+            return;
+        }
+
+        _shadows.TryGetValue(key, out var shadow);
+        foreach (var other in group.Names.Where(n => n != key).ToList())
+        {
+            // One file, one copy: the other names follow this name's copy, or none when this version was read.
+            if (_shadows.TryGetValue(other, out var theirs) && !ReferenceEquals(theirs, shadow))
+            {
+                DropShadow(other.Root, other.Rel);
+            }
+
+            if (shadow is not null)
+            {
+                _shadows[other] = shadow;
+            }
+
+            if (_paths.TryGetValue(other, out var peer) && !(peer.Same(version) && peer.Version.Link == version.Link))
+            {
+                StoreOne(other, version with { PathId = PathId(other.Root, other.Rel) }, stat, id);
+            }
+        }
+    }
+
+    private void StoreOne((int Root, string Rel) key, NewVersion version, EntryStat stat, (ulong, ulong)? inode)
     {
         _writer.AddVersion(_sessionId, version);
         VersionsWritten++;
-        _paths[(root, rel)] = new PathState(version, stat);
+        _paths[key] = new PathState(version, stat, inode);
     }
 
-    private sealed class PathState(NewVersion version, EntryStat stat)
+    /// <summary>The names the recorder knows of one file, and its link id once it has more than one.</summary>
+    private sealed class LinkGroup
+    {
+        public List<(int Root, string Rel)> Names { get; } = new(1);
+
+        public long? Id { get; set; }
+    }
+
+    private sealed class PathState(NewVersion version, EntryStat stat, (ulong Dev, ulong Ino)? inode)
     {
         public EntryKind Kind { get; } = version.Kind;
+
+        public (ulong Dev, ulong Ino)? Inode { get; } = inode;
 
         public EntryStat Stat { get; set; } = stat;
 

@@ -34,7 +34,7 @@ public sealed record Op(string Name, string[] Paths, string[] Rest, string? Targ
 }
 
 /// <summary>
-/// What a generated history may contain beyond the basics. The first three are features the binary does not
+/// What a generated history may contain beyond the basics. The first two are features the binary does not
 /// support yet (off unless DIFFKEEPER_CONFORM_FEATURES asks); the others are on unless a backend names them as a
 /// known failure (<see cref="Backend.KnownFailures"/>), each with the skipped test that holds its minimal script.
 /// </summary>
@@ -44,6 +44,7 @@ public enum Features
     None = 0,
     InvalidUtf8Names = 1,
     BeyondPathMax = 2,
+    /// <summary>link(): a new name of an existing file.</summary>
     HardLinks = 4,
 
     /// <summary>renameat2(RENAME_EXCHANGE).</summary>
@@ -67,7 +68,7 @@ public enum Features
     /// <summary>Files that grow past 256 KiB (sparse writes and truncates up to 4 MiB); without it, at most ~200 KiB.</summary>
     LargeFiles = 512,
 
-    Default = Exchange | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
+    Default = HardLinks | Exchange | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
 }
 
 /// <summary>

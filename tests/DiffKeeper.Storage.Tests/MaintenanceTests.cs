@@ -243,6 +243,38 @@ public sealed class MaintenanceTests : IDisposable
     }
 
     [Fact]
+    public void A_format_2_trace_reads_as_is_and_is_migrated_by_the_first_writer()
+    {
+        var trace = _dir.Sub("v2");
+        StoreFiles.CopyDirectory(Path.Combine(AppContext.BaseDirectory, "Fixtures", "format-v2"), trace);
+        Check(trace);
+        using (var w = TraceWriter.Open(trace))
+        {
+            using var version = w.Database.Prepare("SELECT value FROM meta WHERE key = 'format_version'");
+            Assert.True(version.Step());
+            Assert.Equal("3", version.String(0));
+        }
+
+        Check(trace);
+        StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        Check(trace);
+
+        static void Check(string trace)
+        {
+            using var r = TraceReader.Open(trace);
+            var s = r.Session(null);
+            var end = r.StateAt(s, long.MaxValue).ToDictionary(v => v.Rel);
+            Assert.Equal("hello\nagain\n"u8.ToArray(), TraceStoreTests.ReadBack(r, end["sub/a.txt"]));
+            Assert.Equal("hello\nagain\n"u8.ToArray(), TraceStoreTests.ReadBack(r, end["hard"]));
+            Assert.All(end.Values, v => Assert.Null(v.Link)); // format 2 recorded hard links as separate files
+            Assert.Equal("sub/a.txt", end["link"].Target);
+            Assert.False(end.ContainsKey("old.txt"));
+            Assert.Equal("before\n"u8.ToArray(), TraceStoreTests.ReadBack(r, r.StateAt(s, 0).Single(v => v.Rel == "old.txt")));
+            Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+        }
+    }
+
+    [Fact]
     public void A_format_1_trace_reads_as_is_and_is_migrated_by_the_first_writer()
     {
         var trace = _dir.Sub("v1");
@@ -252,7 +284,7 @@ public sealed class MaintenanceTests : IDisposable
         {
             using var version = w.Database.Prepare("SELECT value FROM meta WHERE key = 'format_version'");
             Assert.True(version.Step());
-            Assert.Equal("2", version.String(0));
+            Assert.Equal("3", version.String(0));
         }
 
         Check(trace);

@@ -19,6 +19,7 @@ internal enum EbpfRecordKind : ushort
     Chmod = 11,
     Changed = 12,
     SymlinkTarget = 13,
+    LinkFrom = 14,
 }
 
 /// <summary>The F_* flags of bpf/diffkeeper.bpf.c.</summary>

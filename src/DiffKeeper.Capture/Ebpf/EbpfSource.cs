@@ -31,6 +31,9 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private readonly Dictionary<(uint Dev, ulong Ino), string> _pathByInode = [];
     private readonly Dictionary<string, (uint Dev, ulong Ino)> _inodeByPath = new(StringComparer.Ordinal);
     private readonly Dictionary<int, (string Path, EbpfRecordFlags Flags)> _renameFrom = [];
+    private readonly Dictionary<int, string> _linkFrom = [];
+    // Inodes remembered under more than one name (hard links): forgetting one name falls back to another.
+    private readonly HashSet<(uint Dev, ulong Ino)> _aliased = [];
     // A symlink's target, sent just before its K_SYMLINK by the same thread.
     private readonly Dictionary<int, string> _symlinkTarget = [];
     private readonly List<BpfLinkHandle> _links = [];
@@ -352,8 +355,19 @@ public sealed unsafe class EbpfSource : ICaptureSource
             case EbpfRecordKind.Symlink:
                 EmitAt(abs, CaptureKind.Created, ts, pid, comm, target: _symlinkTarget.Remove(r.ThreadId, out var target) ? target : null);
                 return;
+            case EbpfRecordKind.LinkFrom:
+                _linkFrom[r.ThreadId] = abs;
+                return;
             case EbpfRecordKind.Link:
-                EmitAt(abs, CaptureKind.Created, ts, pid, comm);
+                if (_linkFrom.Remove(r.ThreadId, out var existing) && Locate(existing) is { } x && Locate(abs) is { } y && x.Root == y.Root)
+                {
+                    Emit(new CaptureEvent(CaptureKind.Linked, x.Root, x.Rel, y.Rel, false, ts, pid, comm));
+                }
+                else
+                {
+                    EmitAt(abs, CaptureKind.Created, ts, pid, comm); // from outside the roots: read it
+                }
+
                 return;
             case EbpfRecordKind.RenameFrom:
                 _renameFrom[r.ThreadId] = (abs, r.Flags);
@@ -428,7 +442,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
     {
         if (_pathByInode.TryGetValue(inode, out var old) && old != abs)
         {
-            _inodeByPath.Remove(old);
+            _aliased.Add(inode); // another name of the file (a hard link), or a name it left unseen
         }
 
         _pathByInode[inode] = abs;
@@ -437,9 +451,32 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private void Forget(string abs)
     {
-        if (_inodeByPath.Remove(abs, out var inode))
+        if (!_inodeByPath.Remove(abs, out var inode) || !_pathByInode.TryGetValue(inode, out var current) || current != abs)
         {
-            _pathByInode.Remove(inode);
+            return;
+        }
+
+        // An fd opened through another name of a hard-linked file still writes to it: keep that name.
+        var other = _aliased.Contains(inode) ? _inodeByPath.FirstOrDefault(kv => kv.Value == inode).Key : null;
+        if (other is not null)
+        {
+            _pathByInode[inode] = other;
+            return;
+        }
+
+        _pathByInode.Remove(inode);
+        _aliased.Remove(inode);
+    }
+
+    private void Move(string from, string to)
+    {
+        if (_inodeByPath.Remove(from, out var inode))
+        {
+            _inodeByPath[to] = inode;
+            if (_pathByInode.TryGetValue(inode, out var current) && current == from)
+            {
+                _pathByInode[inode] = to;
+            }
         }
     }
 
@@ -448,19 +485,14 @@ public sealed unsafe class EbpfSource : ICaptureSource
         Forget(to); // replaced
         if (!isDirectory)
         {
-            if (_inodeByPath.Remove(from, out var inode))
-            {
-                Remember(inode, to);
-            }
-
+            Move(from, to);
             return;
         }
 
         var prefix = from + "/";
-        foreach (var (path, inode) in _inodeByPath.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToList())
+        foreach (var path in _inodeByPath.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)).ToList())
         {
-            _inodeByPath.Remove(path);
-            Remember(inode, to + path[from.Length..]);
+            Move(path, to + path[from.Length..]);
         }
     }
 
