@@ -52,6 +52,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define F_READBACK 4
 #define F_EXCHANGE 8
 #define F_PATH_TRUNCATED 16
+#define F_FALLOCATE 32 // a K_CHANGED from fallocate: its mode argument is in the flags' high byte
 
 // Values of `tracked`.
 #define T_RECORD 1
@@ -505,7 +506,7 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 			emit_file(task, K_CHANGED, F_READBACK, (int)a.a[0], 0, ret, 0, 0);
 		break;
 	case 285: // fallocate(fd, mode, offset, len)
-		emit_file(task, K_CHANGED, F_READBACK, (int)a.a[0], a.a[2], a.a[3], 0, 0);
+		emit_file(task, K_CHANGED, F_READBACK | F_FALLOCATE | (__u16)((a.a[1] & 0xff) << 8), (int)a.a[0], a.a[2], a.a[3], 0, 0);
 		break;
 	case 77: // ftruncate(fd, length)
 		emit_file(task, K_TRUNCATE, 0, (int)a.a[0], a.a[1], 0, 0, 0);

@@ -54,11 +54,13 @@ internal sealed class Versioner
     public long ShadowBudget { get; init; } = 512L << 20;
 
     /// <summary>Starts following a file known to be empty now (the backend saw the open that created it).</summary>
-    public void FollowEmpty(int root, string rel, int? mode = null)
+    public void FollowEmpty(int root, string rel, int? mode = null, (ulong Device, ulong Inode)? fileId = null)
     {
+        fileId ??= _shadows.GetValueOrDefault((root, rel))?.FileId; // truncated to 0: the same file
         DropShadow(root, rel);
         var shadow = FileShadow.Empty();
         shadow.Mode = mode;
+        shadow.FileId = fileId;
         _shadows[(root, rel)] = shadow;
     }
 
@@ -198,13 +200,15 @@ internal sealed class Versioner
 
             using var handle = new SafeFileHandle(fd, ownsHandle: true);
             var data = new byte[RandomAccess.GetLength(handle)];
+            var ranges = DataRanges(fd, data.Length);
             var n = 0;
             while (n < data.Length && RandomAccess.Read(handle, data.AsSpan(n), n) is var r && r > 0)
             {
                 n += r;
             }
 
-            shadow = FileShadow.Of(n == data.Length ? data : data[..n]);
+            shadow = FileShadow.Of(n == data.Length ? data : data[..n], ranges);
+            shadow.FileId = (st.Device, st.Inode);
             // The mode of the last version is the one known at this point; the file's may already be a later one.
             shadow.Mode = _paths.TryGetValue((root, rel), out var known) && known.Kind == EntryKind.File ? known.Stat.Mode : null;
         }
@@ -217,6 +221,52 @@ internal sealed class Versioner
         Account(shadow.Footprint);
         return shadow;
     }
+
+    /// <summary>The data extents of an open file (SEEK_DATA/SEEK_HOLE); all of it when the file system cannot tell.</summary>
+    private static List<(long Start, long End)> DataRanges(int fd, long size)
+    {
+        var ranges = new List<(long Start, long End)>();
+        for (long pos = 0; pos < size;)
+        {
+            var start = Libc.Lseek(fd, pos, Libc.SEEK_DATA);
+            if (start < 0)
+            {
+                if (Marshal.GetLastPInvokeError() != Libc.ENXIO)
+                {
+                    ranges.Add((pos, size));
+                }
+
+                break;
+            }
+
+            var end = Libc.Lseek(fd, start, Libc.SEEK_HOLE);
+            end = end < 0 || end > size ? size : end;
+            ranges.Add((start, end));
+            pos = end;
+        }
+
+        return ranges;
+    }
+
+    /// <summary>Applies fallocate(PUNCH_HOLE) to the followed copy of a file; false when it cannot be followed.</summary>
+    public bool ApplyPunch(int root, string rel, long offset, long length)
+    {
+        if (Follow(root, rel) is not { } shadow)
+        {
+            DropShadow(root, rel);
+            return false;
+        }
+
+        shadow.Punch(offset, length);
+        return true;
+    }
+
+    /// <summary>Applies an allocating fallocate (the file is at least <paramref name="atLeast"/> bytes now); false when it cannot be followed.</summary>
+    public bool ApplyAllocate(int root, string rel, long atLeast) =>
+        Follow(root, rel) is { } shadow && (atLeast <= shadow.Size || ApplyTruncate(root, rel, atLeast));
+
+    /// <summary>What storing the followed copy of a file cost last time (bytes cut and hashed); 0 when it is not followed.</summary>
+    public long LastStoreCost(int root, string rel) => _shadows.TryGetValue((root, rel), out var s) ? s.LastStoreCost : 0;
 
     private bool Account(long grew)
     {
@@ -251,7 +301,13 @@ internal sealed class Versioner
     public HashSet<string> CarryOver(int root, string from, string to, long seq, long timeNs)
     {
         var carried = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var rel in LiveAtOrBelow(root, from))
+        var moving = LiveAtOrBelow(root, from);
+        foreach (var rel in moving)
+        {
+            Detach((root, rel)); // the old names are gone at this event: the new ones are not links of them
+        }
+
+        foreach (var rel in moving)
         {
             var state = _paths[(root, rel)];
             var newRel = to + rel[from.Length..];
@@ -260,6 +316,52 @@ internal sealed class Versioner
         }
 
         return carried;
+    }
+
+    /// <summary>The other names the recorder knows of the file at a path (hard links); empty for most files.</summary>
+    public IEnumerable<string> OtherNames(int root, string rel) =>
+        GroupOf((root, rel)) is { Names.Count: > 1 } g ? g.Names.Where(n => n.Root == root && n.Rel != rel).Select(n => n.Rel).ToList() : [];
+
+    /// <summary>Whether both paths are names the recorder knows of one file (hard links): a rename between them changes nothing.</summary>
+    public bool SameFile(int root, string a, string b) =>
+        _paths.TryGetValue((root, a), out var x) && _paths.TryGetValue((root, b), out var y) && x.Inode is { } inode && y.Inode == inode;
+
+    /// <summary>
+    /// renameat2(RENAME_EXCHANGE) at <paramref name="seq"/>: what was at or below <paramref name="x"/> is now at or
+    /// below <paramref name="y"/> and the other way round. Names only one side had are stored absent first (deepest
+    /// first), then every entry of both sides its version under its new name; followed copies move with them.
+    /// </summary>
+    public void Exchange(int root, string x, string y, long seq, long timeNs)
+    {
+        string Swap(string rel) => TracePath.IsAtOrBelow(rel, x) ? y + rel[x.Length..] : x + rel[y.Length..];
+        var moved = LiveAtOrBelow(root, x).Concat(LiveAtOrBelow(root, y)).Select(rel => (Rel: rel, State: _paths[(root, rel)])).ToList();
+        var shadows = _shadows.Where(kv => kv.Key.Root == root && (TracePath.IsAtOrBelow(kv.Key.Rel, x) || TracePath.IsAtOrBelow(kv.Key.Rel, y))).ToList();
+        foreach (var (key, _) in shadows)
+        {
+            _shadows.Remove(key);
+        }
+
+        foreach (var (key, shadow) in shadows)
+        {
+            _shadows[(root, Swap(key.Rel))] = shadow;
+        }
+
+        foreach (var (rel, _) in moved)
+        {
+            Detach((root, rel)); // the names now hold other files: none is a link of what it held before
+        }
+
+        var after = moved.Select(m => Swap(m.Rel)).ToHashSet(StringComparer.Ordinal);
+        foreach (var (rel, _) in moved.Where(m => !after.Contains(m.Rel)).OrderByDescending(m => m.Rel, StringComparer.Ordinal))
+        {
+            Store(root, rel, new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Absent, 0, 0, 0, 0, 0, null, null, null), default);
+        }
+
+        foreach (var (rel, state) in moved.OrderBy(m => Swap(m.Rel), StringComparer.Ordinal))
+        {
+            var newRel = Swap(rel);
+            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat);
+        }
     }
 
     /// <summary>
@@ -422,11 +524,16 @@ internal sealed class Versioner
     /// </summary>
     private (EntryStat? Stat, bool Changed) ObserveShadow(int root, string rel, long seq, long timeNs, FileShadow shadow, EntryStat? now, PathState? known)
     {
-        var basis = now is { Kind: EntryKind.File } n && n.Size == shadow.Size ? n
+        var basis = now is { Kind: EntryKind.File } n && n.Size == shadow.Size && (shadow.FileId is null || shadow.FileId == (n.Device, n.Inode)) ? n
             : known is { Kind: EntryKind.File } ? known.Stat
             : now is { Kind: EntryKind.File } m ? m
             : new EntryStat(EntryKind.File, 0x1A4, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, 0, 0); // gone already: its mtime was about now
         var st = basis with { Size = shadow.Size, Mode = shadow.Mode ?? basis.Mode };
+        if (shadow.FileId is { } id)
+        {
+            st = st with { Device = id.Device, Inode = id.Inode }; // the path may hold another file by now
+        }
+
         var content = shadow.Store(_writer);
         RawBytes += content.Size;
         var version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, st.Mode, st.Uid, st.Gid, st.MtimeNs,
@@ -545,6 +652,24 @@ internal sealed class Versioner
             {
                 StoreOne(other, version with { PathId = PathId(other.Root, other.Rel) }, stat, id);
             }
+        }
+    }
+
+    /// <summary>Takes a path out of its file's names, keeping its state (it is about to be replaced or gone).</summary>
+    private void Detach((int Root, string Rel) key)
+    {
+        if (_paths.TryGetValue(key, out var state) && state.Inode is { } inode)
+        {
+            if (_inodes.TryGetValue(inode, out var group))
+            {
+                group.Names.Remove(key);
+                if (group.Names.Count == 0)
+                {
+                    _inodes.Remove(inode);
+                }
+            }
+
+            _paths[key] = new PathState(state.Version, state.Stat, null);
         }
     }
 

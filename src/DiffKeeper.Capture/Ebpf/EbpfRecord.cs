@@ -32,6 +32,8 @@ internal enum EbpfRecordFlags : ushort
     ReadBack = 4,
     Exchange = 8,
     PathTruncated = 16,
+    /// <summary>A <see cref="EbpfRecordKind.Changed"/> from fallocate(2): its mode argument is the high byte of the flags.</summary>
+    Fallocate = 32,
 }
 
 /// <summary>

@@ -32,6 +32,9 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private readonly Dictionary<string, (uint Dev, ulong Ino)> _inodeByPath = new(StringComparer.Ordinal);
     private readonly Dictionary<int, (string Path, EbpfRecordFlags Flags)> _renameFrom = [];
     private readonly Dictionary<int, string> _linkFrom = [];
+    private const int FallocAllocate = 0;
+    private const int FallocKeepSize = 1;
+    private const int FallocPunchHole = 3; // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (the only way to punch)
     // Inodes remembered under more than one name (hard links): forgetting one name falls back to another.
     private readonly HashSet<(uint Dev, ulong Ino)> _aliased = [];
     // A symlink's target, sent just before its K_SYMLINK by the same thread.
@@ -320,7 +323,8 @@ public sealed unsafe class EbpfSource : ICaptureSource
             case EbpfRecordKind.Open:
                 if (r.Flags.HasFlag(EbpfRecordFlags.Created))
                 {
-                    EmitAt(abs, CaptureKind.Created, ts, pid, comm, knownEmpty: true, mode: r.Mode == 0 ? null : r.Mode & 0xFFF);
+                    EmitAt(abs, CaptureKind.Created, ts, pid, comm, knownEmpty: true, mode: r.Mode == 0 ? null : r.Mode & 0xFFF,
+                        fileId: (((ulong)(r.Device >> 20) << 32) | (r.Device & 0xFFFFF), r.Inode)); // the kernel's dev_t: 12-bit major, 20-bit minor
                 }
                 else if (r.Flags.HasFlag(EbpfRecordFlags.Truncated))
                 {
@@ -332,6 +336,16 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 EmitAt(abs, CaptureKind.Written, ts, pid, comm, offset: r.Offset, length: r.Length,
                     payload: r.HasPayload ? r.Payload.ToArray() : null);
                 return;
+            case EbpfRecordKind.Changed when r.Flags.HasFlag(EbpfRecordFlags.Fallocate) && ((int)r.Flags >> 8) is FallocPunchHole or FallocAllocate or FallocKeepSize:
+            {
+                // fallocate: a punched hole, or an allocation (which changes no byte, and the size only when it
+                // extends the file without KEEP_SIZE), is applied to the recorder's copy like a write.
+                var mode = (int)r.Flags >> 8;
+                EmitAt(abs, mode == FallocPunchHole ? CaptureKind.Punched : CaptureKind.Allocated, ts, pid, comm,
+                    offset: mode == FallocPunchHole ? r.Offset : 0, length: mode == FallocPunchHole ? r.Length : mode == FallocAllocate ? r.Offset + r.Length : 0);
+                return;
+            }
+
             case EbpfRecordKind.Changed:
                 EmitAt(abs, CaptureKind.Modified, ts, pid, comm);
                 return;
@@ -387,7 +401,14 @@ public sealed unsafe class EbpfSource : ICaptureSource
         var isDirectory = Directory.Exists(to) && !File.GetAttributes(to).HasFlag(FileAttributes.ReparsePoint);
         if (exchange)
         {
-            // Both names now hold the other's entry: each is re-read.
+            // Both names now hold the other's entry.
+            SwapRemembered(from, to);
+            if (Locate(from) is { } p && Locate(to) is { } q && p.Root == q.Root)
+            {
+                Emit(new CaptureEvent(CaptureKind.Exchanged, p.Root, p.Rel, q.Rel, isDirectory, ts, pid, comm));
+                return;
+            }
+
             EmitAt(from, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
             EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
             return;
@@ -408,11 +429,12 @@ public sealed unsafe class EbpfSource : ICaptureSource
     }
 
     private void EmitAt(string abs, CaptureKind kind, long ts, int pid, string comm, bool isDirectory = false,
-        long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false, int? mode = null, string? target = null)
+        long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false, int? mode = null, string? target = null,
+        (ulong, ulong)? fileId = null)
     {
         if (Locate(abs) is { } at)
         {
-            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode, Target: target));
+            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode, Target: target, FileId: fileId));
         }
     }
 
@@ -466,6 +488,26 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
         _pathByInode.Remove(inode);
         _aliased.Remove(inode);
+    }
+
+    private void SwapRemembered(string x, string y)
+    {
+        var names = _inodeByPath.Keys.Where(k => TracePath.IsAtOrBelow(k, x) || TracePath.IsAtOrBelow(k, y)).ToList();
+        var inodes = names.Select(n => _inodeByPath[n]).ToList();
+        foreach (var n in names)
+        {
+            _inodeByPath.Remove(n);
+        }
+
+        for (var i = 0; i < names.Count; i++)
+        {
+            var swapped = TracePath.IsAtOrBelow(names[i], x) ? y + names[i][x.Length..] : x + names[i][y.Length..];
+            _inodeByPath[swapped] = inodes[i];
+            if (_pathByInode.TryGetValue(inodes[i], out var current) && current == names[i])
+            {
+                _pathByInode[inodes[i]] = swapped;
+            }
+        }
     }
 
     private void Move(string from, string to)
