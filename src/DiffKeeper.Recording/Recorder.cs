@@ -307,15 +307,7 @@ public sealed class Recorder
 
                 var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path))?.Size;
                 AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true);
-                if (exact)
-                {
-                    VersionExact(key, timeNs);
-                }
-                else
-                {
-                    MarkDirty(key, immediate: true);
-                }
-
+                VersionExactOrRead(key, exact, timeNs);
                 return;
             }
 
@@ -323,15 +315,7 @@ public sealed class Recorder
             {
                 var exact = _versioner.ApplyTruncate(e.Root, e.Path, e.Offset);
                 AddEvent(timeNs, ChangeOp.Truncate, key, null, e.Offset, exact ? null : "read back", e.Pid, e.Comm);
-                if (exact)
-                {
-                    VersionExact(key, timeNs);
-                }
-                else
-                {
-                    MarkDirty(key, immediate: true);
-                }
-
+                VersionExactOrRead(key, exact, timeNs);
                 return;
             }
 
@@ -341,15 +325,7 @@ public sealed class Recorder
                 var exact = e.Kind == CaptureKind.Punched ? _versioner.ApplyPunch(e.Root, e.Path, e.Offset, e.Length) : _versioner.ApplyAllocate(e.Root, e.Path, e.Length);
                 var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path))?.Size;
                 AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true);
-                if (exact)
-                {
-                    VersionExact(key, timeNs);
-                }
-                else
-                {
-                    MarkDirty(key, immediate: true);
-                }
-
+                VersionExactOrRead(key, exact, timeNs);
                 return;
             }
 
@@ -541,6 +517,19 @@ public sealed class Recorder
                 MarkParentDirty(e.Root, e.Path2!);
                 return;
             }
+        }
+    }
+
+    /// <summary>After an exact change: its version from the followed copy, or, when it could not be applied, a read.</summary>
+    private void VersionExactOrRead((int Root, string Rel) key, bool exact, long timeNs)
+    {
+        if (exact)
+        {
+            VersionExact(key, timeNs);
+        }
+        else
+        {
+            MarkDirty(key, immediate: true);
         }
     }
 

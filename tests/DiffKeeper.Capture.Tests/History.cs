@@ -47,7 +47,7 @@ public enum Features
     /// <summary>link(): a new name of an existing file.</summary>
     HardLinks = 4,
 
-    /// <summary>renameat2(RENAME_EXCHANGE).</summary>
+    /// <summary>renameat2(RENAME_EXCHANGE) (of directories too only with <see cref="DirectoryRenames"/>).</summary>
     Exchange = 8,
 
     /// <summary>A file created (O_EXCL) with a mode other than 0644, like tar's mode-0 placeholder for a symlink.</summary>
@@ -358,7 +358,8 @@ public sealed class HistoryGenerator
 
                 var x = a[_r.Next(a.Count)];
                 var y = a[_r.Next(a.Count)];
-                if (Under(x, y) || Under(y, x))
+                // An exchange that moves a directory is a directory rename: only where those are generated.
+                if (Under(x, y) || Under(y, x) || (!_features.HasFlag(Features.DirectoryRenames) && (_tree[x] == 'd' || _tree[y] == 'd')))
                 {
                     return NewFile(dir);
                 }
