@@ -68,7 +68,10 @@ public enum Features
     /// <summary>Files that grow past 256 KiB (sparse writes and truncates up to 4 MiB); without it, at most ~200 KiB.</summary>
     LargeFiles = 512,
 
-    Default = HardLinks | Exchange | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
+    /// <summary>Exchanges that move a directory (with <see cref="Exchange"/> and <see cref="DirectoryRenames"/>).</summary>
+    DirectoryExchanges = 1024,
+
+    Default = HardLinks | Exchange | DirectoryExchanges | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
 }
 
 /// <summary>
@@ -359,7 +362,8 @@ public sealed class HistoryGenerator
                 var x = a[_r.Next(a.Count)];
                 var y = a[_r.Next(a.Count)];
                 // An exchange that moves a directory is a directory rename: only where those are generated.
-                if (Under(x, y) || Under(y, x) || (!_features.HasFlag(Features.DirectoryRenames) && (_tree[x] == 'd' || _tree[y] == 'd')))
+                if (Under(x, y) || Under(y, x) ||
+                    (!(_features.HasFlag(Features.DirectoryRenames) && _features.HasFlag(Features.DirectoryExchanges)) && (_tree[x] == 'd' || _tree[y] == 'd')))
                 {
                     return NewFile(dir);
                 }

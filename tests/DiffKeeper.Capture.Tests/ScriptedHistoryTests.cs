@@ -108,6 +108,15 @@ public sealed class ScriptedHistoryTests
             [O("write", ["p/s/f"], "0", "10", "2"), O("write", ["r/q/g"], "0", "12", "3")],
         ]));
 
+    [Fact(Skip = "eBPF, found by the 250-history run of 2026-12-06 (batch seed 1159183016), not yet understood: after " +
+        "mkdir -p -dash/c/sub/c, the export at the #seq of that operation already shows été as a directory holding sub (the " +
+        "state after the exchange that follows), as if the exchange's versions were stored at an earlier seq. Exchanges " +
+        "that move a directory are left out of eBPF's generated histories until this is fixed")]
+    public void Ebpf_RENAME_EXCHANGE_of_a_directory_made_in_the_same_burst_is_exported_after_it_only() =>
+        AssertConforms("ebpf", new History([], [
+            [O("write", ["%C3%A9t%C3%A9"], "454", "4087", "229"), O("mkdirp", ["-dash/c/sub/c"]), O("exchange", ["-dash/c", "%C3%A9t%C3%A9"])],
+        ]));
+
     // Features the binary does not support yet (DIFFKEEPER_CONFORM_FEATURES adds them to the generated histories).
 
     [Theory(Skip = "names that are not UTF-8 are not supported: on every backend bad\\xffbyte, d\\x80ir/f and the baseline's " +
