@@ -34,16 +34,20 @@ public sealed record Op(string Name, string[] Paths, string[] Rest, string? Targ
 }
 
 /// <summary>
-/// What a generated history may contain beyond the basics. The first two are features the binary does not
-/// support yet (off unless DIFFKEEPER_CONFORM_FEATURES asks); the others are on unless a backend names them as a
+/// What a generated history may contain beyond the basics. Every feature is on unless a backend names it as a
 /// known failure (<see cref="Backend.KnownFailures"/>), each with the skipped test that holds its minimal script.
 /// </summary>
 [Flags]
 public enum Features
 {
     None = 0,
+
+    /// <summary>Names with bytes that are not UTF-8 (alone, and mixed with spaces and newlines).</summary>
     InvalidUtf8Names = 1,
+
+    /// <summary>25 nested directories of 200-byte names made with mkdirat, and a file in the deepest: beyond PATH_MAX.</summary>
     BeyondPathMax = 2,
+
     /// <summary>link(): a new name of an existing file.</summary>
     HardLinks = 4,
 
@@ -71,7 +75,7 @@ public enum Features
     /// <summary>Exchanges that move a directory (with <see cref="Exchange"/> and <see cref="DirectoryRenames"/>).</summary>
     DirectoryExchanges = 1024,
 
-    Default = HardLinks | Exchange | DirectoryExchanges | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
+    Default = InvalidUtf8Names | BeyondPathMax | HardLinks | Exchange | DirectoryExchanges | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
 }
 
 /// <summary>
@@ -205,6 +209,7 @@ public sealed class HistoryGenerator
         {
             pool.Add("bad%FFbyte");
             pool.Add("%80lead");
+            pool.Add("s%20p%0A%FE%C3");
         }
 
         for (var tries = 0; tries < 5; tries++)
