@@ -54,6 +54,7 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define K_CHMOD 11
 #define K_CHANGED 12
 #define K_SYMLINK_TARGET 13 // the user string is a new symlink's target; the K_SYMLINK of the same thread follows
+#define K_LINK_FROM 14 // the existing name of a hard link; the K_LINK (the new name) of the same thread follows
 
 // Flags (EbpfRecordFlags in C#).
 #define F_CREATED 1
@@ -61,6 +62,7 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define F_READBACK 4
 #define F_EXCHANGE 8
 #define F_PATH_TRUNCATED 16
+#define F_FALLOCATE 32 // a K_CHANGED from fallocate: its mode argument is in the flags' high byte
 
 // Values of `tracked`.
 #define T_RECORD 1
@@ -589,7 +591,7 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 			emit_file(task, K_CHANGED, F_READBACK, (int)a.a[0], 0, ret, 0, 0);
 		break;
 	case 285: // fallocate(fd, mode, offset, len)
-		emit_file(task, K_CHANGED, F_READBACK, (int)a.a[0], a.a[2], a.a[3], 0, 0);
+		emit_file(task, K_CHANGED, F_READBACK | F_FALLOCATE | (__u16)((a.a[1] & 0xff) << 8), (int)a.a[0], a.a[2], a.a[3], 0, 0);
 		break;
 	case 77: // ftruncate(fd, length)
 		emit_file(task, K_TRUNCATE, 0, (int)a.a[0], a.a[1], 0, 0, 0);
@@ -645,9 +647,11 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 		emit_named(task, K_SYMLINK, 0, (int)a.a[1], a.a[2], 0);
 		break;
 	case 86: // link(old, new)
+		emit_named(task, K_LINK_FROM, 0, AT_FDCWD_INT, a.a[0], 0);
 		emit_named(task, K_LINK, 0, AT_FDCWD_INT, a.a[1], 0);
 		break;
 	case 265: // linkat(olddfd, old, newdfd, new, flags)
+		emit_named(task, K_LINK_FROM, 0, (int)a.a[0], a.a[1], 0);
 		emit_named(task, K_LINK, 0, (int)a.a[2], a.a[3], 0);
 		break;
 	case 90: // chmod(path, mode)

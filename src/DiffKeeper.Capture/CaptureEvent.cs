@@ -13,6 +13,16 @@ public enum CaptureKind
     Deleted,
     /// <summary>Within one root: <see cref="CaptureEvent.Path"/> was renamed to <see cref="CaptureEvent.Path2"/>.</summary>
     Renamed,
+    /// <summary>
+    /// Within one root: <see cref="CaptureEvent.Path"/> and <see cref="CaptureEvent.Path2"/> were exchanged
+    /// (renameat2 with RENAME_EXCHANGE): each name now holds what the other held, subtrees included.
+    /// </summary>
+    Exchanged,
+    /// <summary>
+    /// Within one root: <see cref="CaptureEvent.Path2"/> was made a new name (a hard link) of the file at
+    /// <see cref="CaptureEvent.Path"/>.
+    /// </summary>
+    Linked,
     /// <summary>Events were lost (queue overflow): every root must be rescanned. <see cref="CaptureEvent.Detail"/> says why.</summary>
     Overflow,
     /// <summary>
@@ -22,6 +32,16 @@ public enum CaptureKind
     Written,
     /// <summary>The file's size was set to <see cref="CaptureEvent.Offset"/> (truncate, ftruncate, open with O_TRUNC).</summary>
     Truncated,
+    /// <summary>
+    /// fallocate(PUNCH_HOLE | KEEP_SIZE): <see cref="CaptureEvent.Length"/> bytes at <see cref="CaptureEvent.Offset"/>
+    /// are a hole now (zeros); the size is unchanged. Exact.
+    /// </summary>
+    Punched,
+    /// <summary>
+    /// fallocate that allocates: no byte changes; the file is at least <see cref="CaptureEvent.Length"/> bytes long
+    /// now (0: the size did not change either). Exact.
+    /// </summary>
+    Allocated,
 }
 
 /// <summary>
@@ -32,7 +52,9 @@ public enum CaptureKind
 /// <see cref="KnownEmpty"/>: a Created file the backend knows to be empty (it saw the open that created it).
 /// <see cref="Mode"/>: the permission bits (07777) the path had right after the change, when the backend carries
 /// them (eBPF: a created file or directory, a chmod); null when the recorder must look. <see cref="Target"/>: a
-/// Created symlink's target, when the backend carries it (eBPF).
+/// Created symlink's target, when the backend carries it (eBPF). <see cref="FileId"/>: the device (major in the high
+/// 32 bits, minor in the low ones, as statx gives them) and inode of the file the event was about, when the backend
+/// carries them (eBPF: a file created by open).
 /// </summary>
 public readonly record struct CaptureEvent(
     CaptureKind Kind,
@@ -49,4 +71,5 @@ public readonly record struct CaptureEvent(
     bool KnownEmpty = false,
     string? Detail = null,
     int? Mode = null,
-    string? Target = null);
+    string? Target = null,
+    (ulong Device, ulong Inode)? FileId = null);

@@ -17,6 +17,11 @@ internal sealed class FileShadow
     private readonly List<(Extent Extent, BlobId Id)> _chunks = [];
     private long _cleanUpTo;
 
+    // The ranges that hold data (written, or data when the copy was seeded from the file), sorted, disjoint and not
+    // touching: the rest is a hole. Zeros a program wrote are data; a sparse write, a truncate up or a punched hole
+    // leave a hole, so the export allocates what the file did.
+    private readonly List<(long Start, long End)> _ranges = [];
+
     private FileShadow(byte[] data, long size)
     {
         _data = data;
@@ -25,12 +30,31 @@ internal sealed class FileShadow
 
     public long Size { get; private set; }
 
+    /// <summary>
+    /// The device and inode of the file this copy follows, when known (from the backend, or the stat of the read that
+    /// seeded it): its versions name that file, not whatever the path holds when they are stored.
+    /// </summary>
+    public (ulong Device, ulong Inode)? FileId { get; set; }
+
     /// <summary>The file's permission bits as the backend reported them (created with, or changed to); null: unknown, take the file's.</summary>
     public int? Mode { get; set; }
 
     public static FileShadow Empty() => new([], 0);
 
-    public static FileShadow Of(byte[] data) => new(data, data.Length);
+    /// <summary>A copy seeded from a read of the file: <paramref name="dataRanges"/> are its data extents (SEEK_DATA/SEEK_HOLE), the rest holes.</summary>
+    public static FileShadow Of(byte[] data, IEnumerable<(long Start, long End)> dataRanges)
+    {
+        var shadow = new FileShadow(data, data.Length);
+        foreach (var (start, end) in dataRanges)
+        {
+            shadow.AddRange(start, Math.Min(end, data.Length));
+        }
+
+        return shadow;
+    }
+
+    /// <summary>Bytes cut and hashed by the last <see cref="Store"/> (what it cost, unlike the file's size).</summary>
+    public long LastStoreCost { get; private set; }
 
     /// <summary>Bytes held (the capacity), for the recorder's memory budget.</summary>
     public long Footprint => _data.Length;
@@ -47,6 +71,7 @@ internal sealed class FileShadow
         bytes.CopyTo(_data.AsSpan((int)offset));
         Size = Math.Max(Size, end);
         _cleanUpTo = Math.Min(_cleanUpTo, offset);
+        AddRange(offset, end);
     }
 
     public void Truncate(long size)
@@ -57,8 +82,81 @@ internal sealed class FileShadow
             Reserve(size);
             _data.AsSpan((int)Size, (int)(size - Size)).Clear();
         }
+        else
+        {
+            RemoveRange(size, long.MaxValue);
+        }
 
         Size = size;
+    }
+
+    /// <summary>fallocate(PUNCH_HOLE | KEEP_SIZE): the bytes read as zeros and hold no data; the size stays.</summary>
+    public void Punch(long offset, long length)
+    {
+        var end = Math.Min(Size, offset + length);
+        if (offset >= end)
+        {
+            return;
+        }
+
+        _data.AsSpan((int)offset, (int)(end - offset)).Clear();
+        _cleanUpTo = Math.Min(_cleanUpTo, offset);
+        RemoveRange(offset, end);
+    }
+
+    private void AddRange(long start, long end)
+    {
+        if (start >= end)
+        {
+            return;
+        }
+
+        // Appends (the common case) extend the last range.
+        if (_ranges.Count == 0 || _ranges[^1].End < start)
+        {
+            _ranges.Add((start, end));
+            return;
+        }
+
+        var first = _ranges.FindIndex(r => r.End >= start);
+        var last = first;
+        while (last + 1 < _ranges.Count && _ranges[last + 1].Start <= end)
+        {
+            last++;
+        }
+
+        if (_ranges[first].Start > end)
+        {
+            _ranges.Insert(first, (start, end));
+            return;
+        }
+
+        var merged = (Math.Min(start, _ranges[first].Start), Math.Max(end, _ranges[last].End));
+        _ranges.RemoveRange(first, last - first + 1);
+        _ranges.Insert(first, merged);
+    }
+
+    private void RemoveRange(long start, long end)
+    {
+        for (var i = _ranges.Count - 1; i >= 0; i--)
+        {
+            var (s, e) = _ranges[i];
+            if (e <= start || s >= end)
+            {
+                continue;
+            }
+
+            _ranges.RemoveAt(i);
+            if (e > end)
+            {
+                _ranges.Insert(i, (end, e));
+            }
+
+            if (s < start)
+            {
+                _ranges.Insert(i, (s, start));
+            }
+        }
     }
 
     /// <summary>
@@ -82,37 +180,22 @@ internal sealed class FileShadow
         _chunks.RemoveRange(keep, _chunks.Count - keep);
         var data = _data.AsSpan(0, (int)Size);
         var pos = keep == 0 ? 0 : End(_chunks[^1].Extent);
-        while (pos < Size)
+        long cost = 0;
+        // Each data range is chunked on its own, as a read chunks each data extent; the gaps are holes.
+        foreach (var (start, rangeEnd) in _ranges)
         {
-            // Whole aligned blocks of zeros are stored as a hole: the shadow cannot tell a hole (a sparse write, a
-            // truncate up, a write past the end) from written zeros, and the content is the same either way; the
-            // export then allocates what the file did, not its whole size.
-            if (pos % HoleBlock == 0)
+            var end = Math.Min(rangeEnd, Size);
+            for (pos = Math.Max(pos, start); pos < end;)
             {
-                while (pos < Size && IsZeroBlock(data, pos))
-                {
-                    pos += HoleBlock;
-                }
-
-                if (pos >= Size)
-                {
-                    break;
-                }
+                var cut = FastCdc.NextCut(data[(int)pos..(int)end]);
+                var rowId = writer.PutBlob(data.Slice((int)pos, cut), out var id);
+                _chunks.Add((new Extent(pos, cut, rowId), id));
+                pos += cut;
+                cost += cut;
             }
-
-            // The data runs to the first aligned block of zeros after pos (or the end).
-            var end = (pos + HoleBlock - 1) / HoleBlock * HoleBlock;
-            while (end < Size && !IsZeroBlock(data, end))
-            {
-                end += HoleBlock;
-            }
-
-            end = Math.Min(end, Size);
-            var cut = FastCdc.NextCut(data[(int)pos..(int)end]);
-            var rowId = writer.PutBlob(data.Slice((int)pos, cut), out var id);
-            _chunks.Add((new Extent(pos, cut, rowId), id));
-            pos += cut;
         }
+
+        LastStoreCost = cost;
 
         _cleanUpTo = Size;
         var extents = new List<Extent>(_chunks.Count);
@@ -126,13 +209,7 @@ internal sealed class FileShadow
         return new IngestedContent(ExtentMap.Encode(extents), ExtentMap.ContentId(hashed, Size), Size, writer.StoredBytesWritten - storedBefore);
     }
 
-    private const int HoleBlock = 4096;
-
     private static long End(Extent e) => e.Offset + e.Length;
-
-    // An aligned block of zeros (the last one may be short: a truncate up leaves it unallocated too).
-    private static bool IsZeroBlock(ReadOnlySpan<byte> data, long at) =>
-        !data.Slice((int)at, (int)Math.Min(HoleBlock, data.Length - at)).ContainsAnyExcept((byte)0);
 
     private void Reserve(long size)
     {

@@ -285,7 +285,7 @@ public sealed class Recorder
                 else if (e.KnownEmpty && kind == EntryKind.File)
                 {
                     // The backend saw the open that created it: it was empty then, whatever it holds by now.
-                    _versioner.FollowEmpty(e.Root, e.Path, e.Mode);
+                    _versioner.FollowEmpty(e.Root, e.Path, e.Mode, e.FileId);
                     VersionExact(key, timeNs);
                 }
                 else
@@ -307,15 +307,7 @@ public sealed class Recorder
 
                 var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path))?.Size;
                 AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true);
-                if (exact)
-                {
-                    VersionExact(key, timeNs);
-                }
-                else
-                {
-                    MarkDirty(key, immediate: true);
-                }
-
+                VersionExactOrRead(key, exact, timeNs);
                 return;
             }
 
@@ -323,15 +315,17 @@ public sealed class Recorder
             {
                 var exact = _versioner.ApplyTruncate(e.Root, e.Path, e.Offset);
                 AddEvent(timeNs, ChangeOp.Truncate, key, null, e.Offset, exact ? null : "read back", e.Pid, e.Comm);
-                if (exact)
-                {
-                    VersionExact(key, timeNs);
-                }
-                else
-                {
-                    MarkDirty(key, immediate: true);
-                }
+                VersionExactOrRead(key, exact, timeNs);
+                return;
+            }
 
+            case CaptureKind.Punched or CaptureKind.Allocated:
+            {
+                // fallocate, carried exactly (a punched hole, or an allocation that may extend the file).
+                var exact = e.Kind == CaptureKind.Punched ? _versioner.ApplyPunch(e.Root, e.Path, e.Offset, e.Length) : _versioner.ApplyAllocate(e.Root, e.Path, e.Length);
+                var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_options.Roots[e.Root], e.Path))?.Size;
+                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true);
+                VersionExactOrRead(key, exact, timeNs);
                 return;
             }
 
@@ -397,9 +391,75 @@ public sealed class Recorder
                 Gone(e.Root, e.Path, e.IsDirectory);
                 MarkParentDirty(e.Root, e.Path);
                 return;
+            case CaptureKind.Exchanged:
+            {
+                // renameat2(RENAME_EXCHANGE): both subtrees swap names at this event, with the versions they had
+                // (and what was waiting to be read moves with them); a backend that resolves names late reads both again.
+                var (root, x, y) = (e.Root, e.Path, e.Path2!);
+                AddEvent(timeNs, ChangeOp.Rename, key, (root, y), null, "exchange", e.Pid, e.Comm);
+                FlushWrite();
+                FlushParked();
+                string Swap(string rel) => TracePath.IsAtOrBelow(rel, x) ? y + rel[x.Length..] : x + rel[y.Length..];
+                bool Inside((int Root, string Rel) k) => k.Root == root && (TracePath.IsAtOrBelow(k.Rel, x) || TracePath.IsAtOrBelow(k.Rel, y));
+                var waiting = _dirty.Where(kv => Inside(kv.Key)).ToList();
+                foreach (var (k, _) in waiting)
+                {
+                    _dirty.Remove(k);
+                }
+
+                foreach (var (k, v) in waiting)
+                {
+                    _dirty[(root, Swap(k.Rel))] = v;
+                }
+
+                var announced = _announced.Where(Inside).ToList();
+                _announced.ExceptWith(announced);
+                _announced.UnionWith(announced.Select(k => (root, Swap(k.Rel))));
+                _versioner.Exchange(root, x, y, _seq, timeNs);
+                if (!_exactNames)
+                {
+                    // Names resolved late: read both sides again, what was known and what is there now.
+                    var names = _versioner.LiveAtOrBelow(root, x).Concat(_versioner.LiveAtOrBelow(root, y)).Append(x).Append(y)
+                        .Concat(TreeWalker.Walk(_options.Roots[root], root, _filter!, x).Select(w => w.Rel))
+                        .Concat(TreeWalker.Walk(_options.Roots[root], root, _filter!, y).Select(w => w.Rel));
+                    foreach (var rel in names.Distinct().ToList())
+                    {
+                        _announced.Add((root, rel));
+                        MarkDirty((root, rel), immediate: true);
+                    }
+                }
+
+                MarkParentDirty(root, x);
+                MarkParentDirty(root, y);
+                return;
+            }
+
+            case CaptureKind.Linked:
+            {
+                // A hard link: the new name is the old name's file at this event, whatever either holds when it
+                // would be read (eBPF reports the old name; other backends see a creation and find the link by inode).
+                var to = (e.Root, e.Path2!);
+                _announced.Add(to);
+                AddEvent(timeNs, ChangeOp.Create, to, null, _versioner.FollowedSize(e.Root, e.Path) ?? _versioner.Known(e.Root, e.Path)?.Size,
+                    null, e.Pid, e.Comm, exact: true);
+                FlushWrite();
+                if (!_versioner.Link(e.Root, e.Path, e.Path2!, _seq, timeNs))
+                {
+                    MarkDirty(to, immediate: true);
+                }
+
+                MarkParentDirty(e.Root, e.Path2!);
+                return;
+            }
+
             case CaptureKind.Renamed:
             {
                 var to = (e.Root, e.Path2!);
+                if (_versioner.SameFile(e.Root, e.Path, e.Path2!))
+                {
+                    return; // rename(2) between two names of one file does nothing; both names stay
+                }
+
                 // A backend that tells a directory by looking at the new name (eBPF) cannot when it is gone by then
                 // (renamed, then deleted): the recorder's own view says what the old name was.
                 var isDir = e.IsDirectory || _versioner.Known(e.Root, e.Path) is { Kind: EntryKind.Directory };
@@ -460,6 +520,19 @@ public sealed class Recorder
         }
     }
 
+    /// <summary>After an exact change: its version from the followed copy, or, when it could not be applied, a read.</summary>
+    private void VersionExactOrRead((int Root, string Rel) key, bool exact, long timeNs)
+    {
+        if (exact)
+        {
+            VersionExact(key, timeNs);
+        }
+        else
+        {
+            MarkDirty(key, immediate: true);
+        }
+    }
+
     /// <summary>
     /// Stores the followed file's version for the event just added, unless this path already had
     /// <see cref="ExactVersionsPerWindow"/> exact versions (or <see cref="ExactBytesPerWindow"/> bytes of them) in the
@@ -486,7 +559,9 @@ public sealed class Recorder
             _exactCost.Clear();
         }
 
-        _exactCost[key] = (cost.WindowEnd, cost.Versions + 1, cost.Bytes + (_versioner.FollowedSize(key.Root, key.Rel) ?? 0));
+        // The cost is what storing the copy cut and hashed (the changed chunks), not the file's size: a big sparse
+        // file or a long log appended to costs what changed.
+        _exactCost[key] = (cost.WindowEnd, cost.Versions + 1, cost.Bytes + _versioner.LastStoreCost(key.Root, key.Rel));
     }
 
 
@@ -534,6 +609,18 @@ public sealed class Recorder
     }
 
     private void MarkDirty((int Root, string Rel) key, bool immediate, bool closed = false)
+    {
+        // A hint names the path it came through; the file's other names (hard links) changed with it, and that name
+        // may be gone before it is read.
+        foreach (var other in _versioner.OtherNames(key.Root, key.Rel))
+        {
+            MarkOneDirty((key.Root, other), immediate, closed);
+        }
+
+        MarkOneDirty(key, immediate, closed);
+    }
+
+    private void MarkOneDirty((int Root, string Rel) key, bool immediate, bool closed)
     {
         var now = Stopwatch.GetTimestamp();
         var ready = immediate ? now : now + (long)(_options.Debounce.TotalSeconds * Stopwatch.Frequency);

@@ -27,6 +27,10 @@ internal sealed class Versioner
     // Files whose bytes the recorder follows change by change (exact capture): versions come from here, not reads.
     private readonly Dictionary<(int Root, string Rel), FileShadow> _shadows = [];
     private long _shadowBytes;
+    // Hard links: the names known of every file stored (by device and inode), and the link id of a file with more
+    // than one. A change stored for one name is stored for every other name too (they are one file).
+    private readonly Dictionary<(ulong Dev, ulong Ino), LinkGroup> _inodes = [];
+    private long _lastLinkId;
 
     public Versioner(TraceWriter writer, long sessionId, IReadOnlyList<string> roots, IReadOnlyList<long> rootIds, TextWriter log)
     {
@@ -51,11 +55,13 @@ internal sealed class Versioner
     public long ShadowBudget { get; init; } = 512L << 20;
 
     /// <summary>Starts following a file known to be empty now (the backend saw the open that created it).</summary>
-    public void FollowEmpty(int root, string rel, int? mode = null)
+    public void FollowEmpty(int root, string rel, int? mode = null, (ulong Device, ulong Inode)? fileId = null)
     {
+        fileId ??= _shadows.GetValueOrDefault((root, rel))?.FileId; // truncated to 0: the same file
         DropShadow(root, rel);
         var shadow = FileShadow.Empty();
         shadow.Mode = mode;
+        shadow.FileId = fileId;
         _shadows[(root, rel)] = shadow;
     }
 
@@ -123,11 +129,18 @@ internal sealed class Versioner
     /// <summary>Stops following a file: its next version is read from the file.</summary>
     public void DropShadow(int root, string rel)
     {
-        if (_shadows.Remove((root, rel), out var s))
+        if (_shadows.Remove((root, rel), out var s) && !SharedByAnotherName((root, rel), s))
         {
             _shadowBytes -= s.Footprint;
         }
     }
+
+    /// <summary>Whether another name of the same file still holds <paramref name="shadow"/> (hard links share one copy).</summary>
+    private bool SharedByAnotherName((int Root, string Rel) key, FileShadow shadow) =>
+        GroupOf(key) is { Names.Count: > 1 } g && g.Names.Any(n => n != key && _shadows.TryGetValue(n, out var o) && ReferenceEquals(o, shadow));
+
+    private LinkGroup? GroupOf((int Root, string Rel) key) =>
+        _paths.TryGetValue(key, out var state) && state.Inode is { } inode && _inodes.TryGetValue(inode, out var g) ? g : null;
 
     /// <summary>Moves a followed file to its new name (a rename).</summary>
     public void MoveShadow(int root, string from, string to)
@@ -162,6 +175,14 @@ internal sealed class Versioner
             return shadow;
         }
 
+        // Another name of the same file is followed: its copy is this file's.
+        if (GroupOf((root, rel)) is { Names.Count: > 1 } group &&
+            group.Names.Select(n => _shadows.GetValueOrDefault(n)).FirstOrDefault(c => c is not null) is { } peer)
+        {
+            _shadows[(root, rel)] = peer;
+            return peer;
+        }
+
         // Not followed yet (it existed before, or was written by something we do not see): start from the file as
         // it is now. That state may already include later changes; replaying them on top converges to the truth.
         try
@@ -180,13 +201,15 @@ internal sealed class Versioner
 
             using var handle = new SafeFileHandle(fd, ownsHandle: true);
             var data = new byte[RandomAccess.GetLength(handle)];
+            var ranges = DataRanges(fd, data.Length);
             var n = 0;
             while (n < data.Length && RandomAccess.Read(handle, data.AsSpan(n), n) is var r && r > 0)
             {
                 n += r;
             }
 
-            shadow = FileShadow.Of(n == data.Length ? data : data[..n]);
+            shadow = FileShadow.Of(n == data.Length ? data : data[..n], ranges);
+            shadow.FileId = (st.Device, st.Inode);
             // The mode of the last version is the one known at this point; the file's may already be a later one.
             shadow.Mode = _paths.TryGetValue((root, rel), out var known) && known.Kind == EntryKind.File ? known.Stat.Mode : null;
         }
@@ -199,6 +222,52 @@ internal sealed class Versioner
         Account(shadow.Footprint);
         return shadow;
     }
+
+    /// <summary>The data extents of an open file (SEEK_DATA/SEEK_HOLE); all of it when the file system cannot tell.</summary>
+    private static List<(long Start, long End)> DataRanges(int fd, long size)
+    {
+        var ranges = new List<(long Start, long End)>();
+        for (long pos = 0; pos < size;)
+        {
+            var start = Libc.Lseek(fd, pos, Libc.SEEK_DATA);
+            if (start < 0)
+            {
+                if (Marshal.GetLastPInvokeError() != Libc.ENXIO)
+                {
+                    ranges.Add((pos, size));
+                }
+
+                break;
+            }
+
+            var end = Libc.Lseek(fd, start, Libc.SEEK_HOLE);
+            end = end < 0 || end > size ? size : end;
+            ranges.Add((start, end));
+            pos = end;
+        }
+
+        return ranges;
+    }
+
+    /// <summary>Applies fallocate(PUNCH_HOLE) to the followed copy of a file; false when it cannot be followed.</summary>
+    public bool ApplyPunch(int root, string rel, long offset, long length)
+    {
+        if (Follow(root, rel) is not { } shadow)
+        {
+            DropShadow(root, rel);
+            return false;
+        }
+
+        shadow.Punch(offset, length);
+        return true;
+    }
+
+    /// <summary>Applies an allocating fallocate (the file is at least <paramref name="atLeast"/> bytes now); false when it cannot be followed.</summary>
+    public bool ApplyAllocate(int root, string rel, long atLeast) =>
+        Follow(root, rel) is { } shadow && (atLeast <= shadow.Size || ApplyTruncate(root, rel, atLeast));
+
+    /// <summary>What storing the followed copy of a file cost last time (bytes cut and hashed); 0 when it is not followed.</summary>
+    public long LastStoreCost(int root, string rel) => _shadows.TryGetValue((root, rel), out var s) ? s.LastStoreCost : 0;
 
     private bool Account(long grew)
     {
@@ -233,7 +302,13 @@ internal sealed class Versioner
     public HashSet<string> CarryOver(int root, string from, string to, long seq, long timeNs)
     {
         var carried = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var rel in LiveAtOrBelow(root, from))
+        var moving = LiveAtOrBelow(root, from);
+        foreach (var rel in moving)
+        {
+            Detach((root, rel)); // the old names are gone at this event: the new ones are not links of them
+        }
+
+        foreach (var rel in moving)
         {
             var state = _paths[(root, rel)];
             var newRel = to + rel[from.Length..];
@@ -242,6 +317,81 @@ internal sealed class Versioner
         }
 
         return carried;
+    }
+
+    /// <summary>The other names the recorder knows of the file at a path (hard links); empty for most files.</summary>
+    public IEnumerable<string> OtherNames(int root, string rel) =>
+        GroupOf((root, rel)) is { Names.Count: > 1 } g ? g.Names.Where(n => n.Root == root && n.Rel != rel).Select(n => n.Rel).ToList() : [];
+
+    /// <summary>Whether both paths are names the recorder knows of one file (hard links): a rename between them changes nothing.</summary>
+    public bool SameFile(int root, string a, string b) =>
+        _paths.TryGetValue((root, a), out var x) && _paths.TryGetValue((root, b), out var y) && x.Inode is { } inode && y.Inode == inode;
+
+    /// <summary>
+    /// renameat2(RENAME_EXCHANGE) at <paramref name="seq"/>: what was at or below <paramref name="x"/> is now at or
+    /// below <paramref name="y"/> and the other way round. Names only one side had are stored absent first (deepest
+    /// first), then every entry of both sides its version under its new name; followed copies move with them.
+    /// </summary>
+    public void Exchange(int root, string x, string y, long seq, long timeNs)
+    {
+        string Swap(string rel) => TracePath.IsAtOrBelow(rel, x) ? y + rel[x.Length..] : x + rel[y.Length..];
+        var moved = LiveAtOrBelow(root, x).Concat(LiveAtOrBelow(root, y)).Select(rel => (Rel: rel, State: _paths[(root, rel)])).ToList();
+        var shadows = _shadows.Where(kv => kv.Key.Root == root && (TracePath.IsAtOrBelow(kv.Key.Rel, x) || TracePath.IsAtOrBelow(kv.Key.Rel, y))).ToList();
+        foreach (var (key, _) in shadows)
+        {
+            _shadows.Remove(key);
+        }
+
+        foreach (var (key, shadow) in shadows)
+        {
+            _shadows[(root, Swap(key.Rel))] = shadow;
+        }
+
+        foreach (var (rel, _) in moved)
+        {
+            Detach((root, rel)); // the names now hold other files: none is a link of what it held before
+        }
+
+        var after = moved.Select(m => Swap(m.Rel)).ToHashSet(StringComparer.Ordinal);
+        foreach (var (rel, _) in moved.Where(m => !after.Contains(m.Rel)).OrderByDescending(m => m.Rel, StringComparer.Ordinal))
+        {
+            Store(root, rel, new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Absent, 0, 0, 0, 0, 0, null, null, null), default);
+        }
+
+        foreach (var (rel, state) in moved.OrderBy(m => Swap(m.Rel), StringComparer.Ordinal))
+        {
+            var newRel = Swap(rel);
+            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat);
+        }
+    }
+
+    /// <summary>
+    /// A hard link made at <paramref name="seq"/>: <paramref name="to"/> is a new name of the file at
+    /// <paramref name="from"/>, so it gets that file's state (from the followed copy when there is one), and both
+    /// names get the file's link id. False when the recorder does not know <paramref name="from"/> as a file: read
+    /// the new name instead.
+    /// </summary>
+    public bool Link(int root, string from, string to, long seq, long timeNs)
+    {
+        if (!_paths.TryGetValue((root, from), out var state) || state.Kind != EntryKind.File || state.Inode is null)
+        {
+            return false;
+        }
+
+        DropShadow(root, to);
+        if (_shadows.TryGetValue((root, from), out var shadow))
+        {
+            _shadows[(root, to)] = shadow;
+        }
+
+        var stat = state.Stat with { Links = Math.Max(2, state.Stat.Links + 1) };
+        Store(root, to, state.Version with { PathId = PathId(root, to), Seq = seq, TimeNs = timeNs }, stat);
+        if (shadow is not null)
+        {
+            Observe(root, from, seq, timeNs); // the copy may hold coalesced changes not stored yet: now both names do
+        }
+
+        return true;
     }
 
     /// <summary>A directory made at <paramref name="seq"/> with <paramref name="mode"/>; owner and mtime from <paramref name="now"/> if it is still there.</summary>
@@ -352,7 +502,7 @@ internal sealed class Versioner
                 break;
         }
 
-        if (known is not null && known.Same(version))
+        if (known is not null && known.Same(version) && known.Inode == InodeOf(version.Kind, st))
         {
             known.Stat = st;
             return (st, false);
@@ -368,11 +518,16 @@ internal sealed class Versioner
     /// </summary>
     private (EntryStat? Stat, bool Changed) ObserveShadow(int root, string rel, long seq, long timeNs, FileShadow shadow, EntryStat? now, PathState? known)
     {
-        var basis = now is { Kind: EntryKind.File } n && n.Size == shadow.Size ? n
+        var basis = now is { Kind: EntryKind.File } n && n.Size == shadow.Size && (shadow.FileId is null || shadow.FileId == (n.Device, n.Inode)) ? n
             : known is { Kind: EntryKind.File } ? known.Stat
             : now is { Kind: EntryKind.File } m ? m
             : new EntryStat(EntryKind.File, 0x1A4, 0, 0, (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100, 0, 0); // gone already: its mtime was about now
         var st = basis with { Size = shadow.Size, Mode = shadow.Mode ?? basis.Mode };
+        if (shadow.FileId is { } id)
+        {
+            st = st with { Device = id.Device, Inode = id.Inode }; // the path may hold another file by now
+        }
+
         var content = shadow.Store(_writer);
         RawBytes += content.Size;
         var version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, st.Mode, st.Uid, st.Gid, st.MtimeNs,
@@ -425,16 +580,113 @@ internal sealed class Versioner
             content.Size, content.ContentId, null, content.Extents);
     }
 
+    private static (ulong Dev, ulong Ino)? InodeOf(EntryKind kind, EntryStat stat) =>
+        kind == EntryKind.File && stat.Inode != 0 ? (stat.Device, stat.Inode) : null;
+
+    /// <summary>
+    /// Stores a version of one path, and the same state for every other name the recorder knows of the same file
+    /// (hard links), all with the file's link id once it has more than one name.
+    /// </summary>
     private void Store(int root, string rel, NewVersion version, EntryStat stat)
+    {
+        var key = (root, rel);
+        var inode = InodeOf(version.Kind, stat);
+        if (_paths.TryGetValue(key, out var old) && old.Inode is { } was && was != inode && _inodes.TryGetValue(was, out var left))
+        {
+            left.Names.Remove(key);
+            if (left.Names.Count == 0)
+            {
+                _inodes.Remove(was);
+            }
+        }
+
+        if (inode is not { } id)
+        {
+            StoreOne(key, version with { Link = null }, stat, null);
+            return;
+        }
+
+        if (!_inodes.TryGetValue(id, out var group))
+        {
+            _inodes[id] = group = new LinkGroup();
+        }
+
+        if (!group.Names.Contains(key))
+        {
+            group.Names.Add(key);
+        }
+
+        if (group.Names.Count > 1)
+        {
+            group.Id ??= ++_lastLinkId;
+        }
+
+        version = version with { Link = group.Id };
+        StoreOne(key, version, stat, id);
+        if (group.Names.Count < 2)
+        {
+            return;
+        }
+
+        _shadows.TryGetValue(key, out var shadow);
+        foreach (var other in group.Names.Where(n => n != key).ToList())
+        {
+            // One file, one copy: the other names follow this name's copy, or none when this version was read.
+            if (_shadows.TryGetValue(other, out var theirs) && !ReferenceEquals(theirs, shadow))
+            {
+                DropShadow(other.Root, other.Rel);
+            }
+
+            if (shadow is not null)
+            {
+                _shadows[other] = shadow;
+            }
+
+            if (_paths.TryGetValue(other, out var peer) && !(peer.Same(version) && peer.Version.Link == version.Link))
+            {
+                StoreOne(other, version with { PathId = PathId(other.Root, other.Rel) }, stat, id);
+            }
+        }
+    }
+
+    /// <summary>Takes a path out of its file's names, keeping its state (it is about to be replaced or gone).</summary>
+    private void Detach((int Root, string Rel) key)
+    {
+        if (_paths.TryGetValue(key, out var state) && state.Inode is { } inode)
+        {
+            if (_inodes.TryGetValue(inode, out var group))
+            {
+                group.Names.Remove(key);
+                if (group.Names.Count == 0)
+                {
+                    _inodes.Remove(inode);
+                }
+            }
+
+            _paths[key] = new PathState(state.Version, state.Stat, null);
+        }
+    }
+
+    private void StoreOne((int Root, string Rel) key, NewVersion version, EntryStat stat, (ulong, ulong)? inode)
     {
         _writer.AddVersion(_sessionId, version);
         VersionsWritten++;
-        _paths[(root, rel)] = new PathState(version, stat);
+        _paths[key] = new PathState(version, stat, inode);
     }
 
-    private sealed class PathState(NewVersion version, EntryStat stat)
+    /// <summary>The names the recorder knows of one file, and its link id once it has more than one.</summary>
+    private sealed class LinkGroup
+    {
+        public List<(int Root, string Rel)> Names { get; } = new(1);
+
+        public long? Id { get; set; }
+    }
+
+    private sealed class PathState(NewVersion version, EntryStat stat, (ulong Dev, ulong Ino)? inode)
     {
         public EntryKind Kind { get; } = version.Kind;
+
+        public (ulong Dev, ulong Ino)? Inode { get; } = inode;
 
         public EntryStat Stat { get; set; } = stat;
 

@@ -124,10 +124,23 @@ public static class Materializer
         }
 
         var made = new HashSet<string>(StringComparer.Ordinal);
+        // Hard links: the names of one file share a link id; the file is written once, from the newest of their
+        // versions (a writer gives them all the same one), and the other names are linked to it.
+        var linkSource = new Dictionary<long, VersionRecord>();
+        foreach (var (_, v) in entries)
+        {
+            if (v is { Kind: EntryKind.File, Link: { } id } && (!linkSource.TryGetValue(id, out var seen) || seen.Id < v.Id))
+            {
+                linkSource[id] = v;
+            }
+        }
+
+        var linkWritten = new Dictionary<long, string>();
         int files = 0, dirs = 0, links = 0;
         long bytes = 0;
-        foreach (var (path, v) in entries)
+        foreach (var (path, entry) in entries)
         {
+            var v = entry;
             EnsureParents(tree, path, made);
             switch (v.Kind)
             {
@@ -136,7 +149,17 @@ public static class Materializer
                     made.Add(path);
                     dirs++;
                     break;
+                case EntryKind.File when v.Link is { } linkId && linkWritten.TryGetValue(linkId, out var first):
+                    tree.CreateHardLink(first, path);
+                    files++;
+                    break;
                 case EntryKind.File:
+                    if (v.Link is { } newLink)
+                    {
+                        linkWritten[newLink] = path;
+                        v = linkSource[newLink];
+                    }
+
                     using (var file = tree.CreateFile(path))
                     {
                         // The file is new (O_EXCL), so its length is the end of the furthest write: tracked here

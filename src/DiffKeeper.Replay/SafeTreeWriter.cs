@@ -97,6 +97,27 @@ public sealed class SafeTreeWriter : IDisposable
         }
     }
 
+    /// <summary>
+    /// Makes <paramref name="rel"/> a new name of the file <paramref name="existing"/> (a hard link; linkat without
+    /// AT_SYMLINK_FOLLOW, so a symlink is never followed), both below this directory.
+    /// </summary>
+    public void CreateHardLink(string existing, string rel)
+    {
+        var (fromParent, fromName) = Split(existing);
+        var (parent, name) = Split(rel);
+        var fromFd = DirFd(fromParent);
+        var toFd = DirFd(parent);
+        if (fromParent.Length > 0 && !(_dirFds.TryGetValue(fromParent, out var still) && still == fromFd))
+        {
+            fromFd = DirFd(fromParent); // the cache was emptied while opening the second directory
+        }
+
+        if (Libc.LinkAt(fromFd, fromName, toFd, name, 0) != 0)
+        {
+            throw Fail("create hard link", rel, Marshal.GetLastPInvokeError());
+        }
+    }
+
     public void CreateSymlink(string rel, string target)
     {
         var (parent, name) = Split(rel);

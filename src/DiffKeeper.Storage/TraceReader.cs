@@ -15,9 +15,10 @@ public sealed class TraceReader : IDisposable
     private readonly SqliteStatement _blobById;
     private readonly ReaderLock _readerLock;
 
-    // Format 1 has no delta columns: read it as format 2 with their defaults (a reader never migrates).
+    // Formats 1 and 2 lack columns: read them as format 3 with their defaults (a reader never migrates).
     private readonly string _basesColumn;
     private readonly string _prunedColumn;
+    private readonly string _linkColumn;
 
     private TraceReader(string traceDir, SqliteDatabase db, ReaderLock readerLock)
     {
@@ -27,6 +28,7 @@ public sealed class TraceReader : IDisposable
         var format1 = CatalogSchema.Version(db) < 2;
         _basesColumn = format1 ? "NULL" : "bases";
         _prunedColumn = format1 ? "0" : "v.pruned";
+        _linkColumn = CatalogSchema.Version(db) < 3 ? "NULL" : "v.link"; // format 2 had no hard links
         Packs = new PackReader(traceDir);
         _blobById = db.Prepare($"SELECT hash, pack_id, offset, raw_len, stored_len, codec, {_basesColumn} FROM blobs WHERE id = ?1");
         Blobs = new BlobReader(Blob, Packs);
@@ -314,7 +316,7 @@ public sealed class TraceReader : IDisposable
     {
         using var r = _db.Prepare($"""
             SELECT v.id, v.session_id, p.root_id, v.path_id, p.rel, v.seq, v.time_ns, v.kind, v.mode, v.uid, v.gid,
-                   v.mtime_ns, v.size, v.content, v.target, v.extents, {_prunedColumn}
+                   v.mtime_ns, v.size, v.content, v.target, v.extents, {_prunedColumn}, {_linkColumn}
             FROM versions v JOIN paths p ON p.id = v.path_id
             """ + "\n" + where);
         r.Bind(1, s).Bind(2, x);
@@ -323,7 +325,7 @@ public sealed class TraceReader : IDisposable
         {
             list.Add(new VersionRecord(r.Int64(0), r.Int64(1), r.Int64(2), r.Int64(3), TracePath.Validate(r.Path(4)),
                 r.Int64(5), r.Int64(6), (EntryKind)r.Int32(7), r.Int32(8), r.Int32(9), r.Int32(10),
-                r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.PathOrNull(14), r.BlobOrNull(15), r.Int64(16) != 0));
+                r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.PathOrNull(14), r.BlobOrNull(15), r.Int64(16) != 0, r.Int64OrNull(17)));
         }
 
         return list;

@@ -51,7 +51,7 @@ public sealed class TraceWriter : IDisposable
         _lock = traceLock;
         _db = db;
         _insertEvent = db.Prepare("INSERT INTO events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
-        _insertVersion = db.Prepare("INSERT INTO versions(session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+        _insertVersion = db.Prepare("INSERT INTO versions(session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, link) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
         _insertPath = db.Prepare("INSERT INTO paths(root_id, rel) VALUES (?1, ?2)");
         _findBlob = db.Prepare("SELECT id, codec FROM blobs WHERE hash = ?1");
         _promoteBlob = db.Prepare("UPDATE blobs SET pack_id = ?2, offset = ?3, stored_len = ?4, codec = ?5, bases = NULL WHERE id = ?1");
@@ -363,7 +363,7 @@ public sealed class TraceWriter : IDisposable
     {
         Tx();
         _insertVersion.Bind(1, sessionId).Bind(2, v.PathId).Bind(3, v.Seq).Bind(4, v.TimeNs).Bind(5, (long)v.Kind).Bind(6, v.Mode)
-            .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).BindPath(12, v.Target).Bind(13, v.Extents).Run();
+            .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).BindPath(12, v.Target).Bind(13, v.Extents).Bind(14, v.Link).Run();
         var id = _db.LastInsertRowId;
         if (_referenced is not null && v.Extents is not null)
         {

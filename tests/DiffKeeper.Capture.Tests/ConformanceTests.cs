@@ -11,7 +11,7 @@ namespace DiffKeeper.Capture.Tests;
 /// must equal the executor's ground truth. FsCheck draws the batch seeds; a failing batch shrinks first to the
 /// histories that failed, then to a minimal script, which the failure prints with its seed.
 /// DIFFKEEPER_SOAK=N runs N histories per backend instead of 200; DIFFKEEPER_CONFORM_SEED=S replays one batch;
-/// DIFFKEEPER_CONFORM_FEATURES=InvalidUtf8Names,BeyondPathMax,HardLinks adds features the binary lacks.
+/// DIFFKEEPER_CONFORM_FEATURES=InvalidUtf8Names,BeyondPathMax adds features the binary lacks.
 /// </summary>
 public sealed class ConformanceTests
 {

@@ -34,8 +34,7 @@ public sealed record Op(string Name, string[] Paths, string[] Rest, string? Targ
 }
 
 /// <summary>
-/// What a generated history may contain beyond the basics. <see cref="HardLinks"/> is a feature the binary does not
-/// support yet (off unless DIFFKEEPER_CONFORM_FEATURES asks); the others are on unless a backend names them as a
+/// What a generated history may contain beyond the basics. Every feature is on unless a backend names it as a
 /// known failure (<see cref="Backend.KnownFailures"/>), each with the skipped test that holds its minimal script.
 /// </summary>
 [Flags]
@@ -49,9 +48,10 @@ public enum Features
     /// <summary>25 nested directories of 200-byte names made with mkdirat, and a file in the deepest: beyond PATH_MAX.</summary>
     BeyondPathMax = 2,
 
+    /// <summary>link(): a new name of an existing file.</summary>
     HardLinks = 4,
 
-    /// <summary>renameat2(RENAME_EXCHANGE).</summary>
+    /// <summary>renameat2(RENAME_EXCHANGE) (of directories too only with <see cref="DirectoryRenames"/>).</summary>
     Exchange = 8,
 
     /// <summary>A file created (O_EXCL) with a mode other than 0644, like tar's mode-0 placeholder for a symlink.</summary>
@@ -72,7 +72,10 @@ public enum Features
     /// <summary>Files that grow past 256 KiB (sparse writes and truncates up to 4 MiB); without it, at most ~200 KiB.</summary>
     LargeFiles = 512,
 
-    Default = InvalidUtf8Names | BeyondPathMax | Exchange | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
+    /// <summary>Exchanges that move a directory (with <see cref="Exchange"/> and <see cref="DirectoryRenames"/>).</summary>
+    DirectoryExchanges = 1024,
+
+    Default = InvalidUtf8Names | BeyondPathMax | HardLinks | Exchange | DirectoryExchanges | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
 }
 
 /// <summary>
@@ -363,7 +366,9 @@ public sealed class HistoryGenerator
 
                 var x = a[_r.Next(a.Count)];
                 var y = a[_r.Next(a.Count)];
-                if (Under(x, y) || Under(y, x))
+                // An exchange that moves a directory is a directory rename: only where those are generated.
+                if (Under(x, y) || Under(y, x) ||
+                    (!(_features.HasFlag(Features.DirectoryRenames) && _features.HasFlag(Features.DirectoryExchanges)) && (_tree[x] == 'd' || _tree[y] == 'd')))
                 {
                     return NewFile(dir);
                 }

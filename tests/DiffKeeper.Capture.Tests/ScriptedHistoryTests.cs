@@ -48,16 +48,13 @@ public sealed class ScriptedHistoryTests
     public void Ebpf_tar_placeholder_is_an_empty_mode_0_file_until_it_becomes_a_symlink() =>
         AssertConforms("ebpf", new History([], [[O("create", ["g"], "0"), O("unlink", ["g"]), new Op("symlink", ["g"], [], "tar%20target")]]));
 
-    [Fact(Skip = "inotify: renameat2(RENAME_EXCHANGE) of a directory and a file loses the directory: at the next quiet " +
-        "gap (and at the end) the export lacks g/été (the two IN_MOVED_FROM/IN_MOVED_TO pairs share names)")]
+    [Fact]
     public void Inotify_RENAME_EXCHANGE_of_a_directory_and_a_file_keeps_both() =>
         AssertConforms("inotify", new History([O("mkdirp", ["g/sub/n%0Al"])], [
             [O("write", ["g/%C3%A9t%C3%A9"], "0", "2524", "330"), O("exchange", ["g/sub/n%0Al", "g/%C3%A9t%C3%A9"])],
         ]));
 
-    [Fact(Skip = "fanotify: renameat2(RENAME_EXCHANGE) of a directory a (holding g/a) and a file été: at the next quiet gap " +
-        "été is exported as a directory with mode 0700 instead of 0755 (its children arrive under the new name, the " +
-        "directory's own version does not)")]
+    [Fact]
     public void Fanotify_RENAME_EXCHANGE_of_a_directory_and_a_file_keeps_the_directory_mode() =>
         AssertConforms("fanotify", new History([O("mkdirp", ["a/g/a"])], [
             [O("write", ["%C3%A9t%C3%A9"], "0", "3", "151"), O("exchange", ["a", "%C3%A9t%C3%A9"])],
@@ -72,33 +69,52 @@ public sealed class ScriptedHistoryTests
             [O("write", ["n"], "1564", "2867", "829"), O("rename", ["n", "d/n"])],
         ]));
 
-    [Fact(Skip = "eBPF: after fallocate(PUNCH_HOLE) (a change without a payload, so the recorder drops its copy of the " +
-        "file), the next append is exported at its #seq with the bytes of the append after it: the copy is seeded again " +
-        "by reading the file when the event is handled (Versioner.Follow), which may already hold later writes; " +
-        "carrying fallocate's mode, offset and length in the record would keep the copy exact")]
+    [Fact]
     public void Ebpf_an_append_after_a_punched_hole_is_exported_at_its_seq() =>
         AssertConforms("ebpf", new History([], [
             [O("write", ["sub"], "619", "28430", "566"), O("punch", ["sub"], "61540", "4096"), O("append", ["sub"], "3955", "505"), O("append", ["sub"], "983", "814")],
         ]));
 
-    [Fact(Skip = "eBPF, by design today: more than 1 MiB of exact versions (counted as the file's whole size, holes " +
-        "included) or 256 of them of one file within the 100 ms hot window are coalesced, so the append of this 2 MiB " +
-        "sparse file has no version at its #seq (the export shows the state before it). Counting the bytes a store " +
-        "re-cuts instead of the size, or rebuilding a state from the last version plus the payloads after it in the " +
-        "state-at-T query (ARCHITECTURE.md §6), would make it exact; the lead decides")]
+    [Fact]
     public void Ebpf_an_append_to_a_big_sparse_file_written_just_before_is_exported_at_its_seq() =>
         AssertConforms("ebpf", new History([], [
             [O("write", ["x"], "2099104", "1137", "947"), O("append", ["x"], "29567", "626"), O("write", ["x"], "132731", "3", "976")],
         ]));
 
-    [Fact(Skip = "eBPF: renameat2(RENAME_EXCHANGE) of a directory (holding b/e) and a file: every later export is " +
-        "refused ('the trace puts x y/b below x y, which is a file at that moment'): EbpfSource reports an exchange as " +
-        "two creations to re-read, so the directory's recorded children stay under the name that is now a file; the " +
-        "recorder needs an exchange event that swaps the two subtrees' versions, as a rename carries them")]
+    [Fact]
     public void Ebpf_RENAME_EXCHANGE_of_a_directory_and_a_file_swaps_their_subtrees() =>
         AssertConforms("ebpf", new History([], [
             [O("write", ["sub"], "0", "4299", "23"), O("mkdirp", ["x%20y/b/e"])],
             [O("exchange", ["x%20y", "sub"]), O("append", ["x%20y"], "7", "964")],
+        ]));
+
+    [Fact]
+    public void Ebpf_RENAME_EXCHANGE_of_two_files_then_writes_through_both_names_is_exact_at_every_seq() =>
+        AssertConforms("ebpf", new History([O("write", ["b"], "0", "30", "8")], [
+            [O("write", ["a"], "0", "20", "3"), O("exchange", ["a", "b"]), O("append", ["a"], "5", "9"), O("append", ["b"], "7", "1"), O("unlink", ["a"])],
+        ]));
+
+    [Fact]
+    public void Inotify_RENAME_EXCHANGE_of_two_directories_keeps_watching_both() =>
+        AssertConforms("inotify", new History([O("mkdirp", ["p/q"]), O("mkdirp", ["r/s"])], [
+            [O("exchange", ["p", "r"])],
+            [O("write", ["p/s/f"], "0", "10", "2"), O("write", ["r/q/g"], "0", "12", "3")],
+        ]));
+
+    [Fact]
+    public void Fanotify_RENAME_EXCHANGE_of_two_directories_keeps_both_subtrees() =>
+        AssertConforms("fanotify", new History([O("mkdirp", ["p/q"]), O("mkdirp", ["r/s"])], [
+            [O("exchange", ["p", "r"])],
+            [O("write", ["p/s/f"], "0", "10", "2"), O("write", ["r/q/g"], "0", "12", "3")],
+        ]));
+
+    [Fact(Skip = "eBPF, found by the 250-history run of 2026-12-06 (batch seed 1159183016), not yet understood: after " +
+        "mkdir -p -dash/c/sub/c, the export at the #seq of that operation already shows été as a directory holding sub (the " +
+        "state after the exchange that follows), as if the exchange's versions were stored at an earlier seq. Exchanges " +
+        "that move a directory are left out of eBPF's generated histories until this is fixed")]
+    public void Ebpf_RENAME_EXCHANGE_of_a_directory_made_in_the_same_burst_is_exported_after_it_only() =>
+        AssertConforms("ebpf", new History([], [
+            [O("write", ["%C3%A9t%C3%A9"], "454", "4087", "229"), O("mkdirp", ["-dash/c/sub/c"]), O("exchange", ["-dash/c", "%C3%A9t%C3%A9"])],
         ]));
 
     // Paths are byte strings (issue 10): names that are not UTF-8, in the baseline and made during the recording.
@@ -124,18 +140,33 @@ public sealed class ScriptedHistoryTests
         ]));
     }
 
-    [Theory(Skip = "hard links are not supported: on every backend a and b (one inode) export as two separate files " +
-        "with the same bytes; a later write through one name shows under the other only once it is read again")]
+    [Theory]
     [MemberData(nameof(ConformanceTests.Backends), MemberType = typeof(ConformanceTests))]
     public void Hard_links_are_exported_as_links(string backend) =>
         AssertConforms(backend, new History([], [[O("write", ["a"], "0", "5", "1"), O("link", ["a", "b"])], [O("write", ["a"], "0", "3", "7")]]));
+
+    // The kernel reports nothing of this rename to fanotify and inotify (it does nothing); eBPF sees the call.
+    [Fact]
+    public void Ebpf_a_rename_between_two_names_of_one_file_changes_nothing() =>
+        AssertConforms("ebpf", new History([], [[O("write", ["b"], "0", "79", "873"), O("link", ["b", "n%0Al"]), O("rename", ["n%0Al", "b"])]]));
+
+    [Theory]
+    [MemberData(nameof(ConformanceTests.Backends), MemberType = typeof(ConformanceTests))]
+    public void Hard_links_of_baseline_files_stay_links_through_writes_renames_and_unlinks(string backend) =>
+        AssertConforms(backend, new History([O("mkdirp", ["d/e"]), O("write", ["a"], "0", "70", "2"), O("link", ["a", "d/b"])], [
+            [O("link", ["d/b", "d/e/c"]), O("append", ["d/e/c"], "30", "4"), O("chmod", ["a"], "600")],
+            [O("rename", ["d/b", "x%20y"]), O("write", ["x%20y"], "8192", "100", "5"), O("unlink", ["a"])],
+            [O("write", ["d/e/c"], "0", "9", "6")],
+        ]));
 
     [Fact(Skip = "inotify, rare (once in about 2,000 generated histories, batch seed 1890200526, history h31, with 49 other " +
         "histories running; not reproduced alone in 15 runs nor as 50 copies in 5): after mkdir -p e/e/c and a rename of " +
         "e/e in the same burst, a directory and file made later in the renamed c were missing from every quiet-gap export " +
         "(present at the end, from the reconcile scan), as if c had no watch: a watch added by name after the rename " +
-        "misses it. Directory renames are left out of inotify's generated histories until this is understood " +
-        "(DIFFKEEPER_CONFORM_FEATURES=DirectoryRenames puts them back)")]
+        "misses it. Seen again with an exchange (batch seed 1732469003, h4: mkdir -dash/c/sub; exchange -dash/c/a " +
+        "-dash/c/sub; tar's placeholder then a symlink at -dash/c/sub/c, exported as the mode-0 file; not reproduced " +
+        "alone). Directory renames, and exchanges that move a directory, are left out of inotify's generated histories " +
+        "until this is understood (DIFFKEEPER_CONFORM_FEATURES=DirectoryRenames puts them back)")]
     public void Inotify_a_directory_renamed_right_after_it_was_made_keeps_watching_its_subdirectories() =>
         AssertConforms("inotify", new History([], [
             [O("mkdirp", ["e/e/c"]), O("chmod", ["e/e/c"], "755"), O("rename", ["e/e", "n%0Al"])],

@@ -74,7 +74,7 @@ public sealed class FileShadowTests : IDisposable
             }
 
             var incremental = shadow.Store(writer);
-            var fromScratch = FileShadow.Of(truth.ToArray()).Store(writer);
+            var fromScratch = FileShadow.Of(truth.ToArray(), [(0L, (long)truth.Count)]).Store(writer);
             Assert.Equal(truth.Count, incremental.Size);
             Assert.Equal(fromScratch.ContentId, incremental.ContentId);
             Assert.Equal(fromScratch.Extents, incremental.Extents);
@@ -85,50 +85,115 @@ public sealed class FileShadowTests : IDisposable
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
-    public void Zero_blocks_of_a_sparse_file_are_stored_as_holes_and_incremental_equals_from_scratch(int seed)
+    public void Only_written_ranges_of_a_sparse_file_are_stored_as_data_and_incremental_equals_from_scratch(int seed)
     {
-        // Writes far past the end and truncates up (what `truncate -s 4M f; printf end >> f` does): the stored
-        // extents must cover only the 4 KiB blocks that hold data, as a read with SEEK_DATA would.
+        // Writes far past the end (some of zeros), truncates up and down and punched holes (what `truncate -s 4M f;
+        // printf end >> f` and fallocate do): the stored extents must cover exactly the bytes written and still
+        // there, zeros a program wrote included, as a read with SEEK_DATA would.
         var random = new Random(seed);
         using var writer = TraceWriter.Open(_dir.Sub($"s{seed}"));
         var shadow = FileShadow.Empty();
         var truth = new List<byte>();
+        var written = new List<bool>();
         for (var step = 0; step < 60; step++)
         {
-            if (random.Next(4) == 0)
+            var roll = random.Next(8);
+            if (roll < 2)
             {
-                var size = truth.Count + random.Next(0, 3 << 20);
+                var size = roll == 0 ? truth.Count + random.Next(0, 3 << 20) : random.Next(truth.Count + 1);
                 shadow.Truncate(size);
-                truth.AddRange(new byte[size - truth.Count]);
+                Resize(size);
+            }
+            else if (roll == 2 && truth.Count > 0)
+            {
+                var offset = random.Next(truth.Count);
+                var length = random.Next(1, 40_000);
+                shadow.Punch(offset, length);
+                for (var i = offset; i < Math.Min(truth.Count, offset + length); i++)
+                {
+                    truth[i] = 0;
+                    written[i] = false;
+                }
             }
             else
             {
                 var offset = random.Next(0, truth.Count + (1 << 20));
                 var bytes = new byte[random.Next(1, 9000)];
-                random.NextBytes(bytes);
-                bytes[0] = 1;
-                shadow.Write(offset, bytes);
-                while (truth.Count < offset + bytes.Length)
+                if (random.Next(3) > 0)
                 {
-                    truth.Add(0);
+                    random.NextBytes(bytes); // else zeros, which are data too
                 }
 
+                shadow.Write(offset, bytes);
+                Resize(Math.Max(truth.Count, offset + bytes.Length));
                 bytes.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(truth)[offset..]);
+                for (var i = 0; i < bytes.Length; i++)
+                {
+                    written[offset + i] = true;
+                }
+            }
+
+            var ranges = new List<(long, long)>();
+            for (var i = 0; i < written.Count; i++)
+            {
+                if (written[i] && (i == 0 || !written[i - 1]))
+                {
+                    var end = i;
+                    while (end < written.Count && written[end])
+                    {
+                        end++;
+                    }
+
+                    ranges.Add((i, end));
+                }
             }
 
             var incremental = shadow.Store(writer);
-            var fromScratch = FileShadow.Of(truth.ToArray()).Store(writer);
+            var fromScratch = FileShadow.Of(truth.ToArray(), ranges).Store(writer);
             Assert.Equal(fromScratch.ContentId, incremental.ContentId);
             Assert.Equal(fromScratch.Extents, incremental.Extents);
             Assert.True(ExtentMap.TryDecode(incremental.Extents, truth.Count, out var extents));
-            var data = truth.ToArray();
-            for (var block = 0L; block < data.Length; block += 4096)
+            Assert.Equal(ranges, extents.Select(e => (e.Offset, e.Offset + e.Length)).Aggregate(new List<(long, long)>(), (merged, r) =>
             {
-                var length = (int)Math.Min(4096, data.Length - block);
-                var covered = extents.Any(e => e.Offset < block + length && block < e.Offset + e.Length);
-                var zero = !data.AsSpan((int)block, length).ContainsAnyExcept((byte)0);
-                Assert.True(zero ? !covered : covered, $"block at {block}: data {!zero}, stored {covered}");
-            }
+                if (merged.Count > 0 && merged[^1].Item2 == r.Item1)
+                {
+                    merged[^1] = (merged[^1].Item1, r.Item2);
+                }
+                else
+                {
+                    merged.Add(r);
+                }
+
+                return merged;
+            }));
         }
+
+        void Resize(int size)
+        {
+            if (size < truth.Count)
+            {
+                truth.RemoveRange(size, truth.Count - size);
+                written.RemoveRange(size, written.Count - size);
+            }
+
+            truth.AddRange(new byte[size - truth.Count]);
+            written.AddRange(new bool[size - written.Count]);
+        }
+    }
+
+    [Fact]
+    public void Zeros_a_program_wrote_are_data_and_a_punched_hole_is_a_hole()
+    {
+        using var writer = TraceWriter.Open(_dir.Sub("z"));
+        var shadow = FileShadow.Empty();
+        shadow.Write(0, new byte[3 * 4096]); // zeros written: data, as the file system allocates them
+        shadow.Truncate(8 * 4096); // a hole at the end
+        Assert.True(ExtentMap.TryDecode(shadow.Store(writer).Extents, 8 * 4096, out var extents));
+        Assert.Equal(new[] { (0L, 3L * 4096) }, extents.Select(e => (e.Offset, e.Offset + e.Length)));
+
+        shadow.Write(5 * 4096, [1, 2, 3]);
+        shadow.Punch(4096, 4096);
+        Assert.True(ExtentMap.TryDecode(shadow.Store(writer).Extents, 8 * 4096, out extents));
+        Assert.Equal(new[] { (0L, 4096L), (2L * 4096, 3L * 4096), (5L * 4096, 5L * 4096 + 3) }, extents.Select(e => (e.Offset, e.Offset + e.Length)));
     }
 }

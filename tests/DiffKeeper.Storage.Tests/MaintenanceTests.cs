@@ -242,22 +242,48 @@ public sealed class MaintenanceTests : IDisposable
         }
     }
 
-    [Fact]
-    public void A_format_1_trace_reads_as_is_and_is_migrated_by_the_first_writer()
+    /// <summary>A fixture of an older format reads as is, is migrated to the current one by the first writer, and still reads after gc.</summary>
+    private void ReadsAsIsThenMigrates(string fixture, Action<string> check)
     {
-        var trace = _dir.Sub("v1");
-        StoreFiles.CopyDirectory(Path.Combine(AppContext.BaseDirectory, "Fixtures", "format-v1"), trace);
-        Check(trace);
+        var trace = _dir.Sub(fixture);
+        StoreFiles.CopyDirectory(Path.Combine(AppContext.BaseDirectory, "Fixtures", fixture), trace);
+        check(trace);
         using (var w = TraceWriter.Open(trace))
         {
             using var version = w.Database.Prepare("SELECT value FROM meta WHERE key = 'format_version'");
             Assert.True(version.Step());
-            Assert.Equal("2", version.String(0));
+            Assert.Equal("3", version.String(0));
         }
 
-        Check(trace);
+        check(trace);
         StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
-        Check(trace);
+        check(trace);
+    }
+
+    [Fact]
+    public void A_format_2_trace_reads_as_is_and_is_migrated_by_the_first_writer()
+    {
+        ReadsAsIsThenMigrates("format-v2", Check);
+
+        static void Check(string trace)
+        {
+            using var r = TraceReader.Open(trace);
+            var s = r.Session(null);
+            var end = r.StateAt(s, long.MaxValue).ToDictionary(v => v.Rel);
+            Assert.Equal("hello\nagain\n"u8.ToArray(), TraceStoreTests.ReadBack(r, end["sub/a.txt"]));
+            Assert.Equal("hello\nagain\n"u8.ToArray(), TraceStoreTests.ReadBack(r, end["hard"]));
+            Assert.All(end.Values, v => Assert.Null(v.Link)); // format 2 recorded hard links as separate files
+            Assert.Equal("sub/a.txt", end["link"].Target);
+            Assert.False(end.ContainsKey("old.txt"));
+            Assert.Equal("before\n"u8.ToArray(), TraceStoreTests.ReadBack(r, r.StateAt(s, 0).Single(v => v.Rel == "old.txt")));
+            Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+        }
+    }
+
+    [Fact]
+    public void A_format_1_trace_reads_as_is_and_is_migrated_by_the_first_writer()
+    {
+        ReadsAsIsThenMigrates("format-v1", Check);
 
         static void Check(string trace)
         {

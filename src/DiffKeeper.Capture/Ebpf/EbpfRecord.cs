@@ -19,6 +19,7 @@ internal enum EbpfRecordKind : ushort
     Chmod = 11,
     Changed = 12,
     SymlinkTarget = 13,
+    LinkFrom = 14,
 }
 
 /// <summary>The F_* flags of bpf/diffkeeper.bpf.c.</summary>
@@ -31,6 +32,8 @@ internal enum EbpfRecordFlags : ushort
     ReadBack = 4,
     Exchange = 8,
     PathTruncated = 16,
+    /// <summary>A <see cref="EbpfRecordKind.Changed"/> from fallocate(2): its mode argument is the high byte of the flags.</summary>
+    Fallocate = 32,
 }
 
 /// <summary>

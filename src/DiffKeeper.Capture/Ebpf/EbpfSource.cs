@@ -31,6 +31,12 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private readonly Dictionary<(uint Dev, ulong Ino), string> _pathByInode = [];
     private readonly Dictionary<string, (uint Dev, ulong Ino)> _inodeByPath = new(StringComparer.Ordinal);
     private readonly Dictionary<int, (string Path, EbpfRecordFlags Flags)> _renameFrom = [];
+    private readonly Dictionary<int, string> _linkFrom = [];
+    private const int FallocAllocate = 0;
+    private const int FallocKeepSize = 1;
+    private const int FallocPunchHole = 3; // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (the only way to punch)
+    // Inodes remembered under more than one name (hard links): forgetting one name falls back to another.
+    private readonly HashSet<(uint Dev, ulong Ino)> _aliased = [];
     // A symlink's target, sent just before its K_SYMLINK by the same thread.
     private readonly Dictionary<int, string> _symlinkTarget = [];
     private readonly List<BpfLinkHandle> _links = [];
@@ -325,7 +331,8 @@ public sealed unsafe class EbpfSource : ICaptureSource
             case EbpfRecordKind.Open:
                 if (r.Flags.HasFlag(EbpfRecordFlags.Created))
                 {
-                    EmitAt(abs, CaptureKind.Created, ts, pid, comm, knownEmpty: true, mode: r.Mode == 0 ? null : r.Mode & 0xFFF);
+                    EmitAt(abs, CaptureKind.Created, ts, pid, comm, knownEmpty: true, mode: r.Mode == 0 ? null : r.Mode & 0xFFF,
+                        fileId: (((ulong)(r.Device >> 20) << 32) | (r.Device & 0xFFFFF), r.Inode)); // the kernel's dev_t: 12-bit major, 20-bit minor
                 }
                 else if (r.Flags.HasFlag(EbpfRecordFlags.Truncated))
                 {
@@ -337,6 +344,16 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 EmitAt(abs, CaptureKind.Written, ts, pid, comm, offset: r.Offset, length: r.Length,
                     payload: r.HasPayload ? r.Payload.ToArray() : null);
                 return;
+            case EbpfRecordKind.Changed when r.Flags.HasFlag(EbpfRecordFlags.Fallocate) && ((int)r.Flags >> 8) is FallocPunchHole or FallocAllocate or FallocKeepSize:
+            {
+                // fallocate: a punched hole, or an allocation (which changes no byte, and the size only when it
+                // extends the file without KEEP_SIZE), is applied to the recorder's copy like a write.
+                var mode = (int)r.Flags >> 8;
+                EmitAt(abs, mode == FallocPunchHole ? CaptureKind.Punched : CaptureKind.Allocated, ts, pid, comm,
+                    offset: mode == FallocPunchHole ? r.Offset : 0, length: mode == FallocPunchHole ? r.Length : mode == FallocAllocate ? r.Offset + r.Length : 0);
+                return;
+            }
+
             case EbpfRecordKind.Changed:
                 EmitAt(abs, CaptureKind.Modified, ts, pid, comm);
                 return;
@@ -360,8 +377,19 @@ public sealed unsafe class EbpfSource : ICaptureSource
             case EbpfRecordKind.Symlink:
                 EmitAt(abs, CaptureKind.Created, ts, pid, comm, target: _symlinkTarget.Remove(r.ThreadId, out var target) ? target : null);
                 return;
+            case EbpfRecordKind.LinkFrom:
+                _linkFrom[r.ThreadId] = abs;
+                return;
             case EbpfRecordKind.Link:
-                EmitAt(abs, CaptureKind.Created, ts, pid, comm);
+                if (_linkFrom.Remove(r.ThreadId, out var existing) && Locate(existing) is { } x && Locate(abs) is { } y && x.Root == y.Root)
+                {
+                    Emit(new CaptureEvent(CaptureKind.Linked, x.Root, x.Rel, y.Rel, false, ts, pid, comm));
+                }
+                else
+                {
+                    EmitAt(abs, CaptureKind.Created, ts, pid, comm); // from outside the roots: read it
+                }
+
                 return;
             case EbpfRecordKind.RenameFrom:
                 _renameFrom[r.ThreadId] = (abs, r.Flags);
@@ -390,7 +418,14 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
         if (exchange)
         {
-            // Both names now hold the other's entry: each is re-read.
+            // Both names now hold the other's entry.
+            SwapRemembered(from, to);
+            if (Locate(from) is { } p && Locate(to) is { } q && p.Root == q.Root)
+            {
+                Emit(new CaptureEvent(CaptureKind.Exchanged, p.Root, p.Rel, q.Rel, isDirectory, ts, pid, comm));
+                return;
+            }
+
             EmitAt(from, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
             EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
             return;
@@ -411,11 +446,12 @@ public sealed unsafe class EbpfSource : ICaptureSource
     }
 
     private void EmitAt(string abs, CaptureKind kind, long ts, int pid, string comm, bool isDirectory = false,
-        long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false, int? mode = null, string? target = null)
+        long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false, int? mode = null, string? target = null,
+        (ulong, ulong)? fileId = null)
     {
         if (Locate(abs) is { } at)
         {
-            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode, Target: target));
+            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode, Target: target, FileId: fileId));
         }
     }
 
@@ -445,7 +481,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
     {
         if (_pathByInode.TryGetValue(inode, out var old) && old != abs)
         {
-            _inodeByPath.Remove(old);
+            _aliased.Add(inode); // another name of the file (a hard link), or a name it left unseen
         }
 
         _pathByInode[inode] = abs;
@@ -454,9 +490,52 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private void Forget(string abs)
     {
-        if (_inodeByPath.Remove(abs, out var inode))
+        if (!_inodeByPath.Remove(abs, out var inode) || !_pathByInode.TryGetValue(inode, out var current) || current != abs)
         {
-            _pathByInode.Remove(inode);
+            return;
+        }
+
+        // An fd opened through another name of a hard-linked file still writes to it: keep that name.
+        var other = _aliased.Contains(inode) ? _inodeByPath.FirstOrDefault(kv => kv.Value == inode).Key : null;
+        if (other is not null)
+        {
+            _pathByInode[inode] = other;
+            return;
+        }
+
+        _pathByInode.Remove(inode);
+        _aliased.Remove(inode);
+    }
+
+    private void SwapRemembered(string x, string y)
+    {
+        var names = _inodeByPath.Keys.Where(k => TracePath.IsAtOrBelow(k, x) || TracePath.IsAtOrBelow(k, y)).ToList();
+        var inodes = names.Select(n => _inodeByPath[n]).ToList();
+        foreach (var n in names)
+        {
+            _inodeByPath.Remove(n);
+        }
+
+        for (var i = 0; i < names.Count; i++)
+        {
+            var swapped = TracePath.IsAtOrBelow(names[i], x) ? y + names[i][x.Length..] : x + names[i][y.Length..];
+            _inodeByPath[swapped] = inodes[i];
+            if (_pathByInode.TryGetValue(inodes[i], out var current) && current == names[i])
+            {
+                _pathByInode[inodes[i]] = swapped;
+            }
+        }
+    }
+
+    private void Move(string from, string to)
+    {
+        if (_inodeByPath.Remove(from, out var inode))
+        {
+            _inodeByPath[to] = inode;
+            if (_pathByInode.TryGetValue(inode, out var current) && current == from)
+            {
+                _pathByInode[inode] = to;
+            }
         }
     }
 
@@ -465,19 +544,14 @@ public sealed unsafe class EbpfSource : ICaptureSource
         Forget(to); // replaced
         if (!isDirectory)
         {
-            if (_inodeByPath.Remove(from, out var inode))
-            {
-                Remember(inode, to);
-            }
-
+            Move(from, to);
             return;
         }
 
         var prefix = from + "/";
-        foreach (var (path, inode) in _inodeByPath.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToList())
+        foreach (var path in _inodeByPath.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)).ToList())
         {
-            _inodeByPath.Remove(path);
-            Remember(inode, to + path[from.Length..]);
+            Move(path, to + path[from.Length..]);
         }
     }
 

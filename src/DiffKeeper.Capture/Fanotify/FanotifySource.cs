@@ -52,6 +52,8 @@ public sealed unsafe class FanotifySource : ICaptureSource
     // Directory handle -> path (null: cannot be resolved, e.g. deleted before we asked). The mark covers whole
     // file systems, so most events are outside the roots: each directory is resolved once.
     private readonly Dictionary<string, string?> _directories = new(StringComparer.Ordinal);
+    // A rename held until the next event (see Handle: an exchange is two renames back to back).
+    private (string From, string To, bool IsDir, long Ts, int Pid)? _heldRename;
     private readonly Dictionary<int, string?> _comms = [];
     private int _fd = -1;
     private Thread? _thread;
@@ -170,6 +172,37 @@ public sealed unsafe class FanotifySource : ICaptureSource
             Handle(data + pos, eventLength);
             pos += eventLength;
         }
+
+        FlushHeldRename();
+    }
+
+    private void FlushHeldRename()
+    {
+        if (_heldRename is { } h)
+        {
+            _heldRename = null;
+            Renamed(h.From, h.To, h.IsDir, h.Ts, h.Pid);
+        }
+    }
+
+    private void Renamed(string oldPath, string newPath, bool isDir, long ts, int pid)
+    {
+        if (isDir)
+        {
+            MoveCachedDirectories(oldPath, newPath);
+        }
+
+        var from = Locate(oldPath);
+        var to = Locate(newPath);
+        if (from is { } a && to is { } b && a.Root == b.Root)
+        {
+            _sink!.TryWrite(new CaptureEvent(CaptureKind.Renamed, a.Root, a.Rel, b.Rel, isDir, ts, pid, Comm(pid)));
+        }
+        else
+        {
+            Emit(CaptureKind.Deleted, oldPath, from, isDir, ts, pid);
+            Emit(CaptureKind.Created, newPath, to, isDir, ts, pid);
+        }
     }
 
     private void Handle(byte* ev, int eventLength)
@@ -226,6 +259,11 @@ public sealed unsafe class FanotifySource : ICaptureSource
         }
 
         var isDir = (mask & FAN_ONDIR) != 0;
+        if ((mask & FAN_RENAME) == 0)
+        {
+            FlushHeldRename();
+        }
+
         if ((mask & FAN_CREATE) != 0 && path is not null)
         {
             if (isDir && child is not null)
@@ -238,21 +276,19 @@ public sealed unsafe class FanotifySource : ICaptureSource
 
         if ((mask & FAN_RENAME) != 0 && oldPath is not null && newPath is not null)
         {
-            if (isDir)
+            // renameat2(RENAME_EXCHANGE) is reported as two renames back to back (a to b, then b to a): held until
+            // the next event, a pair whose names are both still there is one exchange.
+            if (_heldRename is { } h && h.From == newPath && h.To == oldPath && Locate(oldPath) is { } x && Locate(newPath) is { } y &&
+                x.Root == y.Root && Path.Exists(oldPath) && Path.Exists(newPath))
             {
-                MoveCachedDirectories(oldPath, newPath);
-            }
-
-            var from = Locate(oldPath);
-            var to = Locate(newPath);
-            if (from is { } a && to is { } b && a.Root == b.Root)
-            {
-                _sink!.TryWrite(new CaptureEvent(CaptureKind.Renamed, a.Root, a.Rel, b.Rel, isDir, ts, pid, Comm(pid)));
+                _heldRename = null;
+                SwapCachedDirectories(oldPath, newPath);
+                _sink!.TryWrite(new CaptureEvent(CaptureKind.Exchanged, x.Root, x.Rel, y.Rel, isDir || h.IsDir, ts, pid, Comm(pid)));
             }
             else
             {
-                Emit(CaptureKind.Deleted, oldPath, from, isDir, ts, pid);
-                Emit(CaptureKind.Created, newPath, to, isDir, ts, pid);
+                FlushHeldRename();
+                _heldRename = (oldPath, newPath, isDir, ts, pid);
             }
         }
 
@@ -351,6 +387,14 @@ public sealed unsafe class FanotifySource : ICaptureSource
 
         _directories[key] = path;
         return path;
+    }
+
+    private void SwapCachedDirectories(string x, string y)
+    {
+        foreach (var (key, path) in _directories.Where(kv => kv.Value is not null && (TracePath.IsAtOrBelow(kv.Value, x) || TracePath.IsAtOrBelow(kv.Value, y))).ToList())
+        {
+            _directories[key] = TracePath.IsAtOrBelow(path!, x) ? y + path![x.Length..] : x + path![y.Length..];
+        }
     }
 
     private void MoveCachedDirectories(string from, string to)

@@ -42,6 +42,9 @@ public sealed unsafe class InotifySource : ICaptureSource
     private readonly Dictionary<int, (int Root, string Rel)> _byWd = [];
     private readonly Dictionary<(int Root, string Rel), int> _byPath = [];
     private readonly List<(uint Cookie, int Root, string Rel, bool IsDir)> _pendingMoves = [];
+    // A rename within a root, held until the next event: renameat2(RENAME_EXCHANGE) is reported as two renames back
+    // to back (a to b, then b to a), which together are one exchange.
+    private (int Root, string From, string To, bool IsDir, long Now)? _heldMove;
     private int _fd = -1;
     private Thread? _thread;
     private ChannelWriter<CaptureEvent>? _sink;
@@ -194,6 +197,17 @@ public sealed unsafe class InotifySource : ICaptureSource
             pos += 16 + len;
             Handle(wd, mask, cookie, name, now);
         }
+
+        FlushHeldMove();
+    }
+
+    private void FlushHeldMove()
+    {
+        if (_heldMove is { } h)
+        {
+            _heldMove = null;
+            MovedWithin(h.Root, h.From, h.Root, h.To, h.IsDir, h.Now);
+        }
     }
 
     private void Handle(int wd, uint mask, uint cookie, string name, long now)
@@ -223,6 +237,11 @@ public sealed unsafe class InotifySource : ICaptureSource
         var rel = dir.Rel.Length == 0 ? name : dir.Rel + "/" + name;
         var root = dir.Root;
         var isDir = (mask & IN_ISDIR) != 0;
+        if ((mask & (IN_MOVED_FROM | IN_MOVED_TO)) == 0)
+        {
+            FlushHeldMove();
+        }
+
         if ((mask & IN_MOVED_TO) != 0)
         {
             var from = _pendingMoves.FindIndex(m => m.Cookie == cookie);
@@ -230,10 +249,29 @@ public sealed unsafe class InotifySource : ICaptureSource
             {
                 var m = _pendingMoves[from];
                 _pendingMoves.RemoveAt(from);
-                MovedWithin(m.Root, m.Rel, root, rel, isDir, now);
+                if (_heldMove is { } h && h.Root == root && m.Root == root && h.From == rel && h.To == m.Rel &&
+                    EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is not null && EntryStat.Lstat(TreeWalker.Join(_roots[root], m.Rel)) is not null)
+                {
+                    // a to b, then b to a, both still there: one exchange, not two renames (which would leave no b).
+                    _heldMove = null;
+                    SwapWatches(root, rel, m.Rel);
+                    Emit(new CaptureEvent(CaptureKind.Exchanged, root, rel, m.Rel, h.IsDir || isDir, now));
+                    return;
+                }
+
+                FlushHeldMove();
+                if (m.Root == root && !_filter.IsExcluded(root, rel))
+                {
+                    _heldMove = (root, m.Rel, rel, isDir, now);
+                }
+                else
+                {
+                    MovedWithin(m.Root, m.Rel, root, rel, isDir, now);
+                }
             }
             else
             {
+                FlushHeldMove();
                 Arrived(root, rel, isDir, now);
             }
 
@@ -510,6 +548,23 @@ public sealed unsafe class InotifySource : ICaptureSource
     }
 
     /// <summary>Moves the watches at and below a renamed directory to its new name; false when it had none.</summary>
+    /// <summary>An exchange: the watches at or below <paramref name="x"/> are now at or below <paramref name="y"/>, and the other way round.</summary>
+    private void SwapWatches(int root, string x, string y)
+    {
+        var moved = _byPath.Where(kv => kv.Key.Root == root && (TracePath.IsAtOrBelow(kv.Key.Rel, x) || TracePath.IsAtOrBelow(kv.Key.Rel, y))).ToList();
+        foreach (var (key, _) in moved)
+        {
+            _byPath.Remove(key);
+        }
+
+        foreach (var (key, wd) in moved)
+        {
+            var newRel = TracePath.IsAtOrBelow(key.Rel, x) ? y + key.Rel[x.Length..] : x + key.Rel[y.Length..];
+            _byWd[wd] = (root, newRel);
+            _byPath[(root, newRel)] = wd;
+        }
+    }
+
     private bool RenameWatches(int root, string fromRel, string toRel)
     {
         var moved = _byPath.Where(kv => kv.Key.Root == root && TracePath.IsAtOrBelow(kv.Key.Rel, fromRel)).ToList();

@@ -5,8 +5,11 @@ using DiffKeeper.Native.Interop;
 
 namespace DiffKeeper.Capture.Scan;
 
-/// <summary>What lstat says of one path, with nanosecond mtime. Kind is null for FIFOs, sockets and devices.</summary>
-public readonly record struct EntryStat(EntryKind? Kind, int Mode, int Uid, int Gid, long MtimeNs, long Size, ulong Inode)
+/// <summary>
+/// What lstat says of one path, with nanosecond mtime. Kind is null for FIFOs, sockets and devices. <see cref="Links"/>
+/// is the number of names of the inode (hard links); <see cref="Device"/> with <see cref="Inode"/> names the file.
+/// </summary>
+public readonly record struct EntryStat(EntryKind? Kind, int Mode, int Uid, int Gid, long MtimeNs, long Size, ulong Inode, uint Links = 1, ulong Device = 0)
 {
     /// <summary>lstat of <paramref name="absolutePath"/>; null when it does not exist (any more).</summary>
     public static EntryStat? Lstat(string absolutePath)
@@ -57,6 +60,7 @@ public readonly record struct EntryStat(EntryKind? Kind, int Mode, int Uid, int 
             Libc.S_IFLNK => EntryKind.Symlink,
             _ => null,
         };
-        return new EntryStat(kind, st.Mode & 0xFFF, (int)st.Uid, (int)st.Gid, st.MtimeNs, (long)st.Size, st.Ino);
+        return new EntryStat(kind, st.Mode & 0xFFF, (int)st.Uid, (int)st.Gid, st.MtimeNs, (long)st.Size, st.Ino, st.Nlink,
+            ((ulong)st.DevMajor << 32) | st.DevMinor);
     }
 }

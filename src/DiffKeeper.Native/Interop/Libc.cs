@@ -68,6 +68,7 @@ public static unsafe partial class Libc
     public struct Statx
     {
         [FieldOffset(0)] public uint Mask;
+        [FieldOffset(16)] public uint Nlink;
         [FieldOffset(20)] public uint Uid;
         [FieldOffset(24)] public uint Gid;
         [FieldOffset(28)] public ushort Mode;
@@ -113,6 +114,9 @@ public static unsafe partial class Libc
 
     [LibraryImport(Lib, EntryPoint = "utimensat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int UtimensAt(int dirfd, string path, Timespec* times, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "linkat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
+    public static partial int LinkAt(int olddirfd, string oldpath, int newdirfd, string newpath, int flags);
 
     [LibraryImport(Lib, EntryPoint = "renameat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int RenameAt(int olddirfd, string oldpath, int newdirfd, string newpath);

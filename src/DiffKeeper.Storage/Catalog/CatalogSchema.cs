@@ -5,7 +5,7 @@ namespace DiffKeeper.Storage.Catalog;
 /// <summary>The catalog's DDL and format check (docs/store-format.md, "Catalog").</summary>
 public static class CatalogSchema
 {
-    public const int FormatVersion = 2;
+    public const int FormatVersion = 3;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,7 +49,8 @@ public static class CatalogSchema
             content BLOB,
             target TEXT,
             extents BLOB,
-            pruned INTEGER NOT NULL DEFAULT 0);
+            pruned INTEGER NOT NULL DEFAULT 0,
+            link INTEGER);
         CREATE INDEX IF NOT EXISTS versions_by_session ON versions(session_id, seq);
         CREATE INDEX IF NOT EXISTS versions_by_path ON versions(path_id, seq);
         CREATE TABLE IF NOT EXISTS blobs(
@@ -72,6 +73,7 @@ public static class CatalogSchema
         try
         {
             MigrateFromFormat1(db);
+            MigrateFromFormat2(db);
             db.Execute(Ddl);
             using var meta = db.Prepare("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?1), ('created_by', ?2)");
             meta.Bind(1, FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
@@ -99,21 +101,33 @@ public static class CatalogSchema
     /// Format 1 lacks delta codecs and the columns that describe them: add the columns with their defaults (every
     /// format-1 blob is whole, no version is pruned) and record format 2, inside the caller's transaction.
     /// </summary>
-    private static void MigrateFromFormat1(SqliteDatabase db)
+    private static void MigrateFromFormat1(SqliteDatabase db) => Migrate(db, 1, """
+        ALTER TABLE blobs ADD COLUMN bases BLOB;
+        ALTER TABLE versions ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
+        UPDATE meta SET value = '2' WHERE key = 'format_version';
+        """);
+
+    /// <summary>
+    /// Format 2 lacks <c>versions.link</c> (hard links were recorded as separate files): add it, NULL for every
+    /// version (they stay separate files), and record format 3, inside the caller's transaction.
+    /// </summary>
+    private static void MigrateFromFormat2(SqliteDatabase db) => Migrate(db, 2, """
+        ALTER TABLE versions ADD COLUMN link INTEGER;
+        UPDATE meta SET value = '3' WHERE key = 'format_version';
+        """);
+
+    /// <summary>Runs <paramref name="sql"/> when the catalog exists and is at format <paramref name="from"/>.</summary>
+    private static void Migrate(SqliteDatabase db, int from, string sql)
     {
         using (var exists = db.Prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"))
         {
-            if (exists.ScalarInt64() == 0 || Version(db) != 1)
+            if (exists.ScalarInt64() == 0 || Version(db) != from)
             {
                 return;
             }
         }
 
-        db.Execute("""
-            ALTER TABLE blobs ADD COLUMN bases BLOB;
-            ALTER TABLE versions ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
-            UPDATE meta SET value = '2' WHERE key = 'format_version';
-            """);
+        db.Execute(sql);
     }
 
     /// <summary>Refuses a catalog written by a newer format (exit code 9) or one that is not a DiffKeeper catalog.</summary>

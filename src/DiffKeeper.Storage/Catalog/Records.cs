@@ -36,6 +36,7 @@ public sealed record EventRecord(
 /// <summary>
 /// One version of one path. <see cref="Rel"/> is relative to root <see cref="RootId"/>. A <see cref="Pruned"/>
 /// version's content was dropped by <c>prune</c>: its <see cref="ContentId"/> and <see cref="Extents"/> are null.
+/// <see cref="Link"/>: files of one session with the same link at a moment are names of one file (hard links).
 /// </summary>
 public sealed record VersionRecord(
     long Id,
@@ -54,9 +55,10 @@ public sealed record VersionRecord(
     byte[]? ContentId,
     string? Target,
     byte[]? Extents,
-    bool Pruned = false);
+    bool Pruned = false,
+    long? Link = null);
 
-/// <summary>A version to be written. The catalog assigns its id.</summary>
+/// <summary>A version to be written. The catalog assigns its id. <see cref="Link"/>: see <see cref="VersionRecord"/>.</summary>
 public sealed record NewVersion(
     long PathId,
     long Seq,
@@ -69,7 +71,8 @@ public sealed record NewVersion(
     long Size,
     byte[]? ContentId,
     string? Target,
-    byte[]? Extents);
+    byte[]? Extents,
+    long? Link = null);
 
 /// <summary>An event to be written; paths are catalog path ids.</summary>
 public readonly record struct NewEvent(
