@@ -8,6 +8,8 @@ ensure_dotnet
 ensure_apt_packages libzstd1 zstd
 # keep-mode tests: a real Redis and SQLite (python3's sqlite3), promtool (Debian's prometheus package) checks /metrics
 ensure_apt_packages redis-server prometheus python3
+# remote-store tests: a real S3 server (s3rver, on node)
+ensure_s3rver
 
 ./build.sh || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 

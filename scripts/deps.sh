@@ -20,3 +20,11 @@ ensure_dotnet() {
     exit 1
   fi
 }
+
+# The S3 server the remote-store tests start (tests/s3rver: npm package s3rver, pinned by its lockfile).
+ensure_s3rver() {
+  [ -f tests/s3rver/node_modules/s3rver/bin/s3rver.js ] && return 0
+  command -v npm >/dev/null 2>&1 || ensure_apt_packages nodejs npm
+  echo "installing s3rver (npm ci in tests/s3rver)"
+  (cd tests/s3rver && npm ci --no-audit --no-fund --silent) || echo "s3rver could not be installed: the remote-store tests will be skipped" >&2
+}

@@ -38,6 +38,18 @@ internal static class RemoteInvocation
 
     public static async Task<int> RunAsync(string[] args, S3Location location, IConsole console, Func<string[], Task<int>> runLocal)
     {
+        try
+        {
+            return await RunRemoteAsync(args, location, console, runLocal).ConfigureAwait(false);
+        }
+        finally
+        {
+            console.Out.Flush();
+        }
+    }
+
+    private static async Task<int> RunRemoteAsync(string[] args, S3Location location, IConsole console, Func<string[], Task<int>> runLocal)
+    {
         var a = new RemoteArguments(args);
         using var store = S3ObjectStore.FromEnvironment(location);
         var cacheRoot = RemoteCache.Root();
