@@ -40,6 +40,18 @@ internal sealed class RemoteArguments
         _args.Insert(1, names[0]);
     }
 
+    /// <summary>Removes an option of ours that the local command does not know; returns its value.</summary>
+    public string? Remove(string name)
+    {
+        if (Find([name]) is not { } at)
+        {
+            return null;
+        }
+
+        _args.RemoveRange(at.Index, at.Inline ? 1 : 2);
+        return at.Value;
+    }
+
     public string[] ToArray() => [.. _args];
 
     private (int Index, bool Inline, string Value)? Find(string[] names)

@@ -33,7 +33,7 @@ internal static class RemoteInvocation
             return S3Location.IsRemote(trace) ? S3Location.Parse(trace!) : null;
         }
 
-        return null;
+        return command is "run" or "restore" && a.Value("--store") is { } store && S3Location.IsRemote(store) ? S3Location.Parse(store) : null;
     }
 
     public static async Task<int> RunAsync(string[] args, S3Location location, IConsole console, Func<string[], Task<int>> runLocal)
@@ -56,6 +56,11 @@ internal static class RemoteInvocation
         if (a.Command == "record")
         {
             return await RecordAsync(a, store, cacheRoot, console, runLocal).ConfigureAwait(false);
+        }
+
+        if (a.Command is "run" or "restore")
+        {
+            return await RemoteKeepStore.RunAsync(a, store, cacheRoot, console, runLocal).ConfigureAwait(false);
         }
 
         var remote = new RemoteTrace(store, cacheRoot);
@@ -193,10 +198,10 @@ internal static class RemoteInvocation
         }
     }
 
-    private static TimeSpan UploadInterval => Seconds("DIFFKEEPER_UPLOAD_INTERVAL_SECONDS", 10);
+    internal static TimeSpan UploadInterval => Seconds("DIFFKEEPER_UPLOAD_INTERVAL_SECONDS", 10);
 
     private static TimeSpan RetryFor => Seconds("DIFFKEEPER_UPLOAD_RETRY_SECONDS", 60);
 
-    private static TimeSpan Seconds(string name, double fallback) =>
+    internal static TimeSpan Seconds(string name, double fallback) =>
         TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable(name), NumberStyles.Float, CultureInfo.InvariantCulture, out var s) && s >= 0 ? s : fallback);
 }
