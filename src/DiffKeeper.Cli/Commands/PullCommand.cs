@@ -46,7 +46,8 @@ internal static class PullCommand
         var temp = to + ".pull-" + Environment.ProcessId;
         Directory.CreateDirectory(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         File.Copy(Path.Combine(from, "catalog.db"), Path.Combine(temp, "catalog.db"));
-        foreach (var pack in Directory.EnumerateFiles(Path.Combine(from, "packs"), "*.pack", SearchOption.AllDirectories))
+        var packs = Path.Combine(from, "packs");
+        foreach (var pack in Directory.Exists(packs) ? Directory.EnumerateFiles(packs, "*.pack", SearchOption.AllDirectories) : [])
         {
             var dest = Path.Combine(temp, Path.GetRelativePath(from, pack));
             Directory.CreateDirectory(Path.GetDirectoryName(dest)!);

@@ -52,6 +52,7 @@ internal static class RemoteInvocation
     {
         var a = new RemoteArguments(args);
         using var store = S3ObjectStore.FromEnvironment(location);
+        using var report = Environment.GetEnvironmentVariable("DIFFKEEPER_S3_STATS") == "1" ? new CountersReport(store, console) : null;
         var cacheRoot = RemoteCache.Root();
         if (a.Command == "record")
         {
@@ -181,6 +182,12 @@ internal static class RemoteInvocation
                 return code != 0 ? code : (int)ExitCode.SystemError;
             }
         }
+    }
+
+    /// <summary>DIFFKEEPER_S3_STATS=1: the requests and bytes of the command on stderr at its end (benchmarks).</summary>
+    private sealed class CountersReport(IObjectStore store, IConsole console) : IDisposable
+    {
+        public void Dispose() => console.Error.WriteLine($"diffkeeper: s3: {store.Counters}");
     }
 
     private static bool Quiet(RemoteArguments a) => a.Has("-q") || a.Has("--quiet");
