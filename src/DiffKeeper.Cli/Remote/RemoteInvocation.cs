@@ -117,39 +117,14 @@ internal static class RemoteInvocation
         a.Set(TraceNames, local);
         var storeCache = Path.Combine(cacheRoot, RemoteLayout.CacheName(store.Name));
         var uploader = new SessionUploader(store, storeCache);
-        using var stop = new CancellationTokenSource();
-        var background = Task.Run(async () =>
+        // Uploads as it goes are an optimization: the final upload retries and reports.
+        var code = await PeriodicUpload.AroundAsync(() => runLocal(a.ToArray()), UploadInterval, async cancel =>
         {
-            while (!stop.IsCancellationRequested)
+            if (File.Exists(Path.Combine(local, "catalog.db")) && HasSession(local))
             {
-                try
-                {
-                    await Task.Delay(UploadInterval, stop.Token).ConfigureAwait(false);
-                    if (File.Exists(Path.Combine(local, "catalog.db")) && HasSession(local))
-                    {
-                        await uploader.UploadAsync(local, 1, publish: false, stop.Token).ConfigureAwait(false);
-                    }
-                }
-                catch (Exception e) when (e is OperationCanceledException && stop.IsCancellationRequested)
-                {
-                }
-                catch (Exception) when (!stop.IsCancellationRequested)
-                {
-                    // Uploads as it goes are an optimization: the final upload retries and reports.
-                }
+                await uploader.UploadAsync(local, 1, publish: false, cancel).ConfigureAwait(false);
             }
-        });
-
-        int code;
-        try
-        {
-            code = await runLocal(a.ToArray()).ConfigureAwait(false);
-        }
-        finally
-        {
-            await stop.CancelAsync().ConfigureAwait(false);
-            await background.ConfigureAwait(false);
-        }
+        }, failed: null).ConfigureAwait(false);
 
         if (!File.Exists(Path.Combine(local, "catalog.db")) || !HasSession(local))
         {

@@ -50,37 +50,10 @@ internal static class RemoteKeepStore
 
         var uploader = new SessionUploader(store, storeCache);
         await UploadEarlierSessionsAsync(uploader, local, console).ConfigureAwait(false);
-        using var stop = new CancellationTokenSource();
         var state = new CutState();
-        var background = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                try
-                {
-                    await Task.Delay(interval, stop.Token).ConfigureAwait(false);
-                    await UploadCutAsync(uploader, local, state, stop.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested)
-                {
-                }
-                catch (DiffKeeperException e)
-                {
-                    console.Error.WriteLine($"diffkeeper: upload to {store.Name} failed ({e.Message}); retrying in {interval.TotalSeconds:0.###} s");
-                }
-            }
-        });
-
-        int code;
-        try
-        {
-            code = await runLocal(a.ToArray()).ConfigureAwait(false);
-        }
-        finally
-        {
-            await stop.CancelAsync().ConfigureAwait(false);
-            await background.ConfigureAwait(false);
-        }
+        var code = await PeriodicUpload.AroundAsync(() => runLocal(a.ToArray()), interval,
+            cancel => UploadCutAsync(uploader, local, state, cancel),
+            e => console.Error.WriteLine($"diffkeeper: upload to {store.Name} failed ({e.Message}); retrying in {interval.TotalSeconds:0.###} s")).ConfigureAwait(false);
 
         try
         {
