@@ -11,6 +11,8 @@ ensure_apt_packages redis-server prometheus python3
 # the HTML report is opened in a real headless browser: Debian's chromium, driven by npm's playwright-core
 ensure_apt_packages chromium
 ensure_npm_dir tests/report-browser
+# remote-store tests: a real S3 server (s3rver, on node)
+ensure_s3rver
 
 ./build.sh || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 

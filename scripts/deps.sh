@@ -33,3 +33,8 @@ ensure_npm_dir() {
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || echo "warning: npm ci failed in $dir; the tests that need it will skip" >&2
   fi
 }
+
+# The S3 server the remote-store tests start (tests/s3rver: npm package s3rver, pinned by its lockfile).
+ensure_s3rver() {
+  ensure_npm_dir tests/s3rver
+}

@@ -83,11 +83,34 @@ public static partial class CliApp
         GcCommand.Create(console),
         RestoreCommand.Create(console),
         RunCommand.Create(console),
+        PushCommand.Create(console),
+        PullCommand.Create(console),
     ];
 
     public static async Task<int> RunAsync(string[] args, IConsole console)
     {
         args = RunCommand.AcceptSeedForm(args);
+        try
+        {
+            if (Remote.RemoteInvocation.Target(args) is { } remote)
+            {
+                return await Remote.RemoteInvocation.RunAsync(args, remote, console, a => RunLocalAsync(a, console)).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e)
+        {
+            console.Out.Flush();
+            var (code, message) = Describe(e);
+            console.Error.WriteLine($"diffkeeper: {message}");
+            return (int)code;
+        }
+
+        return await RunLocalAsync(args, console).ConfigureAwait(false);
+    }
+
+    /// <summary>Parses and runs a command line whose trace and store are local directories.</summary>
+    private static async Task<int> RunLocalAsync(string[] args, IConsole console)
+    {
         var parse = WantsHelpOrVersion(args) ? Build(console).Parse(args) : BuildLean(console).Parse(args);
         if (parse.Errors.Count > 0)
         {

@@ -55,7 +55,10 @@ public sealed class KeepProcess : IDisposable
     /// <summary>Starts `diffkeeper ARGS` in a new session.</summary>
     public static KeepProcess StartDiffKeeper(string cwd, params string[] args) => Start(cwd, Cli.Executable, args);
 
-    public static KeepProcess Start(string cwd, string program, params string[] args)
+    public static KeepProcess Start(string cwd, string program, params string[] args) => Start(cwd, null, program, args);
+
+    /// <summary>Starts PROGRAM ARGS in a new session, with <paramref name="env"/> added to the environment.</summary>
+    public static KeepProcess Start(string cwd, IReadOnlyDictionary<string, string>? env, string program, params string[] args)
     {
         var psi = new ProcessStartInfo("setsid")
         {
@@ -72,6 +75,11 @@ public sealed class KeepProcess : IDisposable
         }
 
         psi.Environment.Remove("DIFFKEEPER_TRACE");
+        foreach (var (k, v) in env ?? new Dictionary<string, string>())
+        {
+            psi.Environment[k] = v;
+        }
+
         var p = Process.Start(psi)!;
         return new KeepProcess(p);
     }

@@ -67,16 +67,8 @@ public sealed class RedisSurvivesKillTests : IDisposable
                 break;
             }
 
-            var acks = new List<(string Key, long At)>();
-            var killAfter = TimeSpan.FromMilliseconds(300 + rng.Next(700));
             _stall.Reset();
-            var sw = Stopwatch.StartNew();
-            for (var n = 0; sw.Elapsed < killAfter; n++)
-            {
-                var key = $"k:{iteration}:{n}";
-                Assert.Equal("OK", client.Command("SET", key, new string('v', n % 200)));
-                acks.Add((key, Stopwatch.GetTimestamp()));
-            }
+            var acks = WriteKeys(client, iteration, TimeSpan.FromMilliseconds(300 + rng.Next(700)));
 
             var killedAt = Stopwatch.GetTimestamp();
             var stall = _stall.Max;
@@ -101,6 +93,21 @@ public sealed class RedisSurvivesKillTests : IDisposable
 
         Assert.True(mustSurvive.Count > Iterations * 100, $"only {mustSurvive.Count} keys were written");
         Assert.StartsWith("ok:", Cli.Ok(_dir.Path, "verify", "--trace", store).Stdout);
+    }
+
+    /// <summary>SETs numbered keys of one life for <paramref name="duration"/>; each key with when it was acknowledged.</summary>
+    public static List<(string Key, long At)> WriteKeys(RespClient client, int iteration, TimeSpan duration)
+    {
+        var acks = new List<(string Key, long At)>();
+        var sw = Stopwatch.StartNew();
+        for (var n = 0; sw.Elapsed < duration; n++)
+        {
+            var key = $"k:{iteration}:{n}";
+            Assert.Equal("OK", client.Command("SET", key, new string('v', n % 200)));
+            acks.Add((key, Stopwatch.GetTimestamp()));
+        }
+
+        return acks;
     }
 
     private static void Libc(int pid, int signal) => Native.Interop.Libc.Kill(pid, signal);

@@ -1,0 +1,43 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace DiffKeeper.Remote;
+
+/// <summary>Object names of a remote store (docs/store-format.md, "Remote stores").</summary>
+public static class RemoteLayout
+{
+    public const string SessionsPrefix = "sessions/";
+    public const string IndexPrefix = "index/";
+
+    public static string Pack(string sha) => $"packs/{sha[..2]}/{sha}.pack";
+
+    public static string Index(string sha) => $"index/{sha}.idx";
+
+    public static string Segment(string sha) => $"segments/{sha}.seg";
+
+    public static string Manifest(string key, long generation) =>
+        $"sessions/{key}/{generation.ToString("D10", CultureInfo.InvariantCulture)}.json";
+
+    /// <summary>The same session of the same trace always gets the same key, so an upload resumes under it.</summary>
+    public static string SessionKey(string host, string traceDir, long sessionId, long startedWallNs)
+    {
+        var id = SHA256.HashData(Encoding.UTF8.GetBytes($"{host}\0{traceDir}\0{sessionId}\0{startedWallNs}"));
+        return $"{startedWallNs.ToString("D20", CultureInfo.InvariantCulture)}-{Convert.ToHexStringLower(id)[..16]}";
+    }
+
+    /// <summary>(key, generation) of a manifest's object name, or null for anything else.</summary>
+    public static (string Key, long Generation)? ParseManifest(string name)
+    {
+        var parts = name.Split('/');
+        return parts.Length == 3 && parts[0] == "sessions" && parts[2].EndsWith(".json", StringComparison.Ordinal)
+            && long.TryParse(parts[2][..^5], NumberStyles.None, CultureInfo.InvariantCulture, out var gen)
+            ? (parts[1], gen)
+            : null;
+    }
+
+    public static string Sha(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
+
+    /// <summary>A short stable name for a remote store, used for its directory in the local cache.</summary>
+    public static string CacheName(string storeName) => Sha(Encoding.UTF8.GetBytes(storeName))[..16];
+}

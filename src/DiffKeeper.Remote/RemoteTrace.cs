@@ -1,0 +1,212 @@
+using DiffKeeper.Core;
+using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Packs;
+
+namespace DiffKeeper.Remote;
+
+/// <summary>
+/// Reads a remote store through the local cache (docs/store-format.md, "Remote stores": reading): lists the
+/// sessions, turns one into a cache trace (a trace in the local format whose packs are sparse mirrors of the remote
+/// packs) and fetches the records it needs with parallel range reads. Every local reader then works on it unchanged.
+/// </summary>
+public sealed class RemoteTrace
+{
+    private const int MaxRangeBytes = 8 << 20;
+    private const int MergeGap = 256 << 10;
+    private readonly IObjectStore _store;
+
+    public RemoteTrace(IObjectStore store, string cacheRoot)
+    {
+        _store = store;
+        CacheDir = Path.Combine(cacheRoot, RemoteLayout.CacheName(store.Name));
+    }
+
+    /// <summary>This store's directory in the local cache.</summary>
+    public string CacheDir { get; }
+
+    /// <summary>The newest manifest generation of every session, in start order (session N is element N-1).</summary>
+    public async Task<List<SessionManifest>> SessionsAsync(CancellationToken cancel)
+    {
+        var listing = await _store.ListAsync(RemoteLayout.SessionsPrefix, cancel).ConfigureAwait(false);
+        var newest = listing
+            .Select(o => RemoteLayout.ParseManifest(o.Key)).OfType<(string Key, long Generation)>()
+            .GroupBy(m => m.Key).Select(g => (Key: g.Key, Generation: g.Max(m => m.Generation)))
+            .OrderBy(m => m.Key, StringComparer.Ordinal).ToList();
+        var manifests = new SessionManifest?[newest.Count];
+        await Parallel.ForEachAsync(Enumerable.Range(0, newest.Count), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (i, ct) =>
+        {
+            var name = RemoteLayout.Manifest(newest[i].Key, newest[i].Generation);
+            var cached = Path.Combine(CacheDir, "manifests", newest[i].Key + "." + newest[i].Generation + ".json");
+            var bytes = File.Exists(cached) ? await File.ReadAllBytesAsync(cached, ct).ConfigureAwait(false)
+                : await _store.GetAsync(name, cancel: ct).ConfigureAwait(false);
+            if (bytes is not null)
+            {
+                manifests[i] = SessionManifest.Parse(name, bytes);
+                if (!File.Exists(cached))
+                {
+                    WriteAtomically(cached, bytes);
+                }
+            }
+        }).ConfigureAwait(false);
+        return [.. manifests.OfType<SessionManifest>()];
+    }
+
+    /// <summary>Session <paramref name="number"/> (from 1), or the latest; exit 3 when the store holds none, 8 when there is no such number.</summary>
+    public async Task<SessionManifest> SessionAsync(long? number, CancellationToken cancel)
+    {
+        var sessions = await SessionsAsync(cancel).ConfigureAwait(false);
+        if (sessions.Count == 0)
+        {
+            throw new DiffKeeperException(ExitCode.NoTrace, $"no session at {_store.Name} yet (no manifest under sessions/); push or record one first");
+        }
+
+        if (number is null)
+        {
+            return sessions[^1];
+        }
+
+        return number >= 1 && number <= sessions.Count
+            ? sessions[(int)number - 1]
+            : throw new DiffKeeperException(ExitCode.NotFound, $"{_store.Name} has no session {number}; it has sessions 1 to {sessions.Count}");
+    }
+
+    /// <summary>
+    /// The cache trace of <paramref name="manifest"/> (its session is number 1 there), made from its segment when
+    /// missing; with <paramref name="content"/>, every record the session's versions need is fetched first.
+    /// </summary>
+    public async Task<string> OpenAsync(SessionManifest manifest, bool content, CancellationToken cancel)
+    {
+        var dir = Path.Combine(CacheDir, "sessions", manifest.Key + "." + manifest.Generation);
+        if (!File.Exists(Path.Combine(dir, "catalog.db")))
+        {
+            await BuildAsync(manifest, dir, cancel).ConfigureAwait(false);
+        }
+
+        if (content && !File.Exists(Path.Combine(dir, "complete")))
+        {
+            await FetchAsync(dir, cancel).ConfigureAwait(false);
+            WriteAtomically(Path.Combine(dir, "complete"), []);
+        }
+
+        return dir;
+    }
+
+    private async Task BuildAsync(SessionManifest manifest, string dir, CancellationToken cancel)
+    {
+        var name = RemoteLayout.Segment(manifest.Segment);
+        var segment = await _store.GetAsync(name, cancel: cancel).ConfigureAwait(false)
+            ?? throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name}, named by session {manifest.Key}, is missing");
+        if (RemoteLayout.Sha(segment) != manifest.Segment)
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name} does not hash to its name: it is damaged");
+        }
+
+        var temp = dir + "." + Environment.ProcessId + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
+        Directory.CreateDirectory(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        await File.WriteAllBytesAsync(Path.Combine(temp, "catalog.db"), SegmentDatabase.Unpack(name, segment), cancel).ConfigureAwait(false);
+        var header = new byte[PackFormat.HeaderSize];
+        PackFormat.WriteFileHeader(header);
+        foreach (var (id, _, size) in RemotePacks(temp))
+        {
+            var path = Path.Combine(temp, PackFormat.RelativePath(id));
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            using var h = File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write);
+            RandomAccess.SetLength(h, size);
+            RandomAccess.Write(h, header, 0);
+        }
+
+        try
+        {
+            Directory.Move(temp, dir);
+        }
+        catch (IOException) when (File.Exists(Path.Combine(dir, "catalog.db")))
+        {
+            Directory.Delete(temp, recursive: true); // another process made it first
+        }
+    }
+
+    /// <summary>Range reads of every record the cache trace's blob rows name, merged per pack and fetched 8 at a time.</summary>
+    private async Task FetchAsync(string dir, CancellationToken cancel)
+    {
+        var packs = RemotePacks(dir).ToDictionary(p => p.Id);
+        var ranges = new List<(long Pack, long Start, long End)>();
+        foreach (var group in BlobRanges(dir).GroupBy(b => b.Pack))
+        {
+            long start = -1, end = -1;
+            foreach (var (_, s, e) in group.OrderBy(b => b.Start))
+            {
+                if (start >= 0 && s <= end + MergeGap && e - start <= MaxRangeBytes)
+                {
+                    end = Math.Max(end, e);
+                    continue;
+                }
+
+                if (start >= 0)
+                {
+                    ranges.Add((group.Key, start, end));
+                }
+
+                (start, end) = (s, e);
+            }
+
+            if (start >= 0)
+            {
+                ranges.Add((group.Key, start, end));
+            }
+        }
+
+        await Parallel.ForEachAsync(ranges.OrderByDescending(r => r.End - r.Start), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (r, ct) =>
+        {
+            var (_, name, size) = packs[r.Pack];
+            if (r.End > size)
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"a blob of the segment lies past the end of remote pack {name}");
+            }
+
+            var bytes = await _store.GetAsync(RemoteLayout.Pack(name), r.Start, r.End - r.Start, ct).ConfigureAwait(false)
+                ?? throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{RemoteLayout.Pack(name)} is missing");
+            using var h = File.OpenHandle(Path.Combine(dir, PackFormat.RelativePath(r.Pack)), FileMode.Open, FileAccess.Write);
+            RandomAccess.Write(h, bytes, r.Start);
+        }).ConfigureAwait(false);
+    }
+
+    private static List<(long Id, string Name, long Size)> RemotePacks(string dir)
+    {
+        using var db = SqliteDatabase.Open(Path.Combine(dir, "catalog.db"), readOnly: true);
+        using var r = db.Prepare("SELECT id, name, size FROM remote_packs ORDER BY id");
+        var list = new List<(long, string, long)>();
+        while (r.Step())
+        {
+            var name = r.String(1);
+            if (name.Length != 64 || !name.All(char.IsAsciiHexDigitLower))
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"the cached segment at {dir} names a pack '{name}' that is no SHA-256");
+            }
+
+            list.Add((r.Int64(0), name, r.Int64(2)));
+        }
+
+        return list;
+    }
+
+    private static List<(long Pack, long Start, long End)> BlobRanges(string dir)
+    {
+        using var db = SqliteDatabase.Open(Path.Combine(dir, "catalog.db"), readOnly: true);
+        using var r = db.Prepare("SELECT pack_id, offset, stored_len FROM blobs");
+        var list = new List<(long, long, long)>();
+        while (r.Step())
+        {
+            list.Add((r.Int64(0), r.Int64(1), r.Int64(1) + PackFormat.RecordSize(r.Int32(2))));
+        }
+
+        return list;
+    }
+
+    private static void WriteAtomically(string path, byte[] bytes)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var temp = path + "." + Environment.ProcessId + ".tmp";
+        File.WriteAllBytes(temp, bytes);
+        File.Move(temp, path, overwrite: true);
+    }
+}

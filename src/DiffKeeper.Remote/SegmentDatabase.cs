@@ -1,0 +1,191 @@
+using System.Buffers.Binary;
+using DiffKeeper.Core;
+using DiffKeeper.Storage;
+using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Codecs;
+using DiffKeeper.Storage.Packs;
+
+namespace DiffKeeper.Remote;
+
+/// <summary>What a segment says about its one session (the manifest's fields).</summary>
+public sealed record SegmentSession(string Command, string Capture, long StartedWallNs, long? EndedNs, int? ExitCode, string Host, string State,
+    IReadOnlyList<string> Roots, long Events);
+
+/// <summary>
+/// A catalog segment being built: one session's rows copied from a local catalog in one read transaction (so a
+/// consistent cut even while a recording commits), renumbered to session 1 (docs/store-format.md, "Remote stores").
+/// </summary>
+internal sealed class SegmentDatabase : IDisposable
+{
+    private static ReadOnlySpan<byte> Magic => "DKSEG\r\n\0"u8;
+    private SqliteDatabase? _db;
+
+    private SegmentDatabase(SqliteDatabase db) => _db = db;
+
+    private SqliteDatabase Db => _db ?? throw new ObjectDisposedException(nameof(SegmentDatabase));
+
+    public static SegmentDatabase Create(string path, string sourceCatalog, long sessionId)
+    {
+        var db = SqliteDatabase.Open(path, readOnly: false);
+        try
+        {
+            CatalogSchema.CreateOrCheck(db, path);
+            db.Execute("CREATE TABLE remote_packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL, size INTEGER NOT NULL)");
+            using (var attach = db.Prepare("ATTACH DATABASE ?1 AS src"))
+            {
+                attach.Bind(1, sourceCatalog).Run();
+            }
+
+            db.Execute("BEGIN");
+            var s = sessionId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            using (var exists = db.Prepare($"SELECT count(*) FROM src.sessions WHERE id = {s}"))
+            {
+                if (exists.ScalarInt64() != 1)
+                {
+                    throw new DiffKeeperException(ExitCode.NotFound, $"the trace has no session {sessionId}");
+                }
+            }
+
+            db.Execute($"""
+                INSERT INTO main.sessions SELECT 1, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state FROM src.sessions WHERE id = {s};
+                INSERT INTO main.roots SELECT id, 1, path FROM src.roots WHERE session_id = {s};
+                INSERT INTO main.paths SELECT id, root_id, rel FROM src.paths WHERE root_id IN (SELECT id FROM main.roots);
+                INSERT INTO main.events SELECT 1, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail FROM src.events WHERE session_id = {s};
+                INSERT INTO main.versions SELECT id, 1, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned
+                    FROM src.versions WHERE session_id = {s};
+                """);
+            return new SegmentDatabase(db);
+        }
+        catch
+        {
+            db.Dispose();
+            throw;
+        }
+    }
+
+    public SegmentSession Session()
+    {
+        var roots = new List<string>();
+        using (var r = Db.Prepare("SELECT path FROM roots ORDER BY id"))
+        {
+            while (r.Step())
+            {
+                roots.Add(r.String(0));
+            }
+        }
+
+        long events;
+        using (var c = Db.Prepare("SELECT count(*) FROM events"))
+        {
+            events = c.ScalarInt64() ?? 0;
+        }
+
+        using var s = Db.Prepare("SELECT command, capture, started_wall_ns, ended_ns, exit_code, coalesce(host, ''), state FROM sessions");
+        s.Step();
+        var result = new SegmentSession(s.String(0), s.String(1), s.Int64(2), s.Int64OrNull(3), s.IsNull(4) ? null : s.Int32(4), s.String(5), s.String(6), roots, events);
+        s.Reset();
+        return result;
+    }
+
+    /// <summary>The blob rows the session's unpruned file versions reach (remote blobs are whole: no bases to follow).</summary>
+    public List<long> ReachableBlobRows()
+    {
+        var rows = new HashSet<long>();
+        using var r = Db.Prepare("SELECT extents, size FROM versions WHERE kind = 1 AND pruned = 0 AND extents IS NOT NULL");
+        while (r.Step())
+        {
+            if (!ExtentMap.TryDecode(r.BlobOrNull(0)!, r.Int64(1), out var extents))
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, "a version of the session has a damaged extent map; 'diffkeeper verify' names it");
+            }
+
+            foreach (var e in extents)
+            {
+                rows.Add(e.BlobRowId);
+            }
+        }
+
+        return [.. rows.Order()];
+    }
+
+    /// <summary>Writes the blob rows pointing into remote packs, and the packs; returns the pack names used.</summary>
+    public List<string> WriteBlobRows(IReadOnlyList<BlobLocation> locations, RemoteBlobSummary summary)
+    {
+        var packIds = new Dictionary<string, long>(StringComparer.Ordinal);
+        using (var insert = Db.Prepare("INSERT OR IGNORE INTO blobs(id, hash, pack_id, offset, raw_len, stored_len, codec, bases) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)"))
+        {
+            foreach (var loc in locations)
+            {
+                if (!summary.TryGet(loc.Id, out var remote))
+                {
+                    throw new InvalidOperationException($"blob {loc.Id} was not uploaded");
+                }
+
+                if (!packIds.TryGetValue(remote.Pack, out var packId))
+                {
+                    packIds[remote.Pack] = packId = packIds.Count + 1;
+                }
+
+                insert.Bind(1, loc.BlobRowId).Bind(2, loc.Id.ToArray()).Bind(3, packId).Bind(4, remote.Offset)
+                    .Bind(5, (long)remote.RawLength).Bind(6, (long)remote.StoredLength).Bind(7, (long)remote.Codec).Run();
+            }
+        }
+
+        using (var pack = Db.Prepare("INSERT INTO remote_packs(id, name, size) VALUES (?1, ?2, ?3)"))
+        using (var local = Db.Prepare("INSERT INTO packs(id, committed_size) VALUES (?1, ?2)"))
+        {
+            foreach (var (name, id) in packIds)
+            {
+                pack.Bind(1, id).Bind(2, name).Bind(3, summary.PackSize(name)).Run();
+                local.Bind(1, id).Bind(2, summary.PackSize(name)).Run();
+            }
+        }
+
+        return [.. packIds.OrderBy(p => p.Value).Select(p => p.Key)];
+    }
+
+    /// <summary>Commits, detaches the source and closes: the file is then a self-contained catalog.</summary>
+    public void Close()
+    {
+        Db.Execute("COMMIT");
+        Db.Execute("DETACH DATABASE src");
+        Db.Execute("PRAGMA journal_mode=DELETE");
+        Dispose();
+    }
+
+    /// <summary>The segment object: magic, length, one zstd frame of the database file.</summary>
+    public static byte[] Pack(byte[] database)
+    {
+        var frame = new byte[16 + Zstd.CompressBound(database.Length)];
+        Magic.CopyTo(frame);
+        BinaryPrimitives.WriteInt64LittleEndian(frame.AsSpan(8), database.Length);
+        var n = Zstd.Compress(database, frame.AsSpan(16), level: 3);
+        return frame[..(16 + n)];
+    }
+
+    /// <summary>The database file of a segment object; a malformed one is damage naming it.</summary>
+    public static byte[] Unpack(string name, byte[] segment)
+    {
+        if (segment.Length < 16 || !segment.AsSpan(0, 8).SequenceEqual(Magic))
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged (bad header)");
+        }
+
+        var length = BinaryPrimitives.ReadInt64LittleEndian(segment.AsSpan(8));
+        if (length is < 0 or > 1L << 31)
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged (length {length})");
+        }
+
+        var database = new byte[length];
+        return Zstd.TryDecompress(segment.AsSpan(16), database, out var error)
+            ? database
+            : throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged ({error})");
+    }
+
+    public void Dispose()
+    {
+        _db?.Dispose();
+        _db = null;
+    }
+}

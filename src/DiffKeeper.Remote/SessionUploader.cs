@@ -1,0 +1,207 @@
+using System.Buffers.Binary;
+using DiffKeeper.Core;
+using DiffKeeper.Storage;
+using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Codecs;
+using DiffKeeper.Storage.Packs;
+
+namespace DiffKeeper.Remote;
+
+/// <summary>What one upload did.</summary>
+public sealed record UploadResult(string Key, long Generation, bool Published, long NewBlobs, long ReusedBlobs, long NewPackBytes, long SegmentBytes);
+
+/// <summary>
+/// Uploads sessions of a local trace to a remote store (docs/store-format.md, "Remote stores": writing): the blobs the
+/// bucket lacks into new content-named packs with their indexes, then the session's catalog segment, then its
+/// manifest. Runs beside the trace's writer (it reads like any reader: a snapshot of the last commit). One uploader
+/// per process and store; not thread-safe.
+/// </summary>
+public sealed class SessionUploader
+{
+    private const int MaxPackBytes = 64 << 20;
+    private readonly IObjectStore _store;
+    private readonly Dictionary<string, long> _generations = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _uploadedBytes = new(StringComparer.Ordinal);
+
+    public SessionUploader(IObjectStore store, string cacheDir)
+    {
+        _store = store;
+        Summary = new RemoteBlobSummary(store, cacheDir);
+    }
+
+    public RemoteBlobSummary Summary { get; }
+
+    /// <summary>
+    /// Uploads the blobs session <paramref name="sessionId"/> of <paramref name="traceDir"/> needs and the bucket
+    /// lacks; with <paramref name="publish"/>, then its segment and a new manifest generation (a keep-mode cut, or
+    /// the end of a session).
+    /// </summary>
+    public async Task<UploadResult> UploadAsync(string traceDir, long sessionId, bool publish, CancellationToken cancel)
+    {
+        traceDir = Path.GetFullPath(traceDir);
+        if (Summary.RefreshedAt == DateTimeOffset.MinValue || DateTimeOffset.UtcNow - Summary.RefreshedAt > TimeSpan.FromSeconds(2))
+        {
+            await Summary.RefreshAsync(cancel).ConfigureAwait(false);
+        }
+
+        using var reader = TraceReader.Open(traceDir);
+        var scratch = Path.Combine(traceDir, "upload-" + Environment.ProcessId + ".tmp");
+        Directory.CreateDirectory(scratch);
+        try
+        {
+            var segmentPath = Path.Combine(scratch, "segment.db");
+            using var segment = SegmentDatabase.Create(segmentPath, Path.Combine(traceDir, "catalog.db"), sessionId);
+            var session = segment.Session();
+            var rows = segment.ReachableBlobRows();
+
+            // The blobs the bucket lacks, read from the local packs (whole records copied, deltas decoded and stored whole).
+            var locations = rows.Select(reader.Blob).ToList();
+            var fresh = locations.Where(l => !Summary.TryGet(l.Id, out _)).DistinctBy(l => l.Id).ToList();
+            if (fresh.Count > 0 && DateTimeOffset.UtcNow - Summary.RefreshedAt > TimeSpan.FromMilliseconds(200))
+            {
+                await Summary.RefreshAsync(cancel).ConfigureAwait(false); // a pack another writer finished meanwhile
+                fresh = fresh.Where(l => !Summary.TryGet(l.Id, out _)).ToList();
+            }
+
+            var newBytes = await UploadPacksAsync(reader, fresh, cancel).ConfigureAwait(false);
+            var key = RemoteLayout.SessionKey(session.Host, traceDir, sessionId, session.StartedWallNs);
+            _uploadedBytes[key] = _uploadedBytes.GetValueOrDefault(key) + newBytes;
+            if (!publish)
+            {
+                return new UploadResult(key, 0, false, fresh.Count, locations.Count - fresh.Count, newBytes, 0);
+            }
+
+            var packs = segment.WriteBlobRows(locations, Summary);
+            segment.Close();
+            var segmentBytes = SegmentDatabase.Pack(await File.ReadAllBytesAsync(segmentPath, cancel).ConfigureAwait(false));
+            var segmentSha = RemoteLayout.Sha(segmentBytes);
+            await _store.PutAsync(RemoteLayout.Segment(segmentSha), segmentBytes, createOnly: true, cancel).ConfigureAwait(false);
+
+            var generation = await NextGenerationAsync(key, cancel).ConfigureAwait(false);
+            var manifest = new SessionManifest(key, generation, session.State, session.StartedWallNs, session.EndedNs, session.ExitCode,
+                session.Command, session.Host, session.Capture, session.Roots, session.Events, segmentSha, segmentBytes.Length, packs,
+                _uploadedBytes[key]);
+            await _store.PutAsync(RemoteLayout.Manifest(key, generation), manifest.ToJson(), createOnly: true, cancel).ConfigureAwait(false);
+            return new UploadResult(key, generation, true, fresh.Count, locations.Count - fresh.Count, newBytes, segmentBytes.Length);
+        }
+        finally
+        {
+            Directory.Delete(scratch, recursive: true);
+        }
+    }
+
+    /// <summary>The remote key of a local session (host, trace directory, id, start: see <see cref="RemoteLayout.SessionKey"/>).</summary>
+    public static string KeyOf(string traceDir, long sessionId)
+    {
+        traceDir = Path.GetFullPath(traceDir);
+        using var db = SqliteDatabase.Open(Path.Combine(traceDir, "catalog.db"), readOnly: true);
+        using var r = db.Prepare("SELECT coalesce(host, ''), started_wall_ns FROM sessions WHERE id = ?1");
+        r.Bind(1, sessionId);
+        if (!r.Step())
+        {
+            throw new DiffKeeperException(ExitCode.NotFound, $"the trace has no session {sessionId}");
+        }
+
+        var key = RemoteLayout.SessionKey(r.String(0), traceDir, sessionId, r.Int64(1));
+        r.Reset();
+        return key;
+    }
+
+    /// <summary>The manifest generations already in the bucket for <paramref name="key"/> (an empty list: none).</summary>
+    public async Task<List<long>> GenerationsAsync(string key, CancellationToken cancel) =>
+        (await _store.ListAsync(RemoteLayout.SessionsPrefix + key + "/", cancel).ConfigureAwait(false))
+            .Select(o => RemoteLayout.ParseManifest(o.Key)).OfType<(string Key, long Generation)>().Select(m => m.Generation).ToList();
+
+    private async Task<long> NextGenerationAsync(string key, CancellationToken cancel)
+    {
+        if (!_generations.TryGetValue(key, out var last))
+        {
+            last = (await GenerationsAsync(key, cancel).ConfigureAwait(false)).DefaultIfEmpty(0).Max();
+        }
+
+        _generations[key] = last + 1;
+        return last + 1;
+    }
+
+    private async Task<long> UploadPacksAsync(TraceReader reader, List<BlobLocation> fresh, CancellationToken cancel)
+    {
+        var packs = new List<(byte[] Bytes, List<RemoteBlob> Records)>();
+        using var pack = new MemoryStream();
+        var records = new List<RemoteBlob>();
+        var header = new byte[PackFormat.HeaderSize];
+        PackFormat.WriteFileHeader(header);
+        var buffer = new byte[PackFormat.RecordSize(Zstd.CompressBound(PackFormat.MaxRawLength))];
+        foreach (var loc in fresh.OrderBy(l => l.PackId).ThenBy(l => l.Offset))
+        {
+            if (pack.Length == 0)
+            {
+                pack.Write(header);
+            }
+
+            var record = loc.IsDelta ? WholeRecord(reader, loc, buffer) : CopiedRecord(reader, loc, buffer);
+            records.Add(new RemoteBlob(loc.Id, "", pack.Length, loc.RawLength,
+                BinaryPrimitives.ReadInt32LittleEndian(record[12..]), (BlobCodec)record[4]));
+            pack.Write(record);
+            if (pack.Length >= MaxPackBytes)
+            {
+                packs.Add((pack.ToArray(), records));
+                pack.SetLength(0);
+                records = [];
+            }
+        }
+
+        if (records.Count > 0)
+        {
+            packs.Add((pack.ToArray(), records));
+        }
+
+        long total = 0;
+        await Parallel.ForEachAsync(packs, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = cancel }, async (p, ct) =>
+        {
+            var sha = RemoteLayout.Sha(p.Bytes);
+            var named = p.Records.Select(r => r with { Pack = sha }).ToList();
+            await _store.PutAsync(RemoteLayout.Pack(sha), p.Bytes, createOnly: true, ct).ConfigureAwait(false);
+            await _store.PutAsync(RemoteLayout.Index(sha), PackIndex.Encode(p.Bytes.Length, named), createOnly: true, ct).ConfigureAwait(false);
+            lock (Summary)
+            {
+                Summary.Add(sha, p.Bytes.Length, named);
+                total += p.Bytes.Length;
+            }
+        }).ConfigureAwait(false);
+        return total;
+    }
+
+    /// <summary>A whole record as it is in the local pack, after its CRC and header were checked.</summary>
+    private static ReadOnlySpan<byte> CopiedRecord(TraceReader reader, in BlobLocation loc, byte[] buffer)
+    {
+        reader.Packs.CheckFraming(loc);
+        return reader.Packs.ReadRecord(loc, buffer);
+    }
+
+    /// <summary>A delta-coded blob decoded (and so verified) and stored whole: a remote blob never needs a base.</summary>
+    private static ReadOnlySpan<byte> WholeRecord(TraceReader reader, in BlobLocation loc, byte[] buffer)
+    {
+        var raw = new byte[loc.RawLength];
+        reader.Blobs.Read(loc, raw);
+        var payload = buffer.AsSpan(PackFormat.RecordHeaderSize, Zstd.CompressBound(raw.Length));
+        var stored = Zstd.Compress(raw, payload);
+        var codec = BlobCodec.Zstd;
+        if (stored >= raw.Length)
+        {
+            raw.CopyTo(payload);
+            stored = raw.Length;
+            codec = BlobCodec.Raw;
+        }
+
+        var record = buffer.AsSpan(0, PackFormat.RecordSize(stored));
+        record[..PackFormat.RecordHeaderSize].Clear();
+        BinaryPrimitives.WriteUInt32LittleEndian(record, PackFormat.RecordMagic);
+        record[4] = (byte)codec;
+        BinaryPrimitives.WriteInt32LittleEndian(record[8..], raw.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(record[12..], stored);
+        loc.Id.Bytes.CopyTo(record[16..]);
+        var crcAt = PackFormat.RecordHeaderSize + stored;
+        BinaryPrimitives.WriteUInt32LittleEndian(record[crcAt..], Crc32C.Compute(record[..crcAt]));
+        return record;
+    }
+}
