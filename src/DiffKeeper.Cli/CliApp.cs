@@ -74,6 +74,8 @@ public static partial class CliApp
         GcCommand.Create(console),
         RestoreCommand.Create(console),
         RunCommand.Create(console),
+        SnapshotCommand.Create(console),
+        MaterializeCommand.Create(console),
     ];
 
     public static async Task<int> RunAsync(string[] args, IConsole console)
