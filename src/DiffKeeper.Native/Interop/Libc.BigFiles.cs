@@ -24,8 +24,11 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "renameat2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int RenameAt2(int olddirfd, string oldpath, int newdirfd, string newpath, uint flags);
 
-    [LibraryImport(Lib, EntryPoint = "fdatasync", SetLastError = true)]
-    public static partial int Fdatasync(int fd);
+    public const int POSIX_FADV_DONTNEED = 4;
+
+    /// <summary>Returns 0 or the error number (it does not set errno).</summary>
+    [LibraryImport(Lib, EntryPoint = "posix_fadvise")]
+    public static partial int PosixFadvise(int fd, long offset, long length, int advice);
 
     /// <summary>The statx fields a materialization marker checks a base file by.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 256)]

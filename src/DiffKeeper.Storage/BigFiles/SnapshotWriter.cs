@@ -14,8 +14,9 @@ public sealed record SnapshotResult(long Id, long? Parent, IReadOnlyList<Snapsho
 /// <summary>
 /// Takes a snapshot of files into a store (docs/store-format.md, "Snapshot sessions"): every snapshot is complete (a
 /// block map of each whole file), made by comparing the files with the parent's versions block by block, or, for
-/// diff-snapshot input, by merging the files' data extents onto the parent's. The session and all its versions
-/// commit in one transaction after the pack is fsynced: a crash leaves the snapshot entirely absent.
+/// diff-snapshot input, by merging the files' data extents onto the parent's. The versions commit in one transaction
+/// with the session's end, after the pack is fsynced: a crash leaves at most an empty session marked interrupted,
+/// which <c>materialize</c> refuses.
 /// </summary>
 public static class SnapshotWriter
 {
@@ -103,6 +104,14 @@ public static class SnapshotWriter
         {
             using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read);
             var size = (long)st.Size;
+            if (diffInput)
+            {
+                // Every data extent of a diff file overwrites the parent. Until writeback, xfs may report the ranges
+                // around fresh writes (its speculative allocation) as data, which would merge zeros over the
+                // parent's pages: the file's extents are asked for once it is written back.
+                Libc.Fsync((int)handle.DangerousGetHandle());
+            }
+
             var previous = before?.Extents is { } ext && before.ContentId is not null ? BlockIngest.Load(writer, ext, before.Size) : null;
             result = diffInput
                 ? BlockIngest.MergeDiff(writer, reader!, handle, size, previous ?? [], before!.Size)
