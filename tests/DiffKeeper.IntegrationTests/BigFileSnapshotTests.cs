@@ -25,11 +25,11 @@ public sealed class BigFileSnapshotTests
         var dir = mount.Path;
         var image = Path.Combine(dir, "disk.img");
         var random = new Random(7);
-        MakeSparse(image, 32 * MiB, random, dataPages: 2000);
+        MakeSparse(image, 16 * MiB, random, dataPages: 1000);
         var v1 = Bytes(image);
         var store = Path.Combine(dir, "store");
         var first = Snapshot(dir, "snapshot", image, "--store", store, "--json");
-        RewritePages(image, random, 80);
+        RewritePages(image, random, 40);
         var second = Snapshot(dir, "snapshot", image, "--store", store, "--parent", first.ToString(), "--json");
 
         Cli.Ok(dir, "materialize", first.ToString(), "--store", store, "--out", Path.Combine(dir, "a"));
@@ -127,7 +127,7 @@ public sealed class BigFileSnapshotTests
         Cli.Ok(work, "record", "--trace", trace, "--capture", "inotify", "--big-file", "1M", "-q", "--",
             "sh", "-c", "head -c 4096 /dev/urandom | dd of=disk.img bs=4096 seek=777 conv=notrunc status=none");
         var packs = Directory.EnumerateFiles(Path.Combine(trace, "packs"), "*.pack", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
-        Assert.InRange(packs, 1000 * 4096, 1000 * 4096 + 2 * 65536 + 1000 * 200);
+        Assert.InRange(packs, 900 * 4096, 1000 * 4096 + 2 * 65536 + 1000 * 200); // random pages, some drawn twice
         Cli.Ok(work, "export", "--trace", trace, "--out", dir.Sub("out"));
         Assert.Equal(Bytes(image), Bytes(Path.Combine(dir.Sub("out"), "disk.img")));
         Assert.Equal(DataRanges(image), DataRanges(Path.Combine(dir.Sub("out"), "disk.img")));
@@ -147,11 +147,11 @@ public sealed class BigFileSnapshotTests
         var random = new Random(10);
         var image = dir.Sub("disk.img");
         var store = dir.Sub("store");
-        MakeSparse(image, 48 * MiB, random, dataPages: 8000);
+        MakeSparse(image, 16 * MiB, random, dataPages: 2500);
         var contents = new Dictionary<long, byte[]>();
         var first = Snapshot(dir.Path, "snapshot", image, "--store", store, "--json");
         contents[first] = Bytes(image);
-        RewritePages(image, random, 2000);
+        RewritePages(image, random, 600);
         var second = Snapshot(dir.Path, "snapshot", image, "--store", store, "--parent", first.ToString(), "--json");
         contents[second] = Bytes(image);
         var output = dir.Sub("out");
@@ -225,9 +225,15 @@ public sealed class BigFileSnapshotTests
 
     private static byte[] Bytes(string path) => File.ReadAllBytes(path);
 
+    /// <summary>
+    /// The data ranges as the file system keeps them: written back and with the file's pages dropped first, since xfs
+    /// reports an unwritten extent as data wherever a cached (large) folio covers it.
+    /// </summary>
     private static string DataRanges(string path)
     {
         using var f = File.OpenHandle(path);
+        Assert.Equal(0, Native.Interop.Libc.Fsync((int)f.DangerousGetHandle()));
+        Assert.Equal(0, Native.Interop.Libc.PosixFadvise((int)f.DangerousGetHandle(), 0, 0, Native.Interop.Libc.POSIX_FADV_DONTNEED));
         return string.Join(' ', Storage.BigFiles.BlockIngest.DataRanges(f, 0, RandomAccess.GetLength(f)).Select(r => $"{r.Start}-{r.End}"));
     }
 

@@ -29,20 +29,4 @@ public static unsafe partial class Libc
     /// <summary>Returns 0 or the error number (it does not set errno).</summary>
     [LibraryImport(Lib, EntryPoint = "posix_fadvise")]
     public static partial int PosixFadvise(int fd, long offset, long length, int advice);
-
-    /// <summary>The statx fields a materialization marker checks a base file by.</summary>
-    [StructLayout(LayoutKind.Explicit, Size = 256)]
-    public struct StatxIdentity
-    {
-        [FieldOffset(32)] public ulong Ino;
-        [FieldOffset(40)] public ulong Size;
-        [FieldOffset(48)] public ulong Blocks;
-        [FieldOffset(96)] public long CtimeSec;
-        [FieldOffset(104)] public uint CtimeNsec;
-
-        public readonly long CtimeNs => CtimeSec * 1_000_000_000L + CtimeNsec;
-    }
-
-    [LibraryImport(Lib, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int StatxIdentityCall(int dirfd, string path, int flags, uint mask, out StatxIdentity buf);
 }

@@ -189,7 +189,7 @@ public static class SnapshotMaterializer
             }
 
             var path = Path.Combine(baseDir, f[6]);
-            if (Libc.StatxIdentityCall(Libc.AT_FDCWD, path, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0 ||
+            if (Libc.StatxCall(Libc.AT_FDCWD, path, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0 ||
                 st.Ino != ino || st.Size != size || st.CtimeNs != ctime)
             {
                 continue; // gone, replaced or written since: not a copy of the version the marker names
@@ -440,7 +440,7 @@ public static class SnapshotMaterializer
         foreach (var v in versions)
         {
             var path = Path.Combine(temp, v.Rel);
-            if (Libc.StatxIdentityCall(Libc.AT_FDCWD, path, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0)
+            if (Libc.StatxCall(Libc.AT_FDCWD, path, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0)
             {
                 throw OsError.At(Marshal.GetLastPInvokeError(), "read", path);
             }
