@@ -41,6 +41,15 @@ public static class SnapshotWriter
             throw new DiffKeeperException(ExitCode.Usage, "--diff needs --parent: a diff snapshot holds only the changed pages, merged onto its parent");
         }
 
+        foreach (var f in full)
+        {
+            // Every input checked before the session begins: a missing file is refused, not half a snapshot.
+            if (!File.Exists(f))
+            {
+                throw new DiffKeeperException(ExitCode.NotFound, $"{f} does not exist or is not a file; snapshot takes files");
+            }
+        }
+
         using var writer = TraceWriter.Open(storeDir);
         Dictionary<string, VersionRecord>? parent = null;
         TraceReader? reader = null;
@@ -53,6 +62,11 @@ public static class SnapshotWriter
                 if (session.Capture != Capture)
                 {
                     throw new DiffKeeperException(ExitCode.NotFound, $"session {pid} of {storeDir} is a recording, not a snapshot; --parent takes a snapshot id");
+                }
+
+                if (session.State != "finished")
+                {
+                    throw new DiffKeeperException(ExitCode.NotFound, $"snapshot {pid} of {storeDir} is {session.State}: its writer did not finish it; choose a finished snapshot as --parent");
                 }
 
                 parent = reader.StateAt(session, long.MaxValue).Where(v => v.Kind == EntryKind.File).ToDictionary(v => v.Rel, StringComparer.Ordinal);
