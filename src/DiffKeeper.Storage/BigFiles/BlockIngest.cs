@@ -70,71 +70,69 @@ public static class BlockIngest
             ? BlockRegions(diffRanges.Append((Math.Min(size, parentSize), Math.Max(size, parentSize))), size)
             : [(0L, size)];
         using var batch = new PieceBatch(writer, parent);
+        int pi = 0, di = 0;
+        var runs = new List<(long Start, long End)>();
+        var theirs = new List<(long Start, long End)>();
+        foreach (var (a, b) in regions)
         {
-            int pi = 0, di = 0;
-            var runs = new List<(long Start, long End)>();
-            var theirs = new List<(long Start, long End)>();
-            foreach (var (a, b) in regions)
+            for (var bs = a; bs < b; bs += B)
             {
-                for (var bs = a; bs < b; bs += B)
+                var be = Math.Min(bs + B, b);
+                var at = batch.Reserve((int)(be - bs));
+                var block = batch.Slot(at, (int)(be - bs));
+                block.Clear();
+                runs.Clear();
+                theirs.Clear();
+                while (pi < parent.Count && parent[pi].End <= bs)
                 {
-                    var be = Math.Min(bs + B, b);
-                    var at = batch.Reserve((int)(be - bs));
-                    var block = batch.Slot(at, (int)(be - bs));
-                    block.Clear();
-                    runs.Clear();
-                    theirs.Clear();
-                    while (pi < parent.Count && parent[pi].End <= bs)
-                    {
-                        pi++;
-                    }
-
-                    for (var i = pi; i < parent.Count && parent[i].Offset < be; i++)
-                    {
-                        var p = parent[i];
-                        var loc = reader.Blob(p.RowId);
-                        if (p.Offset >= bs && p.End <= be)
-                        {
-                            reader.Blobs.Read(loc, block.Slice((int)(p.Offset - bs), p.Length));
-                        }
-                        else
-                        {
-                            // A piece across blocks: a parent stored before it was a block map.
-                            var whole = new byte[p.Length];
-                            reader.Blobs.Read(loc, whole);
-                            var s = Math.Max(p.Offset, bs);
-                            var e = Math.Min(p.End, be);
-                            whole.AsSpan((int)(s - p.Offset), (int)(e - s)).CopyTo(block[(int)(s - bs)..]);
-                        }
-
-                        theirs.Add((Math.Max(p.Offset, bs), Math.Min(p.End, be)));
-                    }
-
-                    while (di < diffRanges.Count && diffRanges[di].End <= bs)
-                    {
-                        di++;
-                    }
-
-                    var mine = new List<(long Start, long End)>();
-                    for (var i = di; i < diffRanges.Count && diffRanges[i].Start < be; i++)
-                    {
-                        var s = Math.Max(diffRanges[i].Start, bs);
-                        var e = Math.Min(diffRanges[i].End, be);
-                        var n = ReadFully(diff, block.Slice((int)(s - bs), (int)(e - s)), s);
-                        if (n > 0)
-                        {
-                            mine.Add((s, s + n));
-                        }
-                    }
-
-                    Union(theirs, mine, runs);
-                    foreach (var (s, e) in runs)
-                    {
-                        batch.Add(at + (int)(s - bs), s, (int)(e - s));
-                    }
-
-                    batch.Commit((int)(be - bs));
+                    pi++;
                 }
+
+                for (var i = pi; i < parent.Count && parent[i].Offset < be; i++)
+                {
+                    var p = parent[i];
+                    var loc = reader.Blob(p.RowId);
+                    if (p.Offset >= bs && p.End <= be)
+                    {
+                        reader.Blobs.Read(loc, block.Slice((int)(p.Offset - bs), p.Length));
+                    }
+                    else
+                    {
+                        // A piece across blocks: a parent stored before it was a block map.
+                        var whole = new byte[p.Length];
+                        reader.Blobs.Read(loc, whole);
+                        var s = Math.Max(p.Offset, bs);
+                        var e = Math.Min(p.End, be);
+                        whole.AsSpan((int)(s - p.Offset), (int)(e - s)).CopyTo(block[(int)(s - bs)..]);
+                    }
+
+                    theirs.Add((Math.Max(p.Offset, bs), Math.Min(p.End, be)));
+                }
+
+                while (di < diffRanges.Count && diffRanges[di].End <= bs)
+                {
+                    di++;
+                }
+
+                var mine = new List<(long Start, long End)>();
+                for (var i = di; i < diffRanges.Count && diffRanges[i].Start < be; i++)
+                {
+                    var s = Math.Max(diffRanges[i].Start, bs);
+                    var e = Math.Min(diffRanges[i].End, be);
+                    var n = Packs.PackReader.ReadFully(diff, block.Slice((int)(s - bs), (int)(e - s)), s);
+                    if (n > 0)
+                    {
+                        mine.Add((s, s + n));
+                    }
+                }
+
+                Union(theirs, mine, runs);
+                foreach (var (s, e) in runs)
+                {
+                    batch.Add(at + (int)(s - bs), s, (int)(e - s));
+                }
+
+                batch.Commit((int)(be - bs));
             }
         }
 
@@ -310,24 +308,6 @@ public static class BlockIngest
         return new BlockIngestResult(content, pieces, batch.BytesRead, batch.Changed);
     }
 
-    /// <summary>pread until <paramref name="destination"/> is full or the file ends; returns the bytes read.</summary>
-    private static int ReadFully(SafeFileHandle file, Span<byte> destination, long offset)
-    {
-        var total = 0;
-        while (total < destination.Length)
-        {
-            var n = RandomAccess.Read(file, destination[total..], offset + total);
-            if (n == 0)
-            {
-                break;
-            }
-
-            total += n;
-        }
-
-        return total;
-    }
-
     /// <summary>
     /// Pieces collected in one pooled buffer (allocated once per ingest, never per region), hashed on every core
     /// and stored in offset order when it is full.
@@ -363,7 +343,7 @@ public static class BlockIngest
                     continue;
                 }
 
-                var n = ReadFully(file, _buffer.AsSpan(_filled, (int)want), pos);
+                var n = Packs.PackReader.ReadFully(file, _buffer.AsSpan(_filled, (int)want), pos);
                 for (long p = pos, at = _filled; p < pos + n;)
                 {
                     var len = (int)(Math.Min((p / B + 1) * B, pos + n) - p);
