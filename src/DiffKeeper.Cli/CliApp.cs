@@ -85,6 +85,8 @@ public static partial class CliApp
         RunCommand.Create(console),
         PushCommand.Create(console),
         PullCommand.Create(console),
+        SnapshotCommand.Create(console),
+        MaterializeCommand.Create(console),
     ];
 
     public static async Task<int> RunAsync(string[] args, IConsole console)

@@ -29,6 +29,9 @@ public sealed record RecordOptions(
     /// <summary>Bytes of each write carried with its event by the eBPF backend; larger writes are read back.</summary>
     public int MaxPayload { get; init; } = 256 * 1024;
 
+    /// <summary>Files of at least this many bytes are stored as block extent maps (`--big-file`).</summary>
+    public long BigFileThreshold { get; init; } = BigFileVersions.DefaultThreshold;
+
     /// <summary>Size of the eBPF ring buffer (`--ring-buffer`), a power of two.</summary>
     public int RingBufferBytes { get; init; } = 64 << 20;
 }

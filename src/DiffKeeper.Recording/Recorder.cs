@@ -82,7 +82,7 @@ public sealed class Recorder
 
         _sessionId = writer.BeginSession(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, source.Name,
             WallNs(), _options.Roots, out var rootIds);
-        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log);
+        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold) };
 
         _versioner.UseAllCores = true; // nothing to compete with before the command starts
         var baseline = Stopwatch.StartNew();

@@ -46,6 +46,9 @@ internal sealed class Versioner
     /// <summary>Whether file reads may hash and compress on every core (not while the recorded command runs).</summary>
     public bool UseAllCores { get; set; }
 
+    /// <summary>Where files above `--big-file` go (block extent maps); null: every file is chunked.</summary>
+    public BigFileVersions? BigFiles { get; set; }
+
     public long RawBytes { get; private set; }
 
     /// <summary>Largest file followed change by change; bigger ones are read after each change instead.</summary>
@@ -569,7 +572,8 @@ internal sealed class Versioner
             return null;
         }
 
-        var content = FileIngest.Ingest(_writer, handle, stat.Size, UseAllCores);
+        var content = BigFiles?.TryIngest(_writer, handle, stat.Size, root, rel, _paths.GetValueOrDefault((root, rel))?.Version.ContentId)
+            ?? FileIngest.Ingest(_writer, handle, stat.Size, UseAllCores);
         if (content.Size != stat.Size)
         {
             stat = stat with { Size = content.Size };

@@ -316,7 +316,7 @@ public static class FileIngest
     /// new ones (on all cores when <paramref name="parallel"/>), then appends in order on this thread (the writer is
     /// single-threaded).
     /// </summary>
-    private static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch,
+    internal static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch,
         BlobId[] ids, bool parallel)
     {
         var rows = new long?[batch.Count];

@@ -38,6 +38,7 @@ internal static class RecordCommand
             HelpName = "BYTES",
             DefaultValueFactory = _ => 256 * 1024,
         }.Expecting("a number of bytes from 0 to 262144", n => n is >= 0 and <= 256 * 1024);
+        var bigFile = BigFileOption.Create();
         var ring = new Option<int>("--ring-buffer")
         {
             Description = "eBPF: MiB of kernel memory for events on their way to diffkeeper (a power of two); when it is full, events are lost, reported as LOST, and the trees rescanned",
@@ -57,7 +58,7 @@ internal static class RecordCommand
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, json, capture, maxPayload, ring, command,
+            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -85,6 +86,7 @@ internal static class RecordCommand
                 Capture = Enum.Parse<CaptureMode>(pr.GetValue(capture)!, ignoreCase: true),
                 MaxPayload = pr.GetValue(maxPayload),
                 RingBufferBytes = pr.GetValue(ring) << 20,
+                BigFileThreshold = pr.GetValue(bigFile),
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
             if (pr.GetValue(json))

@@ -46,6 +46,7 @@ internal static class RunCommand
             DefaultValueFactory = _ => "60s",
             HelpName = "DURATION",
         };
+        var bigFile = BigFileOption.Create();
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
         var command = new Argument<string[]>("app")
         {
@@ -65,7 +66,7 @@ internal static class RunCommand
             Example: diffkeeper run --state-dir /data --store /deltas -- redis-server /etc/redis.conf
             """)
         {
-            stateDir, store, onExisting, flush, metrics, retain, maxVersions, retentionInterval, quiet, command,
+            stateDir, store, onExisting, flush, metrics, retain, maxVersions, retentionInterval, bigFile, quiet, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -100,7 +101,7 @@ internal static class RunCommand
                 console.Error.WriteLine($"diffkeeper: metrics on http://{server.EndPoint}/metrics");
             }
 
-            var options = new KeepOptions(state, st, pr.GetValue(command)!, Directory.GetCurrentDirectory()) { FlushInterval = interval, Retention = retention };
+            var options = new KeepOptions(state, st, pr.GetValue(command)!, Directory.GetCurrentDirectory()) { FlushInterval = interval, Retention = retention, BigFileThreshold = pr.GetValue(bigFile) };
             var agent = new KeepAgent(options, writer, counters, console.Error);
             var exit = await agent.RunAsync(ct).ConfigureAwait(false);
             if (!pr.GetValue(quiet))

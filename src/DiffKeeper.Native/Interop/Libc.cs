@@ -75,12 +75,16 @@ public static unsafe partial class Libc
         [FieldOffset(32)] public ulong Ino;
         [FieldOffset(40)] public ulong Size;
         [FieldOffset(48)] public ulong Blocks;
+        [FieldOffset(96)] public long CtimeSec;
+        [FieldOffset(104)] public uint CtimeNsec;
         [FieldOffset(112)] public long MtimeSec;
         [FieldOffset(120)] public uint MtimeNsec;
         [FieldOffset(136)] public uint DevMajor;
         [FieldOffset(140)] public uint DevMinor;
 
         public readonly long MtimeNs => MtimeSec * 1_000_000_000L + MtimeNsec;
+
+        public readonly long CtimeNs => CtimeSec * 1_000_000_000L + CtimeNsec;
     }
 
     public const int S_IFMT = 0xF000;

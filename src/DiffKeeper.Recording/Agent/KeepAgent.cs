@@ -104,7 +104,7 @@ public sealed class KeepAgent
         _channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
         await using var source = new InotifySource(roots, _filter);
         _sessionId = _writer.BeginSession(string.Join(' ', _options.Command), _options.Cwd, source.Name, 0, [_options.StateDir], out var rootIds);
-        _versioner = new Versioner(_writer, _sessionId, [_options.StateDir], rootIds, _log);
+        _versioner = new Versioner(_writer, _sessionId, [_options.StateDir], rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold) };
         source.Start(_channel.Writer);
         _versioner.UseAllCores = true;
         foreach (var (rel, _) in TreeWalker.Walk(_options.StateDir, 0, _filter))

@@ -23,6 +23,9 @@ public sealed record KeepOptions(
     /// <summary>Longest wait for every thread of the app to stop; past it the cut goes on and is counted as a freeze timeout.</summary>
     public TimeSpan FreezeTimeout { get; init; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>Files of at least this many bytes are stored as block extent maps (`--big-file`): a cut costs their changed blocks.</summary>
+    public long BigFileThreshold { get; init; } = BigFileVersions.DefaultThreshold;
+
     /// <summary>Which versions are pruned while the app runs, and how often; null keeps every version.</summary>
     public RetentionOptions? Retention { get; init; }
 }

@@ -228,7 +228,7 @@ public sealed class PackReader : IDisposable
         _ => "zstd",
     };
 
-    private static int ReadFully(SafeFileHandle handle, Span<byte> buffer, long offset)
+    internal static int ReadFully(SafeFileHandle handle, Span<byte> buffer, long offset)
     {
         var total = 0;
         while (total < buffer.Length)

@@ -1,0 +1,472 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+using DiffKeeper.Storage;
+using DiffKeeper.Storage.BigFiles;
+using DiffKeeper.Storage.Catalog;
+using Microsoft.Win32.SafeHandles;
+
+namespace DiffKeeper.Replay.BigFiles;
+
+/// <summary>How one file of a materialization was made.</summary>
+public sealed record MaterializedFile(string Name, long Size, bool Cloned, long BytesWritten, long BytesPunched);
+
+/// <summary>What a materialization published.</summary>
+public sealed record MaterializeResult(long Id, string OutDir, string? BaseDir, IReadOnlyList<MaterializedFile> Files, string? CopyReason,
+    int StaleRemoved, long ElapsedMs);
+
+/// <summary>
+/// Publishes a snapshot as a directory of complete files, the Firecracker diff-snapshot way (docs/store-format.md,
+/// "Materialized directories"): where an earlier materialization of the same store is on the same file system and
+/// unchanged since, each file is a reflink clone of it (FICLONE) with only the extents that differ written
+/// (pwrite) and the extents that became holes punched; otherwise the file is written from the store with its holes.
+/// Rules kept: positioned I/O only; the base is never written (the clone is a new file); everything is built in a
+/// uniquely named sibling directory, fsynced (files, marker, directory), then renamed into place or exchanged
+/// with the old output (renameat2 RENAME_EXCHANGE), so DIR is at every instant the old complete output or the new
+/// one; a sibling left by a killed run is removed by the next.
+/// </summary>
+public static class SnapshotMaterializer
+{
+    public const string MarkerName = ".diffkeeper-snapshot";
+    private const string TempInfix = ".dk-snap-";
+
+    public static MaterializeResult Materialize(TraceReader reader, long id, string outDir, string? baseDir)
+    {
+        var sw = Stopwatch.StartNew();
+        outDir = Path.GetFullPath(outDir).TrimEnd('/');
+        if (outDir.Length == 0)
+        {
+            throw new DiffKeeperException(ExitCode.Usage, "refusing to materialize onto /; choose a directory with --out");
+        }
+
+        var session = reader.Session(id);
+        if (session.Capture != SnapshotWriter.Capture)
+        {
+            throw new DiffKeeperException(ExitCode.NotFound, $"session {id} is a recording, not a snapshot; 'diffkeeper export' rebuilds recordings");
+        }
+
+        if (session.State != "finished")
+        {
+            throw new DiffKeeperException(ExitCode.NotFound, $"snapshot {id} is {session.State}: its writer did not finish it, so it holds no files; take it again");
+        }
+
+        var versions = reader.StateAt(session, long.MaxValue).Where(v => v.Kind == EntryKind.File).ToList();
+        foreach (var v in versions)
+        {
+            if (v.Rel.Contains('/', StringComparison.Ordinal) || TracePath.Validate(v.Rel) != v.Rel || v.Rel == MarkerName)
+            {
+                throw new DiffKeeperException(ExitCode.UnsafePath, $"snapshot {id} names a file '{v.Rel}', which is not a plain file name (the store is damaged or crafted)");
+            }
+        }
+
+        var parent = Path.GetDirectoryName(outDir)!;
+        var name = Path.GetFileName(outDir);
+        string temp;
+        int stale;
+        try
+        {
+            Directory.CreateDirectory(parent);
+            stale = RemoveStale(parent, name);
+            CheckOutput(outDir);
+            temp = Path.Combine(parent, $".{name}{TempInfix}{Environment.ProcessId}-{Guid.NewGuid():N}"[..^16]);
+            Directory.CreateDirectory(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            throw OsError.At(e, "materialize to", outDir);
+        }
+
+        baseDir ??= File.Exists(Path.Combine(outDir, MarkerName)) ? outDir : null;
+        if (baseDir is not null)
+        {
+            baseDir = Path.GetFullPath(baseDir).TrimEnd('/');
+        }
+
+        try
+        {
+            var bases = baseDir is null ? [] : UsableBases(reader, baseDir);
+            var files = new List<MaterializedFile>();
+            string? copyReason = baseDir is null ? "no earlier materialization to clone" : null;
+            using (var tree = SafeTreeWriter.Open(temp))
+            {
+                foreach (var v in versions)
+                {
+                    var (file, reason) = WriteFile(reader, session, tree, v, bases.GetValueOrDefault(v.Rel), baseDir);
+                    files.Add(file);
+                    copyReason ??= reason;
+                }
+            }
+
+            WriteMarker(reader, session, temp, versions);
+            var umask = Libc.Umask(0);
+            Libc.Umask(umask);
+            File.SetUnixFileMode(temp, (UnixFileMode)(0x1ED & ~umask));
+            Libc.FsyncPath(temp, directory: true);
+            Publish(temp, outDir);
+            Libc.FsyncPath(parent, directory: true);
+            return new MaterializeResult(id, outDir, baseDir, files, copyReason, stale, sw.ElapsedMilliseconds);
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            Materializer.TryDelete(temp);
+            throw OsError.At(e, "materialize to", outDir);
+        }
+        catch
+        {
+            Materializer.TryDelete(temp);
+            throw;
+        }
+    }
+
+    /// <summary>Removes the siblings of <paramref name="name"/> that runs which are no longer alive left behind.</summary>
+    public static int RemoveStale(string parent, string name)
+    {
+        var removed = 0;
+        var prefix = $".{name}{TempInfix}";
+        foreach (var dir in Directory.EnumerateDirectories(parent, prefix + "*"))
+        {
+            var rest = Path.GetFileName(dir)[prefix.Length..];
+            var dash = rest.IndexOf('-', StringComparison.Ordinal);
+            if (dash > 0 && int.TryParse(rest[..dash], NumberStyles.None, CultureInfo.InvariantCulture, out var pid) &&
+                pid != Environment.ProcessId && Libc.Kill(pid, 0) != 0 && Marshal.GetLastPInvokeError() == Libc.ESRCH)
+            {
+                Materializer.TryDelete(dir);
+                removed++;
+            }
+        }
+
+        return removed;
+    }
+
+    private static void CheckOutput(string outDir)
+    {
+        if (File.Exists(outDir) || (Directory.Exists(outDir) && new FileInfo(outDir).LinkTarget is not null))
+        {
+            throw new DiffKeeperException(ExitCode.OutputExists, $"{outDir} exists and is not a directory; choose another --out");
+        }
+
+        if (Directory.Exists(outDir) && !File.Exists(Path.Combine(outDir, MarkerName)) && Directory.EnumerateFileSystemEntries(outDir).Any())
+        {
+            throw new DiffKeeperException(ExitCode.OutputExists,
+                $"{outDir} is not empty and is not a materialized snapshot (it has no {MarkerName}); choose an empty or new directory");
+        }
+    }
+
+    /// <summary>A base file: its recorded version, checked unchanged since it was materialized.</summary>
+    private sealed record BaseFile(VersionRecord Version, string Path);
+
+    /// <summary>The files of <paramref name="baseDir"/>'s marker that name versions of this store and are unchanged since.</summary>
+    private static Dictionary<string, BaseFile> UsableBases(TraceReader reader, string baseDir)
+    {
+        var result = new Dictionary<string, BaseFile>(StringComparer.Ordinal);
+        string[] lines;
+        try
+        {
+            lines = File.ReadAllLines(Path.Combine(baseDir, MarkerName));
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            return result;
+        }
+
+        if (lines.Length < 3 || lines[0] != "diffkeeper-snapshot 1" || lines[1] != "store " + reader.TraceDir)
+        {
+            return result;
+        }
+
+        Dictionary<long, VersionRecord>? all = null;
+        foreach (var line in lines.Skip(3))
+        {
+            var f = line.Split(' ', 7);
+            if (f.Length != 7 || f[0] != "file" || !long.TryParse(f[1], CultureInfo.InvariantCulture, out var versionId) ||
+                !ulong.TryParse(f[3], CultureInfo.InvariantCulture, out var ino) || !ulong.TryParse(f[4], CultureInfo.InvariantCulture, out var size) ||
+                !long.TryParse(f[5], CultureInfo.InvariantCulture, out var ctime) || f[6].Contains('/', StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            var path = Path.Combine(baseDir, f[6]);
+            if (Libc.StatxCall(Libc.AT_FDCWD, path, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0 ||
+                st.Ino != ino || st.Size != size || st.CtimeNs != ctime)
+            {
+                continue; // gone, replaced or written since: not a copy of the version the marker names
+            }
+
+            all ??= reader.AllVersions().ToDictionary(v => v.Id);
+            if (all.TryGetValue(versionId, out var v) && v.Kind == EntryKind.File && v.ContentId is not null && !v.Pruned &&
+                Convert.ToHexStringLower(v.ContentId) == f[2])
+            {
+                result[f[6]] = new BaseFile(v, path);
+            }
+        }
+
+        return result;
+    }
+
+    private static (MaterializedFile File, string? CopyReason) WriteFile(TraceReader reader, SessionInfo session, SafeTreeWriter tree,
+        VersionRecord v, BaseFile? baseFile, string? baseDir)
+    {
+        using var file = tree.CreateFile(v.Rel);
+        string? reason = null;
+        if (baseFile is not null)
+        {
+            var errno = Clone(file, baseFile.Path);
+            if (errno == 0)
+            {
+                var (written, punched) = WriteDifference(reader, session, file, v, baseFile.Version);
+                SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, v.Rel);
+                Sync(file, v.Rel);
+                return (new MaterializedFile(v.Rel, v.Size, true, written, punched), null);
+            }
+
+            reason = $"reflink of {baseFile.Path} failed: {Libc.StrError(errno).ToLowerInvariant()}";
+        }
+        else if (baseDir is not null)
+        {
+            reason = $"{baseDir} holds no unchanged copy of an earlier version of {v.Rel}";
+        }
+
+        // The size first: writes inside the size are never extending writes, so xfs makes no speculative
+        // preallocation past them (which would outlive the writes as allocated ranges where the version has holes).
+        RandomAccess.SetLength(file, v.Size);
+        long bytes = 0;
+        VersionContent.Read(reader, session, v, (data, offset) =>
+        {
+            SafeTreeWriter.Write(file, data.Span, offset, v.Rel);
+            Interlocked.Add(ref bytes, data.Length);
+        }, parallel: true);
+        SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, v.Rel);
+        Sync(file, v.Rel);
+        return (new MaterializedFile(v.Rel, v.Size, false, bytes, 0), reason);
+    }
+
+    /// <summary>FICLONE of the whole base into the new, empty file; 0 or the errno.</summary>
+    private static int Clone(SafeFileHandle file, string basePath)
+    {
+        var source = Libc.Open(basePath, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        if (source < 0)
+        {
+            return Marshal.GetLastPInvokeError();
+        }
+
+        try
+        {
+            return Libc.IoctlInt((int)file.DangerousGetHandle(), Libc.FICLONE, source) == 0 ? 0 : Marshal.GetLastPInvokeError();
+        }
+        finally
+        {
+            Libc.Close(source);
+        }
+    }
+
+    /// <summary>
+    /// Turns a clone of <paramref name="baseVersion"/> into <paramref name="target"/>: sets the size, punches the
+    /// base's data where the target has holes, and writes each target extent the base does not hold at the same
+    /// place (same offset, length and blob). Checks the target's content id first, and every blob it reads.
+    /// </summary>
+    private static (long Written, long Punched) WriteDifference(TraceReader reader, SessionInfo session, SafeFileHandle file,
+        VersionRecord target, VersionRecord baseVersion)
+    {
+        var display = TraceReader.DisplayPath(session, target.RootId, target.Rel);
+        if (target.Extents is null || target.ContentId is null || !ExtentMap.TryDecode(target.Extents, target.Size, out var wanted) ||
+            baseVersion.Extents is null || !ExtentMap.TryDecode(baseVersion.Extents, baseVersion.Size, out var have))
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, $"{display}: its extent map is malformed; 'diffkeeper verify' tells more") { Path = display };
+        }
+
+        // One scan of the blob table instead of a lookup per extent: a 1 GiB image has ~16,000 extents, and their ids
+        // are needed for the content id check before anything is written.
+        var rows = wanted.Count > 256 ? reader.AllBlobs().ToDictionary(b => b.BlobRowId) : null;
+        var locations = wanted.Select(e => rows is null ? reader.Blob(e.BlobRowId)
+            : rows.TryGetValue(e.BlobRowId, out var loc) ? loc
+            : throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id} references blob row {e.BlobRowId}, which the catalog lacks") { Path = display }).ToList();
+        var ids = wanted.Select((e, i) => (e.Offset, e.Length, locations[i].Id)).ToList();
+        if (!ExtentMap.ContentId(ids, target.Size).AsSpan().SequenceEqual(target.ContentId))
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id}: its extents do not hash to its content id; 'diffkeeper verify' tells more") { Path = display };
+        }
+
+        var fd = (int)file.DangerousGetHandle();
+        if (Libc.Ftruncate(fd, target.Size) != 0)
+        {
+            throw OsError.At(Marshal.GetLastPInvokeError(), "resize", target.Rel);
+        }
+
+        long punched = 0;
+        foreach (var (s, e) in Subtract(have.Select(x => (x.Offset, x.Offset + x.Length)), wanted.Select(x => (x.Offset, x.Offset + x.Length)), target.Size))
+        {
+            if (Libc.Fallocate(fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, s, e - s) != 0)
+            {
+                // Without hole punching the bytes must still read as zeros.
+                SafeTreeWriter.Write(file, new byte[e - s], s, target.Rel);
+            }
+
+            punched += e - s;
+        }
+
+        var same = have.Select(x => (x.Offset, x.Length, x.BlobRowId)).ToHashSet();
+        var changed = Enumerable.Range(0, wanted.Count).Where(i => !same.Contains((wanted[i].Offset, wanted[i].Length, wanted[i].BlobRowId))).ToList();
+        long written = 0;
+        try
+        {
+            System.Threading.Tasks.Parallel.ForEach(changed,
+                () => new byte[Storage.Packs.PackFormat.MaxRawLength],
+                (i, _, buffer) =>
+                {
+                    var span = buffer.AsSpan(0, wanted[i].Length);
+                    reader.Blobs.Read(locations[i], span);
+                    SafeTreeWriter.Write(file, span, wanted[i].Offset, target.Rel);
+                    Interlocked.Add(ref written, span.Length);
+                    return buffer;
+                },
+                _ => { });
+        }
+        catch (AggregateException e) when (e.InnerExceptions.FirstOrDefault(x => x is Storage.Packs.BlobDamagedException) is { } d)
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id}: {d.Message}") { Path = display };
+        }
+        catch (AggregateException e) when (e.InnerExceptions.FirstOrDefault(x => x is DiffKeeperException) is DiffKeeperException d)
+        {
+            throw d;
+        }
+
+        punched += Retrim(file, target.Rel, wanted, changed.Select(i => (wanted[i].Offset, (long)wanted[i].Offset + wanted[i].Length))
+            .Concat(Subtract(have.Select(x => (x.Offset, x.Offset + x.Length)), wanted.Select(x => (x.Offset, x.Offset + x.Length)), target.Size)), target.Size);
+        return (written, punched);
+    }
+
+    private const long TrimWindow = 1 << 20;
+
+    /// <summary>
+    /// Punches what a file system allocated around the written and punched ranges beyond what they wrote: xfs
+    /// writes into a reflinked file through its copy-on-write fork, in units of the cow extent size hint, and may
+    /// leave the rest of such a unit allocated where the version has a hole. Looks (SEEK_DATA) only within the
+    /// 1 MiB windows around the ranges touched, after an fsync (allocation is decided at writeback).
+    /// </summary>
+    private static long Retrim(SafeFileHandle file, string rel, List<Extent> wanted, IEnumerable<(long Start, long End)> touched, long size)
+    {
+        var windows = new List<(long Start, long End)>();
+        foreach (var (s, e) in touched.Select(r => (r.Start / TrimWindow * TrimWindow, Math.Min((r.End + TrimWindow - 1) / TrimWindow * TrimWindow, size))).OrderBy(r => r.Item1))
+        {
+            if (windows.Count > 0 && s <= windows[^1].End)
+            {
+                windows[^1] = (windows[^1].Start, Math.Max(windows[^1].End, e));
+            }
+            else
+            {
+                windows.Add((s, e));
+            }
+        }
+
+        if (windows.Count == 0)
+        {
+            return 0;
+        }
+
+        Sync(file, rel);
+        var fd = (int)file.DangerousGetHandle();
+        var data = wanted.Select(x => (x.Offset, x.Offset + (long)x.Length)).ToList();
+        long punched = 0;
+        foreach (var (ws, we) in windows)
+        {
+            foreach (var (s, e) in Subtract(BlockIngest.DataRanges(file, ws, we), data, we))
+            {
+                if (Libc.Fallocate(fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, s, e - s) == 0)
+                {
+                    punched += e - s;
+                }
+            }
+        }
+
+        return punched;
+    }
+
+    /// <summary>The parts of ranges <paramref name="a"/> that no range of <paramref name="b"/> covers, below <paramref name="limit"/>.</summary>
+    public static List<(long Start, long End)> Subtract(IEnumerable<(long Start, long End)> a, IEnumerable<(long Start, long End)> b, long limit)
+    {
+        var cover = b.OrderBy(r => r.Start).ToList();
+        var result = new List<(long, long)>();
+        var first = 0; // ranges of a are sorted and disjoint: covers ending before one end before every later one
+        foreach (var (start, end0) in a.OrderBy(r => r.Start))
+        {
+            var s = start;
+            var end = Math.Min(end0, limit);
+            while (first < cover.Count && cover[first].End <= s)
+            {
+                first++;
+            }
+
+            for (var j = first; j < cover.Count && s < end && cover[j].Start < end; j++)
+            {
+                var (cs, ce) = cover[j];
+                if (ce <= s)
+                {
+                    continue;
+                }
+
+                if (cs > s)
+                {
+                    result.Add((s, cs));
+                }
+
+                s = Math.Max(s, ce);
+            }
+
+            if (s < end)
+            {
+                result.Add((s, end));
+            }
+        }
+
+        return result;
+    }
+
+    private static void Sync(SafeFileHandle file, string rel)
+    {
+        if (Libc.Fsync((int)file.DangerousGetHandle()) != 0)
+        {
+            throw OsError.At(Marshal.GetLastPInvokeError(), "sync", rel);
+        }
+    }
+
+    private static void WriteMarker(TraceReader reader, SessionInfo session, string temp, List<VersionRecord> versions)
+    {
+        var text = new StringBuilder();
+        text.Append("diffkeeper-snapshot 1\n").Append("store ").Append(reader.TraceDir).Append('\n')
+            .Append(CultureInfo.InvariantCulture, $"snapshot {session.Id}\n");
+        foreach (var v in versions)
+        {
+            var path = Path.Combine(temp, v.Rel);
+            if (Libc.StatxCall(Libc.AT_FDCWD, path, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0)
+            {
+                throw OsError.At(Marshal.GetLastPInvokeError(), "read", path);
+            }
+
+            text.Append(CultureInfo.InvariantCulture, $"file {v.Id} {Convert.ToHexStringLower(v.ContentId!)} {st.Ino} {st.Size} {st.CtimeNs} {v.Rel}\n");
+        }
+
+        var marker = Path.Combine(temp, MarkerName);
+        using var handle = File.OpenHandle(marker, FileMode.CreateNew, FileAccess.Write);
+        RandomAccess.Write(handle, Encoding.UTF8.GetBytes(text.ToString()), 0);
+        RandomAccess.FlushToDisk(handle);
+    }
+
+    private static void Publish(string temp, string outDir)
+    {
+        if (Libc.RenameAt(Libc.AT_FDCWD, temp, Libc.AT_FDCWD, outDir) == 0)
+        {
+            return; // there was no DIR, or an empty one
+        }
+
+        if (Libc.RenameAt2(Libc.AT_FDCWD, temp, Libc.AT_FDCWD, outDir, Libc.RENAME_EXCHANGE) != 0)
+        {
+            throw new DiffKeeperException(ExitCode.SystemError, $"cannot move {temp} to {outDir}: {Libc.StrError(Marshal.GetLastPInvokeError())}");
+        }
+
+        // The old output now has the temporary name: removed here, or by the next run if this one dies first.
+        Materializer.TryDelete(temp);
+    }
+}

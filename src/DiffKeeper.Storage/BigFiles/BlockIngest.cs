@@ -1,0 +1,437 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+using DiffKeeper.Native.Interop;
+using DiffKeeper.Storage.Catalog;
+using Microsoft.Win32.SafeHandles;
+
+namespace DiffKeeper.Storage.BigFiles;
+
+/// <summary>
+/// Stores a big file as a block extent map (docs/store-format.md, "Big files"): only data extents are read
+/// (SEEK_DATA/SEEK_HOLE), cut on the aligned 64 KiB grid, hashed on every core, and only pieces that differ from
+/// the previous version's piece at the same offset (or from every blob in the trace) are stored. Every read is
+/// positioned (pread); the descriptor's own offset, which SEEK_DATA moves, is never used to read.
+/// </summary>
+public static class BlockIngest
+{
+    private const int B = BlockPiece.BlockSize;
+    private const int BatchBytes = 4 << 20;
+
+    /// <summary>
+    /// Stores <paramref name="file"/> (<paramref name="size"/> bytes). With <paramref name="previous"/> (the path's
+    /// last block map, of <paramref name="previousSize"/> bytes) and <paramref name="written"/> (every byte range
+    /// written since it), only the blocks those ranges touch are read and the previous pieces of every other block
+    /// are kept unread; without <paramref name="written"/>, every data extent is read and compared by hash.
+    /// </summary>
+    public static BlockIngestResult IngestFile(TraceWriter writer, SafeFileHandle file, long size,
+        IReadOnlyList<BlockPiece>? previous = null, long previousSize = 0, IReadOnlyList<(long Start, long End)>? written = null)
+    {
+        var storedBefore = writer.StoredBytesWritten;
+        var partial = previous is not null && written is not null && IsBlockMap(previous);
+        var regions = partial
+            ? BlockRegions(written!.Append((Math.Min(size, previousSize), Math.Max(size, previousSize))), size)
+            : [(0L, size)];
+        using var batch = new PieceBatch(writer, previous);
+        foreach (var (a, b) in regions)
+        {
+            foreach (var (s, e) in DataRanges(file, a, b))
+            {
+                if (!batch.ReadFrom(file, s, e, out var eof))
+                {
+                    size = eof; // it shrank while being read: what the reads returned, the next event brings the rest
+                    break;
+                }
+            }
+        }
+
+        var pieces = batch.Finish();
+        if (partial)
+        {
+            pieces = Kept(previous!, regions, size, pieces);
+        }
+
+        pieces.RemoveAll(p => p.End > size);
+        return Result(writer, pieces, size, storedBefore, batch);
+    }
+
+    /// <summary>
+    /// Merges a diff snapshot onto its parent, as Firecracker's diff snapshots are merged: <paramref name="diff"/>
+    /// is a sparse file whose data extents are the changed bytes and whose holes mean "as in the parent". The result
+    /// is a complete version: the parent's pieces of untouched blocks kept, and each touched block rebuilt from the
+    /// parent's bytes (read from the trace by <paramref name="reader"/>) with the diff's data laid over them, its
+    /// data runs being the union of both (so the parent's holes stay holes where the diff has none).
+    /// </summary>
+    public static BlockIngestResult MergeDiff(TraceWriter writer, TraceReader reader, SafeFileHandle diff, long size,
+        IReadOnlyList<BlockPiece> parent, long parentSize)
+    {
+        var storedBefore = writer.StoredBytesWritten;
+        var diffRanges = DataRanges(diff, 0, size);
+        var regions = IsBlockMap(parent)
+            ? BlockRegions(diffRanges.Append((Math.Min(size, parentSize), Math.Max(size, parentSize))), size)
+            : [(0L, size)];
+        using var batch = new PieceBatch(writer, parent);
+        int pi = 0, di = 0;
+        var runs = new List<(long Start, long End)>();
+        var theirs = new List<(long Start, long End)>();
+        foreach (var (a, b) in regions)
+        {
+            for (var bs = a; bs < b; bs += B)
+            {
+                var be = Math.Min(bs + B, b);
+                var at = batch.Reserve((int)(be - bs));
+                var block = batch.Slot(at, (int)(be - bs));
+                block.Clear();
+                runs.Clear();
+                theirs.Clear();
+                while (pi < parent.Count && parent[pi].End <= bs)
+                {
+                    pi++;
+                }
+
+                for (var i = pi; i < parent.Count && parent[i].Offset < be; i++)
+                {
+                    var p = parent[i];
+                    var loc = reader.Blob(p.RowId);
+                    if (p.Offset >= bs && p.End <= be)
+                    {
+                        reader.Blobs.Read(loc, block.Slice((int)(p.Offset - bs), p.Length));
+                    }
+                    else
+                    {
+                        // A piece across blocks: a parent stored before it was a block map.
+                        var whole = new byte[p.Length];
+                        reader.Blobs.Read(loc, whole);
+                        var s = Math.Max(p.Offset, bs);
+                        var e = Math.Min(p.End, be);
+                        whole.AsSpan((int)(s - p.Offset), (int)(e - s)).CopyTo(block[(int)(s - bs)..]);
+                    }
+
+                    theirs.Add((Math.Max(p.Offset, bs), Math.Min(p.End, be)));
+                }
+
+                while (di < diffRanges.Count && diffRanges[di].End <= bs)
+                {
+                    di++;
+                }
+
+                var mine = new List<(long Start, long End)>();
+                for (var i = di; i < diffRanges.Count && diffRanges[i].Start < be; i++)
+                {
+                    var s = Math.Max(diffRanges[i].Start, bs);
+                    var e = Math.Min(diffRanges[i].End, be);
+                    var n = Packs.PackReader.ReadFully(diff, block.Slice((int)(s - bs), (int)(e - s)), s);
+                    if (n > 0)
+                    {
+                        mine.Add((s, s + n));
+                    }
+                }
+
+                Union(theirs, mine, runs);
+                foreach (var (s, e) in runs)
+                {
+                    batch.Add(at + (int)(s - bs), s, (int)(e - s));
+                }
+
+                batch.Commit((int)(be - bs));
+            }
+        }
+
+        var pieces = Kept(parent, regions, size, batch.Finish());
+        pieces.RemoveAll(p => p.End > size);
+        return Result(writer, pieces, size, storedBefore, batch);
+    }
+
+    /// <summary>
+    /// The block map of a file version written to the trace (a block map or any extent map), with each blob's id,
+    /// read from the catalog in one range scan (a point lookup per piece would cost more than hashing them).
+    /// </summary>
+    public static List<BlockPiece> Load(TraceWriter writer, byte[] extentMap, long size)
+    {
+        if (!ExtentMap.TryDecode(extentMap, size, out var extents))
+        {
+            throw new InvalidDataException("the previous version's extent map is malformed");
+        }
+
+        var pieces = new List<BlockPiece>(extents.Count);
+        if (extents.Count == 0)
+        {
+            return pieces;
+        }
+
+        var ids = new Dictionary<long, BlobId>(extents.Count);
+        var wanted = extents.Select(e => e.BlobRowId).ToHashSet();
+        using (var scan = writer.Database.Prepare("SELECT id, hash FROM blobs WHERE id BETWEEN ?1 AND ?2"))
+        {
+            scan.Bind(1, wanted.Min()).Bind(2, wanted.Max());
+            while (scan.Step())
+            {
+                var row = scan.Int64(0);
+                if (wanted.Contains(row) && scan.BlobOrNull(1) is { Length: 32 } hash)
+                {
+                    ids[row] = new BlobId(hash);
+                }
+            }
+        }
+
+        foreach (var e in extents)
+        {
+            if (!ids.TryGetValue(e.BlobRowId, out var id))
+            {
+                throw new BlobMissingException(e.BlobRowId);
+            }
+
+            pieces.Add(new BlockPiece(e.Offset, e.Length, e.BlobRowId, id));
+        }
+
+        return pieces;
+    }
+
+    /// <summary>Whether every piece lies inside one aligned block (a block map, rather than FastCDC chunks).</summary>
+    public static bool IsBlockMap(IReadOnlyList<BlockPiece> pieces)
+    {
+        foreach (var p in pieces)
+        {
+            if (p.Offset / B != (p.End - 1) / B)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>The data extents of [<paramref name="from"/>, <paramref name="to"/>), in order (all of it where SEEK_DATA is unsupported).</summary>
+    public static List<(long Start, long End)> DataRanges(SafeFileHandle file, long from, long to)
+    {
+        var ranges = new List<(long Start, long End)>();
+        var fd = (int)file.DangerousGetHandle();
+        var pos = from;
+        while (pos < to)
+        {
+            var start = Libc.Lseek(fd, pos, Libc.SEEK_DATA);
+            if (start < 0)
+            {
+                if (Marshal.GetLastPInvokeError() != Libc.ENXIO)
+                {
+                    ranges.Add((pos, to));
+                }
+
+                break; // ENXIO: only a hole remains
+            }
+
+            if (start >= to)
+            {
+                break;
+            }
+
+            var end = Libc.Lseek(fd, start, Libc.SEEK_HOLE);
+            if (end < 0 || end > to)
+            {
+                end = to;
+            }
+
+            ranges.Add((start, end));
+            pos = end;
+        }
+
+        return ranges;
+    }
+
+    /// <summary>The ranges widened to whole blocks, clipped to the file, sorted and merged.</summary>
+    private static List<(long Start, long End)> BlockRegions(IEnumerable<(long Start, long End)> ranges, long size)
+    {
+        var blocks = ranges.Where(r => r.End > r.Start)
+            .Select(r => (Start: r.Start / B * B, End: Math.Min((r.End + B - 1) / B * B, size)))
+            .Where(r => r.End > r.Start)
+            .OrderBy(r => r.Start)
+            .ToList();
+        var merged = new List<(long Start, long End)>();
+        foreach (var r in blocks)
+        {
+            if (merged.Count > 0 && r.Start <= merged[^1].End)
+            {
+                merged[^1] = (merged[^1].Start, Math.Max(merged[^1].End, r.End));
+            }
+            else
+            {
+                merged.Add(r);
+            }
+        }
+
+        return merged;
+    }
+
+    /// <summary>The previous pieces outside <paramref name="regions"/> (whole blocks) and within the size, with the fresh ones, in order.</summary>
+    private static List<BlockPiece> Kept(IReadOnlyList<BlockPiece> previous, List<(long Start, long End)> regions, long size, List<BlockPiece> fresh)
+    {
+        var result = new List<BlockPiece>(previous.Count + fresh.Count);
+        var r = 0;
+        foreach (var p in previous)
+        {
+            while (r < regions.Count && regions[r].End <= p.Offset)
+            {
+                r++;
+            }
+
+            var inside = r < regions.Count && regions[r].Start <= p.Offset;
+            if (!inside && p.End <= size)
+            {
+                result.Add(p);
+            }
+        }
+
+        result.AddRange(fresh);
+        result.Sort((x, y) => x.Offset.CompareTo(y.Offset));
+        return result;
+    }
+
+    private static void Union(List<(long Start, long End)> a, List<(long Start, long End)> b, List<(long Start, long End)> into)
+    {
+        foreach (var r in a.Concat(b).OrderBy(r => r.Start))
+        {
+            if (into.Count > 0 && r.Start <= into[^1].End)
+            {
+                into[^1] = (into[^1].Start, Math.Max(into[^1].End, r.End));
+            }
+            else
+            {
+                into.Add(r);
+            }
+        }
+    }
+
+    private static BlockIngestResult Result(TraceWriter writer, List<BlockPiece> pieces, long size, long storedBefore, PieceBatch batch)
+    {
+        var extents = pieces.Select(p => new Extent(p.Offset, p.Length, p.RowId)).ToList();
+        var content = new IngestedContent(ExtentMap.Encode(extents), ExtentMap.ContentId(pieces.Select(p => (p.Offset, p.Length, p.Id)).ToList(), size),
+            size, writer.StoredBytesWritten - storedBefore);
+        return new BlockIngestResult(content, pieces, batch.BytesRead, batch.Changed);
+    }
+
+    /// <summary>
+    /// Pieces collected in one pooled buffer (allocated once per ingest, never per region), hashed on every core
+    /// and stored in offset order when it is full.
+    /// </summary>
+    private sealed class PieceBatch(TraceWriter writer, IReadOnlyList<BlockPiece>? previous) : IDisposable
+    {
+        private readonly byte[] _buffer = ArrayPool<byte>.Shared.Rent(BatchBytes);
+        private readonly List<(int At, long Offset, int Length)> _pending = [];
+        private readonly List<BlockPiece> _result = [];
+        private readonly Dictionary<long, BlockPiece>? _previous = previous?.ToDictionary(p => p.Offset);
+        private int _filled;
+
+        public long BytesRead { get; private set; }
+
+        public int Changed { get; private set; }
+
+        /// <summary>Reads [start, end) into pieces; false (with the offset where it ended) if the file ended first.</summary>
+        public bool ReadFrom(SafeFileHandle file, long start, long end, out long eof)
+        {
+            var pos = start;
+            while (pos < end)
+            {
+                var free = _buffer.Length - _filled;
+                var want = Math.Min(end - pos, free);
+                if (pos + want < end)
+                {
+                    want = (pos + want) / B * B - pos; // stop on the grid, so a data run is one piece per block
+                }
+
+                if (want <= 0)
+                {
+                    Flush();
+                    continue;
+                }
+
+                var n = Packs.PackReader.ReadFully(file, _buffer.AsSpan(_filled, (int)want), pos);
+                for (long p = pos, at = _filled; p < pos + n;)
+                {
+                    var len = (int)(Math.Min((p / B + 1) * B, pos + n) - p);
+                    _pending.Add(((int)at, p, len));
+                    at += len;
+                    p += len;
+                }
+
+                _filled += n;
+                BytesRead += n;
+                pos += n;
+                if (n < want)
+                {
+                    eof = pos;
+                    return false;
+                }
+            }
+
+            eof = end;
+            return true;
+        }
+
+        /// <summary>Room for <paramref name="length"/> bytes (flushing first if needed); <see cref="Commit"/> takes it.</summary>
+        public int Reserve(int length)
+        {
+            if (_buffer.Length - _filled < length)
+            {
+                Flush();
+            }
+
+            return _filled;
+        }
+
+        public Span<byte> Slot(int at, int length) => _buffer.AsSpan(at, length);
+
+        public void Add(int at, long offset, int length)
+        {
+            _pending.Add((at, offset, length));
+            BytesRead += length;
+        }
+
+        public void Commit(int length) => _filled += length;
+
+        public List<BlockPiece> Finish()
+        {
+            Flush();
+            return _result;
+        }
+
+        private void Flush()
+        {
+            if (_pending.Count > 0)
+            {
+                var ids = new BlobId[_pending.Count];
+                System.Threading.Tasks.Parallel.For(0, _pending.Count, i => ids[i] = BlobId.Of(_buffer.AsSpan(_pending[i].At, _pending[i].Length)));
+                var fresh = new List<(int Offset, int Length)>();
+                var freshIds = new List<BlobId>();
+                for (var i = 0; i < _pending.Count; i++)
+                {
+                    var (at, offset, length) = _pending[i];
+                    if (_previous is null || !_previous.TryGetValue(offset, out var old) || old.Length != length || old.Id != ids[i])
+                    {
+                        fresh.Add((at, length));
+                        freshIds.Add(ids[i]);
+                    }
+                }
+
+                var stored = FileIngest.StoreBatch(writer, _buffer, fresh, [.. freshIds], parallel: true);
+                Changed += stored.Count;
+                for (int i = 0, f = 0; i < _pending.Count; i++)
+                {
+                    var (at, offset, length) = _pending[i];
+                    if (f < fresh.Count && fresh[f].Offset == at)
+                    {
+                        _result.Add(new BlockPiece(offset, length, stored[f].RowId, stored[f].Id));
+                        f++;
+                    }
+                    else
+                    {
+                        _result.Add(_previous![offset]);
+                    }
+                }
+            }
+
+            _pending.Clear();
+            _filled = 0;
+        }
+
+        public void Dispose() => ArrayPool<byte>.Shared.Return(_buffer);
+    }
+}

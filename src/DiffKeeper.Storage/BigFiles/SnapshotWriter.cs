@@ -1,0 +1,147 @@
+using System.Diagnostics;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+using DiffKeeper.Storage.Catalog;
+
+namespace DiffKeeper.Storage.BigFiles;
+
+/// <summary>What one file of a snapshot cost.</summary>
+public sealed record SnapshotFile(string Name, long Size, long BytesRead, int PiecesChanged, long StoredBytes, long VersionId, string? ParentVersion);
+
+/// <summary>One snapshot taken: its id (a session id of the store), its parent, its files.</summary>
+public sealed record SnapshotResult(long Id, long? Parent, IReadOnlyList<SnapshotFile> Files, long StoredBytes, long ElapsedMs);
+
+/// <summary>
+/// Takes a snapshot of files into a store (docs/store-format.md, "Snapshot sessions"): every snapshot is complete (a
+/// block map of each whole file), made by comparing the files with the parent's versions block by block, or, for
+/// diff-snapshot input, by merging the files' data extents onto the parent's. The versions commit in one transaction
+/// with the session's end, after the pack is fsynced: a crash leaves at most an empty session marked interrupted,
+/// which <c>materialize</c> refuses.
+/// </summary>
+public static class SnapshotWriter
+{
+    public const string Capture = "snapshot";
+
+    public static SnapshotResult Take(string storeDir, IReadOnlyList<string> files, long? parentId, bool diffInput, string command)
+    {
+        var sw = Stopwatch.StartNew();
+        var full = files.Select(f => Path.GetFullPath(f)).ToList();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var f in full)
+        {
+            var name = Path.GetFileName(f);
+            if (name.Length == 0 || !names.Add(name))
+            {
+                throw new DiffKeeperException(ExitCode.Usage, $"two files named '{name}' in one snapshot: a snapshot names its files by base name; snapshot them separately");
+            }
+        }
+
+        if (diffInput && parentId is null)
+        {
+            throw new DiffKeeperException(ExitCode.Usage, "--diff needs --parent: a diff snapshot holds only the changed pages, merged onto its parent");
+        }
+
+        foreach (var f in full)
+        {
+            // Every input checked before the session begins: a missing file is refused, not half a snapshot.
+            if (!File.Exists(f))
+            {
+                throw new DiffKeeperException(ExitCode.NotFound, $"{f} does not exist or is not a file; snapshot takes files");
+            }
+        }
+
+        using var writer = TraceWriter.Open(storeDir);
+        Dictionary<string, VersionRecord>? parent = null;
+        TraceReader? reader = null;
+        try
+        {
+            if (parentId is { } pid)
+            {
+                reader = TraceReader.Open(storeDir);
+                var session = reader.Session(pid);
+                if (session.Capture != Capture)
+                {
+                    throw new DiffKeeperException(ExitCode.NotFound, $"session {pid} of {storeDir} is a recording, not a snapshot; --parent takes a snapshot id");
+                }
+
+                if (session.State != "finished")
+                {
+                    throw new DiffKeeperException(ExitCode.NotFound, $"snapshot {pid} of {storeDir} is {session.State}: its writer did not finish it; choose a finished snapshot as --parent");
+                }
+
+                parent = reader.StateAt(session, long.MaxValue).Where(v => v.Kind == EntryKind.File).ToDictionary(v => v.Rel, StringComparer.Ordinal);
+            }
+
+            var roots = full.Select(f => Path.GetDirectoryName(f)!).Distinct(StringComparer.Ordinal).ToList();
+            var startNs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000L;
+            var sessionId = writer.BeginSession(command, Environment.CurrentDirectory, Capture, startNs, roots, out var rootIds);
+            var results = new List<SnapshotFile>();
+            long seq = 0;
+            foreach (var path in full)
+            {
+                seq++;
+                var name = Path.GetFileName(path);
+                var rootId = rootIds[roots.IndexOf(Path.GetDirectoryName(path)!)];
+                var before = parent?.GetValueOrDefault(name);
+                if (diffInput && before is null)
+                {
+                    throw new DiffKeeperException(ExitCode.NotFound, $"snapshot {parentId} has no file '{name}' to merge the diff snapshot {path} onto");
+                }
+
+                results.Add(TakeFile(writer, reader, sessionId, rootId, seq, startNs, path, name, before, diffInput));
+            }
+
+            writer.FinishSession(sessionId, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000L - startNs, 0, 0);
+            return new SnapshotResult(sessionId, parentId, results, results.Sum(r => r.StoredBytes), sw.ElapsedMilliseconds);
+        }
+        finally
+        {
+            reader?.Dispose();
+        }
+    }
+
+    private static SnapshotFile TakeFile(TraceWriter writer, TraceReader? reader, long sessionId, long rootId, long seq, long startNs,
+        string path, string name, VersionRecord? before, bool diffInput)
+    {
+        if (Libc.StatxCall(Libc.AT_FDCWD, path, 0, Libc.STATX_BASIC_STATS, out var st) != 0)
+        {
+            throw OsError.At(System.Runtime.InteropServices.Marshal.GetLastPInvokeError(), "read", path);
+        }
+
+        if ((st.Mode & Libc.S_IFMT) != Libc.S_IFREG)
+        {
+            throw new DiffKeeperException(ExitCode.Usage, $"{path} is not a regular file; snapshot takes files");
+        }
+
+        BlockIngestResult result;
+        try
+        {
+            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read);
+            var size = (long)st.Size;
+            if (diffInput)
+            {
+                // Every data extent of a diff file overwrites the parent. Until writeback, xfs may report the ranges
+                // around fresh writes (its speculative allocation) as data, which would merge zeros over the
+                // parent's pages: the file's extents are asked for once it is written back.
+                Libc.Fsync((int)handle.DangerousGetHandle());
+            }
+
+            var previous = before?.Extents is { } ext && before.ContentId is not null ? BlockIngest.Load(writer, ext, before.Size) : null;
+            result = diffInput
+                ? BlockIngest.MergeDiff(writer, reader!, handle, size, previous ?? [], before!.Size)
+                : BlockIngest.IngestFile(writer, handle, size, previous);
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            throw OsError.At(e, "read", path);
+        }
+
+        var pathId = writer.PathId(rootId, name);
+        var timeNs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000L - startNs;
+        writer.AddEvent(sessionId, new NewEvent(seq, timeNs, ChangeOp.Write, pathId, null, result.Content.Size, null, null, diffInput ? "diff snapshot" : null));
+        var versionId = writer.AddVersion(sessionId, new NewVersion(pathId, seq, timeNs, EntryKind.File, st.Mode & 0xFFF, (int)st.Uid, (int)st.Gid,
+            st.MtimeNs, result.Content.Size, result.Content.ContentId, null, result.Content.Extents));
+        return new SnapshotFile(name, result.Content.Size, result.BytesRead, result.PiecesChanged, result.Content.StoredBytes, versionId,
+            before is null ? null : before.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+}

@@ -1,0 +1,251 @@
+using System.Diagnostics;
+using System.Text.Json;
+using DiffKeeper.Replay.Tests;
+using DiffKeeper.Storage.Tests;
+
+namespace DiffKeeper.IntegrationTests;
+
+/// <summary>`snapshot` and `materialize` as a VM snapshot tool would drive them, on real file systems.</summary>
+public sealed class BigFileSnapshotTests
+{
+    private const int MiB = 1 << 20;
+
+    [Theory]
+    [InlineData("btrfs")]
+    [InlineData("xfs")]
+    public void MaterializingBesideAnEarlierVersionClonesItAndSharesExtents(string fileSystem)
+    {
+        using var mount = LoopMount.TryCreate(fileSystem, out var why);
+        if (mount is null)
+        {
+            Assert.Skip(why);
+            return;
+        }
+
+        var dir = mount.Path;
+        var image = Path.Combine(dir, "disk.img");
+        var random = new Random(7);
+        MakeSparse(image, 16 * MiB, random, dataPages: 1000);
+        var v1 = Bytes(image);
+        var store = Path.Combine(dir, "store");
+        var first = Snapshot(dir, "snapshot", image, "--store", store, "--json");
+        RewritePages(image, random, 40);
+        var second = Snapshot(dir, "snapshot", image, "--store", store, "--parent", first.ToString(), "--json");
+
+        Cli.Ok(dir, "materialize", first.ToString(), "--store", store, "--out", Path.Combine(dir, "a"));
+        var r = Cli.Ok(dir, "materialize", second.ToString(), "--store", store, "--base", Path.Combine(dir, "a"), "--out", Path.Combine(dir, "b"));
+        Assert.DoesNotContain("copying instead", r.Stderr);
+        Assert.Contains("1 cloned", r.Stderr);
+        Assert.Equal(Bytes(image), Bytes(Path.Combine(dir, "b", "disk.img")));
+        Assert.Equal(v1, Bytes(Path.Combine(dir, "a", "disk.img")));
+        Assert.True(LoopMount.HasSharedExtents(Path.Combine(dir, "b", "disk.img")), LoopMount.Run("filefrag", "-v", Path.Combine(dir, "b", "disk.img")).Output);
+        Assert.Equal(DataRanges(image), DataRanges(Path.Combine(dir, "b", "disk.img")));
+    }
+
+    [Fact]
+    public void OnExt4TheCopyIsUsedAndTheReasonSaidOnce()
+    {
+        using var mount = LoopMount.TryCreate("ext4", out var why);
+        if (mount is null)
+        {
+            Assert.Skip(why);
+            return;
+        }
+
+        var dir = mount.Path;
+        var random = new Random(8);
+        MakeSparse(Path.Combine(dir, "mem"), 4 * MiB, random, dataPages: 300);
+        MakeSparse(Path.Combine(dir, "disk"), 4 * MiB, random, dataPages: 300);
+        var store = Path.Combine(dir, "store");
+        var first = Snapshot(dir, "snapshot", Path.Combine(dir, "mem"), Path.Combine(dir, "disk"), "--store", store, "--json");
+        RewritePages(Path.Combine(dir, "mem"), random, 10);
+        var second = Snapshot(dir, "snapshot", Path.Combine(dir, "mem"), Path.Combine(dir, "disk"), "--store", store, "--parent", first.ToString(), "--json");
+        var output = Path.Combine(dir, "vm");
+        Cli.Ok(dir, "materialize", first.ToString(), "--store", store, "--out", output);
+        var r = Cli.Ok(dir, "materialize", second.ToString(), "--store", store, "--out", output);
+        var reasons = r.Stderr.Split('\n').Where(l => l.Contains("copying instead of cloning", StringComparison.Ordinal)).ToList();
+        Assert.Single(reasons);
+        Assert.Contains("reflink", reasons[0]);
+        Assert.Equal(Bytes(Path.Combine(dir, "mem")), Bytes(Path.Combine(output, "mem")));
+        Assert.Equal(DataRanges(Path.Combine(dir, "disk")), DataRanges(Path.Combine(output, "disk")));
+        AssertAllocatedAlike(Path.Combine(dir, "mem"), Path.Combine(output, "mem"));
+    }
+
+    [Fact]
+    public void AFirecrackerDiffSnapshotIsMergedOntoItsParent()
+    {
+        using var dir = new TempDir();
+        var random = new Random(9);
+        var mem = dir.Sub("mem");
+        MakeSparse(mem, 8 * MiB, random, dataPages: 500);
+        var first = Snapshot(dir.Path, "snapshot", mem, "--store", dir.Sub("store"), "--json");
+
+        // The VM dirties 30 pages; Firecracker writes them alone into a sparse file of the memory's size.
+        Directory.CreateDirectory(dir.Sub("diff"));
+        var diff = Path.Combine(dir.Sub("diff"), "mem");
+        using (var d = File.OpenHandle(diff, FileMode.CreateNew, FileAccess.Write))
+        using (var m = File.OpenHandle(mem, FileMode.Open, FileAccess.Write))
+        {
+            RandomAccess.SetLength(d, 8 * MiB);
+            for (var i = 0; i < 30; i++)
+            {
+                var page = new byte[4096];
+                random.NextBytes(page);
+                var at = random.NextInt64(8 * MiB / 4096) * 4096;
+                RandomAccess.Write(d, page, at);
+                RandomAccess.Write(m, page, at);
+            }
+        }
+
+        var r = Cli.Ok(dir.Path, "snapshot", "--diff", "--parent", first.ToString(), diff, "--store", dir.Sub("store"), "--json");
+        using var json = JsonDocument.Parse(r.Stdout);
+        var second = json.RootElement.GetProperty("id").GetInt64();
+        Assert.InRange(json.RootElement.GetProperty("files")[0].GetProperty("new_blocks").GetInt32(), 1, 30 + 500);
+        Cli.Ok(dir.Path, "materialize", second.ToString(), "--store", dir.Sub("store"), "--out", dir.Sub("out"));
+        Assert.Equal(Bytes(mem), Bytes(Path.Combine(dir.Sub("out"), "mem")));
+        Assert.Equal(DataRanges(mem), DataRanges(Path.Combine(dir.Sub("out"), "mem")));
+        AssertAllocatedAlike(mem, Path.Combine(dir.Sub("out"), "mem"));
+
+        var bad = Cli.Run(dir.Path, "snapshot", "--diff", diff, "--store", dir.Sub("store"));
+        Assert.Equal(2, bad.ExitCode);
+        Assert.StartsWith("diffkeeper: --diff needs --parent", bad.Stderr);
+        var notEmpty = Cli.Run(dir.Path, "materialize", second.ToString(), "--store", dir.Sub("store"), "--out", dir.Sub("diff"));
+        Assert.Equal(6, notEmpty.ExitCode);
+        Assert.StartsWith("diffkeeper: ", notEmpty.Stderr);
+    }
+
+    /// <summary>`record --big-file`: a rewrite of one page of a big sparse file stores about a block, and exports byte for byte with its holes.</summary>
+    [Fact]
+    public void RecordStoresTheChangedBlocksOfABigSparseFile()
+    {
+        using var dir = new TempDir();
+        var work = dir.Sub("work");
+        Directory.CreateDirectory(work);
+        var image = Path.Combine(work, "disk.img");
+        MakeSparse(image, 64 * MiB, new Random(11), dataPages: 1000);
+        var trace = dir.Sub("trace");
+        Cli.Ok(work, "record", "--trace", trace, "--capture", "inotify", "--big-file", "1M", "-q", "--",
+            "sh", "-c", "head -c 4096 /dev/urandom | dd of=disk.img bs=4096 seek=777 conv=notrunc status=none");
+        var packs = Directory.EnumerateFiles(Path.Combine(trace, "packs"), "*.pack", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        Assert.InRange(packs, 900 * 4096, 1000 * 4096 + 2 * 65536 + 1000 * 200); // random pages, some drawn twice
+        Cli.Ok(work, "export", "--trace", trace, "--out", dir.Sub("out"));
+        Assert.Equal(Bytes(image), Bytes(Path.Combine(dir.Sub("out"), "disk.img")));
+        Assert.Equal(DataRanges(image), DataRanges(Path.Combine(dir.Sub("out"), "disk.img")));
+        var bad = Cli.Run(work, "record", "--trace", trace, "--big-file", "lots", "--", "true");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.StartsWith("diffkeeper: --big-file expects a size such as 64M, 1G or a number of bytes, got 'lots'", bad.Stderr);
+    }
+
+    /// <summary>
+    /// kill -9 at random points of 20 materializations: the published directory is always the old complete snapshot
+    /// or the new complete one, and the next run removes whatever the killed one left.
+    /// </summary>
+    [Fact]
+    public void KilledMaterializationsLeaveTheOldOrTheNewOutputAndNoTemporaryDirectory()
+    {
+        using var dir = new TempDir();
+        var random = new Random(10);
+        var image = dir.Sub("disk.img");
+        var store = dir.Sub("store");
+        MakeSparse(image, 16 * MiB, random, dataPages: 2500);
+        var contents = new Dictionary<long, byte[]>();
+        var first = Snapshot(dir.Path, "snapshot", image, "--store", store, "--json");
+        contents[first] = Bytes(image);
+        RewritePages(image, random, 600);
+        var second = Snapshot(dir.Path, "snapshot", image, "--store", store, "--parent", first.ToString(), "--json");
+        contents[second] = Bytes(image);
+        var output = dir.Sub("out");
+        var sw = Stopwatch.StartNew();
+        Cli.Ok(dir.Path, "materialize", first.ToString(), "--store", store, "--out", output);
+        var full = sw.ElapsedMilliseconds;
+        var published = first;
+        for (var i = 0; i < 20; i++)
+        {
+            var next = published == first ? second : first;
+            using (var p = Cli.Start(dir.Path, "materialize", next.ToString(), "--store", store, "--out", output))
+            {
+                Thread.Sleep(random.Next(0, (int)Math.Max(20, full * 1.2)));
+                try
+                {
+                    p.Kill();
+                }
+                catch (InvalidOperationException)
+                {
+                    // already finished
+                }
+
+                p.WaitForExit();
+            }
+
+            var now = MarkerSnapshot(output);
+            Assert.True(now == first || now == second, $"round {i}: the output names snapshot {now}");
+            Assert.Equal(contents[now], Bytes(Path.Combine(output, "disk.img")));
+            published = now;
+        }
+
+        Cli.Ok(dir.Path, "materialize", first.ToString(), "--store", store, "--out", output);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(dir.Path, ".out*"));
+        Assert.Equal(contents[first], Bytes(Path.Combine(output, "disk.img")));
+    }
+
+    private static long MarkerSnapshot(string output) =>
+        long.Parse(File.ReadAllLines(Path.Combine(output, ".diffkeeper-snapshot"))[2]["snapshot ".Length..], System.Globalization.CultureInfo.InvariantCulture);
+
+    private static long Snapshot(string cwd, params string[] args)
+    {
+        var r = Cli.Ok(cwd, args);
+        using var json = JsonDocument.Parse(r.Stdout);
+        return json.RootElement.GetProperty("id").GetInt64();
+    }
+
+    /// <summary>A sparse file of <paramref name="size"/> bytes with random data in random 4 KiB pages.</summary>
+    private static void MakeSparse(string path, long size, Random random, int dataPages)
+    {
+        using var f = File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write);
+        RandomAccess.SetLength(f, size);
+        var page = new byte[4096];
+        for (var i = 0; i < dataPages; i++)
+        {
+            random.NextBytes(page);
+            RandomAccess.Write(f, page, random.NextInt64(size / 4096) * 4096);
+        }
+    }
+
+    private static void RewritePages(string path, Random random, int pages)
+    {
+        using var f = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+        var size = RandomAccess.GetLength(f);
+        var page = new byte[4096];
+        for (var i = 0; i < pages; i++)
+        {
+            random.NextBytes(page);
+            RandomAccess.Write(f, page, random.NextInt64(size / 4096) * 4096);
+        }
+    }
+
+    private static byte[] Bytes(string path) => File.ReadAllBytes(path);
+
+    /// <summary>
+    /// The data ranges as the file system keeps them: written back and with the file's pages dropped first, since xfs
+    /// reports an unwritten extent as data wherever a cached (large) folio covers it.
+    /// </summary>
+    private static string DataRanges(string path)
+    {
+        using var f = File.OpenHandle(path);
+        Assert.Equal(0, Native.Interop.Libc.Fsync((int)f.DangerousGetHandle()));
+        Assert.Equal(0, Native.Interop.Libc.PosixFadvise((int)f.DangerousGetHandle(), 0, 0, Native.Interop.Libc.POSIX_FADV_DONTNEED));
+        return string.Join(' ', Storage.BigFiles.BlockIngest.DataRanges(f, 0, RandomAccess.GetLength(f)).Select(r => $"{r.Start}-{r.End}"));
+    }
+
+    /// <summary>
+    /// The same allocated size, give or take the file system's own metadata: ext4 counts the blocks of a file's
+    /// extent tree in st_blocks, and a tree built by writes in another order may have another shape.
+    /// </summary>
+    private static void AssertAllocatedAlike(string expected, string actual)
+    {
+        long e = Allocated(expected), a = Allocated(actual);
+        Assert.True(Math.Abs(e - a) <= 128 + e / 100, $"{actual} has {a} blocks of 512 bytes allocated, {expected} {e}");
+    }
+
+    private static long Allocated(string path) => long.Parse(LoopMount.Run("stat", "-c", "%b", path).Output.Trim(), System.Globalization.CultureInfo.InvariantCulture);
+}
