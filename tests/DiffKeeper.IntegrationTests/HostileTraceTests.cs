@@ -12,23 +12,7 @@ namespace DiffKeeper.IntegrationTests;
 /// </summary>
 public sealed class HostileTraceTests(HostileTraceTests.Fixture fixture) : IClassFixture<HostileTraceTests.Fixture>, IDisposable
 {
-    public sealed class Fixture : IDisposable
-    {
-        private readonly TempDir _dir = new();
-
-        public Fixture()
-        {
-            var work = _dir.Sub("work");
-            Directory.CreateDirectory(work);
-            Trace = _dir.Sub("trace");
-            Cli.Ok(_dir.Path, "record", "-q", "--capture", "inotify", "--trace", Trace, "--watch", work, "--",
-                "sh", "-c", $"cd '{work}'; echo hello > a.txt; mkdir d; echo x > d/b; ln -s a.txt l; head -c 300000 /dev/urandom > big");
-        }
-
-        public string Trace { get; }
-
-        public void Dispose() => _dir.Dispose();
-    }
+    public sealed class Fixture() : ScriptedTrace("echo hello > a.txt; mkdir d; echo x > d/b; ln -s a.txt l; head -c 300000 /dev/urandom > big");
 
     private readonly TempDir _dir = new();
 

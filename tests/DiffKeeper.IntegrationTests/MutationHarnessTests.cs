@@ -20,25 +20,15 @@ namespace DiffKeeper.IntegrationTests;
 /// </summary>
 public sealed class MutationHarnessTests(MutationHarnessTests.Fixture fixture) : IClassFixture<MutationHarnessTests.Fixture>
 {
-    public sealed class Fixture : IDisposable
+    public sealed class Fixture : ScriptedTrace
     {
-        private readonly TempDir _dir = new();
-
         public Fixture()
+            : base(
+                "echo one > a.txt; mkdir -p d/e; head -c 200000 /dev/urandom > d/big; ln -s a.txt l; echo two >> a.txt; chmod 600 a.txt",
+                "dd if=/dev/urandom of=d/big bs=1000 count=5 seek=50 conv=notrunc 2>/dev/null; rm l; mv a.txt d/e/a2; truncate -s 1M sparse")
         {
-            var work = _dir.Sub("work");
-            Directory.CreateDirectory(work);
-            Trace = _dir.Sub("trace");
-            Cli.Ok(_dir.Path, "record", "-q", "--capture", "inotify", "--trace", Trace, "--watch", work, "--", "sh", "-c",
-                $"cd '{work}'; echo one > a.txt; mkdir -p d/e; head -c 200000 /dev/urandom > d/big; ln -s a.txt l; echo two >> a.txt; chmod 600 a.txt");
-            Cli.Ok(_dir.Path, "record", "-q", "--capture", "inotify", "--trace", Trace, "--watch", work, "--", "sh", "-c",
-                $"cd '{work}'; dd if=/dev/urandom of=d/big bs=1000 count=5 seek=50 conv=notrunc 2>/dev/null; rm l; mv a.txt d/e/a2; truncate -s 1M sparse");
-            Cli.Ok(_dir.Path, "gc", "--trace", Trace); // deltas (compaction) and a maintenance pack
+            Cli.Ok(Cwd, "gc", "--trace", Trace); // deltas (compaction) and a maintenance pack
         }
-
-        public string Trace { get; }
-
-        public void Dispose() => _dir.Dispose();
     }
 
     private const long MaxRssKiB = 256 << 10;
@@ -52,6 +42,7 @@ public sealed class MutationHarnessTests(MutationHarnessTests.Fixture fixture) :
         var violations = new List<string>();
         var passed = 0;
         var watch = Stopwatch.StartNew();
+        var report = Environment.GetEnvironmentVariable("DIFFKEEPER_MUTATIONS_REPORT") is { Length: > 0 } r ? r : null;
         for (var i = 0; i < count; i++)
         {
             using var dir = new TempDir();
@@ -65,13 +56,17 @@ public sealed class MutationHarnessTests(MutationHarnessTests.Fixture fixture) :
             }
 
             violations.AddRange(found.Select(f => $"mutation {i} ({what}): {f}"));
+            if (report is not null)
+            {
+                File.AppendAllLines(report, [$"{i}\t{watch.Elapsed.TotalSeconds:0.0}\t{(found.Count == 0 ? "ok" : "VIOLATION")}\t{what}", .. found.Select(f => "\t" + f)]);
+            }
         }
 
         var summary = $"{count} mutations, {passed} passed verify, {violations.Count} violations, {watch.Elapsed.TotalSeconds:0.0} s";
         TestContext.Current.SendDiagnosticMessage(summary);
-        if (Environment.GetEnvironmentVariable("DIFFKEEPER_MUTATIONS_REPORT") is { Length: > 0 } report)
+        if (report is not null)
         {
-            File.WriteAllLines(report, [summary, .. violations]);
+            File.AppendAllLines(report, [summary]);
         }
 
         Assert.True(violations.Count == 0, summary + "\n" + string.Join('\n', violations.Take(20)));
