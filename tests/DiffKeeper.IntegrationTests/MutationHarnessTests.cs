@@ -168,6 +168,19 @@ public sealed class MutationHarnessTests(MutationHarnessTests.Fixture fixture) :
                 : $"{rel} file {info.Length}");
         }
 
+        // Export also makes the directories above recorded entries that the state does not list itself.
+        var listed = expected.Select(e => e[..e.IndexOf(' ', StringComparison.Ordinal)]).ToHashSet(StringComparer.Ordinal);
+        foreach (var path in listed.ToList())
+        {
+            for (var parent = Path.GetDirectoryName(path); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
+            {
+                if (listed.Add(parent))
+                {
+                    expected.Add($"{parent} directory");
+                }
+            }
+        }
+
         expected.Sort(StringComparer.Ordinal);
         actual.Sort(StringComparer.Ordinal);
         if (!expected.SequenceEqual(actual))

@@ -131,6 +131,20 @@ public static class CatalogDomain
     internal static List<string> Scan(SqliteDatabase db, int format, int perTable = 5)
     {
         var problems = new List<string>();
+
+        // SQLite's own structure first: a damaged index answers queries differently depending on which index a
+        // query uses (show reads a path's versions by path, export a moment's by session).
+        using (var check = db.Prepare("PRAGMA integrity_check(10)"))
+        {
+            while (check.Step())
+            {
+                if (check.StringOrNull(0) is { } line && line != "ok")
+                {
+                    problems.Add($"catalog: SQLite integrity check: {line}");
+                }
+            }
+        }
+
         foreach (var table in Rules.Keys)
         {
             var key = table == "events" ? "session_id || '/' || seq" : "rowid";
