@@ -13,12 +13,22 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+// Turns a kernel address the program holds as a number into a typed pointer the program can load fields from
+// directly (plain loads the kernel guards against faults) instead of one bpf_probe_read_kernel call per field.
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define KERNEL_PTR(type, addr) ((type *)bpf_rdonly_cast((const void *)(addr), bpf_core_type_id_kernel(type)))
+
+// A user path string is at most PATH_MAX (the kernel refuses longer ones). A path walked from a dentry can be
+// longer (a tree made with mkdirat relative to directory descriptors): up to 16 KiB of it are sent; a longer one
+// is cut and flagged F_PATH_TRUNCATED (user space then rescans).
 #define PATH_MAX_BYTES 4096
+#define KPATH_MAX_BYTES 16384
+#define KPATH_MASK 0x3fff
 #define PAYLOAD_MAX_BYTES (256 * 1024)
 #define HDR_SIZE 80
-#define PATH_END (HDR_SIZE + PATH_MAX_BYTES)
-// Room for any start offset the verifier can prove (masked to 13 bits) plus the largest record.
-#define SCRATCH_SIZE (8192 + HDR_SIZE + PATH_MAX_BYTES + PAYLOAD_MAX_BYTES)
+#define PATH_END (HDR_SIZE + KPATH_MAX_BYTES)
+// Room for any start offset the verifier can prove (masked to 15 bits) plus the largest record.
+#define SCRATCH_SIZE (32768 + HDR_SIZE + KPATH_MAX_BYTES + PAYLOAD_MAX_BYTES)
 
 #define AT_FDCWD_INT (-100)
 #define O_ACCMODE_BITS 3
@@ -91,6 +101,9 @@ struct dk_scratch {
 	__u64 walk_mount;
 	__u32 walk_len;
 	__u32 walk_cut;
+	// The open file this CPU last sent an event for, and its inode: a hit spares the `announced` lookup.
+	__u64 last_file;
+	__u64 last_ino;
 	char buf[SCRATCH_SIZE];
 };
 
@@ -105,13 +118,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } tracked SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct dk_args);
-} pending SEC(".maps");
 
 // struct file pointer -> inode number whose path was already sent with an event.
 struct {
@@ -155,53 +161,55 @@ static long walk_step(__u32 index, void *ctx)
 	struct dk_scratch *s = my_scratch();
 	if (!s)
 		return 1;
-	struct dentry *d = (struct dentry *)s->walk_dentry;
-	struct mount *mnt = (struct mount *)s->walk_mount;
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
-	struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
-	if (d == mnt_root || d == parent) {
-		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+	struct dentry *d = KERNEL_PTR(struct dentry, s->walk_dentry);
+	struct mount *mnt = KERNEL_PTR(struct mount, s->walk_mount);
+	struct dentry *parent = d->d_parent;
+	if (d == mnt->mnt.mnt_root || d == parent) {
+		struct mount *up = mnt->mnt_parent;
 		if (up == mnt || !up)
 			return 1;
-		s->walk_dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+		s->walk_dentry = (__u64)mnt->mnt_mountpoint;
 		s->walk_mount = (__u64)up;
 		return 0;
 	}
-	__u32 nlen = BPF_CORE_READ(d, d_name.len);
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	__u32 nlen = d->d_name.len;
+	const unsigned char *name = d->d_name.name;
 	if (nlen > 255)
 		nlen = 255;
 	__u32 len = s->walk_len;
-	if (len > PATH_MAX_BYTES || len + nlen + 1 > PATH_MAX_BYTES - 1) {
+	if (len > KPATH_MAX_BYTES || len + nlen + 1 > KPATH_MAX_BYTES - 1) {
 		s->walk_cut = 1;
 		return 1;
 	}
 	__u32 off = PATH_END - len - nlen;
 	barrier_var(off);
-	off &= 0x1fff;
+	off &= 0x7fff;
 	bpf_probe_read_kernel(&s->buf[off], nlen & 255, name);
 	off = PATH_END - len - nlen - 1;
 	barrier_var(off);
-	off &= 0x1fff;
+	off &= 0x7fff;
 	s->buf[off] = '/';
 	s->walk_len = len + nlen + 1;
 	s->walk_dentry = (__u64)parent;
 	return 0;
 }
 
-// Writes the absolute path of (dentry, vfsmount) backwards so that it ends at PATH_END of this CPU's scratch
-// buffer; returns its length (bit 15 set when it was cut short). A global function: verified once, on its own.
-__noinline int dk_walk_path(__u64 dentry_ptr, __u64 vfsmount_ptr)
+// Writes the absolute path of the dentry and vfsmount put in this CPU's scratch (walk_dentry, walk_mount) backwards
+// so that it ends at PATH_END of its buffer; returns its length (bit 15 set when it was cut short). A global
+// function: verified once, on its own. (Its arguments go through the scratch because a global function takes
+// only numbers, and the callers hold typed pointers.)
+__noinline int dk_walk_path(void)
 {
 	struct dk_scratch *s = my_scratch();
 	if (!s)
 		return 0;
-	s->walk_dentry = dentry_ptr;
-	s->walk_mount = vfsmount_ptr - bpf_core_field_offset(struct mount, mnt);
+	s->walk_mount -= bpf_core_field_offset(struct mount, mnt);
 	s->walk_len = 0;
 	s->walk_cut = 0;
-	bpf_loop(128, walk_step, NULL, 0);
-	__u32 len = s->walk_len & 0xfff;
+	// Out of steps before the top (a path of more than 1024 names): as cut as one too long.
+	if (bpf_loop(1024, walk_step, NULL, 0) >= 1024)
+		s->walk_cut = 1;
+	__u32 len = s->walk_len & KPATH_MASK;
 	if (len == 0) {
 		s->buf[PATH_END - 1] = '/';
 		len = 1;
@@ -211,36 +219,42 @@ __noinline int dk_walk_path(__u64 dentry_ptr, __u64 vfsmount_ptr)
 	return len;
 }
 
-static __always_inline __u32 walk_path(__u64 dentry_ptr, __u64 vfsmount_ptr)
+static __always_inline __u32 walk_path(struct dentry *dentry, struct vfsmount *mnt)
 {
-	return (__u32)dk_walk_path(dentry_ptr, vfsmount_ptr);
+	struct dk_scratch *s = my_scratch();
+	if (!s)
+		return 0;
+	s->walk_dentry = (__u64)dentry;
+	s->walk_mount = (__u64)mnt;
+	return (__u32)dk_walk_path();
 }
 
 static __always_inline struct file *fd_file(struct task_struct *task, int fd)
 {
 	if (fd < 0)
 		return NULL;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
-	if ((unsigned int)fd >= max)
+	struct fdtable *fdt = task->files->fdt;
+	if ((unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	struct file **arr = BPF_CORE_READ(fdt, fd);
+	// fdt->fd is an array of pointers, which BTF cannot type: one read, then a typed pointer again
 	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &arr[fd]);
-	return f;
+	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
+	if (!f)
+		return NULL;
+	return KERNEL_PTR(struct file, f);
 }
 
 static __always_inline __u32 walk_file(struct file *f)
 {
-	return walk_path((__u64)BPF_CORE_READ(f, f_path.dentry), (__u64)BPF_CORE_READ(f, f_path.mnt));
+	return walk_path(f->f_path.dentry, f->f_path.mnt);
 }
 
 // The directory a *at() call resolves a relative name against: the cwd for AT_FDCWD, else the dirfd's file.
 static __always_inline __u32 walk_base(struct task_struct *task, int dirfd)
 {
 	if (dirfd == AT_FDCWD_INT) {
-		struct fs_struct *fs = BPF_CORE_READ(task, fs);
-		return walk_path((__u64)BPF_CORE_READ(fs, pwd.dentry), (__u64)BPF_CORE_READ(fs, pwd.mnt));
+		struct fs_struct *fs = task->fs;
+		return walk_path(fs->pwd.dentry, fs->pwd.mnt);
 	}
 	struct file *f = fd_file(task, dirfd);
 	if (!f)
@@ -266,31 +280,99 @@ static __always_inline void count_drop(void)
 		__sync_fetch_and_add(n, 1);
 }
 
+// Wakes the reader only when this record makes the pending data cross wake_bytes (it also polls on a timer).
+// Not on every record once past it: while the reader is behind, a forced wakeup per record (an irq_work each)
+// cost the writing process microseconds per syscall, several times the rest of the program.
+static __always_inline __u64 wake_flags(__u64 size)
+{
+	__u32 zero = 0;
+	struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);
+	__u64 wake = c ? c->wake_bytes : 0;
+	if (wake == 0)
+		return BPF_RB_FORCE_WAKEUP;
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (pending < wake && pending + size >= wake)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 // Puts the header before the path (which ends at PATH_END) and sends header, path and the `tail` bytes after
-// PATH_END as one record. Wakes the reader only once enough data is pending (it also polls on a timer).
+// PATH_END as one record.
 static __always_inline void submit(struct dk_scratch *s, struct dk_event *e, __u32 path_len, __u32 tail)
 {
 	if (path_len & 0x8000) {
 		e->flags |= F_PATH_TRUNCATED;
 		path_len &= 0x7fff;
 	}
-	path_len &= PATH_MAX_BYTES - 1;
+	path_len &= KPATH_MASK;
 	if (tail > PAYLOAD_MAX_BYTES)
 		return;
 	e->path_len = path_len;
 	__u32 start = PATH_END - HDR_SIZE - path_len;
 	barrier_var(start); // keep the mask below: the verifier needs it, the compiler thinks it redundant
-	start &= 0x1fff;
+	start &= 0x7fff;
 	bpf_probe_read_kernel(&s->buf[start], HDR_SIZE, e);
-	__u32 zero = 0;
-	struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);
-	__u64 wake = c ? c->wake_bytes : 0;
-	__u64 flags = BPF_RB_FORCE_WAKEUP;
-	if (wake > 0 && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < wake)
-		flags = BPF_RB_NO_WAKEUP;
 	__u32 size = HDR_SIZE + path_len + tail;
-	if (bpf_ringbuf_output(&events, &s->buf[start], size, flags) != 0)
+	// bpf_ringbuf_output reserves after this query: the record is not pending yet
+	if (bpf_ringbuf_output(&events, &s->buf[start], size, wake_flags(size)) != 0)
 		count_drop();
+}
+
+// The common case of an open file whose path was already sent (a write, a truncate, an fchmod): header and up to
+// `cap` bytes of payload are reserved in the ring and the payload is read from the user's buffer straight into
+// it (one copy, no path). `cap` is a constant per call site (the verifier needs a constant size); the record may be
+// longer than header + payload_len, and the reader goes by payload_len.
+static __noinline void submit_direct(struct dk_event *e, __u64 ubuf, __u64 n, __u64 cap)
+{
+	__u64 flags = wake_flags(HDR_SIZE + cap); // asked before the reservation, which counts as pending
+	char *r = bpf_ringbuf_reserve(&events, HDR_SIZE + cap, 0);
+	if (!r) {
+		count_drop();
+		return;
+	}
+	barrier_var(n); // the compiler knows every caller's n <= cap and would drop the check the verifier needs
+	if (cap > 0 && n > 0) {
+		if (n > cap)
+			n = cap;
+		barrier_var(n);
+		if (bpf_probe_read_user(r + HDR_SIZE, n, (const void *)ubuf) == 0) {
+			e->payload_len = n;
+		} else {
+			e->flags |= F_READBACK;
+		}
+	}
+	__builtin_memcpy(r, e, HDR_SIZE);
+	bpf_ringbuf_submit(r, flags);
+}
+
+// Record sizes of submit_direct: 16 bytes (a line of a log), then powers of two from 64 bytes to the largest
+// payload: at most twice the ring space a record needs.
+static __always_inline void submit_payload(struct dk_event *e, __u64 ubuf, __u32 n)
+{
+	if (n == 0)
+		submit_direct(e, 0, 0, 0);
+	else if (n <= 16)
+		submit_direct(e, ubuf, n, 16);
+	else if (n <= 64)
+		submit_direct(e, ubuf, n, 64);
+	else if (n <= 256)
+		submit_direct(e, ubuf, n, 256);
+	else if (n <= 1024)
+		submit_direct(e, ubuf, n, 1024);
+	else if (n <= 4096)
+		submit_direct(e, ubuf, n, 4096);
+	else if (n <= 8192)
+		submit_direct(e, ubuf, n, 8192);
+	else if (n <= 16384)
+		submit_direct(e, ubuf, n, 16384);
+	else if (n <= 32768)
+		submit_direct(e, ubuf, n, 32768);
+	else if (n <= 65536)
+		submit_direct(e, ubuf, n, 65536);
+	else if (n <= 131072)
+		submit_direct(e, ubuf, n, 131072);
+	else
+		submit_direct(e, ubuf, n, PAYLOAD_MAX_BYTES);
 }
 
 // Reads a user path string to PATH_END; returns its length without the NUL (0 on failure).
@@ -306,7 +388,7 @@ static __always_inline __u32 read_user_str(struct dk_scratch *s, __u64 uptr)
 // The mode mkdir gives a directory: the mode asked for (01777 of it) less the process's umask (no default ACL).
 static __always_inline __u64 mkdir_mode(struct task_struct *task, __u64 mode)
 {
-	__u32 umask = BPF_CORE_READ(task, fs, umask);
+	__u32 umask = task->fs->umask;
 	return mode & 01777 & ~(__u64)umask;
 }
 
@@ -332,7 +414,7 @@ static __always_inline void emit_named(struct task_struct *task, __u16 kind, __u
 
 static __always_inline int is_regular(struct inode *inode)
 {
-	__u16 mode = BPF_CORE_READ(inode, i_mode);
+	__u16 mode = inode->i_mode;
 	return (mode & S_IFMT_BITS) == S_IFREG_BITS;
 }
 
@@ -343,44 +425,58 @@ static __always_inline void emit_file(struct task_struct *task, __u16 kind, __u1
 	struct file *f = fd_file(task, fd);
 	if (!f)
 		return;
-	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	struct inode *inode = f->f_inode;
 	if (!inode || !is_regular(inode))
 		return;
-	if (BPF_CORE_READ(inode, __i_nlink) == 0)
+	if (inode->__i_nlink == 0)
 		return; // written after it was deleted: no path shows it any more
-	struct dk_scratch *s = my_scratch();
-	if (!s)
-		return;
 	struct dk_event e = {};
 	fill_header(&e, kind);
 	e.flags = flags;
-	e.ino = BPF_CORE_READ(inode, i_ino);
-	e.dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	e.mode = BPF_CORE_READ(inode, i_mode);
+	e.ino = inode->i_ino;
+	e.dev = inode->i_sb->s_dev;
+	e.mode = inode->i_mode;
 	e.length = length;
-	e.offset = use_fpos ? BPF_CORE_READ(f, f_pos) - length : offset;
-	__u32 plen = 0;
-	__u64 key = (__u64)f;
-	__u64 *seen = bpf_map_lookup_elem(&announced, &key);
-	if (!seen || *seen != e.ino || kind == K_OPEN) {
-		plen = walk_file(f);
-		bpf_map_update_elem(&announced, &key, &e.ino, BPF_ANY);
-	}
-	__u32 tail = 0;
+	e.offset = use_fpos ? f->f_pos - length : offset;
+	__u32 n = 0;
 	if (ubuf) {
 		__u32 zero = 0;
 		struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);
 		__u64 max = c ? c->max_payload : 0;
-		if (length <= max && length <= PAYLOAD_MAX_BYTES) {
-			__u32 n = (__u32)length;
-			if (n > PAYLOAD_MAX_BYTES)
-				n = PAYLOAD_MAX_BYTES;
-			if (bpf_probe_read_user(&s->buf[PATH_END], n, (const void *)ubuf) == 0) {
-				tail = n;
-				e.payload_len = n;
-			} else {
-				e.flags |= F_READBACK;
-			}
+		if (length <= max && length <= PAYLOAD_MAX_BYTES)
+			n = (__u32)length;
+		else
+			e.flags |= F_READBACK;
+	}
+	struct dk_scratch *s = my_scratch();
+	if (!s)
+		return;
+	__u64 key = (__u64)f;
+	if (kind != K_OPEN) {
+		if (s->last_file == key && s->last_ino == e.ino) {
+			submit_payload(&e, ubuf, n);
+			return;
+		}
+		__u64 *seen = bpf_map_lookup_elem(&announced, &key);
+		if (seen && *seen == e.ino) {
+			s->last_file = key;
+			s->last_ino = e.ino;
+			submit_payload(&e, ubuf, n);
+			return;
+		}
+	}
+	// The first event of this open file: its path goes with it.
+	__u32 plen = walk_file(f);
+	bpf_map_update_elem(&announced, &key, &e.ino, BPF_ANY);
+	s->last_file = key;
+	s->last_ino = e.ino;
+	__u32 tail = 0;
+	if (n > 0) {
+		if (n > PAYLOAD_MAX_BYTES)
+			n = PAYLOAD_MAX_BYTES;
+		if (bpf_probe_read_user(&s->buf[PATH_END], n, (const void *)ubuf) == 0) {
+			tail = n;
+			e.payload_len = n;
 		} else {
 			e.flags |= F_READBACK;
 		}
@@ -405,8 +501,6 @@ int BPF_PROG(dk_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(dk_exit, struct task_struct *task, bool group_dead)
 {
-	__u32 tid = task->pid;
-	bpf_map_delete_elem(&pending, &tid);
 	if (group_dead) {
 		__u32 tgid = task->tgid;
 		__u8 *v = bpf_map_lookup_elem(&tracked, &tgid);
@@ -431,32 +525,12 @@ static __always_inline int wanted(long id)
 	return 0;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(dk_sys_enter, struct pt_regs *regs, long id)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u8 *t = bpf_map_lookup_elem(&tracked, &tgid);
-	if (!t || *t != T_RECORD || !wanted(id))
-		return 0;
-	struct dk_args a = {};
-	a.id = id;
-	a.a[0] = regs->di;
-	a.a[1] = regs->si;
-	a.a[2] = regs->dx;
-	a.a[3] = regs->r10;
-	a.a[4] = regs->r8;
-	a.a[5] = regs->r9;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
-	return 0;
-}
-
 static __always_inline void on_open(struct task_struct *task, int fd, __u64 flags)
 {
 	struct file *f = fd_file(task, fd);
 	if (!f)
 		return;
-	__u32 fmode = BPF_CORE_READ(f, f_mode);
+	__u32 fmode = f->f_mode;
 	__u16 ev = 0;
 	if (fmode & FMODE_CREATED_BIT)
 		ev |= F_CREATED;
@@ -467,17 +541,28 @@ static __always_inline void on_open(struct task_struct *task, int fd, __u64 flag
 	emit_file(task, K_OPEN, ev, fd, 0, 0, 0, 0);
 }
 
+// Everything happens at the syscall's exit: its arguments are still in the saved registers (the syscall number in
+// orig_ax), so no entry program or per-thread map of pending arguments is needed, and a failed call costs nothing.
 SEC("tp_btf/sys_exit")
 int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct dk_args *p = bpf_map_lookup_elem(&pending, &tid);
-	if (!p)
-		return 0;
-	struct dk_args a = *p;
-	bpf_map_delete_elem(&pending, &tid);
 	if (ret < 0)
 		return 0;
+	long id = regs->orig_ax;
+	if (!wanted(id))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 *t = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!t || *t != T_RECORD)
+		return 0;
+	struct dk_args a = {};
+	a.id = id;
+	a.a[0] = regs->di;
+	a.a[1] = regs->si;
+	a.a[2] = regs->dx;
+	a.a[3] = regs->r10;
+	a.a[4] = regs->r8;
+	a.a[5] = regs->r9;
 	struct task_struct *task = bpf_get_current_task_btf();
 	switch (a.id) {
 	case 1: // write(fd, buf, count)

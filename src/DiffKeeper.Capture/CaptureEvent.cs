@@ -26,7 +26,8 @@ public enum CaptureKind
 
 /// <summary>
 /// One observation. Paths are relative to root <see cref="Root"/> (an index into the roots the source was given);
-/// the root itself is "". <see cref="Timestamp"/> is a <see cref="System.Diagnostics.Stopwatch"/> timestamp.
+/// the root itself is "". Paths (and <see cref="Target"/>) hold the name's exact bytes as <see cref="Core.PathBytes"/>
+/// strings (bytes that are not UTF-8 as U+DC80..U+DCFF), of any length. <see cref="Timestamp"/> is a <see cref="System.Diagnostics.Stopwatch"/> timestamp.
 /// <see cref="Pid"/> is the process (thread group) id, <see cref="Comm"/> its program name, when the backend knows them.
 /// <see cref="KnownEmpty"/>: a Created file the backend knows to be empty (it saw the open that created it).
 /// <see cref="Mode"/>: the permission bits (07777) the path had right after the change, when the backend carries

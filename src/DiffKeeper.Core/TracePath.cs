@@ -29,7 +29,7 @@ public static class TracePath
         if (!IsSafe(path))
         {
             throw new DiffKeeperException(ExitCode.UnsafePath,
-                $"the trace holds the path '{path.Replace("\0", "\\0", StringComparison.Ordinal)}', which would escape the output directory; refusing to write it (the trace is damaged or was crafted)")
+                $"the trace holds the path '{PathBytes.Display(path)}', which would escape the output directory; refusing to write it (the trace is damaged or was crafted)")
             { Path = path };
         }
 

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using DiffKeeper.Capture;
 using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
@@ -171,7 +172,7 @@ internal sealed class Versioner
                 return null;
             }
 
-            var fd = Libc.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+            var fd = LongPath.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
             if (fd < 0)
             {
                 return null; // gone, replaced by a symlink, or unreadable: read it later instead
@@ -331,14 +332,7 @@ internal sealed class Versioner
                 break;
             case EntryKind.Symlink:
                 string? target;
-                try
-                {
-                    target = new FileInfo(abs).LinkTarget;
-                }
-                catch (IOException)
-                {
-                    target = null;
-                }
+                target = LongPath.ReadLink(abs);
 
                 if (target is null)
                 {
@@ -396,7 +390,7 @@ internal sealed class Versioner
     private NewVersion? ReadFile(string abs, long seq, long timeNs, int root, string rel, out EntryStat stat)
     {
         stat = default;
-        var fd = Libc.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+        var fd = LongPath.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
         if (fd < 0)
         {
             var errno = Marshal.GetLastPInvokeError();

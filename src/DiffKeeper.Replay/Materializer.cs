@@ -1,4 +1,5 @@
 using DiffKeeper.Core;
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
@@ -138,13 +139,13 @@ public static class Materializer
             entries.Add((TracePath.Validate(path), v));
         }
 
-        entries.Sort((a, b) => string.CompareOrdinal(a.Path, b.Path));
+        entries.Sort((a, b) => PathBytes.ByteOrder.Compare(a.Path, b.Path));
         var kinds = new Dictionary<string, EntryKind>(StringComparer.Ordinal);
         foreach (var (path, v) in entries)
         {
             if (!kinds.TryAdd(path, v.Kind))
             {
-                throw new DiffKeeperException(ExitCode.Corrupt, $"the trace has two entries for '{path}' at that moment (it is damaged or crafted)") { Path = path };
+                throw new DiffKeeperException(ExitCode.Corrupt, $"the trace has two entries for '{PathBytes.Display(path)}' at that moment (it is damaged or crafted)") { Path = path };
             }
         }
         foreach (var (path, _) in entries)
@@ -154,7 +155,7 @@ public static class Materializer
                 if (kinds.TryGetValue(p, out var k) && k != EntryKind.Directory)
                 {
                     throw new DiffKeeperException(ExitCode.UnsafePath,
-                        $"refusing to export: the trace puts '{path}' below '{p}', which is a {k.ToString().ToLowerInvariant()} at that moment (the trace is damaged or crafted)")
+                        $"refusing to export: the trace puts '{PathBytes.Display(path)}' below '{PathBytes.Display(p)}', which is a {k.ToString().ToLowerInvariant()} at that moment (the trace is damaged or crafted)")
                     { Path = path };
                 }
             }
@@ -307,27 +308,7 @@ public static class Materializer
         }
     }
 
-    internal static void TryDelete(string dir)
-    {
-        try
-        {
-            MakeWritable(dir);
-            Directory.Delete(dir, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
-    }
-
-    // Recorded read-only directory modes would stop a non-root user from removing a temp or old tree.
-    private static void MakeWritable(string dir)
-    {
-        foreach (var d in Directory.EnumerateDirectories(dir, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }))
-        {
-            File.SetUnixFileMode(d, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        }
-    }
+    // Removed through descriptors: names that are not UTF-8 and trees deeper than PATH_MAX go too, and recorded
+    // read-only directory modes would stop a non-root user from removing a temp or old tree.
+    internal static void TryDelete(string dir) => LongPath.RemoveTree(dir);
 }

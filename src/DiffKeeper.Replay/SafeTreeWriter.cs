@@ -175,7 +175,7 @@ public sealed class SafeTreeWriter : IDisposable
             if (errno is Libc.ELOOP or Libc.ENOTDIR)
             {
                 throw new DiffKeeperException(ExitCode.UnsafePath,
-                    $"refusing to write below '{rel}': it is not a directory but a symlink or a file at that moment (the trace is damaged or crafted)")
+                    $"refusing to write below '{PathBytes.Display(rel)}': it is not a directory but a symlink or a file at that moment (the trace is damaged or crafted)")
                 { Path = rel };
             }
 
@@ -194,7 +194,7 @@ public sealed class SafeTreeWriter : IDisposable
     }
 
     private static DiffKeeperException Fail(string what, string rel, int errno) =>
-        new(ExitCode.SystemError, $"cannot {what} {rel}: {Libc.StrError(errno)}") { Path = rel };
+        new(ExitCode.SystemError, $"cannot {what} {PathBytes.Display(rel)}: {Libc.StrError(errno)}") { Path = rel };
 
     private void CloseCached()
     {

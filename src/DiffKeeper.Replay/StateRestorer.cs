@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using DiffKeeper.Core;
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
@@ -70,7 +71,7 @@ public static class StateRestorer
 
         Directory.CreateDirectory(stateDir);
         var interrupted = RemoveStaleTemps(stateDir);
-        var existing = Directory.EnumerateFileSystemEntries(stateDir).Select(Path.GetFileName).OfType<string>().ToList();
+        var existing = LongPath.Names(stateDir) ?? [];
         if (existing.Count > 0 && !interrupted)
         {
             if (policy == ExistingStatePolicy.Fail)
@@ -100,7 +101,7 @@ public static class StateRestorer
             }
 
             // Everything is built and verified: only now is the directory changed, one top-level entry at a time.
-            var names = Directory.EnumerateFileSystemEntries(built).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToList();
+            var names = (LongPath.Names(built) ?? []).Order(StringComparer.Ordinal).ToList();
             var keep = names.ToHashSet(StringComparer.Ordinal);
             foreach (var name in existing.Where(n => !keep.Contains(n)))
             {

@@ -138,7 +138,7 @@ public sealed class TraceReader : IDisposable
                     roots[sid] = list = [];
                 }
 
-                list.Add(new RootInfo(r.Int64(0), r.String(2)));
+                list.Add(new RootInfo(r.Int64(0), r.Path(2)));
             }
         }
 
@@ -207,8 +207,8 @@ public sealed class TraceReader : IDisposable
                 throw CatalogDomain.Throw("events", $"{session.Id}/{r.StringOrNull(0)}", r.String(11));
             }
 
-            string? p1 = r.IsNull(4) ? null : DisplayPath(session, r.Int64(3), TracePath.Validate(r.String(4)));
-            string? p2 = r.IsNull(6) ? null : DisplayPath(session, r.Int64(5), TracePath.Validate(r.String(6)));
+            string? p1 = r.IsNull(4) ? null : DisplayPath(session, r.Int64(3), TracePath.Validate(r.Path(4)));
+            string? p2 = r.IsNull(6) ? null : DisplayPath(session, r.Int64(5), TracePath.Validate(r.Path(6)));
             yield return new EventRecord(session.Id, r.Int64(0), r.Int64(1), (ChangeOp)r.Int32(2), p1, p2,
                 r.Int64OrNull(7), r.IsNull(8) ? null : r.Int32(8), r.StringOrNull(9), r.StringOrNull(10));
         }
@@ -288,15 +288,22 @@ public sealed class TraceReader : IDisposable
         r.Bind(1, session.Id);
         while (r.Step())
         {
-            yield return new VersionOutline(r.Int64(0), r.Int64(1), r.Int64OrNull(2), r.StringOrNull(3), r.Int64(4), (EntryKind)r.Int32(5));
+            yield return new VersionOutline(r.Int64(0), r.Int64(1), r.Int64OrNull(2), r.PathOrNull(3), r.Int64(4), (EntryKind)r.Int32(5));
         }
     }
 
     /// <summary>Rows of every table outside their column's domain (<see cref="CatalogDomain"/>), for verify.</summary>
     public List<string> DomainProblems() => CatalogDomain.Scan(_db, _format);
 
-    /// <summary>The path id of a root-relative or display path in a session, or null.</summary>
-    public (long RootId, long PathId, string Rel)? FindPath(SessionInfo session, string path)
+    /// <summary>
+    /// The path id of a root-relative or display path in a session, or null.
+    /// A path that is not in the catalog as given is looked up again as a display path (<see cref="PathBytes.Display"/>:
+    /// <c>bad\xffbyte</c> names the file whose name has the byte 0xff).
+    /// </summary>
+    public (long RootId, long PathId, string Rel)? FindPath(SessionInfo session, string path) =>
+        FindExactPath(session, path) ?? (PathBytes.ParseDisplay(path) is { } parsed ? FindExactPath(session, parsed) : null);
+
+    private (long RootId, long PathId, string Rel)? FindExactPath(SessionInfo session, string path)
     {
         foreach (var root in session.Roots)
         {
@@ -314,7 +321,7 @@ public sealed class TraceReader : IDisposable
 
             rel = rel.Trim('/');
             using var find = _db.Prepare("SELECT id FROM paths WHERE root_id = ?1 AND rel = ?2");
-            if (find.Bind(1, root.Id).Bind(2, rel).ScalarInt64() is { } id)
+            if (find.Bind(1, root.Id).BindPath(2, rel).ScalarInt64() is { } id)
             {
                 return (root.Id, id, rel);
             }
@@ -386,9 +393,9 @@ public sealed class TraceReader : IDisposable
         {
             Check(r, 17, "versions", r.Int64(0));
             Check(r, 18, "paths", r.Int64(3));
-            list.Add(new VersionRecord(r.Int64(0), r.Int64(1), r.Int64(2), r.Int64(3), TracePath.Validate(r.String(4)),
+            list.Add(new VersionRecord(r.Int64(0), r.Int64(1), r.Int64(2), r.Int64(3), TracePath.Validate(r.Path(4)),
                 r.Int64(5), r.Int64(6), (EntryKind)r.Int32(7), r.Int32(8), r.Int32(9), r.Int32(10),
-                r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.StringOrNull(14), r.BlobOrNull(15), r.Int64(16) != 0));
+                r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.PathOrNull(14), r.BlobOrNull(15), r.Int64(16) != 0));
         }
 
         return list;

@@ -347,7 +347,7 @@ public sealed class TraceWriter : IDisposable
         {
             foreach (var root in roots)
             {
-                insertRoot.Bind(1, sessionId).Bind(2, root).Run();
+                insertRoot.Bind(1, sessionId).BindPath(2, root).Run();
                 ids.Add(_db.LastInsertRowId);
             }
         }
@@ -434,7 +434,7 @@ public sealed class TraceWriter : IDisposable
         }
 
         Tx();
-        _insertPath.Bind(1, rootId).Bind(2, rel).Run();
+        _insertPath.Bind(1, rootId).BindPath(2, rel).Run();
         id = _db.LastInsertRowId;
         _pathIds[(rootId, rel)] = id;
         return id;
@@ -452,7 +452,7 @@ public sealed class TraceWriter : IDisposable
         RefuseAfterAbandon();
         Tx();
         _insertVersion.Bind(1, sessionId).Bind(2, v.PathId).Bind(3, v.Seq).Bind(4, v.TimeNs).Bind(5, (long)v.Kind).Bind(6, v.Mode)
-            .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).Bind(12, v.Target).Bind(13, v.Extents).Run();
+            .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).BindPath(12, v.Target).Bind(13, v.Extents).Run();
         var id = _db.LastInsertRowId;
         if (_referenced is not null && v.Extents is not null)
         {

@@ -46,6 +46,10 @@ public static class ConformanceRun
         var session = Cli.JsonLines(Cli.Ok(dir.Path, "sessions", "--trace", trace, "--json")).Single();
         var startWall = session.GetProperty("started_wall_ns").GetInt64();
         var events = Cli.JsonLines(Cli.Ok(dir.Path, "timeline", "--trace", trace, "--json"));
+        if (events.Count == 0 || events[^1].GetProperty("op").GetString() != "EXIT" || events[^1].GetProperty("exit_code").GetInt64() != 0)
+        {
+            problems.Add(new Mismatch(-1, "record", "the timeline does not end with EXIT exit status 0: " + (events.Count == 0 ? "no events" : events[^1].ToString())));
+        }
 
         // (moment as given to --time, truth snapshot, the history to compare or -1 for all)
         var checks = new List<(string Time, string Label, string Truth, int History)>();
@@ -113,7 +117,7 @@ public static class ConformanceRun
             Executor.Snap(root, snapFile);
             var expected = Snapshot.Read(truthFile);
             var actual = Snapshot.Read(snapFile);
-            Directory.Delete(outDir, true);
+            TempDir.Remove(outDir);
             if (history >= 0)
             {
                 foreach (var d in expected.Differences(actual))

@@ -34,7 +34,7 @@ public sealed record Op(string Name, string[] Paths, string[] Rest, string? Targ
 }
 
 /// <summary>
-/// What a generated history may contain beyond the basics. The first three are features the binary does not
+/// What a generated history may contain beyond the basics. <see cref="HardLinks"/> is a feature the binary does not
 /// support yet (off unless DIFFKEEPER_CONFORM_FEATURES asks); the others are on unless a backend names them as a
 /// known failure (<see cref="Backend.KnownFailures"/>), each with the skipped test that holds its minimal script.
 /// </summary>
@@ -42,8 +42,13 @@ public sealed record Op(string Name, string[] Paths, string[] Rest, string? Targ
 public enum Features
 {
     None = 0,
+
+    /// <summary>Names with bytes that are not UTF-8 (alone, and mixed with spaces and newlines).</summary>
     InvalidUtf8Names = 1,
+
+    /// <summary>25 nested directories of 200-byte names made with mkdirat, and a file in the deepest: beyond PATH_MAX.</summary>
     BeyondPathMax = 2,
+
     HardLinks = 4,
 
     /// <summary>renameat2(RENAME_EXCHANGE).</summary>
@@ -67,7 +72,7 @@ public enum Features
     /// <summary>Files that grow past 256 KiB (sparse writes and truncates up to 4 MiB); without it, at most ~200 KiB.</summary>
     LargeFiles = 512,
 
-    Default = Exchange | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
+    Default = InvalidUtf8Names | BeyondPathMax | Exchange | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
 }
 
 /// <summary>
@@ -201,6 +206,7 @@ public sealed class HistoryGenerator
         {
             pool.Add("bad%FFbyte");
             pool.Add("%80lead");
+            pool.Add("s%20p%0A%FE%C3");
         }
 
         for (var tries = 0; tries < 5; tries++)

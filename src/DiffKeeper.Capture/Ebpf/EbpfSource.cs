@@ -24,7 +24,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private const byte TrackRecord = 1;
     private const byte TrackPropagateOnly = 2;
     private const string ResourceName = "DiffKeeper.Capture.diffkeeper.bpf.o";
-    private static readonly string[] Programs = ["dk_fork", "dk_exit", "dk_sys_enter", "dk_sys_exit"];
+    private static readonly string[] Programs = ["dk_fork", "dk_exit", "dk_sys_exit"];
 
     private readonly IReadOnlyList<string> _roots;
     private readonly PathFilter _filter;
@@ -285,7 +285,15 @@ public sealed unsafe class EbpfSource : ICaptureSource
         var kind = r.Kind;
         if (kind == EbpfRecordKind.SymlinkTarget)
         {
-            _symlinkTarget[r.ThreadId] = Encoding.UTF8.GetString(r.UserPath);
+            _symlinkTarget[r.ThreadId] = PathBytes.Decode(r.UserPath);
+            return;
+        }
+
+        if (r.Flags.HasFlag(EbpfRecordFlags.PathTruncated))
+        {
+            // Deeper than the kernel side walks (16 KiB or 1024 names): the change is not lost, a rescan finds it.
+            Emit(new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, ToStopwatch(r.TimeNs),
+                Detail: "a changed path is longer than the 16 KiB the eBPF program walks; rescanning"));
             return;
         }
 
@@ -370,7 +378,16 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private void Renamed(string from, string to, bool exchange, long ts, int pid, string comm)
     {
-        var isDirectory = Directory.Exists(to) && !File.GetAttributes(to).HasFlag(FileAttributes.ReparsePoint);
+        bool isDirectory;
+        try
+        {
+            isDirectory = Scan.EntryStat.Lstat(to)?.Kind == EntryKind.Directory;
+        }
+        catch (IOException)
+        {
+            isDirectory = false; // not stat-able (a permission): as a file, whose name is re-read
+        }
+
         if (exchange)
         {
             // Both names now hold the other's entry: each is re-read.
@@ -476,16 +493,16 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
         if (user.IsEmpty)
         {
-            return kernel.IsEmpty ? null : Encoding.UTF8.GetString(kernel);
+            return kernel.IsEmpty ? null : PathBytes.Decode(kernel);
         }
 
-        var userPath = Encoding.UTF8.GetString(user);
+        var userPath = PathBytes.Decode(user);
         if (userPath.StartsWith('/'))
         {
             return Normalize(userPath);
         }
 
-        return kernel.IsEmpty ? null : Normalize(Encoding.UTF8.GetString(kernel) + "/" + userPath);
+        return kernel.IsEmpty ? null : Normalize(PathBytes.Decode(kernel) + "/" + userPath);
     }
 
     /// <summary>Lexical normalization: no empty, "." or ".." components (symlinked directories are not resolved).</summary>

@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Threading.Channels;
 using DiffKeeper.Core;
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 
 namespace DiffKeeper.Capture.Fanotify;
@@ -316,7 +317,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
 
         var name = new ReadOnlySpan<byte>(record + nameStart, length - nameStart);
         var end = name.IndexOf((byte)0);
-        var text = Encoding.UTF8.GetString(end < 0 ? name : name[..end]);
+        var text = PathBytes.Decode(end < 0 ? name : name[..end]);
         return text.Length == 0 || text == "." ? directory : directory == "/" ? "/" + text : directory + "/" + text;
     }
 
@@ -328,7 +329,6 @@ public sealed unsafe class FanotifySource : ICaptureSource
             return cached;
         }
 
-        var buffer = stackalloc byte[4096];
         string? path = null;
         foreach (var mountFd in _mountFds)
         {
@@ -338,17 +338,9 @@ public sealed unsafe class FanotifySource : ICaptureSource
                 continue;
             }
 
-            var n = Libc.Readlink($"/proc/self/fd/{fd}", buffer, 4096);
+            // Also names a directory deeper than the kernel prints a descriptor's path (PATH_MAX).
+            path = LongPath.PathOfDirectory(fd);
             Libc.Close(fd);
-            if (n > 0)
-            {
-                path = Encoding.UTF8.GetString(buffer, (int)n);
-                if (path.EndsWith(" (deleted)", StringComparison.Ordinal) || !path.StartsWith('/'))
-                {
-                    path = null;
-                }
-            }
-
             break;
         }
 

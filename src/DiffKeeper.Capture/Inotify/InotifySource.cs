@@ -4,6 +4,7 @@ using System.Text;
 using System.Threading.Channels;
 using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 
 namespace DiffKeeper.Capture.Inotify;
@@ -189,7 +190,7 @@ public sealed unsafe class InotifySource : ICaptureSource
             var len = (int)BitConverter.ToUInt32(data[(pos + 12)..]);
             var nameBytes = data.Slice(pos + 16, len);
             var nul = nameBytes.IndexOf((byte)0);
-            var name = Encoding.UTF8.GetString(nul >= 0 ? nameBytes[..nul] : nameBytes);
+            var name = PathBytes.Decode(nul >= 0 ? nameBytes[..nul] : nameBytes);
             pos += 16 + len;
             Handle(wd, mask, cookie, name, now);
         }
@@ -318,7 +319,7 @@ public sealed unsafe class InotifySource : ICaptureSource
     private bool SetMask(int wd, uint mask)
     {
         var (root, rel) = _byWd[wd];
-        var got = Libc.InotifyAddWatch(_fd, TreeWalker.Join(_roots[root], rel), mask);
+        var got = LongPath.InotifyAddWatch(_fd, TreeWalker.Join(_roots[root], rel), mask);
         if (got == wd)
         {
             return true;
@@ -328,7 +329,7 @@ public sealed unsafe class InotifySource : ICaptureSource
         {
             if (_byWd.TryGetValue(got, out var other))
             {
-                Libc.InotifyAddWatch(_fd, TreeWalker.Join(_roots[other.Root], other.Rel), WatchMask);
+                LongPath.InotifyAddWatch(_fd, TreeWalker.Join(_roots[other.Root], other.Rel), WatchMask);
             }
             else
             {
@@ -483,7 +484,7 @@ public sealed unsafe class InotifySource : ICaptureSource
     private bool AddWatch(int root, string rel)
     {
         var abs = TreeWalker.Join(_roots[root], rel);
-        var wd = Libc.InotifyAddWatch(_fd, abs, WatchMask);
+        var wd = LongPath.InotifyAddWatch(_fd, abs, WatchMask);
         if (wd < 0)
         {
             var errno = Marshal.GetLastPInvokeError();

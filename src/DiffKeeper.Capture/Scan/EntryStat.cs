@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using DiffKeeper.Core;
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 
 namespace DiffKeeper.Capture.Scan;
@@ -10,7 +11,7 @@ public readonly record struct EntryStat(EntryKind? Kind, int Mode, int Uid, int 
     /// <summary>lstat of <paramref name="absolutePath"/>; null when it does not exist (any more).</summary>
     public static EntryStat? Lstat(string absolutePath)
     {
-        if (Libc.StatxCall(Libc.AT_FDCWD, absolutePath, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0)
+        if (LongPath.Statx(absolutePath, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var st) != 0)
         {
             var errno = Marshal.GetLastPInvokeError();
             if (errno is Libc.ENOENT or Libc.ENOTDIR)

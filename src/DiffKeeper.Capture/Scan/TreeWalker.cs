@@ -1,3 +1,4 @@
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 
 namespace DiffKeeper.Capture.Scan;
@@ -16,27 +17,27 @@ public static class TreeWalker
         {
             var dirRel = pending.Pop();
             var dirAbs = Join(root, dirRel);
-            string[] names;
-            try
+            // Listed and stat'ed through one descriptor: names are raw bytes (any that are not UTF-8 are kept,
+            // PathBytes), each entry is stat'ed relative to the directory (one name looked up, not the whole path),
+            // and a directory deeper than PATH_MAX is opened in pieces (LongPath). Below the root the directory is
+            // opened without following a symlink: it was a directory when its parent was listed, and one replaced
+            // by a symlink since is not walked into (as lstat of each child would not).
+            var dirFd = LongPath.OpenDirectory(dirAbs, Libc.O_RDONLY | (dirRel.Length == 0 ? 0 : Libc.O_NOFOLLOW));
+            if (dirFd < 0)
             {
-                names = Directory.GetFileSystemEntries(dirAbs).Select(Path.GetFileName).ToArray()!;
+                continue; // gone, replaced or unreadable since it was listed: its parent's events tell what happened
             }
-            catch (Exception e) when (e is DirectoryNotFoundException or IOException or UnauthorizedAccessException)
+
+            var list = LongPath.List(dirFd);
+            if (list is null)
             {
+                Libc.Close(dirFd);
                 continue;
             }
 
+            var names = list.ToArray();
             Array.Sort(names, StringComparer.Ordinal);
             var subdirs = new List<string>();
-            // Entries are stat'ed relative to the directory (one name looked up, not the whole path). Below the
-            // root the directory is opened without following a symlink: it was a directory when its parent was
-            // listed, and one replaced by a symlink since is not walked into (as lstat of each child would not).
-            var dirFd = Libc.Open(dirAbs, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC | (dirRel.Length == 0 ? 0 : Libc.O_NOFOLLOW), 0);
-            if (dirFd < 0)
-            {
-                continue; // gone or replaced since it was listed: its parent's events tell what happened
-            }
-
             try
             {
                 foreach (var name in names)

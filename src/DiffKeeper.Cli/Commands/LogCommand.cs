@@ -23,7 +23,7 @@ internal static class LogCommand
                 ?? throw new DiffKeeperException(ExitCode.NotFound, $"{p} was never seen in session {s.Id}");
             var name = TraceReader.DisplayPath(s, found.RootId, found.Rel);
             var w = console.Out;
-            w.WriteLine($"{TimelineRenderer.Printable(name)} · session {s.Id}");
+            w.WriteLine($"{PathBytes.Display(name)} · session {s.Id}");
             w.WriteLine("events:");
             foreach (var e in reader.Events(s).Where(e => e.Path == name || e.Path2 == name || e.Op == ChangeOp.Lost))
             {
@@ -38,7 +38,7 @@ internal static class LogCommand
                     EntryKind.File when v.Pruned => $"file     {Mode(v.Mode)}  {TimelineRenderer.FormatSize(v.Size),10}  pruned (content dropped by 'prune' or by run's retention)",
                     EntryKind.File => $"file     {Mode(v.Mode)}  {TimelineRenderer.FormatSize(v.Size),10}  content {Convert.ToHexStringLower(v.ContentId ?? [])[..Math.Min(12, (v.ContentId?.Length ?? 0) * 2)]}",
                     EntryKind.Directory => $"dir      {Mode(v.Mode)}",
-                    EntryKind.Symlink => $"symlink  -> {TimelineRenderer.Printable(v.Target ?? "")}",
+                    EntryKind.Symlink => $"symlink  -> {PathBytes.Display(v.Target ?? "")}",
                     _ => "absent",
                 };
                 var mtime = v.Kind == EntryKind.Absent ? "" : "  mtime " + DateTimeOffset.UnixEpoch.AddTicks(v.MtimeNs / 100).ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture);

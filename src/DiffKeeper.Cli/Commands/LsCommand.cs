@@ -39,8 +39,16 @@ internal static class LsCommand
             var entries = Materializer.Plan(reader, s, seq);
             if (pr.GetValue(path) is { Length: > 0 } wanted)
             {
-                var prefix = Relative(s, wanted);
-                entries = entries.Where(e => prefix.Length == 0 || e.Path == prefix || e.Path.StartsWith(prefix + "/", StringComparison.Ordinal)).ToList();
+                // The path as given, else as the escaped display form text output shows (PathBytes.Display).
+                var all = entries;
+                List<(string Path, VersionRecord Version)> Below(string prefix) =>
+                    all.Where(e => prefix.Length == 0 || e.Path == prefix || e.Path.StartsWith(prefix + "/", StringComparison.Ordinal)).ToList();
+                entries = Below(Relative(s, wanted));
+                if (entries.Count == 0 && PathBytes.ParseDisplay(wanted) is { } parsed)
+                {
+                    entries = Below(Relative(s, parsed));
+                }
+
                 if (entries.Count == 0)
                 {
                     throw new DiffKeeperException(ExitCode.NotFound, $"{wanted} did not exist at {at} (after event #{seq}) in session {s.Id}; 'diffkeeper log {wanted}' shows when it did");
@@ -79,14 +87,14 @@ internal static class LsCommand
     public static string Line(string path, VersionRecord v)
     {
         var size = v.Kind == EntryKind.File ? v.Size.ToString(CultureInfo.InvariantCulture) : "-";
-        var target = v.Kind == EntryKind.Symlink ? " -> " + TimelineRenderer.Printable(v.Target ?? "") : "";
-        return $"{ModeString(v)} {size,12}  {Mtime(v.MtimeNs)}  {TimelineRenderer.Printable(path)}{target}";
+        var target = v.Kind == EntryKind.Symlink ? " -> " + PathBytes.Display(v.Target ?? "") : "";
+        return $"{ModeString(v)} {size,12}  {Mtime(v.MtimeNs)}  {PathBytes.Display(path)}{target}";
     }
 
     private static void Json(Utf8JsonWriter j, string path, VersionRecord v)
     {
         j.WriteStartObject();
-        j.WriteString("path", path);
+        JsonPath.Write(j, "path", path);
         j.WriteString("kind", DiffRenderer.Kind(v.Kind));
         j.WriteString("mode", DiffRenderer.Mode(v.Mode));
         if (v.Kind == EntryKind.File)
@@ -102,7 +110,7 @@ internal static class LsCommand
         j.WriteString("mtime", Mtime(v.MtimeNs));
         if (v.Kind == EntryKind.Symlink)
         {
-            j.WriteString("target", v.Target);
+            JsonPath.Write(j, "target", v.Target);
         }
         else
         {

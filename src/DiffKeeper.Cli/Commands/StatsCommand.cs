@@ -47,7 +47,7 @@ internal static class StatsCommand
                     {
                         j.WriteStartObject();
                         j.WriteNumber("session", p.SessionId);
-                        j.WriteString("path", p.Path);
+                        JsonPath.Write(j, "path", p.Path);
                         j.WriteNumber("stored_bytes", p.StoredBytes);
                         j.WriteNumber("versions", p.Versions);
                         j.WriteEndObject();
@@ -74,7 +74,7 @@ internal static class StatsCommand
                 w.WriteLine("top paths by stored bytes (new content they brought):");
                 foreach (var p in st.TopPaths)
                 {
-                    w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {TimelineRenderer.FormatSize(p.StoredBytes),10}  {p.Versions,5} versions  session {p.SessionId}  {p.Path}"));
+                    w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {TimelineRenderer.FormatSize(p.StoredBytes),10}  {p.Versions,5} versions  session {p.SessionId}  {DiffKeeper.Core.PathBytes.Display(p.Path)}"));
                 }
             }
 

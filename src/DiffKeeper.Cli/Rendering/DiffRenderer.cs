@@ -20,7 +20,7 @@ public static class DiffRenderer
         switch (content.Difference)
         {
             case ContentDifference.Text when !content.Lines!.Same:
-                var path = TimelineRenderer.Printable(change.Path);
+                var path = PathBytes.Display(change.Path);
                 Write(output, (change.Before is null ? "--- /dev/null" : $"--- a/{path}") + "\n");
                 Write(output, (change.After is null ? "+++ /dev/null" : $"+++ b/{path}") + "\n");
                 content.Lines.WriteHunks(output);
@@ -43,7 +43,7 @@ public static class DiffRenderer
     /// <summary>The first line of a path's entry: "added file x (mode 0644, 12 B)", "changed x: mode 0644 -> 0755; +3 -1 lines".</summary>
     public static string Header(EntryChange change, ContentComparison content)
     {
-        var path = TimelineRenderer.Printable(change.Path);
+        var path = PathBytes.Display(change.Path);
         if (change.Before is null || change.After is null)
         {
             var v = change.Before ?? change.After!;
@@ -63,7 +63,7 @@ public static class DiffRenderer
 
         if (change.TargetChanged)
         {
-            parts.Add($"symlink target '{TimelineRenderer.Printable(change.Before.Target ?? "")}' -> '{TimelineRenderer.Printable(change.After.Target ?? "")}'");
+            parts.Add($"symlink target '{PathBytes.Display(change.Before.Target ?? "")}' -> '{PathBytes.Display(change.After.Target ?? "")}'");
         }
 
         if (Counts(change, content) is { } counts)
@@ -76,7 +76,7 @@ public static class DiffRenderer
 
     public static void Stat(TextWriter w, List<(EntryChange Change, ContentComparison Content)> changes)
     {
-        var width = Math.Min(50, changes.Count == 0 ? 0 : changes.Max(c => TimelineRenderer.Printable(c.Change.Path).Length));
+        var width = Math.Min(50, changes.Count == 0 ? 0 : changes.Max(c => PathBytes.Display(c.Change.Path).Length));
         long insertions = 0, deletions = 0;
         foreach (var (change, content) in changes)
         {
@@ -107,7 +107,7 @@ public static class DiffRenderer
 
             insertions += content.Lines?.Insertions ?? 0;
             deletions += content.Lines?.Deletions ?? 0;
-            w.WriteLine($" {TimelineRenderer.Printable(change.Path).PadRight(width)} | {string.Join(", ", what)}");
+            w.WriteLine($" {PathBytes.Display(change.Path).PadRight(width)} | {string.Join(", ", what)}");
         }
 
         w.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -117,7 +117,7 @@ public static class DiffRenderer
     public static void Json(Utf8JsonWriter j, EntryChange change, ContentComparison content)
     {
         j.WriteStartObject();
-        j.WriteString("path", change.Path);
+        JsonPath.Write(j, "path", change.Path);
         j.WriteString("change", change.Change);
         Side(j, "before", change.Before);
         Side(j, "after", change.After);
@@ -187,7 +187,7 @@ public static class DiffRenderer
 
         if (v.Kind == EntryKind.Symlink)
         {
-            j.WriteString("target", v.Target);
+            JsonPath.Write(j, "target", v.Target);
         }
         else
         {
@@ -214,7 +214,7 @@ public static class DiffRenderer
     {
         EntryKind.File => $" (mode {Mode(v.Mode)}, {TimelineRenderer.FormatSize(v.Size)})",
         EntryKind.Directory => $" (mode {Mode(v.Mode)})",
-        EntryKind.Symlink => $" -> '{TimelineRenderer.Printable(v.Target ?? "")}'",
+        EntryKind.Symlink => $" -> '{PathBytes.Display(v.Target ?? "")}'",
         _ => "",
     };
 

@@ -13,7 +13,7 @@ public static class TimelineRenderer
         w.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"session {s.Id} · {s.Capture} · started {s.StartedWall:yyyy-MM-ddTHH:mm:ss.fffZ} · {Describe(s)}"));
         w.WriteLine($"  $ {Printable(s.Command)}");
-        w.WriteLine($"  watched: {Printable(string.Join(", ", s.Roots.Select(r => r.Path)))}");
+        w.WriteLine($"  watched: {string.Join(", ", s.Roots.Select(r => PathBytes.Display(r.Path)))}");
     }
 
     public static string Describe(SessionInfo s) => s.State switch
@@ -40,12 +40,12 @@ public static class TimelineRenderer
 
         if (e.Path is not null)
         {
-            sb.Append(Printable(e.Path));
+            sb.Append(PathBytes.Display(e.Path));
         }
 
         if (e.Path2 is not null)
         {
-            sb.Append(" -> ").Append(Printable(e.Path2));
+            sb.Append(" -> ").Append(PathBytes.Display(e.Path2));
         }
 
         if (e.Size is { } size && e.Op is not ChangeOp.Mkdir and not ChangeOp.Rmdir and not ChangeOp.Delete)
@@ -84,8 +84,8 @@ public static class TimelineRenderer
         j.WriteString("time", TimeSpec.FormatDuration(e.TimeNs));
         j.WriteString("wall", DateTimeOffset.UnixEpoch.AddTicks((s.StartedWallNs + e.TimeNs) / 100).ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ", CultureInfo.InvariantCulture));
         j.WriteString("op", e.Op.Name());
-        WriteNullable(j, "path", e.Path);
-        WriteNullable(j, "path2", e.Path2);
+        JsonPath.Write(j, "path", e.Path);
+        JsonPath.Write(j, "path2", e.Path2);
         if (e.Size is { } size)
         {
             j.WriteNumber(e.Op == ChangeOp.Exit ? "exit_code" : "size", size);

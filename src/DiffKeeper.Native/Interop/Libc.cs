@@ -87,19 +87,19 @@ public static unsafe partial class Libc
     public const int S_IFDIR = 0x4000;
     public const int S_IFLNK = 0xA000;
 
-    [LibraryImport(Lib, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int StatxCall(int dirfd, string path, int flags, uint mask, out Statx buf);
 
-    [LibraryImport(Lib, EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int OpenAt(int dirfd, string path, int flags, int mode);
 
-    [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int Open(string path, int flags, int mode);
 
-    [LibraryImport(Lib, EntryPoint = "mkdirat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "mkdirat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int MkdirAt(int dirfd, string path, int mode);
 
-    [LibraryImport(Lib, EntryPoint = "symlinkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "symlinkat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int SymlinkAt(string target, int newdirfd, string linkpath);
 
     [LibraryImport(Lib, EntryPoint = "fchmod", SetLastError = true)]
@@ -111,10 +111,10 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "futimens", SetLastError = true)]
     public static partial int Futimens(int fd, Timespec* times);
 
-    [LibraryImport(Lib, EntryPoint = "utimensat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "utimensat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int UtimensAt(int dirfd, string path, Timespec* times, int flags);
 
-    [LibraryImport(Lib, EntryPoint = "renameat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "renameat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int RenameAt(int olddirfd, string oldpath, int newdirfd, string newpath);
 
     [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
@@ -194,7 +194,7 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "inotify_init1", SetLastError = true)]
     public static partial int InotifyInit1(int flags);
 
-    [LibraryImport(Lib, EntryPoint = "inotify_add_watch", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "inotify_add_watch", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int InotifyAddWatch(int fd, string path, uint mask);
 
     [LibraryImport(Lib, EntryPoint = "inotify_rm_watch", SetLastError = true)]
@@ -203,15 +203,28 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "fanotify_init", SetLastError = true)]
     public static partial int FanotifyInit(uint flags, uint eventFlags);
 
-    [LibraryImport(Lib, EntryPoint = "fanotify_mark", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "fanotify_mark", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int FanotifyMark(int fd, uint flags, ulong mask, int dirfd, string path);
 
     /// <summary>open_by_handle_at(2); <paramref name="handle"/> points to a struct file_handle.</summary>
     [LibraryImport(Lib, EntryPoint = "open_by_handle_at", SetLastError = true)]
     public static partial int OpenByHandleAt(int mountFd, byte* handle, int flags);
 
-    [LibraryImport(Lib, EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial nint Readlink(string path, byte* buf, nint size);
+
+    [LibraryImport(Lib, EntryPoint = "unlinkat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
+    public static partial int UnlinkAt(int dirfd, string path, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "fchmodat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
+    public static partial int FchmodAt(int dirfd, string path, int mode, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "readlinkat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
+    public static partial nint ReadlinkAt(int dirfd, string path, byte* buf, nint size);
+
+    /// <summary>getdents64(2): fills <paramref name="buf"/> with struct linux_dirent64 records (u64 ino, s64 off, u16 reclen, u8 type, name NUL-terminated).</summary>
+    [LibraryImport(Lib, EntryPoint = "getdents64", SetLastError = true)]
+    public static partial nint Getdents64(int fd, byte* buf, nint count);
 
     [StructLayout(LayoutKind.Sequential)]
     public struct PollFd

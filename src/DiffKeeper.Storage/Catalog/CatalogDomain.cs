@@ -31,6 +31,9 @@ public static class CatalogDomain
 
     private static string Text(string c) => $"typeof({c}) = 'text'";
 
+    /// <summary>A path column: TEXT when its bytes are UTF-8, else a BLOB of its bytes (docs/store-format.md, "Paths").</summary>
+    private static string PathValue(string c) => $"typeof({c}) IN ('text', 'blob')";
+
     /// <summary>Per table: (column, rule over the row with columns prefixed by {0}, what the rule says in words).</summary>
     private static readonly Dictionary<string, (string Column, string Rule, string Words)[]> Rules = new()
     {
@@ -51,13 +54,13 @@ public static class CatalogDomain
         [
             ("id", Int("{0}id"), "an integer"),
             ("session_id", Int("{0}session_id"), "an integer"),
-            ("path", Text("{0}path") + " AND substr({0}path, 1, 1) = '/'", "an absolute path"),
+            ("path", PathValue("{0}path") + " AND hex(substr({0}path, 1, 1)) = '2F'", "an absolute path"),
         ],
         ["paths"] =
         [
             ("id", Int("{0}id"), "an integer"),
             ("root_id", Int("{0}root_id"), "an integer"),
-            ("rel", Text("{0}rel"), "text (a safe relative path, checked by TracePath)"),
+            ("rel", PathValue("{0}rel"), "a path, text or bytes (a safe relative path, checked by TracePath)"),
         ],
         ["events"] =
         [
@@ -86,7 +89,7 @@ public static class CatalogDomain
             ("mtime_ns", Int("{0}mtime_ns"), "an integer"),
             ("size", IntIn("{0}size", 0, MaxFileSize), "an integer 0 to 2^50"),
             ("content", "({0}content IS NULL OR (typeof({0}content) = 'blob' AND length({0}content) = 32))", "NULL or 32 bytes"),
-            ("target", "({0}kind != 3 OR (typeof({0}target) = 'text' AND length({0}target) > 0))", "the link target (text) of a symlink"),
+            ("target", "({0}kind != 3 OR (" + PathValue("{0}target") + " AND length({0}target) > 0))", "the link target (text or bytes) of a symlink"),
             ("extents", OrNull("{0}extents", "typeof({0}extents) = 'blob'"), "NULL or bytes"),
             ("pruned", "{0}pruned IN (0, 1)", "0 or 1"),
         ],

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using DiffKeeper.Core;
 using SQLitePCL;
 
 namespace DiffKeeper.Storage.Catalog;
@@ -102,6 +103,16 @@ internal sealed class SqliteStatement : IDisposable
 
     public SqliteStatement Bind(int index, byte[]? value) => value is null ? BindNull(index) : Check(raw.sqlite3_bind_blob(_stmt, index, value));
 
+    /// <summary>
+    /// Binds a path (paths.rel, roots.path, versions.target): TEXT when it is UTF-8, as every path was before, and
+    /// its exact bytes as a BLOB when it holds bytes that are not (docs/store-format.md, "Paths"). Read it back
+    /// with <see cref="Path"/>.
+    /// </summary>
+    public SqliteStatement BindPath(int index, string? value) =>
+        value is null ? BindNull(index)
+        : PathBytes.HasRawBytes(value) ? Check(raw.sqlite3_bind_blob(_stmt, index, PathBytes.Encode(value)))
+        : Check(raw.sqlite3_bind_text(_stmt, index, value));
+
     public SqliteStatement BindNull(int index) => Check(raw.sqlite3_bind_null(_stmt, index));
 
     /// <summary>Advances to the next row; false when there is none (the statement is then reset for reuse).</summary>
@@ -153,6 +164,11 @@ internal sealed class SqliteStatement : IDisposable
     public string String(int column) => raw.sqlite3_column_text(_stmt, column).utf8_to_string();
 
     public string? StringOrNull(int column) => IsNull(column) ? null : String(column);
+
+    /// <summary>A path column, TEXT or BLOB, as its exact bytes decoded by <see cref="PathBytes.Decode"/>.</summary>
+    public string Path(int column) => PathBytes.Decode(raw.sqlite3_column_blob(_stmt, column));
+
+    public string? PathOrNull(int column) => IsNull(column) ? null : Path(column);
 
     public long? Int64OrNull(int column) => IsNull(column) ? null : Int64(column);
 
