@@ -120,6 +120,7 @@ public static partial class CliApp
             return (int)ExitCode.Usage;
         }
 
+        DiffKeeper.Storage.TraceReader.Warning = warning => console.Error.WriteLine($"diffkeeper: warning: {warning}");
         try
         {
             return await parse.InvokeAsync(new InvocationConfiguration
@@ -134,7 +135,7 @@ public static partial class CliApp
         {
             console.Out.Flush();
             var (code, message) = Describe(e);
-            console.Error.WriteLine($"diffkeeper: {message}");
+            console.Error.WriteLine($"diffkeeper: {Bounded(message, code)}");
             return (int)code;
         }
         finally
@@ -154,6 +155,27 @@ public static partial class CliApp
             : $"an operating system call failed: {OsError.Reason(e)}"),
         _ => (ExitCode.Failure, $"unexpected failure: {e}"),
     };
+
+    /// <summary>
+    /// An anticipated error is one line of bounded length whatever a trace holds (a crafted path or link target can
+    /// be megabytes long): its middle is cut. An unexpected failure keeps its full detail.
+    /// </summary>
+    internal static string Bounded(string message, ExitCode code)
+    {
+        const int Max = 1000;
+        if (code == ExitCode.Failure)
+        {
+            return message;
+        }
+
+        message = message.Replace("\n", "\\n", StringComparison.Ordinal).Replace("\r", "\\r", StringComparison.Ordinal);
+        if (message.Length <= Max)
+        {
+            return message;
+        }
+
+        return $"{message[..(Max / 2)]} [... {message.Length - Max} characters left out ...] {message[^(Max / 2)..]}";
+    }
 
     /// <summary>
     /// The path a .NET I/O exception is about. Commands map failures where they know the path; this is the last

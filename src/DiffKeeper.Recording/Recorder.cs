@@ -85,34 +85,26 @@ public sealed class Recorder
         _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold) };
 
         _versioner.UseAllCores = true; // nothing to compete with before the command starts
-        var baseline = Stopwatch.StartNew();
-        var entries = 0L;
-        var lastReport = TimeSpan.Zero;
-        foreach (var root in Enumerable.Range(0, _options.Roots.Count).Where(r => !_unwalkedRoots.Contains(r)))
+        try
         {
-            foreach (var (rel, _) in TreeWalker.Walk(_options.Roots[root], root, filter))
-            {
-                _versioner.Observe(root, rel, 0, 0);
-                entries++;
-                if (baseline.Elapsed - lastReport >= TimeSpan.FromSeconds(2))
-                {
-                    // A big tree takes a while to record before the command starts: say so.
-                    lastReport = baseline.Elapsed;
-                    _log.WriteLine($"diffkeeper: baseline: {entries} entries, {_versioner.RawBytes >> 20} MiB read so far ({_options.Roots[root]})");
-                }
-            }
+            Baseline(writer, filter);
+        }
+        catch (Exception e) when (IsStorageFailure(e))
+        {
+            StorageFailed(e);
         }
 
-        if (lastReport > TimeSpan.Zero)
-        {
-            _log.WriteLine($"diffkeeper: baseline done: {entries} entries, {_versioner.RawBytes >> 20} MiB in {baseline.Elapsed.TotalSeconds:0.0} s; starting the command");
-        }
-
-        writer.Commit();
         _versioner.UseAllCores = false;
         _startTs = Stopwatch.GetTimestamp();
-        writer.SetSessionStart(_sessionId, WallNs());
-        writer.Commit();
+        try
+        {
+            writer.SetSessionStart(_sessionId, WallNs());
+            writer.Commit();
+        }
+        catch (Exception e) when (IsStorageFailure(e))
+        {
+            StorageFailed(e);
+        }
 
         ChildExit exit;
         // The consumer has a thread of its own and blocks between batches (WakingChannelWriter): as an async loop
@@ -122,7 +114,23 @@ public sealed class Recorder
         {
             try
             {
-                Consume(channel.Reader, sink, filter);
+                if (_storageFailure is null)
+                {
+                    Consume(channel.Reader, sink, filter);
+                }
+                else
+                {
+                    Drain(channel.Reader, sink);
+                }
+
+                consumed.SetResult();
+            }
+            catch (Exception e) when (IsStorageFailure(e))
+            {
+                // The disk is full (or failing): the command runs on; what it changes from now on is dropped here,
+                // so capture neither blocks it nor piles up in memory, and the session is closed after it exits.
+                StorageFailed(e);
+                Drain(channel.Reader, sink);
                 consumed.SetResult();
             }
             catch (Exception e)
@@ -148,14 +156,10 @@ public sealed class Recorder
         _versioner.UseAllCores = true;
         await source.StopAsync().ConfigureAwait(false);
         sink.Complete();
-        try
+        await consumed.Task.ConfigureAwait(false);
+        if (_storageFailure is { } failure)
         {
-            await consumed.Task.ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is IOException or Storage.Catalog.CatalogException or UnauthorizedAccessException)
-        {
-            // The command's exit code still wins; the trace keeps everything committed before the failure.
-            _log.WriteLine($"diffkeeper: recording stopped early: {e.Message}; the trace keeps what was committed before");
+            CloseAfterStorageFailure(failure, exit, exitCode);
             return Result(exitCode);
         }
 
@@ -167,6 +171,118 @@ public sealed class Recorder
         _events++;
         writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
         return Result(exitCode);
+    }
+
+    private Exception? _storageFailure;
+
+    /// <summary>Stores every entry already there as its version 0, and commits.</summary>
+    private void Baseline(TraceWriter writer, PathFilter filter)
+    {
+        var baseline = Stopwatch.StartNew();
+        var entries = 0L;
+        var lastReport = TimeSpan.Zero;
+        foreach (var root in Enumerable.Range(0, _options.Roots.Count).Where(r => !_unwalkedRoots.Contains(r)))
+        {
+            foreach (var (rel, _) in TreeWalker.Walk(_options.Roots[root], root, filter))
+            {
+                _versioner.Observe(root, rel, 0, 0);
+                entries++;
+                if (baseline.Elapsed - lastReport >= TimeSpan.FromSeconds(2))
+                {
+                    // A big tree takes a while to record before the command starts: say so.
+                    lastReport = baseline.Elapsed;
+                    _log.WriteLine($"diffkeeper: baseline: {entries} entries, {_versioner.RawBytes >> 20} MiB read so far ({_options.Roots[root]})");
+                }
+            }
+        }
+
+        if (lastReport > TimeSpan.Zero)
+        {
+            _log.WriteLine($"diffkeeper: baseline done: {entries} entries, {_versioner.RawBytes >> 20} MiB in {baseline.Elapsed.TotalSeconds:0.0} s; starting the command");
+        }
+
+        writer.Commit();
+    }
+
+    /// <summary>
+    /// The first failed write of the store: says so once, and gives up the uncommitted changes at once (cutting
+    /// their pack bytes back, so the disk is not left full while the command runs on).
+    /// </summary>
+    private void StorageFailed(Exception e)
+    {
+        if (_storageFailure is not null)
+        {
+            return;
+        }
+
+        _storageFailure = e;
+        _log.WriteLine($"diffkeeper: cannot store more of this recording: {StorageFailureReason(e)}; the command runs on, and its changes from now on are not recorded");
+        try
+        {
+            _parked.Clear();
+            _held = null;
+            _writer.AbandonPending(_sessionId);
+        }
+        catch (Exception x) when (IsStorageFailure(x))
+        {
+            // closing the session after the command says whether the trace could be written at all
+        }
+    }
+
+    private static bool IsStorageFailure(Exception e) =>
+        e is IOException or Storage.Catalog.CatalogException or UnauthorizedAccessException ||
+        e is DiffKeeperException { Code: ExitCode.SystemError };
+
+    private static string StorageFailureReason(Exception e) => e switch
+    {
+        Storage.Catalog.CatalogException { ErrorCode: 13 } => "no space left on the device (the catalog is full)",
+        Storage.Catalog.CatalogException c => $"the catalog failed ({c.Message})",
+        DiffKeeperException { InnerException: { } inner } when OsError.IsOsFailure(inner) => OsError.Reason(inner),
+        DiffKeeperException d => d.Message,
+        _ => OsError.Reason(e),
+    };
+
+    private static void Drain(ChannelReader<CaptureEvent> reader, WakingChannelWriter wake)
+    {
+        while (true)
+        {
+            wake.Reset();
+            while (reader.TryRead(out _))
+            {
+            }
+
+            if (reader.Completion.IsCompleted)
+            {
+                return;
+            }
+
+            wake.Wait(TimeSpan.FromMilliseconds(200));
+        }
+    }
+
+    /// <summary>
+    /// After a failed write: gives up the uncommitted changes (their pack bytes are cut back, freeing the space),
+    /// then closes the session with a LOST event saying what was not stored and the EXIT event. If even that cannot
+    /// be written, the session stays open and the next writer marks it interrupted.
+    /// </summary>
+    private void CloseAfterStorageFailure(Exception failure, ChildExit exit, int exitCode)
+    {
+        try
+        {
+            _parked.Clear(); // held events of the given-up transaction: their seq numbers are reused below
+            _held = null;
+            _seq = _writer.AbandonPending(_sessionId); // a second call gives up only what came after the first
+            _lost++;
+            _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Lost, null, null, null, null, null,
+                $"storage failed ({StorageFailureReason(failure)}): the changes after the previous event were not stored"));
+            _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null, exit.ToString()));
+            _writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
+            _events = _seq;
+        }
+        catch (Exception e) when (IsStorageFailure(e))
+        {
+            _log.WriteLine($"diffkeeper: the session could not be closed either ({StorageFailureReason(e)}); the trace keeps what was committed before, and the next recording marks this session interrupted");
+        }
     }
 
     private RecordResult Result(int exitCode) =>

@@ -26,13 +26,16 @@ public static class Materializer
         }
 
         string temp;
+        Microsoft.Win32.SafeHandles.SafeFileHandle busy;
         try
         {
             CheckOutput(outDir, force);
             var parent = Path.GetDirectoryName(outDir)!;
             Directory.CreateDirectory(parent);
-            temp = Path.Combine(parent, $".{Path.GetFileName(outDir)}.dk-tmp-{Guid.NewGuid():N}"[..^20]);
+            RemoveAbandoned(parent, Path.GetFileName(outDir));
+            temp = Path.Combine(parent, $"{TempPrefix(Path.GetFileName(outDir))}{Guid.NewGuid():N}"[..^20]);
             Directory.CreateDirectory(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            busy = LockDirectory(temp, wait: true) ?? throw new IOException($"cannot lock {temp}");
         }
         catch (Exception e) when (OsError.IsOsFailure(e))
         {
@@ -40,6 +43,56 @@ public static class Materializer
             throw OsError.At(e, "export to", outDir);
         }
 
+        try
+        {
+            return Build(reader, session, seq, temp, outDir, include);
+        }
+        finally
+        {
+            busy.Dispose();
+        }
+    }
+
+    private static string TempPrefix(string outName) => $".{outName}.dk-tmp-";
+
+    /// <summary>
+    /// Removes the temporary trees (and moved-aside old outputs) that interrupted exports to the same --out left
+    /// beside it (SIGKILL runs no cleanup). An export holds an flock on its temporary directory while it works, so
+    /// a tree whose lock can be taken belongs to no running export.
+    /// </summary>
+    private static void RemoveAbandoned(string parent, string outName)
+    {
+        foreach (var dir in Directory.EnumerateDirectories(parent, TempPrefix(outName) + "*"))
+        {
+            using var held = LockDirectory(dir, wait: false);
+            if (held is not null)
+            {
+                TryDelete(dir);
+            }
+        }
+    }
+
+    /// <summary>An flock on the directory itself (never following a symlink); null when another process holds it or it is gone.</summary>
+    private static Microsoft.Win32.SafeHandles.SafeFileHandle? LockDirectory(string dir, bool wait)
+    {
+        var fd = Libc.Open(dir, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            return null;
+        }
+
+        var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        if (Libc.Flock(fd, Libc.LOCK_EX | (wait ? 0 : Libc.LOCK_NB)) != 0)
+        {
+            handle.Dispose();
+            return null;
+        }
+
+        return handle;
+    }
+
+    private static ExportResult Build(TraceReader reader, SessionInfo session, long seq, string temp, string outDir, Func<string, bool>? include)
+    {
         try
         {
             ExportResult result;
@@ -77,7 +130,9 @@ public static class Materializer
             var path = v.Rel;
             if (session.Roots.Count > 1)
             {
-                var root = session.Roots.First(r => r.Id == v.RootId).Path.Trim('/');
+                var root = session.Roots.FirstOrDefault(r => r.Id == v.RootId)?.Path.Trim('/')
+                    ?? throw new DiffKeeperException(ExitCode.Corrupt,
+                        $"the catalog is damaged: version {v.Id} lies in root {v.RootId}, which is not a root of session {session.Id}; 'diffkeeper verify' lists every damaged row");
                 path = root.Length == 0 ? v.Rel : root + "/" + v.Rel;
             }
 

@@ -39,37 +39,31 @@ public static class VersionContent
             throw Damaged(display, version, "its extent map is malformed");
         }
 
-        var locations = new BlobLocation[extents.Count];
-        var hashed = new List<(long, int, BlobId)>(extents.Count);
+        // Memory stays bounded whatever the map claims: a map of more than KeptLocations extents (tens of GiB of
+        // data) is looked up twice instead of holding every blob's location, and then decoded on this thread.
+        var locations = extents.Count <= KeptLocations ? new BlobLocation[extents.Count] : null;
+        var hashed = new ExtentMap.ContentHasher();
         for (var i = 0; i < extents.Count; i++)
         {
-            try
+            var location = Locate(reader, display, version, extents[i]);
+            if (locations is not null)
             {
-                locations[i] = reader.Blob(extents[i].BlobRowId);
-            }
-            catch (BlobMissingException)
-            {
-                throw Damaged(display, version, $"it references blob row {extents[i].BlobRowId}, which the catalog lacks");
+                locations[i] = location;
             }
 
-            if (locations[i].RawLength != extents[i].Length || locations[i].RawLength > PackFormat.MaxRawLength)
-            {
-                throw Damaged(display, version, $"blob {locations[i].Id.Short} has {locations[i].RawLength} bytes where the extent map expects {extents[i].Length}");
-            }
-
-            hashed.Add((extents[i].Offset, extents[i].Length, locations[i].Id));
+            hashed.Add(extents[i].Offset, extents[i].Length, location.Id);
         }
 
         // The content id is checked before any byte is written: each blob read below is then checked against
         // the id the content id covers.
-        if (!ExtentMap.ContentId(hashed, version.Size).AsSpan().SequenceEqual(version.ContentId))
+        if (!hashed.Finish(version.Size).AsSpan().SequenceEqual(version.ContentId))
         {
             throw Damaged(display, version, "its extents do not hash to its content id");
         }
 
         try
         {
-            if (parallel && version.Size >= ParallelMinBytes && !locations.Any(l => l.IsDelta))
+            if (parallel && locations is not null && version.Size >= ParallelMinBytes && !locations.Any(l => l.IsDelta))
             {
                 // Runs of adjacent extents up to 1 MiB: each core decodes a run into one buffer and hands it to
                 // the sink whole. One write per run, not per blob: writes to one file take its inode lock, and
@@ -99,7 +93,7 @@ public static class VersionContent
             {
                 for (var i = 0; i < extents.Count; i++)
                 {
-                    reader.Blobs.Read(locations[i], single.AsSpan(0, extents[i].Length));
+                    reader.Blobs.Read(locations?[i] ?? Locate(reader, display, version, extents[i]), single.AsSpan(0, extents[i].Length));
                     sink(single.AsMemory(0, extents[i].Length), extents[i].Offset);
                 }
             }
@@ -116,6 +110,28 @@ public static class VersionContent
         {
             throw Damaged(display, version, d.Message);
         }
+    }
+
+    private const int KeptLocations = 1 << 19;
+
+    private static BlobLocation Locate(TraceReader reader, string display, VersionRecord version, Extent extent)
+    {
+        BlobLocation location;
+        try
+        {
+            location = reader.Blob(extent.BlobRowId);
+        }
+        catch (BlobMissingException)
+        {
+            throw Damaged(display, version, $"it references blob row {extent.BlobRowId}, which the catalog lacks");
+        }
+
+        if (location.RawLength != extent.Length)
+        {
+            throw Damaged(display, version, $"blob {location.Id.Short} has {location.RawLength} bytes where the extent map expects {extent.Length}");
+        }
+
+        return location;
     }
 
     /// <summary>A file version's bytes, holes as zeros, checked as <see cref="Read"/> checks them.</summary>

@@ -100,7 +100,13 @@ public sealed class BlobReader
         }
         catch (BlobDamagedException e)
         {
-            throw new BlobDamagedException(of, PackFormat.RelativePath(of.PackId), $"its delta base {baseLoc.Id.Short} is damaged: {e.Reason}");
+            // One level of "its delta base ... is damaged", then the first cause: a chain 64 deep (or a cycle) would
+            // otherwise nest 64 sentences into one line.
+            const string Nested = "its delta base ";
+            var cause = e.Reason.StartsWith(Nested, StringComparison.Ordinal) && e.Reason.IndexOf(": ", StringComparison.Ordinal) is var at and >= 0
+                ? e.Reason[(at + 2)..]
+                : e.Reason;
+            throw new BlobDamagedException(of, PackFormat.RelativePath(of.PackId), $"its delta base {baseLoc.Id.Short} is damaged: {cause}");
         }
 
         _cache[row] = _lru.AddFirst((row, bytes));

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Buffers.Binary;
 using DiffKeeper.Storage.Codecs;
 
@@ -13,6 +12,12 @@ public readonly record struct Extent(long Offset, int Length, long BlobRowId);
 /// </summary>
 public static class ExtentMap
 {
+    /// <summary>
+    /// Most extents one version's map may hold (4,194,304: 1 TiB of 256 KiB chunks, or 64 GiB of the smallest
+    /// ones). A reader keeps 24 bytes per extent, so one version costs at most ~100 MiB whatever a trace claims.
+    /// </summary>
+    public const int MaxCount = 1 << 22;
+
     public static byte[] Encode(IReadOnlyList<Extent> extents)
     {
         var buffer = new byte[10 + extents.Count * 30];
@@ -34,11 +39,12 @@ public static class ExtentMap
     {
         extents = [];
         var pos = 0;
-        if (!Varint.TryRead(data, ref pos, out var count) || count > (ulong)data.Length)
+        if (!Varint.TryRead(data, ref pos, out var count) || count > (ulong)data.Length / 3 || count > MaxCount)
         {
             return false;
         }
 
+        extents = new List<Extent>((int)count);
         long end = 0;
         for (ulong i = 0; i < count; i++)
         {
@@ -65,28 +71,56 @@ public static class ExtentMap
     /// <summary>The content id: SHA-256 over (offset, length, blob id) of each extent and the file size.</summary>
     public static byte[] ContentId(IReadOnlyList<(long Offset, int Length, BlobId Id)> extents, long size)
     {
-        // One buffer and one hash call: IncrementalHash allocates a native context per call, which showed up on
-        // the per-file hot path.
-        var length = extents.Count * 48 + 8;
-        var buffer = ArrayPool<byte>.Shared.Rent(length);
-        try
+        var hasher = new ContentHasher();
+        foreach (var (offset, length, id) in extents)
         {
-            var span = buffer.AsSpan(0, length);
-            for (var i = 0; i < extents.Count; i++)
+            hasher.Add(offset, length, id);
+        }
+
+        return hasher.Finish(size);
+    }
+
+    /// <summary>
+    /// The content id computed extent by extent, so a reader checks a map of millions of extents without holding
+    /// their ids. Records are gathered into one buffer per 64 extents: a hash call per extent showed up on the
+    /// per-file hot path.
+    /// </summary>
+    public sealed class ContentHasher
+    {
+        private const int RecordSize = 48;
+        private readonly byte[] _buffer = new byte[RecordSize * 64];
+        private Sha256.Hasher _hash = new();
+        private int _used;
+
+        public void Add(long offset, int length, BlobId id)
+        {
+            if (_used == _buffer.Length)
             {
-                var (offset, len, id) = extents[i];
-                var record = span.Slice(i * 48, 48);
-                BinaryPrimitives.WriteInt64LittleEndian(record, offset);
-                BinaryPrimitives.WriteInt64LittleEndian(record[8..], len);
-                id.Bytes.CopyTo(record[16..]);
+                _hash.Append(_buffer);
+                _used = 0;
             }
 
-            BinaryPrimitives.WriteInt64LittleEndian(span[^8..], size);
-            return Sha256.HashData(span);
+            var record = _buffer.AsSpan(_used, RecordSize);
+            BinaryPrimitives.WriteInt64LittleEndian(record, offset);
+            BinaryPrimitives.WriteInt64LittleEndian(record[8..], length);
+            id.Bytes.CopyTo(record[16..]);
+            _used += RecordSize;
         }
-        finally
+
+        /// <summary>The content id of the extents added, for a file of <paramref name="size"/> bytes; call once.</summary>
+        public byte[] Finish(long size)
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (_used + 8 > _buffer.Length)
+            {
+                _hash.Append(_buffer.AsSpan(0, _used));
+                _used = 0;
+            }
+
+            BinaryPrimitives.WriteInt64LittleEndian(_buffer.AsSpan(_used), size);
+            _hash.Append(_buffer.AsSpan(0, _used + 8));
+            var digest = new byte[Sha256.HashSize];
+            _hash.Finish(digest);
+            return digest;
         }
     }
 }

@@ -43,10 +43,10 @@ public sealed class ReaderLock : IDisposable
     private static SafeFileHandle? OpenFile(string traceDir)
     {
         var path = Path.Combine(traceDir, "LOCK.readers");
-        var fd = Libc.Open(path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC, 0x1A4);
+        var fd = Libc.Open(path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC | Libc.O_NOFOLLOW | Libc.O_NONBLOCK, 0x1A4);
         if (fd < 0)
         {
-            fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+            fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NOFOLLOW | Libc.O_NONBLOCK, 0);
         }
 
         return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);

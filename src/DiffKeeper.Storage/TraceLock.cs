@@ -22,7 +22,7 @@ public sealed class TraceLock : IDisposable
         var path = Path.Combine(traceDir, "LOCK");
         // Opened with open(2), not File.OpenHandle: .NET takes its own flock on files it opens, which would
         // collide with this one.
-        var fd = Libc.Open(path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC, 0x180);
+        var fd = Libc.Open(path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC | Libc.O_NOFOLLOW | Libc.O_NONBLOCK, 0x180);
         if (fd < 0)
         {
             var openErrno = Marshal.GetLastPInvokeError();

@@ -19,18 +19,24 @@ public sealed class TraceReader : IDisposable
     private readonly string _basesColumn;
     private readonly string _prunedColumn;
     private readonly string _linkColumn;
+    private readonly string _versionBroken;
+    private readonly int _format;
+    private readonly string _blobBroken;
 
     private TraceReader(string traceDir, SqliteDatabase db, ReaderLock readerLock)
     {
         TraceDir = traceDir;
         _db = db;
         _readerLock = readerLock;
-        var format1 = CatalogSchema.Version(db) < 2;
+        var format = _format = CatalogSchema.Version(db);
+        var format1 = format < 2;
         _basesColumn = format1 ? "NULL" : "bases";
         _prunedColumn = format1 ? "0" : "v.pruned";
-        _linkColumn = CatalogSchema.Version(db) < 3 ? "NULL" : "v.link"; // format 2 had no hard links
+        _linkColumn = format < 3 ? "NULL" : "v.link"; // format 2 had no hard links
+        _versionBroken = CatalogDomain.Broken("versions", "v.", format);
+        _blobBroken = CatalogDomain.Broken("blobs", "", format);
         Packs = new PackReader(traceDir);
-        _blobById = db.Prepare($"SELECT hash, pack_id, offset, raw_len, stored_len, codec, {_basesColumn} FROM blobs WHERE id = ?1");
+        _blobById = db.Prepare($"SELECT hash, pack_id, offset, raw_len, stored_len, codec, {_basesColumn}, {_blobBroken} FROM blobs WHERE id = ?1");
         Blobs = new BlobReader(Blob, Packs);
     }
 
@@ -41,11 +47,15 @@ public sealed class TraceReader : IDisposable
     /// <summary>Decodes blobs by row, delta chains included.</summary>
     public BlobReader Blobs { get; }
 
+    /// <summary>Where warnings about a trace go (the CLI prints them on stderr); null drops them.</summary>
+    public static Action<string>? Warning { get; set; }
+
     public static TraceReader Open(string traceDir)
     {
         traceDir = Path.GetFullPath(traceDir);
         var catalogPath = Path.Combine(traceDir, "catalog.db");
         CheckExists(traceDir);
+        TraceFile.CheckSidecars(traceDir);
 
         SqliteDatabase db;
         try
@@ -55,6 +65,11 @@ public sealed class TraceReader : IDisposable
         catch (CatalogException e)
         {
             throw new DiffKeeperException(ExitCode.Corrupt, $"cannot open the catalog {catalogPath}: {e.Message}", e);
+        }
+
+        if (TraceFile.OthersMayWrite(traceDir) is { } warning)
+        {
+            Warning?.Invoke(warning);
         }
 
         var readerLock = ReaderLock.Acquire(traceDir);
@@ -81,9 +96,9 @@ public sealed class TraceReader : IDisposable
         var catalogPath = Path.Combine(traceDir, "catalog.db");
         try
         {
-            using var probe = File.OpenHandle(catalogPath);
+            using var probe = TraceFile.OpenRegular(catalogPath); // a FIFO there must not block the open
         }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException || e is IOException { HResult: 20 }) // ENOTDIR: --trace is a file
+        catch (FileNotFoundException e) // ENOENT, or ENOTDIR: --trace is a file
         {
             throw new DiffKeeperException(ExitCode.NoTrace,
                 $"no trace at {traceDir} (no catalog.db there); record one with 'diffkeeper record', or pass --trace DIR or set DIFFKEEPER_TRACE", e);
@@ -114,10 +129,11 @@ public sealed class TraceReader : IDisposable
     public IReadOnlyList<SessionInfo> Sessions()
     {
         var roots = new Dictionary<long, List<RootInfo>>();
-        using (var r = _db.Prepare("SELECT id, session_id, path FROM roots ORDER BY id"))
+        using (var r = _db.Prepare($"SELECT id, session_id, path, {CatalogDomain.Broken("roots")} FROM roots ORDER BY id"))
         {
             while (r.Step())
             {
+                Check(r, 3, "roots", 0);
                 var sid = r.Int64(1);
                 if (!roots.TryGetValue(sid, out var list))
                 {
@@ -129,10 +145,11 @@ public sealed class TraceReader : IDisposable
         }
 
         var sessions = new List<SessionInfo>();
-        using (var r = _db.Prepare("SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state FROM sessions ORDER BY id"))
+        using (var r = _db.Prepare($"SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state, {CatalogDomain.Broken("sessions")} FROM sessions ORDER BY id"))
         {
             while (r.Step())
             {
+                Check(r, 9, "sessions", 0);
                 var id = r.Int64(0);
                 sessions.Add(new SessionInfo(id, r.String(1), r.String(2), r.String(3), r.Int64(4),
                     r.Int64OrNull(5), r.IsNull(6) ? null : r.Int32(6), r.Int64(7),
@@ -170,20 +187,28 @@ public sealed class TraceReader : IDisposable
             return rel;
         }
 
-        var root = session.Roots.First(r => r.Id == rootId).Path;
+        var root = session.Roots.FirstOrDefault(r => r.Id == rootId)?.Path
+            ?? throw new DiffKeeperException(ExitCode.Corrupt,
+                $"the catalog is damaged: a path of session {session.Id} lies in root {rootId}, which belongs to no root of that session; 'diffkeeper verify' lists every damaged row");
         return root.EndsWith('/') ? root + rel : root + "/" + rel;
     }
 
     public IEnumerable<EventRecord> Events(SessionInfo session, long fromSeq = 0, long toSeq = long.MaxValue)
     {
-        using var r = _db.Prepare("""
-            SELECT e.seq, e.time_ns, e.op, p1.root_id, p1.rel, p2.root_id, p2.rel, e.size, e.pid, e.comm, e.detail
+        using var r = _db.Prepare($"""
+            SELECT e.seq, e.time_ns, e.op, p1.root_id, p1.rel, p2.root_id, p2.rel, e.size, e.pid, e.comm, e.detail,
+                   {CatalogDomain.Broken("events", "e.")}
             FROM events e LEFT JOIN paths p1 ON p1.id = e.path_id LEFT JOIN paths p2 ON p2.id = e.path2_id
             WHERE e.session_id = ?1 AND e.seq >= ?2 AND e.seq <= ?3 ORDER BY e.seq
             """);
         r.Bind(1, session.Id).Bind(2, fromSeq).Bind(3, toSeq);
         while (r.Step())
         {
+            if (!r.IsNull(11))
+            {
+                throw CatalogDomain.Throw("events", $"{session.Id}/{r.StringOrNull(0)}", r.String(11));
+            }
+
             string? p1 = r.IsNull(4) ? null : DisplayPath(session, r.Int64(3), TracePath.Validate(r.Path(4)));
             string? p2 = r.IsNull(6) ? null : DisplayPath(session, r.Int64(5), TracePath.Validate(r.Path(6)));
             yield return new EventRecord(session.Id, r.Int64(0), r.Int64(1), (ChangeOp)r.Int32(2), p1, p2,
@@ -191,7 +216,27 @@ public sealed class TraceReader : IDisposable
         }
     }
 
-    public long MaxSeq(SessionInfo session) => Scalar("SELECT coalesce(max(seq), 0) FROM events WHERE session_id = ?1 AND ?2 = ?2", session.Id, 0);
+    public long MaxSeq(SessionInfo session)
+    {
+        // Text and blobs sort after every number, so a non-integer seq in the session is the greatest one.
+        using var r = _db.Prepare("SELECT seq, typeof(seq) = 'integer' FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1");
+        r.Bind(1, session.Id);
+        if (!r.Step())
+        {
+            return 0;
+        }
+
+        var seq = r.Int64(0);
+        if (r.Int64(1) == 0 || seq < 1)
+        {
+            var shown = r.StringOrNull(0);
+            r.Reset();
+            throw CatalogDomain.Throw("events", $"{session.Id}/{shown}", "seq is not an integer >= 1");
+        }
+
+        r.Reset();
+        return seq;
+    }
 
     /// <summary>The last event at or before <paramref name="timeNs"/> since start (0: only the baseline).</summary>
     public long SeqAtTime(SessionInfo session, long timeNs) =>
@@ -230,6 +275,27 @@ public sealed class TraceReader : IDisposable
 
     /// <summary>All versions of the trace (every session), for verify.</summary>
     public List<VersionRecord> AllVersions() => QueryVersions("WHERE ?1 = ?1 AND ?2 = ?2 ORDER BY v.id", 0, 0);
+
+    /// <summary>
+    /// Every version of a session in the order states are built (seq, then id), with its path row's root and
+    /// relative path (null when the path row is missing), for verify's check of every moment.
+    /// </summary>
+    public IEnumerable<VersionOutline> Outline(SessionInfo session)
+    {
+        using var r = _db.Prepare("""
+            SELECT v.id, v.path_id, p.root_id, p.rel, v.seq, v.kind
+            FROM versions v LEFT JOIN paths p ON p.id = v.path_id
+            WHERE v.session_id = ?1 ORDER BY v.seq, v.id
+            """);
+        r.Bind(1, session.Id);
+        while (r.Step())
+        {
+            yield return new VersionOutline(r.Int64(0), r.Int64(1), r.Int64OrNull(2), r.PathOrNull(3), r.Int64(4), (EntryKind)r.Int32(5));
+        }
+    }
+
+    /// <summary>Rows of every table outside their column's domain (<see cref="CatalogDomain"/>), for verify.</summary>
+    public List<string> DomainProblems() => CatalogDomain.Scan(_db, _format);
 
     /// <summary>
     /// The path id of a root-relative or display path in a session, or null.
@@ -271,10 +337,13 @@ public sealed class TraceReader : IDisposable
         var r = _blobById.Bind(1, rowId);
         try
         {
-            if (!r.Step() || r.BlobOrNull(0) is not { Length: 32 } hash)
+            if (!r.Step())
             {
                 throw new BlobMissingException(rowId);
             }
+
+            Check(r, 7, "blobs", rowId);
+            var hash = r.BlobOrNull(0)!;
 
             return new BlobLocation(rowId, new BlobId(hash), r.Int64(1), r.Int64(2), r.Int32(3), r.Int32(4), (BlobCodec)r.Int32(5), Bases(r.BlobOrNull(6)));
         }
@@ -286,11 +355,11 @@ public sealed class TraceReader : IDisposable
 
     public IEnumerable<BlobLocation> AllBlobs()
     {
-        using var r = _db.Prepare($"SELECT id, hash, pack_id, offset, raw_len, stored_len, codec, {_basesColumn} FROM blobs ORDER BY pack_id, offset");
+        using var r = _db.Prepare($"SELECT id, hash, pack_id, offset, raw_len, stored_len, codec, {_basesColumn}, {_blobBroken} FROM blobs ORDER BY pack_id, offset");
         while (r.Step())
         {
-            var hash = r.BlobOrNull(1);
-            var id = hash is { Length: 32 } ? new BlobId(hash) : new BlobId(new byte[32]); // a damaged row: verify reports it by hash mismatch
+            Check(r, 8, "blobs", r.Int64(0));
+            var id = new BlobId(r.BlobOrNull(1)!);
             yield return new BlobLocation(r.Int64(0), id, r.Int64(2), r.Int64(3), r.Int32(4), r.Int32(5), (BlobCodec)r.Int32(6), Bases(r.BlobOrNull(7)));
         }
     }
@@ -302,10 +371,11 @@ public sealed class TraceReader : IDisposable
     /// <summary>Pack ids with their committed sizes.</summary>
     public IReadOnlyList<(long Id, long CommittedSize)> PacksCommitted()
     {
-        using var r = _db.Prepare("SELECT id, committed_size FROM packs ORDER BY id");
+        using var r = _db.Prepare($"SELECT id, committed_size, {CatalogDomain.Broken("packs")} FROM packs ORDER BY id");
         var list = new List<(long, long)>();
         while (r.Step())
         {
+            Check(r, 2, "packs", r.Int64(0));
             list.Add((r.Int64(0), r.Int64(1)));
         }
 
@@ -316,19 +386,32 @@ public sealed class TraceReader : IDisposable
     {
         using var r = _db.Prepare($"""
             SELECT v.id, v.session_id, p.root_id, v.path_id, p.rel, v.seq, v.time_ns, v.kind, v.mode, v.uid, v.gid,
-                   v.mtime_ns, v.size, v.content, v.target, v.extents, {_prunedColumn}, {_linkColumn}
+                   v.mtime_ns, v.size, v.content, v.target, v.extents, {_prunedColumn}, {_linkColumn}, {_versionBroken}, {CatalogDomain.Broken("paths", "p.")}
             FROM versions v JOIN paths p ON p.id = v.path_id
             """ + "\n" + where);
         r.Bind(1, s).Bind(2, x);
         var list = new List<VersionRecord>();
         while (r.Step())
         {
+            Check(r, 18, "versions", r.Int64(0));
+            Check(r, 19, "paths", r.Int64(3));
             list.Add(new VersionRecord(r.Int64(0), r.Int64(1), r.Int64(2), r.Int64(3), TracePath.Validate(r.Path(4)),
                 r.Int64(5), r.Int64(6), (EntryKind)r.Int32(7), r.Int32(8), r.Int32(9), r.Int32(10),
                 r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.PathOrNull(14), r.BlobOrNull(15), r.Int64(16) != 0, r.Int64OrNull(17)));
         }
 
         return list;
+    }
+
+    /// <summary>Refuses a row whose domain column <paramref name="column"/> (a <see cref="CatalogDomain.Broken"/> expression) names a broken value.</summary>
+    private static void Check(SqliteStatement r, int column, string table, long row)
+    {
+        if (!r.IsNull(column))
+        {
+            var broken = r.String(column);
+            r.Reset();
+            throw CatalogDomain.Throw(table, row.ToString(System.Globalization.CultureInfo.InvariantCulture), broken);
+        }
     }
 
     private long Scalar(string sql, long s, long x)
@@ -345,6 +428,9 @@ public sealed class TraceReader : IDisposable
         _readerLock.Dispose();
     }
 }
+
+/// <summary>A version as verify's check of every moment needs it.</summary>
+public readonly record struct VersionOutline(long Id, long PathId, long? RootId, string? Rel, long Seq, EntryKind Kind);
 
 /// <summary>A version references a blob row the catalog does not have.</summary>
 public sealed class BlobMissingException(long rowId) : Exception($"blob row {rowId} is not in the catalog")

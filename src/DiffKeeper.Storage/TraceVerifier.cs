@@ -31,18 +31,37 @@ public static class TraceVerifier
     public static VerifyReport Verify(TraceReader reader, bool readData = true, IProgress<long>? progress = null)
     {
         using var snapshot = reader.Snapshot();
-        var problems = new List<string>();
+
+        // Values outside their domain stop verify here: every later check reads rows through the same rules.
+        var problems = reader.DomainProblems();
+        if (problems.Count > 0)
+        {
+            return new VerifyReport(0, 0, 0, 0, [], problems);
+        }
+
         var packs = reader.PacksCommitted();
+        var packSizes = new Dictionary<long, long?>();
         foreach (var (id, committed) in packs)
         {
             var path = Path.Combine(reader.TraceDir, PackFormat.RelativePath(id));
-            if (!File.Exists(path))
+            long? length = null;
+            try
+            {
+                length = TraceFile.Length(path);
+            }
+            catch (DiffKeeperException e) when (e.Code == ExitCode.Corrupt)
+            {
+                problems.Add($"{PackFormat.RelativePath(id)} is not a regular file");
+            }
+
+            packSizes[id] = length;
+            if (length is null)
             {
                 problems.Add($"{PackFormat.RelativePath(id)} is missing");
             }
-            else if (new FileInfo(path).Length < committed)
+            else if (length < committed)
             {
-                problems.Add($"{PackFormat.RelativePath(id)} is truncated: {new FileInfo(path).Length} bytes, the catalog committed {committed}");
+                problems.Add($"{PackFormat.RelativePath(id)} is truncated: {length} bytes, the catalog committed {committed}");
             }
         }
 
@@ -53,10 +72,24 @@ public static class TraceVerifier
         var buffer = ArrayPool<byte>.Shared.Rent(PackFormat.MaxRawLength);
         try
         {
+            var committedOf = packs.ToDictionary(p => p.Id, p => p.CommittedSize);
             foreach (var loc in all)
             {
                 blobs++;
                 bytes += loc.StoredLength;
+                // A record must lie below its pack's committed size: a writer cuts every pack back to it.
+                if (!committedOf.TryGetValue(loc.PackId, out var committed))
+                {
+                    bad[loc.BlobRowId] = (loc.Id, $"blob {loc.Id.Short} is damaged: its pack {PackFormat.RelativePath(loc.PackId)} is not in the catalog's packs table");
+                    continue;
+                }
+
+                if (loc.Offset + PackFormat.RecordSize(loc.StoredLength) > committed)
+                {
+                    bad[loc.BlobRowId] = (loc.Id, $"blob {loc.Id.Short} is damaged: its record at offset {loc.Offset} ends beyond the committed size {committed} of {PackFormat.RelativePath(loc.PackId)}");
+                    continue;
+                }
+
                 try
                 {
                     reader.Packs.CheckFraming(loc, BaseDigest(loc, hashes)); // the CRC, which a decoding read skips
@@ -101,6 +134,7 @@ public static class TraceVerifier
 
         var sessions = reader.Sessions().ToDictionary(s => s.Id);
         var damages = new List<Damage>();
+        var rawLengths = all.ToDictionary(b => b.BlobRowId, b => b.RawLength);
         var used = new HashSet<long>();
         long versions = 0;
         foreach (var v in reader.AllVersions())
@@ -123,13 +157,20 @@ public static class TraceVerifier
                 continue;
             }
 
-            var hashed = new List<(long, int, BlobId)>(extents.Count);
+            var hashed = new ExtentMap.ContentHasher();
             var broken = false;
             foreach (var e in extents)
             {
                 if (!hashes.TryGetValue(e.BlobRowId, out var id))
                 {
                     damages.Add(new Damage(v.SessionId, v.Id, v.Seq, path, null, $"it references blob row {e.BlobRowId}, which the catalog lacks"));
+                    broken = true;
+                    break;
+                }
+
+                if (rawLengths[e.BlobRowId] != e.Length)
+                {
+                    damages.Add(new Damage(v.SessionId, v.Id, v.Seq, path, id.ToHex(), $"its extent at offset {e.Offset} is {e.Length} bytes, but blob {id.Short} holds {rawLengths[e.BlobRowId]}"));
                     broken = true;
                     break;
                 }
@@ -141,16 +182,21 @@ public static class TraceVerifier
                 }
 
                 used.Add(e.BlobRowId);
-                hashed.Add((e.Offset, e.Length, id));
+                hashed.Add(e.Offset, e.Length, id);
             }
 
-            if (!broken && !ExtentMap.ContentId(hashed, v.Size).AsSpan().SequenceEqual(v.ContentId))
+            if (!broken && !hashed.Finish(v.Size).AsSpan().SequenceEqual(v.ContentId))
             {
                 damages.Add(new Damage(v.SessionId, v.Id, v.Seq, path, null, "its extents do not hash to its content id"));
             }
         }
 
-        CheckUnnamedRecords(reader, packs, all, problems);
+        foreach (var session in sessions.Values)
+        {
+            MomentCheck.Session(reader, session, damages);
+        }
+
+        CheckUnnamedRecords(reader, packs, packSizes, all, problems);
 
         // A damaged blob that no version uses loses nothing, but the pack is damaged all the same (a failing disk
         // does not pick which records to flip): it is reported, and verify fails.
@@ -171,19 +217,19 @@ public static class TraceVerifier
     /// (<see cref="PackReader.CheckFraming"/>: magic, lengths, CRC-32C), so a flipped bit anywhere in a pack is
     /// found, not only in the records the catalog points at.
     /// </summary>
-    private static void CheckUnnamedRecords(TraceReader reader, IReadOnlyList<(long Id, long Committed)> packs, List<BlobLocation> all, List<string> problems)
+    private static void CheckUnnamedRecords(TraceReader reader, IReadOnlyList<(long Id, long Committed)> packs, Dictionary<long, long?> packSizes, List<BlobLocation> all, List<string> problems)
     {
         var byPack = all.GroupBy(b => b.PackId).ToDictionary(g => g.Key, g => g.Select(b => (b.Offset, End: b.Offset + PackFormat.RecordSize(b.StoredLength))).OrderBy(r => r.Offset).ToList());
         foreach (var (id, committed) in packs)
         {
             var rel = PackFormat.RelativePath(id);
             var path = Path.Combine(reader.TraceDir, rel);
-            if (!File.Exists(path) || new FileInfo(path).Length < committed)
+            if (packSizes.GetValueOrDefault(id) is not { } length || length < committed)
             {
                 continue; // reported above
             }
 
-            using var handle = File.OpenHandle(path);
+            using var handle = TraceFile.OpenRegular(path);
             var fileHeader = new byte[PackFormat.HeaderSize];
             if (committed >= PackFormat.HeaderSize && (RandomAccess.Read(handle, fileHeader, 0) < fileHeader.Length || !fileHeader.AsSpan(0, 8).SequenceEqual(PackFormat.FileMagic)))
             {

@@ -3,6 +3,7 @@ using DiffKeeper.Core;
 using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Codecs;
 using DiffKeeper.Storage.Packs;
+using Microsoft.Win32.SafeHandles;
 
 namespace DiffKeeper.Storage;
 
@@ -80,6 +81,7 @@ public sealed class TraceWriter : IDisposable
             throw OsError.At(e, "create the trace directory", traceDir);
         }
 
+        TraceFile.CheckSidecars(traceDir);
         var traceLock = TraceLock.Acquire(traceDir);
         try
         {
@@ -112,29 +114,64 @@ public sealed class TraceWriter : IDisposable
 
     private void Recover()
     {
+        // Cutting a tail and deleting a pack file are the places a writer destroys bytes, so what they rely on is
+        // checked first: committed sizes in their domain, and no blob row naming a record beyond the cut or in a
+        // file about to be deleted (a catalog that says otherwise is damaged; cutting would destroy records that
+        // verify finds intact). Only packs about to be cut are scanned, so an ordinary open costs nothing more.
         var packs = new List<(long Id, long Size)>();
-        using (var select = _db.Prepare("SELECT id, committed_size FROM packs"))
+        using (var select = _db.Prepare($"SELECT id, committed_size, {CatalogDomain.Broken("packs")} FROM packs"))
         {
             while (select.Step())
             {
-                packs.Add((select.Int64(0), select.Int64(1)));
+                var (id, size) = (select.Int64(0), select.Int64(1));
+                if (!select.IsNull(2))
+                {
+                    throw CatalogDomain.Throw("packs", id.ToString(System.Globalization.CultureInfo.InvariantCulture), select.String(2));
+                }
+
+                packs.Add((id, size));
             }
         }
 
         foreach (var (id, size) in packs)
         {
             var path = Path.Combine(TraceDir, PackFormat.RelativePath(id));
-            if (File.Exists(path) && new FileInfo(path).Length > size)
+            SafeFileHandle h;
+            try
             {
-                using var h = File.OpenHandle(path, FileMode.Open, FileAccess.Write);
-                RandomAccess.SetLength(h, size);
-                RandomAccess.FlushToDisk(h);
+                h = TraceFile.OpenRegular(path, write: true);
+            }
+            catch (FileNotFoundException)
+            {
+                continue;
+            }
+
+            using (h)
+            {
+                if (RandomAccess.GetLength(h) > size)
+                {
+                    RefuseToDestroy(id, size);
+                    RandomAccess.SetLength(h, size);
+                    RandomAccess.FlushToDisk(h);
+                }
             }
         }
 
         var left = DeleteUnreferencedPacks(packs.Select(p => p.Id).ToHashSet());
         _nextPackId = packs.Select(p => p.Id).Concat(left).DefaultIfEmpty(0).Max() + 1;
         _db.Execute("UPDATE sessions SET state = 'interrupted' WHERE state = 'recording'");
+    }
+
+    /// <summary>Exit 5 when a blob row names bytes of pack <paramref name="id"/> at or beyond <paramref name="keep"/>.</summary>
+    private void RefuseToDestroy(long id, long keep)
+    {
+        using var end = _db.Prepare($"SELECT max(offset + {PackFormat.RecordSize(0)} + stored_len) FROM blobs WHERE pack_id = ?1");
+        if (end.Bind(1, id).ScalarInt64() is { } last && last > keep)
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, keep == 0
+                ? $"the catalog is damaged: blob rows name records in {PackFormat.RelativePath(id)}, which the packs table does not list; refusing to delete it ('diffkeeper verify' tells what is damaged)"
+                : $"the catalog is damaged: {PackFormat.RelativePath(id)} has committed size {keep}, but blob rows name records up to byte {last}; refusing to cut the pack ('diffkeeper verify' tells what is damaged)");
+        }
     }
 
     /// <summary>
@@ -153,6 +190,7 @@ public sealed class TraceWriter : IDisposable
                 if (long.TryParse(Path.GetFileNameWithoutExtension(file), System.Globalization.NumberStyles.HexNumber, null, out var id) &&
                     !known.Contains(id) && id != _pack?.PackId)
                 {
+                    RefuseToDestroy(id, 0);
                     garbage.Add((id, file));
                 }
             }
@@ -338,8 +376,58 @@ public sealed class TraceWriter : IDisposable
         Commit();
     }
 
+    /// <summary>
+    /// Gives up everything added since the last commit after a failed write (disk full, I/O error): rolls the
+    /// catalog transaction back and cuts the pack this writer appended to back to its committed size (deleting it
+    /// when no commit named it), so the space its uncommitted records took is free again. Afterwards only events
+    /// and the session's end may be written (<see cref="AddEvent"/>, <see cref="FinishSession"/>); blobs, paths and
+    /// versions are refused. Returns the greatest committed event seq of <paramref name="sessionId"/>.
+    /// </summary>
+    public long AbandonPending(long sessionId)
+    {
+        _abandoned = true;
+        if (_inTransaction)
+        {
+            _inTransaction = false;
+            try
+            {
+                _db.Execute("ROLLBACK");
+            }
+            catch (CatalogException)
+            {
+                // SQLite rolls a transaction back by itself on some failures (SQLITE_FULL): nothing is left to undo.
+            }
+        }
+
+        if (_pack is { } pack)
+        {
+            _pack = null;
+            using var committed = _db.Prepare("SELECT committed_size FROM packs WHERE id = ?1");
+            var keep = committed.Bind(1, pack.PackId).ScalarInt64();
+            pack.Discard(keep ?? PackFormat.HeaderSize);
+            if (keep is null)
+            {
+                File.Delete(Path.Combine(TraceDir, PackFormat.RelativePath(pack.PackId)));
+            }
+        }
+
+        using var max = _db.Prepare("SELECT coalesce(max(seq), 0) FROM events WHERE session_id = ?1");
+        return max.Bind(1, sessionId).ScalarInt64() ?? 0;
+    }
+
+    private bool _abandoned;
+
+    private void RefuseAfterAbandon()
+    {
+        if (_abandoned)
+        {
+            throw new InvalidOperationException("this writer gave up its pending changes after a failed write; only events may follow");
+        }
+    }
+
     public long PathId(long rootId, string rel)
     {
+        RefuseAfterAbandon();
         if (_pathIds.TryGetValue((rootId, rel), out var id))
         {
             return id;
@@ -361,6 +449,7 @@ public sealed class TraceWriter : IDisposable
 
     public long AddVersion(long sessionId, NewVersion v)
     {
+        RefuseAfterAbandon();
         Tx();
         _insertVersion.Bind(1, sessionId).Bind(2, v.PathId).Bind(3, v.Seq).Bind(4, v.TimeNs).Bind(5, (long)v.Kind).Bind(6, v.Mode)
             .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).BindPath(12, v.Target).Bind(13, v.Extents).Bind(14, v.Link).Run();
@@ -376,6 +465,7 @@ public sealed class TraceWriter : IDisposable
     /// <summary>Stores one chunk (deduplicated by SHA-256); returns its catalog row id.</summary>
     public long PutBlob(ReadOnlySpan<byte> data, out BlobId id)
     {
+        RefuseAfterAbandon();
         id = BlobId.Of(data);
         if (Find(id) is { } existing)
         {

@@ -44,18 +44,28 @@ internal static class ShowCommand
                 }
             }
 
-            VersionContent.Read(reader, s, version, (data, offset) =>
+            try
             {
-                Fill(offset); // holes read as zeros
-                stdout.Write(data.Span);
-                written += data.Length;
-            });
-            Fill(version.Size);
-            stdout.Flush();
+                VersionContent.Read(reader, s, version, (data, offset) =>
+                {
+                    Fill(offset); // holes read as zeros
+                    stdout.Write(data.Span);
+                    written += data.Length;
+                });
+                Fill(version.Size);
+                stdout.Flush();
+            }
+            catch (IOException e) when (e.HResult == BrokenPipe)
+            {
+                // The reader left (`show big | head -c 100`): it has what it wanted; stop at once, quietly.
+            }
+
             return 0;
         });
         return cmd;
     }
+
+    private const int BrokenPipe = 32; // EPIPE
 
     /// <summary>The path's version in effect after event <paramref name="seq"/>; one-line errors when there is none.</summary>
     public static (VersionRecord Version, string Name) FindVersion(TraceReader reader, SessionInfo s, string path, long seq, TimeSpec at)

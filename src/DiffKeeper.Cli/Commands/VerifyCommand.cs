@@ -82,7 +82,7 @@ internal static class VerifyCommand
             }
 
             var paths = report.Damages.Select(d => d.Path).Distinct().Count();
-            console.Out.WriteLine($"damaged: {report.Damages.Count} versions of {paths} paths, {report.Problems.Count} pack problems ({summary} checked)");
+            console.Out.WriteLine($"damaged: {report.Damages.Count} versions of {paths} paths, {report.Problems.Count} other problems ({summary} checked)");
             console.Out.Flush();
             return (int)ExitCode.Corrupt;
         });

@@ -170,5 +170,38 @@ public static class CatalogSchema
             throw new DiffKeeperException(ExitCode.UnsupportedFormat,
                 $"{catalogPath} has store format {version}, newer than the {FormatVersion} this diffkeeper reads; upgrade diffkeeper");
         }
+
+        CheckTables(db, catalogPath, version);
+    }
+
+    /// <summary>The columns every reader selects, per table (format 1 lacks the delta columns, format 2 versions.link).</summary>
+    private static readonly (string Table, string Columns, string Format2Columns)[] Tables =
+    [
+        ("sessions", "id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state", ""),
+        ("roots", "id, session_id, path", ""),
+        ("paths", "id, root_id, rel", ""),
+        ("events", "session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail", ""),
+        ("versions", "id, session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents", ", pruned"),
+        ("blobs", "id, hash, pack_id, offset, raw_len, stored_len, codec", ", bases"),
+        ("packs", "id, committed_size", ""),
+    ];
+
+    /// <summary>
+    /// A catalog missing a table or a column is damaged (exit 5), not a failed query later (exit 10), and never a
+    /// trace that reads as empty. Preparing a statement reads only the schema.
+    /// </summary>
+    private static void CheckTables(SqliteDatabase db, string catalogPath, int version)
+    {
+        foreach (var (table, columns, format2) in Tables)
+        {
+            try
+            {
+                using var probe = db.Prepare($"SELECT {columns}{(version >= 2 ? format2 : "")}{(version >= 3 && table == "versions" ? ", link" : "")} FROM {table} LIMIT 0");
+            }
+            catch (CatalogException e)
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{catalogPath} is damaged: its table {table} is missing or incomplete ({e.Message})", e);
+            }
+        }
     }
 }

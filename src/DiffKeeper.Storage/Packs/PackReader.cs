@@ -100,11 +100,15 @@ public sealed class PackReader : IDisposable
     {
         try
         {
-            return _handles.GetOrAdd(loc.PackId, id => File.OpenHandle(Path.Combine(_traceDir, PackFormat.RelativePath(id))));
+            return _handles.GetOrAdd(loc.PackId, id => TraceFile.OpenRegular(Path.Combine(_traceDir, PackFormat.RelativePath(id))));
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
             throw new BlobDamagedException(loc, packPath, "the pack file is missing");
+        }
+        catch (DiffKeeperException e) when (e.Code == ExitCode.Corrupt)
+        {
+            throw new BlobDamagedException(loc, packPath, "the pack file is not a regular file");
         }
         catch (Exception e) when (OsError.IsOsFailure(e))
         {

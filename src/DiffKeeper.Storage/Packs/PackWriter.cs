@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using DiffKeeper.Core;
 using DiffKeeper.Storage.Codecs;
 using Microsoft.Win32.SafeHandles;
 
@@ -19,10 +20,12 @@ public sealed class PackWriter : IDisposable
     private int _buffered;
     private bool _dirty;
     private long _writebackFrom;
+    private readonly string _path;
 
-    private PackWriter(long packId, SafeFileHandle handle, long length)
+    private PackWriter(long packId, string path, SafeFileHandle handle, long length)
     {
         PackId = packId;
+        _path = path;
         _handle = handle;
         Length = length;
     }
@@ -37,16 +40,26 @@ public sealed class PackWriter : IDisposable
     {
         var path = Path.Combine(traceDir, PackFormat.RelativePath(packId));
         var dir = Path.GetDirectoryName(path)!;
-        if (!Directory.Exists(dir))
+        SafeFileHandle? handle = null;
+        try
         {
-            Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            if (!Directory.Exists(dir))
+            {
+                Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            }
+
+            handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Read);
+            Span<byte> header = stackalloc byte[PackFormat.HeaderSize];
+            PackFormat.WriteFileHeader(header);
+            RandomAccess.Write(handle, header, 0);
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            handle?.Dispose();
+            throw Failed(e, path);
         }
 
-        var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Read);
-        Span<byte> header = stackalloc byte[PackFormat.HeaderSize];
-        PackFormat.WriteFileHeader(header);
-        RandomAccess.Write(handle, header, 0);
-        return new PackWriter(packId, handle, PackFormat.HeaderSize) { _dirty = true };
+        return new PackWriter(packId, path, handle, PackFormat.HeaderSize) { _dirty = true };
     }
 
     /// <summary>Appends one record; returns its offset. The payload is already encoded with <paramref name="codec"/>.</summary>
@@ -98,7 +111,15 @@ public sealed class PackWriter : IDisposable
         Flush();
         if (_dirty)
         {
-            RandomAccess.FlushToDisk(_handle);
+            try
+            {
+                RandomAccess.FlushToDisk(_handle);
+            }
+            catch (Exception e) when (OsError.IsOsFailure(e))
+            {
+                throw Failed(e, _path);
+            }
+
             _dirty = false;
         }
     }
@@ -109,7 +130,15 @@ public sealed class PackWriter : IDisposable
     {
         if (_buffered > 0)
         {
-            RandomAccess.Write(_handle, _buffer.AsSpan(0, _buffered), Length - _buffered);
+            try
+            {
+                RandomAccess.Write(_handle, _buffer.AsSpan(0, _buffered), Length - _buffered);
+            }
+            catch (Exception e) when (OsError.IsOsFailure(e))
+            {
+                throw Failed(e, _path);
+            }
+
             _buffered = 0;
             StartWriteback();
         }
@@ -130,6 +159,30 @@ public sealed class PackWriter : IDisposable
 
         _ = Native.Interop.Libc.SyncFileRange((int)_handle.DangerousGetHandle(), _writebackFrom, Length - _writebackFrom, Native.Interop.Libc.SYNC_FILE_RANGE_WRITE);
         _writebackFrom = Length;
+    }
+
+    /// <summary>
+    /// A failed write of the store is not an IOException: callers that skip a recorded file they cannot read
+    /// (permission denied) must not skip the store's own failure (disk full) the same way.
+    /// </summary>
+    private static DiffKeeperException Failed(Exception e, string path) => OsError.At(e, "write the pack", path);
+
+    /// <summary>
+    /// Drops the records not yet written and cuts the file back to <paramref name="keep"/> bytes (its committed
+    /// size), freeing the space uncommitted records took; then closes it. After a failed write (disk full).
+    /// </summary>
+    internal void Discard(long keep)
+    {
+        _buffered = 0;
+        Length = keep;
+        try
+        {
+            RandomAccess.SetLength(_handle, keep);
+        }
+        finally
+        {
+            _handle.Dispose();
+        }
     }
 
     public void Dispose()

@@ -1,0 +1,260 @@
+using System.Diagnostics;
+using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Tests;
+
+namespace DiffKeeper.IntegrationTests;
+
+/// <summary>
+/// Issue 13: each symptom found by crafting traces as an attacker would, as a regression test against the published
+/// binary. A trace is recorded once (fixture); each test damages a copy with SQL on the real catalog or by replacing
+/// a file, then checks that `verify --read-data` fails whenever a reader would fail or go wrong, and that every
+/// command ends with one `diffkeeper: ` line and the documented exit code.
+/// </summary>
+public sealed class HostileTraceTests(HostileTraceTests.Fixture fixture) : IClassFixture<HostileTraceTests.Fixture>, IDisposable
+{
+    public sealed class Fixture() : ScriptedTrace("echo hello > a.txt; mkdir d; echo x > d/b; ln -s a.txt l; head -c 300000 /dev/urandom > big");
+
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    /// <summary>A copy of the recorded trace with <paramref name="sql"/> applied to its catalog.</summary>
+    private string Damaged(string sql)
+    {
+        var copy = _dir.Sub("t-" + Guid.NewGuid().ToString("N")[..8]);
+        StoreFiles.CopyDirectory(fixture.Trace, copy);
+        if (sql.Length > 0)
+        {
+            using var db = SqliteDatabase.Open(Path.Combine(copy, "catalog.db"), readOnly: false);
+            db.Execute(sql);
+        }
+
+        return copy;
+    }
+
+    private string Fresh => _dir.Sub("o-" + Guid.NewGuid().ToString("N")[..8]);
+
+    /// <summary>
+    /// Runs a command and checks its exit code and that its error is one bounded line of ours, last (gc reports its
+    /// steps on stderr before), with no stack trace anywhere.
+    /// </summary>
+    private Cli.Result Fails(int code, params string[] args)
+    {
+        var r = Cli.Run(_dir.Path, args);
+        Assert.True(r.ExitCode == code, $"expected exit {code}: diffkeeper {string.Join(' ', args)}: {r}");
+        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length >= 1 && lines.All(l => l.StartsWith("diffkeeper: ", StringComparison.Ordinal) && l.Length <= 1100),
+            $"expected bounded 'diffkeeper: ' lines only: {r}");
+        return r;
+    }
+
+    private void VerifyFails(string trace) => Assert.Equal(5, Cli.Run(_dir.Path, "verify", "--read-data", "--trace", trace).ExitCode);
+
+    [Fact]
+    public void A_fifo_in_place_of_a_pack_is_refused_not_waited_on()
+    {
+        var t = Damaged("");
+        var pack = Directory.EnumerateFiles(Path.Combine(t, "packs"), "*.pack", SearchOption.AllDirectories).Single();
+        File.Delete(pack);
+        Assert.Equal(0, Process.Start("mkfifo", [pack])!.WaitForExitAndCode());
+        VerifyFails(t);
+        Fails(5, "export", "--trace", t, "--out", Fresh);
+        Fails(5, "show", "--trace", t, "a.txt");
+        Fails(5, "restore", "--store", t, "--state-dir", Fresh);
+    }
+
+    [Fact]
+    public void A_fifo_in_place_of_the_catalog_is_no_trace_and_does_not_block()
+    {
+        var t = Damaged("");
+        File.Delete(Path.Combine(t, "catalog.db"));
+        Assert.Equal(0, Process.Start("mkfifo", [Path.Combine(t, "catalog.db")])!.WaitForExitAndCode());
+        Fails(5, "timeline", "--trace", t);
+    }
+
+    [Fact]
+    public void Verify_rejects_an_extent_longer_than_its_blob()
+    {
+        var t = Damaged("UPDATE blobs SET raw_len = raw_len + 1 WHERE id = (SELECT min(id) FROM blobs)");
+        VerifyFails(t);
+        Fails(5, "export", "--trace", t, "--out", Fresh);
+    }
+
+    [Fact]
+    public void Verify_rejects_a_path_below_a_recorded_symlink()
+    {
+        var t = Damaged("UPDATE paths SET rel = 'l/b' WHERE rel = 'd/b'");
+        VerifyFails(t);
+        Fails(7, "export", "--trace", t, "--out", Fresh);
+    }
+
+    [Fact]
+    public void Verify_rejects_an_unknown_version_kind()
+    {
+        var t = Damaged("UPDATE versions SET kind = 7 WHERE path_id = (SELECT id FROM paths WHERE rel = 'a.txt')");
+        VerifyFails(t);
+        Fails(5, "export", "--trace", t, "--out", Fresh);
+        Fails(5, "restore", "--store", t, "--state-dir", Fresh);
+    }
+
+    [Fact]
+    public void Verify_rejects_a_non_integer_event_seq()
+    {
+        var t = Damaged("UPDATE events SET seq = '5x' WHERE seq = (SELECT max(seq) FROM events)");
+        VerifyFails(t);
+        Fails(5, "export", "--trace", t, "--time", "end", "--out", Fresh);
+    }
+
+    [Fact]
+    public void Gc_refuses_to_cut_a_pack_whose_committed_size_is_below_its_records()
+    {
+        var t = Damaged("UPDATE packs SET committed_size = 200");
+        var pack = Directory.EnumerateFiles(Path.Combine(t, "packs"), "*.pack", SearchOption.AllDirectories).Single();
+        var before = new FileInfo(pack).Length;
+        VerifyFails(t);
+        Fails(5, "gc", "--trace", t);
+        Assert.Equal(before, new FileInfo(pack).Length);
+    }
+
+    [Theory]
+    [InlineData("UPDATE blobs SET offset = -5")]
+    [InlineData("UPDATE versions SET size = 4611686018427387904 WHERE kind = 1")]
+    [InlineData("UPDATE packs SET committed_size = -1")]
+    [InlineData("UPDATE versions SET mode = 'rw' WHERE kind = 1")]
+    public void Catalog_integers_outside_their_domain_exit_5_with_one_line(string sql)
+    {
+        var t = Damaged(sql);
+        VerifyFails(t);
+        if (!sql.Contains("packs", StringComparison.Ordinal))
+        {
+            Fails(5, "export", "--trace", t, "--out", Fresh); // export never reads committed sizes
+        }
+
+        Fails(5, "gc", "--trace", Damaged(sql));
+    }
+
+    [Theory]
+    [InlineData("events")]
+    [InlineData("packs")]
+    [InlineData("versions")]
+    public void A_missing_table_exits_5(string table)
+    {
+        var t = Damaged($"DROP TABLE {table}");
+        Fails(5, "verify", "--trace", t);
+        Fails(5, "export", "--trace", t, "--out", Fresh);
+        Fails(5, "gc", "--trace", t);
+    }
+
+    [Fact]
+    public void An_extent_count_bomb_is_refused_without_following_the_count()
+    {
+        // 5,000,000 extents of one byte each in a 15 MB field: more than the documented bound of 4,194,304.
+        const int count = 5_000_000;
+        var map = new List<byte>(count * 3 + 4);
+        for (var v = (uint)count; ; v >>= 7)
+        {
+            map.Add((byte)(v < 0x80 ? v : (v & 0x7F) | 0x80));
+            if (v < 0x80)
+            {
+                break;
+            }
+        }
+
+        for (var i = 0; i < count; i++)
+        {
+            map.AddRange([0, 1, 1]);
+        }
+
+        var t = Damaged("");
+        using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: false))
+        using (var update = db.Prepare($"UPDATE versions SET extents = ?1, size = {count} WHERE path_id = (SELECT id FROM paths WHERE rel = 'a.txt')"))
+        {
+            update.Bind(1, map.ToArray()).Run();
+        }
+
+        VerifyFails(t);
+        var r = Fails(5, "export", "--trace", t, "--out", Fresh);
+        Assert.Contains("extent map", r.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_delta_cycle_is_one_short_line()
+    {
+        // Two blobs that are each other's delta base: decoding follows the chain until its depth bound.
+        var t = Damaged("""
+            UPDATE blobs SET codec = 2, bases = x'0102' WHERE id = 1;
+            UPDATE blobs SET codec = 2, bases = x'0101' WHERE id = 2;
+            """);
+        VerifyFails(t);
+        var r = Fails(5, "export", "--trace", t, "--out", Fresh);
+        Assert.True(r.Stderr.Length < 600, r.Stderr);
+    }
+
+    [Fact]
+    public async Task Show_stops_at_a_closed_pipe()
+    {
+        var work = _dir.Sub("sparse");
+        Directory.CreateDirectory(work);
+        var trace = _dir.Sub("sparse-trace");
+        Cli.Ok(_dir.Path, "record", "-q", "--capture", "inotify", "--trace", trace, "--watch", work, "--", "truncate", "-s", "1T", Path.Combine(work, "big"));
+        // 1 TiB of zeros would take minutes; after head leaves, show must end at once and quietly.
+        var psi = new ProcessStartInfo("sh", ["-c", $"'{Cli.Executable}' show --trace '{trace}' big | head -c 100 | wc -c"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+        var stderr = p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "show went on writing after its reader left");
+        Assert.Equal("100", (await stdout).Trim());
+        Assert.Equal("", await stderr);
+        Assert.Equal(0, p.ExitCode);
+    }
+
+    [Fact]
+    public void Gc_and_prune_of_a_missing_trace_exit_3_and_create_nothing()
+    {
+        var missing = _dir.Sub("nosuch");
+        Fails(3, "gc", "--trace", missing);
+        Fails(3, "prune", "--trace", missing, "--keep-last", "1");
+        Assert.False(Directory.Exists(missing));
+    }
+
+    [Fact]
+    public void The_next_export_removes_what_an_interrupted_export_left()
+    {
+        var parent = _dir.Sub("exports");
+        Directory.CreateDirectory(parent);
+        var left = Path.Combine(parent, ".out.dk-tmp-0123456789ab");
+        Directory.CreateDirectory(Path.Combine(left, "d"));
+        File.WriteAllText(Path.Combine(left, "d", "half"), "half-written");
+        Cli.Ok(_dir.Path, "export", "--trace", fixture.Trace, "--out", Path.Combine(parent, "out"));
+        Assert.Equal(["out"], Directory.EnumerateFileSystemEntries(parent).Select(p => Path.GetFileName(p)).ToArray());
+        Assert.Equal("hello\n", File.ReadAllText(Path.Combine(parent, "out", "a.txt")));
+    }
+
+    [Fact]
+    public void A_trace_writable_by_others_gets_a_warning()
+    {
+        var t = Damaged("");
+        File.SetUnixFileMode(t, (UnixFileMode)0x1FF);
+        var r = Cli.Ok(_dir.Path, "timeline", "--trace", t);
+        Assert.Contains("diffkeeper: warning: ", r.Stderr, StringComparison.Ordinal);
+        Assert.Contains("writable by every user", r.Stderr, StringComparison.Ordinal);
+        File.SetUnixFileMode(t, (UnixFileMode)0x1C0);
+        Assert.DoesNotContain("warning", Cli.Ok(_dir.Path, "timeline", "--trace", t).Stderr, StringComparison.Ordinal);
+    }
+}
+
+internal static class ProcessExit
+{
+    public static int WaitForExitAndCode(this Process p)
+    {
+        using (p)
+        {
+            p.WaitForExit();
+            return p.ExitCode;
+        }
+    }
+}
