@@ -106,6 +106,14 @@ public sealed class ScriptedHistoryTests
             [O("append", ["e/%80lead/x%20y"], "340", "5"), O("exchange", ["e/%80lead/g", "e/%80lead/x%20y"])],
         ]));
 
+    [Fact(Skip = "fanotify (batch seed 365369735, shrunk): renameat2(RENAME_EXCHANGE) of a hard link's second name with a symlink " +
+        "in another directory: at the next quiet gap the file's other name is exported without its link to the symlink's old " +
+        "place (link identity lost). Exchanges are left out of fanotify's generated histories until this is fixed.")]
+    public void Fanotify_RENAME_EXCHANGE_of_a_hard_link_and_a_symlink_keeps_the_link() =>
+        AssertConforms("fanotify", new History([O("mkdir", ["%C3%A9t%C3%A9"], "750"), O("write", ["s%20p%0A%FE%C3"], "0", "77", "846")], [
+            [new Op("symlink", ["%C3%A9t%C3%A9/b"], [], "../s%20p%0A%FE%C3"), O("link", ["s%20p%0A%FE%C3", "%80lead"]), O("exchange", ["%80lead", "%C3%A9t%C3%A9/b"])],
+        ]));
+
     [Fact]
     public void Inotify_RENAME_EXCHANGE_of_two_directories_keeps_watching_both() =>
         AssertConforms("inotify", new History([O("mkdirp", ["p/q"]), O("mkdirp", ["r/s"])], [
