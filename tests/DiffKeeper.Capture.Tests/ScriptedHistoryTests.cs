@@ -114,6 +114,16 @@ public sealed class ScriptedHistoryTests
             [new Op("symlink", ["%C3%A9t%C3%A9/b"], [], "../s%20p%0A%FE%C3"), O("link", ["s%20p%0A%FE%C3", "%80lead"]), O("exchange", ["%80lead", "%C3%A9t%C3%A9/b"])],
         ]));
 
+    [Fact(Skip = "inotify (CI run of 2026-12-06, batch seed 1703426392, shrunk): renameat2(RENAME_EXCHANGE) of a baseline file and a " +
+        "new one, then one name renamed away at once: inotify reports the exchange as two opposite renames, which are paired into " +
+        "an exchange only when both names still exist when they are handled; here one is already gone, and at the next quiet gap " +
+        "the other name (\\x80lead) is missing. Exchanges are left out of inotify's generated histories until this is fixed.")]
+    public void Inotify_RENAME_EXCHANGE_then_a_rename_of_one_name_keeps_the_other() =>
+        AssertConforms("inotify", new History([O("write", ["sub"], "0", "8828", "611")], [
+            [O("write", ["%80lead"], "0", "30741", "68"), O("exchange", ["sub", "%80lead"]), O("mkdirp", ["%C3%A9t%C3%A9"]),
+             O("rename", ["sub", "%C3%A9t%C3%A9/s%20p%0A%FE%C3"])],
+        ]));
+
     [Fact]
     public void Inotify_RENAME_EXCHANGE_of_two_directories_keeps_watching_both() =>
         AssertConforms("inotify", new History([O("mkdirp", ["p/q"]), O("mkdirp", ["r/s"])], [
