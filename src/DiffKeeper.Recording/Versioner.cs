@@ -615,6 +615,16 @@ internal sealed class Versioner
             _inodes[id] = group = new LinkGroup();
         }
 
+        if (stat.Links == 1 && group.Names.Count > 0 && !group.Names.Contains(key))
+        {
+            // A name joins an inode number whose file has one link: every other name still filed under the number is
+            // stale, its file replaced or deleted and the number reused (a rename over a file frees its inode, and the
+            // next new file may get the number). Treating them as links stored one file's content under another name
+            // (CrashTests, inotify, on ext4).
+            group.Names.Clear();
+            group.Id = null;
+        }
+
         if (!group.Names.Contains(key))
         {
             group.Names.Add(key);
