@@ -86,26 +86,11 @@ public sealed class SqliteSurvivesKillTests : IDisposable
         Directory.Delete(state, recursive: true);
         var restored = Cli.Ok(_dir.Path, "restore", "--state-dir", state, "--store", store);
         Assert.Contains("versions verified", restored.Stderr);
-        var check = RunTool("python3", Script("sqlite_check.py"), Path.Combine(state, "app.db"));
+        var check = DiffKeeper.Replay.Tests.LoopMount.Run("python3", Script("sqlite_check.py"), Path.Combine(state, "app.db")).Output.Trim();
         Assert.True(check.StartsWith("ok ", StringComparison.Ordinal), $"{context}: the restored database is damaged: {check}");
         var rows = long.Parse(check[3..]);
         Assert.True(rows >= mustHave, $"{context}: transactions {rows + 1}..{mustHave} were acknowledged more than {FlushInterval.TotalMilliseconds} ms before the kill and are lost");
         return rows;
-    }
-
-    public static string RunTool(string program, params string[] args)
-    {
-        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        return (stdout.Result + stderr).Trim();
     }
 
     [Fact]
