@@ -37,28 +37,27 @@ public sealed record SessionManifest(
             w.WriteString("command", Command);
             w.WriteString("host", Host);
             w.WriteString("capture", Capture);
-            w.WriteStartArray("roots");
-            foreach (var r in Roots)
-            {
-                w.WriteStringValue(r);
-            }
-
-            w.WriteEndArray();
+            WriteStrings(w, "roots", Roots);
             w.WriteNumber("events", Events);
             w.WriteString("segment", Segment);
             w.WriteNumber("segment_size", SegmentSize);
-            w.WriteStartArray("packs");
-            foreach (var p in Packs)
-            {
-                w.WriteStringValue(p);
-            }
-
-            w.WriteEndArray();
+            WriteStrings(w, "packs", Packs);
             w.WriteNumber("uploaded_bytes", UploadedBytes);
             w.WriteEndObject();
         }
 
         return buffer.ToArray();
+    }
+
+    private static void WriteStrings(Utf8JsonWriter w, string name, IEnumerable<string> values)
+    {
+        w.WriteStartArray(name);
+        foreach (var v in values)
+        {
+            w.WriteStringValue(v);
+        }
+
+        w.WriteEndArray();
     }
 
     private static void WriteNullable(Utf8JsonWriter w, string name, long? value)
