@@ -30,7 +30,7 @@ public sealed record Backend(string Name, Promise Promises, TimeSpan QuietGap, F
         Features.Exchange | Features.DirectoryExchanges);
 
     public static readonly Backend Inotify = new("inotify", Promise.Baseline | Promise.Final | Promise.QuietGaps, TimeSpan.FromMilliseconds(300),
-        Features.DirectoryRenames | Features.Exchange);
+        Features.DirectoryRenames);
 
     public static readonly Backend Scan = new("scan", Promise.Baseline | Promise.Final, TimeSpan.FromMilliseconds(20));
 

@@ -68,6 +68,13 @@ public sealed class ScriptedHistoryTests
             [O("write", ["n"], "1564", "2867", "829"), O("rename", ["n", "d/n"])],
         ]));
 
+    // Soak of 2026-12-06 (batch seed 1258848698): a baseline file truncated up, then exchanged.
+    [Fact]
+    public void Ebpf_a_baseline_file_truncated_up_then_exchanged_is_exact_at_every_seq() =>
+        AssertConforms("ebpf", new History([O("write", ["g"], "0", "2140", "334"), O("write", ["-dash"], "0", "3204", "446")], [
+            [O("trunc", ["-dash"], "32774"), O("exchange", ["-dash", "g"])],
+        ]));
+
     [Fact]
     public void Ebpf_an_append_after_a_punched_hole_is_exported_at_its_seq() =>
         AssertConforms("ebpf", new History([], [
@@ -111,10 +118,10 @@ public sealed class ScriptedHistoryTests
             [new Op("symlink", ["%C3%A9t%C3%A9/b"], [], "../s%20p%0A%FE%C3"), O("link", ["s%20p%0A%FE%C3", "%80lead"]), O("exchange", ["%80lead", "%C3%A9t%C3%A9/b"])],
         ]));
 
-    [Fact(Skip = "inotify (CI run of 2026-12-06, batch seed 1703426392, shrunk): renameat2(RENAME_EXCHANGE) of a baseline file and a " +
-        "new one, then one name renamed away at once: inotify reports the exchange as two opposite renames, which are paired into " +
-        "an exchange only when both names still exist when they are handled; here one is already gone, and at the next quiet gap " +
-        "the other name (\\x80lead) is missing. Exchanges are left out of inotify's generated histories until this is fixed.")]
+    // CI run of 2026-12-06, batch seed 1703426392, shrunk: inotify reports the exchange as two opposite renames, paired
+    // into an exchange only when both names were still there; one is renamed away at once here. Now the recorder
+    // decides by inode (the remaining name holds the file the other one had).
+    [Fact]
     public void Inotify_RENAME_EXCHANGE_then_a_rename_of_one_name_keeps_the_other() =>
         AssertConforms("inotify", new History([O("write", ["sub"], "0", "8828", "611")], [
             [O("write", ["%80lead"], "0", "30741", "68"), O("exchange", ["sub", "%80lead"]), O("mkdirp", ["%C3%A9t%C3%A9"]),
