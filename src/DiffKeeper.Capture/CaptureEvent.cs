@@ -75,8 +75,9 @@ public readonly record struct CaptureEvent(
     (ulong Device, ulong Inode)? FileId = null)
 {
     /// <summary>
-    /// <see cref="Detail"/> of an <see cref="CaptureKind.Exchanged"/> event that may be two renames instead (inotify: a
-    /// to b, then b to a, two files, one of the names gone when the events are read). The recorder decides by inode.
+    /// <see cref="Detail"/> of an <see cref="CaptureKind.Exchanged"/> event that may be two renames instead (inotify,
+    /// fanotify: a to b, then b to a, two files, one of the names gone when the events are read). The recorder decides
+    /// by inode; as two renames, Path to Path2 came first.
     /// </summary>
     public const string UncertainExchange = "exchange or two renames";
 }
