@@ -82,7 +82,8 @@ public sealed class Recorder
 
         _sessionId = writer.BeginSession(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, source.Name,
             WallNs(), _options.Roots, out var rootIds);
-        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold) };
+        using var stored = new StoredContent(writer.TraceDir);
+        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold), Stored = stored };
 
         _versioner.UseAllCores = true; // nothing to compete with before the command starts
         try
@@ -165,6 +166,7 @@ public sealed class Recorder
 
         Rescan(filter, "reconcile");
         FlushWrite();
+        stored.Dispose(); // its readers' lock would keep any later collection from deleting packs
         // EXIT comes after the reconcile scan's events, so it takes the time it is written: the timeline stays in order.
         _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null,
             exit.ToString()));
@@ -512,6 +514,14 @@ public sealed class Recorder
                 // renameat2(RENAME_EXCHANGE): both subtrees swap names at this event, with the versions they had
                 // (and what was waiting to be read moves with them); a backend that resolves names late reads both again.
                 var (root, x, y) = (e.Root, e.Path, e.Path2!);
+                if (e.Detail == CaptureEvent.UncertainExchange && !HeldByTheOther(root, x, y))
+                {
+                    // Two renames after all: x to y, then y to x.
+                    Handle(e with { Kind = CaptureKind.Renamed, Detail = null });
+                    Handle(e with { Kind = CaptureKind.Renamed, Path = y, Path2 = x, Detail = null });
+                    return;
+                }
+
                 AddEvent(timeNs, ChangeOp.Rename, key, (root, y), null, "exchange", e.Pid, e.Comm);
                 FlushWrite();
                 FlushParked();
@@ -523,9 +533,11 @@ public sealed class Recorder
                     _dirty.Remove(k);
                 }
 
+                // Under its new name, a path waiting to be read exists from this event on: its version may not be
+                // dated earlier (the export at an earlier event showed the swapped tree, issue 10).
                 foreach (var (k, v) in waiting)
                 {
-                    _dirty[(root, Swap(k.Rel))] = v;
+                    _dirty[(root, Swap(k.Rel))] = (v.ReadyAt, Math.Max(v.Seq, _seq));
                 }
 
                 var announced = _announced.Where(Inside).ToList();
@@ -634,6 +646,19 @@ public sealed class Recorder
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// Whether one of two names now holds the file the recorder knew at the other: then a to b and b to a were one
+    /// exchange (after two renames, b is gone and a holds the file it had).
+    /// </summary>
+    private bool HeldByTheOther(int root, string x, string y)
+    {
+        bool Holds(string name, string other) =>
+            _versioner.Known(root, other) is { Kind: EntryKind.File, Inode: not 0 } was &&
+            EntryStat.Lstat(TreeWalker.Join(_options.Roots[root], name)) is { Kind: EntryKind.File } now &&
+            (now.Device, now.Inode) == (was.Device, was.Inode);
+        return Holds(y, x) || Holds(x, y);
     }
 
     /// <summary>After an exact change: its version from the followed copy, or, when it could not be applied, a read.</summary>

@@ -47,6 +47,9 @@ internal sealed class Versioner
     /// <summary>Whether file reads may hash and compress on every core (not while the recorded command runs).</summary>
     public bool UseAllCores { get; set; }
 
+    /// <summary>Committed versions read back to seed followed copies (see <see cref="SeedFromStore"/>); null: files are read.</summary>
+    public StoredContent? Stored { get; init; }
+
     /// <summary>Where files above `--big-file` go (block extent maps); null: every file is chunked.</summary>
     public BigFileVersions? BigFiles { get; set; }
 
@@ -197,11 +200,18 @@ internal sealed class Versioner
             return peer;
         }
 
+        var abs = TreeWalker.Join(_roots[root], rel);
+        if (SeedFromStore(root, rel) is { } seeded)
+        {
+            _shadows[(root, rel)] = seeded;
+            Account(seeded.Footprint);
+            return seeded;
+        }
+
         // Not followed yet (it existed before, or was written by something we do not see): start from the file as
         // it is now. That state may already include later changes; replaying them on top converges to the truth.
         try
         {
-            var abs = TreeWalker.Join(_roots[root], rel);
             if (EntryStat.Lstat(abs) is not { Kind: EntryKind.File } st || st.Size > ShadowFileLimit)
             {
                 return null;
@@ -234,6 +244,32 @@ internal sealed class Versioner
 
         _shadows[(root, rel)] = shadow;
         Account(shadow.Footprint);
+        return shadow;
+    }
+
+    /// <summary>
+    /// A copy of a file not followed yet, from the version last stored for it, when that version is committed. Only
+    /// backends that carry every change exactly (eBPF) get here, and they report every rename and exchange too: that
+    /// version plus the changes that follow is the file at each of them, where a read of the path now would show
+    /// later changes at this one's event, another file (exchanged or renamed over since), or nothing at all (issue
+    /// 10: the first write to a baseline file renamed at once). Null: read the file.
+    /// </summary>
+    private FileShadow? SeedFromStore(int root, string rel)
+    {
+        if (Stored is null || !_paths.TryGetValue((root, rel), out var known) || known.Kind != EntryKind.File ||
+            known.Version is not { Extents: { } map, ContentId: not null } version)
+        {
+            return null;
+        }
+
+        if (Stored.TryRead(map, version.Size, ShadowFileLimit) is not { } stored)
+        {
+            return null;
+        }
+
+        var shadow = FileShadow.Of(stored.Data, stored.Ranges);
+        shadow.FileId = (known.Stat.Device, known.Stat.Inode);
+        shadow.Mode = known.Stat.Mode;
         return shadow;
     }
 

@@ -249,14 +249,21 @@ public sealed unsafe class InotifySource : ICaptureSource
             {
                 var m = _pendingMoves[from];
                 _pendingMoves.RemoveAt(from);
-                if (_heldMove is { } h && h.Root == root && m.Root == root && h.From == rel && h.To == m.Rel &&
-                    EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is not null && EntryStat.Lstat(TreeWalker.Join(_roots[root], m.Rel)) is not null)
+                if (_heldMove is { } h && h.Root == root && m.Root == root && h.From == rel && h.To == m.Rel)
                 {
                     // a to b, then b to a, both still there: one exchange, not two renames (which would leave no b).
-                    _heldMove = null;
-                    SwapWatches(root, rel, m.Rel);
-                    Emit(new CaptureEvent(CaptureKind.Exchanged, root, rel, m.Rel, h.IsDir || isDir, now));
-                    return;
+                    // Two files, one of them renamed or deleted since: the events alone cannot tell, the recorder's
+                    // knowledge of which file each name held can (a directory's watches must be decided here).
+                    var bothThere = EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is not null &&
+                        EntryStat.Lstat(TreeWalker.Join(_roots[root], m.Rel)) is not null;
+                    if (bothThere || !(h.IsDir || isDir))
+                    {
+                        _heldMove = null;
+                        SwapWatches(root, rel, m.Rel);
+                        Emit(new CaptureEvent(CaptureKind.Exchanged, root, rel, m.Rel, h.IsDir || isDir, now,
+                            Detail: bothThere ? null : CaptureEvent.UncertainExchange));
+                        return;
+                    }
                 }
 
                 FlushHeldMove();
