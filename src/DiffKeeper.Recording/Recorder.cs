@@ -5,6 +5,7 @@ using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Maintenance;
 
 namespace DiffKeeper.Recording;
 
@@ -170,7 +171,45 @@ public sealed class Recorder
             exit.ToString()));
         _events++;
         writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
-        return Result(exitCode);
+        return Compact(Result(exitCode));
+    }
+
+    /// <summary>
+    /// After the session finished: compaction and garbage collection of the whole trace (what `gc` does), on a
+    /// thread at nice 10, under the writer's lock this recording already holds. Every step commits before the next,
+    /// so a kill at any moment leaves a trace that verifies and exports every moment; a failure is logged and leaves
+    /// the recording as it is (`gc` retries).
+    /// </summary>
+    private RecordResult Compact(RecordResult result)
+    {
+        if (!_options.Compact)
+        {
+            return result;
+        }
+
+        MaintenanceResult? done = null;
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            _ = Native.Interop.Libc.SetPriority(Native.Interop.Libc.PRIO_PROCESS, (uint)Native.Interop.Libc.Gettid(), 10);
+            try
+            {
+                done = StoreMaintenance.Run(_writer, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                failure = e;
+            }
+        }) { Name = "compaction" };
+        thread.Start();
+        thread.Join();
+        if (failure is not null)
+        {
+            _log.WriteLine($"diffkeeper: compaction failed, the recording is complete as it is ('diffkeeper gc' retries): {failure.Message}");
+            return result;
+        }
+
+        return result with { PackBytesBefore = done!.PackBytesBefore, PackBytesAfter = done.PackBytesAfter };
     }
 
     private Exception? _storageFailure;
