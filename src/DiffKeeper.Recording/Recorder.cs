@@ -107,6 +107,12 @@ public sealed class Recorder
             StorageFailed(e);
         }
 
+        if (_options.Compact && _storageFailure is null)
+        {
+            _background = new BackgroundCompaction(writer, () => _versioner.VersionsWritten, _log);
+            _background.Start();
+        }
+
         ChildExit exit;
         // The consumer has a thread of its own and blocks between batches (WakingChannelWriter): as an async loop
         // it hopped between thread-pool workers and needed the timer thread for its timed waits.
@@ -157,7 +163,15 @@ public sealed class Recorder
         _versioner.UseAllCores = true;
         await source.StopAsync().ConfigureAwait(false);
         sink.Complete();
-        await consumed.Task.ConfigureAwait(false);
+        try
+        {
+            await consumed.Task.ConfigureAwait(false);
+        }
+        finally
+        {
+            _background?.Dispose(); // the consumer took its last step; the pass after the session does the rest
+        }
+
         if (_storageFailure is { } failure)
         {
             CloseAfterStorageFailure(failure, exit, exitCode);
@@ -187,6 +201,8 @@ public sealed class Recorder
             return result;
         }
 
+        _writer.BeforeCommit = null; // the session is closed: nothing of it is held any more
+
         MaintenanceResult? done = null;
         Exception? failure = null;
         var thread = new Thread(() =>
@@ -213,6 +229,7 @@ public sealed class Recorder
     }
 
     private Exception? _storageFailure;
+    private BackgroundCompaction? _background;
 
     /// <summary>Stores every entry already there as its version 0, and commits.</summary>
     private void Baseline(TraceWriter writer, PathFilter filter)
@@ -372,6 +389,21 @@ public sealed class Recorder
                 lastCommit = Stopwatch.GetTimestamp();
             }
 
+            if (_background is { } background && !_writer.HasPending)
+            {
+                // Each step commits on its own, between the recording's commits, and holds only itself: held events
+                // wait for the recording's next commit (a step that fails is rolled back and must not take them along).
+                _writer.BeforeCommit = null;
+                try
+                {
+                    background.RunSteps();
+                }
+                finally
+                {
+                    _writer.BeforeCommit = FlushParked;
+                }
+            }
+
             if (completed && _dirty.Count == 0 && !reader.TryPeek(out _))
             {
                 return;
@@ -381,6 +413,8 @@ public sealed class Recorder
             {
                 var wait = _dirty.Count == 0 ? TimeSpan.FromMilliseconds(200) : Stopwatch.GetElapsedTime(now, _dirty.Values.Min(d => d.ReadyAt));
                 wait = wait < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : wait;
+                // A running compaction pass hands over steps: they wait at most this long for the recorder.
+                wait = _background?.Running == true && wait > TimeSpan.FromMilliseconds(10) ? TimeSpan.FromMilliseconds(10) : wait;
                 wake.Wait(wait);
             }
         }

@@ -47,7 +47,7 @@ internal static class RecordCommand
         }.Expecting("a power of two from 1 to 1024 (MiB)", mib => mib is >= 1 and <= 1024 && (mib & (mib - 1)) == 0);
         var noCompact = new Option<bool>("--no-compact")
         {
-            Description = "Leave the trace as recorded: skip the compaction that follows the command (what 'diffkeeper gc' does: older versions re-encoded as deltas, garbage repacked); 'gc' can run it later",
+            Description = "Leave the trace as recorded: skip the compaction during and after the command (what 'diffkeeper gc' does: older versions re-encoded as deltas, garbage repacked); 'gc' can run it later",
         };
         var command = new Argument<string[]>("command")
         {
@@ -59,9 +59,9 @@ internal static class RecordCommand
             Files already there are recorded first (baseline). Exits with the command's exit code (126/127 when it
             cannot run, 128+N when killed by signal N). SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded to the command.
             Recording into an existing trace adds a new session.
-            When the command has exited and the session is closed, the whole trace is compacted as 'diffkeeper gc'
-            does (at low priority; interrupting or killing it is safe, the recording is already complete and
-            'gc' finishes the job); --no-compact skips that.
+            The trace is compacted as 'diffkeeper gc' does, at low priority: in the background while the command
+            runs, and to the end once the session is closed (killing diffkeeper then is safe: the recording is
+            complete and the next 'record' or 'gc' finishes the job); --no-compact skips that.
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
