@@ -23,7 +23,6 @@ internal sealed class BackgroundCompaction : IDisposable
     private readonly TextWriter _log;
     private readonly Thread _thread;
     private int _running;
-    private bool _stopped;
 
     public BackgroundCompaction(TraceWriter writer, Func<long> versions, TextWriter log)
     {
@@ -49,20 +48,7 @@ internal sealed class BackgroundCompaction : IDisposable
     }
 
     /// <summary>Recorder's thread: takes no more steps and waits for the pass in progress to give up.</summary>
-    public void Stop()
-    {
-        if (_stopped)
-        {
-            return;
-        }
-
-        _stopped = true;
-        _steps.Close();
-        if (_thread.IsAlive)
-        {
-            _thread.Join();
-        }
-    }
+    public void Stop() => _steps.CloseAndJoin(_thread);
 
     private void Loop()
     {
