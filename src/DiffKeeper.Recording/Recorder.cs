@@ -83,7 +83,8 @@ public sealed class Recorder
 
         _sessionId = writer.BeginSession(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, source.Name,
             WallNs(), _options.Roots, out var rootIds);
-        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold) };
+        using var stored = new StoredContent(writer.TraceDir);
+        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold), Stored = stored };
 
         _versioner.UseAllCores = true; // nothing to compete with before the command starts
         try
@@ -180,6 +181,7 @@ public sealed class Recorder
 
         Rescan(filter, "reconcile");
         FlushWrite();
+        stored.Dispose(); // its readers' lock would keep any later collection from deleting packs
         // EXIT comes after the reconcile scan's events, so it takes the time it is written: the timeline stays in order.
         _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null,
             exit.ToString()));
@@ -596,9 +598,11 @@ public sealed class Recorder
                     _dirty.Remove(k);
                 }
 
+                // Under its new name, a path waiting to be read exists from this event on: its version may not be
+                // dated earlier (the export at an earlier event showed the swapped tree, issue 10).
                 foreach (var (k, v) in waiting)
                 {
-                    _dirty[(root, Swap(k.Rel))] = v;
+                    _dirty[(root, Swap(k.Rel))] = (v.ReadyAt, Math.Max(v.Seq, _seq));
                 }
 
                 var announced = _announced.Where(Inside).ToList();

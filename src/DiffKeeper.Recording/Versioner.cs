@@ -46,6 +46,9 @@ internal sealed class Versioner
     /// <summary>Whether file reads may hash and compress on every core (not while the recorded command runs).</summary>
     public bool UseAllCores { get; set; }
 
+    /// <summary>Committed versions read back to seed followed copies (see <see cref="SeedFromStore"/>); null: files are read.</summary>
+    public StoredContent? Stored { get; init; }
+
     /// <summary>Where files above `--big-file` go (block extent maps); null: every file is chunked.</summary>
     public BigFileVersions? BigFiles { get; set; }
 
@@ -186,11 +189,18 @@ internal sealed class Versioner
             return peer;
         }
 
+        var abs = TreeWalker.Join(_roots[root], rel);
+        if (SeedFromStore(root, rel, abs) is { } seeded)
+        {
+            _shadows[(root, rel)] = seeded;
+            Account(seeded.Footprint);
+            return seeded;
+        }
+
         // Not followed yet (it existed before, or was written by something we do not see): start from the file as
         // it is now. That state may already include later changes; replaying them on top converges to the truth.
         try
         {
-            var abs = TreeWalker.Join(_roots[root], rel);
             if (EntryStat.Lstat(abs) is not { Kind: EntryKind.File } st || st.Size > ShadowFileLimit)
             {
                 return null;
@@ -223,6 +233,37 @@ internal sealed class Versioner
 
         _shadows[(root, rel)] = shadow;
         Account(shadow.Footprint);
+        return shadow;
+    }
+
+    /// <summary>
+    /// A copy of a file not followed yet, from the version last stored for it, when that version is committed and
+    /// the path holds the same file or none (renamed or deleted since the write being handled): with a backend that
+    /// reports every write, that version plus the writes that follow is the file at each of them, where a read of
+    /// the file now would show later writes at this one's event, or nothing at all (issue 10: the first write to a
+    /// baseline file renamed at once). Null: read the file.
+    /// </summary>
+    private FileShadow? SeedFromStore(int root, string rel, string abs)
+    {
+        if (Stored is null || !_paths.TryGetValue((root, rel), out var known) || known.Kind != EntryKind.File ||
+            known.Version is not { Extents: { } map, ContentId: not null } version)
+        {
+            return null;
+        }
+
+        if (EntryStat.Lstat(abs) is { } now && (now.Kind != EntryKind.File || (now.Device, now.Inode) != (known.Stat.Device, known.Stat.Inode)))
+        {
+            return null; // another file (or no file) holds the name now: what it holds is read
+        }
+
+        if (Stored.TryRead(map, version.Size, ShadowFileLimit) is not { } stored)
+        {
+            return null;
+        }
+
+        var shadow = FileShadow.Of(stored.Data, stored.Ranges);
+        shadow.FileId = (known.Stat.Device, known.Stat.Inode);
+        shadow.Mode = known.Stat.Mode;
         return shadow;
     }
 

@@ -11,6 +11,7 @@ namespace DiffKeeper.Capture.Tests;
 /// must equal the executor's ground truth. FsCheck draws the batch seeds; a failing batch shrinks first to the
 /// histories that failed, then to a minimal script, which the failure prints with its seed.
 /// DIFFKEEPER_SOAK=N runs N histories per backend instead of 200; DIFFKEEPER_CONFORM_SEED=S replays one batch;
+/// DIFFKEEPER_CONFORM_BACKENDS=ebpf,inotify runs only those backends;
 /// DIFFKEEPER_CONFORM_FEATURES=InvalidUtf8Names,BeyondPathMax adds features the binary lacks.
 /// </summary>
 public sealed class ConformanceTests
@@ -24,6 +25,11 @@ public sealed class ConformanceTests
     public void Random_histories_export_exactly_what_the_backend_promises(string name)
     {
         var backend = Backend.Named(name);
+        if (Environment.GetEnvironmentVariable("DIFFKEEPER_CONFORM_BACKENDS") is { Length: > 0 } only && !only.Split(',').Contains(name))
+        {
+            Assert.Skip($"DIFFKEEPER_CONFORM_BACKENDS={only} leaves {name} out");
+        }
+
         backend.SkipIfUnavailable();
         var histories = int.TryParse(Environment.GetEnvironmentVariable("DIFFKEEPER_SOAK"), CultureInfo.InvariantCulture, out var soak) ? soak : 200;
         var extra = Enum.TryParse<Features>(Environment.GetEnvironmentVariable("DIFFKEEPER_CONFORM_FEATURES"), out var f) ? f : Features.None;
