@@ -187,6 +187,7 @@ public sealed class Recorder
             exit.ToString()));
         _events++;
         writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
+        stored.Dispose(); // its reader holds LOCK.readers: compaction could not delete the packs it empties
         return Compact(Result(exitCode));
     }
 
