@@ -26,7 +26,7 @@ internal sealed class MaintenanceOptionsBinder
         Description = "Rebuilding any chunk of any version decodes at most K times its bytes (chunks under 64 KiB count as 64 KiB): a delta whose chain would decode more stays whole. 'stats' reports the worst version",
         DefaultValueFactory = _ => DiffKeeper.Storage.RebuildCost.DefaultBound,
         HelpName = "K",
-    }.ExpectingAtLeast(1, "a factor of at least 1, for example 16");
+    }.ExpectingAtLeast(1, "a factor of at least 1, for example 32");
 
     public Option<double> RepackThreshold { get; } = new Option<double>("--repack-threshold")
     {
