@@ -14,8 +14,8 @@ public sealed record CompactionResult(long Examined, long Encoded, long BytesBef
 /// path's file versions from the newest to the oldest; a chunk that the next-newer version no longer holds is
 /// re-encoded as a delta against that version's chunks at the same place (corrected for shifts by the nearest
 /// chunk both versions share), when that saves a quarter of its record. The newest version's chunks stay whole, so the state a
-/// restore needs decodes without a chain; a chunk stays whole too when decoding it, or any delta already built on
-/// it, would decode more than the rebuild bound allows (<see cref="RebuildCost"/>), or when a chain would exceed
+/// restore needs decodes without a chain; a chunk stays whole too when some version whose rebuild decodes it would
+/// then decode more than the rebuild bound allows (<see cref="RebuildCost"/>), or when a chain would exceed
 /// the optional depth bound (<c>snapshotInterval - 1</c> deltas). Encoding happens on the maintenance thread into the maintenance
 /// pack, fsynced before the step that moves the rows; the old records become garbage for the repack step. A row
 /// moves only from where this pass read it (compare and set), and never when a version the writer added since
