@@ -23,14 +23,14 @@ public sealed class RecordCompactionCrashTests : IDisposable
         var work = _dir.Sub("work");
         var pristine = _dir.Sub("pristine");
         Directory.CreateDirectory(work);
-        // Six versions of two files, each rewritten in a few places: compaction has chunks to re-encode.
+        // Five versions of two files, each rewritten in a few places: compaction has chunks to re-encode.
         var versions = new List<(byte[] A, byte[] B)>();
         var rng = new Random(12);
-        var a = new byte[3 << 19];
-        var b = new byte[1 << 19];
+        var a = new byte[1 << 20];
+        var b = new byte[1 << 18];
         rng.NextBytes(a);
         rng.NextBytes(b);
-        for (var v = 0; v < 6; v++)
+        for (var v = 0; v < 5; v++)
         {
             for (var region = 0; v > 0 && region < 6; region++)
             {
