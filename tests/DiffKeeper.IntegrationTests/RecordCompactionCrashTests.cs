@@ -51,6 +51,9 @@ public sealed class RecordCompactionCrashTests : IDisposable
         Assert.True(compacted < StoreFiles.PackBytes(pristine) * 0.6, $"record left {compacted} pack bytes of {StoreFiles.PackBytes(pristine)}");
         var trace = _dir.Sub("trace");
         var landed = 0;
+        // The window of the pass after the session, narrowed by what each kill found: a kill before the session
+        // finished moves its start later, one after the pass finished moves its end earlier (timings vary with load).
+        var (from, to) = (sessionOnly * 0.9, sessionOnly * 0.9 + (whole - sessionOnly));
         for (var i = 0; i < iterations; i++)
         {
             if (Directory.Exists(trace))
@@ -64,11 +67,12 @@ public sealed class RecordCompactionCrashTests : IDisposable
             // which starts half a second after it and hands its steps to the recorder's thread.
             var during = i % 2 == 1;
             string[] args = during ? [.. record[..^1], "sleep", "5"] : record;
+            TimeSpan at;
             using (var p = Cli.Start(_dir.Path, args))
             {
-                var at = during
+                at = during
                     ? TimeSpan.FromMilliseconds(500) + (sessionOnly * 0.5) + ((whole - sessionOnly) * 2 * rng.NextDouble())
-                    : (sessionOnly * 0.9) + ((whole - sessionOnly) * rng.NextDouble());
+                    : from + ((to - from) * rng.NextDouble());
                 await Task.Delay(at, ct);
                 p.Kill(); // SIGKILL, no cleanup
                 await p.WaitForExitAsync(ct);
@@ -78,6 +82,10 @@ public sealed class RecordCompactionCrashTests : IDisposable
             if (!during && finished && StoreFiles.PackBytes(trace) > compacted)
             {
                 landed++; // the session was closed and compaction had not finished
+            }
+            else if (!during && to - from > TimeSpan.FromMilliseconds(40))
+            {
+                (from, to) = finished ? (from, Max(from + TimeSpan.FromMilliseconds(20), at)) : (Min(at, to - TimeSpan.FromMilliseconds(20)), to);
             }
 
             CheckEveryMoment(trace, versions, finished ? [versions.Count + 1] : []);
@@ -140,6 +148,10 @@ public sealed class RecordCompactionCrashTests : IDisposable
         Assert.True(versions[^1].AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(outDir, "a.bin"))));
         Assert.Equal(File.ReadAllBytes(Path.Combine(work, "log.txt")), File.ReadAllBytes(Path.Combine(outDir, "log.txt")));
     }
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
     private (TimeSpan Elapsed, long PackBytes) Timed(string pristine, string[] args)
     {
