@@ -72,4 +72,12 @@ public readonly record struct CaptureEvent(
     string? Detail = null,
     int? Mode = null,
     string? Target = null,
-    (ulong Device, ulong Inode)? FileId = null);
+    (ulong Device, ulong Inode)? FileId = null)
+{
+    /// <summary>
+    /// <see cref="Detail"/> of an <see cref="CaptureKind.Exchanged"/> event that may be two renames instead (inotify,
+    /// fanotify: a to b, then b to a, two files, one of the names gone when the events are read). The recorder decides
+    /// by inode; as two renames, Path to Path2 came first.
+    /// </summary>
+    public const string UncertainExchange = "exchange or two renames";
+}

@@ -588,6 +588,14 @@ public sealed class Recorder
                 // renameat2(RENAME_EXCHANGE): both subtrees swap names at this event, with the versions they had
                 // (and what was waiting to be read moves with them); a backend that resolves names late reads both again.
                 var (root, x, y) = (e.Root, e.Path, e.Path2!);
+                if (e.Detail == CaptureEvent.UncertainExchange && !HeldByTheOther(root, x, y))
+                {
+                    // Two renames after all: x to y, then y to x.
+                    Handle(e with { Kind = CaptureKind.Renamed, Detail = null });
+                    Handle(e with { Kind = CaptureKind.Renamed, Path = y, Path2 = x, Detail = null });
+                    return;
+                }
+
                 AddEvent(timeNs, ChangeOp.Rename, key, (root, y), null, "exchange", e.Pid, e.Comm);
                 FlushWrite();
                 FlushParked();
@@ -712,6 +720,19 @@ public sealed class Recorder
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// Whether one of two names now holds the file the recorder knew at the other: then a to b and b to a were one
+    /// exchange (after two renames, b is gone and a holds the file it had).
+    /// </summary>
+    private bool HeldByTheOther(int root, string x, string y)
+    {
+        bool Holds(string name, string other) =>
+            _versioner.Known(root, other) is { Kind: EntryKind.File, Inode: not 0 } was &&
+            EntryStat.Lstat(TreeWalker.Join(_options.Roots[root], name)) is { Kind: EntryKind.File } now &&
+            (now.Device, now.Inode) == (was.Device, was.Inode);
+        return Holds(y, x) || Holds(x, y);
     }
 
     /// <summary>After an exact change: its version from the followed copy, or, when it could not be applied, a read.</summary>

@@ -190,7 +190,7 @@ internal sealed class Versioner
         }
 
         var abs = TreeWalker.Join(_roots[root], rel);
-        if (SeedFromStore(root, rel, abs) is { } seeded)
+        if (SeedFromStore(root, rel) is { } seeded)
         {
             _shadows[(root, rel)] = seeded;
             Account(seeded.Footprint);
@@ -237,23 +237,18 @@ internal sealed class Versioner
     }
 
     /// <summary>
-    /// A copy of a file not followed yet, from the version last stored for it, when that version is committed and
-    /// the path holds the same file or none (renamed or deleted since the write being handled): with a backend that
-    /// reports every write, that version plus the writes that follow is the file at each of them, where a read of
-    /// the file now would show later writes at this one's event, or nothing at all (issue 10: the first write to a
-    /// baseline file renamed at once). Null: read the file.
+    /// A copy of a file not followed yet, from the version last stored for it, when that version is committed. Only
+    /// backends that carry every change exactly (eBPF) get here, and they report every rename and exchange too: that
+    /// version plus the changes that follow is the file at each of them, where a read of the path now would show
+    /// later changes at this one's event, another file (exchanged or renamed over since), or nothing at all (issue
+    /// 10: the first write to a baseline file renamed at once). Null: read the file.
     /// </summary>
-    private FileShadow? SeedFromStore(int root, string rel, string abs)
+    private FileShadow? SeedFromStore(int root, string rel)
     {
         if (Stored is null || !_paths.TryGetValue((root, rel), out var known) || known.Kind != EntryKind.File ||
             known.Version is not { Extents: { } map, ContentId: not null } version)
         {
             return null;
-        }
-
-        if (EntryStat.Lstat(abs) is { } now && (now.Kind != EntryKind.File || (now.Device, now.Inode) != (known.Stat.Device, known.Stat.Inode)))
-        {
-            return null; // another file (or no file) holds the name now: what it holds is read
         }
 
         if (Stored.TryRead(map, version.Size, ShadowFileLimit) is not { } stored)

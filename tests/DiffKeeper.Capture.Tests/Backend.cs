@@ -26,11 +26,10 @@ public sealed record Backend(string Name, Promise Promises, TimeSpan QuietGap, F
 
     // Hint backends read a file after a debounce of up to 100 ms (longer for a path read just before): a quiet gap
     // is one longer than that.
-    public static readonly Backend Fanotify = new("fanotify", Promise.Baseline | Promise.Final | Promise.QuietGaps, TimeSpan.FromMilliseconds(300),
-        Features.Exchange | Features.DirectoryExchanges);
+    public static readonly Backend Fanotify = new("fanotify", Promise.Baseline | Promise.Final | Promise.QuietGaps, TimeSpan.FromMilliseconds(300));
 
     public static readonly Backend Inotify = new("inotify", Promise.Baseline | Promise.Final | Promise.QuietGaps, TimeSpan.FromMilliseconds(300),
-        Features.DirectoryRenames | Features.Exchange);
+        Features.DirectoryRenames);
 
     public static readonly Backend Scan = new("scan", Promise.Baseline | Promise.Final, TimeSpan.FromMilliseconds(20));
 

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Threading.Channels;
+using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
@@ -277,13 +278,17 @@ public sealed unsafe class FanotifySource : ICaptureSource
         if ((mask & FAN_RENAME) != 0 && oldPath is not null && newPath is not null)
         {
             // renameat2(RENAME_EXCHANGE) is reported as two renames back to back (a to b, then b to a): held until
-            // the next event, a pair whose names are both still there is one exchange.
+            // the next event, a pair whose names are both still there (lstat: a dangling symlink is there) is one
+            // exchange. Two files, one name gone by now: the recorder decides by inode, as with inotify.
+            bool bothThere;
             if (_heldRename is { } h && h.From == newPath && h.To == oldPath && Locate(oldPath) is { } x && Locate(newPath) is { } y &&
-                x.Root == y.Root && Path.Exists(oldPath) && Path.Exists(newPath))
+                x.Root == y.Root && ((bothThere = EntryStat.Lstat(oldPath) is not null && EntryStat.Lstat(newPath) is not null) || !(isDir || h.IsDir)))
             {
                 _heldRename = null;
                 SwapCachedDirectories(oldPath, newPath);
-                _sink!.TryWrite(new CaptureEvent(CaptureKind.Exchanged, x.Root, x.Rel, y.Rel, isDir || h.IsDir, ts, pid, Comm(pid)));
+                // Named in the order of the first rename (a to b), which two renames would replay first.
+                _sink!.TryWrite(new CaptureEvent(CaptureKind.Exchanged, y.Root, y.Rel, x.Rel, isDir || h.IsDir, ts, pid, Comm(pid),
+                    Detail: bothThere ? null : CaptureEvent.UncertainExchange));
             }
             else
             {

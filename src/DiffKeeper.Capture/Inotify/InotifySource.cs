@@ -42,6 +42,8 @@ public sealed unsafe class InotifySource : ICaptureSource
     private readonly Dictionary<int, (int Root, string Rel)> _byWd = [];
     private readonly Dictionary<(int Root, string Rel), int> _byPath = [];
     private readonly List<(uint Cookie, int Root, string Rel, bool IsDir)> _pendingMoves = [];
+    // Directories whose watch could not be added by the name known for them (see RewatchMissed).
+    private readonly HashSet<(int Root, string Rel)> _missed = [];
     // A rename within a root, held until the next event: renameat2(RENAME_EXCHANGE) is reported as two renames back
     // to back (a to b, then b to a), which together are one exchange.
     private (int Root, string From, string To, bool IsDir, long Now)? _heldMove;
@@ -249,14 +251,21 @@ public sealed unsafe class InotifySource : ICaptureSource
             {
                 var m = _pendingMoves[from];
                 _pendingMoves.RemoveAt(from);
-                if (_heldMove is { } h && h.Root == root && m.Root == root && h.From == rel && h.To == m.Rel &&
-                    EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is not null && EntryStat.Lstat(TreeWalker.Join(_roots[root], m.Rel)) is not null)
+                if (_heldMove is { } h && h.Root == root && m.Root == root && h.From == rel && h.To == m.Rel)
                 {
                     // a to b, then b to a, both still there: one exchange, not two renames (which would leave no b).
-                    _heldMove = null;
-                    SwapWatches(root, rel, m.Rel);
-                    Emit(new CaptureEvent(CaptureKind.Exchanged, root, rel, m.Rel, h.IsDir || isDir, now));
-                    return;
+                    // Two files, one of them renamed or deleted since: the events alone cannot tell, the recorder's
+                    // knowledge of which file each name held can (a directory's watches must be decided here).
+                    var bothThere = EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is not null &&
+                        EntryStat.Lstat(TreeWalker.Join(_roots[root], m.Rel)) is not null;
+                    if (bothThere || !(h.IsDir || isDir))
+                    {
+                        _heldMove = null;
+                        SwapWatches(root, rel, m.Rel);
+                        Emit(new CaptureEvent(CaptureKind.Exchanged, root, rel, m.Rel, h.IsDir || isDir, now,
+                            Detail: bothThere ? null : CaptureEvent.UncertainExchange));
+                        return;
+                    }
                 }
 
                 FlushHeldMove();
@@ -532,8 +541,17 @@ public sealed unsafe class InotifySource : ICaptureSource
                     "inotify ran out of watches; raise the limit with 'sysctl fs.inotify.max_user_watches=1048576' or record a smaller tree");
             }
 
+            if (errno is Libc.ENOENT or Libc.ENOTDIR && _missed.Count < 100_000)
+            {
+                // Vanished, or a directory above it was renamed since the name was learnt: a rename of that directory,
+                // read later, must watch it under its new name (RewatchMissed).
+                _missed.Add((root, rel));
+            }
+
             return false; // vanished or not a directory any more: its parent's events tell what happened
         }
+
+        _missed.Remove((root, rel));
 
         // The kernel returns the existing wd when this inode is already watched (e.g. under a name it had
         // before a rename we have not processed yet): the old name no longer means this directory.
@@ -547,7 +565,32 @@ public sealed unsafe class InotifySource : ICaptureSource
         return true;
     }
 
-    /// <summary>Moves the watches at and below a renamed directory to its new name; false when it had none.</summary>
+    /// <summary>
+    /// After a directory rename (or exchange) from <paramref name="from"/> to <paramref name="to"/>: a directory below it
+    /// whose watch could not be added by its old name (made in the same burst as the rename, its name learnt before the
+    /// rename was read) is watched under its new name, and what it holds is reported (issue 10: a directory renamed
+    /// right after it was made lost the events of its subdirectories).
+    /// </summary>
+    private void RewatchMissed(int root, string from, string to) =>
+        RewatchMissed(root, rel => TracePath.IsAtOrBelow(rel, from) ? to + rel[from.Length..] : null);
+
+    private void RewatchMissed(int root, Func<string, string?> newName)
+    {
+        foreach (var key in _missed.Where(k => k.Root == root).ToList())
+        {
+            if (newName(key.Rel) is not { } newRel)
+            {
+                continue;
+            }
+
+            _missed.Remove(key);
+            if (!_byPath.ContainsKey((root, newRel)) && EntryStat.Lstat(TreeWalker.Join(_roots[root], newRel)) is { Kind: EntryKind.Directory })
+            {
+                WatchTree(root, newRel, reportContents: true);
+            }
+        }
+    }
+
     /// <summary>An exchange: the watches at or below <paramref name="x"/> are now at or below <paramref name="y"/>, and the other way round.</summary>
     private void SwapWatches(int root, string x, string y)
     {
@@ -563,8 +606,11 @@ public sealed unsafe class InotifySource : ICaptureSource
             _byWd[wd] = (root, newRel);
             _byPath[(root, newRel)] = wd;
         }
+
+        RewatchMissed(root, rel => TracePath.IsAtOrBelow(rel, x) ? y + rel[x.Length..] : TracePath.IsAtOrBelow(rel, y) ? x + rel[y.Length..] : null);
     }
 
+    /// <summary>Moves the watches at and below a renamed directory to its new name; false when it had none.</summary>
     private bool RenameWatches(int root, string fromRel, string toRel)
     {
         var moved = _byPath.Where(kv => kv.Key.Root == root && TracePath.IsAtOrBelow(kv.Key.Rel, fromRel)).ToList();
@@ -580,6 +626,7 @@ public sealed unsafe class InotifySource : ICaptureSource
             _byPath[(root, newRel)] = wd;
         }
 
+        RewatchMissed(root, fromRel, toRel);
         return _byPath.ContainsKey((root, toRel));
     }
 
