@@ -588,7 +588,7 @@ public sealed class Recorder
                 // renameat2(RENAME_EXCHANGE): both subtrees swap names at this event, with the versions they had
                 // (and what was waiting to be read moves with them); a backend that resolves names late reads both again.
                 var (root, x, y) = (e.Root, e.Path, e.Path2!);
-                if (e.Detail == CaptureEvent.UncertainExchange && !HeldByTheOther(root, x, y))
+                if (e.Detail == CaptureEvent.UncertainExchange && !LooksExchanged(root, x, y))
                 {
                     // Two renames after all: x to y, then y to x.
                     Handle(e with { Kind = CaptureKind.Renamed, Detail = null });
@@ -723,16 +723,17 @@ public sealed class Recorder
     }
 
     /// <summary>
-    /// Whether one of two names now holds the file the recorder knew at the other: then a to b and b to a were one
-    /// exchange (after two renames, b is gone and a holds the file it had).
+    /// Whether x to y, then y to x (two names, neither a directory, one of them gone when the events were read) was one
+    /// exchange: two renames leave x and no y, so a y that is there now says exchange (x was renamed or deleted since);
+    /// so does either name holding the file (same inode) the recorder knew at the other.
     /// </summary>
-    private bool HeldByTheOther(int root, string x, string y)
+    private bool LooksExchanged(int root, string x, string y)
     {
+        EntryStat? Now(string name) => EntryStat.Lstat(TreeWalker.Join(_options.Roots[root], name));
         bool Holds(string name, string other) =>
-            _versioner.Known(root, other) is { Kind: EntryKind.File, Inode: not 0 } was &&
-            EntryStat.Lstat(TreeWalker.Join(_options.Roots[root], name)) is { Kind: EntryKind.File } now &&
-            (now.Device, now.Inode) == (was.Device, was.Inode);
-        return Holds(y, x) || Holds(x, y);
+            _versioner.Known(root, other) is { Kind: not EntryKind.Directory, Inode: not 0 } was &&
+            Now(name) is { Kind: not EntryKind.Directory } now && (now.Device, now.Inode) == (was.Device, was.Inode);
+        return Now(y) is not null || Holds(y, x) || Holds(x, y);
     }
 
     /// <summary>After an exact change: its version from the followed copy, or, when it could not be applied, a read.</summary>
