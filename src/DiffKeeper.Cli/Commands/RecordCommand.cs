@@ -2,6 +2,7 @@ using System.CommandLine;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Core;
 using DiffKeeper.Recording;
+using DiffKeeper.Storage.Maintenance;
 
 namespace DiffKeeper.Cli.Commands;
 
@@ -45,6 +46,13 @@ internal static class RecordCommand
             HelpName = "MIB",
             DefaultValueFactory = _ => 64,
         }.Expecting("a power of two from 1 to 1024 (MiB)", mib => mib is >= 1 and <= 1024 && (mib & (mib - 1)) == 0);
+        var keep = new Option<string>("--keep")
+        {
+            Description = "always: keep the session's file contents; on-failure: drop them at the end when the command exits 0 " +
+                          "(summary and timeline stay; export of that session then exits 12)",
+            HelpName = "WHEN",
+            DefaultValueFactory = _ => "always",
+        }.ExpectingOneOf("always", "on-failure");
         var command = new Argument<string[]>("command")
         {
             Description = "The command to run and record, after '--'",
@@ -54,11 +62,12 @@ internal static class RecordCommand
             Run a command and record every change it makes to the watched trees.
             Files already there are recorded first (baseline). Exits with the command's exit code (126/127 when it
             cannot run, 128+N when killed by signal N). SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded to the command.
-            Recording into an existing trace adds a new session.
+            Recording into an existing trace adds a new session. With --keep on-failure, a run that passes leaves only
+            its summary and timeline (a flaky test recorded on every run keeps the bytes of its failures only).
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, command,
+            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, keep, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -89,6 +98,7 @@ internal static class RecordCommand
                 BigFileThreshold = pr.GetValue(bigFile),
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
+            var dropped = pr.GetValue(keep) == "on-failure" && result.ExitCode == 0 ? DropContents(options.TraceDir, result) : null;
             if (pr.GetValue(json))
             {
                 JsonSummary.ToStderr(console, j =>
@@ -101,6 +111,7 @@ internal static class RecordCommand
                     j.WriteNumber("lost_events", result.LostEvents);
                     j.WriteNumber("raw_bytes", result.RawBytes);
                     j.WriteNumber("stored_bytes", result.StoredBytes);
+                    j.WriteBoolean("contents_kept", dropped is null);
                 });
             }
             else if (!pr.GetValue(quiet))
@@ -109,10 +120,23 @@ internal static class RecordCommand
                     $"diffkeeper: recorded session {result.SessionId} into {Path.GetFullPath(options.TraceDir)}: {result.Events} events, {result.Versions} versions, " +
                     $"{TimelineRenderer.FormatSize(result.RawBytes)} read, {TimelineRenderer.FormatSize(result.StoredBytes)} stored" +
                     (result.LostEvents > 0 ? $", {result.LostEvents} LOST (rescanned)" : ""));
+                if (dropped is { } d)
+                {
+                    console.Error.WriteLine(
+                        $"diffkeeper: the command succeeded: file contents not kept (--keep on-failure); {d.VersionsPruned} versions dropped, " +
+                        $"packs {TimelineRenderer.FormatSize(d.PackBytesBefore)} -> {TimelineRenderer.FormatSize(d.PackBytesAfter)}; summary and timeline kept");
+                }
             }
 
             return result.ExitCode;
         });
         return cmd;
     }
+
+    /// <summary>
+    /// --keep on-failure after a success: one call, after the session is finished and the recorder has released the
+    /// trace, that prunes the session's contents as 'prune' does and collects the bytes.
+    /// </summary>
+    private static MaintenanceResult DropContents(string traceDir, RecordResult result) =>
+        SessionContents.Drop(traceDir, result.SessionId, SessionContents.CommandSucceeded, DateTimeOffset.UtcNow);
 }
