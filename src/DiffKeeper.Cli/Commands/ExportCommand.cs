@@ -50,8 +50,13 @@ internal static class ExportCommand
             }
 
             var globs = (pr.GetValue(include) ?? []).Select(g => new Glob(g)).ToList();
-            var result = Materializer.Export(reader, s, seq, pr.GetValue(output)!, pr.GetValue(force),
-                globs.Count == 0 ? null : p => globs.Any(g => g.IsMatch(p) || g.IsMatch("/" + p)));
+            ExportResult result;
+            using (var progress = TerminalProgress.ForStderr(console))
+            {
+                result = Materializer.Export(reader, s, seq, pr.GetValue(output)!, pr.GetValue(force),
+                    globs.Count == 0 ? null : p => globs.Any(g => g.IsMatch(p) || g.IsMatch("/" + p)), progress.Tree("export"));
+            }
+
             if (pr.GetValue(json))
             {
                 JsonSummary.ToStdout(console, j =>
