@@ -119,9 +119,9 @@ def reflink(dk, work, w, store, ids, runs):
         dev = run(["losetup", "--find", "--show", img]).stdout.strip()
         run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", dev])
         run(["mount", dev, mnt])
-        clone, full, cpf, shared = [], [], [], []
+        clone, full, cpf, cpd, shared = [], [], [], [], []
         for _ in range(runs):
-            for d in ("a", "b", "c", "d"):
+            for d in ("a", "b", "c", "d", "e"):
                 shutil.rmtree(os.path.join(mnt, d), ignore_errors=True)
             run([dk, "materialize", str(ids[-2]), "--store", store, "--out", os.path.join(mnt, "a")])
             ms, r = timed([dk, "materialize", str(ids[-1]), "--store", store, "--base", os.path.join(mnt, "a"), "--out", os.path.join(mnt, "b")])
@@ -132,7 +132,15 @@ def reflink(dk, work, w, store, ids, runs):
             os.makedirs(os.path.join(mnt, "d"))
             ms, _ = timed(["cp", "--reflink=never", os.path.join(mnt, "a", name), os.path.join(mnt, "d", name)])
             cpf.append(ms)
-        return med(clone), med(full), med(cpf), all(shared)
+            # materialize fsyncs what it writes before it returns; a full copy compared with it must too.
+            os.makedirs(os.path.join(mnt, "e"))
+            e = os.path.join(mnt, "e", name)
+            os.sync()
+            t = time.perf_counter()
+            run(["cp", "--reflink=never", os.path.join(mnt, "a", name), e])
+            run(["sync", e])
+            cpd.append((time.perf_counter() - t) * 1000)
+        return med(clone), med(full), med(cpf), med(cpd), all(shared)
     finally:
         subprocess.run(["umount", mnt], stderr=subprocess.DEVNULL)
         if dev:
@@ -213,9 +221,10 @@ def main():
         extra.append(f"- {w}: diffkeeper stores v0 in {m['dk_store_v0']:,.0f} ms.")
         if a.reflink:
             try:
-                clone, full, cpf, shared = reflink(a.dk, a.work, w, store, ids, a.runs)
+                clone, full, cpf, cpd, shared = reflink(a.dk, a.work, w, store, ids, a.runs)
                 extra.append(f"- {w} on a loop-mounted xfs (reflink=1): materialize v4 beside v3 {clone:,.0f} ms, from the store without a base "
-                             f"{full:,.0f} ms, `cp --reflink=never` of v3 {cpf:,.0f} ms: clone ÷ full copy {clone / cpf:.3f}; extents shared: {shared}.")
+                             f"{full:,.0f} ms, `cp --reflink=never` of v3 {cpf:,.0f} ms (then `sync FILE` too, durable as materialize's output: "
+                             f"{cpd:,.0f} ms): clone ÷ full copy {clone / cpf:.3f}, ÷ durable full copy {clone / cpd:.3f}; extents shared: {shared}.")
             except (subprocess.CalledProcessError, OSError) as e:
                 extra.append(f"- {w} reflink: skipped ({e})")
         shutil.rmtree(os.path.dirname(store), ignore_errors=True)

@@ -6,7 +6,8 @@
 #   store a later version:  diffkeeper snapshot --parent   vs  zstd -3 --long --patch-from=prev   vs  cp (SEEK_DATA)
 #   stored bytes:           the store (packs + catalog)    vs  v00.zst + the patches
 #   rebuild the last one:   diffkeeper materialize (copy)  vs  the zstd chain (v00 + 4 patches)   vs  cp of it
-#   beside the previous:    materialize vN --base vN-1 on a loop-mounted xfs (reflink=1) vs a full copy there
+#   beside the previous:    materialize vN --base vN-1 on a loop-mounted xfs (reflink=1) vs a full copy there, with and
+#                           without an fsync of the copy (materialize fsyncs its output)
 #   keep mode:              the app's freeze per cut for a 1 GiB sparse file vs a 1 MiB file, same writes per cut
 #
 #   bench/bigfiles.sh [--only W4,W5] [--runs N] [--no-keep] [--no-reflink]

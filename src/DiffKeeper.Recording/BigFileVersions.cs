@@ -35,10 +35,32 @@ public sealed class BigFileVersions(long threshold)
             return null;
         }
 
+        return Ingest(writer, new FileBlockSource(file), size, root, rel, newestContentId);
+    }
+
+    /// <summary>
+    /// Copies the data extents of a big file into memory (see <see cref="FrozenImage"/>), for
+    /// <see cref="IngestImage"/> to store later; null when the file is below the threshold (the caller reads it as
+    /// any file) or the images of this cut would exceed <see cref="ImageBudget"/> (the caller stores it now).
+    /// </summary>
+    public FrozenImage? TryFreeze(SafeFileHandle file, long size) =>
+        size < Threshold ? null : FrozenImage.Take(file, size, _images);
+
+    /// <summary>Stores an image taken by <see cref="TryFreeze"/> as the path's version, as <see cref="TryIngest"/> stores a file.</summary>
+    public IngestedContent IngestImage(TraceWriter writer, FrozenImage image, int root, string rel, byte[]? newestContentId) =>
+        Ingest(writer, image, image.Size, root, rel, newestContentId);
+
+    /// <summary>Memory the images of one cut may hold at once.</summary>
+    public const long ImageBudget = 512L << 20;
+
+    private readonly ImageBuffers _images = new(ImageBudget);
+
+    private IngestedContent Ingest(TraceWriter writer, IBlockSource file, long size, int root, string rel, byte[]? newestContentId)
+    {
         var previous = _last.TryGetValue((root, rel), out var last) && newestContentId is not null && last.ContentId.AsSpan().SequenceEqual(newestContentId)
             ? last.Pieces
             : null;
-        var result = BlockIngest.IngestFile(writer, file, size, previous, last.Size);
+        var result = BlockIngest.Ingest(writer, file, size, previous, last.Size);
         BytesRead += result.BytesRead;
         _last[(root, rel)] = (result.Content.ContentId, result.Content.Size, result.Pieces);
         return result.Content;

@@ -5,6 +5,7 @@ using DiffKeeper.Core;
 using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage;
+using DiffKeeper.Storage.BigFiles;
 using DiffKeeper.Storage.Catalog;
 using Microsoft.Win32.SafeHandles;
 
@@ -51,6 +52,16 @@ internal sealed class Versioner
 
     /// <summary>Where files above `--big-file` go (block extent maps); null: every file is chunked.</summary>
     public BigFileVersions? BigFiles { get; set; }
+
+    /// <summary>
+    /// While set, a file <see cref="BigFiles"/> takes is not stored at its read: its data extents are copied into
+    /// memory (one read, no hashing) and <see cref="FinishDeferred"/> stores them. Keep mode sets it while the app
+    /// is stopped, so the stop costs a copy of the data, and the hashing and storing happen after it continues;
+    /// the version is still the file's exact state at the read.
+    /// </summary>
+    public bool DeferBigFiles { get; set; }
+
+    private readonly List<(int Root, string Rel, long Seq, long TimeNs, EntryStat Stat, FrozenImage Image)> _deferred = [];
 
     public long RawBytes { get; private set; }
 
@@ -531,7 +542,12 @@ internal sealed class Versioner
                 version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Symlink, st.Mode, st.Uid, st.Gid, st.MtimeNs, target.Length, null, target, null);
                 break;
             default:
-                var read = ReadFile(abs, seq, timeNs, root, rel, out st);
+                var read = ReadFile(abs, seq, timeNs, root, rel, out st, out var deferred);
+                if (deferred)
+                {
+                    return (st, true);
+                }
+
                 if (read is null)
                 {
                     return ObserveCore(root, rel, seq, timeNs, false, keepIfGone);
@@ -581,9 +597,10 @@ internal sealed class Versioner
         return (st, true);
     }
 
-    private NewVersion? ReadFile(string abs, long seq, long timeNs, int root, string rel, out EntryStat stat)
+    private NewVersion? ReadFile(string abs, long seq, long timeNs, int root, string rel, out EntryStat stat, out bool deferred)
     {
         stat = default;
+        deferred = false;
         var fd = LongPath.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
         if (fd < 0)
         {
@@ -608,6 +625,13 @@ internal sealed class Versioner
             return null;
         }
 
+        if (DeferBigFiles && BigFiles?.TryFreeze(handle, stat.Size) is { } image)
+        {
+            _deferred.Add((root, rel, seq, timeNs, stat, image));
+            deferred = true;
+            return null;
+        }
+
         var content = BigFiles?.TryIngest(_writer, handle, stat.Size, root, rel, _paths.GetValueOrDefault((root, rel))?.Version.ContentId)
             ?? FileIngest.Ingest(_writer, handle, stat.Size, UseAllCores);
         if (content.Size != stat.Size)
@@ -618,6 +642,43 @@ internal sealed class Versioner
         RawBytes += content.Size;
         return new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, stat.Mode, stat.Uid, stat.Gid, stat.MtimeNs,
             content.Size, content.ContentId, null, content.Extents);
+    }
+
+    /// <summary>
+    /// Stores the versions of the big files <see cref="DeferBigFiles"/> copied into memory, as
+    /// <see cref="Observe"/> would have stored them at their read (same seq, time and metadata), and releases the
+    /// copies. Call it before the writer's next commit.
+    /// </summary>
+    public void FinishDeferred()
+    {
+        try
+        {
+            foreach (var (root, rel, seq, timeNs, stat, image) in _deferred)
+            {
+                _paths.TryGetValue((root, rel), out var known);
+                var content = BigFiles!.IngestImage(_writer, image, root, rel, known?.Version.ContentId);
+                var st = content.Size != stat.Size ? stat with { Size = content.Size } : stat;
+                RawBytes += content.Size;
+                var version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, st.Mode, st.Uid, st.Gid, st.MtimeNs,
+                    content.Size, content.ContentId, null, content.Extents);
+                if (known is not null && known.Same(version) && known.Inode == InodeOf(version.Kind, st))
+                {
+                    known.Stat = st;
+                    continue;
+                }
+
+                Store(root, rel, version, st);
+            }
+        }
+        finally
+        {
+            foreach (var d in _deferred)
+            {
+                d.Image.Dispose();
+            }
+
+            _deferred.Clear();
+        }
     }
 
     private static (ulong Dev, ulong Ino)? InodeOf(EntryKind kind, EntryStat stat) =>

@@ -191,6 +191,17 @@ public sealed class ScriptedHistoryTests
             [O("write", ["d/e/c"], "0", "9", "6")],
         ]));
 
+    [Fact(Skip = "inotify with directory renames (soak of 2026-12-06 with DIFFKEEPER_CONFORM_FEATURES=DirectoryRenames, batch " +
+        "seed 358991733, shrunk; deterministic not checked): a directory renamed into a new directory, then a directory above " +
+        "its old place exchanged with a file inside it: at the next quiet gap the exchanged directory (now c/a/\\x80lead/n\\nl) " +
+        "has no version of its own, and the export makes it 0700 around its children. Directory renames stay out of " +
+        "inotify's generated histories.")]
+    public void Inotify_RENAME_EXCHANGE_of_a_directory_with_a_file_of_a_directory_just_renamed_keeps_the_directory() =>
+        AssertConforms("inotify", new History([O("mkdirp", ["c/-dash/n%0Al/bad%FFbyte/-dash/x%20y"])], [
+            [O("mkdir", ["c/a"], "755"), O("write", ["c/-dash/n%0Al/bad%FFbyte/-dash/x%20y/n%0Al"], "0", "190", "611"),
+             O("rename", ["c/-dash/n%0Al/bad%FFbyte/-dash/x%20y", "c/a/%80lead"]), O("exchange", ["c/-dash/n%0Al/bad%FFbyte", "c/a/%80lead/n%0Al"])],
+        ]));
+
     // inotify, rare (once in about 2,000 generated histories, batch seed 1890200526, h31, among 49 other histories; not
     // reproduced alone): a directory made in the same burst as the rename of its parent had its watch added by its old
     // name, which failed, and nothing watched it afterwards. Failed watches are now retried under the new name when the

@@ -24,6 +24,30 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "renameat2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int RenameAt2(int olddirfd, string oldpath, int newdirfd, string newpath, uint flags);
 
+    /// <summary>_IOWR('f', 11, struct fiemap): the extents of a file's range.</summary>
+    public const ulong FS_IOC_FIEMAP = 0xC020660B;
+
+    public const uint FIEMAP_EXTENT_LAST = 0x1;
+    public const uint FIEMAP_EXTENT_UNWRITTEN = 0x800;
+
+    /// <summary>Size of struct fiemap (the header) and of one struct fiemap_extent.</summary>
+    public const int FiemapHeaderSize = 32, FiemapExtentSize = 56;
+
+    [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)]
+    private static partial int IoctlPointer(int fd, ulong request, void* arg);
+
+    /// <summary>
+    /// FS_IOC_FIEMAP into <paramref name="buffer"/>, a struct fiemap whose header the caller filled (start, length,
+    /// flags, extent count) followed by room for that many extents; 0 or -1 with errno set.
+    /// </summary>
+    public static int Fiemap(int fd, Span<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            return IoctlPointer(fd, FS_IOC_FIEMAP, p);
+        }
+    }
+
     public const int POSIX_FADV_DONTNEED = 4;
 
     /// <summary>Returns 0 or the error number (it does not set errno).</summary>

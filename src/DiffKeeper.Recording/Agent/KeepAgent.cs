@@ -252,15 +252,19 @@ public sealed class KeepAgent
                 }
             }
 
+            // Big files are copied, not hashed, while the app is stopped; they are stored once it goes on.
+            _versioner.DeferBigFiles = true;
             ReadDirty(commit: false);
         }
         finally
         {
+            _versioner.DeferBigFiles = false;
             _tree.Thaw();
             freeze = Stopwatch.GetElapsedTime(started);
         }
 
-        // The bytes are read: the app goes on while they are committed.
+        // The bytes are read: the app goes on while they are stored and committed.
+        _versioner.FinishDeferred();
         Commit();
         _counters.CountCut(frozen, freeze, !stopped);
         if (!stopped)

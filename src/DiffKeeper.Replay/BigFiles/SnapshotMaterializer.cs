@@ -372,7 +372,29 @@ public static class SnapshotMaterializer
         long punched = 0;
         foreach (var (ws, we) in windows)
         {
-            foreach (var (s, e) in Subtract(BlockIngest.DataRanges(file, ws, we), data, we))
+            // Only the version's extents inside the window: sorting all of a 16,000-extent map per window would
+            // cost more than the window's look-up.
+            int lo = 0, hi = data.Count;
+            while (lo < hi)
+            {
+                var mid = (lo + hi) >>> 1;
+                if (data[mid].Item2 <= ws)
+                {
+                    lo = mid + 1;
+                }
+                else
+                {
+                    hi = mid;
+                }
+            }
+
+            var inside = new List<(long, long)>();
+            for (var i = lo; i < data.Count && data[i].Offset < we; i++)
+            {
+                inside.Add(data[i]);
+            }
+
+            foreach (var (s, e) in Subtract(BlockIngest.DataRanges(file, ws, we), inside, we))
             {
                 if (Libc.Fallocate(fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, s, e - s) == 0)
                 {

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage.Catalog;
@@ -24,6 +25,11 @@ public static class BlockIngest
     /// are kept unread; without <paramref name="written"/>, every data extent is read and compared by hash.
     /// </summary>
     public static BlockIngestResult IngestFile(TraceWriter writer, SafeFileHandle file, long size,
+        IReadOnlyList<BlockPiece>? previous = null, long previousSize = 0, IReadOnlyList<(long Start, long End)>? written = null) =>
+        Ingest(writer, new FileBlockSource(file), size, previous, previousSize, written);
+
+    /// <summary>As <see cref="IngestFile"/>, reading <paramref name="file"/>: an open file or an image taken of one earlier.</summary>
+    public static BlockIngestResult Ingest(TraceWriter writer, IBlockSource file, long size,
         IReadOnlyList<BlockPiece>? previous = null, long previousSize = 0, IReadOnlyList<(long Start, long End)>? written = null)
     {
         var storedBefore = writer.StoredBytesWritten;
@@ -34,17 +40,17 @@ public static class BlockIngest
         using var batch = new PieceBatch(writer, previous);
         foreach (var (a, b) in regions)
         {
-            foreach (var (s, e) in DataRanges(file, a, b))
+            foreach (var (s, e) in file.DataRanges(a, b))
             {
-                if (!batch.ReadFrom(file, s, e, out var eof))
-                {
-                    size = eof; // it shrank while being read: what the reads returned, the next event brings the rest
-                    break;
-                }
+                batch.ReadFrom(file, s, e);
             }
         }
 
         var pieces = batch.Finish();
+        if (batch.EndedAt is { } eof)
+        {
+            size = eof; // it shrank while being read: what the reads returned, the next event brings the rest
+        }
         if (partial)
         {
             pieces = Kept(previous!, regions, size, pieces);
@@ -200,8 +206,108 @@ public static class BlockIngest
         return true;
     }
 
-    /// <summary>The data extents of [<paramref name="from"/>, <paramref name="to"/>), in order (all of it where SEEK_DATA is unsupported).</summary>
+    /// <summary>
+    /// The data extents of [<paramref name="from"/>, <paramref name="to"/>), in order (all of it where SEEK_DATA is
+    /// unsupported): what SEEK_DATA/SEEK_HOLE report. Asked of FIEMAP first, which names hundreds of extents per call
+    /// where SEEK_DATA and SEEK_HOLE cost two calls each (a sparse image has thousands); allocated but unwritten
+    /// extents, which SEEK_DATA counts as data only where the page cache holds their pages, are asked of
+    /// SEEK_DATA/SEEK_HOLE themselves, and so is everything on a file system without FIEMAP.
+    /// </summary>
     public static List<(long Start, long End)> DataRanges(SafeFileHandle file, long from, long to)
+    {
+        if (to <= from)
+        {
+            return [];
+        }
+
+        return FiemapRanges(file, from, to) ?? SeekRanges(file, from, to);
+    }
+
+    private const int FiemapBatch = 1024;
+
+    /// <summary>The data extents by FIEMAP; null where the file system has none.</summary>
+    private static List<(long Start, long End)>? FiemapRanges(SafeFileHandle file, long from, long to)
+    {
+        var fd = (int)file.DangerousGetHandle();
+        var buffer = ArrayPool<byte>.Shared.Rent(Libc.FiemapHeaderSize + FiemapBatch * Libc.FiemapExtentSize);
+        try
+        {
+            var ranges = new List<(long Start, long End)>();
+            var pos = from;
+            while (pos < to)
+            {
+                var header = buffer.AsSpan(0, Libc.FiemapHeaderSize);
+                header.Clear();
+                BinaryPrimitives.WriteUInt64LittleEndian(header, (ulong)pos);
+                BinaryPrimitives.WriteUInt64LittleEndian(header[8..], (ulong)(to - pos));
+                BinaryPrimitives.WriteUInt32LittleEndian(header[24..], FiemapBatch);
+                if (Libc.Fiemap(fd, buffer) != 0)
+                {
+                    return null;
+                }
+
+                var mapped = (int)BinaryPrimitives.ReadUInt32LittleEndian(header[20..]);
+                if (mapped == 0)
+                {
+                    break;
+                }
+
+                var last = false;
+                for (var i = 0; i < mapped; i++)
+                {
+                    var x = buffer.AsSpan(Libc.FiemapHeaderSize + i * Libc.FiemapExtentSize, Libc.FiemapExtentSize);
+                    var logical = (long)BinaryPrimitives.ReadUInt64LittleEndian(x);
+                    var length = (long)BinaryPrimitives.ReadUInt64LittleEndian(x[16..]);
+                    var flags = BinaryPrimitives.ReadUInt32LittleEndian(x[40..]);
+                    last |= (flags & Libc.FIEMAP_EXTENT_LAST) != 0;
+                    var s = Math.Max(logical, from);
+                    var e = Math.Min(logical + length, to);
+                    pos = Math.Max(pos, logical + length);
+                    if (e <= s)
+                    {
+                        continue;
+                    }
+
+                    if ((flags & Libc.FIEMAP_EXTENT_UNWRITTEN) != 0)
+                    {
+                        foreach (var r in SeekRanges(file, s, e))
+                        {
+                            Append(ranges, r.Start, r.End);
+                        }
+                    }
+                    else
+                    {
+                        Append(ranges, s, e);
+                    }
+                }
+
+                if (last)
+                {
+                    break;
+                }
+            }
+
+            return ranges;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static void Append(List<(long Start, long End)> ranges, long s, long e)
+    {
+        if (ranges.Count > 0 && ranges[^1].End >= s)
+        {
+            ranges[^1] = (ranges[^1].Start, Math.Max(ranges[^1].End, e)); // physically apart, logically one run
+        }
+        else
+        {
+            ranges.Add((s, e));
+        }
+    }
+
+    private static List<(long Start, long End)> SeekRanges(SafeFileHandle file, long from, long to)
     {
         var ranges = new List<(long Start, long End)>();
         var fd = (int)file.DangerousGetHandle();
@@ -316,6 +422,7 @@ public static class BlockIngest
     {
         private readonly byte[] _buffer = ArrayPool<byte>.Shared.Rent(BatchBytes);
         private readonly List<(int At, long Offset, int Length)> _pending = [];
+        private readonly List<IBlockSource?> _sources = []; // per pending piece: where to read it, or null (filled by the caller)
         private readonly List<BlockPiece> _result = [];
         private readonly Dictionary<long, BlockPiece>? _previous = previous?.ToDictionary(p => p.Offset);
         private int _filled;
@@ -324,46 +431,30 @@ public static class BlockIngest
 
         public int Changed { get; private set; }
 
-        /// <summary>Reads [start, end) into pieces; false (with the offset where it ended) if the file ended first.</summary>
-        public bool ReadFrom(SafeFileHandle file, long start, long end, out long eof)
+        /// <summary>Where the source ended before a read did (it shrank while being read); null while every read was whole.</summary>
+        public long? EndedAt { get; private set; }
+
+        /// <summary>
+        /// Queues [start, end) as pieces of the grid; each is read and hashed on every core when the batch is full
+        /// (<see cref="Flush"/>), so the copy out of the page cache is shared by the cores as the hashing is.
+        /// </summary>
+        public void ReadFrom(IBlockSource file, long start, long end)
         {
             var pos = start;
-            while (pos < end)
+            while (pos < end && EndedAt is null)
             {
-                var free = _buffer.Length - _filled;
-                var want = Math.Min(end - pos, free);
-                if (pos + want < end)
-                {
-                    want = (pos + want) / B * B - pos; // stop on the grid, so a data run is one piece per block
-                }
-
-                if (want <= 0)
+                var len = (int)(Math.Min((pos / B + 1) * B, end) - pos);
+                if (_buffer.Length - _filled < len)
                 {
                     Flush();
                     continue;
                 }
 
-                var n = Packs.PackReader.ReadFully(file, _buffer.AsSpan(_filled, (int)want), pos);
-                for (long p = pos, at = _filled; p < pos + n;)
-                {
-                    var len = (int)(Math.Min((p / B + 1) * B, pos + n) - p);
-                    _pending.Add(((int)at, p, len));
-                    at += len;
-                    p += len;
-                }
-
-                _filled += n;
-                BytesRead += n;
-                pos += n;
-                if (n < want)
-                {
-                    eof = pos;
-                    return false;
-                }
+                _pending.Add((_filled, pos, len));
+                _sources.Add(file);
+                _filled += len;
+                pos += len;
             }
-
-            eof = end;
-            return true;
         }
 
         /// <summary>Room for <paramref name="length"/> bytes (flushing first if needed); <see cref="Commit"/> takes it.</summary>
@@ -382,6 +473,7 @@ public static class BlockIngest
         public void Add(int at, long offset, int length)
         {
             _pending.Add((at, offset, length));
+            _sources.Add(null);
             BytesRead += length;
         }
 
@@ -398,7 +490,44 @@ public static class BlockIngest
             if (_pending.Count > 0)
             {
                 var ids = new BlobId[_pending.Count];
-                System.Threading.Tasks.Parallel.For(0, _pending.Count, i => ids[i] = BlobId.Of(_buffer.AsSpan(_pending[i].At, _pending[i].Length)));
+                var got = new int[_pending.Count];
+                try
+                {
+                    System.Threading.Tasks.Parallel.For(0, _pending.Count, i =>
+                    {
+                        var (at, offset, length) = _pending[i];
+                        var span = _buffer.AsSpan(at, length);
+                        got[i] = _sources[i] is { } source ? source.Read(span, offset) : length;
+                        ids[i] = BlobId.Of(span[..got[i]]);
+                    });
+                }
+                catch (AggregateException e)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+                }
+
+                for (var i = 0; i < _pending.Count; i++)
+                {
+                    if (_sources[i] is not null)
+                    {
+                        BytesRead += got[i];
+                    }
+
+                    if (got[i] < _pending[i].Length)
+                    {
+                        // The source ended inside this piece: it and nothing after it (in file order) exists.
+                        EndedAt = _pending[i].Offset + got[i];
+                        var keep = got[i] > 0 ? i + 1 : i;
+                        if (got[i] > 0)
+                        {
+                            _pending[i] = _pending[i] with { Length = got[i] };
+                        }
+
+                        _pending.RemoveRange(keep, _pending.Count - keep);
+                        break;
+                    }
+                }
+
                 var fresh = new List<(int Offset, int Length)>();
                 var freshIds = new List<BlobId>();
                 for (var i = 0; i < _pending.Count; i++)
@@ -429,6 +558,7 @@ public static class BlockIngest
             }
 
             _pending.Clear();
+            _sources.Clear();
             _filled = 0;
         }
 
