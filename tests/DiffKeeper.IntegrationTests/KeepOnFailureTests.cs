@@ -46,7 +46,10 @@ public sealed class KeepOnFailureTests : IDisposable
         Assert.True(PackBytes() < before + 500_000, $"packs grew from {before} to {PackBytes()} bytes although session 2's contents were dropped");
 
         // Its summary and timeline stay.
-        Assert.Contains(Cli.Ok(Work, "sessions", "--trace", Trace).Lines, l => l.Contains("passed > result.txt", StringComparison.Ordinal));
+        var listed = Cli.Ok(Work, "sessions", "--trace", Trace).Lines;
+        Assert.Contains("exit status 0, not kept", Assert.Single(listed, l => l.Contains("passed > result.txt", StringComparison.Ordinal)), StringComparison.Ordinal);
+        Assert.DoesNotContain("not kept", Assert.Single(listed, l => l.Contains("failed > result.txt", StringComparison.Ordinal)), StringComparison.Ordinal);
+        Assert.Equal([true, false], Cli.JsonLines(Cli.Ok(Work, "sessions", "--trace", Trace, "--json")).Select(j => j.GetProperty("contents_kept").GetBoolean()));
         var timeline = Cli.Ok(Work, "timeline", "--trace", Trace, "--session", "2", "--no-fold").Stdout;
         Assert.Contains("big.bin", timeline, StringComparison.Ordinal);
         Assert.Contains("EXIT", timeline, StringComparison.Ordinal);
