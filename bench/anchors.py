@@ -15,8 +15,9 @@ measuring. Methodology follows ANCHOR-RESULTS.md:
 * restic (always encrypted; repository v2, zstd) and borg (`-e none`, lz4) back up the live directory, one
   snapshot/archive per version.
 * DiffKeeper: one `record --trace T --watch LIVE -- true` session per version (its baseline scan stores what
-  changed; unchanged content is deduplicated), then, when the binary has it, one `gc` after the last version
-  (compaction writes the deltas; timed apart), rebuilt with `export --session N` (the end of session N).
+  changed; unchanged content is deduplicated). A binary whose `record` compacts (it has --no-compact) is measured
+  as record leaves the trace, compaction included in the store times; an older one gets one `gc` after the last
+  version (compaction writes the deltas; timed apart). Rebuilt with `export --session N` (the end of session N).
 * Rebuild times are medians of RUNS (>= 5) runs into a new directory, each after an untimed `sync`, warm page
   cache, no fsync of the output. Peak RSS is the largest ru_maxrss of the command and its children (GNU time %M).
   Every rebuilt first and last version is compared with the workload byte for byte (untimed) before timing.
@@ -329,8 +330,13 @@ class DiffKeeperTool(Tool):
                    env=self.env)
 
     def after_store(self):
-        # Deltas are written by compaction (`gc`), so the store as a user would keep it is the one after a gc
-        # following the last version; its time is reported apart, like git gc in ANCHOR-RESULTS.
+        # Deltas are written by compaction. A binary whose `record` compacts its trace (issue 12: it has
+        # --no-compact) is measured as record leaves it, compaction inside the store times; an older one after a
+        # `gc` following the last version, its time reported apart, like git gc in ANCHOR-RESULTS.
+        # DK_GC_ARGS forces the gc step (with those arguments) either way.
+        if "--no-compact" in subprocess.run([self.binary, "record", "--help"], capture_output=True, text=True).stdout \
+                and "DK_GC_ARGS" not in os.environ:
+            return None
         if subprocess.run([self.binary, "gc", "--help"], capture_output=True).returncode != 0:
             return None
         before = self.stored_bytes()
@@ -518,6 +524,12 @@ def report(all_results, meta):
             lines.append(f"\n- DiffKeeper trace: `stats` reports stored {mib(st.get('stored_bytes', 0))} MiB in packs, "
                          f"catalog {mib(st.get('catalog_bytes', 0))} MiB, {st.get('versions')} versions, "
                          f"{st.get('blobs')} blobs; the table counts every file of the trace directory.")
+            if isinstance(st.get("worst_rebuild"), dict):
+                wr = st["worst_rebuild"]
+                lines.append(f"\n- DiffKeeper worst rebuild (`stats`): {wr['ratio']:.2f}x, {mib(wr['decoded_bytes'])} MiB decoded "
+                             f"for {mib(wr['size'])} MiB, a chain of {wr['deltas']} deltas (session {wr['session']}, {wr['path']}).")
+            if not (r.get("DiffKeeper") or {}).get("after_store"):
+                lines.append("\n- DiffKeeper: stored bytes and rebuilds are as `record` left the trace (no manual gc).")
         for tool, why in w["skipped"].items():
             lines.append(f"\n- {tool}: {why}")
         lines.append("")

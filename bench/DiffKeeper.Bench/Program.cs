@@ -13,17 +13,18 @@ using DiffKeeper.Storage.Packs;
 // In-process figures of the storage engine on a workload of ../shared/bench/gen_workloads.py (Wn/vNN/...):
 // the time to store each version from the files on disk (one session per version, as `record` does), the time
 // of `gc`, the bytes stored, and the time to rebuild the first and the last version (median of 5). One JSON
-// object on stdout. Usage: DiffKeeper.Bench WORKLOAD_DIR SCRATCH_DIR [--delta zstd|bsdiff|none] [--snapshot-interval N]
+// object on stdout. Usage: DiffKeeper.Bench WORKLOAD_DIR SCRATCH_DIR [--delta zstd|bsdiff|none] [--rebuild-bound K] [--snapshot-interval N]
 if (args.Length < 2)
 {
-    Console.Error.WriteLine("usage: DiffKeeper.Bench WORKLOAD_DIR SCRATCH_DIR [--delta zstd|bsdiff|none] [--snapshot-interval N]");
+    Console.Error.WriteLine("usage: DiffKeeper.Bench WORKLOAD_DIR SCRATCH_DIR [--delta zstd|bsdiff|none] [--rebuild-bound K] [--snapshot-interval N]");
     return 2;
 }
 
 var workload = Path.GetFullPath(args[0]);
 var scratch = Path.GetFullPath(args[1]);
 var delta = Option("--delta", "zstd");
-var interval = int.Parse(Option("--snapshot-interval", "10"), CultureInfo.InvariantCulture);
+int? interval = Option("--snapshot-interval", "") is { Length: > 0 } n ? int.Parse(n, CultureInfo.InvariantCulture) : null;
+var bound = double.Parse(Option("--rebuild-bound", RebuildCost.DefaultBound.ToString(CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture);
 var versions = Directory.GetDirectories(workload, "v*").Order(StringComparer.Ordinal).ToList();
 var live = Path.Combine(scratch, "live");
 var trace = Path.Combine(scratch, "trace");
@@ -50,7 +51,7 @@ foreach (var v in versions)
 var packsBefore = PackBytes(trace);
 var gcClock = Stopwatch.StartNew();
 var gc = delta == "none" ? null : StoreMaintenance.Run(trace, new MaintenanceOptions(
-    delta == "bsdiff" ? BlobCodec.BsDiff : BlobCodec.ZstdDelta, interval), DateTimeOffset.UtcNow);
+    delta == "bsdiff" ? BlobCodec.BsDiff : BlobCodec.ZstdDelta, interval) { RebuildBound = bound }, DateTimeOffset.UtcNow);
 var gcMs = gcClock.Elapsed.TotalMilliseconds;
 
 double Rebuild(long session)

@@ -34,4 +34,7 @@ public sealed record RecordOptions(
 
     /// <summary>Size of the eBPF ring buffer (`--ring-buffer`), a power of two.</summary>
     public int RingBufferBytes { get; init; } = 64 << 20;
+
+    /// <summary>Compact the trace after the session finished, as `gc` does (`--no-compact` turns it off).</summary>
+    public bool Compact { get; init; } = true;
 }

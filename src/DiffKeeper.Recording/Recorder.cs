@@ -5,6 +5,7 @@ using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Maintenance;
 
 namespace DiffKeeper.Recording;
 
@@ -107,6 +108,12 @@ public sealed class Recorder
             StorageFailed(e);
         }
 
+        if (_options.Compact && _storageFailure is null)
+        {
+            _background = new BackgroundCompaction(writer, () => _versioner.VersionsWritten, _log);
+            _background.Start();
+        }
+
         ChildExit exit;
         // The consumer has a thread of its own and blocks between batches (WakingChannelWriter): as an async loop
         // it hopped between thread-pool workers and needed the timer thread for its timed waits.
@@ -157,7 +164,15 @@ public sealed class Recorder
         _versioner.UseAllCores = true;
         await source.StopAsync().ConfigureAwait(false);
         sink.Complete();
-        await consumed.Task.ConfigureAwait(false);
+        try
+        {
+            await consumed.Task.ConfigureAwait(false);
+        }
+        finally
+        {
+            _background?.Dispose(); // the consumer took its last step; the pass after the session does the rest
+        }
+
         if (_storageFailure is { } failure)
         {
             CloseAfterStorageFailure(failure, exit, exitCode);
@@ -172,10 +187,52 @@ public sealed class Recorder
             exit.ToString()));
         _events++;
         writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
-        return Result(exitCode);
+        stored.Dispose(); // its reader holds LOCK.readers: compaction could not delete the packs it empties
+        return Compact(Result(exitCode));
+    }
+
+    /// <summary>
+    /// After the session finished: compaction and garbage collection of the whole trace (what `gc` does), on a
+    /// thread at nice 10, under the writer's lock this recording already holds. Every step commits before the next,
+    /// so a kill at any moment leaves a trace that verifies and exports every moment; a failure is logged and leaves
+    /// the recording as it is (`gc` retries).
+    /// </summary>
+    private RecordResult Compact(RecordResult result)
+    {
+        if (!_options.Compact)
+        {
+            return result;
+        }
+
+        _writer.BeforeCommit = null; // the session is closed: nothing of it is held any more
+
+        MaintenanceResult? done = null;
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            _ = Native.Interop.Libc.SetPriority(Native.Interop.Libc.PRIO_PROCESS, (uint)Native.Interop.Libc.Gettid(), 10);
+            try
+            {
+                done = StoreMaintenance.Run(_writer, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                failure = e;
+            }
+        }) { Name = "compaction" };
+        thread.Start();
+        thread.Join();
+        if (failure is not null)
+        {
+            _log.WriteLine($"diffkeeper: compaction failed, the recording is complete as it is ('diffkeeper gc' retries): {failure.Message}");
+            return result;
+        }
+
+        return result with { PackBytesBefore = done!.PackBytesBefore, PackBytesAfter = done.PackBytesAfter };
     }
 
     private Exception? _storageFailure;
+    private BackgroundCompaction? _background;
 
     /// <summary>Stores every entry already there as its version 0, and commits.</summary>
     private void Baseline(TraceWriter writer, PathFilter filter)
@@ -335,6 +392,21 @@ public sealed class Recorder
                 lastCommit = Stopwatch.GetTimestamp();
             }
 
+            if (_background is { } background && !_writer.HasPending)
+            {
+                // Each step commits on its own, between the recording's commits, and holds only itself: held events
+                // wait for the recording's next commit (a step that fails is rolled back and must not take them along).
+                _writer.BeforeCommit = null;
+                try
+                {
+                    background.RunSteps();
+                }
+                finally
+                {
+                    _writer.BeforeCommit = FlushParked;
+                }
+            }
+
             if (completed && _dirty.Count == 0 && !reader.TryPeek(out _))
             {
                 return;
@@ -344,6 +416,8 @@ public sealed class Recorder
             {
                 var wait = _dirty.Count == 0 ? TimeSpan.FromMilliseconds(200) : Stopwatch.GetElapsedTime(now, _dirty.Values.Min(d => d.ReadyAt));
                 wait = wait < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : wait;
+                // A running compaction pass hands over steps: they wait at most this long for the recorder.
+                wait = _background?.Running == true && wait > TimeSpan.FromMilliseconds(10) ? TimeSpan.FromMilliseconds(10) : wait;
                 wake.Wait(wait);
             }
         }

@@ -5,6 +5,15 @@ namespace DiffKeeper.Storage;
 /// <summary>One path's share of the store: the stored bytes of the blobs its versions brought in first.</summary>
 public sealed record PathCost(long SessionId, string Path, long StoredBytes, long Versions);
 
+/// <summary>
+/// The version whose rebuild decodes the most bytes per byte of the file (<see cref="RebuildCost"/>): its blobs and
+/// their delta bases, each once; <see cref="Deltas"/> is the longest delta chain it follows.
+/// </summary>
+public sealed record RebuildWorst(long SessionId, string Path, long VersionId, long Size, long DecodedBytes, int Deltas)
+{
+    public double Ratio => Size == 0 ? 0 : (double)DecodedBytes / Size;
+}
+
 /// <summary>What a trace holds and what it costs on disk.</summary>
 public sealed record TraceStatistics(
     long Sessions,
@@ -15,7 +24,8 @@ public sealed record TraceStatistics(
     long StoredBytes,
     long PackBytes,
     long CatalogBytes,
-    IReadOnlyList<PathCost> TopPaths)
+    IReadOnlyList<PathCost> TopPaths,
+    RebuildWorst? WorstRebuild)
 {
     /// <summary>Raw bytes of all file versions over the bytes of distinct chunks (how much deduplication saved).</summary>
     public double DedupRatio => UniqueBytes == 0 ? 1 : (double)RawBytes / UniqueBytes;
@@ -31,10 +41,16 @@ public sealed record TraceStatistics(
     {
         using var snapshot = reader.Snapshot();
         var blobs = new Dictionary<long, (int Raw, int Stored)>();
+        var bases = new Dictionary<long, long[]>();
         long unique = 0, stored = 0;
         foreach (var b in reader.AllBlobs())
         {
             blobs[b.BlobRowId] = (b.RawLength, b.StoredLength);
+            if (b.IsDelta)
+            {
+                bases[b.BlobRowId] = b.Bases;
+            }
+
             unique += b.RawLength;
             stored += Packs.PackFormat.RecordSize(b.StoredLength);
         }
@@ -42,6 +58,9 @@ public sealed record TraceStatistics(
         var sessions = reader.Sessions().ToDictionary(s => s.Id);
         var charged = new HashSet<long>();
         var perPath = new Dictionary<(long Session, string Path), (long Stored, long Versions)>();
+        var closures = new Dictionary<long, HashSet<long>>();
+        var depths = new Dictionary<long, int>();
+        RebuildWorst? worst = null;
         long versions = 0, raw = 0;
         foreach (var v in reader.AllVersions())
         {
@@ -61,6 +80,15 @@ public sealed record TraceStatistics(
                             cost.Stored += Packs.PackFormat.RecordSize(b.Stored);
                         }
                     }
+
+                    if (!v.Pruned && v.Size > 0)
+                    {
+                        var rebuild = Rebuild(v, path, extents, blobs, bases, closures, depths);
+                        if (worst is null || rebuild.Ratio > worst.Ratio || (rebuild.Ratio == worst.Ratio && rebuild.DecodedBytes > worst.DecodedBytes))
+                        {
+                            worst = rebuild;
+                        }
+                    }
                 }
             }
 
@@ -73,6 +101,54 @@ public sealed record TraceStatistics(
             .Where(f => f.Exists).Sum(f => f.Length);
         var topPaths = perPath.OrderByDescending(kv => kv.Value.Stored).ThenBy(kv => kv.Key.Path, StringComparer.Ordinal).Take(top)
             .Select(kv => new PathCost(kv.Key.Session, kv.Key.Path, kv.Value.Stored, kv.Value.Versions)).ToList();
-        return new TraceStatistics(sessions.Count, versions, blobs.Count, raw, unique, stored, packBytes, catalogBytes, topPaths);
+        return new TraceStatistics(sessions.Count, versions, blobs.Count, raw, unique, stored, packBytes, catalogBytes, topPaths, worst);
+    }
+
+    /// <summary>What rebuilding one version decodes: the union of its blobs' closures (memoized per delta row).</summary>
+    private static RebuildWorst Rebuild(Catalog.VersionRecord v, string path, List<Extent> extents, Dictionary<long, (int Raw, int Stored)> blobs,
+        Dictionary<long, long[]> bases, Dictionary<long, HashSet<long>> closures, Dictionary<long, int> depths)
+    {
+        var decoded = new HashSet<long>();
+        var deltas = 0;
+        foreach (var e in extents)
+        {
+            if (!bases.ContainsKey(e.BlobRowId))
+            {
+                decoded.Add(e.BlobRowId);
+                continue;
+            }
+
+            if (!closures.TryGetValue(e.BlobRowId, out var closure))
+            {
+                closures[e.BlobRowId] = closure = RebuildCost.Closure(e.BlobRowId, bases);
+            }
+
+            decoded.UnionWith(closure);
+            deltas = Math.Max(deltas, Depth(e.BlobRowId, bases, depths));
+        }
+
+        var bytes = decoded.Sum(r => blobs.TryGetValue(r, out var b) ? (long)b.Raw : 0);
+        return new RebuildWorst(v.SessionId, path, v.Id, v.Size, bytes, deltas);
+    }
+
+    private static int Depth(long row, Dictionary<long, long[]> bases, Dictionary<long, int> memo)
+    {
+        if (memo.TryGetValue(row, out var known))
+        {
+            return known;
+        }
+
+        memo[row] = Packs.PackFormat.MaxDepth; // a cycle (a damaged catalog) reads as the deepest chain
+        var depth = 0;
+        if (bases.TryGetValue(row, out var next))
+        {
+            foreach (var b in next)
+            {
+                depth = Math.Max(depth, 1 + Depth(b, bases, memo));
+            }
+        }
+
+        memo[row] = Math.Min(depth, Packs.PackFormat.MaxDepth);
+        return memo[row];
     }
 }

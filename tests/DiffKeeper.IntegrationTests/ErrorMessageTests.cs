@@ -87,6 +87,8 @@ public sealed partial class ErrorMessageTests(ErrorMessageTests.Fixture fixture)
         ["--top negative"] = (["stats", "--trace", "{trace}", "--top", "-1"], 2, false),
         ["--snapshot-interval not a number"] = (["gc", "--trace", "{trace}", "--snapshot-interval", "x"], 2, false),
         ["--snapshot-interval zero"] = (["gc", "--trace", "{trace}", "--snapshot-interval", "0"], 2, false),
+        ["--rebuild-bound below 1"] = (["gc", "--trace", "{trace}", "--rebuild-bound", "0.5"], 2, false),
+        ["--rebuild-bound not a number"] = (["gc", "--trace", "{trace}", "--rebuild-bound", "lots"], 2, false),
         ["--repack-threshold not a number"] = (["gc", "--trace", "{trace}", "--repack-threshold", "most"], 2, false),
         ["--repack-threshold above 1"] = (["gc", "--trace", "{trace}", "--repack-threshold", "1.5"], 2, false),
         ["--delta unknown"] = (["gc", "--trace", "{trace}", "--delta", "xdelta"], 2, false),

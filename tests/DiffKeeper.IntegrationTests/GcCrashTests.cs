@@ -30,7 +30,7 @@ public sealed class GcCrashTests : IDisposable
 
             versions.Add((byte[])content.Clone());
             await File.WriteAllBytesAsync(Path.Combine(work, "state.bin"), content, ct);
-            Cli.Ok(work, "record", "--trace", pristine, "--watch", work, "--", "true");
+            Cli.Ok(work, "record", "--trace", pristine, "--watch", work, "--no-compact", "--", "true");
         }
 
         // How long an undisturbed gc takes, to spread the kills over it.

@@ -123,6 +123,45 @@ public sealed class MaintenanceTests : IDisposable
         Assert.Contains(blobs.Values, b => b.IsDelta);
     }
 
+    [Theory]
+    [InlineData(3.0, true)]
+    [InlineData(RebuildCost.DefaultBound, true)]
+    public void The_rebuild_bound_bounds_what_rebuilding_any_version_decodes(double bound, bool afterEachSession)
+    {
+        // As `record` leaves it (a pass after each session) or as one `gc` after all of them.
+        var trace = _dir.Sub("t");
+        var versions = TenPercentEdits(512 << 10, 20, 11);
+        var options = new MaintenanceOptions(BlobCodec.ZstdDelta, null, 0.9) { RebuildBound = bound };
+        foreach (var chunk in versions.Chunk(afterEachSession ? 1 : versions.Count))
+        {
+            WriteVersions(trace, _dir.Path, chunk);
+            StoreMaintenance.Run(trace, options, DateTimeOffset.UtcNow);
+        }
+
+        Assert.Equal(versions, ReadAll(trace));
+        using var r = TraceReader.Open(trace);
+        Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+        var blobs = r.AllBlobs().ToDictionary(b => b.BlobRowId);
+        var bases = blobs.Values.Where(b => b.IsDelta).ToDictionary(b => b.BlobRowId, b => b.Bases);
+        foreach (var v in r.AllVersions())
+        {
+            Assert.True(ExtentMap.TryDecode(v.Extents, v.Size, out var extents));
+            var decoded = extents.SelectMany(e => RebuildCost.Closure(e.BlobRowId, bases)).Distinct().Sum(row => (long)blobs[row].RawLength);
+            var budget = RebuildCost.Budget(bound, v.Size);
+            Assert.True(decoded <= budget, $"version {v.Id} decodes {decoded} bytes, more than {budget}");
+        }
+
+        var worst = TraceStatistics.Compute(r).WorstRebuild!;
+        Assert.True(worst.DecodedBytes <= RebuildCost.Budget(bound, worst.Size), $"{worst}");
+        Assert.True(worst.Ratio > 1, $"{worst}: no version decodes through a delta");
+        if (bound >= RebuildCost.DefaultBound)
+        {
+            // No whole copy beyond the newest: the information bound (one version plus the 10% each later one rewrote).
+            var information = (512 << 10) + (19 * (512 << 10) / 10);
+            Assert.True(StoreFiles.PackBytes(trace) <= 1.06 * information, $"{StoreFiles.PackBytes(trace)} pack bytes, bound {information}");
+        }
+    }
+
     [Fact]
     public void A_chunk_that_comes_back_in_the_newest_version_is_stored_whole_again()
     {

@@ -15,12 +15,18 @@ internal sealed class MaintenanceOptionsBinder
         HelpName = "zstd|bsdiff|none",
     };
 
-    public Option<int> SnapshotInterval { get; } = new Option<int>("--snapshot-interval")
+    public Option<int?> SnapshotInterval { get; } = new Option<int?>("--snapshot-interval")
     {
-        Description = "Every N-th version of a path, counted back from the newest, stays whole, so no read follows more than N-1 deltas",
-        DefaultValueFactory = _ => 10,
+        Description = "Also bound delta chains by count: no read follows more than N-1 deltas (1: every version whole). Unset by default: --rebuild-bound decides",
         HelpName = "N",
     }.Expecting("a number of versions (1: every version whole)", n => n >= 1);
+
+    public Option<double> RebuildBound { get; } = new Option<double>("--rebuild-bound")
+    {
+        Description = "Rebuilding any chunk of any version decodes at most K times its bytes (chunks under 64 KiB count as 64 KiB): a delta whose chain would decode more stays whole. 'stats' reports the worst version",
+        DefaultValueFactory = _ => DiffKeeper.Storage.RebuildCost.DefaultBound,
+        HelpName = "K",
+    }.ExpectingAtLeast(1, "a factor of at least 1, for example 32");
 
     public Option<double> RepackThreshold { get; } = new Option<double>("--repack-threshold")
     {
@@ -34,7 +40,7 @@ internal sealed class MaintenanceOptionsBinder
         Description = "Print the summary as one JSON object on stdout: versions_pruned, blobs_swept, compaction, packs_repacked, packs_dropped, pack_bytes_before, pack_bytes_after, pack_files_left",
     };
 
-    public IEnumerable<Option> All => [Delta, SnapshotInterval, RepackThreshold, Json];
+    public IEnumerable<Option> All => [Delta, RebuildBound, SnapshotInterval, RepackThreshold, Json];
 
     public MaintenanceOptions Bind(ParseResult pr, PrunePolicy? prune)
     {
@@ -45,9 +51,9 @@ internal sealed class MaintenanceOptionsBinder
             "none" => null,
             var other => throw new DiffKeeperException(ExitCode.Usage, $"--delta must be zstd, bsdiff or none, not '{other}'"),
         };
-        // --snapshot-interval and --repack-threshold are range-checked by their parsers.
+        // --snapshot-interval, --rebuild-bound and --repack-threshold are range-checked by their parsers.
         var interval = pr.GetValue(SnapshotInterval);
         var threshold = pr.GetValue(RepackThreshold);
-        return new MaintenanceOptions(codec, interval, threshold, prune);
+        return new MaintenanceOptions(codec, interval, threshold, prune) { RebuildBound = pr.GetValue(RebuildBound) };
     }
 }

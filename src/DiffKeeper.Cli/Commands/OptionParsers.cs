@@ -42,6 +42,16 @@ internal static class OptionParsers
         return option;
     }
 
+    /// <summary>A finite number of at least <paramref name="minimum"/>, written with a dot (2.5) whatever the locale.</summary>
+    public static Option<double> ExpectingAtLeast(this Option<double> option, double minimum, string expects)
+    {
+        option.CustomParser = r =>
+            double.TryParse(Single(r), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var value) && double.IsFinite(value) && value >= minimum
+                ? value
+                : Fail<double>(r, option.Name, expects);
+        return option;
+    }
+
     /// <summary>A moment of a session (<see cref="TimeSpec"/>).</summary>
     public static Option<TimeSpec?> ExpectingTime(this Option<TimeSpec?> option)
     {

@@ -25,7 +25,7 @@ internal static class RecordCommand
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
         var json = new Option<bool>("--json")
         {
-            Description = "Print the summary as one JSON object on stderr (stdout is the command's): session, trace, exit_code, events, versions, lost_events, raw_bytes, stored_bytes",
+            Description = "Print the summary as one JSON object on stderr (stdout is the command's): session, trace, exit_code, events, versions, lost_events, raw_bytes, stored_bytes, pack_bytes_before_compaction, pack_bytes_after_compaction",
         };
         var capture = new Option<string>("--capture")
         {
@@ -53,6 +53,10 @@ internal static class RecordCommand
             HelpName = "WHEN",
             DefaultValueFactory = _ => "always",
         }.ExpectingOneOf("always", "on-failure");
+        var noCompact = new Option<bool>("--no-compact")
+        {
+            Description = "Leave the trace as recorded: skip the compaction during and after the command (what 'diffkeeper gc' does: older versions re-encoded as deltas, garbage repacked); 'gc' can run it later",
+        };
         var command = new Argument<string[]>("command")
         {
             Description = "The command to run and record, after '--'",
@@ -64,10 +68,13 @@ internal static class RecordCommand
             cannot run, 128+N when killed by signal N). SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded to the command.
             Recording into an existing trace adds a new session. With --keep on-failure, a run that passes leaves only
             its summary and timeline (a flaky test recorded on every run keeps the bytes of its failures only).
+            The trace is compacted as 'diffkeeper gc' does, at low priority: in the background while the command
+            runs, and to the end once the session is closed (killing diffkeeper then is safe: the recording is
+            complete and the next 'record' or 'gc' finishes the job); --no-compact skips that.
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, keep, command,
+            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, noCompact, keep, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -96,6 +103,7 @@ internal static class RecordCommand
                 MaxPayload = pr.GetValue(maxPayload),
                 RingBufferBytes = pr.GetValue(ring) << 20,
                 BigFileThreshold = pr.GetValue(bigFile),
+                Compact = !pr.GetValue(noCompact),
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
             var dropped = pr.GetValue(keep) == "on-failure" && result.ExitCode == 0 ? DropContents(options.TraceDir, result) : null;
@@ -111,6 +119,17 @@ internal static class RecordCommand
                     j.WriteNumber("lost_events", result.LostEvents);
                     j.WriteNumber("raw_bytes", result.RawBytes);
                     j.WriteNumber("stored_bytes", result.StoredBytes);
+                    if (result.PackBytesAfter is { } after)
+                    {
+                        j.WriteNumber("pack_bytes_before_compaction", result.PackBytesBefore!.Value);
+                        j.WriteNumber("pack_bytes_after_compaction", after);
+                    }
+                    else
+                    {
+                        j.WriteNull("pack_bytes_before_compaction");
+                        j.WriteNull("pack_bytes_after_compaction");
+                    }
+
                     j.WriteBoolean("contents_kept", dropped is null);
                 });
             }
@@ -119,7 +138,8 @@ internal static class RecordCommand
                 console.Error.WriteLine(
                     $"diffkeeper: recorded session {result.SessionId} into {Path.GetFullPath(options.TraceDir)}: {result.Events} events, {result.Versions} versions, " +
                     $"{TimelineRenderer.FormatSize(result.RawBytes)} read, {TimelineRenderer.FormatSize(result.StoredBytes)} stored" +
-                    (result.LostEvents > 0 ? $", {result.LostEvents} LOST (rescanned)" : ""));
+                    (result.LostEvents > 0 ? $", {result.LostEvents} LOST (rescanned)" : "") +
+                    (result.PackBytesAfter is { } after ? $"; trace packs {TimelineRenderer.FormatSize(result.PackBytesBefore!.Value)} -> {TimelineRenderer.FormatSize(after)} compacted" : ""));
                 if (dropped is { } d)
                 {
                     console.Error.WriteLine(

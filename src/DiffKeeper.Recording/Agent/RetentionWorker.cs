@@ -28,7 +28,6 @@ public sealed class RetentionWorker : IDisposable
 
     /// <summary>Rows one step changes at most: the agent's next cut waits for the step it is running.</summary>
     private const int RowsPerStep = 256;
-    private bool _stopped;
 
     public RetentionWorker(RetentionOptions options, TraceWriter writer, AgentCounters counters, TextWriter log)
     {
@@ -68,20 +67,7 @@ public sealed class RetentionWorker : IDisposable
     public bool TakeFinishedPass() => Interlocked.Exchange(ref _passFinished, 0) == 1;
 
     /// <summary>Agent's thread: takes no more steps and waits for the pass in progress to give up (at the next step or row).</summary>
-    public void Stop()
-    {
-        if (_stopped)
-        {
-            return;
-        }
-
-        _stopped = true;
-        _steps.Close();
-        if (_thread.IsAlive)
-        {
-            _thread.Join();
-        }
-    }
+    public void Stop() => _steps.CloseAndJoin(_thread);
 
     private void Loop()
     {

@@ -14,8 +14,9 @@ public sealed record CompactionResult(long Examined, long Encoded, long BytesBef
 /// path's file versions from the newest to the oldest; a chunk that the next-newer version no longer holds is
 /// re-encoded as a delta against that version's chunks at the same place (corrected for shifts by the nearest
 /// chunk both versions share), when that saves a quarter of its record. The newest version's chunks stay whole, so the state a
-/// restore needs decodes without a chain; a chunk stays whole too when the chain through it would exceed
-/// <c>snapshotInterval - 1</c> deltas (a keyframe). Encoding happens on the maintenance thread into the maintenance
+/// restore needs decodes without a chain; a chunk stays whole too when some version whose rebuild decodes it would
+/// then decode more than the rebuild bound allows (<see cref="RebuildCost"/>), or when a chain would exceed
+/// the optional depth bound (<c>snapshotInterval - 1</c> deltas). Encoding happens on the maintenance thread into the maintenance
 /// pack, fsynced before the step that moves the rows; the old records become garbage for the repack step. A row
 /// moves only from where this pass read it (compare and set), and never when a version the writer added since
 /// the pass began names it (it may be a path's newest content now).
@@ -30,24 +31,29 @@ internal sealed class Compactor
     private readonly MaintenancePack _output;
     private readonly BlobCodec _codec;
     private readonly int _maxDepth;
+    private readonly double _rebuildBound;
     private readonly int _rowsPerStep;
     private readonly HashSet<long> _examined;
     private readonly Dictionary<long, long[]> _bases = [];
     private readonly Dictionary<long, List<long>> _dependents = [];
-    private readonly Dictionary<long, (BlobCodec Codec, int Stored)> _rows = [];
+    private readonly Dictionary<long, (BlobCodec Codec, int Stored, int Raw)> _rows = [];
     private readonly List<Move> _pending = [];
+    private readonly Dictionary<long, List<Rebuild>> _decodedBy = [];
     private long _pendingBytes;
     private long _encoded;
     private long _bytesBefore;
     private long _bytesAfter;
 
-    private Compactor(TraceReader reader, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int snapshotInterval, int rowsPerStep, HashSet<long> examined)
+    private Compactor(TraceReader reader, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int? snapshotInterval, double rebuildBound,
+        int rowsPerStep, HashSet<long> examined)
     {
         _reader = reader;
         _steps = steps;
         _output = output;
         _codec = codec;
-        _maxDepth = Math.Max(0, snapshotInterval - 1);
+        // Readers refuse chains deeper than PackFormat.MaxDepth: without a depth bound, the cost bound alone decides below it.
+        _maxDepth = Math.Min(PackFormat.MaxDepth - 1, Math.Max(0, (snapshotInterval ?? PackFormat.MaxDepth) - 1));
+        _rebuildBound = rebuildBound;
         _rowsPerStep = rowsPerStep;
         _examined = examined;
     }
@@ -56,15 +62,15 @@ internal sealed class Compactor
     /// Compacts; <paramref name="examined"/> holds the rows earlier passes already considered (they are skipped,
     /// and the rows this pass considers are added).
     /// </summary>
-    public static CompactionResult Run(TraceReader reader, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int snapshotInterval,
-        int rowsPerStep, HashSet<long> examined, IProgress<string>? progress = null)
+    public static CompactionResult Run(TraceReader reader, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int? snapshotInterval,
+        double rebuildBound, int rowsPerStep, HashSet<long> examined, IProgress<string>? progress = null)
     {
         if (codec is not (BlobCodec.ZstdDelta or BlobCodec.BsDiff))
         {
             throw new ArgumentOutOfRangeException(nameof(codec), codec, "compaction needs a delta codec");
         }
 
-        return new Compactor(reader, steps, output, codec, snapshotInterval, rowsPerStep, examined).Run(progress);
+        return new Compactor(reader, steps, output, codec, snapshotInterval, rebuildBound, rowsPerStep, examined).Run(progress);
     }
 
     private CompactionResult Run(IProgress<string>? progress)
@@ -74,7 +80,7 @@ internal sealed class Compactor
         {
             foreach (var loc in _reader.AllBlobs())
             {
-                _rows[loc.BlobRowId] = (loc.Codec, loc.StoredLength);
+                _rows[loc.BlobRowId] = (loc.Codec, loc.StoredLength, loc.RawLength);
                 if (loc.IsDelta)
                 {
                     SetBases(loc.BlobRowId, loc.Bases);
@@ -83,6 +89,8 @@ internal sealed class Compactor
 
             histories = PathHistories.Load(_reader);
         }
+
+        LoadRebuilds(histories);
 
         var heads = histories.HeadBlobs();
         long examined = 0;
@@ -111,11 +119,11 @@ internal sealed class Compactor
 
                     _steps.Stopping.ThrowIfCancellationRequested();
                     examined++;
-                    // Bases too deep for the snapshot interval are dropped (a base that is a keyframe or a shallow
-                    // delta still serves); only when none is left does the chunk stay whole.
+                    // Bases too deep for the depth bound, or too costly to decode for the rebuild bound, are dropped
+                    // (a cheaper base still serves); only when none is left does the chunk stay whole.
                     var height = Height(row);
-                    var candidates = Candidates(old, k, newer, shifts)
-                        .Where(c => !DependsOn(c, row) && 1 + Depth(c) + height <= _maxDepth).ToArray();
+                    var candidates = WithinRebuildBound(row, Candidates(old, k, newer, shifts)
+                        .Where(c => !DependsOn(c, row) && 1 + Depth(c) + height <= _maxDepth).ToList());
                     if (candidates.Length == 0)
                     {
                         continue;
@@ -225,8 +233,9 @@ internal sealed class Compactor
             _pendingBytes += PackFormat.RecordSize(payload.Length);
             // Later decisions of this pass (depth, cycles) count this delta as made; if its move is refused, the
             // row stays whole and those decisions were only more cautious than needed.
-            _rows[row] = (_codec, payload.Length);
+            _rows[row] = (_codec, payload.Length, loc.RawLength);
             SetBases(row, bases);
+            AddToRebuilds(row, bases);
         }
         finally
         {
@@ -332,6 +341,130 @@ internal sealed class Compactor
         }
 
         return shifts;
+    }
+
+    /// <summary>
+    /// What each file version's rebuild decodes (its blobs' closures: <see cref="RebuildCost"/>) and, per blob row,
+    /// the versions whose rebuild decodes it. Kept up to date as deltas are made: making a row a delta adds its
+    /// bases' closures to every version that decodes the row.
+    /// </summary>
+    private void LoadRebuilds(PathHistories histories)
+    {
+        var closures = new Dictionary<long, HashSet<long>>();
+        foreach (var v in histories.ByPath.Values.SelectMany(list => list))
+        {
+            if (v is not { Kind: EntryKind.File, Pruned: false, Extents: { } map } || !ExtentMap.TryDecode(map, v.Size, out var extents))
+            {
+                continue;
+            }
+
+            var rows = new HashSet<long>();
+            foreach (var e in extents)
+            {
+                if (!_bases.ContainsKey(e.BlobRowId))
+                {
+                    rows.Add(e.BlobRowId);
+                }
+                else
+                {
+                    if (!closures.TryGetValue(e.BlobRowId, out var closure))
+                    {
+                        closures[e.BlobRowId] = closure = RebuildCost.Closure(e.BlobRowId, _bases);
+                    }
+
+                    rows.UnionWith(closure);
+                }
+            }
+
+            var rebuild = new Rebuild(rows, Bytes(rows), RebuildCost.Budget(_rebuildBound, v.Size));
+            foreach (var row in rows)
+            {
+                if (!_decodedBy.TryGetValue(row, out var list))
+                {
+                    _decodedBy[row] = list = [];
+                }
+
+                list.Add(rebuild);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The candidates (fewest dropped, most costly first) with which every version whose rebuild decodes
+    /// <paramref name="row"/> still decodes within the rebuild bound once the row is a delta against them.
+    /// </summary>
+    private long[] WithinRebuildBound(long row, List<long> candidates)
+    {
+        if (candidates.Count == 0)
+        {
+            return [];
+        }
+
+        var affected = _decodedBy.TryGetValue(row, out var list) ? list : [];
+        var closures = candidates.ToDictionary(c => c, c => RebuildCost.Closure(c, _bases));
+        while (candidates.Count > 0)
+        {
+            var added = new HashSet<long>();
+            foreach (var c in candidates)
+            {
+                added.UnionWith(closures[c]);
+            }
+
+            if (affected.All(v => v.Bytes + added.Where(a => !v.Rows.Contains(a)).Sum(a => (long)Raw(a)) <= v.Budget))
+            {
+                return [.. candidates];
+            }
+
+            candidates.Remove(candidates.MaxBy(c => Bytes(closures[c]))!);
+        }
+
+        return [];
+    }
+
+    /// <summary>Counts the closures of <paramref name="bases"/> into every version that decodes <paramref name="row"/>.</summary>
+    private void AddToRebuilds(long row, long[] bases)
+    {
+        if (!_decodedBy.TryGetValue(row, out var affected))
+        {
+            return;
+        }
+
+        var added = new HashSet<long>();
+        foreach (var b in bases)
+        {
+            added.UnionWith(RebuildCost.Closure(b, _bases));
+        }
+
+        foreach (var v in affected.ToList())
+        {
+            foreach (var a in added)
+            {
+                if (v.Rows.Add(a))
+                {
+                    v.Bytes += Raw(a);
+                    if (!_decodedBy.TryGetValue(a, out var list))
+                    {
+                        _decodedBy[a] = list = [];
+                    }
+
+                    list.Add(v);
+                }
+            }
+        }
+    }
+
+    private long Bytes(HashSet<long> rows) => rows.Sum(r => (long)Raw(r));
+
+    private int Raw(long row) => _rows.TryGetValue(row, out var r) ? r.Raw : 0;
+
+    /// <summary>One version's rebuild: the blob rows it decodes, their bytes, and what the bound allows it.</summary>
+    private sealed class Rebuild(HashSet<long> rows, long bytes, double budget)
+    {
+        public HashSet<long> Rows { get; } = rows;
+
+        public long Bytes { get; set; } = bytes;
+
+        public double Budget { get; } = budget;
     }
 
     private void SetBases(long row, long[] bases)

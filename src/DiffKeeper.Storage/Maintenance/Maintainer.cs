@@ -88,7 +88,7 @@ public sealed class Maintainer : IDisposable
             if (options.Delta is { } codec)
             {
                 progress?.Report("compacting (re-encoding older versions as deltas)");
-                compaction = Compactor.Run(reader, _steps, _output, codec, options.SnapshotInterval, options.RowsPerStep, _examined, progress);
+                compaction = Compactor.Run(reader, _steps, _output, codec, options.SnapshotInterval, options.RebuildBound, options.RowsPerStep, _examined, progress);
             }
 
             progress?.Report("repacking");

@@ -117,6 +117,11 @@ public sealed class QueuedWriterSteps : IWriterSteps, IDisposable
         List<Pending> abandoned;
         lock (_lock)
         {
+            if (_closed)
+            {
+                return;
+            }
+
             _closed = true;
             abandoned = [.. _queue];
             _queue.Clear();
@@ -128,6 +133,19 @@ public sealed class QueuedWriterSteps : IWriterSteps, IDisposable
         {
             p.Error = new OperationCanceledException("the writer's owner stopped taking maintenance steps", _stopping.Token);
             p.Done.Set();
+        }
+    }
+
+    /// <summary>
+    /// Owner's thread: <see cref="Close"/>, then waits for <paramref name="maintenance"/>, the thread that hands over
+    /// the steps, to give up (at its next step or row). Safe to call more than once.
+    /// </summary>
+    public void CloseAndJoin(Thread maintenance)
+    {
+        Close();
+        if (maintenance.IsAlive)
+        {
+            maintenance.Join();
         }
     }
 

@@ -3,12 +3,16 @@ using DiffKeeper.Storage.Packs;
 namespace DiffKeeper.Storage.Maintenance;
 
 /// <summary>
-/// What a maintenance pass does. <see cref="Delta"/> null: no compaction. <see cref="RowsPerStep"/> bounds each
-/// catalog transaction (keep mode makes it small: the agent's next cut waits for the step it is running).
+/// What a maintenance pass does. <see cref="Delta"/> null: no compaction. <see cref="SnapshotInterval"/>, when
+/// set, also bounds delta chains to N-1 deltas; <see cref="RebuildBound"/> bounds what rebuilding any blob decodes
+/// (<see cref="RebuildCost"/>). <see cref="RowsPerStep"/> bounds each catalog transaction (keep mode makes it
+/// small: the agent's next cut waits for the step it is running).
 /// </summary>
-public sealed record MaintenanceOptions(BlobCodec? Delta = BlobCodec.ZstdDelta, int SnapshotInterval = 10, double RepackThreshold = 0.9, PrunePolicy? Prune = null)
+public sealed record MaintenanceOptions(BlobCodec? Delta = BlobCodec.ZstdDelta, int? SnapshotInterval = null, double RepackThreshold = 0.9, PrunePolicy? Prune = null)
 {
     public int RowsPerStep { get; init; } = 100_000;
+
+    public double RebuildBound { get; init; } = RebuildCost.DefaultBound;
 }
 
 public sealed record MaintenanceResult(long VersionsPruned, long BlobsSwept, CompactionResult? Compaction, CollectionResult Collection, long PackBytesBefore, long PackBytesAfter);
@@ -26,6 +30,15 @@ public static class StoreMaintenance
         // The writer would create a missing trace: gc or prune of a mistyped --trace must say so, not succeed.
         TraceReader.CheckExists(Path.GetFullPath(traceDir));
         using var writer = TraceWriter.Open(traceDir);
+        return Run(writer, options, now, progress);
+    }
+
+    /// <summary>
+    /// The same with a writer the caller holds, nothing pending in it (<c>record</c> compacts its trace this way
+    /// after its session finished). Leaves the writer at <c>synchronous=FULL</c>.
+    /// </summary>
+    public static MaintenanceResult Run(TraceWriter writer, MaintenanceOptions options, DateTimeOffset now, IProgress<string>? progress = null)
+    {
         writer.Database.Execute("PRAGMA synchronous=FULL"); // old packs are deleted right after these commits
         MaintenanceResult result;
         using (var maintainer = new Maintainer(writer, new InlineWriterSteps(writer)))
