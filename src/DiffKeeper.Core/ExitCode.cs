@@ -29,6 +29,11 @@ public enum ExitCode
     SystemError = 10,
     /// <summary>`diff` only: the two states differ (diff(1) says 1, which here is an unexpected failure).</summary>
     Differences = 11,
+    /// <summary>
+    /// The moment asked for lies in a session whose file contents were not kept: it was recorded with
+    /// `record --keep on-failure` and its command exited 0. Its summary and timeline remain.
+    /// </summary>
+    ContentNotKept = 12,
     /// <summary>The recorded command could not be executed (permission, not executable).</summary>
     CannotExecute = 126,
     /// <summary>The recorded command was not found.</summary>

@@ -9,6 +9,9 @@ namespace DiffKeeper.Replay;
 /// <summary>What an export wrote.</summary>
 public sealed record ExportResult(long Seq, int Files, int Directories, int Symlinks, long Bytes);
 
+/// <summary>How far a tree is written: entries written of <see cref="Total"/>, file bytes so far.</summary>
+public readonly record struct TreeProgress(int Done, int Total, long Bytes);
+
 /// <summary>
 /// Rebuilds the watched trees of a session as they were right after one event. Builds into a sibling temp
 /// directory through <see cref="SafeTreeWriter"/> (nothing is ever written outside it), then renames it into
@@ -17,7 +20,8 @@ public sealed record ExportResult(long Seq, int Files, int Directories, int Syml
 /// </summary>
 public static class Materializer
 {
-    public static ExportResult Export(TraceReader reader, SessionInfo session, long seq, string outDir, bool force, Func<string, bool>? include = null)
+    public static ExportResult Export(TraceReader reader, SessionInfo session, long seq, string outDir, bool force, Func<string, bool>? include = null,
+        IProgress<TreeProgress>? progress = null)
     {
         outDir = Path.GetFullPath(outDir).TrimEnd('/');
         if (outDir.Length == 0)
@@ -45,7 +49,7 @@ public static class Materializer
 
         try
         {
-            return Build(reader, session, seq, temp, outDir, include);
+            return Build(reader, session, seq, temp, outDir, include, progress);
         }
         finally
         {
@@ -91,14 +95,15 @@ public static class Materializer
         return handle;
     }
 
-    private static ExportResult Build(TraceReader reader, SessionInfo session, long seq, string temp, string outDir, Func<string, bool>? include)
+    private static ExportResult Build(TraceReader reader, SessionInfo session, long seq, string temp, string outDir, Func<string, bool>? include,
+        IProgress<TreeProgress>? progress)
     {
         try
         {
             ExportResult result;
             using (var tree = SafeTreeWriter.Open(temp))
             {
-                result = WriteTree(reader, session, seq, tree, include);
+                result = WriteTree(reader, session, seq, tree, include, progress);
             }
 
             // The root's own mode is not recorded: give it what mkdir would.
@@ -170,7 +175,9 @@ public static class Materializer
     /// only the entries it accepts (by output-relative path) and the directories above them are written; those
     /// directories keep their recorded modes and mtimes.
     /// </summary>
-    public static ExportResult WriteTree(TraceReader reader, SessionInfo session, long seq, SafeTreeWriter tree, Func<string, bool>? include = null)
+    /// <param name="progress">Told after each entry, on this thread.</param>
+    public static ExportResult WriteTree(TraceReader reader, SessionInfo session, long seq, SafeTreeWriter tree, Func<string, bool>? include = null,
+        IProgress<TreeProgress>? progress = null)
     {
         var entries = Plan(reader, session, seq);
         if (include is not null)
@@ -242,6 +249,8 @@ public static class Materializer
                     links++;
                     break;
             }
+
+            progress?.Report(new TreeProgress(files + dirs + links, entries.Count, bytes));
         }
 
         // Directory modes and mtimes last, deepest first: writing children changes a directory's mtime, and a

@@ -42,7 +42,7 @@ public static class StateRestorer
     public static SessionInfo? LatestRestorable(TraceReader reader) =>
         reader.Sessions().LastOrDefault(s => s.StartedWallNs != 0 && s.Roots.Count == 1);
 
-    public static RestoreResult Restore(string storeDir, string stateDir, ExistingStatePolicy policy)
+    public static RestoreResult Restore(string storeDir, string stateDir, ExistingStatePolicy policy, IProgress<TreeProgress>? progress = null)
     {
         var sw = Stopwatch.StartNew();
         stateDir = Path.GetFullPath(stateDir).TrimEnd('/');
@@ -97,7 +97,7 @@ public static class StateRestorer
             ExportResult written;
             using (var tree = SafeTreeWriter.Open(built))
             {
-                written = Materializer.WriteTree(reader, session, long.MaxValue, tree);
+                written = Materializer.WriteTree(reader, session, long.MaxValue, tree, progress: progress);
             }
 
             // Everything is built and verified: only now is the directory changed, one top-level entry at a time.

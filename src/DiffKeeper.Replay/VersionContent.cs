@@ -13,6 +13,13 @@ namespace DiffKeeper.Replay;
 public static class VersionContent
 {
     /// <summary>
+    /// The one-line error for a moment of a session whose file contents were dropped as a whole
+    /// (<see cref="SessionInfo.ContentsNotKept"/>), exit code 12.
+    /// </summary>
+    public static DiffKeeperException NotKept(SessionInfo session) => new(ExitCode.ContentNotKept,
+        $"session {session.Id}'s file contents were not kept: {session.ContentsNotKept}; its summary and timeline remain ('diffkeeper timeline --session {session.Id}')");
+
+    /// <summary>
     /// Calls <paramref name="sink"/> with each extent's bytes and file offset. In order, from this thread, unless
     /// <paramref name="parallel"/>: then a version of whole blobs is decoded on every core and the sink is called
     /// concurrently, in any order (a positioned write is such a sink). Hashing each blob is most of the cost of a
@@ -24,6 +31,11 @@ public static class VersionContent
         if (version.Kind != EntryKind.File)
         {
             return;
+        }
+
+        if (version.Pruned && session.ContentsNotKept is not null)
+        {
+            throw NotKept(session);
         }
 
         if (version.Pruned)

@@ -144,6 +144,19 @@ public sealed class TraceReader : IDisposable
             }
         }
 
+        var notKept = new Dictionary<long, string>();
+        using (var r = _db.Prepare($"SELECT key, value FROM meta WHERE substr(key, 1, {Maintenance.SessionContents.NotKeptKeyPrefix.Length}) = '{Maintenance.SessionContents.NotKeptKeyPrefix}'"))
+        {
+            while (r.Step())
+            {
+                if (long.TryParse(r.String(0).AsSpan(Maintenance.SessionContents.NotKeptKeyPrefix.Length), System.Globalization.NumberStyles.None,
+                        System.Globalization.CultureInfo.InvariantCulture, out var sid))
+                {
+                    notKept[sid] = r.String(1);
+                }
+            }
+        }
+
         var sessions = new List<SessionInfo>();
         using (var r = _db.Prepare($"SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state, {CatalogDomain.Broken("sessions")} FROM sessions ORDER BY id"))
         {
@@ -153,7 +166,10 @@ public sealed class TraceReader : IDisposable
                 var id = r.Int64(0);
                 sessions.Add(new SessionInfo(id, r.String(1), r.String(2), r.String(3), r.Int64(4),
                     r.Int64OrNull(5), r.IsNull(6) ? null : r.Int32(6), r.Int64(7),
-                    r.String(8), roots.TryGetValue(id, out var list) ? list : []));
+                    r.String(8), roots.TryGetValue(id, out var list) ? list : [])
+                {
+                    ContentsNotKept = notKept.GetValueOrDefault(id),
+                });
             }
         }
 

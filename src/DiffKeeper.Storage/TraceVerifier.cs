@@ -107,10 +107,7 @@ public static class TraceVerifier
                     bad[loc.BlobRowId] = (loc.Id, $"blob {loc.Id.Short} is damaged: its delta base (blob row {e.RowId}) is not in the catalog");
                 }
 
-                if (blobs % 4096 == 0)
-                {
-                    progress?.Report(blobs);
-                }
+                progress?.Report(blobs); // after every blob: the reporter decides how often to show it
             }
         }
         finally

@@ -44,9 +44,19 @@ internal static class ExportCommand
             using var snapshot = reader.Snapshot();
             var s = reader.Session(pr.GetValue(session));
             var seq = reader.Resolve(s, at);
+            if (s.ContentsNotKept is not null)
+            {
+                throw VersionContent.NotKept(s);
+            }
+
             var globs = (pr.GetValue(include) ?? []).Select(g => new Glob(g)).ToList();
-            var result = Materializer.Export(reader, s, seq, pr.GetValue(output)!, pr.GetValue(force),
-                globs.Count == 0 ? null : p => globs.Any(g => g.IsMatch(p) || g.IsMatch("/" + p)));
+            ExportResult result;
+            using (var progress = TerminalProgress.ForStderr(console))
+            {
+                result = Materializer.Export(reader, s, seq, pr.GetValue(output)!, pr.GetValue(force),
+                    globs.Count == 0 ? null : p => globs.Any(g => g.IsMatch(p) || g.IsMatch("/" + p)), progress.Tree("export"));
+            }
+
             if (pr.GetValue(json))
             {
                 JsonSummary.ToStdout(console, j =>

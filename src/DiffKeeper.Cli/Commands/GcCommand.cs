@@ -30,10 +30,15 @@ internal static class GcCommand
         return cmd;
     }
 
-    /// <summary>Runs maintenance with a progress line on stderr and one summary line; shared with 'prune'.</summary>
+    /// <summary>Runs maintenance with a progress line on a terminal's stderr and one summary line; shared with 'prune'.</summary>
     internal static int Run(IConsole console, string traceDir, MaintenanceOptions options, bool json)
     {
-        var r = StoreMaintenance.Run(traceDir, options, DateTimeOffset.UtcNow, new SynchronousProgress(console));
+        MaintenanceResult r;
+        using (var progress = TerminalProgress.ForStderr(console))
+        {
+            r = StoreMaintenance.Run(traceDir, options, DateTimeOffset.UtcNow, progress.Of<string>(step => $"gc: {step}"));
+        }
+
         if (json)
         {
             JsonSummary.ToStdout(console, j =>
@@ -94,11 +99,5 @@ internal static class GcCommand
 
         console.Out.Flush();
         return 0;
-    }
-
-    /// <summary>Reports each step as it starts, on stderr, from the calling thread.</summary>
-    private sealed class SynchronousProgress(IConsole console) : IProgress<string>
-    {
-        public void Report(string value) => console.Error.WriteLine($"diffkeeper: {value}");
     }
 }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Core;
 using DiffKeeper.Recording;
+using DiffKeeper.Storage.Maintenance;
 
 namespace DiffKeeper.Cli.Commands;
 
@@ -45,6 +46,13 @@ internal static class RecordCommand
             HelpName = "MIB",
             DefaultValueFactory = _ => 64,
         }.Expecting("a power of two from 1 to 1024 (MiB)", mib => mib is >= 1 and <= 1024 && (mib & (mib - 1)) == 0);
+        var keep = new Option<string>("--keep")
+        {
+            Description = "always: keep the session's file contents; on-failure: drop them at the end when the command exits 0 " +
+                          "(summary and timeline stay; export of that session then exits 12)",
+            HelpName = "WHEN",
+            DefaultValueFactory = _ => "always",
+        }.ExpectingOneOf("always", "on-failure");
         var noCompact = new Option<bool>("--no-compact")
         {
             Description = "Leave the trace as recorded: skip the compaction during and after the command (what 'diffkeeper gc' does: older versions re-encoded as deltas, garbage repacked); 'gc' can run it later",
@@ -58,14 +66,15 @@ internal static class RecordCommand
             Run a command and record every change it makes to the watched trees.
             Files already there are recorded first (baseline). Exits with the command's exit code (126/127 when it
             cannot run, 128+N when killed by signal N). SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded to the command.
-            Recording into an existing trace adds a new session.
+            Recording into an existing trace adds a new session. With --keep on-failure, a run that passes leaves only
+            its summary and timeline (a flaky test recorded on every run keeps the bytes of its failures only).
             The trace is compacted as 'diffkeeper gc' does, at low priority: in the background while the command
             runs, and to the end once the session is closed (killing diffkeeper then is safe: the recording is
             complete and the next 'record' or 'gc' finishes the job); --no-compact skips that.
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, noCompact, command,
+            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, noCompact, keep, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -97,6 +106,7 @@ internal static class RecordCommand
                 Compact = !pr.GetValue(noCompact),
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
+            var dropped = pr.GetValue(keep) == "on-failure" && result.ExitCode == 0 ? DropContents(options.TraceDir, result) : null;
             if (pr.GetValue(json))
             {
                 JsonSummary.ToStderr(console, j =>
@@ -119,6 +129,8 @@ internal static class RecordCommand
                         j.WriteNull("pack_bytes_before_compaction");
                         j.WriteNull("pack_bytes_after_compaction");
                     }
+
+                    j.WriteBoolean("contents_kept", dropped is null);
                 });
             }
             else if (!pr.GetValue(quiet))
@@ -128,10 +140,23 @@ internal static class RecordCommand
                     $"{TimelineRenderer.FormatSize(result.RawBytes)} read, {TimelineRenderer.FormatSize(result.StoredBytes)} stored" +
                     (result.LostEvents > 0 ? $", {result.LostEvents} LOST (rescanned)" : "") +
                     (result.PackBytesAfter is { } after ? $"; trace packs {TimelineRenderer.FormatSize(result.PackBytesBefore!.Value)} -> {TimelineRenderer.FormatSize(after)} compacted" : ""));
+                if (dropped is { } d)
+                {
+                    console.Error.WriteLine(
+                        $"diffkeeper: the command succeeded: file contents not kept (--keep on-failure); {d.VersionsPruned} versions dropped, " +
+                        $"packs {TimelineRenderer.FormatSize(d.PackBytesBefore)} -> {TimelineRenderer.FormatSize(d.PackBytesAfter)}; summary and timeline kept");
+                }
             }
 
             return result.ExitCode;
         });
         return cmd;
     }
+
+    /// <summary>
+    /// --keep on-failure after a success: one call, after the session is finished and the recorder has released the
+    /// trace, that prunes the session's contents as 'prune' does and collects the bytes.
+    /// </summary>
+    private static MaintenanceResult DropContents(string traceDir, RecordResult result) =>
+        SessionContents.Drop(traceDir, result.SessionId, SessionContents.CommandSucceeded, DateTimeOffset.UtcNow);
 }

@@ -26,7 +26,12 @@ internal static class RestoreCommand
         cmd.SetAction(pr =>
         {
             var (state, st) = KeepCommandOptions.Resolve(pr.GetValue(stateDir)!, pr.GetValue(store)!);
-            var result = StateRestorer.Restore(st, state, pr.GetValue(onExisting));
+            RestoreResult result;
+            using (var progress = TerminalProgress.ForStderr(console))
+            {
+                result = StateRestorer.Restore(st, state, pr.GetValue(onExisting), progress.Tree("restore"));
+            }
+
             if (!pr.GetValue(json))
             {
                 console.Error.WriteLine(KeepCommandOptions.Describe(result, state, st));

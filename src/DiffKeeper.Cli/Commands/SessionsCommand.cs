@@ -34,12 +34,13 @@ internal static class SessionsCommand
                         ["state"] = s.State,
                         ["roots"] = s.Roots.Select(r => r.Path).ToArray(),
                         ["events"] = reader.MaxSeq(s),
+                        ["contents_kept"] = s.ContentsNotKept is null,
                     }, SessionsJson.Default.DictionaryStringObject));
                 }
                 else
                 {
                     console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{s.Id,4}  {s.StartedWall:yyyy-MM-ddTHH:mm:ss.fffZ}  {s.Capture,-8} {reader.MaxSeq(s),7} events  {TimelineRenderer.Describe(s),-20}  {TimelineRenderer.Printable(s.Command)}"));
+                        $"{s.Id,4}  {s.StartedWall:yyyy-MM-ddTHH:mm:ss.fffZ}  {s.Capture,-8} {reader.MaxSeq(s),7} events  {TimelineRenderer.Describe(s) + (s.ContentsNotKept is null ? "" : ", not kept"),-20}  {TimelineRenderer.Printable(s.Command)}"));
                 }
             }
 
@@ -54,4 +55,5 @@ internal static class SessionsCommand
 [System.Text.Json.Serialization.JsonSerializable(typeof(string[]))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(long))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(int))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(bool))]
 internal sealed partial class SessionsJson : System.Text.Json.Serialization.JsonSerializerContext;

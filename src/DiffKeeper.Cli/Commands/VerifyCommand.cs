@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
@@ -28,7 +29,13 @@ internal static class VerifyCommand
         cmd.SetAction(pr =>
         {
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
-            var report = TraceVerifier.Verify(reader, pr.GetValue(readData));
+            VerifyReport report;
+            using (var progress = TerminalProgress.ForStderr(console))
+            {
+                report = TraceVerifier.Verify(reader, pr.GetValue(readData),
+                    progress.Of<long>(n => string.Create(CultureInfo.InvariantCulture, $"verify: {n:N0} blobs checked")));
+            }
+
             if (pr.GetValue(json))
             {
                 JsonSummary.ToStdout(console, j =>

@@ -16,6 +16,13 @@ public sealed record SessionInfo(
     IReadOnlyList<RootInfo> Roots)
 {
     public DateTimeOffset StartedWall => DateTimeOffset.UnixEpoch.AddTicks(StartedWallNs / 100);
+
+    /// <summary>
+    /// Why the session's file contents were dropped as a whole, when they were (meta key
+    /// <c>contents_not_kept.ID</c>, docs/store-format.md): <c>record --keep on-failure</c> after a command that
+    /// succeeded. Null for a session whose contents were kept (some versions may still be pruned by <c>prune</c>).
+    /// </summary>
+    public string? ContentsNotKept { get; init; }
 }
 
 public sealed record RootInfo(long Id, string Path);
