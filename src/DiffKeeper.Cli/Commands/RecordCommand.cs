@@ -25,7 +25,7 @@ internal static class RecordCommand
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
         var json = new Option<bool>("--json")
         {
-            Description = "Print the summary as one JSON object on stderr (stdout is the command's): session, trace, exit_code, events, versions, lost_events, raw_bytes, stored_bytes, pack_bytes_before_compaction, pack_bytes_after_compaction",
+            Description = "Print the summary as one JSON object on stderr (stdout is the command's): session, trace, exit_code, events, versions, lost_events, raw_bytes, stored_bytes, pack_bytes_before_compaction, pack_bytes_after_compaction, contents_kept",
         };
         var capture = new Option<string>("--capture")
         {
