@@ -553,9 +553,11 @@ public sealed class Recorder
             case CaptureKind.Attributes:
             {
                 // A mode the backend carried is exact at this event, whatever the path is when it would be read (a
-                // chmod through a symlink changes the target: that one is looked at like any other).
+                // chmod through a symlink changes the target: that one is looked at like any other). A directory
+                // waiting to be read (a child changed) takes it too: its read is dated to the latest event that
+                // touches it, which may come after this one (seed 1396172810).
                 if (e.Mode is { } mode && _versioner.Known(e.Root, e.Path) is { Kind: EntryKind.File or EntryKind.Directory } was &&
-                    (_versioner.FollowedSize(e.Root, e.Path) is not null || !_dirty.ContainsKey(key)))
+                    (was.Kind == EntryKind.Directory || _versioner.FollowedSize(e.Root, e.Path) is not null || !_dirty.ContainsKey(key)))
                 {
                     if (mode != was.Mode)
                     {

@@ -75,6 +75,14 @@ public sealed class ScriptedHistoryTests
             [O("trunc", ["-dash"], "32774"), O("exchange", ["-dash", "g"])],
         ]));
 
+    // CI clone run of 2026-12-06 (batch seed 1396172810), shrunk: a chmod of a baseline directory while it waited to be
+    // read (a file written in it just before) was dated to the next write below it.
+    [Fact]
+    public void Ebpf_a_chmod_of_a_directory_waiting_to_be_read_is_exported_at_its_seq() =>
+        AssertConforms("ebpf", new History([O("mkdirp", ["b/g/-dash"])], [
+            [O("write", ["b/g/x%20y"], "0", "37845", "726"), O("chmod", ["b/g"], "750"), O("write", ["b/g/b"], "0", "3902", "646")],
+        ]));
+
     [Fact]
     public void Ebpf_an_append_after_a_punched_hole_is_exported_at_its_seq() =>
         AssertConforms("ebpf", new History([], [
