@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text;
 using System.Text.Json;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Storage.BigFiles;
@@ -35,7 +34,7 @@ internal static class SnapshotCommand
                 "snapshot " + string.Join(' ', Environment.GetCommandLineArgs().Skip(2)));
             if (pr.GetValue(json))
             {
-                console.Out.WriteLine(Json(result));
+                JsonSummary.ToStdout(console, w => Json(w, result));
             }
             else
             {
@@ -50,40 +49,32 @@ internal static class SnapshotCommand
         return cmd;
     }
 
-    private static string Json(SnapshotResult r)
+    private static void Json(Utf8JsonWriter w, SnapshotResult r)
     {
-        using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream))
+        w.WriteNumber("id", r.Id);
+        if (r.Parent is { } p)
+        {
+            w.WriteNumber("parent", p);
+        }
+        else
+        {
+            w.WriteNull("parent");
+        }
+
+        w.WriteNumber("stored_bytes", r.StoredBytes);
+        w.WriteNumber("elapsed_ms", r.ElapsedMs);
+        w.WriteStartArray("files");
+        foreach (var f in r.Files)
         {
             w.WriteStartObject();
-            w.WriteNumber("id", r.Id);
-            if (r.Parent is { } p)
-            {
-                w.WriteNumber("parent", p);
-            }
-            else
-            {
-                w.WriteNull("parent");
-            }
-
-            w.WriteNumber("stored_bytes", r.StoredBytes);
-            w.WriteNumber("elapsed_ms", r.ElapsedMs);
-            w.WriteStartArray("files");
-            foreach (var f in r.Files)
-            {
-                w.WriteStartObject();
-                w.WriteString("name", f.Name);
-                w.WriteNumber("size", f.Size);
-                w.WriteNumber("bytes_read", f.BytesRead);
-                w.WriteNumber("new_blocks", f.PiecesChanged);
-                w.WriteNumber("stored_bytes", f.StoredBytes);
-                w.WriteEndObject();
-            }
-
-            w.WriteEndArray();
+            w.WriteString("name", f.Name);
+            w.WriteNumber("size", f.Size);
+            w.WriteNumber("bytes_read", f.BytesRead);
+            w.WriteNumber("new_blocks", f.PiecesChanged);
+            w.WriteNumber("stored_bytes", f.StoredBytes);
             w.WriteEndObject();
         }
 
-        return Encoding.UTF8.GetString(stream.ToArray());
+        w.WriteEndArray();
     }
 }
