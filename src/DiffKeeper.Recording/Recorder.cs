@@ -613,7 +613,7 @@ public sealed class Recorder
                 // dated earlier (the export at an earlier event showed the swapped tree, issue 10).
                 foreach (var (k, v) in waiting)
                 {
-                    _dirty[(root, Swap(k.Rel))] = (v.ReadyAt, Math.Max(v.Seq, _seq));
+                    _dirty[(root, Swap(k.Rel))] = (v.ReadyAt, _seq);
                 }
 
                 var announced = _announced.Where(Inside).ToList();

@@ -17,10 +17,10 @@ public sealed class StoredContent(string traceDir) : IDisposable
     private bool _unavailable;
 
     /// <summary>
-    /// The bytes and data ranges of a version stored with <paramref name="extentMap"/>, or null when they cannot be
+    /// The bytes and data ranges (one per extent; gaps are holes) of a version stored with <paramref name="extentMap"/>, or null when they cannot be
     /// read back (not committed yet, damaged, larger than <paramref name="limit"/>): then read the file instead.
     /// </summary>
-    public (byte[] Data, List<(long Start, long End)> Ranges)? TryRead(byte[] extentMap, long size, long limit)
+    public (byte[] Data, IEnumerable<(long Start, long End)> Ranges)? TryRead(byte[] extentMap, long size, long limit)
     {
         if (_unavailable || size > limit || size > Array.MaxLength || !ExtentMap.TryDecode(extentMap, size, out var extents))
         {
@@ -31,21 +31,12 @@ public sealed class StoredContent(string traceDir) : IDisposable
         {
             _reader ??= TraceReader.Open(traceDir);
             var data = new byte[size];
-            var ranges = new List<(long Start, long End)>(extents.Count);
             foreach (var e in extents)
             {
                 _reader.Blobs.Read(_reader.Blob(e.BlobRowId), data.AsSpan(checked((int)e.Offset), e.Length));
-                if (ranges.Count > 0 && ranges[^1].End == e.Offset)
-                {
-                    ranges[^1] = (ranges[^1].Start, e.Offset + e.Length);
-                }
-                else
-                {
-                    ranges.Add((e.Offset, e.Offset + e.Length));
-                }
             }
 
-            return (data, ranges);
+            return (data, extents.Select(e => (e.Offset, e.Offset + e.Length)));
         }
         catch (BlobMissingException)
         {

@@ -566,14 +566,12 @@ public sealed unsafe class InotifySource : ICaptureSource
     }
 
     /// <summary>
-    /// After a directory rename (or exchange) from <paramref name="from"/> to <paramref name="to"/>: a directory below it
+    /// After a directory rename (or exchange; <paramref name="newName"/> maps an old name to its new one, null when
+    /// unmoved): a directory below it
     /// whose watch could not be added by its old name (made in the same burst as the rename, its name learnt before the
     /// rename was read) is watched under its new name, and what it holds is reported (issue 10: a directory renamed
     /// right after it was made lost the events of its subdirectories).
     /// </summary>
-    private void RewatchMissed(int root, string from, string to) =>
-        RewatchMissed(root, rel => TracePath.IsAtOrBelow(rel, from) ? to + rel[from.Length..] : null);
-
     private void RewatchMissed(int root, Func<string, string?> newName)
     {
         foreach (var key in _missed.Where(k => k.Root == root).ToList())
@@ -626,7 +624,7 @@ public sealed unsafe class InotifySource : ICaptureSource
             _byPath[(root, newRel)] = wd;
         }
 
-        RewatchMissed(root, fromRel, toRel);
+        RewatchMissed(root, rel => TracePath.IsAtOrBelow(rel, fromRel) ? toRel + rel[fromRel.Length..] : null);
         return _byPath.ContainsKey((root, toRel));
     }
 
