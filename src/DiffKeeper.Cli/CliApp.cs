@@ -92,6 +92,7 @@ public static partial class CliApp
     public static async Task<int> RunAsync(string[] args, IConsole console)
     {
         args = RunCommand.AcceptSeedForm(args);
+        DiffKeeper.Storage.TraceReader.Warning = warning => console.Error.WriteLine($"diffkeeper: warning: {warning}");
         try
         {
             if (Remote.RemoteInvocation.Target(args) is { } remote)
@@ -120,7 +121,6 @@ public static partial class CliApp
             return (int)ExitCode.Usage;
         }
 
-        DiffKeeper.Storage.TraceReader.Warning = warning => console.Error.WriteLine($"diffkeeper: warning: {warning}");
         try
         {
             return await parse.InvokeAsync(new InvocationConfiguration

@@ -69,5 +69,5 @@ public static class PackIndex
     }
 
     private static DiffKeeperException Damaged(string pack, string why) =>
-        new(ExitCode.Corrupt, $"the index of remote pack {pack} is damaged ({why}); delete {RemoteLayout.Index(pack)} and the pack is ignored");
+        new(ExitCode.Corrupt, $"the index of remote pack {pack} is damaged ({why})");
 }

@@ -1,3 +1,5 @@
+using System.Buffers.Binary;
+using DiffKeeper.Core;
 using DiffKeeper.Storage;
 
 namespace DiffKeeper.Remote;
@@ -13,6 +15,7 @@ public sealed class RemoteBlobSummary
     private readonly string _cacheDir;
     private readonly Dictionary<BlobId, RemoteBlob> _blobs = [];
     private readonly Dictionary<string, long> _packSizes = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _unreadable = new(StringComparer.Ordinal);
 
     public RemoteBlobSummary(IObjectStore store, string cacheDir)
     {
@@ -31,13 +34,18 @@ public sealed class RemoteBlobSummary
     public void Add(string pack, long packSize, IEnumerable<RemoteBlob> records)
     {
         _packSizes[pack] = packSize;
+        _unreadable.Remove(pack);
         foreach (var r in records)
         {
             _blobs.TryAdd(r.Id, r);
         }
     }
 
-    /// <summary>Lists <c>index/</c> and loads every index not loaded yet (from the cache, else the bucket, 8 at a time).</summary>
+    /// <summary>
+    /// Lists <c>index/</c> and loads every index not loaded yet (from the cache, else the bucket, 8 at a time). An
+    /// index the bucket serves damaged (a server that is not atomic, killed mid-PUT, leaves one) is skipped with a
+    /// warning: its blobs are then unknown here and an upload stores them again, which costs bytes, never exactness.
+    /// </summary>
     public async Task RefreshAsync(CancellationToken cancel)
     {
         var started = DateTimeOffset.UtcNow;
@@ -46,39 +54,79 @@ public sealed class RemoteBlobSummary
             .Select(o => o.Key[RemoteLayout.IndexPrefix.Length..])
             .Where(n => n.EndsWith(".idx", StringComparison.Ordinal))
             .Select(n => n[..^4])
-            .Where(n => !_packSizes.ContainsKey(n))
+            .Where(n => !_packSizes.ContainsKey(n) && !_unreadable.Contains(n))
             .ToList();
         Directory.CreateDirectory(_cacheDir);
-        var loaded = new (string Pack, byte[]? Bytes)[missing.Count];
+        var loaded = new (string Pack, byte[]? Bytes, List<RemoteBlob>? Records, string? Damage)[missing.Count];
         await Parallel.ForEachAsync(Enumerable.Range(0, missing.Count), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (i, ct) =>
         {
             var pack = missing[i];
             var cached = Path.Combine(_cacheDir, pack + ".idx");
             if (File.Exists(cached))
             {
-                loaded[i] = (pack, await File.ReadAllBytesAsync(cached, ct).ConfigureAwait(false));
-                return;
+                var bytes = await File.ReadAllBytesAsync(cached, ct).ConfigureAwait(false);
+                if (TryDecode(pack, bytes, out var records, out _))
+                {
+                    loaded[i] = (pack, bytes, records, null);
+                    return;
+                }
+
+                File.Delete(cached); // damaged in the cache: read it again from the bucket
             }
 
-            var bytes = await _store.GetAsync(RemoteLayout.Index(pack), cancel: ct).ConfigureAwait(false);
-            if (bytes is not null)
+            try
             {
-                var temp = cached + "." + Environment.ProcessId + ".tmp";
+                var bytes = await _store.GetAsync(RemoteLayout.Index(pack), cancel: ct).ConfigureAwait(false);
+                if (bytes is null)
+                {
+                    return; // deleted since the listing
+                }
+
+                if (!TryDecode(pack, bytes, out var records, out var damage))
+                {
+                    loaded[i] = (pack, null, null, damage);
+                    return;
+                }
+
+                var temp = cached + "." + Environment.ProcessId + "." + i + ".tmp";
                 await File.WriteAllBytesAsync(temp, bytes, ct).ConfigureAwait(false);
                 File.Move(temp, cached, overwrite: true);
+                loaded[i] = (pack, bytes, records, null);
             }
-
-            loaded[i] = (pack, bytes);
-        }).ConfigureAwait(false);
-        foreach (var (pack, bytes) in loaded)
-        {
-            if (bytes is not null)
+            catch (DiffKeeperException e) when (e.Code == ExitCode.Corrupt)
             {
-                var records = PackIndex.Decode(pack, bytes);
-                Add(pack, System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(16)), records);
+                loaded[i] = (pack, null, null, e.Message);
+            }
+        }).ConfigureAwait(false);
+        foreach (var (pack, bytes, records, damage) in loaded)
+        {
+            if (damage is not null)
+            {
+                _unreadable.Add(pack);
+                TraceReader.Warning?.Invoke($"{damage}. Skipped: the blobs it lists are uploaded again where a session needs them");
+            }
+            else if (records is not null)
+            {
+                Add(pack, BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(16)), records);
             }
         }
 
         RefreshedAt = started;
+    }
+
+    private static bool TryDecode(string pack, byte[] bytes, out List<RemoteBlob>? records, out string? damage)
+    {
+        try
+        {
+            records = PackIndex.Decode(pack, bytes);
+            damage = null;
+            return true;
+        }
+        catch (DiffKeeperException e) when (e.Code == ExitCode.Corrupt)
+        {
+            records = null;
+            damage = e.Message;
+            return false;
+        }
     }
 }

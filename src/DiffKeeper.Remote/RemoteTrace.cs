@@ -1,4 +1,5 @@
 using DiffKeeper.Core;
+using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Packs;
 
@@ -24,27 +25,45 @@ public sealed class RemoteTrace
     /// <summary>This store's directory in the local cache.</summary>
     public string CacheDir { get; }
 
-    /// <summary>The newest manifest generation of every session, in start order (session N is element N-1).</summary>
+    /// <summary>
+    /// The newest readable manifest generation of every session, in start order (session N is element N-1). A
+    /// generation the bucket serves damaged (a server that is not atomic, killed mid-PUT) is passed over with a
+    /// warning for the one before it; a session with none readable is left out, as one not published yet.
+    /// </summary>
     public async Task<List<SessionManifest>> SessionsAsync(CancellationToken cancel)
     {
         var listing = await _store.ListAsync(RemoteLayout.SessionsPrefix, cancel).ConfigureAwait(false);
-        var newest = listing
+        var sessions = listing
             .Select(o => RemoteLayout.ParseManifest(o.Key)).OfType<(string Key, long Generation)>()
-            .GroupBy(m => m.Key).Select(g => (Key: g.Key, Generation: g.Max(m => m.Generation)))
+            .GroupBy(m => m.Key).Select(g => (Key: g.Key, Generations: g.Select(m => m.Generation).OrderDescending().ToList()))
             .OrderBy(m => m.Key, StringComparer.Ordinal).ToList();
-        var manifests = new SessionManifest?[newest.Count];
-        await Parallel.ForEachAsync(Enumerable.Range(0, newest.Count), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (i, ct) =>
+        var manifests = new SessionManifest?[sessions.Count];
+        await Parallel.ForEachAsync(Enumerable.Range(0, sessions.Count), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (i, ct) =>
         {
-            var name = RemoteLayout.Manifest(newest[i].Key, newest[i].Generation);
-            var cached = Path.Combine(CacheDir, "manifests", newest[i].Key + "." + newest[i].Generation + ".json");
-            var bytes = File.Exists(cached) ? await File.ReadAllBytesAsync(cached, ct).ConfigureAwait(false)
-                : await _store.GetAsync(name, cancel: ct).ConfigureAwait(false);
-            if (bytes is not null)
+            foreach (var generation in sessions[i].Generations)
             {
-                manifests[i] = SessionManifest.Parse(name, bytes);
-                if (!File.Exists(cached))
+                var name = RemoteLayout.Manifest(sessions[i].Key, generation);
+                var cached = Path.Combine(CacheDir, "manifests", sessions[i].Key + "." + generation + ".json");
+                try
                 {
-                    WriteAtomically(cached, bytes);
+                    var bytes = File.Exists(cached) ? await File.ReadAllBytesAsync(cached, ct).ConfigureAwait(false)
+                        : await _store.GetAsync(name, cancel: ct).ConfigureAwait(false);
+                    if (bytes is null)
+                    {
+                        continue; // deleted since the listing
+                    }
+
+                    manifests[i] = SessionManifest.Parse(name, bytes);
+                    if (!File.Exists(cached))
+                    {
+                        WriteAtomically(cached, bytes);
+                    }
+
+                    return;
+                }
+                catch (DiffKeeperException e) when (e.Code == ExitCode.Corrupt)
+                {
+                    TraceReader.Warning?.Invoke($"{e.Message}. Skipped: the session's previous generation, if any, is shown");
                 }
             }
         }).ConfigureAwait(false);

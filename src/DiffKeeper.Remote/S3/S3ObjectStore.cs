@@ -181,6 +181,12 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
         {
             throw new DiffKeeperException(ExitCode.SystemError, $"S3 {method} {Name}/{key} failed: {Flatten(e)}", e);
         }
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidDataException or System.Xml.XmlException)
+        {
+            // The SDK could not read the answer: seen from an S3-compatible server killed mid-PUT, which then serves
+            // the object with an empty ETag (the SDK throws on parsing it). The object is damaged, not the link.
+            throw new DiffKeeperException(ExitCode.Corrupt, $"S3 {method} {Name}/{key}: the server's answer is malformed ({Flatten(e)})", e);
+        }
     }
 
     private static string Flatten(Exception e) => e.InnerException is { } inner ? $"{e.Message} ({Flatten(inner)})" : e.Message;
