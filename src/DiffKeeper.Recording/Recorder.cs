@@ -205,7 +205,7 @@ public sealed class Recorder
         }
 
         // Nothing superseded since the last finished pass and nothing left to sweep: a pass would only read the
-        // catalog (10 ms of `record -- true`'s 58 ms of CPU on a one-file trace, and a walk of every path of a big one).
+        // catalog (~30 page faults and a few ms of `record -- true` on a one-file trace, a walk of every path of a big one).
         if (!_writer.HasMaintenanceWork())
         {
             return result;

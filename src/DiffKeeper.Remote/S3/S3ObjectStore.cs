@@ -9,7 +9,7 @@ namespace DiffKeeper.Remote.S3;
 /// <summary>
 /// <see cref="IObjectStore"/> on S3: the four requests it needs (GET with an optional range, PUT with an optional
 /// If-None-Match: *, ListObjectsV2, DELETE) signed with Signature Version 4 and sent over HttpClient. Until
-/// 2026-12-06 this was AWSSDK.S3, whose ~1,300 static bases cost every diffkeeper process 2.0 M of its 5.2 M
+/// 2026-12-06 this was AWSSDK.S3, whose ~1,450 static bases cost every diffkeeper process 2.0 M of its 5.2 M
 /// start-up instructions and 10 MB of binary, whatever the command (docs/benchmarks.md, "The whole-process floor").
 /// Configuration as the AWS tools read it (<see cref="AwsSettings"/>). An endpoint (AWS_ENDPOINT_URL_S3 or
 /// AWS_ENDPOINT_URL: MinIO, Ceph RGW, R2, a test server) switches to path-style addressing, which they all accept
