@@ -86,6 +86,11 @@ public sealed class TraceWriter : IDisposable
         try
         {
             var catalogPath = Path.Combine(traceDir, "catalog.db");
+            if (!File.Exists(catalogPath))
+            {
+                CreateCatalog(catalogPath);
+            }
+
             var db = SqliteDatabase.Open(catalogPath, readOnly: false);
             try
             {
@@ -109,6 +114,41 @@ public sealed class TraceWriter : IDisposable
         {
             traceLock.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Builds a new catalog under a temporary name and renames it into place once its tables are committed and
+    /// synced: a write that fails while it is made (disk full, I/O error) leaves no catalog.db, so there is still no
+    /// trace and the next writer starts again, never a catalog.db without its tables that no command could open.
+    /// </summary>
+    private static void CreateCatalog(string catalogPath)
+    {
+        var temp = catalogPath + ".new";
+        try
+        {
+            foreach (var stale in new[] { temp, temp + "-journal", temp + "-wal", temp + "-shm" })
+            {
+                File.Delete(stale);
+            }
+
+            using (var db = SqliteDatabase.Create(temp))
+            {
+                CatalogSchema.CreateOrCheck(db, temp);
+            }
+
+            // synchronous=FULL: the commit synced the file; the rename is synced with its directory.
+            File.Move(temp, catalogPath);
+            _ = Native.Interop.Libc.FsyncPath(Path.GetDirectoryName(catalogPath)!, directory: true);
+        }
+        catch (CatalogException e)
+        {
+            throw new DiffKeeperException(ExitCode.SystemError,
+                $"cannot create the catalog {catalogPath}: {(e.ErrorCode == 13 ? "no space left on the device" : e.Message)}", e);
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            throw OsError.At(e, "create the catalog", catalogPath);
         }
     }
 
