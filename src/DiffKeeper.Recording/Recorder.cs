@@ -179,14 +179,25 @@ public sealed class Recorder
             return Result(exitCode);
         }
 
-        Rescan(filter, "reconcile");
-        FlushWrite();
-        stored.Dispose(); // its readers' lock would keep any later collection from deleting packs
-        // EXIT comes after the reconcile scan's events, so it takes the time it is written: the timeline stays in order.
-        _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null,
-            exit.ToString()));
-        _events++;
-        writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
+        try
+        {
+            Rescan(filter, "reconcile");
+            FlushWrite();
+            stored.Dispose(); // its readers' lock would keep any later collection from deleting packs
+            // EXIT comes after the reconcile scan's events, so it takes the time it is written: the timeline stays in order.
+            _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null,
+                exit.ToString()));
+            _events++;
+            writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
+        }
+        catch (Exception e) when (IsStorageFailure(e))
+        {
+            // A write failed after the command ended (the reconcile scan, EXIT, the session's end): as during it.
+            StorageFailed(e);
+            CloseAfterStorageFailure(e, exit, exitCode);
+            return Result(exitCode);
+        }
+
         stored.Dispose(); // its reader holds LOCK.readers: compaction could not delete the packs it empties
         return Compact(Result(exitCode));
     }

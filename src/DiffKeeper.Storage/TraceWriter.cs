@@ -335,11 +335,12 @@ public sealed class TraceWriter : IDisposable
     /// <summary>Rolls back the open transaction (a maintenance step that failed; nothing else is in it then).</summary>
     internal void Rollback()
     {
-        if (_inTransaction)
+        if (_inTransaction && _db.InTransaction)
         {
             _db.Execute("ROLLBACK");
-            _inTransaction = false;
         }
+
+        _inTransaction = false;
     }
 
     /// <summary>
@@ -429,13 +430,9 @@ public sealed class TraceWriter : IDisposable
         if (_inTransaction)
         {
             _inTransaction = false;
-            try
+            if (_db.InTransaction) // SQLite rolls a transaction back by itself on some failures (SQLITE_FULL)
             {
                 _db.Execute("ROLLBACK");
-            }
-            catch (CatalogException)
-            {
-                // SQLite rolls a transaction back by itself on some failures (SQLITE_FULL): nothing is left to undo.
             }
         }
 
@@ -680,7 +677,16 @@ public sealed class TraceWriter : IDisposable
             _commitPack.Bind(1, _pack.PackId).Bind(2, _pack.Length).Run();
         }
 
-        _db.Execute("COMMIT");
+        try
+        {
+            _db.Execute("COMMIT");
+        }
+        catch (CatalogException) when (!_db.InTransaction)
+        {
+            _inTransaction = false; // SQLite rolled it back: what it held is not stored, as the exception says
+            throw;
+        }
+
         _inTransaction = false;
     }
 
@@ -713,6 +719,14 @@ public sealed class TraceWriter : IDisposable
 
     private void Tx()
     {
+        if (_inTransaction && !_db.InTransaction)
+        {
+            // A failed write made SQLite roll the transaction back: going on would commit each row on its own, a
+            // later change without the earlier ones it was added with.
+            _inTransaction = false;
+            throw new CatalogException(10, "the catalog transaction was rolled back after a failed write; its changes are not stored");
+        }
+
         if (!_inTransaction)
         {
             _db.Execute("BEGIN IMMEDIATE");
@@ -722,7 +736,18 @@ public sealed class TraceWriter : IDisposable
 
     public void Dispose()
     {
-        Commit();
+        try
+        {
+            Commit();
+        }
+        finally
+        {
+            Close();
+        }
+    }
+
+    private void Close()
+    {
         _insertEvent.Dispose();
         _insertVersion.Dispose();
         _insertPath.Dispose();

@@ -95,6 +95,12 @@ internal sealed class SqliteDatabase : IDisposable
 
     public long LastInsertRowId => raw.sqlite3_last_insert_rowid(_db);
 
+    /// <summary>
+    /// Whether a transaction is open. SQLite ends one by itself when a write fails in some ways (SQLITE_FULL,
+    /// SQLITE_IOERR, a failed COMMIT): the statements after that would each commit on their own.
+    /// </summary>
+    public bool InTransaction => raw.sqlite3_get_autocommit(_db) == 0;
+
     /// <summary>Rows the last INSERT, UPDATE or DELETE changed (a compare-and-set update checks it).</summary>
     public int Changes => raw.sqlite3_changes(_db);
 

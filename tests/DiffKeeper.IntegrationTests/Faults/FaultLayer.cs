@@ -26,8 +26,11 @@ public static class FaultLayer
     /// <summary>Why the layer cannot be used here (no C compiler), or null.</summary>
     public static string? Unavailable => Built.Value.Problem;
 
-    /// <summary>The environment that loads the layer over <paramref name="traceDir"/>: faults nothing when <paramref name="fault"/> is null.</summary>
-    public static Dictionary<string, string> Environment(string traceDir, FaultPoint? fault, string log, bool traceAll)
+    /// <summary>
+    /// The environment that loads the layer over <paramref name="traceDir"/>: faults nothing when <paramref name="fault"/>
+    /// is null; with <paramref name="arm"/>, calls are counted only once that file exists.
+    /// </summary>
+    public static Dictionary<string, string> Environment(string traceDir, FaultPoint? fault, string log, bool traceAll, string? arm = null)
     {
         var env = new Dictionary<string, string>
         {
@@ -36,6 +39,11 @@ public static class FaultLayer
             ["DK_FAULT_LOG"] = log,
             ["DK_FAULT_TRACE"] = traceAll ? "1" : "0",
         };
+        if (arm is not null)
+        {
+            env["DK_FAULT_ARM"] = arm;
+        }
+
         if (fault is not null)
         {
             env["DK_FAULT_KIND"] = fault.Kind;

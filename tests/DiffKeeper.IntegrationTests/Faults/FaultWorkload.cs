@@ -88,12 +88,15 @@ public sealed class FaultWorkload
     public string Log(int session) => Path.Combine(Dir, $"faults-{session}.log");
 
     /// <summary>Records session <paramref name="session"/> (1-based) with the layer loaded; <paramref name="fault"/> null faults nothing.</summary>
-    public Cli.Result Record(int session, FaultPoint? fault, bool traceAll) =>
-        Cli.Run(FaultLayer.Environment(Trace, fault, Log(session), traceAll), Dir,
-            "record", "-q", "--capture", "inotify", "--trace", Trace, "--watch", Work, "--", "sh", ScriptPath(session), Work, Source, Staging);
+    public Cli.Result Record(int session, FaultPoint? fault, bool traceAll, string? arm = null, params string[] options) =>
+        Cli.Run(FaultLayer.Environment(Trace, fault, Log(session), traceAll, arm), Dir,
+            ["record", "-q", "--capture", "inotify", "--trace", Trace, "--watch", Work, .. options, "--", "sh", ScriptPath(session), Work, Source, Staging]);
+
+    /// <summary>The marker file session <paramref name="session"/>'s command makes last.</summary>
+    public string Marker(int session) => Path.Combine(Work, $"marker{session}");
 
     /// <summary>True when the command of <paramref name="session"/> ran to its end.</summary>
-    public bool CommandRan(int session) => File.Exists(Path.Combine(Work, $"marker{session}"));
+    public bool CommandRan(int session) => File.Exists(Marker(session));
 
     /// <summary>Runs a session's script without recording it (after a `record` that could not open the trace and so did not run it).</summary>
     public void RunUnrecorded(int session)

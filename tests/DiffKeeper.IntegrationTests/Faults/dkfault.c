@@ -13,6 +13,8 @@
 //   short K    write call K writes the first half of its bytes and returns that count (a size change is not
 //              shortened: the call then succeeds, and the log says so)
 //   fsync K    sync call K fails with EIO (the data stays in the page cache, as after a real failed fsync)
+// DK_FAULT_ARM, when set, names a file: no call is counted before it exists (a test aims at what the store writes
+// after the recorded command made it, such as the session's end).
 // DK_FAULT_LOG names a file that gets one line per counted call when DK_FAULT_TRACE=1 (the counting run), and
 // always the line of the call that was faulted: "<class> <n> <function> <bytes> <path> [FAULT <kind>]".
 #define _GNU_SOURCE
@@ -35,6 +37,8 @@ static long fault_at;
 static int trace_all;
 static int log_fd = -1;
 static long write_calls, sync_calls;
+static char arm[4096];
+static int armed = 1;
 
 __attribute__((constructor)) static void init(void)
 {
@@ -55,6 +59,11 @@ __attribute__((constructor)) static void init(void)
              : strcmp(k, "fsync") == 0  ? FSYNC_FAULT
                                         : NONE;
     }
+    const char *a = getenv("DK_FAULT_ARM");
+    if (a != NULL && a[0] != 0 && strlen(a) < sizeof arm) {
+        strcpy(arm, a);
+        armed = 0;
+    }
     const char *t = getenv("DK_FAULT_TRACE");
     trace_all = t != NULL && strcmp(t, "1") == 0;
     const char *l = getenv("DK_FAULT_LOG");
@@ -73,6 +82,11 @@ static const char *watched(int fd, char *buf, size_t size)
     if (n < 0)
         return NULL;
     buf[n] = 0;
+    if (!__atomic_load_n(&armed, __ATOMIC_SEQ_CST)) {
+        if (syscall(SYS_access, arm, F_OK) != 0)
+            return NULL;
+        __atomic_store_n(&armed, 1, __ATOMIC_SEQ_CST);
+    }
     if ((size_t)n < dir_len || memcmp(buf, dir, dir_len) != 0 || (buf[dir_len] != '/' && buf[dir_len] != 0))
         return NULL;
     return buf;
