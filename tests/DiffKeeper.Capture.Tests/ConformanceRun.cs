@@ -31,7 +31,7 @@ public static class ConformanceRun
         File.WriteAllText(dir.Sub("base.script"), batch.BaselineScript());
         Executor.Execute(work, dir.Sub("base.script"), baseTruth);
         var perOp = backend.Promises.HasFlag(Promise.EveryOperation);
-        var (script, owners) = batch.Script(backend.QuietGap);
+        var (script, owners) = batch.Script(backend.GapUnderLoad());
         File.WriteAllText(dir.Sub("script"), script);
         var trace = dir.Sub("trace");
         string[] command = perOp ? [Executor.Path, "run", work, dir.Sub("script"), truth, "--per-op"] : [Executor.Path, "run", work, dir.Sub("script"), truth];
@@ -101,7 +101,9 @@ public static class ConformanceRun
         {
             var (time, label, truthFile, history) = checks[i];
             var outDir = dir.Sub("x" + i.ToString(CultureInfo.InvariantCulture));
-            var export = Cli.Run(dir.Path, "export", "--trace", trace, "--time", time, "--out", outDir);
+            // A check of one history exports only its directory: the same reader, 1/50th of the writes.
+            string[] only = history < 0 ? [] : ["--include", Batch.Dir(history), "--include", Batch.Dir(history) + "/**"];
+            var export = Cli.Run(dir.Path, ["export", "--trace", trace, "--time", time, "--out", outDir, .. only]);
             if (export.ExitCode != 0)
             {
                 // A refusal names a path: blame its history, so shrinking can start from it.
@@ -137,6 +139,20 @@ public static class ConformanceRun
             }
         });
         problems.AddRange(found.OrderBy(m => m.History).ThenBy(m => m.Moment, StringComparer.Ordinal));
+        if (problems.Count > 0 && Environment.GetEnvironmentVariable("DIFFKEEPER_CONFORM_KEEP") is { Length: > 0 } keep)
+        {
+            // Keeps what a failure needs to be looked at: the trace, the truth snapshots and the script.
+            var kept = Path.Combine(keep, backend.Name + "-" + Guid.NewGuid().ToString("N")[..8]);
+            Directory.CreateDirectory(kept);
+            foreach (var d in new[] { trace, truth, baseTruth })
+            {
+                Executor.Run("cp", "-a", d, kept);
+            }
+
+            File.Copy(dir.Sub("script"), Path.Combine(kept, "script"));
+            problems.Add(new Mismatch(-1, "kept", kept));
+        }
+
         return problems;
     }
 
