@@ -427,6 +427,8 @@ public sealed class TraceWriter : IDisposable
     public long AbandonPending(long sessionId)
     {
         _abandoned = true;
+        AbandonedVersionsFrom = Math.Min(AbandonedVersionsFrom, _uncommittedVersionsFrom);
+        _uncommittedVersionsFrom = long.MaxValue;
         if (_inTransaction)
         {
             _inTransaction = false;
@@ -453,6 +455,30 @@ public sealed class TraceWriter : IDisposable
     }
 
     private bool _abandoned;
+
+    // The least seq of the versions added since the last commit (long.MaxValue: none).
+    private long _uncommittedVersionsFrom = long.MaxValue;
+
+    /// <summary>
+    /// The least seq of the versions <see cref="AbandonPending"/> gave up (long.MaxValue: none). Events up to the last
+    /// committed one may have been committed before the version that holds their content (a version belongs to the
+    /// latest event that touched its path and is written when the file is read): from this seq on they have none.
+    /// </summary>
+    public long AbandonedVersionsFrom { get; private set; } = long.MaxValue;
+
+    /// <summary>
+    /// After <see cref="AbandonPending"/>: deletes the committed events and versions of <paramref name="sessionId"/> from
+    /// <paramref name="seq"/> on (their content was not stored, so the timeline must end before them, where the LOST
+    /// event that follows says so). Commits with the next <see cref="Commit"/>.
+    /// </summary>
+    public void RetractFrom(long sessionId, long seq)
+    {
+        Tx();
+        using var events = _db.Prepare("DELETE FROM events WHERE session_id = ?1 AND seq >= ?2");
+        events.Bind(1, sessionId).Bind(2, seq).Run();
+        using var versions = _db.Prepare("DELETE FROM versions WHERE session_id = ?1 AND seq >= ?2");
+        versions.Bind(1, sessionId).Bind(2, seq).Run();
+    }
 
     private void RefuseAfterAbandon()
     {
@@ -488,6 +514,7 @@ public sealed class TraceWriter : IDisposable
     {
         RefuseAfterAbandon();
         Tx();
+        _uncommittedVersionsFrom = Math.Min(_uncommittedVersionsFrom, v.Seq);
         _insertVersion.Bind(1, sessionId).Bind(2, v.PathId).Bind(3, v.Seq).Bind(4, v.TimeNs).Bind(5, (long)v.Kind).Bind(6, v.Mode)
             .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).BindPath(12, v.Target).Bind(13, v.Extents).Bind(14, v.Link).Run();
         var id = _db.LastInsertRowId;
@@ -688,6 +715,7 @@ public sealed class TraceWriter : IDisposable
         }
 
         _inTransaction = false;
+        _uncommittedVersionsFrom = long.MaxValue;
     }
 
     private PackWriter CurrentPack()
