@@ -18,7 +18,7 @@ namespace DiffKeeper.IntegrationTests;
 /// the trace says it committed is exactly right, and what it lacks it reports with LOST; one more session is recorded
 /// without faults and must be complete; the trace verifies again and its end equals the tree on disk.
 /// In ./test.sh one point per kind; DIFFKEEPER_FAULT_POINTS=all drives every write and sync call with
-/// every kind that applies, =every each call once (write kinds in turn). DIFFKEEPER_FAULT_REPORT appends the summary
+/// every kind that applies, =every each call once (write kinds in turn), =1:fsync:24,2:eio:55 the points listed. DIFFKEEPER_FAULT_REPORT appends the summary
 /// and violations to a file. The long run's figures are in docs/benchmarks.md ("Issue 13: faults below the store").
 /// </summary>
 public sealed class FaultLayerTests
@@ -154,6 +154,12 @@ public sealed class FaultLayerTests
     private static List<FaultPoint> Plan((long Writes, long Syncs)[] counts, string? mode)
     {
         var points = new List<FaultPoint>();
+        if (mode?.Contains(':', StringComparison.Ordinal) == true)
+        {
+            // "1:fsync:24,2:eio:55": these points only (to run again what a long run found)
+            return [.. mode.Split(',').Select(p => p.Split(':')).Select(p => new FaultPoint(int.Parse(p[0], CultureInfo.InvariantCulture), p[1], long.Parse(p[2], CultureInfo.InvariantCulture)))];
+        }
+
         for (var s = 1; s <= 2; s++)
         {
             var (writes, syncs) = counts[s - 1];
