@@ -150,6 +150,7 @@ public static class ConformanceRun
             }
 
             File.Copy(dir.Sub("script"), Path.Combine(kept, "script"));
+            File.WriteAllLines(Path.Combine(kept, "problems.txt"), problems.Select(p => p.ToString()));
             problems.Add(new Mismatch(-1, "kept", kept));
         }
 

@@ -83,6 +83,16 @@ public sealed class ScriptedHistoryTests
             [O("write", ["b/g/x%20y"], "0", "37845", "726"), O("chmod", ["b/g"], "750"), O("write", ["b/g/b"], "0", "3902", "646")],
         ]));
 
+    // Soak of 2026-12-06 under load (batch seed 1406267029), shrunk: the directory, waiting to be read after its
+    // children were made, was read after the chmod (which stored 0755 at its own event) and that read was stored at
+    // the children's #seq, so the export between them showed the later mode.
+    [Fact]
+    public void Ebpf_a_chmod_of_a_directory_whose_children_were_just_made_is_not_seen_before_it() =>
+        AssertConforms("ebpf", new History([], [
+            [O("mkdir", ["%80lead"], "711")],
+            [O("mkdirp", ["%80lead/g/s%20p%0A%FE%C3/c"]), O("chmod", ["%80lead"], "755")],
+        ]));
+
     [Fact]
     public void Ebpf_an_append_after_a_punched_hole_is_exported_at_its_seq() =>
         AssertConforms("ebpf", new History([], [
