@@ -279,16 +279,17 @@ public sealed unsafe class FanotifySource : ICaptureSource
         {
             // renameat2(RENAME_EXCHANGE) is reported as two renames back to back (a to b, then b to a): held until
             // the next event, a pair whose names are both still there (lstat: a dangling symlink is there) is one
-            // exchange. Two files, one name gone by now: the recorder decides by inode, as with inotify.
-            bool bothThere;
+            // exchange; so is a pair that moved a file one way and a directory the other (two renames move one
+            // object back and forth). Two files, one name gone by now: the recorder decides by inode, as with inotify.
+            bool certain;
             if (_heldRename is { } h && h.From == newPath && h.To == oldPath && Locate(oldPath) is { } x && Locate(newPath) is { } y &&
-                x.Root == y.Root && ((bothThere = EntryStat.Lstat(oldPath) is not null && EntryStat.Lstat(newPath) is not null) || !(isDir || h.IsDir)))
+                x.Root == y.Root && ((certain = h.IsDir != isDir || (EntryStat.Lstat(oldPath) is not null && EntryStat.Lstat(newPath) is not null)) || !(isDir || h.IsDir)))
             {
                 _heldRename = null;
                 SwapCachedDirectories(oldPath, newPath);
                 // Named in the order of the first rename (a to b), which two renames would replay first.
                 _sink!.TryWrite(new CaptureEvent(CaptureKind.Exchanged, y.Root, y.Rel, x.Rel, isDir || h.IsDir, ts, pid, Comm(pid),
-                    Detail: bothThere ? null : CaptureEvent.UncertainExchange));
+                    Detail: certain ? null : CaptureEvent.UncertainExchange));
             }
             else
             {

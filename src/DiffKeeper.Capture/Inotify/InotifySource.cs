@@ -262,14 +262,16 @@ public sealed unsafe class InotifySource : ICaptureSource
                     // a to b, then b to a, both still there: one exchange, not two renames (which would leave no b).
                     // Two files, one of them renamed or deleted since: the events alone cannot tell, the recorder's
                     // knowledge of which file each name held can (a directory's watches must be decided here).
-                    var bothThere = EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is not null &&
-                        EntryStat.Lstat(TreeWalker.Join(_roots[root], m.Rel)) is not null;
-                    if (bothThere || !(h.IsDir || isDir))
+                    // A file one way and a directory the other is certain too: two renames move one object back and
+                    // forth, of one kind (soak batch: a directory exchanged with a file, then removed at once).
+                    var certain = h.IsDir != isDir || (EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is not null &&
+                        EntryStat.Lstat(TreeWalker.Join(_roots[root], m.Rel)) is not null);
+                    if (certain || !(h.IsDir || isDir))
                     {
                         _heldMove = null;
                         SwapWatches(root, rel, m.Rel);
                         Emit(new CaptureEvent(CaptureKind.Exchanged, root, rel, m.Rel, h.IsDir || isDir, now,
-                            Detail: bothThere ? null : CaptureEvent.UncertainExchange));
+                            Detail: certain ? null : CaptureEvent.UncertainExchange));
                         return;
                     }
                 }
