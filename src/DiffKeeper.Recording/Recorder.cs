@@ -84,7 +84,7 @@ public sealed class Recorder
         _sessionId = writer.BeginSession(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, source.Name,
             WallNs(), _options.Roots, out var rootIds);
         using var stored = new StoredContent(writer.TraceDir);
-        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold), Stored = stored };
+        _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold), Stored = stored, ModesFromEvents = _exactNames };
 
         _versioner.UseAllCores = true; // nothing to compete with before the command starts
         try

@@ -479,6 +479,9 @@ internal sealed class Versioner
     /// at their own event, and the read may come after later events not handled yet.
     /// Returns the stat seen (null: absent), and whether a version was stored.
     /// </summary>
+    /// <summary>Set when the capture's events carry every mode change of the recorded processes (eBPF): reads then keep a directory's known mode.</summary>
+    public bool ModesFromEvents { get; init; }
+
     public (EntryStat? Stat, bool Changed) Observe(int root, string rel, long seq, long timeNs, bool statOnly = false, bool keepIfGone = false)
     {
         try
@@ -537,8 +540,16 @@ internal sealed class Versioner
         switch (st.Kind)
         {
             case EntryKind.Directory:
-                version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Directory, st.Mode, st.Uid, st.Gid, st.MtimeNs, 0, null, null, null);
+            {
+                // A backend whose events carry every mode change (eBPF) knows a directory's mode at each event; a read
+                // made after a child changed may already see a chmod whose event is still queued, and would date that
+                // mode to the child's event (soak batch, load 15: mkdir D/c then chmod D showed the new mode at the
+                // mkdir). Such a read keeps the mode known; a rescan (statOnly) takes what it sees.
+                var mode = ModesFromEvents && !statOnly && known is { Kind: EntryKind.Directory } ? known.Version.Mode : st.Mode;
+                st = st with { Mode = mode }; // what is known: the chmod's event compares with it, and a rescan too
+                version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Directory, mode, st.Uid, st.Gid, st.MtimeNs, 0, null, null, null);
                 break;
+            }
             case EntryKind.Symlink:
                 string? target;
                 target = LongPath.ReadLink(abs);
