@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using DiffKeeper.Remote;
 using DiffKeeper.Remote.S3;
@@ -76,9 +75,9 @@ public sealed class RemoteForgetTests : IDisposable
     {
         using var server = S3rverProcess.Start(_tmp.Sub("s3"));
         var env = server.Environment(_tmp.Sub("cache"));
-        foreach (var (k, v) in env)
+        foreach (var (k, v) in env.Where(e => e.Key.StartsWith("AWS_", StringComparison.Ordinal)))
         {
-            System.Environment.SetEnvironmentVariable(k, v); // for the uploader in this process
+            System.Environment.SetEnvironmentVariable(k, v); // for the uploader in this process (every S3 test passes its own to its processes)
         }
 
         var sources = Sources();
@@ -171,7 +170,7 @@ public sealed class RemoteForgetTests : IDisposable
     {
         Directory.CreateDirectory(work);
         var copy = string.Join("; ", files.Select(f => $"cp {Path.Combine(sources, f)} {f}"));
-        var r = RunIn(env, work, "record", "-q", "--trace", trace, "--", "bash", "-c", copy);
+        var r = RemoteStoreTests.Run(env, work, "record", "-q", "--trace", trace, "--", "bash", "-c", copy);
         Assert.True(r.ExitCode == 0, r.ToString());
         return TreeSnapshot.Take(work);
     }
@@ -193,33 +192,7 @@ public sealed class RemoteForgetTests : IDisposable
         return JsonDocument.Parse(Assert.Single(r.Lines)).RootElement.Clone();
     }
 
-    private Cli.Result Run(Dictionary<string, string> env, params string[] args) => RunIn(env, _tmp.Path, args);
-
-    private static Cli.Result RunIn(Dictionary<string, string> env, string cwd, params string[] args)
-    {
-        var psi = new ProcessStartInfo(Cli.Executable) { WorkingDirectory = cwd, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        psi.Environment.Remove("DIFFKEEPER_TRACE");
-        foreach (var (k, v) in env)
-        {
-            psi.Environment[k] = v;
-        }
-
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(2)))
-        {
-            p.Kill(true);
-            throw new TimeoutException($"diffkeeper {string.Join(' ', args)} did not finish in 2 minutes");
-        }
-
-        return new Cli.Result(p.ExitCode, stdout.Result, stderr.Result, System.Text.Encoding.UTF8.GetBytes(stdout.Result));
-    }
+    private Cli.Result Run(Dictionary<string, string> env, params string[] args) => RemoteStoreTests.Run(env, _tmp.Path, args);
 
     public void Dispose() => _tmp.Dispose();
 
