@@ -57,7 +57,7 @@ internal static class ForgetCommand
         var dryRun = new Option<bool>("--dry-run") { Description = "Say what would be deleted; delete nothing" };
         var json = new Option<bool>("--json") { Description = "The summary as one JSON object on one line" };
         var cmd = new Command("forget", """
-            Delete sessions from a remote store (s3://…), then the packs, indexes and segments no session
+            Delete sessions from a remote store (s3://bucket/prefix), then the packs, indexes and segments no session
             names. Safe while other hosts upload to the store: an object no session names is deleted only
             once it is older than the grace period and no session forgotten within the grace named it (a
             writer may be about to name it), and a writer whose view of the store is older than half the
