@@ -108,7 +108,7 @@ public sealed class RemoteForget
         var listedAt = _time.GetUtcNow();
         var cutoff = listedAt - grace;
         var remaining = dryRun ? readable.Where(s => !forget.Contains(s.Key)).ToList() : await _trace.ListAsync(cancel).ConfigureAwait(false);
-        var named = Names(remaining.Select(s => s.Manifest).OfType<SessionManifest>());
+        var named = Names(await NamingAsync(remaining, [.. doomedManifests.SelectMany(d => d)], cancel).ConfigureAwait(false));
         var markers = await _store.ListAsync(RemoteLayout.ForgottenPrefix, cancel).ConfigureAwait(false);
         var (recent, sweep) = await RecentlyForgottenAsync(markers, cutoff, cancel).ConfigureAwait(false);
         if (dryRun && grace > TimeSpan.Zero)
@@ -200,6 +200,36 @@ public sealed class RemoteForget
         }
 
         return (manifests, true);
+    }
+
+    /// <summary>
+    /// The manifests that keep objects: every session's newest readable generation, and its older generations not
+    /// deleted (<paramref name="doomed"/>): they go only once the newest is older than the grace, and until then
+    /// what only they name stays. A damaged older generation names nothing anyone can read.
+    /// </summary>
+    private async Task<List<SessionManifest>> NamingAsync(List<RemoteSession> sessions, HashSet<string> doomed, CancellationToken cancel)
+    {
+        var manifests = new List<SessionManifest>();
+        foreach (var s in sessions.Where(s => s.Manifest is not null))
+        {
+            manifests.Add(s.Manifest!);
+            foreach (var g in s.Generations.Where(g => Generation(g) < s.Manifest!.Generation && !doomed.Contains(g.Key)))
+            {
+                try
+                {
+                    if (await _trace.ManifestAsync(s.Key, Generation(g), cancel).ConfigureAwait(false) is { } older)
+                    {
+                        manifests.Add(older);
+                    }
+                }
+                catch (DiffKeeperException e) when (e.Code == ExitCode.Corrupt)
+                {
+                    // skipped by every reader too
+                }
+            }
+        }
+
+        return manifests;
     }
 
     /// <summary>Every object the manifests name: segments, packs and the packs' indexes.</summary>

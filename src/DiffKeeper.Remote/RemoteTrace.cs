@@ -53,25 +53,15 @@ public sealed class RemoteTrace
         {
             foreach (var (_, m) in sessions[i].Generations)
             {
-                var generation = m!.Value.Generation;
-                var name = RemoteLayout.Manifest(sessions[i].Key, generation);
-                var cached = Path.Combine(CacheDir, "manifests", sessions[i].Key + "." + generation + ".json");
                 try
                 {
-                    var bytes = File.Exists(cached) ? await File.ReadAllBytesAsync(cached, ct).ConfigureAwait(false)
-                        : await _store.GetAsync(name, cancel: ct).ConfigureAwait(false);
-                    if (bytes is null)
+                    manifests[i] = await ManifestAsync(sessions[i].Key, m!.Value.Generation, ct).ConfigureAwait(false);
+                    if (manifests[i] is not null)
                     {
-                        continue; // deleted since the listing
+                        return;
                     }
 
-                    manifests[i] = SessionManifest.Parse(name, bytes);
-                    if (!File.Exists(cached))
-                    {
-                        WriteAtomically(cached, bytes);
-                    }
-
-                    return;
+                    // else deleted since the listing
                 }
                 catch (DiffKeeperException e) when (e.Code == ExitCode.Corrupt)
                 {
@@ -80,6 +70,27 @@ public sealed class RemoteTrace
             }
         }).ConfigureAwait(false);
         return [.. sessions.Select((s, i) => new RemoteSession(s.Key, manifests[i], [.. s.Generations.Select(g => g.Object)]))];
+    }
+
+    /// <summary>One manifest generation, through the cache (a generation never changes); null when absent, exit 5 when damaged.</summary>
+    public async Task<SessionManifest?> ManifestAsync(string key, long generation, CancellationToken cancel)
+    {
+        var name = RemoteLayout.Manifest(key, generation);
+        var cached = Path.Combine(CacheDir, "manifests", key + "." + generation + ".json");
+        var bytes = File.Exists(cached) ? await File.ReadAllBytesAsync(cached, cancel).ConfigureAwait(false)
+            : await _store.GetAsync(name, cancel: cancel).ConfigureAwait(false);
+        if (bytes is null)
+        {
+            return null;
+        }
+
+        var manifest = SessionManifest.Parse(name, bytes);
+        if (!File.Exists(cached))
+        {
+            WriteAtomically(cached, bytes);
+        }
+
+        return manifest;
     }
 
     /// <summary>Session <paramref name="number"/> (from 1), or the latest; exit 3 when the store holds none, 8 when there is no such number.</summary>
