@@ -64,6 +64,41 @@ public sealed class RemoteForgetTests : IDisposable
     }
 
     /// <summary>
+    /// A keep-mode session publishes a generation per cut. Its older generations stay while the newest is younger than
+    /// the grace (a writer may have relied on what only they name), and go once it is older; restore still brings
+    /// back the last state.
+    /// </summary>
+    [Fact]
+    public void OlderGenerationsOfAKeptSessionGoOnceTheNewestIsOlderThanTheGrace()
+    {
+        var s3Dir = _tmp.Sub("s3");
+        using var server = S3rverProcess.Start(s3Dir);
+        var url = $"s3://{S3rverProcess.Bucket}/keep";
+        var env = server.Environment(_tmp.Sub("cache"));
+        var state = _tmp.Sub("state");
+        Directory.CreateDirectory(state);
+        var run = Run(env, "run", "-q", "--state-dir", state, "--store", url, "--upload-interval", "200ms", "--metrics-addr", "none", "--",
+            "bash", "-c", $"cd {state} && for i in $(seq 1 8); do head -c 65536 /dev/urandom > f$i; sleep 0.2; done");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var expected = TreeSnapshot.Take(state);
+        int Generations() => Directory.EnumerateFiles(s3Dir, "*.json._S3rver_object", SearchOption.AllDirectories).Count(f => f.Contains("/sessions/", StringComparison.Ordinal));
+        var before = Generations();
+        Assert.True(before >= 2, $"the run published {before} generations; the test needs several");
+
+        Assert.Equal(0, Json(Run(env, "forget", "--trace", url, "--json")).GetProperty("generations_deleted").GetInt32());
+        Backdate(s3Dir, TimeSpan.FromHours(2));
+        var sweep = Json(Run(env, "forget", "--trace", url, "--json"));
+        Assert.Equal(before - 1, sweep.GetProperty("generations_deleted").GetInt32());
+        Assert.Equal(1, Generations());
+
+        var restored = _tmp.Sub("restored");
+        Directory.CreateDirectory(restored);
+        var restore = Run(server.Environment(_tmp.Sub("cache-restore")), "restore", "--state-dir", restored, "--store", url);
+        Assert.True(restore.ExitCode == 0, restore.ToString());
+        TreeSnapshot.AssertSame(expected, TreeSnapshot.Take(restored), "restored after the older generations were forgotten");
+    }
+
+    /// <summary>
     /// The race the grace period exists for, made deterministic: a writer has uploaded its blobs (some new, some
     /// found in the bucket) and its segment, and before its manifest a `forget --grace 0` deletes the session the
     /// writer shares blobs with and every object no manifest names. A writer that lists index/ again before its
