@@ -13,4 +13,4 @@ if (args is ["--version"])
     return 0;
 }
 
-return await CliApp.RunAsync(args, new SystemConsole()).ConfigureAwait(false);
+return await CliApp.RunAsync(RawArguments.Recover(args), new SystemConsole()).ConfigureAwait(false);

@@ -1068,7 +1068,14 @@ public sealed class Recorder
 
     private static long WallNs() => (DateTimeOffset.UtcNow.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100;
 
-    private static string Quote(string arg) =>
-        arg.Length > 0 && arg.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,@%+".Contains(c)) ? arg : "'" + arg.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+    private static string Quote(string arg)
+    {
+        // An argument that is not UTF-8 (its bytes escaped by PathBytes) is shown as a path is: \xHH for those bytes.
+        if (arg.Any(c => c is >= '\uDC80' and <= '\uDCFF'))
+        {
+            arg = PathBytes.Display(arg);
+        }
 
+        return arg.Length > 0 && arg.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,@%+".Contains(c)) ? arg : "'" + arg.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+    }
 }

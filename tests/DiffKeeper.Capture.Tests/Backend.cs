@@ -28,10 +28,21 @@ public sealed record Backend(string Name, Promise Promises, TimeSpan QuietGap, F
     // is one longer than that.
     public static readonly Backend Fanotify = new("fanotify", Promise.Baseline | Promise.Final | Promise.QuietGaps, TimeSpan.FromMilliseconds(300));
 
-    public static readonly Backend Inotify = new("inotify", Promise.Baseline | Promise.Final | Promise.QuietGaps, TimeSpan.FromMilliseconds(300),
-        Features.DirectoryRenames);
+    public static readonly Backend Inotify = new("inotify", Promise.Baseline | Promise.Final | Promise.QuietGaps, TimeSpan.FromMilliseconds(300));
 
     public static readonly Backend Scan = new("scan", Promise.Baseline | Promise.Final, TimeSpan.FromMilliseconds(20));
+
+    /// <summary>
+    /// The gap the executor leaves between bursts: <see cref="QuietGap"/> on an idle machine, stretched by the load
+    /// average per core (at most 10 times). A hint backend reads files after the events of a burst; on a machine
+    /// running 25 processes per 2 cores it reads them after the next burst has begun, which no gap promise can cover
+    /// (the bytes of the first burst are gone): the soak's gaps must be quiet for the recorder, not only the command.
+    /// </summary>
+    public TimeSpan GapUnderLoad()
+    {
+        var load = double.TryParse(File.ReadAllText("/proc/loadavg").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture, out var l) ? l : 0;
+        return QuietGap * Math.Clamp(load / Environment.ProcessorCount, 1, 10);
+    }
 
     public static Backend Named(string name) => name switch
     {

@@ -31,7 +31,7 @@ public static class ConformanceRun
         File.WriteAllText(dir.Sub("base.script"), batch.BaselineScript());
         Executor.Execute(work, dir.Sub("base.script"), baseTruth);
         var perOp = backend.Promises.HasFlag(Promise.EveryOperation);
-        var (script, owners) = batch.Script(backend.QuietGap);
+        var (script, owners) = batch.Script(backend.GapUnderLoad());
         File.WriteAllText(dir.Sub("script"), script);
         var trace = dir.Sub("trace");
         string[] command = perOp ? [Executor.Path, "run", work, dir.Sub("script"), truth, "--per-op"] : [Executor.Path, "run", work, dir.Sub("script"), truth];
@@ -139,6 +139,21 @@ public static class ConformanceRun
             }
         });
         problems.AddRange(found.OrderBy(m => m.History).ThenBy(m => m.Moment, StringComparer.Ordinal));
+        if (problems.Count > 0 && Environment.GetEnvironmentVariable("DIFFKEEPER_CONFORM_KEEP") is { Length: > 0 } keep)
+        {
+            // Keeps what a failure needs to be looked at: the trace, the truth snapshots and the script.
+            var kept = Path.Combine(keep, backend.Name + "-" + Guid.NewGuid().ToString("N")[..8]);
+            Directory.CreateDirectory(kept);
+            foreach (var d in new[] { trace, truth, baseTruth })
+            {
+                Executor.Run("cp", "-a", d, kept);
+            }
+
+            File.Copy(dir.Sub("script"), Path.Combine(kept, "script"));
+            File.WriteAllLines(Path.Combine(kept, "problems.txt"), problems.Select(p => p.ToString()));
+            problems.Add(new Mismatch(-1, "kept", kept));
+        }
+
         return problems;
     }
 

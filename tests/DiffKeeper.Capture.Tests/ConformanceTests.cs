@@ -12,7 +12,7 @@ namespace DiffKeeper.Capture.Tests;
 /// histories that failed, then to a minimal script, which the failure prints with its seed.
 /// By default the batches are a fixed set (see FixedBatches): CI replays the same 200 histories per backend every run.
 /// DIFFKEEPER_SOAK=N runs N histories per backend instead of 200, from new seeds; DIFFKEEPER_CONFORM_RANDOM=1 draws
-/// new seeds for the default 200; DIFFKEEPER_CONFORM_SEED=S replays one batch;
+/// new seeds for the default 200; DIFFKEEPER_CONFORM_SEED=S replays one batch; DIFFKEEPER_CONFORM_KEEP=DIR keeps the trace, truth and script of a failing run there;
 /// DIFFKEEPER_CONFORM_BACKENDS=ebpf,inotify runs only those backends;
 /// DIFFKEEPER_CONFORM_FEATURES=InvalidUtf8Names,BeyondPathMax adds features the binary lacks.
 /// </summary>

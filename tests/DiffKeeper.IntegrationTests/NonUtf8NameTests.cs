@@ -27,6 +27,30 @@ public sealed class NonUtf8NameTests : IDisposable
         return p.ExitCode;
     }
 
+    /// <summary>
+    /// The runtime decodes argv as UTF-8 with replacement: `--watch` of a directory whose name is not UTF-8 named
+    /// nothing ("no such directory"), and the recorded command got U+FFFD's bytes in place of its own.
+    /// </summary>
+    [Fact]
+    public void A_watched_directory_and_command_arguments_that_are_not_UTF8_keep_their_bytes()
+    {
+        Directory.CreateDirectory(Work);
+        Assert.Equal(0, Sh(Work, "mkdir \"$(printf 'w\\377d')\""));
+        var script = _dir.Sub("run.sh");
+        File.WriteAllText(script, $"d=$(printf 'w\\377d')\nexec '{Cli.Executable}' record -q --capture inotify --trace '{Trace}' --watch \"$d\" -- sh -c 'printf x > \"$1/f\"' sh \"$d\"\n");
+        Assert.Equal(0, Sh(Work, "sh " + script));
+
+        // The command wrote through the exact name it was given, and the directory it lies in was the one recorded.
+        Assert.Equal(0, Sh(Work, "test \"$(cat \"$(printf 'w\\377d')/f\")\" = x"));
+        var timeline = Cli.Ok(Work, "timeline", "--trace", Trace).Stdout;
+        Assert.Contains("  watched: " + Work + @"/w\xffd", timeline, StringComparison.Ordinal);
+        Assert.Contains(@"sh 'w\xffd'", timeline, StringComparison.Ordinal);
+        Assert.Contains("CREATE   f", timeline, StringComparison.Ordinal);
+        var out1 = _dir.Sub("out");
+        Cli.Ok(Work, "export", "--trace", Trace, "--out", out1);
+        Assert.Equal("x", File.ReadAllText(Path.Combine(out1, "f")));
+    }
+
     [Fact]
     public void A_name_that_is_not_UTF8_is_recorded_exported_with_its_bytes_shown_escaped_and_exact_in_json()
     {

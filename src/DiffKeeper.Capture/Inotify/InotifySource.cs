@@ -236,7 +236,13 @@ public sealed unsafe class InotifySource : ICaptureSource
             return;
         }
 
-        var rel = dir.Rel.Length == 0 ? name : dir.Rel + "/" + name;
+        // A directory rename held back (to see whether its reverse follows: an exchange) has happened in the kernel,
+        // so a watch below it is already at its new name, though not renamed here yet: the second half of an exchange
+        // inside a directory just renamed must not be named by the old path (issue 10, batch seed 358991733).
+        var dirRel = _heldMove is { IsDir: true } held && held.Root == dir.Root && TracePath.IsAtOrBelow(dir.Rel, held.From)
+            ? held.To + dir.Rel[held.From.Length..]
+            : dir.Rel;
+        var rel = dirRel.Length == 0 ? name : dirRel + "/" + name;
         var root = dir.Root;
         var isDir = (mask & IN_ISDIR) != 0;
         if ((mask & (IN_MOVED_FROM | IN_MOVED_TO)) == 0)

@@ -82,9 +82,12 @@ internal static class RecordCommand
             var roots = (pr.GetValue(watch) is { Length: > 0 } w ? w : [cwd]).Select(r => Path.GetFullPath(r).TrimEnd('/')).Select(r => r.Length == 0 ? "/" : r).ToList();
             foreach (var root in roots)
             {
-                if (!Directory.Exists(root))
+                // Directory.Exists cannot name a path that is not UTF-8 (RawArguments keeps its bytes); lstat can.
+                if (!Directory.Exists(root) && DiffKeeper.Capture.Scan.EntryStat.Lstat(root) is not { Kind: EntryKind.Directory })
                 {
-                    throw new DiffKeeperException(ExitCode.Usage, Path.Exists(root) ? $"--watch {root} is not a directory; give a directory to record" : $"--watch {root}: no such directory");
+                    var display = PathBytes.Display(root);
+                    throw new DiffKeeperException(ExitCode.Usage, Path.Exists(root) || DiffKeeper.Capture.Scan.EntryStat.Lstat(root) is not null
+                        ? $"--watch {display} is not a directory; give a directory to record" : $"--watch {display}: no such directory");
                 }
             }
 

@@ -15,7 +15,7 @@ public static unsafe partial class DkSpawn
     public const int StageChdir = 1;
     public const int StageExec = 2;
 
-    [LibraryImport(Lib, EntryPoint = "dk_spawn", StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport(Lib, EntryPoint = "dk_spawn", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int Spawn(string file, byte** argv, string? cwd, out int stage, out int error);
 
     /// <summary>
@@ -25,8 +25,9 @@ public static unsafe partial class DkSpawn
     /// </summary>
     public static int Start(IReadOnlyList<string> command, string? cwd, out int stage, out int error)
     {
-        // argv as NUL-terminated UTF-8 strings in one block, then the NULL-terminated pointer array.
-        var strings = command.Select(a => System.Text.Encoding.UTF8.GetBytes(a + "\0")).ToArray();
+        // argv as NUL-terminated strings in one block, then the NULL-terminated pointer array. Each argument is given
+        // its exact bytes back (PathBytes): an argument that is not UTF-8 reaches the command as it reached diffkeeper.
+        var strings = command.Select(a => DiffKeeper.Core.PathBytes.Encode(a + "\0")).ToArray();
         var block = new byte[strings.Sum(s => s.Length)];
         var pointers = new nint[strings.Length + 1];
         fixed (byte* basePtr = block)
