@@ -1,4 +1,3 @@
-using System.Reflection;
 using System.Text;
 using DiffKeeper.Cli;
 using DiffKeeper.Cli.Rendering;
@@ -7,7 +6,7 @@ using DiffKeeper.Cli.Rendering;
 // often, and it should cost what a process start costs.
 if (args is ["--version"])
 {
-    var version = typeof(CliApp).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
+    var version = BuildVersion.Informational;
     using var stdout = new SystemConsole().OpenStandardOutput(); // not Console's: it would set up the terminal
     stdout.Write(Encoding.UTF8.GetBytes(version + "\n"));
     return 0;

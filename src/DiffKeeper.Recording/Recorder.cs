@@ -204,6 +204,13 @@ public sealed class Recorder
             return result;
         }
 
+        // Nothing superseded since the last finished pass and nothing left to sweep: a pass would only read the
+        // catalog (~30 page faults and a few ms of `record -- true` on a one-file trace, a walk of every path of a big one).
+        if (!_writer.HasMaintenanceWork())
+        {
+            return result;
+        }
+
         _writer.BeforeCommit = null; // the session is closed: nothing of it is held any more
 
         MaintenanceResult? done = null;

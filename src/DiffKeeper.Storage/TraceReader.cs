@@ -158,7 +158,9 @@ public sealed class TraceReader : IDisposable
         }
 
         var sessions = new List<SessionInfo>();
-        using (var r = _db.Prepare($"SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state, {CatalogDomain.Broken("sessions")} FROM sessions ORDER BY id"))
+        // The EXIT event's detail says "killed by SIGNAME" for a death by signal, where exit_code holds the shell's 128+N.
+        using (var r = _db.Prepare($"SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state, {CatalogDomain.Broken("sessions")}, " +
+            $"(SELECT detail FROM events e WHERE e.session_id = sessions.id AND e.op = {(int)ChangeOp.Exit} ORDER BY e.seq DESC LIMIT 1) FROM sessions ORDER BY id"))
         {
             while (r.Step())
             {
@@ -169,6 +171,7 @@ public sealed class TraceReader : IDisposable
                     r.String(8), roots.TryGetValue(id, out var list) ? list : [])
                 {
                     ContentsNotKept = notKept.GetValueOrDefault(id),
+                    KilledBy = !r.IsNull(10) && r.String(10) is { } exit && exit.StartsWith("killed by ", StringComparison.Ordinal) ? exit : null,
                 });
             }
         }

@@ -377,6 +377,76 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>
+    /// Meta key: every version up to this id was covered by a maintenance pass that finished (docs/store-format.md,
+    /// "Compaction, prune and garbage collection"). A pass deletes it when it begins and writes it when it ends.
+    /// </summary>
+    internal const string MaintainedThroughKey = "maintained_through_version";
+
+    /// <summary>
+    /// Whether a maintenance pass with the default options could find anything to do: some version after the last
+    /// finished pass (<see cref="MaintainedThroughKey"/>; all of them when none is recorded) holds other content
+    /// than the version of its path before it, or, with no finished pass recorded, some version was pruned. Neither:
+    /// nothing was superseded since (a path's newest content stays whole) and nothing was left unswept, so
+    /// <c>record</c> skips its pass after the session.
+    /// </summary>
+    public bool HasMaintenanceWork()
+    {
+        using var mark = _db.Prepare("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1");
+        var through = mark.Bind(1, MaintainedThroughKey).ScalarInt64();
+        // Versions of one logical path (a root's absolute path and the relative path, across sessions), in order,
+        // each beside the one before it; only the paths a version after the mark touched are read.
+        using var replaced = _db.Prepare("""
+            WITH recent AS (
+                SELECT DISTINCT r.path AS root, pa.rel AS rel FROM versions v
+                JOIN paths pa ON pa.id = v.path_id JOIN roots r ON r.id = pa.root_id WHERE v.id > ?1),
+            history AS (
+                SELECT v.id AS id, v.content AS content, v.extents AS extents,
+                       lag(v.id) OVER w AS prev, lag(v.content) OVER w AS prev_content, lag(v.extents) OVER w AS prev_extents
+                FROM versions v JOIN paths pa ON pa.id = v.path_id JOIN roots r ON r.id = pa.root_id
+                JOIN recent ON recent.root = r.path AND recent.rel = pa.rel
+                WHERE v.content IS NOT NULL OR v.extents IS NOT NULL
+                WINDOW w AS (PARTITION BY r.path, pa.rel ORDER BY v.id))
+            SELECT EXISTS(SELECT 1 FROM history
+                WHERE id > ?1 AND prev IS NOT NULL AND (content IS NOT prev_content OR extents IS NOT prev_extents))
+            """);
+        if (replaced.Bind(1, through ?? 0).ScalarInt64() == 1)
+        {
+            return true;
+        }
+
+        using var pruned = _db.Prepare("SELECT EXISTS(SELECT 1 FROM versions WHERE pruned = 1)");
+        return through is null && pruned.ScalarInt64() == 1;
+    }
+
+    /// <summary>The greatest version id (0 when none): what a pass beginning now covers.</summary>
+    internal long LastVersionId
+    {
+        get
+        {
+            using var max = _db.Prepare("SELECT coalesce(max(id), 0) FROM versions");
+            return max.ScalarInt64() ?? 0;
+        }
+    }
+
+    /// <summary>Records that a finished pass covered every version up to <paramref name="versionId"/> (null: forget it); commits.</summary>
+    internal void SetMaintainedThrough(long? versionId)
+    {
+        Tx();
+        if (versionId is { } id)
+        {
+            using var set = _db.Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)");
+            set.Bind(1, MaintainedThroughKey).Bind(2, id.ToString(System.Globalization.CultureInfo.InvariantCulture)).Run();
+        }
+        else
+        {
+            using var forget = _db.Prepare("DELETE FROM meta WHERE key = ?1");
+            forget.Bind(1, MaintainedThroughKey).Run();
+        }
+
+        Commit();
+    }
+
+    /// <summary>
     /// Gives up everything added since the last commit after a failed write (disk full, I/O error): rolls the
     /// catalog transaction back and cuts the pack this writer appended to back to its committed size (deleting it
     /// when no commit named it), so the space its uncommitted records took is free again. Afterwards only events

@@ -32,6 +32,8 @@ public sealed class CliBehaviourTests : IDisposable
         var timeline = Cli.Ok(Work, "timeline", "--trace", Trace).Lines;
         Assert.EndsWith(" " + last, timeline[^1]);
         Assert.Contains("EXIT", timeline[^1]);
+        Assert.EndsWith(" · " + last, timeline[0]); // the session's header says the same
+        Assert.Contains("  " + last, Cli.Ok(Work, "sessions", "--trace", Trace).Stdout, StringComparison.Ordinal);
         Assert.Contains(timeline, l => l.Contains("CREATE", StringComparison.Ordinal) && l.Contains("out.txt", StringComparison.Ordinal));
     }
 

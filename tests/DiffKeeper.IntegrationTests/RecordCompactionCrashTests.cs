@@ -179,6 +179,45 @@ public sealed class RecordCompactionCrashTests : IDisposable
     }
 
     /// <summary>
+    /// The pass after the session runs only when it could find something: when some version since the last finished
+    /// pass holds other content than its path's version before it (or no pass ever finished and something was pruned).
+    /// The JSON summary's pack_bytes_after_compaction is null when it was skipped.
+    /// </summary>
+    [Fact]
+    public void Record_skips_its_compaction_when_nothing_was_superseded_since_the_last_pass()
+    {
+        var work = _dir.Sub("skip-work");
+        var trace = _dir.Sub("skip-trace");
+        Directory.CreateDirectory(work);
+        var data = new byte[1 << 18];
+        new Random(5).NextBytes(data);
+        File.WriteAllBytes(Path.Combine(work, "a.bin"), data);
+
+        bool Compacted(params string[] extra)
+        {
+            var r = Cli.Ok(work, ["record", "--trace", trace, "--watch", work, "--capture", "scan", "--json", .. extra, "--", "true"]);
+            using var doc = JsonDocument.Parse(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).Single());
+            return doc.RootElement.GetProperty("pack_bytes_after_compaction").ValueKind != JsonValueKind.Null;
+        }
+
+        void Change(int at)
+        {
+            data[at] ^= 0xff;
+            File.WriteAllBytes(Path.Combine(work, "a.bin"), data);
+        }
+
+        Assert.False(Compacted(), "a new trace: every path has one version");
+        Assert.False(Compacted(), "nothing changed");
+        Change(1000);
+        Assert.True(Compacted(), "a.bin's first content was superseded");
+        Assert.False(Compacted(), "nothing changed since that pass");
+        Change(2000);
+        Assert.False(Compacted("--no-compact"), "--no-compact");
+        Assert.True(Compacted(), "the --no-compact session superseded a.bin's second content");
+        Assert.StartsWith("ok:", Cli.Ok(_dir.Path, "verify", "--trace", trace, "--read-data").Stdout);
+    }
+
+    /// <summary>
     /// Each session recorded one state (scan capture, `true`): its baseline and its end are the same moment's
     /// files, so exporting each session's end covers every moment. <paramref name="later"/>: sessions recorded after
     /// the last version (the killed one, when it finished), which hold the last version's files.

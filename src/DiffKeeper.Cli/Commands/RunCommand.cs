@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Reflection;
 using DiffKeeper.Cli.Metrics;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Core;
@@ -93,7 +92,7 @@ internal static class RunCommand
                 RecoveryFiles = restore.Files,
                 RecoveryBytes = restore.Bytes,
             };
-            var version = typeof(RunCommand).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "unknown";
+            var version = BuildVersion.Informational.Split('+')[0];
             await using var server = endpoint is null ? null
                 : MetricsEndpoint.Start(endpoint, () => PrometheusExposition.Render(counters, version, "inotify"), () => counters.AppRunning);
             if (server is not null)

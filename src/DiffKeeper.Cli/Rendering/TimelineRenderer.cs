@@ -19,7 +19,7 @@ public static class TimelineRenderer
 
     public static string Describe(SessionInfo s) => s.State switch
     {
-        "finished" => $"exit status {s.ExitCode}",
+        "finished" => s.KilledBy ?? $"exit status {s.ExitCode}",
         "recording" => "recording now (or its recorder was killed)",
         _ => "interrupted: the recorder stopped before the command ended",
     };

@@ -1,62 +1,53 @@
+using System.Globalization;
 using System.Net;
-using Amazon.Runtime;
-using Amazon.S3;
-using Amazon.S3.Model;
+using System.Net.Http.Headers;
+using System.Text;
 using DiffKeeper.Core;
 
 namespace DiffKeeper.Remote.S3;
 
 /// <summary>
-/// <see cref="IObjectStore"/> on S3 through AWSSDK.S3 (it publishes under NativeAOT without trim or AOT warnings:
-/// docs/benchmarks.md, "S3 client"). Configuration as the AWS tools read it: credentials from AWS_ACCESS_KEY_ID /
-/// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or the AWS_PROFILE profile of ~/.aws/credentials; the region from
-/// AWS_REGION / AWS_DEFAULT_REGION / ~/.aws/config (default us-east-1). AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL
-/// points it at an S3-compatible server (MinIO, Ceph RGW, R2, a test server) and switches to path-style addressing,
-/// which they all accept (DIFFKEEPER_S3_PATH_STYLE=0 or 1 forces either). Payloads are sent whole and signed, never
-/// in aws-chunked encoding, and checksums only where S3 requires them: several compatible servers reject both.
+/// <see cref="IObjectStore"/> on S3: the four requests it needs (GET with an optional range, PUT with an optional
+/// If-None-Match: *, ListObjectsV2, DELETE) signed with Signature Version 4 and sent over HttpClient. Until
+/// 2026-12-06 this was AWSSDK.S3, whose ~1,450 static bases cost every diffkeeper process 2.0 M of its 5.2 M
+/// start-up instructions and 10 MB of binary, whatever the command (docs/benchmarks.md, "The whole-process floor").
+/// Configuration as the AWS tools read it (<see cref="AwsSettings"/>). An endpoint (AWS_ENDPOINT_URL_S3 or
+/// AWS_ENDPOINT_URL: MinIO, Ceph RGW, R2, a test server) switches to path-style addressing, which they all accept
+/// (DIFFKEEPER_S3_PATH_STYLE=0 or 1 forces either); a bucket name with a dot is always addressed by path (a TLS
+/// certificate for *.host covers no dotted name). Payloads are sent whole and signed, never in aws-chunked encoding,
+/// and no checksum headers are sent: several compatible servers reject both. Transient failures (no connection,
+/// a timeout, 500, 502, 503, 504, 429, SlowDown, RequestTimeout, a clock skew S3 reports) are retried 4 times with
+/// jittered exponential backoff (0.1 to 1.6 s between tries); a request is given 120 s.
 /// </summary>
 public sealed class S3ObjectStore : IObjectStore, IDisposable
 {
-    private readonly AmazonS3Client _client;
+    private const int MaxRetries = 4;
+    private readonly HttpClient _http;
     private readonly S3Location _location;
+    private readonly AwsSettings _settings;
+    private readonly bool _pathStyle;
+    private TimeSpan _clockSkew;
 
     public S3ObjectStore(S3Location location, Func<string, string?> env)
     {
         _location = location;
-        var endpoint = env("AWS_ENDPOINT_URL_S3") is { Length: > 0 } e1 ? e1 : env("AWS_ENDPOINT_URL") is { Length: > 0 } e2 ? e2 : null;
-        var config = new AmazonS3Config
-        {
-            RequestChecksumCalculation = RequestChecksumCalculation.WHEN_REQUIRED,
-            ResponseChecksumValidation = ResponseChecksumValidation.WHEN_REQUIRED,
-            MaxConnectionsPerServer = 32,
-            MaxErrorRetry = 4,
-            Timeout = TimeSpan.FromSeconds(120),
-        };
-        if (endpoint is not null)
-        {
-            if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
-            {
-                throw new DiffKeeperException(ExitCode.Usage, $"the S3 endpoint '{endpoint}' is not an http:// or https:// address");
-            }
-
-            config.ServiceURL = endpoint;
-            config.AuthenticationRegion = env("AWS_REGION") is { Length: > 0 } r ? r : env("AWS_DEFAULT_REGION") is { Length: > 0 } d ? d : "us-east-1";
-        }
-
-        config.ForcePathStyle = env("DIFFKEEPER_S3_PATH_STYLE") switch
+        _settings = AwsSettings.Read(env);
+        _pathStyle = env("DIFFKEEPER_S3_PATH_STYLE") switch
         {
             "1" or "true" => true,
             "0" or "false" => false,
-            _ => endpoint is not null,
+            _ => _settings.Endpoint is not null,
+        } || location.Bucket.Contains('.', StringComparison.Ordinal);
+        _http = new HttpClient(new SocketsHttpHandler
+        {
+            MaxConnectionsPerServer = 32,
+            AutomaticDecompression = DecompressionMethods.None,
+            UseCookies = false,
+            PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30),
+        })
+        {
+            Timeout = TimeSpan.FromSeconds(120),
         };
-        try
-        {
-            _client = new AmazonS3Client(config);
-        }
-        catch (AmazonClientException e)
-        {
-            throw new DiffKeeperException(ExitCode.Usage, $"cannot set up the S3 client: {e.Message}", e);
-        }
     }
 
     public static S3ObjectStore FromEnvironment(S3Location location) => new(location, Environment.GetEnvironmentVariable);
@@ -67,86 +58,113 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
 
     public async Task<byte[]?> GetAsync(string key, long offset = 0, long length = -1, CancellationToken cancel = default)
     {
-        var request = new GetObjectRequest { BucketName = _location.Bucket, Key = _location.Key(key) };
-        if (offset > 0 || length >= 0)
-        {
-            request.ByteRange = length >= 0 ? new ByteRange(offset, offset + length - 1) : new ByteRange($"bytes={offset}-");
-        }
-
         return await Call("GET", key, async () =>
         {
-            try
+            var ranged = offset > 0 || length >= 0;
+            if (length == 0)
             {
-                using var response = await _client.GetObjectAsync(request, cancel).ConfigureAwait(false);
-                var bytes = new byte[response.ContentLength];
-                await response.ResponseStream.ReadExactlyAsync(bytes, cancel).ConfigureAwait(false);
-                Counters.Get(bytes.Length);
-                return length >= 0 && bytes.Length != length
-                    ? throw new DiffKeeperException(ExitCode.Corrupt, $"{Name}/{key} is shorter than its index says ({bytes.Length} of {length} bytes at {offset})")
-                    : bytes;
+                return [];
             }
-            catch (AmazonS3Exception e) when (e.StatusCode == HttpStatusCode.NotFound)
+
+            var answer = await Send(HttpMethod.Get, key, Address(_location.Key(key), null), null,
+                r => r.Headers.Range = ranged ? new RangeHeaderValue(offset, length >= 0 ? offset + length - 1 : null) : null, cancel).ConfigureAwait(false);
+            if (answer.Status == HttpStatusCode.NotFound)
             {
                 Counters.Get(0);
                 return null;
             }
-        }).ConfigureAwait(false);
+
+            if (answer.Status is not (HttpStatusCode.OK or HttpStatusCode.PartialContent))
+            {
+                throw Failed("GET", key, answer);
+            }
+
+            // S3 always names an object's ETag. s3rver, killed between an object and its .md5 file, serves the object
+            // without one: the object is damaged (RemoteStoreTests.DamagedIndexesInTheBucketAreSkippedAndTheirBlobsUploadedAgain).
+            if (answer.ETag is null || answer.ETag.Trim('"').Length == 0)
+            {
+                throw new InvalidDataException("the object has no ETag");
+            }
+
+            var bytes = answer.Body;
+            if (ranged && answer.Status == HttpStatusCode.OK)
+            {
+                // A server that ignores Range sends the whole object: take the part asked for.
+                var start = (int)Math.Min(offset, bytes.Length);
+                var end = length >= 0 ? (int)Math.Min(offset + length, bytes.Length) : bytes.Length;
+                bytes = bytes[start..end];
+            }
+
+            Counters.Get(bytes.Length);
+            return length >= 0 && bytes.Length != length
+                ? throw new DiffKeeperException(ExitCode.Corrupt, $"{Name}/{key} is shorter than its index says ({bytes.Length} of {length} bytes at {offset})")
+                : bytes;
+        }, cancel).ConfigureAwait(false);
     }
 
     public async Task<bool> PutAsync(string key, ReadOnlyMemory<byte> body, bool createOnly, CancellationToken cancel = default)
     {
         return await Call("PUT", key, async () =>
         {
-            using var stream = new MemoryStream(body.ToArray(), writable: false);
-            var request = new PutObjectRequest
+            var answer = await Send(HttpMethod.Put, key, Address(_location.Key(key), null), body.ToArray(),
+                r => { if (createOnly) r.Headers.TryAddWithoutValidation("If-None-Match", "*"); }, cancel).ConfigureAwait(false);
+            if (answer.Status is >= HttpStatusCode.OK and < HttpStatusCode.Ambiguous)
             {
-                BucketName = _location.Bucket,
-                Key = _location.Key(key),
-                InputStream = stream,
-                AutoCloseStream = false,
-                UseChunkEncoding = false,
-                ContentType = "application/octet-stream",
-            };
-            if (createOnly)
-            {
-                request.IfNoneMatch = "*";
-            }
-
-            try
-            {
-                await _client.PutObjectAsync(request, cancel).ConfigureAwait(false);
                 Counters.Put(body.Length);
                 return true;
             }
-            catch (AmazonS3Exception e) when (createOnly && e.StatusCode is HttpStatusCode.PreconditionFailed or HttpStatusCode.Conflict)
+
+            if (createOnly && answer.Status is HttpStatusCode.PreconditionFailed or HttpStatusCode.Conflict)
             {
                 Counters.Put(body.Length);
                 return false;
             }
-        }).ConfigureAwait(false);
+
+            throw Failed("PUT", key, answer);
+        }, cancel).ConfigureAwait(false);
     }
 
     public async Task<List<ObjectInfo>> ListAsync(string prefix, CancellationToken cancel = default)
     {
         var result = new List<ObjectInfo>();
         var strip = _location.Prefix.Length == 0 ? 0 : _location.Prefix.Length + 1;
-        var request = new ListObjectsV2Request { BucketName = _location.Bucket, Prefix = _location.Key(prefix) };
         await Call("LIST", prefix, async () =>
         {
+            string? token = null;
             do
             {
-                var response = await _client.ListObjectsV2Async(request, cancel).ConfigureAwait(false);
-                Counters.List();
-                foreach (var o in response.S3Objects ?? [])
+                var query = "list-type=2&prefix=" + SigV4.Encode(_location.Key(prefix), keepSlash: false)
+                    + (token is null ? "" : "&continuation-token=" + SigV4.Encode(token, keepSlash: false));
+                var answer = await Send(HttpMethod.Get, prefix, Address(null, query), null, null, cancel).ConfigureAwait(false);
+                if (answer.Status != HttpStatusCode.OK)
                 {
-                    result.Add(new ObjectInfo(o.Key[strip..], o.Size ?? 0, o.LastModified is { } m ? new DateTimeOffset(m.ToUniversalTime(), TimeSpan.Zero) : DateTimeOffset.MinValue));
+                    throw Failed("LIST", prefix, answer);
                 }
 
-                request.ContinuationToken = response.IsTruncated == true ? response.NextContinuationToken : null;
+                Counters.List();
+                var xml = Encoding.UTF8.GetString(answer.Body);
+                if (!xml.Contains("<ListBucketResult", StringComparison.Ordinal))
+                {
+                    throw new FormatException("the answer is not a ListBucketResult");
+                }
+
+                foreach (var o in S3Xml.Elements(xml, "Contents"))
+                {
+                    var objectKey = S3Xml.Text(o, "Key") ?? throw new FormatException("an object without a Key");
+                    var size = S3Xml.Text(o, "Size") is { } s ? long.Parse(s, NumberStyles.None, CultureInfo.InvariantCulture) : 0;
+                    var modified = S3Xml.Text(o, "LastModified") is { } m
+                        ? DateTimeOffset.Parse(m, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal).ToUniversalTime()
+                        : DateTimeOffset.MinValue;
+                    result.Add(new ObjectInfo(objectKey[strip..], size, modified));
+                }
+
+                token = S3Xml.Text(xml, "IsTruncated") == "true"
+                    ? S3Xml.Text(xml, "NextContinuationToken") ?? throw new FormatException("a truncated listing without NextContinuationToken")
+                    : null;
             }
-            while (request.ContinuationToken is not null);
+            while (token is not null);
             return true;
-        }).ConfigureAwait(false);
+        }, cancel).ConfigureAwait(false);
         result.Sort((a, b) => string.CompareOrdinal(a.Key, b.Key));
         return result;
     }
@@ -155,41 +173,138 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
     {
         await Call("DELETE", key, async () =>
         {
-            await _client.DeleteObjectAsync(_location.Bucket, _location.Key(key), cancel).ConfigureAwait(false);
+            var answer = await Send(HttpMethod.Delete, key, Address(_location.Key(key), null), null, null, cancel).ConfigureAwait(false);
+            if (answer.Status is not (>= HttpStatusCode.OK and < HttpStatusCode.Ambiguous or HttpStatusCode.NotFound))
+            {
+                throw Failed("DELETE", key, answer);
+            }
+
             Counters.Delete();
             return true;
-        }).ConfigureAwait(false);
+        }, cancel).ConfigureAwait(false);
     }
 
-    /// <summary>The SDK retried transient failures already; what is left becomes one line naming the request (exit 10).</summary>
-    private async Task<T> Call<T>(string method, string key, Func<Task<T>> call)
+    /// <summary>The object's address (the bucket's, with <paramref name="objectKey"/> null), each key byte encoded once as S3 expects.</summary>
+    private Uri Address(string? objectKey, string? query)
+    {
+        var endpoint = _settings.Endpoint;
+        var scheme = endpoint?.Scheme ?? "https";
+        var host = endpoint?.Host ?? $"s3.{_settings.Region}.amazonaws.com";
+        var port = endpoint is { IsDefaultPort: false } ? ":" + endpoint.Port.ToString(CultureInfo.InvariantCulture) : "";
+        var basePath = endpoint?.AbsolutePath.TrimEnd('/') ?? "";
+        var keyPath = objectKey is null ? "" : "/" + SigV4.Encode(objectKey, keepSlash: true);
+        var address = _pathStyle
+            ? $"{scheme}://{host}{port}{basePath}/{_location.Bucket}{keyPath}"
+            : $"{scheme}://{_location.Bucket}.{host}{port}{basePath}{(keyPath.Length == 0 ? "/" : keyPath)}";
+        return new Uri(query is null ? address : address + "?" + query);
+    }
+
+    /// <summary>One answer of S3: its status, body, ETag and, for an error, S3's code and message.</summary>
+    private sealed record Answer(HttpStatusCode Status, byte[] Body, string? ETag, string Code, string Message);
+
+    /// <summary>Sends the request, retrying transient failures; the last answer is returned whatever its status.</summary>
+    private async Task<Answer> Send(HttpMethod method, string key, Uri address, byte[]? body, Action<HttpRequestMessage>? headers, CancellationToken cancel)
+    {
+        var credentials = _settings.Credentials
+            ?? throw new DiffKeeperException(ExitCode.SystemError, $"S3 {method.Method} {Name}/{key} failed: {_settings.MissingCredentials}");
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                using var request = new HttpRequestMessage(method, address);
+                if (body is not null)
+                {
+                    request.Content = new ByteArrayContent(body);
+                    request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+                }
+
+                headers?.Invoke(request);
+                SigV4.Sign(request, body ?? [], credentials, _settings.Region, DateTime.UtcNow + _clockSkew);
+                using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel).ConfigureAwait(false);
+                var bytes = await response.Content.ReadAsByteArrayAsync(cancel).ConfigureAwait(false);
+                var etag = response.Headers.TryGetValues("ETag", out var tags) ? tags.FirstOrDefault() : null;
+                if (response.IsSuccessStatusCode)
+                {
+                    return new Answer(response.StatusCode, bytes, etag, "", "");
+                }
+
+                var (code, message) = ErrorOf(bytes, response);
+                var transient = response.StatusCode is HttpStatusCode.InternalServerError or HttpStatusCode.BadGateway
+                    or HttpStatusCode.ServiceUnavailable or HttpStatusCode.GatewayTimeout or HttpStatusCode.TooManyRequests
+                    || code is "SlowDown" or "RequestTimeout" or "RequestTimeTooSkewed" or "InternalError";
+                if (!transient || attempt == MaxRetries)
+                {
+                    return new Answer(response.StatusCode, bytes, etag, code, message);
+                }
+
+                if (code == "RequestTimeTooSkewed" && response.Headers.Date is { } serverNow)
+                {
+                    _clockSkew = serverNow.UtcDateTime - DateTime.UtcNow;
+                }
+            }
+            catch (Exception e) when (attempt < MaxRetries && (e is HttpRequestException or IOException
+                || (e is TaskCanceledException && !cancel.IsCancellationRequested)))
+            {
+                // no connection, a connection cut, or the 120 s timeout: tried again
+            }
+
+            Counters.Retry();
+            var ceiling = 200 << attempt;
+            await Task.Delay(TimeSpan.FromMilliseconds(ceiling / 2 + Random.Shared.Next(ceiling / 2 + 1)), cancel).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>S3's error code and message from an error answer's XML body, else from the HTTP status.</summary>
+    private static (string Code, string Message) ErrorOf(byte[] body, HttpResponseMessage response)
+    {
+        try
+        {
+            var xml = Encoding.UTF8.GetString(body);
+            if (S3Xml.Text(xml, "Code") is { Length: > 0 } code)
+            {
+                return (code, S3Xml.Text(xml, "Message") ?? code);
+            }
+        }
+        catch (FormatException)
+        {
+            // not S3's error document: the status says it
+        }
+
+        var reason = response.ReasonPhrase ?? response.StatusCode.ToString();
+        return (reason.Replace(" ", "", StringComparison.Ordinal), reason);
+    }
+
+    private DiffKeeperException Failed(string method, string key, Answer answer) =>
+        new(ExitCode.SystemError, $"S3 {method} {Name}/{key} answered {(int)answer.Status} {answer.Code}: {answer.Message}");
+
+    /// <summary>Failures after the retries become one line naming the request (exit 10); an answer that cannot be read, exit 5.</summary>
+    private async Task<T> Call<T>(string method, string key, Func<Task<T>> call, CancellationToken cancel)
     {
         try
         {
             return await call().ConfigureAwait(false);
         }
-        catch (AmazonS3Exception e)
-        {
-            throw new DiffKeeperException(ExitCode.SystemError,
-                $"S3 {method} {Name}/{key} answered {(int)e.StatusCode} {e.ErrorCode}: {e.Message}", e);
-        }
-        catch (AmazonClientException e)
-        {
-            throw new DiffKeeperException(ExitCode.SystemError, $"S3 {method} {Name}/{key} failed: {Flatten(e)}", e);
-        }
         catch (HttpRequestException e)
         {
             throw new DiffKeeperException(ExitCode.SystemError, $"S3 {method} {Name}/{key} failed: {Flatten(e)}", e);
         }
-        catch (Exception e) when (e is ArgumentException or FormatException or InvalidDataException or System.Xml.XmlException)
+        catch (IOException e)
         {
-            // The SDK could not read the answer: seen from an S3-compatible server killed mid-PUT, which then serves
-            // the object with an empty ETag (the SDK throws on parsing it). The object is damaged, not the link.
+            throw new DiffKeeperException(ExitCode.SystemError, $"S3 {method} {Name}/{key} failed: {Flatten(e)}", e);
+        }
+        catch (TaskCanceledException e) when (!cancel.IsCancellationRequested)
+        {
+            throw new DiffKeeperException(ExitCode.SystemError, $"S3 {method} {Name}/{key} failed: no answer in {_http.Timeout.TotalSeconds:0} s", e);
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidDataException or OverflowException)
+        {
+            // The answer does not read as S3's: seen from an S3-compatible server killed mid-PUT, which then serves
+            // the object without an ETag, or cut short. The object is damaged, not the link.
             throw new DiffKeeperException(ExitCode.Corrupt, $"S3 {method} {Name}/{key}: the server's answer is malformed ({Flatten(e)})", e);
         }
     }
 
     private static string Flatten(Exception e) => e.InnerException is { } inner ? $"{e.Message} ({Flatten(inner)})" : e.Message;
 
-    public void Dispose() => _client.Dispose();
+    public void Dispose() => _http.Dispose();
 }

@@ -23,6 +23,9 @@ public sealed record SessionInfo(
     /// succeeded. Null for a session whose contents were kept (some versions may still be pruned by <c>prune</c>).
     /// </summary>
     public string? ContentsNotKept { get; init; }
+
+    /// <summary>"killed by SIGNAME" when a signal ended the command (its EXIT event says so; <see cref="ExitCode"/> is then the shell's 128+N).</summary>
+    public string? KilledBy { get; init; }
 }
 
 public sealed record RootInfo(long Id, string Path);

@@ -33,14 +33,27 @@ public sealed class Maintainer : IDisposable
     {
         // Before anything is read: every version the writer adds from now on is tracked, so a plan made on what
         // this pass reads never sweeps or re-encodes a blob such a version names.
-        var (writerPack, firstNew) = _steps.Run("begin", w =>
+        // The mark of the last finished pass goes first: a pass killed half-way leaves none, and the next `record`
+        // then runs a whole pass instead of skipping it (TraceWriter.HasMaintenanceWork).
+        var (writerPack, firstNew, through) = _steps.Run("begin", w =>
         {
             w.TrackReferences();
-            return (w.CurrentPackId, w.NextPackId);
+            w.SetMaintainedThrough(null);
+            return (w.CurrentPackId, w.NextPackId, w.LastVersionId);
         });
         try
         {
-            return RunPass(options, now, progress, writerPack, firstNew);
+            var result = RunPass(options, now, progress, writerPack, firstNew);
+            if (_filesLeft.Count == 0 && options.Delta is not null) // a pass without compaction covers less
+            {
+                _steps.Run("maintained", w =>
+                {
+                    w.SetMaintainedThrough(through);
+                    return 0;
+                });
+            }
+
+            return result;
         }
         finally
         {

@@ -34,6 +34,11 @@ public static class SessionContents
                 note.Bind(1, NotKeptKeyPrefix + sessionId.ToString(CultureInfo.InvariantCulture)).Bind(2, reason).Run();
             }
 
+            using (var forget = writer.Database.Prepare("DELETE FROM meta WHERE key = ?1"))
+            {
+                forget.Bind(1, TraceWriter.MaintainedThroughKey).Run(); // blobs to sweep until the pass below finishes
+            }
+
             using (var mark = writer.Database.Prepare(
                        "UPDATE versions SET pruned = 1, content = NULL, extents = NULL WHERE session_id = ?1 AND kind = 1 AND pruned = 0"))
             {

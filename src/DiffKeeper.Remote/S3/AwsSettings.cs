@@ -1,0 +1,118 @@
+using DiffKeeper.Core;
+
+namespace DiffKeeper.Remote.S3;
+
+/// <summary>Access key, secret and (for temporary credentials) session token.</summary>
+public sealed record AwsCredentials(string AccessKeyId, string SecretAccessKey, string? SessionToken);
+
+/// <summary>
+/// What the AWS tools read from the environment and the shared files, for S3: credentials from AWS_ACCESS_KEY_ID /
+/// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else from the AWS_PROFILE profile (default "default") of the shared
+/// credentials file (AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials) or of the config file (AWS_CONFIG_FILE,
+/// else ~/.aws/config, section "[profile NAME]" or "[default]"); the region from AWS_REGION / AWS_DEFAULT_REGION /
+/// the profile's "region" in the config file, else us-east-1; the endpoint from AWS_ENDPOINT_URL_S3 /
+/// AWS_ENDPOINT_URL. Instance roles, SSO and credential_process are not read.
+/// </summary>
+public sealed class AwsSettings
+{
+    private AwsSettings(AwsCredentials? credentials, string? missing, string region, Uri? endpoint)
+    {
+        Credentials = credentials;
+        MissingCredentials = missing;
+        Region = region;
+        Endpoint = endpoint;
+    }
+
+    /// <summary>Null when none was found (<see cref="MissingCredentials"/> says where it looked).</summary>
+    public AwsCredentials? Credentials { get; }
+
+    public string? MissingCredentials { get; }
+
+    public string Region { get; }
+
+    /// <summary>An S3-compatible server's address; null for AWS S3.</summary>
+    public Uri? Endpoint { get; }
+
+    public static AwsSettings Read(Func<string, string?> env)
+    {
+        string? Env(string name) => env(name) is { Length: > 0 } v ? v : null;
+
+        Uri? endpoint = null;
+        if ((Env("AWS_ENDPOINT_URL_S3") ?? Env("AWS_ENDPOINT_URL")) is { } e)
+        {
+            if (!Uri.TryCreate(e, UriKind.Absolute, out endpoint) || endpoint.Scheme is not ("http" or "https"))
+            {
+                throw new DiffKeeperException(ExitCode.Usage, $"the S3 endpoint '{e}' is not an http:// or https:// address");
+            }
+        }
+
+        var home = Env("HOME");
+        var profile = Env("AWS_PROFILE") ?? "default";
+        var credentialsFile = Env("AWS_SHARED_CREDENTIALS_FILE") ?? (home is null ? null : Path.Combine(home, ".aws", "credentials"));
+        var configFile = Env("AWS_CONFIG_FILE") ?? (home is null ? null : Path.Combine(home, ".aws", "config"));
+        var fromCredentials = Section(credentialsFile, profile);
+        var fromConfig = Section(configFile, profile == "default" ? "default" : "profile " + profile);
+
+        AwsCredentials? credentials = null;
+        if (Env("AWS_ACCESS_KEY_ID") is { } id && Env("AWS_SECRET_ACCESS_KEY") is { } secret)
+        {
+            credentials = new AwsCredentials(id, secret, Env("AWS_SESSION_TOKEN"));
+        }
+        else
+        {
+            foreach (var section in new[] { fromCredentials, fromConfig })
+            {
+                if (section.TryGetValue("aws_access_key_id", out var fileId) && section.TryGetValue("aws_secret_access_key", out var fileSecret))
+                {
+                    credentials = new AwsCredentials(fileId, fileSecret, section.GetValueOrDefault("aws_session_token"));
+                    break;
+                }
+            }
+        }
+
+        var region = Env("AWS_REGION") ?? Env("AWS_DEFAULT_REGION") ?? fromConfig.GetValueOrDefault("region") ?? "us-east-1";
+        var missing = credentials is not null ? null
+            : $"no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give profile '{profile}' aws_access_key_id and aws_secret_access_key in {credentialsFile ?? "~/.aws/credentials"}";
+        return new AwsSettings(credentials, missing, region, endpoint);
+    }
+
+    /// <summary>The keys of one [section] of an INI-style AWS file (names compared without case); empty when the file or section is missing.</summary>
+    private static Dictionary<string, string> Section(string? file, string name)
+    {
+        var values = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        string[] lines;
+        try
+        {
+            lines = file is null ? [] : File.ReadAllLines(file);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return values;
+        }
+
+        var inside = false;
+        foreach (var raw in lines)
+        {
+            var line = raw.Trim();
+            if (line.Length == 0 || line[0] is '#' or ';')
+            {
+                continue;
+            }
+
+            if (line[0] == '[')
+            {
+                var end = line.IndexOf(']', StringComparison.Ordinal);
+                inside = end > 0 && string.Equals(line[1..end].Trim(), name, StringComparison.Ordinal);
+                continue;
+            }
+
+            var eq = line.IndexOf('=', StringComparison.Ordinal);
+            if (inside && eq > 0)
+            {
+                values[line[..eq].Trim()] = line[(eq + 1)..].Trim();
+            }
+        }
+
+        return values;
+    }
+}
