@@ -116,7 +116,9 @@ public static partial class CliApp
     private static async Task<int> RunLocalAsync(string[] args, IConsole console)
     {
         var parse = WantsHelpOrVersion(args) ? Build(console).Parse(args) : BuildLean(console).Parse(args);
-        if (parse.Errors.Count > 0)
+        // With --help the parser reports no error for a word it does not know ('diffkeeper nosuch --help' printed the
+        // root's help and exited 0): an unknown word is an error either way.
+        if (parse.Errors.Count > 0 || parse.UnmatchedTokens.Count > 0)
         {
             console.Error.WriteLine($"diffkeeper: {UsageError.Describe(parse)}");
             return (int)ExitCode.Usage;

@@ -179,14 +179,25 @@ public sealed class Recorder
             return Result(exitCode);
         }
 
-        Rescan(filter, "reconcile");
-        FlushWrite();
-        stored.Dispose(); // its readers' lock would keep any later collection from deleting packs
-        // EXIT comes after the reconcile scan's events, so it takes the time it is written: the timeline stays in order.
-        _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null,
-            exit.ToString()));
-        _events++;
-        writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
+        try
+        {
+            Rescan(filter, "reconcile");
+            FlushWrite();
+            stored.Dispose(); // its readers' lock would keep any later collection from deleting packs
+            // EXIT comes after the reconcile scan's events, so it takes the time it is written: the timeline stays in order.
+            _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exitCode, null, null,
+                exit.ToString()));
+            _events++;
+            writer.FinishSession(_sessionId, NowNs(), exitCode, _lost);
+        }
+        catch (Exception e) when (IsStorageFailure(e))
+        {
+            // A write failed after the command ended (the reconcile scan, EXIT, the session's end): as during it.
+            StorageFailed(e);
+            CloseAfterStorageFailure(e, exit, exitCode);
+            return Result(exitCode);
+        }
+
         stored.Dispose(); // its reader holds LOCK.readers: compaction could not delete the packs it empties
         return Compact(Result(exitCode));
     }
@@ -338,6 +349,17 @@ public sealed class Recorder
             _parked.Clear(); // held events of the given-up transaction: their seq numbers are reused below
             _held = null;
             _seq = _writer.AbandonPending(_sessionId); // a second call gives up only what came after the first
+            // Events are committed before the read that stores their content (a version belongs to the latest event
+            // that touched its path): those whose version was given up or never read are taken back, so every event
+            // the trace keeps rebuilds exactly, and LOST follows the last of them.
+            var contentFrom = Math.Min(_writer.AbandonedVersionsFrom, _dirty.Count == 0 ? long.MaxValue : _dirty.Values.Min(d => d.Seq));
+            _dirty.Clear();
+            if (contentFrom <= _seq)
+            {
+                _writer.RetractFrom(_sessionId, Math.Max(contentFrom, 1));
+                _seq = Math.Max(contentFrom, 1) - 1;
+            }
+
             _lost++;
             _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Lost, null, null, null, null, null,
                 $"storage failed ({StorageFailureReason(failure)}): the changes after the previous event were not stored"));

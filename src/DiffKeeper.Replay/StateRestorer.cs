@@ -56,6 +56,13 @@ public static class StateRestorer
             throw new DiffKeeperException(ExitCode.OutputExists, $"--state-dir {stateDir} is a file, not a directory");
         }
 
+        if (File.Exists(storeDir))
+        {
+            // A store that is a file is a mistake in the command line (a first start's missing store is a directory
+            // not made yet): saying "nothing to restore" would start the app empty over it.
+            throw new DiffKeeperException(ExitCode.Usage, $"--store {storeDir} is a file, not a store directory");
+        }
+
         if (!File.Exists(Path.Combine(storeDir, "catalog.db")))
         {
             return new RestoreResult(null, 0, 0, 0, 0, 0, sw.Elapsed, false);

@@ -86,6 +86,11 @@ public sealed class TraceWriter : IDisposable
         try
         {
             var catalogPath = Path.Combine(traceDir, "catalog.db");
+            if (!File.Exists(catalogPath))
+            {
+                CreateCatalog(catalogPath);
+            }
+
             var db = SqliteDatabase.Open(catalogPath, readOnly: false);
             try
             {
@@ -109,6 +114,41 @@ public sealed class TraceWriter : IDisposable
         {
             traceLock.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Builds a new catalog under a temporary name and renames it into place once its tables are committed and
+    /// synced: a write that fails while it is made (disk full, I/O error) leaves no catalog.db, so there is still no
+    /// trace and the next writer starts again, never a catalog.db without its tables that no command could open.
+    /// </summary>
+    private static void CreateCatalog(string catalogPath)
+    {
+        var temp = catalogPath + ".new";
+        try
+        {
+            foreach (var stale in new[] { temp, temp + "-journal", temp + "-wal", temp + "-shm" })
+            {
+                File.Delete(stale);
+            }
+
+            using (var db = SqliteDatabase.Create(temp))
+            {
+                CatalogSchema.CreateOrCheck(db, temp);
+            }
+
+            // synchronous=FULL: the commit synced the file; the rename is synced with its directory.
+            File.Move(temp, catalogPath);
+            _ = Native.Interop.Libc.FsyncPath(Path.GetDirectoryName(catalogPath)!, directory: true);
+        }
+        catch (CatalogException e)
+        {
+            throw new DiffKeeperException(ExitCode.SystemError,
+                $"cannot create the catalog {catalogPath}: {(e.ErrorCode == 13 ? "no space left on the device" : e.Message)}", e);
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            throw OsError.At(e, "create the catalog", catalogPath);
         }
     }
 
@@ -295,11 +335,12 @@ public sealed class TraceWriter : IDisposable
     /// <summary>Rolls back the open transaction (a maintenance step that failed; nothing else is in it then).</summary>
     internal void Rollback()
     {
-        if (_inTransaction)
+        if (_inTransaction && _db.InTransaction)
         {
             _db.Execute("ROLLBACK");
-            _inTransaction = false;
         }
+
+        _inTransaction = false;
     }
 
     /// <summary>
@@ -456,16 +497,14 @@ public sealed class TraceWriter : IDisposable
     public long AbandonPending(long sessionId)
     {
         _abandoned = true;
+        AbandonedVersionsFrom = Math.Min(AbandonedVersionsFrom, _uncommittedVersionsFrom);
+        _uncommittedVersionsFrom = long.MaxValue;
         if (_inTransaction)
         {
             _inTransaction = false;
-            try
+            if (_db.InTransaction) // SQLite rolls a transaction back by itself on some failures (SQLITE_FULL)
             {
                 _db.Execute("ROLLBACK");
-            }
-            catch (CatalogException)
-            {
-                // SQLite rolls a transaction back by itself on some failures (SQLITE_FULL): nothing is left to undo.
             }
         }
 
@@ -486,6 +525,30 @@ public sealed class TraceWriter : IDisposable
     }
 
     private bool _abandoned;
+
+    // The least seq of the versions added since the last commit (long.MaxValue: none).
+    private long _uncommittedVersionsFrom = long.MaxValue;
+
+    /// <summary>
+    /// The least seq of the versions <see cref="AbandonPending"/> gave up (long.MaxValue: none). Events up to the last
+    /// committed one may have been committed before the version that holds their content (a version belongs to the
+    /// latest event that touched its path and is written when the file is read): from this seq on they have none.
+    /// </summary>
+    public long AbandonedVersionsFrom { get; private set; } = long.MaxValue;
+
+    /// <summary>
+    /// After <see cref="AbandonPending"/>: deletes the committed events and versions of <paramref name="sessionId"/> from
+    /// <paramref name="seq"/> on (their content was not stored, so the timeline must end before them, where the LOST
+    /// event that follows says so). Commits with the next <see cref="Commit"/>.
+    /// </summary>
+    public void RetractFrom(long sessionId, long seq)
+    {
+        Tx();
+        using var events = _db.Prepare("DELETE FROM events WHERE session_id = ?1 AND seq >= ?2");
+        events.Bind(1, sessionId).Bind(2, seq).Run();
+        using var versions = _db.Prepare("DELETE FROM versions WHERE session_id = ?1 AND seq >= ?2");
+        versions.Bind(1, sessionId).Bind(2, seq).Run();
+    }
 
     private void RefuseAfterAbandon()
     {
@@ -521,6 +584,7 @@ public sealed class TraceWriter : IDisposable
     {
         RefuseAfterAbandon();
         Tx();
+        _uncommittedVersionsFrom = Math.Min(_uncommittedVersionsFrom, v.Seq);
         _insertVersion.Bind(1, sessionId).Bind(2, v.PathId).Bind(3, v.Seq).Bind(4, v.TimeNs).Bind(5, (long)v.Kind).Bind(6, v.Mode)
             .Bind(7, v.Uid).Bind(8, v.Gid).Bind(9, v.MtimeNs).Bind(10, v.Size).Bind(11, v.ContentId).BindPath(12, v.Target).Bind(13, v.Extents).Bind(14, v.Link).Run();
         var id = _db.LastInsertRowId;
@@ -710,8 +774,18 @@ public sealed class TraceWriter : IDisposable
             _commitPack.Bind(1, _pack.PackId).Bind(2, _pack.Length).Run();
         }
 
-        _db.Execute("COMMIT");
+        try
+        {
+            _db.Execute("COMMIT");
+        }
+        catch (CatalogException) when (!_db.InTransaction)
+        {
+            _inTransaction = false; // SQLite rolled it back: what it held is not stored, as the exception says
+            throw;
+        }
+
         _inTransaction = false;
+        _uncommittedVersionsFrom = long.MaxValue;
     }
 
     private PackWriter CurrentPack()
@@ -743,6 +817,14 @@ public sealed class TraceWriter : IDisposable
 
     private void Tx()
     {
+        if (_inTransaction && !_db.InTransaction)
+        {
+            // A failed write made SQLite roll the transaction back: going on would commit each row on its own, a
+            // later change without the earlier ones it was added with.
+            _inTransaction = false;
+            throw new CatalogException(10, "the catalog transaction was rolled back after a failed write; its changes are not stored");
+        }
+
         if (!_inTransaction)
         {
             _db.Execute("BEGIN IMMEDIATE");
@@ -752,7 +834,18 @@ public sealed class TraceWriter : IDisposable
 
     public void Dispose()
     {
-        Commit();
+        try
+        {
+            Commit();
+        }
+        finally
+        {
+            Close();
+        }
+    }
+
+    private void Close()
+    {
         _insertEvent.Dispose();
         _insertVersion.Dispose();
         _insertPath.Dispose();

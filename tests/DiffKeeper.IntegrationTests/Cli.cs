@@ -35,7 +35,10 @@ public static class Cli
         public override string ToString() => $"exit {ExitCode}\nstdout:\n{Stdout}\nstderr:\n{Stderr}";
     }
 
-    public static Process Start(string cwd, params string[] args)
+    public static Process Start(string cwd, params string[] args) => Start(null, cwd, args);
+
+    /// <summary>Starts diffkeeper with <paramref name="environment"/> added to its environment.</summary>
+    public static Process Start(IReadOnlyDictionary<string, string>? environment, string cwd, params string[] args)
     {
         var psi = new ProcessStartInfo(Executable)
         {
@@ -51,12 +54,19 @@ public static class Cli
         }
 
         psi.Environment.Remove("DIFFKEEPER_TRACE");
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[name] = value;
+        }
+
         return Process.Start(psi)!;
     }
 
-    public static Result Run(string cwd, params string[] args)
+    public static Result Run(string cwd, params string[] args) => Run(null, cwd, args);
+
+    public static Result Run(IReadOnlyDictionary<string, string>? environment, string cwd, params string[] args)
     {
-        using var p = Start(cwd, args);
+        using var p = Start(environment, cwd, args);
         p.StandardInput.Close();
         var stdout = new MemoryStream();
         var copy = p.StandardOutput.BaseStream.CopyToAsync(stdout);

@@ -127,6 +127,8 @@ public sealed partial class ErrorMessageTests(ErrorMessageTests.Fixture fixture)
         ["unknown option"] = (["timeline", "--trace", "{trace}", "--bogus"], 2, false),
         ["unexpected argument"] = (["timeline", "--trace", "{trace}", "extra"], 2, false),
         ["unknown command"] = (["frobnicate"], 2, false),
+        ["unknown command with --help"] = (["frobnicate", "--help"], 2, false),
+        ["restore, --store is a file"] = (["restore", "--state-dir", "{fresh}", "--store", "{file}"], 2, false),
         ["options without a command"] = (["--trace", "{trace}"], 2, false),
     };
 

@@ -26,12 +26,19 @@ public sealed class TraceStoreTests : IDisposable
 
     internal static void AddFile(TraceWriter w, long sid, long rootId, string workDir, string rel, byte[] content, long seq)
     {
+        var size = AddVersion(w, sid, rootId, workDir, rel, content, seq);
+        w.AddEvent(sid, new NewEvent(seq, seq, ChangeOp.Write, w.PathId(rootId, rel), null, size, null, null, null));
+    }
+
+    /// <summary>Stores a version of <paramref name="rel"/> holding <paramref name="content"/>, without its event; returns its size.</summary>
+    private static long AddVersion(TraceWriter w, long sid, long rootId, string workDir, string rel, byte[] content, long seq)
+    {
         var path = Path.Combine(workDir, "src-" + Guid.NewGuid().ToString("N"));
         File.WriteAllBytes(path, content);
         using var h = File.OpenHandle(path);
         var c = FileIngest.Ingest(w, h, content.Length);
         w.AddVersion(sid, new NewVersion(w.PathId(rootId, rel), seq, seq, EntryKind.File, 0x1A4, 0, 0, 123, c.Size, c.ContentId, null, c.Extents));
-        w.AddEvent(sid, new NewEvent(seq, seq, ChangeOp.Write, w.PathId(rootId, rel), null, c.Size, null, null, null));
+        return c.Size;
     }
 
     internal static byte[] ReadBack(TraceReader r, VersionRecord v)
@@ -45,6 +52,38 @@ public sealed class TraceStoreTests : IDisposable
         }
 
         return bytes;
+    }
+
+    /// <summary>
+    /// Regression (issue 13, found by the fault layer): the recorder commits an event before the read that stores its
+    /// content; when that version's commit failed, the event stayed with the content of before, so `export` after it
+    /// was wrong without a LOST to say so. The writer now reports the least seq of the versions it gave up, and
+    /// <see cref="TraceWriter.RetractFrom"/> takes the events and versions from there back with the closing rows.
+    /// </summary>
+    [Fact]
+    public void Abandoning_reports_the_versions_given_up_and_retracting_takes_back_their_events()
+    {
+        using (var w = TraceWriter.Open(_dir.Sub("t")))
+        {
+            var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
+            AddFile(w, sid, roots[0], _dir.Path, "a", "one"u8.ToArray(), 1);
+            w.AddEvent(sid, new NewEvent(2, 2, ChangeOp.Write, w.PathId(roots[0], "a"), null, 3, null, null, null));
+            w.AddEvent(sid, new NewEvent(3, 3, ChangeOp.Create, w.PathId(roots[0], "b"), null, 0, null, null, null));
+            w.Commit(); // events 2 and 3 without their versions yet, as the recorder commits them
+            AddVersion(w, sid, roots[0], _dir.Path, "a", "two"u8.ToArray(), 2);
+            Assert.Equal(long.MaxValue, w.AbandonedVersionsFrom);
+            Assert.Equal(3, w.AbandonPending(sid)); // the version of event 2 is given up with its transaction
+            Assert.Equal(2, w.AbandonedVersionsFrom);
+            w.RetractFrom(sid, w.AbandonedVersionsFrom);
+            w.AddEvent(sid, new NewEvent(2, 4, ChangeOp.Lost, null, null, null, null, null, "storage failed"));
+            w.FinishSession(sid, 5, 0, 1);
+        }
+
+        using var r = TraceReader.Open(_dir.Sub("t"));
+        var s = r.Session(null);
+        Assert.Equal([ChangeOp.Write, ChangeOp.Lost], r.Events(s).Select(e => e.Op));
+        Assert.Equal("one"u8.ToArray(), ReadBack(r, Assert.Single(r.StateAt(s, long.MaxValue))));
+        Assert.True(TraceVerifier.Verify(r).Ok);
     }
 
     [Fact]

@@ -83,7 +83,15 @@ public static class CatalogSchema
         }
         catch
         {
-            db.Execute("ROLLBACK");
+            try
+            {
+                db.Execute("ROLLBACK");
+            }
+            catch (CatalogException)
+            {
+                // SQLite ends the transaction itself on some failures (SQLITE_FULL, I/O errors): the first error is the one to report.
+            }
+
             throw;
         }
 
@@ -154,6 +162,11 @@ public static class CatalogSchema
 
                 cmd.Reset();
             }
+        }
+        catch (CatalogException e) when (e.ErrorCode is 10 or 13)
+        {
+            // SQLITE_IOERR, SQLITE_FULL: the disk failed, not the catalog (it may open the next time).
+            throw new DiffKeeperException(ExitCode.SystemError, $"cannot read the catalog {catalogPath}: {e.Message}", e);
         }
         catch (CatalogException e)
         {

@@ -53,6 +53,26 @@ internal sealed class SqliteDatabase : IDisposable
         return database;
     }
 
+    /// <summary>
+    /// Creates a new database file with a rollback journal and full sync (a catalog is built this way under a
+    /// temporary name, so everything it holds is in the one file when it is renamed into place).
+    /// </summary>
+    public static SqliteDatabase Create(string path)
+    {
+        _ = Initialized.Value;
+        var rc = raw.sqlite3_open_v2(path, out var db, raw.SQLITE_OPEN_READWRITE | raw.SQLITE_OPEN_CREATE | raw.SQLITE_OPEN_NOMUTEX, null);
+        if (rc != raw.SQLITE_OK)
+        {
+            var message = db is null ? raw.sqlite3_errstr(rc).utf8_to_string() : raw.sqlite3_errmsg(db).utf8_to_string();
+            db?.Dispose();
+            throw new CatalogException(rc, $"cannot create {path}: {message}");
+        }
+
+        var database = new SqliteDatabase(db);
+        database.Execute("PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;");
+        return database;
+    }
+
     public void Execute(string sql)
     {
         var rc = raw.sqlite3_exec(_db, sql, null, null, out var error);
@@ -74,6 +94,12 @@ internal sealed class SqliteDatabase : IDisposable
     }
 
     public long LastInsertRowId => raw.sqlite3_last_insert_rowid(_db);
+
+    /// <summary>
+    /// Whether a transaction is open. SQLite ends one by itself when a write fails in some ways (SQLITE_FULL,
+    /// SQLITE_IOERR, a failed COMMIT): the statements after that would each commit on their own.
+    /// </summary>
+    public bool InTransaction => raw.sqlite3_get_autocommit(_db) == 0;
 
     /// <summary>Rows the last INSERT, UPDATE or DELETE changed (a compare-and-set update checks it).</summary>
     public int Changes => raw.sqlite3_changes(_db);
