@@ -2,7 +2,7 @@
 # Export and restore from S3 (a real s3rver on 127.0.0.1, tests/s3rver) against the same from a local trace/store,
 # side by side in one run: wall time (median of RUNS, each from an empty cache), requests and bytes received.
 # Trees: 61 files (1.2 MiB) and 64 MiB (4 files of 16 MiB). Then what a second session with the same files costs
-# to upload (dedup). Usage: bench/s3-remote.sh   (results on stdout; docs/benchmarks.md quotes them). RUNS=N (default 5).
+# to upload (dedup), and what the first push sent. Usage: bench/s3-remote.sh   (results on stdout; docs/benchmarks.md quotes them). RUNS=N (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dk="${DIFFKEEPER_BIN:-$PWD/bin/diffkeeper}"
@@ -14,6 +14,7 @@ node "$s3rver" -d "$work/s3" -a 127.0.0.1 -p "$port" --silent --configure-bucket
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_ENDPOINT_URL="http://127.0.0.1:$port" DIFFKEEPER_S3_STATS=1
+export DIFFKEEPER_CACHE="$work/setup-cache"   # the writers' cache; every timed read gets an empty one of its own
 until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
 runs="${RUNS:-5}"
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  bench/s3-remote.sh  ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -35,24 +36,25 @@ for tree in 61-files 64MiB; do
   make_tree "$tree" "$t"
   # a trace: recorded locally, pushed
   (cd "$t" && "$dk" record -q --trace "$work/$tree/trace" -- true)
-  "$dk" push "$work/$tree/trace" "s3://bench/$tree-trace" >/dev/null
+  pushed=$("$dk" push "$work/$tree/trace" "s3://bench/$tree-trace" | tail -1)   # "N requests (...), X bytes sent, Y received"
   # a keep-mode store: written by run into the bucket
   "$dk" run -q --state-dir "$t" --store "s3://bench/$tree-store" --metrics-addr none -- true 2>/dev/null
   "$dk" run -q --state-dir "$t" --store "$work/$tree/store" --metrics-addr none -- true 2>/dev/null
 
   local_ms=$(for i in $(seq "$runs"); do rm -rf "$work/out"; ms "$dk" export --trace "$work/$tree/trace" --out "$work/out"; done | median)
   s3_ms=$(for i in $(seq "$runs"); do rm -rf "$work/out" "$work/cache"; DIFFKEEPER_CACHE="$work/cache" ms "$dk" export --trace "s3://bench/$tree-trace" --out "$work/out"; done | median)
-  stats=$(grep 's3:' "$work/err" | sed -E 's/.*s3: ([0-9]+) requests.*received.*/\1/'); bytes=$(grep 's3:' "$work/err" | sed -E 's/.* ([0-9]+) received/\1/')
+  stats=$(grep '^diffkeeper: s3: ' "$work/err" | sed -E 's/.*s3: ([0-9]+) requests.*received.*/\1/'); bytes=$(grep '^diffkeeper: s3: ' "$work/err" | sed -E 's/.* ([0-9]+) received/\1/')
   printf '| %s | export | %s | %s | %.2fx | %s | %s |\n' "$tree" "$local_ms" "$s3_ms" "$(echo "$s3_ms / $local_ms" | bc -l)" "$stats" "$bytes"
 
   local_ms=$(for i in $(seq "$runs"); do rm -rf "$work/state"; mkdir "$work/state"; ms "$dk" restore --state-dir "$work/state" --store "$work/$tree/store"; done | median)
   s3_ms=$(for i in $(seq "$runs"); do rm -rf "$work/state" "$work/cache"; mkdir "$work/state"; DIFFKEEPER_CACHE="$work/cache" ms "$dk" restore --state-dir "$work/state" --store "s3://bench/$tree-store"; done | median)
-  stats=$(grep 's3:' "$work/err" | sed -E 's/.*s3: ([0-9]+) requests.*received.*/\1/'); bytes=$(grep 's3:' "$work/err" | sed -E 's/.* ([0-9]+) received/\1/')
+  stats=$(grep '^diffkeeper: s3: ' "$work/err" | sed -E 's/.*s3: ([0-9]+) requests.*received.*/\1/'); bytes=$(grep '^diffkeeper: s3: ' "$work/err" | sed -E 's/.* ([0-9]+) received/\1/')
   printf '| %s | restore | %s | %s | %.2fx | %s | %s |\n' "$tree" "$local_ms" "$s3_ms" "$(echo "$s3_ms / $local_ms" | bc -l)" "$stats" "$bytes"
 
   # dedup: a second session over the same files
   (cd "$t" && "$dk" record -q --trace "$work/$tree/trace" -- true)
   second=$("$dk" push "$work/$tree/trace" "s3://bench/$tree-trace" | grep 'uploaded as' | sed -E 's/.*\(([0-9]+) bytes\).*/\1/')
   first=$(du -sb "$work/s3/bench/$tree-trace/packs" | cut -f1)
+  echo "| $tree | first push | | | | $(echo "$pushed" | sed -E 's/^([0-9]+) requests.*/\1/') | $(echo "$pushed" | sed -E 's/.* ([0-9]+) bytes sent.*/\1/') bytes sent |"
   echo "| $tree | second session's upload | | | | | $second new pack bytes (the bucket's packs: $first bytes) |"
 done

@@ -85,6 +85,7 @@ public static partial class CliApp
         RunCommand.Create(console),
         PushCommand.Create(console),
         PullCommand.Create(console),
+        ForgetCommand.Create(console),
         SnapshotCommand.Create(console),
         MaterializeCommand.Create(console),
     ];

@@ -31,6 +31,9 @@ public sealed class RemoteBlobSummary
 
     public long PackSize(string pack) => _packSizes[pack];
 
+    /// <summary>Whether <paramref name="pack"/>'s index was listed by the last refresh or added since.</summary>
+    public bool Has(string pack) => _packSizes.ContainsKey(pack);
+
     public void Add(string pack, long packSize, IEnumerable<RemoteBlob> records)
     {
         _packSizes[pack] = packSize;
@@ -45,18 +48,21 @@ public sealed class RemoteBlobSummary
     /// Lists <c>index/</c> and loads every index not loaded yet (from the cache, else the bucket, 8 at a time). An
     /// index the bucket serves damaged (a server that is not atomic, killed mid-PUT, leaves one) is skipped with a
     /// warning: its blobs are then unknown here and an upload stores them again, which costs bytes, never exactness.
+    /// A pack whose index is no longer listed (`forget` deleted it) is dropped with its blobs, so the summary says
+    /// what the bucket held at <see cref="RefreshedAt"/>, not what it once held.
     /// </summary>
     public async Task RefreshAsync(CancellationToken cancel)
     {
         var started = DateTimeOffset.UtcNow;
         var listing = await _store.ListAsync(RemoteLayout.IndexPrefix, cancel).ConfigureAwait(false);
-        var missing = listing
+        var listed = listing
             .Select(o => o.Key[RemoteLayout.IndexPrefix.Length..])
             .Where(n => n.EndsWith(".idx", StringComparison.Ordinal))
             .Select(n => n[..^4])
-            .Where(n => !_packSizes.ContainsKey(n) && !_unreadable.Contains(n))
-            .ToList();
+            .ToHashSet(StringComparer.Ordinal);
         Directory.CreateDirectory(_cacheDir);
+        DropVanished(listed);
+        var missing = listed.Where(n => !_packSizes.ContainsKey(n) && !_unreadable.Contains(n)).Order(StringComparer.Ordinal).ToList();
         var loaded = new (string Pack, byte[]? Bytes, List<RemoteBlob>? Records, string? Damage)[missing.Count];
         await Parallel.ForEachAsync(Enumerable.Range(0, missing.Count), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (i, ct) =>
         {
@@ -112,6 +118,27 @@ public sealed class RemoteBlobSummary
         }
 
         RefreshedAt = started;
+    }
+
+    private void DropVanished(HashSet<string> listed)
+    {
+        var gone = _packSizes.Keys.Where(p => !listed.Contains(p)).ToHashSet(StringComparer.Ordinal);
+        _unreadable.IntersectWith(listed);
+        if (gone.Count == 0)
+        {
+            return;
+        }
+
+        foreach (var pack in gone)
+        {
+            _packSizes.Remove(pack);
+            File.Delete(Path.Combine(_cacheDir, pack + ".idx"));
+        }
+
+        foreach (var id in _blobs.Where(b => gone.Contains(b.Value.Pack)).Select(b => b.Key).ToList())
+        {
+            _blobs.Remove(id);
+        }
     }
 
     private static bool TryDecode(string pack, byte[] bytes, out List<RemoteBlob>? records, out string? damage)

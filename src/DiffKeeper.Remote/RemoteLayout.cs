@@ -9,12 +9,21 @@ public static class RemoteLayout
 {
     public const string SessionsPrefix = "sessions/";
     public const string IndexPrefix = "index/";
+    public const string PacksPrefix = "packs/";
+    public const string SegmentsPrefix = "segments/";
+    public const string ForgottenPrefix = "forgotten/";
+
+    /// <summary>How old an object no manifest names must be before `forget` deletes it (docs/store-format.md, "Deleting").</summary>
+    public static readonly TimeSpan DefaultForgetGrace = TimeSpan.FromHours(1);
 
     public static string Pack(string sha) => $"packs/{sha[..2]}/{sha}.pack";
 
     public static string Index(string sha) => $"index/{sha}.idx";
 
     public static string Segment(string sha) => $"segments/{sha}.seg";
+
+    /// <summary>The marker `forget` leaves for a forgotten session: its last manifest, dated by the forget.</summary>
+    public static string Forgotten(string key) => $"forgotten/{key}.json";
 
     public static string Manifest(string key, long generation) =>
         $"sessions/{key}/{generation.ToString("D10", CultureInfo.InvariantCulture)}.json";
@@ -34,6 +43,18 @@ public static class RemoteLayout
             && long.TryParse(parts[2][..^5], NumberStyles.None, CultureInfo.InvariantCulture, out var gen)
             ? (parts[1], gen)
             : null;
+    }
+
+    /// <summary>The <c>&lt;sha&gt;</c> of a pack, index or segment object name, or null for anything else.</summary>
+    public static string? ObjectSha(string name, string prefix, string suffix)
+    {
+        if (!name.StartsWith(prefix, StringComparison.Ordinal) || !name.EndsWith(suffix, StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        var sha = name[(name.LastIndexOf('/') + 1)..^suffix.Length];
+        return sha.Length == 64 && sha.All(char.IsAsciiHexDigitLower) && name == (prefix == PacksPrefix ? Pack(sha) : prefix + sha + suffix) ? sha : null;
     }
 
     public static string Sha(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));

@@ -5,6 +5,9 @@ using DiffKeeper.Storage.Packs;
 
 namespace DiffKeeper.Remote;
 
+/// <summary>One session key of a remote store: its manifest objects, newest generation first, and the newest that reads.</summary>
+public sealed record RemoteSession(string Key, SessionManifest? Manifest, IReadOnlyList<ObjectInfo> Generations);
+
 /// <summary>
 /// Reads a remote store through the local cache (docs/store-format.md, "Remote stores": reading): lists the
 /// sessions, turns one into a cache trace (a trace in the local format whose packs are sparse mirrors of the remote
@@ -30,36 +33,35 @@ public sealed class RemoteTrace
     /// generation the bucket serves damaged (a server that is not atomic, killed mid-PUT) is passed over with a
     /// warning for the one before it; a session with none readable is left out, as one not published yet.
     /// </summary>
-    public async Task<List<SessionManifest>> SessionsAsync(CancellationToken cancel)
+    public async Task<List<SessionManifest>> SessionsAsync(CancellationToken cancel) =>
+        [.. (await ListAsync(cancel).ConfigureAwait(false)).Select(s => s.Manifest).OfType<SessionManifest>()];
+
+    /// <summary>
+    /// Every session key under <c>sessions/</c>, in start order, with all its manifest objects (newest generation
+    /// first) and its newest readable manifest (null when none is: see <see cref="SessionsAsync"/>).
+    /// </summary>
+    public async Task<List<RemoteSession>> ListAsync(CancellationToken cancel)
     {
         var listing = await _store.ListAsync(RemoteLayout.SessionsPrefix, cancel).ConfigureAwait(false);
         var sessions = listing
-            .Select(o => RemoteLayout.ParseManifest(o.Key)).OfType<(string Key, long Generation)>()
-            .GroupBy(m => m.Key).Select(g => (Key: g.Key, Generations: g.Select(m => m.Generation).OrderDescending().ToList()))
+            .Select(o => (Object: o, Name: RemoteLayout.ParseManifest(o.Key))).Where(m => m.Name is not null)
+            .GroupBy(m => m.Name!.Value.Key)
+            .Select(g => (Key: g.Key, Generations: g.OrderByDescending(m => m.Name!.Value.Generation).ToList()))
             .OrderBy(m => m.Key, StringComparer.Ordinal).ToList();
         var manifests = new SessionManifest?[sessions.Count];
         await Parallel.ForEachAsync(Enumerable.Range(0, sessions.Count), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (i, ct) =>
         {
-            foreach (var generation in sessions[i].Generations)
+            foreach (var (_, m) in sessions[i].Generations)
             {
-                var name = RemoteLayout.Manifest(sessions[i].Key, generation);
-                var cached = Path.Combine(CacheDir, "manifests", sessions[i].Key + "." + generation + ".json");
                 try
                 {
-                    var bytes = File.Exists(cached) ? await File.ReadAllBytesAsync(cached, ct).ConfigureAwait(false)
-                        : await _store.GetAsync(name, cancel: ct).ConfigureAwait(false);
-                    if (bytes is null)
+                    manifests[i] = await ManifestAsync(sessions[i].Key, m!.Value.Generation, ct).ConfigureAwait(false);
+                    if (manifests[i] is not null)
                     {
-                        continue; // deleted since the listing
+                        return;
                     }
 
-                    manifests[i] = SessionManifest.Parse(name, bytes);
-                    if (!File.Exists(cached))
-                    {
-                        WriteAtomically(cached, bytes);
-                    }
-
-                    return;
+                    // else deleted since the listing
                 }
                 catch (DiffKeeperException e) when (e.Code == ExitCode.Corrupt)
                 {
@@ -67,7 +69,28 @@ public sealed class RemoteTrace
                 }
             }
         }).ConfigureAwait(false);
-        return [.. manifests.OfType<SessionManifest>()];
+        return [.. sessions.Select((s, i) => new RemoteSession(s.Key, manifests[i], [.. s.Generations.Select(g => g.Object)]))];
+    }
+
+    /// <summary>One manifest generation, through the cache (a generation never changes); null when absent, exit 5 when damaged.</summary>
+    public async Task<SessionManifest?> ManifestAsync(string key, long generation, CancellationToken cancel)
+    {
+        var name = RemoteLayout.Manifest(key, generation);
+        var cached = Path.Combine(CacheDir, "manifests", key + "." + generation + ".json");
+        var bytes = File.Exists(cached) ? await File.ReadAllBytesAsync(cached, cancel).ConfigureAwait(false)
+            : await _store.GetAsync(name, cancel: cancel).ConfigureAwait(false);
+        if (bytes is null)
+        {
+            return null;
+        }
+
+        var manifest = SessionManifest.Parse(name, bytes);
+        if (!File.Exists(cached))
+        {
+            WriteAtomically(cached, bytes);
+        }
+
+        return manifest;
     }
 
     /// <summary>Session <paramref name="number"/> (from 1), or the latest; exit 3 when the store holds none, 8 when there is no such number.</summary>
@@ -108,6 +131,29 @@ public sealed class RemoteTrace
         }
 
         return dir;
+    }
+
+    /// <summary>Deletes what this machine's cache holds of session <paramref name="key"/> (its session was forgotten).</summary>
+    public void DropCached(string key)
+    {
+        try
+        {
+            var sessions = Path.Combine(CacheDir, "sessions");
+            foreach (var dir in Directory.Exists(sessions) ? Directory.EnumerateDirectories(sessions, key + ".*") : [])
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+
+            var manifests = Path.Combine(CacheDir, "manifests");
+            foreach (var file in Directory.Exists(manifests) ? Directory.EnumerateFiles(manifests, key + ".*") : [])
+            {
+                File.Delete(file);
+            }
+        }
+        catch (IOException)
+        {
+            // a reader has it open or made it again: the cache may hold anything, the bucket decides what is listed
+        }
     }
 
     private async Task BuildAsync(SessionManifest manifest, string dir, CancellationToken cancel)

@@ -19,6 +19,7 @@ public sealed record UploadResult(string Key, long Generation, bool Published, l
 public sealed class SessionUploader
 {
     private const int MaxPackBytes = 64 << 20;
+    private const int MaxAttempts = 5;
     private readonly IObjectStore _store;
     private readonly Dictionary<string, long> _generations = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _uploadedBytes = new(StringComparer.Ordinal);
@@ -32,9 +33,17 @@ public sealed class SessionUploader
     public RemoteBlobSummary Summary { get; }
 
     /// <summary>
+    /// The grace period of the `forget` runs on this store (docs/store-format.md, "Deleting"): when the listing of
+    /// <c>index/</c> that the upload relied on is older than half of it, <c>index/</c> is listed again right before
+    /// the manifest is written, and whatever a `forget` deleted meanwhile is uploaded again. Default 1 h.
+    /// </summary>
+    public TimeSpan ForgetGrace { get; init; } = RemoteLayout.DefaultForgetGrace;
+
+    /// <summary>
     /// Uploads the blobs session <paramref name="sessionId"/> of <paramref name="traceDir"/> needs and the bucket
     /// lacks; with <paramref name="publish"/>, then its segment and a new manifest generation (a keep-mode cut, or
-    /// the end of a session).
+    /// the end of a session). The manifest names only objects the bucket held at a listing younger than half the
+    /// <see cref="ForgetGrace"/>, or that this upload wrote since.
     /// </summary>
     public async Task<UploadResult> UploadAsync(string traceDir, long sessionId, bool publish, CancellationToken cancel)
     {
@@ -49,45 +58,86 @@ public sealed class SessionUploader
         Directory.CreateDirectory(scratch);
         try
         {
-            var segmentPath = Path.Combine(scratch, "segment.db");
-            using var segment = SegmentDatabase.Create(segmentPath, Path.Combine(traceDir, "catalog.db"), sessionId);
-            var session = segment.Session();
-            var rows = segment.ReachableBlobRows();
-
-            // The blobs the bucket lacks, read from the local packs (whole records copied, deltas decoded and stored whole).
-            var locations = rows.Select(reader.Blob).ToList();
-            var fresh = locations.Where(l => !Summary.TryGet(l.Id, out _)).DistinctBy(l => l.Id).ToList();
-            if (fresh.Count > 0 && DateTimeOffset.UtcNow - Summary.RefreshedAt > TimeSpan.FromMilliseconds(200))
+            long newBlobs = 0, newBytes = 0;
+            for (var attempt = 1; ; attempt++)
             {
-                await Summary.RefreshAsync(cancel).ConfigureAwait(false); // a pack another writer finished meanwhile
-                fresh = fresh.Where(l => !Summary.TryGet(l.Id, out _)).ToList();
+                var segmentPath = Path.Combine(scratch, $"segment-{attempt}.db");
+                using var segment = SegmentDatabase.Create(segmentPath, Path.Combine(traceDir, "catalog.db"), sessionId);
+                var session = segment.Session();
+                var rows = segment.ReachableBlobRows();
+
+                // The blobs the bucket lacks, read from the local packs (whole records copied, deltas decoded and stored whole).
+                var locations = rows.Select(reader.Blob).ToList();
+                var fresh = locations.Where(l => !Summary.TryGet(l.Id, out _)).DistinctBy(l => l.Id).ToList();
+                if (fresh.Count > 0 && DateTimeOffset.UtcNow - Summary.RefreshedAt > TimeSpan.FromMilliseconds(200))
+                {
+                    await Summary.RefreshAsync(cancel).ConfigureAwait(false); // a pack another writer finished meanwhile
+                    fresh = locations.Where(l => !Summary.TryGet(l.Id, out _)).DistinctBy(l => l.Id).ToList();
+                }
+
+                var packBytes = await UploadPacksAsync(reader, fresh, cancel).ConfigureAwait(false);
+                newBlobs += fresh.Count;
+                newBytes += packBytes;
+                var key = RemoteLayout.SessionKey(session.Host, traceDir, sessionId, session.StartedWallNs);
+                _uploadedBytes[key] = _uploadedBytes.GetValueOrDefault(key) + packBytes;
+                if (!publish)
+                {
+                    return new UploadResult(key, 0, false, newBlobs, locations.Count - fresh.Count, newBytes, 0);
+                }
+
+                var packs = segment.WriteBlobRows(locations, Summary);
+                segment.Close();
+                var segmentBytes = SegmentDatabase.Pack(await File.ReadAllBytesAsync(segmentPath, cancel).ConfigureAwait(false));
+                var segmentSha = RemoteLayout.Sha(segmentBytes);
+                await _store.PutAsync(RemoteLayout.Segment(segmentSha), segmentBytes, createOnly: true, cancel).ConfigureAwait(false);
+                if (await VanishedAsync(packs, segmentSha, cancel).ConfigureAwait(false) is { Count: > 0 } vanished)
+                {
+                    if (attempt == MaxAttempts)
+                    {
+                        throw new DiffKeeperException(ExitCode.SystemError,
+                            $"objects this upload to {_store.Name} needs were deleted {attempt} times before its manifest was written (last {vanished[0]}): " +
+                            $"a 'diffkeeper forget' with a grace period shorter than the upload takes runs on the store; give forget a longer --grace, or tell writers the same one (DIFFKEEPER_FORGET_GRACE)");
+                    }
+
+                    TraceReader.Warning?.Invoke($"{vanished.Count} objects this upload names were deleted from {_store.Name} (a 'forget' ran meanwhile): uploading them again");
+                    continue;
+                }
+
+                var generation = await NextGenerationAsync(key, cancel).ConfigureAwait(false);
+                var manifest = new SessionManifest(key, generation, session.State, session.StartedWallNs, session.EndedNs, session.ExitCode,
+                    session.Command, session.Host, session.Capture, session.Roots, session.Events, segmentSha, segmentBytes.Length, packs,
+                    _uploadedBytes[key]);
+                await _store.PutAsync(RemoteLayout.Manifest(key, generation), manifest.ToJson(), createOnly: true, cancel).ConfigureAwait(false);
+                return new UploadResult(key, generation, true, newBlobs, locations.Count - fresh.Count, newBytes, segmentBytes.Length);
             }
-
-            var newBytes = await UploadPacksAsync(reader, fresh, cancel).ConfigureAwait(false);
-            var key = RemoteLayout.SessionKey(session.Host, traceDir, sessionId, session.StartedWallNs);
-            _uploadedBytes[key] = _uploadedBytes.GetValueOrDefault(key) + newBytes;
-            if (!publish)
-            {
-                return new UploadResult(key, 0, false, fresh.Count, locations.Count - fresh.Count, newBytes, 0);
-            }
-
-            var packs = segment.WriteBlobRows(locations, Summary);
-            segment.Close();
-            var segmentBytes = SegmentDatabase.Pack(await File.ReadAllBytesAsync(segmentPath, cancel).ConfigureAwait(false));
-            var segmentSha = RemoteLayout.Sha(segmentBytes);
-            await _store.PutAsync(RemoteLayout.Segment(segmentSha), segmentBytes, createOnly: true, cancel).ConfigureAwait(false);
-
-            var generation = await NextGenerationAsync(key, cancel).ConfigureAwait(false);
-            var manifest = new SessionManifest(key, generation, session.State, session.StartedWallNs, session.EndedNs, session.ExitCode,
-                session.Command, session.Host, session.Capture, session.Roots, session.Events, segmentSha, segmentBytes.Length, packs,
-                _uploadedBytes[key]);
-            await _store.PutAsync(RemoteLayout.Manifest(key, generation), manifest.ToJson(), createOnly: true, cancel).ConfigureAwait(false);
-            return new UploadResult(key, generation, true, fresh.Count, locations.Count - fresh.Count, newBytes, segmentBytes.Length);
         }
         finally
         {
             Directory.Delete(scratch, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// The writer's side of `forget`'s grace period: when the listing the upload relied on is older than half the
+    /// grace, lists <c>index/</c> and the segment again; returns what a `forget` deleted (an empty list: nothing,
+    /// or the listing is recent enough that no `forget` may have deleted anything this upload names).
+    /// </summary>
+    private async Task<List<string>> VanishedAsync(IReadOnlyList<string> packs, string segmentSha, CancellationToken cancel)
+    {
+        if (DateTimeOffset.UtcNow - Summary.RefreshedAt <= ForgetGrace / 2)
+        {
+            return [];
+        }
+
+        await Summary.RefreshAsync(cancel).ConfigureAwait(false);
+        var vanished = packs.Where(p => !Summary.Has(p)).Select(RemoteLayout.Index).ToList();
+        var segment = RemoteLayout.Segment(segmentSha);
+        if ((await _store.ListAsync(segment, cancel).ConfigureAwait(false)).All(o => o.Key != segment))
+        {
+            vanished.Add(segment);
+        }
+
+        return vanished;
     }
 
     /// <summary>The remote key of a local session (host, trace directory, id, start: see <see cref="RemoteLayout.SessionKey"/>).</summary>

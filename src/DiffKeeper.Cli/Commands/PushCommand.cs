@@ -31,7 +31,7 @@ internal static class PushCommand
             }
 
             using var store = S3ObjectStore.FromEnvironment(location);
-            var uploader = new SessionUploader(store, Path.Combine(RemoteCache.Root(), RemoteLayout.CacheName(store.Name)));
+            var uploader = new SessionUploader(store, Path.Combine(RemoteCache.Root(), RemoteLayout.CacheName(store.Name))) { ForgetGrace = ForgetCommand.GraceFromEnvironment() };
             foreach (var s in sessions)
             {
                 if (s.StartedWallNs == 0 || s.State == "recording")

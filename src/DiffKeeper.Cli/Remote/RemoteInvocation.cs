@@ -116,7 +116,7 @@ internal static class RemoteInvocation
             $"{DateTime.UtcNow:yyyyMMddTHHmmss}-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..6]}");
         a.Set(TraceNames, local);
         var storeCache = Path.Combine(cacheRoot, RemoteLayout.CacheName(store.Name));
-        var uploader = new SessionUploader(store, storeCache);
+        var uploader = new SessionUploader(store, storeCache) { ForgetGrace = Commands.ForgetCommand.GraceFromEnvironment() };
         // Uploads as it goes are an optimization: the final upload retries and reports.
         var code = await PeriodicUpload.AroundAsync(() => runLocal(a.ToArray()), UploadInterval, async cancel =>
         {

@@ -48,7 +48,7 @@ internal static class RemoteKeepStore
             return await runLocal(a.ToArray()).ConfigureAwait(false);
         }
 
-        var uploader = new SessionUploader(store, storeCache);
+        var uploader = new SessionUploader(store, storeCache) { ForgetGrace = Commands.ForgetCommand.GraceFromEnvironment() };
         await UploadEarlierSessionsAsync(uploader, local, console).ConfigureAwait(false);
         var state = new CutState();
         var code = await PeriodicUpload.AroundAsync(() => runLocal(a.ToArray()), interval,

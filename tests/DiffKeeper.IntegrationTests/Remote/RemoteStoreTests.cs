@@ -255,7 +255,8 @@ public sealed partial class RemoteStoreTests : IDisposable
         return p;
     }
 
-    private static Cli.Result Run(Dictionary<string, string> env, string cwd, params string[] args)
+    /// <summary>diffkeeper with <paramref name="env"/> (the server's credentials and endpoint, a cache) in <paramref name="cwd"/>.</summary>
+    internal static Cli.Result Run(Dictionary<string, string> env, string cwd, params string[] args)
     {
         using var p = StartProcess(env, cwd, drain: false, args);
         var stdout = p.StandardOutput.ReadToEndAsync();
