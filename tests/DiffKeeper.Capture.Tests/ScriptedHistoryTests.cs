@@ -250,6 +250,23 @@ public sealed class ScriptedHistoryTests
             [O("rename", ["%80lead", "b"]), O("exchange", ["s%20p%0A%FE%C3", "b"]), O("rmr", ["s%20p%0A%FE%C3"])],
         ]));
 
+    // Soak of 2026-12-06 (inotify, load 12-17), shrunk: a baseline directory exchanged with one made in the same burst,
+    // before the new one's parent was watched. The exchange's move away from -dash/g was left pending (its partner was
+    // missed) and applied after the move onto -dash/g, deleting what had arrived.
+    [Fact]
+    public void Inotify_a_baseline_directory_exchanged_with_a_new_one_keeps_both() =>
+        AssertConforms("inotify", new History([O("mkdirp", ["-dash/g/x%20y"])], [
+            [O("mkdirp", ["g/sub/c/a"]), O("exchange", ["-dash/g", "g/sub/c"])],
+        ]));
+
+    // The same soak, the other order: the new directory's move onto n\nl came first, then the baseline n\nl's move away
+    // (both partners missed); the departure, applied last, deleted what had arrived.
+    [Fact]
+    public void Inotify_a_new_directory_exchanged_with_a_baseline_one_keeps_both() =>
+        AssertConforms("inotify", new History([O("mkdirp", ["n%0Al"])], [
+            [O("mkdirp", ["%80lead/%C3%A9t%C3%A9/b/x%20y/x%20y"]), O("exchange", ["%80lead/%C3%A9t%C3%A9/b/x%20y/x%20y", "n%0Al"])],
+        ]));
+
     // inotify, rare (once in about 2,000 generated histories, batch seed 1890200526, h31, among 49 other histories; not
     // reproduced alone): a directory made in the same burst as the rename of its parent had its watch added by its old
     // name, which failed, and nothing watched it afterwards. Failed watches are now retried under the new name when the

@@ -47,6 +47,8 @@ public sealed unsafe class InotifySource : ICaptureSource
     // A rename within a root, held until the next event: renameat2(RENAME_EXCHANGE) is reported as two renames back
     // to back (a to b, then b to a), which together are one exchange.
     private (int Root, string From, string To, bool IsDir, long Now)? _heldMove;
+    // The event just handled, when it was a move onto a name whose source was not seen (a directory not watched yet).
+    private (int Root, string Rel, bool IsDir)? _unpairedArrival;
     private int _fd = -1;
     private Thread? _thread;
     private ChannelWriter<CaptureEvent>? _sink;
@@ -245,6 +247,8 @@ public sealed unsafe class InotifySource : ICaptureSource
         var rel = dirRel.Length == 0 ? name : dirRel + "/" + name;
         var root = dir.Root;
         var isDir = (mask & IN_ISDIR) != 0;
+        var arrivedJustBefore = _unpairedArrival;
+        _unpairedArrival = null;
         if ((mask & (IN_MOVED_FROM | IN_MOVED_TO)) == 0)
         {
             FlushHeldMove();
@@ -289,7 +293,18 @@ public sealed unsafe class InotifySource : ICaptureSource
             else
             {
                 FlushHeldMove();
+                // An unmatched move away from this very name came first (its partner, in a directory not watched yet,
+                // was missed): it happened before this arrival, so it is applied before, not after, which would
+                // delete what arrived (soak: a baseline directory exchanged with one made in the same burst).
+                for (var i = _pendingMoves.FindIndex(m => m.Root == root && m.Rel == rel); i >= 0; i = _pendingMoves.FindIndex(m => m.Root == root && m.Rel == rel))
+                {
+                    var gone = _pendingMoves[i];
+                    _pendingMoves.RemoveAt(i);
+                    Departed(gone.Root, gone.Rel, gone.IsDir, now);
+                }
+
                 Arrived(root, rel, isDir, now);
+                _unpairedArrival = (root, rel, isDir);
             }
 
             return;
@@ -302,6 +317,19 @@ public sealed unsafe class InotifySource : ICaptureSource
 
         if ((mask & IN_MOVED_FROM) != 0)
         {
+            if (arrivedJustBefore is { } a && a.Root == root && a.Rel == rel && EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is { } there &&
+                (there.Kind == EntryKind.Directory) == a.IsDir)
+            {
+                // Onto this name from an unwatched place, then away from it at once, and what arrived is still there:
+                // the two halves the watches saw of
+                // an exchange with a directory not watched yet (its halves were missed). What was here left and what
+                // arrived stays: the departure is applied, then the arrival again (soak: a baseline directory
+                // exchanged with one made deep in new directories in the same burst).
+                Departed(root, rel, isDir, now);
+                Arrived(root, rel, a.IsDir, now);
+                return;
+            }
+
             _pendingMoves.Add((cookie, root, rel, isDir));
         }
         else if ((mask & IN_CREATE) != 0)
