@@ -296,12 +296,7 @@ public sealed unsafe class InotifySource : ICaptureSource
                 // An unmatched move away from this very name came first (its partner, in a directory not watched yet,
                 // was missed): it happened before this arrival, so it is applied before, not after, which would
                 // delete what arrived (soak: a baseline directory exchanged with one made in the same burst).
-                for (var i = _pendingMoves.FindIndex(m => m.Root == root && m.Rel == rel); i >= 0; i = _pendingMoves.FindIndex(m => m.Root == root && m.Rel == rel))
-                {
-                    var gone = _pendingMoves[i];
-                    _pendingMoves.RemoveAt(i);
-                    Departed(gone.Root, gone.Rel, gone.IsDir, now);
-                }
+                FlushPendingMoves(m => m.Root == root && m.Rel == rel);
 
                 Arrived(root, rel, isDir, now);
                 _unpairedArrival = (root, rel, isDir);
@@ -507,14 +502,15 @@ public sealed unsafe class InotifySource : ICaptureSource
         }
     }
 
-    private void FlushPendingMoves()
+    /// <summary>Moves away whose partner never came (into an unwatched place or out of the tree) are departures: all, or those <paramref name="which"/> picks.</summary>
+    private void FlushPendingMoves(Predicate<(uint Cookie, int Root, string Rel, bool IsDir)>? which = null)
     {
-        foreach (var m in _pendingMoves)
+        foreach (var m in _pendingMoves.Where(m => which is null || which(m)).ToList())
         {
             Departed(m.Root, m.Rel, m.IsDir, Stopwatch.GetTimestamp());
         }
 
-        _pendingMoves.Clear();
+        _pendingMoves.RemoveAll(m => which is null || which(m));
     }
 
     private void Departed(int root, string rel, bool isDir, long now)
