@@ -83,10 +83,10 @@ internal static class RecordCommand
             foreach (var root in roots)
             {
                 // Directory.Exists cannot name a path that is not UTF-8 (RawArguments keeps its bytes); lstat can.
-                if (!Directory.Exists(root) && DiffKeeper.Capture.Scan.EntryStat.Lstat(root) is not { Kind: EntryKind.Directory })
+                if (!Directory.Exists(root) && DiffKeeper.Capture.Scan.EntryStat.Lstat(root) is var seen && seen is not { Kind: EntryKind.Directory })
                 {
                     var display = PathBytes.Display(root);
-                    throw new DiffKeeperException(ExitCode.Usage, Path.Exists(root) || DiffKeeper.Capture.Scan.EntryStat.Lstat(root) is not null
+                    throw new DiffKeeperException(ExitCode.Usage, Path.Exists(root) || seen is not null
                         ? $"--watch {display} is not a directory; give a directory to record" : $"--watch {display}: no such directory");
                 }
             }
