@@ -1,10 +1,8 @@
 using System.Diagnostics;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
-using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
-using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Maintenance;
 
 namespace DiffKeeper.Recording;

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
 using DiffKeeper.Capture.Inotify;
-using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
