@@ -42,14 +42,14 @@ public sealed class CredentialProviderTests : IDisposable
             ["PUT /latest/api/token", "GET /latest/meta-data/iam/security-credentials/", "GET /latest/meta-data/iam/security-credentials/dk-fleet-role"],
             _aws.Log);
 
-        // Credentials valid for 4 s are fetched again halfway, with the same session token, while a recording
-        // uploads for 6 s; every upload is let in.
-        _aws.Lifetime = TimeSpan.FromSeconds(4);
+        // Credentials valid for 2 s are fetched again halfway, with the same IMDS token, while a recording uploads
+        // for 3 s; every upload is let in.
+        _aws.Lifetime = TimeSpan.FromSeconds(2);
         env["DIFFKEEPER_UPLOAD_INTERVAL_SECONDS"] = "0.5";
         var work = _tmp.Sub("work");
         Directory.CreateDirectory(work);
         var record = RemoteStoreTests.Run(env, work, "record", "--trace", $"s3://{S3rverProcess.Bucket}/imds", "--", "bash", "-c",
-            "for i in 1 2 3 4 5 6; do echo $i > f$i; sleep 1; done");
+            "for i in 1 2 3 4; do echo $i > f$i; sleep 0.75; done");
         Assert.True(record.ExitCode == 0, record.ToString());
         Assert.Equal(2, _aws.Count("PUT /latest/api/token"));
         Assert.True(_aws.Count("GET /latest/meta-data/iam/security-credentials/dk-fleet-role") >= 3, string.Join('\n', _aws.Log));

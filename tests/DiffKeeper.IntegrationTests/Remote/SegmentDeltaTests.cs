@@ -22,11 +22,11 @@ public sealed class SegmentDeltaTests : IDisposable
         var env = server.Environment(_tmp.Sub("cache"));
         var bucket = Path.Combine(server.DataDir, S3rverProcess.Bucket);
 
-        // A keep-mode session with a cut every 200 ms while it writes 8 files over ~2.4 s.
+        // A keep-mode session with a cut every 200 ms while it writes 6 files over ~1.5 s.
         var state = _tmp.Sub("state");
         Directory.CreateDirectory(state);
         var run = RemoteStoreTests.Run(env, _tmp.Path, "run", "-q", "--state-dir", state, "--store", $"s3://{S3rverProcess.Bucket}/keep",
-            "--upload-interval", "200ms", "--metrics-addr", "none", "--", "bash", "-c", $"for i in $(seq 1 8); do echo line $i >> '{state}/log'; head -c 3000 /dev/urandom > '{state}/f'$i; sleep 0.3; done");
+            "--upload-interval", "200ms", "--metrics-addr", "none", "--", "bash", "-c", $"for i in $(seq 1 6); do echo line $i >> '{state}/log'; head -c 3000 /dev/urandom > '{state}/f'$i; sleep 0.25; done");
         Assert.True(run.ExitCode == 0, run.ToString());
         var cuts = Manifests(bucket, "keep");
         Assert.True(cuts.Count >= 3, $"{cuts.Count} generations");
