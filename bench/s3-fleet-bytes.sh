@@ -18,7 +18,7 @@ one() {  # workload prefix n  -> "n pack_bytes bytes_sent requests"
   echo "$3 $(sed -E 's/.*new blobs \(([0-9]+) bytes\).*/\1/' <<<"$line") $(sed -E 's/.* ([0-9]+) bytes sent.*/\1/' <<<"$line") $(sed -E 's/.*; ([0-9]+) requests.*/\1/' <<<"$line")"
 }
 head -c $((2 << 20)) /dev/urandom > "$work/fixture"
-printf '| workload | first session: pack bytes / bytes sent / requests | later sessions (19): bytes sent, max / median | max later / first (bytes sent) |\n|---|---|---|---|\n'
+printf '| workload | first session: pack bytes / bytes sent / requests | later sessions (%s): bytes sent, max / median | max later / first (bytes sent) |\n|---|---|---|---|\n' "$((traces - 1))"
 for workload in demo fixture; do
   first=$(one "$workload" "$workload" 1)
   for worker in 0 1 2 3; do
