@@ -337,6 +337,7 @@ public sealed unsafe class InotifySource : ICaptureSource
         }
         else if ((mask & IN_CREATE) != 0)
         {
+            FlushPendingMoves(p => p.Root == root && p.Rel == rel); // as for a move onto the name (above)
             Arrived(root, rel, isDir, now);
         }
         else if ((mask & IN_DELETE) != 0)
