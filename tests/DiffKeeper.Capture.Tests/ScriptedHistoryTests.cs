@@ -306,4 +306,13 @@ public sealed class ScriptedHistoryTests
         AssertConforms("inotify", new History([O("write", ["a"], "0", "5", "13")], [
             [O("link", ["a", "x%20y"]), O("mkdirp", ["g/b"]), O("rename", ["x%20y", "g/b/e"]), O("write", ["x%20y"], "0", "31", "643")],
         ]));
+
+    // Soak of 2026-12-06 (inotify, load 6), shrunk: a new directory exchanged with a baseline one, then the other name
+    // removed, in one burst. The new directory's watch, added when its create was read, was the baseline directory's
+    // (already exchanged onto that name), so its old name had no watch left to tell the exchange from two renames.
+    [Fact]
+    public void Inotify_a_new_directory_exchanged_with_a_baseline_one_then_the_other_removed_keeps_the_baseline_tree() =>
+        AssertConforms("inotify", new History([O("mkdirp", ["-dash/x%20y/%C3%A9t%C3%A9"])], [
+            [O("mkdir", ["%80lead"], "755"), O("exchange", ["-dash/x%20y", "%80lead"]), O("rmr", ["-dash/x%20y"])],
+        ]));
 }

@@ -44,6 +44,8 @@ public sealed unsafe class InotifySource : ICaptureSource
     private readonly List<(uint Cookie, int Root, string Rel, bool IsDir)> _pendingMoves = [];
     // Directories whose watch could not be added by the name known for them (see RewatchMissed).
     private readonly HashSet<(int Root, string Rel)> _missed = [];
+    // Names whose directory was found watched under another name before their move's events were read (AddWatch).
+    private readonly Dictionary<(int Root, string Rel), int> _movedUnread = [];
     // A rename within a root, held until the next event: renameat2(RENAME_EXCHANGE) is reported as two renames back
     // to back (a to b, then b to a), which together are one exchange.
     private (int Root, string From, string To, bool IsDir, long Now)? _heldMove;
@@ -599,7 +601,17 @@ public sealed unsafe class InotifySource : ICaptureSource
         if (_byWd.TryGetValue(wd, out var previous) && previous != (root, rel) && _byPath.TryGetValue(previous, out var prevWd) && prevWd == wd)
         {
             _byPath.Remove(previous);
+            // Kept until the move's events are read: an exchange of this directory with one made in the same burst
+            // is told from two renames by it (WatchesShowExchange).
+            if (_movedUnread.Count > 10_000)
+            {
+                _movedUnread.Clear();
+            }
+
+            _movedUnread[previous] = wd;
         }
+
+        _movedUnread.Remove((root, rel));
 
         _byWd[wd] = (root, rel);
         _byPath[(root, rel)] = wd;
@@ -639,12 +651,14 @@ public sealed unsafe class InotifySource : ICaptureSource
     /// </summary>
     private bool WatchesShowExchange(int root, string x, string y)
     {
-        if (!_byPath.TryGetValue((root, x), out var wdX) || !_byPath.TryGetValue((root, y), out var wdY))
-        {
-            return false;
-        }
-
-        return WatchAt(root, x) == wdY || WatchAt(root, y) == wdX;
+        // A name whose directory's watch was taken over by another name before the events were read (the directory
+        // was watched again there: see AddWatch) still tells which directory it held.
+        var hasX = _byPath.TryGetValue((root, x), out var wdX) || _movedUnread.TryGetValue((root, x), out wdX);
+        var hasY = _byPath.TryGetValue((root, y), out var wdY) || _movedUnread.TryGetValue((root, y), out wdY);
+        var exchanged = (hasY && WatchAt(root, x) == wdY) || (hasX && WatchAt(root, y) == wdX);
+        _movedUnread.Remove((root, x));
+        _movedUnread.Remove((root, y));
+        return exchanged;
     }
 
     /// <summary>The watch of the directory now at <paramref name="rel"/>, or -1; a watch added only to ask is removed again.</summary>
