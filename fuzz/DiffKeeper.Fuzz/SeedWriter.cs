@@ -1,8 +1,10 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
 using DiffKeeper.Capture.Ebpf;
 using DiffKeeper.Storage;
+using DiffKeeper.Storage.Codecs;
 using DiffKeeper.Storage.Packs;
 
 namespace DiffKeeper.Fuzz;
@@ -53,6 +55,12 @@ public static class SeedWriter
             var record = reader.Packs.ReadRecord(loc, new byte[PackFormat.RecordSize(loc.StoredLength)]);
             var payload = record.Slice(PackFormat.RecordHeaderSize, loc.StoredLength);
             Put(corpusDir, target, $"blob-{loc.Id.Short}", DeltaTarget.Input(loc.RawLength, prefix, payload));
+            if (codec == BlobCodec.BsDiff && WithRawStreams(payload) is { } raw)
+            {
+                // Mutations of zstd-compressed streams die in (native) zstd: this twin reaches the control triples.
+                Put(corpusDir, target, $"blob-{loc.Id.Short}-raw", DeltaTarget.Input(loc.RawLength, prefix, raw));
+            }
+
             n++;
         }
 
@@ -60,6 +68,43 @@ public static class SeedWriter
         {
             throw new InvalidOperationException($"{traceDir} holds no {codec} record to seed {target} with");
         }
+    }
+
+    /// <summary>The same bsdiff payload with its three streams stored raw (flags 0); null when one does not decode.</summary>
+    private static byte[]? WithRawStreams(ReadOnlySpan<byte> payload)
+    {
+        var streams = new List<byte[]>();
+        var at = BsDiff.HeaderSize;
+        for (var i = 0; i < 3; i++)
+        {
+            var raw = (int)BinaryPrimitives.ReadUInt32LittleEndian(payload[(12 + (8 * i))..]);
+            var stored = (int)BinaryPrimitives.ReadUInt32LittleEndian(payload[(16 + (8 * i))..]);
+            var bytes = new byte[raw];
+            if ((payload[5] & (1 << i)) == 0)
+            {
+                payload.Slice(at, stored).CopyTo(bytes);
+            }
+            else if (!Zstd.TryDecompress(payload.Slice(at, stored), bytes, out _))
+            {
+                return null;
+            }
+
+            streams.Add(bytes);
+            at += stored;
+        }
+
+        var result = new byte[BsDiff.HeaderSize + streams.Sum(x => x.Length)];
+        payload[..BsDiff.HeaderSize].CopyTo(result);
+        result[5] = 0;
+        at = BsDiff.HeaderSize;
+        for (var i = 0; i < 3; i++)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(result.AsSpan(16 + (8 * i)), (uint)streams[i].Length);
+            streams[i].CopyTo(result, at);
+            at += streams[i].Length;
+        }
+
+        return result;
     }
 
     /// <summary>Records a small script with the real eBPF source and keeps its raw records, a few per seed.</summary>
