@@ -4,18 +4,9 @@
 # Trees: 61 files (1.2 MiB) and 64 MiB (4 files of 16 MiB). Then what a second session with the same files costs
 # to upload (dedup), and what the first push sent. Usage: bench/s3-remote.sh   (results on stdout; docs/benchmarks.md quotes them). RUNS=N (default 5).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-dk="${DIFFKEEPER_BIN:-$PWD/bin/diffkeeper}"
-s3rver=tests/s3rver/node_modules/s3rver/bin/s3rver.js
-[ -f "$s3rver" ] || { echo "s3rver is missing: source scripts/deps.sh && ensure_s3rver" >&2; exit 1; }
-work="$(mktemp -d /tmp/dk-s3-bench.XXXXXX)"
-port=$((20000 + RANDOM % 20000))
-node "$s3rver" -d "$work/s3" -a 127.0.0.1 -p "$port" --silent --configure-bucket bench >/dev/null 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
-export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_ENDPOINT_URL="http://127.0.0.1:$port" DIFFKEEPER_S3_STATS=1
+source "$(dirname "$0")/s3rver-start.sh" bench dk-s3-bench
+export DIFFKEEPER_S3_STATS=1
 export DIFFKEEPER_CACHE="$work/setup-cache"   # the writers' cache; every timed read gets an empty one of its own
-until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
 runs="${RUNS:-5}"
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  bench/s3-remote.sh  ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
 

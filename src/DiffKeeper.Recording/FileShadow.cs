@@ -1,5 +1,4 @@
 using DiffKeeper.Storage;
-using DiffKeeper.Storage.Chunking;
 
 namespace DiffKeeper.Recording;
 
@@ -168,7 +167,6 @@ internal sealed class FileShadow
     /// </summary>
     public IngestedContent Store(TraceWriter writer)
     {
-        var storedBefore = writer.StoredBytesWritten;
         var keep = 0;
         // A chunk followed by a hole ended because its data did, like the last one: kept only when the next chunk
         // starts where it ends.
@@ -177,36 +175,32 @@ internal sealed class FileShadow
             keep++;
         }
 
-        _chunks.RemoveRange(keep, _chunks.Count - keep);
-        var data = _data.AsSpan(0, (int)Size);
-        var pos = keep == 0 ? 0 : End(_chunks[^1].Extent);
+        var content = new ChunkedContent(writer);
+        for (var i = 0; i < keep; i++)
+        {
+            var (extent, id) = _chunks[i];
+            content.Add(extent.Offset, extent.Length, extent.BlobRowId, id);
+        }
+
         long cost = 0;
         // Each data range is chunked on its own, as a read chunks each data extent; the gaps are holes.
         foreach (var (start, rangeEnd) in _ranges)
         {
             var end = Math.Min(rangeEnd, Size);
-            for (pos = Math.Max(pos, start); pos < end;)
+            var from = Math.Max(content.End, start);
+            if (from < end)
             {
-                var cut = FastCdc.NextCut(data[(int)pos..(int)end]);
-                var rowId = writer.PutBlob(data.Slice((int)pos, cut), out var id);
-                _chunks.Add((new Extent(pos, cut, rowId), id));
-                pos += cut;
-                cost += cut;
+                cost += content.StoreRange(_data, (int)from, (int)end);
             }
         }
 
         LastStoreCost = cost;
-
         _cleanUpTo = Size;
-        var extents = new List<Extent>(_chunks.Count);
-        var hashed = new List<(long, int, BlobId)>(_chunks.Count);
-        foreach (var (extent, id) in _chunks)
-        {
-            extents.Add(extent);
-            hashed.Add((extent.Offset, extent.Length, id));
-        }
+        var stored = content.Finish(Size);
+        _chunks.Clear();
+        _chunks.AddRange(content.Chunks);
 
-        return new IngestedContent(ExtentMap.Encode(extents), ExtentMap.ContentId(hashed, Size), Size, writer.StoredBytesWritten - storedBefore);
+        return stored;
     }
 
     private static long End(Extent e) => e.Offset + e.Length;

@@ -232,13 +232,18 @@ public sealed class RemoteForget
         return manifests;
     }
 
-    /// <summary>Every object the manifests name: segments, packs and the packs' indexes.</summary>
+    /// <summary>Every object the manifests name: segments, their bases, packs and the packs' indexes.</summary>
     private static HashSet<string> Names(IEnumerable<SessionManifest> manifests)
     {
         var named = new HashSet<string>(StringComparer.Ordinal);
         foreach (var m in manifests)
         {
             named.Add(RemoteLayout.Segment(m.Segment));
+            if (m.SegmentBase is { } segmentBase)
+            {
+                named.Add(RemoteLayout.Segment(segmentBase));
+            }
+
             foreach (var p in m.Packs)
             {
                 named.Add(RemoteLayout.Pack(p));

@@ -166,9 +166,29 @@ public sealed class RemoteTrace
             throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name} does not hash to its name: it is damaged");
         }
 
+        // A delta segment needs its base: the one the manifest names, whole (docs/store-format.md, "delta segment").
+        byte[]? baseDatabase = null;
+        if (SegmentDatabase.BaseOf(name, segment) is { } baseSha)
+        {
+            if (baseSha != manifest.SegmentBase)
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name} is a delta against {baseSha[..16]}…, which session {manifest.Key}'s manifest does not name: it is damaged");
+            }
+
+            baseDatabase = await new SegmentBases(_store, CacheDir).DatabaseAsync(baseSha, name, cancel).ConfigureAwait(false);
+        }
+        else if (manifest.SegmentBase is not null)
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, $"session {manifest.Key}'s manifest names a segment base, but {_store.Name}/{name} is whole: the manifest is damaged");
+        }
+        else
+        {
+            new SegmentBases(_store, CacheDir).Keep(manifest.Segment, segment); // the base of this machine's next uploads
+        }
+
         var temp = dir + "." + Environment.ProcessId + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
         Directory.CreateDirectory(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        await File.WriteAllBytesAsync(Path.Combine(temp, "catalog.db"), SegmentDatabase.Unpack(name, segment), cancel).ConfigureAwait(false);
+        await File.WriteAllBytesAsync(Path.Combine(temp, "catalog.db"), SegmentDatabase.Unpack(name, segment, baseDatabase), cancel).ConfigureAwait(false);
         var header = new byte[PackFormat.HeaderSize];
         PackFormat.WriteFileHeader(header);
         foreach (var (id, _, size) in RemotePacks(temp))

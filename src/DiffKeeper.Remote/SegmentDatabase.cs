@@ -17,7 +17,11 @@ public sealed record SegmentSession(string Command, string Capture, long Started
 /// </summary>
 internal sealed class SegmentDatabase : IDisposable
 {
+    private const int DeltaHeaderSize = 48;
+
     private static ReadOnlySpan<byte> Magic => "DKSEG\r\n\0"u8;
+
+    private static ReadOnlySpan<byte> DeltaMagic => "DKSEGD\n\0"u8;
     private SqliteDatabase? _db;
 
     private SegmentDatabase(SqliteDatabase db) => _db = db;
@@ -171,12 +175,43 @@ internal sealed class SegmentDatabase : IDisposable
         return frame[..(16 + n)];
     }
 
-    /// <summary>The database file of a segment object; a malformed one is damage naming it.</summary>
-    public static byte[] Unpack(string name, byte[] segment)
+    /// <summary>
+    /// A delta segment object: magic, length, the base's SHA-256, one zstd frame of the database with the base's
+    /// database as prefix dictionary (docs/store-format.md, "Remote stores": delta segment).
+    /// </summary>
+    public static byte[] PackDelta(byte[] database, string baseSha, byte[] baseDatabase)
     {
-        if (segment.Length < 16 || !segment.AsSpan(0, 8).SequenceEqual(Magic))
+        var frame = new byte[DeltaHeaderSize + Zstd.CompressBound(database.Length)];
+        DeltaMagic.CopyTo(frame);
+        BinaryPrimitives.WriteInt64LittleEndian(frame.AsSpan(8), database.Length);
+        Convert.FromHexString(baseSha).CopyTo(frame, 16);
+        var n = Zstd.CompressWithPrefix(database, baseDatabase, frame.AsSpan(DeltaHeaderSize), level: 19);
+        return frame[..(DeltaHeaderSize + n)];
+    }
+
+    /// <summary>The SHA-256 of the base a delta segment needs, or null for a whole one; a malformed header is damage naming it.</summary>
+    public static string? BaseOf(string name, byte[] segment)
+    {
+        if (segment.Length >= 16 && segment.AsSpan(0, 8).SequenceEqual(Magic))
         {
-            throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged (bad header)");
+            return null;
+        }
+
+        return segment.Length >= DeltaHeaderSize && segment.AsSpan(0, 8).SequenceEqual(DeltaMagic)
+            ? Convert.ToHexStringLower(segment.AsSpan(16, 32))
+            : throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged (bad header)");
+    }
+
+    /// <summary>
+    /// The database file of a segment object, whole or (with its base's database) a delta; a malformed one is
+    /// damage naming it.
+    /// </summary>
+    public static byte[] Unpack(string name, byte[] segment, byte[]? baseDatabase = null)
+    {
+        var delta = BaseOf(name, segment) is not null;
+        if (delta && baseDatabase is null)
+        {
+            throw new InvalidOperationException($"the segment {name} is a delta: its base is needed");
         }
 
         var length = BinaryPrimitives.ReadInt64LittleEndian(segment.AsSpan(8));
@@ -186,9 +221,10 @@ internal sealed class SegmentDatabase : IDisposable
         }
 
         var database = new byte[length];
-        return Zstd.TryDecompress(segment.AsSpan(16), database, out var error)
-            ? database
-            : throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged ({error})");
+        var ok = delta
+            ? Zstd.TryDecompressWithPrefix(segment.AsSpan(DeltaHeaderSize), baseDatabase, database, out var error)
+            : Zstd.TryDecompress(segment.AsSpan(16), database, out error);
+        return ok ? database : throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged ({error})");
     }
 
     public void Dispose()

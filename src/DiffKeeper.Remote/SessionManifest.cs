@@ -3,7 +3,10 @@ using DiffKeeper.Core;
 
 namespace DiffKeeper.Remote;
 
-/// <summary>The small object that makes a session visible (docs/store-format.md, "Remote stores": manifest).</summary>
+/// <summary>
+/// The small object that makes a session visible (docs/store-format.md, "Remote stores": manifest); format 2 when
+/// its segment is a delta (<see cref="SegmentBase"/>).
+/// </summary>
 public sealed record SessionManifest(
     string Key,
     long Generation,
@@ -19,15 +22,16 @@ public sealed record SessionManifest(
     string Segment,
     long SegmentSize,
     IReadOnlyList<string> Packs,
-    long UploadedBytes)
+    long UploadedBytes,
+    string? SegmentBase = null)
 {
     public byte[] ToJson()
     {
         using var buffer = new MemoryStream();
-        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = false }))
         {
             w.WriteStartObject();
-            w.WriteNumber("format", 1);
+            w.WriteNumber("format", SegmentBase is null ? 1 : 2);
             w.WriteString("key", Key);
             w.WriteNumber("generation", Generation);
             w.WriteString("state", State);
@@ -41,6 +45,11 @@ public sealed record SessionManifest(
             w.WriteNumber("events", Events);
             w.WriteString("segment", Segment);
             w.WriteNumber("segment_size", SegmentSize);
+            if (SegmentBase is not null)
+            {
+                w.WriteString("segment_base", SegmentBase);
+            }
+
             WriteStrings(w, "packs", Packs);
             w.WriteNumber("uploaded_bytes", UploadedBytes);
             w.WriteEndObject();
@@ -78,7 +87,7 @@ public sealed record SessionManifest(
         {
             using var doc = JsonDocument.Parse(json);
             var o = doc.RootElement;
-            if (o.GetProperty("format").GetInt32() != 1)
+            if (o.GetProperty("format").GetInt32() is not (1 or 2))
             {
                 throw new DiffKeeperException(Core.ExitCode.UnsupportedFormat, $"{objectName} has a manifest format newer than this diffkeeper reads; upgrade diffkeeper");
             }
@@ -86,7 +95,8 @@ public sealed record SessionManifest(
             static long? Nullable(JsonElement e) => e.ValueKind == JsonValueKind.Null ? null : e.GetInt64();
             var segment = o.GetProperty("segment").GetString()!;
             var packs = o.GetProperty("packs").EnumerateArray().Select(p => p.GetString()!).ToList();
-            if (!IsSha(segment) || !packs.All(IsSha))
+            var segmentBase = o.TryGetProperty("segment_base", out var b) ? b.GetString() : null;
+            if (!IsSha(segment) || !packs.All(IsSha) || (segmentBase is not null && !IsSha(segmentBase)))
             {
                 throw new FormatException("a segment or pack name is not a SHA-256");
             }
@@ -106,7 +116,8 @@ public sealed record SessionManifest(
                 segment,
                 o.GetProperty("segment_size").GetInt64(),
                 packs,
-                o.GetProperty("uploaded_bytes").GetInt64());
+                o.GetProperty("uploaded_bytes").GetInt64(),
+                segmentBase);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
         {

@@ -12,8 +12,8 @@ public sealed record UploadResult(string Key, long Generation, bool Published, l
 
 /// <summary>
 /// Uploads sessions of a local trace to a remote store (docs/store-format.md, "Remote stores": writing): the blobs the
-/// bucket lacks into new content-named packs with their indexes, then the session's catalog segment, then its
-/// manifest. Runs beside the trace's writer (it reads like any reader: a snapshot of the last commit). One uploader
+/// bucket lacks into new content-named packs with their indexes, then the session's catalog segment (a delta against
+/// a whole segment already there when that is small), then its manifest. Runs beside the trace's writer (it reads like any reader: a snapshot of the last commit). One uploader
 /// per process and store; not thread-safe.
 /// </summary>
 public sealed class SessionUploader
@@ -23,11 +23,16 @@ public sealed class SessionUploader
     private readonly IObjectStore _store;
     private readonly Dictionary<string, long> _generations = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _uploadedBytes = new(StringComparer.Ordinal);
+    private readonly SegmentBases _bases;
+    private readonly Dictionary<string, string> _keyBases = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _confirmedBases = new(StringComparer.Ordinal);
+    private bool _bucketBaseTried;
 
     public SessionUploader(IObjectStore store, string cacheDir)
     {
         _store = store;
         Summary = new RemoteBlobSummary(store, cacheDir);
+        _bases = new SegmentBases(store, cacheDir);
     }
 
     public RemoteBlobSummary Summary { get; }
@@ -87,11 +92,20 @@ public sealed class SessionUploader
 
                 var packs = segment.WriteBlobRows(locations, Summary);
                 segment.Close();
-                var segmentBytes = SegmentDatabase.Pack(await File.ReadAllBytesAsync(segmentPath, cancel).ConfigureAwait(false));
+                var (segmentBytes, segmentBase) = await EncodeSegmentAsync(key, await File.ReadAllBytesAsync(segmentPath, cancel).ConfigureAwait(false), cancel).ConfigureAwait(false);
                 var segmentSha = RemoteLayout.Sha(segmentBytes);
                 await _store.PutAsync(RemoteLayout.Segment(segmentSha), segmentBytes, createOnly: true, cancel).ConfigureAwait(false);
-                if (await VanishedAsync(packs, segmentSha, cancel).ConfigureAwait(false) is { Count: > 0 } vanished)
+                if (segmentBase is null)
                 {
+                    // Whole and in the bucket: the base of this key's later cuts, and of later sessions of this cache.
+                    _bases.Keep(segmentSha, segmentBytes);
+                    _keyBases[key] = segmentSha;
+                    _confirmedBases.Add(segmentSha);
+                }
+
+                if (await VanishedAsync(packs, segmentSha, segmentBase, cancel).ConfigureAwait(false) is { Count: > 0 } vanished)
+                {
+                    _confirmedBases.Clear();
                     if (attempt == MaxAttempts)
                     {
                         throw new DiffKeeperException(ExitCode.SystemError,
@@ -106,7 +120,7 @@ public sealed class SessionUploader
                 var generation = await NextGenerationAsync(key, cancel).ConfigureAwait(false);
                 var manifest = new SessionManifest(key, generation, session.State, session.StartedWallNs, session.EndedNs, session.ExitCode,
                     session.Command, session.Host, session.Capture, session.Roots, session.Events, segmentSha, segmentBytes.Length, packs,
-                    _uploadedBytes[key]);
+                    _uploadedBytes[key], segmentBase);
                 await _store.PutAsync(RemoteLayout.Manifest(key, generation), manifest.ToJson(), createOnly: true, cancel).ConfigureAwait(false);
                 return new UploadResult(key, generation, true, newBlobs, locations.Count - fresh.Count, newBytes, segmentBytes.Length);
             }
@@ -122,7 +136,7 @@ public sealed class SessionUploader
     /// grace, lists <c>index/</c> and the segment again; returns what a `forget` deleted (an empty list: nothing,
     /// or the listing is recent enough that no `forget` may have deleted anything this upload names).
     /// </summary>
-    private async Task<List<string>> VanishedAsync(IReadOnlyList<string> packs, string segmentSha, CancellationToken cancel)
+    private async Task<List<string>> VanishedAsync(IReadOnlyList<string> packs, string segmentSha, string? segmentBase, CancellationToken cancel)
     {
         if (DateTimeOffset.UtcNow - Summary.RefreshedAt <= ForgetGrace / 2)
         {
@@ -131,13 +145,108 @@ public sealed class SessionUploader
 
         await Summary.RefreshAsync(cancel).ConfigureAwait(false);
         var vanished = packs.Where(p => !Summary.Has(p)).Select(RemoteLayout.Index).ToList();
-        var segment = RemoteLayout.Segment(segmentSha);
-        if ((await _store.ListAsync(segment, cancel).ConfigureAwait(false)).All(o => o.Key != segment))
+        string[] segments = segmentBase is null ? [segmentSha] : [segmentSha, segmentBase];
+        foreach (var sha in segments)
         {
-            vanished.Add(segment);
+            if (!await SegmentExistsAsync(sha, cancel).ConfigureAwait(false))
+            {
+                vanished.Add(RemoteLayout.Segment(sha));
+                if (sha == segmentBase)
+                {
+                    _bases.Drop(sha);
+                    foreach (var k in _keyBases.Where(k => k.Value == sha).Select(k => k.Key).ToList())
+                    {
+                        _keyBases.Remove(k);
+                    }
+                }
+            }
         }
 
         return vanished;
+    }
+
+    private async Task<bool> SegmentExistsAsync(string sha, CancellationToken cancel)
+    {
+        var name = RemoteLayout.Segment(sha);
+        return (await _store.ListAsync(name, cancel).ConfigureAwait(false)).Any(o => o.Key == name);
+    }
+
+    /// <summary>
+    /// The segment object for <paramref name="database"/>: a delta against a whole segment in the bucket when there
+    /// is one and the delta is under half the whole segment, else whole (docs/store-format.md, "delta segment").
+    /// </summary>
+    private async Task<(byte[] Segment, string? Base)> EncodeSegmentAsync(string key, byte[] database, CancellationToken cancel)
+    {
+        var whole = SegmentDatabase.Pack(database);
+        if (await BaseAsync(key, cancel).ConfigureAwait(false) is { } baseSha)
+        {
+            var delta = SegmentDatabase.PackDelta(database, baseSha, await _bases.DatabaseAsync(baseSha, "a delta segment", cancel).ConfigureAwait(false));
+            if (delta.Length * 2 < whole.Length)
+            {
+                return (delta, baseSha);
+            }
+        }
+
+        return (whole, null);
+    }
+
+    /// <summary>
+    /// The whole segment a new segment of <paramref name="key"/> is a delta against: the key's own last whole one,
+    /// else the newest base the cache holds that is still in the bucket, else (once per uploader) the base of the
+    /// bucket's newest session; null when there is none.
+    /// </summary>
+    private async Task<string?> BaseAsync(string key, CancellationToken cancel)
+    {
+        if (_keyBases.TryGetValue(key, out var own))
+        {
+            return own;
+        }
+
+        if (_bases.Newest() is { } held)
+        {
+            if (_confirmedBases.Contains(held) || await SegmentExistsAsync(held, cancel).ConfigureAwait(false))
+            {
+                _confirmedBases.Add(held);
+                return held;
+            }
+
+            _bases.Drop(held); // forgotten and deleted since
+        }
+
+        if (_bucketBaseTried)
+        {
+            return null;
+        }
+
+        _bucketBaseTried = true;
+        var newest = (await _store.ListAsync(RemoteLayout.SessionsPrefix, cancel).ConfigureAwait(false))
+            .Select(o => RemoteLayout.ParseManifest(o.Key)).OfType<(string Key, long Generation)>()
+            .OrderByDescending(m => m.Key, StringComparer.Ordinal).ThenByDescending(m => m.Generation).ToList();
+        if (newest.Count == 0)
+        {
+            return null;
+        }
+
+        try
+        {
+            var name = RemoteLayout.Manifest(newest[0].Key, newest[0].Generation);
+            if (await _store.GetAsync(name, cancel: cancel).ConfigureAwait(false) is not { } json)
+            {
+                return null; // forgotten since the listing
+            }
+
+            var manifest = SessionManifest.Parse(name, json);
+            var found = manifest.SegmentBase ?? manifest.Segment;
+            await _bases.DatabaseAsync(found, name, cancel).ConfigureAwait(false);
+            _confirmedBases.Add(found);
+            return found;
+        }
+        catch (DiffKeeperException e) when (e.Code is ExitCode.Corrupt or ExitCode.UnsupportedFormat)
+        {
+            // no usable base there: this segment goes whole
+        }
+
+        return null;
     }
 
     /// <summary>The remote key of a local session (host, trace directory, id, start: see <see cref="RemoteLayout.SessionKey"/>).</summary>

@@ -21,13 +21,12 @@ public static class FileIngest
 
     public static IngestedContent Ingest(TraceWriter writer, SafeFileHandle file, long size, bool parallel = false)
     {
-        var extents = new List<Extent>();
-        var hashed = new List<(long, int, BlobId)>();
-        var storedBefore = writer.StoredBytesWritten;
         if (size <= FastCdc.MinSize)
         {
-            return IngestSmall(writer, file, size, storedBefore);
+            return IngestSmall(writer, file, size);
         }
+
+        var content = new ChunkedContent(writer);
 
         var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         var fd = (int)file.DangerousGetHandle();
@@ -60,7 +59,7 @@ public static class FileIngest
                     dataEnd = size;
                 }
 
-                var end = IngestRange(writer, file, dataStart, dataEnd, buffer, extents, hashed, parallel);
+                var end = IngestRange(content, file, dataStart, dataEnd, buffer, parallel);
                 actualEnd = Math.Max(actualEnd, end);
                 if (end < dataEnd)
                 {
@@ -76,15 +75,14 @@ public static class FileIngest
             ArrayPool<byte>.Shared.Return(buffer);
         }
 
-        return new IngestedContent(ExtentMap.Encode(extents), ExtentMap.ContentId(hashed, size), size,
-            writer.StoredBytesWritten - storedBefore);
+        return content.Finish(size);
     }
 
     /// <summary>
     /// A file of at most one chunk: one read, no hole probing (a hole in a file this small reads as zeros and is
     /// stored as data, which restores the same bytes), no batch machinery. Most files of a CI job are like this.
     /// </summary>
-    private static IngestedContent IngestSmall(TraceWriter writer, SafeFileHandle file, long size, long storedBefore)
+    private static IngestedContent IngestSmall(TraceWriter writer, SafeFileHandle file, long size)
     {
         var buffer = ArrayPool<byte>.Shared.Rent((int)size + 1);
         try
@@ -105,14 +103,14 @@ public static class FileIngest
                 n = (int)size; // it grew while being read: the next event brings the rest
             }
 
-            if (n == 0)
+            var content = new ChunkedContent(writer);
+            if (n > 0)
             {
-                return new IngestedContent(ExtentMap.Encode([]), ExtentMap.ContentId([], 0), 0, 0);
+                var rowId = writer.PutBlob(buffer.AsSpan(0, n), out var id);
+                content.Add(0, n, rowId, id);
             }
 
-            var rowId = writer.PutBlob(buffer.AsSpan(0, n), out var id);
-            return new IngestedContent(ExtentMap.Encode([new Extent(0, n, rowId)]), ExtentMap.ContentId([(0, n, id)], n), n,
-                writer.StoredBytesWritten - storedBefore);
+            return content.Finish(n);
         }
         finally
         {
@@ -145,13 +143,12 @@ public static class FileIngest
         }
     }
 
-    private static long IngestRange(TraceWriter writer, SafeFileHandle file, long start, long end, byte[] buffer,
-        List<Extent> extents, List<(long, int, BlobId)> hashed, bool parallel)
+    private static long IngestRange(ChunkedContent content, SafeFileHandle file, long start, long end, byte[] buffer, bool parallel)
     {
         if (parallel && end - start > buffer.Length)
         {
             // Only a range longer than one buffer has a next read to overlap with hashing.
-            return IngestRangePipelined(writer, file, start, end, buffer, extents, hashed);
+            return IngestRangePipelined(content, file, start, end, buffer);
         }
 
         long readPos = start;
@@ -177,10 +174,10 @@ public static class FileIngest
             }
 
             batch.Clear();
-            consumed = Cut(buffer, consumed, filled, eof, batch);
+            consumed = ChunkedContent.Cut(buffer, consumed, filled, eof, batch);
             var ids = new BlobId[batch.Count];
             Hash(buffer, batch, ids, parallel: false);
-            chunkPos = Store(writer, buffer, batch, ids, parallel: false, chunkPos, extents, hashed);
+            chunkPos = content.Store(buffer, batch, ids, parallel: false, chunkPos);
         }
     }
 
@@ -191,8 +188,7 @@ public static class FileIngest
     /// by nature (cut points depend on the previous cut); hashing is the other half of the work, so overlapping
     /// the two keeps both cores busy. Chunks and blobs are the same as the sequential path's.
     /// </summary>
-    private static long IngestRangePipelined(TraceWriter writer, SafeFileHandle file, long start, long end, byte[] first,
-        List<Extent> extents, List<(long, int, BlobId)> hashed)
+    private static long IngestRangePipelined(ChunkedContent content, SafeFileHandle file, long start, long end, byte[] first)
     {
         var second = ArrayPool<byte>.Shared.Rent(first.Length);
         byte[][] buffers = [first, second];
@@ -223,7 +219,7 @@ public static class FileIngest
                 }
 
                 var batch = new List<(int Offset, int Length)>();
-                consumed = Cut(buffer, consumed, filled, eof, batch);
+                consumed = ChunkedContent.Cut(buffer, consumed, filled, eof, batch);
                 var ids = new BlobId[batch.Count];
                 var hashing = batch.Count == 0 ? Task.CompletedTask : Task.Run(() => Hash(buffer, batch, ids, parallel: true));
                 var previousBatch = pending;
@@ -231,7 +227,7 @@ public static class FileIngest
                 if (previousBatch is { } p)
                 {
                     p.Hashing.GetAwaiter().GetResult();
-                    chunkPos = Store(writer, p.Buffer, p.Batch, p.Ids, parallel: true, chunkPos, extents, hashed);
+                    chunkPos = content.Store(p.Buffer, p.Batch, p.Ids, parallel: true, chunkPos);
                 }
 
                 if (consumed >= filled && eof)
@@ -245,7 +241,7 @@ public static class FileIngest
             var last = pending!.Value;
             pending = null;
             last.Hashing.GetAwaiter().GetResult();
-            return Store(writer, last.Buffer, last.Batch, last.Ids, parallel: true, chunkPos, extents, hashed);
+            return content.Store(last.Buffer, last.Batch, last.Ids, parallel: true, chunkPos);
         }
         finally
         {
@@ -282,34 +278,8 @@ public static class FileIngest
         return (filled, readPos, readPos >= end);
     }
 
-    /// <summary>Cuts chunks from <paramref name="consumed"/> while a maximal chunk (or the end) is in the buffer.</summary>
-    private static int Cut(byte[] buffer, int consumed, int filled, bool eof, List<(int Offset, int Length)> batch)
-    {
-        while (consumed < filled && (eof || filled - consumed >= FastCdc.MaxSize))
-        {
-            var cut = FastCdc.NextCut(buffer.AsSpan(consumed, filled - consumed));
-            batch.Add((consumed, cut));
-            consumed += cut;
-        }
-
-        return consumed;
-    }
-
     private static void Hash(byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel) =>
         Run(parallel, batch.Count, i => ids[i] = BlobId.Of(buffer.AsSpan(batch[i].Offset, batch[i].Length)));
-
-    private static long Store(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel,
-        long chunkPos, List<Extent> extents, List<(long, int, BlobId)> hashed)
-    {
-        foreach (var (rowId, id, length) in StoreBatch(writer, buffer, batch, ids, parallel))
-        {
-            extents.Add(new Extent(chunkPos, length, rowId));
-            hashed.Add((chunkPos, length, id));
-            chunkPos += length;
-        }
-
-        return chunkPos;
-    }
 
     /// <summary>
     /// Stores a batch of chunks of <paramref name="buffer"/>, already hashed into <paramref name="ids"/>: encodes the

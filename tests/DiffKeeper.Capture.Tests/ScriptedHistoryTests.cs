@@ -290,4 +290,20 @@ public sealed class ScriptedHistoryTests
         AssertConforms("inotify", new History([O("mkdirp", ["s%20p%0A%FE%C3/e"]), O("mkdirp", ["sub/a/bad%FFbyte/g"])], [
             [O("exchange", ["s%20p%0A%FE%C3", "sub/a/bad%FFbyte"]), O("rename", ["s%20p%0A%FE%C3", "sub/sub"])],
         ]));
+
+    // Soak of 2026-12-06 (inotify, load 18), shrunk: a name moved into a directory made in the same burst (not
+    // watched yet: its move away is left unpaired), then another file renamed onto that name. The unpaired departure
+    // was applied when the queue drained, after the rename onto the name, and deleted what had arrived.
+    [Fact]
+    public void Inotify_a_name_moved_into_a_new_directory_then_renamed_onto_keeps_what_arrived() =>
+        AssertConforms("inotify", new History([O("write", ["%C3%A9t%C3%A9"], "69632", "1116", "7"), O("write", ["n%0Al"], "0", "5", "3")], [
+            [O("rename", ["%C3%A9t%C3%A9", "g"]), O("mkdirp", ["e"]), O("rename", ["n%0Al", "e/x%20y"]), O("rename", ["g", "n%0Al"])],
+        ]));
+
+    // The same soak (inotify, load 15-25), shrunk: the name moved into a new directory is then made again by a write.
+    [Fact]
+    public void Inotify_a_name_moved_into_a_new_directory_then_made_again_keeps_the_new_file() =>
+        AssertConforms("inotify", new History([O("write", ["a"], "0", "5", "13")], [
+            [O("link", ["a", "x%20y"]), O("mkdirp", ["g/b"]), O("rename", ["x%20y", "g/b/e"]), O("write", ["x%20y"], "0", "31", "643")],
+        ]));
 }

@@ -284,6 +284,11 @@ public sealed unsafe class InotifySource : ICaptureSource
                 }
 
                 FlushHeldMove();
+                // A move away from this name whose partner was missed (into a directory not watched yet) happened
+                // before this move onto it: a rename's two events are queued back to back, so any other cookie still
+                // pending here is unpaired. Applied later, it would delete what arrives now (soak: a name moved into
+                // a new directory, then another file renamed onto it).
+                FlushPendingMoves(p => p.Root == root && p.Rel == rel);
                 if (m.Root == root && !_filter.IsExcluded(root, rel))
                 {
                     _heldMove = (root, m.Rel, rel, isDir, now);
@@ -332,6 +337,7 @@ public sealed unsafe class InotifySource : ICaptureSource
         }
         else if ((mask & IN_CREATE) != 0)
         {
+            FlushPendingMoves(p => p.Root == root && p.Rel == rel); // as for a move onto the name (above)
             Arrived(root, rel, isDir, now);
         }
         else if ((mask & IN_DELETE) != 0)

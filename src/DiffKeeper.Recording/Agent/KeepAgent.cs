@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
 using DiffKeeper.Capture.Inotify;
-using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
@@ -38,22 +37,18 @@ public sealed class KeepAgent
     private readonly AgentCounters _counters;
     private readonly TextWriter _log;
     private readonly AppProcessTree _tree = new();
-    private readonly Dictionary<string, long> _dirty = new(StringComparer.Ordinal);
+    // When each path changed since the last cut was first changed: a cut is due by the oldest (and the flush-lag
+    // histogram counts from it). What is read at the cut is the core's business.
+    private readonly Dictionary<(int Root, string Rel), long> _changed = [];
     // When each change read since the last commit was observed (for the flush-lag histogram).
     private readonly List<long> _reading = [];
     private readonly SemaphoreSlim _syncWanted = new(0, 1);
     private volatile bool _stopSyncing;
     private Channel<CaptureEvent> _channel = null!;
-    private Versioner _versioner = null!;
-    private PathFilter _filter = null!;
+    private RecordingCore _core = null!;
     private string _barrierDir = "";
     private long _barrierSeq;
     private string? _awaitedBarrier;
-    private long _sessionId;
-    private long _startTs;
-    private long _seq;
-    private long _lost;
-    private bool _rescanPending;
     private long _storedBefore;
     private RetentionWorker? _retention;
 
@@ -65,7 +60,7 @@ public sealed class KeepAgent
         _log = TextWriter.Synchronized(log); // the retention thread logs too
     }
 
-    public long SessionId => _sessionId;
+    public long SessionId => _core.SessionId;
 
     /// <summary>Records until the app exits; returns its exit code (126/127 when it cannot run, 128+N when killed by signal N).</summary>
     public async Task<int> RunAsync(CancellationToken ct)
@@ -100,22 +95,18 @@ public sealed class KeepAgent
     {
         // Root 0 is the state directory (recorded); root 1 is the barrier directory (watched, never recorded).
         IReadOnlyList<string> roots = [_options.StateDir, _barrierDir];
-        _filter = new PathFilter(roots, _writer.TraceDir, []);
+        var filter = new PathFilter(roots, _writer.TraceDir, []);
         _channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
-        await using var source = new InotifySource(roots, _filter);
-        _sessionId = _writer.BeginSession(string.Join(' ', _options.Command), _options.Cwd, source.Name, 0, [_options.StateDir], out var rootIds);
-        _versioner = new Versioner(_writer, _sessionId, [_options.StateDir], rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold) };
-        source.Start(_channel.Writer);
-        _versioner.UseAllCores = true;
-        foreach (var (rel, _) in TreeWalker.Walk(_options.StateDir, 0, _filter))
+        await using var source = new InotifySource(roots, filter);
+        // The core reads only inside a cut (ReadCut): its debounce and hot window do not apply here.
+        _core = new RecordingCore(_writer, source, [_options.StateDir], filter, TimeSpan.Zero, TimeSpan.Zero, _log)
         {
-            _versioner.Observe(0, rel, 0, 0);
-        }
-
-        _versioner.UseAllCores = false;
-        _startTs = Stopwatch.GetTimestamp();
-        _writer.SetSessionStart(_sessionId, WallNs()); // the marker: this session's baseline is complete
-        _writer.Commit();
+            EventAdded = _counters.CountEvent,
+        };
+        _core.Begin(string.Join(' ', _options.Command), _options.Cwd, 0, _options.BigFileThreshold, stored: null);
+        source.Start(_channel.Writer);
+        _core.Baseline(commit: false);
+        _core.Start(); // the marker: this session's baseline is complete
         UpdateCounters();
         if (_options.Retention is { } retention)
         {
@@ -163,9 +154,9 @@ public sealed class KeepAgent
             Handle(e);
         }
 
-        ReadDirty();
-        _writer.AddEvent(_sessionId, new NewEvent(++_seq, NowNs(), ChangeOp.Exit, null, null, exit.Code, null, null, exit.ToString()));
-        _writer.FinishSession(_sessionId, NowNs(), exit.Code, _lost);
+        ReadCut();
+        Commit();
+        _core.Finish(exit);
         UpdateCounters();
         return exit.Code;
     }
@@ -186,15 +177,15 @@ public sealed class KeepAgent
             _counters.QueueDepth = _channel.Reader.CanCount ? _channel.Reader.Count : 0;
             var now = Stopwatch.GetTimestamp();
             TimeSpan wait;
-            if (_dirty.Count > 0 || _rescanPending)
+            if (_changed.Count > 0 || _core.RescanPending)
             {
-                var oldest = _dirty.Count > 0 ? _dirty.Values.Min() : now;
+                var oldest = _changed.Count > 0 ? _changed.Values.Min() : now;
                 var quietFor = Stopwatch.GetElapsedTime(lastEvent, now);
                 var age = Stopwatch.GetElapsedTime(oldest, now);
-                if (quietFor >= _options.Debounce || age >= _options.MaxAge || _rescanPending)
+                if (quietFor >= _options.Debounce || age >= _options.MaxAge || _core.RescanPending)
                 {
                     // Due at the first of the two moments; how late it starts shows what held this loop up.
-                    var late = _rescanPending ? TimeSpan.Zero : TimeSpan.FromTicks(Math.Max((quietFor - _options.Debounce).Ticks, (age - _options.MaxAge).Ticks));
+                    var late = _core.RescanPending ? TimeSpan.Zero : TimeSpan.FromTicks(Math.Max((quietFor - _options.Debounce).Ticks, (age - _options.MaxAge).Ticks));
                     _counters.CutDelay.Observe(Math.Max(0, late.TotalSeconds));
                     await CutAsync().ConfigureAwait(false);
                     RunRetentionSteps();
@@ -237,34 +228,20 @@ public sealed class KeepAgent
         try
         {
             await BarrierAsync().ConfigureAwait(false);
-            if (_rescanPending)
-            {
-                _rescanPending = false;
-                var now = Stopwatch.GetTimestamp();
-                foreach (var (root, rel) in _versioner.AllLive())
-                {
-                    MarkDirty(rel, now);
-                }
-
-                foreach (var (rel, _) in TreeWalker.Walk(_options.StateDir, 0, _filter))
-                {
-                    MarkDirty(rel, now);
-                }
-            }
-
             // Big files are copied, not hashed, while the app is stopped; they are stored once it goes on.
-            _versioner.DeferBigFiles = true;
-            ReadDirty(commit: false);
+            _core.Versioner.DeferBigFiles = true;
+            _core.RescanIfPending();
+            ReadCut();
         }
         finally
         {
-            _versioner.DeferBigFiles = false;
+            _core.Versioner.DeferBigFiles = false;
             _tree.Thaw();
             freeze = Stopwatch.GetElapsedTime(started);
         }
 
         // The bytes are read: the app goes on while they are stored and committed.
-        _versioner.FinishDeferred();
+        _core.Versioner.FinishDeferred();
         Commit();
         _counters.CountCut(frozen, freeze, !stopped);
         if (!stopped)
@@ -286,9 +263,18 @@ public sealed class KeepAgent
             return;
         }
 
-        if (_retention.RunSteps())
+        // A step commits on its own and holds only itself: events the core holds back wait for the cut.
+        _writer.BeforeCommit = null;
+        try
         {
-            WantSync();
+            if (_retention.RunSteps())
+            {
+                WantSync();
+            }
+        }
+        finally
+        {
+            _writer.BeforeCommit = _core.FlushParked;
         }
 
         if (_retention.TakeFinishedPass())
@@ -298,22 +284,13 @@ public sealed class KeepAgent
         }
     }
 
-    /// <summary>Reads every dirty path into the store's open transaction (and commits it, unless told not to).</summary>
-    private void ReadDirty(bool commit = true)
+    /// <summary>Reads every path changed since the last cut into the store's open transaction (the caller commits).</summary>
+    private void ReadCut()
     {
-        var timeNs = NowNs();
-        // Parents before children; a deleted directory's children were marked too and are found absent.
-        foreach (var rel in _dirty.Keys.Order(StringComparer.Ordinal).ToList())
-        {
-            _versioner.Observe(0, rel, _seq, timeNs);
-        }
-
-        _reading.AddRange(_dirty.Values);
-        _dirty.Clear();
-        if (commit)
-        {
-            Commit();
-        }
+        _core.VersionReady(long.MaxValue);
+        _core.FlushWrite();
+        _reading.AddRange(_changed.Values);
+        _changed.Clear();
     }
 
     /// <summary>
@@ -352,6 +329,7 @@ public sealed class KeepAgent
     /// <summary>Commits what was read and counts how long each change waited to become durable.</summary>
     private void Commit()
     {
+        _core.FlushWrite();
         _writer.Commit();
         WantSync();
 
@@ -391,7 +369,7 @@ public sealed class KeepAgent
         {
             // The barrier's event was lost (an overflow drops events): rescan everything at the next cut.
             _awaitedBarrier = null;
-            _rescanPending = true;
+            _core.RequestRescan();
         }
         finally
         {
@@ -411,93 +389,20 @@ public sealed class KeepAgent
             return;
         }
 
-        if (e.Kind == CaptureKind.Overflow)
-        {
-            _lost++;
-            _counters.LostEvents = _lost;
-            _rescanPending = true;
-            AddEvent(e.Timestamp, ChangeOp.Lost, null, null, "inotify queue overflow: events were lost; rescanning");
-            return;
-        }
-
-        if (e.Path.Length == 0)
+        if (e.Path.Length == 0 && e.Kind != CaptureKind.Overflow)
         {
             return; // the state directory itself
         }
 
-        switch (e.Kind)
-        {
-            case CaptureKind.Created:
-                AddEvent(e.Timestamp, e.IsDirectory ? ChangeOp.Mkdir : ChangeOp.Create, e.Path, null, null);
-                MarkDirty(e.Path, e.Timestamp);
-                break;
-            case CaptureKind.Modified:
-                AddEvent(e.Timestamp, ChangeOp.Write, e.Path, null, null);
-                MarkDirty(e.Path, e.Timestamp);
-                break;
-            case CaptureKind.ClosedWrite:
-                MarkDirty(e.Path, e.Timestamp);
-                break;
-            case CaptureKind.Attributes:
-                AddEvent(e.Timestamp, ChangeOp.Chmod, e.Path, null, null);
-                MarkDirty(e.Path, e.Timestamp);
-                break;
-            case CaptureKind.Deleted:
-                AddEvent(e.Timestamp, e.IsDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, e.Path, null, null);
-                MarkTreeDirty(e.Path, e.IsDirectory, e.Timestamp);
-                break;
-            case CaptureKind.Renamed:
-                AddEvent(e.Timestamp, ChangeOp.Rename, e.Path, e.Path2, null);
-                MarkTreeDirty(e.Path, e.IsDirectory, e.Timestamp);
-                MarkDirty(e.Path2!, e.Timestamp);
-                if (e.IsDirectory)
-                {
-                    foreach (var (rel, _) in TreeWalker.Walk(_options.StateDir, 0, _filter, e.Path2!))
-                    {
-                        MarkDirty(rel, e.Timestamp);
-                    }
-                }
-
-                break;
-        }
-    }
-
-    private void MarkTreeDirty(string rel, bool isDirectory, long timestamp)
-    {
-        MarkDirty(rel, timestamp);
-        if (isDirectory)
-        {
-            foreach (var below in _versioner.LiveAtOrBelow(0, rel))
-            {
-                MarkDirty(below, timestamp);
-            }
-
-            foreach (var pending in _dirty.Keys.Where(k => TracePath.IsAtOrBelow(k, rel)).ToList())
-            {
-                MarkDirty(pending, timestamp);
-            }
-        }
-    }
-
-    private void MarkDirty(string rel, long timestamp)
-    {
-        if (!_dirty.TryGetValue(rel, out var since) || since > timestamp)
-        {
-            _dirty[rel] = timestamp;
-        }
-    }
-
-    private void AddEvent(long timestamp, ChangeOp op, string? path, string? path2, string? detail)
-    {
-        _counters.CountEvent(op);
-        _writer.AddEvent(_sessionId, new NewEvent(++_seq, TimeNs(timestamp), op,
-            path is null ? null : _versioner.PathId(0, path), path2 is null ? null : _versioner.PathId(0, path2), null, null, null, detail));
+        _core.Handle(e);
+        _counters.LostEvents = _core.Lost;
+        _changed.TryAdd((e.Root, e.Path), e.Timestamp);
     }
 
     private void UpdateCounters()
     {
-        _counters.Versions = _versioner.VersionsWritten;
-        _counters.RawBytes = _versioner.RawBytes;
+        _counters.Versions = _core.Versioner.VersionsWritten;
+        _counters.RawBytes = _core.Versioner.RawBytes;
         _counters.StoredBytesWritten = _writer.StoredBytesWritten;
         _counters.StoredBytes = _storedBefore + _writer.StoredBytesWritten;
         _counters.QueueDepth = _channel.Reader.CanCount ? _channel.Reader.Count : 0;
@@ -510,11 +415,4 @@ public sealed class KeepAgent
             ? Directory.EnumerateFiles(packs, "*.pack", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length)
             : 0;
     }
-
-    private long TimeNs(long timestamp) =>
-        timestamp <= _startTs ? 0 : (long)((timestamp - _startTs) * (1_000_000_000.0 / Stopwatch.Frequency));
-
-    private long NowNs() => TimeNs(Stopwatch.GetTimestamp());
-
-    private static long WallNs() => (DateTimeOffset.UtcNow.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100;
 }

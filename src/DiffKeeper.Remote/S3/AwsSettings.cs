@@ -2,31 +2,39 @@ using DiffKeeper.Core;
 
 namespace DiffKeeper.Remote.S3;
 
-/// <summary>Access key, secret and (for temporary credentials) session token.</summary>
-public sealed record AwsCredentials(string AccessKeyId, string SecretAccessKey, string? SessionToken);
-
 /// <summary>
-/// What the AWS tools read from the environment and the shared files, for S3: credentials from AWS_ACCESS_KEY_ID /
-/// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else from the AWS_PROFILE profile (default "default") of the shared
-/// credentials file (AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials) or of the config file (AWS_CONFIG_FILE,
-/// else ~/.aws/config, section "[profile NAME]" or "[default]"); the region from AWS_REGION / AWS_DEFAULT_REGION /
-/// the profile's "region" in the config file, else us-east-1; the endpoint from AWS_ENDPOINT_URL_S3 /
-/// AWS_ENDPOINT_URL. Instance roles, SSO and credential_process are not read.
+/// What the AWS tools read from the environment and the shared files, for S3: the AWS_PROFILE profile (default
+/// "default") of the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials) and of the
+/// config file (AWS_CONFIG_FILE, else ~/.aws/config, section "[profile NAME]" or "[default]"); the region from
+/// AWS_REGION / AWS_DEFAULT_REGION / the profile's "region" in the config file, else us-east-1; the endpoint from
+/// AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. Credentials are found by <see cref="CredentialChain"/>, when the first
+/// request needs them.
 /// </summary>
 public sealed class AwsSettings
 {
-    private AwsSettings(AwsCredentials? credentials, string? missing, string region, Uri? endpoint)
+    private AwsSettings(string profile, string? credentialsFile, IReadOnlyDictionary<string, string> fromCredentials,
+        string? configFile, IReadOnlyDictionary<string, string> fromConfig, string region, Uri? endpoint)
     {
-        Credentials = credentials;
-        MissingCredentials = missing;
+        Profile = profile;
+        CredentialsFile = credentialsFile;
+        FromCredentials = fromCredentials;
+        ConfigFile = configFile;
+        FromConfig = fromConfig;
         Region = region;
         Endpoint = endpoint;
     }
 
-    /// <summary>Null when none was found (<see cref="MissingCredentials"/> says where it looked).</summary>
-    public AwsCredentials? Credentials { get; }
+    public string Profile { get; }
 
-    public string? MissingCredentials { get; }
+    public string? CredentialsFile { get; }
+
+    /// <summary>The profile's keys in the shared credentials file (empty: no such file or section).</summary>
+    public IReadOnlyDictionary<string, string> FromCredentials { get; }
+
+    public string? ConfigFile { get; }
+
+    /// <summary>The profile's keys in the config file (empty: no such file or section).</summary>
+    public IReadOnlyDictionary<string, string> FromConfig { get; }
 
     public string Region { get; }
 
@@ -52,28 +60,8 @@ public sealed class AwsSettings
         var configFile = Env("AWS_CONFIG_FILE") ?? (home is null ? null : Path.Combine(home, ".aws", "config"));
         var fromCredentials = Section(credentialsFile, profile);
         var fromConfig = Section(configFile, profile == "default" ? "default" : "profile " + profile);
-
-        AwsCredentials? credentials = null;
-        if (Env("AWS_ACCESS_KEY_ID") is { } id && Env("AWS_SECRET_ACCESS_KEY") is { } secret)
-        {
-            credentials = new AwsCredentials(id, secret, Env("AWS_SESSION_TOKEN"));
-        }
-        else
-        {
-            foreach (var section in new[] { fromCredentials, fromConfig })
-            {
-                if (section.TryGetValue("aws_access_key_id", out var fileId) && section.TryGetValue("aws_secret_access_key", out var fileSecret))
-                {
-                    credentials = new AwsCredentials(fileId, fileSecret, section.GetValueOrDefault("aws_session_token"));
-                    break;
-                }
-            }
-        }
-
         var region = Env("AWS_REGION") ?? Env("AWS_DEFAULT_REGION") ?? fromConfig.GetValueOrDefault("region") ?? "us-east-1";
-        var missing = credentials is not null ? null
-            : $"no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give profile '{profile}' aws_access_key_id and aws_secret_access_key in {credentialsFile ?? "~/.aws/credentials"}";
-        return new AwsSettings(credentials, missing, region, endpoint);
+        return new AwsSettings(profile, credentialsFile, fromCredentials, configFile, fromConfig, region, endpoint);
     }
 
     /// <summary>The keys of one [section] of an INI-style AWS file (names compared without case); empty when the file or section is missing.</summary>

@@ -11,7 +11,8 @@ namespace DiffKeeper.Remote.S3;
 /// If-None-Match: *, ListObjectsV2, DELETE) signed with Signature Version 4 and sent over HttpClient. Until
 /// 2026-12-06 this was AWSSDK.S3, whose ~1,450 static bases cost every diffkeeper process 2.0 M of its 5.2 M
 /// start-up instructions and 10 MB of binary, whatever the command (docs/benchmarks.md, "The whole-process floor").
-/// Configuration as the AWS tools read it (<see cref="AwsSettings"/>). An endpoint (AWS_ENDPOINT_URL_S3 or
+/// Configuration as the AWS tools read it (<see cref="AwsSettings"/>), credentials as the SDKs' default chain finds them
+/// (<see cref="CredentialChain"/>: the environment, web identity, the profile, the container endpoint, IMDSv2). An endpoint (AWS_ENDPOINT_URL_S3 or
 /// AWS_ENDPOINT_URL: MinIO, Ceph RGW, R2, a test server) switches to path-style addressing, which they all accept
 /// (DIFFKEEPER_S3_PATH_STYLE=0 or 1 forces either); a bucket name with a dot is always addressed by path (a TLS
 /// certificate for *.host covers no dotted name). Payloads are sent whole and signed, never in aws-chunked encoding,
@@ -25,6 +26,7 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
     private readonly HttpClient _http;
     private readonly S3Location _location;
     private readonly AwsSettings _settings;
+    private readonly CredentialChain _credentials;
     private readonly bool _pathStyle;
     private TimeSpan _clockSkew;
 
@@ -32,6 +34,7 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
     {
         _location = location;
         _settings = AwsSettings.Read(env);
+        _credentials = new CredentialChain(_settings, env);
         _pathStyle = env("DIFFKEEPER_S3_PATH_STYLE") switch
         {
             "1" or "true" => true,
@@ -205,10 +208,18 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
     /// <summary>Sends the request, retrying transient failures; the last answer is returned whatever its status.</summary>
     private async Task<Answer> Send(HttpMethod method, string key, Uri address, byte[]? body, Action<HttpRequestMessage>? headers, CancellationToken cancel)
     {
-        var credentials = _settings.Credentials
-            ?? throw new DiffKeeperException(ExitCode.SystemError, $"S3 {method.Method} {Name}/{key} failed: {_settings.MissingCredentials}");
         for (var attempt = 0; ; attempt++)
         {
+            AwsCredentials credentials;
+            try
+            {
+                credentials = await _credentials.GetAsync(cancel).ConfigureAwait(false);
+            }
+            catch (DiffKeeperException e)
+            {
+                throw new DiffKeeperException(e.Code, $"S3 {method.Method} {Name}/{key} failed: {e.Message}", e);
+            }
+
             try
             {
                 using var request = new HttpRequestMessage(method, address);
@@ -231,7 +242,13 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
                 var (code, message) = ErrorOf(bytes, response);
                 var transient = response.StatusCode is HttpStatusCode.InternalServerError or HttpStatusCode.BadGateway
                     or HttpStatusCode.ServiceUnavailable or HttpStatusCode.GatewayTimeout or HttpStatusCode.TooManyRequests
-                    || code is "SlowDown" or "RequestTimeout" or "RequestTimeTooSkewed" or "InternalError";
+                    || code is "SlowDown" or "RequestTimeout" or "RequestTimeTooSkewed" or "InternalError"
+                    || (code == "ExpiredToken" && credentials.Expiration is not null);
+                if (code == "ExpiredToken")
+                {
+                    _credentials.Expire(credentials); // the server's clock says so before ours: fetched again
+                }
+
                 if (!transient || attempt == MaxRetries)
                 {
                     return new Answer(response.StatusCode, bytes, etag, code, message);
@@ -306,5 +323,9 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
 
     private static string Flatten(Exception e) => e.InnerException is { } inner ? $"{e.Message} ({Flatten(inner)})" : e.Message;
 
-    public void Dispose() => _http.Dispose();
+    public void Dispose()
+    {
+        _http.Dispose();
+        _credentials.Dispose();
+    }
 }

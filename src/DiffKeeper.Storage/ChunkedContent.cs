@@ -1,0 +1,101 @@
+using DiffKeeper.Storage.Chunking;
+
+namespace DiffKeeper.Storage;
+
+/// <summary>
+/// Builds one file's stored content: its data is cut into FastCDC chunks (each data range on its own, the gaps
+/// between them holes), each chunk is stored once through the writer, and <see cref="Finish"/> gives the extent map
+/// and content id. The one place content is cut and stored: a file read (<see cref="FileIngest"/>) and the recorder's
+/// followed copy of a file (payload events) make the same chunks and blobs from the same bytes.
+/// Chunks must be added in file order, each after the previous one's end.
+/// </summary>
+public sealed class ChunkedContent
+{
+    private readonly TraceWriter _writer;
+    private readonly long _storedBefore;
+    private readonly List<(Extent Extent, BlobId Id)> _chunks = [];
+
+    public ChunkedContent(TraceWriter writer)
+    {
+        _writer = writer;
+        _storedBefore = writer.StoredBytesWritten;
+    }
+
+    /// <summary>The chunks so far, in file order, with their blob ids (a caller may keep them to reuse next time).</summary>
+    public IReadOnlyList<(Extent Extent, BlobId Id)> Chunks => _chunks;
+
+    /// <summary>Where the last chunk ends (0 when there is none).</summary>
+    public long End => _chunks.Count == 0 ? 0 : _chunks[^1].Extent.Offset + _chunks[^1].Extent.Length;
+
+    /// <summary>Adds a chunk already stored (its row <paramref name="rowId"/>), without cutting or hashing it again.</summary>
+    public void Add(long offset, int length, long rowId, BlobId id)
+    {
+        _chunks.Add((new Extent(offset, length, rowId), id));
+    }
+
+    /// <summary>
+    /// Cuts chunks of <paramref name="buffer"/> from <paramref name="consumed"/> into <paramref name="batch"/> while a
+    /// maximal chunk (or, with <paramref name="eof"/>, the end of the data) is in it, so cut points never depend on
+    /// how the data was read. Returns where the uncut rest starts.
+    /// </summary>
+    public static int Cut(ReadOnlySpan<byte> buffer, int consumed, int filled, bool eof, List<(int Offset, int Length)> batch)
+    {
+        while (consumed < filled && (eof || filled - consumed >= FastCdc.MaxSize))
+        {
+            var cut = FastCdc.NextCut(buffer[consumed..filled]);
+            batch.Add((consumed, cut));
+            consumed += cut;
+        }
+
+        return consumed;
+    }
+
+    /// <summary>
+    /// Stores a batch of chunks of <paramref name="buffer"/> already hashed into <paramref name="ids"/> (encoding the new
+    /// ones on every core when <paramref name="parallel"/>), the first of them at file offset <paramref name="offset"/>.
+    /// Returns the file offset after the batch.
+    /// </summary>
+    public long Store(byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel, long offset)
+    {
+        foreach (var (rowId, id, length) in FileIngest.StoreBatch(_writer, buffer, batch, ids, parallel))
+        {
+            Add(offset, length, rowId, id);
+            offset += length;
+        }
+
+        return offset;
+    }
+
+    /// <summary>
+    /// Cuts, hashes and stores <paramref name="buffer"/>[<paramref name="start"/>..<paramref name="end"/>], a whole
+    /// data range of the file (its end is the end of the data) at file offset <paramref name="start"/>. Returns the
+    /// bytes cut and hashed.
+    /// </summary>
+    public long StoreRange(byte[] buffer, int start, int end)
+    {
+        var batch = new List<(int Offset, int Length)>();
+        Cut(buffer, start, end, eof: true, batch);
+        var ids = new BlobId[batch.Count];
+        for (var i = 0; i < batch.Count; i++)
+        {
+            ids[i] = BlobId.Of(buffer.AsSpan(batch[i].Offset, batch[i].Length));
+        }
+
+        Store(buffer, batch, ids, parallel: false, start);
+        return end - start;
+    }
+
+    /// <summary>The content of a file of <paramref name="size"/> bytes made of the chunks added (the rest holes).</summary>
+    public IngestedContent Finish(long size)
+    {
+        var extents = new List<Extent>(_chunks.Count);
+        var hashed = new List<(long, int, BlobId)>(_chunks.Count);
+        foreach (var (extent, id) in _chunks)
+        {
+            extents.Add(extent);
+            hashed.Add((extent.Offset, extent.Length, id));
+        }
+
+        return new(ExtentMap.Encode(extents), ExtentMap.ContentId(hashed, size), size, _writer.StoredBytesWritten - _storedBefore);
+    }
+}

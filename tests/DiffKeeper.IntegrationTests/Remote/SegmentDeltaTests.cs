@@ -1,0 +1,95 @@
+using System.Text.Json;
+using DiffKeeper.Storage.Tests;
+
+namespace DiffKeeper.IntegrationTests.Remote;
+
+/// <summary>
+/// Delta segments (docs/store-format.md, "Remote stores": delta segment) against a real S3 server (s3rver): the cuts
+/// of a keep-mode session after its first, and a later session of the same job, upload their catalog as a small
+/// delta against a whole segment already in the bucket; both read back exactly with an empty cache; a damaged base
+/// is damage (exit 5), never a wrong catalog.
+/// </summary>
+public sealed class SegmentDeltaTests : IDisposable
+{
+    private readonly TempDir _tmp = new();
+
+    public void Dispose() => _tmp.Dispose();
+
+    [Fact]
+    public void Keep_mode_cuts_and_later_sessions_send_their_catalog_as_a_small_delta()
+    {
+        using var server = S3rverProcess.Start(_tmp.Sub("s3"));
+        var env = server.Environment(_tmp.Sub("cache"));
+        var bucket = Path.Combine(server.DataDir, S3rverProcess.Bucket);
+
+        // A keep-mode session with a cut every 200 ms while it writes 6 files over ~1.5 s.
+        var state = _tmp.Sub("state");
+        Directory.CreateDirectory(state);
+        var run = RemoteStoreTests.Run(env, _tmp.Path, "run", "-q", "--state-dir", state, "--store", $"s3://{S3rverProcess.Bucket}/keep",
+            "--upload-interval", "200ms", "--metrics-addr", "none", "--", "bash", "-c", $"for i in $(seq 1 6); do echo line $i >> '{state}/log'; head -c 3000 /dev/urandom > '{state}/f'$i; sleep 0.25; done");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var cuts = Manifests(bucket, "keep");
+        Assert.True(cuts.Count >= 3, $"{cuts.Count} generations");
+        var whole = cuts.Where(m => m.Base is null).ToList();
+        var deltas = cuts.Where(m => m.Base is not null).ToList();
+        Assert.NotEmpty(deltas);
+        Assert.All(deltas, d =>
+        {
+            Assert.Equal(2, d.Format);
+            Assert.Contains(whole, w => w.Segment == d.Base);
+            // Sent only when under half the whole segment it stands for, which is at least its base here (the session only grows).
+            Assert.True(d.SegmentSize < whole.Single(w => w.Segment == d.Base).SegmentSize, $"a delta of {d.SegmentSize} bytes");
+        });
+        var expected = TreeSnapshot.Take(state);
+        var restored = _tmp.Sub("restored");
+        Directory.CreateDirectory(restored);
+        var restore = RemoteStoreTests.Run(server.Environment(_tmp.Sub("cache-restore")), _tmp.Path, "restore", "--state-dir", restored, "--store", $"s3://{S3rverProcess.Bucket}/keep");
+        Assert.True(restore.ExitCode == 0, restore.ToString());
+        TreeSnapshot.AssertSame(expected, TreeSnapshot.Take(restored), "restored from a delta cut");
+
+        // Two sessions of one job: the second, from another cache (another runner), is a delta against the first.
+        var trees = new List<SortedDictionary<string, Entry>>();
+        for (var i = 0; i < 2; i++)
+        {
+            var work = _tmp.Sub($"work{i}");
+            Directory.CreateDirectory(work);
+            var r = RemoteStoreTests.Run(server.Environment(_tmp.Sub($"cache-runner{i}")), work, "record", "--trace", $"s3://{S3rverProcess.Bucket}/ci", "--",
+                "bash", "-c", "mkdir -p out; for i in 1 2 3; do echo step $i >> out/log; done; printf 'pid=1\\n' > lock");
+            Assert.True(r.ExitCode == 0, r.ToString());
+            trees.Add(TreeSnapshot.Take(work));
+        }
+
+        var sessions = Manifests(bucket, "ci").OrderBy(m => m.Key, StringComparer.Ordinal).ToList();
+        Assert.Null(sessions[0].Base);
+        Assert.Equal(sessions[0].Segment, sessions[1].Base);
+        var reader = server.Environment(_tmp.Sub("cache-reader"));
+        for (var n = 1; n <= 2; n++)
+        {
+            var outDir = _tmp.Sub($"out{n}");
+            var export = RemoteStoreTests.Run(reader, _tmp.Path, "export", "--trace", $"s3://{S3rverProcess.Bucket}/ci", "--session", n.ToString(System.Globalization.CultureInfo.InvariantCulture), "--out", outDir);
+            Assert.True(export.ExitCode == 0, export.ToString());
+            TreeSnapshot.AssertSame(trees[n - 1], TreeSnapshot.Take(outDir), $"session {n}");
+        }
+
+        // The base damaged in the bucket: a reader with an empty cache says so (exit 5), naming it.
+        var baseObject = Path.Combine(bucket, "ci", "segments", sessions[1].Base + ".seg._S3rver_object");
+        var bytes = File.ReadAllBytes(baseObject);
+        bytes[^10] ^= 0xFF;
+        File.WriteAllBytes(baseObject, bytes);
+        var damaged = RemoteStoreTests.Run(server.Environment(_tmp.Sub("cache-late")), _tmp.Path, "export", "--trace", $"s3://{S3rverProcess.Bucket}/ci", "--session", "2", "--out", _tmp.Sub("out-damaged"));
+        Assert.True(damaged.ExitCode == 5, damaged.ToString());
+        Assert.Contains(sessions[1].Base!, damaged.Stderr, StringComparison.Ordinal);
+    }
+
+    private sealed record Manifest(string Key, int Format, string Segment, long SegmentSize, string? Base);
+
+    /// <summary>Every manifest generation under <paramref name="prefix"/>, read from s3rver's files.</summary>
+    private static List<Manifest> Manifests(string bucket, string prefix) =>
+        [.. Directory.EnumerateFiles(Path.Combine(bucket, prefix, "sessions"), "*.json._S3rver_object", SearchOption.AllDirectories).Select(f =>
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(f));
+            var o = doc.RootElement;
+            return new Manifest(o.GetProperty("key").GetString()!, o.GetProperty("format").GetInt32(), o.GetProperty("segment").GetString()!,
+                o.GetProperty("segment_size").GetInt64(), o.TryGetProperty("segment_base", out var b) ? b.GetString() : null);
+        })];
+}

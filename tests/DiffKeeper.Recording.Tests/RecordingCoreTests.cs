@@ -1,0 +1,206 @@
+using System.Diagnostics;
+using System.Text;
+using System.Threading.Channels;
+using DiffKeeper.Capture;
+using DiffKeeper.Core;
+using DiffKeeper.Storage;
+using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Tests;
+
+namespace DiffKeeper.Recording.Tests;
+
+/// <summary>
+/// The recording core that `record` and `run` share, driven in process by a scripted capture source: a real trace
+/// (SQLite catalog, packs) and a real directory, no kernel backend, so each case runs in milliseconds. What the
+/// source promises (exact names or not) is its capability, as a real backend's would be.
+/// </summary>
+public sealed class RecordingCoreTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly string _root;
+    private readonly string _trace;
+
+    public RecordingCoreTests()
+    {
+        _root = _dir.Sub("root");
+        _trace = _dir.Sub("trace");
+        Directory.CreateDirectory(_root);
+    }
+
+    public void Dispose() => _dir.Dispose();
+
+    [Fact]
+    public void Exact_changes_are_stored_from_their_payloads_in_order_whatever_the_file_holds_when_handled()
+    {
+        // What the disk holds when the events are handled is not what each event left: every moment must be the
+        // payloads' state, not a read.
+        using (var session = new ScriptedSession(_root, _trace, exactNames: true))
+        {
+            session.BeforeEvents = () => File.WriteAllText(Path.Combine(_root, "b"), "on disk later");
+            session.Run(
+                Event(CaptureKind.Created, "a", knownEmpty: true),
+                Event(CaptureKind.Written, "a", offset: 0, payload: "hello"),
+                Event(CaptureKind.Written, "a", offset: 5, payload: " world"),
+                Event(CaptureKind.Truncated, "a", offset: 5),
+                Event(CaptureKind.Renamed, "a", path2: "b"));
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        var events = reader.Events(s).ToList();
+        Assert.Equal([ChangeOp.Create, ChangeOp.Write, ChangeOp.Write, ChangeOp.Truncate, ChangeOp.Rename, ChangeOp.Exit],
+            events.Select(e => e.Op));
+        Assert.Equal([1L, 2, 3, 4, 5, 6], events.Select(e => e.Seq));
+        Assert.Equal([0L, 5, 11, 5], events.Take(4).Select(e => e.Size ?? -1));
+        Assert.Equal(1234, events[0].Pid);
+        Assert.Equal("scripted", events[0].Comm);
+        AssertState(reader, s, 1, ("a", ""));
+        AssertState(reader, s, 2, ("a", "hello"));
+        AssertState(reader, s, 3, ("a", "hello world"));
+        AssertState(reader, s, 4, ("a", "hello"));
+        AssertState(reader, s, 5, ("b", "hello"));
+    }
+
+    [Fact]
+    public void An_overflow_is_a_LOST_event_then_one_rescan_that_records_what_changed()
+    {
+        File.WriteAllText(Path.Combine(_root, "old"), "baseline");
+        File.WriteAllText(Path.Combine(_root, "kept"), "same");
+        using (var session = new ScriptedSession(_root, _trace, exactNames: false))
+        {
+            session.BeforeEvents = () =>
+            {
+                // Changed while the queue overflowed: no event says so.
+                File.Delete(Path.Combine(_root, "old"));
+                File.WriteAllText(Path.Combine(_root, "new"), "abc");
+            };
+            session.Run(
+                new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, Stopwatch.GetTimestamp(), Detail: "scripted overflow"),
+                new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, Stopwatch.GetTimestamp(), Detail: "scripted overflow"));
+            Assert.Equal(2, session.Core.Lost);
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        var events = reader.Events(s).ToList();
+        // Two overflows cost one rescan, after both.
+        Assert.Equal([ChangeOp.Lost, ChangeOp.Lost, ChangeOp.Delete, ChangeOp.Create, ChangeOp.Exit], events.Select(e => e.Op));
+        Assert.Equal("scripted overflow", events[0].Detail);
+        Assert.EndsWith("old", events[2].Path);
+        Assert.Equal("rescan", events[2].Detail);
+        Assert.EndsWith("new", events[3].Path);
+        Assert.Equal("rescan", events[3].Detail);
+        AssertState(reader, s, 2, ("kept", "same"), ("old", "baseline"));
+        AssertState(reader, s, 4, ("kept", "same"), ("new", "abc"));
+        Assert.Equal(2, s.LostEvents);
+    }
+
+    [Fact]
+    public void Hints_of_one_burst_merge_into_one_entry_whose_version_is_read_once_the_burst_is_over()
+    {
+        using (var session = new ScriptedSession(_root, _trace, exactNames: false))
+        {
+            session.BeforeEvents = () =>
+            {
+                File.WriteAllText(Path.Combine(_root, "x"), "12345");
+                Directory.CreateDirectory(Path.Combine(_root, "d"));
+            };
+            session.Run(
+                Event(CaptureKind.Created, "x"),
+                Event(CaptureKind.Modified, "x"),
+                Event(CaptureKind.Modified, "x"),
+                Event(CaptureKind.ClosedWrite, "x"),
+                Event(CaptureKind.Created, "d", isDirectory: true));
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        var events = reader.Events(s).ToList();
+        Assert.Equal([ChangeOp.Create, ChangeOp.Mkdir, ChangeOp.Exit], events.Select(e => e.Op));
+        Assert.Equal(5, events[0].Size); // from the read that stored the version, not an lstat per write
+        AssertState(reader, s, 1, ("x", "12345"));
+    }
+
+    private static CaptureEvent Event(CaptureKind kind, string path, string? path2 = null, long offset = 0, string? payload = null,
+        bool knownEmpty = false, bool isDirectory = false)
+    {
+        var bytes = payload is null ? null : Encoding.UTF8.GetBytes(payload);
+        return new CaptureEvent(kind, 0, path, path2, isDirectory, Stopwatch.GetTimestamp(), 1234, "scripted", offset,
+            bytes?.Length ?? 0, bytes, knownEmpty);
+    }
+
+    /// <summary>The files present after event <paramref name="seq"/> and their bytes, compared by content id.</summary>
+    private void AssertState(TraceReader reader, SessionInfo session, long seq, params (string Rel, string Text)[] expected)
+    {
+        var state = reader.StateAt(session, seq).Where(v => v.Rel.Length > 0).ToList();
+        Assert.Equal(expected.Select(e => e.Rel), state.Select(v => v.Rel));
+        using var scratch = TraceWriter.Open(_dir.Sub("scratch-" + Guid.NewGuid().ToString("N")[..8]));
+        foreach (var ((rel, text), version) in expected.Zip(state))
+        {
+            var bytes = Encoding.UTF8.GetBytes(text);
+            var content = FileShadow.Of(bytes, [(0L, (long)bytes.Length)]).Store(scratch);
+            Assert.True(content.ContentId.AsSpan().SequenceEqual(version.ContentId), $"{rel} at #{seq}: not \"{text}\"");
+            Assert.Equal(bytes.Length, version.Size);
+        }
+    }
+
+    /// <summary>A capture source that delivers a script: what a backend would have observed, in its order.</summary>
+    private sealed class ScriptedSource(bool exactNames, IReadOnlyList<CaptureEvent> script) : ICaptureSource
+    {
+        public string Name => "scripted";
+
+        public bool ReportsExactNames => exactNames;
+
+        public bool FollowsProcessTree => false;
+
+        public void Start(ChannelWriter<CaptureEvent> sink)
+        {
+            foreach (var e in script)
+            {
+                Assert.True(sink.TryWrite(e));
+            }
+        }
+
+        public Task StopAsync() => Task.CompletedTask;
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+
+    /// <summary>One session of the core over one root, run the way `record` runs it: baseline, events, reads, EXIT.</summary>
+    private sealed class ScriptedSession(string root, string trace, bool exactNames) : IDisposable
+    {
+        private readonly TraceWriter _writer = TraceWriter.Open(trace);
+
+        public RecordingCore Core { get; private set; } = null!;
+
+        public Action? BeforeEvents { get; set; }
+
+        public void Run(params CaptureEvent[] script)
+        {
+            var scripted = new List<CaptureEvent>();
+            var source = new ScriptedSource(exactNames, scripted);
+            var filter = new PathFilter([root], _writer.TraceDir, []);
+            Core = new RecordingCore(_writer, source, [root], filter, TimeSpan.FromMilliseconds(2), TimeSpan.FromMilliseconds(100), TextWriter.Null);
+            Core.Begin("scripted", root, RecordingCore.WallNs(), BigFileVersions.DefaultThreshold, stored: null);
+            Core.Baseline(commit: true);
+            Core.Start();
+            BeforeEvents?.Invoke();
+            // Timestamps after the clock started, as a real source's would be.
+            scripted.AddRange(script.Select(e => e with { Timestamp = Stopwatch.GetTimestamp() }));
+            var channel = Channel.CreateUnbounded<CaptureEvent>();
+            source.Start(channel.Writer);
+            while (channel.Reader.TryRead(out var e))
+            {
+                Core.Handle(e);
+            }
+
+            Core.RescanIfPending();
+            Core.VersionReady(long.MaxValue);
+            Core.FlushWrite();
+            _writer.Commit();
+            Core.Finish(ChildExit.Exited(0));
+        }
+
+        public void Dispose() => _writer.Dispose();
+    }
+}
