@@ -14,8 +14,8 @@ public abstract class FuzzTarget
 
     public static FuzzTarget Named(string name, string baseDir) => name switch
     {
-        "catalog" => new CatalogTarget(baseDir),
-        "pack" => new PackTarget(baseDir),
+        "catalog" => new TraceFileTarget(baseDir, pack: false),
+        "pack" => new TraceFileTarget(baseDir, pack: true),
         "zstd-delta" => new DeltaTarget(DiffKeeper.Storage.Packs.BlobCodec.ZstdDelta),
         "bsdiff" => new DeltaTarget(DiffKeeper.Storage.Packs.BlobCodec.BsDiff),
         "extent-map" => new ExtentMapTarget(),

@@ -5,17 +5,18 @@ using DiffKeeper.Storage;
 namespace DiffKeeper.Fuzz;
 
 /// <summary>
-/// The input is a whole catalog.db (SQLite file) beside the base trace's pack; then what `verify --read-data`,
-/// `timeline`, `export` and `show` do with it: open, verify, list every event, export every session at its end and
-/// read every file's content.
+/// The input is one file of the base trace: the whole catalog.db (SQLite file), beside the base trace's pack
+/// (target <c>catalog</c>), or its pack file, under its catalog (target <c>pack</c>: raw, zstd and zstd-delta
+/// records). Then what `verify --read-data`, `timeline`, `export` and `show` do with the trace: open, verify, list
+/// every event, export every session at its end and read every file's content.
 /// </summary>
-public sealed class CatalogTarget(string baseDir) : FuzzTarget
+public sealed class TraceFileTarget(string baseDir, bool pack) : FuzzTarget
 {
     private readonly TraceSandbox _sandbox = new(baseDir);
 
     protected override void Fuzz(ReadOnlySpan<byte> input)
     {
-        _sandbox.Put(_sandbox.CatalogPath, input);
+        _sandbox.Put(pack ? _sandbox.PackPath : _sandbox.CatalogPath, input);
         TraceWalk.Everything(_sandbox);
     }
 }
