@@ -267,9 +267,11 @@ public sealed unsafe class EbpfSource : ICaptureSource
         var source = (EbpfSource)GCHandle.FromIntPtr(context).Target!;
         try
         {
-            source.Handle(new ReadOnlySpan<byte>(data, (int)size));
+            var record = new ReadOnlySpan<byte>(data, (int)size);
+            RecordTap?.Invoke(record);
+            source.Handle(record);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or DecoderFallbackException)
+        catch (Exception e) when (IsUndecodable(e))
         {
             // Never let an exception cross into libbpf: report the record as lost so the recorder rescans.
             source.Emit(new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, Stopwatch.GetTimestamp(),
@@ -280,6 +282,26 @@ public sealed unsafe class EbpfSource : ICaptureSource
     }
 
     private void Emit(in CaptureEvent e) => _sink!.TryWrite(e);
+
+    /// <summary>Sees every ring buffer record before it is decoded (fuzz/: the seed corpus is real records); null in the product.</summary>
+    internal static RawRecordTap? RecordTap { get; set; }
+
+    /// <summary>
+    /// The failures of decoding one record that the reader thread reports as a loss (then the recorder rescans);
+    /// any other exception is a bug in the decoder.
+    /// </summary>
+    internal static bool IsUndecodable(Exception e) =>
+        e is ArgumentException or InvalidOperationException or IOException or DecoderFallbackException;
+
+    /// <summary>
+    /// Decodes one record as the reader thread does, into <paramref name="sink"/>, with the state earlier records
+    /// left (open files, pending renames); what fuzz/ drives with arbitrary bytes.
+    /// </summary>
+    internal void Decode(ReadOnlySpan<byte> record, ChannelWriter<CaptureEvent> sink)
+    {
+        _sink = sink;
+        Handle(record);
+    }
 
     private void Handle(ReadOnlySpan<byte> data)
     {
@@ -629,3 +651,6 @@ public sealed unsafe class EbpfSource : ICaptureSource
         public uint WakeBytes;
     }
 }
+
+/// <summary>Receives a raw eBPF ring buffer record (valid only during the call).</summary>
+internal delegate void RawRecordTap(ReadOnlySpan<byte> record);
