@@ -66,6 +66,11 @@ public sealed class Recorder
     {
         using var writer = TraceWriter.Open(_options.TraceDir);
         _writer = writer;
+        if (_options.MaxTraceSize is { } max)
+        {
+            writer.SizeLimit = new TraceSizeLimit(writer.TraceDir, max);
+            StoreMaintenance.MakeRoom(writer, writer.SizeLimit, DateTimeOffset.UtcNow);
+        }
         writer.BeforeCommit = FlushParked;
         var filter = new PathFilter(_options.Roots, writer.TraceDir, _options.Excludes);
         _filter = filter;
@@ -83,7 +88,7 @@ public sealed class Recorder
 
         _sessionId = writer.BeginSession(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, source.Name,
             WallNs(), _options.Roots, out var rootIds);
-        using var stored = new StoredContent(writer.TraceDir);
+        using var stored = new StoredContent(writer.TraceDir) { HoldReader = writer.SizeLimit is null };
         _versioner = new Versioner(writer, _sessionId, _options.Roots, rootIds, _log) { BigFiles = new BigFileVersions(_options.BigFileThreshold), Stored = stored, ModesFromEvents = _exactNames };
 
         _versioner.UseAllCores = true; // nothing to compete with before the command starts
@@ -108,9 +113,9 @@ public sealed class Recorder
             StorageFailed(e);
         }
 
-        if (_options.Compact && _storageFailure is null)
+        if ((_options.Compact || writer.SizeLimit is not null) && _storageFailure is null)
         {
-            _background = new BackgroundCompaction(writer, () => _versioner.VersionsWritten, _log);
+            _background = new BackgroundCompaction(writer, () => _versioner.VersionsWritten, _log, _options.Compact, writer.SizeLimit);
             _background.Start();
         }
 
@@ -210,14 +215,16 @@ public sealed class Recorder
     /// </summary>
     private RecordResult Compact(RecordResult result)
     {
-        if (!_options.Compact)
+        // --max-trace-size: the ring drops the oldest contents first when the trace is past half its limit.
+        var ring = _writer.SizeLimit?.RingPolicy(TraceSizeLimit.Measure(_writer.TraceDir));
+        if (!_options.Compact && ring is null)
         {
             return result;
         }
 
         // Nothing superseded since the last finished pass and nothing left to sweep: a pass would only read the
         // catalog (~30 page faults and a few ms of `record -- true` on a one-file trace, a walk of every path of a big one).
-        if (!_writer.HasMaintenanceWork())
+        if (ring is null && !_writer.HasMaintenanceWork())
         {
             return result;
         }
@@ -231,7 +238,7 @@ public sealed class Recorder
             _ = Native.Interop.Libc.SetPriority(Native.Interop.Libc.PRIO_PROCESS, (uint)Native.Interop.Libc.Gettid(), 10);
             try
             {
-                done = StoreMaintenance.Run(_writer, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+                done = StoreMaintenance.Run(_writer, _options.Compact ? new MaintenanceOptions(Prune: ring) : new MaintenanceOptions(Delta: null, Prune: ring), DateTimeOffset.UtcNow);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
