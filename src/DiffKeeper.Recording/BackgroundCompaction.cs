@@ -23,6 +23,7 @@ internal sealed class BackgroundCompaction : IDisposable
     private static readonly TimeSpan FirstPass = TimeSpan.FromMilliseconds(500);
     private static readonly TimeSpan Interval = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan RingTick = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan RingStepBudget = TimeSpan.FromMilliseconds(25);
     private readonly QueuedWriterSteps _steps;
     private readonly Maintainer _maintainer;
     private readonly Func<long> _versions;
@@ -32,6 +33,7 @@ internal sealed class BackgroundCompaction : IDisposable
     private readonly TraceSizeLimit? _limit;
     private readonly string _traceDir;
     private int _running;
+    private int _ringPass;
 
     public BackgroundCompaction(TraceWriter writer, Func<long> versions, TextWriter log, bool compact = true, TraceSizeLimit? limit = null)
     {
@@ -50,13 +52,27 @@ internal sealed class BackgroundCompaction : IDisposable
 
     public void Start() => _thread.Start();
 
-    /// <summary>Recorder's thread, nothing pending in the writer: runs the waiting steps for a few milliseconds.</summary>
+    /// <summary>
+    /// Recorder's thread, nothing pending in the writer: runs the waiting steps for a few milliseconds. During a ring
+    /// pass it also waits up to 2 ms for each next step, for up to <see cref="RingStepBudget"/>: a pass is a dozen
+    /// steps, and one step per recorder commit (every 200 ms under a steady stream of events) let a fast writer pass
+    /// the limit before the ring had freed anything.
+    /// </summary>
     public void RunSteps()
     {
-        if (_steps.Waiting is not null)
+        if (_steps.Waiting is null)
         {
-            _steps.RunPending(StepBudget);
+            return;
         }
+
+        var started = Stopwatch.GetTimestamp();
+        var budget = Volatile.Read(ref _ringPass) == 1 ? RingStepBudget : StepBudget;
+        do
+        {
+            _steps.RunPending(budget - Stopwatch.GetElapsedTime(started));
+        }
+        while (Volatile.Read(ref _ringPass) == 1 && Stopwatch.GetElapsedTime(started) < budget &&
+               _steps.Queued.Wait(TimeSpan.FromMilliseconds(2)) && _steps.Waiting is not null);
     }
 
     /// <summary>Recorder's thread: takes no more steps and waits for the pass in progress to give up.</summary>
@@ -97,6 +113,7 @@ internal sealed class BackgroundCompaction : IDisposable
             }
 
             Volatile.Write(ref _running, 1);
+            Volatile.Write(ref _ringPass, options.Prune is not null || _limit is not null ? 1 : 0);
             try
             {
                 var done = _maintainer.Run(options, DateTimeOffset.UtcNow);
@@ -116,6 +133,7 @@ internal sealed class BackgroundCompaction : IDisposable
             }
             finally
             {
+                Volatile.Write(ref _ringPass, 0);
                 Volatile.Write(ref _running, 0);
             }
         }
