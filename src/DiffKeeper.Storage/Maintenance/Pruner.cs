@@ -1,4 +1,5 @@
 using DiffKeeper.Core;
+using DiffKeeper.Storage.Packs;
 
 namespace DiffKeeper.Storage.Maintenance;
 
@@ -49,7 +50,7 @@ public static class Pruner
 
         if (policy.DropOldestBytes is { } bytes)
         {
-            return Oldest(histories, bytes);
+            return Oldest(reader, histories, bytes);
         }
 
         var cutoffWallNs = policy.KeepWithinNs is { } within ? (now.ToUnixTimeMilliseconds() * 1_000_000) - within : (long?)null;
@@ -88,39 +89,88 @@ public static class Pruner
 
     /// <summary>
     /// The ring's choice: file versions that are not their path's newest, oldest first by wall-clock time (session
-    /// start plus time in it), until their sizes add up to <paramref name="bytes"/>. Sizes are what the files held,
-    /// not what their blobs take (compressed, shared): the ring measures the trace again after each pass.
+    /// start plus time in it), until the pack records only they hold add up to <paramref name="bytes"/>. What a version
+    /// frees is counted, not its size: the versions of a file written in small pieces share most chunks, and dropping
+    /// half of them by size would free next to nothing. A delta's bases are counted as held by the versions that hold
+    /// the delta, so a base some kept delta needs is never counted as freed.
     /// </summary>
-    private static List<long> Oldest(PathHistories histories, long bytes)
+    private static List<long> Oldest(TraceReader reader, PathHistories histories, long bytes)
     {
-        var candidates = new List<(long WallNs, long Id, long Size)>();
+        var blobs = new Dictionary<long, (int Stored, long[] Bases)>();
+        using (reader.Snapshot())
+        {
+            foreach (var b in reader.AllBlobs())
+            {
+                blobs[b.BlobRowId] = (PackFormat.RecordSize(b.StoredLength), b.Bases);
+            }
+        }
+
+        // Blob row -> how many unpruned file versions reach it (through their extents and delta bases).
+        var holders = new Dictionary<long, int>();
+        var candidates = new List<(long WallNs, long Id, List<long> Blobs)>();
         foreach (var versions in histories.ByPath.Values)
         {
-            for (var i = 0; i < versions.Count - 1; i++)
+            for (var i = 0; i < versions.Count; i++)
             {
                 var v = versions[i];
-                if (!v.Pruned && v.Kind == EntryKind.File && v.Size > 0 && histories.Sessions.TryGetValue(v.SessionId, out var s))
+                if (v.Pruned || v.Kind != EntryKind.File || v.Extents is null || !ExtentMap.TryDecode(v.Extents, v.Size, out var extents))
                 {
-                    candidates.Add((s.StartedWallNs + v.TimeNs, v.Id, v.Size));
+                    continue;
+                }
+
+                var reached = Reach(extents.Select(e => e.BlobRowId), blobs);
+                foreach (var id in reached)
+                {
+                    holders[id] = holders.GetValueOrDefault(id) + 1;
+                }
+
+                if (i < versions.Count - 1 && histories.Sessions.TryGetValue(v.SessionId, out var s))
+                {
+                    candidates.Add((s.StartedWallNs + v.TimeNs, v.Id, reached));
                 }
             }
         }
 
-        candidates.Sort();
+        candidates.Sort((a, b) => a.WallNs != b.WallNs ? a.WallNs.CompareTo(b.WallNs) : a.Id.CompareTo(b.Id));
         var selected = new List<long>();
-        var total = 0L;
+        var freed = 0L;
         foreach (var c in candidates)
         {
-            if (total >= bytes)
+            if (freed >= bytes)
             {
                 break;
             }
 
             selected.Add(c.Id);
-            total += c.Size;
+            foreach (var id in c.Blobs)
+            {
+                if (--holders[id] == 0 && blobs.TryGetValue(id, out var blob))
+                {
+                    freed += blob.Stored;
+                }
+            }
         }
 
         return selected;
+    }
+
+    /// <summary>The blob rows these extents' blobs reach, themselves and their delta bases, each once.</summary>
+    private static List<long> Reach(IEnumerable<long> roots, Dictionary<long, (int Stored, long[] Bases)> blobs)
+    {
+        var seen = new HashSet<long>();
+        var stack = new Stack<long>(roots);
+        while (stack.TryPop(out var id))
+        {
+            if (seen.Add(id) && blobs.TryGetValue(id, out var blob))
+            {
+                foreach (var b in blob.Bases)
+                {
+                    stack.Push(b);
+                }
+            }
+        }
+
+        return [.. seen];
     }
 
     /// <summary>
