@@ -253,7 +253,8 @@ public sealed class Recorder
             return result;
         }
 
-        return result with { PackBytesBefore = done!.PackBytesBefore, PackBytesAfter = done.PackBytesAfter };
+        // With --no-compact only the size ring ran: the summary's compaction fields stay null, as documented.
+        return _options.Compact ? result with { PackBytesBefore = done!.PackBytesBefore, PackBytesAfter = done.PackBytesAfter } : result;
     }
 
     private Exception? _storageFailure;

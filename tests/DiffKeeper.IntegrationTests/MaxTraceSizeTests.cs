@@ -111,6 +111,20 @@ public sealed class MaxTraceSizeTests : IDisposable
         Cli.Ok(Work, "verify", "--trace", Trace, "--read-data");
     }
 
+    [Fact]
+    public void Without_compaction_the_ring_still_keeps_the_trace_under_its_size()
+    {
+        var run = Cli.Run(Work, "record", "--json", "--no-compact", "--capture", "inotify", "--max-trace-size", "2M", "--trace", Trace, "--",
+            "bash", "-c", "for i in $(seq 1 8); do head -c 400000 /dev/urandom > data.bin; sleep 0.25; done");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var summary = JsonDocument.Parse(run.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1]).RootElement;
+        Assert.True(summary.GetProperty("lost_events").GetInt64() == 0, $"the ring did not keep up (uptime: {File.ReadAllText("/proc/loadavg").Trim()}): {run}");
+        Assert.Equal(JsonValueKind.Null, summary.GetProperty("pack_bytes_after_compaction").ValueKind);
+        Assert.True(TraceBytes() <= 2 << 20, $"the trace takes {TraceBytes()} bytes, over its limit of {2 << 20}");
+        Cli.Ok(Work, "export", "--trace", Trace, "--out", _dir.Sub("end"));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(Work, "data.bin")), File.ReadAllBytes(Path.Combine(_dir.Sub("end"), "data.bin")));
+    }
+
     [Theory]
     [InlineData("abc", "--max-trace-size expects a size such as 64M, 1G or a number of bytes, got 'abc'")]
     [InlineData("512K", "--max-trace-size must be at least 1M (an empty trace's catalog takes about 100K), got '512K'")]
