@@ -476,7 +476,8 @@ internal sealed class Versioner
     /// Looks at the path now and stores a version if it changed. With <paramref name="statOnly"/>, a file whose
     /// lstat (kind, mode, owner, size, mtime, inode) is unchanged is not read (rescans).
     /// With <paramref name="keepIfGone"/>, a path found gone keeps its version: the backend reports deletions itself,
-    /// at their own event, and the read may come after later events not handled yet.
+    /// at their own event, and the read may come after later events not handled yet; a path found holding another
+    /// kind of entry keeps its version too, for the same reason.
     /// Returns the stat seen (null: absent), and whether a version was stored.
     /// </summary>
     /// <summary>Set when the capture's events carry every mode change of the recorded processes (eBPF): reads then keep a directory's known mode.</summary>
@@ -512,6 +513,15 @@ internal sealed class Versioner
             // is not dated before it (soak batch seed 1406267029: the later mode showed at the children's #seq).
             seq = known.Version.Seq;
             timeNs = Math.Max(timeNs, known.Version.TimeNs);
+        }
+
+        if (keepIfGone && known is not null && known.Kind != EntryKind.Absent && stat is { Kind: { } nowKind } && nowKind != known.Kind)
+        {
+            // Another kind of entry is there now: the read waited, and a rename, exchange or replacement still queued
+            // happened in between. The backend reports that at its own event; stored here, it would be dated at the
+            // earlier event (soak, eBPF under load: a directory's read after a child was made saw the file exchanged
+            // onto its name, so the export at the mkdir put the child below a file).
+            return (Known(root, rel), false);
         }
 
         if (_shadows.TryGetValue((root, rel), out var shadow))

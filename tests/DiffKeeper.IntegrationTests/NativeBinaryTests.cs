@@ -61,6 +61,20 @@ public sealed class NativeBinaryTests : IDisposable
     }
 
     [Fact]
+    public void A_new_trace_records_the_version_the_binary_prints()
+    {
+        var work = _dir.Sub("w");
+        Directory.CreateDirectory(work);
+        var trace = _dir.Sub("t");
+        Cli.Ok(_dir.Path, "record", "-q", "--capture", "scan", "--trace", trace, "--watch", work, "--", "true");
+        var printed = Cli.Ok(_dir.Path, "--version").Stdout.Trim().Split('+')[0];
+        using var db = DiffKeeper.Storage.Catalog.SqliteDatabase.Open(Path.Combine(trace, "catalog.db"), readOnly: true);
+        using var q = db.Prepare("SELECT value FROM meta WHERE key = 'created_by'");
+        Assert.True(q.Step());
+        Assert.Equal("diffkeeper " + printed, q.String(0));
+    }
+
+    [Fact]
     public void Every_library_the_binary_links_comes_from_a_Debian_package()
     {
         var (code, stdout, stderr) = RunProcess("ldd", "/", null, Cli.Executable);

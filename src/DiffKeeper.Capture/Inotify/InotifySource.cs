@@ -268,8 +268,11 @@ public sealed unsafe class InotifySource : ICaptureSource
                     // knowledge of which file each name held can (a directory's watches must be decided here).
                     // A file one way and a directory the other is certain too: two renames move one object back and
                     // forth, of one kind (soak batch: a directory exchanged with a file, then removed at once).
+                    // Two directories, one name gone by now: the watch of the directory at the name still there says
+                    // which one it is (soak: two baseline directories exchanged, then one renamed away).
                     var certain = h.IsDir != isDir || (EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is not null &&
-                        EntryStat.Lstat(TreeWalker.Join(_roots[root], m.Rel)) is not null);
+                        EntryStat.Lstat(TreeWalker.Join(_roots[root], m.Rel)) is not null) ||
+                        (h.IsDir && isDir && WatchesShowExchange(root, rel, m.Rel));
                     if (certain || !(h.IsDir || isDir))
                     {
                         _heldMove = null;
@@ -619,6 +622,36 @@ public sealed unsafe class InotifySource : ICaptureSource
                 WatchTree(root, newRel, reportContents: true);
             }
         }
+    }
+
+    /// <summary>
+    /// Whether directories <paramref name="x"/> and <paramref name="y"/> (watched, their renames not applied yet) were
+    /// exchanged: true when the name still there holds the other one's directory. The kernel answers
+    /// inotify_add_watch on an inode already watched with its existing watch, so the watch tells the directory apart
+    /// from a new one at that name; two renames of one directory (x to y over an empty y, then back) would have left
+    /// x's directory at x and destroyed y's.
+    /// </summary>
+    private bool WatchesShowExchange(int root, string x, string y)
+    {
+        if (!_byPath.TryGetValue((root, x), out var wdX) || !_byPath.TryGetValue((root, y), out var wdY))
+        {
+            return false;
+        }
+
+        return WatchAt(root, x) == wdY || WatchAt(root, y) == wdX;
+    }
+
+    /// <summary>The watch of the directory now at <paramref name="rel"/>, or -1; a watch added only to ask is removed again.</summary>
+    private int WatchAt(int root, string rel)
+    {
+        var wd = LongPath.InotifyAddWatch(_fd, TreeWalker.Join(_roots[root], rel), WatchMask);
+        if (wd >= 0 && !_byWd.ContainsKey(wd))
+        {
+            Libc.InotifyRmWatch(_fd, wd);
+            return -1;
+        }
+
+        return wd;
     }
 
     /// <summary>An exchange: the watches at or below <paramref name="x"/> are now at or below <paramref name="y"/>, and the other way round.</summary>

@@ -77,7 +77,7 @@ public static class CatalogSchema
             db.Execute(Ddl);
             using var meta = db.Prepare("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?1), ('created_by', ?2)");
             meta.Bind(1, FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
-                .Bind(2, "diffkeeper " + typeof(CatalogSchema).Assembly.GetName().Version)
+                .Bind(2, "diffkeeper " + typeof(CatalogSchema).Assembly.GetName().Version?.ToString(3))
                 .Run();
             db.Execute("COMMIT");
         }
