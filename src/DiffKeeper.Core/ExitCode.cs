@@ -31,7 +31,8 @@ public enum ExitCode
     Differences = 11,
     /// <summary>
     /// The moment asked for lies in a session whose file contents were not kept: it was recorded with
-    /// `record --keep on-failure` and its command exited 0. Its summary and timeline remain.
+    /// `record --keep on-failure` and its command exited 0; or a file's content at that moment was dropped by
+    /// `record --max-trace-size` (oldest contents first). The summary and timeline remain.
     /// </summary>
     ContentNotKept = 12,
     /// <summary>The recorded command could not be executed (permission, not executable).</summary>

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Maintenance;
 
@@ -11,25 +12,38 @@ namespace DiffKeeper.Recording;
 /// rules for a writer that goes on adding versions (docs/store-format.md, "Compaction, prune and garbage
 /// collection"). What it leaves undone the pass after the session finishes does. A failed pass is logged once and
 /// not retried: it never stops the recording.
+/// With a <see cref="TraceSizeLimit"/> (<c>--max-trace-size</c>) it is also the ring: every 100 ms it measures the
+/// trace, and past <see cref="TraceSizeLimit.RingStart"/> runs a pass that drops the oldest contents first
+/// (<see cref="TraceSizeLimit.RingPolicy"/>), sweeps and repacks, without compaction; the writer's own check stops the
+/// recording if the ring cannot keep the trace under the limit.
 /// </summary>
 internal sealed class BackgroundCompaction : IDisposable
 {
     private static readonly TimeSpan StepBudget = TimeSpan.FromMilliseconds(5);
     private static readonly TimeSpan FirstPass = TimeSpan.FromMilliseconds(500);
     private static readonly TimeSpan Interval = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan RingTick = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan RingStepBudget = TimeSpan.FromMilliseconds(25);
     private readonly QueuedWriterSteps _steps;
     private readonly Maintainer _maintainer;
     private readonly Func<long> _versions;
     private readonly TextWriter _log;
     private readonly Thread _thread;
+    private readonly bool _compact;
+    private readonly TraceSizeLimit? _limit;
+    private readonly string _traceDir;
     private int _running;
+    private int _ringPass;
 
-    public BackgroundCompaction(TraceWriter writer, Func<long> versions, TextWriter log)
+    public BackgroundCompaction(TraceWriter writer, Func<long> versions, TextWriter log, bool compact = true, TraceSizeLimit? limit = null)
     {
         _steps = new QueuedWriterSteps(writer);
         _maintainer = new Maintainer(writer, _steps);
         _versions = versions;
         _log = log;
+        _compact = compact;
+        _limit = limit;
+        _traceDir = writer.TraceDir;
         _thread = new Thread(Loop) { IsBackground = true, Name = "compaction" };
     }
 
@@ -38,13 +52,27 @@ internal sealed class BackgroundCompaction : IDisposable
 
     public void Start() => _thread.Start();
 
-    /// <summary>Recorder's thread, nothing pending in the writer: runs the waiting steps for a few milliseconds.</summary>
+    /// <summary>
+    /// Recorder's thread, nothing pending in the writer: runs the waiting steps for a few milliseconds. During a ring
+    /// pass it also waits up to 2 ms for each next step, for up to <see cref="RingStepBudget"/>: a pass is a dozen
+    /// steps, and one step per recorder commit (every 200 ms under a steady stream of events) let a fast writer pass
+    /// the limit before the ring had freed anything.
+    /// </summary>
     public void RunSteps()
     {
-        if (_steps.Waiting is not null)
+        if (_steps.Waiting is null)
         {
-            _steps.RunPending(StepBudget);
+            return;
         }
+
+        var started = Stopwatch.GetTimestamp();
+        var budget = Volatile.Read(ref _ringPass) == 1 ? RingStepBudget : StepBudget;
+        do
+        {
+            _steps.RunPending(budget - Stopwatch.GetElapsedTime(started));
+        }
+        while (Volatile.Read(ref _ringPass) == 1 && Stopwatch.GetElapsedTime(started) < budget &&
+               _steps.Queued.Wait(TimeSpan.FromMilliseconds(2)) && _steps.Waiting is not null);
     }
 
     /// <summary>Recorder's thread: takes no more steps and waits for the pass in progress to give up.</summary>
@@ -52,23 +80,47 @@ internal sealed class BackgroundCompaction : IDisposable
 
     private void Loop()
     {
-        _ = Native.Interop.Libc.SetPriority(Native.Interop.Libc.PRIO_PROCESS, (uint)Native.Interop.Libc.Gettid(), 10);
-        var wait = FirstPass;
-        var passedAt = -1L;
-        while (!_steps.Stopping.WaitHandle.WaitOne(wait))
+        if (_limit is null)
         {
-            wait = Interval;
+            // Under a size limit the ring must keep pace with the command's writes, or the recording stops storing:
+            // the thread keeps the recorder's priority (its compaction passes too, since a thread cannot raise it back).
+            _ = Native.Interop.Libc.SetPriority(Native.Interop.Libc.PRIO_PROCESS, (uint)Native.Interop.Libc.Gettid(), 10);
+        }
+
+        var passedAt = -1L;
+        var ringIdleAt = -1L;
+        var compactAt = Stopwatch.GetTimestamp() + (long)(FirstPass.TotalSeconds * Stopwatch.Frequency);
+        while (!_steps.Stopping.WaitHandle.WaitOne(_limit is null ? FirstPass : RingTick))
+        {
             var versions = _versions();
-            if (versions == passedAt)
+            MaintenanceOptions options;
+            if (_limit is not null && (versions != ringIdleAt || _maintainer.PackFilesLeft > 0) &&
+                _limit.RingPolicy(TraceSizeLimit.Measure(_traceDir)) is { } ring)
             {
-                continue; // nothing new since the last pass
+                // Pack files a reader kept the last pass from deleting are part of the size: deleting them comes
+                // before dropping anything more.
+                options = new MaintenanceOptions(Delta: null, Prune: _maintainer.PackFilesLeft > 0 ? null : ring) { RowsPerStep = 256 };
+            }
+            else if (_compact && Stopwatch.GetTimestamp() >= compactAt && versions != passedAt)
+            {
+                passedAt = versions; // a pass when something is new since the last one
+                compactAt = Stopwatch.GetTimestamp() + (long)(Interval.TotalSeconds * Stopwatch.Frequency);
+                options = new MaintenanceOptions { RowsPerStep = 256 };
+            }
+            else
+            {
+                continue;
             }
 
-            passedAt = versions;
             Volatile.Write(ref _running, 1);
+            Volatile.Write(ref _ringPass, options.Prune is not null || _limit is not null ? 1 : 0);
             try
             {
-                _maintainer.Run(new MaintenanceOptions { RowsPerStep = 256 }, DateTimeOffset.UtcNow);
+                var done = _maintainer.Run(options, DateTimeOffset.UtcNow);
+                if (options.Prune is not null && done.VersionsPruned == 0)
+                {
+                    ringIdleAt = versions; // nothing older left to drop: wait for new versions
+                }
             }
             catch (OperationCanceledException)
             {
@@ -81,6 +133,7 @@ internal sealed class BackgroundCompaction : IDisposable
             }
             finally
             {
+                Volatile.Write(ref _ringPass, 0);
                 Volatile.Write(ref _running, 0);
             }
         }

@@ -37,4 +37,10 @@ public sealed record RecordOptions(
 
     /// <summary>Compact the trace after the session finished, as `gc` does (`--no-compact` turns it off).</summary>
     public bool Compact { get; init; } = true;
+
+    /// <summary>
+    /// `--max-trace-size`: the bytes the trace's files may take (at least <see cref="Storage.TraceSizeLimit.Minimum"/>);
+    /// the oldest contents are dropped first, and the recording stops storing when that is not enough. Null: no limit.
+    /// </summary>
+    public long? MaxTraceSize { get; init; }
 }

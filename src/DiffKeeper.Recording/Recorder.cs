@@ -32,12 +32,18 @@ public sealed class Recorder
     {
         using var writer = TraceWriter.Open(_options.TraceDir);
         _writer = writer;
+        if (_options.MaxTraceSize is { } max)
+        {
+            writer.SizeLimit = new TraceSizeLimit(writer.TraceDir, max);
+            StoreMaintenance.MakeRoom(writer, writer.SizeLimit, DateTimeOffset.UtcNow);
+        }
+
         var filter = new PathFilter(_options.Roots, writer.TraceDir, _options.Excludes);
         var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var sink = new WakingChannelWriter(channel.Writer);
         await using var source = CaptureSelection.Start(_options, filter, sink, _log);
         _core = new RecordingCore(writer, source, _options.Roots, filter, _options.Debounce, _options.HotWindow, _log);
-        using var stored = new StoredContent(writer.TraceDir);
+        using var stored = new StoredContent(writer.TraceDir) { HoldReader = writer.SizeLimit is null };
         _core.Begin(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, RecordingCore.WallNs(), _options.BigFileThreshold, stored);
         try
         {
@@ -58,9 +64,9 @@ public sealed class Recorder
             StorageFailed(e);
         }
 
-        if (_options.Compact && _storageFailure is null)
+        if ((_options.Compact || writer.SizeLimit is not null) && _storageFailure is null)
         {
-            _background = new BackgroundCompaction(writer, () => _core.Versioner.VersionsWritten, _log);
+            _background = new BackgroundCompaction(writer, () => _core.Versioner.VersionsWritten, _log, _options.Compact, writer.SizeLimit);
             _background.Start();
         }
 
@@ -156,14 +162,16 @@ public sealed class Recorder
     /// </summary>
     private RecordResult Compact(RecordResult result)
     {
-        if (!_options.Compact)
+        // --max-trace-size: the ring drops the oldest contents first when the trace is past half its limit.
+        var ring = _writer.SizeLimit?.RingPolicy(TraceSizeLimit.Measure(_writer.TraceDir));
+        if (!_options.Compact && ring is null)
         {
             return result;
         }
 
         // Nothing superseded since the last finished pass and nothing left to sweep: a pass would only read the
         // catalog (~30 page faults and a few ms of `record -- true` on a one-file trace, a walk of every path of a big one).
-        if (!_writer.HasMaintenanceWork())
+        if (ring is null && !_writer.HasMaintenanceWork())
         {
             return result;
         }
@@ -177,7 +185,7 @@ public sealed class Recorder
             _ = Native.Interop.Libc.SetPriority(Native.Interop.Libc.PRIO_PROCESS, (uint)Native.Interop.Libc.Gettid(), 10);
             try
             {
-                done = StoreMaintenance.Run(_writer, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+                done = StoreMaintenance.Run(_writer, _options.Compact ? new MaintenanceOptions(Prune: ring) : new MaintenanceOptions(Delta: null, Prune: ring), DateTimeOffset.UtcNow);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
@@ -192,7 +200,8 @@ public sealed class Recorder
             return result;
         }
 
-        return result with { PackBytesBefore = done!.PackBytesBefore, PackBytesAfter = done.PackBytesAfter };
+        // With --no-compact only the size ring ran: the summary's compaction fields stay null, as documented.
+        return _options.Compact ? result with { PackBytesBefore = done!.PackBytesBefore, PackBytesAfter = done.PackBytesAfter } : result;
     }
 
     private Exception? _storageFailure;

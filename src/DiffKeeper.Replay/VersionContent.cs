@@ -38,6 +38,14 @@ public static class VersionContent
             throw NotKept(session);
         }
 
+        if (version.Pruned && session.ContentsDroppedBySizeLimit is { } limit)
+        {
+            throw new DiffKeeperException(ExitCode.ContentNotKept,
+                $"{display} at event #{version.Seq} of session {version.SessionId}: its content was dropped to keep the trace under its size limit " +
+                $"({limit}, oldest contents first); every event is still in the timeline; choose a later moment ('diffkeeper log' shows which versions remain)")
+            { Path = display };
+        }
+
         if (version.Pruned)
         {
             throw new DiffKeeperException(ExitCode.NotFound,

@@ -17,6 +17,12 @@ public sealed class StoredContent(string traceDir) : IDisposable
     private bool _unavailable;
 
     /// <summary>
+    /// Keep the reader (and the readers' lock) open between reads (default). False under a size limit: the ring's
+    /// collection deletes the pack files it emptied only while no reader is open.
+    /// </summary>
+    public bool HoldReader { get; init; } = true;
+
+    /// <summary>
     /// The bytes and data ranges (one per extent; gaps are holes) of a version stored with <paramref name="extentMap"/>, or null when they cannot be
     /// read back (not committed yet, damaged, larger than <paramref name="limit"/>): then read the file instead.
     /// </summary>
@@ -46,6 +52,13 @@ public sealed class StoredContent(string traceDir) : IDisposable
         {
             _unavailable = true; // the file is read instead, as before this existed
             return null;
+        }
+        finally
+        {
+            if (!HoldReader)
+            {
+                Dispose();
+            }
         }
     }
 

@@ -144,18 +144,8 @@ public sealed class TraceReader : IDisposable
             }
         }
 
-        var notKept = new Dictionary<long, string>();
-        using (var r = _db.Prepare($"SELECT key, value FROM meta WHERE substr(key, 1, {Maintenance.SessionContents.NotKeptKeyPrefix.Length}) = '{Maintenance.SessionContents.NotKeptKeyPrefix}'"))
-        {
-            while (r.Step())
-            {
-                if (long.TryParse(r.String(0).AsSpan(Maintenance.SessionContents.NotKeptKeyPrefix.Length), System.Globalization.NumberStyles.None,
-                        System.Globalization.CultureInfo.InvariantCulture, out var sid))
-                {
-                    notKept[sid] = r.String(1);
-                }
-            }
-        }
+        var notKept = SessionNotes(Maintenance.SessionContents.NotKeptKeyPrefix);
+        var dropped = SessionNotes(Maintenance.PrunePolicy.SizeLimitKeyPrefix);
 
         var sessions = new List<SessionInfo>();
         // The EXIT event's detail says "killed by SIGNAME" for a death by signal, where exit_code holds the shell's 128+N.
@@ -171,12 +161,30 @@ public sealed class TraceReader : IDisposable
                     r.String(8), roots.TryGetValue(id, out var list) ? list : [])
                 {
                     ContentsNotKept = notKept.GetValueOrDefault(id),
+                    ContentsDroppedBySizeLimit = dropped.GetValueOrDefault(id),
                     KilledBy = !r.IsNull(10) && r.String(10) is { } exit && exit.StartsWith("killed by ", StringComparison.Ordinal) ? exit : null,
                 });
             }
         }
 
         return sessions;
+    }
+
+    /// <summary>The meta rows PREFIX + session id, by session id (rows whose key does not end in a number are ignored).</summary>
+    private Dictionary<long, string> SessionNotes(string prefix)
+    {
+        var notes = new Dictionary<long, string>();
+        using var r = _db.Prepare($"SELECT key, value FROM meta WHERE substr(key, 1, {prefix.Length}) = '{prefix}'");
+        while (r.Step())
+        {
+            if (long.TryParse(r.String(0).AsSpan(prefix.Length), System.Globalization.NumberStyles.None,
+                    System.Globalization.CultureInfo.InvariantCulture, out var sid))
+            {
+                notes[sid] = r.String(1);
+            }
+        }
+
+        return notes;
     }
 
     /// <summary>The session with <paramref name="id"/>, or the latest one when null.</summary>

@@ -62,6 +62,29 @@ public sealed class TraceWriter : IDisposable
 
     public string TraceDir { get; }
 
+    /// <summary>
+    /// When set, an event or pack record that would take the trace past the limit is refused once with an exit-10
+    /// <see cref="DiffKeeperException"/> (<see cref="TraceSizeLimit"/>); nothing already added is changed. Setting it
+    /// also keeps the catalog's write-ahead log to about a sixteenth of the limit (checkpoints every so many pages,
+    /// and the log file cut back to that after each), since the log's bytes count.
+    /// </summary>
+    public TraceSizeLimit? SizeLimit
+    {
+        get => _sizeLimit;
+        set
+        {
+            _sizeLimit = value;
+            if (value is not null)
+            {
+                var pages = Math.Clamp(value.Bytes / 16 / 4096, 16, 1000);
+                _db.Execute(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"PRAGMA wal_autocheckpoint={pages}; PRAGMA journal_size_limit={pages * 4096};"));
+            }
+        }
+    }
+
+    private TraceSizeLimit? _sizeLimit;
+
     /// <summary>Bytes appended to packs by this writer.</summary>
     public long StoredBytesWritten { get; private set; }
 
@@ -575,6 +598,7 @@ public sealed class TraceWriter : IDisposable
 
     public void AddEvent(long sessionId, in NewEvent e)
     {
+        _sizeLimit?.Check(0);
         Tx();
         _insertEvent.Bind(1, sessionId).Bind(2, e.Seq).Bind(3, e.TimeNs).Bind(4, (long)e.Op).Bind(5, e.PathId).Bind(6, e.Path2Id)
             .Bind(7, e.Size).Bind(8, (long?)e.Pid).Bind(9, e.Comm).Bind(10, e.Detail).Run();
@@ -688,6 +712,7 @@ public sealed class TraceWriter : IDisposable
             return known; // the same chunk twice in one batch
         }
 
+        _sizeLimit?.Check(PackFormat.RecordSize(payload.Length));
         var pack = CurrentPack();
         var offset = pack.Append(id, codec, rawLength, payload);
         StoredBytesWritten += PackFormat.RecordSize(payload.Length);

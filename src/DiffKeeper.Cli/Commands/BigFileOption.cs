@@ -14,10 +14,11 @@ internal static class BigFileOption
             "are read, holes stay holes, and a new version stores only the changed blocks (default 64M)",
         HelpName = "SIZE",
         DefaultValueFactory = _ => BigFileVersions.DefaultThreshold,
-        CustomParser = Parse,
+        CustomParser = r => ParseSize(r, "--big-file"),
     };
 
-    private static long Parse(ArgumentResult r)
+    /// <summary>A size in bytes with an optional K, M, G or T (also `--max-trace-size`); an error names the option.</summary>
+    public static long ParseSize(ArgumentResult r, string option)
     {
         var text = r.Tokens.Count == 0 ? "" : r.Tokens[^1].Value.Trim();
         var shift = text.Length == 0 ? 0 : char.ToUpperInvariant(text[^1]) switch { 'K' => 10, 'M' => 20, 'G' => 30, 'T' => 40, _ => 0 };
@@ -27,7 +28,7 @@ internal static class BigFileOption
             return n << shift;
         }
 
-        r.AddError($"--big-file expects a size such as 64M, 1G or a number of bytes, got '{text}'");
+        r.AddError($"{option} expects a size such as 64M, 1G or a number of bytes, got '{text}'");
         return 0;
     }
 }

@@ -73,7 +73,7 @@ internal static class LogCommand
             {
                 var what = v.Kind switch
                 {
-                    EntryKind.File when v.Pruned => $"file     {Mode(v.Mode)}  {TimelineRenderer.FormatSize(v.Size),10}  pruned (content dropped by 'prune', run's retention or record --keep on-failure)",
+                    EntryKind.File when v.Pruned => $"file     {Mode(v.Mode)}  {TimelineRenderer.FormatSize(v.Size),10}  pruned (content dropped by 'prune', run's retention, record --keep on-failure or --max-trace-size)",
                     EntryKind.File => $"file     {Mode(v.Mode)}  {TimelineRenderer.FormatSize(v.Size),10}  content {Convert.ToHexStringLower(v.ContentId ?? [])[..Math.Min(12, (v.ContentId?.Length ?? 0) * 2)]}",
                     EntryKind.Directory => $"dir      {Mode(v.Mode)}",
                     EntryKind.Symlink => $"symlink  -> {PathBytes.Display(v.Target ?? "")}",

@@ -2,6 +2,7 @@ using System.CommandLine;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Core;
 using DiffKeeper.Recording;
+using DiffKeeper.Storage;
 using DiffKeeper.Storage.Maintenance;
 
 namespace DiffKeeper.Cli.Commands;
@@ -53,6 +54,24 @@ internal static class RecordCommand
             HelpName = "WHEN",
             DefaultValueFactory = _ => "always",
         }.ExpectingOneOf("always", "on-failure");
+        var maxTraceSize = new Option<long?>("--max-trace-size")
+        {
+            Description = "Keep the trace's files (catalog and packs, every session in it) under SIZE (bytes, or with K, M, G: 500M, 2G; at least 1M) " +
+                          "as a ring: past half of SIZE the oldest file contents are dropped first, and every event stays in the timeline " +
+                          "(export of a moment whose content went exits 12). If that cannot keep the trace under SIZE, the recording stops " +
+                          "storing: one line on stderr, the command runs on, the session ends with LOST and EXIT, and record still exits with the command's code",
+            HelpName = "SIZE",
+            CustomParser = r =>
+            {
+                var bytes = BigFileOption.ParseSize(r, "--max-trace-size");
+                if (bytes is > 0 and < TraceSizeLimit.Minimum)
+                {
+                    r.AddError($"--max-trace-size must be at least 1M (an empty trace's catalog takes about 100K), got '{r.Tokens[^1].Value}'");
+                }
+
+                return bytes;
+            },
+        };
         var noCompact = new Option<bool>("--no-compact")
         {
             Description = "Leave the trace as recorded: skip the compaction during and after the command (what 'diffkeeper gc' does: older versions re-encoded as deltas, garbage repacked); 'gc' can run it later",
@@ -68,13 +87,14 @@ internal static class RecordCommand
             cannot run, 128+N when killed by signal N). SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded to the command.
             Recording into an existing trace adds a new session. With --keep on-failure, a run that passes leaves only
             its summary and timeline (a flaky test recorded on every run keeps the bytes of its failures only).
+            With --max-trace-size the trace stays under a size as a ring (oldest contents dropped first, every event kept).
             The trace is compacted as 'diffkeeper gc' does, at low priority: in the background while the command
             runs, and to the end once the session is closed (killing diffkeeper then is safe: the recording is
             complete and the next 'record' or 'gc' finishes the job); --no-compact skips that.
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, noCompact, keep, command,
+            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, noCompact, keep, maxTraceSize, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -107,6 +127,7 @@ internal static class RecordCommand
                 RingBufferBytes = pr.GetValue(ring) << 20,
                 BigFileThreshold = pr.GetValue(bigFile),
                 Compact = !pr.GetValue(noCompact),
+                MaxTraceSize = pr.GetValue(maxTraceSize),
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
             var dropped = pr.GetValue(keep) == "on-failure" && result.ExitCode == 0 ? DropContents(options.TraceDir, result) : null;

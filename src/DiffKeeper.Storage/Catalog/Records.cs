@@ -24,6 +24,12 @@ public sealed record SessionInfo(
     /// </summary>
     public string? ContentsNotKept { get; init; }
 
+    /// <summary>
+    /// When <c>record --max-trace-size</c> dropped some of the session's oldest file contents (meta key
+    /// <c>contents_dropped_by_size_limit.ID</c>): which limit did. Its pruned versions were dropped by that ring.
+    /// </summary>
+    public string? ContentsDroppedBySizeLimit { get; init; }
+
     /// <summary>"killed by SIGNAME" when a signal ended the command (its EXIT event says so; <see cref="ExitCode"/> is then the shell's 128+N).</summary>
     public string? KilledBy { get; init; }
 }

@@ -88,7 +88,7 @@ public sealed class Maintainer : IDisposable
                 {
                     _steps.Run("prune", w =>
                     {
-                        Pruner.Mark(w, batch);
+                        Pruner.Mark(w, batch, policy.Note);
                         return 0;
                     });
                 }

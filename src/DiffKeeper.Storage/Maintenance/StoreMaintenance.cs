@@ -34,6 +34,22 @@ public static class StoreMaintenance
     }
 
     /// <summary>
+    /// <c>record --max-trace-size</c>, before its session adds anything: when earlier sessions already take the trace
+    /// past the ring's start, drops their oldest contents first (sweep and repack, no compaction), so the new session
+    /// starts with room. Returns null when there was room.
+    /// </summary>
+    public static MaintenanceResult? MakeRoom(TraceWriter writer, TraceSizeLimit limit, DateTimeOffset now)
+    {
+        if (limit.RingPolicy(TraceSizeLimit.Measure(writer.TraceDir)) is not { } ring)
+        {
+            return null;
+        }
+
+        using var maintainer = new Maintainer(writer, new InlineWriterSteps(writer));
+        return maintainer.Run(new MaintenanceOptions(Delta: null, Prune: ring), now);
+    }
+
+    /// <summary>
     /// The same with a writer the caller holds, nothing pending in it (<c>record</c> compacts its trace this way
     /// after its session finished). Leaves the writer at <c>synchronous=FULL</c>.
     /// </summary>
