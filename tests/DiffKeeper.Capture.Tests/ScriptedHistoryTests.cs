@@ -315,4 +315,14 @@ public sealed class ScriptedHistoryTests
         AssertConforms("inotify", new History([O("mkdirp", ["-dash/x%20y/%C3%A9t%C3%A9"])], [
             [O("mkdir", ["%80lead"], "755"), O("exchange", ["-dash/x%20y", "%80lead"]), O("rmr", ["-dash/x%20y"])],
         ]));
+
+    // Soak of the final binary (inotify, quiet), shrunk: a new directory exchanged with a baseline one in the same
+    // burst. Watching the new name found the baseline directory's watch (already there); the exchange, read next,
+    // then swapped that watch back to the old name, and the new directory was never watched.
+    [Fact]
+    public void Inotify_a_new_directory_exchanged_with_a_baseline_one_watches_both_afterwards() =>
+        AssertConforms("inotify", new History([O("mkdirp", ["bad%FFbyte/n%0Al/sub"])], [
+            [O("mkdir", ["x%20y"], "750"), O("exchange", ["bad%FFbyte/n%0Al", "x%20y"])],
+            [O("mkdirp", ["x%20y/c/c"]), O("mkdirp", ["bad%FFbyte/n%0Al/e"])],
+        ]));
 }

@@ -686,8 +686,26 @@ public sealed unsafe class InotifySource : ICaptureSource
         foreach (var (key, wd) in moved)
         {
             var newRel = TracePath.IsAtOrBelow(key.Rel, x) ? y + key.Rel[x.Length..] : x + key.Rel[y.Length..];
+            if (_movedUnread.TryGetValue((root, newRel), out var early) && early == wd)
+            {
+                // Already at its new name: watched again there before the exchange was read (AddWatch).
+                _movedUnread.Remove((root, newRel));
+                _byPath[key] = wd;
+                continue;
+            }
+
             _byWd[wd] = (root, newRel);
             _byPath[(root, newRel)] = wd;
+        }
+
+        // A directory made in the same burst and exchanged before its watch was added was never watched (its name
+        // led to the other directory): watch it now and report what it holds.
+        foreach (var side in (string[])[x, y])
+        {
+            if (!_byPath.ContainsKey((root, side)) && EntryStat.Lstat(TreeWalker.Join(_roots[root], side)) is { Kind: EntryKind.Directory })
+            {
+                WatchTree(root, side, reportContents: true);
+            }
         }
 
         RewatchMissed(root, rel => TracePath.IsAtOrBelow(rel, x) ? y + rel[x.Length..] : TracePath.IsAtOrBelow(rel, y) ? x + rel[y.Length..] : null);
