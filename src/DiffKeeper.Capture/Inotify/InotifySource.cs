@@ -286,11 +286,7 @@ public sealed unsafe class InotifySource : ICaptureSource
                 }
 
                 FlushHeldMove();
-                // A move away from this name whose partner was missed (into a directory not watched yet) happened
-                // before this move onto it: a rename's two events are queued back to back, so any other cookie still
-                // pending here is unpaired. Applied later, it would delete what arrives now (soak: a name moved into
-                // a new directory, then another file renamed onto it).
-                FlushPendingMoves(p => p.Root == root && p.Rel == rel);
+                DepartBeforeArrivalAt(root, rel);
                 if (m.Root == root && !_filter.IsExcluded(root, rel))
                 {
                     _heldMove = (root, m.Rel, rel, isDir, now);
@@ -303,11 +299,7 @@ public sealed unsafe class InotifySource : ICaptureSource
             else
             {
                 FlushHeldMove();
-                // An unmatched move away from this very name came first (its partner, in a directory not watched yet,
-                // was missed): it happened before this arrival, so it is applied before, not after, which would
-                // delete what arrived (soak: a baseline directory exchanged with one made in the same burst).
-                FlushPendingMoves(m => m.Root == root && m.Rel == rel);
-
+                DepartBeforeArrivalAt(root, rel);
                 Arrived(root, rel, isDir, now);
                 _unpairedArrival = (root, rel, isDir);
             }
@@ -339,7 +331,7 @@ public sealed unsafe class InotifySource : ICaptureSource
         }
         else if ((mask & IN_CREATE) != 0)
         {
-            FlushPendingMoves(p => p.Root == root && p.Rel == rel); // as for a move onto the name (above)
+            DepartBeforeArrivalAt(root, rel);
             Arrived(root, rel, isDir, now);
         }
         else if ((mask & IN_DELETE) != 0)
@@ -516,6 +508,11 @@ public sealed unsafe class InotifySource : ICaptureSource
     /// <summary>Moves away whose partner never came (into an unwatched place or out of the tree) are departures: all, or those <paramref name="which"/> picks.</summary>
     private void FlushPendingMoves(Predicate<(uint Cookie, int Root, string Rel, bool IsDir)>? which = null)
     {
+        if (_pendingMoves.Count == 0)
+        {
+            return; // the common case, on every create
+        }
+
         foreach (var m in _pendingMoves.Where(m => which is null || which(m)).ToList())
         {
             Departed(m.Root, m.Rel, m.IsDir, Stopwatch.GetTimestamp());
@@ -523,6 +520,15 @@ public sealed unsafe class InotifySource : ICaptureSource
 
         _pendingMoves.RemoveAll(m => which is null || which(m));
     }
+
+    /// <summary>
+    /// Before something arrives at a name (created, or moved onto it, paired or not): a move away from that name still
+    /// pending had its partner missed (into a directory not watched yet), since a rename's two events are queued back
+    /// to back. It happened first, so it is applied first; applied when the queue drains, it would delete what
+    /// arrived (soaks: a name moved into a new directory, then made again or renamed onto; a baseline directory
+    /// exchanged with one made in the same burst).
+    /// </summary>
+    private void DepartBeforeArrivalAt(int root, string rel) => FlushPendingMoves(p => p.Root == root && p.Rel == rel);
 
     private void Departed(int root, string rel, bool isDir, long now)
     {
@@ -655,10 +661,7 @@ public sealed unsafe class InotifySource : ICaptureSource
         // was watched again there: see AddWatch) still tells which directory it held.
         var hasX = _byPath.TryGetValue((root, x), out var wdX) || _movedUnread.TryGetValue((root, x), out wdX);
         var hasY = _byPath.TryGetValue((root, y), out var wdY) || _movedUnread.TryGetValue((root, y), out wdY);
-        var exchanged = (hasY && WatchAt(root, x) == wdY) || (hasX && WatchAt(root, y) == wdX);
-        _movedUnread.Remove((root, x));
-        _movedUnread.Remove((root, y));
-        return exchanged;
+        return (hasY && WatchAt(root, x) == wdY) || (hasX && WatchAt(root, y) == wdX);
     }
 
     /// <summary>The watch of the directory now at <paramref name="rel"/>, or -1; a watch added only to ask is removed again.</summary>
