@@ -32,8 +32,11 @@ internal sealed class BackgroundCompaction : IDisposable
     private readonly bool _compact;
     private readonly TraceSizeLimit? _limit;
     private readonly string _traceDir;
+    private readonly AutoResetEvent _ringNow = new(false);
     private int _running;
     private int _ringPass;
+    private long _roomAsked;
+    private long _roomServed;
 
     public BackgroundCompaction(TraceWriter writer, Func<long> versions, TextWriter log, bool compact = true, TraceSizeLimit? limit = null)
     {
@@ -78,7 +81,44 @@ internal sealed class BackgroundCompaction : IDisposable
     /// <summary>Recorder's thread: takes no more steps and waits for the pass in progress to give up.</summary>
     public void Stop() => _steps.CloseAndJoin(_thread);
 
+    /// <summary>
+    /// Recorder's thread, nothing pending in the writer, the trace past <see cref="TraceSizeLimit.WaitAbove"/>:
+    /// wakes the ring and runs its steps until it has measured the trace once more and made what room it could (or
+    /// <paramref name="max"/> has passed). The recording's reading waits meanwhile, and the command runs on.
+    /// </summary>
+    public void MakeRoom(TimeSpan max)
+    {
+        if (_limit is null)
+        {
+            return;
+        }
+
+        var asked = Interlocked.Increment(ref _roomAsked);
+        _ringNow.Set();
+        var started = Stopwatch.GetTimestamp();
+        while (Volatile.Read(ref _roomServed) < asked && !_steps.Stopping.IsCancellationRequested &&
+               Stopwatch.GetElapsedTime(started) < max)
+        {
+            _steps.RunPending(RingStepBudget);
+            _steps.Queued.Wait(TimeSpan.FromMilliseconds(2));
+        }
+
+        _limit.Remeasure();
+    }
+
     private void Loop()
+    {
+        try
+        {
+            Passes();
+        }
+        finally
+        {
+            Volatile.Write(ref _roomServed, long.MaxValue); // no ring any more: nobody waits for it
+        }
+    }
+
+    private void Passes()
     {
         if (_limit is null)
         {
@@ -90,51 +130,60 @@ internal sealed class BackgroundCompaction : IDisposable
         var passedAt = -1L;
         var ringIdleAt = -1L;
         var compactAt = Stopwatch.GetTimestamp() + (long)(FirstPass.TotalSeconds * Stopwatch.Frequency);
-        while (!_steps.Stopping.WaitHandle.WaitOne(_limit is null ? FirstPass : RingTick))
+        WaitHandle[] wakes = [_steps.Stopping.WaitHandle, _ringNow];
+        while (WaitHandle.WaitAny(wakes, _limit is null ? FirstPass : RingTick) != 0)
         {
-            var versions = _versions();
-            MaintenanceOptions options;
-            if (_limit is not null && (versions != ringIdleAt || _maintainer.PackFilesLeft > 0) &&
-                _limit.RingPolicy(TraceSizeLimit.Measure(_traceDir)) is { } ring)
-            {
-                // Pack files a reader kept the last pass from deleting are part of the size: deleting them comes
-                // before dropping anything more.
-                options = new MaintenanceOptions(Delta: null, Prune: _maintainer.PackFilesLeft > 0 ? null : ring) { RowsPerStep = 256 };
-            }
-            else if (_compact && Stopwatch.GetTimestamp() >= compactAt && versions != passedAt)
-            {
-                passedAt = versions; // a pass when something is new since the last one
-                compactAt = Stopwatch.GetTimestamp() + (long)(Interval.TotalSeconds * Stopwatch.Frequency);
-                options = new MaintenanceOptions { RowsPerStep = 256 };
-            }
-            else
-            {
-                continue;
-            }
-
-            Volatile.Write(ref _running, 1);
-            Volatile.Write(ref _ringPass, options.Prune is not null || _limit is not null ? 1 : 0);
+            var serving = Volatile.Read(ref _roomAsked); // what the ring measures from here on answers these asks
             try
             {
-                var done = _maintainer.Run(options, DateTimeOffset.UtcNow);
-                if (options.Prune is not null && done.VersionsPruned == 0)
+                var versions = _versions();
+                MaintenanceOptions options;
+                if (_limit is not null && (versions != ringIdleAt || _maintainer.PackFilesLeft > 0) &&
+                    _limit.RingPolicy(TraceSizeLimit.Measure(_traceDir)) is { } ring)
                 {
-                    ringIdleAt = versions; // nothing older left to drop: wait for new versions
+                    // Pack files a reader kept the last pass from deleting are part of the size: deleting them comes
+                    // before dropping anything more.
+                    options = new MaintenanceOptions(Delta: null, Prune: _maintainer.PackFilesLeft > 0 ? null : ring) { RowsPerStep = 256 };
                 }
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                _log.WriteLine($"diffkeeper: compaction during the recording failed, it runs again after the command: {e.Message}");
-                return;
+                else if (_compact && Stopwatch.GetTimestamp() >= compactAt && versions != passedAt)
+                {
+                    passedAt = versions; // a pass when something is new since the last one
+                    compactAt = Stopwatch.GetTimestamp() + (long)(Interval.TotalSeconds * Stopwatch.Frequency);
+                    options = new MaintenanceOptions { RowsPerStep = 256 };
+                }
+                else
+                {
+                    continue;
+                }
+
+                Volatile.Write(ref _running, 1);
+                Volatile.Write(ref _ringPass, options.Prune is not null || _limit is not null ? 1 : 0);
+                try
+                {
+                    var done = _maintainer.Run(options, DateTimeOffset.UtcNow);
+                    if (options.Prune is not null && done.VersionsPruned == 0)
+                    {
+                        ringIdleAt = versions; // nothing older left to drop: wait for new versions
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    _log.WriteLine($"diffkeeper: compaction during the recording failed, it runs again after the command: {e.Message}");
+                    return;
+                }
+                finally
+                {
+                    Volatile.Write(ref _ringPass, 0);
+                    Volatile.Write(ref _running, 0);
+                }
             }
             finally
             {
-                Volatile.Write(ref _ringPass, 0);
-                Volatile.Write(ref _running, 0);
+                Volatile.Write(ref _roomServed, serving);
             }
         }
     }
@@ -144,5 +193,6 @@ internal sealed class BackgroundCompaction : IDisposable
         Stop();
         _maintainer.Dispose();
         _steps.Dispose();
+        _ringNow.Dispose();
     }
 }

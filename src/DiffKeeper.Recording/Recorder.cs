@@ -285,9 +285,34 @@ public sealed class Recorder
     {
         var lastCommit = Stopwatch.GetTimestamp();
         var completed = false;
+        var roomAt = -1L;
         while (true)
         {
             wake.Reset();
+            if (_background is { } ring && _writer.SizeLimit is { } limit && _core.Versioner.VersionsWritten != roomAt &&
+                limit.Current() > limit.WaitAbove)
+            {
+                // Near the size limit: what is read next waits until the ring has made room, or the ring could fall
+                // behind a fast writer on a loaded machine and the limit stop the recording with older contents left.
+                roomAt = _core.Versioner.VersionsWritten;
+                if (_writer.HasPending)
+                {
+                    _core.FlushWrite();
+                    _writer.Commit();
+                    lastCommit = Stopwatch.GetTimestamp();
+                }
+
+                _writer.BeforeCommit = null;
+                try
+                {
+                    ring.MakeRoom(TimeSpan.FromSeconds(10));
+                }
+                finally
+                {
+                    _writer.BeforeCommit = _core.FlushParked;
+                }
+            }
+
             var processed = 0;
             while (processed < 8192 && reader.TryRead(out var e))
             {

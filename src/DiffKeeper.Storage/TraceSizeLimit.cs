@@ -50,6 +50,13 @@ public sealed class TraceSizeLimit
     /// <summary>What the ring drops down towards (a quarter of the limit).</summary>
     public long RingTarget => Bytes / 4;
 
+    /// <summary>
+    /// Above this (three quarters of the limit) the recorder stores nothing more until the ring has run once: the
+    /// last quarter is the room for one more version while the ring works, so a fast writer on a loaded machine
+    /// slows the recording's reading instead of racing the ring past the limit.
+    /// </summary>
+    public long WaitAbove => Bytes - Bytes / 4;
+
     /// <summary>Whether the limit stopped the recording (<see cref="Check"/> threw).</summary>
     public bool Reached => Volatile.Read(ref _spent) == 1;
 
@@ -96,7 +103,30 @@ public sealed class TraceSizeLimit
             return;
         }
 
-        long size;
+        var size = Size(bytes == 0 ? EventRowBytes : bytes);
+        if (size > Bytes && Interlocked.Exchange(ref _spent, 1) == 0)
+        {
+            throw new DiffKeeperException(ExitCode.SystemError,
+                $"the trace reached its size limit ({Describe()}: {FormatBytes(size)} with this change, its oldest contents already dropped as far as they can be)");
+        }
+    }
+
+    /// <summary>
+    /// The trace's size as <see cref="Check"/> sees it: measured at most every 50 ms, plus what was added since.
+    /// </summary>
+    public long Current() => Size(0);
+
+    /// <summary>The next <see cref="Current"/> or check measures the files again (the ring has just deleted some).</summary>
+    public void Remeasure()
+    {
+        lock (_lock)
+        {
+            _everMeasured = false;
+        }
+    }
+
+    private long Size(long adding)
+    {
         lock (_lock)
         {
             var now = Stopwatch.GetTimestamp();
@@ -108,14 +138,8 @@ public sealed class TraceSizeLimit
                 _grown = 0;
             }
 
-            _grown += bytes == 0 ? EventRowBytes : bytes;
-            size = _measured + _grown;
-        }
-
-        if (size > Bytes && Interlocked.Exchange(ref _spent, 1) == 0)
-        {
-            throw new DiffKeeperException(ExitCode.SystemError,
-                $"the trace reached its size limit ({Describe()}: {FormatBytes(size)} with this change, its oldest contents already dropped as far as they can be)");
+            _grown += adding;
+            return _measured + _grown;
         }
     }
 

@@ -24,6 +24,9 @@ public sealed class MaxTraceSizeTests : IDisposable
     /// <summary>Every byte of the trace directory's files, as `du --apparent-size` counts them.</summary>
     private long TraceBytes() => Directory.EnumerateFiles(Trace, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
 
+    private string TraceFiles() => string.Join(", ", Directory.EnumerateFiles(Trace, "*", SearchOption.AllDirectories)
+        .Select(f => $"{Path.GetRelativePath(Trace, f)} {new FileInfo(f).Length}"));
+
     [Fact]
     public void The_ring_keeps_the_trace_under_its_size_drops_the_oldest_contents_first_and_keeps_every_event()
     {
@@ -34,7 +37,7 @@ public sealed class MaxTraceSizeTests : IDisposable
             "bash", "-c", "for i in $(seq 1 16); do head -c 512000 /dev/urandom > data.bin; echo $i > step.txt; sleep 0.25; done; exit 3");
         Assert.True(run.ExitCode == 3, run.ToString());
         var summary = JsonDocument.Parse(run.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1]).RootElement;
-        Assert.True(summary.GetProperty("lost_events").GetInt64() == 0, $"the ring did not keep up (uptime: {File.ReadAllText("/proc/loadavg").Trim()}): {run}");
+        Assert.True(summary.GetProperty("lost_events").GetInt64() == 0, $"the ring did not keep up (load: {File.ReadAllText("/proc/loadavg").Trim()}; trace files: {TraceFiles()}): {run}");
         Assert.True(TraceBytes() <= 4 << 20, $"the trace takes {TraceBytes()} bytes, over its limit of {4 << 20}");
 
         // Every event is in the timeline: as many as the summary counted, numbered without a gap, EXIT last.
@@ -118,7 +121,7 @@ public sealed class MaxTraceSizeTests : IDisposable
             "bash", "-c", "for i in $(seq 1 8); do head -c 400000 /dev/urandom > data.bin; sleep 0.25; done");
         Assert.True(run.ExitCode == 0, run.ToString());
         var summary = JsonDocument.Parse(run.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1]).RootElement;
-        Assert.True(summary.GetProperty("lost_events").GetInt64() == 0, $"the ring did not keep up (uptime: {File.ReadAllText("/proc/loadavg").Trim()}): {run}");
+        Assert.True(summary.GetProperty("lost_events").GetInt64() == 0, $"the ring did not keep up (load: {File.ReadAllText("/proc/loadavg").Trim()}; trace files: {TraceFiles()}): {run}");
         Assert.Equal(JsonValueKind.Null, summary.GetProperty("pack_bytes_after_compaction").ValueKind);
         Assert.True(TraceBytes() <= 2 << 20, $"the trace takes {TraceBytes()} bytes, over its limit of {2 << 20}");
         Cli.Ok(Work, "export", "--trace", Trace, "--out", _dir.Sub("end"));
