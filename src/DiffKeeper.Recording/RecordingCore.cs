@@ -60,6 +60,8 @@ internal sealed class RecordingCore
     // BeforeCommit writes any left (with an lstat), so a commit never has a later event without these.
     private readonly Dictionary<(int Root, string Rel), NewEvent> _parked = [];
     private bool _rescanPending;
+    private bool _sweepPending;
+    private long _sweepAllowedAt;
     // Roots that are not walked (eBPF with --watch /): only paths the tree touched are recorded and re-checked.
     private readonly HashSet<int> _unwalkedRoots = [];
     // eBPF reports every namespace change of the tree in order with the right names: a renamed path's carried version
@@ -156,13 +158,48 @@ internal sealed class RecordingCore
     /// <summary>Asks for a rescan of every root (a lost barrier, an overflow the owner learned of).</summary>
     public void RequestRescan() => _rescanPending = true;
 
-    /// <summary>Runs the rescan a loss asked for, if any.</summary>
+    /// <summary>
+    /// Runs the rescan a loss asked for, if any; else the sweep of known files a name gone unread asked for
+    /// (<see cref="SweepKnownFiles"/>), at most a twentieth of the time.
+    /// </summary>
     public void RescanIfPending()
     {
         if (_rescanPending)
         {
             _rescanPending = false;
+            _sweepPending = false; // a rescan reads every changed file too
             Rescan("rescan");
+        }
+        else if (_sweepPending && Stopwatch.GetTimestamp() >= _sweepAllowedAt)
+        {
+            _sweepPending = false;
+            var started = Stopwatch.GetTimestamp();
+            SweepKnownFiles();
+            _sweepAllowedAt = Stopwatch.GetTimestamp() + 20 * (Stopwatch.GetTimestamp() - started);
+        }
+    }
+
+    /// <summary>
+    /// A name the recording never read went away (created, maybe written, removed, all before it could be read).
+    /// Where names are resolved when events are read, it may have been a hard link to a known file, written
+    /// through: no event names the known file (inotify reports a change under the name it came through, and a
+    /// link's count changing on the other name reaches no directory watch). Every known file whose lstat differs
+    /// from what was recorded is read again. The next quiet moment does it, at most a twentieth of the time.
+    /// </summary>
+    private void SweepKnownFiles()
+    {
+        FlushWrite();
+        foreach (var (root, rel) in _versioner.AllLive().ToList())
+        {
+            if (_versioner.Known(root, rel) is { Kind: EntryKind.File } known && !_dirty.ContainsKey((root, rel)) &&
+                EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is { Kind: EntryKind.File } stat && stat != known)
+            {
+                var (observed, changed) = _versioner.Observe(root, rel, _seq + 1, NowNs());
+                if (changed && observed is not null)
+                {
+                    AddEvent(NowNs(), ChangeOp.Write, (root, rel), null, observed.Value.Size, "written through a name since removed", seq: _seq + 1);
+                }
+            }
         }
     }
 
@@ -408,6 +445,11 @@ internal sealed class RecordingCore
             }
 
             case CaptureKind.Deleted:
+                if (!_exactNames && !e.IsDirectory && _dirty.ContainsKey(key) && _versioner.Known(e.Root, e.Path) is null)
+                {
+                    _sweepPending = true; // a name gone unread: maybe a hard link written through (SweepKnownFiles)
+                }
+
                 AddEvent(timeNs, e.IsDirectory ? ChangeOp.Rmdir : ChangeOp.Delete, key, null, null, null, e.Pid, e.Comm);
                 Gone(e.Root, e.Path, e.IsDirectory);
                 MarkParentDirty(e.Root, e.Path);

@@ -216,6 +216,16 @@ public sealed class ScriptedHistoryTests
     public void Hard_links_are_exported_as_links(string backend) =>
         AssertConforms(backend, new History([], [[O("write", ["a"], "0", "5", "1"), O("link", ["a", "b"])], [O("write", ["a"], "0", "3", "7")]]));
 
+    // Soak of 2026-12-06 (inotify): a hard link made, written through and removed in one burst. No event names a, and
+    // the link is gone before it is read; the name gone unread makes the recorder sweep the known files by lstat.
+    [Theory]
+    [MemberData(nameof(ConformanceTests.Backends), MemberType = typeof(ConformanceTests))]
+    public void A_write_through_a_hard_link_removed_at_once_reaches_the_other_name(string backend) =>
+        AssertConforms(backend, new History([O("write", ["a"], "0", "40", "2")], [
+            [O("link", ["a", "b"]), O("append", ["b"], "25", "9"), O("unlink", ["b"])],
+            [O("write", ["m"], "0", "3", "1")],
+        ]));
+
     // The kernel reports nothing of this rename to fanotify and inotify (it does nothing); eBPF sees the call.
     [Fact]
     public void Ebpf_a_rename_between_two_names_of_one_file_changes_nothing() =>
