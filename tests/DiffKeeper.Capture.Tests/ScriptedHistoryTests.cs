@@ -226,6 +226,16 @@ public sealed class ScriptedHistoryTests
             [O("write", ["m"], "0", "3", "1")],
         ]));
 
+    // Second soak of 2026-12-06 (inotify, on b8332da), history h38 of a failing batch, not reproduced when shrunk: at
+    // the last gap the renamed -dash was still there beside x y. Kept as it failed; it has passed every run since.
+    [Fact]
+    public void Inotify_a_rename_over_a_file_truncated_up_in_the_same_burst_removes_the_old_name() =>
+        AssertConforms("inotify", new History([O("mkdirp", ["n%0Al/-dash/%C3%A9t%C3%A9"]), O("write", ["n%0Al/-dash/%C3%A9t%C3%A9/x%20y"], "0", "2", "55"),
+            O("punch", ["n%0Al/-dash/%C3%A9t%C3%A9/x%20y"], "20480", "24576")], [
+            [O("write", ["n%0Al/-dash/%C3%A9t%C3%A9/-dash"], "0", "373", "938"), O("trunc", ["n%0Al/-dash/%C3%A9t%C3%A9/-dash"], "262227")],
+            [O("trunc", ["n%0Al/-dash/%C3%A9t%C3%A9/x%20y"], "4194320"), O("rename", ["n%0Al/-dash/%C3%A9t%C3%A9/-dash", "n%0Al/-dash/%C3%A9t%C3%A9/x%20y"])],
+        ]));
+
     // The kernel reports nothing of this rename to fanotify and inotify (it does nothing); eBPF sees the call.
     [Fact]
     public void Ebpf_a_rename_between_two_names_of_one_file_changes_nothing() =>
