@@ -528,9 +528,13 @@ internal sealed class RecordingCore
             case CaptureKind.Renamed:
             {
                 var to = (e.Root, e.Path2!);
-                if (_versioner.SameFile(e.Root, e.Path, e.Path2!))
+                if (_exactNames && _versioner.SameFile(e.Root, e.Path, e.Path2!))
                 {
-                    return; // rename(2) between two names of one file does nothing; both names stay
+                    // rename(2) between two names of one file does nothing; both names stay. Only eBPF sees such a
+                    // call: the kernel reports nothing of it to inotify and fanotify, whose names are read late, so
+                    // there one inode at both names means the new name was read after the rename put the file there
+                    // (soak: the old name stayed).
+                    return;
                 }
 
                 // A backend that tells a directory by looking at the new name (eBPF) cannot when it is gone by then
