@@ -528,12 +528,14 @@ internal sealed class RecordingCore
             case CaptureKind.Renamed:
             {
                 var to = (e.Root, e.Path2!);
-                if (_exactNames && _versioner.SameFile(e.Root, e.Path, e.Path2!))
+                if (_exactNames && _versioner.SameFile(e.Root, e.Path, e.Path2!) &&
+                    EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path))?.Inode == _versioner.Known(e.Root, e.Path2!)?.Inode)
                 {
                     // rename(2) between two names of one file does nothing; both names stay. Only eBPF sees such a
                     // call: the kernel reports nothing of it to inotify and fanotify, whose names are read late, so
                     // there one inode at both names means the new name was read after the rename put the file there
-                    // (soak: the old name stayed).
+                    // (soak: the old name stayed). eBPF reads a name too when a write's bytes did not travel: the
+                    // old name must still hold the file as well.
                     return;
                 }
 
