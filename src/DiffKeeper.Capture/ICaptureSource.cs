@@ -33,6 +33,21 @@ public interface ICaptureSource : IAsyncDisposable
     /// </summary>
     bool FollowsProcessTree { get; }
 
+    /// <summary>
+    /// True when <see cref="DrainToNowAsync"/> works: the source can deliver, on request, every event the kernel
+    /// produced before the request (eBPF: the ring buffer consumed to empty; fanotify: its queue read until empty;
+    /// scan: none are ever produced). False for inotify, whose reader mutes hot files and holds moves: its owner
+    /// proves order with a barrier file instead (docs/architecture.md, keep mode).
+    /// </summary>
+    bool DrainsToNow { get; }
+
+    /// <summary>
+    /// Completes once every event the kernel produced before this call has been written to the sink (the reader
+    /// goes on afterwards). With the writers stopped (a freeze cut), what the sink holds then is everything they did.
+    /// Throws <see cref="NotSupportedException"/> when <see cref="DrainsToNow"/> is false.
+    /// </summary>
+    Task DrainToNowAsync();
+
     /// <summary>Starts watching; events go to <paramref name="sink"/>.</summary>
     void Start(ChannelWriter<CaptureEvent> sink);
 

@@ -15,8 +15,14 @@ namespace DiffKeeper.Recording;
 /// </summary>
 internal static class CaptureSelection
 {
-    public static ICaptureSource Start(RecordOptions options, PathFilter filter, ChannelWriter<CaptureEvent> sink, TextWriter log)
+    public static ICaptureSource Start(RecordOptions options, PathFilter filter, ChannelWriter<CaptureEvent> sink, TextWriter log) =>
+        Start(options.Capture, options.Roots, filter, sink, log, options.MaxPayload, options.RingBufferBytes, coalesceWrites: true);
+
+    /// <summary>Starts <paramref name="capture"/> (see the class comment) watching <paramref name="roots"/>; `run` passes its own roots.</summary>
+    public static ICaptureSource Start(CaptureMode capture, IReadOnlyList<string> roots, PathFilter filter, ChannelWriter<CaptureEvent> sink,
+        TextWriter log, int maxPayload, int ringBytes, bool coalesceWrites)
     {
+        var options = (Capture: capture, Roots: roots, MaxPayload: maxPayload, RingBufferBytes: ringBytes, CoalesceWrites: coalesceWrites);
         var order = options.Capture == CaptureMode.Auto
             ? [CaptureMode.Ebpf, CaptureMode.Fanotify, CaptureMode.Inotify]
             : new[] { options.Capture };
@@ -46,11 +52,12 @@ internal static class CaptureSelection
 
     public static string Name(CaptureMode mode) => mode.ToString().ToLowerInvariant();
 
-    private static ICaptureSource Create(CaptureMode mode, RecordOptions options, PathFilter filter) => mode switch
+    private static ICaptureSource Create(CaptureMode mode,
+        (CaptureMode Capture, IReadOnlyList<string> Roots, int MaxPayload, int RingBufferBytes, bool CoalesceWrites) options, PathFilter filter) => mode switch
     {
         CaptureMode.Ebpf => new EbpfSource(options.Roots, filter) { MaxPayload = options.MaxPayload, RingBytes = options.RingBufferBytes },
         CaptureMode.Fanotify => new FanotifySource(options.Roots, filter),
-        CaptureMode.Inotify => new InotifySource(options.Roots, filter) { CoalesceWrites = true },
+        CaptureMode.Inotify => new InotifySource(options.Roots, filter) { CoalesceWrites = options.CoalesceWrites },
         CaptureMode.Scan => new ScanSource(),
         _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, null),
     };

@@ -181,6 +181,10 @@ public sealed class RecordingCoreTests : IDisposable
 
         public bool FollowsProcessTree => false;
 
+        public bool DrainsToNow => true; // the script is written whole at Start
+
+        public Task DrainToNowAsync() => Task.CompletedTask;
+
         public void Start(ChannelWriter<CaptureEvent> sink)
         {
             foreach (var e in script)

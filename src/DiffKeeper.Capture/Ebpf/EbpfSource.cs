@@ -50,6 +50,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private Thread? _thread;
     private ChannelWriter<CaptureEvent>? _sink;
     private volatile bool _stopping;
+    private readonly DrainRequests _drains = new();
 
     public EbpfSource(IReadOnlyList<string> roots, PathFilter filter)
     {
@@ -62,6 +63,14 @@ public sealed unsafe class EbpfSource : ICaptureSource
     public bool ReportsExactNames => true;
 
     public bool FollowsProcessTree => true;
+
+    public bool DrainsToNow => true;
+
+    /// <summary>
+    /// Completes once the reader has consumed the ring buffer to empty after this call (a record the kernel
+    /// submitted before it is then in the sink). The reader polls in 10 ms steps, so a drain waits 10 ms at most.
+    /// </summary>
+    public Task DrainToNowAsync() => _thread is { IsAlive: true } ? _drains.Request() : Task.CompletedTask;
 
     /// <summary>Bytes of a write carried to user space with its event (at most 256 KiB, the kernel side's limit).</summary>
     public int MaxPayload { get; init; } = 256 * 1024;
@@ -225,13 +234,21 @@ public sealed unsafe class EbpfSource : ICaptureSource
         while (true)
         {
             var stopping = _stopping;
-            // The kernel side wakes us only once WakeBytes are pending; the timeout picks up the rest.
-            LibBpf.RingBufferPoll(_ring!, 10);
+            var drain = _drains.Requested;
+            if (!_drains.Pending)
+            {
+                // The kernel side wakes us only once WakeBytes are pending; the timeout picks up the rest.
+                LibBpf.RingBufferPoll(_ring!, 10);
+            }
+
+            // Consumes every record submitted so far, so also every one submitted before the drain request.
             LibBpf.RingBufferConsume(_ring!);
             CheckDrops();
+            _drains.Complete(drain);
             if (stopping)
             {
                 // Every record the command's syscalls produced was in the ring before it exited: drained.
+                _drains.CompleteAll();
                 return;
             }
         }

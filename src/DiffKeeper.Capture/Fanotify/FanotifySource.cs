@@ -60,6 +60,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
     private Thread? _thread;
     private ChannelWriter<CaptureEvent>? _sink;
     private readonly StopSignal _stop = new();
+    private readonly DrainRequests _drains = new();
 
     public FanotifySource(IReadOnlyList<string> roots, PathFilter filter)
     {
@@ -72,6 +73,11 @@ public sealed unsafe class FanotifySource : ICaptureSource
     public bool ReportsExactNames => false;
 
     public bool FollowsProcessTree => false;
+
+    public bool DrainsToNow => true;
+
+    /// <summary>Completes once the reader has read the fanotify queue until it was empty, after this call.</summary>
+    public Task DrainToNowAsync() => _thread is { IsAlive: true } ? _drains.Request(_stop.Wake) : Task.CompletedTask;
 
     public void Start(ChannelWriter<CaptureEvent> sink)
     {
@@ -138,6 +144,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
         while (true)
         {
             var stopping = _stop.IsSet;
+            var drain = _drains.Requested;
             int n;
             fixed (byte* p = buffer)
             {
@@ -149,9 +156,17 @@ public sealed unsafe class FanotifySource : ICaptureSource
                 }
             }
 
+            // A read begun after the drain request found the queue empty: every event before it is in the sink.
+            _drains.Complete(drain);
             if (stopping)
             {
+                _drains.CompleteAll();
                 return; // the queue is drained
+            }
+
+            if (_drains.Pending)
+            {
+                continue;
             }
 
             _stop.Wait(_fd, 1000);

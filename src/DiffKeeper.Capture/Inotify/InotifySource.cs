@@ -72,6 +72,14 @@ public sealed unsafe class InotifySource : ICaptureSource
     public bool FollowsProcessTree => false;
 
     /// <summary>
+    /// False: the reader mutes hot files and holds a MOVED_FROM for its pair, so an empty queue does not mean every
+    /// change is in the sink; `run` proves order with a barrier file in a watched directory instead.
+    /// </summary>
+    public bool DrainsToNow => false;
+
+    public Task DrainToNowAsync() => throw new NotSupportedException("inotify cannot drain to now; use a barrier file");
+
+    /// <summary>
     /// Stop the kernel from queueing an event for every write into a directory that is being written in a burst
     /// (`record`): after two IN_MODIFY in one directory read less than <see cref="HotGap"/> apart (the time is taken
     /// per read of the queue, so two in one read count as 0 apart; one file appended to, or many files created and

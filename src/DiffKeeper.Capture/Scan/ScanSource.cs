@@ -14,6 +14,11 @@ public sealed class ScanSource : ICaptureSource
 
     public bool FollowsProcessTree => false;
 
+    /// <summary>Nothing is ever queued: drained at any moment.</summary>
+    public bool DrainsToNow => true;
+
+    public Task DrainToNowAsync() => Task.CompletedTask;
+
     public void Start(ChannelWriter<CaptureEvent> sink)
     {
     }

@@ -28,12 +28,9 @@ internal static class RecordCommand
         {
             Description = "Print the summary as one JSON object on stderr (stdout is the command's): session, trace, exit_code, events, versions, lost_events, raw_bytes, stored_bytes, pack_bytes_before_compaction, pack_bytes_after_compaction, contents_kept",
         };
-        var capture = new Option<string>("--capture")
-        {
-            Description = "Capture backend: auto (eBPF, else fanotify, else inotify, saying why), ebpf, fanotify, inotify, or scan (before/after only)",
-            HelpName = "BACKEND",
-            DefaultValueFactory = _ => "auto",
-        }.ExpectingOneOf("auto", "ebpf", "fanotify", "inotify", "scan");
+        var capture = CaptureOption.Create(
+            "Capture backend: auto (eBPF, else fanotify, else inotify, saying why), ebpf, fanotify, inotify, or scan (before/after only)",
+            "auto", "ebpf", "fanotify", "inotify", "scan");
         var maxPayload = new Option<int>("--max-payload")
         {
             Description = "eBPF: bytes of each write carried with its event (at most 262144); larger writes are read back from the file",
@@ -122,7 +119,7 @@ internal static class RecordCommand
             var options = new RecordOptions(pr.GetValue(trace)!, roots, (pr.GetValue(exclude) ?? []).Select(g => new Glob(g)).ToList(),
                 pr.GetValue(command)!, cwd)
             {
-                Capture = Enum.Parse<CaptureMode>(pr.GetValue(capture)!, ignoreCase: true),
+                Capture = CaptureOption.Parse(pr.GetValue(capture)!),
                 MaxPayload = pr.GetValue(maxPayload),
                 RingBufferBytes = pr.GetValue(ring) << 20,
                 BigFileThreshold = pr.GetValue(bigFile),

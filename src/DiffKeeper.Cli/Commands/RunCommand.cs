@@ -47,6 +47,11 @@ internal static class RunCommand
         };
         var bigFile = BigFileOption.Create();
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
+        var capture = CaptureOption.Create(
+            "Capture backend: auto (inotify, as keep mode has always used), ebpf or fanotify (the timeline then shows each change's pid " +
+            "and program; a cut drains the ring buffer or queue to empty while the app is stopped), or inotify. A backend asked for " +
+            "by name that cannot start here is an error (exit 10), as for 'record'",
+            "auto", "ebpf", "fanotify", "inotify");
         var command = new Argument<string[]>("app")
         {
             Description = "The app to run, after '--'",
@@ -65,7 +70,7 @@ internal static class RunCommand
             Example: diffkeeper run --state-dir /data --store /deltas -- redis-server /etc/redis.conf
             """)
         {
-            stateDir, store, onExisting, flush, metrics, retain, maxVersions, retentionInterval, bigFile, quiet, command,
+            stateDir, store, onExisting, flush, metrics, retain, maxVersions, retentionInterval, bigFile, capture, quiet, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -94,13 +99,16 @@ internal static class RunCommand
             };
             var version = BuildVersion.Informational.Split('+')[0];
             await using var server = endpoint is null ? null
-                : MetricsEndpoint.Start(endpoint, () => PrometheusExposition.Render(counters, version, "inotify"), () => counters.AppRunning);
+                : MetricsEndpoint.Start(endpoint, () => PrometheusExposition.Render(counters, version, counters.Capture), () => counters.AppRunning);
             if (server is not null)
             {
                 console.Error.WriteLine($"diffkeeper: metrics on http://{server.EndPoint}/metrics");
             }
 
-            var options = new KeepOptions(state, st, pr.GetValue(command)!, Directory.GetCurrentDirectory()) { FlushInterval = interval, Retention = retention, BigFileThreshold = pr.GetValue(bigFile) };
+            var options = new KeepOptions(state, st, pr.GetValue(command)!, Directory.GetCurrentDirectory()) 
+            {
+                FlushInterval = interval, Retention = retention, BigFileThreshold = pr.GetValue(bigFile), Capture = CaptureOption.Parse(pr.GetValue(capture)!),
+            };
             var agent = new KeepAgent(options, writer, counters, console.Error);
             var exit = await agent.RunAsync(ct).ConfigureAwait(false);
             if (!pr.GetValue(quiet))

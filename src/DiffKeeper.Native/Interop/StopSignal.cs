@@ -32,6 +32,13 @@ public sealed unsafe class StopSignal : IDisposable
         _ = Libc.Write(_fd, (byte*)&one, sizeof(ulong));
     }
 
+    /// <summary>Rouses a <see cref="Wait"/> without stopping the reader (a drain request).</summary>
+    public void Wake()
+    {
+        ulong one = 1;
+        _ = Libc.Write(_fd, (byte*)&one, sizeof(ulong));
+    }
+
     /// <summary>
     /// poll(2) on <paramref name="fd"/> and the stop signal until either is readable or the timeout passes;
     /// true when <paramref name="fd"/> is readable.
@@ -41,7 +48,15 @@ public sealed unsafe class StopSignal : IDisposable
         var fds = stackalloc Libc.PollFd[2];
         fds[0] = new Libc.PollFd { Fd = fd, Events = Libc.POLLIN };
         fds[1] = new Libc.PollFd { Fd = _fd, Events = Libc.POLLIN };
-        return Libc.Poll(fds, 2, timeoutMs) > 0 && (fds[0].Revents & Libc.POLLIN) != 0;
+        var ready = Libc.Poll(fds, 2, timeoutMs) > 0;
+        if (ready && (fds[1].Revents & Libc.POLLIN) != 0 && !_set)
+        {
+            // A wake, not a stop: consume it so the next wait waits (a stop set meanwhile is seen by IsSet).
+            ulong count;
+            _ = Libc.Read(_fd, (byte*)&count, sizeof(ulong));
+        }
+
+        return ready && (fds[0].Revents & Libc.POLLIN) != 0;
     }
 
     public void Dispose()

@@ -8,6 +8,9 @@ namespace DiffKeeper.Recording.Agent;
 /// </summary>
 public sealed class AgentCounters
 {
+    /// <summary>The capture backend the agent runs ("inotify" until it has started one).</summary>
+    public string Capture { get; set; } = "inotify";
+
     private readonly long[] _events = new long[Enum.GetValues<ChangeOp>().Max(o => (int)o) + 1];
     private long _versions;
     private long _lost;

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
-using DiffKeeper.Capture.Inotify;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
@@ -12,9 +11,12 @@ namespace DiffKeeper.Recording.Agent;
 /// The `run` agent: records a state directory into a store while the app runs, committing only consistent cuts.
 /// <para>
 /// Commit protocol. A cut makes durable a state the app really had at one moment: (1) every process of the app's
-/// tree is stopped (<see cref="AppProcessTree.Freeze"/>), so no write is in flight; (2) a barrier file is created
-/// in a private directory watched by the same inotify instance, and events are consumed until its event arrives:
-/// inotify queues events in order, so every change the app made before it stopped has now been seen; (3) every
+/// tree is stopped (<see cref="AppProcessTree.Freeze"/>), so no write is in flight; (2) every event the kernel
+/// produced before the freeze is drained and handled: a source that can drain to now (<see cref="ICaptureSource.DrainsToNow"/>:
+/// eBPF consumes its ring buffer to empty, fanotify reads its queue until empty) is asked to, and the channel is then
+/// read to empty; with inotify a barrier file is created in a private directory watched by the same instance, and
+/// events are consumed until its event arrives: inotify queues events in order, so every change the app made
+/// before it stopped has now been seen; (3) every
 /// path changed since the last cut is read; (4) the app continues; (5) the catalog commits (the pack's records are
 /// written first): from then on the cut survives a crash of any process; a separate thread fsyncs the packs
 /// and the catalog right behind, for power loss. Between two cuts none of the directory's changes is committed (retention
@@ -51,6 +53,7 @@ public sealed class KeepAgent
     private string? _awaitedBarrier;
     private long _storedBefore;
     private RetentionWorker? _retention;
+    private ICaptureSource _source = null!;
 
     public KeepAgent(KeepOptions options, TraceWriter writer, AgentCounters counters, TextWriter log)
     {
@@ -97,14 +100,24 @@ public sealed class KeepAgent
         IReadOnlyList<string> roots = [_options.StateDir, _barrierDir];
         var filter = new PathFilter(roots, _writer.TraceDir, []);
         _channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
-        await using var source = new InotifySource(roots, filter);
+        if (_options.Capture == CaptureMode.Scan)
+        {
+            throw new DiffKeeperException(ExitCode.Usage, "run --capture scan: keep mode needs a backend with events (auto, ebpf, fanotify, inotify)");
+        }
+
+        // Auto is inotify in keep mode (see KeepOptions.Capture); inotify reports writes one by one (no coalescing): a
+        // cut reads each changed path once anyway.
+        var capture = _options.Capture == CaptureMode.Auto ? CaptureMode.Inotify : _options.Capture;
+        await using var source = CaptureSelection.Start(capture, roots, filter, _channel.Writer, _log,
+            maxPayload: 256 * 1024, ringBytes: 64 << 20, coalesceWrites: false);
+        _source = source;
+        _counters.Capture = source.Name;
         // The core reads only inside a cut (ReadCut): its debounce and hot window do not apply here.
         _core = new RecordingCore(_writer, source, [_options.StateDir], filter, TimeSpan.Zero, TimeSpan.Zero, _log)
         {
             EventAdded = _counters.CountEvent,
         };
         _core.Begin(string.Join(' ', _options.Command), _options.Cwd, 0, _options.BigFileThreshold, stored: null);
-        source.Start(_channel.Writer);
         _core.Baseline(commit: false);
         _core.Start(); // the marker: this session's baseline is complete
         UpdateCounters();
@@ -227,7 +240,7 @@ public sealed class KeepAgent
         TimeSpan freeze;
         try
         {
-            await BarrierAsync().ConfigureAwait(false);
+            await DrainAsync().ConfigureAwait(false);
             // Big files are copied, not hashed, while the app is stopped; they are stored once it goes on.
             _core.Versioner.DeferBigFiles = true;
             _core.RescanIfPending();
@@ -340,6 +353,31 @@ public sealed class KeepAgent
         }
 
         _reading.Clear();
+    }
+
+    /// <summary>
+    /// Handles every event the kernel produced before now (the app is frozen: every change it made): a source that
+    /// drains to now is asked to, then the channel is read to empty; inotify gets a barrier file.
+    /// </summary>
+    private async Task DrainAsync()
+    {
+        if (!_source.DrainsToNow)
+        {
+            await BarrierAsync().ConfigureAwait(false);
+            return;
+        }
+
+        var drained = _source.DrainToNowAsync();
+        if (await Task.WhenAny(drained, Task.Delay(TimeSpan.FromSeconds(10))).ConfigureAwait(false) != drained)
+        {
+            // The reader did not come round (it is stuck): what it holds is unknown, so rescan at this cut.
+            _core.RequestRescan();
+        }
+
+        while (_channel.Reader.TryRead(out var e))
+        {
+            Handle(e);
+        }
     }
 
     /// <summary>Consumes events until the barrier file's own event arrives: every change queued before it has been handled.</summary>

@@ -26,6 +26,13 @@ public sealed record KeepOptions(
     /// <summary>Files of at least this many bytes are stored as block extent maps (`--big-file`): a cut costs their changed blocks.</summary>
     public long BigFileThreshold { get; init; } = BigFileVersions.DefaultThreshold;
 
+    /// <summary>
+    /// The capture backend (`run --capture`). <see cref="CaptureMode.Auto"/> is inotify, what keep mode has always
+    /// used; eBPF and fanotify are asked for by name (they add the pid and program of each change to the timeline).
+    /// <see cref="CaptureMode.Scan"/> is refused: without events no cut would ever start.
+    /// </summary>
+    public CaptureMode Capture { get; init; } = CaptureMode.Auto;
+
     /// <summary>Which versions are pruned while the app runs, and how often; null keeps every version.</summary>
     public RetentionOptions? Retention { get; init; }
 }
