@@ -1,5 +1,5 @@
 using System.Text.Json;
-using DiffKeeper.Storage;
+using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Tests;
 
 namespace DiffKeeper.IntegrationTests;
