@@ -362,7 +362,9 @@ internal sealed class RecordingCore
                 }
 
                 var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path))?.Size;
-                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true);
+                // Where and how much the write wrote is known whether or not its bytes travelled (a read back too).
+                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true,
+                    offset: e.Offset, length: e.Length);
                 VersionExactOrRead(key, exact, timeNs);
                 return;
             }
@@ -380,7 +382,11 @@ internal sealed class RecordingCore
                 // fallocate, carried exactly (a punched hole, or an allocation that may extend the file).
                 var exact = e.Kind == CaptureKind.Punched ? _versioner.ApplyPunch(e.Root, e.Path, e.Offset, e.Length) : _versioner.ApplyAllocate(e.Root, e.Path, e.Length);
                 var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path))?.Size;
-                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true);
+                // A punched hole's range is exact; an allocation is carried only as the size it implies (its range
+                // is not), so its offset and length stay unknown.
+                var punched = e.Kind == CaptureKind.Punched;
+                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true,
+                    offset: punched ? e.Offset : null, length: punched ? e.Length : null);
                 VersionExactOrRead(key, exact, timeNs);
                 return;
             }
@@ -858,13 +864,13 @@ internal sealed class RecordingCore
     }
 
     private void AddEvent(long timeNs, ChangeOp op, (int Root, string Rel)? path, (int Root, string Rel)? path2, long? size, string? detail,
-        int? pid = null, string? comm = null, long? seq = null, bool exact = false)
+        int? pid = null, string? comm = null, long? seq = null, bool exact = false, long? offset = null, long? length = null)
     {
         FlushWrite();
         var s = seq ?? _seq + 1;
         _seq = Math.Max(_seq, s);
         var e = new NewEvent(s, timeNs, op, path is { } p ? _versioner.PathId(p.Root, p.Rel) : null,
-            path2 is { } q ? _versioner.PathId(q.Root, q.Rel) : null, size, pid, comm, detail);
+            path2 is { } q ? _versioner.PathId(q.Root, q.Rel) : null, size, pid, comm, detail, offset, length);
         _events++;
         EventAdded?.Invoke(op);
         // Hint events merge (inotify's one IN_MODIFY per write); an exact change (a payload) stays on its own.

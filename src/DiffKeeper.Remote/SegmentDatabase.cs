@@ -57,11 +57,19 @@ internal sealed class SegmentDatabase : IDisposable
                 link = column.ScalarInt64() == 1 ? "link" : "NULL";
             }
 
+            // Write offsets and lengths (format 4) when the local trace has them; older traces have none (NULL).
+            string writeRange;
+            using (var column = db.Prepare("SELECT count(*) FROM pragma_table_info('events', 'src') WHERE name IN ('offset', 'length')"))
+            {
+                writeRange = column.ScalarInt64() == 2 ? "offset, length" : "NULL, NULL";
+            }
+
             db.Execute($"""
                 INSERT INTO main.sessions SELECT 1, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state FROM src.sessions WHERE id = {s};
                 INSERT INTO main.roots SELECT id, 1, path FROM src.roots WHERE session_id = {s};
                 INSERT INTO main.paths SELECT id, root_id, rel FROM src.paths WHERE root_id IN (SELECT id FROM main.roots);
-                INSERT INTO main.events SELECT 1, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail FROM src.events WHERE session_id = {s};
+                INSERT INTO main.events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, offset, length)
+                    SELECT 1, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, {writeRange} FROM src.events WHERE session_id = {s};
                 INSERT INTO main.versions(id, session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, link)
                     SELECT id, 1, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, {link}
                     FROM src.versions WHERE session_id = {s};

@@ -12,7 +12,7 @@ namespace DiffKeeper.Report;
 /// complete event (<c>ph</c> "X" with <c>dur</c>); <c>ts</c> and <c>dur</c> are microseconds since the session's
 /// start; <c>tid</c> is the pid (the catalog keeps no thread ids). Every process gets <c>M</c> events naming it
 /// (<c>process_name</c>, <c>thread_name</c>); events of a backend that reports no pid, and the
-/// command's exit (a global instant event), go to pid 0, named so. <c>args</c> carry path, path2, size (the file's size after the change),
+/// command's exit (a global instant event), go to pid 0, named so. <c>args</c> carry path, path2, size (the file's size after the change), offset and length (an exact backend's single write; a burst's byte total is <c>bytes</c>),
 /// seq (and last_seq and count for a burst), detail; the catalog keeps no write offsets or lengths (store format 2),
 /// so they are not there.
 /// </summary>
@@ -69,6 +69,15 @@ public static class ChromeTraceWriter
             {
                 j.WriteNumber("last_seq", f.Last.Seq);
                 j.WriteNumber("count", f.Count);
+                if (f.Bytes is { } bytes)
+                {
+                    j.WriteNumber("bytes", bytes);
+                }
+            }
+            else if (e.Offset is { } offset && e.Length is { } length)
+            {
+                j.WriteNumber("offset", offset);
+                j.WriteNumber("length", length);
             }
 
             if (e.Path is not null)

@@ -9,6 +9,12 @@ namespace DiffKeeper.Report;
 /// </summary>
 public sealed record FoldedEvent(EventRecord First, EventRecord Last, int Count)
 {
+    /// <summary>
+    /// The bytes the line's writes wrote, summed, when every one of them has a length (an exact backend); null when
+    /// any length is unknown (inotify, fanotify, a catalog before format 4): never a guess.
+    /// </summary>
+    public long? Bytes { get; init; } = First == Last ? First.Length : null;
+
     /// <summary>Writes further apart than this are separate lines: a pause is worth seeing.</summary>
     public const long MaxGapNs = 100_000_000;
 
@@ -28,7 +34,7 @@ public sealed record FoldedEvent(EventRecord First, EventRecord Last, int Count)
                 e.Path == open.Last.Path && e.Pid == open.Last.Pid && e.Comm == open.Last.Comm &&
                 e.TimeNs - open.Last.TimeNs < MaxGapNs)
             {
-                open = open with { Last = e, Count = open.Count + 1 };
+                open = open with { Last = e, Count = open.Count + 1, Bytes = open.Bytes + e.Length };
                 continue;
             }
 

@@ -224,7 +224,7 @@ public sealed class TraceReader : IDisposable
     {
         using var r = _db.Prepare($"""
             SELECT e.seq, e.time_ns, e.op, p1.root_id, p1.rel, p2.root_id, p2.rel, e.size, e.pid, e.comm, e.detail,
-                   {CatalogDomain.Broken("events", "e.")}
+                   {CatalogDomain.Broken("events", "e.", _format)}, {(_format >= 4 ? "e.offset, e.length" : "NULL, NULL")}
             FROM events e LEFT JOIN paths p1 ON p1.id = e.path_id LEFT JOIN paths p2 ON p2.id = e.path2_id
             WHERE e.session_id = ?1 AND e.seq >= ?2 AND e.seq <= ?3 ORDER BY e.seq
             """);
@@ -239,7 +239,8 @@ public sealed class TraceReader : IDisposable
             string? p1 = r.IsNull(4) ? null : DisplayPath(session, r.Int64(3), TracePath.Validate(r.Path(4)));
             string? p2 = r.IsNull(6) ? null : DisplayPath(session, r.Int64(5), TracePath.Validate(r.Path(6)));
             yield return new EventRecord(session.Id, r.Int64(0), r.Int64(1), (ChangeOp)r.Int32(2), p1, p2,
-                r.Int64OrNull(7), r.IsNull(8) ? null : r.Int32(8), r.StringOrNull(9), r.StringOrNull(10));
+                r.Int64OrNull(7), r.IsNull(8) ? null : r.Int32(8), r.StringOrNull(9), r.StringOrNull(10),
+                r.Int64OrNull(12), r.Int64OrNull(13));
         }
     }
 

@@ -51,7 +51,7 @@ public sealed class TraceWriter : IDisposable
         TraceDir = traceDir;
         _lock = traceLock;
         _db = db;
-        _insertEvent = db.Prepare("INSERT INTO events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+        _insertEvent = db.Prepare("INSERT INTO events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, offset, length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
         _insertVersion = db.Prepare("INSERT INTO versions(session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, link) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
         _insertPath = db.Prepare("INSERT INTO paths(root_id, rel) VALUES (?1, ?2)");
         _findBlob = db.Prepare("SELECT id, codec FROM blobs WHERE hash = ?1");
@@ -601,7 +601,8 @@ public sealed class TraceWriter : IDisposable
         _sizeLimit?.Check(0);
         Tx();
         _insertEvent.Bind(1, sessionId).Bind(2, e.Seq).Bind(3, e.TimeNs).Bind(4, (long)e.Op).Bind(5, e.PathId).Bind(6, e.Path2Id)
-            .Bind(7, e.Size).Bind(8, (long?)e.Pid).Bind(9, e.Comm).Bind(10, e.Detail).Run();
+            .Bind(7, e.Size).Bind(8, (long?)e.Pid).Bind(9, e.Comm).Bind(10, e.Detail)
+            .Bind(11, e.Offset).Bind(12, e.Length).Run();
     }
 
     public long AddVersion(long sessionId, NewVersion v)

@@ -47,7 +47,7 @@ public sealed class TimelineFilterTests : IDisposable
 
         var folded = Text().Where(l => l.Contains("WRITE    burst.log", StringComparison.Ordinal)).ToList();
         var line = Assert.Single(folded);
-        Assert.Contains("x5 writes in ", line, StringComparison.Ordinal);
+        Assert.Contains("x5 writes, 35 B in ", line, StringComparison.Ordinal); // eBPF knows each length: 5 x 7 bytes
         Assert.EndsWith($"#{writes[0].GetProperty("seq")}-#{writes[4].GetProperty("seq")}", line, StringComparison.Ordinal);
         Assert.Contains("35 B", line, StringComparison.Ordinal); // the size after the last write: 5 x "line N\n"
         Assert.Equal(5, Text("--no-fold").Count(l => l.Contains("WRITE    burst.log", StringComparison.Ordinal)));

@@ -33,7 +33,7 @@ internal static class TimelineCommand
             HelpName = "FORMAT",
             DefaultValueFactory = _ => "text",
         }.ExpectingOneOf(Formats);
-        var json = new Option<bool>("--json") { Description = "One JSON object per event and line, never folded: session, seq, time_ns, time, wall, op, path, path2, size, pid, comm, detail (exit_code for EXIT)" };
+        var json = new Option<bool>("--json") { Description = "One JSON object per event and line, never folded: session, seq, time_ns, time, wall, op, path, path2, size, pid, comm, detail, offset, length (exit_code for EXIT; offset, length null unless eBPF)" };
         var cmd = new Command("timeline", """
             List every recorded change in order, with the command's exit status last. In text, consecutive writes by
             one process to one file, less than 100 ms apart, are one line with their count ("x37 writes in 12ms", #first-#last).

@@ -50,9 +50,16 @@ public static class TimelineRenderer
             sb.Append(" -> ").Append(PathBytes.Display(e.Path2));
         }
 
+        // An exact write says how much it wrote and where, then the file's size after it.
+        var range = e.Length is not null && e.Offset is not null;
+        if (range)
+        {
+            sb.Append("  ").Append(FormatSize(e.Length!.Value)).Append(" at ").Append(e.Offset!.Value.ToString(CultureInfo.InvariantCulture));
+        }
+
         if (e.Size is { } size && e.Op is not ChangeOp.Mkdir and not ChangeOp.Rmdir and not ChangeOp.Delete)
         {
-            sb.Append("  ").Append(FormatSize(size));
+            sb.Append(range ? " → " : "  ").Append(FormatSize(size));
         }
 
         if (e.Pid is { } pid)
@@ -80,7 +87,7 @@ public static class TimelineRenderer
     /// <summary>A line of the text timeline; a burst of writes says how many and over how long, and its first and last event.</summary>
     public static string Line(FoldedEvent f, bool colour = false)
     {
-        var line = Line(f.First with { Size = f.Last.Size }, colour);
+        var line = Line(f.IsBurst ? f.First with { Size = f.Last.Size, Offset = null, Length = null } : f.First, colour);
         if (!f.IsBurst)
         {
             return line;
@@ -88,7 +95,7 @@ public static class TimelineRenderer
 
         var seq = "  #" + f.First.Seq.ToString(CultureInfo.InvariantCulture);
         return string.Concat(line.AsSpan(0, line.Length - seq.Length), string.Create(CultureInfo.InvariantCulture,
-            $"  x{f.Count} writes in {TimeSpec.FormatDuration(f.Last.TimeNs - f.First.TimeNs)}  #{f.First.Seq}-#{f.Last.Seq}"));
+            $"  x{f.Count} writes{(f.Bytes is { } bytes ? ", " + FormatSize(bytes) : "")} in {TimeSpec.FormatDuration(f.Last.TimeNs - f.First.TimeNs)}  #{f.First.Seq}-#{f.Last.Seq}"));
     }
 
     public static void Json(Utf8JsonWriter j, SessionInfo s, EventRecord e)
@@ -126,7 +133,21 @@ public static class TimelineRenderer
 
         WriteNullable(j, "comm", e.Comm);
         WriteNullable(j, "detail", e.Detail);
+        WriteNullable(j, "offset", e.Offset);
+        WriteNullable(j, "length", e.Length);
         j.WriteEndObject();
+    }
+
+    private static void WriteNullable(Utf8JsonWriter j, string name, long? value)
+    {
+        if (value is { } v)
+        {
+            j.WriteNumber(name, v);
+        }
+        else
+        {
+            j.WriteNull(name);
+        }
     }
 
     private static void WriteNullable(Utf8JsonWriter j, string name, string? value)

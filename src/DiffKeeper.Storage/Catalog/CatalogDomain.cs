@@ -74,6 +74,8 @@ public static class CatalogDomain
             ("pid", OrNull("{0}pid", IntIn("{0}pid", 0, int.MaxValue)), "NULL or a process id"),
             ("comm", OrNull("{0}comm", Text("{0}comm")), "NULL or text"),
             ("detail", OrNull("{0}detail", Text("{0}detail")), "NULL or text"),
+            ("offset", OrNull("{0}offset", IntIn("{0}offset", 0, long.MaxValue)), "NULL or an integer >= 0"),
+            ("length", OrNull("{0}length", IntIn("{0}length", 0, long.MaxValue)), "NULL or an integer >= 0"),
         ],
         ["versions"] =
         [
@@ -118,6 +120,9 @@ public static class CatalogDomain
     /// <summary>Formats 1 and 2 have no <c>versions.link</c> column.</summary>
     private static readonly HashSet<string> Format3Columns = ["link"];
 
+    /// <summary>Formats 1 to 3 have no <c>events.offset</c> or <c>events.length</c> (blobs.offset is older).</summary>
+    private static bool Format4Column(string table, string column) => table == "events" && column is "offset" or "length";
+
     /// <summary>
     /// An SQL expression over one row of <paramref name="table"/> (its columns prefixed by <paramref name="prefix"/>,
     /// e.g. "v."): NULL when every column is in its domain, else the name and domain of the first that is not.
@@ -125,7 +130,8 @@ public static class CatalogDomain
     public static string Broken(string table, string prefix = "", int format = CatalogSchema.FormatVersion)
     {
         var cases = Rules[table]
-            .Where(r => (format >= 2 || !Format2Columns.Contains(r.Column)) && (format >= 3 || !Format3Columns.Contains(r.Column)))
+            .Where(r => (format >= 2 || !Format2Columns.Contains(r.Column)) && (format >= 3 || !Format3Columns.Contains(r.Column))
+                && (format >= 4 || !Format4Column(table, r.Column)))
             .Select(r => $"WHEN NOT coalesce(({string.Format(CultureInfo.InvariantCulture, r.Rule, prefix)}), 0) THEN '{r.Column} is not {r.Words}'");
         return $"(CASE {string.Join(' ', cases)} END)";
     }

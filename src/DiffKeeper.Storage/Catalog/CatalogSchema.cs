@@ -5,7 +5,7 @@ namespace DiffKeeper.Storage.Catalog;
 /// <summary>The catalog's DDL and format check (docs/store-format.md, "Catalog").</summary>
 public static class CatalogSchema
 {
-    public const int FormatVersion = 3;
+    public const int FormatVersion = 4;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,6 +33,8 @@ public static class CatalogSchema
             pid INTEGER,
             comm TEXT,
             detail TEXT,
+            offset INTEGER,
+            length INTEGER,
             PRIMARY KEY(session_id, seq)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS versions(
             id INTEGER PRIMARY KEY,
@@ -74,6 +76,7 @@ public static class CatalogSchema
         {
             MigrateFromFormat1(db);
             MigrateFromFormat2(db);
+            MigrateFromFormat3(db);
             db.Execute(Ddl);
             using var meta = db.Prepare("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?1), ('created_by', ?2)");
             meta.Bind(1, FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
@@ -122,6 +125,17 @@ public static class CatalogSchema
     private static void MigrateFromFormat2(SqliteDatabase db) => Migrate(db, 2, """
         ALTER TABLE versions ADD COLUMN link INTEGER;
         UPDATE meta SET value = '3' WHERE key = 'format_version';
+        """);
+
+    /// <summary>
+    /// Format 3 lacks <c>events.offset</c> and <c>events.length</c> (where a write landed and how many bytes it
+    /// wrote): add them, NULL for every event (unknown, as for an inexact backend), and record format 4, inside
+    /// the caller's transaction.
+    /// </summary>
+    private static void MigrateFromFormat3(SqliteDatabase db) => Migrate(db, 3, """
+        ALTER TABLE events ADD COLUMN offset INTEGER;
+        ALTER TABLE events ADD COLUMN length INTEGER;
+        UPDATE meta SET value = '4' WHERE key = 'format_version';
         """);
 
     /// <summary>Runs <paramref name="sql"/> when the catalog exists and is at format <paramref name="from"/>.</summary>
@@ -187,7 +201,7 @@ public static class CatalogSchema
         CheckTables(db, catalogPath, version);
     }
 
-    /// <summary>The columns every reader selects, per table (format 1 lacks the delta columns, format 2 versions.link).</summary>
+    /// <summary>The columns every reader selects, per table (format 1 lacks the delta columns, format 2 versions.link, format 3 events.offset and events.length).</summary>
     private static readonly (string Table, string Columns, string Format2Columns)[] Tables =
     [
         ("sessions", "id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state", ""),
@@ -209,7 +223,7 @@ public static class CatalogSchema
         {
             try
             {
-                using var probe = db.Prepare($"SELECT {columns}{(version >= 2 ? format2 : "")}{(version >= 3 && table == "versions" ? ", link" : "")} FROM {table} LIMIT 0");
+                using var probe = db.Prepare($"SELECT {columns}{(version >= 2 ? format2 : "")}{(version >= 3 && table == "versions" ? ", link" : "")}{(version >= 4 && table == "events" ? ", offset, length" : "")} FROM {table} LIMIT 0");
             }
             catch (CatalogException e)
             {

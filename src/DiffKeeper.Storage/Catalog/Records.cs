@@ -36,7 +36,11 @@ public sealed record SessionInfo(
 
 public sealed record RootInfo(long Id, string Path);
 
-/// <summary>One timeline event. Paths are display paths (see <see cref="TraceReader.DisplayPath"/>).</summary>
+/// <summary>
+/// One timeline event. Paths are display paths (see <see cref="TraceReader.DisplayPath"/>). <see cref="Offset"/>
+/// and <see cref="Length"/>: where a WRITE/PUNCH/ALLOCATE landed and how many bytes it covered, when the backend
+/// knows them exactly (eBPF); null when unknown (inotify, fanotify, catalogs before format 4).
+/// </summary>
 public sealed record EventRecord(
     long SessionId,
     long Seq,
@@ -47,7 +51,9 @@ public sealed record EventRecord(
     long? Size,
     int? Pid,
     string? Comm,
-    string? Detail);
+    string? Detail,
+    long? Offset = null,
+    long? Length = null);
 
 /// <summary>
 /// One version of one path. <see cref="Rel"/> is relative to root <see cref="RootId"/>. A <see cref="Pruned"/>
@@ -100,4 +106,6 @@ public readonly record struct NewEvent(
     long? Size,
     int? Pid,
     string? Comm,
-    string? Detail);
+    string? Detail,
+    long? Offset = null,
+    long? Length = null);
