@@ -134,16 +134,35 @@ public static partial class CliApp
                 Error = console.Error,
             }).ConfigureAwait(false);
         }
+        catch (IOException e) when (e.HResult == BrokenPipe)
+        {
+            // The reader of our output left (`timeline | head`): it has what it wanted. Stop quietly, as `show` does.
+            return 0;
+        }
         catch (Exception e)
         {
-            console.Out.Flush();
+            FlushOutput(console);
             var (code, message) = Describe(e);
             console.Error.WriteLine($"diffkeeper: {Bounded(message, code)}");
             return (int)code;
         }
         finally
         {
+            FlushOutput(console);
+        }
+    }
+
+    private const int BrokenPipe = 32; // EPIPE
+
+    private static void FlushOutput(IConsole console)
+    {
+        try
+        {
             console.Out.Flush();
+        }
+        catch (IOException e) when (e.HResult == BrokenPipe)
+        {
+            // nobody reads any more: nothing left to say to them
         }
     }
 

@@ -214,6 +214,32 @@ public sealed class HostileTraceTests(HostileTraceTests.Fixture fixture) : IClas
         Assert.Equal(0, p.ExitCode);
     }
 
+    [Theory]
+    [InlineData("timeline")]
+    [InlineData("timeline --json")]
+    public async Task Every_report_stops_quietly_at_a_closed_pipe(string command)
+    {
+        var work = _dir.Sub("many");
+        Directory.CreateDirectory(work);
+        var trace = _dir.Sub("many-trace");
+        // Enough lines (~200 KB) that the output passes the pipe's buffer after head has left.
+        Cli.Ok(_dir.Path, "record", "-q", "--capture", "inotify", "--trace", trace, "--watch", work, "--",
+            "sh", "-c", $"cd '{work}'; for i in $(seq 1 2000); do echo $i > f$i; done");
+
+        // timeline | head used to end with "diffkeeper: an operating system call failed: broken pipe", exit 10.
+        var psi = new ProcessStartInfo("bash", ["-c", $"'{Cli.Executable}' {command} --trace '{trace}' | head -c 10 > /dev/null; echo ${{PIPESTATUS[0]}}"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+        var stderr = p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), $"{command} went on writing after its reader left");
+        Assert.Equal("", await stderr);
+        Assert.Equal("0", (await stdout).Trim());
+    }
+
     [Fact]
     public void Gc_and_prune_of_a_missing_trace_exit_3_and_create_nothing()
     {
