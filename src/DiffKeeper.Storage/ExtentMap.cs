@@ -39,7 +39,7 @@ public static class ExtentMap
     {
         extents = [];
         var pos = 0;
-        if (!Varint.TryRead(data, ref pos, out var count) || count > (ulong)data.Length / 3 || count > MaxCount)
+        if (size < 0 || !Varint.TryRead(data, ref pos, out var count) || count > (ulong)data.Length / 3 || count > MaxCount)
         {
             return false;
         }
@@ -50,13 +50,13 @@ public static class ExtentMap
         {
             if (!Varint.TryRead(data, ref pos, out var gap) || !Varint.TryRead(data, ref pos, out var length) ||
                 !Varint.TryRead(data, ref pos, out var rowId) || length == 0 || length > int.MaxValue ||
-                gap > (ulong)size || rowId > long.MaxValue)
+                gap > (ulong)(size - end) || rowId > long.MaxValue)
             {
-                return false;
+                return false; // end <= size, so end + gap cannot overflow (fuzzing: a negative size, a huge gap)
             }
 
             var offset = end + (long)gap;
-            if (offset + (long)length > size)
+            if ((long)length > size - offset)
             {
                 return false;
             }
