@@ -200,18 +200,21 @@ public sealed class HostileTraceTests(HostileTraceTests.Fixture fixture) : IClas
         var trace = _dir.Sub("sparse-trace");
         Cli.Ok(_dir.Path, "record", "-q", "--capture", "inotify", "--trace", trace, "--watch", work, "--", "truncate", "-s", "1T", Path.Combine(work, "big"));
         // 1 TiB of zeros would take minutes; after head leaves, show must end at once and quietly.
-        var psi = new ProcessStartInfo("sh", ["-c", $"'{Cli.Executable}' show --trace '{trace}' big | head -c 100 | wc -c"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
+        var (exit, stdout, stderr) = await Pipeline("sh", $"'{Cli.Executable}' show --trace '{trace}' big | head -c 100 | wc -c", "show");
+        Assert.Equal("100", stdout.Trim());
+        Assert.Equal("", stderr);
+        Assert.Equal(0, exit);
+    }
+
+    /// <summary>Runs a shell pipeline; fails when it has not ended within a minute (the reader left, the writer did not stop).</summary>
+    private static async Task<(int Exit, string Stdout, string Stderr)> Pipeline(string shell, string script, string what)
+    {
+        var psi = new ProcessStartInfo(shell, ["-c", script]) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
         var stderr = p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
-        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "show went on writing after its reader left");
-        Assert.Equal("100", (await stdout).Trim());
-        Assert.Equal("", await stderr);
-        Assert.Equal(0, p.ExitCode);
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), $"{what} went on writing after its reader left");
+        return (p.ExitCode, await stdout, await stderr);
     }
 
     [Theory]
@@ -227,17 +230,9 @@ public sealed class HostileTraceTests(HostileTraceTests.Fixture fixture) : IClas
             "sh", "-c", $"cd '{work}'; for i in $(seq 1 2000); do echo $i > f$i; done");
 
         // timeline | head used to end with "diffkeeper: an operating system call failed: broken pipe", exit 10.
-        var psi = new ProcessStartInfo("bash", ["-c", $"'{Cli.Executable}' {command} --trace '{trace}' | head -c 10 > /dev/null; echo ${{PIPESTATUS[0]}}"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
-        var stderr = p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
-        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), $"{command} went on writing after its reader left");
-        Assert.Equal("", await stderr);
-        Assert.Equal("0", (await stdout).Trim());
+        var (_, stdout, stderr) = await Pipeline("bash", $"'{Cli.Executable}' {command} --trace '{trace}' | head -c 10 > /dev/null; echo ${{PIPESTATUS[0]}}", command);
+        Assert.Equal("", stderr);
+        Assert.Equal("0", stdout.Trim());
     }
 
     [Fact]
