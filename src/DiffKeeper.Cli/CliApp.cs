@@ -136,7 +136,8 @@ public static partial class CliApp
         }
         catch (IOException e) when (e.HResult == BrokenPipe)
         {
-            // The reader of our output left (`timeline | head`): it has what it wanted. Stop quietly, as `show` does.
+            // The reader of our output left (`timeline | head`, `show big | head -c 100`): it has what it wanted. Stop
+            // at once, quietly.
             return 0;
         }
         catch (Exception e)
