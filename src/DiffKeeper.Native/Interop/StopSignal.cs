@@ -28,8 +28,7 @@ public sealed unsafe class StopSignal : IDisposable
     public void Set()
     {
         _set = true;
-        ulong one = 1;
-        _ = Libc.Write(_fd, (byte*)&one, sizeof(ulong));
+        Wake();
     }
 
     /// <summary>Rouses a <see cref="Wait"/> without stopping the reader (a drain request).</summary>
