@@ -13,8 +13,8 @@ namespace DiffKeeper.Report;
 /// start; <c>tid</c> is the pid (the catalog keeps no thread ids). Every process gets <c>M</c> events naming it
 /// (<c>process_name</c>, <c>thread_name</c>); events of a backend that reports no pid, and the
 /// command's exit (a global instant event), go to pid 0, named so. <c>args</c> carry path, path2, size (the file's size after the change), offset and length (an exact backend's single write; a burst's byte total is <c>bytes</c>),
-/// seq (and last_seq and count for a burst), detail; the catalog keeps no write offsets or lengths (store format 2),
-/// so they are not there.
+/// seq (and last_seq and count for a burst), detail. Offsets and lengths are absent where the catalog has none
+/// (inotify, fanotify, a trace before store format 4).
 /// </summary>
 public static class ChromeTraceWriter
 {

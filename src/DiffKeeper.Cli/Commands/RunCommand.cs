@@ -105,7 +105,7 @@ internal static class RunCommand
                 console.Error.WriteLine($"diffkeeper: metrics on http://{server.EndPoint}/metrics");
             }
 
-            var options = new KeepOptions(state, st, pr.GetValue(command)!, Directory.GetCurrentDirectory()) 
+            var options = new KeepOptions(state, st, pr.GetValue(command)!, Directory.GetCurrentDirectory())
             {
                 FlushInterval = interval, Retention = retention, BigFileThreshold = pr.GetValue(bigFile), Capture = CaptureOption.Parse(pr.GetValue(capture)!),
             };
