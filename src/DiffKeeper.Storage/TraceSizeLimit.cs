@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using DiffKeeper.Core;
 
 namespace DiffKeeper.Storage;
@@ -61,7 +60,7 @@ public sealed class TraceSizeLimit
     public bool Reached => Volatile.Read(ref _spent) == 1;
 
     /// <summary>How the limit is named to people: "--max-trace-size 8 MiB".</summary>
-    public string Describe() => $"--max-trace-size {FormatBytes(Bytes)}";
+    public string Describe() => $"--max-trace-size {ByteSize.Format(Bytes)}";
 
     /// <summary>
     /// The ring's prune policy for a trace of <paramref name="size"/> bytes: drop the oldest contents down towards
@@ -107,7 +106,7 @@ public sealed class TraceSizeLimit
         if (size > Bytes && Interlocked.Exchange(ref _spent, 1) == 0)
         {
             throw new DiffKeeperException(ExitCode.SystemError,
-                $"the trace reached its size limit ({Describe()}: {FormatBytes(size)} with this change, its oldest contents already dropped as far as they can be)");
+                $"the trace reached its size limit ({Describe()}: {ByteSize.Format(size)} with this change, its oldest contents already dropped as far as they can be)");
         }
     }
 
@@ -154,11 +153,4 @@ public sealed class TraceSizeLimit
             return 0;
         }
     }
-
-    private static string FormatBytes(long bytes) => bytes switch
-    {
-        >= 1L << 30 when bytes % (1L << 30) == 0 => (bytes >> 30).ToString(CultureInfo.InvariantCulture) + " GiB",
-        >= 1L << 20 => (bytes / (double)(1 << 20)).ToString("0.#", CultureInfo.InvariantCulture) + " MiB",
-        _ => (bytes / 1024.0).ToString("0.#", CultureInfo.InvariantCulture) + " KiB",
-    };
 }
