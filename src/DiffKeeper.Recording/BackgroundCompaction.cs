@@ -34,7 +34,6 @@ internal sealed class BackgroundCompaction : IDisposable
     private readonly string _traceDir;
     private readonly AutoResetEvent _ringNow = new(false);
     private int _running;
-    private int _ringPass;
     private long _roomAsked;
     private long _roomServed;
 
@@ -53,6 +52,9 @@ internal sealed class BackgroundCompaction : IDisposable
     /// <summary>Whether a pass is running (it may hand over a step at any moment).</summary>
     public bool Running => Volatile.Read(ref _running) == 1;
 
+    /// <summary>A pass under a size limit is running: every pass then works for the ring (it was started by it, or it must not lag behind it).</summary>
+    private bool RingPass => _limit is not null && Running;
+
     public void Start() => _thread.Start();
 
     /// <summary>
@@ -69,12 +71,12 @@ internal sealed class BackgroundCompaction : IDisposable
         }
 
         var started = Stopwatch.GetTimestamp();
-        var budget = Volatile.Read(ref _ringPass) == 1 ? RingStepBudget : StepBudget;
+        var budget = RingPass ? RingStepBudget : StepBudget;
         do
         {
             _steps.RunPending(budget - Stopwatch.GetElapsedTime(started));
         }
-        while (Volatile.Read(ref _ringPass) == 1 && Stopwatch.GetElapsedTime(started) < budget &&
+        while (RingPass && Stopwatch.GetElapsedTime(started) < budget &&
                _steps.Queued.Wait(TimeSpan.FromMilliseconds(2)) && _steps.Waiting is not null);
     }
 
@@ -157,7 +159,6 @@ internal sealed class BackgroundCompaction : IDisposable
                 }
 
                 Volatile.Write(ref _running, 1);
-                Volatile.Write(ref _ringPass, options.Prune is not null || _limit is not null ? 1 : 0);
                 try
                 {
                     var done = _maintainer.Run(options, DateTimeOffset.UtcNow);
@@ -177,7 +178,6 @@ internal sealed class BackgroundCompaction : IDisposable
                 }
                 finally
                 {
-                    Volatile.Write(ref _ringPass, 0);
                     Volatile.Write(ref _running, 0);
                 }
             }
