@@ -286,6 +286,14 @@ public sealed class Recorder
         var lastCommit = Stopwatch.GetTimestamp();
         var completed = false;
         var roomAt = -1L;
+        Action? runSteps = _background is { } b ? b.RunSteps : null; // one delegate, not one per turn of the loop
+        void Commit()
+        {
+            _core.FlushWrite();
+            _writer.Commit();
+            lastCommit = Stopwatch.GetTimestamp();
+        }
+
         while (true)
         {
             wake.Reset();
@@ -297,20 +305,10 @@ public sealed class Recorder
                 roomAt = _core.Versioner.VersionsWritten;
                 if (_writer.HasPending)
                 {
-                    _core.FlushWrite();
-                    _writer.Commit();
-                    lastCommit = Stopwatch.GetTimestamp();
+                    Commit();
                 }
 
-                _writer.BeforeCommit = null;
-                try
-                {
-                    ring.MakeRoom(TimeSpan.FromSeconds(10));
-                }
-                finally
-                {
-                    _writer.BeforeCommit = _core.FlushParked;
-                }
+                BetweenCommits(() => ring.MakeRoom(TimeSpan.FromSeconds(10)));
             }
 
             var processed = 0;
@@ -335,24 +333,12 @@ public sealed class Recorder
             var idle = processed == 0 && !_core.HasDirty;
             if (_writer.HasPending && (idle || completed || Stopwatch.GetElapsedTime(lastCommit) >= _options.CommitInterval))
             {
-                _core.FlushWrite();
-                _writer.Commit();
-                lastCommit = Stopwatch.GetTimestamp();
+                Commit();
             }
 
-            if (_background is { } background && !_writer.HasPending)
+            if (runSteps is not null && !_writer.HasPending)
             {
-                // Each step commits on its own, between the recording's commits, and holds only itself: held events
-                // wait for the recording's next commit (a step that fails is rolled back and must not take them along).
-                _writer.BeforeCommit = null;
-                try
-                {
-                    background.RunSteps();
-                }
-                finally
-                {
-                    _writer.BeforeCommit = _core.FlushParked;
-                }
+                BetweenCommits(runSteps);
             }
 
             if (completed && !_core.HasDirty && !reader.TryPeek(out _))
@@ -368,6 +354,24 @@ public sealed class Recorder
                 wait = _background?.Running == true && wait > TimeSpan.FromMilliseconds(10) ? TimeSpan.FromMilliseconds(10) : wait;
                 wake.Wait(wait);
             }
+        }
+    }
+
+    /// <summary>
+    /// Runs background maintenance steps between the recording's commits. Each step commits on its own and holds
+    /// only itself: held events wait for the recording's next commit (a step that fails is rolled back and must not
+    /// take them along).
+    /// </summary>
+    private void BetweenCommits(Action steps)
+    {
+        _writer.BeforeCommit = null;
+        try
+        {
+            steps();
+        }
+        finally
+        {
+            _writer.BeforeCommit = _core.FlushParked;
         }
     }
 
