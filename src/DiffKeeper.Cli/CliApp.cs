@@ -4,6 +4,7 @@ using System.Text.RegularExpressions;
 using DiffKeeper.Cli.Commands;
 using DiffKeeper.Cli.Rendering;
 using DiffKeeper.Core;
+using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
 
 namespace DiffKeeper.Cli;
@@ -172,6 +173,7 @@ public static partial class CliApp
     {
         DiffKeeperException d => (d.Code, d.Message),
         CatalogException { ErrorCode: 11 or 26 } c => (ExitCode.Corrupt, $"the catalog is damaged ({c.Message}); 'diffkeeper verify' tells what is left"),
+        BlobMissingException m => (ExitCode.Corrupt, $"the trace is damaged: {m.Message}; 'diffkeeper verify' tells what is left"),
         CatalogException c => (ExitCode.SystemError, $"the catalog failed: {c.Message}"),
         _ when OsError.IsOsFailure(e) => (ExitCode.SystemError, PathIn(e) is { } path
             ? OsError.At(e, "use", path).Message

@@ -19,7 +19,7 @@ namespace DiffKeeper.IntegrationTests;
 /// without faults and must be complete; the trace verifies again and its end equals the tree on disk.
 /// In ./test.sh one point per kind; DIFFKEEPER_FAULT_POINTS=all drives every write and sync call with
 /// every kind that applies, =every each call once (write kinds in turn), =1:fsync:24,2:eio:55 the points listed. DIFFKEEPER_FAULT_REPORT appends the summary
-/// and violations to a file. The long run's figures are in docs/benchmarks.md ("Issue 13: faults below the store").
+/// and violations to a file, DIFFKEEPER_FAULT_KEEP=DIR copies the directory of each point with a violation there. The long run's figures are in docs/benchmarks.md ("Issue 13: faults below the store").
 /// </summary>
 public sealed class FaultLayerTests
 {
@@ -70,6 +70,13 @@ public sealed class FaultLayerTests
             foreach (var p in problems)
             {
                 violations.Add($"{point}: {p}");
+            }
+
+            if (problems.Count > 0 && Environment.GetEnvironmentVariable("DIFFKEEPER_FAULT_KEEP") is { Length: > 0 } keep)
+            {
+                // The point's directory (trace, tree, fault logs) kept for a look at what went wrong.
+                using var cp = Process.Start("cp", ["-a", dir.Sub($"p{point.Session}-{point.Kind}-{point.At}"), keep])!;
+                cp.WaitForExit();
             }
         });
 

@@ -118,6 +118,49 @@ public sealed class HostileTraceTests(HostileTraceTests.Fixture fixture) : IClas
         Assert.All(before, kv => Assert.Equal(kv.Value, new FileInfo(kv.Key).Length));
     }
 
+    private sealed class Compacted() : ScriptedTrace(
+        "echo one > a.txt; mkdir -p d/e; head -c 200000 /dev/urandom > d/big; ln -s a.txt l; echo two >> a.txt",
+        "dd if=/dev/urandom of=d/big bs=1000 count=5 seek=50 conv=notrunc 2>/dev/null; rm l; mv a.txt d/e/a2");
+
+    /// <summary>
+    /// Regression (found by the mutation harness, seed 20261207, mutation 22 "delete blobs row 7"): in a compacted trace
+    /// with the row of a blob that a later version's chunk list or a delta names deleted, gc's compaction looked the
+    /// row up and ended in a stack trace (exit 1). A missing row is damage for verify to report; gc builds no delta on
+    /// it, and a command that meets one says so in one line (exit 5).
+    /// </summary>
+    [Fact]
+    public void Gc_of_a_compacted_trace_missing_any_one_blob_row_ends_without_a_stack_trace()
+    {
+        using var compacted = new Compacted();
+        Cli.Ok(_dir.Path, "gc", "--trace", compacted.Trace);
+        List<long> rows = [];
+        using (var db = SqliteDatabase.Open(Path.Combine(compacted.Trace, "catalog.db"), readOnly: true))
+        using (var r = db.Prepare("SELECT id FROM blobs ORDER BY id"))
+        {
+            while (r.Step())
+            {
+                rows.Add(r.Int64(0));
+            }
+        }
+
+        foreach (var row in rows)
+        {
+            var t = _dir.Sub($"missing-{row}");
+            StoreFiles.CopyDirectory(compacted.Trace, t);
+            using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: false))
+            {
+                db.Execute($"DELETE FROM blobs WHERE id = {row}");
+            }
+
+            var gc = Cli.Run(_dir.Path, "gc", "--trace", t);
+            var lines = gc.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.True(gc.ExitCode is 0 or 5 && lines.All(l => l.StartsWith("diffkeeper: ", StringComparison.Ordinal) && l.Length <= 1100),
+                $"blob row {row} deleted: {gc}");
+            var verify = Cli.Run(_dir.Path, "verify", "--read-data", "--trace", t).ExitCode;
+            Assert.True(verify == 5 || (verify == 0 && gc.ExitCode == 0), $"blob row {row} deleted: verify exited {verify}, gc {gc}");
+        }
+    }
+
     [Theory]
     [InlineData("UPDATE blobs SET offset = -5")]
     [InlineData("UPDATE versions SET size = 4611686018427387904 WHERE kind = 1")]

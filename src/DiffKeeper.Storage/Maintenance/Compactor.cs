@@ -198,8 +198,18 @@ internal sealed class Compactor
     /// <summary>Appends the delta of <paramref name="row"/> when it saves a quarter of <paramref name="limit"/> and queues its move.</summary>
     private void Encode(long row, long[] bases, int limit)
     {
-        var loc = _reader.Blob(row);
-        var baseLocs = bases.Select(_reader.Blob).ToArray();
+        BlobLocation loc;
+        BlobLocation[] baseLocs;
+        try
+        {
+            loc = _reader.Blob(row);
+            baseLocs = bases.Select(_reader.Blob).ToArray();
+        }
+        catch (BlobMissingException)
+        {
+            return; // a version names a blob row the catalog lacks: damage, verify's to report; never build on it
+        }
+
         var total = baseLocs.Sum(b => b.RawLength);
         var raw = ArrayPool<byte>.Shared.Rent(Math.Max(1, loc.RawLength));
         var prefix = ArrayPool<byte>.Shared.Rent(Math.Max(1, total));
