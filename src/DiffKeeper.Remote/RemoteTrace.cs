@@ -168,11 +168,16 @@ public sealed class RemoteTrace
 
         // A delta segment needs its base: the one the manifest names, whole (docs/store-format.md, "delta segment").
         byte[]? baseDatabase = null;
-        if (SegmentDatabase.BaseOf(name, segment) is { } baseSha)
+        if (SegmentDatabase.IsDelta(name, segment))
         {
-            if (baseSha != manifest.SegmentBase)
+            if (manifest.SegmentBase is not { } baseSha)
             {
-                throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name} is a delta against {baseSha[..16]}…, which session {manifest.Key}'s manifest does not name: it is damaged");
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name} is a delta, but session {manifest.Key}'s manifest names no base for it: it is damaged");
+            }
+
+            if (SegmentDatabase.NamedBase(segment) is { } named && named != baseSha)
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name} is a delta against {named[..16]}…, which session {manifest.Key}'s manifest does not name: it is damaged");
             }
 
             baseDatabase = await new SegmentBases(_store, CacheDir).DatabaseAsync(baseSha, name, cancel).ConfigureAwait(false);

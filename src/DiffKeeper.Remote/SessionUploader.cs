@@ -180,7 +180,7 @@ public sealed class SessionUploader
         var whole = SegmentDatabase.Pack(database);
         if (await BaseAsync(key, cancel).ConfigureAwait(false) is { } baseSha)
         {
-            var delta = SegmentDatabase.PackDelta(database, baseSha, await _bases.DatabaseAsync(baseSha, "a delta segment", cancel).ConfigureAwait(false));
+            var delta = SegmentDatabase.PackDelta(database, await _bases.DatabaseAsync(baseSha, "a delta segment", cancel).ConfigureAwait(false));
             if (delta.Length * 2 < whole.Length)
             {
                 return (delta, baseSha);
