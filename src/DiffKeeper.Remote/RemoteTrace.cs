@@ -215,7 +215,7 @@ public sealed class RemoteTrace
         }
     }
 
-    /// <summary>Range reads of every record the cache trace's blob rows name, merged per pack and fetched 8 at a time.</summary>
+    /// <summary>Range reads of every record the cache trace's blob rows name, merged per pack and fetched 8 at a time, each streamed into its mirror.</summary>
     private async Task FetchAsync(string dir, CancellationToken cancel)
     {
         var packs = RemotePacks(dir).ToDictionary(p => p.Id);
@@ -253,10 +253,11 @@ public sealed class RemoteTrace
                 throw new DiffKeeperException(ExitCode.Corrupt, $"a blob of the segment lies past the end of remote pack {name}");
             }
 
-            var bytes = await _store.GetAsync(RemoteLayout.Pack(name), r.Start, r.End - r.Start, ct).ConfigureAwait(false)
-                ?? throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{RemoteLayout.Pack(name)} is missing");
             using var h = File.OpenHandle(Path.Combine(dir, PackFormat.RelativePath(r.Pack)), FileMode.Open, FileAccess.Write);
-            RandomAccess.Write(h, bytes, r.Start);
+            if (!await _store.ReadIntoAsync(RemoteLayout.Pack(name), r.Start, r.End - r.Start, h, ct).ConfigureAwait(false))
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{RemoteLayout.Pack(name)} is missing");
+            }
         }).ConfigureAwait(false);
     }
 
