@@ -108,13 +108,8 @@ public sealed class RemoteForgetTests : IDisposable
     [Fact]
     public async Task AWriterRacingAForgetNeverPublishesASessionNamingADeletedObject()
     {
-        using var server = S3rverProcess.Start(_tmp.Sub("s3"));
-        var env = server.Environment(_tmp.Sub("cache"));
-        SetAwsEnvironment(env);
-
-        var sources = Sources();
-        Record(env, _tmp.Sub("trace-a"), sources, _tmp.Sub("work-a"), "shared.bin", "only-1.bin");
-        var treeB = Record(env, _tmp.Sub("trace-b"), sources, _tmp.Sub("work-b"), "shared.bin", "only-2.bin");
+        var (server, env, treeB) = TwoTraces(_tmp.Sub("s3"));
+        using var disposeServer = server;
 
         async Task<(UploadResult Result, IObjectStore Store)> Race(string prefix, TimeSpan writerGrace)
         {
@@ -162,12 +157,8 @@ public sealed class RemoteForgetTests : IDisposable
     public async Task AnOldUnnamedPackAWriterReusesIsUploadedAgainWhenAForgetDeletesIt()
     {
         var s3Dir = _tmp.Sub("s3");
-        using var server = S3rverProcess.Start(s3Dir);
-        var env = server.Environment(_tmp.Sub("cache"));
-        SetAwsEnvironment(env);
-        var sources = Sources();
-        Record(env, _tmp.Sub("trace-a"), sources, _tmp.Sub("work-a"), "shared.bin", "only-1.bin");
-        var treeB = Record(env, _tmp.Sub("trace-b"), sources, _tmp.Sub("work-b"), "shared.bin", "only-2.bin");
+        var (server, env, treeB) = TwoTraces(s3Dir);
+        using var disposeServer = server;
         var url = $"s3://{S3rverProcess.Bucket}/unnamed";
         using var store = S3ObjectStore.FromEnvironment(S3Location.Parse(url));
 
@@ -187,7 +178,7 @@ public sealed class RemoteForgetTests : IDisposable
         Assert.True(racing.Forgot, "the forget did not run between the segment and the manifest");
         Assert.True(result.ReusedBlobs > 0, "the writer reused nothing of the unnamed pack");
         Assert.Equal(2, result.Generation);
-        var first = SessionManifest.Parse(RemoteLayout.Manifest(result.Key, 1), (await store.GetAsync(RemoteLayout.Manifest(result.Key, 1), cancel: TestContext.Current.CancellationToken))!);
+        var first = await FirstGenerationAsync(store, result.Key);
         Assert.Contains(first.Packs, p => unnamed.Contains(RemoteLayout.Pack(p)));
         AssertNamedObjectsExist(url);
         AssertExports(server, url, treeB);
@@ -202,12 +193,8 @@ public sealed class RemoteForgetTests : IDisposable
     [Fact]
     public async Task AForgetThatListedBeforeAManifestAndDeletesAfterItsCheckIsRepairedAfter()
     {
-        using var server = S3rverProcess.Start(_tmp.Sub("s3"));
-        var env = server.Environment(_tmp.Sub("cache"));
-        SetAwsEnvironment(env);
-        var sources = Sources();
-        Record(env, _tmp.Sub("trace-a"), sources, _tmp.Sub("work-a"), "shared.bin", "only-1.bin");
-        var treeB = Record(env, _tmp.Sub("trace-b"), sources, _tmp.Sub("work-b"), "shared.bin", "only-2.bin");
+        var (server, env, treeB) = TwoTraces(_tmp.Sub("s3"));
+        using var disposeServer = server;
         var url = $"s3://{S3rverProcess.Bucket}/listed";
         var push = Run(env, "push", _tmp.Sub("trace-a"), url);
         Assert.True(push.ExitCode == 0, push.ToString());
@@ -242,13 +229,35 @@ public sealed class RemoteForgetTests : IDisposable
         Assert.True(forgot.PacksDeleted >= 1, $"the forget deleted {forgot.PacksDeleted} packs");
 
         Assert.Equal(2, result.Generation);
-        var first = SessionManifest.Parse(RemoteLayout.Manifest(result.Key, 1), (await store.GetAsync(RemoteLayout.Manifest(result.Key, 1), cancel: TestContext.Current.CancellationToken))!);
+        var first = await FirstGenerationAsync(store, result.Key);
         Assert.Contains(first.Packs, p => packsOfA.Contains(RemoteLayout.Pack(p)));
         Assert.DoesNotContain(await store.ListAsync(RemoteLayout.ForgettingPrefix, TestContext.Current.CancellationToken), o => o.Key.EndsWith(".running", StringComparison.Ordinal));
         Assert.Single(Run(env, "sessions", "--trace", url).Lines);
         AssertNamedObjectsExist(url);
         AssertExports(server, url, treeB);
     }
+
+    /// <summary>A server and two local traces, A (shared.bin, only-1.bin) and B (shared.bin, only-2.bin); B's tree.</summary>
+    private (S3rverProcess Server, Dictionary<string, string> Env, SortedDictionary<string, Entry> TreeB) TwoTraces(string s3Dir)
+    {
+        var server = S3rverProcess.Start(s3Dir);
+        try
+        {
+            var env = server.Environment(_tmp.Sub("cache"));
+            SetAwsEnvironment(env);
+            var sources = Sources();
+            Record(env, _tmp.Sub("trace-a"), sources, _tmp.Sub("work-a"), "shared.bin", "only-1.bin");
+            return (server, env, Record(env, _tmp.Sub("trace-b"), sources, _tmp.Sub("work-b"), "shared.bin", "only-2.bin"));
+        }
+        catch
+        {
+            server.Dispose();
+            throw;
+        }
+    }
+
+    private static async Task<SessionManifest> FirstGenerationAsync(IObjectStore store, string key) =>
+        SessionManifest.Parse(RemoteLayout.Manifest(key, 1), (await store.GetAsync(RemoteLayout.Manifest(key, 1), cancel: TestContext.Current.CancellationToken))!);
 
     private static void SetAwsEnvironment(Dictionary<string, string> env)
     {
