@@ -72,12 +72,6 @@ public sealed class FaultLayerTests
                 violations.Add($"{point}: {p}");
             }
 
-            if (problems.Count > 0 && Environment.GetEnvironmentVariable("DIFFKEEPER_FAULT_KEEP") is { Length: > 0 } keep)
-            {
-                // The point's directory (trace, tree, fault logs) kept for a look at what went wrong.
-                using var cp = Process.Start("cp", ["-a", dir.Sub($"p{point.Session}-{point.Kind}-{point.At}"), keep])!;
-                cp.WaitForExit();
-            }
         });
 
         var summary = string.Create(CultureInfo.InvariantCulture,
@@ -273,6 +267,13 @@ public sealed class FaultLayerTests
         }
         finally
         {
+            if (problems.Count > 0 && Environment.GetEnvironmentVariable("DIFFKEEPER_FAULT_KEEP") is { Length: > 0 } keep)
+            {
+                // The point's directory (trace, tree, fault logs) kept for a look at what went wrong.
+                using var cp = Process.Start("cp", ["-a", dir, keep])!;
+                cp.WaitForExit();
+            }
+
             TempDir.Remove(dir);
         }
     }
