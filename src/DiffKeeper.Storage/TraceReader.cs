@@ -129,7 +129,7 @@ public sealed class TraceReader : IDisposable
     public IReadOnlyList<SessionInfo> Sessions()
     {
         var roots = new Dictionary<long, List<RootInfo>>();
-        using (var r = _db.Prepare($"SELECT id, session_id, path, {CatalogDomain.Broken("roots")} FROM roots ORDER BY id"))
+        using (var r = _db.Prepare($"SELECT r.id, r.session_id, r.path, {CatalogDomain.Broken("roots", "r.", _format)}, {(_format >= 5 ? "coalesce(r.paths_root, r.id)" : "r.id")} FROM roots r ORDER BY r.id"))
         {
             while (r.Step())
             {
@@ -140,7 +140,7 @@ public sealed class TraceReader : IDisposable
                     roots[sid] = list = [];
                 }
 
-                list.Add(new RootInfo(r.Int64(0), r.Path(2)));
+                list.Add(new RootInfo(r.Int64(0), r.Path(2)) { PathsRoot = r.Int64(4) });
             }
         }
 
@@ -223,7 +223,7 @@ public sealed class TraceReader : IDisposable
     public IEnumerable<EventRecord> Events(SessionInfo session, long fromSeq = 0, long toSeq = long.MaxValue)
     {
         using var r = _db.Prepare($"""
-            SELECT e.seq, e.time_ns, e.op, p1.root_id, p1.rel, p2.root_id, p2.rel, e.size, e.pid, e.comm, e.detail,
+            SELECT e.seq, e.time_ns, e.op, {RootOf("p1", "e")}, p1.rel, {RootOf("p2", "e")}, p2.rel, e.size, e.pid, e.comm, e.detail,
                    {CatalogDomain.Broken("events", "e.", _format)}, {(_format >= 4 ? "e.offset, e.length" : "NULL, NULL")}
             FROM events e LEFT JOIN paths p1 ON p1.id = e.path_id LEFT JOIN paths p2 ON p2.id = e.path2_id
             WHERE e.session_id = ?1 AND e.seq >= ?2 AND e.seq <= ?3 ORDER BY e.seq
@@ -310,8 +310,8 @@ public sealed class TraceReader : IDisposable
     /// </summary>
     public IEnumerable<VersionOutline> Outline(SessionInfo session)
     {
-        using var r = _db.Prepare("""
-            SELECT v.id, v.path_id, p.root_id, p.rel, v.seq, v.kind
+        using var r = _db.Prepare($"""
+            SELECT v.id, v.path_id, {RootOf("p", "v")}, p.rel, v.seq, v.kind
             FROM versions v LEFT JOIN paths p ON p.id = v.path_id
             WHERE v.session_id = ?1 ORDER BY v.seq, v.id
             """);
@@ -321,6 +321,16 @@ public sealed class TraceReader : IDisposable
             yield return new VersionOutline(r.Int64(0), r.Int64(1), r.Int64OrNull(2), r.PathOrNull(3), r.Int64(4), (EntryKind)r.Int32(5));
         }
     }
+
+    /// <summary>
+    /// The root a path row <paramref name="path"/> lies in, as a root of the session of row <paramref name="row"/>
+    /// (an event or a version): a path row shared by the sessions of one directory (format 5) names the root that
+    /// owns it, which each session reports as its own root of that directory. A row that names no root of its
+    /// session keeps the owner's id, which the session's roots do not hold (damage, as before format 5).
+    /// </summary>
+    private string RootOf(string path, string row) => _format >= 5
+        ? $"coalesce((SELECT sr.id FROM roots sr WHERE sr.session_id = {row}.session_id AND coalesce(sr.paths_root, sr.id) = {path}.root_id), {path}.root_id)"
+        : $"{path}.root_id";
 
     /// <summary>Rows of every table outside their column's domain (<see cref="CatalogDomain"/>), for verify.</summary>
     public List<string> DomainProblems() => CatalogDomain.Scan(_db, _format);
@@ -350,8 +360,14 @@ public sealed class TraceReader : IDisposable
             }
 
             rel = rel.Trim('/');
-            using var find = _db.Prepare("SELECT id FROM paths WHERE root_id = ?1 AND rel = ?2");
-            if (find.Bind(1, root.Id).BindPath(2, rel).ScalarInt64() is { } id)
+            // A path row may be shared with other sessions of the directory (format 5): it is this session's path
+            // only when the session recorded something of it.
+            using var find = _db.Prepare("""
+                SELECT id FROM paths p WHERE root_id = ?1 AND rel = ?2
+                AND (EXISTS(SELECT 1 FROM versions v WHERE v.path_id = p.id AND v.session_id = ?3)
+                     OR EXISTS(SELECT 1 FROM events e WHERE e.session_id = ?3 AND (e.path_id = p.id OR e.path2_id = p.id)))
+                """);
+            if (find.Bind(1, root.PathsRoot).BindPath(2, rel).Bind(3, session.Id).ScalarInt64() is { } id)
             {
                 return (root.Id, id, rel);
             }
@@ -413,7 +429,7 @@ public sealed class TraceReader : IDisposable
     private List<VersionRecord> QueryVersions(string where, long s, long x)
     {
         using var r = _db.Prepare($"""
-            SELECT v.id, v.session_id, p.root_id, v.path_id, p.rel, v.seq, v.time_ns, v.kind, v.mode, v.uid, v.gid,
+            SELECT v.id, v.session_id, {RootOf("p", "v")}, v.path_id, p.rel, v.seq, v.time_ns, v.kind, v.mode, v.uid, v.gid,
                    v.mtime_ns, v.size, v.content, v.target, v.extents, {_prunedColumn}, {_linkColumn}, {_versionBroken}, {CatalogDomain.Broken("paths", "p.")}
             FROM versions v JOIN paths p ON p.id = v.path_id
             """ + "\n" + where);

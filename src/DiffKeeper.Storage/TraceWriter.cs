@@ -25,6 +25,11 @@ public sealed class TraceWriter : IDisposable
     private readonly Dictionary<BlobId, long> _deltaRows = [];
     private readonly SqliteStatement _promoteBlob;
     private readonly Dictionary<(long Root, string Rel), long> _pathIds = [];
+
+    // A root of a session this writer began → the root whose path rows it names its paths with (its path owner:
+    // an earlier root of the same directory, or itself); docs/store-format.md, "Catalog", roots.paths_root.
+    private readonly Dictionary<long, long> _pathOwners = [];
+    private SqliteStatement? _findPath;
     private readonly SqliteStatement _insertEvent;
     private readonly SqliteStatement _insertVersion;
     private readonly SqliteStatement _insertPath;
@@ -407,12 +412,17 @@ public sealed class TraceWriter : IDisposable
 
         var sessionId = _db.LastInsertRowId;
         var ids = new List<long>();
-        using (var insertRoot = _db.Prepare("INSERT INTO roots(session_id, path) VALUES (?1, ?2)"))
+        // A directory an earlier session watched keeps its path rows: this session names its paths with them.
+        using (var findOwner = _db.Prepare("SELECT coalesce(paths_root, id) FROM roots WHERE path = ?1 ORDER BY id LIMIT 1"))
+        using (var insertRoot = _db.Prepare("INSERT INTO roots(session_id, path, paths_root) VALUES (?1, ?2, ?3)"))
         {
             foreach (var root in roots)
             {
-                insertRoot.Bind(1, sessionId).BindPath(2, root).Run();
-                ids.Add(_db.LastInsertRowId);
+                var owner = findOwner.BindPath(1, root).ScalarInt64();
+                insertRoot.Bind(1, sessionId).BindPath(2, root).Bind(3, owner).Run();
+                var id = _db.LastInsertRowId;
+                _pathOwners[id] = owner ?? id;
+                ids.Add(id);
             }
         }
 
@@ -581,18 +591,33 @@ public sealed class TraceWriter : IDisposable
         }
     }
 
+    /// <summary>
+    /// The path row of <paramref name="rel"/> under root <paramref name="rootId"/>: under its path owner, found when an
+    /// earlier session of the same directory made it, made otherwise.
+    /// </summary>
     public long PathId(long rootId, string rel)
     {
         RefuseAfterAbandon();
-        if (_pathIds.TryGetValue((rootId, rel), out var id))
+        var owner = _pathOwners.GetValueOrDefault(rootId, rootId);
+        if (_pathIds.TryGetValue((owner, rel), out var id))
         {
             return id;
         }
 
         Tx();
-        _insertPath.Bind(1, rootId).BindPath(2, rel).Run();
+        if (owner != rootId)
+        {
+            _findPath ??= _db.Prepare("SELECT id FROM paths WHERE root_id = ?1 AND rel = ?2");
+            if (_findPath.Bind(1, owner).BindPath(2, rel).ScalarInt64() is { } found)
+            {
+                _pathIds[(owner, rel)] = found;
+                return found;
+            }
+        }
+
+        _insertPath.Bind(1, owner).BindPath(2, rel).Run();
         id = _db.LastInsertRowId;
-        _pathIds[(rootId, rel)] = id;
+        _pathIds[(owner, rel)] = id;
         return id;
     }
 
@@ -875,6 +900,7 @@ public sealed class TraceWriter : IDisposable
         _insertEvent.Dispose();
         _insertVersion.Dispose();
         _insertPath.Dispose();
+        _findPath?.Dispose();
         _findBlob.Dispose();
         _promoteBlob.Dispose();
         _insertBlob.Dispose();

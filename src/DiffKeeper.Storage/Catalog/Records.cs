@@ -34,7 +34,14 @@ public sealed record SessionInfo(
     public string? KilledBy { get; init; }
 }
 
-public sealed record RootInfo(long Id, string Path);
+/// <summary>
+/// A watched directory of a session. <see cref="PathsRoot"/> is the root whose path rows it shares (format 5:
+/// the first root of the trace with this path; itself when it owns its paths).
+/// </summary>
+public sealed record RootInfo(long Id, string Path)
+{
+    public long PathsRoot { get; init; } = Id;
+}
 
 /// <summary>
 /// One timeline event. Paths are display paths (see <see cref="TraceReader.DisplayPath"/>). <see cref="Offset"/>
