@@ -49,6 +49,7 @@ public static class CatalogDomain
             ("lost_events", IntIn("{0}lost_events", 0, long.MaxValue), "an integer >= 0"),
             ("host", OrNull("{0}host", Text("{0}host")), "NULL or text"),
             ("state", "{0}state IN ('recording', 'finished', 'interrupted')", "recording, finished or interrupted"),
+            ("baseline_from", OrNull("{0}baseline_from", Int("{0}baseline_from") + " AND {0}baseline_from BETWEEN 1 AND {0}id - 1"), "NULL or an earlier session"),
         ],
         ["roots"] =
         [
@@ -125,8 +126,8 @@ public static class CatalogDomain
     /// <summary>Formats 1 to 3 have no <c>events.offset</c> or <c>events.length</c> (blobs.offset is older).</summary>
     private static bool Format4Column(string table, string column) => table == "events" && column is "offset" or "length";
 
-    /// <summary>Formats 1 to 4 have no <c>roots.paths_root</c>.</summary>
-    private static bool Format5Column(string table, string column) => table == "roots" && column == "paths_root";
+    /// <summary>Formats 1 to 4 have no <c>roots.paths_root</c> or <c>sessions.baseline_from</c>.</summary>
+    private static bool Format5Column(string table, string column) => (table, column) is ("roots", "paths_root") or ("sessions", "baseline_from");
 
     /// <summary>
     /// An SQL expression over one row of <paramref name="table"/> (its columns prefixed by <paramref name="prefix"/>,

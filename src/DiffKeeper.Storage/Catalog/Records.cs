@@ -30,6 +30,12 @@ public sealed record SessionInfo(
     /// </summary>
     public string? ContentsDroppedBySizeLimit { get; init; }
 
+    /// <summary>
+    /// The sessions whose end state this session's baseline starts from, nearest first (format 5,
+    /// <c>sessions.baseline_from</c> followed back); empty when the session stored its whole baseline.
+    /// </summary>
+    public IReadOnlyList<long> BaselineChain { get; init; } = [];
+
     /// <summary>"killed by SIGNAME" when a signal ended the command (its EXIT event says so; <see cref="ExitCode"/> is then the shell's 128+N).</summary>
     public string? KilledBy { get; init; }
 }
@@ -85,7 +91,14 @@ public sealed record VersionRecord(
     string? Target,
     byte[]? Extents,
     bool Pruned = false,
-    long? Link = null);
+    long? Link = null)
+{
+    /// <summary>
+    /// A version of an earlier session that this session's baseline inherits (format 5, <c>sessions.baseline_from</c>):
+    /// read for a session, it is shown as that session's, at event 0; <see cref="Id"/> is the stored row's.
+    /// </summary>
+    public bool Inherited { get; init; }
+}
 
 /// <summary>A version to be written. The catalog assigns its id. <see cref="Link"/>: see <see cref="VersionRecord"/>.</summary>
 public sealed record NewVersion(
