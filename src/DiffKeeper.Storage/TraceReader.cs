@@ -424,11 +424,17 @@ public sealed class TraceReader : IDisposable
 
             rel = rel.Trim('/');
             // A path row may be shared with other sessions of the directory (format 5): it is this session's path
-            // only when the session recorded something of it or its baseline inherits a version of it.
+            // only when the session recorded something of it (an absent baseline version only marks an inherited
+            // path gone) or its baseline inherits a version of it.
+            var inherited = session.BaselineChain.Count == 0 ? "" : $"""
+                OR (coalesce((SELECT v.kind FROM versions v WHERE v.path_id = p.id AND v.session_id IN ({string.Join(", ", session.BaselineChain)}) ORDER BY v.id DESC LIMIT 1), 0) != 0
+                    AND NOT EXISTS(SELECT 1 FROM versions v WHERE v.path_id = p.id AND v.session_id = ?3 AND v.seq = 0))
+                """;
             using var find = _db.Prepare($"""
                 SELECT id FROM paths p WHERE root_id = ?1 AND rel = ?2
-                AND (EXISTS(SELECT 1 FROM versions v WHERE v.path_id = p.id AND ({Inherited(session, "v.")}v.session_id = ?3))
-                     OR EXISTS(SELECT 1 FROM events e WHERE e.session_id = ?3 AND (e.path_id = p.id OR e.path2_id = p.id)))
+                AND (EXISTS(SELECT 1 FROM versions v WHERE v.path_id = p.id AND v.session_id = ?3 AND (v.seq != 0 OR v.kind != 0))
+                     OR EXISTS(SELECT 1 FROM events e WHERE e.session_id = ?3 AND (e.path_id = p.id OR e.path2_id = p.id))
+                     {inherited})
                 """);
             if (find.Bind(1, root.PathsRoot).BindPath(2, rel).Bind(3, session.Id).ScalarInt64() is { } id)
             {

@@ -31,13 +31,13 @@ public sealed class TraceStoreTests : IDisposable
     }
 
     /// <summary>Stores a version of <paramref name="rel"/> holding <paramref name="content"/>, without its event; returns its size.</summary>
-    private static long AddVersion(TraceWriter w, long sid, long rootId, string workDir, string rel, byte[] content, long seq)
+    private static long AddVersion(TraceWriter w, long sid, long rootId, string workDir, string rel, byte[] content, long seq, long? mtimeNs = null)
     {
         var path = Path.Combine(workDir, "src-" + Guid.NewGuid().ToString("N"));
         File.WriteAllBytes(path, content);
         using var h = File.OpenHandle(path);
         var c = FileIngest.Ingest(w, h, content.Length);
-        w.AddVersion(sid, new NewVersion(w.PathId(rootId, rel), seq, seq, EntryKind.File, 0x1A4, 0, 0, 123, c.Size, c.ContentId, null, c.Extents));
+        w.AddVersion(sid, new NewVersion(w.PathId(rootId, rel), seq, seq, EntryKind.File, 0x1A4, 0, 0, mtimeNs ?? 123, c.Size, c.ContentId, null, c.Extents));
         return c.Size;
     }
 
@@ -155,6 +155,7 @@ public sealed class TraceStoreTests : IDisposable
             db.Execute("""
                 DROP INDEX roots_by_session;
                 ALTER TABLE roots DROP COLUMN paths_root;
+                ALTER TABLE sessions DROP COLUMN baseline_from;
                 INSERT INTO sessions(command, cwd, capture, started_wall_ns, host, state) SELECT command, cwd, capture, started_wall_ns, host, state FROM sessions WHERE id = 1;
                 INSERT INTO roots(session_id, path) SELECT 2, path FROM roots WHERE id = 1;
                 INSERT INTO paths(root_id, rel) VALUES (2, 'a');
@@ -186,6 +187,53 @@ public sealed class TraceStoreTests : IDisposable
         Assert.Equal("5", rows.String(0));
         Assert.Equal(1, rows.Int64(1)); // the first root of the directory, not the format-4 second one
         Assert.Equal(3, rows.Int64(2)); // a (root 1), a (root 2, format 4), b (root 1)
+    }
+
+    /// <summary>
+    /// Store format 5 (issue 12): a baseline inherits the end state of the last session of the same roots and stores
+    /// only what differs: a changed file, an absent version for a file gone since, a new file. Every moment of both
+    /// sessions reads as before; a path's history in the later session starts with the inherited version at event 0.
+    /// </summary>
+    [Fact]
+    public void A_baseline_stores_only_what_differs_from_the_state_it_inherits()
+    {
+        var t = _dir.Sub("t");
+        using (var w = TraceWriter.Open(t))
+        {
+            WriteSession(w, _dir.Path, ("a", "same"u8.ToArray()), ("b", "old"u8.ToArray()), ("c", "gone"u8.ToArray()));
+            var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
+            Assert.Equal(1, w.InheritBaseline(sid));
+            AddVersion(w, sid, roots[0], _dir.Path, "a", "same"u8.ToArray(), 0, 123); // the same version: not stored
+            AddVersion(w, sid, roots[0], _dir.Path, "b", "new"u8.ToArray(), 0, 123);
+            AddVersion(w, sid, roots[0], _dir.Path, "d", "added"u8.ToArray(), 0, 123);
+            AddVersion(w, sid, roots[0], _dir.Path, "a", "same"u8.ToArray(), 0, 456); // another mtime: stored
+            w.EndBaseline(sid);
+            AddFile(w, sid, roots[0], _dir.Path, "b", "later"u8.ToArray(), 1);
+            w.Commit();
+        }
+
+        using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: true))
+        using (var rows = db.Prepare("SELECT group_concat(p.rel || ':' || v.seq || ':' || v.kind, ' ') FROM (SELECT * FROM versions WHERE session_id = 2 ORDER BY id) v JOIN paths p ON p.id = v.path_id"))
+        {
+            Assert.True(rows.Step());
+            Assert.Equal("b:0:1 d:0:1 a:0:1 c:0:0 b:1:1", rows.String(0));
+        }
+
+        using var r = TraceReader.Open(t);
+        var (first, second) = (r.Sessions()[0], r.Sessions()[1]);
+        Assert.Equal([1L], second.BaselineChain);
+        string Text(VersionRecord v) => System.Text.Encoding.ASCII.GetString(ReadBack(r, v));
+        Assert.Equal(["a=same", "b=old", "c=gone"], r.StateAt(first, long.MaxValue).Select(v => v.Rel + "=" + Text(v)));
+        Assert.Equal(["a=same", "b=new", "d=added"], r.StateAt(second, 0).Select(v => v.Rel + "=" + Text(v)));
+        Assert.Equal(["a=same", "b=later", "d=added"], r.StateAt(second, 1).Select(v => v.Rel + "=" + Text(v)));
+        Assert.All(r.StateAt(second, 1), v => Assert.Equal(second.Id, v.SessionId));
+
+        var pathA = r.FindPath(second, "a")!.Value.PathId;
+        Assert.Equal([456L], r.VersionsOf(second, pathA).Select(v => v.MtimeNs)); // its own baseline version, not the inherited one
+        Assert.Equal([0L, 1L], r.VersionsOf(second, r.FindPath(second, "b")!.Value.PathId).Select(v => v.Seq));
+        Assert.Null(r.FindPath(second, "c")); // gone before the session began: not its path
+        Assert.Equal(["b", "d", "a", "b"], r.VersionsIn(second).Select(v => v.Rel));
+        Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
     }
 
     [Fact]
