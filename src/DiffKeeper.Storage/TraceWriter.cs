@@ -447,16 +447,16 @@ public sealed class TraceWriter : IDisposable
 
     /// <summary>
     /// Before the baseline of <paramref name="sessionId"/> (every root walked): when an earlier session watched the same
-    /// directories, the baseline stores only the paths whose version differs from the one that session's end state
+    /// directories, naming their paths with the same path rows (the same path owners, in the same order), the baseline stores only the paths whose version differs from the one that session's end state
     /// holds, and <see cref="EndBaseline"/> marks the others absent and names that session in
     /// <c>sessions.baseline_from</c> (docs/store-format.md, "Catalog"). Returns the session inherited from, or null.
     /// </summary>
     public long? InheritBaseline(long sessionId)
     {
         using var find = _db.Prepare("""
-            WITH mine(list) AS (SELECT group_concat(h, '/') FROM (SELECT hex(path) AS h FROM roots WHERE session_id = ?1 ORDER BY id))
+            WITH mine(list) AS (SELECT group_concat(o, '/') FROM (SELECT coalesce(paths_root, id) AS o FROM roots WHERE session_id = ?1 ORDER BY id))
             SELECT s.id FROM sessions s, mine WHERE s.id < ?1 AND mine.list IS NOT NULL
-              AND (SELECT group_concat(h, '/') FROM (SELECT hex(path) AS h FROM roots WHERE session_id = s.id ORDER BY id)) = mine.list
+              AND (SELECT group_concat(o, '/') FROM (SELECT coalesce(paths_root, id) AS o FROM roots WHERE session_id = s.id ORDER BY id)) = mine.list
             ORDER BY s.id DESC LIMIT 1
             """);
         if (find.Bind(1, sessionId).ScalarInt64() is not { } from)

@@ -177,7 +177,13 @@ public sealed class TraceStoreTests : IDisposable
         Check(2);
         using (var w = TraceWriter.Open(t))
         {
-            WriteSession(w, _dir.Path, ("a", "two"u8.ToArray()), ("b", "three"u8.ToArray()));
+            var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
+            // Session 2 names its paths with rows of its own: only session 1 shares this session's path rows.
+            Assert.Equal(1, w.InheritBaseline(sid));
+            AddVersion(w, sid, roots[0], _dir.Path, "a", "two"u8.ToArray(), 0);
+            AddVersion(w, sid, roots[0], _dir.Path, "b", "three"u8.ToArray(), 0);
+            w.EndBaseline(sid);
+            w.Commit();
         }
 
         Check(3);
@@ -187,6 +193,10 @@ public sealed class TraceStoreTests : IDisposable
         Assert.Equal("5", rows.String(0));
         Assert.Equal(1, rows.Int64(1)); // the first root of the directory, not the format-4 second one
         Assert.Equal(3, rows.Int64(2)); // a (root 1), a (root 2, format 4), b (root 1)
+        using var r3 = TraceReader.Open(t);
+        var third = r3.Sessions()[2];
+        Assert.Equal([1L], third.BaselineChain);
+        Assert.Equal(["a=two", "b=three"], r3.StateAt(third, 0).Select(v => v.Rel + "=" + System.Text.Encoding.ASCII.GetString(ReadBack(r3, v))));
     }
 
     /// <summary>
