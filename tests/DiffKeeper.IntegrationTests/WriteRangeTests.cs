@@ -104,7 +104,8 @@ public sealed class WriteRangeTests : IDisposable
         // Make it the trace the format-3 code wrote: no events.offset or events.length.
         using (var db = SqliteDatabase.Open(Path.Combine(Trace, "catalog.db"), readOnly: false))
         {
-            db.Execute("ALTER TABLE events DROP COLUMN offset; ALTER TABLE events DROP COLUMN length; UPDATE meta SET value = '3' WHERE key = 'format_version'");
+            db.Execute("ALTER TABLE events DROP COLUMN offset; ALTER TABLE events DROP COLUMN length; DROP INDEX roots_by_session; ALTER TABLE roots DROP COLUMN paths_root; " +
+                "ALTER TABLE sessions DROP COLUMN baseline_from; UPDATE meta SET value = '3' WHERE key = 'format_version'");
         }
 
         var old = Json();
