@@ -66,15 +66,50 @@ internal sealed class SegmentDatabase : IDisposable
                 writeRange = column.ScalarInt64() == 2 ? "offset, length" : "NULL, NULL";
             }
 
+            // Path rows shared by the sessions of a directory (format 5) are copied under the session's own root:
+            // a segment holds one session, so its roots own their paths, and only the paths the session names.
+            string pathsRoot;
+            using (var column = db.Prepare("SELECT count(*) FROM pragma_table_info('roots', 'src') WHERE name = 'paths_root'"))
+            {
+                pathsRoot = column.ScalarInt64() == 1 ? "coalesce(r.paths_root, r.id)" : "r.id";
+            }
+
+            // A baseline that inherits an earlier session's end state (format 5) is written out whole: the segment
+            // stands alone, so the inherited versions become the session's own, at event 0.
+            var chain = new List<long>();
+            using (var column = db.Prepare("SELECT count(*) FROM pragma_table_info('sessions', 'src') WHERE name = 'baseline_from'"))
+            {
+                if (column.ScalarInt64() == 1)
+                {
+                    using var next = db.Prepare("SELECT baseline_from FROM src.sessions WHERE id = ?1");
+                    for (var at = sessionId; next.Bind(1, at).ScalarInt64() is { } from && from < at && from >= 1 && chain.Count < TraceWriter.MaxBaselineChain; at = from)
+                    {
+                        chain.Add(from);
+                    }
+                }
+            }
+
+            var inherited = chain.Count == 0 ? "" : $"""
+                INSERT INTO main.versions(id, session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, link)
+                    SELECT id, 1, path_id, 0, 0, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, {link}
+                    FROM src.versions WHERE kind != 0 AND id IN (SELECT max(id) FROM src.versions WHERE session_id IN ({string.Join(", ", chain)}) GROUP BY path_id)
+                    AND path_id NOT IN (SELECT path_id FROM src.versions WHERE session_id = {s} AND seq = 0);
+                """;
             db.Execute($"""
-                INSERT INTO main.sessions SELECT 1, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state FROM src.sessions WHERE id = {s};
-                INSERT INTO main.roots SELECT id, 1, path FROM src.roots WHERE session_id = {s};
-                INSERT INTO main.paths SELECT id, root_id, rel FROM src.paths WHERE root_id IN (SELECT id FROM main.roots);
+                INSERT INTO main.sessions(id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state)
+                    SELECT 1, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state FROM src.sessions WHERE id = {s};
+                INSERT INTO main.roots(id, session_id, path) SELECT id, 1, path FROM src.roots WHERE session_id = {s};
                 INSERT INTO main.events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, offset, length)
                     SELECT 1, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, {writeRange} FROM src.events WHERE session_id = {s};
+                {inherited}
                 INSERT INTO main.versions(id, session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, link)
                     SELECT id, 1, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, {link}
                     FROM src.versions WHERE session_id = {s};
+                INSERT INTO main.paths SELECT p.id, r.id, p.rel FROM src.paths p JOIN src.roots r ON {pathsRoot} = p.root_id
+                    WHERE r.session_id = {s} AND p.id IN (
+                        SELECT path_id FROM main.versions
+                        UNION SELECT path_id FROM main.events WHERE path_id IS NOT NULL
+                        UNION SELECT path2_id FROM main.events WHERE path2_id IS NOT NULL);
                 """);
             return new SegmentDatabase(db);
         }

@@ -5,7 +5,7 @@ namespace DiffKeeper.Storage.Catalog;
 /// <summary>The catalog's DDL and format check (docs/store-format.md, "Catalog").</summary>
 public static class CatalogSchema
 {
-    public const int FormatVersion = 4;
+    public const int FormatVersion = 5;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -19,8 +19,10 @@ public static class CatalogSchema
             exit_code INTEGER,
             lost_events INTEGER NOT NULL DEFAULT 0,
             host TEXT,
-            state TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS roots(id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, path TEXT NOT NULL);
+            state TEXT NOT NULL,
+            baseline_from INTEGER);
+        CREATE TABLE IF NOT EXISTS roots(id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, path TEXT NOT NULL, paths_root INTEGER);
+        CREATE INDEX IF NOT EXISTS roots_by_session ON roots(session_id);
         CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, root_id INTEGER NOT NULL, rel TEXT NOT NULL, UNIQUE(root_id, rel));
         CREATE TABLE IF NOT EXISTS events(
             session_id INTEGER NOT NULL,
@@ -77,6 +79,7 @@ public static class CatalogSchema
             MigrateFromFormat1(db);
             MigrateFromFormat2(db);
             MigrateFromFormat3(db);
+            MigrateFromFormat4(db);
             db.Execute(Ddl);
             using var meta = db.Prepare("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?1), ('created_by', ?2)");
             meta.Bind(1, FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
@@ -136,6 +139,18 @@ public static class CatalogSchema
         ALTER TABLE events ADD COLUMN offset INTEGER;
         ALTER TABLE events ADD COLUMN length INTEGER;
         UPDATE meta SET value = '4' WHERE key = 'format_version';
+        """);
+
+    /// <summary>
+    /// Format 4 lacks <c>roots.paths_root</c> (every root owned its path rows, so each session stored every path
+    /// again) and <c>sessions.baseline_from</c> (every baseline stored every path's version again): add them, NULL
+    /// for every row (each root keeps owning its paths, each session its whole baseline), and record format 5,
+    /// inside the caller's transaction. The index <c>roots_by_session</c> comes with the DDL that follows.
+    /// </summary>
+    private static void MigrateFromFormat4(SqliteDatabase db) => Migrate(db, 4, """
+        ALTER TABLE roots ADD COLUMN paths_root INTEGER;
+        ALTER TABLE sessions ADD COLUMN baseline_from INTEGER;
+        UPDATE meta SET value = '5' WHERE key = 'format_version';
         """);
 
     /// <summary>Runs <paramref name="sql"/> when the catalog exists and is at format <paramref name="from"/>.</summary>
