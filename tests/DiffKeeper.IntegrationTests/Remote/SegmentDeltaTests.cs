@@ -107,13 +107,32 @@ public sealed class SegmentDeltaTests : IDisposable
     /// <summary>The content size a zstd frame header declares (single-segment or not), as the format requires it set.</summary>
     private static long ZstdContentSize(byte[] frame) => DiffKeeper.Storage.Codecs.Zstd.FrameContentSize(frame) ?? throw new InvalidDataException("no content size");
 
+    /// <summary>
+    /// An object file of s3rver once its bytes are on disk: s3rver answers a PUT of a buffered body before its write
+    /// stream has flushed (stores/filesystem.js, putObject: <c>writeStream.end(content)</c>, then resolve), so a
+    /// file read straight after the client's last PUT can still be empty. Real S3 has no such window.
+    /// </summary>
+    private static byte[] Flushed(string file)
+    {
+        for (var i = 0; ; i++)
+        {
+            var bytes = File.ReadAllBytes(file);
+            if (bytes.Length > 0 || i == 100)
+            {
+                return bytes;
+            }
+
+            Thread.Sleep(20);
+        }
+    }
+
     private sealed record Manifest(string Key, int Format, string Segment, long SegmentSize, string? Base);
 
     /// <summary>Every manifest generation under <paramref name="prefix"/>, read from s3rver's files.</summary>
     private static List<Manifest> Manifests(string bucket, string prefix) =>
         [.. Directory.EnumerateFiles(Path.Combine(bucket, prefix, "sessions"), "*.json._S3rver_object", SearchOption.AllDirectories).Select(f =>
         {
-            var bytes = File.ReadAllBytes(f);
+            var bytes = Flushed(f);
             var name = $"sessions/{Path.GetFileName(Path.GetDirectoryName(f))}/{Path.GetFileName(f)[..^"._S3rver_object".Length]}";
             var m = SessionManifest.Parse(name, bytes);
             using var doc = JsonDocument.Parse(bytes);
