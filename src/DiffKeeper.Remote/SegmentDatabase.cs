@@ -76,18 +76,7 @@ internal sealed class SegmentDatabase : IDisposable
 
             // A baseline that inherits an earlier session's end state (format 5) is written out whole: the segment
             // stands alone, so the inherited versions become the session's own, at event 0.
-            var chain = new List<long>();
-            using (var column = db.Prepare("SELECT count(*) FROM pragma_table_info('sessions', 'src') WHERE name = 'baseline_from'"))
-            {
-                if (column.ScalarInt64() == 1)
-                {
-                    using var next = db.Prepare("SELECT baseline_from FROM src.sessions WHERE id = ?1");
-                    for (var at = sessionId; next.Bind(1, at).ScalarInt64() is { } from && from < at && from >= 1 && chain.Count < TraceWriter.MaxBaselineChain; at = from)
-                    {
-                        chain.Add(from);
-                    }
-                }
-            }
+            var chain = CatalogSchema.BaselineChain(db, sessionId, TraceWriter.MaxBaselineChain, "src");
 
             var inherited = chain.Count == 0 ? "" : $"""
                 INSERT INTO main.versions(id, session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, link)

@@ -464,19 +464,13 @@ public sealed class TraceWriter : IDisposable
             return null;
         }
 
-        var chain = new List<long> { from };
-        using (var next = _db.Prepare("SELECT baseline_from FROM sessions WHERE id = ?1"))
+        var chain = CatalogSchema.BaselineChain(_db, from, MaxBaselineChain);
+        if (chain.Count == MaxBaselineChain)
         {
-            while (next.Bind(1, chain[^1]).ScalarInt64() is { } up && up < chain[^1] && up >= 1)
-            {
-                if (chain.Count == MaxBaselineChain)
-                {
-                    return null; // a whole baseline again: states stay cheap to read
-                }
-
-                chain.Add(up);
-            }
+            return null; // a whole baseline again: states stay cheap to read
         }
+
+        chain.Insert(0, from);
 
         _inheritingSession = sessionId;
         _baselineChain = [.. chain];

@@ -153,6 +153,31 @@ public static class CatalogSchema
         UPDATE meta SET value = '5' WHERE key = 'format_version';
         """);
 
+    /// <summary>
+    /// The sessions whose end state the baseline of <paramref name="sessionId"/> inherits, nearest first, following
+    /// <c>sessions.baseline_from</c> of the database <paramref name="schema"/> (format 5; empty before it) to earlier
+    /// sessions only, at most <paramref name="limit"/> of them.
+    /// </summary>
+    internal static List<long> BaselineChain(SqliteDatabase db, long sessionId, int limit, string schema = "main")
+    {
+        var chain = new List<long>();
+        using (var column = db.Prepare($"SELECT count(*) FROM pragma_table_info('sessions', '{schema}') WHERE name = 'baseline_from'"))
+        {
+            if (column.ScalarInt64() != 1)
+            {
+                return chain;
+            }
+        }
+
+        using var next = db.Prepare($"SELECT baseline_from FROM {schema}.sessions WHERE id = ?1");
+        for (var at = sessionId; chain.Count < limit && next.Bind(1, at).ScalarInt64() is { } from && from < at && from >= 1; at = from)
+        {
+            chain.Add(from);
+        }
+
+        return chain;
+    }
+
     /// <summary>Runs <paramref name="sql"/> when the catalog exists and is at format <paramref name="from"/>.</summary>
     private static void Migrate(SqliteDatabase db, int from, string sql)
     {
