@@ -260,7 +260,9 @@ internal sealed class AwsCredentialServer : IDisposable
 
     public void Dispose()
     {
-        _listener.Stop();
+        // Close alone: after Stop, the managed HttpListener's Close looks its endpoint up again and, finding none, binds
+        // the port anew to remove the prefix; when another test has taken that port meanwhile, Close throws
+        // "Address already in use" (one CI failure).
         _listener.Close();
         _loop.Wait(TimeSpan.FromSeconds(5));
     }
