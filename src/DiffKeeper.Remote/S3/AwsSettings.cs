@@ -64,6 +64,16 @@ public sealed class AwsSettings
         return new AwsSettings(profile, credentialsFile, fromCredentials, configFile, fromConfig, region, endpoint);
     }
 
+    /// <summary>
+    /// The sections of profile <paramref name="name"/>: its keys in the shared credentials file, then in the config
+    /// file ("[profile NAME]", "[default]"); each empty when the file or section is missing. The credentials file's
+    /// come first: where both files give a key, botocore and the Java SDK take the credentials file's.
+    /// </summary>
+    public IReadOnlyList<(string? File, IReadOnlyDictionary<string, string> Keys)> ProfileSections(string name) =>
+        name == Profile
+            ? [(CredentialsFile, FromCredentials), (ConfigFile, FromConfig)]
+            : [(CredentialsFile, Section(CredentialsFile, name)), (ConfigFile, Section(ConfigFile, name == "default" ? "default" : "profile " + name))];
+
     /// <summary>The keys of one [section] of an INI-style AWS file (names compared without case); empty when the file or section is missing.</summary>
     private static Dictionary<string, string> Section(string? file, string name)
     {

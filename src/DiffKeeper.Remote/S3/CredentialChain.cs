@@ -10,8 +10,12 @@ namespace DiffKeeper.Remote.S3;
 /// <item>the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN;</item>
 /// <item>web identity from the environment (EKS IRSA): AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN
 /// (AWS_ROLE_SESSION_NAME), exchanged at STS (<see cref="WebIdentityCredentials"/>);</item>
-/// <item>the profile (AWS_PROFILE, default "default"), in the shared credentials file, then the config file: static
-/// keys, else role_arn with web_identity_token_file, else credential_process (<see cref="ProcessCredentials"/>);</item>
+/// <item>the profile (AWS_PROFILE, default "default"), in the shared credentials file, then the config file: role_arn
+/// with source_profile (a chain of profiles, each found as botocore finds a source profile's credentials) or
+/// credential_source (Environment, Ec2InstanceMetadata, EcsContainer), assumed at STS AssumeRole signed with the
+/// source's credentials; else static keys, else role_arn with web_identity_token_file, else credential_process
+/// (<see cref="ProcessCredentials"/>). A profile named by AWS_PROFILE whose role takes the environment as its source
+/// is asked before the environment itself;</item>
 /// <item>the container endpoint (ECS task roles, EKS Pod Identity): AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or
 /// AWS_CONTAINER_CREDENTIALS_FULL_URI (<see cref="ContainerCredentials"/>);</item>
 /// <item>the EC2 instance metadata service, IMDSv2 (<see cref="InstanceMetadataCredentials"/>), unless
@@ -94,6 +98,15 @@ public sealed class CredentialChain : IDisposable
 
     private async Task<AwsCredentials> ResolveAsync(CancellationToken cancel)
     {
+        var profile = new ProfileKeys(_settings.Profile, _settings.ProfileSections(_settings.Profile));
+
+        // AWS_PROFILE naming a role whose source is the environment says which to use: the role, not the bare keys
+        // (the SDKs reach this configuration only through an explicit --profile, which diffkeeper has no flag for).
+        if (Env("AWS_PROFILE") is not null && TakesEnvironmentAsSource(profile))
+        {
+            return await AssumeRoleAsync(profile, [profile.Name], cancel).ConfigureAwait(false);
+        }
+
         if (Env("AWS_ACCESS_KEY_ID") is { } id && Env("AWS_SECRET_ACCESS_KEY") is { } secret)
         {
             return new AwsCredentials(id, secret, Env("AWS_SESSION_TOKEN"), null, "the environment (AWS_ACCESS_KEY_ID)");
@@ -106,27 +119,18 @@ public sealed class CredentialChain : IDisposable
             const string provider = "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)";
             return tokenFile is null || roleArn is null
                 ? throw AwsCredentials.Failed(provider, $"{(tokenFile is null ? "AWS_ROLE_ARN is set but AWS_WEB_IDENTITY_TOKEN_FILE is not" : "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not")}: set both, or neither")
-                : await WebIdentity(provider, roleArn, tokenFile).AssumeAsync(cancel).ConfigureAwait(false);
+                : await new WebIdentityCredentials(provider, Sts.Endpoint(Env, _settings.Region, provider), roleArn, tokenFile, Env("AWS_ROLE_SESSION_NAME"))
+                    .AssumeAsync(cancel).ConfigureAwait(false);
         }
 
-        foreach (var (file, section) in new[] { (_settings.CredentialsFile, _settings.FromCredentials), (_settings.ConfigFile, _settings.FromConfig) })
+        // In the profile, role_arn (with source_profile or credential_source) comes before static keys, as in botocore
+        // and the Java SDK.
+        var fromProfile = profile.AssumesRole
+            ? await AssumeRoleAsync(profile, [profile.Name], cancel).ConfigureAwait(false)
+            : await OwnCredentialsAsync(profile, cancel).ConfigureAwait(false);
+        if (fromProfile is not null)
         {
-            var where = $"profile '{_settings.Profile}' of {file}";
-            if (section.TryGetValue("aws_access_key_id", out var fileId) && section.TryGetValue("aws_secret_access_key", out var fileSecret))
-            {
-                return new AwsCredentials(fileId, fileSecret, section.GetValueOrDefault("aws_session_token"), null, where);
-            }
-
-            if (section.TryGetValue("web_identity_token_file", out var profileToken) && section.TryGetValue("role_arn", out var profileRole))
-            {
-                return await WebIdentity($"web identity ({where})", profileRole, profileToken, section.GetValueOrDefault("role_session_name"))
-                    .AssumeAsync(cancel).ConfigureAwait(false);
-            }
-
-            if (section.TryGetValue("credential_process", out var command))
-            {
-                return await ProcessCredentials.RunAsync(command, $"credential_process ({where})", cancel).ConfigureAwait(false);
-            }
+            return fromProfile;
         }
 
         if (ContainerCredentials.FromEnvironment(Env) is { } container)
@@ -141,8 +145,7 @@ public sealed class CredentialChain : IDisposable
         }
         else
         {
-            _imds ??= InstanceMetadataCredentials.FromEnvironment(Env);
-            var (credentials, absent) = await _imds.FetchAsync(cancel).ConfigureAwait(false);
+            var (credentials, absent) = await InstanceMetadataAsync(cancel).ConfigureAwait(false);
             if (credentials is not null)
             {
                 return credentials;
@@ -153,15 +156,172 @@ public sealed class CredentialChain : IDisposable
 
         throw new DiffKeeperException(ExitCode.SystemError,
             $"no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, or give profile '{_settings.Profile}' " +
-            $"aws_access_key_id and aws_secret_access_key (or credential_process) in {_settings.CredentialsFile ?? "~/.aws/credentials"}; {imdsAnswer}");
+            $"aws_access_key_id and aws_secret_access_key (or credential_process, or role_arn with source_profile) in {_settings.CredentialsFile ?? "~/.aws/credentials"}; {imdsAnswer}");
     }
 
-    private WebIdentityCredentials WebIdentity(string provider, string roleArn, string tokenFile, string? sessionName = null)
+    private Task<(AwsCredentials? Credentials, string? Absent)> InstanceMetadataAsync(CancellationToken cancel)
     {
-        var endpoint = Env("AWS_ENDPOINT_URL_STS") ?? Env("AWS_ENDPOINT_URL") ?? $"https://sts.{_settings.Region}.amazonaws.com";
-        return !Uri.TryCreate(endpoint, UriKind.Absolute, out var sts) || sts.Scheme is not ("http" or "https")
-            ? throw AwsCredentials.Failed(provider, $"the STS endpoint '{endpoint}' is not an http:// or https:// address")
-            : new WebIdentityCredentials(provider, sts, roleArn, tokenFile, sessionName ?? Env("AWS_ROLE_SESSION_NAME"));
+        _imds ??= InstanceMetadataCredentials.FromEnvironment(Env);
+        return _imds.FetchAsync(cancel);
+    }
+
+    /// <summary>
+    /// A profile's credentials other than an assumed role: in the credentials file's section, then the config file's,
+    /// static keys, else role_arn with web_identity_token_file, else credential_process; null when it has none.
+    /// </summary>
+    private async Task<AwsCredentials?> OwnCredentialsAsync(ProfileKeys profile, CancellationToken cancel)
+    {
+        foreach (var (file, section) in profile.Sections)
+        {
+            var where = $"profile '{profile.Name}' of {file}";
+            if (ProfileKeys.StaticKeys(section) is var (fileId, fileSecret))
+            {
+                return new AwsCredentials(fileId, fileSecret, section.GetValueOrDefault("aws_session_token"), null, where);
+            }
+
+            if (section.TryGetValue("web_identity_token_file", out var profileToken) && section.TryGetValue("role_arn", out var profileRole))
+            {
+                var provider = $"web identity ({where})";
+                return await new WebIdentityCredentials(provider, Sts.Endpoint(Env, _settings.Region, provider), profileRole, profileToken,
+                    section.GetValueOrDefault("role_session_name") ?? Env("AWS_ROLE_SESSION_NAME")).AssumeAsync(cancel).ConfigureAwait(false);
+            }
+
+            if (section.TryGetValue("credential_process", out var command))
+            {
+                return await ProcessCredentials.RunAsync(command, $"credential_process ({where})", cancel).ConfigureAwait(false);
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// The role of <paramref name="profile"/> (role_arn), assumed at STS with the credentials of its source_profile
+    /// (found as botocore does: that profile's own credentials when it has static keys or no role of its own, else its
+    /// role, assumed in turn) or of its credential_source. <paramref name="visited"/> holds the profiles of the chain so
+    /// far: a profile met again is a loop, except a profile naming itself as the source of its own static keys.
+    /// </summary>
+    private async Task<AwsCredentials> AssumeRoleAsync(ProfileKeys profile, List<string> visited, CancellationToken cancel)
+    {
+        var roleArn = profile.Get("role_arn")!;
+        var provider = $"assume role (profile '{profile.Name}' of {profile.FileOf("role_arn")})";
+        var sourceProfile = profile.Get("source_profile");
+        var credentialSource = profile.Get("credential_source");
+        if (profile.Get("mfa_serial") is not null)
+        {
+            throw AwsCredentials.Failed(provider, "mfa_serial needs a code typed in at every refresh, which an unattended diffkeeper cannot do: use a profile without it, or credential_process");
+        }
+
+        AwsCredentials source;
+        if (sourceProfile is not null && credentialSource is not null)
+        {
+            throw AwsCredentials.Failed(provider, "it sets both source_profile and credential_source: keep one");
+        }
+        else if (sourceProfile is not null)
+        {
+            var next = new ProfileKeys(sourceProfile, _settings.ProfileSections(sourceProfile));
+            var selfWithKeys = sourceProfile == profile.Name && next.HasStaticKeys;
+            if (visited.Contains(sourceProfile) && !selfWithKeys)
+            {
+                throw AwsCredentials.Failed(provider, $"the source_profile chain loops: {string.Join(" -> ", visited)} -> {sourceProfile}");
+            }
+
+            visited.Add(sourceProfile);
+            source = next.HasStaticKeys || !next.AssumesRole
+                ? await OwnCredentialsAsync(next, cancel).ConfigureAwait(false)
+                    ?? throw AwsCredentials.Failed(provider, next.Exists
+                        ? $"its source_profile '{sourceProfile}' has no credentials (static keys, role_arn, web_identity_token_file or credential_process)"
+                        : $"its source_profile '{sourceProfile}' is in neither {_settings.CredentialsFile ?? "~/.aws/credentials"} nor {_settings.ConfigFile ?? "~/.aws/config"}")
+                : await AssumeRoleAsync(next, visited, cancel).ConfigureAwait(false);
+        }
+        else if (credentialSource is not null)
+        {
+            source = await CredentialSourceAsync(credentialSource, provider, cancel).ConfigureAwait(false);
+        }
+        else
+        {
+            throw AwsCredentials.Failed(provider, "role_arn needs source_profile, credential_source or web_identity_token_file");
+        }
+
+        List<(string, string)> parameters = [("RoleArn", roleArn), ("RoleSessionName", profile.Get("role_session_name") ?? Sts.SessionName())];
+        if (profile.Get("duration_seconds") is { } duration)
+        {
+            if (!int.TryParse(duration, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var seconds) || seconds is < 900 or > 43200)
+            {
+                throw AwsCredentials.Failed(provider, $"duration_seconds '{duration}' is not a whole number of seconds from 900 to 43200");
+            }
+
+            parameters.Add(("DurationSeconds", duration));
+        }
+
+        if (profile.Get("external_id") is { } externalId)
+        {
+            parameters.Add(("ExternalId", externalId));
+        }
+
+        return await Sts.CallAsync(provider, Sts.Endpoint(Env, _settings.Region, provider), "AssumeRole", parameters, source, _settings.Region, cancel)
+            .ConfigureAwait(false);
+    }
+
+    /// <summary>The credentials a role's credential_source names (the values botocore accepts).</summary>
+    private async Task<AwsCredentials> CredentialSourceAsync(string credentialSource, string provider, CancellationToken cancel)
+    {
+        switch (credentialSource)
+        {
+            case "Environment":
+                return Env("AWS_ACCESS_KEY_ID") is { } id && Env("AWS_SECRET_ACCESS_KEY") is { } secret
+                    ? new AwsCredentials(id, secret, Env("AWS_SESSION_TOKEN"), null, "the environment (AWS_ACCESS_KEY_ID)")
+                    : throw AwsCredentials.Failed(provider, "credential_source is Environment but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not both set");
+            case "Ec2InstanceMetadata":
+                var (credentials, absent) = await InstanceMetadataAsync(cancel).ConfigureAwait(false);
+                return credentials ?? throw AwsCredentials.Failed(provider, $"credential_source is Ec2InstanceMetadata, but {absent}");
+            case "EcsContainer":
+                return ContainerCredentials.FromEnvironment(Env) is { } container
+                    ? await container.FetchAsync(cancel).ConfigureAwait(false)
+                    : throw AwsCredentials.Failed(provider, "credential_source is EcsContainer but neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set");
+            default:
+                throw AwsCredentials.Failed(provider, $"credential_source '{credentialSource}' is none of Environment, Ec2InstanceMetadata, EcsContainer");
+        }
+    }
+
+    /// <summary>Whether <paramref name="profile"/>'s role, or the role of a source_profile down its chain, takes its credentials from the environment.</summary>
+    private bool TakesEnvironmentAsSource(ProfileKeys profile)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (var p = profile; p.AssumesRole && seen.Add(p.Name);)
+        {
+            if (p.Get("credential_source") == "Environment")
+            {
+                return true;
+            }
+
+            if (p.Get("source_profile") is not { } next || (!ReferenceEquals(p, profile) && p.HasStaticKeys))
+            {
+                return false;
+            }
+
+            p = new ProfileKeys(next, _settings.ProfileSections(next));
+        }
+
+        return false;
+    }
+
+    /// <summary>One profile's keys in both files, the credentials file's ahead where both give one.</summary>
+    private sealed record ProfileKeys(string Name, IReadOnlyList<(string? File, IReadOnlyDictionary<string, string> Keys)> Sections)
+    {
+        public bool Exists => Sections.Any(s => s.Keys.Count > 0);
+
+        public bool HasStaticKeys => Sections.Any(s => StaticKeys(s.Keys) is not null);
+
+        /// <summary>role_arn that is assumed with a source's credentials (role_arn with web_identity_token_file is web identity).</summary>
+        public bool AssumesRole => Get("role_arn") is not null && Get("web_identity_token_file") is null;
+
+        public string? Get(string key) => Sections.Select(s => s.Keys.GetValueOrDefault(key)).FirstOrDefault(v => v is not null);
+
+        public string? FileOf(string key) => Sections.FirstOrDefault(s => s.Keys.ContainsKey(key)).File;
+
+        public static (string Id, string Secret)? StaticKeys(IReadOnlyDictionary<string, string> section) =>
+            section.TryGetValue("aws_access_key_id", out var id) && section.TryGetValue("aws_secret_access_key", out var secret) ? (id, secret) : null;
     }
 
     public void Dispose()

@@ -5,7 +5,7 @@ using System.Text;
 namespace DiffKeeper.Remote.S3;
 
 /// <summary>
-/// AWS Signature Version 4 for S3 requests sent with the whole payload (its SHA-256 in x-amz-content-sha256, never
+/// AWS Signature Version 4 for S3 requests (and STS's AssumeRole, service "sts") sent with the whole payload (its SHA-256 in x-amz-content-sha256, never
 /// aws-chunked): the canonical request, the string to sign and the Authorization header, as the AWS documentation
 /// "Create a signed AWS API request" specifies them. Signs host, x-amz-content-sha256, x-amz-date and, for
 /// temporary credentials, x-amz-security-token.
@@ -15,7 +15,8 @@ internal static class SigV4
     private const string Algorithm = "AWS4-HMAC-SHA256";
 
     /// <summary>Adds x-amz-date, x-amz-content-sha256, x-amz-security-token and Authorization to <paramref name="request"/>.</summary>
-    public static void Sign(HttpRequestMessage request, ReadOnlySpan<byte> payload, AwsCredentials credentials, string region, DateTime utcNow)
+    public static void Sign(HttpRequestMessage request, ReadOnlySpan<byte> payload, AwsCredentials credentials, string region, DateTime utcNow,
+        string service = "s3")
     {
         var uri = request.RequestUri!;
         var amzDate = utcNow.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture);
@@ -46,11 +47,11 @@ internal static class SigV4
 
         canonical.Append('\n').Append(signedHeaders).Append('\n').Append(payloadHash);
 
-        var scope = $"{date}/{region}/s3/aws4_request";
+        var scope = $"{date}/{region}/{service}/aws4_request";
         var stringToSign = $"{Algorithm}\n{amzDate}\n{scope}\n{Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(canonical.ToString())))}";
         var key = Hmac(Encoding.UTF8.GetBytes("AWS4" + credentials.SecretAccessKey), date);
         key = Hmac(key, region);
-        key = Hmac(key, "s3");
+        key = Hmac(key, service);
         key = Hmac(key, "aws4_request");
         var signature = Convert.ToHexStringLower(Hmac(key, stringToSign));
 
