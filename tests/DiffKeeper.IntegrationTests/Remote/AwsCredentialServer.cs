@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using System.Security.Cryptography;
 using System.Text;
 using System.Web;
 
@@ -17,7 +18,12 @@ namespace DiffKeeper.IntegrationTests.Remote;
 /// Token, Expiration);</item>
 /// <item>STS: <c>POST /sts/</c>, the query API's form body with Action=AssumeRoleWithWebIdentity and
 /// Version=2011-06-15; a wrong token or role is STS's <c>ErrorResponse</c> (400 InvalidIdentityToken / AccessDenied);
-/// the answer is <c>AssumeRoleWithWebIdentityResponse</c> XML;</item>
+/// the answer is <c>AssumeRoleWithWebIdentityResponse</c> XML; Action=AssumeRole must be signed (Signature Version 4,
+/// service sts): the server recomputes the signature from the request it received (the SignedHeaders' values, the
+/// body's SHA-256) with the secret of the caller's access key id (<see cref="Secrets"/>, or of the credentials it
+/// handed out itself, known by the session token in x-amz-security-token) and answers a wrong one with STS's 403
+/// SignatureDoesNotMatch, an unknown key id with 403 InvalidClientTokenId, a role the key may not assume (or a wrong
+/// ExternalId) with 403 AccessDenied (<see cref="Roles"/>); the answer is <c>AssumeRoleResponse</c> XML;</item>
 /// <item>the container endpoint: <c>GET /v1/credentials</c> needs the Authorization header (403 otherwise).</item>
 /// </list>
 /// The credentials handed out are s3rver's (S3RVER/S3RVER), so a diffkeeper that signs with them is let in by the
@@ -28,6 +34,7 @@ internal sealed class AwsCredentialServer : IDisposable
     private readonly HttpListener _listener = new();
     private readonly List<string> _log = [];
     private readonly HashSet<string> _tokens = [];
+    private readonly Dictionary<string, (string KeyId, string Secret)> _issuedKeys = new(StringComparer.Ordinal); // by session token
     private readonly Task _loop;
     private int _issued;
 
@@ -70,6 +77,18 @@ internal sealed class AwsCredentialServer : IDisposable
     public string WebIdentityToken { get; set; } = "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl";
 
     public string ContainerAuthorization { get; set; } = "Bearer pod-identity-token";
+
+    /// <summary>The long-term access keys STS knows: key id to secret.</summary>
+    public Dictionary<string, string> Secrets { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>The roles AssumeRole hands out, by ARN.</summary>
+    public Dictionary<string, RoleGrant> Roles { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// A role: the access key id allowed to assume it (its trust policy), the ExternalId it requires (null: none), and
+    /// the credentials it hands out (s3rver's by default, so the last role of a chain is let in by S3).
+    /// </summary>
+    public sealed record RoleGrant(string TrustedKeyId, string? ExternalId = null, string AccessKeyId = "S3RVER", string SecretAccessKey = "S3RVER");
 
     /// <summary>"METHOD path" of every request, in order, with the failures the server answered.</summary>
     public List<string> Log
@@ -167,8 +186,16 @@ internal sealed class AwsCredentialServer : IDisposable
         }
         else if (request.HttpMethod == "POST" && path == "/sts/")
         {
-            using var body = new StreamReader(request.InputStream, Encoding.UTF8);
-            var form = HttpUtility.ParseQueryString(body.ReadToEnd());
+            using var buffer = new MemoryStream();
+            request.InputStream.CopyTo(buffer);
+            var body = buffer.ToArray();
+            var form = HttpUtility.ParseQueryString(Encoding.UTF8.GetString(body));
+            if (form["Action"] == "AssumeRole")
+            {
+                AssumeRole(context, line, form, body);
+                return;
+            }
+
             Note($"{line} Action={form["Action"]} Version={form["Version"]} RoleArn={form["RoleArn"]} RoleSessionName={form["RoleSessionName"]} token={form["WebIdentityToken"]}");
             if (form["Action"] != "AssumeRoleWithWebIdentity" || form["Version"] != "2011-06-15" || string.IsNullOrEmpty(form["RoleSessionName"]))
             {
@@ -220,6 +247,98 @@ internal sealed class AwsCredentialServer : IDisposable
         {
             Note(line + " -> 404");
             Reply(context, 404, "text/plain", "");
+        }
+    }
+
+    private void AssumeRole(HttpListenerContext context, string line, System.Collections.Specialized.NameValueCollection form, byte[] body)
+    {
+        var request = context.Request;
+        var authorization = request.Headers["Authorization"] ?? "";
+        string Part(string name) => authorization.Split([' ', ','], StringSplitOptions.RemoveEmptyEntries)
+            .FirstOrDefault(p => p.StartsWith(name + "=", StringComparison.Ordinal))?[(name.Length + 1)..] ?? "";
+        var scope = Part("Credential").Split('/');
+        var keyId = scope[0];
+        Note($"{line} Action=AssumeRole Version={form["Version"]} RoleArn={form["RoleArn"]} RoleSessionName={form["RoleSessionName"]} " +
+            $"ExternalId={form["ExternalId"]} DurationSeconds={form["DurationSeconds"]} key={keyId}");
+        if (!authorization.StartsWith("AWS4-HMAC-SHA256 ", StringComparison.Ordinal) || scope.Length != 5 || scope[3] != "sts" || scope[4] != "aws4_request")
+        {
+            StsError(context, 403, "IncompleteSignature", "Request must contain a signature that conforms to AWS standards");
+            return;
+        }
+
+        string? secret;
+        lock (_issuedKeys)
+        {
+            secret = request.Headers["x-amz-security-token"] is { } token && _issuedKeys.TryGetValue(token, out var issued) && issued.KeyId == keyId
+                ? issued.Secret
+                : Secrets.GetValueOrDefault(keyId);
+        }
+
+        if (secret is null)
+        {
+            StsError(context, 403, "InvalidClientTokenId", "The security token included in the request is invalid.");
+            return;
+        }
+
+        // The signature recomputed from what arrived: the canonical request of the signed headers' values and the body's hash.
+        var signedHeaders = Part("SignedHeaders");
+        var amzDate = request.Headers["x-amz-date"] ?? "";
+        var canonical = new StringBuilder().Append(request.HttpMethod).Append('\n').Append(request.RawUrl!.Split('?')[0]).Append('\n')
+            .Append('\n'); // no query string: the parameters are in the body
+        foreach (var name in signedHeaders.Split(';'))
+        {
+            canonical.Append(name).Append(':').Append((request.Headers[name] ?? "").Trim()).Append('\n');
+        }
+
+        canonical.Append('\n').Append(signedHeaders).Append('\n').Append(Convert.ToHexStringLower(SHA256.HashData(body)));
+        var stringToSign = $"AWS4-HMAC-SHA256\n{amzDate}\n{string.Join('/', scope[1..])}\n{Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(canonical.ToString())))}";
+        var key = Encoding.UTF8.GetBytes("AWS4" + secret);
+        foreach (var step in scope[1..])
+        {
+            key = HMACSHA256.HashData(key, Encoding.UTF8.GetBytes(step));
+        }
+
+        if (!signedHeaders.Split(';').Contains("host") || !amzDate.StartsWith(scope[1], StringComparison.Ordinal)
+            || Convert.ToHexStringLower(HMACSHA256.HashData(key, Encoding.UTF8.GetBytes(stringToSign))) != Part("Signature"))
+        {
+            StsError(context, 403, "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.");
+            return;
+        }
+
+        var roleArn = form["RoleArn"] ?? "";
+        if (form["Version"] != "2011-06-15" || string.IsNullOrEmpty(form["RoleSessionName"]))
+        {
+            StsError(context, 400, "ValidationError", "1 validation error detected: Value null at 'roleSessionName' failed to satisfy constraint: Member must not be null");
+        }
+        else if (!Roles.TryGetValue(roleArn, out var role) || role.TrustedKeyId != keyId || role.ExternalId != form["ExternalId"])
+        {
+            StsError(context, 403, "AccessDenied", $"User: arn:aws:iam::123456789012:user/{keyId} is not authorized to perform: sts:AssumeRole on resource: {roleArn}");
+        }
+        else
+        {
+            var lifetime = form["DurationSeconds"] is { } d ? TimeSpan.FromSeconds(int.Parse(d, CultureInfo.InvariantCulture)) : Lifetime;
+            var token = $"assumed-{roleArn.Split('/')[^1]}-{Interlocked.Increment(ref _issued).ToString(CultureInfo.InvariantCulture)}";
+            lock (_issuedKeys)
+            {
+                _issuedKeys[token] = (role.AccessKeyId, role.SecretAccessKey);
+            }
+
+            Reply(context, 200, "text/xml", $"""
+                <AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+                  <AssumeRoleResult>
+                    <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/{roleArn.Split('/')[^1]}/{form["RoleSessionName"]}</Arn><AssumedRoleId>AROA3XFRBF535PLBIFPI4:{form["RoleSessionName"]}</AssumedRoleId></AssumedRoleUser>
+                    <Credentials>
+                      <AccessKeyId>{role.AccessKeyId}</AccessKeyId>
+                      <SecretAccessKey>{role.SecretAccessKey}</SecretAccessKey>
+                      <SessionToken>{token}</SessionToken>
+                      <Expiration>{(DateTimeOffset.UtcNow + lifetime).ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture)}</Expiration>
+                    </Credentials>
+                    <PackedPolicySize>6</PackedPolicySize>
+                  </AssumeRoleResult>
+                  <ResponseMetadata><RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ResponseMetadata>
+                </AssumeRoleResponse>
+                """);
         }
     }
 

@@ -158,6 +158,97 @@ public sealed class CredentialProviderTests : IDisposable
             "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
     }
 
+    /// <summary>
+    /// A profile that assumes a role whose source_profile assumes another (botocore's chains): each AssumeRole is
+    /// signed with the previous hop's credentials, which the STS server checks by recomputing the signature; the
+    /// profile's own static keys (not s3rver's) lose to its role_arn, as in botocore. A loop, and a source secret STS
+    /// refuses, are one line naming the profile.
+    /// </summary>
+    [Fact]
+    public void A_source_profile_chain_of_two_roles_is_assumed_with_each_hops_credentials_and_loops_and_bad_keys_are_one_line()
+    {
+        using var s3 = S3rverProcess.Start(_tmp.Sub("s3"));
+        const string hopRole = "arn:aws:iam::111111111111:role/hop";
+        const string fleetRole = "arn:aws:iam::123456789012:role/fleet";
+        _aws.Secrets["AKIABASE"] = "base-secret";
+        _aws.Roles[hopRole] = new("AKIABASE", ExternalId: "partner-7", AccessKeyId: "ASIAHOP", SecretAccessKey: "hop-secret");
+        _aws.Roles[fleetRole] = new("ASIAHOP");
+        var credentials = Path.Combine(_tmp.Path, "credentials");
+        void Credentials(string baseSecret) => File.WriteAllText(credentials,
+            $"[base]\naws_access_key_id = AKIABASE\naws_secret_access_key = {baseSecret}\n[fleet]\naws_access_key_id = AKIAOTHER\naws_secret_access_key = other\n");
+        var config = Path.Combine(_tmp.Path, "config");
+        void Config(string hopSource) => File.WriteAllText(config, $"""
+            [profile hop]
+            role_arn = {hopRole}
+            source_profile = {hopSource}
+            external_id = partner-7
+
+            [profile fleet]
+            role_arn = {fleetRole}
+            source_profile = hop
+            role_session_name = ci-job-7
+            duration_seconds = 900
+            """);
+        Credentials("base-secret");
+        Config("base");
+        var env = Environment(s3, ("AWS_PROFILE", "fleet"), ("AWS_SHARED_CREDENTIALS_FILE", credentials), ("AWS_CONFIG_FILE", config),
+            ("AWS_ENDPOINT_URL_STS", _aws.Address + "/sts/"));
+        var url = $"s3://{S3rverProcess.Bucket}/roles";
+
+        var list = RemoteStoreTests.Run(env, _tmp.Path, "sessions", "--trace", url);
+        Assert.True(list.ExitCode == 0, list.ToString());
+        Assert.Collection(_aws.Log,
+            l => Assert.Matches($"^POST /sts/ Action=AssumeRole Version=2011-06-15 RoleArn={hopRole} RoleSessionName=diffkeeper-[0-9]+ ExternalId=partner-7 DurationSeconds= key=AKIABASE$", l),
+            l => Assert.Equal($"POST /sts/ Action=AssumeRole Version=2011-06-15 RoleArn={fleetRole} RoleSessionName=ci-job-7 ExternalId= DurationSeconds=900 key=ASIAHOP", l));
+
+        Config("fleet");
+        AssertOneLine(RemoteStoreTests.Run(env, _tmp.Path, "sessions", "--trace", url),
+            $"AWS credentials from assume role (profile 'hop' of {config}): the source_profile chain loops: fleet -> hop -> fleet");
+
+        Config("base");
+        Credentials("not-the-secret");
+        AssertOneLine(RemoteStoreTests.Run(env, _tmp.Path, "sessions", "--trace", url),
+            $"AWS credentials from assume role (profile 'hop' of {config}): STS AssumeRole for {hopRole} answered 403 SignatureDoesNotMatch: The request signature we calculated");
+    }
+
+    /// <summary>
+    /// role_arn with credential_source: Environment (the profile named by AWS_PROFILE is then asked before the bare
+    /// environment keys, which s3rver would refuse), and Ec2InstanceMetadata.
+    /// </summary>
+    [Fact]
+    public void A_role_with_credential_source_is_assumed_with_the_environments_or_the_instances_credentials()
+    {
+        using var s3 = S3rverProcess.Start(_tmp.Sub("s3"));
+        const string role = "arn:aws:iam::123456789012:role/deploy";
+        _aws.Secrets["AKIABASE"] = "base-secret";
+        _aws.Roles[role] = new("AKIABASE");
+        var config = Path.Combine(_tmp.Path, "config");
+        File.WriteAllText(config, $"[profile deploy]\nrole_arn = {role}\ncredential_source = Environment\n");
+        var env = Environment(s3, ("AWS_PROFILE", "deploy"), ("AWS_CONFIG_FILE", config), ("AWS_ENDPOINT_URL_STS", _aws.Address + "/sts/"),
+            ("AWS_ACCESS_KEY_ID", "AKIABASE"), ("AWS_SECRET_ACCESS_KEY", "base-secret"));
+        var url = $"s3://{S3rverProcess.Bucket}/source";
+
+        var list = RemoteStoreTests.Run(env, _tmp.Path, "sessions", "--trace", url);
+        Assert.True(list.ExitCode == 0, list.ToString());
+        Assert.Contains($"RoleArn={role} ", Assert.Single(_aws.Log), StringComparison.Ordinal);
+        Assert.EndsWith("key=AKIABASE", _aws.Log[0], StringComparison.Ordinal);
+
+        // The instance role's credentials (s3rver's key id, with the IMDS session token) as the source.
+        File.WriteAllText(config, $"[profile deploy]\nrole_arn = {role}\ncredential_source = Ec2InstanceMetadata\n");
+        _aws.Secrets["S3RVER"] = "S3RVER";
+        _aws.Roles[role] = new("S3RVER");
+        env["AWS_ACCESS_KEY_ID"] = env["AWS_SECRET_ACCESS_KEY"] = "";
+        env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = _aws.Address;
+        list = RemoteStoreTests.Run(env, _tmp.Path, "sessions", "--trace", url);
+        Assert.True(list.ExitCode == 0, list.ToString());
+        Assert.EndsWith("key=S3RVER", _aws.Log[^1], StringComparison.Ordinal);
+        Assert.Equal(1, _aws.Count("PUT /latest/api/token"));
+
+        File.WriteAllText(config, $"[profile deploy]\nrole_arn = {role}\ncredential_source = Ec2\n");
+        AssertOneLine(RemoteStoreTests.Run(env, _tmp.Path, "sessions", "--trace", url),
+            $"AWS credentials from assume role (profile 'deploy' of {config}): credential_source 'Ec2' is none of Environment, Ec2InstanceMetadata, EcsContainer");
+    }
+
     /// <summary>Only s3rver's endpoint and an empty HOME: every AWS variable of the test's own environment emptied, then <paramref name="set"/>.</summary>
     private Dictionary<string, string> Environment(S3rverProcess s3, params (string Name, string Value)[] set)
     {
