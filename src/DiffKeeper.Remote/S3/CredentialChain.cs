@@ -14,8 +14,8 @@ namespace DiffKeeper.Remote.S3;
 /// with source_profile (a chain of profiles, each found as botocore finds a source profile's credentials) or
 /// credential_source (Environment, Ec2InstanceMetadata, EcsContainer), assumed at STS AssumeRole signed with the
 /// source's credentials; else static keys, else role_arn with web_identity_token_file, else credential_process
-/// (<see cref="ProcessCredentials"/>). A profile named by AWS_PROFILE whose role takes the environment as its source
-/// is asked before the environment itself;</item>
+/// (<see cref="ProcessCredentials"/>). A profile whose role chain takes the environment as its source is asked before
+/// the environment itself;</item>
 /// <item>the container endpoint (ECS task roles, EKS Pod Identity): AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or
 /// AWS_CONTAINER_CREDENTIALS_FULL_URI (<see cref="ContainerCredentials"/>);</item>
 /// <item>the EC2 instance metadata service, IMDSv2 (<see cref="InstanceMetadataCredentials"/>), unless
@@ -100,9 +100,10 @@ public sealed class CredentialChain : IDisposable
     {
         var profile = new ProfileKeys(_settings.Profile, _settings.ProfileSections(_settings.Profile));
 
-        // AWS_PROFILE naming a role whose source is the environment says which to use: the role, not the bare keys
-        // (the SDKs reach this configuration only through an explicit --profile, which diffkeeper has no flag for).
-        if (Env("AWS_PROFILE") is not null && TakesEnvironmentAsSource(profile))
+        // A profile whose role takes the environment's keys as its source says to use the role, not the bare keys:
+        // asked ahead of the environment, as the Ruby SDK does since aws-sdk-ruby#3301 (botocore reaches this
+        // configuration only through an explicit --profile, which diffkeeper has no flag for).
+        if (TakesEnvironmentAsSource(profile))
         {
             return await AssumeRoleAsync(profile, [profile.Name], cancel).ConfigureAwait(false);
         }

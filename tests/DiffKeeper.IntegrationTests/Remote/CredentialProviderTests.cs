@@ -212,8 +212,8 @@ public sealed class CredentialProviderTests : IDisposable
     }
 
     /// <summary>
-    /// role_arn with credential_source: Environment (the profile named by AWS_PROFILE is then asked before the bare
-    /// environment keys, which s3rver would refuse), and Ec2InstanceMetadata.
+    /// role_arn with credential_source: Environment (such a profile, named by AWS_PROFILE or the default one, is asked
+    /// before the bare environment keys, which s3rver would refuse, as in aws-sdk-ruby#3301), and Ec2InstanceMetadata.
     /// </summary>
     [Fact]
     public void A_role_with_credential_source_is_assumed_with_the_environments_or_the_instances_credentials()
@@ -232,6 +232,12 @@ public sealed class CredentialProviderTests : IDisposable
         Assert.True(list.ExitCode == 0, list.ToString());
         Assert.Contains($"RoleArn={role} ", Assert.Single(_aws.Log), StringComparison.Ordinal);
         Assert.EndsWith("key=AKIABASE", _aws.Log[0], StringComparison.Ordinal);
+        File.WriteAllText(config, $"[default]\nrole_arn = {role}\ncredential_source = Environment\n");
+        env["AWS_PROFILE"] = "";
+        list = RemoteStoreTests.Run(env, _tmp.Path, "sessions", "--trace", url);
+        Assert.True(list.ExitCode == 0, list.ToString());
+        Assert.Equal(2, _aws.Count("POST /sts/ Action=AssumeRole"));
+        env["AWS_PROFILE"] = "deploy";
 
         // The instance role's credentials (s3rver's key id, with the IMDS session token) as the source.
         File.WriteAllText(config, $"[profile deploy]\nrole_arn = {role}\ncredential_source = Ec2InstanceMetadata\n");
