@@ -161,7 +161,8 @@ public sealed class CredentialProviderTests : IDisposable
     /// <summary>
     /// A profile that assumes a role whose source_profile assumes another (botocore's chains): each AssumeRole is
     /// signed with the previous hop's credentials, which the STS server checks by recomputing the signature; the
-    /// profile's own static keys (not s3rver's) lose to its role_arn, as in botocore. A loop, and a source secret STS
+    /// profile's own static keys (not s3rver's) lose to its role_arn, as in botocore; a profile may be the source of its own
+    /// keys. A loop, and a source secret STS
     /// refuses, are one line naming the profile.
     /// </summary>
     [Fact]
@@ -200,6 +201,16 @@ public sealed class CredentialProviderTests : IDisposable
         Assert.Collection(_aws.Log,
             l => Assert.Matches($"^POST /sts/ Action=AssumeRole Version=2011-06-15 RoleArn={hopRole} RoleSessionName=diffkeeper-[0-9]+ ExternalId=partner-7 DurationSeconds= key=AKIABASE$", l),
             l => Assert.Equal($"POST /sts/ Action=AssumeRole Version=2011-06-15 RoleArn={fleetRole} RoleSessionName=ci-job-7 ExternalId= DurationSeconds=900 key=ASIAHOP", l));
+
+        // A profile naming itself as the source of its own static keys is no loop (botocore allows it).
+        const string soloRole = "arn:aws:iam::123456789012:role/solo";
+        _aws.Roles[soloRole] = new("AKIABASE");
+        File.AppendAllText(config, $"\n[profile solo]\nrole_arn = {soloRole}\nsource_profile = solo\naws_access_key_id = AKIABASE\naws_secret_access_key = base-secret\n");
+        env["AWS_PROFILE"] = "solo";
+        list = RemoteStoreTests.Run(env, _tmp.Path, "sessions", "--trace", url);
+        Assert.True(list.ExitCode == 0, list.ToString());
+        Assert.Matches($"RoleArn={soloRole} .* key=AKIABASE$", _aws.Log[^1]);
+        env["AWS_PROFILE"] = "fleet";
 
         Config("fleet");
         AssertOneLine(RemoteStoreTests.Run(env, _tmp.Path, "sessions", "--trace", url),
