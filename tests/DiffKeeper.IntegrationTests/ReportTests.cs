@@ -115,7 +115,7 @@ public sealed partial class ReportTests : IDisposable
     public void An_ebpf_report_shows_each_writes_offset_and_length_and_a_bursts_byte_total_as_the_timeline_does()
     {
         var driver = BrowserDriver();
-        WriteRangeTests.SkipUnlessEbpf();
+        EbpfSupport.SkipUnlessAvailable();
         Cli.Ok(Work, "record", "-q", "--capture", "ebpf", "--trace", Trace, "--", "sh", "-c", WriteRangeTests.Script);
         var first = Cli.Ok(Work, "timeline", "--trace", Trace, "--json", "--op", "WRITE", "--path", "data.bin").Lines
             .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("seq").GetInt64()).ToList();

@@ -27,19 +27,6 @@ public sealed class WriteRangeTests : IDisposable
         "dd if=/dev/zero of=data.bin bs=100 count=1 seek=3 conv=notrunc status=none; sleep 0.2; " +
         "dd if=/dev/zero of=burst.bin bs=512 count=20 status=none";
 
-    internal static void SkipUnlessEbpf()
-    {
-        if (Environment.UserName != "root")
-        {
-            Assert.Skip("the eBPF backend needs root (CAP_BPF and CAP_PERFMON); this test runs as " + Environment.UserName);
-        }
-
-        if (!File.Exists("/sys/kernel/btf/vmlinux"))
-        {
-            Assert.Skip("this kernel has no BTF (/sys/kernel/btf/vmlinux), which the eBPF backend needs");
-        }
-    }
-
     private List<JsonElement> Json(params string[] args) =>
         Cli.Ok(Work, ["timeline", "--trace", Trace, "--json", .. args]).Lines.Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
 
@@ -54,7 +41,7 @@ public sealed class WriteRangeTests : IDisposable
     [Fact]
     public void Ebpf_records_each_writes_offset_and_length_and_a_burst_folds_with_its_byte_total()
     {
-        SkipUnlessEbpf();
+        EbpfSupport.SkipUnlessAvailable();
         Cli.Ok(Work, "record", "-q", "--capture", "ebpf", "--trace", Trace, "--", "sh", "-c", Script);
 
         var all = Json();
@@ -101,7 +88,7 @@ public sealed class WriteRangeTests : IDisposable
     [Fact]
     public void Ebpf_records_the_range_of_an_allocating_fallocate_with_and_without_keep_size()
     {
-        SkipUnlessEbpf();
+        EbpfSupport.SkipUnlessAvailable();
         SkipUnlessFallocate(Work);
         Cli.Ok(Work, "record", "-q", "--capture", "ebpf", "--trace", Trace, "--", "sh", "-c", FallocateScript);
 
@@ -146,7 +133,7 @@ public sealed class WriteRangeTests : IDisposable
     [Fact]
     public void A_format_3_trace_reads_with_unknown_offsets_and_a_recording_into_it_migrates_it()
     {
-        SkipUnlessEbpf();
+        EbpfSupport.SkipUnlessAvailable();
         Cli.Ok(Work, "record", "-q", "--capture", "ebpf", "--trace", Trace, "--", "sh", "-c", "echo one > a.txt");
         // Make it the trace the format-3 code wrote: no events.offset or events.length.
         using (var db = SqliteDatabase.Open(Path.Combine(Trace, "catalog.db"), readOnly: false))

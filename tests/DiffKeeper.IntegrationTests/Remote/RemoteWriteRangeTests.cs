@@ -17,7 +17,7 @@ public sealed class RemoteWriteRangeTests : IDisposable
     [Fact]
     public void A_pushed_and_pulled_ebpf_trace_keeps_every_events_offset_and_length()
     {
-        WriteRangeTests.SkipUnlessEbpf();
+        EbpfSupport.SkipUnlessAvailable();
         var work = _tmp.Sub("work");
         Directory.CreateDirectory(work);
         WriteRangeTests.SkipUnlessFallocate(work);
