@@ -67,6 +67,21 @@ internal static class GcCommand
                     j.WriteNull("compaction");
                 }
 
+                if (r.Grouping is { } g)
+                {
+                    j.WriteStartObject("grouping");
+                    j.WriteNumber("groups", g.Groups);
+                    j.WriteNumber("members", g.Members);
+                    j.WriteNumber("regrouped", g.Regrouped);
+                    j.WriteNumber("bytes_before", g.BytesBefore);
+                    j.WriteNumber("bytes_after", g.BytesAfter);
+                    j.WriteEndObject();
+                }
+                else
+                {
+                    j.WriteNull("grouping");
+                }
+
                 j.WriteNumber("packs_repacked", r.Collection.PacksRepacked);
                 j.WriteNumber("packs_dropped", r.Collection.PacksDropped);
                 j.WriteNumber("pack_bytes_before", r.PackBytesBefore);
@@ -87,6 +102,12 @@ internal static class GcCommand
         {
             parts.Add(string.Create(CultureInfo.InvariantCulture,
                 $"{c.Encoded} of {c.Examined} older chunks re-encoded as deltas ({TimelineRenderer.FormatSize(c.BytesBefore)} -> {TimelineRenderer.FormatSize(c.BytesAfter)})"));
+        }
+
+        if (r.Grouping is { Members: > 0 } g)
+        {
+            parts.Add(string.Create(CultureInfo.InvariantCulture,
+                $"{g.Members} small blobs compressed together in {g.Groups} groups ({TimelineRenderer.FormatSize(g.BytesBefore)} -> {TimelineRenderer.FormatSize(g.BytesAfter)})"));
         }
 
         parts.Add(string.Create(CultureInfo.InvariantCulture, $"{r.Collection.PacksRepacked} packs repacked, {r.Collection.PacksDropped} dropped"));

@@ -5,7 +5,7 @@ namespace DiffKeeper.Storage.Catalog;
 /// <summary>The catalog's DDL and format check (docs/store-format.md, "Catalog").</summary>
 public static class CatalogSchema
 {
-    public const int FormatVersion = 4;
+    public const int FormatVersion = 5;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,6 +77,7 @@ public static class CatalogSchema
             MigrateFromFormat1(db);
             MigrateFromFormat2(db);
             MigrateFromFormat3(db);
+            MigrateFromFormat4(db);
             db.Execute(Ddl);
             using var meta = db.Prepare("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?1), ('created_by', ?2)");
             meta.Bind(1, FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
@@ -136,6 +137,15 @@ public static class CatalogSchema
         ALTER TABLE events ADD COLUMN offset INTEGER;
         ALTER TABLE events ADD COLUMN length INTEGER;
         UPDATE meta SET value = '4' WHERE key = 'format_version';
+        """);
+
+    /// <summary>
+    /// Format 4 has no groups (codecs 4 and 5): its rows are format-5 rows as they are. Only the number changes, so
+    /// a diffkeeper that reads only format 4 refuses the trace once a pass may have grouped blobs in it; inside the
+    /// caller's transaction.
+    /// </summary>
+    private static void MigrateFromFormat4(SqliteDatabase db) => Migrate(db, 4, """
+        UPDATE meta SET value = '5' WHERE key = 'format_version';
         """);
 
     /// <summary>Runs <paramref name="sql"/> when the catalog exists and is at format <paramref name="from"/>.</summary>

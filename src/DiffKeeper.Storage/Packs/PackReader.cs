@@ -26,7 +26,7 @@ public sealed class PackReader : IDisposable
     /// </summary>
     public void Read(in BlobLocation loc, Span<byte> destination, ReadOnlySpan<byte> prefix = default, ReadOnlySpan<byte> baseDigest = default)
     {
-        if (destination.Length != loc.RawLength)
+        if (destination.Length != loc.RawLength || !loc.HasRecord)
         {
             throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
@@ -124,8 +124,9 @@ public sealed class PackReader : IDisposable
     public Span<byte> ReadRecord(in BlobLocation loc, byte[] buffer)
     {
         var packPath = PackFormat.RelativePath(loc.PackId);
-        if (loc.RawLength < 0 || loc.RawLength > PackFormat.MaxRawLength || loc.StoredLength < 0 ||
-            loc.StoredLength > Zstd.CompressBound(PackFormat.MaxRawLength))
+        var maxRaw = PackFormat.MaxRawFor(loc.Codec);
+        if (!loc.HasRecord || loc.RawLength < 0 || loc.RawLength > maxRaw || loc.StoredLength < 0 ||
+            loc.StoredLength > Zstd.CompressBound(maxRaw))
         {
             throw new BlobDamagedException(loc, packPath, $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
@@ -170,7 +171,7 @@ public sealed class PackReader : IDisposable
             case BlobCodec.Raw when loc.StoredLength == loc.RawLength:
                 payload.CopyTo(destination);
                 break;
-            case BlobCodec.Zstd:
+            case BlobCodec.Zstd or BlobCodec.Group:
                 Zstd.TryDecompress(payload, destination, out error);
                 break;
             case BlobCodec.ZstdDelta or BlobCodec.BsDiff:
