@@ -139,7 +139,7 @@ public sealed class BlobReader
             }
         }
 
-        var bytes = new byte[Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawFor(baseLoc.Codec))];
+        var bytes = GC.AllocateUninitializedArray<byte>(Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawFor(baseLoc.Codec))); // decoded over whole
         try
         {
             Read(baseLoc, bytes, depth + 1);

@@ -62,7 +62,7 @@ internal sealed class Compactor
     /// Compacts; <paramref name="examined"/> holds the rows earlier passes already considered (they are skipped,
     /// and the rows this pass considers are added).
     /// </summary>
-    public static CompactionResult Run(TraceReader reader, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int? snapshotInterval,
+    public static CompactionResult Run(TraceReader reader, PathHistories histories, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int? snapshotInterval,
         double rebuildBound, int rowsPerStep, HashSet<long> examined, IProgress<string>? progress = null)
     {
         if (codec is not (BlobCodec.ZstdDelta or BlobCodec.BsDiff))
@@ -70,12 +70,13 @@ internal sealed class Compactor
             throw new ArgumentOutOfRangeException(nameof(codec), codec, "compaction needs a delta codec");
         }
 
-        return new Compactor(reader, steps, output, codec, snapshotInterval, rebuildBound, rowsPerStep, examined).Run(progress);
+        return new Compactor(reader, steps, output, codec, snapshotInterval, rebuildBound, rowsPerStep, examined).Run(histories, progress);
     }
 
-    private CompactionResult Run(IProgress<string>? progress)
+    /// <param name="histories">Read before (in an earlier snapshot): versions are never changed but by prune and
+    /// sweep, which ran before, so every blob they name is in the snapshot read here.</param>
+    private CompactionResult Run(PathHistories histories, IProgress<string>? progress)
     {
-        PathHistories histories;
         using (_reader.Snapshot())
         {
             foreach (var loc in _reader.AllBlobs())
@@ -87,7 +88,6 @@ internal sealed class Compactor
                 }
             }
 
-            histories = PathHistories.Load(_reader);
         }
 
         LoadRebuilds(histories);

@@ -44,14 +44,15 @@ internal static class Grouper
 
     private sealed record PendingGroup(BlobId Id, long Pack, long Offset, int Raw, int Stored, List<Member> Members, long BytesBefore);
 
-    public static GroupingResult Run(TraceReader reader, IWriterSteps steps, MaintenancePack output, HashSet<long> refused, IProgress<string>? progress = null)
+    /// <param name="histories">The versions compaction read: versions change only by prune and sweep, which ran
+    /// before; a version added since names nothing this plan moves but through compare and set.</param>
+    public static GroupingResult Run(TraceReader reader, PathHistories histories, IWriterSteps steps, MaintenancePack output, HashSet<long> refused,
+        IProgress<string>? progress = null)
     {
         Dictionary<long, BlobLocation> blobs;
-        PathHistories histories;
         using (reader.Snapshot())
         {
             blobs = reader.AllBlobs().ToDictionary(b => b.BlobRowId);
-            histories = PathHistories.Load(reader);
         }
 
         // Where each blob sits in path order: the first (newest) unpruned file version that names it, by path, then
@@ -120,8 +121,8 @@ internal static class Grouper
         var result = new GroupingResult(0, 0, 0, 0, 0);
         var pending = new List<PendingGroup>();
         long pendingBytes = 0;
-        var raw = new byte[PackFormat.MaxGroupLength];
-        var compressed = new byte[Zstd.CompressBound(PackFormat.MaxGroupLength)];
+        var raw = GC.AllocateUninitializedArray<byte>(PackFormat.MaxGroupLength);
+        var compressed = GC.AllocateUninitializedArray<byte>(Zstd.CompressBound(PackFormat.MaxGroupLength));
         var at = 0;
         while (at < candidates.Count)
         {

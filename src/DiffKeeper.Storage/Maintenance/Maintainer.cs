@@ -103,13 +103,19 @@ public sealed class Maintainer : IDisposable
             if (options.Delta is { } codec)
             {
                 progress?.Report("compacting (re-encoding older versions as deltas)");
-                compaction = Compactor.Run(reader, _steps, _output, codec, options.SnapshotInterval, options.RebuildBound, options.RowsPerStep, _examined, progress);
+                PathHistories histories;
+                using (reader.Snapshot())
+                {
+                    histories = PathHistories.Load(reader);
+                }
+
+                compaction = Compactor.Run(reader, histories, _steps, _output, codec, options.SnapshotInterval, options.RebuildBound, options.RowsPerStep, _examined, progress);
 
                 // After compaction: what stayed whole is what groups well, and a group that lost members to deltas
                 // is regrouped. A regrouped group's old row is unreachable now; sweeping again lets this pass's
                 // repack free its record.
                 progress?.Report("grouping small blobs");
-                grouping = Grouper.Run(reader, _steps, _output, _notGrouped, progress);
+                grouping = Grouper.Run(reader, histories, _steps, _output, _notGrouped, progress);
                 if (grouping.Regrouped > 0)
                 {
                     swept += GarbageCollector.Sweep(reader, _steps, options.RowsPerStep);
