@@ -8,7 +8,8 @@ namespace DiffKeeper.Storage;
 /// <see cref="PackFormat.MaxDepth"/> deep, so a cyclic catalog is damage rather than a hang) and kept in a small
 /// least-recently-used cache, because the versions of one file share their bases. A slice (format 5) decodes its
 /// group the same way, as its one base, so an export of a tree decodes each group once. Every blob, base or not, is
-/// checked by <see cref="PackReader"/> (base digest, SHA-256), a slice by its own SHA-256. Thread-safe: the cache
+/// checked by <see cref="PackReader"/> (base digest, SHA-256), a slice by its own SHA-256 (its group, decoded only
+/// to be sliced, is not hashed as a whole: its live bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache
 /// is locked; two threads may decode the same base at once (both check it; one copy is kept).
 /// </summary>
 public sealed class BlobReader
@@ -30,7 +31,8 @@ public sealed class BlobReader
     /// <summary>Decodes blob row <paramref name="rowId"/> into <paramref name="destination"/> (exactly its raw length, which <paramref name="loc"/> gives).</summary>
     public void Read(in BlobLocation loc, Span<byte> destination) => Read(loc, destination, 0);
 
-    private void Read(in BlobLocation loc, Span<byte> destination, int depth)
+    /// <param name="sliced">A group decoded for its slices: each slice checks its own bytes by SHA-256.</param>
+    private void Read(in BlobLocation loc, Span<byte> destination, int depth, bool sliced = false)
     {
         if (loc.IsSlice)
         {
@@ -40,7 +42,7 @@ public sealed class BlobReader
 
         if (!loc.IsDelta)
         {
-            _packs.Read(loc, destination);
+            _packs.Read(loc, destination, hashed: !sliced);
             return;
         }
 
@@ -142,7 +144,7 @@ public sealed class BlobReader
         var bytes = GC.AllocateUninitializedArray<byte>(Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawFor(baseLoc.Codec))); // decoded over whole
         try
         {
-            Read(baseLoc, bytes, depth + 1);
+            Read(baseLoc, bytes, depth + 1, sliced: must == BlobCodec.Group);
         }
         catch (BlobDamagedException e)
         {
