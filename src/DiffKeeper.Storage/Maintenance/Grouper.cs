@@ -27,10 +27,11 @@ internal static class Grouper
 
     /// <summary>
     /// zstd level of a group. Measured on W3's first version (1,000 files, 11.0 MB, 1 MiB groups, one core under
-    /// load): level 3 gives 2.79 MiB at ~150 MB/s, 6 gives 2.69 MiB at ~25 MB/s, 9 gives 2.52 MiB at ~7 MB/s, 19
-    /// 2.16 MiB at ~1 MB/s. Level 6 keeps the pass after a 1,000-file session to about half a second.
+    /// load 20): level 3 gives 2.79 MiB at ~150 MB/s, 6 gives 2.69 MiB at ~25 MB/s, 9 gives 2.52 MiB at ~7 MB/s, 19
+    /// 2.16 MiB at ~1 MB/s. Level 6 made `record` of a W3 version 2.4 times slower under that load (the pass runs
+    /// at nice 10, and regroups a few MiB each session); level 3 costs 4% more bytes and keeps grouping cheap.
     /// </summary>
-    public const int Level = 6;
+    public const int Level = 3;
 
     /// <summary>A group whose live members hold less than this fraction of its bytes is regrouped.</summary>
     public const double RegroupBelow = 0.8;
