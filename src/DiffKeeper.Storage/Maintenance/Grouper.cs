@@ -28,10 +28,11 @@ internal static class Grouper
     /// <summary>
     /// zstd level of a group. Measured on W3's first version (1,000 files, 11.0 MB, 1 MiB groups, one core under
     /// load 20): level 3 gives 2.79 MiB at ~150 MB/s, 6 gives 2.69 MiB at ~25 MB/s, 9 gives 2.52 MiB at ~7 MB/s, 19
-    /// 2.16 MiB at ~1 MB/s. Level 6 made `record` of a W3 version 2.4 times slower under that load (the pass runs
-    /// at nice 10, and regroups a few MiB each session); level 3 costs 4% more bytes and keeps grouping cheap.
+    /// 2.16 MiB at ~1 MB/s. A whole W3 `record` (10 versions, interleaved with main's binary) took the same CPU at
+    /// level 3 and 6 (0.48 and 0.50 s a version: grouping is not where the pass's time goes) and level 6 left 3.5%
+    /// fewer pack bytes; above 6 the first session's pass would take seconds.
     /// </summary>
-    public const int Level = 3;
+    public const int Level = 6;
 
     /// <summary>A group whose live members hold less than this fraction of its bytes is regrouped.</summary>
     public const double RegroupBelow = 0.8;
