@@ -42,6 +42,19 @@ public sealed class GroupTests : IDisposable
         })];
     }
 
+    /// <summary>A trace of one session of <paramref name="files"/> source files, after a gc has grouped them.</summary>
+    private string GroupedTrace(int files)
+    {
+        var trace = _dir.Sub("t");
+        using (var w = TraceWriter.Open(trace))
+        {
+            TraceStoreTests.WriteSession(w, _dir.Path, Tree(files, 0));
+        }
+
+        StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        return trace;
+    }
+
     private static List<(long Id, string Rel, byte[] Bytes)> ReadAll(TraceReader r) =>
         r.AllVersions().Where(v => v.Kind == Core.EntryKind.File).Select(v => (v.Id, v.Rel, TraceStoreTests.ReadBack(r, v))).ToList();
 
@@ -118,13 +131,7 @@ public sealed class GroupTests : IDisposable
     [Fact]
     public void A_flipped_byte_in_a_group_damages_every_member_and_verify_names_them()
     {
-        var trace = _dir.Sub("t");
-        using (var w = TraceWriter.Open(trace))
-        {
-            TraceStoreTests.WriteSession(w, _dir.Path, Tree(40, 0));
-        }
-
-        StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        var trace = GroupedTrace(40);
         BlobLocation group;
         int members;
         using (var r = TraceReader.Open(trace))
@@ -154,13 +161,7 @@ public sealed class GroupTests : IDisposable
     [Fact]
     public void A_slice_outside_its_group_is_damage_not_a_wrong_answer()
     {
-        var trace = _dir.Sub("t");
-        using (var w = TraceWriter.Open(trace))
-        {
-            TraceStoreTests.WriteSession(w, _dir.Path, Tree(20, 0));
-        }
-
-        StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        var trace = GroupedTrace(20);
         using (var db = SqliteDatabase.Open(Path.Combine(trace, "catalog.db"), readOnly: false))
         {
             db.Execute("UPDATE blobs SET offset = offset + 1 WHERE id = (SELECT min(id) FROM blobs WHERE codec = 5)");
