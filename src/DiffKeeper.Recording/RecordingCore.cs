@@ -123,6 +123,11 @@ internal sealed class RecordingCore
     public void Begin(string command, string cwd, long startedWallNs, long bigFileThreshold, StoredContent? stored)
     {
         _sessionId = _writer.BeginSession(command, cwd, _source.Name, startedWallNs, _roots, out var rootIds);
+        if (_unwalkedRoots.Count == 0)
+        {
+            _writer.InheritBaseline(_sessionId); // the baseline stores only what differs from the last session of these roots
+        }
+
         _versioner = new Versioner(_writer, _sessionId, _roots, rootIds, _log)
         {
             BigFiles = new BigFileVersions(bigFileThreshold), Stored = stored, ModesFromEvents = _exactNames,
@@ -281,6 +286,7 @@ internal sealed class RecordingCore
         }
 
         _versioner.UseAllCores = false;
+        _writer.EndBaseline(_sessionId);
         if (commit)
         {
             _writer.Commit();

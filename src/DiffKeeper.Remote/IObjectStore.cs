@@ -16,6 +16,22 @@ public interface IObjectStore
     /// <summary>The object's bytes, or the <paramref name="length"/> bytes at <paramref name="offset"/>; null when absent.</summary>
     Task<byte[]?> GetAsync(string key, long offset = 0, long length = -1, CancellationToken cancel = default);
 
+    /// <summary>
+    /// Writes the <paramref name="length"/> bytes of the object at <paramref name="offset"/> into
+    /// <paramref name="file"/> at the same offset; false when the object is absent. An object shorter than that is
+    /// damage (exit 5). On failure some of the range may have been written: the caller writes it again or drops the file.
+    /// </summary>
+    async Task<bool> ReadIntoAsync(string key, long offset, long length, Microsoft.Win32.SafeHandles.SafeFileHandle file, CancellationToken cancel = default)
+    {
+        if (await GetAsync(key, offset, length, cancel).ConfigureAwait(false) is not { } bytes)
+        {
+            return false;
+        }
+
+        RandomAccess.Write(file, bytes, offset);
+        return true;
+    }
+
     /// <summary>Stores the object; with <paramref name="createOnly"/>, false when the key existed already.</summary>
     Task<bool> PutAsync(string key, ReadOnlyMemory<byte> body, bool createOnly, CancellationToken cancel = default);
 

@@ -60,6 +60,21 @@ public sealed class RemoteForget
     /// </summary>
     public async Task<ForgetResult> RunAsync(ForgetSelection selection, TimeSpan grace, bool dryRun, Action<long, long>? progress, CancellationToken cancel)
     {
+        if (dryRun)
+        {
+            return await RunAsync(selection, grace, null, progress, cancel).ConfigureAwait(false);
+        }
+
+        // The run's marker before anything it lists or deletes (docs/store-format.md, "Deleting", step 0).
+        await using var lease = await ForgetRunLease.StartAsync(_store, _time, cancel).ConfigureAwait(false);
+        var result = await RunAsync(selection, grace, lease, progress, cancel).ConfigureAwait(false);
+        await lease.EndAsync(cancel).ConfigureAwait(false);
+        return result;
+    }
+
+    private async Task<ForgetResult> RunAsync(ForgetSelection selection, TimeSpan grace, ForgetRunLease? lease, Action<long, long>? progress, CancellationToken cancel)
+    {
+        var dryRun = lease is null;
         var sessions = await _trace.ListAsync(cancel).ConfigureAwait(false);
         var readable = sessions.Where(s => s.Manifest is not null).ToList();
         var now = _time.GetUtcNow();
@@ -92,6 +107,7 @@ public sealed class RemoteForget
             {
                 foreach (var name in names)
                 {
+                    lease!.Check();
                     await _store.DeleteAsync(name, ct).ConfigureAwait(false);
                     progress?.Invoke(Interlocked.Increment(ref done), total);
                 }
@@ -149,6 +165,7 @@ public sealed class RemoteForget
             {
                 foreach (var o in unit)
                 {
+                    lease!.Check();
                     await _store.DeleteAsync(o.Key, ct).ConfigureAwait(false);
                     progress?.Invoke(Interlocked.Increment(ref done), total);
                 }
@@ -157,6 +174,7 @@ public sealed class RemoteForget
             // A marker goes once its grace is over and what it kept was swept (this run, above).
             foreach (var m in markers.Where(m => m.LastModified < cutoff && sweep))
             {
+                lease!.Check();
                 await _store.DeleteAsync(m.Key, cancel).ConfigureAwait(false);
             }
         }

@@ -12,9 +12,27 @@ public static class RemoteLayout
     public const string PacksPrefix = "packs/";
     public const string SegmentsPrefix = "segments/";
     public const string ForgottenPrefix = "forgotten/";
+    public const string ForgettingPrefix = "forgetting/";
 
     /// <summary>How old an object no manifest names must be before `forget` deletes it (docs/store-format.md, "Deleting").</summary>
     public static readonly TimeSpan DefaultForgetGrace = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// The lease of a `forget` run (docs/store-format.md, "Deleting"): its <c>.running</c> marker is put again every
+    /// quarter of it; it deletes only within half of it from the last put; writers take a marker older than it for a
+    /// dead run.
+    /// </summary>
+    public static readonly TimeSpan ForgetLease = TimeSpan.FromMinutes(4);
+
+    /// <summary>A new `forget` run's name: its start (UTC) and 8 random hex digits.</summary>
+    public static string ForgetRun(DateTimeOffset start) =>
+        start.UtcDateTime.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture) + "-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+
+    /// <summary>The marker of a `forget` run in progress (renewed while it runs).</summary>
+    public static string ForgetRunning(string run) => $"{ForgettingPrefix}{run}.running";
+
+    /// <summary>The marker a `forget` run leaves when it ends.</summary>
+    public static string ForgetDone(string run) => $"{ForgettingPrefix}{run}.done";
 
     public static string Pack(string sha) => $"packs/{sha[..2]}/{sha}.pack";
 

@@ -168,11 +168,16 @@ public sealed class RemoteTrace
 
         // A delta segment needs its base: the one the manifest names, whole (docs/store-format.md, "delta segment").
         byte[]? baseDatabase = null;
-        if (SegmentDatabase.BaseOf(name, segment) is { } baseSha)
+        if (SegmentDatabase.IsDelta(name, segment))
         {
-            if (baseSha != manifest.SegmentBase)
+            if (manifest.SegmentBase is not { } baseSha)
             {
-                throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name} is a delta against {baseSha[..16]}…, which session {manifest.Key}'s manifest does not name: it is damaged");
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name} is a delta, but session {manifest.Key}'s manifest names no base for it: it is damaged");
+            }
+
+            if (SegmentDatabase.NamedBase(segment) is { } named && named != baseSha)
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{name} is a delta against {named[..16]}…, which session {manifest.Key}'s manifest does not name: it is damaged");
             }
 
             baseDatabase = await new SegmentBases(_store, CacheDir).DatabaseAsync(baseSha, name, cancel).ConfigureAwait(false);
@@ -210,7 +215,7 @@ public sealed class RemoteTrace
         }
     }
 
-    /// <summary>Range reads of every record the cache trace's blob rows name, merged per pack and fetched 8 at a time.</summary>
+    /// <summary>Range reads of every record the cache trace's blob rows name, merged per pack and fetched 8 at a time, each streamed into its mirror.</summary>
     private async Task FetchAsync(string dir, CancellationToken cancel)
     {
         var packs = RemotePacks(dir).ToDictionary(p => p.Id);
@@ -248,10 +253,11 @@ public sealed class RemoteTrace
                 throw new DiffKeeperException(ExitCode.Corrupt, $"a blob of the segment lies past the end of remote pack {name}");
             }
 
-            var bytes = await _store.GetAsync(RemoteLayout.Pack(name), r.Start, r.End - r.Start, ct).ConfigureAwait(false)
-                ?? throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{RemoteLayout.Pack(name)} is missing");
             using var h = File.OpenHandle(Path.Combine(dir, PackFormat.RelativePath(r.Pack)), FileMode.Open, FileAccess.Write);
-            RandomAccess.Write(h, bytes, r.Start);
+            if (!await _store.ReadIntoAsync(RemoteLayout.Pack(name), r.Start, r.End - r.Start, h, ct).ConfigureAwait(false))
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{_store.Name}/{RemoteLayout.Pack(name)} is missing");
+            }
         }).ConfigureAwait(false);
     }
 

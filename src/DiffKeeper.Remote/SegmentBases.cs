@@ -31,7 +31,7 @@ public sealed class SegmentBases(IObjectStore store, string cacheDir)
             throw new DiffKeeperException(ExitCode.Corrupt, $"{store.Name}/{name} does not hash to its name: it is damaged");
         }
 
-        if (SegmentDatabase.BaseOf(name, segment) is not null)
+        if (SegmentDatabase.IsDelta(name, segment))
         {
             throw new DiffKeeperException(ExitCode.Corrupt, $"{store.Name}/{name}, the base of {neededBy}, is itself a delta: a base must be whole");
         }
@@ -93,7 +93,7 @@ public sealed class SegmentBases(IObjectStore store, string cacheDir)
 
         try
         {
-            if (RemoteLayout.Sha(bytes) == sha && SegmentDatabase.BaseOf(sha, bytes) is null)
+            if (RemoteLayout.Sha(bytes) == sha && !SegmentDatabase.IsDelta(sha, bytes))
             {
                 return bytes;
             }

@@ -22,6 +22,8 @@ internal sealed class SegmentDatabase : IDisposable
     private static ReadOnlySpan<byte> Magic => "DKSEG\r\n\0"u8;
 
     private static ReadOnlySpan<byte> DeltaMagic => "DKSEGD\n\0"u8;
+
+    private static ReadOnlySpan<byte> CompactDeltaMagic => "DKSEGD\n\u0002"u8;
     private SqliteDatabase? _db;
 
     private SegmentDatabase(SqliteDatabase db) => _db = db;
@@ -64,15 +66,50 @@ internal sealed class SegmentDatabase : IDisposable
                 writeRange = column.ScalarInt64() == 2 ? "offset, length" : "NULL, NULL";
             }
 
+            // Path rows shared by the sessions of a directory (format 5) are copied under the session's own root:
+            // a segment holds one session, so its roots own their paths, and only the paths the session names.
+            string pathsRoot;
+            using (var column = db.Prepare("SELECT count(*) FROM pragma_table_info('roots', 'src') WHERE name = 'paths_root'"))
+            {
+                pathsRoot = column.ScalarInt64() == 1 ? "coalesce(r.paths_root, r.id)" : "r.id";
+            }
+
+            // A baseline that inherits an earlier session's end state (format 5) is written out whole: the segment
+            // stands alone, so the inherited versions become the session's own, at event 0.
+            var chain = new List<long>();
+            using (var column = db.Prepare("SELECT count(*) FROM pragma_table_info('sessions', 'src') WHERE name = 'baseline_from'"))
+            {
+                if (column.ScalarInt64() == 1)
+                {
+                    using var next = db.Prepare("SELECT baseline_from FROM src.sessions WHERE id = ?1");
+                    for (var at = sessionId; next.Bind(1, at).ScalarInt64() is { } from && from < at && from >= 1 && chain.Count < TraceWriter.MaxBaselineChain; at = from)
+                    {
+                        chain.Add(from);
+                    }
+                }
+            }
+
+            var inherited = chain.Count == 0 ? "" : $"""
+                INSERT INTO main.versions(id, session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, link)
+                    SELECT id, 1, path_id, 0, 0, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, {link}
+                    FROM src.versions WHERE kind != 0 AND id IN (SELECT max(id) FROM src.versions WHERE session_id IN ({string.Join(", ", chain)}) GROUP BY path_id)
+                    AND path_id NOT IN (SELECT path_id FROM src.versions WHERE session_id = {s} AND seq = 0);
+                """;
             db.Execute($"""
-                INSERT INTO main.sessions SELECT 1, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state FROM src.sessions WHERE id = {s};
-                INSERT INTO main.roots SELECT id, 1, path FROM src.roots WHERE session_id = {s};
-                INSERT INTO main.paths SELECT id, root_id, rel FROM src.paths WHERE root_id IN (SELECT id FROM main.roots);
+                INSERT INTO main.sessions(id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state)
+                    SELECT 1, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state FROM src.sessions WHERE id = {s};
+                INSERT INTO main.roots(id, session_id, path) SELECT id, 1, path FROM src.roots WHERE session_id = {s};
                 INSERT INTO main.events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, offset, length)
                     SELECT 1, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, {writeRange} FROM src.events WHERE session_id = {s};
+                {inherited}
                 INSERT INTO main.versions(id, session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, link)
                     SELECT id, 1, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, {link}
                     FROM src.versions WHERE session_id = {s};
+                INSERT INTO main.paths SELECT p.id, r.id, p.rel FROM src.paths p JOIN src.roots r ON {pathsRoot} = p.root_id
+                    WHERE r.session_id = {s} AND p.id IN (
+                        SELECT path_id FROM main.versions
+                        UNION SELECT path_id FROM main.events WHERE path_id IS NOT NULL
+                        UNION SELECT path2_id FROM main.events WHERE path2_id IS NOT NULL);
                 """);
             return new SegmentDatabase(db);
         }
@@ -184,31 +221,30 @@ internal sealed class SegmentDatabase : IDisposable
     }
 
     /// <summary>
-    /// A delta segment object: magic, length, the base's SHA-256, one zstd frame of the database with the base's
-    /// database as prefix dictionary (docs/store-format.md, "Remote stores": delta segment).
+    /// A delta segment object: magic, then one zstd frame (content size set) of the database with the base's
+    /// database as prefix dictionary; the base is the manifest's <c>segment_base</c> (docs/store-format.md, "Remote
+    /// stores": delta segment).
     /// </summary>
-    public static byte[] PackDelta(byte[] database, string baseSha, byte[] baseDatabase)
+    public static byte[] PackDelta(byte[] database, byte[] baseDatabase)
     {
-        var frame = new byte[DeltaHeaderSize + Zstd.CompressBound(database.Length)];
-        DeltaMagic.CopyTo(frame);
-        BinaryPrimitives.WriteInt64LittleEndian(frame.AsSpan(8), database.Length);
-        Convert.FromHexString(baseSha).CopyTo(frame, 16);
-        var n = Zstd.CompressWithPrefix(database, baseDatabase, frame.AsSpan(DeltaHeaderSize), level: 19);
-        return frame[..(DeltaHeaderSize + n)];
+        var frame = new byte[CompactDeltaMagic.Length + Zstd.CompressBound(database.Length)];
+        CompactDeltaMagic.CopyTo(frame);
+        var n = Zstd.CompressWithPrefix(database, baseDatabase, frame.AsSpan(CompactDeltaMagic.Length), level: 19);
+        return frame[..(CompactDeltaMagic.Length + n)];
     }
 
-    /// <summary>The SHA-256 of the base a delta segment needs, or null for a whole one; a malformed header is damage naming it.</summary>
-    public static string? BaseOf(string name, byte[] segment)
+    /// <summary>Whether a segment object is a delta (either form); a malformed header is damage naming it.</summary>
+    public static bool IsDelta(string name, byte[] segment)
     {
-        if (segment.Length >= 16 && segment.AsSpan(0, 8).SequenceEqual(Magic))
-        {
-            return null;
-        }
-
-        return segment.Length >= DeltaHeaderSize && segment.AsSpan(0, 8).SequenceEqual(DeltaMagic)
-            ? Convert.ToHexStringLower(segment.AsSpan(16, 32))
+        var magic = segment.AsSpan(0, Math.Min(8, segment.Length));
+        return magic.SequenceEqual(Magic) && segment.Length >= 16 ? false
+            : (magic.SequenceEqual(DeltaMagic) && segment.Length >= DeltaHeaderSize) || (magic.SequenceEqual(CompactDeltaMagic) && segment.Length > 8) ? true
             : throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged (bad header)");
     }
+
+    /// <summary>The SHA-256 of the base a delta segment of the first form names in its header; null for any other segment.</summary>
+    public static string? NamedBase(byte[] segment) =>
+        segment.Length >= DeltaHeaderSize && segment.AsSpan(0, 8).SequenceEqual(DeltaMagic) ? Convert.ToHexStringLower(segment.AsSpan(16, 32)) : null;
 
     /// <summary>
     /// The database file of a segment object, whole or (with its base's database) a delta; a malformed one is
@@ -216,13 +252,15 @@ internal sealed class SegmentDatabase : IDisposable
     /// </summary>
     public static byte[] Unpack(string name, byte[] segment, byte[]? baseDatabase = null)
     {
-        var delta = BaseOf(name, segment) is not null;
+        var delta = IsDelta(name, segment);
         if (delta && baseDatabase is null)
         {
             throw new InvalidOperationException($"the segment {name} is a delta: its base is needed");
         }
 
-        var length = BinaryPrimitives.ReadInt64LittleEndian(segment.AsSpan(8));
+        var compact = segment.AsSpan(0, 8).SequenceEqual(CompactDeltaMagic);
+        var frame = segment.AsSpan(compact ? 8 : delta ? DeltaHeaderSize : 16);
+        var length = compact ? Zstd.FrameContentSize(frame) ?? -1 : BinaryPrimitives.ReadInt64LittleEndian(segment.AsSpan(8));
         if (length is < 0 or > 1L << 31)
         {
             throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged (length {length})");
@@ -230,8 +268,8 @@ internal sealed class SegmentDatabase : IDisposable
 
         var database = new byte[length];
         var ok = delta
-            ? Zstd.TryDecompressWithPrefix(segment.AsSpan(DeltaHeaderSize), baseDatabase, database, out var error)
-            : Zstd.TryDecompress(segment.AsSpan(16), database, out error);
+            ? Zstd.TryDecompressWithPrefix(frame, baseDatabase, database, out var error)
+            : Zstd.TryDecompress(frame, database, out error);
         return ok ? database : throw new DiffKeeperException(ExitCode.Corrupt, $"the segment {name} is damaged ({error})");
     }
 

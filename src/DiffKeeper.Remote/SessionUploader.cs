@@ -25,7 +25,7 @@ public sealed class SessionUploader
     private readonly Dictionary<string, long> _uploadedBytes = new(StringComparer.Ordinal);
     private readonly SegmentBases _bases;
     private readonly Dictionary<string, string> _keyBases = new(StringComparer.Ordinal);
-    private readonly HashSet<string> _confirmedBases = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, DateTimeOffset> _confirmedBases = new(StringComparer.Ordinal); // base → when last seen in the bucket
     private bool _bucketBaseTried;
 
     public SessionUploader(IObjectStore store, string cacheDir)
@@ -100,20 +100,16 @@ public sealed class SessionUploader
                     // Whole and in the bucket: the base of this key's later cuts, and of later sessions of this cache.
                     _bases.Keep(segmentSha, segmentBytes);
                     _keyBases[key] = segmentSha;
-                    _confirmedBases.Add(segmentSha);
+                    _confirmedBases[segmentSha] = DateTimeOffset.UtcNow;
                 }
 
-                if (await VanishedAsync(packs, segmentSha, segmentBase, cancel).ConfigureAwait(false) is { Count: > 0 } vanished)
+                // What this upload relies on was seen in the bucket at reliedOn or later (docs/store-format.md, "Deleting").
+                var reliedOn = segmentBase is null ? Summary.RefreshedAt
+                    : _confirmedBases.TryGetValue(segmentBase, out var seen) && seen < Summary.RefreshedAt ? seen
+                    : _confirmedBases.ContainsKey(segmentBase) ? Summary.RefreshedAt : DateTimeOffset.MinValue;
+                if (await VanishedAsync(packs, segmentSha, segmentBase, force: false, cancel).ConfigureAwait(false) is { Count: > 0 } vanished)
                 {
-                    _confirmedBases.Clear();
-                    if (attempt == MaxAttempts)
-                    {
-                        throw new DiffKeeperException(ExitCode.SystemError,
-                            $"objects this upload to {_store.Name} needs were deleted {attempt} times before its manifest was written (last {vanished[0]}): " +
-                            $"a 'diffkeeper forget' with a grace period shorter than the upload takes runs on the store; give forget a longer --grace, or tell writers the same one (DIFFKEEPER_FORGET_GRACE)");
-                    }
-
-                    TraceReader.Warning?.Invoke($"{vanished.Count} objects this upload names were deleted from {_store.Name} (a 'forget' ran meanwhile): uploading them again");
+                    Redo(vanished, attempt, "before its manifest was written");
                     continue;
                 }
 
@@ -122,6 +118,16 @@ public sealed class SessionUploader
                     session.Command, session.Host, session.Capture, session.Roots, session.Events, segmentSha, segmentBytes.Length, packs,
                     _uploadedBytes[key], segmentBase);
                 await _store.PutAsync(RemoteLayout.Manifest(key, generation), manifest.ToJson(), createOnly: true, cancel).ConfigureAwait(false);
+
+                // A `forget` that listed before this manifest may delete what it names after the check above: such a
+                // run is running now, or has left a marker dated after reliedOn; then look again and repair.
+                if (await ForgetRanSinceAsync(reliedOn, cancel).ConfigureAwait(false)
+                    && await VanishedAsync(packs, segmentSha, segmentBase, force: true, cancel).ConfigureAwait(false) is { Count: > 0 } gone)
+                {
+                    Redo(gone, attempt, "after its manifest was written");
+                    continue;
+                }
+
                 return new UploadResult(key, generation, true, newBlobs, locations.Count - fresh.Count, newBytes, segmentBytes.Length);
             }
         }
@@ -132,13 +138,58 @@ public sealed class SessionUploader
     }
 
     /// <summary>
-    /// The writer's side of `forget`'s grace period: when the listing the upload relied on is older than half the
-    /// grace, lists <c>index/</c> and the segment again; returns what a `forget` deleted (an empty list: nothing,
-    /// or the listing is recent enough that no `forget` may have deleted anything this upload names).
+    /// How often a writer lists <c>forgetting/</c> again while a `forget` runs (docs/store-format.md, "Deleting", step 5).
     /// </summary>
-    private async Task<List<string>> VanishedAsync(IReadOnlyList<string> packs, string segmentSha, string? segmentBase, CancellationToken cancel)
+    public TimeSpan ForgetPoll { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Whether a `forget` may have deleted something since <paramref name="since"/>: waits while a run's lease is
+    /// live, then true when any run marker is dated at or after <paramref name="since"/> less the lease.
+    /// </summary>
+    private async Task<bool> ForgetRanSinceAsync(DateTimeOffset since, CancellationToken cancel)
     {
-        if (DateTimeOffset.UtcNow - Summary.RefreshedAt <= ForgetGrace / 2)
+        var told = false;
+        while (true)
+        {
+            var markers = await _store.ListAsync(RemoteLayout.ForgettingPrefix, cancel).ConfigureAwait(false);
+            var now = DateTimeOffset.UtcNow;
+            if (!markers.Any(m => m.Key.EndsWith(".running", StringComparison.Ordinal) && m.LastModified > now - RemoteLayout.ForgetLease))
+            {
+                return markers.Any(m => since == DateTimeOffset.MinValue || m.LastModified >= since - RemoteLayout.ForgetLease);
+            }
+
+            if (!told)
+            {
+                TraceReader.Warning?.Invoke($"a 'forget' is running on {_store.Name}: this upload waits for it to end, then checks that what it names is still there");
+                told = true;
+            }
+
+            await Task.Delay(ForgetPoll, cancel).ConfigureAwait(false);
+        }
+    }
+
+    private void Redo(List<string> vanished, int attempt, string when)
+    {
+        _confirmedBases.Clear();
+        if (attempt == MaxAttempts)
+        {
+            throw new DiffKeeperException(ExitCode.SystemError,
+                $"objects this upload to {_store.Name} needs were deleted {attempt} times (last {vanished[0]}, {when}): " +
+                $"a 'diffkeeper forget' with a grace period shorter than the upload takes runs on the store; give forget a longer --grace, or tell writers the same one (DIFFKEEPER_FORGET_GRACE)");
+        }
+
+        TraceReader.Warning?.Invoke($"{vanished.Count} objects this upload names were deleted from {_store.Name} {when} (a 'forget' ran meanwhile): uploading them again");
+    }
+
+    /// <summary>
+    /// The writer's side of `forget`'s grace period: when the listing the upload relied on is older than half the
+    /// grace (or with <paramref name="force"/>), lists <c>index/</c> and the segment again; returns what a `forget`
+    /// deleted (an empty list: nothing, or the listing is recent enough that no `forget` may have deleted anything
+    /// this upload names).
+    /// </summary>
+    private async Task<List<string>> VanishedAsync(IReadOnlyList<string> packs, string segmentSha, string? segmentBase, bool force, CancellationToken cancel)
+    {
+        if (!force && DateTimeOffset.UtcNow - Summary.RefreshedAt <= ForgetGrace / 2)
         {
             return [];
         }
@@ -148,7 +199,15 @@ public sealed class SessionUploader
         string[] segments = segmentBase is null ? [segmentSha] : [segmentSha, segmentBase];
         foreach (var sha in segments)
         {
-            if (!await SegmentExistsAsync(sha, cancel).ConfigureAwait(false))
+            var checkedAt = DateTimeOffset.UtcNow;
+            if (await SegmentExistsAsync(sha, cancel).ConfigureAwait(false))
+            {
+                if (sha == segmentBase)
+                {
+                    _confirmedBases[sha] = checkedAt;
+                }
+            }
+            else
             {
                 vanished.Add(RemoteLayout.Segment(sha));
                 if (sha == segmentBase)
@@ -180,7 +239,7 @@ public sealed class SessionUploader
         var whole = SegmentDatabase.Pack(database);
         if (await BaseAsync(key, cancel).ConfigureAwait(false) is { } baseSha)
         {
-            var delta = SegmentDatabase.PackDelta(database, baseSha, await _bases.DatabaseAsync(baseSha, "a delta segment", cancel).ConfigureAwait(false));
+            var delta = SegmentDatabase.PackDelta(database, await _bases.DatabaseAsync(baseSha, "a delta segment", cancel).ConfigureAwait(false));
             if (delta.Length * 2 < whole.Length)
             {
                 return (delta, baseSha);
@@ -204,9 +263,10 @@ public sealed class SessionUploader
 
         if (_bases.Newest() is { } held)
         {
-            if (_confirmedBases.Contains(held) || await SegmentExistsAsync(held, cancel).ConfigureAwait(false))
+            var checkedAt = DateTimeOffset.UtcNow;
+            if (_confirmedBases.ContainsKey(held) || await SegmentExistsAsync(held, cancel).ConfigureAwait(false))
             {
-                _confirmedBases.Add(held);
+                _confirmedBases.TryAdd(held, checkedAt);
                 return held;
             }
 
@@ -237,8 +297,9 @@ public sealed class SessionUploader
 
             var manifest = SessionManifest.Parse(name, json);
             var found = manifest.SegmentBase ?? manifest.Segment;
+            var checkedAt = DateTimeOffset.UtcNow;
             await _bases.DatabaseAsync(found, name, cancel).ConfigureAwait(false);
-            _confirmedBases.Add(found);
+            _confirmedBases.TryAdd(found, checkedAt);
             return found;
         }
         catch (DiffKeeperException e) when (e.Code is ExitCode.Corrupt or ExitCode.UnsupportedFormat)

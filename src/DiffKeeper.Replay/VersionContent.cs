@@ -33,7 +33,9 @@ public static class VersionContent
             return;
         }
 
-        if (version.Pruned && session.ContentsNotKept is not null)
+        // A session whose contents were not kept gives none, not even those its baseline inherits from a kept one
+        // (format 5): "not kept" is about the session, whatever the catalog shares.
+        if ((version.Pruned || version.Inherited) && session.ContentsNotKept is not null)
         {
             throw NotKept(session);
         }

@@ -110,7 +110,7 @@ public static class HtmlReport
         j.WriteEndArray();
 
         var contents = new ContentBudget(reader, s, limits);
-        var versions = reader.AllVersions().Where(v => v.SessionId == s.Id)
+        var versions = reader.VersionsIn(s)
             .GroupBy(v => PathText.Of(TraceReader.DisplayPath(s, v.RootId, v.Rel)), StringComparer.Ordinal)
             .OrderBy(g => g.Key, StringComparer.Ordinal)
             .ToList();

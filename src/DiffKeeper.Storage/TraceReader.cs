@@ -129,7 +129,7 @@ public sealed class TraceReader : IDisposable
     public IReadOnlyList<SessionInfo> Sessions()
     {
         var roots = new Dictionary<long, List<RootInfo>>();
-        using (var r = _db.Prepare($"SELECT id, session_id, path, {CatalogDomain.Broken("roots")} FROM roots ORDER BY id"))
+        using (var r = _db.Prepare($"SELECT r.id, r.session_id, r.path, {CatalogDomain.Broken("roots", "r.", _format)}, {(_format >= 5 ? "coalesce(r.paths_root, r.id)" : "r.id")} FROM roots r ORDER BY r.id"))
         {
             while (r.Step())
             {
@@ -140,7 +140,7 @@ public sealed class TraceReader : IDisposable
                     roots[sid] = list = [];
                 }
 
-                list.Add(new RootInfo(r.Int64(0), r.Path(2)));
+                list.Add(new RootInfo(r.Int64(0), r.Path(2)) { PathsRoot = r.Int64(4) });
             }
         }
 
@@ -149,8 +149,10 @@ public sealed class TraceReader : IDisposable
 
         var sessions = new List<SessionInfo>();
         // The EXIT event's detail says "killed by SIGNAME" for a death by signal, where exit_code holds the shell's 128+N.
-        using (var r = _db.Prepare($"SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state, {CatalogDomain.Broken("sessions")}, " +
-            $"(SELECT detail FROM events e WHERE e.session_id = sessions.id AND e.op = {(int)ChangeOp.Exit} ORDER BY e.seq DESC LIMIT 1) FROM sessions ORDER BY id"))
+        var baselineFrom = new Dictionary<long, long>();
+        using (var r = _db.Prepare($"SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state, {CatalogDomain.Broken("sessions", "", _format)}, " +
+            $"(SELECT detail FROM events e WHERE e.session_id = sessions.id AND e.op = {(int)ChangeOp.Exit} ORDER BY e.seq DESC LIMIT 1), " +
+            $"{(_format >= 5 ? "baseline_from" : "NULL")} FROM sessions ORDER BY id"))
         {
             while (r.Step())
             {
@@ -164,6 +166,32 @@ public sealed class TraceReader : IDisposable
                     ContentsDroppedBySizeLimit = dropped.GetValueOrDefault(id),
                     KilledBy = !r.IsNull(10) && r.String(10) is { } exit && exit.StartsWith("killed by ", StringComparison.Ordinal) ? exit : null,
                 });
+                if (r.Int64OrNull(11) is { } from)
+                {
+                    baselineFrom[id] = from;
+                }
+            }
+        }
+
+        // Each session's inherited state: the sessions whose end it starts from, nearest first (the domain rule keeps
+        // every step to an earlier session, so the walk ends; a chain longer than a writer makes is damage).
+        for (var i = 0; i < sessions.Count; i++)
+        {
+            var chain = new List<long>();
+            for (var at = sessions[i].Id; baselineFrom.TryGetValue(at, out var from) && from < at; at = from)
+            {
+                if (chain.Count == TraceWriter.MaxBaselineChain)
+                {
+                    throw CatalogDomain.Throw("sessions", sessions[i].Id.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        $"its baseline inherits through more than {TraceWriter.MaxBaselineChain} sessions");
+                }
+
+                chain.Add(from);
+            }
+
+            if (chain.Count > 0)
+            {
+                sessions[i] = sessions[i] with { BaselineChain = chain };
             }
         }
 
@@ -223,7 +251,7 @@ public sealed class TraceReader : IDisposable
     public IEnumerable<EventRecord> Events(SessionInfo session, long fromSeq = 0, long toSeq = long.MaxValue)
     {
         using var r = _db.Prepare($"""
-            SELECT e.seq, e.time_ns, e.op, p1.root_id, p1.rel, p2.root_id, p2.rel, e.size, e.pid, e.comm, e.detail,
+            SELECT e.seq, e.time_ns, e.op, {RootOf("p1", "e")}, p1.rel, {RootOf("p2", "e")}, p2.rel, e.size, e.pid, e.comm, e.detail,
                    {CatalogDomain.Broken("events", "e.", _format)}, {(_format >= 4 ? "e.offset, e.length" : "NULL, NULL")}
             FROM events e LEFT JOIN paths p1 ON p1.id = e.path_id LEFT JOIN paths p2 ON p2.id = e.path2_id
             WHERE e.session_id = ?1 AND e.seq >= ?2 AND e.seq <= ?3 ORDER BY e.seq
@@ -289,20 +317,51 @@ public sealed class TraceReader : IDisposable
     /// <summary>Every path present after event <paramref name="seq"/>: its latest version at or before it, absent ones left out.</summary>
     public List<VersionRecord> StateAt(SessionInfo session, long seq)
     {
-        var list = QueryVersions("""
-            WHERE v.id IN (SELECT max(id) FROM versions WHERE session_id = ?1 AND seq <= ?2 GROUP BY path_id)
+        var list = QueryVersions($"""
+            WHERE v.id IN (SELECT max(id) FROM versions WHERE {Inherited(session)}(session_id = ?1 AND seq <= ?2) GROUP BY path_id)
             ORDER BY p.rel
-            """, session.Id, seq);
+            """, session.Id, seq, session);
         list.RemoveAll(v => v.Kind == EntryKind.Absent);
         return list;
     }
 
+    /// <summary>
+    /// An SQL condition (with a trailing OR) over a version row: it belongs to a session whose end state
+    /// <paramref name="session"/>'s baseline inherits (format 5, <c>sessions.baseline_from</c>); empty when none.
+    /// The newest such row of a path is its inherited version; the session's own rows have greater ids.
+    /// </summary>
+    private static string Inherited(SessionInfo session, string prefix = "") =>
+        session.BaselineChain.Count == 0 ? "" : $"{prefix}session_id IN ({string.Join(", ", session.BaselineChain)}) OR ";
+
+    /// <summary>
+    /// Every version of a session, oldest first: the versions its baseline inherits (shown as the session's own, at
+    /// event 0), then its own; the absent versions that only mark an inherited path gone at the baseline are left out.
+    /// </summary>
+    public List<VersionRecord> VersionsIn(SessionInfo session)
+    {
+        var list = QueryVersions($"""
+            WHERE v.session_id = ?1 OR v.id IN (SELECT max(id) FROM versions WHERE {Inherited(session)}0 GROUP BY path_id) AND ?2 = ?2
+            ORDER BY v.id
+            """, session.Id, 0, session);
+        return Baseline(list);
+    }
+
+    /// <summary>Drops the inherited versions a baseline version of the session replaces, and the absent versions at event 0.</summary>
+    private static List<VersionRecord> Baseline(List<VersionRecord> list)
+    {
+        var own = list.Where(v => !v.Inherited && v.Seq == 0).Select(v => v.PathId).ToHashSet();
+        list.RemoveAll(v => (v.Inherited && own.Contains(v.PathId)) || (v.Seq == 0 && v.Kind == EntryKind.Absent));
+        return list;
+    }
+
     /// <summary>All versions of one path in a session, oldest first.</summary>
-    public List<VersionRecord> VersionsOf(SessionInfo session, long pathId) =>
-        QueryVersions("WHERE v.session_id = ?1 AND v.path_id = ?2 ORDER BY v.id", session.Id, pathId);
+    public List<VersionRecord> VersionsOf(SessionInfo session, long pathId) => Baseline(QueryVersions($"""
+        WHERE v.path_id = ?2 AND (v.session_id = ?1 OR v.id = (SELECT max(id) FROM versions WHERE path_id = ?2 AND ({Inherited(session)}0)))
+        ORDER BY v.id
+        """, session.Id, pathId, session));
 
     /// <summary>All versions of the trace (every session), for verify.</summary>
-    public List<VersionRecord> AllVersions() => QueryVersions("WHERE ?1 = ?1 AND ?2 = ?2 ORDER BY v.id", 0, 0);
+    public List<VersionRecord> AllVersions() => QueryVersions("WHERE ?1 = ?1 AND ?2 = ?2 ORDER BY v.id", 0, 0, null);
 
     /// <summary>
     /// Every version of a session in the order states are built (seq, then id), with its path row's root and
@@ -310,10 +369,14 @@ public sealed class TraceReader : IDisposable
     /// </summary>
     public IEnumerable<VersionOutline> Outline(SessionInfo session)
     {
-        using var r = _db.Prepare("""
-            SELECT v.id, v.path_id, p.root_id, p.rel, v.seq, v.kind
+        // The inherited versions first, as the session's state at event 0 (those its own baseline replaces are left
+        // out, and so are inherited absent ones), then its own in the order states are built.
+        using var r = _db.Prepare($"""
+            SELECT v.id, v.path_id, {RootOf("p", "?1")}, p.rel, CASE WHEN v.session_id = ?1 THEN v.seq ELSE 0 END AS s, v.kind
             FROM versions v LEFT JOIN paths p ON p.id = v.path_id
-            WHERE v.session_id = ?1 ORDER BY v.seq, v.id
+            WHERE v.session_id = ?1 OR (v.kind != 0 AND v.id IN (SELECT max(id) FROM versions WHERE {Inherited(session)}0 GROUP BY path_id)
+                AND NOT EXISTS(SELECT 1 FROM versions o WHERE o.session_id = ?1 AND o.seq = 0 AND o.path_id = v.path_id))
+            ORDER BY s, v.id
             """);
         r.Bind(1, session.Id);
         while (r.Step())
@@ -321,6 +384,16 @@ public sealed class TraceReader : IDisposable
             yield return new VersionOutline(r.Int64(0), r.Int64(1), r.Int64OrNull(2), r.PathOrNull(3), r.Int64(4), (EntryKind)r.Int32(5));
         }
     }
+
+    /// <summary>
+    /// The root a path row <paramref name="path"/> lies in, as a root of the session of row <paramref name="row"/>
+    /// (an event or a version; or the session bound to a parameter, such as ?1): a path row shared by the sessions of one directory (format 5) names the root that
+    /// owns it, which each session reports as its own root of that directory. A row that names no root of its
+    /// session keeps the owner's id, which the session's roots do not hold (damage, as before format 5).
+    /// </summary>
+    private string RootOf(string path, string row) => _format >= 5
+        ? $"coalesce((SELECT sr.id FROM roots sr WHERE sr.session_id = {(row.StartsWith('?') ? row : row + ".session_id")} AND coalesce(sr.paths_root, sr.id) = {path}.root_id), {path}.root_id)"
+        : $"{path}.root_id";
 
     /// <summary>Rows of every table outside their column's domain (<see cref="CatalogDomain"/>), for verify.</summary>
     public List<string> DomainProblems() => CatalogDomain.Scan(_db, _format);
@@ -350,8 +423,20 @@ public sealed class TraceReader : IDisposable
             }
 
             rel = rel.Trim('/');
-            using var find = _db.Prepare("SELECT id FROM paths WHERE root_id = ?1 AND rel = ?2");
-            if (find.Bind(1, root.Id).BindPath(2, rel).ScalarInt64() is { } id)
+            // A path row may be shared with other sessions of the directory (format 5): it is this session's path
+            // only when the session recorded something of it (an absent baseline version only marks an inherited
+            // path gone) or its baseline inherits a version of it.
+            var inherited = session.BaselineChain.Count == 0 ? "" : $"""
+                OR (coalesce((SELECT v.kind FROM versions v WHERE v.path_id = p.id AND v.session_id IN ({string.Join(", ", session.BaselineChain)}) ORDER BY v.id DESC LIMIT 1), 0) != 0
+                    AND NOT EXISTS(SELECT 1 FROM versions v WHERE v.path_id = p.id AND v.session_id = ?3 AND v.seq = 0))
+                """;
+            using var find = _db.Prepare($"""
+                SELECT id FROM paths p WHERE root_id = ?1 AND rel = ?2
+                AND (EXISTS(SELECT 1 FROM versions v WHERE v.path_id = p.id AND v.session_id = ?3 AND (v.seq != 0 OR v.kind != 0))
+                     OR EXISTS(SELECT 1 FROM events e WHERE e.session_id = ?3 AND (e.path_id = p.id OR e.path2_id = p.id))
+                     {inherited})
+                """);
+            if (find.Bind(1, root.PathsRoot).BindPath(2, rel).Bind(3, session.Id).ScalarInt64() is { } id)
             {
                 return (root.Id, id, rel);
             }
@@ -410,11 +495,20 @@ public sealed class TraceReader : IDisposable
         return list;
     }
 
-    private List<VersionRecord> QueryVersions(string where, long s, long x)
+    /// <summary>
+    /// Versions with their path rows. With <paramref name="session"/> (bound to ?1), rows of the sessions its baseline
+    /// inherits are shown as that session's, at event 0 and time 0, under its roots, and marked
+    /// <see cref="VersionRecord.Inherited"/>; without, every row as stored.
+    /// </summary>
+    private List<VersionRecord> QueryVersions(string where, long s, long x, SessionInfo? session)
     {
+        var (sid, seq, time, root) = session is null
+            ? ("v.session_id", "v.seq", "v.time_ns", RootOf("p", "v"))
+            : ("?1", "CASE WHEN v.session_id = ?1 THEN v.seq ELSE 0 END", "CASE WHEN v.session_id = ?1 THEN v.time_ns ELSE 0 END", RootOf("p", "?1"));
         using var r = _db.Prepare($"""
-            SELECT v.id, v.session_id, p.root_id, v.path_id, p.rel, v.seq, v.time_ns, v.kind, v.mode, v.uid, v.gid,
-                   v.mtime_ns, v.size, v.content, v.target, v.extents, {_prunedColumn}, {_linkColumn}, {_versionBroken}, {CatalogDomain.Broken("paths", "p.")}
+            SELECT v.id, {sid}, {root}, v.path_id, p.rel, {seq}, {time}, v.kind, v.mode, v.uid, v.gid,
+                   v.mtime_ns, v.size, v.content, v.target, v.extents, {_prunedColumn}, {_linkColumn}, {_versionBroken}, {CatalogDomain.Broken("paths", "p.")},
+                   v.session_id != {sid}
             FROM versions v JOIN paths p ON p.id = v.path_id
             """ + "\n" + where);
         r.Bind(1, s).Bind(2, x);
@@ -425,7 +519,10 @@ public sealed class TraceReader : IDisposable
             Check(r, 19, "paths", r.Int64(3));
             list.Add(new VersionRecord(r.Int64(0), r.Int64(1), r.Int64(2), r.Int64(3), TracePath.Validate(r.Path(4)),
                 r.Int64(5), r.Int64(6), (EntryKind)r.Int32(7), r.Int32(8), r.Int32(9), r.Int32(10),
-                r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.PathOrNull(14), r.BlobOrNull(15), r.Int64(16) != 0, r.Int64OrNull(17)));
+                r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.PathOrNull(14), r.BlobOrNull(15), r.Int64(16) != 0, r.Int64OrNull(17))
+            {
+                Inherited = r.Int64(20) != 0,
+            });
         }
 
         return list;

@@ -25,6 +25,25 @@ public sealed class TraceWriter : IDisposable
     private readonly Dictionary<BlobId, long> _deltaRows = [];
     private readonly SqliteStatement _promoteBlob;
     private readonly Dictionary<(long Root, string Rel), long> _pathIds = [];
+
+    // A root of a session this writer began → the root whose path rows it names its paths with (its path owner:
+    // an earlier root of the same directory, or itself); docs/store-format.md, "Catalog", roots.paths_root.
+    private readonly Dictionary<long, long> _pathOwners = [];
+    private SqliteStatement? _findPath;
+
+    // Baseline inheritance (format 5, docs/store-format.md, sessions.baseline_from): while the session
+    // _inheritingSession records its baseline, a baseline version equal to the path's version in the state the
+    // session inherits (the end of the sessions in _baselineChain) is not stored again.
+    private long _inheritingSession;
+    private long[] _baselineChain = [];
+    private readonly HashSet<long> _baselineSeen = [];
+    private SqliteStatement? _inheritedVersion;
+
+    /// <summary>
+    /// Longest chain of sessions a baseline may inherit through; the session after it stores its whole baseline again,
+    /// so reading any state joins at most this many sessions' rows.
+    /// </summary>
+    public const int MaxBaselineChain = 32;
     private readonly SqliteStatement _insertEvent;
     private readonly SqliteStatement _insertVersion;
     private readonly SqliteStatement _insertPath;
@@ -407,18 +426,146 @@ public sealed class TraceWriter : IDisposable
 
         var sessionId = _db.LastInsertRowId;
         var ids = new List<long>();
-        using (var insertRoot = _db.Prepare("INSERT INTO roots(session_id, path) VALUES (?1, ?2)"))
+        // A directory an earlier session watched keeps its path rows: this session names its paths with them.
+        using (var findOwner = _db.Prepare("SELECT coalesce(paths_root, id) FROM roots WHERE path = ?1 ORDER BY id LIMIT 1"))
+        using (var insertRoot = _db.Prepare("INSERT INTO roots(session_id, path, paths_root) VALUES (?1, ?2, ?3)"))
         {
             foreach (var root in roots)
             {
-                insertRoot.Bind(1, sessionId).BindPath(2, root).Run();
-                ids.Add(_db.LastInsertRowId);
+                var owner = findOwner.BindPath(1, root).ScalarInt64();
+                insertRoot.Bind(1, sessionId).BindPath(2, root).Bind(3, owner).Run();
+                var id = _db.LastInsertRowId;
+                _pathOwners[id] = owner ?? id;
+                ids.Add(id);
             }
         }
 
         rootIds = ids;
         Commit();
         return sessionId;
+    }
+
+    /// <summary>
+    /// Before the baseline of <paramref name="sessionId"/> (every root walked): when an earlier session watched the same
+    /// directories, naming their paths with the same path rows (the same path owners, in the same order), the baseline stores only the paths whose version differs from the one that session's end state
+    /// holds, and <see cref="EndBaseline"/> marks the others absent and names that session in
+    /// <c>sessions.baseline_from</c> (docs/store-format.md, "Catalog"). Returns the session inherited from, or null.
+    /// </summary>
+    public long? InheritBaseline(long sessionId)
+    {
+        using var find = _db.Prepare("""
+            WITH mine(list) AS (SELECT group_concat(o, '/') FROM (SELECT coalesce(paths_root, id) AS o FROM roots WHERE session_id = ?1 ORDER BY id))
+            SELECT s.id FROM sessions s, mine WHERE s.id < ?1 AND mine.list IS NOT NULL
+              AND (SELECT group_concat(o, '/') FROM (SELECT coalesce(paths_root, id) AS o FROM roots WHERE session_id = s.id ORDER BY id)) = mine.list
+            ORDER BY s.id DESC LIMIT 1
+            """);
+        if (find.Bind(1, sessionId).ScalarInt64() is not { } from)
+        {
+            return null;
+        }
+
+        var chain = new List<long> { from };
+        using (var next = _db.Prepare("SELECT baseline_from FROM sessions WHERE id = ?1"))
+        {
+            while (next.Bind(1, chain[^1]).ScalarInt64() is { } up && up < chain[^1] && up >= 1)
+            {
+                if (chain.Count == MaxBaselineChain)
+                {
+                    return null; // a whole baseline again: states stay cheap to read
+                }
+
+                chain.Add(up);
+            }
+        }
+
+        _inheritingSession = sessionId;
+        _baselineChain = [.. chain];
+        _baselineSeen.Clear();
+        _inheritedVersion?.Dispose();
+        _inheritedVersion = _db.Prepare($"""
+            SELECT id, kind, mode, uid, gid, mtime_ns, size, content, target, extents, link, pruned FROM versions
+            WHERE path_id = ?1 AND session_id IN ({string.Join(", ", _baselineChain)}) ORDER BY id DESC LIMIT 1
+            """);
+        return from;
+    }
+
+    /// <summary>
+    /// Ends the baseline <see cref="InheritBaseline"/> began: the paths the inherited state holds and the baseline did
+    /// not see get an absent version, and the session names the one it inherits from, in the current transaction.
+    /// Also called by the first version after the baseline.
+    /// </summary>
+    public void EndBaseline(long sessionId)
+    {
+        if (_inheritingSession != sessionId || sessionId == 0)
+        {
+            return;
+        }
+
+        _inheritingSession = 0;
+        if (_abandoned)
+        {
+            return; // the baseline was given up with its transaction: the session inherits nothing
+        }
+
+        Tx();
+        var gone = new List<long>();
+        using (var present = _db.Prepare($"""
+            SELECT path_id FROM versions WHERE kind != 0 AND id IN (
+                SELECT max(id) FROM versions WHERE session_id IN ({string.Join(", ", _baselineChain)}) GROUP BY path_id)
+            """))
+        {
+            while (present.Step())
+            {
+                if (!_baselineSeen.Contains(present.Int64(0)))
+                {
+                    gone.Add(present.Int64(0));
+                }
+            }
+        }
+
+        foreach (var pathId in gone)
+        {
+            _insertVersion.Bind(1, sessionId).Bind(2, pathId).Bind(3, 0L).Bind(4, 0L).Bind(5, (long)EntryKind.Absent).Bind(6, 0L)
+                .Bind(7, 0L).Bind(8, 0L).Bind(9, 0L).Bind(10, 0L).Bind(11, (byte[]?)null).BindPath(12, null).Bind(13, (byte[]?)null).Bind(14, (long?)null).Run();
+        }
+
+        _uncommittedVersionsFrom = Math.Min(_uncommittedVersionsFrom, 0);
+        using (var mark = _db.Prepare("UPDATE sessions SET baseline_from = ?1 WHERE id = ?2"))
+        {
+            mark.Bind(1, _baselineChain[0]).Bind(2, sessionId).Run();
+        }
+
+        _baselineSeen.Clear();
+    }
+
+    /// <summary>The inherited state's version of a baseline path, when <paramref name="v"/> is exactly it (so it is not stored again).</summary>
+    private long? SameAsInherited(NewVersion v)
+    {
+        _baselineSeen.Add(v.PathId);
+        if (v.Link is not null)
+        {
+            return null; // a link group's number belongs to its session
+        }
+
+        var r = _inheritedVersion!.Bind(1, v.PathId);
+        try
+        {
+            if (!r.Step())
+            {
+                return null;
+            }
+
+            var same = r.Int64(1) == (long)v.Kind && r.Int64(2) == v.Mode && r.Int64(3) == v.Uid && r.Int64(4) == v.Gid
+                && r.Int64(5) == v.MtimeNs && r.Int64(6) == v.Size && r.IsNull(10) && r.Int64(11) == 0
+                && SameBytes(r.BlobOrNull(7), v.ContentId) && r.PathOrNull(8) == v.Target && SameBytes(r.BlobOrNull(9), v.Extents);
+            return same ? r.Int64(0) : null;
+        }
+        finally
+        {
+            r.Reset();
+        }
+
+        static bool SameBytes(byte[]? a, byte[]? b) => a is null ? b is null : b is not null && a.AsSpan().SequenceEqual(b);
     }
 
     /// <summary>Sets the time 0 of a session (the moment its command started).</summary>
@@ -590,18 +737,33 @@ public sealed class TraceWriter : IDisposable
         }
     }
 
+    /// <summary>
+    /// The path row of <paramref name="rel"/> under root <paramref name="rootId"/>: under its path owner, found when an
+    /// earlier session of the same directory made it, made otherwise.
+    /// </summary>
     public long PathId(long rootId, string rel)
     {
         RefuseAfterAbandon();
-        if (_pathIds.TryGetValue((rootId, rel), out var id))
+        var owner = _pathOwners.GetValueOrDefault(rootId, rootId);
+        if (_pathIds.TryGetValue((owner, rel), out var id))
         {
             return id;
         }
 
         Tx();
-        _insertPath.Bind(1, rootId).BindPath(2, rel).Run();
+        if (owner != rootId)
+        {
+            _findPath ??= _db.Prepare("SELECT id FROM paths WHERE root_id = ?1 AND rel = ?2");
+            if (_findPath.Bind(1, owner).BindPath(2, rel).ScalarInt64() is { } found)
+            {
+                _pathIds[(owner, rel)] = found;
+                return found;
+            }
+        }
+
+        _insertPath.Bind(1, owner).BindPath(2, rel).Run();
         id = _db.LastInsertRowId;
-        _pathIds[(rootId, rel)] = id;
+        _pathIds[(owner, rel)] = id;
         return id;
     }
 
@@ -617,6 +779,18 @@ public sealed class TraceWriter : IDisposable
     public long AddVersion(long sessionId, NewVersion v)
     {
         RefuseAfterAbandon();
+        if (_inheritingSession == sessionId && sessionId != 0)
+        {
+            if (v.Seq != 0)
+            {
+                EndBaseline(sessionId);
+            }
+            else if (SameAsInherited(v) is { } inherited)
+            {
+                return inherited;
+            }
+        }
+
         Tx();
         _uncommittedVersionsFrom = Math.Min(_uncommittedVersionsFrom, v.Seq);
         _insertVersion.Bind(1, sessionId).Bind(2, v.PathId).Bind(3, v.Seq).Bind(4, v.TimeNs).Bind(5, (long)v.Kind).Bind(6, v.Mode)
@@ -884,6 +1058,8 @@ public sealed class TraceWriter : IDisposable
         _insertEvent.Dispose();
         _insertVersion.Dispose();
         _insertPath.Dispose();
+        _findPath?.Dispose();
+        _inheritedVersion?.Dispose();
         _findBlob.Dispose();
         _promoteBlob.Dispose();
         _insertBlob.Dispose();

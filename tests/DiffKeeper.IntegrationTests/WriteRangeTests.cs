@@ -104,7 +104,8 @@ public sealed class WriteRangeTests : IDisposable
         // Make it the trace the format-3 code wrote: no events.offset or events.length.
         using (var db = SqliteDatabase.Open(Path.Combine(Trace, "catalog.db"), readOnly: false))
         {
-            db.Execute("ALTER TABLE events DROP COLUMN offset; ALTER TABLE events DROP COLUMN length; UPDATE meta SET value = '3' WHERE key = 'format_version'");
+            db.Execute("ALTER TABLE events DROP COLUMN offset; ALTER TABLE events DROP COLUMN length; DROP INDEX roots_by_session; ALTER TABLE roots DROP COLUMN paths_root; " +
+                "ALTER TABLE sessions DROP COLUMN baseline_from; UPDATE meta SET value = '3' WHERE key = 'format_version'");
         }
 
         var old = Json();
@@ -118,7 +119,7 @@ public sealed class WriteRangeTests : IDisposable
         using (var v = db.Prepare("SELECT value FROM meta WHERE key = 'format_version'"))
         {
             Assert.True(v.Step());
-            Assert.Equal("5", v.StringOrNull(0)); // CatalogSchema.FormatVersion
+            Assert.Equal("5", v.StringOrNull(0));
         }
 
         Assert.All(Json("--session", "1"), e => Assert.Equal(JsonValueKind.Null, e.GetProperty("length").ValueKind));

@@ -291,7 +291,7 @@ public sealed class MaintenanceTests : IDisposable
         {
             using var version = w.Database.Prepare("SELECT value FROM meta WHERE key = 'format_version'");
             Assert.True(version.Step());
-            Assert.Equal("5", version.String(0)); // CatalogSchema.FormatVersion
+            Assert.Equal(CatalogSchema.FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture), version.String(0));
         }
 
         check(trace);

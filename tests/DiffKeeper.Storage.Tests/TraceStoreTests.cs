@@ -31,13 +31,13 @@ public sealed class TraceStoreTests : IDisposable
     }
 
     /// <summary>Stores a version of <paramref name="rel"/> holding <paramref name="content"/>, without its event; returns its size.</summary>
-    private static long AddVersion(TraceWriter w, long sid, long rootId, string workDir, string rel, byte[] content, long seq)
+    private static long AddVersion(TraceWriter w, long sid, long rootId, string workDir, string rel, byte[] content, long seq, long? mtimeNs = null)
     {
         var path = Path.Combine(workDir, "src-" + Guid.NewGuid().ToString("N"));
         File.WriteAllBytes(path, content);
         using var h = File.OpenHandle(path);
         var c = FileIngest.Ingest(w, h, content.Length);
-        w.AddVersion(sid, new NewVersion(w.PathId(rootId, rel), seq, seq, EntryKind.File, 0x1A4, 0, 0, 123, c.Size, c.ContentId, null, c.Extents));
+        w.AddVersion(sid, new NewVersion(w.PathId(rootId, rel), seq, seq, EntryKind.File, 0x1A4, 0, 0, mtimeNs ?? 123, c.Size, c.ContentId, null, c.Extents));
         return c.Size;
     }
 
@@ -84,6 +84,166 @@ public sealed class TraceStoreTests : IDisposable
         Assert.Equal([ChangeOp.Write, ChangeOp.Lost], r.Events(s).Select(e => e.Op));
         Assert.Equal("one"u8.ToArray(), ReadBack(r, Assert.Single(r.StateAt(s, long.MaxValue))));
         Assert.True(TraceVerifier.Verify(r).Ok);
+    }
+
+    /// <summary>
+    /// Store format 5 (issue 12, a smaller catalog): sessions of one directory share its path rows. Ten sessions over
+    /// a 1,000-file tree used to store 10,000 path rows; each session now adds rows only for the paths it is the
+    /// first to see, and every session still reads exactly its own paths under its own root.
+    /// </summary>
+    [Fact]
+    public void Sessions_of_one_directory_share_its_path_rows_and_each_reads_its_own_paths()
+    {
+        var t = _dir.Sub("t");
+        using (var w = TraceWriter.Open(t))
+        {
+            WriteSession(w, _dir.Path, ("a", "one"u8.ToArray()), ("b", "two"u8.ToArray()));
+            WriteSession(w, _dir.Path, ("b", "three"u8.ToArray()), ("c", "four"u8.ToArray()));
+            var other = Directory.CreateDirectory(_dir.Sub("other")).FullName;
+            WriteSession(w, other, ("a", "five"u8.ToArray())); // another directory owns its own rows
+        }
+
+        using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: true))
+        {
+            using var paths = db.Prepare("SELECT count(*) FROM paths");
+            Assert.Equal(4, paths.ScalarInt64()); // a, b, c under the first root; a under the other
+            using var roots = db.Prepare("SELECT paths_root FROM roots ORDER BY id");
+            var owners = new List<long?>();
+            while (roots.Step())
+            {
+                owners.Add(roots.Int64OrNull(0));
+            }
+
+            Assert.Equal([null, 1, null], owners);
+        }
+
+        using var r = TraceReader.Open(t);
+        var sessions = r.Sessions();
+        foreach (var (s, expected) in sessions.Zip(new[] { new[] { "a", "b" }, ["b", "c"], ["a"] }))
+        {
+            var state = r.StateAt(s, long.MaxValue);
+            Assert.Equal(expected, state.Select(v => v.Rel));
+            Assert.All(state, v => Assert.Equal(s.Roots[0].Id, v.RootId)); // reported under the session's own root
+            Assert.All(r.Events(s), e => Assert.NotNull(e.Path));
+        }
+
+        Assert.Equal("three"u8.ToArray(), ReadBack(r, r.StateAt(sessions[1], long.MaxValue)[0]));
+        Assert.Equal("five"u8.ToArray(), ReadBack(r, r.StateAt(sessions[2], long.MaxValue)[0]));
+        // A path of the directory that a session never touched is not that session's path, though its row is shared.
+        Assert.Null(r.FindPath(sessions[0], "c"));
+        Assert.Null(r.FindPath(sessions[1], "a"));
+        Assert.Equal(sessions[1].Roots[0].Id, r.FindPath(sessions[1], "b")!.Value.RootId);
+        Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+    }
+
+    /// <summary>
+    /// A format-4 trace (every root owns its paths) reads as is; the first writer migrates it to format 5, and a
+    /// session it then records shares the path rows of the first root of its directory.
+    /// </summary>
+    [Fact]
+    public void A_format_4_trace_reads_as_is_and_later_sessions_share_its_first_roots_paths()
+    {
+        var t = _dir.Sub("t");
+        using (var w = TraceWriter.Open(t))
+        {
+            WriteSession(w, _dir.Path, ("a", "one"u8.ToArray()));
+        }
+
+        using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: false))
+        {
+            // What the format-4 code wrote: a second session of the directory with its own root and path rows.
+            db.Execute("""
+                DROP INDEX roots_by_session;
+                ALTER TABLE roots DROP COLUMN paths_root;
+                ALTER TABLE sessions DROP COLUMN baseline_from;
+                INSERT INTO sessions(command, cwd, capture, started_wall_ns, host, state) SELECT command, cwd, capture, started_wall_ns, host, state FROM sessions WHERE id = 1;
+                INSERT INTO roots(session_id, path) SELECT 2, path FROM roots WHERE id = 1;
+                INSERT INTO paths(root_id, rel) VALUES (2, 'a');
+                INSERT INTO versions(session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents)
+                    SELECT 2, 2, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents FROM versions WHERE session_id = 1;
+                UPDATE meta SET value = '4' WHERE key = 'format_version';
+                """);
+        }
+
+        void Check(int sessions)
+        {
+            using var r = TraceReader.Open(t);
+            var all = r.Sessions();
+            Assert.Equal(sessions, all.Count);
+            Assert.All(all.Take(2), s => Assert.Equal("one"u8.ToArray(), ReadBack(r, Assert.Single(r.StateAt(s, long.MaxValue)))));
+            Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+        }
+
+        Check(2);
+        using (var w = TraceWriter.Open(t))
+        {
+            var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
+            // Session 2 names its paths with rows of its own: only session 1 shares this session's path rows.
+            Assert.Equal(1, w.InheritBaseline(sid));
+            AddVersion(w, sid, roots[0], _dir.Path, "a", "two"u8.ToArray(), 0);
+            AddVersion(w, sid, roots[0], _dir.Path, "b", "three"u8.ToArray(), 0);
+            w.EndBaseline(sid);
+            w.Commit();
+        }
+
+        Check(3);
+        using var db2 = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: true);
+        using var rows = db2.Prepare("SELECT (SELECT value FROM meta WHERE key = 'format_version'), (SELECT paths_root FROM roots WHERE session_id = 3), (SELECT count(*) FROM paths)");
+        Assert.True(rows.Step());
+        Assert.Equal("5", rows.String(0));
+        Assert.Equal(1, rows.Int64(1)); // the first root of the directory, not the format-4 second one
+        Assert.Equal(3, rows.Int64(2)); // a (root 1), a (root 2, format 4), b (root 1)
+        using var r3 = TraceReader.Open(t);
+        var third = r3.Sessions()[2];
+        Assert.Equal([1L], third.BaselineChain);
+        Assert.Equal(["a=two", "b=three"], r3.StateAt(third, 0).Select(v => v.Rel + "=" + System.Text.Encoding.ASCII.GetString(ReadBack(r3, v))));
+    }
+
+    /// <summary>
+    /// Store format 5 (issue 12): a baseline inherits the end state of the last session of the same roots and stores
+    /// only what differs: a changed file, an absent version for a file gone since, a new file. Every moment of both
+    /// sessions reads as before; a path's history in the later session starts with the inherited version at event 0.
+    /// </summary>
+    [Fact]
+    public void A_baseline_stores_only_what_differs_from_the_state_it_inherits()
+    {
+        var t = _dir.Sub("t");
+        using (var w = TraceWriter.Open(t))
+        {
+            WriteSession(w, _dir.Path, ("a", "same"u8.ToArray()), ("b", "old"u8.ToArray()), ("c", "gone"u8.ToArray()));
+            var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
+            Assert.Equal(1, w.InheritBaseline(sid));
+            AddVersion(w, sid, roots[0], _dir.Path, "a", "same"u8.ToArray(), 0, 123); // the same version: not stored
+            AddVersion(w, sid, roots[0], _dir.Path, "b", "new"u8.ToArray(), 0, 123);
+            AddVersion(w, sid, roots[0], _dir.Path, "d", "added"u8.ToArray(), 0, 123);
+            AddVersion(w, sid, roots[0], _dir.Path, "a", "same"u8.ToArray(), 0, 456); // another mtime: stored
+            w.EndBaseline(sid);
+            AddFile(w, sid, roots[0], _dir.Path, "b", "later"u8.ToArray(), 1);
+            w.Commit();
+        }
+
+        using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: true))
+        using (var rows = db.Prepare("SELECT group_concat(p.rel || ':' || v.seq || ':' || v.kind, ' ') FROM (SELECT * FROM versions WHERE session_id = 2 ORDER BY id) v JOIN paths p ON p.id = v.path_id"))
+        {
+            Assert.True(rows.Step());
+            Assert.Equal("b:0:1 d:0:1 a:0:1 c:0:0 b:1:1", rows.String(0));
+        }
+
+        using var r = TraceReader.Open(t);
+        var (first, second) = (r.Sessions()[0], r.Sessions()[1]);
+        Assert.Equal([1L], second.BaselineChain);
+        string Text(VersionRecord v) => System.Text.Encoding.ASCII.GetString(ReadBack(r, v));
+        Assert.Equal(["a=same", "b=old", "c=gone"], r.StateAt(first, long.MaxValue).Select(v => v.Rel + "=" + Text(v)));
+        Assert.Equal(["a=same", "b=new", "d=added"], r.StateAt(second, 0).Select(v => v.Rel + "=" + Text(v)));
+        Assert.Equal(["a=same", "b=later", "d=added"], r.StateAt(second, 1).Select(v => v.Rel + "=" + Text(v)));
+        Assert.All(r.StateAt(second, 1), v => Assert.Equal(second.Id, v.SessionId));
+
+        var pathA = r.FindPath(second, "a")!.Value.PathId;
+        Assert.Equal([456L], r.VersionsOf(second, pathA).Select(v => v.MtimeNs)); // its own baseline version, not the inherited one
+        Assert.Equal([0L, 1L], r.VersionsOf(second, r.FindPath(second, "b")!.Value.PathId).Select(v => v.Seq));
+        Assert.Null(r.FindPath(second, "c")); // gone before the session began: not its path
+        Assert.Equal(["b", "d", "a", "b"], r.VersionsIn(second).Select(v => v.Rel));
+        Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
     }
 
     [Fact]

@@ -17,9 +17,9 @@ namespace DiffKeeper.Cli.Remote;
 internal static class RemoteKeepStore
 {
     /// <summary>
-    /// The default upload interval. A cut costs about 5 requests (LIST index/, PUT pack, index, segment, manifest);
-    /// at S3 Standard's $0.005 per 1,000 PUT or LIST that is about $6.50 a month per pod at 10 s, $65 at 1 s
-    /// (Litestream's one-second default cost one user ~$100), $1.10 at 60 s. An idle app uploads nothing.
+    /// The default upload interval. A cut costs about 6 requests (LIST index/, PUT pack, index, segment, manifest,
+    /// LIST forgetting/); at S3 Standard's $0.005 per 1,000 PUT or LIST that is about $7.80 a month per pod at 10 s,
+    /// $78 at 1 s (Litestream's one-second default cost one user ~$100), $1.30 at 60 s. An idle app uploads nothing.
     /// </summary>
     public static readonly TimeSpan DefaultUploadInterval = TimeSpan.FromSeconds(10);
 

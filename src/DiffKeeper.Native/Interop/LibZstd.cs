@@ -16,6 +16,9 @@ public static unsafe partial class LibZstd
     [LibraryImport(Lib, EntryPoint = "ZSTD_decompress")]
     public static partial nuint Decompress(byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
 
+    [LibraryImport(Lib, EntryPoint = "ZSTD_getFrameContentSize")]
+    public static partial ulong GetFrameContentSize(byte* src, nuint srcSize);
+
     [LibraryImport(Lib, EntryPoint = "ZSTD_isError")]
     public static partial uint IsError(nuint code);
 

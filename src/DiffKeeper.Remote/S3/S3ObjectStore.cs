@@ -1,8 +1,10 @@
+using System.Buffers;
 using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using DiffKeeper.Core;
+using Microsoft.Win32.SafeHandles;
 
 namespace DiffKeeper.Remote.S3;
 
@@ -59,50 +61,122 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
 
     public string Name => _location.ToString();
 
-    public async Task<byte[]?> GetAsync(string key, long offset = 0, long length = -1, CancellationToken cancel = default)
+    public async Task<byte[]?> GetAsync(string key, long offset = 0, long length = -1, CancellationToken cancel = default) =>
+        await Call("GET", key, () => FetchAsync(key, offset, length, null, cancel), cancel).ConfigureAwait(false);
+
+    /// <summary>
+    /// The range streamed from the answer into <paramref name="file"/> through one pooled buffer, so a reader of
+    /// many 8 MiB ranges holds no body in memory (docs/benchmarks.md, "S3 export: bodies streamed").
+    /// </summary>
+    public async Task<bool> ReadIntoAsync(string key, long offset, long length, SafeFileHandle file, CancellationToken cancel = default) =>
+        await Call("GET", key, () => FetchAsync(key, offset, length, file, cancel), cancel).ConfigureAwait(false) is not null;
+
+    /// <summary>GET of the object or a range of it: its bytes, or (with <paramref name="file"/>) an empty array once they are written there; null when absent.</summary>
+    private async Task<byte[]?> FetchAsync(string key, long offset, long length, SafeFileHandle? file, CancellationToken cancel)
     {
-        return await Call("GET", key, async () =>
+        var ranged = offset > 0 || length >= 0;
+        if (length == 0)
         {
-            var ranged = offset > 0 || length >= 0;
-            if (length == 0)
+            return [];
+        }
+
+        long streamed = -1;
+        Func<HttpResponseMessage, CancellationToken, Task<byte[]>>? stream = file is null ? null : async (response, ct) =>
+        {
+            streamed = -1;
+            if (response.StatusCode != HttpStatusCode.PartialContent || !HasETag(response.Headers.ETag?.Tag))
             {
-                return [];
+                return await response.Content.ReadAsByteArrayAsync(ct).ConfigureAwait(false); // checked and written below
             }
 
-            var answer = await Send(HttpMethod.Get, key, Address(_location.Key(key), null), null,
-                r => r.Headers.Range = ranged ? new RangeHeaderValue(offset, length >= 0 ? offset + length - 1 : null) : null, cancel).ConfigureAwait(false);
-            if (answer.Status == HttpStatusCode.NotFound)
-            {
-                Counters.Get(0);
-                return null;
-            }
+            streamed = await StreamAsync(response, file, offset, length, ct).ConfigureAwait(false);
+            return [];
+        };
+        var answer = await Send(HttpMethod.Get, key, Address(_location.Key(key), null), null,
+            r => r.Headers.Range = ranged ? new RangeHeaderValue(offset, length >= 0 ? offset + length - 1 : null) : null, cancel, stream).ConfigureAwait(false);
+        if (answer.Status == HttpStatusCode.NotFound)
+        {
+            Counters.Get(0);
+            return null;
+        }
 
-            if (answer.Status is not (HttpStatusCode.OK or HttpStatusCode.PartialContent))
-            {
-                throw Failed("GET", key, answer);
-            }
+        if (answer.Status is not (HttpStatusCode.OK or HttpStatusCode.PartialContent))
+        {
+            throw Failed("GET", key, answer);
+        }
 
-            // S3 always names an object's ETag. s3rver, killed between an object and its .md5 file, serves the object
-            // without one: the object is damaged (RemoteStoreTests.DamagedIndexesInTheBucketAreSkippedAndTheirBlobsUploadedAgain).
-            if (answer.ETag is null || answer.ETag.Trim('"').Length == 0)
-            {
-                throw new InvalidDataException("the object has no ETag");
-            }
+        // S3 always names an object's ETag. s3rver, killed between an object and its .md5 file, serves the object
+        // without one: the object is damaged (RemoteStoreTests.DamagedIndexesInTheBucketAreSkippedAndTheirBlobsUploadedAgain).
+        if (!HasETag(answer.ETag))
+        {
+            throw new InvalidDataException("the object has no ETag");
+        }
 
-            var bytes = answer.Body;
-            if (ranged && answer.Status == HttpStatusCode.OK)
-            {
-                // A server that ignores Range sends the whole object: take the part asked for.
-                var start = (int)Math.Min(offset, bytes.Length);
-                var end = length >= 0 ? (int)Math.Min(offset + length, bytes.Length) : bytes.Length;
-                bytes = bytes[start..end];
-            }
+        var bytes = answer.Body;
+        var received = streamed >= 0 ? streamed : bytes.Length;
+        if (streamed < 0 && ranged && answer.Status == HttpStatusCode.OK)
+        {
+            // A server that ignores Range sends the whole object: take the part asked for.
+            var start = (int)Math.Min(offset, bytes.Length);
+            var end = length >= 0 ? (int)Math.Min(offset + length, bytes.Length) : bytes.Length;
+            bytes = bytes[start..end];
+            received = bytes.Length;
+        }
 
-            Counters.Get(bytes.Length);
-            return length >= 0 && bytes.Length != length
-                ? throw new DiffKeeperException(ExitCode.Corrupt, $"{Name}/{key} is shorter than its index says ({bytes.Length} of {length} bytes at {offset})")
-                : bytes;
-        }, cancel).ConfigureAwait(false);
+        Counters.Get(received);
+        if (length >= 0 && received != length)
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, $"{Name}/{key} is shorter than its index says ({received} of {length} bytes at {offset})");
+        }
+
+        if (file is not null && streamed < 0)
+        {
+            RandomAccess.Write(file, bytes, offset);
+        }
+
+        return bytes;
+    }
+
+    private static bool HasETag(string? etag) => etag is not null && etag.Trim('"').Length > 0;
+
+    /// <summary>Copies the answer's body into <paramref name="file"/> at <paramref name="offset"/>; returns the bytes written (never more than <paramref name="length"/>).</summary>
+    private static async Task<long> StreamAsync(HttpResponseMessage response, SafeFileHandle file, long offset, long length, CancellationToken cancel)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
+        try
+        {
+            var body = await response.Content.ReadAsStreamAsync(cancel).ConfigureAwait(false);
+            await using (body.ConfigureAwait(false))
+            {
+                long written = 0;
+                var filled = 0;
+                while (true)
+                {
+                    var n = await body.ReadAsync(buffer.AsMemory(filled), cancel).ConfigureAwait(false);
+                    filled += n;
+                    if (written + filled > length)
+                    {
+                        throw new InvalidDataException($"the server sent more than the {length} bytes asked for");
+                    }
+
+                    if (filled == buffer.Length || (n == 0 && filled > 0))
+                    {
+                        RandomAccess.Write(file, buffer.AsSpan(0, filled), offset + written);
+                        written += filled;
+                        filled = 0;
+                    }
+
+                    if (n == 0)
+                    {
+                        return written;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     public async Task<bool> PutAsync(string key, ReadOnlyMemory<byte> body, bool createOnly, CancellationToken cancel = default)
@@ -206,7 +280,9 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
     private sealed record Answer(HttpStatusCode Status, byte[] Body, string? ETag, string Code, string Message);
 
     /// <summary>Sends the request, retrying transient failures; the last answer is returned whatever its status.</summary>
-    private async Task<Answer> Send(HttpMethod method, string key, Uri address, byte[]? body, Action<HttpRequestMessage>? headers, CancellationToken cancel)
+    /// <remarks>A success's body is read by <paramref name="readSuccess"/> when given (a GET streamed into a file), else whole.</remarks>
+    private async Task<Answer> Send(HttpMethod method, string key, Uri address, byte[]? body, Action<HttpRequestMessage>? headers, CancellationToken cancel,
+        Func<HttpResponseMessage, CancellationToken, Task<byte[]>>? readSuccess = null)
     {
         for (var attempt = 0; ; attempt++)
         {
@@ -232,12 +308,14 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
                 headers?.Invoke(request);
                 SigV4.Sign(request, body ?? [], credentials, _settings.Region, DateTime.UtcNow + _clockSkew);
                 using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel).ConfigureAwait(false);
-                var bytes = await response.Content.ReadAsByteArrayAsync(cancel).ConfigureAwait(false);
                 var etag = response.Headers.TryGetValues("ETag", out var tags) ? tags.FirstOrDefault() : null;
                 if (response.IsSuccessStatusCode)
                 {
-                    return new Answer(response.StatusCode, bytes, etag, "", "");
+                    var ok = readSuccess is null ? await response.Content.ReadAsByteArrayAsync(cancel).ConfigureAwait(false) : await readSuccess(response, cancel).ConfigureAwait(false);
+                    return new Answer(response.StatusCode, ok, etag, "", "");
                 }
+
+                var bytes = await response.Content.ReadAsByteArrayAsync(cancel).ConfigureAwait(false);
 
                 var (code, message) = ErrorOf(bytes, response);
                 var transient = response.StatusCode is HttpStatusCode.InternalServerError or HttpStatusCode.BadGateway

@@ -50,12 +50,15 @@ public static class CatalogDomain
             ("lost_events", IntIn("{0}lost_events", 0, long.MaxValue), "an integer >= 0"),
             ("host", OrNull("{0}host", Text("{0}host")), "NULL or text"),
             ("state", "{0}state IN ('recording', 'finished', 'interrupted')", "recording, finished or interrupted"),
+            ("baseline_from", OrNull("{0}baseline_from", Int("{0}baseline_from") + " AND {0}baseline_from BETWEEN 1 AND {0}id - 1"), "NULL or an earlier session"),
         ],
         ["roots"] =
         [
             ("id", Int("{0}id"), "an integer"),
             ("session_id", Int("{0}session_id"), "an integer"),
             ("path", PathValue("{0}path") + " AND hex(substr({0}path, 1, 1)) = '2F'", "an absolute path"),
+            ("paths_root", OrNull("{0}paths_root", Int("{0}paths_root") + " AND EXISTS(SELECT 1 FROM roots o WHERE o.id = {0}paths_root AND o.id < {0}id AND o.paths_root IS NULL AND o.path IS {0}path)"),
+                "NULL or an earlier root of the same directory that owns its paths"),
         ],
         ["paths"] =
         [
@@ -128,6 +131,9 @@ public static class CatalogDomain
     /// <summary>Formats 1 to 3 have no <c>events.offset</c> or <c>events.length</c> (blobs.offset is older).</summary>
     private static bool Format4Column(string table, string column) => table == "events" && column is "offset" or "length";
 
+    /// <summary>Formats 1 to 4 have no <c>roots.paths_root</c> or <c>sessions.baseline_from</c>.</summary>
+    private static bool Format5Column(string table, string column) => (table, column) is ("roots", "paths_root") or ("sessions", "baseline_from");
+
     /// <summary>
     /// An SQL expression over one row of <paramref name="table"/> (its columns prefixed by <paramref name="prefix"/>,
     /// e.g. "v."): NULL when every column is in its domain, else the name and domain of the first that is not.
@@ -136,7 +142,7 @@ public static class CatalogDomain
     {
         var cases = Rules[table]
             .Where(r => (format >= 2 || !Format2Columns.Contains(r.Column)) && (format >= 3 || !Format3Columns.Contains(r.Column))
-                && (format >= 4 || !Format4Column(table, r.Column)))
+                && (format >= 4 || !Format4Column(table, r.Column)) && (format >= 5 || !Format5Column(table, r.Column)))
             .Select(r => $"WHEN NOT coalesce(({string.Format(CultureInfo.InvariantCulture, r.Rule, prefix)}), 0) THEN '{r.Column} is not {r.Words}'");
         return $"(CASE {string.Join(' ', cases)} END)";
     }
@@ -165,8 +171,8 @@ public static class CatalogDomain
 
         foreach (var table in Rules.Keys)
         {
-            var key = table == "events" ? "session_id || '/' || seq" : "rowid";
-            using var r = db.Prepare($"SELECT k, b FROM (SELECT {key} AS k, {Broken(table, "", format)} AS b FROM {table}) WHERE b IS NOT NULL");
+            var key = table == "events" ? "t.session_id || '/' || t.seq" : "t.rowid";
+            using var r = db.Prepare($"SELECT k, b FROM (SELECT {key} AS k, {Broken(table, "t.", format)} AS b FROM {table} t) WHERE b IS NOT NULL");
             var count = 0;
             while (r.Step())
             {

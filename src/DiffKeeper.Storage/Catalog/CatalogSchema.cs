@@ -19,8 +19,10 @@ public static class CatalogSchema
             exit_code INTEGER,
             lost_events INTEGER NOT NULL DEFAULT 0,
             host TEXT,
-            state TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS roots(id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, path TEXT NOT NULL);
+            state TEXT NOT NULL,
+            baseline_from INTEGER);
+        CREATE TABLE IF NOT EXISTS roots(id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, path TEXT NOT NULL, paths_root INTEGER);
+        CREATE INDEX IF NOT EXISTS roots_by_session ON roots(session_id);
         CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, root_id INTEGER NOT NULL, rel TEXT NOT NULL, UNIQUE(root_id, rel));
         CREATE TABLE IF NOT EXISTS events(
             session_id INTEGER NOT NULL,
@@ -140,11 +142,15 @@ public static class CatalogSchema
         """);
 
     /// <summary>
-    /// Format 4 has no groups (codecs 4 and 5): its rows are format-5 rows as they are. Only the number changes, so
-    /// a diffkeeper that reads only format 4 refuses the trace once a pass may have grouped blobs in it; inside the
-    /// caller's transaction.
+    /// Format 4 lacks <c>roots.paths_root</c> (every root owned its path rows, so each session stored every path
+    /// again) and <c>sessions.baseline_from</c> (every baseline stored every path's version again): add them, NULL
+    /// for every row (each root keeps owning its paths, each session its whole baseline), and record format 5,
+    /// inside the caller's transaction. Format 4 has no groups either (codecs 4 and 5): its blob rows are format-5
+    /// rows as they are. The index <c>roots_by_session</c> comes with the DDL that follows.
     /// </summary>
     private static void MigrateFromFormat4(SqliteDatabase db) => Migrate(db, 4, """
+        ALTER TABLE roots ADD COLUMN paths_root INTEGER;
+        ALTER TABLE sessions ADD COLUMN baseline_from INTEGER;
         UPDATE meta SET value = '5' WHERE key = 'format_version';
         """);
 

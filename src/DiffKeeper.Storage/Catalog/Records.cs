@@ -30,11 +30,24 @@ public sealed record SessionInfo(
     /// </summary>
     public string? ContentsDroppedBySizeLimit { get; init; }
 
+    /// <summary>
+    /// The sessions whose end state this session's baseline starts from, nearest first (format 5,
+    /// <c>sessions.baseline_from</c> followed back); empty when the session stored its whole baseline.
+    /// </summary>
+    public IReadOnlyList<long> BaselineChain { get; init; } = [];
+
     /// <summary>"killed by SIGNAME" when a signal ended the command (its EXIT event says so; <see cref="ExitCode"/> is then the shell's 128+N).</summary>
     public string? KilledBy { get; init; }
 }
 
-public sealed record RootInfo(long Id, string Path);
+/// <summary>
+/// A watched directory of a session. <see cref="PathsRoot"/> is the root whose path rows it shares (format 5:
+/// the first root of the trace with this path; itself when it owns its paths).
+/// </summary>
+public sealed record RootInfo(long Id, string Path)
+{
+    public long PathsRoot { get; init; } = Id;
+}
 
 /// <summary>
 /// One timeline event. Paths are display paths (see <see cref="TraceReader.DisplayPath"/>). <see cref="Offset"/>
@@ -78,7 +91,14 @@ public sealed record VersionRecord(
     string? Target,
     byte[]? Extents,
     bool Pruned = false,
-    long? Link = null);
+    long? Link = null)
+{
+    /// <summary>
+    /// A version of an earlier session that this session's baseline inherits (format 5, <c>sessions.baseline_from</c>):
+    /// read for a session, it is shown as that session's, at event 0; <see cref="Id"/> is the stored row's.
+    /// </summary>
+    public bool Inherited { get; init; }
+}
 
 /// <summary>A version to be written. The catalog assigns its id. <see cref="Link"/>: see <see cref="VersionRecord"/>.</summary>
 public sealed record NewVersion(

@@ -36,6 +36,16 @@ public static unsafe class Zstd
         }
     }
 
+    /// <summary>The content size a frame's header declares, or null when it declares none or is not a zstd frame.</summary>
+    public static long? FrameContentSize(ReadOnlySpan<byte> frame)
+    {
+        fixed (byte* src = frame)
+        {
+            var size = LibZstd.GetFrameContentSize(src, (nuint)frame.Length);
+            return size >= ulong.MaxValue - 1 || size > long.MaxValue ? null : (long)size; // ZSTD_CONTENTSIZE_UNKNOWN, _ERROR
+        }
+    }
+
     /// <summary>
     /// Decompresses a frame whose content size is exactly <paramref name="destination"/>.Length; returns false when
     /// the frame is damaged or has another size (the caller names the blob).

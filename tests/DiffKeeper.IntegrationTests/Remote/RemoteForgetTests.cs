@@ -108,16 +108,8 @@ public sealed class RemoteForgetTests : IDisposable
     [Fact]
     public async Task AWriterRacingAForgetNeverPublishesASessionNamingADeletedObject()
     {
-        using var server = S3rverProcess.Start(_tmp.Sub("s3"));
-        var env = server.Environment(_tmp.Sub("cache"));
-        foreach (var (k, v) in env.Where(e => e.Key.StartsWith("AWS_", StringComparison.Ordinal)))
-        {
-            System.Environment.SetEnvironmentVariable(k, v); // for the uploader in this process (every S3 test passes its own to its processes)
-        }
-
-        var sources = Sources();
-        Record(env, _tmp.Sub("trace-a"), sources, _tmp.Sub("work-a"), "shared.bin", "only-1.bin");
-        var treeB = Record(env, _tmp.Sub("trace-b"), sources, _tmp.Sub("work-b"), "shared.bin", "only-2.bin");
+        var (server, env, treeB) = TwoTraces(_tmp.Sub("s3"));
+        using var disposeServer = server;
 
         async Task<(UploadResult Result, IObjectStore Store)> Race(string prefix, TimeSpan writerGrace)
         {
@@ -146,11 +138,133 @@ public sealed class RemoteForgetTests : IDisposable
         AssertNamedObjectsExist(url);
         AssertExports(server, url, treeB);
 
-        // Control: a writer that assumes the default grace (1 h) does not look again, and its session names deleted objects.
-        await Race("unsafe", TimeSpan.FromHours(1));
-        var broken = Run(server.Environment(_tmp.Sub("cache-unsafe")), "export", "--trace", $"s3://{S3rverProcess.Bucket}/unsafe", "--out", _tmp.Sub("out-unsafe"));
-        Assert.True(broken.ExitCode == 5, broken.ToString());
-        Assert.Contains("is missing", broken.Stderr, StringComparison.Ordinal);
+        // A writer that assumes the default grace (1 h) does not look again before its manifest, so its first
+        // generation names deleted objects; after the manifest it finds the forget's marker dated after its listing,
+        // looks again and publishes a second generation that names only objects in the bucket.
+        var (late, _) = await Race("late", TimeSpan.FromHours(1));
+        Assert.Equal(2, late.Generation);
+        AssertNamedObjectsExist($"s3://{S3rverProcess.Bucket}/late");
+        AssertExports(server, $"s3://{S3rverProcess.Bucket}/late", treeB);
+    }
+
+    /// <summary>
+    /// The first race the grace period alone does not cover (docs/store-format.md, "Deleting"), made deterministic:
+    /// a pack of an upload that never published (no session names it) is older than the grace; a writer finds it in
+    /// the bucket and reuses it; a `forget` with the same (default) grace deletes it between the writer's segment and
+    /// its manifest. The writer sees the forget's run marker after its manifest, looks again and repairs.
+    /// </summary>
+    [Fact]
+    public async Task AnOldUnnamedPackAWriterReusesIsUploadedAgainWhenAForgetDeletesIt()
+    {
+        var s3Dir = _tmp.Sub("s3");
+        var (server, env, treeB) = TwoTraces(s3Dir);
+        using var disposeServer = server;
+        var url = $"s3://{S3rverProcess.Bucket}/unnamed";
+        using var store = S3ObjectStore.FromEnvironment(S3Location.Parse(url));
+
+        // An upload that died before its manifest: its packs are in the bucket, named by nothing, and an hour old.
+        var interrupted = await new SessionUploader(store, _tmp.Sub("uploader-cache-a")).UploadAsync(_tmp.Sub("trace-a"), 1, publish: false, CancellationToken.None);
+        Assert.True(interrupted.NewPackBytes > 0);
+        Backdate(s3Dir, TimeSpan.FromHours(2));
+        var unnamed = (await store.ListAsync(RemoteLayout.PacksPrefix, TestContext.Current.CancellationToken)).Select(o => o.Key).ToList();
+
+        var racing = new ForgetAfterSegment(store, () =>
+        {
+            var forget = Run(env, "forget", "--trace", url);
+            Assert.True(forget.ExitCode == 0, forget.ToString());
+            Assert.Contains($"{unnamed.Count} packs", forget.Stdout, StringComparison.Ordinal);
+        });
+        var result = await new SessionUploader(racing, _tmp.Sub("uploader-cache-b")).UploadAsync(_tmp.Sub("trace-b"), 1, publish: true, CancellationToken.None);
+        Assert.True(racing.Forgot, "the forget did not run between the segment and the manifest");
+        Assert.True(result.ReusedBlobs > 0, "the writer reused nothing of the unnamed pack");
+        Assert.Equal(2, result.Generation);
+        var first = await FirstGenerationAsync(store, result.Key);
+        Assert.Contains(first.Packs, p => unnamed.Contains(RemoteLayout.Pack(p)));
+        AssertNamedObjectsExist(url);
+        AssertExports(server, url, treeB);
+    }
+
+    /// <summary>
+    /// The second race, made deterministic: a `forget --grace 0` lists the bucket, then waits before its first
+    /// deletion; meanwhile a writer (told the same grace, so it looks again right before its manifest) reuses a pack
+    /// of the session being forgotten and publishes; then the forget deletes that pack. The writer, finding the
+    /// forget's lease live after its manifest, waits for it to end, looks again and repairs.
+    /// </summary>
+    [Fact]
+    public async Task AForgetThatListedBeforeAManifestAndDeletesAfterItsCheckIsRepairedAfter()
+    {
+        var (server, env, treeB) = TwoTraces(_tmp.Sub("s3"));
+        using var disposeServer = server;
+        var url = $"s3://{S3rverProcess.Bucket}/listed";
+        var push = Run(env, "push", _tmp.Sub("trace-a"), url);
+        Assert.True(push.ExitCode == 0, push.ToString());
+        using var store = S3ObjectStore.FromEnvironment(S3Location.Parse(url));
+        var packsOfA = (await store.ListAsync(RemoteLayout.PacksPrefix, TestContext.Current.CancellationToken)).Select(o => o.Key).ToList();
+
+        var listed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var published = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var forgetStore = new Hooked(store, onDelete: async key =>
+        {
+            if (!key.StartsWith(RemoteLayout.SessionsPrefix, StringComparison.Ordinal))
+            {
+                listed.TrySetResult();
+                await published.Task;
+            }
+        });
+        var forget = Task.Run(() => new RemoteForget(forgetStore, _tmp.Sub("forget-cache"), TimeProvider.System)
+            .RunAsync(new ForgetSelection([1], null, null), TimeSpan.Zero, dryRun: false, null, CancellationToken.None), TestContext.Current.CancellationToken);
+        await listed.Task.WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+
+        var writerStore = new Hooked(store, onPut: key =>
+        {
+            if (key.StartsWith(RemoteLayout.SessionsPrefix, StringComparison.Ordinal))
+            {
+                published.TrySetResult();
+            }
+        });
+        var uploader = new SessionUploader(writerStore, _tmp.Sub("uploader-cache")) { ForgetGrace = TimeSpan.Zero, ForgetPoll = TimeSpan.FromMilliseconds(100) };
+        var result = await uploader.UploadAsync(_tmp.Sub("trace-b"), 1, publish: true, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(2), TestContext.Current.CancellationToken);
+        var forgot = await forget.WaitAsync(TimeSpan.FromMinutes(1), TestContext.Current.CancellationToken);
+        Assert.Single(forgot.Forgotten);
+        Assert.True(forgot.PacksDeleted >= 1, $"the forget deleted {forgot.PacksDeleted} packs");
+
+        Assert.Equal(2, result.Generation);
+        var first = await FirstGenerationAsync(store, result.Key);
+        Assert.Contains(first.Packs, p => packsOfA.Contains(RemoteLayout.Pack(p)));
+        Assert.DoesNotContain(await store.ListAsync(RemoteLayout.ForgettingPrefix, TestContext.Current.CancellationToken), o => o.Key.EndsWith(".running", StringComparison.Ordinal));
+        Assert.Single(Run(env, "sessions", "--trace", url).Lines);
+        AssertNamedObjectsExist(url);
+        AssertExports(server, url, treeB);
+    }
+
+    /// <summary>A server and two local traces, A (shared.bin, only-1.bin) and B (shared.bin, only-2.bin); B's tree.</summary>
+    private (S3rverProcess Server, Dictionary<string, string> Env, SortedDictionary<string, Entry> TreeB) TwoTraces(string s3Dir)
+    {
+        var server = S3rverProcess.Start(s3Dir);
+        try
+        {
+            var env = server.Environment(_tmp.Sub("cache"));
+            SetAwsEnvironment(env);
+            var sources = Sources();
+            Record(env, _tmp.Sub("trace-a"), sources, _tmp.Sub("work-a"), "shared.bin", "only-1.bin");
+            return (server, env, Record(env, _tmp.Sub("trace-b"), sources, _tmp.Sub("work-b"), "shared.bin", "only-2.bin"));
+        }
+        catch
+        {
+            server.Dispose();
+            throw;
+        }
+    }
+
+    private static async Task<SessionManifest> FirstGenerationAsync(IObjectStore store, string key) =>
+        SessionManifest.Parse(RemoteLayout.Manifest(key, 1), (await store.GetAsync(RemoteLayout.Manifest(key, 1), cancel: TestContext.Current.CancellationToken))!);
+
+    private static void SetAwsEnvironment(Dictionary<string, string> env)
+    {
+        foreach (var (k, v) in env.Where(e => e.Key.StartsWith("AWS_", StringComparison.Ordinal)))
+        {
+            System.Environment.SetEnvironmentVariable(k, v); // for the uploader in this process (every S3 test passes its own to its processes)
+        }
     }
 
     /// <summary>Every object the newest manifest of every session names is in the bucket.</summary>
@@ -257,5 +371,34 @@ public sealed class RemoteForgetTests : IDisposable
         public Task<List<ObjectInfo>> ListAsync(string prefix, CancellationToken cancel = default) => inner.ListAsync(prefix, cancel);
 
         public Task DeleteAsync(string key, CancellationToken cancel = default) => inner.DeleteAsync(key, cancel);
+    }
+
+    /// <summary>A store that runs a hook before each delete and after each put (the interleavings of the race tests).</summary>
+    private sealed class Hooked(IObjectStore inner, Func<string, Task>? onDelete = null, Action<string>? onPut = null) : IObjectStore
+    {
+        public RequestCounters Counters => inner.Counters;
+
+        public string Name => inner.Name;
+
+        public Task<byte[]?> GetAsync(string key, long offset = 0, long length = -1, CancellationToken cancel = default) => inner.GetAsync(key, offset, length, cancel);
+
+        public async Task<bool> PutAsync(string key, ReadOnlyMemory<byte> body, bool createOnly, CancellationToken cancel = default)
+        {
+            var put = await inner.PutAsync(key, body, createOnly, cancel);
+            onPut?.Invoke(key);
+            return put;
+        }
+
+        public Task<List<ObjectInfo>> ListAsync(string prefix, CancellationToken cancel = default) => inner.ListAsync(prefix, cancel);
+
+        public async Task DeleteAsync(string key, CancellationToken cancel = default)
+        {
+            if (onDelete is not null)
+            {
+                await onDelete(key);
+            }
+
+            await inner.DeleteAsync(key, cancel);
+        }
     }
 }

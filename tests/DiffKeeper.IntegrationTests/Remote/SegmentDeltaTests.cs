@@ -1,4 +1,6 @@
 using System.Text.Json;
+using DiffKeeper.Remote;
+using DiffKeeper.Remote.S3;
 using DiffKeeper.Storage.Tests;
 
 namespace DiffKeeper.IntegrationTests.Remote;
@@ -16,7 +18,7 @@ public sealed class SegmentDeltaTests : IDisposable
     public void Dispose() => _tmp.Dispose();
 
     [Fact]
-    public void Keep_mode_cuts_and_later_sessions_send_their_catalog_as_a_small_delta()
+    public async Task Keep_mode_cuts_and_later_sessions_send_their_catalog_as_a_small_delta()
     {
         using var server = S3rverProcess.Start(_tmp.Sub("s3"));
         var env = server.Environment(_tmp.Sub("cache"));
@@ -35,7 +37,7 @@ public sealed class SegmentDeltaTests : IDisposable
         Assert.NotEmpty(deltas);
         Assert.All(deltas, d =>
         {
-            Assert.Equal(2, d.Format);
+            Assert.Equal(3, d.Format);
             Assert.Contains(whole, w => w.Segment == d.Base);
             // Sent only when under half the whole segment it stands for, which is at least its base here (the session only grows).
             Assert.True(d.SegmentSize < whole.Single(w => w.Segment == d.Base).SegmentSize, $"a delta of {d.SegmentSize} bytes");
@@ -71,6 +73,27 @@ public sealed class SegmentDeltaTests : IDisposable
             TreeSnapshot.AssertSame(trees[n - 1], TreeSnapshot.Take(outDir), $"session {n}");
         }
 
+        // What earlier versions wrote still reads: session 2 as a format-2 manifest (generation 2) naming a delta
+        // segment of the first form (magic DKSEGD\n\0, the database's length and the base's SHA-256 before the frame).
+        var compact = File.ReadAllBytes(Path.Combine(bucket, "ci", "segments", sessions[1].Segment + ".seg._S3rver_object"));
+        Assert.Equal("DKSEGD\n\u0002"u8.ToArray(), compact[..8]);
+        var frame = compact[8..];
+        var database = new byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(database, ZstdContentSize(frame));
+        byte[] old = [.. "DKSEGD\n\0"u8.ToArray(), .. database, .. Convert.FromHexString(sessions[1].Base!), .. frame];
+        var oldSha = RemoteLayout.Sha(old);
+        using (var store = new S3ObjectStore(S3Location.Parse($"s3://{S3rverProcess.Bucket}/ci"), reader.GetValueOrDefault))
+        {
+            var m = SessionManifest.Parse(RemoteLayout.Manifest(sessions[1].Key, 1), File.ReadAllBytes(Directory.EnumerateFiles(Path.Combine(bucket, "ci", "sessions", sessions[1].Key)).Single(f => f.EndsWith("0000000001.json._S3rver_object", StringComparison.Ordinal))));
+            var format2 = $$"""{"format":2,"key":"{{m.Key}}","generation":2,"state":"{{m.State}}","started_wall_ns":{{m.StartedWallNs}},"ended_ns":{{m.EndedNs}},"exit_code":{{m.ExitCode}},"command":{{JsonSerializer.Serialize(m.Command)}},"host":{{JsonSerializer.Serialize(m.Host)}},"capture":"{{m.Capture}}","roots":{{JsonSerializer.Serialize(m.Roots)}},"events":{{m.Events}},"segment":"{{oldSha}}","segment_size":{{old.Length}},"segment_base":"{{m.SegmentBase}}","packs":{{JsonSerializer.Serialize(m.Packs)}},"uploaded_bytes":0}""";
+            await store.PutAsync(RemoteLayout.Segment(oldSha), old, createOnly: true, CancellationToken.None);
+            await store.PutAsync(RemoteLayout.Manifest(m.Key, 2), System.Text.Encoding.UTF8.GetBytes(format2), createOnly: true, CancellationToken.None);
+        }
+
+        var oldExport = RemoteStoreTests.Run(server.Environment(_tmp.Sub("cache-old")), _tmp.Path, "export", "--trace", $"s3://{S3rverProcess.Bucket}/ci", "--session", "2", "--out", _tmp.Sub("out-old"));
+        Assert.True(oldExport.ExitCode == 0, oldExport.ToString());
+        TreeSnapshot.AssertSame(trees[1], TreeSnapshot.Take(_tmp.Sub("out-old")), "session 2 as an earlier version wrote it");
+
         // The base damaged in the bucket: a reader with an empty cache says so (exit 5), naming it.
         var baseObject = Path.Combine(bucket, "ci", "segments", sessions[1].Base + ".seg._S3rver_object");
         var bytes = File.ReadAllBytes(baseObject);
@@ -81,15 +104,19 @@ public sealed class SegmentDeltaTests : IDisposable
         Assert.Contains(sessions[1].Base!, damaged.Stderr, StringComparison.Ordinal);
     }
 
+    /// <summary>The content size a zstd frame header declares (single-segment or not), as the format requires it set.</summary>
+    private static long ZstdContentSize(byte[] frame) => DiffKeeper.Storage.Codecs.Zstd.FrameContentSize(frame) ?? throw new InvalidDataException("no content size");
+
     private sealed record Manifest(string Key, int Format, string Segment, long SegmentSize, string? Base);
 
     /// <summary>Every manifest generation under <paramref name="prefix"/>, read from s3rver's files.</summary>
     private static List<Manifest> Manifests(string bucket, string prefix) =>
         [.. Directory.EnumerateFiles(Path.Combine(bucket, prefix, "sessions"), "*.json._S3rver_object", SearchOption.AllDirectories).Select(f =>
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(f));
-            var o = doc.RootElement;
-            return new Manifest(o.GetProperty("key").GetString()!, o.GetProperty("format").GetInt32(), o.GetProperty("segment").GetString()!,
-                o.GetProperty("segment_size").GetInt64(), o.TryGetProperty("segment_base", out var b) ? b.GetString() : null);
+            var bytes = File.ReadAllBytes(f);
+            var name = $"sessions/{Path.GetFileName(Path.GetDirectoryName(f))}/{Path.GetFileName(f)[..^"._S3rver_object".Length]}";
+            var m = SessionManifest.Parse(name, bytes);
+            using var doc = JsonDocument.Parse(bytes);
+            return new Manifest(m.Key, doc.RootElement.GetProperty("format").GetInt32(), m.Segment, m.SegmentSize, m.SegmentBase);
         })];
 }

@@ -1,0 +1,85 @@
+using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Tests;
+
+namespace DiffKeeper.IntegrationTests;
+
+/// <summary>
+/// Store format 5 (issue 12, a smaller catalog): sessions of one directory share its path rows, and each baseline
+/// stores only what differs from the end of the session before it. Recorded for real: every moment still exports
+/// exactly the tree that was, a session over an unchanged tree stores no version at all, and a session's path
+/// history still starts with its baseline.
+/// </summary>
+public sealed class BaselineInheritanceTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private string Work => _dir.Sub("work");
+
+    private string Trace => _dir.Sub("trace");
+
+    private SortedDictionary<string, Entry> Export(int session, string moment)
+    {
+        var output = _dir.Sub($"export-{session}-{moment}");
+        Cli.Ok(Work, "export", "--trace", Trace, "--session", session.ToString(System.Globalization.CultureInfo.InvariantCulture), "--time", moment, "--out", output);
+        return TreeSnapshot.Take(output);
+    }
+
+    private long Scalar(string sql)
+    {
+        using var db = SqliteDatabase.Open(Path.Combine(Trace, "catalog.db"), readOnly: true);
+        using var q = db.Prepare(sql);
+        return q.ScalarInt64() ?? -1;
+    }
+
+    [Fact]
+    public void Every_moment_of_sessions_that_inherit_their_baseline_exports_exactly_and_an_unchanged_tree_stores_no_version()
+    {
+        Directory.CreateDirectory(Path.Combine(Work, "sub", "deep"));
+        for (var i = 0; i < 40; i++)
+        {
+            File.WriteAllText(Path.Combine(Work, "sub", $"f{i}.txt"), $"file {i}\n");
+        }
+
+        File.WriteAllText(Path.Combine(Work, "sub", "deep", "gone.txt"), "to be deleted between sessions\n");
+        File.CreateSymbolicLink(Path.Combine(Work, "link"), "sub/f1.txt");
+        Cli.Ok(Work, "record", "-q", "--capture", "inotify", "--trace", Trace, "--", "sh", "-c", "echo one > out.txt");
+        var end1 = TreeSnapshot.Take(Work);
+
+        // Between sessions: a file changed, one deleted, one added, a mode changed, a link retargeted.
+        File.AppendAllText(Path.Combine(Work, "sub", "f2.txt"), "more\n");
+        File.Delete(Path.Combine(Work, "sub", "deep", "gone.txt"));
+        File.WriteAllText(Path.Combine(Work, "sub", "new.txt"), "new\n");
+        File.SetUnixFileMode(Path.Combine(Work, "sub", "f3.txt"), (UnixFileMode)0x180); // 0600
+        File.Delete(Path.Combine(Work, "link"));
+        File.CreateSymbolicLink(Path.Combine(Work, "link"), "sub/f4.txt");
+        var start2 = TreeSnapshot.Take(Work);
+        Cli.Ok(Work, "record", "-q", "--capture", "inotify", "--trace", Trace, "--", "sh", "-c", "rm sub/f5.txt; echo two > out.txt; echo x >> sub/f6.txt");
+        var end2 = TreeSnapshot.Take(Work);
+        Cli.Ok(Work, "record", "-q", "--capture", "inotify", "--trace", Trace, "--", "true");
+
+        TreeSnapshot.AssertSame(end1, Export(1, "end"), "session 1 at its end");
+        TreeSnapshot.AssertSame(start2, Export(2, "start"), "session 2 at its start");
+        TreeSnapshot.AssertSame(end2, Export(2, "end"), "session 2 at its end");
+        TreeSnapshot.AssertSame(end2, Export(3, "start"), "session 3 at its start");
+        TreeSnapshot.AssertSame(end2, Export(3, "end"), "session 3 at its end");
+
+        // What is stored: session 1 every path; session 2's baseline only what changed between the sessions (the two
+        // directories whose entries changed count as changed); session 3 nothing; one path row per path.
+        Assert.Equal(2, Scalar("SELECT baseline_from FROM sessions WHERE id = 3"));
+        Assert.Equal(0, Scalar("SELECT count(*) FROM versions WHERE session_id = 3"));
+        Assert.InRange(Scalar("SELECT count(*) FROM versions WHERE session_id = 2 AND seq = 0"), 5, 9);
+        Assert.Equal(Scalar("SELECT count(DISTINCT rel) FROM paths"), Scalar("SELECT count(*) FROM paths"));
+
+        // A path's history in a session that only inherits it still starts with its baseline, and show reads it.
+        var log = Cli.Ok(Work, "log", "--trace", Trace, "--session", "3", "sub/f2.txt").Stdout;
+        Assert.Contains("baseline", log, StringComparison.Ordinal);
+        Assert.Equal("file 2\nmore\n", Cli.Ok(Work, "show", "--trace", Trace, "--session", "3", "--time", "start", "sub/f2.txt").Stdout);
+        // A path deleted before a session began is not that session's.
+        var gone = Cli.Run(Work, "show", "--trace", Trace, "--session", "2", "sub/deep/gone.txt");
+        Assert.Equal(8, gone.ExitCode);
+        Assert.Contains("was never seen in session 2", gone.Stderr, StringComparison.Ordinal);
+        Cli.Ok(Work, "verify", "--trace", Trace, "--read-data");
+    }
+}
