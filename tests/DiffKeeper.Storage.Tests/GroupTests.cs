@@ -185,7 +185,9 @@ public sealed class GroupTests : IDisposable
 
         using (var db = SqliteDatabase.Open(Path.Combine(trace, "catalog.db"), readOnly: false))
         {
-            db.Execute("UPDATE meta SET value = '4' WHERE key = 'format_version'"); // the rows of format 4 are those of 5
+            // What the format-4 code wrote: no format-5 columns; its blob rows are format-5 rows as they are.
+            db.Execute("DROP INDEX roots_by_session; ALTER TABLE roots DROP COLUMN paths_root; ALTER TABLE sessions DROP COLUMN baseline_from; " +
+                "UPDATE meta SET value = '4' WHERE key = 'format_version'");
         }
 
         using (var r = TraceReader.Open(trace))
