@@ -6,8 +6,11 @@ namespace DiffKeeper.Storage;
 /// <summary>
 /// Decodes blobs by catalog row, delta chains included: a delta's bases are decoded first (recursively, at most
 /// <see cref="PackFormat.MaxDepth"/> deep, so a cyclic catalog is damage rather than a hang) and kept in a small
-/// least-recently-used cache, because the versions of one file share their bases. Every blob, base or not, is
-/// checked by <see cref="PackReader"/> (CRC, base digest, SHA-256). Not thread-safe.
+/// least-recently-used cache, because the versions of one file share their bases. A slice (format 5) decodes its
+/// group the same way, as its one base, so an export of a tree decodes each group once. Every blob, base or not, is
+/// checked by <see cref="PackReader"/> (base digest, SHA-256), a slice by its own SHA-256 (its group, decoded only
+/// to be sliced, is not hashed as a whole: its live bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache
+/// is locked; two threads may decode the same base at once (both check it; one copy is kept).
 /// </summary>
 public sealed class BlobReader
 {
@@ -28,11 +31,18 @@ public sealed class BlobReader
     /// <summary>Decodes blob row <paramref name="rowId"/> into <paramref name="destination"/> (exactly its raw length, which <paramref name="loc"/> gives).</summary>
     public void Read(in BlobLocation loc, Span<byte> destination) => Read(loc, destination, 0);
 
-    private void Read(in BlobLocation loc, Span<byte> destination, int depth)
+    /// <param name="sliced">A group decoded for its slices: each slice checks its own bytes by SHA-256.</param>
+    private void Read(in BlobLocation loc, Span<byte> destination, int depth, bool sliced = false)
     {
+        if (loc.IsSlice)
+        {
+            ReadSlice(loc, destination, depth);
+            return;
+        }
+
         if (!loc.IsDelta)
         {
-            _packs.Read(loc, destination);
+            _packs.Read(loc, destination, hashed: !sliced);
             return;
         }
 
@@ -74,7 +84,35 @@ public sealed class BlobReader
         }
     }
 
-    private (BlobId, byte[]) Base(in BlobLocation of, long row, int depth)
+    /// <summary>
+    /// A slice is its group's raw bytes from its offset: the group is decoded (and checked) as a base, so it stays
+    /// in the cache and the next member of the same group costs a copy; the member is checked by its own SHA-256.
+    /// </summary>
+    private void ReadSlice(in BlobLocation loc, Span<byte> destination, int depth)
+    {
+        if (loc.Bases.Length != 1 || destination.Length != loc.RawLength)
+        {
+            throw new BlobDamagedException(loc, Where(loc), $"a slice names {loc.Bases.Length} groups");
+        }
+
+        var (group, bytes) = Base(loc, loc.Bases[0], depth, BlobCodec.Group);
+        if (loc.Offset < 0 || loc.Offset + loc.RawLength > bytes.Length)
+        {
+            throw new BlobDamagedException(loc, Where(loc), $"its bytes ({loc.RawLength} at {loc.Offset}) lie outside its group {group.Short} ({bytes.Length} bytes)");
+        }
+
+        var slice = bytes.AsSpan((int)loc.Offset, loc.RawLength);
+        Span<byte> hash = stackalloc byte[32];
+        Codecs.Sha256.HashData(slice, hash);
+        if (!hash.SequenceEqual(loc.Id.Bytes))
+        {
+            throw new BlobDamagedException(loc, Where(loc), $"its bytes in group {group.Short} do not hash to its id (SHA-256 mismatch)");
+        }
+
+        slice.CopyTo(destination);
+    }
+
+    private (BlobId, byte[]) Base(in BlobLocation of, long row, int depth, BlobCodec? must = null)
     {
         BlobLocation baseLoc;
         try
@@ -83,20 +121,30 @@ public sealed class BlobReader
         }
         catch (BlobMissingException)
         {
-            throw new BlobDamagedException(of, PackFormat.RelativePath(of.PackId), $"its delta base (blob row {row}) is not in the catalog");
+            throw new BlobDamagedException(of, Where(of), $"{(of.IsSlice ? "its group" : "its delta base")} (blob row {row}) is not in the catalog");
         }
 
-        if (_cache.TryGetValue(row, out var node))
+        // A slice's base must be a group, and only a slice may name a group as its base: a group is never decoded
+        // against as a delta prefix (it may hold up to 1 MiB, a prefix's whole allowance) nor a group sliced twice.
+        if (must is { } codec ? baseLoc.Codec != codec : baseLoc.Codec == BlobCodec.Group)
         {
-            _lru.Remove(node);
-            _lru.AddFirst(node);
-            return (baseLoc.Id, node.Value.Bytes);
+            throw new BlobDamagedException(of, Where(of), $"its base {baseLoc.Id.Short} (blob row {row}) has codec {(int)baseLoc.Codec}, which it cannot be decoded against");
         }
 
-        var bytes = new byte[Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawLength)];
+        lock (_lru)
+        {
+            if (_cache.TryGetValue(row, out var node))
+            {
+                _lru.Remove(node);
+                _lru.AddFirst(node);
+                return (baseLoc.Id, node.Value.Bytes);
+            }
+        }
+
+        var bytes = GC.AllocateUninitializedArray<byte>(Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawFor(baseLoc.Codec))); // decoded over whole
         try
         {
-            Read(baseLoc, bytes, depth + 1);
+            Read(baseLoc, bytes, depth + 1, sliced: must == BlobCodec.Group);
         }
         catch (BlobDamagedException e)
         {
@@ -106,18 +154,27 @@ public sealed class BlobReader
             var cause = e.Reason.StartsWith(Nested, StringComparison.Ordinal) && e.Reason.IndexOf(": ", StringComparison.Ordinal) is var at and >= 0
                 ? e.Reason[(at + 2)..]
                 : e.Reason;
-            throw new BlobDamagedException(of, PackFormat.RelativePath(of.PackId), $"its delta base {baseLoc.Id.Short} is damaged: {cause}");
+            throw new BlobDamagedException(of, Where(of), $"{(of.IsSlice ? "its group" : "its delta base")} {baseLoc.Id.Short} is damaged: {cause}");
         }
 
-        _cache[row] = _lru.AddFirst((row, bytes));
-        _cached += bytes.Length;
-        while (_cached > CacheBytes && _lru.Last is { } last)
+        lock (_lru)
         {
-            _lru.RemoveLast();
-            _cache.Remove(last.Value.Row);
-            _cached -= last.Value.Bytes.Length;
+            if (!_cache.ContainsKey(row))
+            {
+                _cache[row] = _lru.AddFirst((row, bytes));
+                _cached += bytes.Length;
+            }
+
+            while (_cached > CacheBytes && _lru.Last is { } last)
+            {
+                _lru.RemoveLast();
+                _cache.Remove(last.Value.Row);
+                _cached -= last.Value.Bytes.Length;
+            }
         }
 
         return (baseLoc.Id, bytes);
     }
+
+    private static string Where(in BlobLocation loc) => loc.IsSlice ? "its group" : PackFormat.RelativePath(loc.PackId);
 }

@@ -45,14 +45,23 @@ public sealed record TraceStatistics(
         long unique = 0, stored = 0;
         foreach (var b in reader.AllBlobs())
         {
-            blobs[b.BlobRowId] = (b.RawLength, b.StoredLength);
-            if (b.IsDelta)
+            blobs[b.BlobRowId] = (b.RawLength, (int)Packs.PackFormat.StoredBytes(b));
+            if (b.HasBases)
             {
                 bases[b.BlobRowId] = b.Bases;
             }
 
-            unique += b.RawLength;
-            stored += Packs.PackFormat.RecordSize(b.StoredLength);
+            unique += b.Codec == Packs.BlobCodec.Group ? 0 : b.RawLength; // a group's bytes are its members'
+            stored += Packs.PackFormat.StoredBytes(b);
+        }
+
+        // A slice is charged its share of its group's record, by raw length.
+        foreach (var (row, groupRows) in bases)
+        {
+            if (blobs[row].Stored == 0 && groupRows.Length == 1 && blobs.TryGetValue(groupRows[0], out var g) && g.Raw > 0)
+            {
+                blobs[row] = (blobs[row].Raw, (int)((long)g.Stored * blobs[row].Raw / g.Raw));
+            }
         }
 
         var sessions = reader.Sessions().ToDictionary(s => s.Id);
@@ -77,7 +86,7 @@ public sealed record TraceStatistics(
                     {
                         if (charged.Add(e.BlobRowId) && blobs.TryGetValue(e.BlobRowId, out var b))
                         {
-                            cost.Stored += Packs.PackFormat.RecordSize(b.Stored);
+                            cost.Stored += b.Stored;
                         }
                     }
 

@@ -590,9 +590,10 @@ public sealed class TraceWriter : IDisposable
     /// <summary>
     /// Whether a maintenance pass with the default options could find anything to do: some version after the last
     /// finished pass (<see cref="MaintainedThroughKey"/>; all of them when none is recorded) holds other content
-    /// than the version of its path before it, or, with no finished pass recorded, some version was pruned. Neither:
-    /// nothing was superseded since (a path's newest content stays whole) and nothing was left unswept, so
-    /// <c>record</c> skips its pass after the session.
+    /// than the version of its path before it, or, with no finished pass recorded, some version was pruned, or
+    /// whole small blobs of at least <see cref="Maintenance.Grouper.SmallGroup"/> bytes wait to be grouped. None:
+    /// nothing was superseded since (a path's newest content stays whole), nothing was left unswept and nothing
+    /// waits for a group, so <c>record</c> skips its pass after the session.
     /// </summary>
     public bool HasMaintenanceWork()
     {
@@ -615,6 +616,14 @@ public sealed class TraceWriter : IDisposable
                 WHERE id > ?1 AND prev IS NOT NULL AND (content IS NOT prev_content OR extents IS NOT prev_extents))
             """);
         if (replaced.Bind(1, through ?? 0).ScalarInt64() == 1)
+        {
+            return true;
+        }
+
+        // Small whole blobs enough for a group (format 5): a first session of a source tree has nothing to
+        // compact but most of what grouping saves.
+        using var small = _db.Prepare("SELECT coalesce(sum(raw_len), 0) FROM blobs WHERE codec = ?1 AND raw_len <= ?2");
+        if (small.Bind(1, (long)BlobCodec.Zstd).Bind(2, (long)Maintenance.Grouper.MaxMember).ScalarInt64() >= Maintenance.Grouper.SmallGroup)
         {
             return true;
         }

@@ -145,7 +145,8 @@ public static class CatalogSchema
     /// Format 4 lacks <c>roots.paths_root</c> (every root owned its path rows, so each session stored every path
     /// again) and <c>sessions.baseline_from</c> (every baseline stored every path's version again): add them, NULL
     /// for every row (each root keeps owning its paths, each session its whole baseline), and record format 5,
-    /// inside the caller's transaction. The index <c>roots_by_session</c> comes with the DDL that follows.
+    /// inside the caller's transaction. Format 4 has no groups either (codecs 4 and 5): its blob rows are format-5
+    /// rows as they are. The index <c>roots_by_session</c> comes with the DDL that follows.
     /// </summary>
     private static void MigrateFromFormat4(SqliteDatabase db) => Migrate(db, 4, """
         ALTER TABLE roots ADD COLUMN paths_root INTEGER;

@@ -18,6 +18,7 @@ public sealed class Maintainer : IDisposable
     private readonly MaintenancePack _output;
     private readonly HashSet<long> _examined = [];
     private readonly HashSet<long> _filesLeft = [];
+    private readonly HashSet<long> _notGrouped = [];
 
     public Maintainer(TraceWriter writer, IWriterSteps steps)
     {
@@ -76,6 +77,7 @@ public sealed class Maintainer : IDisposable
     {
         long before, after, pruned = 0, swept;
         CompactionResult? compaction = null;
+        GroupingResult? grouping = null;
         (int Repacked, int Dropped, long Copied, List<long> DroppedIds) repack;
         using (var reader = TraceReader.Open(_writer.TraceDir))
         {
@@ -101,7 +103,23 @@ public sealed class Maintainer : IDisposable
             if (options.Delta is { } codec)
             {
                 progress?.Report("compacting (re-encoding older versions as deltas)");
-                compaction = Compactor.Run(reader, _steps, _output, codec, options.SnapshotInterval, options.RebuildBound, options.RowsPerStep, _examined, progress);
+                PathHistories histories;
+                using (reader.Snapshot())
+                {
+                    histories = PathHistories.Load(reader);
+                }
+
+                compaction = Compactor.Run(reader, histories, _steps, _output, codec, options.SnapshotInterval, options.RebuildBound, options.RowsPerStep, _examined, progress);
+
+                // After compaction: what stayed whole is what groups well, and a group that lost members to deltas
+                // is regrouped. A regrouped group's old row is unreachable now; sweeping again lets this pass's
+                // repack free its record.
+                progress?.Report("grouping small blobs");
+                grouping = Grouper.Run(reader, histories, _steps, _output, _notGrouped, progress);
+                if (grouping.Regrouped > 0)
+                {
+                    swept += GarbageCollector.Sweep(reader, _steps, options.RowsPerStep);
+                }
             }
 
             progress?.Report("repacking");
@@ -122,7 +140,7 @@ public sealed class Maintainer : IDisposable
         }
 
         return new MaintenanceResult(pruned, swept, compaction,
-            new CollectionResult(swept, repack.Repacked, repack.Dropped, repack.Copied, _filesLeft.Count), before, after);
+            new CollectionResult(swept, repack.Repacked, repack.Dropped, repack.Copied, _filesLeft.Count), before, after) { Grouping = grouping };
     }
 
     private static long PackBytes(TraceReader reader) => reader.PacksCommitted().Sum(p => p.CommittedSize);

@@ -24,9 +24,12 @@ public sealed class PackReader : IDisposable
     /// <see cref="BlobDamagedException"/>. A delta needs its decoded bases concatenated in <paramref name="prefix"/>
     /// and their base digest in <paramref name="baseDigest"/>; <see cref="BlobReader"/> supplies both.
     /// </summary>
-    public void Read(in BlobLocation loc, Span<byte> destination, ReadOnlySpan<byte> prefix = default, ReadOnlySpan<byte> baseDigest = default)
+    /// <param name="hashed">False only for a group decoded to be sliced: each member read from it is checked by its
+    /// own SHA-256, so hashing the whole group too would be a second pass over every byte for nothing.</param>
+    public void Read(in BlobLocation loc, Span<byte> destination, ReadOnlySpan<byte> prefix = default, ReadOnlySpan<byte> baseDigest = default,
+        bool hashed = true)
     {
-        if (destination.Length != loc.RawLength)
+        if (destination.Length != loc.RawLength || !loc.HasRecord)
         {
             throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
@@ -40,7 +43,7 @@ public sealed class PackReader : IDisposable
         try
         {
             var record = ReadRecord(loc, buffer);
-            CheckRecord(loc, PackFormat.RelativePath(loc.PackId), record, destination, prefix, baseDigest, decode: true);
+            CheckRecord(loc, PackFormat.RelativePath(loc.PackId), record, destination, prefix, baseDigest, decode: true, hashed || loc.Codec != BlobCodec.Group);
         }
         finally
         {
@@ -124,8 +127,9 @@ public sealed class PackReader : IDisposable
     public Span<byte> ReadRecord(in BlobLocation loc, byte[] buffer)
     {
         var packPath = PackFormat.RelativePath(loc.PackId);
-        if (loc.RawLength < 0 || loc.RawLength > PackFormat.MaxRawLength || loc.StoredLength < 0 ||
-            loc.StoredLength > Zstd.CompressBound(PackFormat.MaxRawLength))
+        var maxRaw = PackFormat.MaxRawFor(loc.Codec);
+        if (!loc.HasRecord || loc.RawLength < 0 || loc.RawLength > maxRaw || loc.StoredLength < 0 ||
+            loc.StoredLength > Zstd.CompressBound(maxRaw))
         {
             throw new BlobDamagedException(loc, packPath, $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
@@ -143,7 +147,7 @@ public sealed class PackReader : IDisposable
     }
 
     internal static void CheckRecord(in BlobLocation loc, string packPath, ReadOnlySpan<byte> record, Span<byte> destination,
-        ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> baseDigest, bool decode)
+        ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> baseDigest, bool decode, bool hashed = true)
     {
         // Decoding checks every byte that makes the blob without the CRC: the header field by field, the payload
         // by the SHA-256 of what it decodes to. The CRC is for reads that do not decode (verify, repack); on a
@@ -170,7 +174,7 @@ public sealed class PackReader : IDisposable
             case BlobCodec.Raw when loc.StoredLength == loc.RawLength:
                 payload.CopyTo(destination);
                 break;
-            case BlobCodec.Zstd:
+            case BlobCodec.Zstd or BlobCodec.Group:
                 Zstd.TryDecompress(payload, destination, out error);
                 break;
             case BlobCodec.ZstdDelta or BlobCodec.BsDiff:
@@ -185,7 +189,10 @@ public sealed class PackReader : IDisposable
             throw new BlobDamagedException(loc, packPath, $"{CodecName(codec)} cannot decode it ({error})");
         }
 
-        CheckHash(loc, packPath, destination);
+        if (hashed)
+        {
+            CheckHash(loc, packPath, destination);
+        }
     }
 
     /// <summary>The record header against the catalog: magic, codec, lengths, id, base digest, zero fields.</summary>
