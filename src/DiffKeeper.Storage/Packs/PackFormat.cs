@@ -13,7 +13,7 @@ public static class PackFormat
     public const uint RecordMagic = 0x42524B44; // "DKRB" little-endian
     public const int MaxRawLength = 256 * 1024;
 
-    /// <summary>Most raw bytes a group record (codec 4) holds: its members' bytes, concatenated (format 5).</summary>
+    /// <summary>Most raw bytes a group record (codec 4) holds: its members' bytes, concatenated (format 6).</summary>
     public const int MaxGroupLength = 1 << 20;
 
     /// <summary>The largest raw length a record of <paramref name="codec"/> may have.</summary>
@@ -111,13 +111,13 @@ public enum BlobCodec : byte
     BsDiff = 3,
 
     /// <summary>
-    /// A group (format 5): one zstd frame of several small blobs' raw bytes concatenated, up to
+    /// A group (format 6): one zstd frame of several small blobs' raw bytes concatenated, up to
     /// <see cref="PackFormat.MaxGroupLength"/>; its members are <see cref="Slice"/> rows.
     /// </summary>
     Group = 4,
 
     /// <summary>
-    /// A member of a group (format 5): no record of its own; its bytes are the group's raw bytes from
+    /// A member of a group (format 6): no record of its own; its bytes are the group's raw bytes from
     /// <c>blobs.offset</c>, raw length long. <c>bases</c> names the group, <c>pack_id</c> is -1.
     /// </summary>
     Slice = 5,
