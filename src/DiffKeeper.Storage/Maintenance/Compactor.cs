@@ -93,6 +93,7 @@ internal sealed class Compactor
         LoadRebuilds(histories);
 
         var heads = histories.HeadBlobs();
+        var due = Grouper.DueGroups(_rows, _bases, heads);
         long examined = 0;
         var done = 0;
         foreach (var versions in histories.ByPath.Values)
@@ -110,9 +111,13 @@ internal sealed class Compactor
                 var shifts = Shifts(old, newer);
                 for (var k = 0; k < old.Count; k++)
                 {
+                    // A slice moves only out of a group this pass regroups: re-encoding it costs decoding its
+                    // group, and leaves its bytes there, dead, until the group is regrouped. Until then it stays a
+                    // slice, and is not counted as examined, so the pass that regroups its group takes it.
                     var row = old[k].BlobRowId;
-                    if (newerRows.Contains(row) || heads.Contains(row) || !_examined.Add(row) ||
-                        !_rows.TryGetValue(row, out var current) || current.Codec is BlobCodec.ZstdDelta or BlobCodec.BsDiff or BlobCodec.Group)
+                    if (newerRows.Contains(row) || heads.Contains(row) ||
+                        !_rows.TryGetValue(row, out var current) || current.Codec is BlobCodec.ZstdDelta or BlobCodec.BsDiff or BlobCodec.Group ||
+                        (current.Codec == BlobCodec.Slice && !(_bases.TryGetValue(row, out var g) && g.Length == 1 && due.Contains(g[0]))) || !_examined.Add(row))
                     {
                         continue;
                     }
@@ -149,8 +154,7 @@ internal sealed class Compactor
 
     /// <summary>
     /// What a slice's bytes take of its group's record, in proportion to its raw length: what a delta must save a
-    /// quarter of (the group keeps those bytes until it is regrouped, which <see cref="Grouper"/> does once enough of
-    /// it is dead).
+    /// quarter of (the group's record shrinks by about that much when <see cref="Grouper"/> regroups it, in this pass).
     /// </summary>
     private int SliceShare(long row, int raw) =>
         _bases.TryGetValue(row, out var g) && g.Length == 1 && _rows.TryGetValue(g[0], out var group) && group.Raw > 0

@@ -18,7 +18,6 @@ public sealed class Maintainer : IDisposable
     private readonly MaintenancePack _output;
     private readonly HashSet<long> _examined = [];
     private readonly HashSet<long> _filesLeft = [];
-    private readonly HashSet<long> _notGrouped = [];
 
     public Maintainer(TraceWriter writer, IWriterSteps steps)
     {
@@ -111,15 +110,11 @@ public sealed class Maintainer : IDisposable
 
                 compaction = Compactor.Run(reader, histories, _steps, _output, codec, options.SnapshotInterval, options.RebuildBound, options.RowsPerStep, _examined, progress);
 
-                // After compaction: what stayed whole is what groups well, and a group that lost members to deltas
-                // is regrouped. A regrouped group's old row is unreachable now; sweeping again lets this pass's
-                // repack free its record.
+                // After compaction: what stayed whole is what groups well, and a group whose superseded members
+                // compaction re-encoded is regrouped; its old row goes in grouping's last step, so this pass's
+                // repack frees its record.
                 progress?.Report("grouping small blobs");
-                grouping = Grouper.Run(reader, histories, _steps, _output, _notGrouped, progress);
-                if (grouping.Regrouped > 0)
-                {
-                    swept += GarbageCollector.Sweep(reader, _steps, options.RowsPerStep);
-                }
+                grouping = Grouper.Run(reader, histories, _steps, _output, progress);
             }
 
             progress?.Report("repacking");
