@@ -6,11 +6,13 @@ namespace DiffKeeper.Storage;
 /// <summary>
 /// Decodes blobs by catalog row, delta chains included: a delta's bases are decoded first (recursively, at most
 /// <see cref="PackFormat.MaxDepth"/> deep, so a cyclic catalog is damage rather than a hang) and kept in a small
-/// least-recently-used cache, because the versions of one file share their bases. A slice (format 5) decodes its
-/// group the same way, as its one base, so an export of a tree decodes each group once. Every blob, base or not, is
-/// checked by <see cref="PackReader"/> (base digest, SHA-256), a slice by its own SHA-256 (its group, decoded only
-/// to be sliced, is not hashed as a whole: its live bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache
-/// is locked; two threads may decode the same base at once (both check it; one copy is kept).
+/// least-recently-used cache, because the versions of one file share their bases. A slice (format 6) decodes its
+/// group only as far as its own last byte, and keeps what it decoded in the same cache; a later member beyond that
+/// decodes the whole group, once, so an export of a tree decodes each group at most twice (the first member's
+/// prefix, then the whole). Every blob, base or not, is checked by <see cref="PackReader"/> (base digest,
+/// SHA-256), a slice by its own SHA-256 (its group, decoded only to be sliced, is not hashed as a whole: its live
+/// bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache is locked; two threads may
+/// decode the same base at once (both check it; one copy is kept).
 /// </summary>
 public sealed class BlobReader
 {
@@ -31,18 +33,17 @@ public sealed class BlobReader
     /// <summary>Decodes blob row <paramref name="rowId"/> into <paramref name="destination"/> (exactly its raw length, which <paramref name="loc"/> gives).</summary>
     public void Read(in BlobLocation loc, Span<byte> destination) => Read(loc, destination, 0);
 
-    /// <param name="sliced">A group decoded for its slices: each slice checks its own bytes by SHA-256.</param>
-    private void Read(in BlobLocation loc, Span<byte> destination, int depth, bool sliced = false)
+    private void Read(in BlobLocation loc, Span<byte> destination, int depth)
     {
         if (loc.IsSlice)
         {
-            ReadSlice(loc, destination, depth);
+            ReadSlice(loc, destination);
             return;
         }
 
         if (!loc.IsDelta)
         {
-            _packs.Read(loc, destination, hashed: !sliced);
+            _packs.Read(loc, destination);
             return;
         }
 
@@ -85,22 +86,18 @@ public sealed class BlobReader
     }
 
     /// <summary>
-    /// A slice is its group's raw bytes from its offset: the group is decoded (and checked) as a base, so it stays
-    /// in the cache and the next member of the same group costs a copy; the member is checked by its own SHA-256.
+    /// A slice is its group's raw bytes from its offset: the group is decoded up to the slice's end (or whole, when
+    /// a shorter prefix of it is cached already) and kept in the cache, so the next member of the same group costs a
+    /// copy; the member is checked by its own SHA-256.
     /// </summary>
-    private void ReadSlice(in BlobLocation loc, Span<byte> destination, int depth)
+    private void ReadSlice(in BlobLocation loc, Span<byte> destination)
     {
         if (loc.Bases.Length != 1 || destination.Length != loc.RawLength)
         {
             throw new BlobDamagedException(loc, Where(loc), $"a slice names {loc.Bases.Length} groups");
         }
 
-        var (group, bytes) = Base(loc, loc.Bases[0], depth, BlobCodec.Group);
-        if (loc.Offset < 0 || loc.Offset + loc.RawLength > bytes.Length)
-        {
-            throw new BlobDamagedException(loc, Where(loc), $"its bytes ({loc.RawLength} at {loc.Offset}) lie outside its group {group.Short} ({bytes.Length} bytes)");
-        }
-
+        var (group, bytes) = Group(loc);
         var slice = bytes.AsSpan((int)loc.Offset, loc.RawLength);
         Span<byte> hash = stackalloc byte[32];
         Codecs.Sha256.HashData(slice, hash);
@@ -112,7 +109,60 @@ public sealed class BlobReader
         slice.CopyTo(destination);
     }
 
-    private (BlobId, byte[]) Base(in BlobLocation of, long row, int depth, BlobCodec? must = null)
+    /// <summary>The group of <paramref name="slice"/>, decoded at least to the slice's end.</summary>
+    private (BlobId, byte[]) Group(in BlobLocation slice)
+    {
+        var row = slice.Bases[0];
+        BlobLocation group;
+        try
+        {
+            group = _lookup(row);
+        }
+        catch (BlobMissingException)
+        {
+            throw new BlobDamagedException(slice, Where(slice), $"its group (blob row {row}) is not in the catalog");
+        }
+
+        if (group.Codec != BlobCodec.Group)
+        {
+            throw new BlobDamagedException(slice, Where(slice), $"its base {group.Id.Short} (blob row {row}) has codec {(int)group.Codec}, which it cannot be decoded against");
+        }
+
+        var end = slice.Offset + slice.RawLength;
+        if (slice.Offset < 0 || end > group.RawLength || group.RawLength > PackFormat.MaxGroupLength)
+        {
+            throw new BlobDamagedException(slice, Where(slice), $"its bytes ({slice.RawLength} at {slice.Offset}) lie outside its group {group.Id.Short} ({group.RawLength} bytes)");
+        }
+
+        bool shorter;
+        lock (_lru)
+        {
+            shorter = _cache.TryGetValue(row, out var node);
+            if (shorter && node!.Value.Bytes.Length >= end)
+            {
+                _lru.Remove(node);
+                _lru.AddFirst(node);
+                return (group.Id, node.Value.Bytes);
+            }
+        }
+
+        // A member past the prefix decoded before decodes the whole group: reading a group's members in order (an
+        // export, a regroup) then costs two decodes, not one per member.
+        var bytes = GC.AllocateUninitializedArray<byte>(shorter ? group.RawLength : (int)end);
+        try
+        {
+            _packs.ReadGroupPrefix(group, bytes);
+        }
+        catch (BlobDamagedException e)
+        {
+            throw new BlobDamagedException(slice, Where(slice), $"its group {group.Id.Short} is damaged: {e.Reason}");
+        }
+
+        Cache(row, bytes);
+        return (group.Id, bytes);
+    }
+
+    private (BlobId, byte[]) Base(in BlobLocation of, long row, int depth)
     {
         BlobLocation baseLoc;
         try
@@ -121,12 +171,12 @@ public sealed class BlobReader
         }
         catch (BlobMissingException)
         {
-            throw new BlobDamagedException(of, Where(of), $"{(of.IsSlice ? "its group" : "its delta base")} (blob row {row}) is not in the catalog");
+            throw new BlobDamagedException(of, Where(of), $"its delta base (blob row {row}) is not in the catalog");
         }
 
-        // A slice's base must be a group, and only a slice may name a group as its base: a group is never decoded
-        // against as a delta prefix (it may hold up to 1 MiB, a prefix's whole allowance) nor a group sliced twice.
-        if (must is { } codec ? baseLoc.Codec != codec : baseLoc.Codec == BlobCodec.Group)
+        // Only a slice may name a group: a group is never decoded against as a delta prefix (it may hold up to
+        // 1 MiB, a prefix's whole allowance).
+        if (baseLoc.Codec == BlobCodec.Group)
         {
             throw new BlobDamagedException(of, Where(of), $"its base {baseLoc.Id.Short} (blob row {row}) has codec {(int)baseLoc.Codec}, which it cannot be decoded against");
         }
@@ -141,10 +191,10 @@ public sealed class BlobReader
             }
         }
 
-        var bytes = GC.AllocateUninitializedArray<byte>(Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawFor(baseLoc.Codec))); // decoded over whole
+        var bytes = GC.AllocateUninitializedArray<byte>(Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawLength)); // decoded over whole
         try
         {
-            Read(baseLoc, bytes, depth + 1, sliced: must == BlobCodec.Group);
+            Read(baseLoc, bytes, depth + 1);
         }
         catch (BlobDamagedException e)
         {
@@ -154,17 +204,31 @@ public sealed class BlobReader
             var cause = e.Reason.StartsWith(Nested, StringComparison.Ordinal) && e.Reason.IndexOf(": ", StringComparison.Ordinal) is var at and >= 0
                 ? e.Reason[(at + 2)..]
                 : e.Reason;
-            throw new BlobDamagedException(of, Where(of), $"{(of.IsSlice ? "its group" : "its delta base")} {baseLoc.Id.Short} is damaged: {cause}");
+            throw new BlobDamagedException(of, Where(of), $"its delta base {baseLoc.Id.Short} is damaged: {cause}");
         }
 
+        Cache(row, bytes);
+        return (baseLoc.Id, bytes);
+    }
+
+    /// <summary>Keeps decoded bytes of blob row <paramref name="row"/>, replacing a shorter prefix of them.</summary>
+    private void Cache(long row, byte[] bytes)
+    {
         lock (_lru)
         {
-            if (!_cache.ContainsKey(row))
+            if (_cache.TryGetValue(row, out var old))
             {
-                _cache[row] = _lru.AddFirst((row, bytes));
-                _cached += bytes.Length;
+                if (old.Value.Bytes.Length >= bytes.Length)
+                {
+                    return;
+                }
+
+                _lru.Remove(old);
+                _cached -= old.Value.Bytes.Length;
             }
 
+            _cache[row] = _lru.AddFirst((row, bytes));
+            _cached += bytes.Length;
             while (_cached > CacheBytes && _lru.Last is { } last)
             {
                 _lru.RemoveLast();
@@ -172,8 +236,6 @@ public sealed class BlobReader
                 _cached -= last.Value.Bytes.Length;
             }
         }
-
-        return (baseLoc.Id, bytes);
     }
 
     private static string Where(in BlobLocation loc) => loc.IsSlice ? "its group" : PackFormat.RelativePath(loc.PackId);

@@ -5,7 +5,7 @@ using DiffKeeper.Storage.Packs;
 
 namespace DiffKeeper.Storage.Tests;
 
-/// <summary>Small blobs compressed together (store format 5, "Groups"), against real stores on disk.</summary>
+/// <summary>Small blobs compressed together (store format 6, "Groups"), against real stores on disk.</summary>
 public sealed class GroupTests : IDisposable
 {
     private readonly TempDir _dir = new();
@@ -94,7 +94,7 @@ public sealed class GroupTests : IDisposable
     public void Members_that_become_deltas_are_regrouped_and_every_version_still_reads()
     {
         var trace = _dir.Sub("t");
-        var sessions = Enumerable.Range(0, 6).Select(v => Tree(200, v)).ToList();
+        var sessions = Enumerable.Range(0, 8).Select(v => Tree(200, v)).ToList(); // a tenth edited per session: due after the sixth
         foreach (var files in sessions)
         {
             using (var w = TraceWriter.Open(trace))
@@ -103,6 +103,11 @@ public sealed class GroupTests : IDisposable
             }
 
             StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+
+            // A regrouped group's row goes in the pass that regrouped it, without a second sweep.
+            using var pass = TraceReader.Open(trace);
+            var rows = pass.AllBlobs().ToList();
+            Assert.All(rows.Where(b => b.Codec == BlobCodec.Group), g => Assert.Contains(rows, b => b.IsSlice && b.Bases[0] == g.BlobRowId));
         }
 
         using var r = TraceReader.Open(trace);
@@ -174,7 +179,7 @@ public sealed class GroupTests : IDisposable
     }
 
     [Fact]
-    public void A_format_4_trace_reads_as_is_and_its_first_writer_migrates_it_to_5_and_groups_it()
+    public void A_format_5_trace_reads_as_is_and_its_first_writer_migrates_it_to_6_and_groups_it()
     {
         var trace = _dir.Sub("t");
         var files = Tree(50, 0);
@@ -185,9 +190,8 @@ public sealed class GroupTests : IDisposable
 
         using (var db = SqliteDatabase.Open(Path.Combine(trace, "catalog.db"), readOnly: false))
         {
-            // What the format-4 code wrote: no format-5 columns; its blob rows are format-5 rows as they are.
-            db.Execute("DROP INDEX roots_by_session; ALTER TABLE roots DROP COLUMN paths_root; ALTER TABLE sessions DROP COLUMN baseline_from; " +
-                "UPDATE meta SET value = '4' WHERE key = 'format_version'");
+            // What the format-5 code wrote: the same tables, no groups, no grouping mark.
+            db.Execute("UPDATE meta SET value = '5' WHERE key = 'format_version'");
         }
 
         using (var r = TraceReader.Open(trace))
@@ -198,10 +202,11 @@ public sealed class GroupTests : IDisposable
 
         StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
         using (var db = SqliteDatabase.Open(Path.Combine(trace, "catalog.db"), readOnly: true))
-        using (var v = db.Prepare("SELECT value FROM meta WHERE key = 'format_version'"))
+        using (var v = db.Prepare("SELECT (SELECT value FROM meta WHERE key = 'format_version'), (SELECT value FROM meta WHERE key = 'grouped_through_blob')"))
         {
             Assert.True(v.Step());
-            Assert.Equal("5", v.StringOrNull(0)); // CatalogSchema.FormatVersion
+            Assert.Equal("6", v.StringOrNull(0)); // CatalogSchema.FormatVersion
+            Assert.NotNull(v.StringOrNull(1));
         }
 
         using var after = TraceReader.Open(trace);
@@ -209,4 +214,77 @@ public sealed class GroupTests : IDisposable
         var back = ReadAll(after).ToDictionary(v => v.Rel, v => v.Bytes);
         Assert.All(files, f => Assert.Equal(f.Item2, back[f.Item1]));
     }
+
+    /// <summary>Files of random bytes padded with zeros: each compresses by half on its own and gains nothing in a group.</summary>
+    private static (string, byte[])[] Ungroupable(int count)
+    {
+        var rng = new Random(7);
+        return [.. Enumerable.Range(0, count).Select(i =>
+        {
+            var content = new byte[8192];
+            rng.NextBytes(content.AsSpan(0, 4096));
+            return ($"bin/f{i:D3}.dat", content);
+        })];
+    }
+
+    [Fact]
+    public void Small_blobs_judged_not_worth_a_group_never_bring_record_back_for_a_pass()
+    {
+        var trace = _dir.Sub("t");
+        using (var w = TraceWriter.Open(trace))
+        {
+            TraceStoreTests.WriteSession(w, _dir.Path, Ungroupable(80)); // 640 KiB of small zstd blobs
+            Assert.True(w.HasMaintenanceWork());
+        }
+
+        var result = StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        Assert.Equal(0, result.Grouping!.Members);
+        using (var w = TraceWriter.Open(trace))
+        {
+            Assert.False(w.HasMaintenanceWork()); // they lie below grouped_through_blob now
+
+            // New small blobs of a later session are new to grouping: enough of them bring a pass back.
+            TraceStoreTests.WriteSession(w, _dir.Path, Tree(100, 0));
+            Assert.True(w.HasMaintenanceWork());
+        }
+
+        result = StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        Assert.Equal(100, result.Grouping!.Members); // the source files, not the refused blobs again
+        using var r = TraceReader.Open(trace);
+        Assert.Equal(80, r.AllBlobs().Count(b => b.Codec == BlobCodec.Zstd));
+        Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+    }
+
+    [Fact]
+    public void A_member_read_alone_decodes_its_group_only_to_its_end_and_stats_count_that()
+    {
+        var trace = GroupedTrace(150);
+        using var r = TraceReader.Open(trace);
+        var blobs = r.AllBlobs().ToList();
+        var group = blobs.First(b => b.Codec == BlobCodec.Group);
+        var first = blobs.Where(b => b.IsSlice && b.Bases[0] == group.BlobRowId).MinBy(b => b.Offset)!;
+
+        // Damage the group's last bytes: only a read that decodes that far can see them.
+        var pack = Path.Combine(trace, PackFormat.RelativePath(group.PackId));
+        var bytes = File.ReadAllBytes(pack);
+        var at = group.Offset + PackFormat.RecordHeaderSize + group.StoredLength - 8;
+        bytes[at] ^= 0x55;
+        File.WriteAllBytes(pack, bytes);
+        using (var fresh = TraceReader.Open(trace))
+        {
+            var one = fresh.AllVersions().Single(v => v.Kind == Core.EntryKind.File && ExtentMapRows(v).Contains(first.BlobRowId));
+            Assert.Equal(one.Size, TraceStoreTests.ReadBack(fresh, one).Length); // checked by its own SHA-256
+            Assert.False(TraceVerifier.Verify(fresh, readData: true).Ok);
+        }
+
+        bytes[at] ^= 0x55;
+        File.WriteAllBytes(pack, bytes);
+        var worst = TraceStatistics.Compute(r).WorstRebuild!;
+        // At most a group (1 MiB) for a file under 64 KiB counted as 64 KiB, as the rebuild bound counts it.
+        Assert.InRange(worst.Ratio, 1, (double)PackFormat.MaxGroupLength / RebuildCost.Floor);
+        Assert.True(worst.DecodedBytes < group.RawLength + 64 * 1024, worst.ToString());
+    }
+
+    private static long[] ExtentMapRows(Catalog.VersionRecord v) =>
+        ExtentMap.TryDecode(v.Extents!, v.Size, out var extents) ? [.. extents.Select(e => e.BlobRowId)] : [];
 }

@@ -24,10 +24,7 @@ public sealed class PackReader : IDisposable
     /// <see cref="BlobDamagedException"/>. A delta needs its decoded bases concatenated in <paramref name="prefix"/>
     /// and their base digest in <paramref name="baseDigest"/>; <see cref="BlobReader"/> supplies both.
     /// </summary>
-    /// <param name="hashed">False only for a group decoded to be sliced: each member read from it is checked by its
-    /// own SHA-256, so hashing the whole group too would be a second pass over every byte for nothing.</param>
-    public void Read(in BlobLocation loc, Span<byte> destination, ReadOnlySpan<byte> prefix = default, ReadOnlySpan<byte> baseDigest = default,
-        bool hashed = true)
+    public void Read(in BlobLocation loc, Span<byte> destination, ReadOnlySpan<byte> prefix = default, ReadOnlySpan<byte> baseDigest = default)
     {
         if (destination.Length != loc.RawLength || !loc.HasRecord)
         {
@@ -43,7 +40,46 @@ public sealed class PackReader : IDisposable
         try
         {
             var record = ReadRecord(loc, buffer);
-            CheckRecord(loc, PackFormat.RelativePath(loc.PackId), record, destination, prefix, baseDigest, decode: true, hashed || loc.Codec != BlobCodec.Group);
+            CheckRecord(loc, PackFormat.RelativePath(loc.PackId), record, destination, prefix, baseDigest, decode: true);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// The first <paramref name="destination"/>.Length raw bytes of a group (codec 4), decoded only that far, for
+    /// its slices: its header is checked against the catalog, and each member read from it is checked by its own
+    /// SHA-256, so the group is not hashed as a whole (its live bytes are its members'; <c>verify</c> checks its CRC).
+    /// </summary>
+    public void ReadGroupPrefix(in BlobLocation loc, Span<byte> destination)
+    {
+        var packPath = PackFormat.RelativePath(loc.PackId);
+        if (loc.Codec != BlobCodec.Group || destination.Length > loc.RawLength)
+        {
+            throw new BlobDamagedException(loc, packPath, $"it is not a group of at least {destination.Length} bytes (codec {(int)loc.Codec}, raw {loc.RawLength})");
+        }
+
+        var buffer = ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(Math.Max(0, loc.StoredLength)));
+        try
+        {
+            var record = ReadRecord(loc, buffer);
+            CheckHeader(loc, packPath, record[..PackFormat.RecordHeaderSize], default, decode: true);
+            var payload = record.Slice(PackFormat.RecordHeaderSize, loc.StoredLength);
+            // A frame of another size decodes no byte of the group the catalog describes, even where it is long enough.
+            var error = Zstd.FrameContentSize(payload) is var size && size != loc.RawLength
+                ? $"its frame declares {(size is { } n ? $"{n} bytes" : "no content size")}, not {loc.RawLength}"
+                : null;
+            if (error is null && !Zstd.TryDecompressPrefix(payload, destination, out error))
+            {
+                error = string.IsNullOrEmpty(error) ? "damaged frame" : error;
+            }
+
+            if (!string.IsNullOrEmpty(error))
+            {
+                throw new BlobDamagedException(loc, packPath, $"zstd cannot decode it ({error})");
+            }
         }
         finally
         {
@@ -147,7 +183,7 @@ public sealed class PackReader : IDisposable
     }
 
     internal static void CheckRecord(in BlobLocation loc, string packPath, ReadOnlySpan<byte> record, Span<byte> destination,
-        ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> baseDigest, bool decode, bool hashed = true)
+        ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> baseDigest, bool decode)
     {
         // Decoding checks every byte that makes the blob without the CRC: the header field by field, the payload
         // by the SHA-256 of what it decodes to. The CRC is for reads that do not decode (verify, repack); on a
@@ -189,10 +225,7 @@ public sealed class PackReader : IDisposable
             throw new BlobDamagedException(loc, packPath, $"{CodecName(codec)} cannot decode it ({error})");
         }
 
-        if (hashed)
-        {
-            CheckHash(loc, packPath, destination);
-        }
+        CheckHash(loc, packPath, destination);
     }
 
     /// <summary>The record header against the catalog: magic, codec, lengths, id, base digest, zero fields.</summary>
