@@ -4,7 +4,7 @@ using DiffKeeper.Storage.Packs;
 
 namespace DiffKeeper.Storage.Maintenance;
 
-/// <summary>What grouping did: groups written, members moved into them, groups given up for regrouping, and the pack
+/// <summary>What grouping did: groups written, members moved into them, old groups regrouped (their rows deleted), and the pack
 /// bytes the members took before against the group records that hold them now.</summary>
 public sealed record GroupingResult(long Groups, long Members, long Regrouped, long BytesBefore, long BytesAfter);
 
