@@ -358,7 +358,9 @@ public sealed class SessionUploader
                 pack.Write(header);
             }
 
-            var record = loc.IsDelta ? WholeRecord(reader, loc, buffer) : CopiedRecord(reader, loc, buffer);
+            // Only whole records are copied: a delta or a slice of a group is decoded and stored whole (a remote
+            // blob never needs another).
+            var record = loc.Codec is BlobCodec.Raw or BlobCodec.Zstd ? CopiedRecord(reader, loc, buffer) : WholeRecord(reader, loc, buffer);
             records.Add(new RemoteBlob(loc.Id, "", pack.Length, loc.RawLength,
                 BinaryPrimitives.ReadInt32LittleEndian(record[12..]), (BlobCodec)record[4]));
             pack.Write(record);
@@ -398,7 +400,7 @@ public sealed class SessionUploader
         return reader.Packs.ReadRecord(loc, buffer);
     }
 
-    /// <summary>A delta-coded blob decoded (and so verified) and stored whole: a remote blob never needs a base.</summary>
+    /// <summary>A delta-coded blob or a slice decoded (and so verified) and stored whole: a remote blob never needs a base.</summary>
     private static ReadOnlySpan<byte> WholeRecord(TraceReader reader, in BlobLocation loc, byte[] buffer)
     {
         var raw = new byte[loc.RawLength];

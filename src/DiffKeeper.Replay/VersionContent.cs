@@ -85,7 +85,7 @@ public static class VersionContent
 
         try
         {
-            if (parallel && locations is not null && version.Size >= ParallelMinBytes && !locations.Any(l => l.IsDelta))
+            if (parallel && locations is not null && version.Size >= ParallelMinBytes && !locations.Any(l => l.HasBases))
             {
                 // Runs of adjacent extents up to 1 MiB: each core decodes a run into one buffer and hands it to
                 // the sink whole. One write per run, not per blob: writes to one file take its inode lock, and

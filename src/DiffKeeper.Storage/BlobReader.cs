@@ -6,8 +6,13 @@ namespace DiffKeeper.Storage;
 /// <summary>
 /// Decodes blobs by catalog row, delta chains included: a delta's bases are decoded first (recursively, at most
 /// <see cref="PackFormat.MaxDepth"/> deep, so a cyclic catalog is damage rather than a hang) and kept in a small
-/// least-recently-used cache, because the versions of one file share their bases. Every blob, base or not, is
-/// checked by <see cref="PackReader"/> (CRC, base digest, SHA-256). Not thread-safe.
+/// least-recently-used cache, because the versions of one file share their bases. A slice (format 6) decodes its
+/// group only as far as its own last byte, and keeps what it decoded in the same cache; a later member beyond that
+/// decodes the whole group, once, so an export of a tree decodes each group at most twice (the first member's
+/// prefix, then the whole). Every blob, base or not, is checked by <see cref="PackReader"/> (base digest,
+/// SHA-256), a slice by its own SHA-256 (its group, decoded only to be sliced, is not hashed as a whole: its live
+/// bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache is locked; two threads may
+/// decode the same base at once (both check it; one copy is kept).
 /// </summary>
 public sealed class BlobReader
 {
@@ -30,6 +35,12 @@ public sealed class BlobReader
 
     private void Read(in BlobLocation loc, Span<byte> destination, int depth)
     {
+        if (loc.IsSlice)
+        {
+            ReadSlice(loc, destination);
+            return;
+        }
+
         if (!loc.IsDelta)
         {
             _packs.Read(loc, destination);
@@ -74,6 +85,83 @@ public sealed class BlobReader
         }
     }
 
+    /// <summary>
+    /// A slice is its group's raw bytes from its offset: the group is decoded up to the slice's end (or whole, when
+    /// a shorter prefix of it is cached already) and kept in the cache, so the next member of the same group costs a
+    /// copy; the member is checked by its own SHA-256.
+    /// </summary>
+    private void ReadSlice(in BlobLocation loc, Span<byte> destination)
+    {
+        if (loc.Bases.Length != 1 || destination.Length != loc.RawLength)
+        {
+            throw new BlobDamagedException(loc, Where(loc), $"a slice names {loc.Bases.Length} groups");
+        }
+
+        var (group, bytes) = Group(loc);
+        var slice = bytes.AsSpan((int)loc.Offset, loc.RawLength);
+        Span<byte> hash = stackalloc byte[32];
+        Codecs.Sha256.HashData(slice, hash);
+        if (!hash.SequenceEqual(loc.Id.Bytes))
+        {
+            throw new BlobDamagedException(loc, Where(loc), $"its bytes in group {group.Short} do not hash to its id (SHA-256 mismatch)");
+        }
+
+        slice.CopyTo(destination);
+    }
+
+    /// <summary>The group of <paramref name="slice"/>, decoded at least to the slice's end.</summary>
+    private (BlobId, byte[]) Group(in BlobLocation slice)
+    {
+        var row = slice.Bases[0];
+        BlobLocation group;
+        try
+        {
+            group = _lookup(row);
+        }
+        catch (BlobMissingException)
+        {
+            throw new BlobDamagedException(slice, Where(slice), $"its group (blob row {row}) is not in the catalog");
+        }
+
+        if (group.Codec != BlobCodec.Group)
+        {
+            throw new BlobDamagedException(slice, Where(slice), $"its base {group.Id.Short} (blob row {row}) has codec {(int)group.Codec}, which it cannot be decoded against");
+        }
+
+        var end = slice.Offset + slice.RawLength;
+        if (slice.Offset < 0 || end > group.RawLength || group.RawLength > PackFormat.MaxGroupLength)
+        {
+            throw new BlobDamagedException(slice, Where(slice), $"its bytes ({slice.RawLength} at {slice.Offset}) lie outside its group {group.Id.Short} ({group.RawLength} bytes)");
+        }
+
+        bool shorter;
+        lock (_lru)
+        {
+            shorter = _cache.TryGetValue(row, out var node);
+            if (shorter && node!.Value.Bytes.Length >= end)
+            {
+                _lru.Remove(node);
+                _lru.AddFirst(node);
+                return (group.Id, node.Value.Bytes);
+            }
+        }
+
+        // A member past the prefix decoded before decodes the whole group: reading a group's members in order (an
+        // export, a regroup) then costs two decodes, not one per member.
+        var bytes = GC.AllocateUninitializedArray<byte>(shorter ? group.RawLength : (int)end);
+        try
+        {
+            _packs.ReadGroupPrefix(group, bytes);
+        }
+        catch (BlobDamagedException e)
+        {
+            throw new BlobDamagedException(slice, Where(slice), $"its group {group.Id.Short} is damaged: {e.Reason}");
+        }
+
+        Cache(row, bytes);
+        return (group.Id, bytes);
+    }
+
     private (BlobId, byte[]) Base(in BlobLocation of, long row, int depth)
     {
         BlobLocation baseLoc;
@@ -83,17 +171,27 @@ public sealed class BlobReader
         }
         catch (BlobMissingException)
         {
-            throw new BlobDamagedException(of, PackFormat.RelativePath(of.PackId), $"its delta base (blob row {row}) is not in the catalog");
+            throw new BlobDamagedException(of, Where(of), $"its delta base (blob row {row}) is not in the catalog");
         }
 
-        if (_cache.TryGetValue(row, out var node))
+        // Only a slice may name a group: a group is never decoded against as a delta prefix (it may hold up to
+        // 1 MiB, a prefix's whole allowance).
+        if (baseLoc.Codec == BlobCodec.Group)
         {
-            _lru.Remove(node);
-            _lru.AddFirst(node);
-            return (baseLoc.Id, node.Value.Bytes);
+            throw new BlobDamagedException(of, Where(of), $"its base {baseLoc.Id.Short} (blob row {row}) has codec {(int)baseLoc.Codec}, which it cannot be decoded against");
         }
 
-        var bytes = new byte[Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawLength)];
+        lock (_lru)
+        {
+            if (_cache.TryGetValue(row, out var node))
+            {
+                _lru.Remove(node);
+                _lru.AddFirst(node);
+                return (baseLoc.Id, node.Value.Bytes);
+            }
+        }
+
+        var bytes = GC.AllocateUninitializedArray<byte>(Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawLength)); // decoded over whole
         try
         {
             Read(baseLoc, bytes, depth + 1);
@@ -106,18 +204,39 @@ public sealed class BlobReader
             var cause = e.Reason.StartsWith(Nested, StringComparison.Ordinal) && e.Reason.IndexOf(": ", StringComparison.Ordinal) is var at and >= 0
                 ? e.Reason[(at + 2)..]
                 : e.Reason;
-            throw new BlobDamagedException(of, PackFormat.RelativePath(of.PackId), $"its delta base {baseLoc.Id.Short} is damaged: {cause}");
+            throw new BlobDamagedException(of, Where(of), $"its delta base {baseLoc.Id.Short} is damaged: {cause}");
         }
 
-        _cache[row] = _lru.AddFirst((row, bytes));
-        _cached += bytes.Length;
-        while (_cached > CacheBytes && _lru.Last is { } last)
-        {
-            _lru.RemoveLast();
-            _cache.Remove(last.Value.Row);
-            _cached -= last.Value.Bytes.Length;
-        }
-
+        Cache(row, bytes);
         return (baseLoc.Id, bytes);
     }
+
+    /// <summary>Keeps decoded bytes of blob row <paramref name="row"/>, replacing a shorter prefix of them.</summary>
+    private void Cache(long row, byte[] bytes)
+    {
+        lock (_lru)
+        {
+            if (_cache.TryGetValue(row, out var old))
+            {
+                if (old.Value.Bytes.Length >= bytes.Length)
+                {
+                    return;
+                }
+
+                _lru.Remove(old);
+                _cached -= old.Value.Bytes.Length;
+            }
+
+            _cache[row] = _lru.AddFirst((row, bytes));
+            _cached += bytes.Length;
+            while (_cached > CacheBytes && _lru.Last is { } last)
+            {
+                _lru.RemoveLast();
+                _cache.Remove(last.Value.Row);
+                _cached -= last.Value.Bytes.Length;
+            }
+        }
+    }
+
+    private static string Where(in BlobLocation loc) => loc.IsSlice ? "its group" : PackFormat.RelativePath(loc.PackId);
 }

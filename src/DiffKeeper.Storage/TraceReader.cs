@@ -481,6 +481,13 @@ public sealed class TraceReader : IDisposable
     private static long[] Bases(byte[]? encoded) =>
         encoded is null ? [] : PackFormat.DecodeBases(encoded) ?? [-1];
 
+    /// <summary>The greatest blob row id a grouping pass considered (format 6, <c>meta.grouped_through_blob</c>); 0 when none did.</summary>
+    internal long GroupedThrough()
+    {
+        using var mark = _db.Prepare($"SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{TraceWriter.GroupedThroughKey}'");
+        return mark.ScalarInt64() ?? 0;
+    }
+
     /// <summary>Pack ids with their committed sizes.</summary>
     public IReadOnlyList<(long Id, long CommittedSize)> PacksCommitted()
     {

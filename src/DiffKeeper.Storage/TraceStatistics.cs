@@ -7,11 +7,14 @@ public sealed record PathCost(long SessionId, string Path, long StoredBytes, lon
 
 /// <summary>
 /// The version whose rebuild decodes the most bytes per byte of the file (<see cref="RebuildCost"/>): its blobs and
-/// their delta bases, each once; <see cref="Deltas"/> is the longest delta chain it follows.
+/// their delta bases, each once, and of a slice's group the bytes up to the slice's end (a reader decodes no
+/// further); <see cref="Deltas"/> is the longest delta chain it follows. The ratio counts a file under
+/// <see cref="RebuildCost.Floor"/> as that size, as the rebuild bound does: decoding 64 KiB costs what decoding
+/// less does, so a 1 KiB file sliced from a group reads as what it costs, not as a thousand times its size.
 /// </summary>
 public sealed record RebuildWorst(long SessionId, string Path, long VersionId, long Size, long DecodedBytes, int Deltas)
 {
-    public double Ratio => Size == 0 ? 0 : (double)DecodedBytes / Size;
+    public double Ratio => Size == 0 ? 0 : (double)DecodedBytes / Math.Max(Size, RebuildCost.Floor);
 }
 
 /// <summary>What a trace holds and what it costs on disk.</summary>
@@ -42,17 +45,32 @@ public sealed record TraceStatistics(
         using var snapshot = reader.Snapshot();
         var blobs = new Dictionary<long, (int Raw, int Stored)>();
         var bases = new Dictionary<long, long[]>();
+        var sliceEnds = new Dictionary<long, (long Group, long End)>();
         long unique = 0, stored = 0;
         foreach (var b in reader.AllBlobs())
         {
-            blobs[b.BlobRowId] = (b.RawLength, b.StoredLength);
-            if (b.IsDelta)
+            blobs[b.BlobRowId] = (b.RawLength, (int)Packs.PackFormat.StoredBytes(b));
+            if (b.IsSlice && b.Bases.Length == 1)
+            {
+                sliceEnds[b.BlobRowId] = (b.Bases[0], b.Offset + b.RawLength);
+            }
+
+            if (b.HasBases)
             {
                 bases[b.BlobRowId] = b.Bases;
             }
 
-            unique += b.RawLength;
-            stored += Packs.PackFormat.RecordSize(b.StoredLength);
+            unique += b.Codec == Packs.BlobCodec.Group ? 0 : b.RawLength; // a group's bytes are its members'
+            stored += Packs.PackFormat.StoredBytes(b);
+        }
+
+        // A slice is charged its share of its group's record, by raw length.
+        foreach (var (row, groupRows) in bases)
+        {
+            if (blobs[row].Stored == 0 && groupRows.Length == 1 && blobs.TryGetValue(groupRows[0], out var g) && g.Raw > 0)
+            {
+                blobs[row] = (blobs[row].Raw, (int)((long)g.Stored * blobs[row].Raw / g.Raw));
+            }
         }
 
         var sessions = reader.Sessions().ToDictionary(s => s.Id);
@@ -77,13 +95,13 @@ public sealed record TraceStatistics(
                     {
                         if (charged.Add(e.BlobRowId) && blobs.TryGetValue(e.BlobRowId, out var b))
                         {
-                            cost.Stored += Packs.PackFormat.RecordSize(b.Stored);
+                            cost.Stored += b.Stored;
                         }
                     }
 
                     if (!v.Pruned && v.Size > 0)
                     {
-                        var rebuild = Rebuild(v, path, extents, blobs, bases, closures, depths);
+                        var rebuild = Rebuild(v, path, extents, blobs, bases, sliceEnds, closures, depths);
                         if (worst is null || rebuild.Ratio > worst.Ratio || (rebuild.Ratio == worst.Ratio && rebuild.DecodedBytes > worst.DecodedBytes))
                         {
                             worst = rebuild;
@@ -106,7 +124,8 @@ public sealed record TraceStatistics(
 
     /// <summary>What rebuilding one version decodes: the union of its blobs' closures (memoized per delta row).</summary>
     private static RebuildWorst Rebuild(Catalog.VersionRecord v, string path, List<Extent> extents, Dictionary<long, (int Raw, int Stored)> blobs,
-        Dictionary<long, long[]> bases, Dictionary<long, HashSet<long>> closures, Dictionary<long, int> depths)
+        Dictionary<long, long[]> bases, Dictionary<long, (long Group, long End)> sliceEnds, Dictionary<long, HashSet<long>> closures,
+        Dictionary<long, int> depths)
     {
         var decoded = new HashSet<long>();
         var deltas = 0;
@@ -127,7 +146,17 @@ public sealed record TraceStatistics(
             deltas = Math.Max(deltas, Depth(e.BlobRowId, bases, depths));
         }
 
-        var bytes = decoded.Sum(r => blobs.TryGetValue(r, out var b) ? (long)b.Raw : 0);
+        // A group is decoded up to the end of the last of its slices this version reads.
+        var groupEnds = new Dictionary<long, long>();
+        foreach (var r in decoded)
+        {
+            if (sliceEnds.TryGetValue(r, out var slice))
+            {
+                groupEnds[slice.Group] = Math.Max(groupEnds.GetValueOrDefault(slice.Group), slice.End);
+            }
+        }
+
+        var bytes = decoded.Sum(r => groupEnds.TryGetValue(r, out var end) ? end : blobs.TryGetValue(r, out var b) ? (long)b.Raw : 0);
         return new RebuildWorst(v.SessionId, path, v.Id, v.Size, bytes, deltas);
     }
 

@@ -588,11 +588,19 @@ public sealed class TraceWriter : IDisposable
     internal const string MaintainedThroughKey = "maintained_through_version";
 
     /// <summary>
+    /// meta key (format 6): the greatest blob row id a grouping pass has considered. Whole small blobs at or below
+    /// it were grouped or judged not worth a group; only those above it are new to grouping.
+    /// </summary>
+    internal const string GroupedThroughKey = "grouped_through_blob";
+
+    /// <summary>
     /// Whether a maintenance pass with the default options could find anything to do: some version after the last
     /// finished pass (<see cref="MaintainedThroughKey"/>; all of them when none is recorded) holds other content
-    /// than the version of its path before it, or, with no finished pass recorded, some version was pruned. Neither:
-    /// nothing was superseded since (a path's newest content stays whole) and nothing was left unswept, so
-    /// <c>record</c> skips its pass after the session.
+    /// than the version of its path before it, or, with no finished pass recorded, some version was pruned, or
+    /// whole small blobs no grouping pass considered yet (above <see cref="GroupedThroughKey"/>) add up to at least
+    /// <see cref="Maintenance.Grouper.SmallGroup"/> bytes. None:
+    /// nothing was superseded since (a path's newest content stays whole), nothing was left unswept and nothing
+    /// waits for a group, so <c>record</c> skips its pass after the session.
     /// </summary>
     public bool HasMaintenanceWork()
     {
@@ -619,8 +627,27 @@ public sealed class TraceWriter : IDisposable
             return true;
         }
 
+        // Small whole blobs no pass considered for a group yet (format 6), enough for one: a first session of a
+        // source tree has nothing to compact but most of what grouping saves. Those a pass found not worth a group
+        // lie below the mark and never bring a pass back.
+        using var small = _db.Prepare("SELECT coalesce(sum(raw_len), 0) FROM blobs WHERE codec = ?1 AND raw_len <= ?2 AND id > ?3");
+        mark.Bind(1, GroupedThroughKey);
+        var grouped = mark.ScalarInt64() ?? 0;
+        if (small.Bind(1, (long)BlobCodec.Zstd).Bind(2, (long)Maintenance.Grouper.MaxMember).Bind(3, grouped).ScalarInt64() >= Maintenance.Grouper.SmallGroup)
+        {
+            return true;
+        }
+
         using var pruned = _db.Prepare("SELECT EXISTS(SELECT 1 FROM versions WHERE pruned = 1)");
         return through is null && pruned.ScalarInt64() == 1;
+    }
+
+    /// <summary>Records <see cref="GroupedThroughKey"/> in the transaction of the maintenance step that calls it.</summary>
+    internal void SetGroupedThrough(long blobRowId)
+    {
+        Tx();
+        using var set = _db.Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)");
+        set.Bind(1, GroupedThroughKey).Bind(2, blobRowId.ToString(System.Globalization.CultureInfo.InvariantCulture)).Run();
     }
 
     /// <summary>The greatest version id (0 when none): what a pass beginning now covers.</summary>

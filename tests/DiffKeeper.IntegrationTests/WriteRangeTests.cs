@@ -153,7 +153,7 @@ public sealed class WriteRangeTests : IDisposable
         using (var v = db.Prepare("SELECT value FROM meta WHERE key = 'format_version'"))
         {
             Assert.True(v.Step());
-            Assert.Equal("5", v.StringOrNull(0));
+            Assert.Equal("6", v.StringOrNull(0)); // 3 -> 4 -> 5 -> 6
         }
 
         Assert.All(Json("--session", "1"), e => Assert.Equal(JsonValueKind.Null, e.GetProperty("length").ValueKind));

@@ -137,7 +137,7 @@ public sealed class TraceStoreTests : IDisposable
     }
 
     /// <summary>
-    /// A format-4 trace (every root owns its paths) reads as is; the first writer migrates it to format 5, and a
+    /// A format-4 trace (every root owns its paths) reads as is; the first writer migrates it (to format 6), and a
     /// session it then records shares the path rows of the first root of its directory.
     /// </summary>
     [Fact]
@@ -190,7 +190,7 @@ public sealed class TraceStoreTests : IDisposable
         using var db2 = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: true);
         using var rows = db2.Prepare("SELECT (SELECT value FROM meta WHERE key = 'format_version'), (SELECT paths_root FROM roots WHERE session_id = 3), (SELECT count(*) FROM paths)");
         Assert.True(rows.Step());
-        Assert.Equal("5", rows.String(0));
+        Assert.Equal("6", rows.String(0)); // 4 -> 5 -> 6 in the first writer's transaction
         Assert.Equal(1, rows.Int64(1)); // the first root of the directory, not the format-4 second one
         Assert.Equal(3, rows.Int64(2)); // a (root 1), a (root 2, format 4), b (root 1)
         using var r3 = TraceReader.Open(t);

@@ -53,19 +53,12 @@ internal static class GcCommand
                 }
 
                 j.WriteNumber("blobs_swept", r.BlobsSwept);
-                if (r.Compaction is { } c)
-                {
-                    j.WriteStartObject("compaction");
-                    j.WriteNumber("examined", c.Examined);
-                    j.WriteNumber("encoded", c.Encoded);
-                    j.WriteNumber("bytes_before", c.BytesBefore);
-                    j.WriteNumber("bytes_after", c.BytesAfter);
-                    j.WriteEndObject();
-                }
-                else
-                {
-                    j.WriteNull("compaction");
-                }
+                Counts(j, "compaction", r.Compaction is { } c
+                    ? [("examined", c.Examined), ("encoded", c.Encoded), ("bytes_before", c.BytesBefore), ("bytes_after", c.BytesAfter)]
+                    : null);
+                Counts(j, "grouping", r.Grouping is { } g
+                    ? [("groups", g.Groups), ("members", g.Members), ("regrouped", g.Regrouped), ("bytes_before", g.BytesBefore), ("bytes_after", g.BytesAfter)]
+                    : null);
 
                 j.WriteNumber("packs_repacked", r.Collection.PacksRepacked);
                 j.WriteNumber("packs_dropped", r.Collection.PacksDropped);
@@ -89,6 +82,12 @@ internal static class GcCommand
                 $"{c.Encoded} of {c.Examined} older chunks re-encoded as deltas ({TimelineRenderer.FormatSize(c.BytesBefore)} -> {TimelineRenderer.FormatSize(c.BytesAfter)})"));
         }
 
+        if (r.Grouping is { Members: > 0 } g)
+        {
+            parts.Add(string.Create(CultureInfo.InvariantCulture,
+                $"{g.Members} small blobs compressed together in {g.Groups} groups ({TimelineRenderer.FormatSize(g.BytesBefore)} -> {TimelineRenderer.FormatSize(g.BytesAfter)})"));
+        }
+
         parts.Add(string.Create(CultureInfo.InvariantCulture, $"{r.Collection.PacksRepacked} packs repacked, {r.Collection.PacksDropped} dropped"));
         console.Out.WriteLine($"gc: {string.Join(", ", parts)}; packs {TimelineRenderer.FormatSize(r.PackBytesBefore)} -> {TimelineRenderer.FormatSize(r.PackBytesAfter)}");
         if (r.Collection.PackFilesLeft > 0)
@@ -99,5 +98,23 @@ internal static class GcCommand
 
         console.Out.Flush();
         return 0;
+    }
+
+    /// <summary>An object of counts named <paramref name="name"/>, or null when that part of the pass did not run.</summary>
+    private static void Counts(System.Text.Json.Utf8JsonWriter j, string name, (string Key, long Value)[]? counts)
+    {
+        if (counts is null)
+        {
+            j.WriteNull(name);
+            return;
+        }
+
+        j.WriteStartObject(name);
+        foreach (var (key, value) in counts)
+        {
+            j.WriteNumber(key, value);
+        }
+
+        j.WriteEndObject();
     }
 }

@@ -37,7 +37,7 @@ internal sealed class MaintenanceOptionsBinder
 
     public Option<bool> Json { get; } = new("--json")
     {
-        Description = "Print the summary as one JSON object on stdout: versions_pruned, blobs_swept, compaction, packs_repacked, packs_dropped, pack_bytes_before, pack_bytes_after, pack_files_left",
+        Description = "Print the summary as one JSON object on stdout: versions_pruned, blobs_swept, compaction, grouping, packs_repacked, packs_dropped, pack_bytes_before, pack_bytes_after, pack_files_left",
     };
 
     public IEnumerable<Option> All => [Delta, RebuildBound, SnapshotInterval, RepackThreshold, Json];

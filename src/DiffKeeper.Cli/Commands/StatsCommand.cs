@@ -90,7 +90,7 @@ internal static class StatsCommand
             if (st.WorstRebuild is { } rebuild)
             {
                 w.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"worst rebuild {rebuild.Ratio:0.00}× ({TimelineRenderer.FormatSize(rebuild.DecodedBytes)} decoded for {TimelineRenderer.FormatSize(rebuild.Size)}, chain of {rebuild.Deltas} deltas)  session {rebuild.SessionId}  {DiffKeeper.Core.PathBytes.Display(rebuild.Path)}"));
+                    $"worst rebuild {rebuild.Ratio:0.00}× ({TimelineRenderer.FormatSize(rebuild.DecodedBytes)} decoded for {TimelineRenderer.FormatSize(rebuild.Size)}{(rebuild.Size < RebuildCost.Floor ? ", counted as 64 KiB" : "")}, chain of {rebuild.Deltas} deltas)  session {rebuild.SessionId}  {DiffKeeper.Core.PathBytes.Display(rebuild.Path)}"));
             }
 
             if (st.TopPaths.Count > 0)

@@ -65,5 +65,17 @@ public static unsafe partial class LibZstd
     [LibraryImport(Lib, EntryPoint = "ZSTD_DCtx_refPrefix")]
     public static partial nuint DCtxRefPrefix(nint dctx, byte* prefix, nuint prefixSize);
 
+    /// <summary>ZSTD_inBuffer and ZSTD_outBuffer (one layout): a buffer, its size, and how far zstd has read or written it.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct StreamBuffer
+    {
+        public byte* Data;
+        public nuint Size;
+        public nuint Pos;
+    }
+
+    [LibraryImport(Lib, EntryPoint = "ZSTD_decompressStream")]
+    public static partial nuint DecompressStream(nint dctx, StreamBuffer* output, StreamBuffer* input);
+
     public static string ErrorName(nuint code) => Marshal.PtrToStringUTF8(GetErrorNamePtr(code)) ?? "unknown zstd error";
 }

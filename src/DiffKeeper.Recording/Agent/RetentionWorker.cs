@@ -94,7 +94,7 @@ public sealed class RetentionWorker : IDisposable
             {
                 var r = _maintainer.Run(_maintenance, DateTimeOffset.UtcNow);
                 _counters.CountGcRun(r.VersionsPruned, r.BlobsSwept, r.PackBytesBefore - r.PackBytesAfter);
-                settled = r.VersionsPruned == 0 && r.BlobsSwept == 0 && (r.Compaction?.Encoded ?? 0) == 0 &&
+                settled = r.VersionsPruned == 0 && r.BlobsSwept == 0 && (r.Compaction?.Encoded ?? 0) == 0 && (r.Grouping?.Members ?? 0) == 0 &&
                           r.Collection.PacksRepacked + r.Collection.PacksDropped == 0;
                 if (r.VersionsPruned > 0 || r.BlobsSwept > 0 || r.Collection.PacksRepacked + r.Collection.PacksDropped > 0)
                 {

@@ -20,7 +20,8 @@ public static class CatalogDomain
     /// <summary>Largest byte offset or committed size of a pack (1 TiB; a writer rolls to a new pack after 1 GiB).</summary>
     public const long MaxPackSize = 1L << 40;
 
-    private static readonly string MaxStored = Zstd.CompressBound(PackFormat.MaxRawLength).ToString(CultureInfo.InvariantCulture);
+    private static readonly int MaxStored = Zstd.CompressBound(PackFormat.MaxRawLength);
+    private static readonly int MaxGroupStored = Zstd.CompressBound(PackFormat.MaxGroupLength);
 
     private static string Int(string c) => $"typeof({c}) = 'integer'";
 
@@ -103,12 +104,16 @@ public static class CatalogDomain
         [
             ("id", IntIn("{0}id", 1, long.MaxValue), "an integer >= 1"),
             ("hash", "typeof({0}hash) = 'blob' AND length({0}hash) = 32", "32 bytes"),
-            ("pack_id", IntIn("{0}pack_id", 0, 1L << 53), "a pack number"),
-            ("offset", IntIn("{0}offset", PackFormat.HeaderSize, MaxPackSize), "a pack offset 16 to 2^40"),
-            ("raw_len", IntIn("{0}raw_len", 0, PackFormat.MaxRawLength), "an integer 0 to 262144"),
-            ("stored_len", Int("{0}stored_len") + " AND {0}stored_len BETWEEN 0 AND " + MaxStored, "an integer 0 to the compressed bound of 262144"),
-            ("codec", IntIn("{0}codec", 0, 3), "0 raw, 1 zstd, 2 zstd delta or 3 bsdiff"),
-            ("bases", "(CASE WHEN {0}codec IN (2, 3) THEN typeof({0}bases) = 'blob' ELSE {0}bases IS NULL END)", "a base list for a delta codec, NULL otherwise"),
+            ("codec", IntIn("{0}codec", 0, 5), "0 raw, 1 zstd, 2 zstd delta, 3 bsdiff, 4 group or 5 slice"),
+            ("pack_id", $"CASE WHEN {{0}}codec = 5 THEN {Int("{0}pack_id")} AND {{0}}pack_id = -1 ELSE {IntIn("{0}pack_id", 0, 1L << 53)} END",
+                "a pack number (-1 for a slice)"),
+            ("offset", $"CASE WHEN {{0}}codec = 5 THEN {IntIn("{0}offset", 0, PackFormat.MaxGroupLength)} ELSE {IntIn("{0}offset", PackFormat.HeaderSize, MaxPackSize)} END",
+                "a pack offset 16 to 2^40 (for a slice, an offset in its group 0 to 2^20)"),
+            ("raw_len", $"CASE WHEN {{0}}codec = 4 THEN {IntIn("{0}raw_len", 0, PackFormat.MaxGroupLength)} ELSE {IntIn("{0}raw_len", 0, PackFormat.MaxRawLength)} END",
+                "an integer 0 to 262144 (for a group, 0 to 2^20)"),
+            ("stored_len", $"CASE {{0}}codec WHEN 5 THEN {IntIn("{0}stored_len", 0, 0)} WHEN 4 THEN {IntIn("{0}stored_len", 0, MaxGroupStored)} ELSE {IntIn("{0}stored_len", 0, MaxStored)} END",
+                "an integer 0 to the compressed bound of 262144 (of 2^20 for a group, 0 for a slice)"),
+            ("bases", "(CASE WHEN {0}codec IN (2, 3, 5) THEN typeof({0}bases) = 'blob' ELSE {0}bases IS NULL END)", "a base list for a delta codec or a slice, NULL otherwise"),
         ],
         ["packs"] =
         [

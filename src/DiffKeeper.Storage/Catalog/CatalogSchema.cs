@@ -5,7 +5,7 @@ namespace DiffKeeper.Storage.Catalog;
 /// <summary>The catalog's DDL and format check (docs/store-format.md, "Catalog").</summary>
 public static class CatalogSchema
 {
-    public const int FormatVersion = 5;
+    public const int FormatVersion = 6;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -80,6 +80,7 @@ public static class CatalogSchema
             MigrateFromFormat2(db);
             MigrateFromFormat3(db);
             MigrateFromFormat4(db);
+            MigrateFromFormat5(db);
             db.Execute(Ddl);
             using var meta = db.Prepare("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?1), ('created_by', ?2)");
             meta.Bind(1, FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
@@ -151,6 +152,16 @@ public static class CatalogSchema
         ALTER TABLE roots ADD COLUMN paths_root INTEGER;
         ALTER TABLE sessions ADD COLUMN baseline_from INTEGER;
         UPDATE meta SET value = '5' WHERE key = 'format_version';
+        """);
+
+    /// <summary>
+    /// Format 5 has no groups (codecs 4 and 5) and no <c>meta.grouped_through_blob</c>: its blob rows are format-6
+    /// rows as they are, and a missing mark means no blob was considered for a group yet. Only the number changes,
+    /// inside the caller's transaction, so that a format-5 diffkeeper refuses the trace ("upgrade diffkeeper")
+    /// instead of calling a later pass's slices damage.
+    /// </summary>
+    private static void MigrateFromFormat5(SqliteDatabase db) => Migrate(db, 5, """
+        UPDATE meta SET value = '6' WHERE key = 'format_version';
         """);
 
     /// <summary>

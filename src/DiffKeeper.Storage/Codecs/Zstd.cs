@@ -79,6 +79,52 @@ public static unsafe class Zstd
     }
 
     /// <summary>
+    /// Decompresses only the first <paramref name="destination"/>.Length bytes of a frame, stopping there (zstd's
+    /// streaming decoder: it decodes at most one block, 128 KiB, past what it hands out). False when the frame is
+    /// damaged or holds fewer bytes.
+    /// </summary>
+    public static bool TryDecompressPrefix(ReadOnlySpan<byte> source, Span<byte> destination, out string error)
+    {
+        if (t_dctx == 0)
+        {
+            t_dctx = LibZstd.CreateDCtx();
+        }
+
+        fixed (byte* src = source)
+        fixed (byte* dst = destination)
+        {
+            LibZstd.DCtxReset(t_dctx, LibZstd.ResetSessionOnly);
+            var input = new LibZstd.StreamBuffer { Data = src, Size = (nuint)source.Length };
+            var output = new LibZstd.StreamBuffer { Data = dst, Size = (nuint)destination.Length };
+            try
+            {
+                while (output.Pos < output.Size)
+                {
+                    var before = (input.Pos, output.Pos);
+                    var r = LibZstd.DecompressStream(t_dctx, &output, &input);
+                    if (LibZstd.IsError(r) != 0)
+                    {
+                        error = LibZstd.ErrorName(r);
+                        return false;
+                    }
+
+                    if (r == 0 || before == (input.Pos, output.Pos))
+                    {
+                        break; // the frame ended, or its bytes did (truncated): no progress is possible
+                    }
+                }
+            }
+            finally
+            {
+                LibZstd.DCtxReset(t_dctx, LibZstd.ResetSessionOnly); // the frame was left half read
+            }
+
+            error = output.Pos == output.Size ? "" : $"the frame holds {output.Pos} bytes, fewer than the {destination.Length} asked for";
+            return output.Pos == output.Size;
+        }
+    }
+
+    /// <summary>
     /// Compresses <paramref name="source"/> with <paramref name="prefix"/> as a single-use dictionary (zstd's
     /// refPrefix, the technique of <c>zstd --patch-from</c>): bytes shared with the prefix cost almost nothing. The
     /// same prefix must be given to <see cref="TryDecompressWithPrefix"/>. Returns the compressed length.

@@ -62,7 +62,7 @@ internal sealed class Compactor
     /// Compacts; <paramref name="examined"/> holds the rows earlier passes already considered (they are skipped,
     /// and the rows this pass considers are added).
     /// </summary>
-    public static CompactionResult Run(TraceReader reader, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int? snapshotInterval,
+    public static CompactionResult Run(TraceReader reader, PathHistories histories, IWriterSteps steps, MaintenancePack output, BlobCodec codec, int? snapshotInterval,
         double rebuildBound, int rowsPerStep, HashSet<long> examined, IProgress<string>? progress = null)
     {
         if (codec is not (BlobCodec.ZstdDelta or BlobCodec.BsDiff))
@@ -70,29 +70,30 @@ internal sealed class Compactor
             throw new ArgumentOutOfRangeException(nameof(codec), codec, "compaction needs a delta codec");
         }
 
-        return new Compactor(reader, steps, output, codec, snapshotInterval, rebuildBound, rowsPerStep, examined).Run(progress);
+        return new Compactor(reader, steps, output, codec, snapshotInterval, rebuildBound, rowsPerStep, examined).Run(histories, progress);
     }
 
-    private CompactionResult Run(IProgress<string>? progress)
+    /// <param name="histories">Read before (in an earlier snapshot): versions are never changed but by prune and
+    /// sweep, which ran before, so every blob they name is in the snapshot read here.</param>
+    private CompactionResult Run(PathHistories histories, IProgress<string>? progress)
     {
-        PathHistories histories;
         using (_reader.Snapshot())
         {
             foreach (var loc in _reader.AllBlobs())
             {
                 _rows[loc.BlobRowId] = (loc.Codec, loc.StoredLength, loc.RawLength);
-                if (loc.IsDelta)
+                if (loc.HasBases) // a slice's rebuild decodes its group
                 {
                     SetBases(loc.BlobRowId, loc.Bases);
                 }
             }
 
-            histories = PathHistories.Load(_reader);
         }
 
         LoadRebuilds(histories);
 
         var heads = histories.HeadBlobs();
+        var due = Grouper.DueGroups(_rows, _bases, heads);
         long examined = 0;
         var done = 0;
         foreach (var versions in histories.ByPath.Values)
@@ -110,9 +111,13 @@ internal sealed class Compactor
                 var shifts = Shifts(old, newer);
                 for (var k = 0; k < old.Count; k++)
                 {
+                    // A slice moves only out of a group this pass regroups: re-encoding it costs decoding its
+                    // group, and leaves its bytes there, dead, until the group is regrouped. Until then it stays a
+                    // slice, and is not counted as examined, so the pass that regroups its group takes it.
                     var row = old[k].BlobRowId;
-                    if (newerRows.Contains(row) || heads.Contains(row) || !_examined.Add(row) ||
-                        !_rows.TryGetValue(row, out var current) || current.Codec is BlobCodec.ZstdDelta or BlobCodec.BsDiff)
+                    if (newerRows.Contains(row) || heads.Contains(row) ||
+                        !_rows.TryGetValue(row, out var current) || current.Codec is BlobCodec.ZstdDelta or BlobCodec.BsDiff or BlobCodec.Group ||
+                        (current.Codec == BlobCodec.Slice && !(_bases.TryGetValue(row, out var g) && g.Length == 1 && due.Contains(g[0]))) || !_examined.Add(row))
                     {
                         continue;
                     }
@@ -123,13 +128,13 @@ internal sealed class Compactor
                     // (a cheaper base still serves); only when none is left does the chunk stay whole.
                     var height = Height(row);
                     var candidates = WithinRebuildBound(row, Candidates(old, k, newer, shifts)
-                        .Where(c => !DependsOn(c, row) && 1 + Depth(c) + height <= _maxDepth).ToList());
+                        .Where(c => !DependsOn(c, row) && 1 + Depth(c) + height <= _maxDepth && !IsGroup(c)).ToList());
                     if (candidates.Length == 0)
                     {
                         continue;
                     }
 
-                    Encode(row, candidates, current.Stored);
+                    Encode(row, candidates, current.Codec == BlobCodec.Slice ? SliceShare(row, current.Raw) : current.Stored);
                     if (_pending.Count >= _rowsPerStep || _pendingBytes >= BytesPerStep)
                     {
                         Flush();
@@ -146,6 +151,18 @@ internal sealed class Compactor
         Flush();
         return new CompactionResult(examined, _encoded, _bytesBefore, _bytesAfter);
     }
+
+    /// <summary>
+    /// What a slice's bytes take of its group's record, in proportion to its raw length: what a delta must save a
+    /// quarter of (the group's record shrinks by about that much when <see cref="Grouper"/> regroups it, in this pass).
+    /// </summary>
+    private int SliceShare(long row, int raw) =>
+        _bases.TryGetValue(row, out var g) && g.Length == 1 && _rows.TryGetValue(g[0], out var group) && group.Raw > 0
+            ? (int)Math.Min(int.MaxValue, (long)group.Stored * raw / group.Raw)
+            : 0;
+
+    /// <summary>A group (a file chunk deduplicated against one) is never a delta base: readers refuse that.</summary>
+    private bool IsGroup(long row) => _rows.TryGetValue(row, out var r) && r.Codec == BlobCodec.Group;
 
     /// <summary>Makes the encoded records durable, then moves their rows in one step.</summary>
     private void Flush()

@@ -30,7 +30,7 @@ internal static class GarbageCollector
             foreach (var loc in reader.AllBlobs())
             {
                 all.Add((loc.BlobRowId, loc.Id));
-                if (loc.IsDelta)
+                if (loc.HasBases) // a slice reaches its group as a delta reaches its bases
                 {
                     bases[loc.BlobRowId] = loc.Bases;
                 }
@@ -119,14 +119,14 @@ internal static class GarbageCollector
         IReadOnlyList<(long Id, long CommittedSize)> packs;
         using (reader.Snapshot())
         {
-            byPack = reader.AllBlobs().GroupBy(b => b.PackId).ToDictionary(g => g.Key, g => g.ToList());
+            byPack = reader.AllBlobs().Where(b => b.HasRecord).GroupBy(b => b.PackId).ToDictionary(g => g.Key, g => g.ToList());
             packs = reader.PacksCommitted();
         }
 
         int repacked = 0, dropped = 0;
         long copied = 0;
         var droppedIds = new List<long>();
-        var buffer = new byte[PackFormat.RecordSize(Codecs.Zstd.CompressBound(PackFormat.MaxRawLength))];
+        var buffer = new byte[PackFormat.RecordSize(Codecs.Zstd.CompressBound(PackFormat.MaxGroupLength))];
         foreach (var (packId, committed) in packs)
         {
             if (packId >= firstNew)
@@ -153,7 +153,7 @@ internal static class GarbageCollector
 
                 using (reader.Snapshot())
                 {
-                    records = reader.AllBlobs().Where(b => b.PackId == packId).ToList();
+                    records = reader.AllBlobs().Where(b => b.HasRecord && b.PackId == packId).ToList();
                 }
             }
             else if (packId == output.CurrentId)

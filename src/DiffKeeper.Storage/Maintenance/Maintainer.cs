@@ -76,6 +76,7 @@ public sealed class Maintainer : IDisposable
     {
         long before, after, pruned = 0, swept;
         CompactionResult? compaction = null;
+        GroupingResult? grouping = null;
         (int Repacked, int Dropped, long Copied, List<long> DroppedIds) repack;
         using (var reader = TraceReader.Open(_writer.TraceDir))
         {
@@ -101,7 +102,19 @@ public sealed class Maintainer : IDisposable
             if (options.Delta is { } codec)
             {
                 progress?.Report("compacting (re-encoding older versions as deltas)");
-                compaction = Compactor.Run(reader, _steps, _output, codec, options.SnapshotInterval, options.RebuildBound, options.RowsPerStep, _examined, progress);
+                PathHistories histories;
+                using (reader.Snapshot())
+                {
+                    histories = PathHistories.Load(reader);
+                }
+
+                compaction = Compactor.Run(reader, histories, _steps, _output, codec, options.SnapshotInterval, options.RebuildBound, options.RowsPerStep, _examined, progress);
+
+                // After compaction: what stayed whole is what groups well, and a group whose superseded members
+                // compaction re-encoded is regrouped; its old row goes in grouping's last step, so this pass's
+                // repack frees its record.
+                progress?.Report("grouping small blobs");
+                grouping = Grouper.Run(reader, histories, _steps, _output, progress);
             }
 
             progress?.Report("repacking");
@@ -122,7 +135,7 @@ public sealed class Maintainer : IDisposable
         }
 
         return new MaintenanceResult(pruned, swept, compaction,
-            new CollectionResult(swept, repack.Repacked, repack.Dropped, repack.Copied, _filesLeft.Count), before, after);
+            new CollectionResult(swept, repack.Repacked, repack.Dropped, repack.Copied, _filesLeft.Count), before, after) { Grouping = grouping };
     }
 
     private static long PackBytes(TraceReader reader) => reader.PacksCommitted().Sum(p => p.CommittedSize);

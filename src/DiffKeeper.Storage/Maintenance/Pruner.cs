@@ -101,7 +101,7 @@ public static class Pruner
         {
             foreach (var b in reader.AllBlobs())
             {
-                blobs[b.BlobRowId] = (PackFormat.RecordSize(b.StoredLength), b.Bases);
+                blobs[b.BlobRowId] = ((int)PackFormat.StoredBytes(b), b.Bases); // a slice frees its group's record only with its last member
             }
         }
 

@@ -15,7 +15,11 @@ public sealed record MaintenanceOptions(BlobCodec? Delta = BlobCodec.ZstdDelta, 
     public double RebuildBound { get; init; } = RebuildCost.DefaultBound;
 }
 
-public sealed record MaintenanceResult(long VersionsPruned, long BlobsSwept, CompactionResult? Compaction, CollectionResult Collection, long PackBytesBefore, long PackBytesAfter);
+public sealed record MaintenanceResult(long VersionsPruned, long BlobsSwept, CompactionResult? Compaction, CollectionResult Collection, long PackBytesBefore, long PackBytesAfter)
+{
+    /// <summary>What grouping small blobs did; null for a pass without compaction.</summary>
+    public GroupingResult? Grouping { get; init; }
+}
 
 /// <summary>
 /// Offline maintenance (<c>gc</c>, <c>prune</c>): prune, sweep, compact, repack, in that order, each step committed

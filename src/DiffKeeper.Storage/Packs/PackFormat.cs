@@ -12,6 +12,15 @@ public static class PackFormat
     public const int RecordTrailerSize = 4;
     public const uint RecordMagic = 0x42524B44; // "DKRB" little-endian
     public const int MaxRawLength = 256 * 1024;
+
+    /// <summary>Most raw bytes a group record (codec 4) holds: its members' bytes, concatenated (format 6).</summary>
+    public const int MaxGroupLength = 1 << 20;
+
+    /// <summary>The largest raw length a record of <paramref name="codec"/> may have.</summary>
+    public static int MaxRawFor(BlobCodec codec) => codec == BlobCodec.Group ? MaxGroupLength : MaxRawLength;
+
+    /// <summary>Bytes a blob row's record takes in its pack: none for a slice, which has no record.</summary>
+    public static long StoredBytes(in BlobLocation loc) => loc.HasRecord ? RecordSize(loc.StoredLength) : 0;
     public const long RollSize = 1L << 30;
 
     public static ReadOnlySpan<byte> FileMagic => "DKPACK\r\n"u8;
@@ -100,13 +109,34 @@ public enum BlobCodec : byte
 
     /// <summary>A bsdiff patch against the concatenated bases (format 2).</summary>
     BsDiff = 3,
+
+    /// <summary>
+    /// A group (format 6): one zstd frame of several small blobs' raw bytes concatenated, up to
+    /// <see cref="PackFormat.MaxGroupLength"/>; its members are <see cref="Slice"/> rows.
+    /// </summary>
+    Group = 4,
+
+    /// <summary>
+    /// A member of a group (format 6): no record of its own; its bytes are the group's raw bytes from
+    /// <c>blobs.offset</c>, raw length long. <c>bases</c> names the group, <c>pack_id</c> is -1.
+    /// </summary>
+    Slice = 5,
 }
 
 /// <summary>
 /// Where a blob's record starts, as the catalog indexes it. <see cref="Bases"/> lists the base blob rows of a
-/// delta codec (empty for whole blobs).
+/// delta codec, or the group of a slice (empty for whole blobs). For a <see cref="BlobCodec.Slice"/>,
+/// <see cref="PackId"/> is -1 and <see cref="Offset"/> is where its bytes start in its group's raw bytes.
 /// </summary>
 public readonly record struct BlobLocation(long BlobRowId, BlobId Id, long PackId, long Offset, int RawLength, int StoredLength, BlobCodec Codec, long[] Bases)
 {
     public bool IsDelta => Codec is BlobCodec.ZstdDelta or BlobCodec.BsDiff;
+
+    public bool IsSlice => Codec == BlobCodec.Slice;
+
+    /// <summary>Decoding it needs other blobs first (delta bases, or the group of a slice).</summary>
+    public bool HasBases => IsDelta || IsSlice;
+
+    /// <summary>It has a record of its own in a pack (every codec but a slice).</summary>
+    public bool HasRecord => !IsSlice;
 }

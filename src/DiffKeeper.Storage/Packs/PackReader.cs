@@ -26,7 +26,7 @@ public sealed class PackReader : IDisposable
     /// </summary>
     public void Read(in BlobLocation loc, Span<byte> destination, ReadOnlySpan<byte> prefix = default, ReadOnlySpan<byte> baseDigest = default)
     {
-        if (destination.Length != loc.RawLength)
+        if (destination.Length != loc.RawLength || !loc.HasRecord)
         {
             throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
@@ -41,6 +41,45 @@ public sealed class PackReader : IDisposable
         {
             var record = ReadRecord(loc, buffer);
             CheckRecord(loc, PackFormat.RelativePath(loc.PackId), record, destination, prefix, baseDigest, decode: true);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// The first <paramref name="destination"/>.Length raw bytes of a group (codec 4), decoded only that far, for
+    /// its slices: its header is checked against the catalog, and each member read from it is checked by its own
+    /// SHA-256, so the group is not hashed as a whole (its live bytes are its members'; <c>verify</c> checks its CRC).
+    /// </summary>
+    public void ReadGroupPrefix(in BlobLocation loc, Span<byte> destination)
+    {
+        var packPath = PackFormat.RelativePath(loc.PackId);
+        if (loc.Codec != BlobCodec.Group || destination.Length > loc.RawLength)
+        {
+            throw new BlobDamagedException(loc, packPath, $"it is not a group of at least {destination.Length} bytes (codec {(int)loc.Codec}, raw {loc.RawLength})");
+        }
+
+        var buffer = ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(Math.Max(0, loc.StoredLength)));
+        try
+        {
+            var record = ReadRecord(loc, buffer);
+            CheckHeader(loc, packPath, record[..PackFormat.RecordHeaderSize], default, decode: true);
+            var payload = record.Slice(PackFormat.RecordHeaderSize, loc.StoredLength);
+            // A frame of another size decodes no byte of the group the catalog describes, even where it is long enough.
+            var error = Zstd.FrameContentSize(payload) is var size && size != loc.RawLength
+                ? $"its frame declares {(size is { } n ? $"{n} bytes" : "no content size")}, not {loc.RawLength}"
+                : null;
+            if (error is null && !Zstd.TryDecompressPrefix(payload, destination, out error))
+            {
+                error = string.IsNullOrEmpty(error) ? "damaged frame" : error;
+            }
+
+            if (!string.IsNullOrEmpty(error))
+            {
+                throw new BlobDamagedException(loc, packPath, $"zstd cannot decode it ({error})");
+            }
         }
         finally
         {
@@ -124,8 +163,9 @@ public sealed class PackReader : IDisposable
     public Span<byte> ReadRecord(in BlobLocation loc, byte[] buffer)
     {
         var packPath = PackFormat.RelativePath(loc.PackId);
-        if (loc.RawLength < 0 || loc.RawLength > PackFormat.MaxRawLength || loc.StoredLength < 0 ||
-            loc.StoredLength > Zstd.CompressBound(PackFormat.MaxRawLength))
+        var maxRaw = PackFormat.MaxRawFor(loc.Codec);
+        if (!loc.HasRecord || loc.RawLength < 0 || loc.RawLength > maxRaw || loc.StoredLength < 0 ||
+            loc.StoredLength > Zstd.CompressBound(maxRaw))
         {
             throw new BlobDamagedException(loc, packPath, $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
@@ -170,7 +210,7 @@ public sealed class PackReader : IDisposable
             case BlobCodec.Raw when loc.StoredLength == loc.RawLength:
                 payload.CopyTo(destination);
                 break;
-            case BlobCodec.Zstd:
+            case BlobCodec.Zstd or BlobCodec.Group:
                 Zstd.TryDecompress(payload, destination, out error);
                 break;
             case BlobCodec.ZstdDelta or BlobCodec.BsDiff:

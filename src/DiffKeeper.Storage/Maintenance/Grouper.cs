@@ -1,0 +1,338 @@
+using DiffKeeper.Core;
+using DiffKeeper.Storage.Codecs;
+using DiffKeeper.Storage.Packs;
+
+namespace DiffKeeper.Storage.Maintenance;
+
+/// <summary>What grouping did: groups written, members moved into them, old groups regrouped (their rows deleted), and the pack
+/// bytes the members took before against the group records that hold them now.</summary>
+public sealed record GroupingResult(long Groups, long Members, long Regrouped, long BytesBefore, long BytesAfter);
+
+/// <summary>
+/// Compresses small blobs together (docs/store-format.md, "Groups"): whole, zstd-compressed blobs of at most
+/// <see cref="MaxMember"/> bytes that some unpruned file version names and that no pass considered before (above
+/// <c>meta.grouped_through_blob</c>), in path order (so similar files sit side by side in one frame), are
+/// concatenated into groups of at most <see cref="PackFormat.MaxGroupLength"/> bytes, each written as one record at
+/// <see cref="Level"/> (<see cref="RegroupLevel"/> when it regroups older members); each member's row becomes a slice of its group (its id and hash stay, so extent maps stay
+/// valid) and its own record garbage for repack. Groups whose live members fill less than <see cref="RegroupBelow"/>
+/// of them (compaction re-encoded their superseded members as deltas: <see cref="DueGroups"/>), and small groups when
+/// there is anything new to group, are regrouped with the new members, and the old group's row is deleted in the
+/// same pass. Runs on the maintenance thread like <see cref="Compactor"/>: records are appended and fsynced before
+/// the step that moves the rows, a row moves only from where this pass read it (compare and set), so a kill -9
+/// between any two steps leaves the old rows on intact records or the new rows on fsynced groups.
+/// </summary>
+internal static class Grouper
+{
+    /// <summary>Largest blob grouped: files of a source tree, and the small chunks of others.</summary>
+    public const int MaxMember = 64 << 10;
+
+    /// <summary>
+    /// zstd level of a group of new blobs only (their first grouping: a first session of a source tree is most of
+    /// it, once). Measured on W3's first version (1,000 files, 11.0 MB, 1 MiB groups, one core under load 20): level
+    /// 3 gives 2.79 MiB at ~150 MB/s, 6 gives 2.69 MiB at ~25 MB/s, 9 gives 2.52 MiB at ~7 MB/s, 19 2.16 MiB at
+    /// ~1 MB/s; above 6 the first session's pass would take seconds.
+    /// </summary>
+    public const int Level = 6;
+
+    /// <summary>
+    /// zstd level of a group that regroups members of older groups: the recurring cost of grouping. A pass
+    /// recompresses about the bytes edited since the last regroup divided by 1 - <see cref="RegroupBelow"/>; level 3
+    /// is about 4% larger than 6 and several times faster (docs/benchmarks.md).
+    /// </summary>
+    public const int RegroupLevel = 3;
+
+    /// <summary>
+    /// A group whose live members hold less than this fraction of its bytes is regrouped (and one whose newest
+    /// content holds less is due: <see cref="DueGroups"/>). Regrouping recompresses about the bytes edited since
+    /// divided by 1 - this fraction, so a half keeps that to twice the edits, at up to half a group's bytes
+    /// superseded or dead meanwhile (W3 at 0.8: ~3.6 MB regrouped per session and ~0.13 s of CPU per `record` under
+    /// load 25; docs/benchmarks.md).
+    /// </summary>
+    public const double RegroupBelow = 0.5;
+
+    /// <summary>
+    /// A group smaller than this is regrouped with new members when there are any; and small blobs no pass
+    /// considered yet make <c>record</c> run a pass for them alone once they add up to this much.
+    /// </summary>
+    public const int SmallGroup = PackFormat.MaxGroupLength / 4;
+
+    /// <summary>
+    /// The groups a pass regroups because of compaction: those whose slices that are some path's newest content
+    /// hold less than <see cref="RegroupBelow"/> of their bytes (the rest is dead, or superseded versions that
+    /// compaction re-encodes as deltas in this pass). Compaction leaves the superseded slices of other groups alone:
+    /// re-encoding one costs decoding its group and saves nothing until the group is regrouped.
+    /// </summary>
+    public static HashSet<long> DueGroups(IReadOnlyDictionary<long, (BlobCodec Codec, int Stored, int Raw)> rows,
+        IReadOnlyDictionary<long, long[]> bases, HashSet<long> heads)
+    {
+        var kept = new Dictionary<long, long>();
+        foreach (var (row, r) in rows)
+        {
+            if (r.Codec == BlobCodec.Slice && bases.TryGetValue(row, out var g) && g.Length == 1)
+            {
+                kept[g[0]] = kept.GetValueOrDefault(g[0]) + (heads.Contains(row) ? r.Raw : 0);
+            }
+        }
+
+        return [.. kept.Where(k => rows.TryGetValue(k.Key, out var g) && g.Codec == BlobCodec.Group && k.Value < RegroupBelow * g.Raw).Select(k => k.Key)];
+    }
+
+    private const long BytesPerStep = 64L << 20;
+
+    private sealed record Member(long Row, BlobId Id, long FromPack, long FromOffset, BlobCodec FromCodec, int Raw, long Start);
+
+    private sealed record PendingGroup(BlobId Id, long Pack, long Offset, int Raw, int Stored, List<Member> Members, long BytesBefore);
+
+    /// <param name="histories">The versions compaction read: versions change only by prune and sweep, which ran
+    /// before; a version added since names nothing this plan moves but through compare and set.</param>
+    public static GroupingResult Run(TraceReader reader, PathHistories histories, IWriterSteps steps, MaintenancePack output,
+        IProgress<string>? progress = null)
+    {
+        Dictionary<long, BlobLocation> blobs;
+        long mark;
+        using (reader.Snapshot())
+        {
+            blobs = reader.AllBlobs().ToDictionary(b => b.BlobRowId);
+            mark = reader.GroupedThrough();
+        }
+
+        // Every row of the snapshot is considered now: grouped, or judged not worth a group (and never tried again),
+        // or not a candidate. Rows the writer adds meanwhile have greater ids.
+        var through = Math.Max(mark, blobs.Count == 0 ? 0 : blobs.Keys.Max());
+
+        // Where each blob sits in path order: the first (newest) unpruned file version that names it, by path, then
+        // its place in that version's map.
+        var order = new Dictionary<long, (string Path, int Version, long Offset)>();
+        foreach (var (key, versions) in histories.ByPath.OrderBy(p => p.Key[(p.Key.IndexOf('\0', StringComparison.Ordinal) + 1)..], StringComparer.Ordinal)
+            .ThenBy(p => p.Key, StringComparer.Ordinal))
+        {
+            for (var i = versions.Count - 1; i >= 0; i--)
+            {
+                var v = versions[i];
+                if (v is not { Kind: EntryKind.File, Pruned: false, Extents: { } map } || !ExtentMap.TryDecode(map, v.Size, out var extents))
+                {
+                    continue;
+                }
+
+                foreach (var e in extents)
+                {
+                    order.TryAdd(e.BlobRowId, (key, versions.Count - 1 - i, e.Offset));
+                }
+            }
+        }
+
+        var members = new Dictionary<long, List<BlobLocation>>();
+        foreach (var b in blobs.Values)
+        {
+            if (b.IsSlice && b.Bases.Length == 1)
+            {
+                if (!members.TryGetValue(b.Bases[0], out var list))
+                {
+                    members[b.Bases[0]] = list = [];
+                }
+
+                list.Add(b);
+            }
+        }
+
+        var fresh = blobs.Values.Where(b => b.Codec == BlobCodec.Zstd && b.RawLength is > 0 and <= MaxMember && b.BlobRowId > mark &&
+            order.ContainsKey(b.BlobRowId)).ToList();
+
+        // Groups to dissolve: mostly dead (compaction moved their superseded members out), or small while there is
+        // something new to group with; a group no slice names any more (all its members moved) goes as well.
+        var dissolve = new List<long>();
+        foreach (var g in blobs.Values.Where(b => b.Codec == BlobCodec.Group))
+        {
+            var live = members.TryGetValue(g.BlobRowId, out var slices) ? slices.Sum(s => (long)s.RawLength) : 0;
+            if (live < RegroupBelow * g.RawLength || (g.RawLength < SmallGroup && fresh.Count > 0))
+            {
+                dissolve.Add(g.BlobRowId);
+            }
+        }
+
+        // A group a version names directly (a chunk equal to its bytes) is a blob like any other: sweep decides.
+        var unnamed = dissolve.Where(g => !order.ContainsKey(g)).Select(g => (g, blobs[g].Id)).ToList();
+        var regrouping = dissolve.SelectMany(g => members.GetValueOrDefault(g) ?? []).Where(s => order.ContainsKey(s.BlobRowId)).ToList();
+        var candidates = fresh.Concat(regrouping).OrderBy(b => order[b.BlobRowId].Path, StringComparer.Ordinal)
+            .ThenBy(b => order[b.BlobRowId].Version).ThenBy(b => order[b.BlobRowId].Offset).ToList();
+        if (candidates.Count < 2)
+        {
+            return new GroupingResult(0, 0, Finish(steps, unnamed, through, mark), 0, 0);
+        }
+
+        var ids = blobs.Values.Select(b => b.Id).ToHashSet();
+
+        progress?.Report($"grouping {candidates.Count} small blobs");
+        var result = new GroupingResult(0, 0, 0, 0, 0);
+        var pending = new List<PendingGroup>();
+        long pendingBytes = 0;
+        var raw = GC.AllocateUninitializedArray<byte>(PackFormat.MaxGroupLength);
+        var compressed = GC.AllocateUninitializedArray<byte>(Zstd.CompressBound(PackFormat.MaxGroupLength));
+        var at = 0;
+        while (at < candidates.Count)
+        {
+            steps.Stopping.ThrowIfCancellationRequested();
+            var start = at;
+            var length = 0;
+            while (at < candidates.Count && length + candidates[at].RawLength <= PackFormat.MaxGroupLength)
+            {
+                length += candidates[at++].RawLength;
+            }
+
+            var batch = candidates.GetRange(start, at - start);
+            if (batch.Count < 2)
+            {
+                continue; // a group of one would be the blob itself again (and share its hash)
+            }
+
+            var list = new List<Member>(batch.Count);
+            long before = 0;
+            var pos = 0;
+            try
+            {
+                foreach (var b in batch)
+                {
+                    reader.Blobs.Read(b, raw.AsSpan(pos, b.RawLength));
+                    list.Add(new Member(b.BlobRowId, b.Id, b.PackId, b.Offset, b.Codec, b.RawLength, pos));
+                    before += b.IsSlice ? Share(b, blobs) : PackFormat.RecordSize(b.StoredLength);
+                    pos += b.RawLength;
+                }
+            }
+            catch (BlobDamagedException)
+            {
+                continue; // verify names the damage; a group must not copy it
+            }
+
+            var regroups = batch.Any(b => b.IsSlice);
+            var stored = Zstd.Compress(raw.AsSpan(0, length), compressed, regroups ? RegroupLevel : Level);
+            if (!regroups && PackFormat.RecordSize(stored) >= before * 9 / 10)
+            {
+                continue; // not worth a group: below the mark once this pass finishes, so never tried again
+            }
+
+            var id = BlobId.Of(raw.AsSpan(0, length));
+            if (!ids.Add(id))
+            {
+                continue; // the same bytes are a blob already (the catalog's hashes are unique)
+            }
+
+            var (pack, offset) = output.Append(id, BlobCodec.Group, length, compressed.AsSpan(0, stored), default);
+            pending.Add(new PendingGroup(id, pack, offset, length, stored, list, before));
+            pendingBytes += length;
+            if (pendingBytes >= BytesPerStep)
+            {
+                result = Add(result, Flush(steps, output, pending));
+                pendingBytes = 0;
+            }
+        }
+
+        result = Add(result, Flush(steps, output, pending));
+        return result with { Regrouped = Finish(steps, unnamed, through, mark) };
+    }
+
+    /// <summary>
+    /// The pass's last step: deletes the rows of the regrouped groups no slice names any more (nor a version the
+    /// writer added since the pass began: a group is a blob a chunk could equal), so repack frees their records
+    /// without a second sweep, and records the mark. Returns how many groups it deleted.
+    /// </summary>
+    private static int Finish(IWriterSteps steps, List<(long Row, BlobId Id)> regrouped, long through, long mark)
+    {
+        if (regrouped.Count == 0 && through == mark)
+        {
+            return 0;
+        }
+
+        return steps.Run("grouped", writer =>
+        {
+            writer.Begin();
+            var deleted = new List<BlobId>();
+            using (var named = writer.Database.Prepare("SELECT EXISTS(SELECT 1 FROM blobs WHERE codec = ?1 AND bases = ?2)"))
+            using (var delete = writer.Database.Prepare("DELETE FROM blobs WHERE id = ?1 AND codec = ?2"))
+            {
+                foreach (var (row, id) in regrouped)
+                {
+                    if (writer.ReferencedSinceTracking.Contains(row) ||
+                        named.Bind(1, (long)BlobCodec.Slice).Bind(2, PackFormat.EncodeBases([row])).ScalarInt64() != 0)
+                    {
+                        continue; // a slice the plan did not move (the writer stored it again) still needs it: a later sweep decides
+                    }
+
+                    delete.Bind(1, row).Bind(2, (long)BlobCodec.Group).Run();
+                    if (writer.Database.Changes == 1)
+                    {
+                        deleted.Add(id);
+                    }
+                }
+            }
+
+            writer.SetGroupedThrough(through);
+            writer.Commit();
+            writer.ForgetBlobs(deleted);
+            return deleted.Count;
+        });
+    }
+
+    /// <summary>What a slice's bytes take of its group's record, in proportion to its raw length.</summary>
+    private static long Share(in BlobLocation slice, Dictionary<long, BlobLocation> blobs) =>
+        blobs.TryGetValue(slice.Bases[0], out var g) && g.RawLength > 0 ? (long)PackFormat.RecordSize(g.StoredLength) * slice.RawLength / g.RawLength : 0;
+
+    private static GroupingResult Add(GroupingResult a, GroupingResult b) =>
+        new(a.Groups + b.Groups, a.Members + b.Members, 0, a.BytesBefore + b.BytesBefore, a.BytesAfter + b.BytesAfter);
+
+    /// <summary>Makes the group records durable, then adds the group rows and turns their members into slices, in one step.</summary>
+    private static GroupingResult Flush(IWriterSteps steps, MaintenancePack output, List<PendingGroup> pending)
+    {
+        if (pending.Count == 0)
+        {
+            return new GroupingResult(0, 0, 0, 0, 0);
+        }
+
+        var groups = pending.ToList();
+        pending.Clear();
+        var sizes = output.Sync();
+        return steps.Run("group", writer =>
+        {
+            writer.Begin();
+            MaintenancePack.RecordSizes(writer, sizes);
+            long made = 0, moved = 0, before = 0, after = 0;
+            using var insert = writer.Database.Prepare(
+                "INSERT OR IGNORE INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec, bases) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)");
+            using var slice = writer.Database.Prepare(
+                "UPDATE blobs SET pack_id = -1, offset = ?5, stored_len = 0, codec = ?6, bases = ?7 WHERE id = ?1 AND pack_id = ?2 AND offset = ?3 AND codec = ?4");
+            using var drop = writer.Database.Prepare("DELETE FROM blobs WHERE id = ?1");
+            foreach (var g in groups)
+            {
+                insert.Bind(1, g.Id.ToArray()).Bind(2, g.Pack).Bind(3, g.Offset).Bind(4, (long)g.Raw).Bind(5, (long)g.Stored).Bind(6, (long)BlobCodec.Group).Run();
+                if (writer.Database.Changes != 1)
+                {
+                    continue; // a blob with these bytes appeared meanwhile
+                }
+
+                var groupRow = writer.Database.LastInsertRowId;
+                var bases = PackFormat.EncodeBases([groupRow]);
+                var n = 0;
+                foreach (var m in g.Members)
+                {
+                    // A row the writer stored whole again, or a pass re-encoded, since the plan stays where it is now.
+                    slice.Bind(1, m.Row).Bind(2, m.FromPack).Bind(3, m.FromOffset).Bind(4, (long)m.FromCodec)
+                        .Bind(5, m.Start).Bind(6, (long)BlobCodec.Slice).Bind(7, bases).Run();
+                    n += writer.Database.Changes;
+                }
+
+                if (n == 0)
+                {
+                    drop.Bind(1, groupRow).Run();
+                    continue;
+                }
+
+                made++;
+                moved += n;
+                before += g.BytesBefore;
+                after += PackFormat.RecordSize(g.Stored);
+            }
+
+            writer.Commit();
+            return new GroupingResult(made, moved, 0, before, after);
+        });
+    }
+}
