@@ -79,6 +79,8 @@ public sealed class FrozenImage : IBlockSource, IDisposable
     /// <summary>The written ranges this image was taken for (<see cref="TakeWritten"/>); null: it holds every data extent.</summary>
     public IReadOnlyList<(long Start, long End)>? Written { get; private init; }
 
+    private const long SerialBytes = 8L << 20;
+
     private static FrozenImage? Copy(SafeFileHandle file, long size, List<(long Start, long End)> ranges, ImageBuffers pool,
         IReadOnlyList<(long Start, long End)>? written)
     {
@@ -112,8 +114,25 @@ public sealed class FrozenImage : IBlockSource, IDisposable
         var got = new int[runs.Count];
         try
         {
-            System.Threading.Tasks.Parallel.For(0, runs.Count,
-                i => got[i] = Packs.PackReader.ReadFully(file, buffers[runs[i].Buffer].AsSpan(runs[i].At, runs[i].Length), runs[i].Start));
+            // A few written blocks are read on this thread: waking pool threads would cost more than the reads,
+            // and on a loaded machine far more (the app is stopped meanwhile).
+            void Read(int i) => got[i] = Packs.PackReader.ReadFully(file, buffers[runs[i].Buffer].AsSpan(runs[i].At, runs[i].Length), runs[i].Start);
+            if (total < SerialBytes)
+            {
+                for (var i = 0; i < runs.Count; i++)
+                {
+                    Read(i);
+                }
+            }
+            else
+            {
+                System.Threading.Tasks.Parallel.For(0, runs.Count, Read);
+            }
+        }
+        catch (Exception e) when (e is not AggregateException)
+        {
+            pool.Return(buffers, reserved);
+            throw;
         }
         catch (AggregateException e)
         {
