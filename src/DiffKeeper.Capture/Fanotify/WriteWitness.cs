@@ -102,8 +102,10 @@ public sealed unsafe class WriteWitness : IDisposable
     /// count of the tree's shared writable mappings, io_urings and AIO contexts: once it is not 0, nothing is vouched
     /// for again in this session. Call it with the tree stopped and its events drained, before the cut's reads.
     /// </summary>
-    public void Refresh(IReadOnlySet<int> tree, ulong unseenWriters)
+    /// <returns>True the first time the count is not 0 (the caller says so once).</returns>
+    public bool Refresh(IReadOnlySet<int> tree, ulong unseenWriters)
     {
+        var first = !_unseenWriters && unseenWriters != 0;
         _unseenWriters |= unseenWriters != 0;
         var buffer = new byte[64 * 1024];
         while (true)
@@ -116,7 +118,7 @@ public sealed unsafe class WriteWitness : IDisposable
 
             if (n <= 0)
             {
-                return; // EAGAIN: the queue is empty
+                return first; // EAGAIN: the queue is empty
             }
 
             for (var pos = 0; pos + MetadataSize <= n;)

@@ -139,6 +139,7 @@ public sealed class KeepAgent
 
         _core.Baseline(commit: false);
         _core.Start(); // the marker: this session's baseline is complete
+        _witness?.ScanNewWatches(new HashSet<int>()); // big files of the baseline: the app has not started yet
         UpdateCounters();
         if (_options.Retention is { } retention)
         {
@@ -264,7 +265,10 @@ public sealed class KeepAgent
             {
                 _treePids = [.. _tree.FrozenPids, .. _eventPids];
                 _eventPids.Clear();
-                _witness.Refresh(_treePids, _source.UnseenWriters ?? ulong.MaxValue);
+                if (_witness.Refresh(_treePids, _source.UnseenWriters ?? ulong.MaxValue) && _core.Versioner.BigFiles!.VersionsFromWrites > 0)
+                {
+                    _log.WriteLine("diffkeeper: the app mapped a file it opened for writing shared, or set up io_uring or AIO, whose writes no eBPF event carries: big files are read whole at every cut from now on");
+                }
             }
 
             // Big files are copied, not hashed, while the app is stopped; they are stored once it goes on.
