@@ -15,12 +15,11 @@ public sealed partial class KeepBigFileTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    // Rewrites random pages of a sparse file in rounds, grows it, shrinks it; after every change it notes the SHA-256
-    // of the whole file (outside the state directory), so every version kept can be checked against a real state.
-    private const string App = """
-        import hashlib, os, random, sys, time
+    // The apps' common start: their arguments, note() (the SHA-256 of the whole file, appended to the log) and the
+    // file opened (created) and noted.
+    private const string OpenAndNote = """
+        import hashlib, mmap, os, random, sys, time
         path, log = sys.argv[1], sys.argv[2]
-        r = random.Random(11)
         def note():
             with open(path, 'rb') as f:
                 h = hashlib.sha256(f.read()).hexdigest()
@@ -28,6 +27,13 @@ public sealed partial class KeepBigFileTests : IDisposable
                 f.write(h + '\n')
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         note()
+
+        """;
+
+    // Rewrites random pages of a sparse file in rounds, grows it, shrinks it; after every change it notes the SHA-256
+    // of the whole file (outside the state directory), so every version kept can be checked against a real state.
+    private const string App = OpenAndNote + """
+        r = random.Random(11)
         os.ftruncate(fd, 2 << 20)
         note()
         for p in r.sample(range(512), 80):
@@ -64,18 +70,26 @@ public sealed partial class KeepBigFileTests : IDisposable
         Assert.True(cuts.Success, r.Stderr);
         Assert.True(int.Parse(cuts.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) >= 2, r.Stderr);
 
-        // Every version the store holds of the image is a state the app noted (the states between its rounds).
+        CheckKept(image, store, log, minVersions: 3, r.Stderr);
+    }
+
+    /// <summary>
+    /// Every version the store holds of the image is a state the app noted (the states between its rounds), and the
+    /// restore is the file byte for byte and hole for hole.
+    /// </summary>
+    private void CheckKept(string image, string store, string log, int minVersions, string summary)
+    {
         var noted = File.ReadAllLines(log).ToHashSet(StringComparer.Ordinal);
         var exported = _dir.Sub("exported");
-        using var json = System.Text.Json.JsonDocument.Parse(Cli.Ok(_dir.Path, "log", Path.Combine(state, "image"), "--trace", store, "--json").Stdout);
+        using var json = System.Text.Json.JsonDocument.Parse(Cli.Ok(_dir.Path, "log", image, "--trace", store, "--json").Stdout);
         var versions = json.RootElement.GetProperty("versions").EnumerateArray().Where(v => v.GetProperty("kind").GetString() == "file").ToList();
-        Assert.True(versions.Count >= 3, json.RootElement.ToString());
+        Assert.True(versions.Count >= minVersions, json.RootElement.ToString());
         foreach (var v in versions)
         {
             var seq = v.GetProperty("seq").GetInt64();
             Cli.Ok(_dir.Path, "export", "--trace", store, "--time", "#" + seq.ToString(System.Globalization.CultureInfo.InvariantCulture), "--out", exported, "--force");
             var hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(Path.Combine(exported, "image"))));
-            Assert.True(noted.Contains(hash), $"the version after event {seq} is no state the app had between its rounds");
+            Assert.True(noted.Contains(hash), $"the version after event {seq} is no state the app had between its rounds: {summary}");
         }
 
         var restored = _dir.Sub("restored");
@@ -90,17 +104,9 @@ public sealed partial class KeepBigFileTests : IDisposable
     // carries it: from then on every cut reads the whole file). The file is above the 64 MiB up to which eBPF's
     // writes are followed in memory instead. Each burst takes about a millisecond, far below the cut's debounce, so
     // every cut falls between bursts, where the app notes the file's SHA-256.
-    private const string EbpfApp = """
-        import hashlib, mmap, os, random, sys, time
-        path, log, go, ack = sys.argv[1:5]
+    private const string EbpfApp = OpenAndNote + """
+        go, ack = sys.argv[3:5]
         r = random.Random(12)
-        def note():
-            with open(path, 'rb') as f:
-                h = hashlib.sha256(f.read()).hexdigest()
-            with open(log, 'a') as f:
-                f.write(h + '\n')
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        note()
         os.ftruncate(fd, 80 << 20)
         note()
         first = [(r.randbytes(4096), p * 4096) for p in r.sample(range(1024), 100)]
@@ -168,24 +174,7 @@ public sealed partial class KeepBigFileTests : IDisposable
         Assert.True(fromWrites.Success && int.Parse(fromWrites.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) >= 2,
             "no big-file version was stored from its written blocks: " + r.Stderr);
 
-        var noted = File.ReadAllLines(log).ToHashSet(StringComparer.Ordinal);
-        var exported = _dir.Sub("exported");
-        using var json = System.Text.Json.JsonDocument.Parse(Cli.Ok(_dir.Path, "log", image, "--trace", store, "--json").Stdout);
-        var versions = json.RootElement.GetProperty("versions").EnumerateArray().Where(v => v.GetProperty("kind").GetString() == "file").ToList();
-        Assert.True(versions.Count >= 5, json.RootElement.ToString());
-        foreach (var v in versions)
-        {
-            var seq = v.GetProperty("seq").GetInt64();
-            Cli.Ok(_dir.Path, "export", "--trace", store, "--time", "#" + seq.ToString(System.Globalization.CultureInfo.InvariantCulture), "--out", exported, "--force");
-            var hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(Path.Combine(exported, "image"))));
-            Assert.True(noted.Contains(hash), $"the version after event {seq} is no state the app had: {r.Stderr}");
-        }
-
-        var restored = _dir.Sub("restored");
-        Cli.Ok(_dir.Path, "restore", "--state-dir", restored, "--store", store);
-        var back = Path.Combine(restored, "image");
-        Assert.Equal(File.ReadAllBytes(image), File.ReadAllBytes(back));
-        Assert.Equal(DataPages(image), DataPages(back));
+        CheckKept(image, store, log, minVersions: 5, r.Stderr);
     }
 
     [GeneratedRegex(@"\((\d+) of big files from their written blocks alone\)")]
