@@ -16,6 +16,7 @@ namespace DiffKeeper.Capture.Fanotify;
 /// through a syscall, io_uring or AIO by anyone is a modify event, and any other process must open the file first;</item>
 /// <item>a scan of /proc made after the mark found no process outside the tree holding the file open for writing or
 /// mapped shared (<see cref="ScanNewWatches"/>): those would need no open to write;</item>
+/// <item>the file has one name (the tree's writes through another name would be events of that name);</item>
 /// <item>no process of the tree ever made a shared mapping of a file opened for writing, an io_uring or an AIO
 /// context (the eBPF program's count of them, <see cref="Refresh"/>): writes through those carry no event.</item>
 /// </list>
@@ -93,7 +94,8 @@ public sealed unsafe class WriteWitness : IDisposable
     /// <summary>Whether the file's write events since its last <see cref="ReadNow"/> are all its changes (see the class comment).</summary>
     public bool Vouches(SafeFileHandle file)
     {
-        return !_unseenWriters && Id(file) is { } id && _files.TryGetValue(id, out var state) && state is { Dirty: false, Held: false };
+        // One name only: the write events of a file with another name may come under that name, not this path's.
+        return !_unseenWriters && Id(file, out var links) is { } id && links == 1 && _files.TryGetValue(id, out var state) && state is { Dirty: false, Held: false };
     }
 
     /// <summary>
@@ -248,10 +250,14 @@ public sealed unsafe class WriteWitness : IDisposable
         }
     }
 
-    private static (ulong Dev, ulong Ino)? Id(SafeFileHandle file) =>
-        Libc.StatxCall((int)file.DangerousGetHandle(), "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var st) == 0
-            ? (((ulong)st.DevMajor << 32) | st.DevMinor, st.Ino)
-            : null;
+    private static (ulong Dev, ulong Ino)? Id(SafeFileHandle file) => Id(file, out _);
+
+    private static (ulong Dev, ulong Ino)? Id(SafeFileHandle file, out uint links)
+    {
+        var ok = Libc.StatxCall((int)file.DangerousGetHandle(), "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var st) == 0;
+        links = ok ? st.Nlink : 0;
+        return ok ? (((ulong)st.DevMajor << 32) | st.DevMinor, st.Ino) : null;
+    }
 
     public void Dispose() => Libc.Close(_fd);
 }
