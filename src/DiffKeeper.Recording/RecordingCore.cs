@@ -60,6 +60,8 @@ internal sealed class RecordingCore
     // BeforeCommit writes any left (with an lstat), so a commit never has a later event without these.
     private readonly Dictionary<(int Root, string Rel), NewEvent> _parked = [];
     private bool _rescanPending;
+    // Events were lost since the last rescan: versions made from followed copies since then may miss a change.
+    private bool _lossSinceScan;
     private bool _sweepPending;
     private long _sweepAllowedAt;
     // Roots that are not walked (eBPF with --watch /): only paths the tree touched are recorded and re-checked.
@@ -193,7 +195,7 @@ internal sealed class RecordingCore
     }
 
     /// <summary>Asks for a rescan of every root (a lost barrier, an overflow the owner learned of).</summary>
-    public void RequestRescan() => _rescanPending = true;
+    public void RequestRescan() => _rescanPending = _lossSinceScan = true;
 
     /// <summary>
     /// Runs the rescan a loss asked for, if any; else the sweep of known files a name gone unread asked for
@@ -334,7 +336,7 @@ internal sealed class RecordingCore
             case CaptureKind.Overflow:
                 _lost++;
                 AddEvent(timeNs, ChangeOp.Lost, null, null, null, e.Detail ?? "inotify queue overflow: events were lost; rescanning");
-                _rescanPending = true; // once the queue is drained: a storm of overflows costs one rescan, not one each
+                _rescanPending = _lossSinceScan = true; // once the queue is drained: a storm of overflows costs one rescan, not one each
                 return;
             case CaptureKind.Created:
             {
@@ -826,6 +828,11 @@ internal sealed class RecordingCore
         FlushParked(); // the scan may clear their paths from _dirty
         _versioner.DropShadows(); // compare with the files themselves
         _versioner.BigFiles?.ForgetAllWrites();
+        // After a loss, a file whose version came from its followed copy is read whatever its stat: the copy may lack
+        // a write whose record was dropped while the version took the file's final stat (a full eBPF ring).
+        var (copied, allCopied) = _versioner.TakeCopiedSinceScan();
+        var suspect = _lossSinceScan;
+        _lossSinceScan = false;
         var walked = new List<(int Root, string Rel, EntryStat Stat)>();
         for (var root = 0; root < _roots.Count; root++)
         {
@@ -869,7 +876,8 @@ internal sealed class RecordingCore
         foreach (var (root, rel, stat) in walked)
         {
             var known = _versioner.Known(root, rel);
-            var pending = _dirty.Remove((root, rel));
+            var pending = _dirty.Remove((root, rel)) ||
+                (suspect && stat.Kind == EntryKind.File && (allCopied || copied.Contains((stat.Device, stat.Inode))));
             if (!pending && known == stat)
             {
                 continue;

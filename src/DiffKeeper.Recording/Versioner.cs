@@ -28,6 +28,15 @@ internal sealed class Versioner
     // Files whose bytes the recorder follows change by change (exact capture): versions come from here, not reads.
     private readonly Dictionary<(int Root, string Rel), FileShadow> _shadows = [];
     private long _shadowBytes;
+    // The files (device, inode) given a version from a followed copy since the last rescan. Such a version takes the
+    // file's stat when the sizes agree; after a loss (dropped write records) the copy may miss a write while the stat
+    // is already the final one, so a rescan comparing stats would keep the wrong bytes: it reads these files again.
+    private HashSet<(ulong Device, ulong Inode)> _copiedSinceScan = [];
+    private HashSet<(ulong Device, ulong Inode)> _copiedSpare = [];
+    private bool _copiedOverflow;
+
+    /// <summary>Files remembered by <see cref="TakeCopiedSinceScan"/> before it gives up and names every file.</summary>
+    public const int CopiedLimit = 1 << 20;
     // Hard links: the names known of every file stored (by device and inode), and the link id of a file with more
     // than one. A change stored for one name is stored for every other name too (they are one file).
     private readonly Dictionary<(ulong Dev, ulong Ino), LinkGroup> _inodes = [];
@@ -176,6 +185,31 @@ internal sealed class Versioner
         {
             MoveShadow(root, key.Rel, to + key.Rel[from.Length..]);
         }
+    }
+
+    /// <summary>
+    /// The files given a version from a followed copy since the last call (<c>All</c>: more than
+    /// <see cref="CopiedLimit"/>, take every file), and forgets them.
+    /// </summary>
+    public (IReadOnlySet<(ulong Device, ulong Inode)> Files, bool All) TakeCopiedSinceScan()
+    {
+        var (files, all) = (_copiedSinceScan, _copiedOverflow);
+        (_copiedSinceScan, _copiedSpare) = (_copiedSpare, files);
+        _copiedSinceScan.Clear();
+        _copiedOverflow = false;
+        return (files, all);
+    }
+
+    private void NoteCopied(in EntryStat st)
+    {
+        if (_copiedOverflow || _copiedSinceScan.Count >= CopiedLimit)
+        {
+            _copiedOverflow = true;
+            _copiedSinceScan.Clear();
+            return;
+        }
+
+        _copiedSinceScan.Add((st.Device, st.Inode));
     }
 
     /// <summary>Stops following every file: rescans compare with the files themselves.</summary>
@@ -615,6 +649,7 @@ internal sealed class Versioner
 
         var content = shadow.Store(_writer);
         RawBytes += content.Size;
+        NoteCopied(st);
         var version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, st.Mode, st.Uid, st.Gid, st.MtimeNs,
             content.Size, content.ContentId, null, content.Extents);
         if (known is not null && known.Same(version))

@@ -58,11 +58,13 @@ public sealed class ChildSignalTests : IDisposable
         Assert.EndsWith("exit status 141", exit); // bash exited with 141; it was not killed
     }
 
-    private static Cli.Result Env(string[] envOptions, string[] command, bool diffkeeper = false)
+    // In the test's own empty directory: `record` watches its working directory, and /tmp (where it ran before) is every
+    // other test's scratch space, so its baseline scan took minutes on a loaded machine (two CI timeouts).
+    private Cli.Result Env(string[] envOptions, string[] command, bool diffkeeper = false)
     {
         var psi = new ProcessStartInfo("env")
         {
-            WorkingDirectory = Path.GetTempPath(),
+            WorkingDirectory = Work,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,

@@ -294,19 +294,7 @@ public sealed class EbpfCaptureTests : IDisposable
 
     private static string? Op(JsonElement e) => e.GetProperty("op").GetString();
 
-    /// <summary>Skips the test, naming what is missing, where the eBPF backend cannot run.</summary>
-    private static void SkipUnlessEbpf()
-    {
-        if (Environment.UserName != "root")
-        {
-            Assert.Skip("the eBPF backend needs root (CAP_BPF and CAP_PERFMON); this test runs as " + Environment.UserName);
-        }
-
-        if (!File.Exists("/sys/kernel/btf/vmlinux"))
-        {
-            Assert.Skip("this kernel has no BTF (/sys/kernel/btf/vmlinux), which the eBPF backend needs");
-        }
-    }
+    private static void SkipUnlessEbpf() => EbpfSupport.SkipUnlessAvailable();
 
     private static bool IsFileSystem(string path, string type)
     {

@@ -29,8 +29,18 @@ public sealed class FaultLayerTests
         Assert.SkipWhen(FaultLayer.Unavailable is not null, FaultLayer.Unavailable ?? "");
         var watch = Stopwatch.StartNew();
         using var dir = new TempDir();
+        // eBPF promises the tree after every event, so every event's export is checked; inotify promises only quiet
+        // moments (300 ms without a change), which the steps 50 ms apart do not leave: a loaded machine reads a file
+        // after later steps and dates those bytes to the event that sent it (three points of a full run at load 14).
+        // Without eBPF the sessions' start and end are checked, and what is committed still verifies.
+        var capture = EbpfSupport.Problem is null ? "ebpf" : "inotify";
+        if (capture == "inotify")
+        {
+            TestContext.Current.SendDiagnosticMessage($"recorded with inotify, each session checked at its start and end only: {EbpfSupport.Problem}");
+        }
+
         var states = new FaultWorkload(dir.Sub("states")).States();
-        var reference = new FaultWorkload(dir.Sub("reference"));
+        var reference = new FaultWorkload(dir.Sub("reference"), capture);
         var counts = new (long Writes, long Syncs)[FaultWorkload.Sessions];
         for (var s = 1; s <= FaultWorkload.Sessions; s++)
         {
@@ -58,7 +68,7 @@ public sealed class FaultLayerTests
             var problems = new List<string>();
             try
             {
-                var (kind, outcome) = Run(dir.Sub($"p{point.Session}-{point.Kind}-{point.At}"), point, states, problems);
+                var (kind, outcome) = Run(dir.Sub($"p{point.Session}-{point.Kind}-{point.At}"), capture, point, states, problems);
                 fired.AddOrUpdate(kind, 1, (_, n) => n + 1);
                 outcomes.AddOrUpdate(outcome, 1, (_, n) => n + 1);
             }
@@ -192,9 +202,9 @@ public sealed class FaultLayerTests
     }
 
     /// <summary>Runs the workload with the fault at <paramref name="point"/> and checks it; returns which fault fired and how the session ended.</summary>
-    private static (string Fired, string Outcome) Run(string dir, FaultPoint point, List<List<SortedDictionary<string, Entry>>> states, List<string> problems)
+    private static (string Fired, string Outcome) Run(string dir, string capture, FaultPoint point, List<List<SortedDictionary<string, Entry>>> states, List<string> problems)
     {
-        var w = new FaultWorkload(dir);
+        var w = new FaultWorkload(dir, capture);
         try
         {
             string fired = "none", outcome = "";
@@ -283,7 +293,8 @@ public sealed class FaultLayerTests
     /// export at its start is the first state, the export after each event one of the states, never an earlier one than
     /// after the event before, and a finished session without LOST ends in the last state. After a LOST event (which
     /// says the changes after the event before it were not stored) only EXIT follows, and both rebuild the tree of the
-    /// last event kept. A session without a fault is finished, without LOST.
+    /// last event kept. A session without a fault is finished, without LOST. Under inotify (a moment between two steps
+    /// is not promised) only the start and the end are checked against the states.
     /// </summary>
     private static void Check(FaultWorkload w, int session, List<SortedDictionary<string, Entry>> states, bool faulted, bool mayBeMissing, List<string> problems)
     {
@@ -334,6 +345,12 @@ public sealed class FaultLayerTests
                     problems.Add($"session {session}: export after {e} is not the tree of the last event kept before LOST ({Differences(lastKept, tree)})");
                 }
 
+                continue;
+            }
+
+            if (w.Capture == "inotify" && e.Op != "EXIT")
+            {
+                lastKept = tree;
                 continue;
             }
 

@@ -3,6 +3,7 @@ using System.Text;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
 using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Tests;
@@ -93,6 +94,38 @@ public sealed class RecordingCoreTests : IDisposable
         AssertState(reader, s, 2, ("kept", "same"), ("old", "baseline"));
         AssertState(reader, s, 4, ("kept", "same"), ("new", "abc"));
         Assert.Equal(2, s.LostEvents);
+    }
+
+    [Fact]
+    public void After_a_loss_a_file_stored_from_its_followed_copy_is_read_again_even_when_its_stat_is_unchanged()
+    {
+        // The middle write of each file is lost (a full eBPF ring): the followed copies hold a hole there, and the
+        // versions stored from them take the files' stat, which is already the final one. The rescan the loss asks
+        // for must read them, under the name they have now (b was renamed to c after its writes; on disk c is a
+        // hard link of b, so b is also found again, as new), not skip them for an unchanged stat.
+        using (var session = new ScriptedSession(_root, _trace, exactNames: true))
+        {
+            session.BeforeEvents = () =>
+            {
+                File.WriteAllText(Path.Combine(_root, "a"), "AAAABBBBCCCC");
+                File.WriteAllText(Path.Combine(_root, "b"), "aaaabbbbcccc");
+                Assert.Equal(0, Libc.LinkAt(Libc.AT_FDCWD, Path.Combine(_root, "b"), Libc.AT_FDCWD, Path.Combine(_root, "c"), 0));
+            };
+            session.Run(
+                Event(CaptureKind.Created, "a", knownEmpty: true),
+                Event(CaptureKind.Written, "a", offset: 0, payload: "AAAA"),
+                Event(CaptureKind.Written, "a", offset: 8, payload: "CCCC"),
+                Event(CaptureKind.Created, "b", knownEmpty: true),
+                Event(CaptureKind.Written, "b", offset: 0, payload: "aaaa"),
+                Event(CaptureKind.Written, "b", offset: 8, payload: "cccc"),
+                Event(CaptureKind.Renamed, "b", path2: "c"),
+                new CaptureEvent(CaptureKind.Overflow, 0, "", null, false, Stopwatch.GetTimestamp(), Detail: "scripted ring buffer full"));
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        var end = reader.Events(s).Last().Seq;
+        AssertState(reader, s, end, ("a", "AAAABBBBCCCC"), ("b", "aaaabbbbcccc"), ("c", "aaaabbbbcccc"));
     }
 
     [Fact]

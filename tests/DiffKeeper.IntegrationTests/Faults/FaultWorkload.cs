@@ -4,7 +4,8 @@ using DiffKeeper.Core;
 namespace DiffKeeper.IntegrationTests.Faults;
 
 /// <summary>
-/// The scripted recording the fault layer runs under: three `record --capture inotify` sessions into one trace, each a
+/// The scripted recording the fault layer runs under: three `record` sessions into one trace (inotify unless told
+/// otherwise: the regression tests' fault points are call counts of an inotify run), each a
 /// fixed shell script over fixed data (a few hundred KB made from seed 13) that creates, appends, overwrites,
 /// renames, truncates, deletes and links, one step at a time (50 ms apart, so each step is its own event and a run
 /// gives the same events as any other), and exits with its own code. Session 1 makes the trace (and its baseline);
@@ -45,9 +46,10 @@ public sealed class FaultWorkload
         ],
     ];
 
-    public FaultWorkload(string dir)
+    public FaultWorkload(string dir, string capture = "inotify")
     {
         Dir = dir;
+        Capture = capture;
         Directory.CreateDirectory(Work);
         Directory.CreateDirectory(Source);
         Directory.CreateDirectory(Staging);
@@ -73,6 +75,9 @@ public sealed class FaultWorkload
 
     public string Dir { get; }
 
+    /// <summary>The capture backend `record` is given.</summary>
+    public string Capture { get; }
+
     public string Work => Path.Combine(Dir, "work");
 
     public string Trace => Path.Combine(Dir, "trace");
@@ -90,7 +95,7 @@ public sealed class FaultWorkload
     /// <summary>Records session <paramref name="session"/> (1-based) with the layer loaded; <paramref name="fault"/> null faults nothing.</summary>
     public Cli.Result Record(int session, FaultPoint? fault, bool traceAll, string? arm = null, params string[] options) =>
         Cli.Run(FaultLayer.Environment(Trace, fault, Log(session), traceAll, arm), Dir,
-            ["record", "-q", "--capture", "inotify", "--trace", Trace, "--watch", Work, .. options, "--", "sh", ScriptPath(session), Work, Source, Staging]);
+            ["record", "-q", "--capture", Capture, "--trace", Trace, "--watch", Work, .. options, "--", "sh", ScriptPath(session), Work, Source, Staging]);
 
     /// <summary>The marker file session <paramref name="session"/>'s command makes last.</summary>
     public string Marker(int session) => Path.Combine(Work, $"marker{session}");
