@@ -38,8 +38,9 @@ public enum CaptureKind
     /// </summary>
     Punched,
     /// <summary>
-    /// fallocate that allocates: no byte changes; the file is at least <see cref="CaptureEvent.Length"/> bytes long
-    /// now (0: the size did not change either). Exact.
+    /// fallocate that allocates <see cref="CaptureEvent.Length"/> bytes at <see cref="CaptureEvent.Offset"/>: no byte
+    /// changes; the file is at least <c>Offset + Length</c> bytes long now, unless <see cref="CaptureEvent.KeepSize"/>
+    /// (FALLOC_FL_KEEP_SIZE: the size did not change either). Exact.
     /// </summary>
     Allocated,
 }
@@ -54,7 +55,8 @@ public enum CaptureKind
 /// them (eBPF: a created file or directory, a chmod); null when the recorder must look. <see cref="Target"/>: a
 /// Created symlink's target, when the backend carries it (eBPF). <see cref="FileId"/>: the device (major in the high
 /// 32 bits, minor in the low ones, as statx gives them) and inode of the file the event was about, when the backend
-/// carries them (eBPF: a file created by open).
+/// carries them (eBPF: a file created by open). <see cref="KeepSize"/>: an <see cref="CaptureKind.Allocated"/> range
+/// that left the file's size as it was (FALLOC_FL_KEEP_SIZE).
 /// </summary>
 public readonly record struct CaptureEvent(
     CaptureKind Kind,
@@ -72,7 +74,8 @@ public readonly record struct CaptureEvent(
     string? Detail = null,
     int? Mode = null,
     string? Target = null,
-    (ulong Device, ulong Inode)? FileId = null)
+    (ulong Device, ulong Inode)? FileId = null,
+    bool KeepSize = false)
 {
     /// <summary>
     /// <see cref="Detail"/> of an <see cref="CaptureKind.Exchanged"/> event that may be two renames instead (inotify,

@@ -420,13 +420,15 @@ internal sealed class RecordingCore
             case CaptureKind.Punched or CaptureKind.Allocated:
             {
                 // fallocate, carried exactly (a punched hole, or an allocation that may extend the file).
-                var exact = e.Kind == CaptureKind.Punched ? _versioner.ApplyPunch(e.Root, e.Path, e.Offset, e.Length) : _versioner.ApplyAllocate(e.Root, e.Path, e.Length);
+                var exact = e.Kind == CaptureKind.Punched
+                    ? _versioner.ApplyPunch(e.Root, e.Path, e.Offset, e.Length)
+                    : _versioner.ApplyAllocate(e.Root, e.Path, e.KeepSize ? 0 : e.Offset + e.Length);
                 var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path))?.Size;
-                // A punched hole's range is exact; an allocation is carried only as the size it implies (its range
-                // is not), so its offset and length stay unknown.
-                var punched = e.Kind == CaptureKind.Punched;
-                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true,
-                    offset: punched ? e.Offset : null, length: punched ? e.Length : null);
+                // Both carry their range: the hole punched, or the bytes allocated (zeros where the file had none).
+                // The detail tells them from a write of that many bytes (and keeps them out of a burst's byte total).
+                var what = e.Kind == CaptureKind.Punched ? "punch hole" : "fallocate";
+                AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? what : what + ", read back", e.Pid, e.Comm, exact: true,
+                    offset: e.Offset, length: e.Length);
                 VersionExactOrRead(key, exact, timeNs);
                 return;
             }

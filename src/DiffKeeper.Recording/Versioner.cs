@@ -32,11 +32,13 @@ internal sealed class Versioner
     // file's stat when the sizes agree; after a loss (dropped write records) the copy may miss a write while the stat
     // is already the final one, so a rescan comparing stats would keep the wrong bytes: it reads these files again.
     private HashSet<(ulong Device, ulong Inode)> _copiedSinceScan = [];
-    private HashSet<(ulong Device, ulong Inode)> _copiedSpare = [];
     private bool _copiedOverflow;
 
-    /// <summary>Files remembered by <see cref="TakeCopiedSinceScan"/> before it gives up and names every file.</summary>
-    public const int CopiedLimit = 1 << 20;
+    /// <summary>
+    /// Files remembered by <see cref="TakeCopiedSinceScan"/> before it gives up and names every file (about 5 MB; a
+    /// keep-mode agent rescans only after a loss, so a churn of new files would otherwise grow it for days).
+    /// </summary>
+    public const int CopiedLimit = 1 << 17;
     // Hard links: the names known of every file stored (by device and inode), and the link id of a file with more
     // than one. A change stored for one name is stored for every other name too (they are one file).
     private readonly Dictionary<(ulong Dev, ulong Ino), LinkGroup> _inodes = [];
@@ -194,18 +196,22 @@ internal sealed class Versioner
     public (IReadOnlySet<(ulong Device, ulong Inode)> Files, bool All) TakeCopiedSinceScan()
     {
         var (files, all) = (_copiedSinceScan, _copiedOverflow);
-        (_copiedSinceScan, _copiedSpare) = (_copiedSpare, files);
-        _copiedSinceScan.Clear();
+        _copiedSinceScan = []; // rescans are rare: a new set each time
         _copiedOverflow = false;
         return (files, all);
     }
 
     private void NoteCopied(in EntryStat st)
     {
-        if (_copiedOverflow || _copiedSinceScan.Count >= CopiedLimit)
+        if (_copiedOverflow)
+        {
+            return;
+        }
+
+        if (_copiedSinceScan.Count >= CopiedLimit)
         {
             _copiedOverflow = true;
-            _copiedSinceScan.Clear();
+            _copiedSinceScan = []; // its memory back, not only its entries
             return;
         }
 

@@ -21,8 +21,9 @@ public sealed record FoldedEvent(EventRecord First, EventRecord Last, int Count)
     public bool IsBurst => Count > 1;
 
     /// <summary>
-    /// Folds runs of consecutive <see cref="ChangeOp.Write"/> events with the same path, pid and program, each less
-    /// than <see cref="MaxGapNs"/> after the one before. Only neighbours fold, so the order of the lines is the order
+    /// Folds runs of consecutive <see cref="ChangeOp.Write"/> events with the same path, pid, program and detail (a
+    /// punched hole or an fallocate is not a write of its length, and a line shows one detail), each less than
+    /// <see cref="MaxGapNs"/> after the one before. Only neighbours fold, so the order of the lines is the order
     /// of the events; a write of another file in between, or a pause, starts a new line.
     /// </summary>
     public static IEnumerable<FoldedEvent> Fold(IEnumerable<EventRecord> events)
@@ -31,7 +32,7 @@ public sealed record FoldedEvent(EventRecord First, EventRecord Last, int Count)
         foreach (var e in events)
         {
             if (open is not null && e.Op == ChangeOp.Write && open.Last.Op == ChangeOp.Write &&
-                e.Path == open.Last.Path && e.Pid == open.Last.Pid && e.Comm == open.Last.Comm &&
+                e.Path == open.Last.Path && e.Pid == open.Last.Pid && e.Comm == open.Last.Comm && e.Detail == open.Last.Detail &&
                 e.TimeNs - open.Last.TimeNs < MaxGapNs)
             {
                 open = open with { Last = e, Count = open.Count + 1, Bytes = open.Bytes + e.Length };

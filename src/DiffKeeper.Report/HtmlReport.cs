@@ -75,7 +75,9 @@ public static class HtmlReport
         j.WriteNumber("after_seq", omittedAfterSeq);
         j.WriteEndObject();
 
-        // [seq, last_seq, count, time_ns, last_time_ns, op, path, path2, size, pid, comm, detail]
+        // [seq, last_seq, count, time_ns, last_time_ns, op, path, path2, size, pid, comm, detail, offset, length, bytes]:
+        // offset and length of a single write an exact backend recorded, bytes the byte total of a burst whose every
+        // length is known; null when not known (inotify, fanotify, a trace before format 4), never a guess.
         j.WriteStartArray("events");
         foreach (var f in lines)
         {
@@ -93,6 +95,9 @@ public static class HtmlReport
             NumberOrNull(j, e.Pid);
             StringOrNull(j, e.Comm);
             StringOrNull(j, e.Detail);
+            NumberOrNull(j, f.IsBurst ? null : e.Offset);
+            NumberOrNull(j, f.IsBurst ? null : e.Length);
+            NumberOrNull(j, f.IsBurst ? f.Bytes : null);
             j.WriteEndArray();
         }
 

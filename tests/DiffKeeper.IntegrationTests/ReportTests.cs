@@ -60,8 +60,8 @@ public sealed partial class ReportTests : IDisposable
         }
     }
 
-    [Fact]
-    public void The_flaky_demo_report_opens_in_chromium_and_shows_the_file_at_the_failing_write()
+    /// <summary>tests/report-browser, or the test is skipped with what is missing.</summary>
+    private static string BrowserDriver()
     {
         if (!File.Exists(Chromium))
         {
@@ -74,14 +74,26 @@ public sealed partial class ReportTests : IDisposable
             Assert.Skip($"{driver}/node_modules/playwright-core is missing: run 'npm ci' there (./test.sh does)");
         }
 
+        return driver;
+    }
+
+    private static string Screenshot(string name)
+    {
+        var artifacts = Path.Combine(RepoRoot, "artifacts", "test-results");
+        Directory.CreateDirectory(artifacts);
+        return Path.Combine(artifacts, name);
+    }
+
+    [Fact]
+    public void The_flaky_demo_report_opens_in_chromium_and_shows_the_file_at_the_failing_write()
+    {
+        var driver = BrowserDriver();
         var seq = RecordFlakyDemo();
         var expected = Cli.Ok(Work, "show", "status.log", "--trace", Trace, "--time", $"#{seq}").Stdout;
         var report = _dir.Sub("report.html");
         Cli.Ok(Work, "report", "--trace", Trace, "--out", report);
 
-        var artifacts = Path.Combine(RepoRoot, "artifacts", "test-results");
-        Directory.CreateDirectory(artifacts);
-        var screenshot = Path.Combine(artifacts, "report-flaky-demo.png");
+        var screenshot = Screenshot("report-flaky-demo.png");
         var page = RunNode(driver, "check-report.mjs", report, screenshot, seq.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
         Assert.Empty(page.GetProperty("consoleErrors").EnumerateArray());
@@ -97,6 +109,32 @@ public sealed partial class ReportTests : IDisposable
         Assert.Contains("+step 1: connecting to d", page.GetProperty("diff").GetString()); // the diff from the version before
         Assert.Equal(0, page.GetProperty("rowsAfterSearch").GetInt32());
         Assert.True(new FileInfo(screenshot).Length > 10_000, "the screenshot is missing or empty");
+    }
+
+    [Fact]
+    public void An_ebpf_report_shows_each_writes_offset_and_length_and_a_bursts_byte_total_as_the_timeline_does()
+    {
+        var driver = BrowserDriver();
+        EbpfSupport.SkipUnlessAvailable();
+        Cli.Ok(Work, "record", "-q", "--capture", "ebpf", "--trace", Trace, "--", "sh", "-c", WriteRangeTests.Script);
+        var first = Cli.Ok(Work, "timeline", "--trace", Trace, "--json", "--op", "WRITE", "--path", "data.bin").Lines
+            .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("seq").GetInt64()).ToList();
+        Assert.Equal(2, first.Count);
+        var report = _dir.Sub("report.html");
+        Cli.Ok(Work, "report", "--trace", Trace, "--out", report);
+
+        var page = RunNode(driver, "check-report.mjs", report, Screenshot("report-write-ranges.png"), first[0].ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Empty(page.GetProperty("consoleErrors").EnumerateArray());
+        Assert.Empty(page.GetProperty("pageErrors").EnumerateArray());
+        // Each row: [seq, [time, op, path, size, process, event]], as the page shows it.
+        var rows = page.GetProperty("cells").EnumerateArray()
+            .ToDictionary(r => r[0].GetInt64(), r => r[1].EnumerateArray().Select(c => c.GetString()!).ToArray());
+        Assert.Equal("4 KiB at 8192 → 12 KiB", rows[first[0]][3]);
+        Assert.Equal("100 B at 300 → 12 KiB", rows[first[1]][3]);
+        var burst = Assert.Single(rows.Values, r => r[1] == "WRITE" && r[2] == "burst.bin");
+        Assert.Equal("10 KiB", burst[3]);
+        Assert.EndsWith(" ×20 writes, 10 KiB", burst[5], StringComparison.Ordinal);
+        Assert.Contains("WRITE data.bin · 4 KiB at 8192 · ", page.GetProperty("eventInfo").GetString(), StringComparison.Ordinal);
     }
 
     private static JsonElement RunNode(string cwd, params string[] args)
@@ -153,6 +191,9 @@ public sealed partial class ReportTests : IDisposable
         Assert.DoesNotMatch(ExternalReference(), html); // no src=, href= or url() anywhere: everything is inline
 
         var data = JsonDocument.Parse(DataElement().Match(html).Groups[1].Value).RootElement;
+        // inotify knows no write's offset or length: the report says none and sums no burst (offset, length, bytes).
+        Assert.All(data.GetProperty("events").EnumerateArray(), e => Assert.All(e.EnumerateArray().Skip(12), v => Assert.Equal(JsonValueKind.Null, v.ValueKind)));
+        Assert.All(data.GetProperty("events").EnumerateArray(), e => Assert.Equal(15, e.GetArrayLength()));
         Assert.Contains("echo two >> a.txt", data.GetProperty("session").GetProperty("command").GetString(), StringComparison.Ordinal);
         var files = data.GetProperty("files").EnumerateArray().ToDictionary(f => f.GetProperty("path").GetString()!, f => f.GetProperty("versions"));
         var contents = data.GetProperty("contents");

@@ -1,7 +1,8 @@
 // Opens a diffkeeper HTML report in a real headless browser (Debian's chromium, driven by playwright-core, which
 // downloads nothing) and prints what the page showed as one JSON object on stdout:
 //   node check-report.mjs REPORT.html SCREENSHOT.png SEQ
-// clicks the timeline row of event SEQ and reads the file's content at that moment from the page.
+// clicks the timeline row of event SEQ and reads the file's content at that moment from the page; every row's
+// cells are in the output too (`cells`: [seq, [time, op, path, size, process, event]]).
 // Every console error, page error and network request (anything but the file itself) is reported.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -37,6 +38,9 @@ try {
   result.ticks = await page.locator('#lanes rect.tick').count();
   result.exitMarked = await page.locator('#lanes g.exit').count() === 1;
   result.highlighted = await page.locator('#events tbody tr.hl').evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
+  // Every row of the table as its seq and the text of its cells (time, op, path, size, process, event).
+  result.cells = await page.locator('#events tbody tr').evaluateAll((rows) =>
+    rows.map((r) => [Number(r.dataset.seq), [...r.cells].map((c) => c.textContent)]));
   const row = page.locator(`#events tbody tr[data-seq="${seq}"]`);
   result.rowFound = await row.count() === 1;
   if (result.rowFound) {

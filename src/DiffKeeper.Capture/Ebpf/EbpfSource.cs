@@ -401,10 +401,15 @@ public sealed unsafe class EbpfSource : ICaptureSource
             case EbpfRecordKind.Changed when r.Flags.HasFlag(EbpfRecordFlags.Fallocate) && ((int)r.Flags >> 8) is FallocPunchHole or FallocAllocate or FallocKeepSize:
             {
                 // fallocate: a punched hole, or an allocation (which changes no byte, and the size only when it
-                // extends the file without KEEP_SIZE), is applied to the recorder's copy like a write.
+                // extends the file without KEEP_SIZE), is applied to the recorder's copy like a write. Either carries
+                // its range (the syscall's offset and len; the kernel refused the call unless both were valid).
                 var mode = (int)r.Flags >> 8;
-                EmitAt(abs, mode == FallocPunchHole ? CaptureKind.Punched : CaptureKind.Allocated, ts, pid, comm,
-                    offset: mode == FallocPunchHole ? r.Offset : 0, length: mode == FallocPunchHole ? r.Length : mode == FallocAllocate ? r.Offset + r.Length : 0);
+                if (Locate(abs) is { } at)
+                {
+                    Emit(new CaptureEvent(mode == FallocPunchHole ? CaptureKind.Punched : CaptureKind.Allocated, at.Root, at.Rel, null, false, ts,
+                        pid, comm, r.Offset, r.Length, KeepSize: mode != FallocAllocate));
+                }
+
                 return;
             }
 

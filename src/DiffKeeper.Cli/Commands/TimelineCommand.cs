@@ -33,10 +33,11 @@ internal static class TimelineCommand
             HelpName = "FORMAT",
             DefaultValueFactory = _ => "text",
         }.ExpectingOneOf(Formats);
-        var json = new Option<bool>("--json") { Description = "One JSON object per event and line, never folded: session, seq, time_ns, time, wall, op, path, path2, size, pid, comm, detail, offset, length (exit_code for EXIT; offset, length null unless eBPF)" };
+        var json = new Option<bool>("--json") { Description = "One JSON object per event and line, never folded: session, seq, time_ns, time, wall, op, path, path2, size, pid, comm, detail, offset, length (exit_code for EXIT; offset, length null unless eBPF; an fallocate's or punched hole's range)" };
         var cmd = new Command("timeline", """
             List every recorded change in order, with the command's exit status last. In text, consecutive writes by
-            one process to one file, less than 100 ms apart, are one line with their count ("x37 writes in 12ms", #first-#last).
+            one process to one file with the same detail, less than 100 ms apart, are one line with their count and,
+            when every length is known (eBPF), their bytes ("x37 writes, 148 KiB in 00:00:00.012", #first-#last).
             Filters combine (all must match); the exit line is kept by path, --pid and --comm filters, and is subject
             to --op, --since and --until.
             Examples: diffkeeper timeline --comm python3 --op WRITE,TRUNCATE --since 1.5s
