@@ -8,9 +8,11 @@
 #   rebuild the last one:   diffkeeper materialize (copy)  vs  the zstd chain (v00 + 4 patches)   vs  cp of it
 #   beside the previous:    materialize vN --base vN-1 on a loop-mounted xfs (reflink=1) vs a full copy there, with and
 #                           without an fsync of the copy (materialize fsyncs its output)
-#   keep mode:              the app's freeze per cut for a 1 GiB sparse file vs a 1 MiB file, same writes per cut
+#   keep mode:              the app's freeze per cut for a 1 GiB sparse file vs a 1 MiB file, same writes per cut, with
+#                           each backend of --keep-capture (default inotify,ebpf: eBPF's written ranges spare the read of
+#                           the unwritten blocks)
 #
-#   bench/bigfiles.sh [--only W4,W5] [--runs N] [--no-keep] [--no-reflink]
+#   bench/bigfiles.sh [--only W4,W5|none] [--runs N] [--no-keep] [--no-reflink] [--keep-capture inotify,ebpf]
 #
 # Every figure is a median over --runs passes (default 3) of each version 1-4; each step is preceded by an untimed
 # `sync`; timings include process start (as the anchors' do). Results: a markdown table on stdout and in
@@ -27,6 +29,7 @@ GEN=${GEN_WORKLOADS:-$REPO/../shared/bench/gen_workloads.py}
 ONLY=W4,W5
 RUNS=3
 KEEP=1
+KEEP_CAPTURE=inotify,ebpf
 REFLINK=1
 while [ $# -gt 0 ]; do
     case $1 in
@@ -34,7 +37,8 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift 2 ;;
         --no-keep) KEEP=0; shift ;;
         --no-reflink) REFLINK=0; shift ;;
-        *) echo "usage: $0 [--only W4,W5] [--runs N] [--no-keep] [--no-reflink]" >&2; exit 2 ;;
+        --keep-capture) KEEP_CAPTURE=$2; shift 2 ;;
+        *) echo "usage: $0 [--only W4,W5] [--runs N] [--no-keep] [--no-reflink] [--keep-capture inotify,ebpf]" >&2; exit 2 ;;
     esac
 done
 
@@ -42,6 +46,6 @@ source "$REPO/scripts/deps.sh"
 ensure_apt_packages zstd xfsprogs python3
 [ -x "$DK" ] || { echo "$DK is missing: run ./build.sh" >&2; exit 1; }
 mkdir -p "$WORK" "$REPO/bench/results"
-python3 "$GEN" "$WORK/workloads" --only "$ONLY" >&2
-exec python3 "$REPO/bench/bigfiles.py" --dk "$DK" --work "$WORK" --only "$ONLY" --runs "$RUNS" --keep "$KEEP" --reflink "$REFLINK" \
+[ "$ONLY" = none ] || python3 "$GEN" "$WORK/workloads" --only "$ONLY" >&2
+exec python3 "$REPO/bench/bigfiles.py" --dk "$DK" --work "$WORK" --only "$ONLY" --runs "$RUNS" --keep "$KEEP" --keep-capture "$KEEP_CAPTURE" --reflink "$REFLINK" \
     --out "$REPO/bench/results/bigfiles-$(date -u +%Y%m%dT%H%M%SZ).md"

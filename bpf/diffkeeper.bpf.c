@@ -37,6 +37,11 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define AT_REMOVEDIR_BIT 0x200
 #define RENAME_EXCHANGE_BIT 2
 #define FMODE_CREATED_BIT 0x100000
+#define FMODE_WRITE_BIT 0x2
+#define MAP_SHARED_BIT 0x1
+#define FICLONE_CMD 0x40049409
+#define FICLONERANGE_CMD 0x4020940d
+#define FIDEDUPERANGE_CMD 0xc0189436
 #define S_IFMT_BITS 0170000
 #define S_IFREG_BITS 0100000
 
@@ -135,6 +140,17 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } drops SEC(".maps");
+
+// How many times a recorded process opened a way of writing files that no event of this program describes: a
+// shared mapping of a file opened for writing (mmap; its writes are stores to memory), an io_uring or an AIO
+// context (their writes run in the kernel, not in a syscall). User space reads it at each keep-mode cut: while it
+// is 0, the write events of a file are every byte written to it by the recorded tree.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} unseen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -512,6 +528,14 @@ int BPF_PROG(dk_exit, struct task_struct *task, bool group_dead)
 	return 0;
 }
 
+static __always_inline void count_unseen(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&unseen, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
 static __always_inline int wanted(long id)
 {
 	switch (id) {
@@ -522,6 +546,8 @@ static __always_inline int wanted(long id)
 	case 82: case 264: case 316: // rename renameat renameat2
 	case 83: case 258: case 88: case 266: case 86: case 265: // mkdir mkdirat symlink symlinkat link linkat
 	case 90: case 91: case 268: case 452: // chmod fchmod fchmodat fchmodat2
+	case 9: case 425: case 209: // mmap io_uring_setup io_submit: writes no event describes (`unseen`)
+	case 16: case 275: // ioctl (FICLONE, FICLONERANGE, FIDEDUPERANGE) splice: the target file changed
 		return 1;
 	}
 	return 0;
@@ -663,6 +689,27 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 		break;
 	case 91: // fchmod(fd, mode)
 		emit_file(task, K_CHMOD, 0, (int)a.a[0], a.a[1], 0, 0, 0);
+		break;
+	case 9: { // mmap(addr, len, prot, flags, fd, off): a shared mapping of a file opened for writing
+		// FMODE_WRITE rather than PROT_WRITE: mprotect can make such a mapping writable later.
+		if (!(a.a[3] & MAP_SHARED_BIT) || (int)a.a[4] < 0)
+			break;
+		struct file *f = fd_file(task, (int)a.a[4]);
+		if (f && (f->f_mode & FMODE_WRITE_BIT))
+			count_unseen();
+		break;
+	}
+	case 425: // io_uring_setup
+	case 209: // io_submit
+		count_unseen();
+		break;
+	case 16: // ioctl(fd, cmd, arg): a clone or dedupe onto fd rewrote its bytes without a write
+		if (a.a[1] == FICLONE_CMD || a.a[1] == FICLONERANGE_CMD || a.a[1] == FIDEDUPERANGE_CMD)
+			emit_file(task, K_CHANGED, F_READBACK, (int)a.a[0], 0, 0, 0, 0);
+		break;
+	case 275: // splice(fd_in, off_in, fd_out, off_out, len, flags)
+		if (ret > 0)
+			emit_file(task, K_CHANGED, F_READBACK, (int)a.a[2], 0, ret, 0, 0);
 		break;
 	}
 	return 0;

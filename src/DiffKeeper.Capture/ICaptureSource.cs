@@ -48,6 +48,13 @@ public interface ICaptureSource : IAsyncDisposable
     /// </summary>
     Task DrainToNowAsync();
 
+    /// <summary>
+    /// For a source whose write events carry every written range of the recorded tree (eBPF): how many ways of
+    /// writing that produce no event the tree has opened so far (shared writable mappings, io_uring, AIO); 0 while
+    /// its write events are all its writes. Null for every other source, whose events carry no ranges.
+    /// </summary>
+    ulong? UnseenWriters => null;
+
     /// <summary>Starts watching; events go to <paramref name="sink"/>.</summary>
     void Start(ChannelWriter<CaptureEvent> sink);
 

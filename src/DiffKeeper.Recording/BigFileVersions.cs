@@ -32,9 +32,12 @@ public sealed class BigFileVersions(long threshold)
         if (size < Threshold)
         {
             _last.Remove((root, rel));
+            _written.Remove((root, rel));
             return null;
         }
 
+        Witness?.ReadNow(file);
+        _written[(root, rel)] = [];
         return Ingest(writer, new FileBlockSource(file), size, root, rel, newestContentId);
     }
 
@@ -43,24 +46,113 @@ public sealed class BigFileVersions(long threshold)
     /// <see cref="IngestImage"/> to store later; null when the file is below the threshold (the caller reads it as
     /// any file) or the images of this cut would exceed <see cref="ImageBudget"/> (the caller stores it now).
     /// </summary>
-    public FrozenImage? TryFreeze(SafeFileHandle file, long size) =>
-        size < Threshold ? null : FrozenImage.Take(file, size, _images);
+    /// <remarks>
+    /// When <see cref="Witness"/> vouches that the path's write events since its last version are all its changes,
+    /// and that version is still the newest, only the blocks those writes touched are copied (the rest of the new
+    /// version is the last one's pieces): the freeze then costs the writes, not the file.
+    /// </remarks>
+    public FrozenImage? TryFreeze(SafeFileHandle file, long size, int root, string rel, byte[]? newestContentId)
+    {
+        if (size < Threshold)
+        {
+            return null;
+        }
+
+        var written = _written.GetValueOrDefault((root, rel));
+        var exact = written is not null && Witness?.Vouches(file) == true && LastIfNewest(root, rel, newestContentId) is not null;
+        Witness?.ReadNow(file);
+        _written[(root, rel)] = [];
+        if (exact)
+        {
+            var image = FrozenImage.TakeWritten(file, size, written!, _last[(root, rel)].Size, _images);
+            if (image is not null)
+            {
+                VersionsFromWrites++;
+            }
+
+            return image;
+        }
+
+        return FrozenImage.Take(file, size, _images);
+    }
 
     /// <summary>Stores an image taken by <see cref="TryFreeze"/> as the path's version, as <see cref="TryIngest"/> stores a file.</summary>
-    public IngestedContent IngestImage(TraceWriter writer, FrozenImage image, int root, string rel, byte[]? newestContentId) =>
-        Ingest(writer, image, image.Size, root, rel, newestContentId);
+    public IngestedContent IngestImage(TraceWriter writer, FrozenImage image, int root, string rel, byte[]? newestContentId)
+    {
+        if (image.Written is not null && LastIfNewest(root, rel, newestContentId) is null)
+        {
+            throw new InvalidOperationException($"the image of {rel} holds written blocks only, and its previous version is no longer the newest");
+        }
+
+        return Ingest(writer, image, image.Size, root, rel, newestContentId, image.Written);
+    }
+
+    /// <summary>
+    /// Says whether the write events of the recorded tree are all the changes of a file (keep mode with eBPF); null:
+    /// every version reads the file's data extents whole.
+    /// </summary>
+    public DiffKeeper.Capture.Fanotify.WriteWitness? Witness { get; set; }
+
+    /// <summary>Versions of big files copied from their written blocks alone (<see cref="TryFreeze"/>).</summary>
+    public long VersionsFromWrites { get; private set; }
+
+    // Per path: every range written since its last read (by write events), while every event since was a write.
+    private readonly Dictionary<(int Root, string Rel), List<(long Start, long End)>> _written = [];
+
+    /// <summary>A write event's range: <paramref name="length"/> bytes at <paramref name="offset"/> of the path.</summary>
+    public void NoteWrite(int root, string rel, long offset, long length)
+    {
+        if (_written.TryGetValue((root, rel), out var ranges))
+        {
+            if (ranges.Count > 0 && ranges[^1].End == offset)
+            {
+                ranges[^1] = (ranges[^1].Start, offset + length); // sequential writes: one range
+            }
+            else
+            {
+                ranges.Add((offset, offset + length));
+            }
+
+            if (ranges.Count > 65536)
+            {
+                _written.Remove((root, rel)); // scattered beyond use: read it whole
+            }
+        }
+    }
+
+    /// <summary>Any other event about a path (or a directory above it): its next version reads it whole.</summary>
+    public void ForgetWrites(int root, string rel)
+    {
+        if (rel.Length == 0)
+        {
+            _written.Clear();
+            return;
+        }
+
+        foreach (var key in _written.Keys.Where(k => k.Root == root && Core.TracePath.IsAtOrBelow(k.Rel, rel)).ToList())
+        {
+            _written.Remove(key);
+        }
+    }
+
+    /// <summary>Every path's next version reads it whole (events were lost, or a rescan).</summary>
+    public void ForgetAllWrites() => _written.Clear();
+
+    private (byte[] ContentId, long Size, IReadOnlyList<BlockPiece> Pieces)? LastIfNewest(int root, string rel, byte[]? newestContentId) =>
+        _last.TryGetValue((root, rel), out var last) && newestContentId is not null && last.ContentId.AsSpan().SequenceEqual(newestContentId)
+            ? last
+            : null;
 
     /// <summary>Memory the images of one cut may hold at once.</summary>
     public const long ImageBudget = 512L << 20;
 
     private readonly ImageBuffers _images = new(ImageBudget);
 
-    private IngestedContent Ingest(TraceWriter writer, IBlockSource file, long size, int root, string rel, byte[]? newestContentId)
+    private IngestedContent Ingest(TraceWriter writer, IBlockSource file, long size, int root, string rel, byte[]? newestContentId,
+        IReadOnlyList<(long Start, long End)>? written = null)
     {
-        var previous = _last.TryGetValue((root, rel), out var last) && newestContentId is not null && last.ContentId.AsSpan().SequenceEqual(newestContentId)
-            ? last.Pieces
-            : null;
-        var result = BlockIngest.Ingest(writer, file, size, previous, last.Size);
+        var last = LastIfNewest(root, rel, newestContentId);
+        var result = BlockIngest.Ingest(writer, file, size, last?.Pieces, last?.Size ?? 0, written);
         BytesRead += result.BytesRead;
         _last[(root, rel)] = (result.Content.ContentId, result.Content.Size, result.Pieces);
         return result.Content;

@@ -152,6 +152,7 @@ internal sealed class RecordingCore
     {
         try
         {
+            NoteBigFileWrites(e);
             Apply(e);
         }
         catch (PathTooLongException x)
@@ -159,6 +160,37 @@ internal sealed class RecordingCore
             // Paths are handled by name and a name longer than PATH_MAX cannot be looked at: that change is
             // not recorded, and the recording goes on (it used to stop, leaving the session unfinished).
             _log.WriteLine($"diffkeeper: {x.Message}; this change is not recorded");
+        }
+    }
+
+    /// <summary>
+    /// Keeps each big file's written ranges while every event about it is a write carrying its range (keep mode reads
+    /// only those blocks when nothing else can have written the file); any other event about it, or above it, and
+    /// any loss, make its next version a read of the whole file.
+    /// </summary>
+    private void NoteBigFileWrites(in CaptureEvent e)
+    {
+        if (_versioner.BigFiles is not { } big)
+        {
+            return;
+        }
+
+        switch (e.Kind)
+        {
+            case CaptureKind.Written:
+                big.NoteWrite(e.Root, e.Path, e.Offset, e.Length);
+                break;
+            case CaptureKind.Overflow:
+                big.ForgetAllWrites();
+                break;
+            default:
+                big.ForgetWrites(e.Root, e.Path);
+                if (e.Path2 is { } other)
+                {
+                    big.ForgetWrites(e.Root, other);
+                }
+
+                break;
         }
     }
 
@@ -797,6 +829,7 @@ internal sealed class RecordingCore
         FlushWrite();
         FlushParked(); // the scan may clear their paths from _dirty
         _versioner.DropShadows(); // compare with the files themselves
+        _versioner.BigFiles?.ForgetAllWrites();
         // After a loss, a file whose version came from its followed copy is read whatever its stat: the copy may lack
         // a write whose record was dropped while the version took the file's final stat (a full eBPF ring).
         var (copied, allCopied) = _versioner.TakeCopiedSinceScan();

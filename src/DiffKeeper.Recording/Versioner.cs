@@ -696,7 +696,7 @@ internal sealed class Versioner
             return null;
         }
 
-        if (DeferBigFiles && BigFiles?.TryFreeze(handle, stat.Size) is { } image)
+        if (DeferBigFiles && BigFiles?.TryFreeze(handle, stat.Size, root, rel, _paths.GetValueOrDefault((root, rel))?.Version.ContentId) is { } image)
         {
             _deferred.Add((root, rel, seq, timeNs, stat, image));
             deferred = true;

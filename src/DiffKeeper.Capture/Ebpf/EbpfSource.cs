@@ -16,8 +16,9 @@ namespace DiffKeeper.Capture.Ebpf;
 /// This process registers itself as "propagate to children, do not record", so only the command it starts
 /// (and everything that forks from it, even a daemon that double-forks away) is recorded. Drops of the ring
 /// buffer are counted in the kernel and reported as <see cref="CaptureKind.Overflow"/>.
-/// Invisible to syscall tracing: writes through shared mappings, io_uring and splice (the final reconcile
-/// scan catches their result).
+/// Invisible to syscall tracing: writes through shared mappings, io_uring and AIO (the final reconcile scan
+/// catches their result); the kernel side counts the tree's openings of those (<see cref="UnseenWriters"/>), and
+/// reports splice into a file and clone/dedupe ioctls onto one as changes to read back.
 /// </summary>
 public sealed unsafe class EbpfSource : ICaptureSource
 {
@@ -45,6 +46,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private GCHandle _self;
     private void* _objectBytes;
     private int _dropsFd = -1;
+    private int _unseenFd = -1;
     private ulong _drops;
     private int _cpus;
     private Thread? _thread;
@@ -206,6 +208,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
         }
 
         _dropsFd = LibBpf.MapFdByName(_object, "drops");
+        _unseenFd = LibBpf.MapFdByName(_object, "unseen");
         foreach (var name in Programs)
         {
             var link = LibBpf.Attach(_object, name);
@@ -251,6 +254,18 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 _drains.CompleteAll();
                 return;
             }
+        }
+    }
+
+    /// <summary>The kernel side's count of the tree's mmaps of files opened for writing, io_uring and AIO contexts (its `unseen` map).</summary>
+    public ulong? UnseenWriters
+    {
+        get
+        {
+            ulong value = 0;
+            var zero = 0u;
+            // Not readable: as unsafe as it can be.
+            return _unseenFd >= 0 && LibBpf.MapLookupElem(_unseenFd, &zero, &value) == 0 ? value : ulong.MaxValue;
         }
     }
 

@@ -116,6 +116,7 @@ internal static class RunCommand
                 console.Error.WriteLine(
                     $"diffkeeper: kept session {agent.SessionId} in {st}: {counters.Cuts} cuts ({counters.FrozenCuts} with the app stopped, {counters.FreezeSeconds * 1000:0} ms in all), " +
                     $"{counters.Versions} versions, {TimelineRenderer.FormatSize(counters.RawBytes)} read, {TimelineRenderer.FormatSize(counters.StoredBytesWritten)} stored" +
+                    (counters.VersionsFromWrites > 0 ? $" ({counters.VersionsFromWrites} of big files from their written blocks alone)" : "") +
                     (counters.LostEvents > 0 ? $", {counters.LostEvents} LOST (rescanned)" : ""));
             }
 

@@ -217,6 +217,12 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "fanotify_mark", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int FanotifyMark(int fd, uint flags, ulong mask, int dirfd, string path);
 
+    /// <summary>fanotify_mark(2) of the open file <paramref name="file"/> itself (dirfd with a null path).</summary>
+    public static int FanotifyMarkFile(int fd, uint flags, ulong mask, int file) => FanotifyMarkNoPath(fd, flags, mask, file, 0);
+
+    [LibraryImport(Lib, EntryPoint = "fanotify_mark", SetLastError = true)]
+    private static partial int FanotifyMarkNoPath(int fd, uint flags, ulong mask, int dirfd, nint path);
+
     /// <summary>open_by_handle_at(2); <paramref name="handle"/> points to a struct file_handle.</summary>
     [LibraryImport(Lib, EntryPoint = "open_by_handle_at", SetLastError = true)]
     public static partial int OpenByHandleAt(int mountFd, byte* handle, int flags);

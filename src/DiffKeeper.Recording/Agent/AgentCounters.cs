@@ -13,6 +13,7 @@ public sealed class AgentCounters
 
     private readonly long[] _events = new long[Enum.GetValues<ChangeOp>().Max(o => (int)o) + 1];
     private long _versions;
+    private long _versionsFromWrites;
     private long _lost;
     private long _storedBytes;
     private long _rawBytes;
@@ -52,6 +53,9 @@ public sealed class AgentCounters
     public long Events(ChangeOp op) => Interlocked.Read(ref _events[(int)op]);
 
     public long Versions { get => Interlocked.Read(ref _versions); set => Interlocked.Exchange(ref _versions, value); }
+
+    /// <summary>Versions of big files stored from their written blocks alone (eBPF, nothing else wrote them).</summary>
+    public long VersionsFromWrites { get => Interlocked.Read(ref _versionsFromWrites); set => Interlocked.Exchange(ref _versionsFromWrites, value); }
 
     public long LostEvents { get => Interlocked.Read(ref _lost); set => Interlocked.Exchange(ref _lost, value); }
 

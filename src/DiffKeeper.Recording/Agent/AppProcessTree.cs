@@ -25,6 +25,9 @@ internal sealed class AppProcessTree
 
     public int FrozenCount => _frozen.Count;
 
+    /// <summary>The processes stopped by the last <see cref="Freeze"/> (empty once thawed).</summary>
+    public IReadOnlyList<int> FrozenPids => _frozen;
+
     /// <summary>Stops every descendant; gives up waiting after <paramref name="timeout"/> (returns false: a thread did not stop).</summary>
     public bool Freeze(TimeSpan timeout)
     {

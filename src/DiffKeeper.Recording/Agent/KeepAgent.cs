@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
+using DiffKeeper.Capture.Fanotify;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
@@ -54,6 +55,12 @@ public sealed class KeepAgent
     private long _storedBefore;
     private RetentionWorker? _retention;
     private ICaptureSource _source = null!;
+    // Keep mode with eBPF: vouches that a big file's write events are all its changes (see WriteWitness). The
+    // processes of the app's tree it trusts: those stopped at the cut, and those eBPF delivered events of since the
+    // last cut (it sends the tree's only). Renewed at each cut, so a pid reused by another process is not trusted long.
+    private WriteWitness? _witness;
+    private readonly HashSet<int> _eventPids = [];
+    private HashSet<int> _treePids = [];
 
     public KeepAgent(KeepOptions options, TraceWriter writer, AgentCounters counters, TextWriter log)
     {
@@ -80,6 +87,7 @@ public sealed class KeepAgent
         finally
         {
             _retention?.Dispose();
+            _witness?.Dispose();
             _stopSyncing = true;
             WantSync();
             syncer.Join();
@@ -118,8 +126,20 @@ public sealed class KeepAgent
             EventAdded = _counters.CountEvent,
         };
         _core.Begin(string.Join(' ', _options.Command), _options.Cwd, 0, _options.BigFileThreshold, stored: null);
+        if (source.UnseenWriters is not null)
+        {
+            _witness = WriteWitness.TryCreate(out var why);
+            if (_witness is null)
+            {
+                _log.WriteLine($"diffkeeper: big files are read whole at every cut: cannot watch them for writers outside the app ({why})");
+            }
+
+            _core.Versioner.BigFiles!.Witness = _witness;
+        }
+
         _core.Baseline(commit: false);
         _core.Start(); // the marker: this session's baseline is complete
+        _witness?.ScanNewWatches(new HashSet<int>()); // big files of the baseline: the app has not started yet
         UpdateCounters();
         if (_options.Retention is { } retention)
         {
@@ -241,6 +261,16 @@ public sealed class KeepAgent
         try
         {
             await DrainAsync().ConfigureAwait(false);
+            if (_witness is not null)
+            {
+                _treePids = [.. _tree.FrozenPids, .. _eventPids];
+                _eventPids.Clear();
+                if (_witness.Refresh(_treePids, _source.UnseenWriters ?? ulong.MaxValue) && _core.Versioner.BigFiles!.VersionsFromWrites > 0)
+                {
+                    _log.WriteLine("diffkeeper: the app mapped a file it opened for writing shared, or set up io_uring or AIO, whose writes no eBPF event carries: big files are read whole at every cut from now on");
+                }
+            }
+
             // Big files are copied, not hashed, while the app is stopped; they are stored once it goes on.
             _core.Versioner.DeferBigFiles = true;
             _core.RescanIfPending();
@@ -252,6 +282,8 @@ public sealed class KeepAgent
             _tree.Thaw();
             freeze = Stopwatch.GetElapsedTime(started);
         }
+
+        _witness?.ScanNewWatches(_treePids); // files first read in this cut: writers outside the app that hold them
 
         // The bytes are read: the app goes on while they are stored and committed.
         _core.Versioner.FinishDeferred();
@@ -432,6 +464,11 @@ public sealed class KeepAgent
             return; // the state directory itself
         }
 
+        if (_witness is not null && e.Pid is { } pid)
+        {
+            _eventPids.Add(pid); // eBPF sends events of the app's tree only
+        }
+
         _core.Handle(e);
         _counters.LostEvents = _core.Lost;
         _changed.TryAdd((e.Root, e.Path), e.Timestamp);
@@ -440,6 +477,7 @@ public sealed class KeepAgent
     private void UpdateCounters()
     {
         _counters.Versions = _core.Versioner.VersionsWritten;
+        _counters.VersionsFromWrites = _core.Versioner.BigFiles?.VersionsFromWrites ?? 0;
         _counters.RawBytes = _core.Versioner.RawBytes;
         _counters.StoredBytesWritten = _writer.StoredBytesWritten;
         _counters.StoredBytes = _storedBefore + _writer.StoredBytesWritten;

@@ -34,9 +34,7 @@ public static class BlockIngest
     {
         var storedBefore = writer.StoredBytesWritten;
         var partial = previous is not null && written is not null && IsBlockMap(previous);
-        var regions = partial
-            ? BlockRegions(written!.Append((Math.Min(size, previousSize), Math.Max(size, previousSize))), size)
-            : [(0L, size)];
+        var regions = partial ? WrittenRegions(written!, size, previousSize) : [(0L, size)];
         using var batch = new PieceBatch(writer, previous);
         foreach (var (a, b) in regions)
         {
@@ -342,6 +340,13 @@ public static class BlockIngest
 
         return ranges;
     }
+
+    /// <summary>
+    /// The blocks a partial ingest reads: those <paramref name="written"/> touches, and those between the previous
+    /// and the new size (grown or cut), as whole blocks clipped to <paramref name="size"/>, sorted and merged.
+    /// </summary>
+    public static List<(long Start, long End)> WrittenRegions(IEnumerable<(long Start, long End)> written, long size, long previousSize) =>
+        BlockRegions(written.Append((Math.Min(size, previousSize), Math.Max(size, previousSize))), size);
 
     /// <summary>The ranges widened to whole blocks, clipped to the file, sorted and merged.</summary>
     private static List<(long Start, long End)> BlockRegions(IEnumerable<(long Start, long End)> ranges, long size)

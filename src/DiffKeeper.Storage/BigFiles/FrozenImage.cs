@@ -57,9 +57,33 @@ public sealed class FrozenImage : IBlockSource, IDisposable
     /// Copies the data extents of <paramref name="file"/> (<paramref name="size"/> bytes long) on every core; null,
     /// with nothing read, when they exceed what <paramref name="pool"/> may still lend.
     /// </summary>
-    public static FrozenImage? Take(SafeFileHandle file, long size, ImageBuffers pool)
+    public static FrozenImage? Take(SafeFileHandle file, long size, ImageBuffers pool) =>
+        Copy(file, size, ParallelDataRanges(file, size), pool, written: null);
+
+    /// <summary>
+    /// As <see cref="Take"/>, copying only the data extents of the blocks that <paramref name="written"/> (every byte
+    /// range written since the file's previous version, of <paramref name="previousSize"/> bytes) touches: the image
+    /// is to be stored over that version (<see cref="Written"/> says so), whose pieces stand for every other block.
+    /// </summary>
+    public static FrozenImage? TakeWritten(SafeFileHandle file, long size, IReadOnlyList<(long Start, long End)> written, long previousSize, ImageBuffers pool)
     {
-        var ranges = ParallelDataRanges(file, size);
+        var ranges = new List<(long Start, long End)>();
+        foreach (var (a, b) in BlockIngest.WrittenRegions(written, size, previousSize))
+        {
+            ranges.AddRange(BlockIngest.DataRanges(file, a, b));
+        }
+
+        return Copy(file, size, ranges, pool, written);
+    }
+
+    /// <summary>The written ranges this image was taken for (<see cref="TakeWritten"/>); null: it holds every data extent.</summary>
+    public IReadOnlyList<(long Start, long End)>? Written { get; private init; }
+
+    private const long SerialBytes = 8L << 20;
+
+    private static FrozenImage? Copy(SafeFileHandle file, long size, List<(long Start, long End)> ranges, ImageBuffers pool,
+        IReadOnlyList<(long Start, long End)>? written)
+    {
         var total = ranges.Sum(r => r.End - r.Start);
         if (pool.TryReserve(total) is not { } reserved)
         {
@@ -90,8 +114,25 @@ public sealed class FrozenImage : IBlockSource, IDisposable
         var got = new int[runs.Count];
         try
         {
-            System.Threading.Tasks.Parallel.For(0, runs.Count,
-                i => got[i] = Packs.PackReader.ReadFully(file, buffers[runs[i].Buffer].AsSpan(runs[i].At, runs[i].Length), runs[i].Start));
+            // A few written blocks are read on this thread: waking pool threads would cost more than the reads,
+            // and on a loaded machine far more (the app is stopped meanwhile).
+            void Read(int i) => got[i] = Packs.PackReader.ReadFully(file, buffers[runs[i].Buffer].AsSpan(runs[i].At, runs[i].Length), runs[i].Start);
+            if (total < SerialBytes)
+            {
+                for (var i = 0; i < runs.Count; i++)
+                {
+                    Read(i);
+                }
+            }
+            else
+            {
+                System.Threading.Tasks.Parallel.For(0, runs.Count, Read);
+            }
+        }
+        catch (Exception e) when (e is not AggregateException)
+        {
+            pool.Return(buffers, reserved);
+            throw;
         }
         catch (AggregateException e)
         {
@@ -112,7 +153,7 @@ public sealed class FrozenImage : IBlockSource, IDisposable
         }
 
         runs.RemoveAll(r => r.Length == 0);
-        return new FrozenImage(pool, reserved, buffers, runs, end);
+        return new FrozenImage(pool, reserved, buffers, runs, end) { Written = written };
     }
 
     /// <summary>
