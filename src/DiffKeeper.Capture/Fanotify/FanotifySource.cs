@@ -7,6 +7,7 @@ using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
+using static DiffKeeper.Capture.Fanotify.FanotifyAbi;
 
 namespace DiffKeeper.Capture.Fanotify;
 
@@ -21,20 +22,14 @@ namespace DiffKeeper.Capture.Fanotify;
 /// </summary>
 public sealed unsafe class FanotifySource : ICaptureSource
 {
-    private const uint FAN_CLOEXEC = 0x1;
-    private const uint FAN_NONBLOCK = 0x2;
     private const uint FAN_REPORT_FID = 0x200;
     private const uint FAN_REPORT_DIR_FID = 0x400;
     private const uint FAN_REPORT_NAME = 0x800;
     private const uint FAN_REPORT_TARGET_FID = 0x1000;
-    private const uint FAN_MARK_ADD = 0x1;
     private const uint FAN_MARK_FILESYSTEM = 0x100;
-    private const ulong FAN_MODIFY = 0x2;
     private const ulong FAN_ATTRIB = 0x4;
-    private const ulong FAN_CLOSE_WRITE = 0x8;
     private const ulong FAN_CREATE = 0x100;
     private const ulong FAN_DELETE = 0x200;
-    private const ulong FAN_Q_OVERFLOW = 0x4000;
     private const ulong FAN_RENAME = 0x10000000;
     private const ulong FAN_ONDIR = 0x40000000;
     private const byte InfoFid = 1;
@@ -42,8 +37,6 @@ public sealed unsafe class FanotifySource : ICaptureSource
     private const byte InfoDfid = 3;
     private const byte InfoOldDfidName = 10;
     private const byte InfoNewDfidName = 12;
-    private const int O_LARGEFILE = 0x8000;
-    private const int MetadataSize = 24;
 
     private const ulong Mask = FAN_MODIFY | FAN_ATTRIB | FAN_CLOSE_WRITE | FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR;
 

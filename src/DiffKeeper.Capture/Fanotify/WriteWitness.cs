@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using DiffKeeper.Native.Interop;
 using Microsoft.Win32.SafeHandles;
+using static DiffKeeper.Capture.Fanotify.FanotifyAbi;
 
 namespace DiffKeeper.Capture.Fanotify;
 
@@ -25,15 +26,7 @@ namespace DiffKeeper.Capture.Fanotify;
 /// </summary>
 public sealed unsafe class WriteWitness : IDisposable
 {
-    private const uint FAN_CLOEXEC = 0x1;
-    private const uint FAN_NONBLOCK = 0x2;
-    private const uint FAN_MARK_ADD = 0x1;
-    private const ulong FAN_MODIFY = 0x2;
-    private const ulong FAN_CLOSE_WRITE = 0x8;
     private const ulong FAN_OPEN = 0x20;
-    private const ulong FAN_Q_OVERFLOW = 0x4000;
-    private const int O_LARGEFILE = 0x8000;
-    private const int MetadataSize = 24;
     private const int O_ACCMODE = 3;
 
     private readonly int _fd;
