@@ -66,17 +66,22 @@ public sealed class EbpfCaptureTests : IDisposable
     public void A_full_ring_buffer_is_a_LOST_event_followed_by_a_rescan_and_the_end_state_is_exact()
     {
         SkipUnlessEbpf();
-        // 64 MiB of 256 KiB writes (each carried whole) into a 1 MiB ring: the reader cannot keep up, the kernel
-        // side drops records and counts them.
+        // 64 MiB of 256 KiB writes (each carried whole) into a 1 MiB ring while the recorder is stopped (SIGSTOP to
+        // diffkeeper, the command's parent; the kernel side runs in the writer): the ring fills, the kernel side drops
+        // records and counts them. Without the stop a quiet machine's reader kept up (one CI run saw no LOST).
         var script = Path.Combine(_dir.Path, "flood.py");
         File.WriteAllText(script, """
-            import os
+            import os, signal
             block = bytes(range(256)) * 1024
-            for name in ["a.bin", "b.bin"]:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                for i in range(128):
-                    os.write(fd, block[i:] + block[:i])
-                os.close(fd)
+            os.kill(os.getppid(), signal.SIGSTOP)
+            try:
+                for name in ["a.bin", "b.bin"]:
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    for i in range(128):
+                        os.write(fd, block[i:] + block[:i])
+                    os.close(fd)
+            finally:
+                os.kill(os.getppid(), signal.SIGCONT)
             os.unlink("a.bin")
             with open("last.txt", "w") as f:
                 f.write("written after the flood\n")
