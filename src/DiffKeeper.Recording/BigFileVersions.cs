@@ -123,6 +123,11 @@ public sealed class BigFileVersions(long threshold)
     /// <summary>Any other event about a path (or a directory above it): its next version reads it whole.</summary>
     public void ForgetWrites(int root, string rel)
     {
+        if (_written.Count == 0)
+        {
+            return; // most events: no big file is being followed
+        }
+
         if (rel.Length == 0)
         {
             _written.Clear();

@@ -170,9 +170,9 @@ internal sealed class RecordingCore
     /// </summary>
     private void NoteBigFileWrites(in CaptureEvent e)
     {
-        if (_versioner.BigFiles is not { } big)
+        if (_versioner.BigFiles is not { Witness: not null } big)
         {
-            return;
+            return; // only keep mode with eBPF reads written blocks alone: nothing to keep per event otherwise
         }
 
         switch (e.Kind)
