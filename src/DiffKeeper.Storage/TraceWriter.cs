@@ -927,6 +927,49 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>
+    /// Whether <see cref="Find"/> passed over a delta-coded row of <paramref name="id"/>: storing it again must go
+    /// through <see cref="Append"/>, which turns that row into a whole blob (a slice may not replace it).
+    /// </summary>
+    internal bool HasDeltaRow(BlobId id) => _deltaRows.ContainsKey(id);
+
+    /// <summary>
+    /// Appends a group (codec 4, docs/store-format.md "Groups") of members none of which the trace holds yet:
+    /// <paramref name="payload"/> is one zstd frame of <paramref name="rawLength"/> bytes, the members' raw bytes
+    /// concatenated, named <paramref name="id"/>; each member (its id, where it starts in the group, its length)
+    /// becomes a slice row. Returns the members' row ids, in order; null, with nothing written, when a blob with the
+    /// group's own bytes is in the trace already (its row may be no group), so the caller stores them whole.
+    /// </summary>
+    internal long[]? AppendGroup(BlobId id, int rawLength, ReadOnlySpan<byte> payload, IReadOnlyList<(BlobId Id, int Start, int Length)> members)
+    {
+        if (Find(id) is not null || _deltaRows.ContainsKey(id))
+        {
+            return null;
+        }
+
+        var groupRow = Append(id, rawLength, BlobCodec.Group, payload);
+        var bases = PackFormat.EncodeBases([groupRow]);
+        _insertSlice ??= _db.Prepare("INSERT INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec, bases) VALUES (?1, -1, ?2, ?3, 0, ?4, ?5)");
+        var rows = new long[members.Count];
+        for (var i = 0; i < members.Count; i++)
+        {
+            var (memberId, start, length) = members[i];
+            if (_newBlobs.TryGetValue(memberId, out var known))
+            {
+                rows[i] = known; // the same piece twice in one group
+                continue;
+            }
+
+            _insertSlice.Bind(1, memberId.ToArray()).Bind(2, start).Bind(3, length).Bind(4, (long)BlobCodec.Slice).Bind(5, bases).Run();
+            rows[i] = _db.LastInsertRowId;
+            _newBlobs[memberId] = rows[i];
+        }
+
+        return rows;
+    }
+
+    private SqliteStatement? _insertSlice;
+
+    /// <summary>
     /// Keep mode: from now on <see cref="Commit"/> writes the pack's buffered records but does not fsync, so a commit
     /// is durable against a crash of any process at once (the bytes are in the page cache) and costs no disk
     /// flush; <see cref="SyncToDisk"/>, called from another thread, makes it durable against power loss. New pack
@@ -1073,6 +1116,7 @@ public sealed class TraceWriter : IDisposable
         _findPath?.Dispose();
         _inheritedVersion?.Dispose();
         _findBlob.Dispose();
+        _insertSlice?.Dispose();
         _promoteBlob.Dispose();
         _insertBlob.Dispose();
         _commitPack.Dispose();

@@ -545,7 +545,7 @@ public static class BlockIngest
                     }
                 }
 
-                var stored = FileIngest.StoreBatch(writer, _buffer, fresh, [.. freshIds], parallel: true);
+                var stored = PieceStore.Store(writer, _buffer, fresh, [.. freshIds]);
                 Changed += stored.Count;
                 for (int i = 0, f = 0; i < _pending.Count; i++)
                 {
