@@ -85,11 +85,13 @@ public static class VersionContent
 
         try
         {
-            if (parallel && locations is not null && version.Size >= ParallelMinBytes && !locations.Any(l => l.HasBases))
+            if (parallel && locations is not null && version.Size >= ParallelMinBytes && !locations.Any(l => l.IsDelta))
             {
                 // Runs of adjacent extents up to 1 MiB: each core decodes a run into one buffer and hands it to
                 // the sink whole. One write per run, not per blob: writes to one file take its inode lock, and
-                // a core spinning on that lock hashes nothing.
+                // a core spinning on that lock hashes nothing. Slices (a big file's small pieces, in groups in file
+                // order) come here too: the blob reader's cache holds their groups, and each core's share of the
+                // file is mostly other groups.
                 var runs = Runs(extents);
                 System.Threading.Tasks.Parallel.For(0, runs.Count,
                     () => ArrayPool<byte>.Shared.Rent(RunBytes),
@@ -99,7 +101,7 @@ public static class VersionContent
                         var length = 0;
                         for (var i = first; i < first + count; i++)
                         {
-                            reader.Packs.Read(locations[i], buffer.AsSpan(length, extents[i].Length));
+                            reader.Blobs.Read(locations[i], buffer.AsSpan(length, extents[i].Length));
                             length += extents[i].Length;
                         }
 

@@ -11,13 +11,15 @@ namespace DiffKeeper.Storage;
 /// decodes the whole group, once, so an export of a tree decodes each group at most twice (the first member's
 /// prefix, then the whole). Every blob, base or not, is checked by <see cref="PackReader"/> (base digest,
 /// SHA-256), a slice by its own SHA-256 (its group, decoded only to be sliced, is not hashed as a whole: its live
-/// bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache is locked; two threads may
-/// decode the same base at once (both check it; one copy is kept).
+/// bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache is locked, and so is the
+/// catalog lookup of a base or a group (a catalog connection serves one thread at a time: a parallel materialization
+/// of slices failed there); two threads may decode the same base at once (both check it; one copy is kept).
 /// </summary>
 public sealed class BlobReader
 {
     private const long CacheBytes = 64L << 20;
     private readonly Func<long, BlobLocation> _lookup;
+    private readonly Lock _lookupLock = new();
     private readonly PackReader _packs;
     private readonly Dictionary<long, LinkedListNode<(long Row, byte[] Bytes)>> _cache = [];
     private readonly LinkedList<(long Row, byte[] Bytes)> _lru = new();
@@ -28,6 +30,14 @@ public sealed class BlobReader
     {
         _lookup = lookup;
         _packs = packs;
+    }
+
+    private BlobLocation Lookup(long row)
+    {
+        lock (_lookupLock)
+        {
+            return _lookup(row);
+        }
     }
 
     /// <summary>Decodes blob row <paramref name="rowId"/> into <paramref name="destination"/> (exactly its raw length, which <paramref name="loc"/> gives).</summary>
@@ -116,7 +126,7 @@ public sealed class BlobReader
         BlobLocation group;
         try
         {
-            group = _lookup(row);
+            group = Lookup(row);
         }
         catch (BlobMissingException)
         {
@@ -167,7 +177,7 @@ public sealed class BlobReader
         BlobLocation baseLoc;
         try
         {
-            baseLoc = _lookup(row);
+            baseLoc = Lookup(row);
         }
         catch (BlobMissingException)
         {
