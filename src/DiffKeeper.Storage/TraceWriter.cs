@@ -91,9 +91,8 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>
-    /// Whether new blobs of at most <see cref="Maintenance.Grouper.MaxMember"/> bytes (and longer ones that extend
-    /// the one stored just before them) are stored as members of a group written at the next commit, instead of one
-    /// record each (docs/store-format.md, "Groups written while recording"). On by default; off while a size limit
+    /// Whether the last chunk of each file's data (and a chunk that extends the one stored just before it) is stored
+    /// as a member of a group written at the next commit, instead of one record each (docs/store-format.md, "Groups written while recording"). On by default; off while a size limit
     /// is set, whose ring refuses a record when it is written (a group is written at the commit).
     /// </summary>
     public bool GroupsSmallBlobs { get; set; } = true;
@@ -875,9 +874,10 @@ public sealed class TraceWriter : IDisposable
 
     /// <summary>
     /// Stores a new blob (one <see cref="Find"/> did not find) as a member of the group the next commit writes, when
-    /// <see cref="GroupsSmallBlobs"/> and it qualifies (at most <see cref="Maintenance.Grouper.MaxMember"/> bytes, or
-    /// it extends the member added just before it; only the latter with <paramref name="extendOnly"/>); returns its row
-    /// id, or null when the caller must store it whole.
+    /// <see cref="GroupsSmallBlobs"/>: the last chunk of a file's data (a small file, a growing file's tail: a chain of
+    /// tails that begins above 64 KiB would otherwise be one whole record per state), or, with
+    /// <paramref name="extendOnly"/>, a chunk that extends the member added just before it; returns its row id, or
+    /// null when the caller must store it whole.
     /// </summary>
     public long? TryGroup(ReadOnlySpan<byte> data, BlobId id, bool extendOnly = false)
     {
@@ -894,9 +894,9 @@ public sealed class TraceWriter : IDisposable
         RefuseAfterAbandon();
         if (_group?.Extends(data) is not >= 0)
         {
-            if (extendOnly || data.Length > Maintenance.Grouper.MaxMember)
+            if (extendOnly)
             {
-                return null;
+                return null; // a chunk in the middle of a file that does not extend the last member: stored whole
             }
 
             if (_group is { } full && !full.Fits(data.Length))
