@@ -90,7 +90,8 @@ public sealed unsafe class EbpfSource : ICaptureSource
     /// <summary>Why this backend cannot run here (checked before trying to load), or null.</summary>
     public static string? Unavailable()
     {
-        if (!HasTracingCapabilities())
+        var status = File.ReadAllLines("/proc/self/status");
+        if (!HasTracingCapabilities(status))
         {
             return "not root (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)";
         }
@@ -100,13 +101,13 @@ public sealed unsafe class EbpfSource : ICaptureSource
             return "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)";
         }
 
-        if (!NativeLibrary.TryLoad("libbpf.so.1", out var lib))
+        // Left loaded: Load uses it next, and unloading it here made that map libbpf, libelf and libz a second time.
+        if (!NativeLibrary.TryLoad("libbpf.so.1", out _))
         {
             return "libbpf.so.1 is not installed (apt install libbpf1)";
         }
 
-        NativeLibrary.Free(lib);
-        if (File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("NSpid:", StringComparison.Ordinal)) is { } nspid &&
+        if (status.FirstOrDefault(l => l.StartsWith("NSpid:", StringComparison.Ordinal)) is { } nspid &&
             nspid.Split('\t', ' ', StringSplitOptions.RemoveEmptyEntries).Length > 2)
         {
             return "running in a nested PID namespace (the kernel's process ids differ from ours)";
@@ -683,10 +684,10 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private static long ToStopwatch(ulong monotonicNs) =>
         Stopwatch.Frequency == 1_000_000_000 ? (long)monotonicNs : (long)(monotonicNs * (Stopwatch.Frequency / 1e9));
 
-    private static bool HasTracingCapabilities()
+    private static bool HasTracingCapabilities(string[] status)
     {
         const int capSysAdmin = 21, capPerfmon = 38, capBpf = 39;
-        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("CapEff:", StringComparison.Ordinal));
+        var line = status.FirstOrDefault(l => l.StartsWith("CapEff:", StringComparison.Ordinal));
         if (line is null || !ulong.TryParse(line[7..].Trim(), System.Globalization.NumberStyles.HexNumber, null, out var caps))
         {
             return false;
