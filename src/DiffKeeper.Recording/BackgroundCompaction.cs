@@ -27,6 +27,7 @@ internal sealed class BackgroundCompaction : IDisposable
     private readonly QueuedWriterSteps _steps;
     private readonly Maintainer _maintainer;
     private readonly Func<long> _versions;
+    private readonly Func<long> _superseded;
     private readonly TextWriter _log;
     private readonly Thread _thread;
     private readonly bool _compact;
@@ -37,8 +38,13 @@ internal sealed class BackgroundCompaction : IDisposable
     private long _roomAsked;
     private long _roomServed;
 
-    public BackgroundCompaction(TraceWriter writer, Func<long> versions, TextWriter log, bool compact = true, TraceSizeLimit? limit = null)
+    /// <param name="superseded">Versions that replaced stored content so far: a compaction pass runs only when it grew
+    /// since the last one (without a size limit, small blobs go to groups as they are stored: new files alone give a
+    /// pass nothing to do). Null: when <paramref name="versions"/> grew.</param>
+    public BackgroundCompaction(TraceWriter writer, Func<long> versions, TextWriter log, bool compact = true, TraceSizeLimit? limit = null,
+        Func<long>? superseded = null)
     {
+        _superseded = writer.GroupsSmallBlobs && limit is null && superseded is not null ? superseded : versions;
         _steps = new QueuedWriterSteps(writer);
         _maintainer = new Maintainer(writer, _steps);
         _versions = versions;
@@ -129,7 +135,7 @@ internal sealed class BackgroundCompaction : IDisposable
             _ = Native.Interop.Libc.SetPriority(Native.Interop.Libc.PRIO_PROCESS, (uint)Native.Interop.Libc.Gettid(), 10);
         }
 
-        var passedAt = -1L;
+        var passedAt = 0L; // no pass before anything was written (or, with groups, superseded)
         var ringIdleAt = -1L;
         var compactAt = Stopwatch.GetTimestamp() + (long)(FirstPass.TotalSeconds * Stopwatch.Frequency);
         WaitHandle[] wakes = [_steps.Stopping.WaitHandle, _ringNow];
@@ -147,9 +153,9 @@ internal sealed class BackgroundCompaction : IDisposable
                     // before dropping anything more.
                     options = new MaintenanceOptions(Delta: null, Prune: _maintainer.PackFilesLeft > 0 ? null : ring) { RowsPerStep = 256 };
                 }
-                else if (_compact && Stopwatch.GetTimestamp() >= compactAt && versions != passedAt)
+                else if (_compact && Stopwatch.GetTimestamp() >= compactAt && _superseded() is var superseded && superseded != passedAt)
                 {
-                    passedAt = versions; // a pass when something is new since the last one
+                    passedAt = superseded; // a pass when something is new since the last one
                     compactAt = Stopwatch.GetTimestamp() + (long)(Interval.TotalSeconds * Stopwatch.Frequency);
                     options = new MaintenanceOptions { RowsPerStep = 256 };
                 }

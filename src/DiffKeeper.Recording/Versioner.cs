@@ -55,6 +55,12 @@ internal sealed class Versioner
 
     public long VersionsWritten { get; private set; }
 
+    /// <summary>
+    /// Versions that replaced stored content (the path's version before named a blob): what gives compaction work.
+    /// New files, and files that were empty, give it none.
+    /// </summary>
+    public long ContentsSuperseded { get; private set; }
+
     /// <summary>Whether file reads may hash and compress on every core (not while the recorded command runs).</summary>
     public bool UseAllCores { get; set; }
 
@@ -853,6 +859,12 @@ internal sealed class Versioner
     {
         _writer.AddVersion(_sessionId, version);
         VersionsWritten++;
+        if (_paths.TryGetValue(key, out var before) && before.Version.Extents is { Length: > 1 } &&
+            !(before.Version.ContentId ?? []).AsSpan().SequenceEqual(version.ContentId ?? []))
+        {
+            ContentsSuperseded++;
+        }
+
         _paths[key] = new PathState(version, stat, inode);
     }
 

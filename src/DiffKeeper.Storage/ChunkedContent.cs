@@ -52,12 +52,13 @@ public sealed class ChunkedContent
 
     /// <summary>
     /// Stores a batch of chunks of <paramref name="buffer"/> already hashed into <paramref name="ids"/> (encoding the new
-    /// ones on every core when <paramref name="parallel"/>), the first of them at file offset <paramref name="offset"/>.
+    /// ones on every core when <paramref name="parallel"/>), the first of them at file offset <paramref name="offset"/>;
+    /// <paramref name="endsRange"/> when its last chunk ends a data range (<see cref="FileIngest.StoreBatch"/>).
     /// Returns the file offset after the batch.
     /// </summary>
-    public long Store(byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel, long offset)
+    public long Store(byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel, long offset, bool endsRange = false)
     {
-        foreach (var (rowId, id, length) in FileIngest.StoreBatch(_writer, buffer, batch, ids, parallel))
+        foreach (var (rowId, id, length) in FileIngest.StoreBatch(_writer, buffer, batch, ids, parallel, endsRange))
         {
             Add(offset, length, rowId, id);
             offset += length;
@@ -81,7 +82,7 @@ public sealed class ChunkedContent
             ids[i] = BlobId.Of(buffer.AsSpan(batch[i].Offset, batch[i].Length));
         }
 
-        Store(buffer, batch, ids, parallel: false, start);
+        Store(buffer, batch, ids, parallel: false, start, endsRange: true);
         return end - start;
     }
 

@@ -71,6 +71,24 @@ public static class ExtentMap
     /// <summary>The content id: SHA-256 over (offset, length, blob id) of each extent and the file size.</summary>
     public static byte[] ContentId(IReadOnlyList<(long Offset, int Length, BlobId Id)> extents, long size)
     {
+        if (extents.Count <= SmallMap)
+        {
+            // Most files have a few chunks: their records fit on the stack, and one hash call takes them (a
+            // ContentHasher and its 3 KiB buffer per version were 5% of a 20,000-file recording's thread).
+            Span<byte> records = stackalloc byte[SmallMap * ContentHasher.RecordSize + 8];
+            var used = 0;
+            foreach (var (offset, length, id) in extents)
+            {
+                ContentHasher.Write(records[used..], offset, length, id);
+                used += ContentHasher.RecordSize;
+            }
+
+            BinaryPrimitives.WriteInt64LittleEndian(records[used..], size);
+            var digest = new byte[Sha256.HashSize];
+            Sha256.HashData(records[..(used + 8)], digest);
+            return digest;
+        }
+
         var hasher = new ContentHasher();
         foreach (var (offset, length, id) in extents)
         {
@@ -85,9 +103,11 @@ public static class ExtentMap
     /// their ids. Records are gathered into one buffer per 64 extents: a hash call per extent showed up on the
     /// per-file hot path.
     /// </summary>
+    private const int SmallMap = 16;
+
     public sealed class ContentHasher
     {
-        private const int RecordSize = 48;
+        internal const int RecordSize = 48;
         private readonly byte[] _buffer = new byte[RecordSize * 64];
         private Sha256.Hasher _hash = new();
         private int _used;
@@ -100,11 +120,16 @@ public static class ExtentMap
                 _used = 0;
             }
 
-            var record = _buffer.AsSpan(_used, RecordSize);
+            Write(_buffer.AsSpan(_used, RecordSize), offset, length, id);
+            _used += RecordSize;
+        }
+
+        /// <summary>One extent's record: offset and length (little-endian, 8 bytes each), then the blob id.</summary>
+        internal static void Write(Span<byte> record, long offset, int length, BlobId id)
+        {
             BinaryPrimitives.WriteInt64LittleEndian(record, offset);
             BinaryPrimitives.WriteInt64LittleEndian(record[8..], length);
             id.Bytes.CopyTo(record[16..]);
-            _used += RecordSize;
         }
 
         /// <summary>The content id of the extents added, for a file of <paramref name="size"/> bytes; call once.</summary>

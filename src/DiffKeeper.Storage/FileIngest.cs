@@ -177,7 +177,7 @@ public static class FileIngest
             consumed = ChunkedContent.Cut(buffer, consumed, filled, eof, batch);
             var ids = new BlobId[batch.Count];
             Hash(buffer, batch, ids, parallel: false);
-            chunkPos = content.Store(buffer, batch, ids, parallel: false, chunkPos);
+            chunkPos = content.Store(buffer, batch, ids, parallel: false, chunkPos, endsRange: eof && consumed >= filled);
         }
     }
 
@@ -241,7 +241,7 @@ public static class FileIngest
             var last = pending!.Value;
             pending = null;
             last.Hashing.GetAwaiter().GetResult();
-            return content.Store(last.Buffer, last.Batch, last.Ids, parallel: true, chunkPos);
+            return content.Store(last.Buffer, last.Batch, last.Ids, parallel: true, chunkPos, endsRange: true);
         }
         finally
         {
@@ -286,13 +286,23 @@ public static class FileIngest
     /// new ones (on all cores when <paramref name="parallel"/>), then appends in order on this thread (the writer is
     /// single-threaded).
     /// </summary>
+    /// <param name="endsRange">The batch's last chunk ends a data range of the file (the end of a small file's data,
+    /// or of a growing file's): it may go to the writer's group (<see cref="TraceWriter.TryGroup"/>), and so may the
+    /// first chunk when it extends the member stored before it (a growing file's tail, cut at last). Other chunks of a
+    /// file (the middle of a big one) are stored whole: compaction turns their superseded states into deltas. Null
+    /// (a big file's blocks): nothing goes to a group.</param>
     internal static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch,
-        BlobId[] ids, bool parallel)
+        BlobId[] ids, bool parallel, bool? endsRange = null)
     {
         var rows = new long?[batch.Count];
         for (var i = 0; i < batch.Count; i++)
         {
             rows[i] = writer.Find(ids[i]);
+            var last = endsRange == true && i == batch.Count - 1;
+            if (rows[i] is null && endsRange is not null && (last || i == 0))
+            {
+                rows[i] = writer.TryGroup(buffer.AsSpan(batch[i].Offset, batch[i].Length), ids[i], extendOnly: !last);
+            }
         }
 
         var encoded = new (BlobCodec Codec, int Length, byte[]? Buffer)[batch.Count];

@@ -10,6 +10,17 @@ public sealed class GroupTests : IDisposable
 {
     private readonly TempDir _dir = new();
 
+    /// <summary>
+    /// A writer that stores a record per blob, as one under a size limit does and traces before groups written while
+    /// recording did: these tests are about the maintenance pass's grouping.
+    /// </summary>
+    private static TraceWriter PassGrouped(string trace)
+    {
+        var w = TraceWriter.Open(trace);
+        w.GroupsSmallBlobs = false;
+        return w;
+    }
+
     public void Dispose() => _dir.Dispose();
 
     /// <summary>A source-like file: lines of a small vocabulary, 1 to 12 KiB, deterministic per seed.</summary>
@@ -46,7 +57,7 @@ public sealed class GroupTests : IDisposable
     private string GroupedTrace(int files)
     {
         var trace = _dir.Sub("t");
-        using (var w = TraceWriter.Open(trace))
+        using (var w = PassGrouped(trace))
         {
             TraceStoreTests.WriteSession(w, _dir.Path, Tree(files, 0));
         }
@@ -59,11 +70,55 @@ public sealed class GroupTests : IDisposable
         r.AllVersions().Where(v => v.Kind == Core.EntryKind.File).Select(v => (v.Id, v.Rel, TraceStoreTests.ReadBack(r, v))).ToList();
 
     [Fact]
+    public void A_writer_groups_small_files_at_its_commit_and_each_reads_back()
+    {
+        // As `record` stores them (docs/store-format.md, "Groups written while recording"): no record per file, and
+        // nothing left for the pass after the session to group.
+        var trace = _dir.Sub("t");
+        var files = Tree(300, 0);
+        using (var w = TraceWriter.Open(trace))
+        {
+            TraceStoreTests.WriteSession(w, _dir.Path, files);
+            Assert.False(w.HasMaintenanceWork());
+        }
+
+        using (var r = TraceReader.Open(trace))
+        {
+            var blobs = r.AllBlobs().ToList();
+            Assert.Equal(300, blobs.Count(b => b.IsSlice));
+            Assert.DoesNotContain(blobs, b => b.Codec is BlobCodec.Raw or BlobCodec.Zstd);
+            Assert.InRange(blobs.Count(b => b.Codec == BlobCodec.Group), 2, 4); // 1 MiB each
+            Assert.Equal(files.OrderBy(f => f.Item1).Select(f => f.Item2), ReadAll(r).OrderBy(v => v.Rel).Select(v => v.Bytes));
+            Assert.True(StoreFiles.PackBytes(trace) < files.Sum(f => f.Item2.Length) / 4);
+            Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+        }
+
+        var gc = StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        Assert.Equal(0, gc.Grouping!.Groups);
+    }
+
+    [Fact]
+    public void A_group_of_one_small_file_is_stored_as_the_file_alone()
+    {
+        var trace = _dir.Sub("t");
+        using (var w = TraceWriter.Open(trace))
+        {
+            TraceStoreTests.WriteSession(w, _dir.Path, ("one.txt", SourceFile(1)));
+        }
+
+        using var r = TraceReader.Open(trace);
+        var blob = Assert.Single(r.AllBlobs());
+        Assert.Equal(BlobCodec.Zstd, blob.Codec);
+        Assert.Equal(SourceFile(1), Assert.Single(ReadAll(r)).Bytes);
+        Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+    }
+
+    [Fact]
     public void Small_files_are_grouped_read_back_one_by_one_and_verify()
     {
         var trace = _dir.Sub("t");
         var files = Tree(300, 0);
-        using (var w = TraceWriter.Open(trace))
+        using (var w = PassGrouped(trace))
         {
             TraceStoreTests.WriteSession(w, _dir.Path, files);
         }
@@ -97,7 +152,7 @@ public sealed class GroupTests : IDisposable
         var sessions = Enumerable.Range(0, 8).Select(v => Tree(200, v)).ToList(); // a tenth edited per session: due after the sixth
         foreach (var files in sessions)
         {
-            using (var w = TraceWriter.Open(trace))
+            using (var w = PassGrouped(trace))
             {
                 TraceStoreTests.WriteSession(w, _dir.Path, files);
             }
@@ -183,7 +238,7 @@ public sealed class GroupTests : IDisposable
     {
         var trace = _dir.Sub("t");
         var files = Tree(50, 0);
-        using (var w = TraceWriter.Open(trace))
+        using (var w = PassGrouped(trace))
         {
             TraceStoreTests.WriteSession(w, _dir.Path, files);
         }
@@ -231,7 +286,7 @@ public sealed class GroupTests : IDisposable
     public void Small_blobs_judged_not_worth_a_group_never_bring_record_back_for_a_pass()
     {
         var trace = _dir.Sub("t");
-        using (var w = TraceWriter.Open(trace))
+        using (var w = PassGrouped(trace))
         {
             TraceStoreTests.WriteSession(w, _dir.Path, Ungroupable(80)); // 640 KiB of small zstd blobs
             Assert.True(w.HasMaintenanceWork());
@@ -239,7 +294,7 @@ public sealed class GroupTests : IDisposable
 
         var result = StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
         Assert.Equal(0, result.Grouping!.Members);
-        using (var w = TraceWriter.Open(trace))
+        using (var w = PassGrouped(trace))
         {
             Assert.False(w.HasMaintenanceWork()); // they lie below grouped_through_blob now
 

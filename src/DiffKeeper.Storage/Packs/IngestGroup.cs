@@ -1,0 +1,84 @@
+namespace DiffKeeper.Storage.Packs;
+
+/// <summary>
+/// The group a writer fills while recording (docs/store-format.md, "Groups written while recording"): the raw bytes
+/// of the small blobs stored since the last commit, back to back, each blob a slice of them. A blob that begins with
+/// the bytes of the one added just before it (the next state of a file being appended to: its tail chunk, longer)
+/// does not add them again: it is a slice from the same start, and only its new bytes are added. So a burst of
+/// appends stores each byte once, however many exact versions it makes.
+/// </summary>
+internal sealed class IngestGroup(long row)
+{
+    /// <summary>Bytes a group may give its members: the rest of <see cref="PackFormat.MaxGroupLength"/> is for the
+    /// trailer a group whose bytes equal a blob's gets (<see cref="TrailerLength"/>).</summary>
+    public const int Capacity = PackFormat.MaxGroupLength - TrailerLength;
+
+    /// <summary>
+    /// Random bytes after the members' when the members' bytes alone equal some blob's (a chain of appends whose
+    /// longest state is all of them, or a file equal to two others concatenated): blob ids are unique, and a group
+    /// is a blob. No slice names them.
+    /// </summary>
+    public const int TrailerLength = 16;
+
+    private readonly byte[] _raw = GC.AllocateUninitializedArray<byte>(PackFormat.MaxGroupLength);
+    private int _lastStart = -1;
+    private int _lastLength;
+
+    /// <summary>The group's catalog row: added with the first member, its record written by the commit.</summary>
+    public long Row { get; } = row;
+
+    public int Length { get; private set; }
+
+    public int Members { get; private set; }
+
+    /// <summary>The row of the first member (the one to store whole again when it stays alone).</summary>
+    public long FirstMember { get; set; } = -1;
+
+    public Span<byte> Raw => _raw;
+
+    /// <summary>
+    /// Where <paramref name="data"/> would start if it extends the last member (starts with all its bytes, ends
+    /// within <see cref="Capacity"/>), or -1.
+    /// </summary>
+    public int Extends(ReadOnlySpan<byte> data)
+    {
+        if (_lastStart < 0 || data.Length <= _lastLength || _lastStart + data.Length > Capacity ||
+            !data[.._lastLength].SequenceEqual(_raw.AsSpan(_lastStart, _lastLength)))
+        {
+            return -1;
+        }
+
+        return _lastStart;
+    }
+
+    /// <summary>Whether <paramref name="length"/> bytes fit after the members already added.</summary>
+    public bool Fits(int length) => Length + length <= Capacity;
+
+    /// <summary>Adds a member (after <see cref="Extends"/> or <see cref="Fits"/>); returns where its bytes start.</summary>
+    public int Add(ReadOnlySpan<byte> data)
+    {
+        var start = Extends(data);
+        if (start >= 0)
+        {
+            data[_lastLength..].CopyTo(_raw.AsSpan(Length));
+        }
+        else
+        {
+            start = Length;
+            data.CopyTo(_raw.AsSpan(start));
+        }
+
+        Length = start + data.Length;
+        _lastStart = start;
+        _lastLength = data.Length;
+        Members++;
+        return start;
+    }
+
+    /// <summary>Appends the trailer (random bytes no slice names).</summary>
+    public void AddTrailer()
+    {
+        System.Security.Cryptography.RandomNumberGenerator.Fill(_raw.AsSpan(Length, TrailerLength));
+        Length += TrailerLength;
+    }
+}
