@@ -21,6 +21,7 @@ public sealed class Recorder
     private readonly TextWriter _log;
     private TraceWriter _writer = null!;
     private RecordingCore _core = null!;
+    private long _versionsBefore;
 
     public Recorder(RecordOptions options, TextWriter log)
     {
@@ -55,6 +56,9 @@ public sealed class Recorder
             StorageFailed(e);
         }
 
+        // The baseline's versions may replace what the last session left (files changed since): they are read by the
+        // pass's check after the session; the recorder counts what the session's own versions replace.
+        _versionsBefore = writer.LastVersionId;
         try
         {
             _core.Start();
@@ -174,7 +178,7 @@ public sealed class Recorder
 
         // Nothing superseded since the last finished pass and nothing left to sweep: a pass would only read the
         // catalog (~30 page faults and a few ms of `record -- true` on a one-file trace, a walk of every path of a big one).
-        if (ring is null && !_writer.HasMaintenanceWork())
+        if (ring is null && !_writer.HasMaintenanceWork(_core.Versioner.ContentsSuperseded == 0 ? _versionsBefore : null))
         {
             return result;
         }

@@ -56,8 +56,9 @@ internal sealed class Versioner
     public long VersionsWritten { get; private set; }
 
     /// <summary>
-    /// Versions that replaced stored content (the path's version before named a blob): what gives compaction work.
-    /// New files, and files that were empty, give it none.
+    /// Versions that replaced a chunk stored whole (the path's version before named it, this one does not): what
+    /// gives compaction work. New files, files that were empty, and a growing file's earlier tails (slices of the
+    /// writer's groups) give it none.
     /// </summary>
     public long ContentsSuperseded { get; private set; }
 
@@ -859,13 +860,44 @@ internal sealed class Versioner
     {
         _writer.AddVersion(_sessionId, version);
         VersionsWritten++;
-        if (_paths.TryGetValue(key, out var before) && before.Version.Extents is { Length: > 1 } &&
-            !(before.Version.ContentId ?? []).AsSpan().SequenceEqual(version.ContentId ?? []))
+        if (_paths.TryGetValue(key, out var before) && before.Version.Extents is { Length: > 1 } replaced &&
+            !(before.Version.ContentId ?? []).AsSpan().SequenceEqual(version.ContentId ?? []) &&
+            DropsWholeChunk(replaced, before.Version.Size, version))
         {
             ContentsSuperseded++;
         }
 
         _paths[key] = new PathState(version, stat, inode);
+    }
+
+    /// <summary>
+    /// Whether the version before (<paramref name="replaced"/>, an extent map of <paramref name="size"/> bytes) names a
+    /// chunk <paramref name="version"/> does not and that is not a slice of a group this writer wrote: a chunk stored
+    /// whole that compaction can turn into a delta. A growing file's earlier tails are slices (they stay where they
+    /// are), so tar's intermediate states make no work.
+    /// </summary>
+    private bool DropsWholeChunk(byte[] replaced, long size, NewVersion version)
+    {
+        if (!ExtentMap.TryDecode(replaced, size, out var before))
+        {
+            return true;
+        }
+
+        List<Extent>? after = null;
+        if (version.Extents is { } map && !ExtentMap.TryDecode(map, version.Size, out after))
+        {
+            return true;
+        }
+
+        foreach (var e in before)
+        {
+            if (!_writer.StoredInGroup(e.BlobRowId) && (after is null || !after.Exists(a => a.BlobRowId == e.BlobRowId)))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The names the recorder knows of one file, and its link id once it has more than one.</summary>

@@ -299,9 +299,17 @@ public static class FileIngest
         {
             rows[i] = writer.Find(ids[i]);
             var last = endsRange == true && i == batch.Count - 1;
-            if (rows[i] is null && endsRange is not null && (last || i == 0))
+            if (endsRange is not null && (last || i == 0))
             {
-                rows[i] = writer.TryGroup(buffer.AsSpan(batch[i].Offset, batch[i].Length), ids[i], extendOnly: !last);
+                var data = buffer.AsSpan(batch[i].Offset, batch[i].Length);
+                if (rows[i] is { } found)
+                {
+                    writer.NoteFound(data, found);
+                }
+                else
+                {
+                    rows[i] = writer.TryGroup(data, ids[i], extendOnly: !last);
+                }
             }
         }
 

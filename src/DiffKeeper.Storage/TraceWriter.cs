@@ -91,9 +91,8 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>
-    /// Whether new blobs of at most <see cref="Maintenance.Grouper.MaxMember"/> bytes (and longer ones that extend
-    /// the one stored just before them) are stored as members of a group written at the next commit, instead of one
-    /// record each (docs/store-format.md, "Groups written while recording"). On by default; off while a size limit
+    /// Whether the last chunk of each file's data (and a chunk that extends the one stored just before it) is stored
+    /// as a member of a group written at the next commit, instead of one record each (docs/store-format.md, "Groups written while recording"). On by default; off while a size limit
     /// is set, whose ring refuses a record when it is written (a group is written at the commit).
     /// </summary>
     public bool GroupsSmallBlobs { get; set; } = true;
@@ -623,10 +622,14 @@ public sealed class TraceWriter : IDisposable
     /// nothing was superseded since (a path's newest content stays whole), nothing was left unswept and nothing
     /// waits for a group, so <c>record</c> skips its pass after the session.
     /// </summary>
-    public bool HasMaintenanceWork()
+    /// <param name="supersededNothingAfter">A version id after which the caller knows no version replaced a chunk
+    /// stored whole (the recorder counts them: <c>Versioner.ContentsSuperseded</c>); when the last finished pass
+    /// covered every version up to it, the versions are not read at all.</param>
+    public bool HasMaintenanceWork(long? supersededNothingAfter = null)
     {
         using var mark = _db.Prepare("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1");
         var through = mark.Bind(1, MaintainedThroughKey).ScalarInt64();
+        var read = !(supersededNothingAfter is { } after && (through ?? 0) >= after);
         // Versions of one logical path (a root's absolute path and the relative path, across sessions), in order,
         // each beside the one before it; only the paths a version after the mark touched are read.
         using var replaced = _db.Prepare("""
@@ -643,7 +646,7 @@ public sealed class TraceWriter : IDisposable
             SELECT EXISTS(SELECT 1 FROM history
                 WHERE id > ?1 AND prev IS NOT NULL AND length(prev_extents) > 1 AND (content IS NOT prev_content OR extents IS NOT prev_extents))
             """);
-        if (replaced.Bind(1, through ?? 0).ScalarInt64() == 1)
+        if (read && replaced.Bind(1, through ?? 0).ScalarInt64() == 1)
         {
             return true;
         }
@@ -672,7 +675,7 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>The greatest version id (0 when none): what a pass beginning now covers.</summary>
-    internal long LastVersionId
+    public long LastVersionId
     {
         get
         {
@@ -846,9 +849,15 @@ public sealed class TraceWriter : IDisposable
     {
         RefuseAfterAbandon();
         id = BlobId.Of(data);
-        if ((Find(id) ?? TryGroup(data, id)) is { } existing)
+        if (Find(id) is { } found)
         {
-            return existing;
+            NoteFound(data, found);
+            return found;
+        }
+
+        if (TryGroup(data, id) is { } grouped)
+        {
+            return grouped;
         }
 
         var buffer = ArrayPool<byte>.Shared.Rent(Zstd.CompressBound(data.Length));
@@ -865,9 +874,10 @@ public sealed class TraceWriter : IDisposable
 
     /// <summary>
     /// Stores a new blob (one <see cref="Find"/> did not find) as a member of the group the next commit writes, when
-    /// <see cref="GroupsSmallBlobs"/> and it qualifies (at most <see cref="Maintenance.Grouper.MaxMember"/> bytes, or
-    /// it extends the member added just before it; only the latter with <paramref name="extendOnly"/>); returns its row
-    /// id, or null when the caller must store it whole.
+    /// <see cref="GroupsSmallBlobs"/>: the last chunk of a file's data (a small file, a growing file's tail: a chain of
+    /// tails that begins above 64 KiB would otherwise be one whole record per state), or, with
+    /// <paramref name="extendOnly"/>, a chunk that extends the member added just before it; returns its row id, or
+    /// null when the caller must store it whole.
     /// </summary>
     public long? TryGroup(ReadOnlySpan<byte> data, BlobId id, bool extendOnly = false)
     {
@@ -884,9 +894,9 @@ public sealed class TraceWriter : IDisposable
         RefuseAfterAbandon();
         if (_group?.Extends(data) is not >= 0)
         {
-            if (extendOnly || data.Length > Maintenance.Grouper.MaxMember)
+            if (extendOnly)
             {
-                return null;
+                return null; // a chunk in the middle of a file that does not extend the last member: stored whole
             }
 
             if (_group is { } full && !full.Fits(data.Length))
@@ -911,13 +921,59 @@ public sealed class TraceWriter : IDisposable
         _insertMember.Bind(1, id.ToArray()).Bind(2, start).Bind(3, data.Length).Bind(4, (long)BlobCodec.Slice)
             .Bind(5, PackFormat.EncodeBases([group.Row])).Run();
         var row = _db.LastInsertRowId;
-        if (group.FirstMember < 0)
+        group.Added(row);
+        _newBlobs[id] = row;
+        _groupedRows.Add(row);
+        return row;
+    }
+
+    // Rows this writer stored as slices of its groups (TryGroup): a version that stops naming one leaves compaction
+    // nothing to do (its bytes stay in the group), unlike one that stops naming a chunk stored whole.
+    private readonly HashSet<long> _groupedRows = [];
+
+    /// <summary>Whether this writer stored <paramref name="row"/> as a slice of a group it wrote (<see cref="TryGroup"/>).</summary>
+    public bool StoredInGroup(long row) => _groupedRows.Contains(row);
+
+    /// <summary>
+    /// A file's next state was found stored already (<paramref name="row"/>, <paramref name="data"/> its bytes). When it
+    /// extends the states of a growing file the open group holds last (tar extracting a second copy of a file: its
+    /// final state is the first copy's blob, its intermediate states are new), and it lies in a group, those states
+    /// become slices of that group at its start, and their bytes leave the open group: no group keeps bytes only
+    /// superseded states name, which compaction would have to re-encode.
+    /// </summary>
+    public void NoteFound(ReadOnlySpan<byte> data, long row)
+    {
+        if (_group is not { } group || !group.ChainExtendedBy(data))
         {
-            group.FirstMember = row;
+            return;
         }
 
-        _newBlobs[id] = row;
-        return row;
+        using var where = _db.Prepare("SELECT codec, offset, bases FROM blobs WHERE id = ?1");
+        where.Bind(1, row);
+        if (!where.Step())
+        {
+            return;
+        }
+
+        var (codec, offset) = ((BlobCodec)where.Int32(0), where.Int64(1));
+        var bases = codec == BlobCodec.Slice && where.BlobOrNull(2) is { } b ? PackFormat.DecodeBases(b) : null;
+        var (target, at) = codec switch
+        {
+            BlobCodec.Group => (row, 0L),
+            BlobCodec.Slice when bases is [var g] => (g, offset), // maybe this open group: an earlier member's bytes
+            _ => (-1L, 0L), // a whole blob: no slice may name it
+        };
+        if (target < 0)
+        {
+            return;
+        }
+
+        using var move = _db.Prepare("UPDATE blobs SET offset = ?2, bases = ?3 WHERE id = ?1");
+        var encoded = PackFormat.EncodeBases([target]);
+        foreach (var member in group.TakeChain())
+        {
+            move.Bind(1, member).Bind(2, at).Bind(3, encoded).Run();
+        }
     }
 
     /// <summary>
@@ -933,6 +989,12 @@ public sealed class TraceWriter : IDisposable
         }
 
         _group = null;
+        if (group.Members == 0)
+        {
+            _dropBlob.Bind(1, group.Row).Run(); // all it held went to other groups (NoteFound)
+            return;
+        }
+
         var pack = _pack ??= CreatePack(); // not CurrentPack: its roll commits, and this runs inside a commit
         var raw = group.Raw;
         if (group.Members == 1)
@@ -947,6 +1009,7 @@ public sealed class TraceWriter : IDisposable
                 StoredBytesWritten += PackFormat.RecordSize(payload.Length);
                 _promoteBlob.Bind(1, group.FirstMember).Bind(2, pack.PackId).Bind(3, at).Bind(4, payload.Length).Bind(5, (long)codec).Run();
                 _dropBlob.Bind(1, group.Row).Run();
+                _groupedRows.Remove(group.FirstMember);
                 return;
             }
             finally

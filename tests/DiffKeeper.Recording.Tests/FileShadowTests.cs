@@ -228,6 +228,47 @@ public sealed class FileShadowTests : IDisposable
         var groups = blobs.Where(b => b.Codec == Storage.Packs.BlobCodec.Group).ToList();
         Assert.Single(groups);
         Assert.InRange(groups[0].RawLength, truth.Length, truth.Length + 16); // 16: the trailer a group equal to its longest member gets
+        AssertPrefixes(r, versions, truth);
+    }
+
+    [Fact]
+    public void A_second_copy_of_a_file_written_in_other_pieces_adds_no_bytes_to_a_group()
+    {
+        // tar extracting the same header twice: the copies' writes fall at other offsets, so the second copy's
+        // intermediate states are new blobs, but its last state is the first copy's. Those states then become slices
+        // of the first copy's bytes, and the second copy costs the group nothing.
+        var trace = _dir.Sub("c");
+        var random = new Random(11);
+        var truth = new byte[40_000];
+        random.NextBytes(truth);
+        var versions = new List<(byte[] Extents, int Size)>();
+        using (var writer = TraceWriter.Open(trace))
+        {
+            foreach (var piece in new[] { 10_240, 7_000 })
+            {
+                var shadow = FileShadow.Empty();
+                for (var size = 0; size < truth.Length;)
+                {
+                    var n = Math.Min(truth.Length - size, piece);
+                    shadow.Write(size, truth.AsSpan(size, n));
+                    size += n;
+                    versions.Add((shadow.Store(writer).Extents, size));
+                }
+
+                writer.Commit(); // the copies in two groups, as when a commit falls between them
+            }
+        }
+
+        using var r = TraceReader.Open(trace);
+        var blobs = r.AllBlobs().ToList();
+        var group = Assert.Single(blobs, b => b.Codec == Storage.Packs.BlobCodec.Group);
+        Assert.InRange(group.RawLength, truth.Length, truth.Length + 16);
+        AssertPrefixes(r, versions, truth);
+    }
+
+    /// <summary>Every version (an extent map and a size) reads back as that many first bytes of <paramref name="truth"/>, and the trace verifies.</summary>
+    private static void AssertPrefixes(TraceReader r, List<(byte[] Extents, int Size)> versions, byte[] truth)
+    {
         foreach (var (map, size) in versions)
         {
             Assert.True(ExtentMap.TryDecode(map, size, out var extents));

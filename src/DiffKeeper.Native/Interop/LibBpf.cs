@@ -60,6 +60,10 @@ public static unsafe partial class LibBpf
     [LibraryImport(Lib, EntryPoint = "ring_buffer__poll", SetLastError = true)]
     public static partial int RingBufferPoll(RingBufferHandle ringBuffer, int timeoutMs);
 
+    /// <summary>The epoll descriptor of a ring buffer consumer: readable while one of its rings has data.</summary>
+    [LibraryImport(Lib, EntryPoint = "ring_buffer__epoll_fd")]
+    public static partial int RingBufferEpollFd(RingBufferHandle ringBuffer);
+
     [LibraryImport(Lib, EntryPoint = "ring_buffer__consume", SetLastError = true)]
     public static partial int RingBufferConsume(RingBufferHandle ringBuffer);
 

@@ -202,6 +202,20 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
     public static partial int Eventfd(uint initval, int flags);
 
+    public const int M_TRIM_THRESHOLD = -1;
+    public const int M_MMAP_THRESHOLD = -3;
+    public const int MADV_POPULATE_WRITE = 23;
+
+    /// <summary>glibc's malloc tuning (mallopt(3)); returns 1 on success, 0 on error.</summary>
+    [LibraryImport(Lib, EntryPoint = "mallopt")]
+    public static partial int Mallopt(int param, int value);
+
+    [LibraryImport(Lib, EntryPoint = "malloc_trim")]
+    public static partial int MallocTrim(nuint pad);
+
+    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
+    public static partial int Madvise(void* address, nuint length, int advice);
+
     [LibraryImport(Lib, EntryPoint = "inotify_init1", SetLastError = true)]
     public static partial int InotifyInit1(int flags);
 

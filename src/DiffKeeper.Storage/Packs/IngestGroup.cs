@@ -24,15 +24,20 @@ internal sealed class IngestGroup(long row)
     private int _lastStart = -1;
     private int _lastLength;
 
+    // The members' rows in the order added; those from _chainFrom on start at _lastStart: one file's states while
+    // it grows (the chain).
+    private readonly List<long> _rows = [];
+    private int _chainFrom;
+
     /// <summary>The group's catalog row: added with the first member, its record written by the commit.</summary>
     public long Row { get; } = row;
 
     public int Length { get; private set; }
 
-    public int Members { get; private set; }
+    public int Members => _rows.Count;
 
     /// <summary>The row of the first member (the one to store whole again when it stays alone).</summary>
-    public long FirstMember { get; set; } = -1;
+    public long FirstMember => _rows[0];
 
     public Span<byte> Raw => _raw;
 
@@ -66,13 +71,33 @@ internal sealed class IngestGroup(long row)
         {
             start = Length;
             data.CopyTo(_raw.AsSpan(start));
+            _chainFrom = _rows.Count;
         }
 
         Length = start + data.Length;
         _lastStart = start;
         _lastLength = data.Length;
-        Members++;
         return start;
+    }
+
+    /// <summary>Notes the row of the member <see cref="Add"/> just added.</summary>
+    public void Added(long row) => _rows.Add(row);
+
+    /// <summary>
+    /// Whether <paramref name="data"/> (a blob already stored, which a file's next state turned out to be) extends the
+    /// last chain: then the chain's members are prefixes of it, and may be slices of wherever it lies instead.
+    /// </summary>
+    public bool ChainExtendedBy(ReadOnlySpan<byte> data) => _chainFrom < _rows.Count && Extends(data) >= 0;
+
+    /// <summary>Takes the last chain off the group (its bytes were the last added) and returns its member rows.</summary>
+    public List<long> TakeChain()
+    {
+        var rows = _rows.GetRange(_chainFrom, _rows.Count - _chainFrom);
+        _rows.RemoveRange(_chainFrom, rows.Count);
+        Length = _lastStart;
+        _lastStart = -1;
+        _lastLength = 0;
+        return rows;
     }
 
     /// <summary>Appends the trailer (random bytes no slice names).</summary>
