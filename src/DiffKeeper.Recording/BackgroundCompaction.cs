@@ -38,13 +38,13 @@ internal sealed class BackgroundCompaction : IDisposable
     private long _roomAsked;
     private long _roomServed;
 
-    /// <param name="superseded">Versions that replaced stored content so far: a compaction pass runs only when it grew
-    /// since the last one (without a size limit, small blobs go to groups as they are stored: new files alone give a
-    /// pass nothing to do). Null: when <paramref name="versions"/> grew.</param>
-    public BackgroundCompaction(TraceWriter writer, Func<long> versions, TextWriter log, bool compact = true, TraceSizeLimit? limit = null,
-        Func<long>? superseded = null)
+    /// <param name="superseded">Versions that replaced a chunk stored whole so far: while the writer groups small blobs
+    /// as it stores them, a compaction pass runs only when it grew since the last one (new files alone give a pass
+    /// nothing to do); otherwise when <paramref name="versions"/> grew (small whole blobs wait for a grouping pass).</param>
+    public BackgroundCompaction(TraceWriter writer, Func<long> versions, Func<long> superseded, TextWriter log, bool compact = true,
+        TraceSizeLimit? limit = null)
     {
-        _superseded = writer.GroupsSmallBlobs && limit is null && superseded is not null ? superseded : versions;
+        _superseded = writer.GroupsNow ? superseded : versions;
         _steps = new QueuedWriterSteps(writer);
         _maintainer = new Maintainer(writer, _steps);
         _versions = versions;

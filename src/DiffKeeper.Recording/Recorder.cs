@@ -70,8 +70,8 @@ public sealed class Recorder
 
         if ((_options.Compact || writer.SizeLimit is not null) && _storageFailure is null)
         {
-            _background = new BackgroundCompaction(writer, () => _core.Versioner.VersionsWritten, _log, _options.Compact, writer.SizeLimit,
-                () => _core.Versioner.ContentsSuperseded);
+            _background = new BackgroundCompaction(writer, () => _core.Versioner.VersionsWritten, () => _core.Versioner.ContentsSuperseded,
+                _log, _options.Compact, writer.SizeLimit);
             _background.Start();
         }
 

@@ -97,6 +97,9 @@ public sealed class TraceWriter : IDisposable
     /// </summary>
     public bool GroupsSmallBlobs { get; set; } = true;
 
+    /// <summary>Whether <see cref="TryGroup"/> groups anything now: <see cref="GroupsSmallBlobs"/> and no size limit.</summary>
+    public bool GroupsNow => GroupsSmallBlobs && _sizeLimit is null;
+
     public string TraceDir { get; }
 
     /// <summary>
@@ -881,7 +884,7 @@ public sealed class TraceWriter : IDisposable
     /// </summary>
     public long? TryGroup(ReadOnlySpan<byte> data, BlobId id, bool extendOnly = false)
     {
-        if (!GroupsSmallBlobs || _sizeLimit is not null || data.Length == 0 || data.Length > PackFormat.MaxRawLength || _deltaRows.ContainsKey(id))
+        if (!GroupsNow || data.Length == 0 || data.Length > PackFormat.MaxRawLength || _deltaRows.ContainsKey(id))
         {
             return null;
         }
@@ -892,7 +895,8 @@ public sealed class TraceWriter : IDisposable
         }
 
         RefuseAfterAbandon();
-        if (_group?.Extends(data) is not >= 0)
+        var extendsLast = _group?.Extends(data) >= 0;
+        if (!extendsLast)
         {
             if (extendOnly)
             {
@@ -916,7 +920,7 @@ public sealed class TraceWriter : IDisposable
         }
 
         var group = _group!;
-        var start = group.Add(data);
+        var start = group.Add(data, extendsLast);
         Tx();
         _insertMember.Bind(1, id.ToArray()).Bind(2, start).Bind(3, data.Length).Bind(4, (long)BlobCodec.Slice)
             .Bind(5, PackFormat.EncodeBases([group.Row])).Run();

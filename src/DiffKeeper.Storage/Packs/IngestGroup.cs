@@ -59,12 +59,17 @@ internal sealed class IngestGroup(long row)
     /// <summary>Whether <paramref name="length"/> bytes fit after the members already added.</summary>
     public bool Fits(int length) => Length + length <= Capacity;
 
-    /// <summary>Adds a member (after <see cref="Extends"/> or <see cref="Fits"/>); returns where its bytes start.</summary>
-    public int Add(ReadOnlySpan<byte> data)
+    /// <summary>
+    /// Adds a member: as the last one grown when <paramref name="extendsLast"/> (what <see cref="Extends"/> just found:
+    /// its bytes are not compared twice), else after the others (<see cref="Fits"/> said it fits). Returns where its
+    /// bytes start.
+    /// </summary>
+    public int Add(ReadOnlySpan<byte> data, bool extendsLast)
     {
-        var start = Extends(data);
-        if (start >= 0)
+        int start;
+        if (extendsLast)
         {
+            start = _lastStart;
             data[_lastLength..].CopyTo(_raw.AsSpan(Length));
         }
         else
