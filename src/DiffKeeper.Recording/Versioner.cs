@@ -889,9 +889,18 @@ internal sealed class Versioner
             return true;
         }
 
+        // A set of the new map's rows, made only when a whole chunk of the old one needs looking up: a growing file's
+        // map holds hundreds of chunks, and a scan of the new map per old chunk was quadratic on every version.
+        HashSet<long>? kept = null;
         foreach (var e in before)
         {
-            if (!_writer.StoredInGroup(e.BlobRowId) && (after is null || !after.Exists(a => a.BlobRowId == e.BlobRowId)))
+            if (_writer.StoredInGroup(e.BlobRowId))
+            {
+                continue;
+            }
+
+            kept ??= after is null ? [] : [.. after.Select(a => a.BlobRowId)];
+            if (!kept.Contains(e.BlobRowId))
             {
                 return true;
             }
