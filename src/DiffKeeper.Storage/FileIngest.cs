@@ -290,14 +290,22 @@ public static class FileIngest
     /// or of a growing file's): it may go to the writer's group (<see cref="TraceWriter.TryGroup"/>), and so may the
     /// first chunk when it extends the member stored before it (a growing file's tail, cut at last). Other chunks of a
     /// file (the middle of a big one) are stored whole: compaction turns their superseded states into deltas. Null
-    /// (a big file's blocks): nothing goes to a group.</param>
+    /// (a big file's blocks): nothing goes to a group by that rule.</param>
+    /// <param name="groupBelow">New chunks shorter than this go to the writer's group whatever their place (a big
+    /// file's small pieces: <see cref="BigFiles.PieceStore"/>).</param>
     internal static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch,
-        BlobId[] ids, bool parallel, bool? endsRange = null)
+        BlobId[] ids, bool parallel, bool? endsRange = null, int groupBelow = 0)
     {
         var rows = new long?[batch.Count];
         for (var i = 0; i < batch.Count; i++)
         {
             rows[i] = writer.Find(ids[i]);
+            if (rows[i] is null && batch[i].Length < groupBelow)
+            {
+                rows[i] = writer.TryGroup(buffer.AsSpan(batch[i].Offset, batch[i].Length), ids[i]); // null: stored whole below
+                continue;
+            }
+
             var last = endsRange == true && i == batch.Count - 1;
             if (endsRange is not null && (last || i == 0))
             {

@@ -16,18 +16,6 @@ internal static class PieceStore
     /// Stores the pieces of <paramref name="buffer"/> that <paramref name="batch"/> names, already hashed into
     /// <paramref name="ids"/> (deduplicated by SHA-256, as <see cref="FileIngest"/> does); returns each one's row.
     /// </summary>
-    public static List<(long RowId, BlobId Id, int Length)> Store(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids)
-    {
-        for (var i = 0; i < batch.Count; i++)
-        {
-            if (batch[i].Length < GroupBelow && writer.Find(ids[i]) is null)
-            {
-                // Null when the writer groups nothing (a size limit is set): stored whole below.
-                _ = writer.TryGroup(buffer.AsSpan(batch[i].Offset, batch[i].Length), ids[i]);
-            }
-        }
-
-        // The grouped pieces are in the trace now: this finds them, and stores the others whole.
-        return FileIngest.StoreBatch(writer, buffer, batch, ids, parallel: true);
-    }
+    public static List<(long RowId, BlobId Id, int Length)> Store(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids) =>
+        FileIngest.StoreBatch(writer, buffer, batch, ids, parallel: true, groupBelow: GroupBelow); // one catalog lookup per piece
 }
