@@ -925,7 +925,7 @@ public sealed class TraceWriter : IDisposable
         _insertMember.Bind(1, id.ToArray()).Bind(2, start).Bind(3, data.Length).Bind(4, (long)BlobCodec.Slice)
             .Bind(5, PackFormat.EncodeBases([group.Row])).Run();
         var row = _db.LastInsertRowId;
-        group.Added(row);
+        group.Added(row, id);
         _newBlobs[id] = row;
         _groupedRows.Add(row);
         return row;
@@ -1009,7 +1009,7 @@ public sealed class TraceWriter : IDisposable
             {
                 var (codec, length) = Encode(one, buffer1);
                 var payload = codec == BlobCodec.Raw ? one : buffer1.AsSpan(0, length);
-                var at = pack.Append(BlobId.Of(one), codec, one.Length, payload);
+                var at = pack.Append(group.FirstId, codec, one.Length, payload);
                 StoredBytesWritten += PackFormat.RecordSize(payload.Length);
                 _promoteBlob.Bind(1, group.FirstMember).Bind(2, pack.PackId).Bind(3, at).Bind(4, payload.Length).Bind(5, (long)codec).Run();
                 _dropBlob.Bind(1, group.Row).Run();

@@ -27,6 +27,7 @@ internal sealed class IngestGroup(long row)
     // The members' rows in the order added; those from _chainFrom on start at _lastStart: one file's states while
     // it grows (the chain).
     private readonly List<long> _rows = [];
+    private readonly List<BlobId> _ids = [];
     private int _chainFrom;
 
     /// <summary>The group's catalog row: added with the first member, its record written by the commit.</summary>
@@ -38,6 +39,9 @@ internal sealed class IngestGroup(long row)
 
     /// <summary>The row of the first member (the one to store whole again when it stays alone).</summary>
     public long FirstMember => _rows[0];
+
+    /// <summary>The first member's blob id (no need to hash it again when it is stored whole).</summary>
+    public BlobId FirstId => _ids[0];
 
     public Span<byte> Raw => _raw;
 
@@ -85,8 +89,12 @@ internal sealed class IngestGroup(long row)
         return start;
     }
 
-    /// <summary>Notes the row of the member <see cref="Add"/> just added.</summary>
-    public void Added(long row) => _rows.Add(row);
+    /// <summary>Notes the row and id of the member <see cref="Add"/> just added.</summary>
+    public void Added(long row, BlobId id)
+    {
+        _rows.Add(row);
+        _ids.Add(id);
+    }
 
     /// <summary>
     /// Whether <paramref name="data"/> (a blob already stored, which a file's next state turned out to be) extends the
@@ -99,6 +107,7 @@ internal sealed class IngestGroup(long row)
     {
         var rows = _rows.GetRange(_chainFrom, _rows.Count - _chainFrom);
         _rows.RemoveRange(_chainFrom, rows.Count);
+        _ids.RemoveRange(_chainFrom, rows.Count);
         Length = _lastStart;
         _lastStart = -1;
         _lastLength = 0;
