@@ -36,8 +36,12 @@ public sealed class BigFileVersions(long threshold)
             return null;
         }
 
-        Witness?.ReadNow(file);
-        _written[(root, rel)] = [];
+        if (Witness is { } witness)
+        {
+            witness.ReadNow(file);
+            _written[(root, rel)] = []; // only a witness can use the written ranges
+        }
+
         return Ingest(writer, new FileBlockSource(file), size, root, rel, newestContentId);
     }
 
@@ -60,8 +64,12 @@ public sealed class BigFileVersions(long threshold)
 
         var written = _written.GetValueOrDefault((root, rel));
         var exact = written is not null && Witness?.Vouches(file) == true && LastIfNewest(root, rel, newestContentId) is not null;
-        Witness?.ReadNow(file);
-        _written[(root, rel)] = [];
+        if (Witness is { } witness)
+        {
+            witness.ReadNow(file);
+            _written[(root, rel)] = [];
+        }
+
         if (exact)
         {
             var image = FrozenImage.TakeWritten(file, size, written!, _last[(root, rel)].Size, _images);
@@ -134,9 +142,12 @@ public sealed class BigFileVersions(long threshold)
             return;
         }
 
-        foreach (var key in _written.Keys.Where(k => k.Root == root && Core.TracePath.IsAtOrBelow(k.Rel, rel)).ToList())
+        foreach (var key in _written.Keys)
         {
-            _written.Remove(key);
+            if (key.Root == root && Core.TracePath.IsAtOrBelow(key.Rel, rel))
+            {
+                _written.Remove(key); // removing while enumerating a Dictionary is allowed (no list per event)
+            }
         }
     }
 
