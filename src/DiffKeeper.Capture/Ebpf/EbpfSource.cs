@@ -420,12 +420,8 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 // extends the file without KEEP_SIZE), is applied to the recorder's copy like a write. Either carries
                 // its range (the syscall's offset and len; the kernel refused the call unless both were valid).
                 var mode = (int)r.Flags >> 8;
-                if (Locate(abs) is { } at)
-                {
-                    Emit(new CaptureEvent(mode == FallocPunchHole ? CaptureKind.Punched : CaptureKind.Allocated, at.Root, at.Rel, null, false, ts,
-                        pid, comm, r.Offset, r.Length, KeepSize: mode != FallocAllocate));
-                }
-
+                EmitAt(abs, mode == FallocPunchHole ? CaptureKind.Punched : CaptureKind.Allocated, ts, pid, comm, offset: r.Offset, length: r.Length,
+                    keepSize: mode != FallocAllocate);
                 return;
             }
 
@@ -522,11 +518,12 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private void EmitAt(string abs, CaptureKind kind, long ts, int pid, string comm, bool isDirectory = false,
         long offset = 0, long length = 0, byte[]? payload = null, bool knownEmpty = false, int? mode = null, string? target = null,
-        (ulong, ulong)? fileId = null)
+        (ulong, ulong)? fileId = null, bool keepSize = false)
     {
         if (Locate(abs) is { } at)
         {
-            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode, Target: target, FileId: fileId));
+            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode, Target: target,
+                FileId: fileId, KeepSize: keepSize));
         }
     }
 
