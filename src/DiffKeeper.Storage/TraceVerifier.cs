@@ -67,7 +67,6 @@ public static class TraceVerifier
 
         var bad = new Dictionary<long, (BlobId Id, string Reason)>();
         var all = reader.AllBlobs().ToList();
-        var hashes = all.ToDictionary(b => b.BlobRowId, b => b.Id);
         long blobs = 0, bytes = 0;
         var buffer = ArrayPool<byte>.Shared.Rent(PackFormat.MaxGroupLength);
         var byRow = all.ToDictionary(b => b.BlobRowId);
@@ -117,7 +116,7 @@ public static class TraceVerifier
 
                 try
                 {
-                    reader.Packs.CheckFraming(loc, BaseDigest(loc, hashes)); // the CRC, which a decoding read skips
+                    reader.Packs.CheckFraming(loc, BaseDigest(loc, byRow)); // the CRC, which a decoding read skips
                     if (readData)
                     {
                         reader.Blobs.Read(loc, buffer.AsSpan(0, Math.Clamp(loc.RawLength, 0, PackFormat.MaxRawFor(loc.Codec))));
@@ -156,7 +155,6 @@ public static class TraceVerifier
 
         var sessions = reader.Sessions().ToDictionary(s => s.Id);
         var damages = new List<Damage>();
-        var rawLengths = all.ToDictionary(b => b.BlobRowId, b => b.RawLength);
         var used = new HashSet<long>();
         long versions = 0;
         foreach (var v in reader.AllVersions())
@@ -183,16 +181,18 @@ public static class TraceVerifier
             var broken = false;
             foreach (var e in extents)
             {
-                if (!hashes.TryGetValue(e.BlobRowId, out var id))
+                if (!byRow.TryGetValue(e.BlobRowId, out var blob))
                 {
                     damages.Add(new Damage(v.SessionId, v.Id, v.Seq, path, null, $"it references blob row {e.BlobRowId}, which the catalog lacks"));
                     broken = true;
                     break;
                 }
 
-                if (rawLengths[e.BlobRowId] != e.Length)
+                var id = blob.Id;
+
+                if (blob.RawLength != e.Length)
                 {
-                    damages.Add(new Damage(v.SessionId, v.Id, v.Seq, path, id.ToHex(), $"its extent at offset {e.Offset} is {e.Length} bytes, but blob {id.Short} holds {rawLengths[e.BlobRowId]}"));
+                    damages.Add(new Damage(v.SessionId, v.Id, v.Seq, path, id.ToHex(), $"its extent at offset {e.Offset} is {e.Length} bytes, but blob {id.Short} holds {blob.RawLength}"));
                     broken = true;
                     break;
                 }
@@ -339,7 +339,7 @@ public static class TraceVerifier
             : null;
     }
 
-    private static byte[] BaseDigest(in BlobLocation loc, Dictionary<long, BlobId> hashes)
+    private static byte[] BaseDigest(in BlobLocation loc, Dictionary<long, BlobLocation> byRow)
     {
         if (!loc.IsDelta)
         {
@@ -349,12 +349,12 @@ public static class TraceVerifier
         var ids = new List<BlobId>();
         foreach (var row in loc.Bases)
         {
-            if (!hashes.TryGetValue(row, out var id))
+            if (!byRow.TryGetValue(row, out var b))
             {
                 throw new BlobMissingException(row);
             }
 
-            ids.Add(id);
+            ids.Add(b.Id);
         }
 
         return PackFormat.BaseDigest(ids);
