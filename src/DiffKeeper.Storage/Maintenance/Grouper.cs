@@ -246,13 +246,26 @@ internal static class Grouper
         {
             writer.Begin();
             var deleted = new List<BlobId>();
-            using (var named = writer.Database.Prepare("SELECT EXISTS(SELECT 1 FROM blobs WHERE codec = ?1 AND bases = ?2)"))
+            // The groups some slice still names, read once (no index covers `bases`: a query per group scanned every row).
+            var named = new HashSet<long>();
+            if (regrouped.Count > 0)
+            {
+                using var slices = writer.Database.Prepare("SELECT DISTINCT bases FROM blobs WHERE codec = ?1");
+                slices.Bind(1, (long)BlobCodec.Slice);
+                while (slices.Step())
+                {
+                    if (slices.BlobOrNull(0) is { } bases && PackFormat.DecodeBases(bases) is [var group])
+                    {
+                        named.Add(group);
+                    }
+                }
+            }
+
             using (var delete = writer.Database.Prepare("DELETE FROM blobs WHERE id = ?1 AND codec = ?2"))
             {
                 foreach (var (row, id) in regrouped)
                 {
-                    if (writer.ReferencedSinceTracking.Contains(row) ||
-                        named.Bind(1, (long)BlobCodec.Slice).Bind(2, PackFormat.EncodeBases([row])).ScalarInt64() != 0)
+                    if (writer.ReferencedSinceTracking.Contains(row) || named.Contains(row))
                     {
                         continue; // a slice the plan did not move (the writer stored it again) still needs it: a later sweep decides
                     }
