@@ -76,6 +76,11 @@ public sealed class KeepAgent
     public async Task<int> RunAsync(CancellationToken ct)
     {
         _writer.DeferSyncToCaller();
+        // Keep mode stores a record per blob, as before groups were written while recording: with them, the 20-kill
+        // SQLite test lost transactions acknowledged more than one flush before the kill in 3 of about 12 runs (each
+        // time beside other tests or other engineers' builds; never alone on a quiet machine), and what a cut costs
+        // with them is not measured yet. Its retention passes group small blobs as before.
+        _writer.GroupsSmallBlobs = false;
         _storedBefore = StoreBytes(_writer.TraceDir);
         _barrierDir = Directory.CreateTempSubdirectory("diffkeeper-barrier-").FullName;
         var syncer = new Thread(SyncLoop) { IsBackground = true, Name = "store fsync" };
