@@ -11,7 +11,9 @@ namespace DiffKeeper.Storage.BigFiles;
 /// Stores a big file as a block extent map (docs/store-format.md, "Big files"): only data extents are read
 /// (SEEK_DATA/SEEK_HOLE), cut on the aligned 64 KiB grid, hashed on every core, and only pieces that differ from
 /// the previous version's piece at the same offset (or from every blob in the trace) are stored. Every read is
-/// positioned (pread); the descriptor's own offset, which SEEK_DATA moves, is never used to read.
+/// positioned (pread); the descriptor's own offset, which SEEK_DATA moves, is never used to read. A piece whose
+/// <see cref="BlockFingerprint"/> (under <c>seed</c>) equals the previous piece's at its offset takes that piece's blob
+/// without SHA-256 (docs/store-format.md, "Block fingerprints"), unless <c>trustFingerprints</c> is false.
 /// </summary>
 public static class BlockIngest
 {
@@ -25,17 +27,19 @@ public static class BlockIngest
     /// are kept unread; without <paramref name="written"/>, every data extent is read and compared by hash.
     /// </summary>
     public static BlockIngestResult IngestFile(TraceWriter writer, SafeFileHandle file, long size,
-        IReadOnlyList<BlockPiece>? previous = null, long previousSize = 0, IReadOnlyList<(long Start, long End)>? written = null) =>
-        Ingest(writer, new FileBlockSource(file), size, previous, previousSize, written);
+        IReadOnlyList<BlockPiece>? previous = null, long previousSize = 0, IReadOnlyList<(long Start, long End)>? written = null,
+        long? seed = null, bool trustFingerprints = true) =>
+        Ingest(writer, new FileBlockSource(file), size, previous, previousSize, written, seed, trustFingerprints);
 
     /// <summary>As <see cref="IngestFile"/>, reading <paramref name="file"/>: an open file or an image taken of one earlier.</summary>
     public static BlockIngestResult Ingest(TraceWriter writer, IBlockSource file, long size,
-        IReadOnlyList<BlockPiece>? previous = null, long previousSize = 0, IReadOnlyList<(long Start, long End)>? written = null)
+        IReadOnlyList<BlockPiece>? previous = null, long previousSize = 0, IReadOnlyList<(long Start, long End)>? written = null,
+        long? seed = null, bool trustFingerprints = true)
     {
         var storedBefore = writer.StoredBytesWritten;
         var partial = previous is not null && written is not null && IsBlockMap(previous);
         var regions = partial ? WrittenRegions(written!, size, previousSize) : [(0L, size)];
-        using var batch = new PieceBatch(writer, previous);
+        using var batch = new PieceBatch(writer, previous, seed ?? BlockFingerprint.ProcessSeed, trustFingerprints);
         foreach (var (a, b) in regions)
         {
             foreach (var (s, e) in file.DataRanges(a, b))
@@ -66,14 +70,14 @@ public static class BlockIngest
     /// data runs being the union of both (so the parent's holes stay holes where the diff has none).
     /// </summary>
     public static BlockIngestResult MergeDiff(TraceWriter writer, TraceReader reader, SafeFileHandle diff, long size,
-        IReadOnlyList<BlockPiece> parent, long parentSize)
+        IReadOnlyList<BlockPiece> parent, long parentSize, long? seed = null, bool trustFingerprints = true)
     {
         var storedBefore = writer.StoredBytesWritten;
         var diffRanges = DataRanges(diff, 0, size);
         var regions = IsBlockMap(parent)
             ? BlockRegions(diffRanges.Append((Math.Min(size, parentSize), Math.Max(size, parentSize))), size)
             : [(0L, size)];
-        using var batch = new PieceBatch(writer, parent);
+        using var batch = new PieceBatch(writer, parent, seed ?? BlockFingerprint.ProcessSeed, trustFingerprints);
         int pi = 0, di = 0;
         var runs = new List<(long Start, long End)>();
         var theirs = new List<(long Start, long End)>();
@@ -416,14 +420,14 @@ public static class BlockIngest
         var extents = pieces.Select(p => new Extent(p.Offset, p.Length, p.RowId)).ToList();
         var content = new IngestedContent(ExtentMap.Encode(extents), ExtentMap.ContentId(pieces.Select(p => (p.Offset, p.Length, p.Id)).ToList(), size),
             size, writer.StoredBytesWritten - storedBefore);
-        return new BlockIngestResult(content, pieces, batch.BytesRead, batch.Changed);
+        return new BlockIngestResult(content, pieces, batch.BytesRead, batch.Changed) { PiecesByFingerprint = batch.ByFingerprint };
     }
 
     /// <summary>
     /// Pieces collected in one pooled buffer (allocated once per ingest, never per region), hashed on every core
     /// and stored in offset order when it is full.
     /// </summary>
-    private sealed class PieceBatch(TraceWriter writer, IReadOnlyList<BlockPiece>? previous) : IDisposable
+    private sealed class PieceBatch(TraceWriter writer, IReadOnlyList<BlockPiece>? previous, long seed, bool trustFingerprints) : IDisposable
     {
         private readonly byte[] _buffer = ArrayPool<byte>.Shared.Rent(BatchBytes);
         private readonly List<(int At, long Offset, int Length)> _pending = [];
@@ -435,6 +439,8 @@ public static class BlockIngest
         public long BytesRead { get; private set; }
 
         public int Changed { get; private set; }
+
+        public int ByFingerprint { get; private set; }
 
         /// <summary>Where the source ended before a read did (it shrank while being read); null while every read was whole.</summary>
         public long? EndedAt { get; private set; }
@@ -496,6 +502,8 @@ public static class BlockIngest
             {
                 var ids = new BlobId[_pending.Count];
                 var got = new int[_pending.Count];
+                var fingerprints = new UInt128[_pending.Count];
+                var reused = new bool[_pending.Count];
                 try
                 {
                     System.Threading.Tasks.Parallel.For(0, _pending.Count, i =>
@@ -503,7 +511,19 @@ public static class BlockIngest
                         var (at, offset, length) = _pending[i];
                         var span = _buffer.AsSpan(at, length);
                         got[i] = _sources[i] is { } source ? source.Read(span, offset) : length;
-                        ids[i] = BlobId.Of(span[..got[i]]);
+                        var bytes = span[..got[i]];
+                        var fingerprint = BlockFingerprint.Of(bytes, seed);
+                        fingerprints[i] = fingerprint;
+                        if (trustFingerprints && fingerprint != UInt128.Zero && _previous is not null && _previous.TryGetValue(offset, out var old)
+                            && old.Length == bytes.Length && old.Fingerprint == fingerprint)
+                        {
+                            ids[i] = old.Id; // the same bytes as the previous piece here (docs/store-format.md, "Block fingerprints")
+                            reused[i] = true;
+                        }
+                        else
+                        {
+                            ids[i] = BlobId.Of(bytes);
+                        }
                     });
                 }
                 catch (AggregateException e)
@@ -552,12 +572,13 @@ public static class BlockIngest
                     var (at, offset, length) = _pending[i];
                     if (f < fresh.Count && fresh[f].Offset == at)
                     {
-                        _result.Add(new BlockPiece(offset, length, stored[f].RowId, stored[f].Id));
+                        _result.Add(new BlockPiece(offset, length, stored[f].RowId, stored[f].Id) { Fingerprint = fingerprints[i] });
                         f++;
                     }
                     else
                     {
-                        _result.Add(_previous![offset]);
+                        _result.Add(_previous![offset] with { Fingerprint = fingerprints[i] });
+                        ByFingerprint += reused[i] ? 1 : 0;
                     }
                 }
             }

@@ -6,7 +6,17 @@ using DiffKeeper.Storage.Catalog;
 namespace DiffKeeper.Storage.BigFiles;
 
 /// <summary>What one file of a snapshot cost.</summary>
-public sealed record SnapshotFile(string Name, long Size, long BytesRead, int PiecesChanged, long StoredBytes, long VersionId, string? ParentVersion);
+public sealed record SnapshotFile(string Name, long Size, long BytesRead, int PiecesChanged, long StoredBytes, long VersionId, string? ParentVersion)
+{
+    /// <summary>Pieces found equal to the parent's by their fingerprint alone (docs/store-format.md, "Block fingerprints").</summary>
+    public int PiecesByFingerprint { get; init; }
+
+    internal long? ParentVersionId { get; init; }
+
+    internal byte[] ContentId { get; init; } = [];
+
+    internal IReadOnlyList<BlockPiece> Pieces { get; init; } = [];
+}
 
 /// <summary>One snapshot taken: its id (a session id of the store), its parent, its files.</summary>
 public sealed record SnapshotResult(long Id, long? Parent, IReadOnlyList<SnapshotFile> Files, long StoredBytes, long ElapsedMs);
@@ -16,13 +26,15 @@ public sealed record SnapshotResult(long Id, long? Parent, IReadOnlyList<Snapsho
 /// block map of each whole file), made by comparing the files with the parent's versions block by block, or, for
 /// diff-snapshot input, by merging the files' data extents onto the parent's. The versions commit in one transaction
 /// with the session's end, after the pack is fsynced: a crash leaves at most an empty session marked interrupted,
-/// which <c>materialize</c> refuses.
+/// which <c>materialize</c> refuses. After the commit, each version's block fingerprints are written beside it for the
+/// next snapshot (<see cref="FingerprintCache"/>); <c>verifyAll</c> compares every block by SHA-256 instead of
+/// trusting the parent's fingerprints.
 /// </summary>
 public static class SnapshotWriter
 {
     public const string Capture = "snapshot";
 
-    public static SnapshotResult Take(string storeDir, IReadOnlyList<string> files, long? parentId, bool diffInput, string command)
+    public static SnapshotResult Take(string storeDir, IReadOnlyList<string> files, long? parentId, bool diffInput, string command, bool verifyAll = false)
     {
         var sw = Stopwatch.StartNew();
         var full = files.Select(f => Path.GetFullPath(f)).ToList();
@@ -51,6 +63,7 @@ public static class SnapshotWriter
         }
 
         using var writer = TraceWriter.Open(storeDir);
+        var seed = FingerprintCache.Seed(storeDir);
         Dictionary<string, VersionRecord>? parent = null;
         TraceReader? reader = null;
         try
@@ -88,10 +101,19 @@ public static class SnapshotWriter
                     throw new DiffKeeperException(ExitCode.NotFound, $"snapshot {parentId} has no file '{name}' to merge the diff snapshot {path} onto");
                 }
 
-                results.Add(TakeFile(writer, reader, sessionId, rootId, seq, startNs, path, name, before, diffInput));
+                results.Add(TakeFile(writer, reader, storeDir, seed, verifyAll, sessionId, rootId, seq, startNs, path, name, before, diffInput));
             }
 
             writer.FinishSession(sessionId, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000L - startNs, 0, 0);
+            foreach (var r in results)
+            {
+                FingerprintCache.Write(storeDir, r.VersionId, r.ContentId, seed, r.Pieces);
+                if (r.ParentVersionId is { } compared)
+                {
+                    FingerprintCache.Remove(storeDir, compared); // a chain keeps its newest version's fingerprints only
+                }
+            }
+
             return new SnapshotResult(sessionId, parentId, results, results.Sum(r => r.StoredBytes), sw.ElapsedMilliseconds);
         }
         finally
@@ -100,8 +122,8 @@ public static class SnapshotWriter
         }
     }
 
-    private static SnapshotFile TakeFile(TraceWriter writer, TraceReader? reader, long sessionId, long rootId, long seq, long startNs,
-        string path, string name, VersionRecord? before, bool diffInput)
+    private static SnapshotFile TakeFile(TraceWriter writer, TraceReader? reader, string storeDir, long seed, bool verifyAll,
+        long sessionId, long rootId, long seq, long startNs, string path, string name, VersionRecord? before, bool diffInput)
     {
         if (Libc.StatxCall(Libc.AT_FDCWD, path, 0, Libc.STATX_BASIC_STATS, out var st) != 0)
         {
@@ -127,9 +149,14 @@ public static class SnapshotWriter
             }
 
             var previous = before?.Extents is { } ext && before.ContentId is not null ? BlockIngest.Load(writer, ext, before.Size) : null;
+            if (previous is not null && !verifyAll)
+            {
+                previous = FingerprintCache.Apply(storeDir, before!.Id, before.ContentId!, seed, previous);
+            }
+
             result = diffInput
-                ? BlockIngest.MergeDiff(writer, reader!, handle, size, previous ?? [], before!.Size)
-                : BlockIngest.IngestFile(writer, handle, size, previous);
+                ? BlockIngest.MergeDiff(writer, reader!, handle, size, previous ?? [], before!.Size, seed, !verifyAll)
+                : BlockIngest.IngestFile(writer, handle, size, previous, seed: seed, trustFingerprints: !verifyAll);
         }
         catch (Exception e) when (OsError.IsOsFailure(e))
         {
@@ -142,6 +169,12 @@ public static class SnapshotWriter
         var versionId = writer.AddVersion(sessionId, new NewVersion(pathId, seq, timeNs, EntryKind.File, st.Mode & 0xFFF, (int)st.Uid, (int)st.Gid,
             st.MtimeNs, result.Content.Size, result.Content.ContentId, null, result.Content.Extents));
         return new SnapshotFile(name, result.Content.Size, result.BytesRead, result.PiecesChanged, result.Content.StoredBytes, versionId,
-            before is null ? null : before.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            before is null ? null : before.Id.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        {
+            PiecesByFingerprint = result.PiecesByFingerprint,
+            ParentVersionId = before?.Id,
+            ContentId = result.Content.ContentId,
+            Pieces = result.Pieces,
+        };
     }
 }
