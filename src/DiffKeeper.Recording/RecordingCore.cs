@@ -132,7 +132,7 @@ internal sealed class RecordingCore
 
         _versioner = new Versioner(_writer, _sessionId, _roots, rootIds, _log)
         {
-            BigFiles = new BigFileVersions(bigFileThreshold), Stored = stored, ModesFromEvents = _exactNames,
+            BigFiles = new BigFileVersions(bigFileThreshold), Stored = stored, ModesFromEvents = _exactNames, Clock = NowNs,
         };
     }
 
@@ -343,7 +343,9 @@ internal sealed class RecordingCore
                 // A file named by a hint (inotify, fanotify) is read soon anyway: its kind and size come from that
                 // read (the held event waits for it), not from an lstat here.
                 var byRead = !e.IsDirectory && !e.KnownEmpty;
-                var stat = byRead ? null : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path));
+                // A file the backend saw created empty needs no lstat either: its kind and size are known, and its
+                // version's metadata comes from the stat its version takes (one syscall per new file, not two).
+                var stat = byRead || (e.KnownEmpty && !e.IsDirectory) ? null : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path));
                 // A file the backend saw created is a file at this event, whatever the name holds when it is handled
                 // (tar's O_EXCL placeholder is a symlink by then).
                 var kind = e.KnownEmpty ? EntryKind.File
