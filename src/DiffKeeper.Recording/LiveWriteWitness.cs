@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using DiffKeeper.Capture;
 using DiffKeeper.Capture.Fanotify;
 
@@ -10,7 +11,7 @@ namespace DiffKeeper.Recording;
 /// stopped; here nothing is stopped, so the witness is refreshed around each such read (<see cref="Refresh"/>: one
 /// non-blocking read of the fanotify queue and one BPF map lookup), after each commit (so its queue does not fill),
 /// and once more when the command has ended (<see cref="Finish"/>). The /proc scan for outside holders of newly
-/// watched files runs after a commit, never per event or per read. The tree's processes are the pids eBPF delivered
+/// watched files runs after a commit (<see cref="Scan"/>), never per event or per read. The tree's processes are the pids eBPF delivered
 /// events of (it sends the tree's only) since the commit before last: a pid not seen yet only makes its file be read
 /// whole, and forgetting old ones keeps a pid reused by another process from being trusted long. Not thread-safe:
 /// the recorder's consumer thread uses it, and the recorder's thread before the consumer starts and after it ends.
@@ -55,9 +56,6 @@ internal sealed class LiveWriteWitness : IDisposable
         return new LiveWriteWitness(witness, source, bigFiles, log);
     }
 
-    /// <summary>/proc scans run so far (each looks at every process's fd table and maps).</summary>
-    public int Scans { get; private set; }
-
     /// <summary>An event of the tree: its process is the tree's.</summary>
     public void Saw(in CaptureEvent e)
     {
@@ -86,14 +84,28 @@ internal sealed class LiveWriteWitness : IDisposable
         _trusted = [.. _previous];
     }
 
-    /// <summary>Looks through /proc for outside holders of the files first watched since the last scan (after the baseline, after commits).</summary>
+    /// <summary>
+    /// Looks through /proc for outside holders of the files first watched (or tainted) since the last scan: after the
+    /// baseline, and after commits, but not sooner than ten times the last scan's duration after it. A scan reads
+    /// every process's fd table and maps (26-160 ms for ~110 processes at load 9-11, docs/benchmarks.md "bigrec"),
+    /// and a file an outside process keeps open for writing asks for one after each of its reads: so the scans take
+    /// at most about a tenth of a core, as the reads of a hot big file do. A file waiting for a scan is read whole.
+    /// </summary>
     public void Scan()
     {
+        var started = Stopwatch.GetTimestamp();
+        if (started < _nextScanAt)
+        {
+            return;
+        }
+
         if (_witness.ScanNewWatches(_trusted))
         {
-            Scans++;
+            _nextScanAt = started + 11 * (Stopwatch.GetTimestamp() - started);
         }
     }
+
+    private long _nextScanAt;
 
     /// <summary>
     /// The command has ended and every event is handled: a last refresh, then the files whose newest version came
