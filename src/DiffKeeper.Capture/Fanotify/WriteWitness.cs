@@ -101,7 +101,7 @@ public sealed unsafe class WriteWitness : IDisposable
     /// reads; `record` before and after each read from written blocks.
     /// </summary>
     /// <returns>True the first time the count is not 0 (the caller says so once).</returns>
-    public bool Refresh(IReadOnlySet<int> tree, ulong unseenWriters)
+    public bool Refresh(Func<int, bool> tree, ulong unseenWriters)
     {
         var first = !_unseenWriters && unseenWriters != 0;
         _unseenWriters |= unseenWriters != 0;
@@ -147,7 +147,7 @@ public sealed unsafe class WriteWitness : IDisposable
                         _unscanned.Add(k);
                     }
                 }
-                else if (pid != _self && !tree.Contains(pid) && id is { } key && _files.ContainsKey(key))
+                else if (pid != _self && !tree(pid) && id is { } key && _files.ContainsKey(key))
                 {
                     // It may still hold the file (opened for writing, mapped): look after the next read.
                     _files[key] = (true, true);
@@ -163,7 +163,7 @@ public sealed unsafe class WriteWitness : IDisposable
     /// for from its next read on. Call it after the tree continues: it reads every process's fd table and maps.
     /// </summary>
     /// <returns>Whether it scanned (false: no file was waiting for a scan).</returns>
-    public bool ScanNewWatches(IReadOnlySet<int> tree)
+    public bool ScanNewWatches(Func<int, bool> tree)
     {
         if (_unscanned.Count == 0)
         {
@@ -175,7 +175,7 @@ public sealed unsafe class WriteWitness : IDisposable
         var held = new HashSet<(ulong, ulong)>();
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
-            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) || pid == _self || tree.Contains(pid))
+            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) || pid == _self || tree(pid))
             {
                 continue;
             }
