@@ -740,6 +740,11 @@ internal sealed class Versioner
 
         var content = BigFiles?.TryIngest(_writer, handle, stat.Size, root, rel, _paths.GetValueOrDefault((root, rel))?.Version.ContentId)
             ?? FileIngest.Ingest(_writer, handle, stat.Size, UseAllCores);
+        if (BigFiles?.LastFromWrites == true)
+        {
+            NoteCopied(stat); // as a followed copy's version: a write whose record was dropped may be missing from it
+        }
+
         if (content.Size != stat.Size)
         {
             stat = stat with { Size = content.Size };

@@ -49,6 +49,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private void* _objectBytes;
     private int _dropsFd = -1;
     private int _unseenFd = -1;
+    private int _trackedFd = -1;
     private ulong _drops;
     private int _cpus;
     private Thread? _thread;
@@ -223,6 +224,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
         _dropsFd = LibBpf.MapFdByName(_object, "drops");
         _unseenFd = LibBpf.MapFdByName(_object, "unseen");
+        _trackedFd = LibBpf.MapFdByName(_object, "tracked");
         foreach (var name in Programs)
         {
             var link = LibBpf.Attach(_object, name);
@@ -283,6 +285,14 @@ public sealed unsafe class EbpfSource : ICaptureSource
             // Not readable: as unsafe as it can be.
             return _unseenFd >= 0 && LibBpf.MapLookupElem(_unseenFd, &zero, &value) == 0 ? value : ulong.MaxValue;
         }
+    }
+
+    /// <inheritdoc />
+    public bool InTree(int pid)
+    {
+        var key = (uint)pid;
+        byte value = 0;
+        return _trackedFd >= 0 && LibBpf.MapLookupElem(_trackedFd, &key, &value) == 0 && value == TrackRecord;
     }
 
     private void CheckDrops()
