@@ -283,6 +283,26 @@ public sealed class EventRunTests : IDisposable
     }
 
     [Fact]
+    public void Writes_at_the_ends_of_the_integer_range_read_back_as_written()
+    {
+        var max = long.MaxValue;
+        var events = new List<Given>
+        {
+            new(1, 10, ChangeOp.Write, "a", null, max, 7, "w", null, max - 16, 16),
+            new(2, 20, ChangeOp.Write, "a", null, 16, 7, "w", null, 0, 16),
+            new(3, 30, ChangeOp.Write, "a", null, max, 7, "w", null, max - 16, 16),
+            new(4, 40, ChangeOp.Write, "a", null, -5, 7, "w", null, 0, max),
+            new(5, 50, ChangeOp.Write, "a", null, 16, 7, "w", null, 0, 16),
+            new(6, max, ChangeOp.Write, "a", null, 32, 7, "w", null, 16, 16),
+            new(7, max, ChangeOp.Write, "a", null, 1L << 62, 7, "w", null, 1L << 62, 0),
+        };
+        Write(events, _ => false);
+        using var r = TraceReader.Open(Trace);
+        Assert.Equal(events.Select(g => g.Shown), r.Events(r.Session(null)).Select(Shown));
+        Assert.True(TraceVerifier.Verify(r).Ok);
+    }
+
+    [Fact]
     public void A_run_decodes_to_what_was_encoded_and_cuts_to_its_prefix()
     {
         var builder = new EventRun.Builder();

@@ -17,6 +17,10 @@ public static class EventRun
     /// <summary>Longest <c>run</c> value a decoder accepts: the count and four 10-byte varints per follower.</summary>
     public const int MaxBytes = 2 + (MaxFollowers * 4 * Varint.MaxLength);
 
+    // A follower's offset, length and size stay within ±2^62, so the deltas the encoder takes never wrap (a kernel's
+    // file offsets end at 2^63 - 1; such a write is stored as a row of its own).
+    private const long Bound = 1L << 62;
+
     private static ulong ZigZag(long v) => (ulong)((v << 1) ^ (v >> 63));
 
     private static long UnZigZag(ulong v) => (long)(v >> 1) ^ -(long)(v & 1);
@@ -26,7 +30,8 @@ public static class EventRun
     /// no second path and no detail (a detail such as "read back" or "punch hole" says the write differs).
     /// </summary>
     public static bool CanStart(in NewEvent e) =>
-        e.Op == Core.ChangeOp.Write && e.PathId is not null && e.Path2Id is null && e.Detail is null;
+        e.Op == Core.ChangeOp.Write && e.PathId is not null && e.Path2Id is null && e.Detail is null &&
+        e.Offset is null or (>= 0 and <= Bound) && e.Length is null or (>= 0 and <= Bound) && e.Size is null or (>= -Bound and <= Bound);
 
     /// <summary>
     /// The run being built by a writer. Not thread-safe. <see cref="TryAppend"/> takes an event only when it extends the
@@ -66,7 +71,7 @@ public static class EventRun
                 e.Op != Core.ChangeOp.Write || e.PathId != f.PathId || e.Path2Id is not null || e.Detail is not null ||
                 e.Pid != f.Pid || !string.Equals(e.Comm, f.Comm, StringComparison.Ordinal) ||
                 e.Offset.HasValue != f.Offset.HasValue || e.Length.HasValue != f.Length.HasValue || e.Size.HasValue != f.Size.HasValue ||
-                e.Offset < 0 || e.Length < 0)
+                e.Offset is < 0 or > Bound || e.Length is < 0 or > Bound || e.Size is < -Bound or > Bound)
             {
                 return false;
             }
