@@ -3,7 +3,8 @@
 # --quiet --capture ebpf` of 1,000,000 writes of 16 B (bench/workloads/writes16.c), of 20,000 creates of 100 B
 # and of an untar of /usr/include (bench/capture-backends.sh's workloads), plus the bare runs. Prints one line per
 # run: workload, binary, wall s, user s, sys s, max RSS KiB, trace bytes, catalog bytes, events-table bytes
-# (sqlite3 dbstat). Store format 7 (write runs) was measured with it. Needs root (eBPF, the mount).
+# (sqlite3 dbstat). ONLY="writes16 creates untar" (default) picks workloads. Store format 7 (write runs) was
+# measured with it. Needs root (eBPF, the mount).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OLD=$1 NEW=$2 RUNS=${3:-5}
@@ -31,14 +32,17 @@ one() { # one WORKLOAD NAME BINARY|bare COMMAND...
     echo "$wl $name $out $trace $catalog $events"
   fi
 }
+ONLY=${ONLY:-writes16 creates untar}
 for i in $(seq 1 "$RUNS"); do
-  one writes16 bare bare "$W/writes16" "$W/ws" 1000000
-  one writes16 old "$OLD" "$W/writes16" "$W/ws" 1000000
-  one writes16 new "$NEW" "$W/writes16" "$W/ws" 1000000
-  one creates bare bare "$W/creates" "$W/ws" 20000
-  one creates old "$OLD" "$W/creates" "$W/ws" 20000
-  one creates new "$NEW" "$W/creates" "$W/ws" 20000
-  one untar bare bare tar -xf "$W/src.tar" -C "$W/ws"
-  one untar old "$OLD" tar -xf "$W/src.tar" -C "$W/ws"
-  one untar new "$NEW" tar -xf "$W/src.tar" -C "$W/ws"
+  for wl in $ONLY; do
+    case $wl in
+      writes16) cmd=("$W/writes16" "$W/ws" 1000000) ;;
+      creates) cmd=("$W/creates" "$W/ws" 20000) ;;
+      untar) cmd=(tar -xf "$W/src.tar" -C "$W/ws") ;;
+      *) echo "unknown workload $wl" >&2; exit 2 ;;
+    esac
+    one "$wl" bare bare "${cmd[@]}"
+    one "$wl" old "$OLD" "${cmd[@]}"
+    one "$wl" new "$NEW" "${cmd[@]}"
+  done
 done
