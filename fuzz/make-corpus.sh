@@ -40,7 +40,7 @@ PY
 done
 
 rm -rf fuzz/corpus/base fuzz/corpus/catalog fuzz/corpus/pack fuzz/corpus/zstd-delta fuzz/corpus/bsdiff \
-  fuzz/corpus/extent-map fuzz/corpus/ebpf-record
+  fuzz/corpus/extent-map fuzz/corpus/ebpf-record fuzz/corpus/event-run
 mkdir -p fuzz/corpus/base
 cp "$work/zstd/catalog.db" fuzz/corpus/base/
 (cd "$work/zstd" && find packs -name '*.pack' -size +0 -print0 | xargs -0 cp --parents -t "$OLDPWD/fuzz/corpus/base")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz/run.sh TARGET MINUTES: fuzzes one reader with AFL++ through SharpFuzz for MINUTES minutes, then prints the
 # executions, coverage and findings, and replays every crash and hang once (the exception of each).
-# Targets: catalog pack zstd-delta bsdiff extent-map ebpf-record (fuzz/README.md says what each feeds where).
+# Targets: catalog pack zstd-delta bsdiff extent-map ebpf-record event-run (fuzz/README.md says what each feeds where).
 # Installs what is missing: Debian's afl++, and the sharpfuzz .NET tool (SharpFuzz.CommandLine 2.3.0).
 # At low priority (nice 19): the fuzzer takes idle CPU only. Output: artifacts/fuzz/TARGET (RESUME=1 continues it).
 # Environment: FUZZ_TIMEOUT_MS (default 10000: one input slower than this is a hang), FUZZ_HEAP (the .NET heap
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
-targets="catalog pack zstd-delta bsdiff extent-map ebpf-record"
+targets="catalog pack zstd-delta bsdiff extent-map ebpf-record event-run"
 target=${1:-}
 minutes=${2:-}
 if [ -z "$target" ] || [ -z "$minutes" ] || ! [[ " $targets " == *" $target "* ]] || ! [[ "$minutes" =~ ^[0-9]+$ ]]; then

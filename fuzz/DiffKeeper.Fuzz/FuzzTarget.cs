@@ -10,7 +10,7 @@ namespace DiffKeeper.Fuzz;
 /// </summary>
 public abstract class FuzzTarget
 {
-    public static readonly string[] Names = ["catalog", "pack", "zstd-delta", "bsdiff", "extent-map", "ebpf-record"];
+    public static readonly string[] Names = ["catalog", "pack", "zstd-delta", "bsdiff", "extent-map", "ebpf-record", "event-run"];
 
     public static FuzzTarget Named(string name, string baseDir) => name switch
     {
@@ -20,6 +20,7 @@ public abstract class FuzzTarget
         "bsdiff" => new DeltaTarget(DiffKeeper.Storage.Packs.BlobCodec.BsDiff),
         "extent-map" => new ExtentMapTarget(),
         "ebpf-record" => new EbpfRecordTarget(),
+        "event-run" => new EventRunTarget(),
         _ => throw new ArgumentException($"no fuzz target '{name}'; targets: {string.Join(", ", Names)}", nameof(name)),
     };
 

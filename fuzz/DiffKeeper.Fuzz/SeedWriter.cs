@@ -3,7 +3,9 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
 using DiffKeeper.Capture.Ebpf;
+using DiffKeeper.Core;
 using DiffKeeper.Storage;
+using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Codecs;
 using DiffKeeper.Storage.Packs;
 
@@ -37,6 +39,33 @@ public static class SeedWriter
         }
 
         EbpfRecords(corpusDir);
+        EventRuns(corpusDir);
+    }
+
+    /// <summary>
+    /// Write runs (events.run) as the writer encodes them: appends of 16 bytes, a seek back, a long write, a gap in
+    /// time; with every column, and without offset and length (an inexact backend's writes).
+    /// </summary>
+    public static void EventRuns(string corpusDir)
+    {
+        foreach (var columns in new[] { 7, 4 })
+        {
+            var exact = columns == 7;
+            var builder = new EventRun.Builder();
+            builder.Start(1, new NewEvent(1, 1000, ChangeOp.Write, 1, null, 4112, 7, "w", null, exact ? 4096 : null, exact ? 16 : null));
+            long offset = 4112, size = 4112, time = 1000;
+            for (var seq = 2; seq < 40; seq++)
+            {
+                var length = seq == 20 ? 70_000 : 16;
+                offset = seq == 30 ? 100 : offset;
+                time += seq == 25 ? 5_000_000_000 : 700;
+                size = Math.Max(size, offset + length);
+                builder.TryAppend(1, new NewEvent(seq, time, ChangeOp.Write, 1, null, size, 7, "w", null, exact ? offset : null, exact ? length : null));
+                offset += length;
+            }
+
+            Put(corpusDir, "event-run", $"run-{columns}", EventRunTarget.Input(columns, builder.Encoded()));
+        }
     }
 
     private static void Deltas(string traceDir, string corpusDir, string target, BlobCodec codec)

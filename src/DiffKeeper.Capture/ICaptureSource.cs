@@ -55,6 +55,13 @@ public interface ICaptureSource : IAsyncDisposable
     /// </summary>
     ulong? UnseenWriters => null;
 
+    /// <summary>
+    /// Whether the process <paramref name="pid"/> (a thread group id) is in the recorded tree now, as the source
+    /// follows it (eBPF's map of tracked processes: a process leaves it when it exits); false for sources that do not
+    /// follow a tree, and for the recorder itself.
+    /// </summary>
+    bool InTree(int pid) => false;
+
     /// <summary>Starts watching; events go to <paramref name="sink"/>.</summary>
     void Start(ChannelWriter<CaptureEvent> sink);
 

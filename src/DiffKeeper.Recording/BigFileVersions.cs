@@ -33,17 +33,104 @@ public sealed class BigFileVersions(long threshold)
         {
             _last.Remove((root, rel));
             _written.Remove((root, rel));
+            _fromWrites.Remove((root, rel));
+            LastFromWrites = false;
             return null;
         }
 
+        LastFromWrites = false;
         if (Witness is { } witness)
         {
+            if (RefreshWitness is { } refresh && FromWrites(writer, file, size, root, rel, newestContentId, witness, refresh) is { } content)
+            {
+                return content;
+            }
+
             witness.ReadNow(file);
             _written[(root, rel)] = []; // only a witness can use the written ranges
+            _fromWrites.Remove((root, rel));
         }
 
         return Ingest(writer, new FileBlockSource(file), size, root, rel, newestContentId);
     }
+
+    /// <summary>
+    /// `record` with eBPF: the version of a big file from the blocks its write events touched since its last version,
+    /// read from the live file while the command runs; null when the witness does not vouch for it (before the read,
+    /// or after it: then the caller reads it whole at once).
+    /// </summary>
+    /// <remarks>
+    /// Why such a version is never worse than a whole read made at the same moment. A whole read while the command
+    /// runs is not a state at one instant either: it holds every write made before it, and any later write that
+    /// lands before the read passes its block. This version holds, for each block a handled write event touched, the
+    /// block as it is now (the same as a whole read), and for every other block the previous version's bytes. A
+    /// block no handled event touched was changed since the previous version only by (1) a write of the tree whose
+    /// event is not handled yet: its event comes later, marks the file again and puts the block into the next
+    /// version's read, so this version lacks only a change from after its own event (a whole read may or may not hold
+    /// it), and the last version holds it; (2) a write no event shows: another process (its fanotify event, queued
+    /// when it wrote, taints the file at the <see cref="RefreshWitness"/> after this read, and the file is read whole
+    /// at once), a shared writable mapping, io_uring or AIO of the tree (the kernel's count, read at the same
+    /// refresh, then stops all vouching), or a process outside the tree that held it open or mapped since before the
+    /// watch (the /proc scan after the file's first read keeps it unvouched until one finds none). So a version from
+    /// written blocks lacks only what a whole read could equally have missed. Events lost from a full ring buffer are
+    /// a loss: the rescan that follows reads every file versioned from its writes (as one from a followed copy)
+    /// whatever its stat. And the last version of each file is exact: after the command ends and every event is
+    /// handled, the recorder refreshes the witness once more and reads whole every file whose newest version came
+    /// from written blocks and which is no longer vouched for (<see cref="NotVouchedFromWrites"/>), before the
+    /// reconcile scan.
+    /// </remarks>
+    private IngestedContent? FromWrites(TraceWriter writer, SafeFileHandle file, long size, int root, string rel, byte[]? newestContentId,
+        DiffKeeper.Capture.Fanotify.WriteWitness witness, Action refresh)
+    {
+        var key = (root, rel);
+        if (_written.GetValueOrDefault(key) is not { } written || LastIfNewest(root, rel, newestContentId) is not { } last)
+        {
+            return null;
+        }
+
+        refresh();
+        if (!witness.Vouches(file))
+        {
+            return null;
+        }
+
+        witness.ReadNow(file);
+        _written[key] = [];
+        var result = BlockIngest.Ingest(writer, new FileBlockSource(file), size, last.Pieces, last.Size, written);
+        BytesRead += result.BytesRead;
+        refresh(); // a write no event shows may have landed before the read: then it is read whole now
+        if (!witness.Vouches(file))
+        {
+            witness.ReadNow(file);
+            return null;
+        }
+
+        _last[key] = (result.Content.ContentId, result.Content.Size, result.Pieces);
+        _fromWrites.Add(key);
+        VersionsFromWrites++;
+        LastFromWrites = true;
+        return result.Content;
+    }
+
+    /// <summary>
+    /// `record` only: called before and after a big file is read from its written blocks, to take in what the witness
+    /// learned since (fanotify events, the kernel's count of unseen writers); null: keep mode, whose cuts refresh it.
+    /// </summary>
+    public Action? RefreshWitness { get; set; }
+
+    /// <summary>Whether the last <see cref="TryIngest"/> read only written blocks (a loss must make its file be read again).</summary>
+    public bool LastFromWrites { get; private set; }
+
+    // Paths whose newest version `record` made from written blocks (see NotVouchedFromWrites).
+    private readonly HashSet<(int Root, string Rel)> _fromWrites = [];
+
+    /// <summary>
+    /// The paths whose newest version came from written blocks (<see cref="TryIngest"/>) that the witness no longer
+    /// vouches for (<paramref name="vouches"/> opens the path and asks it; false when it cannot): their last version
+    /// must be a whole read. Call it after the last refresh.
+    /// </summary>
+    public List<(int Root, string Rel)> NotVouchedFromWrites(Func<int, string, bool> vouches) =>
+        [.. _fromWrites.Where(k => !vouches(k.Root, k.Rel))];
 
     /// <summary>
     /// Copies the data extents of a big file into memory (see <see cref="FrozenImage"/>), for
@@ -96,12 +183,13 @@ public sealed class BigFileVersions(long threshold)
     }
 
     /// <summary>
-    /// Says whether the write events of the recorded tree are all the changes of a file (keep mode with eBPF); null:
-    /// every version reads the file's data extents whole.
+    /// Says whether the write events of the recorded tree are all the changes of a file (eBPF: keep mode at its cuts,
+    /// `record` around each read through <see cref="RefreshWitness"/>); null: every version reads the file's data
+    /// extents whole.
     /// </summary>
     public DiffKeeper.Capture.Fanotify.WriteWitness? Witness { get; set; }
 
-    /// <summary>Versions of big files copied from their written blocks alone (<see cref="TryFreeze"/>).</summary>
+    /// <summary>Versions of big files made from their written blocks alone (<see cref="TryFreeze"/>, <see cref="TryIngest"/>).</summary>
     public long VersionsFromWrites { get; private set; }
 
     // Per path: every range written since its last read (by write events), while every event since was a write.

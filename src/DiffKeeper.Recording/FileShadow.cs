@@ -167,6 +167,15 @@ internal sealed class FileShadow
     /// </summary>
     public IngestedContent Store(TraceWriter writer)
     {
+        if (Size == 0)
+        {
+            // A file just created (every new file's first version): the empty content, made once.
+            LastStoreCost = 0;
+            _cleanUpTo = 0;
+            _chunks.Clear();
+            return EmptyContent;
+        }
+
         var keep = 0;
         // A chunk followed by a hole ended because its data did, like the last one: kept only when the next chunk
         // starts where it ends.
@@ -204,6 +213,9 @@ internal sealed class FileShadow
     }
 
     private static long End(Extent e) => e.Offset + e.Length;
+
+    // Shared by every empty version: nothing reads its arrays to change them.
+    private static readonly IngestedContent EmptyContent = new(ExtentMap.Encode([]), ExtentMap.ContentId([], 0), 0, 0);
 
     private void Reserve(long size)
     {

@@ -9,4 +9,10 @@ public sealed record RecordResult(long SessionId, int ExitCode, long Events, lon
     public long? PackBytesBefore { get; init; }
 
     public long? PackBytesAfter { get; init; }
+
+    /// <summary>Bytes read by versions of big files (above `--big-file`): data extents, or only written blocks.</summary>
+    public long BigFileBytesRead { get; init; }
+
+    /// <summary>Versions of big files read from the blocks the tree's write events touched alone (eBPF).</summary>
+    public long BigFileVersionsFromWrites { get; init; }
 }

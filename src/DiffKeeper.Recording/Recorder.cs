@@ -46,6 +46,9 @@ public sealed class Recorder
         _core = new RecordingCore(writer, source, _options.Roots, filter, _options.Debounce, _options.HotWindow, _log);
         using var stored = new StoredContent(writer.TraceDir) { HoldReader = writer.SizeLimit is null };
         _core.Begin(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, RecordingCore.WallNs(), _options.BigFileThreshold, stored);
+        // eBPF: big files' versions read only the blocks the tree's writes touched while the witness vouches for them.
+        using var witness = LiveWriteWitness.TryStart(source, _core.Versioner.BigFiles!, _log);
+        _witness = witness;
         try
         {
             _core.Baseline(commit: true);
@@ -67,6 +70,8 @@ public sealed class Recorder
         {
             StorageFailed(e);
         }
+
+        witness?.Scan(); // big files of the baseline: outside holders, looked for before the command starts
 
         if ((_options.Compact || writer.SizeLimit is not null) && _storageFailure is null)
         {
@@ -142,6 +147,9 @@ public sealed class Recorder
 
         try
         {
+            // The last version of a big file read from its written blocks must be exact: after the last refresh, any
+            // the witness no longer vouches for is read whole by the reconcile scan.
+            witness?.Finish(_core);
             _core.Rescan("reconcile");
             _core.FlushWrite();
             stored.Dispose(); // its readers' lock would keep any later collection from deleting packs
@@ -212,6 +220,7 @@ public sealed class Recorder
 
     private Exception? _storageFailure;
     private BackgroundCompaction? _background;
+    private LiveWriteWitness? _witness;
 
     /// <summary>
     /// The first failed write of the store: says so once, and gives up the uncommitted changes at once (cutting
@@ -285,7 +294,11 @@ public sealed class Recorder
     }
 
     private RecordResult Result(int exitCode) =>
-        new(_core.SessionId, exitCode, _core.Events, _core.Versioner.VersionsWritten, _core.Lost, _core.Versioner.RawBytes, _writer.StoredBytesWritten);
+        new(_core.SessionId, exitCode, _core.Events, _core.Versioner.VersionsWritten, _core.Lost, _core.Versioner.RawBytes, _writer.StoredBytesWritten)
+        {
+            BigFileBytesRead = _core.Versioner.BigFiles?.BytesRead ?? 0,
+            BigFileVersionsFromWrites = _core.Versioner.BigFiles?.VersionsFromWrites ?? 0,
+        };
 
     private void Consume(ChannelReader<CaptureEvent> reader, WakingChannelWriter wake)
     {
@@ -298,6 +311,7 @@ public sealed class Recorder
             _core.FlushWrite();
             _writer.Commit();
             lastCommit = Stopwatch.GetTimestamp();
+            _witness?.AfterCommit();
         }
 
         while (true)
@@ -320,6 +334,7 @@ public sealed class Recorder
             var processed = 0;
             while (processed < 8192 && reader.TryRead(out var e))
             {
+                _witness?.Saw(e);
                 _core.Handle(e);
                 processed++;
             }

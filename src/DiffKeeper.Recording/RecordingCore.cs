@@ -2,6 +2,8 @@ using System.Diagnostics;
 using DiffKeeper.Capture;
 using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
+using DiffKeeper.Native;
+using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Catalog;
 
@@ -132,7 +134,7 @@ internal sealed class RecordingCore
 
         _versioner = new Versioner(_writer, _sessionId, _roots, rootIds, _log)
         {
-            BigFiles = new BigFileVersions(bigFileThreshold), Stored = stored, ModesFromEvents = _exactNames,
+            BigFiles = new BigFileVersions(bigFileThreshold), Stored = stored, ModesFromEvents = _exactNames, Clock = NowNs,
         };
     }
 
@@ -164,15 +166,16 @@ internal sealed class RecordingCore
     }
 
     /// <summary>
-    /// Keeps each big file's written ranges while every event about it is a write carrying its range (keep mode reads
-    /// only those blocks when nothing else can have written the file); any other event about it, or above it, and
+    /// Keeps each big file's written ranges while every event about it is a write carrying its range (keep mode and
+    /// `record` with eBPF read only those blocks when nothing else can have written the file); any other event about
+    /// it, or above it, and
     /// any loss, make its next version a read of the whole file.
     /// </summary>
     private void NoteBigFileWrites(in CaptureEvent e)
     {
         if (_versioner.BigFiles is not { Witness: not null } big)
         {
-            return; // only keep mode with eBPF reads written blocks alone: nothing to keep per event otherwise
+            return; // only eBPF with a witness reads written blocks alone: nothing to keep per event otherwise
         }
 
         switch (e.Kind)
@@ -192,6 +195,38 @@ internal sealed class RecordingCore
 
                 break;
         }
+    }
+
+    /// <summary>
+    /// `record` with eBPF, after the command ended, every event was handled and the witness was refreshed a last time:
+    /// a big file whose newest version came from its written blocks and which the witness no longer vouches for (a
+    /// process outside the tree wrote it, the tree mapped a file shared, ...) is read whole by the reconcile scan that
+    /// follows, whatever its stat (the write may have come before that version's read). Returns how many.
+    /// </summary>
+    public int ReadWholeWhereNotVouched()
+    {
+        if (_versioner.BigFiles is not { Witness: { } witness } big)
+        {
+            return 0;
+        }
+
+        var again = big.NotVouchedFromWrites((root, rel) =>
+        {
+            var fd = LongPath.Open(TreeWalker.Join(_roots[root], rel), Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+            if (fd < 0)
+            {
+                return true; // gone or replaced: the reconcile scan sees that by itself
+            }
+
+            using var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+            return witness.Vouches(handle);
+        });
+        foreach (var key in again)
+        {
+            MarkDirty(key, immediate: true);
+        }
+
+        return again.Count;
     }
 
     /// <summary>Asks for a rescan of every root (a lost barrier, an overflow the owner learned of).</summary>
@@ -343,7 +378,9 @@ internal sealed class RecordingCore
                 // A file named by a hint (inotify, fanotify) is read soon anyway: its kind and size come from that
                 // read (the held event waits for it), not from an lstat here.
                 var byRead = !e.IsDirectory && !e.KnownEmpty;
-                var stat = byRead ? null : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path));
+                // A file the backend saw created empty needs no lstat either: its kind and size are known, and its
+                // version's metadata comes from the stat its version takes (one syscall per new file, not two).
+                var stat = byRead || (e.KnownEmpty && !e.IsDirectory) ? null : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path));
                 // A file the backend saw created is a file at this event, whatever the name holds when it is handled
                 // (tar's O_EXCL placeholder is a symlink by then).
                 var kind = e.KnownEmpty ? EntryKind.File

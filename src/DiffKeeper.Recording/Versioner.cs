@@ -530,6 +530,16 @@ internal sealed class Versioner
     /// <summary>Set when the capture's events carry every mode change of the recorded processes (eBPF): reads then keep a directory's known mode.</summary>
     public bool ModesFromEvents { get; init; }
 
+    /// <summary>Session time now, on the clock of the events' times: lets a followed file's versions share one lstat.</summary>
+    public Func<long>? Clock { get; init; }
+
+    // The last lstat taken for a followed file's version, and the session time just before it was taken. A version of
+    // that file for an event at or before that time takes it instead of another lstat: a stat taken after the event
+    // is all a fresh one would be (the recorder reads after the fact; a fresh one is only later still, and the copy's
+    // own size and file id decide whether its metadata is used, in ObserveShadow). When the recorder lags behind a
+    // burst (tar, a file created then written), a file's versions cost one lstat instead of one each.
+    private (int Root, string Rel, EntryStat? Stat, long TakenNs)? _followedStat;
+
     public (EntryStat? Stat, bool Changed) Observe(int root, string rel, long seq, long timeNs, bool statOnly = false, bool keepIfGone = false)
     {
         try
@@ -550,8 +560,24 @@ internal sealed class Versioner
 
     private (EntryStat? Stat, bool Changed) ObserveCore(int root, string rel, long seq, long timeNs, bool statOnly, bool keepIfGone = false)
     {
-        var abs = TreeWalker.Join(_roots[root], rel);
-        var stat = EntryStat.Lstat(abs);
+        _shadows.TryGetValue((root, rel), out var followed);
+        EntryStat? stat;
+        string? abs = null;
+        if (followed is not null && _followedStat is { } recent && recent.Root == root && recent.TakenNs >= timeNs && recent.Rel == rel)
+        {
+            stat = recent.Stat;
+        }
+        else
+        {
+            var taken = Clock?.Invoke() ?? long.MinValue;
+            abs = TreeWalker.Join(_roots[root], rel);
+            stat = EntryStat.Lstat(abs);
+            if (followed is not null)
+            {
+                _followedStat = (root, rel, stat, taken);
+            }
+        }
+
         _paths.TryGetValue((root, rel), out var known);
         if (known is not null && known.Version.Seq > seq)
         {
@@ -571,10 +597,12 @@ internal sealed class Versioner
             return (Known(root, rel), false);
         }
 
-        if (_shadows.TryGetValue((root, rel), out var shadow))
+        if (followed is not null)
         {
-            return ObserveShadow(root, rel, seq, timeNs, shadow, stat, known);
+            return ObserveShadow(root, rel, seq, timeNs, followed, stat, known);
         }
+
+        abs ??= TreeWalker.Join(_roots[root], rel);
         if (keepIfGone && stat is null)
         {
             return (Known(root, rel), false);
@@ -712,6 +740,11 @@ internal sealed class Versioner
 
         var content = BigFiles?.TryIngest(_writer, handle, stat.Size, root, rel, _paths.GetValueOrDefault((root, rel))?.Version.ContentId)
             ?? FileIngest.Ingest(_writer, handle, stat.Size, UseAllCores);
+        if (BigFiles?.LastFromWrites == true)
+        {
+            NoteCopied(stat); // as a followed copy's version: a write whose record was dropped may be missing from it
+        }
+
         if (content.Size != stat.Size)
         {
             stat = stat with { Size = content.Size };

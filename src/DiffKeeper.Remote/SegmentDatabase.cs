@@ -66,6 +66,12 @@ internal sealed class SegmentDatabase : IDisposable
                 writeRange = column.ScalarInt64() == 2 ? "offset, length" : "NULL, NULL";
             }
 
+            // Write runs (format 7) are copied as they are: the segment has this format's schema, and readers expand them.
+            using (var column = db.Prepare("SELECT count(*) FROM pragma_table_info('events', 'src') WHERE name = 'run'"))
+            {
+                writeRange += column.ScalarInt64() == 1 ? ", run" : ", NULL";
+            }
+
             // Path rows shared by the sessions of a directory (format 5) are copied under the session's own root:
             // a segment holds one session, so its roots own their paths, and only the paths the session names.
             string pathsRoot;
@@ -88,7 +94,7 @@ internal sealed class SegmentDatabase : IDisposable
                 INSERT INTO main.sessions(id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state)
                     SELECT 1, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, host, state FROM src.sessions WHERE id = {s};
                 INSERT INTO main.roots(id, session_id, path) SELECT id, 1, path FROM src.roots WHERE session_id = {s};
-                INSERT INTO main.events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, offset, length)
+                INSERT INTO main.events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, offset, length, run)
                     SELECT 1, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, {writeRange} FROM src.events WHERE session_id = {s};
                 {inherited}
                 INSERT INTO main.versions(id, session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, pruned, link)
@@ -120,10 +126,14 @@ internal sealed class SegmentDatabase : IDisposable
             }
         }
 
-        long events;
-        using (var c = Db.Prepare("SELECT count(*) FROM events"))
+        // Events, not rows: a write run (format 7) is one row of 1 + its count events.
+        long events = 0;
+        using (var c = Db.Prepare("SELECT substr(run, 1, 3) FROM events"))
         {
-            events = c.ScalarInt64() ?? 0;
+            while (c.Step())
+            {
+                events += 1 + (c.BlobOrNull(0) is { } run ? EventRun.Followers(run) ?? 0 : 0);
+            }
         }
 
         using var s = Db.Prepare("SELECT command, capture, started_wall_ns, ended_ns, exit_code, coalesce(host, ''), state FROM sessions");

@@ -248,15 +248,22 @@ public sealed class TraceReader : IDisposable
         return root.EndsWith('/') ? root + rel : root + "/" + rel;
     }
 
+    /// <summary>
+    /// The events of a session from <paramref name="fromSeq"/> to <paramref name="toSeq"/>, in seq order, write runs
+    /// (format 7) expanded into their events: what a trace with one row per event would give.
+    /// </summary>
     public IEnumerable<EventRecord> Events(SessionInfo session, long fromSeq = 0, long toSeq = long.MaxValue)
     {
         using var r = _db.Prepare($"""
             SELECT e.seq, e.time_ns, e.op, {RootOf("p1", "e")}, p1.rel, {RootOf("p2", "e")}, p2.rel, e.size, e.pid, e.comm, e.detail,
-                   {CatalogDomain.Broken("events", "e.", _format)}, {(_format >= 4 ? "e.offset, e.length" : "NULL, NULL")}
+                   {CatalogDomain.Broken("events", "e.", _format)}, {(_format >= 4 ? "e.offset, e.length" : "NULL, NULL")}, {RunColumn("e.")}
             FROM events e LEFT JOIN paths p1 ON p1.id = e.path_id LEFT JOIN paths p2 ON p2.id = e.path2_id
             WHERE e.session_id = ?1 AND e.seq >= ?2 AND e.seq <= ?3 ORDER BY e.seq
             """);
-        r.Bind(1, session.Id).Bind(2, fromSeq).Bind(3, toSeq);
+        // A run that holds fromSeq starts at most MaxFollowers before it.
+        r.Bind(1, session.Id).Bind(2, Math.Max(fromSeq, long.MinValue + EventRun.MaxFollowers) - EventRun.MaxFollowers).Bind(3, toSeq);
+        var steps = new List<RunStep>();
+        var covered = long.MinValue; // the last seq of the rows read so far
         while (r.Step())
         {
             if (!r.IsNull(11))
@@ -264,18 +271,56 @@ public sealed class TraceReader : IDisposable
                 throw CatalogDomain.Throw("events", $"{session.Id}/{r.StringOrNull(0)}", r.String(11));
             }
 
-            string? p1 = r.IsNull(4) ? null : DisplayPath(session, r.Int64(3), TracePath.Validate(r.Path(4)));
-            string? p2 = r.IsNull(6) ? null : DisplayPath(session, r.Int64(5), TracePath.Validate(r.Path(6)));
-            yield return new EventRecord(session.Id, r.Int64(0), r.Int64(1), (ChangeOp)r.Int32(2), p1, p2,
+            var seq = r.Int64(0);
+            var run = r.BlobOrNull(14);
+            if (seq <= covered)
+            {
+                r.Reset();
+                throw CatalogDomain.Throw("events", $"{session.Id}/{seq}", "it lies inside the write run of an earlier row");
+            }
+
+            var e = new EventRecord(session.Id, seq, r.Int64(1), (ChangeOp)r.Int32(2), null, null,
                 r.Int64OrNull(7), r.IsNull(8) ? null : r.Int32(8), r.StringOrNull(9), r.StringOrNull(10),
                 r.Int64OrNull(12), r.Int64OrNull(13));
+            steps.Clear();
+            if (run is not null && !EventRun.TryDecode(run, new RunStep(seq, e.TimeNs, e.Offset, e.Length, e.Size), steps, out var error))
+            {
+                r.Reset();
+                throw CatalogDomain.Throw("events", $"{session.Id}/{seq}", error!);
+            }
+
+            covered = seq + steps.Count;
+            if (covered < fromSeq)
+            {
+                continue;
+            }
+
+            string? p1 = r.IsNull(4) ? null : DisplayPath(session, r.Int64(3), TracePath.Validate(r.Path(4)));
+            string? p2 = r.IsNull(6) ? null : DisplayPath(session, r.Int64(5), TracePath.Validate(r.Path(6)));
+            e = e with { Path = p1, Path2 = p2 };
+            if (seq >= fromSeq)
+            {
+                yield return e;
+            }
+
+            foreach (var step in steps)
+            {
+                if (step.Seq >= fromSeq && step.Seq <= toSeq)
+                {
+                    yield return e with { Seq = step.Seq, TimeNs = step.TimeNs, Offset = step.Offset, Length = step.Length, Size = step.Size };
+                }
+            }
         }
     }
 
+    /// <summary>The <c>events.run</c> column (format 7; NULL before it: every row is one event).</summary>
+    private string RunColumn(string prefix) => _format >= 7 ? prefix + "run" : "NULL";
+
     public long MaxSeq(SessionInfo session)
     {
-        // Text and blobs sort after every number, so a non-integer seq in the session is the greatest one.
-        using var r = _db.Prepare("SELECT seq, typeof(seq) = 'integer' FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1");
+        // Text and blobs sort after every number, so a non-integer seq in the session is the greatest one. A run
+        // (format 7) ends its count of events after the row's seq; the count is the run's first varint.
+        using var r = _db.Prepare($"SELECT seq, typeof(seq) = 'integer', substr({RunColumn("")}, 1, 3), {CatalogDomain.Broken("events", "", _format)} FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1");
         r.Bind(1, session.Id);
         if (!r.Step())
         {
@@ -290,13 +335,116 @@ public sealed class TraceReader : IDisposable
             throw CatalogDomain.Throw("events", $"{session.Id}/{shown}", "seq is not an integer >= 1");
         }
 
+        Check(r, 3, "events", session.Id, seq);
+        var run = r.BlobOrNull(2);
         r.Reset();
-        return seq;
+        if (run is null)
+        {
+            return seq;
+        }
+
+        return EventRun.Followers(run) is { } n && seq <= long.MaxValue - n ? seq + n
+            : throw CatalogDomain.Throw("events", $"{session.Id}/{seq}", $"its write run does not start with a count 1 to {EventRun.MaxFollowers}");
     }
 
     /// <summary>The last event at or before <paramref name="timeNs"/> since start (0: only the baseline).</summary>
-    public long SeqAtTime(SessionInfo session, long timeNs) =>
-        Scalar("SELECT coalesce(max(seq), 0) FROM events WHERE session_id = ?1 AND time_ns <= ?2", session.Id, timeNs);
+    public long SeqAtTime(SessionInfo session, long timeNs)
+    {
+        // A run's times do not decrease, so the answer lies in the last row whose own time is at or before timeNs.
+        using var r = _db.Prepare($"""
+            SELECT seq, time_ns, {(_format >= 4 ? "offset, length" : "NULL, NULL")}, size, {RunColumn("")}, {CatalogDomain.Broken("events", "", _format)}
+            FROM events WHERE session_id = ?1 AND time_ns <= ?2 ORDER BY seq DESC LIMIT 1
+            """);
+        if (!r.Bind(1, session.Id).Bind(2, timeNs).Step())
+        {
+            return 0;
+        }
+
+        if (!r.IsNull(6))
+        {
+            var shown = r.StringOrNull(0);
+            var broken = r.String(6);
+            r.Reset();
+            throw CatalogDomain.Throw("events", $"{session.Id}/{shown}", broken);
+        }
+
+        var head = new RunStep(r.Int64(0), r.Int64(1), r.Int64OrNull(2), r.Int64OrNull(3), r.Int64OrNull(4));
+        var run = r.BlobOrNull(5);
+        r.Reset();
+        if (run is null)
+        {
+            return head.Seq;
+        }
+
+        var steps = new List<RunStep>();
+        if (!EventRun.TryDecode(run, head, steps, out var error))
+        {
+            throw CatalogDomain.Throw("events", $"{session.Id}/{head.Seq}", error!);
+        }
+
+        var at = head.Seq;
+        foreach (var step in steps)
+        {
+            if (step.TimeNs > timeNs)
+            {
+                break;
+            }
+
+            at = step.Seq;
+        }
+
+        return at;
+    }
+
+    /// <summary>
+    /// Write runs (format 7) that do not decode, or that reach into the row after them, for verify: one line each, at
+    /// most <paramref name="perTable"/> named. Rows outside their column's domain are left to <see cref="DomainProblems"/>.
+    /// </summary>
+    public List<string> EventRunProblems(int perTable = 5)
+    {
+        var problems = new List<string>();
+        if (_format < 7)
+        {
+            return problems;
+        }
+
+        using var r = _db.Prepare($"""
+            SELECT session_id, seq, time_ns, offset, length, size, run FROM events e
+            WHERE {CatalogDomain.Broken("events", "e.", _format)} IS NULL ORDER BY session_id, seq
+            """);
+        var steps = new List<RunStep>();
+        var count = 0;
+        long session = 0, covered = long.MinValue;
+        while (r.Step())
+        {
+            var (sid, seq) = (r.Int64(0), r.Int64(1));
+            if (sid != session)
+            {
+                (session, covered) = (sid, long.MinValue);
+            }
+
+            string? error = seq <= covered ? "it lies inside the write run of an earlier row" : null;
+            steps.Clear();
+            if (r.BlobOrNull(6) is { } run && error is null &&
+                !EventRun.TryDecode(run, new RunStep(seq, r.Int64(2), r.Int64OrNull(3), r.Int64OrNull(4), r.Int64OrNull(5)), steps, out error))
+            {
+                steps.Clear();
+            }
+
+            covered = Math.Max(covered, seq + steps.Count);
+            if (error is not null && ++count <= perTable)
+            {
+                problems.Add($"catalog: events row {sid}/{seq}: {error}");
+            }
+        }
+
+        if (count > perTable)
+        {
+            problems.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"catalog: events: {count - perTable} more rows whose write run is damaged"));
+        }
+
+        return problems;
+    }
 
     /// <summary>The event number a moment names, for this session.</summary>
     public long Resolve(SessionInfo session, TimeSpec at)
@@ -536,6 +684,16 @@ public sealed class TraceReader : IDisposable
     }
 
     /// <summary>Refuses a row whose domain column <paramref name="column"/> (a <see cref="CatalogDomain.Broken"/> expression) names a broken value.</summary>
+    private static void Check(SqliteStatement r, int column, string table, long session, long seq)
+    {
+        if (!r.IsNull(column))
+        {
+            var broken = r.String(column);
+            r.Reset();
+            throw CatalogDomain.Throw(table, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{session}/{seq}"), broken);
+        }
+    }
+
     private static void Check(SqliteStatement r, int column, string table, long row)
     {
         if (!r.IsNull(column))
@@ -544,12 +702,6 @@ public sealed class TraceReader : IDisposable
             r.Reset();
             throw CatalogDomain.Throw(table, row.ToString(System.Globalization.CultureInfo.InvariantCulture), broken);
         }
-    }
-
-    private long Scalar(string sql, long s, long x)
-    {
-        using var r = _db.Prepare(sql);
-        return r.Bind(1, s).Bind(2, x).ScalarInt64() ?? 0;
     }
 
     public void Dispose()

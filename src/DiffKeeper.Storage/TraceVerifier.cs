@@ -34,6 +34,11 @@ public static class TraceVerifier
 
         // Values outside their domain stop verify here: every later check reads rows through the same rules.
         var problems = reader.DomainProblems();
+        if (problems.Count == 0)
+        {
+            problems.AddRange(reader.EventRunProblems());
+        }
+
         if (problems.Count > 0)
         {
             return new VerifyReport(0, 0, 0, 0, [], problems);

@@ -108,6 +108,25 @@ public sealed class HostileTraceTests(HostileTraceTests.Fixture fixture) : IClas
         Fails(5, "export", "--trace", t, "--time", "end", "--out", Fresh);
     }
 
+    /// <summary>
+    /// A write run (store format 7) cut short, and one that claims events into the row after it: every reader of
+    /// events says which row in one line (exit 5); none shows a wrong timeline.
+    /// </summary>
+    [Theory]
+    [InlineData("x'05'")]
+    [InlineData("x'FF1F' || x'00'")]
+    public void A_damaged_write_run_is_refused_naming_its_row(string run)
+    {
+        var t = Damaged($"""
+            UPDATE events SET run = CAST({run} AS BLOB) WHERE seq = (SELECT min(seq) FROM events WHERE op = 2 AND path2_id IS NULL AND detail IS NULL)
+            """);
+        VerifyFails(t);
+        var r = Fails(5, "timeline", "--trace", t);
+        Assert.Contains("events row 1/", r.Stderr, StringComparison.Ordinal);
+        Fails(5, "log", "--trace", t, "a.txt");
+        Fails(5, "report", "--trace", t, "--out", Fresh + ".html");
+    }
+
     [Fact]
     public void Gc_refuses_to_cut_a_pack_whose_committed_size_is_below_its_records()
     {

@@ -138,7 +138,7 @@ public sealed class WriteRangeTests : IDisposable
         // Make it the trace the format-3 code wrote: no events.offset or events.length.
         using (var db = SqliteDatabase.Open(Path.Combine(Trace, "catalog.db"), readOnly: false))
         {
-            db.Execute("ALTER TABLE events DROP COLUMN offset; ALTER TABLE events DROP COLUMN length; DROP INDEX roots_by_session; ALTER TABLE roots DROP COLUMN paths_root; " +
+            db.Execute("ALTER TABLE events DROP COLUMN offset; ALTER TABLE events DROP COLUMN length; ALTER TABLE events DROP COLUMN run; DROP INDEX roots_by_session; ALTER TABLE roots DROP COLUMN paths_root; " +
                 "ALTER TABLE sessions DROP COLUMN baseline_from; UPDATE meta SET value = '3' WHERE key = 'format_version'");
         }
 
@@ -153,7 +153,7 @@ public sealed class WriteRangeTests : IDisposable
         using (var v = db.Prepare("SELECT value FROM meta WHERE key = 'format_version'"))
         {
             Assert.True(v.Step());
-            Assert.Equal("6", v.StringOrNull(0)); // 3 -> 4 -> 5 -> 6
+            Assert.Equal("7", v.StringOrNull(0)); // 3 -> 4 -> 5 -> 6 -> 7
         }
 
         Assert.All(Json("--session", "1"), e => Assert.Equal(JsonValueKind.Null, e.GetProperty("length").ValueKind));

@@ -234,7 +234,7 @@ public sealed class GroupTests : IDisposable
     }
 
     [Fact]
-    public void A_format_5_trace_reads_as_is_and_its_first_writer_migrates_it_to_6_and_groups_it()
+    public void A_format_5_trace_reads_as_is_and_its_first_writer_migrates_it_to_7_and_groups_it()
     {
         var trace = _dir.Sub("t");
         var files = Tree(50, 0);
@@ -246,7 +246,7 @@ public sealed class GroupTests : IDisposable
         using (var db = SqliteDatabase.Open(Path.Combine(trace, "catalog.db"), readOnly: false))
         {
             // What the format-5 code wrote: the same tables, no groups, no grouping mark.
-            db.Execute("UPDATE meta SET value = '5' WHERE key = 'format_version'");
+            db.Execute("ALTER TABLE events DROP COLUMN run; UPDATE meta SET value = '5' WHERE key = 'format_version'");
         }
 
         using (var r = TraceReader.Open(trace))
@@ -260,7 +260,7 @@ public sealed class GroupTests : IDisposable
         using (var v = db.Prepare("SELECT (SELECT value FROM meta WHERE key = 'format_version'), (SELECT value FROM meta WHERE key = 'grouped_through_blob')"))
         {
             Assert.True(v.Step());
-            Assert.Equal("6", v.StringOrNull(0)); // CatalogSchema.FormatVersion
+            Assert.Equal("7", v.StringOrNull(0)); // CatalogSchema.FormatVersion
             Assert.NotNull(v.StringOrNull(1));
         }
 

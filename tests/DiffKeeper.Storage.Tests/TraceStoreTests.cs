@@ -137,7 +137,7 @@ public sealed class TraceStoreTests : IDisposable
     }
 
     /// <summary>
-    /// A format-4 trace (every root owns its paths) reads as is; the first writer migrates it (to format 6), and a
+    /// A format-4 trace (every root owns its paths) reads as is; the first writer migrates it (to format 7), and a
     /// session it then records shares the path rows of the first root of its directory.
     /// </summary>
     [Fact]
@@ -156,6 +156,7 @@ public sealed class TraceStoreTests : IDisposable
                 DROP INDEX roots_by_session;
                 ALTER TABLE roots DROP COLUMN paths_root;
                 ALTER TABLE sessions DROP COLUMN baseline_from;
+                ALTER TABLE events DROP COLUMN run;
                 INSERT INTO sessions(command, cwd, capture, started_wall_ns, host, state) SELECT command, cwd, capture, started_wall_ns, host, state FROM sessions WHERE id = 1;
                 INSERT INTO roots(session_id, path) SELECT 2, path FROM roots WHERE id = 1;
                 INSERT INTO paths(root_id, rel) VALUES (2, 'a');
@@ -190,7 +191,7 @@ public sealed class TraceStoreTests : IDisposable
         using var db2 = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: true);
         using var rows = db2.Prepare("SELECT (SELECT value FROM meta WHERE key = 'format_version'), (SELECT paths_root FROM roots WHERE session_id = 3), (SELECT count(*) FROM paths)");
         Assert.True(rows.Step());
-        Assert.Equal("6", rows.String(0)); // 4 -> 5 -> 6 in the first writer's transaction
+        Assert.Equal("7", rows.String(0)); // 4 -> 5 -> 6 -> 7 in the first writer's transaction
         Assert.Equal(1, rows.Int64(1)); // the first root of the directory, not the format-4 second one
         Assert.Equal(3, rows.Int64(2)); // a (root 1), a (root 2, format 4), b (root 1)
         using var r3 = TraceReader.Open(t);

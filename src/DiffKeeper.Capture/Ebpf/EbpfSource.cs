@@ -49,6 +49,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private void* _objectBytes;
     private int _dropsFd = -1;
     private int _unseenFd = -1;
+    private int _trackedFd = -1;
     private ulong _drops;
     private int _cpus;
     private Thread? _thread;
@@ -223,6 +224,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
         _dropsFd = LibBpf.MapFdByName(_object, "drops");
         _unseenFd = LibBpf.MapFdByName(_object, "unseen");
+        _trackedFd = LibBpf.MapFdByName(_object, "tracked");
         foreach (var name in Programs)
         {
             var link = LibBpf.Attach(_object, name);
@@ -283,6 +285,14 @@ public sealed unsafe class EbpfSource : ICaptureSource
             // Not readable: as unsafe as it can be.
             return _unseenFd >= 0 && LibBpf.MapLookupElem(_unseenFd, &zero, &value) == 0 ? value : ulong.MaxValue;
         }
+    }
+
+    /// <inheritdoc />
+    public bool InTree(int pid)
+    {
+        var key = (uint)pid;
+        byte value = 0;
+        return _trackedFd >= 0 && LibBpf.MapLookupElem(_trackedFd, &key, &value) == 0 && value == TrackRecord;
     }
 
     private void CheckDrops()
@@ -654,6 +664,11 @@ public sealed unsafe class EbpfSource : ICaptureSource
     /// <summary>Lexical normalization: no empty, "." or ".." components (symlinked directories are not resolved).</summary>
     private static string Normalize(string path)
     {
+        if (IsNormal(path))
+        {
+            return path; // the common case (an absolute path a program built): no list, no split, no join per event
+        }
+
         var parts = new List<string>();
         foreach (var part in path.Split('/'))
         {
@@ -676,6 +691,46 @@ public sealed unsafe class EbpfSource : ICaptureSource
         }
 
         return "/" + string.Join('/', parts);
+    }
+
+    /// <summary>Whether <paramref name="path"/> is absolute and has no empty, "." or ".." component, so Normalize would return it as it is.</summary>
+    internal static bool IsNormal(string path)
+    {
+        if (path.Length == 0 || path[0] != '/')
+        {
+            return false;
+        }
+
+        if (path.Length == 1)
+        {
+            return true;
+        }
+
+        if (path[^1] == '/')
+        {
+            return false;
+        }
+
+        // A component that is empty, "." or "..": "//", "/./", "/../", or a last component "." or "..".
+        for (var i = path.IndexOf('/'); i >= 0 && i < path.Length - 1; i = path.IndexOf('/', i + 1))
+        {
+            var next = path[i + 1];
+            if (next == '/')
+            {
+                return false;
+            }
+
+            if (next == '.')
+            {
+                var end = i + 2 == path.Length || path[i + 2] == '/' || (path[i + 2] == '.' && (i + 3 == path.Length || path[i + 3] == '/'));
+                if (end)
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
     }
 
     private static long ToStopwatch(ulong monotonicNs) =>

@@ -22,7 +22,9 @@ namespace DiffKeeper.Capture.Fanotify;
 /// context (the eBPF program's count of them, <see cref="Refresh"/>): writes through those carry no event.</item>
 /// </list>
 /// A file it does not vouch for is read whole, as before. Not covered: writes by the kernel itself with no process
-/// behind them (a loop device backed by the file). Not thread-safe: keep mode's loop calls it.
+/// behind them (a loop device backed by the file). Keep mode asks it at each cut, with the tree stopped; `record`
+/// asks it around each read of a file while the tree runs (Recording/LiveWriteWitness.cs). Not thread-safe: the
+/// keep agent's loop or the recorder's consumer calls it.
 /// </summary>
 public sealed unsafe class WriteWitness : IDisposable
 {
@@ -95,10 +97,11 @@ public sealed unsafe class WriteWitness : IDisposable
     /// Reads the events queued since the last call: each from a process not in <paramref name="tree"/> (nor this
     /// one) taints its file; an overflow taints every file. <paramref name="unseenWriters"/> is the eBPF program's
     /// count of the tree's shared writable mappings, io_urings and AIO contexts: once it is not 0, nothing is vouched
-    /// for again in this session. Call it with the tree stopped and its events drained, before the cut's reads.
+    /// for again in this session. Keep mode calls it with the tree stopped and its events drained, before the cut's
+    /// reads; `record` before and after each read from written blocks.
     /// </summary>
     /// <returns>True the first time the count is not 0 (the caller says so once).</returns>
-    public bool Refresh(IReadOnlySet<int> tree, ulong unseenWriters)
+    public bool Refresh(Func<int, bool> tree, ulong unseenWriters)
     {
         var first = !_unseenWriters && unseenWriters != 0;
         _unseenWriters |= unseenWriters != 0;
@@ -144,7 +147,7 @@ public sealed unsafe class WriteWitness : IDisposable
                         _unscanned.Add(k);
                     }
                 }
-                else if (pid != _self && !tree.Contains(pid) && id is { } key && _files.ContainsKey(key))
+                else if (pid != _self && !tree(pid) && id is { } key && _files.ContainsKey(key))
                 {
                     // It may still hold the file (opened for writing, mapped): look after the next read.
                     _files[key] = (true, true);
@@ -159,11 +162,12 @@ public sealed unsafe class WriteWitness : IDisposable
     /// scan open for writing or mapped shared (they could write it without an event); a file none holds is vouched
     /// for from its next read on. Call it after the tree continues: it reads every process's fd table and maps.
     /// </summary>
-    public void ScanNewWatches(IReadOnlySet<int> tree)
+    /// <returns>Whether it scanned (false: no file was waiting for a scan).</returns>
+    public bool ScanNewWatches(Func<int, bool> tree)
     {
         if (_unscanned.Count == 0)
         {
-            return;
+            return false;
         }
 
         var wanted = _unscanned.ToHashSet();
@@ -171,7 +175,7 @@ public sealed unsafe class WriteWitness : IDisposable
         var held = new HashSet<(ulong, ulong)>();
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
-            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) || pid == _self || tree.Contains(pid))
+            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) || pid == _self || tree(pid))
             {
                 continue;
             }
@@ -194,6 +198,8 @@ public sealed unsafe class WriteWitness : IDisposable
                 _files[id] = state with { Held = held.Contains(id) };
             }
         }
+
+        return true;
     }
 
     private static void HeldWritable(string dir, HashSet<(ulong, ulong)> wanted, HashSet<(ulong, ulong)> held)

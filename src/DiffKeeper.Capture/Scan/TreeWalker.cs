@@ -38,41 +38,28 @@ public static class TreeWalker
             var names = list.ToArray();
             Array.Sort(names, StringComparer.Ordinal);
             var subdirs = new List<string>();
+            (string Rel, EntryStat? Stat)[] entries;
             try
             {
-                foreach (var name in names)
-                {
-                    var rel = dirRel.Length == 0 ? name : dirRel + "/" + name;
-                    if (filter.IsExcluded(rootIndex, rel))
-                    {
-                        continue;
-                    }
-
-                    EntryStat? stat;
-                    try
-                    {
-                        stat = EntryStat.LstatAt(dirFd, name, dirAbs);
-                    }
-                    catch (IOException)
-                    {
-                        continue; // not searchable: nothing below can be recorded either
-                    }
-
-                    if (stat is null || stat.Value.Kind is null)
-                    {
-                        continue;
-                    }
-
-                    yield return (rel, stat.Value);
-                    if (stat.Value.Kind == Core.EntryKind.Directory)
-                    {
-                        subdirs.Add(rel);
-                    }
-                }
+                entries = StatAll(dirFd, dirAbs, dirRel, names, rootIndex, filter);
             }
             finally
             {
                 Libc.Close(dirFd);
+            }
+
+            foreach (var (rel, stat) in entries)
+            {
+                if (stat is not { Kind: not null } st)
+                {
+                    continue; // excluded, vanished, or not searchable (nothing below could be recorded either)
+                }
+
+                yield return (rel, st);
+                if (st.Kind == Core.EntryKind.Directory)
+                {
+                    subdirs.Add(rel);
+                }
             }
 
             for (var i = subdirs.Count - 1; i >= 0; i--)
@@ -80,6 +67,56 @@ public static class TreeWalker
                 pending.Push(subdirs[i]);
             }
         }
+    }
+
+    // A directory of many entries is stat'ed on every core: the scans that gate a recording's start (the baseline) and
+    // its end (the reconcile scan) wait for nothing else, and a statx costs a trap into this VM's kernel each
+    // (20,000 files: ~80 ms on one core). Results keep the listing's order.
+    private const int ParallelStatMinimum = 1024;
+
+    private static (string Rel, EntryStat? Stat)[] StatAll(int dirFd, string dirAbs, string dirRel, string[] names, int rootIndex, PathFilter filter)
+    {
+        var entries = new (string Rel, EntryStat? Stat)[names.Length];
+        void StatOne(int i)
+        {
+            var rel = dirRel.Length == 0 ? names[i] : dirRel + "/" + names[i];
+            EntryStat? stat = null;
+            if (!filter.IsExcluded(rootIndex, rel))
+            {
+                try
+                {
+                    stat = EntryStat.LstatAt(dirFd, names[i], dirAbs);
+                }
+                catch (IOException)
+                {
+                    // not searchable: skipped like a vanished entry
+                }
+            }
+
+            entries[i] = (rel, stat);
+        }
+
+        if (names.Length < ParallelStatMinimum || Environment.ProcessorCount < 2)
+        {
+            for (var i = 0; i < names.Length; i++)
+            {
+                StatOne(i);
+            }
+        }
+        else
+        {
+            var workers = Math.Min(Environment.ProcessorCount, 4);
+            var slice = (names.Length + workers - 1) / workers;
+            Parallel.For(0, workers, w =>
+            {
+                for (var i = w * slice; i < Math.Min(names.Length, (w + 1) * slice); i++)
+                {
+                    StatOne(i);
+                }
+            });
+        }
+
+        return entries;
     }
 
     public static string Join(string root, string rel) =>

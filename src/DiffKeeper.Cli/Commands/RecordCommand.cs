@@ -26,7 +26,7 @@ internal static class RecordCommand
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
         var json = new Option<bool>("--json")
         {
-            Description = "Print the summary as one JSON object on stderr (stdout is the command's): session, trace, exit_code, events, versions, lost_events, raw_bytes, stored_bytes, pack_bytes_before_compaction, pack_bytes_after_compaction, contents_kept",
+            Description = "Print the summary as one JSON object on stderr (stdout is the command's): session, trace, exit_code, events, versions, lost_events, raw_bytes, stored_bytes, big_file_bytes_read, big_file_versions_from_writes, pack_bytes_before_compaction, pack_bytes_after_compaction, contents_kept",
         };
         var capture = CaptureOption.Create(
             "Capture backend: auto (eBPF, else fanotify, else inotify, saying why), ebpf, fanotify, inotify, or scan (before/after only)",
@@ -140,6 +140,8 @@ internal static class RecordCommand
                     j.WriteNumber("lost_events", result.LostEvents);
                     j.WriteNumber("raw_bytes", result.RawBytes);
                     j.WriteNumber("stored_bytes", result.StoredBytes);
+                    j.WriteNumber("big_file_bytes_read", result.BigFileBytesRead);
+                    j.WriteNumber("big_file_versions_from_writes", result.BigFileVersionsFromWrites);
                     if (result.PackBytesAfter is { } after)
                     {
                         j.WriteNumber("pack_bytes_before_compaction", result.PackBytesBefore!.Value);

@@ -144,7 +144,7 @@ public sealed class KeepAgent
 
         _core.Baseline(commit: false);
         _core.Start(); // the marker: this session's baseline is complete
-        _witness?.ScanNewWatches(new HashSet<int>()); // big files of the baseline: the app has not started yet
+        _witness?.ScanNewWatches(_ => false); // big files of the baseline: the app has not started yet
         UpdateCounters();
         if (_options.Retention is { } retention)
         {
@@ -270,7 +270,7 @@ public sealed class KeepAgent
             {
                 _treePids = [.. _tree.FrozenPids, .. _eventPids];
                 _eventPids.Clear();
-                if (_witness.Refresh(_treePids, _source.UnseenWriters ?? ulong.MaxValue) && _core.Versioner.BigFiles!.VersionsFromWrites > 0)
+                if (_witness.Refresh(_treePids.Contains, _source.UnseenWriters ?? ulong.MaxValue) && _core.Versioner.BigFiles!.VersionsFromWrites > 0)
                 {
                     _log.WriteLine("diffkeeper: the app mapped a file it opened for writing shared, or set up io_uring or AIO, whose writes no eBPF event carries: big files are read whole at every cut from now on");
                 }
@@ -288,7 +288,7 @@ public sealed class KeepAgent
             freeze = Stopwatch.GetElapsedTime(started);
         }
 
-        _witness?.ScanNewWatches(_treePids); // files first read in this cut: writers outside the app that hold them
+        _witness?.ScanNewWatches(_treePids.Contains); // files first read in this cut: writers outside the app that hold them
 
         // The bytes are read: the app goes on while they are stored and committed.
         _core.Versioner.FinishDeferred();

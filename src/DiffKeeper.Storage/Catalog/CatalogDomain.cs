@@ -80,6 +80,8 @@ public static class CatalogDomain
             ("detail", OrNull("{0}detail", Text("{0}detail")), "NULL or text"),
             ("offset", OrNull("{0}offset", IntIn("{0}offset", 0, long.MaxValue)), "NULL or an integer >= 0"),
             ("length", OrNull("{0}length", IntIn("{0}length", 0, long.MaxValue)), "NULL or an integer >= 0"),
+            ("run", OrNull("{0}run", $"typeof({{0}}run) = 'blob' AND length({{0}}run) BETWEEN 1 AND {EventRun.MaxBytes} AND {{0}}op = 2 AND {{0}}path2_id IS NULL AND {{0}}detail IS NULL"),
+                "NULL or a write run (bytes, in a WRITE row without a second path or detail)"),
         ],
         ["versions"] =
         [
@@ -131,6 +133,9 @@ public static class CatalogDomain
     /// <summary>Formats 1 to 3 have no <c>events.offset</c> or <c>events.length</c> (blobs.offset is older).</summary>
     private static bool Format4Column(string table, string column) => table == "events" && column is "offset" or "length";
 
+    /// <summary>Formats 1 to 6 have no <c>events.run</c>.</summary>
+    private static bool Format7Column(string table, string column) => (table, column) is ("events", "run");
+
     /// <summary>Formats 1 to 4 have no <c>roots.paths_root</c> or <c>sessions.baseline_from</c>.</summary>
     private static bool Format5Column(string table, string column) => (table, column) is ("roots", "paths_root") or ("sessions", "baseline_from");
 
@@ -142,7 +147,7 @@ public static class CatalogDomain
     {
         var cases = Rules[table]
             .Where(r => (format >= 2 || !Format2Columns.Contains(r.Column)) && (format >= 3 || !Format3Columns.Contains(r.Column))
-                && (format >= 4 || !Format4Column(table, r.Column)) && (format >= 5 || !Format5Column(table, r.Column)))
+                && (format >= 4 || !Format4Column(table, r.Column)) && (format >= 5 || !Format5Column(table, r.Column)) && (format >= 7 || !Format7Column(table, r.Column)))
             .Select(r => $"WHEN NOT coalesce(({string.Format(CultureInfo.InvariantCulture, r.Rule, prefix)}), 0) THEN '{r.Column} is not {r.Words}'");
         return $"(CASE {string.Join(' ', cases)} END)";
     }

@@ -5,7 +5,7 @@ namespace DiffKeeper.Storage.Catalog;
 /// <summary>The catalog's DDL and format check (docs/store-format.md, "Catalog").</summary>
 public static class CatalogSchema
 {
-    public const int FormatVersion = 6;
+    public const int FormatVersion = 7;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,6 +37,7 @@ public static class CatalogSchema
             detail TEXT,
             offset INTEGER,
             length INTEGER,
+            run BLOB,
             PRIMARY KEY(session_id, seq)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS versions(
             id INTEGER PRIMARY KEY,
@@ -81,6 +82,7 @@ public static class CatalogSchema
             MigrateFromFormat3(db);
             MigrateFromFormat4(db);
             MigrateFromFormat5(db);
+            MigrateFromFormat6(db);
             db.Execute(Ddl);
             using var meta = db.Prepare("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?1), ('created_by', ?2)");
             meta.Bind(1, FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
@@ -162,6 +164,16 @@ public static class CatalogSchema
     /// </summary>
     private static void MigrateFromFormat5(SqliteDatabase db) => Migrate(db, 5, """
         UPDATE meta SET value = '6' WHERE key = 'format_version';
+        """);
+
+    /// <summary>
+    /// Format 6 has no <c>events.run</c> (write runs, docs/store-format.md): every row is one event, which is what a
+    /// NULL <c>run</c> means. Add the column and record format 7, inside the caller's transaction, so that a format-6
+    /// diffkeeper refuses the trace instead of showing each later run as its first write alone.
+    /// </summary>
+    private static void MigrateFromFormat6(SqliteDatabase db) => Migrate(db, 6, """
+        ALTER TABLE events ADD COLUMN run BLOB;
+        UPDATE meta SET value = '7' WHERE key = 'format_version';
         """);
 
     /// <summary>
@@ -274,7 +286,7 @@ public static class CatalogSchema
         {
             try
             {
-                using var probe = db.Prepare($"SELECT {columns}{(version >= 2 ? format2 : "")}{(version >= 3 && table == "versions" ? ", link" : "")}{(version >= 4 && table == "events" ? ", offset, length" : "")} FROM {table} LIMIT 0");
+                using var probe = db.Prepare($"SELECT {columns}{(version >= 2 ? format2 : "")}{(version >= 3 && table == "versions" ? ", link" : "")}{(version >= 4 && table == "events" ? ", offset, length" : "")}{(version >= 7 && table == "events" ? ", run" : "")} FROM {table} LIMIT 0");
             }
             catch (CatalogException e)
             {

@@ -7,7 +7,7 @@ namespace DiffKeeper.Storage.Packs;
 /// does not add them again: it is a slice from the same start, and only its new bytes are added. So a burst of
 /// appends stores each byte once, however many exact versions it makes.
 /// </summary>
-internal sealed class IngestGroup(long row)
+internal sealed class IngestGroup(long row, byte[] buffer)
 {
     /// <summary>Bytes a group may give its members: the rest of <see cref="PackFormat.MaxGroupLength"/> is for the
     /// trailer a group whose bytes equal a blob's gets (<see cref="TrailerLength"/>).</summary>
@@ -20,7 +20,11 @@ internal sealed class IngestGroup(long row)
     /// </summary>
     public const int TrailerLength = 16;
 
-    private readonly byte[] _raw = GC.AllocateUninitializedArray<byte>(PackFormat.MaxGroupLength);
+    /// <summary>A buffer for a group: <see cref="PackFormat.MaxGroupLength"/> bytes, their contents unspecified.</summary>
+    public static byte[] NewBuffer() => GC.AllocateUninitializedArray<byte>(PackFormat.MaxGroupLength);
+
+    // Only the bytes the members were copied to are read: a buffer used by an earlier group may be given again.
+    private readonly byte[] _raw = buffer.Length == PackFormat.MaxGroupLength ? buffer : throw new ArgumentException("a group buffer has MaxGroupLength bytes", nameof(buffer));
     private int _lastStart = -1;
     private int _lastLength;
 
@@ -44,6 +48,9 @@ internal sealed class IngestGroup(long row)
     public BlobId FirstId => _ids[0];
 
     public Span<byte> Raw => _raw;
+
+    /// <summary>The buffer, for the next group once this one is written.</summary>
+    public byte[] Buffer => _raw;
 
     /// <summary>
     /// Where <paramref name="data"/> would start if it extends the last member (starts with all its bytes, ends
