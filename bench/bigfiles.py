@@ -149,9 +149,12 @@ def reflink(dk, work, w, store, ids, runs):
         shutil.rmtree(mnt, ignore_errors=True)
 
 
+# The app of the keep-mode rows (and of bench/record-bigfile.py): rewrites PAGES random data pages of PATH per round,
+# ROUNDS rounds, PAUSE seconds apart (default 0.4).
 APP = r'''
 import os, random, sys, time
 path, pages, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.4
 r = random.Random(5)
 fd = os.open(path, os.O_RDWR)
 size = os.fstat(fd).st_size
@@ -168,7 +171,7 @@ while True:
 for _ in range(rounds):
     for p in r.sample(data, min(pages, len(data))):
         os.pwrite(fd, os.urandom(4096), p * 4096)
-    time.sleep(0.4)
+    time.sleep(pause)
 os.close(fd)
 '''
 

@@ -8,27 +8,8 @@ usage: record-bigfile.py --work DIR --dk OLD --dk NEW [--runs N] [--rounds R] [-
 """
 import argparse, json, os, random, shutil, subprocess, sys, tempfile, time
 
-APP = r'''
-import os, random, sys, time
-path, pages, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-r = random.Random(5)
-fd = os.open(path, os.O_RDWR)
-data = []
-off = 0
-while True:
-    try:
-        d = os.lseek(fd, off, os.SEEK_DATA)
-    except OSError:
-        break
-    h = os.lseek(fd, d, os.SEEK_HOLE)
-    data.extend(range(d // 4096, h // 4096))
-    off = h
-for _ in range(rounds):
-    for p in r.sample(data, min(pages, len(data))):
-        os.pwrite(fd, os.urandom(4096), p * 4096)
-    time.sleep(0.2)
-os.close(fd)
-'''
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bigfiles import APP  # noqa: E402  (the same app as keep mode's rows: PATH PAGES ROUNDS PAUSE)
 
 
 def make_image(path, size=1 << 30, pages=16384):
@@ -49,7 +30,7 @@ def one(dk, work, app, pages, rounds):
     subprocess.run(["sync"], check=True)
     t0 = time.monotonic()
     p = subprocess.Popen([dk, "record", "--trace", trace, "--watch", state, "--capture", "ebpf", "--no-compact", "--json", "--",
-                          "python3", app, image, str(pages), str(rounds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          "python3", app, image, str(pages), str(rounds), "0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     err = p.stderr.read()
     os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: its /proc entry still says what it used
     wall = time.monotonic() - t0

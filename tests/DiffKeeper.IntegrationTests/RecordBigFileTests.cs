@@ -26,15 +26,22 @@ public sealed class RecordBigFileTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    // page(k, p) as Page below computes it. The app logs "k p" per pwrite (k counts its pwrites from 1) and its pid.
-    private const string App = """
-        import hashlib, mmap, os, random, sys, time
-        path, log, mode = sys.argv[1:4]
+    // The page the app and the outsider write: k counts writes, p is the page number (Page below computes the same).
+    private const string PageDef = """
         P = 4096
         def page(k, p):
             h = k.to_bytes(8, 'little') + p.to_bytes(8, 'little')
             body = b''.join(hashlib.sha256(h + i.to_bytes(4, 'little')).digest() for i in range(P // 32))
             return (h + body)[:P]
+
+        """;
+
+    // page(k, p) as Page below computes it. The app logs "k p" per pwrite (k counts its pwrites from 1) and its pid.
+    private const string App = """
+        import hashlib, mmap, os, random, sys, time
+        path, log, mode = sys.argv[1:4]
+
+        """ + PageDef + """
         r = random.Random(7)
         fd = os.open(path, os.O_RDWR)
         k = 0
@@ -69,11 +76,8 @@ public sealed class RecordBigFileTests : IDisposable
     private const string Outsider = """
         import hashlib, os, sys, time
         path, go, ack = sys.argv[1:4]
-        P = 4096
-        def page(k, p):
-            h = k.to_bytes(8, 'little') + p.to_bytes(8, 'little')
-            body = b''.join(hashlib.sha256(h + i.to_bytes(4, 'little')).digest() for i in range(P // 32))
-            return (h + body)[:P]
+
+        """ + PageDef + """
         while not os.path.exists(go):
             time.sleep(0.01)
         fd = os.open(path, os.O_WRONLY)
