@@ -12,7 +12,7 @@ namespace DiffKeeper.Capture.Fanotify;
 /// so keep mode may read only the written blocks of a big file instead of every data extent. It vouches for a file
 /// only when all of these hold since that read:
 /// <list type="bullet">
-/// <item>the file has been watched by a fanotify inode mark (open, modify, close-after-write, queue overflow) placed
+/// <item>the file has been watched by a fanotify inode mark (open, modify, queue overflow) placed
 /// before that read, and no such event came from a process outside the tree (<see cref="Refresh"/>): every write
 /// through a syscall, io_uring or AIO by anyone is a modify event, and any other process must open the file first;</item>
 /// <item>a scan of /proc made after the mark found no process outside the tree holding the file open for writing or
@@ -77,7 +77,12 @@ public sealed unsafe class WriteWitness : IDisposable
             return;
         }
 
-        if (Libc.FanotifyMarkFile(_fd, FAN_MARK_ADD, FAN_OPEN | FAN_MODIFY | FAN_CLOSE_WRITE, (int)file.DangerousGetHandle()) != 0)
+        // Not close-after-write: it tells nothing an open or a modify did not (a process outside the tree writes the
+        // file only after an open the mark reports, or holding it from before the mark, which the /proc scan finds, and
+        // its write(2)s are modify events). And the tree's own processes close their files as they exit, after eBPF has
+        // stopped following them (sched_process_exit comes before exit_files): read later, such a close tainted a file
+        // the tree alone had written, and its last version was read whole (RecordBigFileTests, once in a CI run).
+        if (Libc.FanotifyMarkFile(_fd, FAN_MARK_ADD, FAN_OPEN | FAN_MODIFY, (int)file.DangerousGetHandle()) != 0)
         {
             return; // not watched: never vouched for
         }
