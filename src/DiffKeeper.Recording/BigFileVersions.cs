@@ -198,7 +198,7 @@ public sealed class BigFileVersions(long threshold)
     /// <summary>A write event's range: <paramref name="length"/> bytes at <paramref name="offset"/> of the path.</summary>
     public void NoteWrite(int root, string rel, long offset, long length)
     {
-        if (_written.TryGetValue((root, rel), out var ranges))
+        if (_written.Count != 0 && _written.TryGetValue((root, rel), out var ranges)) // no lookup per write while no big file is followed
         {
             if (ranges.Count > 0 && ranges[^1].End == offset)
             {

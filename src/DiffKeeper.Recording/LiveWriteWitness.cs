@@ -68,11 +68,17 @@ internal sealed class LiveWriteWitness : IDisposable
     /// <summary>An event of the tree: its process is the tree's.</summary>
     public void Saw(in CaptureEvent e)
     {
-        if (e.Pid is { } pid && _current.Add(pid))
+        // A storm of events comes from one process: a set operation per event only when the process changes.
+        if (e.Pid is { } pid && pid != _lastSeen && _current.Add(pid))
         {
             _trusted.Add(pid);
         }
+
+        _lastSeen = e.Pid ?? 0;
     }
+
+    // The pid of the last event, while it is in _current (AfterCommit clears that and this).
+    private int _lastSeen;
 
     /// <summary>Takes in what the witness learned since the last call (see <see cref="WriteWitness.Refresh"/>).</summary>
     public void Refresh()
@@ -90,6 +96,7 @@ internal sealed class LiveWriteWitness : IDisposable
         Scan();
         (_previous, _current) = (_current, _previous);
         _current.Clear();
+        _lastSeen = 0;
         _trusted = [.. _previous];
     }
 
