@@ -379,8 +379,9 @@ internal sealed class RecordingCore
                 // read (the held event waits for it), not from an lstat here.
                 var byRead = !e.IsDirectory && !e.KnownEmpty;
                 // A file the backend saw created empty needs no lstat either: its kind and size are known, and its
-                // version's metadata comes from the stat its version takes (one syscall per new file, not two).
-                var stat = byRead || (e.KnownEmpty && !e.IsDirectory) ? null : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path));
+                // version's metadata comes from the stat its version takes (one syscall per new file, not two). So
+                // only a directory is looked at here.
+                var stat = e.IsDirectory ? EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path)) : null;
                 // A file the backend saw created is a file at this event, whatever the name holds when it is handled
                 // (tar's O_EXCL placeholder is a symlink by then).
                 var kind = e.KnownEmpty ? EntryKind.File
