@@ -69,7 +69,7 @@ public readonly record struct CaptureEvent(
     string? Comm = null,
     long Offset = 0,
     long Length = 0,
-    byte[]? Payload = null,
+    ReadOnlyMemory<byte>? Payload = null,
     bool KnownEmpty = false,
     string? Detail = null,
     int? Mode = null,

@@ -433,7 +433,7 @@ internal sealed class RecordingCore
 
             case CaptureKind.Written:
             {
-                var exact = e.Payload is not null && _versioner.ApplyWrite(e.Root, e.Path, e.Offset, e.Payload);
+                var exact = e.Payload is { } payload && _versioner.ApplyWrite(e.Root, e.Path, e.Offset, payload.Span);
                 if (!exact)
                 {
                     _versioner.DropShadow(e.Root, e.Path); // bytes not carried: the copy no longer matches the file
