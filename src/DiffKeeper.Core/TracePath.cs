@@ -6,6 +6,11 @@ namespace DiffKeeper.Core;
 /// </summary>
 public static class TracePath
 {
+    /// <summary>
+    /// A relative path of one or more names, none empty, "." or "..", and no NUL: it cannot leave the directory it is
+    /// joined to. Walks the string once without cutting it (every path a maintenance pass or an export reads comes
+    /// through here: a Split per path was a tenth of a `gc` pass over an untar's 35,000 versions).
+    /// </summary>
     public static bool IsSafe(string path)
     {
         if (path.Length == 0 || path[0] == '/' || path.Contains('\0', StringComparison.Ordinal))
@@ -13,15 +18,23 @@ public static class TracePath
             return false;
         }
 
-        foreach (var part in path.Split('/'))
+        var span = path.AsSpan();
+        while (true)
         {
-            if (part.Length == 0 || part == "." || part == "..")
+            var slash = span.IndexOf('/');
+            var part = slash < 0 ? span : span[..slash];
+            if (part.IsEmpty || part is "." or "..")
             {
                 return false;
             }
-        }
 
-        return true;
+            if (slash < 0)
+            {
+                return true;
+            }
+
+            span = span[(slash + 1)..];
+        }
     }
 
     public static string Validate(string path)

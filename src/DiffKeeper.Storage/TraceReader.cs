@@ -668,11 +668,21 @@ public sealed class TraceReader : IDisposable
             """ + "\n" + where);
         r.Bind(1, s).Bind(2, x);
         var list = new List<VersionRecord>();
+        // A path's versions share its string: decoded and checked once (an untar's catalog has 4 versions a path, and
+        // a maintenance pass reads every version twice).
+        var rels = new Dictionary<long, string>();
         while (r.Step())
         {
             Check(r, 18, "versions", r.Int64(0));
             Check(r, 19, "paths", r.Int64(3));
-            list.Add(new VersionRecord(r.Int64(0), r.Int64(1), r.Int64(2), r.Int64(3), TracePath.Validate(r.Path(4)),
+            var pathId = r.Int64(3);
+            if (!rels.TryGetValue(pathId, out var rel))
+            {
+                rel = TracePath.Validate(r.Path(4));
+                rels.Add(pathId, rel);
+            }
+
+            list.Add(new VersionRecord(r.Int64(0), r.Int64(1), r.Int64(2), pathId, rel,
                 r.Int64(5), r.Int64(6), (EntryKind)r.Int32(7), r.Int32(8), r.Int32(9), r.Int32(10),
                 r.Int64(11), r.Int64(12), r.BlobOrNull(13), r.PathOrNull(14), r.BlobOrNull(15), r.Int64(16) != 0, r.Int64OrNull(17))
             {

@@ -9,6 +9,8 @@ public sealed class TracePathTests
     [InlineData("a/b/c.txt")]
     [InlineData("..a/b..")]
     [InlineData(".hidden")]
+    [InlineData("a/.../b")]
+    [InlineData("a/.b/..c")]
     public void Safe_paths(string path) => Assert.True(TracePath.IsSafe(path));
 
     [Theory]
@@ -21,6 +23,11 @@ public sealed class TracePathTests
     [InlineData("a//b")]
     [InlineData("a/")]
     [InlineData("a\0b")]
+    [InlineData(".")]
+    [InlineData("..")]
+    [InlineData("a/.")]
+    [InlineData("a/./b")]
+    [InlineData("/")]
     public void Unsafe_paths_are_refused_with_exit_code_7(string path)
     {
         Assert.False(TracePath.IsSafe(path));
