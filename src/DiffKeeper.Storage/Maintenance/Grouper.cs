@@ -56,6 +56,9 @@ internal static class Grouper
     /// </summary>
     public const int SmallGroup = PackFormat.MaxGroupLength / 4;
 
+    /// <summary>Fewest new small whole blobs that make <c>record</c> run its pass after the session for grouping alone (TraceWriter.HasMaintenanceWork).</summary>
+    public const int FewestForAPass = 32;
+
     /// <summary>
     /// The groups a pass regroups because of compaction: those whose slices that are some path's newest content
     /// hold less than <see cref="RegroupBelow"/> of their bytes (the rest is dead, or superseded versions that
