@@ -74,16 +74,67 @@ public sealed class ChunkedContent
     /// </summary>
     public long StoreRange(byte[] buffer, int start, int end)
     {
+        var none = GrowingTail.None;
+        return StoreRange(buffer, start, end, ref none);
+    }
+
+    /// <summary>
+    /// <see cref="StoreRange(byte[], int, int)"/> for the next state of a file whose last chunk, stored before, ended
+    /// where its data did (<paramref name="tail"/>; the caller vouches that its bytes are unchanged): when the range's
+    /// first chunk starts where that one did, its cut search resumes where the old chunk ended and its hash continues
+    /// the old chunk's state over the new bytes only. Leaves in <paramref name="tail"/> the state of the range's last
+    /// chunk. Returns the bytes cut and hashed (the old chunk's bytes not counted).
+    /// </summary>
+    public long StoreRange(byte[] buffer, int start, int end, ref GrowingTail tail)
+    {
         var batch = new List<(int Offset, int Length)>();
-        Cut(buffer, start, end, eof: true, batch);
-        var ids = new BlobId[batch.Count];
-        for (var i = 0; i < batch.Count; i++)
+        var resume = tail.Start == start && tail.HashedTo > start && tail.HashedTo <= end;
+        var consumed = start;
+        if (resume)
         {
-            ids[i] = BlobId.Of(buffer.AsSpan(batch[i].Offset, batch[i].Length));
+            var cut = FastCdc.NextCut(buffer.AsSpan(start, end - start), (int)(tail.HashedTo - start));
+            batch.Add((start, cut));
+            consumed = start + cut;
         }
 
+        Cut(buffer, consumed, end, eof: true, batch);
+        var ids = new BlobId[batch.Count];
+        var next = GrowingTail.None;
+        var hashed = 0L;
+        for (var i = 0; i < batch.Count; i++)
+        {
+            var (offset, length) = batch[i];
+            var last = i == batch.Count - 1;
+            if (!last && !(resume && i == 0))
+            {
+                ids[i] = BlobId.Of(buffer.AsSpan(offset, length));
+                hashed += length;
+                continue;
+            }
+
+            var from = offset;
+            var hasher = new Codecs.Sha256.Hasher();
+            if (resume && i == 0)
+            {
+                hasher = tail.Hasher;
+                from = (int)tail.HashedTo;
+            }
+
+            hasher.Append(buffer.AsSpan(from, offset + length - from));
+            hashed += offset + length - from;
+            if (last)
+            {
+                next = new GrowingTail(offset, offset + length, hasher);
+            }
+
+            var digest = new byte[Codecs.Sha256.HashSize];
+            hasher.Finish(digest); // a copy: `next` keeps the state before the padding
+            ids[i] = new BlobId(digest);
+        }
+
+        tail = next;
         Store(buffer, batch, ids, parallel: false, start, endsRange: true);
-        return end - start;
+        return hashed;
     }
 
     /// <summary>The content of a file of <paramref name="size"/> bytes made of the chunks added (the rest holes).</summary>
@@ -99,4 +150,29 @@ public sealed class ChunkedContent
 
         return new(ExtentMap.Encode(extents), ExtentMap.ContentId(hashed, size), size, _writer.StoredBytesWritten - _storedBefore);
     }
+}
+
+/// <summary>
+/// The SHA-256 state of a file's last stored chunk that ended where the file's data did, over its bytes
+/// [<see cref="Start"/>, <see cref="HashedTo"/>): what the next state of a file growing by appends continues
+/// instead of hashing its tail again (tar writes 10 KiB at a time: each state hashed up to 256 KiB of tail anew,
+/// ~220 MB hashed for an untar's 130 MB). <see cref="ChunkedContent.StoreRange(byte[], int, int, ref GrowingTail)"/>.
+/// </summary>
+public readonly struct GrowingTail
+{
+    internal GrowingTail(long start, long hashedTo, Codecs.Sha256.Hasher hasher)
+    {
+        Start = start;
+        HashedTo = hashedTo;
+        Hasher = hasher;
+    }
+
+    public static GrowingTail None => new(-1, -1, default);
+
+    /// <summary>The chunk's file offset; -1: none.</summary>
+    public long Start { get; }
+
+    public long HashedTo { get; }
+
+    internal Codecs.Sha256.Hasher Hasher { get; }
 }

@@ -101,6 +101,48 @@ public sealed class CodecTests
         Assert.True(shared >= after.Count - 3, $"only {shared} of {after.Count} chunks survived a 100-byte insertion");
     }
 
+    [Theory]
+    [InlineData(21)]
+    [InlineData(22)]
+    [InlineData(23)]
+    public void FastCdc_resumed_past_a_chunk_known_to_be_at_least_so_long_cuts_where_a_search_from_the_start_does(int seed)
+    {
+        // A growing file's tail is searched again from where the last search ended (the data ended there). Random
+        // data, long runs of one byte (no cut until the maximum) and text-like bytes; every prefix length that ends
+        // the data, every resume point at or before the real cut.
+        var random = new Random(seed);
+        for (var round = 0; round < 40; round++)
+        {
+            var data = new byte[random.Next(1, FastCdc.MaxSize + 50_000)];
+            switch (round % 3)
+            {
+                case 0:
+                    random.NextBytes(data);
+                    break;
+                case 1:
+                    data.AsSpan().Fill((byte)random.Next(256));
+                    break;
+                default:
+                    for (var i = 0; i < data.Length; i++)
+                    {
+                        data[i] = (byte)"abc de\n"[random.Next(7)];
+                    }
+
+                    break;
+            }
+
+            for (var probe = 0; probe < 20; probe++)
+            {
+                var length = random.Next(1, data.Length + 1);
+                var span = data.AsSpan(0, length);
+                var cut = FastCdc.NextCut(span);
+                var resumeAt = random.Next(0, cut + 1);
+                Assert.Equal(cut, FastCdc.NextCut(span, resumeAt));
+                Assert.Equal(cut, FastCdc.NextCut(span, cut));
+            }
+        }
+    }
+
     private static List<int> Cuts(byte[] data)
     {
         var list = new List<int>();

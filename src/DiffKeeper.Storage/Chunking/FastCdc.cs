@@ -19,23 +19,47 @@ public static class FastCdc
     private static readonly ulong[] Gear = BuildGear();
 
     /// <summary>Length of the chunk that starts at the beginning of <paramref name="data"/>.</summary>
-    public static int NextCut(ReadOnlySpan<byte> data)
+    public static int NextCut(ReadOnlySpan<byte> data) => data.Length <= MinSize ? data.Length : Search(data, MinSize, 0);
+
+    /// <summary>
+    /// The same as <see cref="NextCut(ReadOnlySpan{byte})"/> when the chunk is known to be at least
+    /// <paramref name="atLeast"/> bytes long (its first bytes are a chunk cut before, which ended there because the data
+    /// did, or at a cut point on its last byte: a file growing by appends). Whether a byte is a cut point depends only
+    /// on its distance from the start and the 64 bytes up to it (the fingerprint shifts one bit a byte), so the search
+    /// starts at the chunk's old last byte with the fingerprint rebuilt from the 64 bytes before it.
+    /// </summary>
+    public static int NextCut(ReadOnlySpan<byte> data, int atLeast)
     {
-        var n = data.Length;
-        if (n <= MinSize)
+        var n = Math.Min(data.Length, MaxSize);
+        var from = atLeast - 1; // the old chunk's last byte: it may be a cut point
+        if (from - 64 < MinSize || n <= MinSize)
+        {
+            return NextCut(data);
+        }
+
+        if (atLeast >= n)
         {
             return n;
         }
 
-        if (n > MaxSize)
-        {
-            n = MaxSize;
-        }
-
-        var normal = n < AverageSize ? n : AverageSize;
         var gear = Gear;
         ulong fp = 0;
-        var i = MinSize;
+        for (var i = from - 64; i < from; i++)
+        {
+            fp = (fp << 1) + gear[data[i]];
+        }
+
+        return Search(data, from, fp);
+    }
+
+    // From position `from` (at least MinSize) with the fingerprint of the bytes before it: the first cut point, or the
+    // data's end (at most MaxSize). Positions below the average size need the harder mask.
+    private static int Search(ReadOnlySpan<byte> data, int from, ulong fp)
+    {
+        var n = Math.Min(data.Length, MaxSize);
+        var normal = n < AverageSize ? n : AverageSize;
+        var gear = Gear;
+        var i = from;
         for (; i < normal; i++)
         {
             fp = (fp << 1) + gear[data[i]];
