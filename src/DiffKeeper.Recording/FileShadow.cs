@@ -56,7 +56,7 @@ internal sealed class FileShadow
         return shadow;
     }
 
-    /// <summary>Bytes cut and hashed by the last <see cref="Store"/> (what it cost, unlike the file's size).</summary>
+    /// <summary>Bytes the last <see cref="Store"/> cut again (what it cost, unlike the file's size; a growing tail counts whole, though only its new bytes are hashed).</summary>
     public long LastStoreCost { get; private set; }
 
     /// <summary>Bytes held (the capacity), for the recorder's memory budget.</summary>

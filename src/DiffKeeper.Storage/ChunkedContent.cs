@@ -83,7 +83,9 @@ public sealed class ChunkedContent
     /// where its data did (<paramref name="tail"/>; the caller vouches that its bytes are unchanged): when the range's
     /// first chunk starts where that one did, its cut search resumes where the old chunk ended and its hash continues
     /// the old chunk's state over the new bytes only. Leaves in <paramref name="tail"/> the state of the range's last
-    /// chunk. Returns the bytes cut and hashed (the old chunk's bytes not counted).
+    /// chunk. Returns the bytes of the range re-cut, as without the tail: the recorder's budget of exact versions per
+    /// window counts them (counting only the new bytes let a file appended 16 bytes at a time make 39,257 exact
+    /// versions of 1,000,000 writes instead of 6,735, and a catalog of 42 MB instead of 10).
     /// </summary>
     public long StoreRange(byte[] buffer, int start, int end, ref GrowingTail tail)
     {
@@ -100,7 +102,6 @@ public sealed class ChunkedContent
         Cut(buffer, consumed, end, eof: true, batch);
         var ids = new BlobId[batch.Count];
         var next = GrowingTail.None;
-        var hashed = 0L;
         for (var i = 0; i < batch.Count; i++)
         {
             var (offset, length) = batch[i];
@@ -108,7 +109,6 @@ public sealed class ChunkedContent
             if (!last && !(resume && i == 0))
             {
                 ids[i] = BlobId.Of(buffer.AsSpan(offset, length));
-                hashed += length;
                 continue;
             }
 
@@ -121,7 +121,6 @@ public sealed class ChunkedContent
             }
 
             hasher.Append(buffer.AsSpan(from, offset + length - from));
-            hashed += offset + length - from;
             if (last)
             {
                 next = new GrowingTail(offset, offset + length, hasher);
@@ -134,7 +133,7 @@ public sealed class ChunkedContent
 
         tail = next;
         Store(buffer, batch, ids, parallel: false, start, endsRange: true);
-        return hashed;
+        return end - start;
     }
 
     /// <summary>The content of a file of <paramref name="size"/> bytes made of the chunks added (the rest holes).</summary>
