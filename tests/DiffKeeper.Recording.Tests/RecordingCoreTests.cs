@@ -185,7 +185,12 @@ public sealed class RecordingCoreTests : IDisposable
     private static CaptureEvent Event(CaptureKind kind, string path, string? path2 = null, long offset = 0, string? payload = null,
         bool knownEmpty = false, bool isDirectory = false)
     {
-        ReadOnlyMemory<byte>? bytes = payload is null ? null : Encoding.UTF8.GetBytes(payload);
+        ReadOnlyMemory<byte>? bytes = null; // not `payload is null ? null : …`: a null byte[] converts to an empty payload
+        if (payload is not null)
+        {
+            bytes = Encoding.UTF8.GetBytes(payload);
+        }
+
         return new CaptureEvent(kind, 0, path, path2, isDirectory, Stopwatch.GetTimestamp(), 1234, "scripted", offset,
             bytes?.Length ?? 0, bytes, knownEmpty);
     }

@@ -422,7 +422,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 return;
             case EbpfRecordKind.Write:
                 EmitAt(abs, CaptureKind.Written, ts, pid, comm, offset: r.Offset, length: r.Length,
-                    payload: r.HasPayload ? CopyPayload(r.Payload) : null);
+                    payload: PayloadOf(r));
                 return;
             case EbpfRecordKind.Changed when r.Flags.HasFlag(EbpfRecordFlags.Fallocate) && ((int)r.Flags >> 8) is FallocPunchHole or FallocAllocate or FallocKeepSize:
             {
@@ -741,6 +741,18 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private const int SlabSize = 1 << 20;
     private byte[] _slab = [];
     private int _slabUsed;
+
+    // Null when the write's bytes did not travel (larger than the limit, or read back). Never `cond ? memory : null`:
+    // null converts to ReadOnlyMemory<byte> through byte[], so that expression is an empty payload, not none.
+    private ReadOnlyMemory<byte>? PayloadOf(in EbpfRecord r)
+    {
+        if (!r.HasPayload)
+        {
+            return null;
+        }
+
+        return CopyPayload(r.Payload);
+    }
 
     private ReadOnlyMemory<byte> CopyPayload(ReadOnlySpan<byte> payload)
     {
