@@ -293,8 +293,19 @@ public static class FileIngest
     /// (a big file's blocks): nothing goes to a group by that rule.</param>
     /// <param name="groupBelow">New chunks shorter than this go to the writer's group whatever their place (a big
     /// file's small pieces: <see cref="BigFiles.PieceStore"/>).</param>
+    /// <summary>A chunk encoded for its record: the codec, the payload's length, and the pooled buffer that holds it (the raw bytes stay the caller's).</summary>
+    internal readonly record struct Encoded(BlobCodec Codec, int Length, byte[]? Buffer);
+
+    /// <summary>Encodes <paramref name="data"/> into a buffer rented from the shared pool, which the caller returns.</summary>
+    internal static Encoded Encode(ReadOnlySpan<byte> data)
+    {
+        var b = ArrayPool<byte>.Shared.Rent(Codecs.Zstd.CompressBound(data.Length));
+        var (codec, length) = TraceWriter.Encode(data, b);
+        return new Encoded(codec, length, b);
+    }
+
     internal static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch,
-        BlobId[] ids, bool parallel, bool? endsRange = null, int groupBelow = 0)
+        BlobId[] ids, bool parallel, bool? endsRange = null, int groupBelow = 0, Encoded[]? encoded = null)
     {
         var rows = new long?[batch.Count];
         for (var i = 0; i < batch.Count; i++)
@@ -321,24 +332,24 @@ public static class FileIngest
             }
         }
 
-        var encoded = new (BlobCodec Codec, int Length, byte[]? Buffer)[batch.Count];
+        var given = encoded;
+        var mine = new Encoded[batch.Count];
         try
         {
             Run(parallel, batch.Count, i =>
             {
-                if (rows[i] is null)
+                if (rows[i] is null && given?[i].Buffer is null)
                 {
-                    var b = ArrayPool<byte>.Shared.Rent(Codecs.Zstd.CompressBound(batch[i].Length));
-                    var (codec, length) = TraceWriter.Encode(buffer.AsSpan(batch[i].Offset, batch[i].Length), b);
-                    encoded[i] = (codec, length, b);
+                    mine[i] = Encode(buffer.AsSpan(batch[i].Offset, batch[i].Length));
                 }
             });
             var result = new List<(long, BlobId, int)>(batch.Count);
             for (var i = 0; i < batch.Count; i++)
             {
                 var (offset, length) = batch[i];
-                var row = rows[i] ?? writer.Append(ids[i], length, encoded[i].Codec,
-                    encoded[i].Codec == BlobCodec.Raw ? buffer.AsSpan(offset, length) : encoded[i].Buffer.AsSpan(0, encoded[i].Length));
+                var e = given?[i].Buffer is not null ? given[i] : mine[i];
+                var row = rows[i] ?? writer.Append(ids[i], length, e.Codec,
+                    e.Codec == BlobCodec.Raw ? buffer.AsSpan(offset, length) : e.Buffer.AsSpan(0, e.Length));
                 result.Add((row, ids[i], length));
             }
 
@@ -346,7 +357,7 @@ public static class FileIngest
         }
         finally
         {
-            foreach (var e in encoded)
+            foreach (var e in mine)
             {
                 if (e.Buffer is not null)
                 {

@@ -16,6 +16,8 @@ internal static class PieceStore
     /// Stores the pieces of <paramref name="buffer"/> that <paramref name="batch"/> names, already hashed into
     /// <paramref name="ids"/> (deduplicated by SHA-256, as <see cref="FileIngest"/> does); returns each one's row.
     /// </summary>
-    public static List<(long RowId, BlobId Id, int Length)> Store(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids) =>
-        FileIngest.StoreBatch(writer, buffer, batch, ids, parallel: true, groupBelow: GroupBelow); // one catalog lookup per piece
+    /// <param name="encoded">Per piece, its encoding when the caller made it already (no buffer: encoded here).</param>
+    public static List<(long RowId, BlobId Id, int Length)> Store(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids,
+        FileIngest.Encoded[]? encoded = null) =>
+        FileIngest.StoreBatch(writer, buffer, batch, ids, parallel: true, groupBelow: GroupBelow, encoded: encoded); // one catalog lookup per piece
 }
