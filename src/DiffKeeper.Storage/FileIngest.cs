@@ -281,6 +281,17 @@ public static class FileIngest
     private static void Hash(byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel) =>
         Run(parallel, batch.Count, i => ids[i] = BlobId.Of(buffer.AsSpan(batch[i].Offset, batch[i].Length)));
 
+    /// <summary>A chunk encoded for its record: the codec, the payload's length, and the pooled buffer that holds it (the raw bytes stay the caller's).</summary>
+    internal readonly record struct Encoded(BlobCodec Codec, int Length, byte[]? Buffer);
+
+    /// <summary>Encodes <paramref name="data"/> into a buffer rented from the shared pool, which the caller returns.</summary>
+    internal static Encoded Encode(ReadOnlySpan<byte> data)
+    {
+        var b = ArrayPool<byte>.Shared.Rent(Codecs.Zstd.CompressBound(data.Length));
+        var (codec, length) = TraceWriter.Encode(data, b);
+        return new Encoded(codec, length, b);
+    }
+
     /// <summary>
     /// Stores a batch of chunks of <paramref name="buffer"/>, already hashed into <paramref name="ids"/>: encodes the
     /// new ones (on all cores when <paramref name="parallel"/>), then appends in order on this thread (the writer is
@@ -293,17 +304,7 @@ public static class FileIngest
     /// (a big file's blocks): nothing goes to a group by that rule.</param>
     /// <param name="groupBelow">New chunks shorter than this go to the writer's group whatever their place (a big
     /// file's small pieces: <see cref="BigFiles.PieceStore"/>).</param>
-    /// <summary>A chunk encoded for its record: the codec, the payload's length, and the pooled buffer that holds it (the raw bytes stay the caller's).</summary>
-    internal readonly record struct Encoded(BlobCodec Codec, int Length, byte[]? Buffer);
-
-    /// <summary>Encodes <paramref name="data"/> into a buffer rented from the shared pool, which the caller returns.</summary>
-    internal static Encoded Encode(ReadOnlySpan<byte> data)
-    {
-        var b = ArrayPool<byte>.Shared.Rent(Codecs.Zstd.CompressBound(data.Length));
-        var (codec, length) = TraceWriter.Encode(data, b);
-        return new Encoded(codec, length, b);
-    }
-
+    /// <param name="encoded">Per chunk, its encoding when the caller made it already (no buffer: encoded here).</param>
     internal static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch,
         BlobId[] ids, bool parallel, bool? endsRange = null, int groupBelow = 0, Encoded[]? encoded = null)
     {
