@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
+using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Maintenance;
@@ -126,8 +127,10 @@ public sealed class Recorder
 
         var exitCode = exit.Code;
 
-        // The command is gone: what is left to read may use every core (the consumer reads this per file).
+        // The command is gone: what is left to read may use every core (the consumer reads this per file), and the
+        // reconcile scan's walk runs now, beside the recorder's catching up, instead of after it.
         _core.Versioner.UseAllCores = true;
+        var walk = _storageFailure is null ? Task.Run(_core.WalkRoots) : null;
         await source.StopAsync().ConfigureAwait(false);
         sink.Complete();
         try
@@ -150,7 +153,7 @@ public sealed class Recorder
             // The last version of a big file read from its written blocks must be exact: after the last refresh, any
             // the witness no longer vouches for is read whole by the reconcile scan.
             witness?.Finish(_core);
-            _core.Rescan("reconcile");
+            _core.Rescan("reconcile", walk is null ? null : await WalkedOrNull(walk).ConfigureAwait(false));
             _core.FlushWrite();
             stored.Dispose(); // its readers' lock would keep any later collection from deleting packs
             _core.Finish(exit);
@@ -242,6 +245,20 @@ public sealed class Recorder
         catch (Exception x) when (IsStorageFailure(x))
         {
             // closing the session after the command says whether the trace could be written at all
+        }
+    }
+
+    // The walk taken when the command exited, or null when it failed: the reconcile scan then walks again, and an
+    // error surfaces there as it always did.
+    private static async Task<List<(int Root, string Rel, EntryStat Stat)>?> WalkedOrNull(Task<List<(int Root, string Rel, EntryStat Stat)>> walk)
+    {
+        try
+        {
+            return await walk.ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return null;
         }
     }
 
