@@ -24,25 +24,37 @@ internal sealed class BaseChains : IDisposable
         _blobRow = db.Prepare("SELECT hash, pack_id, offset, raw_len, stored_len, codec, bases FROM blobs WHERE id = ?1");
     }
 
-    /// <summary>Where blob row <paramref name="row"/> is, or null when the catalog has no such row or a malformed one.</summary>
+    /// <summary>
+    /// Where blob row <paramref name="row"/> is, or null when the catalog has no such row or a malformed one. Looked
+    /// up once per baseline (the files of a tree share their groups); a row moved since reads as damaged.
+    /// </summary>
     public BlobLocation? Location(long row)
     {
+        if (_locations.TryGetValue(row, out var known))
+        {
+            return known;
+        }
+
         var r = _blobRow.Bind(1, row);
         try
         {
-            if (!r.Step() || r.BlobOrNull(0) is not { Length: 32 } hash)
+            BlobLocation? found = null;
+            if (r.Step() && r.BlobOrNull(0) is { Length: 32 } hash)
             {
-                return null;
+                long[] bases = r.BlobOrNull(6) is { } encoded ? PackFormat.DecodeBases(encoded) ?? [-1] : [];
+                found = new BlobLocation(row, new BlobId(hash), r.Int64(1), r.Int64(2), r.Int32(3), r.Int32(4), (BlobCodec)r.Int32(5), bases);
             }
 
-            long[] bases = r.BlobOrNull(6) is { } encoded ? PackFormat.DecodeBases(encoded) ?? [-1] : [];
-            return new BlobLocation(row, new BlobId(hash), r.Int64(1), r.Int64(2), r.Int32(3), r.Int32(4), (BlobCodec)r.Int32(5), bases);
+            _locations[row] = found;
+            return found;
         }
         finally
         {
             r.Reset();
         }
     }
+
+    private readonly Dictionary<long, BlobLocation?> _locations = [];
 
     /// <summary>
     /// What decoding <paramref name="row"/> costs: the raw bytes of every row it decodes, each once (a slice counts
@@ -90,7 +102,7 @@ internal sealed class BaseChains : IDisposable
     public byte[]? Read(in BlobLocation loc)
     {
         _packs ??= new PackReader(_traceDir);
-        _reader ??= new BlobReader(row => Location(row) ?? throw new BlobMissingException(row), _packs);
+        _reader ??= new BlobReader(row => Location(row) ?? throw new BlobMissingException(row), _packs, wholeGroups: true);
         var bytes = new byte[loc.RawLength];
         try
         {
@@ -107,6 +119,7 @@ internal sealed class BaseChains : IDisposable
     /// <summary>Drops the cached locations and decoded bases (at the end of a baseline).</summary>
     public void Forget()
     {
+        _locations.Clear();
         _reader = null;
         _packs?.Dispose();
         _packs = null;
