@@ -230,6 +230,29 @@ public sealed class IngestDeltaTests : IDisposable
         AssertEveryMoment(trace, versions);
     }
 
+    [Fact]
+    public void Record_skips_its_pass_when_every_superseded_chunk_is_a_base_of_the_delta_that_replaced_it()
+    {
+        var trace = _dir.Sub("t");
+        var versions = Versions(40, 3);
+        using var w = TraceWriter.Open(trace);
+        foreach (var tree in versions)
+        {
+            Record(w, tree);
+        }
+
+        // Every edited file's new content is a delta against the content it replaced: compaction has nothing to
+        // re-encode (a gc finds nothing either).
+        Assert.False(w.HasMaintenanceWork());
+
+        // A file replaced by other content (not worth a delta): its old chunk is superseded for real.
+        var rewritten = new Dictionary<string, byte[]>(versions[^1]);
+        var first = rewritten.Keys.Order(StringComparer.Ordinal).First();
+        rewritten[first] = Encoding.UTF8.GetBytes(string.Join('\n', SourceLines(99)) + "\n");
+        Record(w, rewritten);
+        Assert.True(w.HasMaintenanceWork());
+    }
+
     private static long BlobCount(string trace)
     {
         using var db = SqliteDatabase.Open(Path.Combine(trace, "catalog.db"), readOnly: true);
