@@ -739,7 +739,7 @@ internal sealed class Versioner
         }
 
         var content = BigFiles?.TryIngest(_writer, handle, stat.Size, root, rel, _paths.GetValueOrDefault((root, rel))?.Version.ContentId)
-            ?? FileIngest.Ingest(_writer, handle, stat.Size, UseAllCores);
+            ?? FileIngest.Ingest(_writer, handle, stat.Size, UseAllCores, () => _writer.InheritedExtents(PathId(root, rel)));
         if (BigFiles?.LastFromWrites == true)
         {
             NoteCopied(stat); // as a followed copy's version: a write whose record was dropped may be missing from it

@@ -26,11 +26,17 @@ public sealed class BlobReader
     private readonly LinkedList<(long Row, byte[] Bytes)> _lru = new();
     private long _cached;
 
+    private readonly bool _wholeGroups;
+
     /// <param name="lookup">The catalog row of a blob; throws <see cref="BlobMissingException"/> when there is none.</param>
-    public BlobReader(Func<long, BlobLocation> lookup, PackReader packs)
+    /// <param name="wholeGroups">Decode a group whole at its first use, not up to the member: for a caller that reads
+    /// members of a group in no particular order (the writer's delta bases), where a prefix is most often followed by
+    /// the whole group anyway.</param>
+    public BlobReader(Func<long, BlobLocation> lookup, PackReader packs, bool wholeGroups = false)
     {
         _lookup = lookup;
         _packs = packs;
+        _wholeGroups = wholeGroups;
     }
 
     private BlobLocation Lookup(long row)
@@ -177,7 +183,7 @@ public sealed class BlobReader
 
         // A member past the prefix decoded before decodes the whole group: reading a group's members in order (an
         // export, a regroup) then costs two decodes, not one per member.
-        var bytes = GC.AllocateUninitializedArray<byte>(shorter ? group.RawLength : (int)end);
+        var bytes = GC.AllocateUninitializedArray<byte>(shorter || _wholeGroups ? group.RawLength : (int)end);
         try
         {
             _packs.ReadGroupPrefix(group, bytes);

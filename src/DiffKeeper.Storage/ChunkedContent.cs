@@ -15,11 +15,31 @@ public sealed class ChunkedContent
     private readonly long _storedBefore;
     private readonly List<(Extent Extent, BlobId Id)> _chunks = [];
 
-    public ChunkedContent(TraceWriter writer)
+    /// <param name="previous">The extent map of the path's version this content replaces, asked at most once and
+    /// only when a chunk is new (<see cref="TraceWriter.TryDelta"/>); null: none.</param>
+    public ChunkedContent(TraceWriter writer, Func<byte[]?>? previous = null)
     {
         _writer = writer;
         _storedBefore = writer.StoredBytesWritten;
+        if (previous is not null)
+        {
+            var asked = false;
+            byte[]? map = null;
+            Previous = () =>
+            {
+                if (!asked)
+                {
+                    asked = true;
+                    map = previous();
+                }
+
+                return map;
+            };
+        }
     }
+
+    /// <summary>The previous version's extent map, asked once (null when the caller gave none).</summary>
+    internal Func<byte[]?>? Previous { get; }
 
     /// <summary>The chunks so far, in file order, with their blob ids (a caller may keep them to reuse next time).</summary>
     public IReadOnlyList<(Extent Extent, BlobId Id)> Chunks => _chunks;
@@ -58,7 +78,7 @@ public sealed class ChunkedContent
     /// </summary>
     public long Store(byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel, long offset, bool endsRange = false)
     {
-        foreach (var (rowId, id, length) in FileIngest.StoreBatch(_writer, buffer, batch, ids, parallel, endsRange))
+        foreach (var (rowId, id, length) in FileIngest.StoreBatch(_writer, buffer, batch, ids, parallel, endsRange, previous: Previous))
         {
             Add(offset, length, rowId, id);
             offset += length;

@@ -19,14 +19,16 @@ public static class FileIngest
 {
     private const int BufferSize = 4 << 20;
 
-    public static IngestedContent Ingest(TraceWriter writer, SafeFileHandle file, long size, bool parallel = false)
+    /// <param name="previous">The extent map of the path's version this content replaces, asked only when a chunk is
+    /// new: a small file's chunks may be stored as deltas against it (<see cref="TraceWriter.TryDelta"/>).</param>
+    public static IngestedContent Ingest(TraceWriter writer, SafeFileHandle file, long size, bool parallel = false, Func<byte[]?>? previous = null)
     {
         if (size <= FastCdc.MinSize)
         {
-            return IngestSmall(writer, file, size);
+            return IngestSmall(writer, file, size, previous);
         }
 
-        var content = new ChunkedContent(writer);
+        var content = new ChunkedContent(writer, size <= Maintenance.Grouper.MaxMember ? previous : null);
 
         var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         var fd = (int)file.DangerousGetHandle();
@@ -82,7 +84,7 @@ public static class FileIngest
     /// A file of at most one chunk: one read, no hole probing (a hole in a file this small reads as zeros and is
     /// stored as data, which restores the same bytes), no batch machinery. Most files of a CI job are like this.
     /// </summary>
-    private static IngestedContent IngestSmall(TraceWriter writer, SafeFileHandle file, long size)
+    private static IngestedContent IngestSmall(TraceWriter writer, SafeFileHandle file, long size, Func<byte[]?>? previous)
     {
         var buffer = ArrayPool<byte>.Shared.Rent((int)size + 1);
         try
@@ -106,7 +108,7 @@ public static class FileIngest
             var content = new ChunkedContent(writer);
             if (n > 0)
             {
-                var rowId = writer.PutBlob(buffer.AsSpan(0, n), out var id);
+                var rowId = writer.PutBlob(buffer.AsSpan(0, n), out var id, previous);
                 content.Add(0, n, rowId, id);
             }
 
@@ -305,13 +307,21 @@ public static class FileIngest
     /// <param name="groupBelow">New chunks shorter than this go to the writer's group whatever their place (a big
     /// file's small pieces: <see cref="BigFiles.PieceStore"/>).</param>
     /// <param name="encoded">Per chunk, its encoding when the caller made it already (no buffer: encoded here).</param>
+    /// <param name="previous">The extent map of the version this file's content replaces (a small file's: see
+    /// <see cref="TraceWriter.TryDelta"/>); a new chunk is stored as a delta against it when that is worth it.</param>
     internal static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch,
-        BlobId[] ids, bool parallel, bool? endsRange = null, int groupBelow = 0, Encoded[]? encoded = null)
+        BlobId[] ids, bool parallel, bool? endsRange = null, int groupBelow = 0, Encoded[]? encoded = null, Func<byte[]?>? previous = null)
     {
         var rows = new long?[batch.Count];
         for (var i = 0; i < batch.Count; i++)
         {
             rows[i] = writer.Find(ids[i]);
+            if (rows[i] is null && previous is not null && writer.TryDelta(buffer.AsSpan(batch[i].Offset, batch[i].Length), ids[i], previous) is { } delta)
+            {
+                rows[i] = delta;
+                continue;
+            }
+
             if (rows[i] is null && batch[i].Length < groupBelow)
             {
                 rows[i] = writer.TryGroup(buffer.AsSpan(batch[i].Offset, batch[i].Length), ids[i]); // null: stored whole below

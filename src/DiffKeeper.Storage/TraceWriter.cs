@@ -23,6 +23,12 @@ public sealed class TraceWriter : IDisposable
     // Rows of blobs that exist only as deltas: a version that references one again gets it whole (the newest
     // version of a path never needs a delta chain; docs/store-format.md, "Compaction").
     private readonly Dictionary<BlobId, long> _deltaRows = [];
+
+    // Blob rows the open transaction inserted or moved: their records may still be in the pack's buffer, so they are
+    // never a delta base (docs/store-format.md, "Deltas written while recording").
+    private readonly HashSet<long> _uncommittedRows = [];
+    private readonly BaseChains _bases;
+    private readonly SqliteStatement _insertDelta;
     private readonly SqliteStatement _promoteBlob;
     private readonly Dictionary<(long Root, string Rel), long> _pathIds = [];
 
@@ -96,6 +102,8 @@ public sealed class TraceWriter : IDisposable
         _insertMember = db.Prepare("INSERT INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec, bases) VALUES (?1, -1, ?2, ?3, 0, ?4, ?5)");
         _fillGroup = db.Prepare("UPDATE blobs SET hash = ?2, pack_id = ?3, offset = ?4, raw_len = ?5, stored_len = ?6 WHERE id = ?1");
         _dropBlob = db.Prepare("DELETE FROM blobs WHERE id = ?1");
+        _insertDelta = db.Prepare("INSERT INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec, bases) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+        _bases = new BaseChains(db, traceDir);
     }
 
     /// <summary>
@@ -414,6 +422,7 @@ public sealed class TraceWriter : IDisposable
         }
 
         _inTransaction = false;
+        _uncommittedRows.Clear();
     }
 
     /// <summary>
@@ -527,6 +536,7 @@ public sealed class TraceWriter : IDisposable
         }
 
         _inheritingSession = 0;
+        _bases.Forget();
         if (_abandoned)
         {
             return; // the baseline was given up with its transaction: the session inherits nothing
@@ -627,7 +637,8 @@ public sealed class TraceWriter : IDisposable
     /// <summary>
     /// Whether a maintenance pass with the default options could find anything to do: some version after the last
     /// finished pass (<see cref="MaintainedThroughKey"/>; all of them when none is recorded) holds other content
-    /// than the version of its path before it, which named a blob (an empty file's version supersedes nothing
+    /// than the version of its path before it, which named a blob that is not a base of the new version's own deltas
+    /// (<see cref="SupersedesOnlyItsBases"/>; an empty file's version supersedes nothing
     /// stored: 20,000 new files made a pass that found nothing for 0.7 s), or, with no finished pass recorded, some version was pruned, or
     /// whole small blobs no grouping pass considered yet (above <see cref="GroupedThroughKey"/>) add up to at least
     /// <see cref="Maintenance.Grouper.SmallGroup"/> bytes and are at least <see cref="Maintenance.Grouper.FewestForAPass"/>. None:
@@ -655,12 +666,26 @@ public sealed class TraceWriter : IDisposable
                 JOIN recent ON recent.root = r.path AND recent.rel = pa.rel
                 WHERE v.content IS NOT NULL OR v.extents IS NOT NULL
                 WINDOW w AS (PARTITION BY r.path, pa.rel ORDER BY v.id))
-            SELECT EXISTS(SELECT 1 FROM history
-                WHERE id > ?1 AND prev IS NOT NULL AND length(prev_extents) > 1 AND (content IS NOT prev_content OR extents IS NOT prev_extents))
+            SELECT extents, prev_extents FROM history
+                WHERE id > ?1 AND prev IS NOT NULL AND length(prev_extents) > 1 AND (content IS NOT prev_content OR extents IS NOT prev_extents)
             """);
-        if (read && replaced.Bind(1, through ?? 0).ScalarInt64() == 1)
+        if (read)
         {
-            return true;
+            try
+            {
+                replaced.Bind(1, through ?? 0);
+                while (replaced.Step())
+                {
+                    if (!SupersedesOnlyItsBases(replaced.BlobOrNull(0), replaced.BlobOrNull(1)))
+                    {
+                        return true;
+                    }
+                }
+            }
+            finally
+            {
+                _bases.Forget();
+            }
         }
 
         // Small whole blobs no pass considered for a group yet (format 6), enough for one: a first session of a
@@ -680,6 +705,34 @@ public sealed class TraceWriter : IDisposable
 
         using var pruned = _db.Prepare("SELECT EXISTS(SELECT 1 FROM versions WHERE pruned = 1)");
         return through is null && pruned.ScalarInt64() == 1;
+    }
+
+    /// <summary>
+    /// Whether a version (extent map <paramref name="extents"/>) that replaced <paramref name="previous"/> leaves
+    /// compaction nothing: every chunk of the previous version it no longer names is a base of one of its own deltas
+    /// (a delta written while recording, docs/store-format.md), which compaction can never re-encode (the delta
+    /// depends on it), and a group holding it counts it as live. W3's sessions: the pass after each found nothing
+    /// and cost ~0.1 s of CPU.
+    /// </summary>
+    private bool SupersedesOnlyItsBases(byte[]? extents, byte[]? previous)
+    {
+        if (extents is null || previous is null || !ExtentMap.TryDecode(extents, long.MaxValue, out var now) ||
+            !ExtentMap.TryDecode(previous, long.MaxValue, out var before))
+        {
+            return false;
+        }
+
+        var kept = now.Select(e => e.BlobRowId).ToHashSet();
+        var bases = new HashSet<long>();
+        foreach (var row in kept)
+        {
+            if (_bases.Location(row) is { IsDelta: true } delta)
+            {
+                bases.UnionWith(delta.Bases);
+            }
+        }
+
+        return before.All(e => kept.Contains(e.BlobRowId) || bases.Contains(e.BlobRowId));
     }
 
     /// <summary>Records <see cref="GroupedThroughKey"/> in the transaction of the maintenance step that calls it.</summary>
@@ -944,7 +997,9 @@ public sealed class TraceWriter : IDisposable
     /// Stores one chunk that is the whole data of a file (deduplicated by SHA-256; to the open group when small,
     /// <see cref="TryGroup"/>); returns its catalog row id.
     /// </summary>
-    public long PutBlob(ReadOnlySpan<byte> data, out BlobId id)
+    /// <param name="previous">The extent map of the path's version this content replaces, asked only when the
+    /// content is new: a small file's one chunk may then be stored as a delta against it (<see cref="TryDelta"/>).</param>
+    public long PutBlob(ReadOnlySpan<byte> data, out BlobId id, Func<byte[]?>? previous = null)
     {
         RefuseAfterAbandon();
         id = BlobId.Of(data);
@@ -952,6 +1007,11 @@ public sealed class TraceWriter : IDisposable
         {
             NoteFound(data, found);
             return found;
+        }
+
+        if (previous is not null && TryDelta(data, id, previous) is { } delta)
+        {
+            return delta;
         }
 
         if (TryGroup(data, id) is { } grouped)
@@ -968,6 +1028,116 @@ public sealed class TraceWriter : IDisposable
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>Deltas stored while recording follow at most this many deltas to their first whole blob or slice.</summary>
+    public const int MaxIngestDeltaDepth = 16;
+
+    /// <summary>
+    /// The rebuild bound the writer keeps for what it stores as deltas and what it reuses of them (<see cref="RebuildCost"/>;
+    /// compaction keeps its own, <c>--rebuild-bound</c>).
+    /// </summary>
+    public double RebuildBound { get; set; } = RebuildCost.DefaultBound;
+
+    /// <summary>
+    /// Stores a new small blob (a chunk of a file of at most 64 KiB) as a zstd delta (codec 2) against the chunks of
+    /// the path's previous version, when that was a small file too (docs/store-format.md, "Deltas written while recording"), when
+    /// <see cref="GroupsNow"/>, that blob is committed, the delta's rebuild stays within <see cref="RebuildBound"/>
+    /// and <see cref="MaxIngestDeltaDepth"/>, and its record is below three quarters of the blob compressed alone (a
+    /// group at level 3 stores about that of source text); returns its row id, or null when the caller stores it
+    /// as before.
+    /// </summary>
+    internal long? TryDelta(ReadOnlySpan<byte> data, BlobId id, Func<byte[]?> previous)
+    {
+        if (!GroupsNow || data.Length > Maintenance.Grouper.MaxMember || data.Length < 64 || _deltaRows.ContainsKey(id) ||
+            previous() is not { } map || !ExtentMap.TryDecode(map, long.MaxValue, out var extents) ||
+            extents.Count is 0 or > PackFormat.MaxBases || extents.Sum(e => (long)e.Length) > Maintenance.Grouper.MaxMember)
+        {
+            return null;
+        }
+
+        // The bases: the previous version's chunks, a small file's (at most 64 KiB, so one prefix holds them all).
+        // Their rebuild costs are added up (a group two of them share counted twice: an upper bound).
+        var budget = RebuildCost.Budget(RebuildBound, data.Length) - data.Length;
+        var bases = new List<BlobLocation>(extents.Count);
+        foreach (var baseRow in extents.Select(e => e.BlobRowId).Distinct())
+        {
+            if (_bases.Chain(baseRow, _uncommittedRows) is not { } chain || chain.Depth + 1 > MaxIngestDeltaDepth ||
+                (budget -= chain.Cost) < 0 || _bases.Location(baseRow) is not { } loc)
+            {
+                return null;
+            }
+
+            bases.Add(loc);
+        }
+
+        var prefix = new byte[bases.Sum(b => b.RawLength)];
+        var at = 0;
+        foreach (var b in bases)
+        {
+            if (_bases.Read(b) is not { } bytes)
+            {
+                return null;
+            }
+
+            bytes.CopyTo(prefix, at);
+            at += bytes.Length;
+        }
+
+        var plain = ArrayPool<byte>.Shared.Rent(Zstd.CompressBound(data.Length));
+        byte[]? payload;
+        try
+        {
+            var alone = Zstd.Compress(data, plain);
+            payload = Codecs.DeltaCodec.Encode(BlobCodec.ZstdDelta, prefix, data, alone / 4 * 3 - PackFormat.RecordSize(0));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(plain);
+        }
+
+        if (payload is null)
+        {
+            return null;
+        }
+
+        _sizeLimit?.Check(PackFormat.RecordSize(payload.Length));
+        var pack = CurrentPack();
+        var offset = pack.Append(id, BlobCodec.ZstdDelta, data.Length, payload, PackFormat.BaseDigest(bases.Select(b => b.Id)));
+        StoredBytesWritten += PackFormat.RecordSize(payload.Length);
+        Tx();
+        _insertDelta.Bind(1, id.ToArray()).Bind(2, pack.PackId).Bind(3, offset).Bind(4, data.Length).Bind(5, payload.Length)
+            .Bind(6, (long)BlobCodec.ZstdDelta).Bind(7, PackFormat.EncodeBases([.. bases.Select(b => b.BlobRowId)])).Run();
+        var row = _db.LastInsertRowId;
+        _newBlobs[id] = row;
+        _uncommittedRows.Add(row);
+        DeltasStored++;
+        return row;
+    }
+
+    /// <summary>Blobs this writer stored as deltas while recording (<see cref="TryDelta"/>).</summary>
+    public long DeltasStored { get; private set; }
+
+    /// <summary>
+    /// The extent map of the version of <paramref name="pathId"/> the baseline being written inherits
+    /// (<see cref="InheritBaseline"/>), when it is a file with content; null otherwise, and outside such a baseline.
+    /// </summary>
+    public byte[]? InheritedExtents(long pathId)
+    {
+        if (_inheritingSession == 0 || _inheritedVersion is null)
+        {
+            return null;
+        }
+
+        var r = _inheritedVersion.Bind(1, pathId);
+        try
+        {
+            return r.Step() && r.Int64(1) == (long)EntryKind.File && r.Int64(11) == 0 ? r.BlobOrNull(9) : null;
+        }
+        finally
+        {
+            r.Reset();
         }
     }
 
@@ -1012,6 +1182,7 @@ public sealed class TraceWriter : IDisposable
                 _insertBlob.Bind(1, System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)).Bind(2, -1L).Bind(3, 0L)
                     .Bind(4, 0L).Bind(5, 0L).Bind(6, (long)BlobCodec.Group).Run();
                 _group = new IngestGroup(_db.LastInsertRowId, _spareGroupBuffer ?? IngestGroup.NewBuffer());
+                _uncommittedRows.Add(_group.Row);
                 _spareGroupBuffer = null;
             }
         }
@@ -1025,6 +1196,7 @@ public sealed class TraceWriter : IDisposable
         group.Added(row, id);
         _newBlobs[id] = row;
         _groupedRows.Add(row);
+        _uncommittedRows.Add(row);
         return row;
     }
 
@@ -1160,6 +1332,24 @@ public sealed class TraceWriter : IDisposable
     /// </summary>
     public const int IngestGroupLevel = 3;
 
+    /// <summary>
+    /// Whether a delta found again may be named as it is (docs/store-format.md, "Deltas written while recording"):
+    /// one written while recording (its bases are older rows than itself: compaction's deltas are old rows re-encoded
+    /// against newer content), of a small blob, whose chain stays within <see cref="MaxIngestDeltaDepth"/> and
+    /// <see cref="RebuildBound"/>, while the writer stores deltas (<see cref="GroupsNow"/>). Otherwise it is stored
+    /// whole again, as before: a path's newest content never follows a chain compaction made.
+    /// </summary>
+    private bool DeltaWithinBound(long row)
+    {
+        if (!GroupsNow || _bases.Location(row) is not { RawLength: <= Maintenance.Grouper.MaxMember } loc || loc.Bases.Any(b => b >= row))
+        {
+            return false;
+        }
+
+        return _bases.Chain(row, _uncommittedRows) is { } chain && chain.Depth <= MaxIngestDeltaDepth &&
+            chain.Cost <= RebuildCost.Budget(RebuildBound, loc.RawLength);
+    }
+
     private bool HashInCatalog(BlobId id)
     {
         var find = _findBlob.Bind(1, id.ToArray());
@@ -1196,7 +1386,7 @@ public sealed class TraceWriter : IDisposable
             }
 
             var row = find.Int64(0);
-            if ((BlobCodec)find.Int32(1) is BlobCodec.ZstdDelta or BlobCodec.BsDiff)
+            if ((BlobCodec)find.Int32(1) is BlobCodec.ZstdDelta or BlobCodec.BsDiff && !DeltaWithinBound(row))
             {
                 _deltaRows[id] = row;
                 return null;
@@ -1252,12 +1442,14 @@ public sealed class TraceWriter : IDisposable
         {
             _promoteBlob.Bind(1, deltaRow).Bind(2, pack.PackId).Bind(3, offset).Bind(4, payload.Length).Bind(5, (long)codec).Run();
             _newBlobs[id] = deltaRow;
+            _uncommittedRows.Add(deltaRow);
             return deltaRow;
         }
 
         _insertBlob.Bind(1, id.ToArray()).Bind(2, pack.PackId).Bind(3, offset).Bind(4, rawLength).Bind(5, payload.Length).Bind(6, (long)codec).Run();
         var rowId = _db.LastInsertRowId;
         _newBlobs[id] = rowId;
+        _uncommittedRows.Add(rowId);
         return rowId;
     }
 
@@ -1344,6 +1536,7 @@ public sealed class TraceWriter : IDisposable
 
         _inTransaction = false;
         _uncommittedVersionsFrom = long.MaxValue;
+        _uncommittedRows.Clear();
     }
 
     private PackWriter CurrentPack()
@@ -1416,6 +1609,8 @@ public sealed class TraceWriter : IDisposable
         _insertMember.Dispose();
         _fillGroup.Dispose();
         _dropBlob.Dispose();
+        _insertDelta.Dispose();
+        _bases.Dispose();
         _pack?.Dispose();
         _db.Dispose();
         _lock.Dispose();

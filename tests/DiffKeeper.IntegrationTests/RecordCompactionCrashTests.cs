@@ -11,6 +11,9 @@ namespace DiffKeeper.IntegrationTests;
 /// </summary>
 public sealed class RecordCompactionCrashTests : IDisposable
 {
+    // The small files of each version of the kill test (empty in the others).
+    private readonly List<Dictionary<string, byte[]>> _small = [];
+
     private readonly TempDir _dir = new();
 
     public void Dispose() => _dir.Dispose();
@@ -41,6 +44,30 @@ public sealed class RecordCompactionCrashTests : IDisposable
             versions.Add(((byte[])a.Clone(), (byte[])b.Clone()));
             await File.WriteAllBytesAsync(Path.Combine(work, "a.bin"), a, ct);
             await File.WriteAllBytesAsync(Path.Combine(work, "b.bin"), b, ct);
+            // And small source files, a few edited per version: later baselines store those as deltas against the
+            // versions they inherit (deltas written while recording), which the killed passes then work around.
+            Directory.CreateDirectory(Path.Combine(work, "src"));
+            var small = new Dictionary<string, byte[]>();
+            for (var f = 0; f < 12; f++)
+            {
+                var lines = Enumerable.Range(0, 200 + (f * 37)).Select(l => $"    value_{f}_{l} = handle(offset, {(l * 7919) % 1000});").ToList();
+                for (var edit = 1; edit <= v; edit++)
+                {
+                    if ((f + edit) % 3 == 0)
+                    {
+                        lines[(f * 13 + edit * 29) % lines.Count] = $"    edited_{edit} = state({f});";
+                    }
+                }
+
+                small[$"f{f:D2}.cs"] = System.Text.Encoding.UTF8.GetBytes(string.Join('\n', lines) + "\n");
+                var path = Path.Combine(work, "src", $"f{f:D2}.cs");
+                if (!File.Exists(path) || !File.ReadAllBytes(path).AsSpan().SequenceEqual(small[$"f{f:D2}.cs"]))
+                {
+                    await File.WriteAllBytesAsync(path, small[$"f{f:D2}.cs"], ct);
+                }
+            }
+
+            _small.Add(small);
             Cli.Ok(work, "record", "--trace", pristine, "--watch", work, "--capture", "scan", "--no-compact", "-q", "--", "true");
         }
 
@@ -232,7 +259,16 @@ public sealed class RecordCompactionCrashTests : IDisposable
             Cli.Ok(_dir.Path, "export", "--trace", trace, "--session", $"{s}", "--out", outDir, "--force");
             Assert.True(a.AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(outDir, "a.bin"))), $"session {s}: a.bin differs");
             Assert.True(b.AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(outDir, "b.bin"))), $"session {s}: b.bin differs");
-            Assert.Equal(["a.bin", "b.bin"], Directory.GetFileSystemEntries(outDir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            if (_small.Count == 0)
+            {
+                Assert.Equal(["a.bin", "b.bin"], Directory.GetFileSystemEntries(outDir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+                continue;
+            }
+
+            Assert.Equal(["a.bin", "b.bin", "src"], Directory.GetFileSystemEntries(outDir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            var small = _small[Math.Min(s, _small.Count) - 1];
+            Assert.Equal(small.Keys.Order(StringComparer.Ordinal), Directory.GetFiles(Path.Combine(outDir, "src")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Assert.All(small, f => Assert.True(f.Value.AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(outDir, "src", f.Key))), $"session {s}: src/{f.Key} differs"));
         }
     }
 }

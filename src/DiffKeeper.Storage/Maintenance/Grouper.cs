@@ -61,19 +61,34 @@ internal static class Grouper
 
     /// <summary>
     /// The groups a pass regroups because of compaction: those whose slices that are some path's newest content
-    /// hold less than <see cref="RegroupBelow"/> of their bytes (the rest is dead, or superseded versions that
+    /// (or a delta base of it, transitively) hold less than <see cref="RegroupBelow"/> of their bytes (the rest is dead, or superseded versions that
     /// compaction re-encodes as deltas in this pass). Compaction leaves the superseded slices of other groups alone:
     /// re-encoding one costs decoding its group and saves nothing until the group is regrouped.
     /// </summary>
     public static HashSet<long> DueGroups(IReadOnlyDictionary<long, (BlobCodec Codec, int Stored, int Raw)> rows,
         IReadOnlyDictionary<long, long[]> bases, HashSet<long> heads)
     {
+        // A slice a newest content's delta decodes through (a delta written while recording) is as live as that
+        // content: compaction cannot re-encode it (the delta depends on it), so regrouping would gain nothing.
+        var live = new HashSet<long>(heads);
+        var stack = new Stack<long>(heads);
+        while (stack.TryPop(out var at))
+        {
+            if (rows.TryGetValue(at, out var d) && d.Codec is BlobCodec.ZstdDelta or BlobCodec.BsDiff && bases.TryGetValue(at, out var next))
+            {
+                foreach (var b in next.Where(live.Add))
+                {
+                    stack.Push(b);
+                }
+            }
+        }
+
         var kept = new Dictionary<long, long>();
         foreach (var (row, r) in rows)
         {
             if (r.Codec == BlobCodec.Slice && bases.TryGetValue(row, out var g) && g.Length == 1)
             {
-                kept[g[0]] = kept.GetValueOrDefault(g[0]) + (heads.Contains(row) ? r.Raw : 0);
+                kept[g[0]] = kept.GetValueOrDefault(g[0]) + (live.Contains(row) ? r.Raw : 0);
             }
         }
 
