@@ -175,6 +175,48 @@ public sealed partial class ErrorMessageTests(ErrorMessageTests.Fixture fixture)
     [GeneratedRegex(@"\b(?![A-Z0-9_]+\b)[A-Z][A-Za-z]+_[A-Za-z_]+\b")]
     private static partial Regex ResourceKey();
 
+    [Fact]
+    public void A_catalog_whose_wal_this_user_cannot_open_is_a_permission_error_not_damage()
+    {
+        // Another user's writer left a -wal (killed before it checkpointed) and no -shm, in a directory this user may
+        // not write: SQLite cannot open the WAL index. That is a permission (10), not a damaged catalog (5).
+        if (Libc.Geteuid() != 0)
+        {
+            Assert.Skip("needs root to run the case as an unprivileged user (setpriv)");
+        }
+
+        using var dir = new TempDir();
+        var work = dir.Sub("w");
+        Directory.CreateDirectory(work);
+        var trace = dir.Sub("t");
+        Cli.Ok(work, "record", "-q", "--capture", "inotify", "--trace", trace, "--", "sh", "-c", "echo hi > a.txt");
+        foreach (var d in Directory.EnumerateDirectories(dir.Path, "*", SearchOption.AllDirectories).Prepend(dir.Path))
+        {
+            System.IO.File.SetUnixFileMode(d, (UnixFileMode)0x1ED); // 0755
+        }
+
+        var catalog = System.IO.Path.Combine(trace, "catalog.db");
+        using (var python = Process.Start("python3", ["-c",
+            "import sqlite3, os, signal, sys\n" +
+            "c = sqlite3.connect(sys.argv[1]); c.execute('create table zz(x)'); c.execute('insert into zz values (1)'); c.commit()\n" +
+            "os.kill(os.getpid(), signal.SIGKILL)", catalog]))
+        {
+            python.WaitForExit();
+        }
+
+        Assert.True(new FileInfo(catalog + "-wal").Length > 0, "the killed writer left no -wal");
+        System.IO.File.Delete(catalog + "-shm");
+        foreach (var f in Directory.EnumerateFiles(trace))
+        {
+            System.IO.File.SetUnixFileMode(f, (UnixFileMode)0x1A4); // 0644
+        }
+
+        var r = RunAsNobody(work, ["show", "--trace", trace, "a.txt"]);
+        var line = Assert.Single(r.Stderr.TrimEnd('\n').Split('\n'));
+        Assert.StartsWith("diffkeeper: cannot read the catalog ", line);
+        Assert.True(r.ExitCode == 10, $"expected exit 10: {r}");
+    }
+
     private static Cli.Result RunAsNobody(string cwd, string[] args)
     {
         var psi = new ProcessStartInfo("setpriv")

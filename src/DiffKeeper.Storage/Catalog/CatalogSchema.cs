@@ -245,6 +245,16 @@ public static class CatalogSchema
             // SQLITE_IOERR, SQLITE_FULL: the disk failed, not the catalog (it may open the next time).
             throw new DiffKeeperException(ExitCode.SystemError, $"cannot read the catalog {catalogPath}: {e.Message}", e);
         }
+        catch (CatalogException e) when ((e.ErrorCode & 0xFF) is 8 or 14)
+        {
+            // SQLITE_READONLY or SQLITE_CANTOPEN on the first read, the database file itself open: a catalog in WAL mode
+            // whose -shm file this user cannot write or create (another user's reader left a -wal, or it needs a
+            // recovery this user may not write): a permission, not damage. ErrorMessageTests' "show, unreadable pack",
+            // run as nobody after root's commands, met the first at random; a -wal without its -shm in a directory
+            // nobody may write gives the second (both exit 5, "not a DiffKeeper catalog", before).
+            throw new DiffKeeperException(ExitCode.SystemError,
+                $"cannot read the catalog {catalogPath}: {e.Message} (its -wal/-shm files or its directory are not writable by this user)", e);
+        }
         catch (CatalogException e)
         {
             throw new DiffKeeperException(ExitCode.Corrupt, $"{catalogPath} is not a DiffKeeper catalog ({e.Message})", e);
