@@ -124,30 +124,17 @@ public sealed class ChunkedContent
         var next = GrowingTail.None;
         for (var i = 0; i < batch.Count; i++)
         {
+            // The first chunk continues the old one's state over the bytes past it; every other starts afresh.
             var (offset, length) = batch[i];
-            var last = i == batch.Count - 1;
-            if (!last && !(resume && i == 0))
-            {
-                ids[i] = BlobId.Of(buffer.AsSpan(offset, length));
-                continue;
-            }
-
-            var from = offset;
-            var hasher = new Codecs.Sha256.Hasher();
-            if (resume && i == 0)
-            {
-                hasher = tail.Hasher;
-                from = (int)tail.HashedTo;
-            }
-
+            var (hasher, from) = resume && i == 0 ? (tail.Hasher, (int)tail.HashedTo) : (new Codecs.Sha256.Hasher(), offset);
             hasher.Append(buffer.AsSpan(from, offset + length - from));
-            if (last)
+            if (i == batch.Count - 1)
             {
-                next = new GrowingTail(offset, offset + length, hasher);
+                next = new GrowingTail(offset, offset + length, hasher); // a copy: the state before Finish's padding
             }
 
             var digest = new byte[Codecs.Sha256.HashSize];
-            hasher.Finish(digest); // a copy: `next` keeps the state before the padding
+            hasher.Finish(digest);
             ids[i] = new BlobId(digest);
         }
 
