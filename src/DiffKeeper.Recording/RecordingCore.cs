@@ -861,7 +861,6 @@ internal sealed class RecordingCore
         }
     }
 
-    /// <summary>Walks every root and stores what differs from the known state (after LOST, and at the end).</summary>
     /// <summary>
     /// The walk of every walkable root that the reconcile scan compares with the recording (<see cref="Rescan"/>),
     /// touching none of the recording's state, so any thread may take it: once the command has exited, `record` walks
@@ -887,6 +886,7 @@ internal sealed class RecordingCore
         return walked;
     }
 
+    /// <summary>Walks every root and stores what differs from the known state (after LOST, and at the end).</summary>
     /// <param name="why">The detail of the events the scan adds.</param>
     /// <param name="walkedRoots">The walkable roots already walked after the command exited (<see cref="WalkRoots"/>); null: walk them now.</param>
     public void Rescan(string why, List<(int Root, string Rel, EntryStat Stat)>? walkedRoots = null)
@@ -919,16 +919,8 @@ internal sealed class RecordingCore
                 continue;
             }
 
-            if (walkedRoots is not null)
-            {
-                walked.AddRange(walkedRoots.Where(w => w.Root == root));
-                continue;
-            }
-
-            foreach (var (rel, stat) in TreeWalker.Walk(_roots[root], root, _filter))
-            {
-                walked.Add((root, rel, stat));
-            }
+            walkedRoots ??= WalkRoots();
+            walked.AddRange(walkedRoots.Where(w => w.Root == root));
         }
 
         // Deletions first: a directory replaced by a file must lose its children before the file appears, or the
