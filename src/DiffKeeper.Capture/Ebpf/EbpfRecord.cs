@@ -78,11 +78,16 @@ internal readonly ref struct EbpfRecord
     /// </summary>
     public int Mode => (int)BinaryPrimitives.ReadUInt64LittleEndian(_data[72..]);
 
+    public const int CommBytes = 16;
+
+    /// <summary>The command name's field as the kernel filled it (NUL-padded).</summary>
+    public ReadOnlySpan<byte> CommField => _data.Slice(56, CommBytes);
+
     public string Comm
     {
         get
         {
-            var comm = _data.Slice(56, 16);
+            var comm = CommField;
             var end = comm.IndexOf((byte)0);
             return Encoding.UTF8.GetString(end < 0 ? comm : comm[..end]);
         }

@@ -405,7 +405,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
         var ts = ToStopwatch(r.TimeNs);
         var pid = r.ProcessId;
-        var comm = r.Comm;
+        var comm = CommOf(r);
         switch (kind)
         {
             case EbpfRecordKind.Open:
@@ -537,8 +537,24 @@ public sealed unsafe class EbpfSource : ICaptureSource
         }
     }
 
+    // The last path located, by reference: an open file's records all carry the one string remembered for its inode,
+    // so a run of writes to one file takes its root-relative name (a new string each time) once.
+    private string? _locatedAbs;
+    private (int Root, string Rel)? _located;
+
     /// <summary>The root and root-relative path of an absolute path; null outside every root or excluded.</summary>
     private (int Root, string Rel)? Locate(string abs)
+    {
+        if (!ReferenceEquals(abs, _locatedAbs))
+        {
+            _located = LocateAnew(abs);
+            _locatedAbs = abs;
+        }
+
+        return _located;
+    }
+
+    private (int Root, string Rel)? LocateAnew(string abs)
     {
         for (var i = 0; i < _roots.Count; i++)
         {
@@ -635,6 +651,22 @@ public sealed unsafe class EbpfSource : ICaptureSource
         {
             Move(path, to + path[from.Length..]);
         }
+    }
+
+    // The last command name decoded, and its bytes: one process makes runs of records, each carrying its name.
+    private readonly byte[] _commBytes = new byte[EbpfRecord.CommBytes];
+    private string _comm = "";
+
+    private string CommOf(in EbpfRecord r)
+    {
+        var bytes = r.CommField;
+        if (!bytes.SequenceEqual(_commBytes) || _comm.Length == 0)
+        {
+            _comm = r.Comm;
+            bytes.CopyTo(_commBytes);
+        }
+
+        return _comm;
     }
 
     /// <summary>The absolute path a record names: its kernel path, joined with its user path when that is relative.</summary>
