@@ -1,3 +1,4 @@
+using DiffKeeper.Core;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.BigFiles;
 using Microsoft.Win32.SafeHandles;
@@ -16,7 +17,7 @@ public sealed class BigFileVersions(long threshold)
 {
     public const long DefaultThreshold = 64L << 20;
 
-    private readonly Dictionary<(int Root, string Rel), (byte[] ContentId, long Size, IReadOnlyList<BlockPiece> Pieces)> _last = [];
+    private readonly Dictionary<(int Root, string Rel), (byte[] ContentId, long Size, IReadOnlyList<BlockPiece> Pieces)> _last = new(PathKeyComparer.Instance);
 
     public long Threshold { get; } = threshold;
 
@@ -122,7 +123,7 @@ public sealed class BigFileVersions(long threshold)
     public bool LastFromWrites { get; private set; }
 
     // Paths whose newest version `record` made from written blocks (see NotVouchedFromWrites).
-    private readonly HashSet<(int Root, string Rel)> _fromWrites = [];
+    private readonly HashSet<(int Root, string Rel)> _fromWrites = new(PathKeyComparer.Instance);
 
     /// <summary>
     /// The paths whose newest version came from written blocks (<see cref="TryIngest"/>) that the witness no longer
@@ -193,7 +194,7 @@ public sealed class BigFileVersions(long threshold)
     public long VersionsFromWrites { get; private set; }
 
     // Per path: every range written since its last read (by write events), while every event since was a write.
-    private readonly Dictionary<(int Root, string Rel), List<(long Start, long End)>> _written = [];
+    private readonly Dictionary<(int Root, string Rel), List<(long Start, long End)>> _written = new(PathKeyComparer.Instance);
 
     /// <summary>A write event's range: <paramref name="length"/> bytes at <paramref name="offset"/> of the path.</summary>
     public void NoteWrite(int root, string rel, long offset, long length)

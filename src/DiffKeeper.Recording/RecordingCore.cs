@@ -40,10 +40,10 @@ internal sealed class RecordingCore
     private readonly TimeSpan _debounce;
     private readonly TimeSpan _hotWindow;
     private readonly TextWriter _log;
-    private readonly Dictionary<(int Root, string Rel), (long ReadyAt, long Seq)> _dirty = [];
+    private readonly Dictionary<(int Root, string Rel), (long ReadyAt, long Seq)> _dirty = new(PathKeyComparer.Instance);
     // The earliest each recently read path may be read again.
-    private readonly Dictionary<(int Root, string Rel), long> _recentReads = [];
-    private readonly HashSet<(int Root, string Rel)> _announced = [];
+    private readonly Dictionary<(int Root, string Rel), long> _recentReads = new(PathKeyComparer.Instance);
+    private readonly HashSet<(int Root, string Rel)> _announced = new(PathKeyComparer.Instance);
     private Versioner _versioner = null!;
     private long _sessionId;
     private long _startTs;
@@ -60,7 +60,7 @@ internal sealed class RecordingCore
     // Held events whose path is about to be read: written when the read's stat fills in their size and kind, so a
     // created file costs one lstat (the read's) instead of three. Every key is also in _dirty; the writer's
     // BeforeCommit writes any left (with an lstat), so a commit never has a later event without these.
-    private readonly Dictionary<(int Root, string Rel), NewEvent> _parked = [];
+    private readonly Dictionary<(int Root, string Rel), NewEvent> _parked = new(PathKeyComparer.Instance);
     private bool _rescanPending;
     // Events were lost since the last rescan: versions made from followed copies since then may miss a change.
     private bool _lossSinceScan;
@@ -73,7 +73,7 @@ internal sealed class RecordingCore
     // be later ones; inotify may have merged events).
     private readonly bool _exactNames;
     // Exact versions (payload events) of a path cost at most a share of each window; beyond it they are coalesced.
-    private readonly Dictionary<(int Root, string Rel), (long WindowEnd, int Versions, long Bytes)> _exactCost = [];
+    private readonly Dictionary<(int Root, string Rel), (long WindowEnd, int Versions, long Bytes)> _exactCost = new(PathKeyComparer.Instance);
 
     /// <param name="roots">The recorded roots; an event's <see cref="CaptureEvent.Root"/> indexes them.</param>
     public RecordingCore(TraceWriter writer, ICaptureSource source, IReadOnlyList<string> roots, PathFilter filter,

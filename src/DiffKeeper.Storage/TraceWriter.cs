@@ -30,7 +30,7 @@ public sealed class TraceWriter : IDisposable
     private readonly BaseChains _bases;
     private readonly SqliteStatement _insertDelta;
     private readonly SqliteStatement _promoteBlob;
-    private readonly Dictionary<(long Root, string Rel), long> _pathIds = [];
+    private readonly Dictionary<(long Root, string Rel), long> _pathIds = new(PathKeyComparer.Instance);
 
     // A root of a session this writer began → the root whose path rows it names its paths with (its path owner:
     // an earlier root of the same directory, or itself); docs/store-format.md, "Catalog", roots.paths_root.

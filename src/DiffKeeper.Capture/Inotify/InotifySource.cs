@@ -40,12 +40,12 @@ public sealed unsafe class InotifySource : ICaptureSource
     private readonly IReadOnlyList<string> _roots;
     private readonly PathFilter _filter;
     private readonly Dictionary<int, (int Root, string Rel)> _byWd = [];
-    private readonly Dictionary<(int Root, string Rel), int> _byPath = [];
+    private readonly Dictionary<(int Root, string Rel), int> _byPath = new(PathKeyComparer.Instance);
     private readonly List<(uint Cookie, int Root, string Rel, bool IsDir)> _pendingMoves = [];
     // Directories whose watch could not be added by the name known for them (see RewatchMissed).
-    private readonly HashSet<(int Root, string Rel)> _missed = [];
+    private readonly HashSet<(int Root, string Rel)> _missed = new(PathKeyComparer.Instance);
     // Names whose directory was found watched under another name before their move's events were read (AddWatch).
-    private readonly Dictionary<(int Root, string Rel), int> _movedUnread = [];
+    private readonly Dictionary<(int Root, string Rel), int> _movedUnread = new(PathKeyComparer.Instance);
     // A rename within a root, held until the next event: renameat2(RENAME_EXCHANGE) is reported as two renames back
     // to back (a to b, then b to a), which together are one exchange.
     private (int Root, string From, string To, bool IsDir, long Now)? _heldMove;

@@ -42,7 +42,7 @@ public sealed class KeepAgent
     private readonly AppProcessTree _tree = new();
     // When each path changed since the last cut was first changed: a cut is due by the oldest (and the flush-lag
     // histogram counts from it). What is read at the cut is the core's business.
-    private readonly Dictionary<(int Root, string Rel), long> _changed = [];
+    private readonly Dictionary<(int Root, string Rel), long> _changed = new(PathKeyComparer.Instance);
     // When each change read since the last commit was observed (for the flush-lag histogram).
     private readonly List<long> _reading = [];
     private readonly SemaphoreSlim _syncWanted = new(0, 1);
