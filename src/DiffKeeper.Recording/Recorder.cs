@@ -32,18 +32,33 @@ public sealed class Recorder
 
     public async Task<RecordResult> RunAsync(CancellationToken ct)
     {
-        using var writer = TraceWriter.Open(_options.TraceDir);
+        var filter = new PathFilter(_options.Roots, Path.GetFullPath(_options.TraceDir), _options.Excludes); // the writer's TraceDir
+        var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        using var sink = new WakingChannelWriter(channel.Writer);
+        // The capture backend starts (eBPF: ~0.1 s of BTF, verification and maps) while the trace opens on this thread
+        // (a new catalog: ~10 ms). Nothing is read from it before the baseline, which comes after both as before.
+        var starting = Task.Run(() => CaptureSelection.Start(_options, filter, sink, _log));
+        TraceWriter opened;
+        try
+        {
+            opened = TraceWriter.Open(_options.TraceDir);
+        }
+        catch
+        {
+            // The trace's error is the one to report (locked, unwritable): the backend is stopped, whatever it did.
+            await StopStarted(starting).ConfigureAwait(false);
+            throw;
+        }
+
+        using var writer = opened;
         _writer = writer;
+        await using var source = await starting.ConfigureAwait(false);
         if (_options.MaxTraceSize is { } max)
         {
             writer.SizeLimit = new TraceSizeLimit(writer.TraceDir, max);
             StoreMaintenance.MakeRoom(writer, writer.SizeLimit, DateTimeOffset.UtcNow);
         }
 
-        var filter = new PathFilter(_options.Roots, writer.TraceDir, _options.Excludes);
-        var channel = Channel.CreateUnbounded<CaptureEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        using var sink = new WakingChannelWriter(channel.Writer);
-        await using var source = CaptureSelection.Start(_options, filter, sink, _log);
         _core = new RecordingCore(writer, source, _options.Roots, filter, _options.Debounce, _options.HotWindow, _log);
         using var stored = new StoredContent(writer.TraceDir) { HoldReader = writer.SizeLimit is null };
         _core.Begin(string.Join(' ', _options.Command.Select(Quote)), _options.Cwd, RecordingCore.WallNs(), _options.BigFileThreshold, stored);
@@ -168,6 +183,18 @@ public sealed class Recorder
 
         stored.Dispose(); // its reader holds LOCK.readers: compaction could not delete the packs it empties
         return Compact(Result(exitCode));
+    }
+
+    private static async Task StopStarted(Task<ICaptureSource> starting)
+    {
+        try
+        {
+            await (await starting.ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // It failed to start as well: the trace's error is reported.
+        }
     }
 
     /// <summary>
