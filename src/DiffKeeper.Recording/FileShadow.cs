@@ -13,7 +13,7 @@ internal sealed class FileShadow
 
     // The chunks of the last Store, and how far the bytes are unchanged since: a file written by appends (tar,
     // a log) is stored after every write, and re-cutting and re-hashing all of it each time made that quadratic.
-    private readonly List<(Extent Extent, BlobId Id)> _chunks = [];
+    private readonly List<(Extent Extent, BlobId Id)> _chunks = new(1); // most files are one chunk: room for four was kept per file
     private long _cleanUpTo;
 
     // The hash state of the last chunk stored, when it ended where the data did: the next Store of a file growing by
@@ -23,7 +23,7 @@ internal sealed class FileShadow
     // The ranges that hold data (written, or data when the copy was seeded from the file), sorted, disjoint and not
     // touching: the rest is a hole. Zeros a program wrote are data; a sparse write, a truncate up or a punched hole
     // leave a hole, so the export allocates what the file did.
-    private readonly List<(long Start, long End)> _ranges = [];
+    private readonly List<(long Start, long End)> _ranges = new(1);
 
     private FileShadow(byte[] data, long size)
     {

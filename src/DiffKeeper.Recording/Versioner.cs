@@ -814,7 +814,7 @@ internal sealed class Versioner
 
         if (inode is not { } id)
         {
-            StoreOne(key, version with { Link = null }, stat, null);
+            StoreOne(key, version.Link is null ? version : version with { Link = null }, stat, null);
             return;
         }
 
@@ -843,7 +843,11 @@ internal sealed class Versioner
             group.Id ??= ++_lastLinkId;
         }
 
-        version = version with { Link = group.Id };
+        if (version.Link != group.Id)
+        {
+            version = version with { Link = group.Id }; // not copied when it is right already (a file with one name)
+        }
+
         StoreOne(key, version, stat, id);
         if (group.Names.Count < 2)
         {
@@ -942,10 +946,13 @@ internal sealed class Versioner
         return false;
     }
 
-    /// <summary>The names the recorder knows of one file, and its link id once it has more than one.</summary>
-    private sealed class LinkGroup
+    /// <summary>
+    /// The names the recorder knows of one file, and its link id once it has more than one. It is the list itself:
+    /// every file the recorder stores has one, and a list beside it was one more object per file for the GC to keep.
+    /// </summary>
+    private sealed class LinkGroup() : List<(int Root, string Rel)>(1)
     {
-        public List<(int Root, string Rel)> Names { get; } = new(1);
+        public List<(int Root, string Rel)> Names => this;
 
         public long? Id { get; set; }
     }
