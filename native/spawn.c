@@ -62,7 +62,9 @@ __attribute__((noreturn)) static void dk_fail(int fd, int stage)
 
 // Runs in the vforked child: only system calls on its own stack (it shares the parent's memory, whose other threads
 // run on), then exec or _exit.
-__attribute__((noreturn)) static void dk_child(int fd, const char *file, char *const argv[], const char *cwd)
+// Not inlined: its locals are then below the parent's stack pointer, where nothing of the suspended parent's frame
+// (the signal mask it restores, the pipe's descriptors) can share a slot with them.
+__attribute__((noreturn, noinline)) static void dk_child(int fd, const char *file, char *const argv[], const char *cwd)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

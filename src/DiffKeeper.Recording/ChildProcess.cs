@@ -32,10 +32,40 @@ internal sealed class ChildProcess : IDisposable
     }
 
     /// <summary>Starts the command, or throws with exit code 127 (not found) or 126 (cannot execute).</summary>
+    /// <remarks>
+    /// The command is started by the thread that then waits for its exit, whatever thread calls this: a command that
+    /// asks to be signalled when its parent dies (PR_SET_PDEATHSIG: bwrap --die-with-parent, browsers' helpers) takes
+    /// the thread that forked it for its parent, and a thread-pool thread (where an await may leave the caller) retires
+    /// after ~20 idle seconds: the command got SIGTERM 19 s in.
+    /// </remarks>
     public static ChildProcess Start(IReadOnlyList<string> command, string cwd)
     {
         var child = new ChildProcess();
-        var pid = DkSpawn.Start(command, cwd, out var stage, out var error);
+        var started = new TaskCompletionSource<(int Pid, int Stage, int Error)>();
+        new Thread(() =>
+        {
+            int spawned, spawnStage, spawnError;
+            try
+            {
+                spawned = DkSpawn.Start(command, cwd, out spawnStage, out spawnError);
+                if (spawned >= 0)
+                {
+                    child.Attach(spawned);
+                }
+            }
+            catch (Exception e)
+            {
+                started.SetException(e); // rethrown by the caller
+                return;
+            }
+
+            started.SetResult((spawned, spawnStage, spawnError));
+            if (spawned >= 0)
+            {
+                child.WaitForExit();
+            }
+        }) { IsBackground = true, Name = "command wait" }.Start();
+        var (pid, stage, error) = started.Task.GetAwaiter().GetResult();
         if (pid < 0)
         {
             child.Dispose();
@@ -51,7 +81,6 @@ internal sealed class ChildProcess : IDisposable
             };
         }
 
-        child.Attach(pid);
         return child;
     }
 
@@ -64,8 +93,6 @@ internal sealed class ChildProcess : IDisposable
             pending = _pending;
         }
 
-        // A thread of its own: waitid blocks, and the thread pool must not lose a thread for the command's lifetime.
-        new Thread(WaitForExit) { IsBackground = true, Name = "command wait" }.Start();
         if (pending != 0)
         {
             Libc.Kill(pid, pending);

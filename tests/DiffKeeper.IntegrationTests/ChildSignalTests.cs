@@ -58,6 +58,18 @@ public sealed class ChildSignalTests : IDisposable
         Assert.EndsWith("exit status 141", exit); // bash exited with 141; it was not killed
     }
 
+    [Fact]
+    public void A_command_that_asks_to_die_with_its_parent_outlives_the_recorders_idle_threads()
+    {
+        // PR_SET_PDEATHSIG (1) counts the *thread* that forked the command as its parent. Started from a thread-pool
+        // thread (where an await had left the recorder), the command got SIGTERM when that thread retired after ~20 idle
+        // seconds (review of the twelfth session; eBPF, which `auto` picks as root, starts while the trace opens). 25 s outlives that.
+        string[] command = ["python3", "-c", "import ctypes, signal, time; ctypes.CDLL(None).prctl(1, signal.SIGTERM); time.sleep(25); print('alive')"];
+        var recorded = Env(["--default-signal"], ["record", "--trace", _dir.Sub("trace"), "--", .. command], diffkeeper: true);
+        Assert.True(recorded.ExitCode == 0, $"exit {recorded.ExitCode}, {recorded.Stderr}");
+        Assert.Equal("alive\n", recorded.Stdout);
+    }
+
     // In the test's own empty directory: `record` watches its working directory, and /tmp (where it ran before) is every
     // other test's scratch space, so its baseline scan took minutes on a loaded machine (two CI timeouts).
     private Cli.Result Env(string[] envOptions, string[] command, bool diffkeeper = false)

@@ -135,23 +135,18 @@ public sealed unsafe class EbpfSource : ICaptureSource
     {
         _stop?.Set();
         _thread?.Join();
-        ReleaseCapture();
+        ReleaseRing();
         return Task.CompletedTask;
     }
 
     /// <summary>
-    /// The reader is gone: the programs are detached at once (every system call of the machine stops running them)
-    /// and the ring's mapping (its size twice over: ~20 ms of page-table teardown for 64 MiB on this VM) is released
-    /// on a pool thread, beside the recorder's last work. The maps stay (the witness reads <c>unseen</c> after this).
+    /// The reader is gone: nothing reads the ring any more, and its mapping (its size twice over: 3–4 ms of page-table
+    /// teardown for 64 MiB on this VM) is released on a pool thread, beside the recorder's last work. The programs
+    /// stay attached until dispose: the witness reads <c>tracked</c> and <c>unseen</c> after this, and they must
+    /// still follow forks, exits and shared mappings of what the command left running.
     /// </summary>
-    private void ReleaseCapture()
+    private void ReleaseRing()
     {
-        foreach (var link in _links)
-        {
-            link.Dispose();
-        }
-
-        _links.Clear();
         if (_ring is { } ring && _ringReleased is null)
         {
             _ringReleased = Task.Run(ring.Dispose);
@@ -165,7 +160,13 @@ public sealed unsafe class EbpfSource : ICaptureSource
         _stop?.Set();
         _thread?.Join();
         _stop?.Dispose();
-        ReleaseCapture();
+        foreach (var link in _links)
+        {
+            link.Dispose();
+        }
+
+        _links.Clear();
+        ReleaseRing();
         _ringReleased?.GetAwaiter().GetResult();
         _object?.Dispose();
         if (_self.IsAllocated)
