@@ -11,9 +11,13 @@ namespace DiffKeeper.Replay;
 /// Writes the files of a tree (their parent directories made already) on every core, group by group. Small files
 /// are stored as slices of zstd groups of ~1 MiB, and a changed one as a delta against a slice of the group it came
 /// from: the files are batched by the group their bytes start from (<see cref="BlobReader.GroupOf"/>), and a worker
-/// takes one batch at a time, decodes its group once into the worker's own <see cref="GroupBuffer"/> and writes
-/// each member from there (measured on W3, docs/benchmarks.md "w3rebuild": the shared cache's new array per group
-/// made two thirds of an export's page faults). Files of no group go in batches of path-adjacent files.
+/// takes one batch at a time, decodes its group once into the worker's own <see cref="GroupBuffer"/>, decodes each
+/// member (a slice stays where it lies in the buffer; a delta is decoded against it), then creates and writes the
+/// batch's files holding a lock, so one worker at a time is in the file system while the others decode (measured on W3, docs/benchmarks.md "w3rebuild": the shared cache's new array per group
+/// made two thirds of an export's page faults). Files of no group go in batches of path-adjacent files. The calling
+/// thread prepares the files (catalog reads, <see cref="VersionContent.Prepare"/>) and publishes batches of up to
+/// 16 files of a group as it goes, so the other workers write while it reads the catalog; a worker takes a batch of
+/// the group it holds first.
 /// <para>
 /// Errors: the one reported is the first in path order, as a sequential writer would report it: every file
 /// before a failed one is still written (a worker skips only files after the earliest failure), then the earliest
@@ -24,16 +28,26 @@ namespace DiffKeeper.Replay;
 internal sealed class TreeFileWriter
 {
     private const int UngroupedBatch = 64;
+    private const int GroupBatch = 16;
     private const int MaxWorkers = 4;
+
+    // Decoded bytes (beyond a held group's) a worker keeps before it writes them out.
+    private const long FlushBytes = 4L << 20;
 
     // At and above this size a file is decoded with VersionContent's parallel read (runs of blobs on every core).
     private const long BigFile = 16L << 20;
 
     private readonly TraceReader _reader;
     private readonly List<Job> _jobs;
-    private readonly List<Batch> _batches = [];
     private readonly Lock _failureLock = new();
-    private int _next = -1;
+
+    // Held while files are created and written: one worker at a time in the file system, the others decode. Two
+    // workers creating files in one directory wait on its lock in the kernel, spinning (rwsem_spin_on_owner, up to
+    // 13% of an export's samples, and 40-100 ms more system time than one worker, measured on W3).
+    private readonly Lock _fileSystem = new();
+    private readonly object _queue = new(); // guards _pending and _planned; Monitor.Wait needs an object
+    private readonly List<Batch> _pending = [];
+    private bool _planned;
     private int _failedAt = int.MaxValue;
     private Exception? _failure;
     private int _done;
@@ -63,15 +77,56 @@ internal sealed class TreeFileWriter
         Action<int, long>? written)
     {
         var writer = new TreeFileWriter(reader, files.Select(f => new Job(f.Path, f.Version)).ToList());
-        writer.Plan(session);
-        writer.Run(tree, written);
+        writer.Run(session, tree, written);
         return writer._bytes;
     }
 
-    /// <summary>Prepares every file (on this thread: the catalog connection is the reader's) and batches them by group.</summary>
+    /// <summary>
+    /// The other workers start at once and write the batches this thread publishes while it prepares the files (the
+    /// catalog connection is the reader's, so preparing stays here); then this thread writes too.
+    /// </summary>
+    private void Run(SessionInfo session, SafeTreeWriter tree, Action<int, long>? written)
+    {
+        var workers = Math.Clamp(Math.Min(Environment.ProcessorCount, _jobs.Count), 1, MaxWorkers);
+        var others = new Task[workers - 1];
+        for (var w = 0; w < others.Length; w++)
+        {
+            others[w] = Task.Factory.StartNew(() => Work(null, tree, null), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        }
+
+        try
+        {
+            Plan(session);
+        }
+        catch (Exception e)
+        {
+            Fail(-1, e); // before every file: the workers skip what is left
+        }
+        finally
+        {
+            lock (_queue)
+            {
+                _planned = true;
+                Monitor.PulseAll(_queue);
+            }
+        }
+
+        Work(tree, tree, written);
+        Task.WaitAll(others); // Work records its failures instead of throwing them
+
+        if (_failure is not null)
+        {
+            ExceptionDispatchInfo.Capture(_failure).Throw();
+        }
+    }
+
+    /// <summary>
+    /// Prepares every file in path order and publishes it in a batch: up to <see cref="GroupBatch"/> files of one
+    /// group (published when full, the rest at the end), or up to <see cref="UngroupedBatch"/> adjacent files of none.
+    /// </summary>
     private void Plan(SessionInfo session)
     {
-        var byGroup = new Dictionary<long, int>();
+        var open = new Dictionary<long, Batch>();
         Batch? ungrouped = null;
         for (var i = 0; i < _jobs.Count; i++)
         {
@@ -92,41 +147,87 @@ internal sealed class TreeFileWriter
 
             if (group is { } g)
             {
-                if (!byGroup.TryGetValue(g, out var b))
+                if (!open.TryGetValue(g, out var batch))
                 {
-                    byGroup[g] = b = _batches.Count;
-                    _batches.Add(new Batch(g, []));
+                    open[g] = batch = new Batch(g, []);
                 }
 
-                _batches[b].Files.Add(i);
+                batch.Files.Add(i);
+                if (batch.Files.Count == GroupBatch)
+                {
+                    open.Remove(g);
+                    Publish(batch);
+                }
+
                 continue;
             }
 
-            if (ungrouped is null || ungrouped.Files.Count == UngroupedBatch || job.Version.Size >= BigFile)
+            if (job.Version.Size >= BigFile)
             {
-                ungrouped = new Batch(-1, []);
-                _batches.Add(ungrouped);
+                Publish(new Batch(-1, [i]));
+                continue;
             }
 
+            ungrouped ??= new Batch(-1, []);
             ungrouped.Files.Add(i);
+            if (ungrouped.Files.Count == UngroupedBatch)
+            {
+                Publish(ungrouped);
+                ungrouped = null;
+            }
+        }
+
+        foreach (var batch in open.Values.OrderBy(b => b.Files[0]))
+        {
+            Publish(batch);
+        }
+
+        if (ungrouped is not null)
+        {
+            Publish(ungrouped);
         }
     }
 
-    private void Run(SafeTreeWriter tree, Action<int, long>? written)
+    private void Publish(Batch batch)
     {
-        var workers = Math.Clamp(Math.Min(Environment.ProcessorCount, _batches.Count), 1, MaxWorkers);
-        var others = new Task[workers - 1];
-        for (var w = 0; w < others.Length; w++)
+        lock (_queue)
         {
-            others[w] = Task.Factory.StartNew(() => Work(null, tree, null), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            _pending.Add(batch);
+            Monitor.Pulse(_queue);
         }
+    }
 
-        Work(tree, tree, written);
-        Task.WaitAll(others); // Work records its failures instead of throwing them
-
-        if (_failure is not null)
+    /// <summary>The next batch, one of <paramref name="held"/>'s group first (its buffer holds it already), else the first published; null when all are taken.</summary>
+    private Batch? Take(long held)
+    {
+        lock (_queue)
         {
-            ExceptionDispatchInfo.Capture(_failure).Throw();
+            while (true)
+            {
+                if (_pending.Count > 0)
+                {
+                    var at = 0;
+                    for (var i = 0; i < _pending.Count && held >= 0; i++)
+                    {
+                        if (_pending[i].Group == held)
+                        {
+                            at = i;
+                            break;
+                        }
+                    }
+
+                    var batch = _pending[at];
+                    _pending.RemoveAt(at);
+                    return batch;
+                }
+
+                if (_planned)
+                {
+                    return null;
+                }
+
+                Monitor.Wait(_queue);
+            }
         }
     }
 
@@ -135,24 +236,43 @@ internal sealed class TreeFileWriter
     {
         SafeTreeWriter? tree = own;
         var held = new GroupBuffer();
-        var scratch = ArrayPool<byte>.Shared.Rent(PackFormat.MaxRawLength);
+        var ready = new List<(int File, int First, int Count)>();
+        var extents = new List<VersionContent.ExtentBytes>();
         try
         {
             tree ??= root.Fork();
-            for (int b; (b = Interlocked.Increment(ref _next)) < _batches.Count;)
+            while (Take(held.Group) is { } batch)
             {
-                var batch = _batches[b];
                 held.Group = batch.Group;
+                long rented = 0;
                 foreach (var i in batch.Files)
                 {
+                    var job = _jobs[i];
                     if (i > Volatile.Read(ref _failedAt))
                     {
                         continue; // a later file than one that failed: never needed
                     }
 
+                    if (job.Error is not null)
+                    {
+                        Fail(i, job.Error);
+                        continue;
+                    }
+
+                    if (job.Version.Size >= BigFile)
+                    {
+                        lock (_fileSystem)
+                        {
+                            WriteBig(tree, i, written);
+                        }
+
+                        continue;
+                    }
+
+                    var first = extents.Count;
                     try
                     {
-                        WriteFile(tree, _jobs[i], held, ref scratch);
+                        rented += VersionContent.DecodeHeld(_reader, job.Prepared!, held, extents);
                     }
                     catch (Exception e)
                     {
@@ -160,10 +280,15 @@ internal sealed class TreeFileWriter
                         continue;
                     }
 
-                    var done = Interlocked.Increment(ref _done);
-                    var bytes = Interlocked.Add(ref _bytes, _jobs[i].Version.Size);
-                    written?.Invoke(done, bytes);
+                    ready.Add((i, first, extents.Count - first));
+                    if (rented >= FlushBytes)
+                    {
+                        Flush(tree, ready, extents, written);
+                        rented = 0;
+                    }
                 }
+
+                Flush(tree, ready, extents, written); // before the buffer is pointed at another group
             }
         }
         catch (Exception e)
@@ -172,12 +297,64 @@ internal sealed class TreeFileWriter
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(scratch);
+            VersionContent.Release(extents);
             if (own is null)
             {
                 tree?.Dispose();
             }
         }
+    }
+
+    /// <summary>Creates and writes the decoded files, holding the file-system lock, then returns their rented bytes.</summary>
+    private void Flush(SafeTreeWriter tree, List<(int File, int First, int Count)> ready, List<VersionContent.ExtentBytes> extents,
+        Action<int, long>? written)
+    {
+        lock (_fileSystem)
+        {
+            foreach (var (i, first, count) in ready)
+            {
+                if (i > Volatile.Read(ref _failedAt))
+                {
+                    continue;
+                }
+
+                var (path, v) = (_jobs[i].Path, _jobs[i].Version);
+                try
+                {
+                    using var file = tree.CreateFile(path);
+                    long end = 0; // the file is new (O_EXCL): its length is the end of the furthest write
+                    for (var e = first; e < first + count; e++)
+                    {
+                        SafeTreeWriter.Write(file, extents[e].Bytes.Span, extents[e].Offset, path);
+                        end = Math.Max(end, extents[e].Offset + extents[e].Bytes.Length);
+                    }
+
+                    if (end != v.Size)
+                    {
+                        RandomAccess.SetLength(file, v.Size); // a hole at the end
+                    }
+
+                    SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, path);
+                }
+                catch (Exception e)
+                {
+                    Fail(i, e);
+                    continue;
+                }
+
+                Written(i, written);
+            }
+        }
+
+        ready.Clear();
+        VersionContent.Release(extents);
+    }
+
+    private void Written(int file, Action<int, long>? written)
+    {
+        var done = Interlocked.Increment(ref _done);
+        var bytes = Interlocked.Add(ref _bytes, _jobs[file].Version.Size);
+        written?.Invoke(done, bytes);
     }
 
     private void Fail(int file, Exception e)
@@ -192,42 +369,33 @@ internal sealed class TreeFileWriter
         }
     }
 
-    private void WriteFile(SafeTreeWriter tree, Job job, GroupBuffer held, ref byte[] scratch)
+    /// <summary>A file of <see cref="BigFile"/> bytes or more: decoded by runs of blobs on every core, written as they come.</summary>
+    private void WriteBig(SafeTreeWriter tree, int i, Action<int, long>? written)
     {
-        if (job.Error is not null)
+        var (path, v, prepared) = (_jobs[i].Path, _jobs[i].Version, _jobs[i].Prepared!);
+        try
         {
-            ExceptionDispatchInfo.Capture(job.Error).Throw();
-        }
-
-        var (path, v, prepared) = (job.Path, job.Version, job.Prepared!);
-        using var file = tree.CreateFile(path);
-
-        // The file is new (O_EXCL), so its length is the end of the furthest write: tracked here instead of asked
-        // from the kernel (an fstat per file).
-        long end = 0;
-        if (v.Size >= BigFile)
-        {
+            using var file = tree.CreateFile(path);
+            long end = 0;
             VersionContent.Read(_reader, prepared, (data, offset) =>
             {
                 SafeTreeWriter.Write(file, data.Span, offset, path);
                 InterlockedMax(ref end, offset + data.Length);
             }, parallel: true);
-        }
-        else
-        {
-            VersionContent.ReadHeld(_reader, prepared, held, ref scratch, (data, offset) =>
+            if (end != v.Size)
             {
-                SafeTreeWriter.Write(file, data, offset, path);
-                end = Math.Max(end, offset + data.Length);
-            });
-        }
+                RandomAccess.SetLength(file, v.Size);
+            }
 
-        if (end != v.Size)
+            SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, path);
+        }
+        catch (Exception e)
         {
-            RandomAccess.SetLength(file, v.Size); // a hole at the end
+            Fail(i, e);
+            return;
         }
 
-        SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, path);
+        Written(i, written);
     }
 
     private static void InterlockedMax(ref long target, long value)

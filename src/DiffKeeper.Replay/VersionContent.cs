@@ -179,19 +179,25 @@ public static class VersionContent
         }
     }
 
-    /// <summary>Takes one extent's bytes at a file offset; the span is valid only during the call.</summary>
-    public delegate void ExtentSink(ReadOnlySpan<byte> data, long offset);
+    /// <summary>
+    /// One extent's bytes and its file offset: in a <see cref="GroupBuffer"/> (not <see cref="Rented"/>: valid until
+    /// the buffer is pointed at another group) or in an array rented from <see cref="ArrayPool{T}.Shared"/>, which
+    /// the receiver returns.
+    /// </summary>
+    public readonly record struct ExtentBytes(ReadOnlyMemory<byte> Bytes, long Offset, bool Rented);
 
     /// <summary>
-    /// Decodes a prepared version of whole locations in order on this thread, serving the slices of the group
-    /// <paramref name="held"/> holds straight from it (no copy) and decoding every other blob into
-    /// <paramref name="scratch"/> (grown from the pool when an extent is longer; returned to the caller, who owns
-    /// it). For a worker that writes the members of one group after another; thread-safe with one buffer and one
-    /// scratch per thread.
+    /// Decodes a prepared version in order on this thread into <paramref name="into"/>, extent by extent: the slices
+    /// of the group <paramref name="held"/> holds are left where they lie in it (no copy), every other blob is
+    /// decoded into a rented array. Returns the bytes rented. On failure nothing is added (what it rented is
+    /// returned). For a worker that decodes the members of one group after another; thread-safe with one buffer per
+    /// thread.
     /// </summary>
-    public static void ReadHeld(TraceReader reader, PreparedVersion prepared, GroupBuffer held, ref byte[] scratch, ExtentSink sink)
+    public static long DecodeHeld(TraceReader reader, PreparedVersion prepared, GroupBuffer held, List<ExtentBytes> into)
     {
         var (version, extents, locations) = (prepared.Version, prepared.Extents, prepared.Locations);
+        var first = into.Count;
+        long rented = 0;
         try
         {
             for (var i = 0; i < extents.Count; i++)
@@ -199,25 +205,42 @@ public static class VersionContent
                 var location = locations?[i] ?? Locate(reader, prepared.Display, version, extents[i]);
                 if (held.Holds(location))
                 {
-                    sink(reader.Blobs.ReadHeld(location, held), extents[i].Offset);
+                    into.Add(new ExtentBytes(reader.Blobs.ReadHeld(location, held), extents[i].Offset, false));
                     continue;
                 }
 
-                if (scratch.Length < extents[i].Length)
-                {
-                    ArrayPool<byte>.Shared.Return(scratch);
-                    scratch = ArrayPool<byte>.Shared.Rent(extents[i].Length);
-                }
+                var bytes = ArrayPool<byte>.Shared.Rent(extents[i].Length);
+                into.Add(new ExtentBytes(bytes.AsMemory(0, extents[i].Length), extents[i].Offset, true));
+                rented += extents[i].Length;
+                reader.Blobs.Read(location, bytes.AsSpan(0, extents[i].Length), held);
+            }
 
-                var bytes = scratch.AsSpan(0, extents[i].Length);
-                reader.Blobs.Read(location, bytes, held);
-                sink(bytes, extents[i].Offset);
+            return rented;
+        }
+        catch (Exception e)
+        {
+            Release(into, first);
+            if (e is BlobDamagedException d)
+            {
+                throw Damaged(prepared.Display, version, d.Message);
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Returns the rented arrays of <paramref name="extents"/> from <paramref name="from"/> on and removes those entries.</summary>
+    public static void Release(List<ExtentBytes> extents, int from = 0)
+    {
+        for (var i = from; i < extents.Count; i++)
+        {
+            if (extents[i].Rented && System.Runtime.InteropServices.MemoryMarshal.TryGetArray(extents[i].Bytes, out var segment))
+            {
+                ArrayPool<byte>.Shared.Return(segment.Array!);
             }
         }
-        catch (BlobDamagedException e)
-        {
-            throw Damaged(prepared.Display, version, e.Message);
-        }
+
+        extents.RemoveRange(from, extents.Count - from);
     }
 
     private const int SmallMap = 16;

@@ -8,8 +8,9 @@ namespace DiffKeeper.Storage;
 /// <see cref="PackFormat.MaxDepth"/> deep, so a cyclic catalog is damage rather than a hang) and kept in a small
 /// least-recently-used cache, because the versions of one file share their bases. A slice (format 6) decodes its
 /// group only as far as its own last byte, and keeps what it decoded in the same cache; a later member beyond that
-/// decodes the whole group, once, so an export of a tree decodes each group at most twice (the first member's
-/// prefix, then the whole). Every blob, base or not, is checked by <see cref="PackReader"/> (base digest,
+/// decodes the whole group, once, so a reader of members in order decodes each group at most twice (the first
+/// member's prefix, then the whole). A caller's <see cref="GroupBuffer"/> holds one group outside the cache instead
+/// (a tree export's workers). Every blob, base or not, is checked by <see cref="PackReader"/> (base digest,
 /// SHA-256), a slice by its own SHA-256 (its group, decoded only to be sliced, is not hashed as a whole: its live
 /// bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache is locked, and so is the
 /// catalog lookup of a base or a group (a catalog connection serves one thread at a time: a parallel materialization
@@ -77,17 +78,18 @@ public sealed class BlobReader
 
     /// <summary>
     /// A slice of the group <paramref name="held"/> holds (<see cref="GroupBuffer.Holds"/>), checked by its SHA-256
-    /// and left in place: the span is valid until the buffer is pointed at another group. Saves the copy
+    /// and left in place: the bytes are valid until the buffer is pointed at another group. Saves the copy
     /// <see cref="Read"/> makes for a caller that only writes the bytes out.
     /// </summary>
-    public ReadOnlySpan<byte> ReadHeld(in BlobLocation slice, GroupBuffer held)
+    public ReadOnlyMemory<byte> ReadHeld(in BlobLocation slice, GroupBuffer held)
     {
         if (!held.Holds(slice))
         {
             throw new ArgumentException($"blob row {slice.BlobRowId} is not a slice of group row {held.Group}", nameof(slice));
         }
 
-        return CheckedSlice(slice, held);
+        CheckedSlice(slice, held);
+        return held.Bytes.AsMemory((int)slice.Offset, slice.RawLength);
     }
 
     /// <summary>
