@@ -34,6 +34,10 @@ internal sealed class TreeFileWriter
     // Decoded bytes (beyond a held group's) a worker keeps before it writes them out.
     private const long FlushBytes = 4L << 20;
 
+    // From this size on a file is written as it is decoded, through one buffer, as before this class (W1's and W2's
+    // single file of 1 and 10 MiB): decoding it whole first would hold all of it in new memory.
+    private const long StreamedFile = 1L << 20;
+
     // At and above this size a file is decoded with VersionContent's parallel read (runs of blobs on every core).
     private const long BigFile = 16L << 20;
 
@@ -47,6 +51,7 @@ internal sealed class TreeFileWriter
     private readonly Lock _fileSystem = new();
     private readonly object _queue = new(); // guards _pending and _planned; Monitor.Wait needs an object
     private readonly List<Batch> _pending = [];
+    private readonly List<long> _heldByWorkers = []; // the group each worker holds (-1: none), one entry per worker
     private bool _planned;
     private int _failedAt = int.MaxValue;
     private Exception? _failure;
@@ -188,6 +193,19 @@ internal sealed class TreeFileWriter
         }
     }
 
+    private int? Find(Func<long, bool> group)
+    {
+        for (var i = 0; i < _pending.Count; i++)
+        {
+            if (group(_pending[i].Group))
+            {
+                return i;
+            }
+        }
+
+        return null;
+    }
+
     private void Publish(Batch batch)
     {
         lock (_queue)
@@ -197,7 +215,11 @@ internal sealed class TreeFileWriter
         }
     }
 
-    /// <summary>The next batch, one of <paramref name="held"/>'s group first (its buffer holds it already), else the first published; null when all are taken.</summary>
+    /// <summary>
+    /// The next batch: one of <paramref name="held"/>'s group first (the buffer holds it already), else the first
+    /// published whose group no other worker holds, else the first published; null when all are taken. Without the
+    /// second rule two workers decoded the same groups: 30-32 group decodes for W3's 20 groups, 21 with one worker.
+    /// </summary>
     private Batch? Take(long held)
     {
         lock (_queue)
@@ -206,18 +228,15 @@ internal sealed class TreeFileWriter
             {
                 if (_pending.Count > 0)
                 {
-                    var at = 0;
-                    for (var i = 0; i < _pending.Count && held >= 0; i++)
-                    {
-                        if (_pending[i].Group == held)
-                        {
-                            at = i;
-                            break;
-                        }
-                    }
-
+                    var at = Find(g => g >= 0 && g == held) ?? Find(g => g < 0 || !_heldByWorkers.Contains(g)) ?? 0;
                     var batch = _pending[at];
                     _pending.RemoveAt(at);
+                    if (batch.Group != held)
+                    {
+                        _heldByWorkers.Remove(held);
+                        _heldByWorkers.Add(batch.Group);
+                    }
+
                     return batch;
                 }
 
@@ -259,11 +278,13 @@ internal sealed class TreeFileWriter
                         continue;
                     }
 
-                    if (job.Version.Size >= BigFile)
+                    if (job.Version.Size >= StreamedFile)
                     {
+                        Flush(tree, ready, extents, written);
+                        rented = 0;
                         lock (_fileSystem)
                         {
-                            WriteBig(tree, i, written);
+                            WriteStreamed(tree, i, written);
                         }
 
                         continue;
@@ -369,8 +390,11 @@ internal sealed class TreeFileWriter
         }
     }
 
-    /// <summary>A file of <see cref="BigFile"/> bytes or more: decoded by runs of blobs on every core, written as they come.</summary>
-    private void WriteBig(SafeTreeWriter tree, int i, Action<int, long>? written)
+    /// <summary>
+    /// A file of <see cref="StreamedFile"/> bytes or more, written as it is decoded (not held whole in memory): blob
+    /// by blob through one buffer, or from <see cref="BigFile"/> on, by runs of blobs on every core.
+    /// </summary>
+    private void WriteStreamed(SafeTreeWriter tree, int i, Action<int, long>? written)
     {
         var (path, v, prepared) = (_jobs[i].Path, _jobs[i].Version, _jobs[i].Prepared!);
         try
@@ -381,7 +405,7 @@ internal sealed class TreeFileWriter
             {
                 SafeTreeWriter.Write(file, data.Span, offset, path);
                 InterlockedMax(ref end, offset + data.Length);
-            }, parallel: true);
+            }, parallel: v.Size >= BigFile);
             if (end != v.Size)
             {
                 RandomAccess.SetLength(file, v.Size);
