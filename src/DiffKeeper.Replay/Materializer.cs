@@ -185,7 +185,6 @@ public static class Materializer
             entries = Subset(entries, include);
         }
 
-        var made = new HashSet<string>(StringComparer.Ordinal);
         // Hard links: the names of one file share a link id; the file is written once, from the newest of their
         // versions (a writer gives them all the same one), and the other names are linked to it.
         var linkSource = new Dictionary<long, VersionRecord>();
@@ -197,9 +196,13 @@ public static class Materializer
             }
         }
 
+        // In path order on this thread: directories and symlinks, and the list of files; then the files' contents
+        // on every core (TreeFileWriter), then the other names of hard-linked files, then directory metadata.
+        var made = new HashSet<string>(StringComparer.Ordinal);
         var linkWritten = new Dictionary<long, string>();
-        int files = 0, dirs = 0, links = 0;
-        long bytes = 0;
+        var files = new List<(string Path, VersionRecord Version)>();
+        var hardLinks = new List<(string Existing, string Path)>();
+        int dirs = 0, links = 0;
         foreach (var (path, entry) in entries)
         {
             var v = entry;
@@ -212,9 +215,8 @@ public static class Materializer
                     dirs++;
                     break;
                 case EntryKind.File when v.Link is { } linkId && linkWritten.TryGetValue(linkId, out var first):
-                    tree.CreateHardLink(first, path);
-                    files++;
-                    break;
+                    hardLinks.Add((first, path));
+                    continue;
                 case EntryKind.File:
                     if (v.Link is { } newLink)
                     {
@@ -222,27 +224,8 @@ public static class Materializer
                         v = linkSource[newLink];
                     }
 
-                    using (var file = tree.CreateFile(path))
-                    {
-                        // The file is new (O_EXCL), so its length is the end of the furthest write: tracked here
-                        // instead of asked from the kernel (an fstat per file).
-                        long end = 0;
-                        VersionContent.Read(reader, session, v, (data, offset) =>
-                        {
-                            SafeTreeWriter.Write(file, data.Span, offset, path);
-                            InterlockedMax(ref end, offset + data.Length);
-                        }, parallel: true);
-                        if (end != v.Size)
-                        {
-                            RandomAccess.SetLength(file, v.Size); // a hole at the end
-                        }
-
-                        SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, path);
-                    }
-
-                    files++;
-                    bytes += v.Size;
-                    break;
+                    files.Add((path, v));
+                    continue;
                 case EntryKind.Symlink:
                     tree.CreateSymlink(path, v.Target ?? "");
                     tree.SetSymlinkMtime(path, v.MtimeNs);
@@ -250,7 +233,15 @@ public static class Materializer
                     break;
             }
 
-            progress?.Report(new TreeProgress(files + dirs + links, entries.Count, bytes));
+            progress?.Report(new TreeProgress(dirs + links, entries.Count, 0));
+        }
+
+        var bytes = TreeFileWriter.Write(reader, session, tree, files,
+            progress is null ? null : (done, written) => progress.Report(new TreeProgress(dirs + links + done, entries.Count, written)));
+        for (var i = 0; i < hardLinks.Count; i++)
+        {
+            tree.CreateHardLink(hardLinks[i].Existing, hardLinks[i].Path);
+            progress?.Report(new TreeProgress(dirs + links + files.Count + i + 1, entries.Count, bytes));
         }
 
         // Directory modes and mtimes last, deepest first: writing children changes a directory's mtime, and a
@@ -260,18 +251,7 @@ public static class Materializer
             tree.SetDirectoryMetadata(path, v.Mode, v.MtimeNs);
         }
 
-        return new ExportResult(seq, files, dirs, links, bytes);
-    }
-
-    private static void InterlockedMax(ref long target, long value)
-    {
-        for (var seen = Volatile.Read(ref target); seen < value; seen = Volatile.Read(ref target))
-        {
-            if (Interlocked.CompareExchange(ref target, value, seen) == seen)
-            {
-                return;
-            }
-        }
+        return new ExportResult(seq, files.Count + hardLinks.Count, dirs, links, bytes);
     }
 
     /// <summary>The entries <paramref name="include"/> accepts and the recorded directories above them, in order.</summary>

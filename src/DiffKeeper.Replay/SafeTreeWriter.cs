@@ -34,6 +34,21 @@ public sealed class SafeTreeWriter : IDisposable
         return new SafeTreeWriter(fd);
     }
 
+    /// <summary>
+    /// A second writer below the same directory (its own descriptor of it, its own cache of directories), for
+    /// another thread: writers are not thread-safe, but two of them may create entries below one directory at once.
+    /// </summary>
+    public SafeTreeWriter Fork()
+    {
+        var fd = Libc.OpenAt(_rootFd, ".", DirFlags, 0);
+        if (fd < 0)
+        {
+            throw Fail("open", ".", Marshal.GetLastPInvokeError());
+        }
+
+        return new SafeTreeWriter(fd);
+    }
+
     public void CreateDirectory(string rel)
     {
         var (parent, name) = Split(rel);

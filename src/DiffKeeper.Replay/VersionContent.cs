@@ -27,11 +27,22 @@ public static class VersionContent
     /// </summary>
     public static void Read(TraceReader reader, SessionInfo session, VersionRecord version, Action<ReadOnlyMemory<byte>, long> sink, bool parallel = false)
     {
-        var display = TraceReader.DisplayPath(session, version.RootId, version.Rel);
         if (version.Kind != EntryKind.File)
         {
             return;
         }
+
+        Read(reader, Prepare(reader, session, version), sink, parallel);
+    }
+
+    /// <summary>
+    /// Everything <see cref="Read"/> checks before it decodes a byte, done ahead: the version's content is kept,
+    /// its extent map is well formed, every blob row it names is in the catalog with the length the map gives,
+    /// and the extents hash to its content id. Throws what <see cref="Read"/> would; <paramref name="version"/> must be a file.
+    /// </summary>
+    public static PreparedVersion Prepare(TraceReader reader, SessionInfo session, VersionRecord version)
+    {
+        var display = TraceReader.DisplayPath(session, version.RootId, version.Rel);
 
         // A session whose contents were not kept gives none, not even those its baseline inherits from a kept one
         // (format 5): "not kept" is about the session, whatever the catalog shares.
@@ -64,25 +75,51 @@ public static class VersionContent
         // Memory stays bounded whatever the map claims: a map of more than KeptLocations extents (tens of GiB of
         // data) is looked up twice instead of holding every blob's location, and then decoded on this thread.
         var locations = extents.Count <= KeptLocations ? new BlobLocation[extents.Count] : null;
-        var hashed = new ExtentMap.ContentHasher();
-        for (var i = 0; i < extents.Count; i++)
+        byte[] contentId;
+        if (extents.Count <= SmallMap)
         {
-            var location = Locate(reader, display, version, extents[i]);
-            if (locations is not null)
+            // A few extents (most files): their records hashed in one call, without a ContentHasher and its 3 KiB
+            // buffer (a thousand of them were a fifth of a small-file export's page faults).
+            var records = new (long Offset, int Length, BlobId Id)[extents.Count];
+            for (var i = 0; i < extents.Count; i++)
             {
-                locations[i] = location;
+                locations![i] = Locate(reader, display, version, extents[i]);
+                records[i] = (extents[i].Offset, extents[i].Length, locations[i].Id);
             }
 
-            hashed.Add(extents[i].Offset, extents[i].Length, location.Id);
+            contentId = ExtentMap.ContentId(records, version.Size);
+        }
+        else
+        {
+            var hashed = new ExtentMap.ContentHasher();
+            for (var i = 0; i < extents.Count; i++)
+            {
+                var location = Locate(reader, display, version, extents[i]);
+                if (locations is not null)
+                {
+                    locations[i] = location;
+                }
+
+                hashed.Add(extents[i].Offset, extents[i].Length, location.Id);
+            }
+
+            contentId = hashed.Finish(version.Size);
         }
 
         // The content id is checked before any byte is written: each blob read below is then checked against
         // the id the content id covers.
-        if (!hashed.Finish(version.Size).AsSpan().SequenceEqual(version.ContentId))
+        if (!contentId.AsSpan().SequenceEqual(version.ContentId))
         {
             throw Damaged(display, version, "its extents do not hash to its content id");
         }
 
+        return new PreparedVersion(display, version, extents, locations);
+    }
+
+    /// <summary><see cref="Read"/> of a version <see cref="Prepare"/> checked. Safe from any thread (blob rows are looked up under the blob reader's lock).</summary>
+    public static void Read(TraceReader reader, PreparedVersion prepared, Action<ReadOnlyMemory<byte>, long> sink, bool parallel = false)
+    {
+        var (version, extents, locations) = (prepared.Version, prepared.Extents, prepared.Locations);
         try
         {
             if (parallel && locations is not null && version.Size >= ParallelMinBytes && !locations.Any(l => l.IsDelta))
@@ -117,7 +154,13 @@ public static class VersionContent
             {
                 for (var i = 0; i < extents.Count; i++)
                 {
-                    reader.Blobs.Read(locations?[i] ?? Locate(reader, display, version, extents[i]), single.AsSpan(0, extents[i].Length));
+                    if (single.Length < extents[i].Length)
+                    {
+                        ArrayPool<byte>.Shared.Return(single);
+                        single = ArrayPool<byte>.Shared.Rent(extents[i].Length);
+                    }
+
+                    reader.Blobs.Read(locations?[i] ?? Locate(reader, prepared.Display, version, extents[i]), single.AsSpan(0, extents[i].Length));
                     sink(single.AsMemory(0, extents[i].Length), extents[i].Offset);
                 }
             }
@@ -128,13 +171,79 @@ public static class VersionContent
         }
         catch (BlobDamagedException e)
         {
-            throw Damaged(display, version, e.Message);
+            throw Damaged(prepared.Display, version, e.Message);
         }
         catch (AggregateException e) when (e.InnerExceptions.FirstOrDefault(x => x is BlobDamagedException) is BlobDamagedException d)
         {
-            throw Damaged(display, version, d.Message);
+            throw Damaged(prepared.Display, version, d.Message);
         }
     }
+
+    /// <summary>
+    /// One extent's bytes and its file offset: in a <see cref="GroupBuffer"/> (not <see cref="Rented"/>: valid until
+    /// the buffer is pointed at another group) or in an array rented from <see cref="ArrayPool{T}.Shared"/>, which
+    /// the receiver returns.
+    /// </summary>
+    public readonly record struct ExtentBytes(ReadOnlyMemory<byte> Bytes, long Offset, bool Rented);
+
+    /// <summary>
+    /// Decodes a prepared version in order on this thread into <paramref name="into"/>, extent by extent: the slices
+    /// of the group <paramref name="held"/> holds are left where they lie in it (no copy), every other blob is
+    /// decoded into a rented array. Returns the bytes rented. On failure nothing is added (what it rented is
+    /// returned). For a worker that decodes the members of one group after another; thread-safe with one buffer per
+    /// thread.
+    /// </summary>
+    public static long DecodeHeld(TraceReader reader, PreparedVersion prepared, GroupBuffer held, List<ExtentBytes> into)
+    {
+        var (version, extents, locations) = (prepared.Version, prepared.Extents, prepared.Locations);
+        var first = into.Count;
+        long rented = 0;
+        try
+        {
+            for (var i = 0; i < extents.Count; i++)
+            {
+                var location = locations?[i] ?? Locate(reader, prepared.Display, version, extents[i]);
+                if (held.Holds(location))
+                {
+                    into.Add(new ExtentBytes(reader.Blobs.ReadHeld(location, held), extents[i].Offset, false));
+                    continue;
+                }
+
+                var bytes = ArrayPool<byte>.Shared.Rent(extents[i].Length);
+                into.Add(new ExtentBytes(bytes.AsMemory(0, extents[i].Length), extents[i].Offset, true));
+                rented += extents[i].Length;
+                reader.Blobs.Read(location, bytes.AsSpan(0, extents[i].Length), held);
+            }
+
+            return rented;
+        }
+        catch (Exception e)
+        {
+            Release(into, first);
+            if (e is BlobDamagedException d)
+            {
+                throw Damaged(prepared.Display, version, d.Message);
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Returns the rented arrays of <paramref name="extents"/> from <paramref name="from"/> on and removes those entries.</summary>
+    public static void Release(List<ExtentBytes> extents, int from = 0)
+    {
+        for (var i = from; i < extents.Count; i++)
+        {
+            if (extents[i].Rented && System.Runtime.InteropServices.MemoryMarshal.TryGetArray(extents[i].Bytes, out var segment))
+            {
+                ArrayPool<byte>.Shared.Return(segment.Array!);
+            }
+        }
+
+        extents.RemoveRange(from, extents.Count - from);
+    }
+
+    private const int SmallMap = 16;
 
     private const int KeptLocations = 1 << 19;
 
@@ -143,7 +252,7 @@ public static class VersionContent
         BlobLocation location;
         try
         {
-            location = reader.Blob(extent.BlobRowId);
+            location = reader.Blobs.Location(extent.BlobRowId);
         }
         catch (BlobMissingException)
         {

@@ -8,8 +8,9 @@ namespace DiffKeeper.Storage;
 /// <see cref="PackFormat.MaxDepth"/> deep, so a cyclic catalog is damage rather than a hang) and kept in a small
 /// least-recently-used cache, because the versions of one file share their bases. A slice (format 6) decodes its
 /// group only as far as its own last byte, and keeps what it decoded in the same cache; a later member beyond that
-/// decodes the whole group, once, so an export of a tree decodes each group at most twice (the first member's
-/// prefix, then the whole). Every blob, base or not, is checked by <see cref="PackReader"/> (base digest,
+/// decodes the whole group, once, so a reader of members in order decodes each group at most twice (the first
+/// member's prefix, then the whole). A caller's <see cref="GroupBuffer"/> holds one group outside the cache instead
+/// (a tree export's workers). Every blob, base or not, is checked by <see cref="PackReader"/> (base digest,
 /// SHA-256), a slice by its own SHA-256 (its group, decoded only to be sliced, is not hashed as a whole: its live
 /// bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache is locked, and so is the
 /// catalog lookup of a base or a group (a catalog connection serves one thread at a time: a parallel materialization
@@ -39,6 +40,9 @@ public sealed class BlobReader
         _wholeGroups = wholeGroups;
     }
 
+    /// <summary>The catalog row of blob <paramref name="row"/>, looked up under the reader's lock (safe from any thread); throws <see cref="BlobMissingException"/>.</summary>
+    public BlobLocation Location(long row) => Lookup(row);
+
     private BlobLocation Lookup(long row)
     {
         lock (_lookupLock)
@@ -65,14 +69,72 @@ public sealed class BlobReader
         }
     }
 
-    /// <summary>Decodes blob row <paramref name="rowId"/> into <paramref name="destination"/> (exactly its raw length, which <paramref name="loc"/> gives).</summary>
-    public void Read(in BlobLocation loc, Span<byte> destination) => Read(loc, destination, 0);
+    /// <summary>
+    /// Decodes the blob at <paramref name="loc"/> into <paramref name="destination"/> (exactly its raw length). With
+    /// <paramref name="held"/>, slices of the group it holds (the blob itself, or a delta base at any depth) come from
+    /// that buffer, decoding the group into it at the first one.
+    /// </summary>
+    public void Read(in BlobLocation loc, Span<byte> destination, GroupBuffer? held = null) => Read(loc, destination, 0, held);
 
-    private void Read(in BlobLocation loc, Span<byte> destination, int depth)
+    /// <summary>
+    /// A slice of the group <paramref name="held"/> holds (<see cref="GroupBuffer.Holds"/>), checked by its SHA-256
+    /// and left in place: the bytes are valid until the buffer is pointed at another group. Saves the copy
+    /// <see cref="Read"/> makes for a caller that only writes the bytes out.
+    /// </summary>
+    public ReadOnlyMemory<byte> ReadHeld(in BlobLocation slice, GroupBuffer held)
+    {
+        if (!held.Holds(slice))
+        {
+            throw new ArgumentException($"blob row {slice.BlobRowId} is not a slice of group row {held.Group}", nameof(slice));
+        }
+
+        CheckedSlice(slice, held);
+        return held.Bytes.AsMemory((int)slice.Offset, slice.RawLength);
+    }
+
+    /// <summary>
+    /// The group the bytes of <paramref name="loc"/> start from: a slice's group, or a delta's first base's, followed
+    /// down (at most <see cref="PackFormat.MaxDepth"/> deep); null for a whole blob, or when the chain cannot be
+    /// followed (the read itself then reports the damage). What a tree export orders its files by.
+    /// </summary>
+    public long? GroupOf(in BlobLocation loc)
+    {
+        var at = loc;
+        for (var depth = 0; depth < PackFormat.MaxDepth; depth++)
+        {
+            if (at.IsSlice)
+            {
+                return at.Bases.Length == 1 ? at.Bases[0] : null;
+            }
+
+            if (!at.IsDelta || at.Bases.Length == 0)
+            {
+                return null;
+            }
+
+            try
+            {
+                at = Lookup(at.Bases[0]);
+            }
+            catch (BlobMissingException)
+            {
+                return null;
+            }
+        }
+
+        return null;
+    }
+
+    private void Read(in BlobLocation loc, Span<byte> destination, int depth, GroupBuffer? held)
     {
         if (loc.IsSlice)
         {
-            ReadSlice(loc, destination);
+            if (destination.Length != loc.RawLength)
+            {
+                throw new BlobDamagedException(loc, Where(loc), $"a slice names {loc.Bases.Length} groups");
+            }
+
+            CheckedSlice(loc, held).CopyTo(destination);
             return;
         }
 
@@ -89,12 +151,12 @@ public sealed class BlobReader
                 : $"it names {loc.Bases.Length} delta bases");
         }
 
-        var bases = new (BlobId Id, byte[] Bytes)[loc.Bases.Length];
+        var bases = new (BlobId Id, byte[] Bytes, int Offset, int Length)[loc.Bases.Length];
         var total = 0;
         for (var i = 0; i < bases.Length; i++)
         {
-            bases[i] = Base(loc, loc.Bases[i], depth);
-            total += bases[i].Bytes.Length;
+            bases[i] = Base(loc, loc.Bases[i], depth, held);
+            total += bases[i].Length;
         }
 
         if (total > PackFormat.MaxPrefixLength)
@@ -106,10 +168,10 @@ public sealed class BlobReader
         try
         {
             var at = 0;
-            foreach (var (_, bytes) in bases)
+            foreach (var (_, bytes, offset, length) in bases)
             {
-                bytes.CopyTo(prefix, at);
-                at += bytes.Length;
+                bytes.AsSpan(offset, length).CopyTo(prefix.AsSpan(at));
+                at += length;
             }
 
             _packs.Read(loc, destination, prefix.AsSpan(0, total), PackFormat.BaseDigest(bases.Select(b => b.Id)));
@@ -123,16 +185,17 @@ public sealed class BlobReader
     /// <summary>
     /// A slice is its group's raw bytes from its offset: the group is decoded up to the slice's end (or whole, when
     /// a shorter prefix of it is cached already) and kept in the cache, so the next member of the same group costs a
-    /// copy; the member is checked by its own SHA-256.
+    /// copy; or, when <paramref name="held"/> holds the group, decoded whole into that buffer. The member is checked
+    /// by its own SHA-256; the span returned lies in the cached or held group.
     /// </summary>
-    private void ReadSlice(in BlobLocation loc, Span<byte> destination)
+    private ReadOnlySpan<byte> CheckedSlice(in BlobLocation loc, GroupBuffer? held)
     {
-        if (loc.Bases.Length != 1 || destination.Length != loc.RawLength)
+        if (loc.Bases.Length != 1)
         {
             throw new BlobDamagedException(loc, Where(loc), $"a slice names {loc.Bases.Length} groups");
         }
 
-        var (group, bytes) = Group(loc);
+        var (group, bytes) = Group(loc, held);
         var slice = bytes.AsSpan((int)loc.Offset, loc.RawLength);
         Span<byte> hash = stackalloc byte[32];
         Codecs.Sha256.HashData(slice, hash);
@@ -141,11 +204,11 @@ public sealed class BlobReader
             throw new BlobDamagedException(loc, Where(loc), $"its bytes in group {group.Short} do not hash to its id (SHA-256 mismatch)");
         }
 
-        slice.CopyTo(destination);
+        return slice;
     }
 
-    /// <summary>The group of <paramref name="slice"/>, decoded at least to the slice's end.</summary>
-    private (BlobId, byte[]) Group(in BlobLocation slice)
+    /// <summary>The group of <paramref name="slice"/>, decoded at least to the slice's end (whole into <paramref name="held"/> when it holds it).</summary>
+    private (BlobId, byte[]) Group(in BlobLocation slice, GroupBuffer? held)
     {
         var row = slice.Bases[0];
         BlobLocation group;
@@ -167,6 +230,26 @@ public sealed class BlobReader
         if (slice.Offset < 0 || end > group.RawLength || group.RawLength > PackFormat.MaxGroupLength)
         {
             throw new BlobDamagedException(slice, Where(slice), $"its bytes ({slice.RawLength} at {slice.Offset}) lie outside its group {group.Id.Short} ({group.RawLength} bytes)");
+        }
+
+        if (held is not null && held.Holds(slice))
+        {
+            if (held.Decoded != row)
+            {
+                held.Decoded = -1;
+                try
+                {
+                    _packs.ReadGroupPrefix(group, held.Bytes.AsSpan(0, group.RawLength));
+                }
+                catch (BlobDamagedException e)
+                {
+                    throw new BlobDamagedException(slice, Where(slice), $"its group {group.Id.Short} is damaged: {e.Reason}");
+                }
+
+                held.Decoded = row;
+            }
+
+            return (group.Id, held.Bytes);
         }
 
         bool shorter;
@@ -197,7 +280,7 @@ public sealed class BlobReader
         return (group.Id, bytes);
     }
 
-    private (BlobId, byte[]) Base(in BlobLocation of, long row, int depth)
+    private (BlobId Id, byte[] Bytes, int Offset, int Length) Base(in BlobLocation of, long row, int depth, GroupBuffer? held)
     {
         BlobLocation baseLoc;
         try
@@ -216,34 +299,54 @@ public sealed class BlobReader
             throw new BlobDamagedException(of, Where(of), $"its base {baseLoc.Id.Short} (blob row {row}) has codec {(int)baseLoc.Codec}, which it cannot be decoded against");
         }
 
+        // A slice of the held group is used where it lies (checked, not copied, not cached).
+        if (held is not null && held.Holds(baseLoc))
+        {
+            try
+            {
+                CheckedSlice(baseLoc, held);
+            }
+            catch (BlobDamagedException e)
+            {
+                throw BaseDamaged(of, baseLoc, e);
+            }
+
+            return (baseLoc.Id, held.Bytes, (int)baseLoc.Offset, baseLoc.RawLength);
+        }
+
         lock (_lru)
         {
             if (_cache.TryGetValue(row, out var node))
             {
                 _lru.Remove(node);
                 _lru.AddFirst(node);
-                return (baseLoc.Id, node.Value.Bytes);
+                return (baseLoc.Id, node.Value.Bytes, 0, node.Value.Bytes.Length);
             }
         }
 
         var bytes = GC.AllocateUninitializedArray<byte>(Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawLength)); // decoded over whole
         try
         {
-            Read(baseLoc, bytes, depth + 1);
+            Read(baseLoc, bytes, depth + 1, held);
         }
         catch (BlobDamagedException e)
         {
-            // One level of "its delta base ... is damaged", then the first cause: a chain 64 deep (or a cycle) would
-            // otherwise nest 64 sentences into one line.
-            const string Nested = "its delta base ";
-            var cause = e.Reason.StartsWith(Nested, StringComparison.Ordinal) && e.Reason.IndexOf(": ", StringComparison.Ordinal) is var at and >= 0
-                ? e.Reason[(at + 2)..]
-                : e.Reason;
-            throw new BlobDamagedException(of, Where(of), $"its delta base {baseLoc.Id.Short} is damaged: {cause}");
+            throw BaseDamaged(of, baseLoc, e);
         }
 
         Cache(row, bytes);
-        return (baseLoc.Id, bytes);
+        return (baseLoc.Id, bytes, 0, bytes.Length);
+    }
+
+    private static BlobDamagedException BaseDamaged(in BlobLocation of, in BlobLocation baseLoc, BlobDamagedException e)
+    {
+        // One level of "its delta base ... is damaged", then the first cause: a chain 64 deep (or a cycle) would
+        // otherwise nest 64 sentences into one line.
+        const string Nested = "its delta base ";
+        var cause = e.Reason.StartsWith(Nested, StringComparison.Ordinal) && e.Reason.IndexOf(": ", StringComparison.Ordinal) is var at and >= 0
+            ? e.Reason[(at + 2)..]
+            : e.Reason;
+        return new BlobDamagedException(of, Where(of), $"its delta base {baseLoc.Id.Short} is damaged: {cause}");
     }
 
     /// <summary>Keeps decoded bytes of blob row <paramref name="row"/>, replacing a shorter prefix of them.</summary>

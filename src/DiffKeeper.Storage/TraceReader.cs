@@ -118,13 +118,23 @@ public sealed class TraceReader : IDisposable
     {
         _db.Execute("BEGIN");
         _db.Execute("SELECT count(*) FROM meta"); // a deferred transaction takes its snapshot at the first read
-        return new SnapshotScope(_db);
+        _snapshotBlobs = [];
+        return new SnapshotScope(this);
     }
 
-    private sealed class SnapshotScope(SqliteDatabase db) : IDisposable
+    private sealed class SnapshotScope(TraceReader reader) : IDisposable
     {
-        public void Dispose() => db.Execute("COMMIT");
+        public void Dispose()
+        {
+            reader._snapshotBlobs = null;
+            reader._db.Execute("COMMIT");
+        }
     }
+
+    // Blob rows read while a snapshot is held: no row changes under it, and an export looks a delta's bases up
+    // twice (to order its files by group, then to decode). Bounded: past MaxSnapshotBlobs rows are read again.
+    private Dictionary<long, BlobLocation>? _snapshotBlobs;
+    private const int MaxSnapshotBlobs = 1 << 20;
 
     public IReadOnlyList<SessionInfo> Sessions()
     {
@@ -595,6 +605,11 @@ public sealed class TraceReader : IDisposable
 
     public BlobLocation Blob(long rowId)
     {
+        if (_snapshotBlobs is not null && _snapshotBlobs.TryGetValue(rowId, out var known))
+        {
+            return known;
+        }
+
         var r = _blobById.Bind(1, rowId);
         try
         {
@@ -606,7 +621,13 @@ public sealed class TraceReader : IDisposable
             Check(r, 7, "blobs", rowId);
             var hash = r.BlobOrNull(0)!;
 
-            return new BlobLocation(rowId, new BlobId(hash), r.Int64(1), r.Int64(2), r.Int32(3), r.Int32(4), (BlobCodec)r.Int32(5), Bases(r.BlobOrNull(6)));
+            var location = new BlobLocation(rowId, new BlobId(hash), r.Int64(1), r.Int64(2), r.Int32(3), r.Int32(4), (BlobCodec)r.Int32(5), Bases(r.BlobOrNull(6)));
+            if (_snapshotBlobs is { Count: < MaxSnapshotBlobs })
+            {
+                _snapshotBlobs[rowId] = location;
+            }
+
+            return location;
         }
         finally
         {
