@@ -124,6 +124,36 @@ public sealed class PackWriter : IDisposable
         }
     }
 
+    /// <summary>
+    /// As <see cref="Sync"/>, with the fsync on another thread: writes what is buffered here, then returns a task that
+    /// completes when every record appended so far is durable (and faults with the write's failure). The caller may
+    /// go on with other work meanwhile, but must wait for the task before it commits a reference to any of these
+    /// records, and must not append or sync until it has (one writer). A failed fsync leaves the pack unsynced, so a
+    /// later <see cref="Sync"/> tries again.
+    /// </summary>
+    public Task StartSync()
+    {
+        Flush();
+        if (!_dirty)
+        {
+            return Task.CompletedTask;
+        }
+
+        _dirty = false;
+        return Task.Run(() =>
+        {
+            try
+            {
+                RandomAccess.FlushToDisk(_handle);
+            }
+            catch (Exception e) when (OsError.IsOsFailure(e))
+            {
+                _dirty = true; // read only after the caller waited for this task
+                throw Failed(e, _path);
+            }
+        });
+    }
+
     // Records are gathered in memory and written in large pwrites: on virtual disks every small write that
     // dirties the file costs a writeback kick, which made small records the recorder's main cost.
     internal void Flush()
