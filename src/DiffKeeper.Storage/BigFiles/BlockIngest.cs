@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage.Catalog;
+using DiffKeeper.Storage.Packs;
 using Microsoft.Win32.SafeHandles;
 
 namespace DiffKeeper.Storage.BigFiles;
@@ -587,20 +588,24 @@ public static class BlockIngest
                 return;
             }
 
-            if (!placed)
-            {
-                // Stored from the batch's buffer, packed from its start in the order pieces turn out new: a version
-                // that changed 5% of its blocks touches ~5% of the buffer, not all of it (every first touch of a page
-                // is a fault, ~11 µs on this project's VM).
-                var to = Interlocked.Add(ref _packed, bytes.Length) - bytes.Length;
-                _at[i] = to;
-                bytes.CopyTo(_buffer.AsSpan(to));
-                bytes = _buffer.AsSpan(to, bytes.Length);
-            }
-
             if (bytes.Length >= PieceStore.GroupBelow)
             {
                 encoded[i] = FileIngest.Encode(bytes); // wasted only when the store holds these bytes already elsewhere
+                if (placed || encoded[i].Codec != BlobCodec.Raw)
+                {
+                    return; // the store writes the encoding: the raw bytes are not read again
+                }
+            }
+
+            if (!placed)
+            {
+                // A piece stored raw or grouped is stored from the batch's buffer, packed from its start in the order
+                // pieces turn out new: a version that changed 5% of its blocks touches ~5% of the buffer, not all of
+                // it (every first touch of a page is a fault, ~11 µs on this project's VM). A compressed piece is not
+                // copied at all (W4: 13 MiB and ~250 faults a version).
+                var to = Interlocked.Add(ref _packed, bytes.Length) - bytes.Length;
+                _at[i] = to;
+                bytes.CopyTo(_buffer.AsSpan(to));
             }
         }
 
