@@ -156,11 +156,9 @@ public static class SnapshotWriter
                 Libc.Fsync((int)handle.DangerousGetHandle());
             }
 
-            var previous = before?.Extents is { } ext && before.ContentId is not null ? BlockIngest.Load(writer, ext, before.Size) : null;
-            if (previous is not null && !verifyAll)
-            {
-                previous = FingerprintCache.Apply(storeDir, before!.Id, before.ContentId!, seed, previous);
-            }
+            var previous = before?.Extents is { } ext && before.ContentId is { } parentContent
+                ? FingerprintCache.Previous(writer, storeDir, before.Id, parentContent, seed, ext, before.Size, trust: !verifyAll)
+                : null;
 
             result = diffInput
                 ? BlockIngest.MergeDiff(writer, reader!, handle, size, previous ?? [], before!.Size, seed, !verifyAll)
