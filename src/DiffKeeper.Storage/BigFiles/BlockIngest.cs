@@ -518,7 +518,8 @@ public static class BlockIngest
                 {
                     try
                     {
-                        System.Threading.Tasks.Parallel.For(0, _pending.Count, i => ReadAndHash(i, ids, got, fingerprints, reused, encoded));
+                        var runs = Runs();
+                        System.Threading.Tasks.Parallel.For(0, runs.Count, r => ReadRun(runs[r], ids, got, fingerprints, reused, encoded));
                     }
                     catch (AggregateException e)
                     {
@@ -544,35 +545,76 @@ public static class BlockIngest
             _filled = 0;
         }
 
+        // Up to this many bytes of adjacent pieces are read with one pread (W4: 1,024 reads of 256 KiB instead of 4,096
+        // of 64 KiB; a syscall on this project's VM costs several µs), into a buffer that still fits the core's cache.
+        // W4, 11 rounds alternating at load 6: CPU median 151 ms against 156 with 64 KiB runs; 1 MiB runs: 160 (148).
+        private const int RunBytes = 4 * B;
+
         [ThreadStatic]
-        private static byte[]? t_block;
+        private static byte[]? t_run;
+
+        /// <summary>The pending pieces as runs read at once: adjacent pieces of one source, up to <see cref="RunBytes"/>.</summary>
+        private List<(int First, int Count)> Runs()
+        {
+            var runs = new List<(int First, int Count)>(_pending.Count);
+            for (var i = 0; i < _pending.Count; i++)
+            {
+                if (runs.Count > 0 && _sources[i] is { } source && ReferenceEquals(source, _sources[i - 1]))
+                {
+                    var (first, count) = runs[^1];
+                    var start = _pending[first].Offset;
+                    var prev = _pending[i - 1];
+                    if (prev.Offset + prev.Length == _pending[i].Offset && _pending[i].Offset + _pending[i].Length - start <= RunBytes)
+                    {
+                        runs[^1] = (first, count + 1);
+                        continue;
+                    }
+                }
+
+                runs.Add((i, 1));
+            }
+
+            return runs;
+        }
+
+        /// <summary>One run of pending pieces, on any core: read with one pread (pieces from a source), then each piece hashed.</summary>
+        private void ReadRun((int First, int Count) run, BlobId[] ids, int[] got, UInt128[] fingerprints, bool[] reused, FileIngest.Encoded[] encoded)
+        {
+            var (first, count) = run;
+            if (_sources[first] is not { } source)
+            {
+                // MergeDiff's pieces are built in their slots
+                got[first] = _pending[first].Length;
+                ReadAndHash(first, _buffer.AsSpan(_pending[first].At, got[first]), placed: true, ids, fingerprints, reused, encoded);
+                return;
+            }
+
+            // Read into this thread's own buffer, which stays in the core's cache from the copy to the hashes (a slot
+            // of the batch's 4 MiB buffer is cold memory each time: twice the copy's cost here). A read that comes
+            // back short (the source ended) gives each piece what lies before that end.
+            var start = _pending[first].Offset;
+            var last = _pending[first + count - 1];
+            var buffer = t_run ??= new byte[RunBytes];
+            var n = source.Read(buffer.AsSpan(0, (int)(last.Offset + last.Length - start)), start);
+            for (var i = first; i < first + count; i++)
+            {
+                var at = (int)(_pending[i].Offset - start);
+                got[i] = Math.Clamp(n - at, 0, _pending[i].Length);
+                ReadAndHash(i, buffer.AsSpan(at, got[i]), placed: false, ids, fingerprints, reused, encoded);
+            }
+        }
 
         /// <summary>
-        /// One pending piece, on any core: read, fingerprinted, SHA-256'd unless its fingerprint equals the previous
-        /// piece's, and, when it differs from the previous piece and will be a blob of its own, compressed here too, so
-        /// the changed blocks' zstd runs on every core beside the reads instead of on one after them.
+        /// One pending piece, on any core, once its bytes are read (<see cref="ReadRun"/>): fingerprinted, SHA-256'd
+        /// unless its fingerprint equals the previous piece's, and, when it differs from the previous piece and will be a
+        /// blob of its own, compressed here too, so the changed blocks' zstd runs on every core beside the reads instead
+        /// of on one after them.
         /// </summary>
-        private void ReadAndHash(int i, BlobId[] ids, int[] got, UInt128[] fingerprints, bool[] reused, FileIngest.Encoded[] encoded)
+        private void ReadAndHash(int i, ReadOnlySpan<byte> bytes, bool placed, BlobId[] ids, UInt128[] fingerprints, bool[] reused, FileIngest.Encoded[] encoded)
         {
-            var (at, offset, length) = _pending[i];
+            var offset = _pending[i].Offset;
             var old = default(BlockPiece);
             var hasOld = _previous is not null && _previous.TryGetValue(offset, out old);
-            Span<byte> bytes;
-            var placed = _sources[i] is null; // MergeDiff's pieces are built in their slots
-            if (_sources[i] is { } source)
-            {
-                // Read into this thread's own block buffer, which stays in the core's cache from the copy to the
-                // hashes (a slot of the batch's 4 MiB buffer is cold memory each time: twice the copy's cost here).
-                var block = t_block ??= new byte[B];
-                got[i] = source.Read(block.AsSpan(0, length), offset);
-                bytes = block.AsSpan(0, got[i]);
-            }
-            else
-            {
-                got[i] = length;
-                bytes = _buffer.AsSpan(at, length);
-            }
-
             var fingerprint = BlockFingerprint.Of(bytes, seed);
             fingerprints[i] = fingerprint;
             if (trustFingerprints && fingerprint != UInt128.Zero && hasOld && old.Length == bytes.Length && old.Fingerprint == fingerprint)
