@@ -141,6 +141,12 @@ public sealed class TraceWriter : IDisposable
 
     private TraceSizeLimit? _sizeLimit;
 
+    /// <summary>
+    /// Whether the packs this writer creates write large records straight from the caller's payload
+    /// (<see cref="PackWriter.WritesLargeRecordsDirect"/>); set before the first blob. `snapshot` sets it.
+    /// </summary>
+    public bool WritesLargeRecordsDirect { get; set; }
+
     /// <summary>Bytes appended to packs by this writer.</summary>
     public long StoredBytesWritten { get; private set; }
 
@@ -1596,6 +1602,7 @@ public sealed class TraceWriter : IDisposable
     public PackWriter CreatePack()
     {
         var pack = PackWriter.Create(TraceDir, Interlocked.Increment(ref _nextPackId) - 1);
+        pack.WritesLargeRecordsDirect = WritesLargeRecordsDirect;
         // The pack's name must survive a power loss with the commits that will reference it (and garbage
         // collection deletes old packs right after such commits): once per pack, off the recorded program's path.
         Native.Interop.Libc.FsyncPath(Path.GetDirectoryName(Path.Combine(TraceDir, PackFormat.RelativePath(pack.PackId)))!, directory: true);

@@ -63,6 +63,7 @@ public static class SnapshotWriter
         }
 
         using var writer = TraceWriter.Open(storeDir);
+        writer.WritesLargeRecordsDirect = true; // its blocks' records, ~60 KiB each, are not copied into the pack's buffer
         var seed = FingerprintCache.Seed(storeDir);
         Dictionary<string, VersionRecord>? parent = null;
         TraceReader? reader = null;
