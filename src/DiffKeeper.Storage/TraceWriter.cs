@@ -141,6 +141,12 @@ public sealed class TraceWriter : IDisposable
 
     private TraceSizeLimit? _sizeLimit;
 
+    /// <summary>
+    /// Whether the packs this writer creates write large records straight from the caller's payload
+    /// (<see cref="PackWriter.WritesLargeRecordsDirect"/>); set before the first blob. `snapshot` sets it.
+    /// </summary>
+    public bool WritesLargeRecordsDirect { get; set; }
+
     /// <summary>Bytes appended to packs by this writer.</summary>
     public long StoredBytesWritten { get; private set; }
 
@@ -456,7 +462,13 @@ public sealed class TraceWriter : IDisposable
     }
 
 
-    public long BeginSession(string command, string cwd, string capture, long startedWallNs, IReadOnlyList<string> roots, out IReadOnlyList<long> rootIds)
+    /// <summary>
+    /// Adds a session in state 'recording' and its roots. With <paramref name="commit"/> (the recorder) they are
+    /// committed at once, so a crash leaves the session marked interrupted by the next writer; without it (snapshot)
+    /// they commit with everything else the session adds, so a crash leaves no trace of the session at all.
+    /// </summary>
+    public long BeginSession(string command, string cwd, string capture, long startedWallNs, IReadOnlyList<string> roots, out IReadOnlyList<long> rootIds,
+        bool commit = true)
     {
         Tx();
         using (var insert = _db.Prepare("INSERT INTO sessions(command, cwd, capture, started_wall_ns, host, state) VALUES (?1, ?2, ?3, ?4, ?5, 'recording')"))
@@ -481,7 +493,11 @@ public sealed class TraceWriter : IDisposable
         }
 
         rootIds = ids;
-        Commit();
+        if (commit)
+        {
+            Commit();
+        }
+
         return sessionId;
     }
 
@@ -1495,6 +1511,32 @@ public sealed class TraceWriter : IDisposable
     /// </summary>
     public Action? BeforeCommit { get; set; }
 
+    /// <summary>
+    /// Starts making the records appended so far durable (the pack's buffer written, its fsync on another thread), so
+    /// the caller's last catalog rows are prepared while the disk works; the next <see cref="Commit"/> waits for that
+    /// fsync (and fsyncs again only if records were appended since) before the catalog commits, as ever. Not with
+    /// <see cref="DeferSyncToCaller"/>.
+    /// </summary>
+    public void StartSync()
+    {
+        WriteGroup(); // the group's record goes into the pack now, so the commit finds nothing left to sync
+        if (_pack is not null && !_deferSync)
+        {
+            AwaitPackSync();
+            _packSync = _pack.StartSync();
+        }
+    }
+
+    private Task? _packSync;
+
+    /// <summary>Waits for the fsync <see cref="StartSync"/> began, if any, and throws its failure.</summary>
+    private void AwaitPackSync()
+    {
+        var pending = _packSync;
+        _packSync = null;
+        pending?.GetAwaiter().GetResult();
+    }
+
     /// <summary>Makes everything added so far durable and visible: fsync the pack, then commit the catalog.</summary>
     public void Commit()
     {
@@ -1518,7 +1560,8 @@ public sealed class TraceWriter : IDisposable
             }
             else
             {
-                _pack.Sync();
+                AwaitPackSync();
+                _pack.Sync(); // nothing to do when StartSync's fsync covered every record
             }
 
             _commitPack.Bind(1, _pack.PackId).Bind(2, _pack.Length).Run();
@@ -1559,6 +1602,7 @@ public sealed class TraceWriter : IDisposable
     public PackWriter CreatePack()
     {
         var pack = PackWriter.Create(TraceDir, Interlocked.Increment(ref _nextPackId) - 1);
+        pack.WritesLargeRecordsDirect = WritesLargeRecordsDirect;
         // The pack's name must survive a power loss with the commits that will reference it (and garbage
         // collection deletes old packs right after such commits): once per pack, off the recorded program's path.
         Native.Interop.Libc.FsyncPath(Path.GetDirectoryName(Path.Combine(TraceDir, PackFormat.RelativePath(pack.PackId)))!, directory: true);
@@ -1597,6 +1641,14 @@ public sealed class TraceWriter : IDisposable
 
     private void Close()
     {
+        try
+        {
+            _packSync?.Wait(); // a failed commit left it: its failure was reported (or superseded) there
+        }
+        catch (AggregateException)
+        {
+        }
+
         _insertEvent.Dispose();
         _insertVersion.Dispose();
         _insertPath.Dispose();

@@ -188,6 +188,9 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "pwrite", SetLastError = true)]
     public static partial nint Pwrite(int fd, byte* buf, nint count, long offset);
 
+    [LibraryImport(Lib, EntryPoint = "pwritev", SetLastError = true)]
+    public static partial nint Pwritev(int fd, Iovec* iov, int iovcnt, long offset);
+
     public const uint SYNC_FILE_RANGE_WRITE = 2;
 
     [LibraryImport(Lib, EntryPoint = "sync_file_range", SetLastError = true)]

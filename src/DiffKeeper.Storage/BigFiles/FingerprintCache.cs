@@ -6,16 +6,22 @@ namespace DiffKeeper.Storage.BigFiles;
 /// <summary>
 /// The block fingerprints `snapshot` keeps beside its versions (docs/store-format.md, "Block fingerprints"): a cache,
 /// not part of the store's format. Contract: whatever the files hold (missing, stale, torn, damaged, written by another
-/// seed), <see cref="Apply"/> returns either pieces with fingerprints of exactly the named version's bytes or the
-/// pieces unchanged; it never throws for a bad file. Writes are best effort (a temporary file, then a rename; no
-/// fsync) and never fail the snapshot. The caller holds the store's writer lock.
+/// seed), <see cref="Previous"/> returns the named version's block map, with fingerprints of exactly its bytes or none;
+/// it never throws for a bad file. Writes are best effort (a temporary
+/// file, then a rename; no fsync) and never fail the snapshot. The caller holds the store's writer lock.
 /// </summary>
 public static class FingerprintCache
 {
     public const string DirName = "fingerprints";
     private const string SeedName = "seed";
-    private const int Layout = 1;
+    private const int Layout = 1; // a fingerprint per piece
+    private const int WithIds = 2; // a fingerprint and the blob id per piece
     private const int HeaderLength = 8 + 4 + 4 + 8 + 8 + 32;
+    private const int WithIdsLength = 16 + 32;
+
+    // A version's ids are written when they add at most 1/1024 of its data bytes (pieces of 32 KiB or more on average:
+    // a checkpoint's full 64 KiB blocks), not for a sparse image's 4 KiB pages, where they would add 0.8% to the store.
+    private const int IdsFromAveragePiece = 32 << 10;
     private const int ChecksumLength = 16;
     private static ReadOnlySpan<byte> Magic => "DKFPRINT"u8;
 
@@ -49,11 +55,40 @@ public static class FingerprintCache
     }
 
     /// <summary>
-    /// <paramref name="pieces"/> (version <paramref name="versionId"/>'s block map, whose content id is
-    /// <paramref name="contentId"/>) with the fingerprints its file holds under <paramref name="seed"/>, or
-    /// <paramref name="pieces"/> as they are when there is no valid file for exactly that version.
+    /// Version <paramref name="versionId"/>'s block map (<paramref name="extentMap"/>, for a file of
+    /// <paramref name="size"/> bytes, whose content id is <paramref name="contentId"/>) with each piece's blob id and,
+    /// when its fingerprint file under <paramref name="seed"/> is valid for exactly that version, its fingerprint.
+    /// A file that holds blob ids too (layout 2) spares the catalog's range scan of the blob rows (~5 ms of a 256 MiB
+    /// snapshot); its ids are taken only when they give the version's content id (the SHA-256 over every piece's
+    /// offset, length and id), so they are the catalog's. Without <paramref name="trust"/> the file is not read.
     /// </summary>
-    public static List<BlockPiece> Apply(string storeDir, long versionId, byte[] contentId, long seed, List<BlockPiece> pieces)
+    public static List<BlockPiece> Previous(TraceWriter writer, string storeDir, long versionId, byte[] contentId, long seed, byte[] extentMap, long size,
+        bool trust)
+    {
+        var file = trust ? ReadValid(storeDir, versionId, contentId, seed) : null;
+        if (file is not null && BinaryPrimitives.ReadInt32LittleEndian(file.AsSpan(8)) == WithIds && WithTheirIds(file, contentId, extentMap, size) is { } pieces)
+        {
+            return pieces;
+        }
+
+        pieces = BlockIngest.Load(writer, extentMap, size);
+        var n = pieces.Count;
+        if (file is null || BinaryPrimitives.ReadInt32LittleEndian(file.AsSpan(8)) != Layout || BinaryPrimitives.ReadInt32LittleEndian(file.AsSpan(12)) != n
+            || file.Length != HeaderLength + 16L * n + ChecksumLength)
+        {
+            return pieces;
+        }
+
+        for (var i = 0; i < n; i++)
+        {
+            pieces[i] = pieces[i] with { Fingerprint = ReadUInt128(file.AsSpan(HeaderLength + 16 * i)) };
+        }
+
+        return pieces;
+    }
+
+    /// <summary>The file's bytes when its checksum, magic, seed, version id and content id are right; else null.</summary>
+    private static byte[]? ReadValid(string storeDir, long versionId, byte[] contentId, long seed)
     {
         byte[] bytes;
         try
@@ -62,29 +97,41 @@ public static class FingerprintCache
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            return pieces;
+            return null;
         }
 
-        var n = pieces.Count;
-        if (bytes.Length != HeaderLength + 16L * n + ChecksumLength
-            || XxHash128.HashToUInt128(bytes.AsSpan(0, bytes.Length - ChecksumLength)) != ReadUInt128(bytes.AsSpan(bytes.Length - ChecksumLength))
-            || !bytes.AsSpan(0, 8).SequenceEqual(Magic)
-            || BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(8)) != Layout
-            || BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(12)) != n
-            || BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(16)) != seed
-            || BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(24)) != versionId
-            || !bytes.AsSpan(32, 32).SequenceEqual(contentId))
+        return bytes.Length >= HeaderLength + ChecksumLength
+            && XxHash128.HashToUInt128(bytes.AsSpan(0, bytes.Length - ChecksumLength)) == ReadUInt128(bytes.AsSpan(bytes.Length - ChecksumLength))
+            && bytes.AsSpan(0, 8).SequenceEqual(Magic)
+            && BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(16)) == seed
+            && BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(24)) == versionId
+            && bytes.AsSpan(32, 32).SequenceEqual(contentId)
+            ? bytes
+            : null;
+    }
+
+    /// <summary>The pieces of a layout-2 file with its ids and fingerprints, or null unless those ids give the content id.</summary>
+    private static List<BlockPiece>? WithTheirIds(byte[] file, byte[] contentId, byte[] extentMap, long size)
+    {
+        if (!ExtentMap.TryDecode(extentMap, size, out var extents)
+            || BinaryPrimitives.ReadInt32LittleEndian(file.AsSpan(12)) != extents.Count
+            || file.Length != HeaderLength + (long)WithIdsLength * extents.Count + ChecksumLength)
         {
-            return pieces;
+            return null;
         }
 
-        var result = new List<BlockPiece>(n);
-        for (var i = 0; i < n; i++)
+        var pieces = new List<BlockPiece>(extents.Count);
+        var hasher = new ExtentMap.ContentHasher();
+        for (var i = 0; i < extents.Count; i++)
         {
-            result.Add(pieces[i] with { Fingerprint = ReadUInt128(bytes.AsSpan(HeaderLength + 16 * i)) });
+            var record = file.AsSpan(HeaderLength + WithIdsLength * i, WithIdsLength);
+            var id = new BlobId(record[16..].ToArray());
+            var e = extents[i];
+            hasher.Add(e.Offset, e.Length, id);
+            pieces.Add(new BlockPiece(e.Offset, e.Length, e.BlobRowId, id) { Fingerprint = ReadUInt128(record) });
         }
 
-        return result;
+        return hasher.Finish(size).AsSpan().SequenceEqual(contentId) ? pieces : null;
     }
 
     /// <summary>Writes the fingerprints of version <paramref name="versionId"/> (best effort; a failure only costs the next snapshot time).</summary>
@@ -95,16 +142,22 @@ public static class FingerprintCache
             return;
         }
 
-        var bytes = new byte[HeaderLength + 16L * pieces.Count + ChecksumLength];
+        var ids = pieces.Sum(p => (long)p.Length) >= (long)IdsFromAveragePiece * pieces.Count;
+        var each = ids ? WithIdsLength : 16;
+        var bytes = new byte[HeaderLength + (long)each * pieces.Count + ChecksumLength];
         Magic.CopyTo(bytes);
-        BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(8), Layout);
+        BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(8), ids ? WithIds : Layout);
         BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(12), pieces.Count);
         BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(16), seed);
         BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(24), versionId);
         contentId.CopyTo(bytes.AsSpan(32));
         for (var i = 0; i < pieces.Count; i++)
         {
-            WriteUInt128(bytes.AsSpan(HeaderLength + 16 * i), pieces[i].Fingerprint);
+            WriteUInt128(bytes.AsSpan(HeaderLength + each * i), pieces[i].Fingerprint);
+            if (ids)
+            {
+                pieces[i].Id.Bytes.CopyTo(bytes.AsSpan(HeaderLength + each * i + 16));
+            }
         }
 
         WriteUInt128(bytes.AsSpan(bytes.Length - ChecksumLength), XxHash128.HashToUInt128(bytes.AsSpan(0, bytes.Length - ChecksumLength)));

@@ -24,11 +24,11 @@ public sealed record SnapshotResult(long Id, long? Parent, IReadOnlyList<Snapsho
 /// <summary>
 /// Takes a snapshot of files into a store (docs/store-format.md, "Snapshot sessions"): every snapshot is complete (a
 /// block map of each whole file), made by comparing the files with the parent's versions block by block, or, for
-/// diff-snapshot input, by merging the files' data extents onto the parent's. The versions commit in one transaction
-/// with the session's end, after the pack is fsynced: a crash leaves at most an empty session marked interrupted,
-/// which <c>materialize</c> refuses. After the commit, each version's block fingerprints are written beside it for the
-/// next snapshot (<see cref="FingerprintCache"/>); <c>verifyAll</c> compares every block by SHA-256 instead of
-/// trusting the parent's fingerprints.
+/// diff-snapshot input, by merging the files' data extents onto the parent's. The session, its versions and its end
+/// commit in one transaction, after the pack is fsynced: a crash leaves no session at all (its pack, committed by
+/// nobody, is deleted by the next writer). The pack's fsync runs on another thread while the catalog rows and each
+/// version's block fingerprints (<see cref="FingerprintCache"/>, for the next snapshot) are written; the commit waits
+/// for it. <c>verifyAll</c> compares every block by SHA-256 instead of trusting the parent's fingerprints.
 /// </summary>
 public static class SnapshotWriter
 {
@@ -63,6 +63,7 @@ public static class SnapshotWriter
         }
 
         using var writer = TraceWriter.Open(storeDir);
+        writer.WritesLargeRecordsDirect = true; // its blocks' records, ~60 KiB each, are not copied into the pack's buffer
         var seed = FingerprintCache.Seed(storeDir);
         Dictionary<string, VersionRecord>? parent = null;
         TraceReader? reader = null;
@@ -70,7 +71,7 @@ public static class SnapshotWriter
         {
             if (parentId is { } pid)
             {
-                reader = TraceReader.Open(storeDir);
+                reader = TraceReader.Over(writer);
                 var session = reader.Session(pid);
                 if (session.Capture != Capture)
                 {
@@ -87,7 +88,7 @@ public static class SnapshotWriter
 
             var roots = full.Select(f => Path.GetDirectoryName(f)!).Distinct(StringComparer.Ordinal).ToList();
             var startNs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000L;
-            var sessionId = writer.BeginSession(command, Environment.CurrentDirectory, Capture, startNs, roots, out var rootIds);
+            var sessionId = writer.BeginSession(command, Environment.CurrentDirectory, Capture, startNs, roots, out var rootIds, commit: false);
             var results = new List<SnapshotFile>();
             long seq = 0;
             foreach (var path in full)
@@ -101,13 +102,21 @@ public static class SnapshotWriter
                     throw new DiffKeeperException(ExitCode.NotFound, $"snapshot {parentId} has no file '{name}' to merge the diff snapshot {path} onto");
                 }
 
-                results.Add(TakeFile(writer, reader, storeDir, seed, verifyAll, sessionId, rootId, seq, startNs, path, name, before, diffInput));
+                results.Add(TakeFile(writer, reader, storeDir, seed, verifyAll, sessionId, rootId, seq, startNs, path, name, before, diffInput,
+                    last: seq == full.Count));
+            }
+
+            // While the pack's fsync runs (StartSync, after the last file's blocks): a fingerprint file before its
+            // version commits is harmless, since it is used only for a version of the same id and content id, whose
+            // bytes it describes whichever transaction wrote that version.
+            foreach (var r in results)
+            {
+                FingerprintCache.Write(storeDir, r.VersionId, r.ContentId, seed, r.Pieces);
             }
 
             writer.FinishSession(sessionId, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000L - startNs, 0, 0);
             foreach (var r in results)
             {
-                FingerprintCache.Write(storeDir, r.VersionId, r.ContentId, seed, r.Pieces);
                 if (r.ParentVersionId is { } compared)
                 {
                     FingerprintCache.Remove(storeDir, compared); // a chain keeps its newest version's fingerprints only
@@ -123,7 +132,7 @@ public static class SnapshotWriter
     }
 
     private static SnapshotFile TakeFile(TraceWriter writer, TraceReader? reader, string storeDir, long seed, bool verifyAll,
-        long sessionId, long rootId, long seq, long startNs, string path, string name, VersionRecord? before, bool diffInput)
+        long sessionId, long rootId, long seq, long startNs, string path, string name, VersionRecord? before, bool diffInput, bool last)
     {
         if (Libc.StatxCall(Libc.AT_FDCWD, path, 0, Libc.STATX_BASIC_STATS, out var st) != 0)
         {
@@ -148,11 +157,9 @@ public static class SnapshotWriter
                 Libc.Fsync((int)handle.DangerousGetHandle());
             }
 
-            var previous = before?.Extents is { } ext && before.ContentId is not null ? BlockIngest.Load(writer, ext, before.Size) : null;
-            if (previous is not null && !verifyAll)
-            {
-                previous = FingerprintCache.Apply(storeDir, before!.Id, before.ContentId!, seed, previous);
-            }
+            var previous = before?.Extents is { } ext && before.ContentId is { } parentContent
+                ? FingerprintCache.Previous(writer, storeDir, before.Id, parentContent, seed, ext, before.Size, trust: !verifyAll)
+                : null;
 
             result = diffInput
                 ? BlockIngest.MergeDiff(writer, reader!, handle, size, previous ?? [], before!.Size, seed, !verifyAll)
@@ -161,6 +168,11 @@ public static class SnapshotWriter
         catch (Exception e) when (OsError.IsOsFailure(e))
         {
             throw OsError.At(e, "read", path);
+        }
+
+        if (last)
+        {
+            writer.StartSync(); // no more blocks: the disk works while the rows below are added
         }
 
         var pathId = writer.PathId(rootId, name);
