@@ -172,7 +172,7 @@ internal sealed class Versioner
 
     /// <summary>Whether another name of the same file still holds <paramref name="shadow"/> (hard links share one copy).</summary>
     private bool SharedByAnotherName((int Root, string Rel) key, FileShadow shadow) =>
-        GroupOf(key) is { Names.Count: > 1 } g && g.Names.Any(n => n != key && _shadows.TryGetValue(n, out var o) && ReferenceEquals(o, shadow));
+        GroupOf(key) is { Count: > 1 } g && g.Any(n => n != key && _shadows.TryGetValue(n, out var o) && ReferenceEquals(o, shadow));
 
     private LinkGroup? GroupOf((int Root, string Rel) key) =>
         _paths.TryGetValue(key, out var state) && state.Inode is { } inode && _inodes.TryGetValue(inode, out var g) ? g : null;
@@ -240,8 +240,8 @@ internal sealed class Versioner
         }
 
         // Another name of the same file is followed: its copy is this file's.
-        if (GroupOf((root, rel)) is { Names.Count: > 1 } group &&
-            group.Names.Select(n => _shadows.GetValueOrDefault(n)).FirstOrDefault(c => c is not null) is { } peer)
+        if (GroupOf((root, rel)) is { Count: > 1 } group &&
+            group.Select(n => _shadows.GetValueOrDefault(n)).FirstOrDefault(c => c is not null) is { } peer)
         {
             _shadows[(root, rel)] = peer;
             return peer;
@@ -418,7 +418,7 @@ internal sealed class Versioner
 
     /// <summary>The other names the recorder knows of the file at a path (hard links); empty for most files.</summary>
     public IEnumerable<string> OtherNames(int root, string rel) =>
-        GroupOf((root, rel)) is { Names.Count: > 1 } g ? g.Names.Where(n => n.Root == root && n.Rel != rel).Select(n => n.Rel).ToList() : [];
+        GroupOf((root, rel)) is { Count: > 1 } g ? g.Where(n => n.Root == root && n.Rel != rel).Select(n => n.Rel).ToList() : [];
 
     /// <summary>Whether both paths are names the recorder knows of one file (hard links): a rename between them changes nothing.</summary>
     public bool SameFile(int root, string a, string b) =>
@@ -805,8 +805,8 @@ internal sealed class Versioner
         var inode = InodeOf(version.Kind, stat);
         if (_paths.TryGetValue(key, out var old) && old.Inode is { } was && was != inode && _inodes.TryGetValue(was, out var left))
         {
-            left.Names.Remove(key);
-            if (left.Names.Count == 0)
+            left.Remove(key);
+            if (left.Count == 0)
             {
                 _inodes.Remove(was);
             }
@@ -823,22 +823,22 @@ internal sealed class Versioner
             _inodes[id] = group = new LinkGroup();
         }
 
-        if (stat.Links == 1 && group.Names.Count > 0 && !group.Names.Contains(key))
+        if (stat.Links == 1 && group.Count > 0 && !group.Contains(key))
         {
             // A name joins an inode number whose file has one link: every other name still filed under the number is
             // stale, its file replaced or deleted and the number reused (a rename over a file frees its inode, and the
             // next new file may get the number). Treating them as links stored one file's content under another name
             // (CrashTests, inotify, on ext4).
-            group.Names.Clear();
+            group.Clear();
             group.Id = null;
         }
 
-        if (!group.Names.Contains(key))
+        if (!group.Contains(key))
         {
-            group.Names.Add(key);
+            group.Add(key);
         }
 
-        if (group.Names.Count > 1)
+        if (group.Count > 1)
         {
             group.Id ??= ++_lastLinkId;
         }
@@ -849,13 +849,13 @@ internal sealed class Versioner
         }
 
         StoreOne(key, version, stat, id);
-        if (group.Names.Count < 2)
+        if (group.Count < 2)
         {
             return;
         }
 
         _shadows.TryGetValue(key, out var shadow);
-        foreach (var other in group.Names.Where(n => n != key).ToList())
+        foreach (var other in group.Where(n => n != key).ToList())
         {
             // One file, one copy: the other names follow this name's copy, or none when this version was read.
             if (_shadows.TryGetValue(other, out var theirs) && !ReferenceEquals(theirs, shadow))
@@ -882,8 +882,8 @@ internal sealed class Versioner
         {
             if (_inodes.TryGetValue(inode, out var group))
             {
-                group.Names.Remove(key);
-                if (group.Names.Count == 0)
+                group.Remove(key);
+                if (group.Count == 0)
                 {
                     _inodes.Remove(inode);
                 }
@@ -952,8 +952,6 @@ internal sealed class Versioner
     /// </summary>
     private sealed class LinkGroup() : List<(int Root, string Rel)>(1)
     {
-        public List<(int Root, string Rel)> Names => this;
-
         public long? Id { get; set; }
     }
 

@@ -671,14 +671,15 @@ public sealed unsafe class EbpfSource : ICaptureSource
         }
     }
 
-    // The last command name decoded, and its bytes: one process makes runs of records, each carrying its name.
+    // The last command name decoded, and its bytes: one process makes runs of records, each carrying its name. They
+    // start as the name of all-zero bytes, "".
     private readonly byte[] _commBytes = new byte[EbpfRecord.CommBytes];
     private string _comm = "";
 
     private string CommOf(in EbpfRecord r)
     {
         var bytes = r.CommField;
-        if (!bytes.SequenceEqual(_commBytes) || _comm.Length == 0)
+        if (!bytes.SequenceEqual(_commBytes))
         {
             _comm = r.Comm;
             bytes.CopyTo(_commBytes);
