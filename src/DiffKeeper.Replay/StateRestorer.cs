@@ -69,7 +69,7 @@ public static class StateRestorer
         }
 
         using var reader = TraceReader.Open(storeDir);
-        using var snapshot = reader.Snapshot();
+        using var snapshot = reader.Snapshot(rememberBlobs: true);
         var session = LatestRestorable(reader);
         if (session is null)
         {

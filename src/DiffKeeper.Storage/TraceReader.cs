@@ -123,11 +123,13 @@ public sealed class TraceReader : IDisposable
     /// recording commits (verify and stats read blobs, then versions: without it a version could name a blob
     /// committed after the blob list was read).
     /// </summary>
-    public IDisposable Snapshot()
+    /// <param name="rememberBlobs">Keep the blob rows read under it (see <c>_snapshotBlobs</c>): for an export or a
+    /// restore, which look a delta's bases up twice; not for passes that read every row once (compaction, sweep).</param>
+    public IDisposable Snapshot(bool rememberBlobs = false)
     {
         _db.Execute("BEGIN");
         _db.Execute("SELECT count(*) FROM meta"); // a deferred transaction takes its snapshot at the first read
-        _snapshotBlobs = [];
+        _snapshotBlobs = rememberBlobs ? [] : null;
         return new SnapshotScope(this);
     }
 
@@ -140,8 +142,9 @@ public sealed class TraceReader : IDisposable
         }
     }
 
-    // Blob rows read while a snapshot is held: no row changes under it, and an export looks a delta's bases up
-    // twice (to order its files by group, then to decode). Bounded: past MaxSnapshotBlobs rows are read again.
+    // Blob rows read while a snapshot that asked for it is held: no row changes under it, and an export looks a
+    // delta's bases up twice (to order its files by group, then to decode). Bounded: past MaxSnapshotBlobs rows are
+    // read again.
     private Dictionary<long, BlobLocation>? _snapshotBlobs;
     private const int MaxSnapshotBlobs = 1 << 20;
 

@@ -41,7 +41,7 @@ internal static class ExportCommand
             // One read transaction for the whole export: the moment, the state and every blob row come from one
             // committed state even while a recording or a gc commits, and SQLite takes and drops its WAL read
             // lock once instead of around each of the thousands of blob lookups.
-            using var snapshot = reader.Snapshot();
+            using var snapshot = reader.Snapshot(rememberBlobs: true);
             var s = reader.Session(pr.GetValue(session));
             var seq = reader.Resolve(s, at);
             if (s.ContentsNotKept is not null)
