@@ -284,7 +284,7 @@ internal sealed class TreeFileWriter
                         rented = 0;
                         lock (_fileSystem)
                         {
-                            WriteStreamed(tree, i, written);
+                            WriteStreamed(tree, i, written, held);
                         }
 
                         continue;
@@ -394,7 +394,7 @@ internal sealed class TreeFileWriter
     /// A file of <see cref="StreamedFile"/> bytes or more, written as it is decoded (not held whole in memory): blob
     /// by blob through one buffer, or from <see cref="BigFile"/> on, by runs of blobs on every core.
     /// </summary>
-    private void WriteStreamed(SafeTreeWriter tree, int i, Action<int, long>? written)
+    private void WriteStreamed(SafeTreeWriter tree, int i, Action<int, long>? written, GroupBuffer held)
     {
         var (path, v, prepared) = (_jobs[i].Path, _jobs[i].Version, _jobs[i].Prepared!);
         try
@@ -405,7 +405,7 @@ internal sealed class TreeFileWriter
             {
                 SafeTreeWriter.Write(file, data.Span, offset, path);
                 InterlockedMax(ref end, offset + data.Length);
-            }, parallel: v.Size >= BigFile);
+            }, parallel: v.Size >= BigFile, held);
             if (end != v.Size)
             {
                 RandomAccess.SetLength(file, v.Size);

@@ -117,7 +117,10 @@ public static class VersionContent
     }
 
     /// <summary><see cref="Read"/> of a version <see cref="Prepare"/> checked. Safe from any thread (blob rows are looked up under the blob reader's lock).</summary>
-    public static void Read(TraceReader reader, PreparedVersion prepared, Action<ReadOnlyMemory<byte>, long> sink, bool parallel = false)
+    /// <param name="held">The calling thread's buffer (a tree export's worker): slices of the group it holds are read
+    /// from it rather than decoded again into the shared cache. Not used by the parallel path.</param>
+    public static void Read(TraceReader reader, PreparedVersion prepared, Action<ReadOnlyMemory<byte>, long> sink, bool parallel = false,
+        GroupBuffer? held = null)
     {
         var (version, extents, locations) = (prepared.Version, prepared.Extents, prepared.Locations);
         try
@@ -160,7 +163,7 @@ public static class VersionContent
                         single = ArrayPool<byte>.Shared.Rent(extents[i].Length);
                     }
 
-                    reader.Blobs.Read(locations?[i] ?? Locate(reader, prepared.Display, version, extents[i]), single.AsSpan(0, extents[i].Length));
+                    reader.Blobs.Read(locations?[i] ?? Locate(reader, prepared.Display, version, extents[i]), single.AsSpan(0, extents[i].Length), held);
                     sink(single.AsMemory(0, extents[i].Length), extents[i].Offset);
                 }
             }
