@@ -67,39 +67,36 @@ public static partial class CliApp
     ];
 
     /// <summary>The commands that work on traces and stores (what completion and the man page describe).</summary>
-    private static Command[] TraceCommands(IConsole console) => [.. TraceCommandNames.Select(name => TraceCommand(name, console)!)];
+    private static Command[] TraceCommands(IConsole console) => [.. TraceCommandTable.Select(c => c.Create(console))];
 
-    private static readonly string[] TraceCommandNames =
+    // One table: a command named here is both built and listed (two lists let a name reach one and not the other).
+    private static readonly (string Name, Func<IConsole, Command> Create)[] TraceCommandTable =
     [
-        "record", "timeline", "export", "ls", "diff", "report", "log", "show", "verify", "sessions", "stats", "prune", "gc",
-        "restore", "run", "push", "pull", "forget", "snapshot", "materialize",
+        ("record", RecordCommand.Create),
+        ("timeline", TimelineCommand.Create),
+        ("export", ExportCommand.Create),
+        ("ls", LsCommand.Create),
+        ("diff", DiffCommand.Create),
+        ("report", ReportCommand.Create),
+        ("log", LogCommand.Create),
+        ("show", ShowCommand.Create),
+        ("verify", VerifyCommand.Create),
+        ("sessions", SessionsCommand.Create),
+        ("stats", StatsCommand.Create),
+        ("prune", PruneCommand.Create),
+        ("gc", GcCommand.Create),
+        ("restore", RestoreCommand.Create),
+        ("run", RunCommand.Create),
+        ("push", PushCommand.Create),
+        ("pull", PullCommand.Create),
+        ("forget", ForgetCommand.Create),
+        ("snapshot", SnapshotCommand.Create),
+        ("materialize", MaterializeCommand.Create),
     ];
 
     /// <summary>The trace command of this name, or null.</summary>
-    private static Command? TraceCommand(string name, IConsole console) => name switch
-    {
-        "record" => RecordCommand.Create(console),
-        "timeline" => TimelineCommand.Create(console),
-        "export" => ExportCommand.Create(console),
-        "ls" => LsCommand.Create(console),
-        "diff" => DiffCommand.Create(console),
-        "report" => ReportCommand.Create(console),
-        "log" => LogCommand.Create(console),
-        "show" => ShowCommand.Create(console),
-        "verify" => VerifyCommand.Create(console),
-        "sessions" => SessionsCommand.Create(console),
-        "stats" => StatsCommand.Create(console),
-        "prune" => PruneCommand.Create(console),
-        "gc" => GcCommand.Create(console),
-        "restore" => RestoreCommand.Create(console),
-        "run" => RunCommand.Create(console),
-        "push" => PushCommand.Create(console),
-        "pull" => PullCommand.Create(console),
-        "forget" => ForgetCommand.Create(console),
-        "snapshot" => SnapshotCommand.Create(console),
-        "materialize" => MaterializeCommand.Create(console),
-        _ => null,
-    };
+    private static Command? TraceCommand(string name, IConsole console) =>
+        Array.Find(TraceCommandTable, c => c.Name == name) is { Create: not null } found ? found.Create(console) : null;
 
     /// <summary>
     /// The tree for a command line whose first word names a trace command: that command alone under the plain root,
