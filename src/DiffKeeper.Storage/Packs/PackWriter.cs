@@ -181,16 +181,20 @@ public sealed class PackWriter : IDisposable
         Flush();
         if (_dirty)
         {
-            try
-            {
-                RandomAccess.FlushToDisk(_handle);
-            }
-            catch (Exception e) when (OsError.IsOsFailure(e))
-            {
-                throw Failed(e, _path);
-            }
-
+            FlushToDisk();
             _dirty = false;
+        }
+    }
+
+    private void FlushToDisk()
+    {
+        try
+        {
+            RandomAccess.FlushToDisk(_handle);
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e))
+        {
+            throw Failed(e, _path);
         }
     }
 
@@ -214,12 +218,12 @@ public sealed class PackWriter : IDisposable
         {
             try
             {
-                RandomAccess.FlushToDisk(_handle);
+                FlushToDisk();
             }
-            catch (Exception e) when (OsError.IsOsFailure(e))
+            catch (DiffKeeperException)
             {
                 _dirty = true; // read only after the caller waited for this task
-                throw Failed(e, _path);
+                throw;
             }
         });
     }
