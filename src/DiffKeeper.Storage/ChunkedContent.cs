@@ -89,19 +89,10 @@ public sealed class ChunkedContent
 
     /// <summary>
     /// Cuts, hashes and stores <paramref name="buffer"/>[<paramref name="start"/>..<paramref name="end"/>], a whole
-    /// data range of the file (its end is the end of the data) at file offset <paramref name="start"/>. Returns the
-    /// bytes cut and hashed.
-    /// </summary>
-    public long StoreRange(byte[] buffer, int start, int end)
-    {
-        var none = GrowingTail.None;
-        return StoreRange(buffer, start, end, ref none);
-    }
-
-    /// <summary>
-    /// <see cref="StoreRange(byte[], int, int)"/> for the next state of a file whose last chunk, stored before, ended
-    /// where its data did (<paramref name="tail"/>; the caller vouches that its bytes are unchanged): when the range's
-    /// first chunk starts where that one did, its cut search resumes where the old chunk ended and its hash continues
+    /// data range of the file (its end is the end of the data) at file offset <paramref name="start"/>. For the next
+    /// state of a file whose last chunk, stored before, ended where its data did (<paramref name="tail"/>; the caller
+    /// vouches that its bytes are unchanged; <see cref="GrowingTail.None"/> otherwise): when the range's first chunk
+    /// starts where that one did, its cut search resumes where the old chunk ended and its hash continues
     /// the old chunk's state over the new bytes only. Leaves in <paramref name="tail"/> the state of the range's last
     /// chunk. Returns the bytes of the range re-cut, as without the tail: the recorder's budget of exact versions per
     /// window counts them (counting only the new bytes let a file appended 16 bytes at a time make 39,257 exact

@@ -1643,7 +1643,7 @@ public sealed class TraceWriter : IDisposable
     {
         try
         {
-            _packSync?.Wait(); // a failed commit left it: its failure was reported (or superseded) there
+            _packSync?.Wait(); // a StartSync no commit waited for (Commit takes and awaits it): its outcome no longer matters
         }
         catch (AggregateException)
         {
