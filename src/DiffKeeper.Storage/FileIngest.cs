@@ -283,8 +283,12 @@ public static class FileIngest
     private static void Hash(byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel) =>
         Run(parallel, batch.Count, i => ids[i] = BlobId.Of(buffer.AsSpan(batch[i].Offset, batch[i].Length)));
 
-    /// <summary>A chunk encoded for its record: the codec, the payload's length, and the pooled buffer that holds it (the raw bytes stay the caller's).</summary>
-    internal readonly record struct Encoded(BlobCodec Codec, int Length, byte[]? Buffer);
+    /// <summary>
+    /// A chunk encoded for its record: the codec, the payload's length, and the pooled buffer that holds it (the raw
+    /// bytes stay the caller's). <paramref name="Align"/>: a changed block stored raw that goes to the writer's aligned
+    /// group (<see cref="TraceWriter.TryAlignedGroup"/>) when it can.
+    /// </summary>
+    internal readonly record struct Encoded(BlobCodec Codec, int Length, byte[]? Buffer, bool Align = false);
 
     /// <summary>Encodes <paramref name="data"/> into a buffer rented from the shared pool, which the caller returns.</summary>
     internal static Encoded Encode(ReadOnlySpan<byte> data)
@@ -359,7 +363,7 @@ public static class FileIngest
             {
                 var (offset, length) = batch[i];
                 var e = given?[i].Buffer is not null ? given[i] : mine[i];
-                var row = rows[i] ?? writer.Append(ids[i], length, e.Codec,
+                var row = rows[i] ?? (e.Align ? writer.TryAlignedGroup(buffer.AsSpan(offset, length), ids[i]) : null) ?? writer.Append(ids[i], length, e.Codec,
                     e.Codec == BlobCodec.Raw ? buffer.AsSpan(offset, length) : e.Buffer.AsSpan(0, e.Length));
                 result.Add((row, ids[i], length));
             }

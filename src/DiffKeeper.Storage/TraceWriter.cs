@@ -59,6 +59,7 @@ public sealed class TraceWriter : IDisposable
     private readonly SqliteStatement _insertMember;
     private readonly SqliteStatement _fillGroup;
     private readonly SqliteStatement _dropBlob;
+    private readonly SqliteStatement _shiftMember;
     private bool _inTransaction;
 
     // The write run being built (format 7, docs/store-format.md, "Write runs"): its row is inserted when an event
@@ -73,6 +74,11 @@ public sealed class TraceWriter : IDisposable
     // The buffer of the last group written, for the next one: a new 1 MiB array per commit is 256 fresh pages, a page
     // fault each as the group fills (an untar of 130 MB: ~11,000 of the recorder's faults, 12-35 us each on this VM).
     private byte[]? _spareGroupBuffer;
+
+    // The aligned group (docs/store-format.md, "Aligned groups") a block ingest's changed blocks that compress badly go
+    // to; written when full and at the commit, like _group, with its buffer kept for the next one.
+    private AlignedGroup? _aligned;
+    private byte[]? _spareAlignedBuffer;
 
     // True while every blob row in the catalog was inserted by this writer (a new trace, and no maintenance pass
     // since): then _newBlobs knows every hash, and a miss needs no catalog lookup. That lookup (an index search
@@ -102,6 +108,7 @@ public sealed class TraceWriter : IDisposable
         _insertMember = db.Prepare("INSERT INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec, bases) VALUES (?1, -1, ?2, ?3, 0, ?4, ?5)");
         _fillGroup = db.Prepare("UPDATE blobs SET hash = ?2, pack_id = ?3, offset = ?4, raw_len = ?5, stored_len = ?6 WHERE id = ?1");
         _dropBlob = db.Prepare("DELETE FROM blobs WHERE id = ?1");
+        _shiftMember = db.Prepare("UPDATE blobs SET offset = offset + ?2 WHERE id = ?1");
         _insertDelta = db.Prepare("INSERT INTO blobs(hash, pack_id, offset, raw_len, stored_len, codec, bases) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
         _bases = new BaseChains(db, traceDir);
     }
@@ -115,6 +122,16 @@ public sealed class TraceWriter : IDisposable
 
     /// <summary>Whether <see cref="TryGroup"/> groups anything now: <see cref="GroupsSmallBlobs"/> and no size limit.</summary>
     public bool GroupsNow => GroupsSmallBlobs && _sizeLimit is null;
+
+    /// <summary>
+    /// Whether a block ingest stores the changed 64 KiB blocks that zstd shrinks by less than an eighth uncompressed, in
+    /// aligned groups (<see cref="TryAlignedGroup"/>), so that a materialization beside the parent can clone them from
+    /// the pack. On by default; only while <see cref="GroupsNow"/> (the record is written at the commit, as a group's).
+    /// </summary>
+    public bool AlignsChangedBlocks { get; set; } = true;
+
+    /// <summary>Whether <see cref="TryAlignedGroup"/> takes anything now.</summary>
+    public bool AlignsNow => AlignsChangedBlocks && GroupsNow;
 
     public string TraceDir { get; }
 
@@ -421,6 +438,7 @@ public sealed class TraceWriter : IDisposable
     internal void Rollback()
     {
         _group = null;
+        _aligned = null;
         _runOpen = false;
         if (_inTransaction && _db.InTransaction)
         {
@@ -798,6 +816,7 @@ public sealed class TraceWriter : IDisposable
     {
         _abandoned = true;
         _group = null;
+        _aligned = null;
         _runOpen = false; // its events were never committed: a run never spans a commit
         AbandonedVersionsFrom = Math.Min(AbandonedVersionsFrom, _uncommittedVersionsFrom);
         _uncommittedVersionsFrom = long.MaxValue;
@@ -1342,6 +1361,94 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>
+    /// Stores a new 64 KiB block (one <see cref="Find"/> did not find) as a member of the aligned group the next commit
+    /// (or the group's filling up) writes: its bytes then lie uncompressed at a 4 KiB-aligned offset of the pack
+    /// (docs/store-format.md, "Aligned groups"). Returns its row id, or null when the caller must store it whole.
+    /// </summary>
+    public long? TryAlignedGroup(ReadOnlySpan<byte> data, BlobId id)
+    {
+        if (!AlignsNow || data.Length != AlignedGroup.Member || _deltaRows.ContainsKey(id))
+        {
+            return null;
+        }
+
+        if (_newBlobs.TryGetValue(id, out var known))
+        {
+            return known;
+        }
+
+        RefuseAfterAbandon();
+        if (_aligned is null)
+        {
+            Tx();
+            _insertBlob.Bind(1, System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)).Bind(2, -1L).Bind(3, 0L)
+                .Bind(4, 0L).Bind(5, 0L).Bind(6, (long)BlobCodec.Group).Run();
+            _aligned = new AlignedGroup(_db.LastInsertRowId, _spareAlignedBuffer ?? AlignedGroup.NewBuffer());
+            _uncommittedRows.Add(_aligned.Row);
+            _spareAlignedBuffer = null;
+        }
+
+        var group = _aligned;
+        Tx();
+        // The offset before the leading padding, which is known only when the record's place is (WriteAlignedGroup).
+        _insertMember.Bind(1, id.ToArray()).Bind(2, AlignedGroup.MemberOffset(group.Members, 0)).Bind(3, data.Length).Bind(4, (long)BlobCodec.Slice)
+            .Bind(5, PackFormat.EncodeBases([group.Row])).Run();
+        var row = _db.LastInsertRowId;
+        group.Add(data, row);
+        _newBlobs[id] = row;
+        _groupedRows.Add(row);
+        _uncommittedRows.Add(row);
+        if (group.Full)
+        {
+            WriteAlignedGroup();
+        }
+
+        return row;
+    }
+
+    /// <summary>
+    /// Writes the open aligned group's record where its members' bytes land on 4 KiB boundaries of the pack, moves its
+    /// members' offsets past the leading padding and gives its row the real hash and place (in the open transaction,
+    /// before the commit that makes them visible).
+    /// </summary>
+    private void WriteAlignedGroup()
+    {
+        if (_aligned is not { } group)
+        {
+            return;
+        }
+
+        _aligned = null;
+        var payload = ArrayPool<byte>.Shared.Rent(PackFormat.MaxGroupLength + AlignedGroup.Alignment);
+        try
+        {
+            var pack = _pack ??= CreatePack(); // not CurrentPack: its roll commits, and this may run inside a commit
+            var (stored, raw, id, lead) = group.Layout(pack.Length, payload, trailer: false);
+            if (_newBlobs.ContainsKey(id) || (!_ownsAllBlobs && HashInCatalog(id)))
+            {
+                (stored, raw, id, lead) = group.Layout(pack.Length, payload, trailer: true); // its bytes are a blob's already
+            }
+
+            var offset = pack.Append(id, BlobCodec.Group, raw, payload.AsSpan(0, stored));
+            StoredBytesWritten += PackFormat.RecordSize(stored);
+            _fillGroup.Bind(1, group.Row).Bind(2, id.ToArray()).Bind(3, pack.PackId).Bind(4, offset).Bind(5, (long)raw).Bind(6, (long)stored).Run();
+            _newBlobs[id] = group.Row;
+            if (lead > 0)
+            {
+                foreach (var member in group.Rows)
+                {
+                    _shiftMember.Bind(1, member).Bind(2, (long)lead).Run();
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(payload);
+            _spareAlignedBuffer = group.Buffer;
+        }
+    }
+
+    /// <summary>
     /// zstd level of a group written while recording: 3 compresses tar's headers 14% smaller than level 1 at 80%
     /// of its speed (190 against 233 MB/s here), where level 6 is 11% smaller again at a third of the speed
     /// (docs/benchmarks.md); the recorder's thread pays it.
@@ -1520,6 +1627,7 @@ public sealed class TraceWriter : IDisposable
     public void StartSync()
     {
         WriteGroup(); // the group's record goes into the pack now, so the commit finds nothing left to sync
+        WriteAlignedGroup();
         if (_pack is not null && !_deferSync)
         {
             AwaitPackSync();
@@ -1543,6 +1651,7 @@ public sealed class TraceWriter : IDisposable
         BeforeCommit?.Invoke();
         FlushRun();
         WriteGroup();
+        WriteAlignedGroup();
         if (!_inTransaction)
         {
             return;

@@ -37,10 +37,17 @@ internal static class MaterializeCommand
                 console.Error.WriteLine($"diffkeeper: copying instead of cloning: {r.CopyReason}");
             }
 
+            if (r.BlockCopyReason is not null)
+            {
+                console.Error.WriteLine($"diffkeeper: writing changed blocks instead of cloning them from the store: {r.BlockCopyReason}");
+            }
+
             var cloned = r.Files.Count(f => f.Cloned);
             console.Error.WriteLine($"diffkeeper: materialized snapshot {r.Id} to {r.OutDir}: {r.Files.Count} files " +
                 $"({TimelineRenderer.FormatSize(r.Files.Sum(f => f.Size))}), {cloned} cloned from {r.BaseDir ?? "nothing"}, " +
-                $"{TimelineRenderer.FormatSize(r.Files.Sum(f => f.BytesWritten))} written in {r.ElapsedMs} ms" +
+                $"{TimelineRenderer.FormatSize(r.Files.Sum(f => f.BytesWritten))} written" +
+                (r.Files.Sum(f => f.BytesCloned) is var shared and > 0 ? $", {TimelineRenderer.FormatSize(shared)} shared with the store" : "") +
+                $" in {r.ElapsedMs} ms" +
                 (r.StaleRemoved > 0 ? $"; removed {r.StaleRemoved} half-built output{(r.StaleRemoved == 1 ? "" : "s")} of an interrupted run" : ""));
             return 0;
         });

@@ -48,6 +48,25 @@ public static unsafe partial class Libc
         }
     }
 
+    /// <summary>_IOW(0x94, 13, struct file_clone_range): share a range of a source file's extents with a range of the destination.</summary>
+    public const ulong FICLONERANGE = 0x4020940D;
+
+    /// <summary>
+    /// FICLONERANGE: makes <paramref name="length"/> bytes of <paramref name="destFd"/> at <paramref name="destOffset"/>
+    /// share the extents of <paramref name="srcFd"/> at <paramref name="srcOffset"/> (offsets and length multiples of the
+    /// file system's block size); 0 or -1 with errno set (EXDEV across file systems, EOPNOTSUPP or EINVAL where the file
+    /// system or the alignment does not allow it).
+    /// </summary>
+    public static int CloneRange(int destFd, int srcFd, long srcOffset, long length, long destOffset)
+    {
+        var range = stackalloc long[4];
+        range[0] = srcFd;
+        range[1] = srcOffset;
+        range[2] = length;
+        range[3] = destOffset;
+        return IoctlPointer(destFd, FICLONERANGE, range);
+    }
+
     public const int POSIX_FADV_DONTNEED = 4;
 
     /// <summary>Returns 0 or the error number (it does not set errno).</summary>

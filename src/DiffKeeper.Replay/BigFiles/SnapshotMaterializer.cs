@@ -12,11 +12,13 @@ using Microsoft.Win32.SafeHandles;
 namespace DiffKeeper.Replay.BigFiles;
 
 /// <summary>How one file of a materialization was made.</summary>
-public sealed record MaterializedFile(string Name, long Size, bool Cloned, long BytesWritten, long BytesPunched);
+public sealed record MaterializedFile(string Name, long Size, bool Cloned, long BytesWritten, long BytesPunched, long BytesCloned = 0);
 
 /// <summary>What a materialization published.</summary>
+/// <param name="BlockCopyReason">Why changed blocks that lie aligned in the store's packs were written rather than cloned
+/// from them (the pack on another file system, one that cannot share extents), or null.</param>
 public sealed record MaterializeResult(long Id, string OutDir, string? BaseDir, IReadOnlyList<MaterializedFile> Files, string? CopyReason,
-    int StaleRemoved, long ElapsedMs);
+    int StaleRemoved, long ElapsedMs, string? BlockCopyReason = null);
 
 /// <summary>
 /// Publishes a snapshot as a directory of complete files, the Firecracker diff-snapshot way (docs/store-format.md,
@@ -90,11 +92,12 @@ public static class SnapshotMaterializer
             var bases = baseDir is null ? [] : UsableBases(reader, baseDir);
             var files = new List<MaterializedFile>();
             string? copyReason = baseDir is null ? "no earlier materialization to clone" : null;
+            using var clones = new PackClones(reader);
             using (var tree = SafeTreeWriter.Open(temp))
             {
                 foreach (var v in versions)
                 {
-                    var (file, reason) = WriteFile(reader, session, tree, v, bases.GetValueOrDefault(v.Rel), baseDir);
+                    var (file, reason) = WriteFile(reader, session, tree, v, bases.GetValueOrDefault(v.Rel), baseDir, clones);
                     files.Add(file);
                     copyReason ??= reason;
                 }
@@ -107,7 +110,7 @@ public static class SnapshotMaterializer
             Libc.FsyncPath(temp, directory: true);
             Publish(temp, outDir);
             Libc.FsyncPath(parent, directory: true);
-            return new MaterializeResult(id, outDir, baseDir, files, copyReason, stale, sw.ElapsedMilliseconds);
+            return new MaterializeResult(id, outDir, baseDir, files, copyReason, stale, sw.ElapsedMilliseconds, clones.Reason);
         }
         catch (Exception e) when (OsError.IsOsFailure(e))
         {
@@ -207,7 +210,7 @@ public static class SnapshotMaterializer
     }
 
     private static (MaterializedFile File, string? CopyReason) WriteFile(TraceReader reader, SessionInfo session, SafeTreeWriter tree,
-        VersionRecord v, BaseFile? baseFile, string? baseDir)
+        VersionRecord v, BaseFile? baseFile, string? baseDir, PackClones clones)
     {
         using var file = tree.CreateFile(v.Rel);
         string? reason = null;
@@ -216,10 +219,10 @@ public static class SnapshotMaterializer
             var errno = Clone(file, baseFile.Path);
             if (errno == 0)
             {
-                var (written, punched) = WriteDifference(reader, session, file, v, baseFile.Version);
+                var (written, punched, sharedBytes) = WriteDifference(reader, session, file, v, baseFile.Version, clones);
                 SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, v.Rel);
                 Sync(file, v.Rel);
-                return (new MaterializedFile(v.Rel, v.Size, true, written, punched), null);
+                return (new MaterializedFile(v.Rel, v.Size, true, written, punched, sharedBytes), null);
             }
 
             reason = $"reflink of {baseFile.Path} failed: {Libc.StrError(errno).ToLowerInvariant()}";
@@ -265,10 +268,11 @@ public static class SnapshotMaterializer
     /// <summary>
     /// Turns a clone of <paramref name="baseVersion"/> into <paramref name="target"/>: sets the size, punches the
     /// base's data where the target has holes, and writes each target extent the base does not hold at the same
-    /// place (same offset, length and blob). Checks the target's content id first, and every blob it reads.
+    /// place (same offset, length and blob): cloned from the pack where it lies there raw and aligned
+    /// (<see cref="PackClones"/>), else decoded and written. Checks the target's content id first, and every blob it reads.
     /// </summary>
-    private static (long Written, long Punched) WriteDifference(TraceReader reader, SessionInfo session, SafeFileHandle file,
-        VersionRecord target, VersionRecord baseVersion)
+    private static (long Written, long Punched, long Cloned) WriteDifference(TraceReader reader, SessionInfo session, SafeFileHandle file,
+        VersionRecord target, VersionRecord baseVersion, PackClones clones)
     {
         var display = TraceReader.DisplayPath(session, target.RootId, target.Rel);
         if (target.Extents is null || target.ContentId is null || !ExtentMap.TryDecode(target.Extents, target.Size, out var wanted) ||
@@ -309,7 +313,7 @@ public static class SnapshotMaterializer
 
         var same = have.Select(x => (x.Offset, x.Length, x.BlobRowId)).ToHashSet();
         var changed = Enumerable.Range(0, wanted.Count).Where(i => !same.Contains((wanted[i].Offset, wanted[i].Length, wanted[i].BlobRowId))).ToList();
-        long written = 0;
+        long written = 0, cloned = 0;
         try
         {
             System.Threading.Tasks.Parallel.ForEach(changed,
@@ -317,6 +321,12 @@ public static class SnapshotMaterializer
                 (i, _, buffer) =>
                 {
                     var span = buffer.AsSpan(0, wanted[i].Length);
+                    if (clones.TryPut(locations[i], file, wanted[i].Offset, span, target.Rel, out var shared))
+                    {
+                        Interlocked.Add(ref shared ? ref cloned : ref written, span.Length);
+                        return buffer;
+                    }
+
                     reader.Blobs.Read(locations[i], span);
                     SafeTreeWriter.Write(file, span, wanted[i].Offset, target.Rel);
                     Interlocked.Add(ref written, span.Length);
@@ -335,7 +345,7 @@ public static class SnapshotMaterializer
 
         punched += Retrim(file, target.Rel, wanted, changed.Select(i => (wanted[i].Offset, (long)wanted[i].Offset + wanted[i].Length))
             .Concat(Subtract(have.Select(x => (x.Offset, x.Offset + x.Length)), wanted.Select(x => (x.Offset, x.Offset + x.Length)), target.Size)), target.Size);
-        return (written, punched);
+        return (written, punched, cloned);
     }
 
     private const long TrimWindow = 1 << 20;

@@ -440,6 +440,7 @@ public static class BlockIngest
         private readonly List<(int At, long Offset, int Length)> _pending = [];
         private readonly List<IBlockSource?> _sources = []; // per pending piece: where to read it, or null (filled by the caller)
         private readonly List<BlockPiece> _result = [];
+        private readonly bool _alignChanged = writer.AlignsNow;
         // The previous pieces in offset order, looked up by binary search: a dictionary of them was ~100 page faults
         // and a GC's worth of allocation per 4,096 pieces.
         private readonly IReadOnlyList<BlockPiece>? _previous = previous is null ? null : InOrder(previous);
@@ -687,6 +688,13 @@ public static class BlockIngest
             if (bytes.Length >= PieceStore.GroupBelow)
             {
                 encoded[i] = FileIngest.Encode(bytes); // wasted only when the store holds these bytes already elsewhere
+                if (hasOld && _alignChanged && bytes.Length == B && encoded[i].Length > bytes.Length - (bytes.Length / 8))
+                {
+                    // A changed block zstd shrinks by less than an eighth is stored raw, in an aligned group, so that a
+                    // materialization beside the parent clones it from the pack (docs/store-format.md, "Aligned groups").
+                    encoded[i] = encoded[i] with { Codec = BlobCodec.Raw, Length = bytes.Length, Align = true };
+                }
+
                 if (placed || encoded[i].Codec != BlobCodec.Raw)
                 {
                     return; // the store writes the encoding: the raw bytes are not read again

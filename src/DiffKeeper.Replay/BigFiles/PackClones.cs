@@ -1,0 +1,214 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using DiffKeeper.Core;
+using DiffKeeper.Native.Interop;
+using DiffKeeper.Storage;
+using DiffKeeper.Storage.Packs;
+using Microsoft.Win32.SafeHandles;
+
+namespace DiffKeeper.Replay.BigFiles;
+
+/// <summary>
+/// Puts a changed block into a materialized file by sharing the pack's extents (FICLONERANGE) where the block lies
+/// uncompressed at a 4 KiB-aligned offset of its pack: a member of an aligned group (a zstd frame of raw blocks,
+/// docs/store-format.md "Aligned groups"), or a raw record whose payload happens to be aligned. The bytes are read from
+/// the pack and checked by their SHA-256 first, as any read of a blob is, and the clone takes the same range of the
+/// same immutable (committed) pack bytes. When the clone fails (EXDEV: the pack is on another file system; EOPNOTSUPP,
+/// EINVAL: the file system cannot share these ranges), the block just read is written instead, no clone is tried
+/// again, and <see cref="Reason"/> says why once. Thread-safe.
+/// </summary>
+public sealed class PackClones(TraceReader reader) : IDisposable
+{
+    private const int Alignment = 4096;
+    private readonly ConcurrentDictionary<long, SafeFileHandle?> _packs = new();
+    private readonly ConcurrentDictionary<long, (long Content, long Pack, int Length)[]> _frames = new();
+    private volatile string? _reason;
+
+    /// <summary>Why blocks that could have been cloned were written instead (the first failure), or null.</summary>
+    public string? Reason => _reason;
+
+    /// <summary>
+    /// Tries to put blob <paramref name="loc"/> (exactly <paramref name="scratch"/>.Length bytes) at
+    /// <paramref name="destOffset"/> of <paramref name="dest"/> from the pack: true when it is there (cloned, or written
+    /// from the checked bytes after a failed clone; <paramref name="cloned"/> says which); false when the block does not
+    /// lie aligned and raw in its pack, or does not hash to its id there: the caller then reads it the ordinary way (which
+    /// names any damage).
+    /// </summary>
+    public bool TryPut(in BlobLocation loc, SafeFileHandle dest, long destOffset, Span<byte> scratch, string rel, out bool cloned)
+    {
+        cloned = false;
+        var length = loc.RawLength;
+        if (length == 0 || length % Alignment != 0 || destOffset % Alignment != 0 || scratch.Length != length ||
+            Where(loc) is not { } at || at.Pack % Alignment != 0 || Pack(at.PackId) is not { } pack)
+        {
+            return false;
+        }
+
+        if (PackReaderRead(pack, scratch, at.Pack) != length)
+        {
+            return false;
+        }
+
+        Span<byte> hash = stackalloc byte[32];
+        Storage.Codecs.Sha256.HashData(scratch, hash);
+        if (!hash.SequenceEqual(loc.Id.Bytes))
+        {
+            return false;
+        }
+
+        if (_reason is null)
+        {
+            if (Libc.CloneRange((int)dest.DangerousGetHandle(), (int)pack.DangerousGetHandle(), at.Pack, length, destOffset) == 0)
+            {
+                cloned = true;
+                return true;
+            }
+
+            var errno = Marshal.GetLastPInvokeError();
+            _reason ??= $"cloning blocks from the store's pack failed ({Libc.StrError(errno).ToLowerInvariant()}{(errno == Libc.EXDEV ? ": the store is on another file system" : "")})";
+        }
+
+        SafeTreeWriter.Write(dest, scratch, destOffset, rel);
+        return true;
+    }
+
+    private static int PackReaderRead(SafeFileHandle pack, Span<byte> buffer, long offset)
+    {
+        var total = 0;
+        while (total < buffer.Length)
+        {
+            var n = RandomAccess.Read(pack, buffer[total..], offset + total);
+            if (n == 0)
+            {
+                break;
+            }
+
+            total += n;
+        }
+
+        return total;
+    }
+
+    /// <summary>Where the blob's raw bytes lie in a pack, uncompressed: (pack id, offset), or null.</summary>
+    private (long PackId, long Pack)? Where(in BlobLocation loc)
+    {
+        if (loc.Codec == BlobCodec.Raw && loc.StoredLength == loc.RawLength)
+        {
+            return (loc.PackId, loc.Offset + PackFormat.RecordHeaderSize);
+        }
+
+        if (!loc.IsSlice || loc.Bases.Length != 1)
+        {
+            return null;
+        }
+
+        BlobLocation group;
+        try
+        {
+            group = reader.Blobs.Location(loc.Bases[0]);
+        }
+        catch (BlobMissingException)
+        {
+            return null;
+        }
+
+        if (group.Codec != BlobCodec.Group)
+        {
+            return null;
+        }
+
+        var blocks = _frames.GetOrAdd(group.BlobRowId, _ => RawBlocks(group));
+        foreach (var (content, pack, length) in blocks)
+        {
+            if (loc.Offset >= content && loc.Offset + loc.RawLength <= content + length)
+            {
+                return (group.PackId, pack + (loc.Offset - content));
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// The raw blocks of a group's zstd frame, as (offset in the group's raw bytes, offset in the pack, length), up to
+    /// the first compressed block (whose raw length is known only by decoding it). Read from the pack's block headers;
+    /// a malformed frame gives fewer blocks, never a wrong byte (every block is checked by its SHA-256 before a clone).
+    /// </summary>
+    private (long Content, long Pack, int Length)[] RawBlocks(in BlobLocation group)
+    {
+        var result = new List<(long, long, int)>();
+        if (Pack(group.PackId) is not { } pack)
+        {
+            return [];
+        }
+
+        var start = group.Offset + PackFormat.RecordHeaderSize;
+        var end = start + group.StoredLength;
+        Span<byte> header = stackalloc byte[18];
+        if (PackReaderRead(pack, header, start) != header.Length || BinaryPrimitives.ReadUInt32LittleEndian(header) != 0xFD2FB528)
+        {
+            return [];
+        }
+
+        var descriptor = header[4];
+        var single = (descriptor >> 5) & 1;
+        var fcsFlag = descriptor >> 6;
+        var dictionary = (descriptor & 3) switch { 0 => 0, 1 => 1, 2 => 2, _ => 4 };
+        var fcs = fcsFlag == 0 ? single : 1 << fcsFlag;
+        var pos = start + 5 + (single == 0 ? 1 : 0) + dictionary + fcs;
+        long content = 0;
+        Span<byte> block = stackalloc byte[3];
+        for (var n = 0; n < 1024 && pos + 3 <= end; n++)
+        {
+            if (PackReaderRead(pack, block, pos) != 3)
+            {
+                break;
+            }
+
+            var h = block[0] | (block[1] << 8) | (block[2] << 16);
+            var (last, type, size) = ((h & 1) != 0, (h >> 1) & 3, h >> 3);
+            if (type == 0)
+            {
+                result.Add((content, pos + 3, size));
+                pos += 3 + size;
+            }
+            else if (type == 1)
+            {
+                pos += 4;
+            }
+            else
+            {
+                break;
+            }
+
+            content += size;
+            if (last)
+            {
+                break;
+            }
+        }
+
+        return [.. result];
+    }
+
+    private SafeFileHandle? Pack(long packId) => _packs.GetOrAdd(packId, id =>
+    {
+        try
+        {
+            return TraceFile.OpenRegular(Path.Combine(reader.TraceDir, PackFormat.RelativePath(id)));
+        }
+        catch (Exception e) when (OsError.IsOsFailure(e) || e is DiffKeeperException)
+        {
+            return null; // the ordinary read says what is wrong with it
+        }
+    });
+
+    public void Dispose()
+    {
+        foreach (var h in _packs.Values)
+        {
+            h?.Dispose();
+        }
+    }
+}
