@@ -148,7 +148,7 @@ public sealed class BigFileRoundTripTests
         }
     }
 
-    private static void AssertSameFile(string expected, string actual, string what)
+    internal static void AssertSameFile(string expected, string actual, string what)
     {
         Assert.Equal(File.ReadAllBytes(expected), File.ReadAllBytes(actual));
         using var e = File.OpenHandle(expected);

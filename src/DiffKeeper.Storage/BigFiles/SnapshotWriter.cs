@@ -34,7 +34,10 @@ public static class SnapshotWriter
 {
     public const string Capture = "snapshot";
 
-    public static SnapshotResult Take(string storeDir, IReadOnlyList<string> files, long? parentId, bool diffInput, string command, bool verifyAll = false)
+    /// <param name="alignChanged">Store changed blocks that compress badly raw in aligned groups (<see cref="TraceWriter.AlignsChangedBlocks"/>);
+    /// false writes them as before (tests of stores written so).</param>
+    public static SnapshotResult Take(string storeDir, IReadOnlyList<string> files, long? parentId, bool diffInput, string command, bool verifyAll = false,
+        bool alignChanged = true)
     {
         var sw = Stopwatch.StartNew();
         var full = files.Select(f => Path.GetFullPath(f)).ToList();
@@ -64,6 +67,7 @@ public static class SnapshotWriter
 
         using var writer = TraceWriter.Open(storeDir);
         writer.WritesLargeRecordsDirect = true; // its blocks' records, ~60 KiB each, are not copied into the pack's buffer
+        writer.AlignsChangedBlocks = alignChanged;
         var seed = FingerprintCache.Seed(storeDir);
         Dictionary<string, VersionRecord>? parent = null;
         TraceReader? reader = null;
