@@ -79,12 +79,7 @@ public sealed class AlignedGroupTests
                     if (align)
                     {
                         // The block's bytes, as they are, at a 4 KiB boundary of the pack: where a clone takes them from.
-                        var at = RawOffset(store, blobs[loc.Bases[0]], loc);
-                        Assert.Equal(0, at % 4096);
-                        using var pack = File.OpenHandle(Path.Combine(store, PackFormat.RelativePath(blobs[loc.Bases[0]].PackId)));
-                        var bytes = new byte[e.Length];
-                        Assert.Equal(e.Length, RandomAccess.Read(pack, bytes, at));
-                        Assert.True(bytes.AsSpan().SequenceEqual(states[i].AsSpan((int)e.Offset, e.Length)), $"version {i}, block at {e.Offset}");
+                        AssertRawAndAligned(store, blobs[loc.Bases[0]], loc, states[i].AsSpan((int)e.Offset, e.Length), $"version {i}, block at {e.Offset}");
                     }
                 }
                 else if (i == 0 || e.Length != Block)
@@ -97,37 +92,74 @@ public sealed class AlignedGroupTests
         Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
         r.Dispose();
 
-        // A maintenance pass (compaction, grouping, repack) keeps every version readable.
-        StoreMaintenance.Run(store, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        // A maintenance pass (compaction, grouping, and a repack of every pack) keeps every version readable, and the
+        // aligned groups it copies aligned.
+        var packsBefore = blobs.Values.Where(b => b.Codec == BlobCodec.Group).ToDictionary(b => b.BlobRowId, b => b.PackId);
+        StoreMaintenance.Run(store, new MaintenanceOptions(RepackThreshold: 2), DateTimeOffset.UtcNow);
         using var after = TraceReader.Open(store);
         var again = after.AllVersions().Where(v => v.Kind == Core.EntryKind.File).OrderBy(v => v.Id).ToList();
+        var moved = after.AllBlobs().ToDictionary(b => b.BlobRowId);
+        var stillAligned = 0;
         for (var i = 0; i < again.Count; i++)
         {
             Assert.True(states[i].AsSpan().SequenceEqual(TraceStoreTests.ReadBack(after, again[i])), $"version {i} after maintenance");
+            Assert.True(ExtentMap.TryDecode(again[i].Extents, again[i].Size, out var extents));
+            foreach (var e in extents.Where(e => expectAligned[i].Contains(e.Offset)))
+            {
+                var loc = moved[e.BlobRowId];
+                if (align && loc.IsSlice && moved[loc.Bases[0]] is var g && g.Codec == BlobCodec.Group && RawOffset(store, g, loc) is not null)
+                {
+                    Assert.NotEqual(packsBefore[g.BlobRowId], g.PackId); // repacked
+                    AssertRawAndAligned(store, g, loc, states[i].AsSpan((int)e.Offset, e.Length), $"version {i}, block at {e.Offset}, after repacking");
+                    stillAligned++;
+                }
+            }
         }
+
+        Assert.True(!align || stillAligned > 0, "no aligned group was kept through maintenance");
 
         Assert.True(TraceVerifier.Verify(after, readData: true).Ok);
     }
 
+    private static void AssertRawAndAligned(string store, BlobLocation group, BlobLocation slice, ReadOnlySpan<byte> expected, string what)
+    {
+        var at = RawOffset(store, group, slice);
+        Assert.NotNull(at);
+        Assert.Equal(0, at.Value % 4096);
+        using var pack = File.OpenHandle(Path.Combine(store, PackFormat.RelativePath(group.PackId)));
+        var bytes = new byte[expected.Length];
+        Assert.Equal(expected.Length, RandomAccess.Read(pack, bytes, at.Value));
+        Assert.True(bytes.AsSpan().SequenceEqual(expected), what);
+    }
+
     /// <summary>
     /// Where a slice's bytes lie in its group's pack, found from the record's zstd frame by this test's own reading of
-    /// the format (frame header, then 3-byte block headers; every block raw).
+    /// the format (frame header, then 3-byte block headers); null when the frame is not one of raw blocks (a group
+    /// maintenance re-encoded).
     /// </summary>
-    private static long RawOffset(string store, BlobLocation group, BlobLocation slice)
+    private static long? RawOffset(string store, BlobLocation group, BlobLocation slice)
     {
         using var pack = File.OpenHandle(Path.Combine(store, PackFormat.RelativePath(group.PackId)));
         var record = new byte[PackFormat.RecordSize(group.StoredLength)];
         Assert.Equal(record.Length, RandomAccess.Read(pack, record, group.Offset));
         var frame = record.AsSpan(PackFormat.RecordHeaderSize, group.StoredLength);
         Assert.Equal(0xFD2FB528u, BinaryPrimitives.ReadUInt32LittleEndian(frame));
-        Assert.Equal(0xA0, frame[4]); // single segment, 4-byte content size
+        if (frame[4] != 0xA0 || ((frame[9] >> 1) & 3) != 0)
+        {
+            return null;
+        }
+
         Assert.Equal((uint)group.RawLength, BinaryPrimitives.ReadUInt32LittleEndian(frame[5..]));
         var pos = 9;
         long content = 0;
         while (true)
         {
             var h = frame[pos] | (frame[pos + 1] << 8) | (frame[pos + 2] << 16);
-            Assert.Equal(0, (h >> 1) & 3); // raw
+            if (((h >> 1) & 3) != 0)
+            {
+                return null;
+            }
+
             var size = h >> 3;
             if (slice.Offset >= content && slice.Offset + slice.RawLength <= content + size)
             {

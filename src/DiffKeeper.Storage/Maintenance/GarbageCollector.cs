@@ -197,7 +197,7 @@ internal static class GarbageCollector
                 {
                     var r = records[at++];
                     var record = reader.Packs.ReadRecord(r, buffer);
-                    var (pack, offset) = output.AppendRecord(record);
+                    var (pack, offset) = output.AppendRecord(record, r.Offset);
                     moves.Add((r, pack, offset));
                     bytes += record.Length;
                 }

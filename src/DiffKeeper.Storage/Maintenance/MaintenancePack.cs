@@ -23,9 +23,26 @@ internal sealed class MaintenancePack(TraceWriter writer) : IDisposable
         return (pack.PackId, pack.Append(id, codec, rawLength, payload, baseDigest));
     }
 
-    public (long PackId, long Offset) AppendRecord(ReadOnlySpan<byte> record)
+    /// <summary>
+    /// Appends a record copied from offset <paramref name="from"/> of another pack. An aligned group
+    /// (<see cref="AlignedGroup.IsAlignedAt"/>) keeps its members on 4 KiB boundaries: a record no row names (zeros,
+    /// garbage as any superseded record) first takes the pack to an offset congruent to <paramref name="from"/>
+    /// modulo 4 KiB, at most 4 KiB + 84 bytes per such group.
+    /// </summary>
+    public (long PackId, long Offset) AppendRecord(ReadOnlySpan<byte> record, long from)
     {
         var pack = Current();
+        if (AlignedGroup.IsAlignedAt(record, from))
+        {
+            var gap = (int)(((from - pack.Length) % AlignedGroup.Alignment + AlignedGroup.Alignment) % AlignedGroup.Alignment);
+            if (gap != 0)
+            {
+                gap += gap < PackFormat.RecordSize(0) ? AlignedGroup.Alignment : 0;
+                var zeros = new byte[gap - PackFormat.RecordSize(0)];
+                pack.Append(BlobId.Of(zeros), BlobCodec.Raw, zeros.Length, zeros);
+            }
+        }
+
         return (pack.PackId, pack.AppendRecord(record));
     }
 

@@ -40,6 +40,27 @@ internal sealed class AlignedGroup(long row, byte[] buffer)
     /// <summary>The buffer, for the next group once this one is written.</summary>
     public byte[] Buffer => _members;
 
+    /// <summary>
+    /// Whether <paramref name="record"/>, found at offset <paramref name="at"/> of its pack, is an aligned group there: a
+    /// group whose frame (as <see cref="Layout"/> writes it) starts with a raw block of padding followed by a raw block
+    /// that starts on a 4 KiB boundary. What repacking keeps aligned.
+    /// </summary>
+    public static bool IsAlignedAt(ReadOnlySpan<byte> record, long at)
+    {
+        var frame = PackFormat.RecordHeaderSize;
+        if (record.Length < frame + FrameHeader + (2 * BlockHeader) || record[4] != (byte)BlobCodec.Group ||
+            BinaryPrimitives.ReadUInt32LittleEndian(record[frame..]) != 0xFD2FB528 || record[frame + 4] != 0xA0)
+        {
+            return false;
+        }
+
+        var lead = record[(frame + FrameHeader)..];
+        var h = lead[0] | (lead[1] << 8) | (lead[2] << 16);
+        var next = frame + FrameHeader + BlockHeader + (h >> 3);
+        return (h & 7) == 0 && next + BlockHeader <= record.Length && ((record[next] >> 1) & 3) == 0 &&
+            (at + next + BlockHeader) % Alignment == 0;
+    }
+
     /// <summary>A buffer for an aligned group (15 blocks), its contents unspecified.</summary>
     public static byte[] NewBuffer() => GC.AllocateUninitializedArray<byte>(MaxMembers * Member);
 
