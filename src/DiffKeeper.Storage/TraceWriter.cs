@@ -1770,6 +1770,7 @@ public sealed class TraceWriter : IDisposable
         _insertMember.Dispose();
         _fillGroup.Dispose();
         _dropBlob.Dispose();
+        _shiftMember.Dispose();
         _insertDelta.Dispose();
         _bases.Dispose();
         _pack?.Dispose();

@@ -61,6 +61,11 @@ public sealed class AlignedGroupTests
             expectAligned.Add(aligned);
         }
 
+        // Every statement of the writer is finalized at its close, so the close checkpoints the catalog: no WAL is left
+        // beside it (pull copies catalog.db alone).
+        var wal = Path.Combine(store, "catalog.db-wal");
+        Assert.False(File.Exists(wal) && new FileInfo(wal).Length > 0, "the snapshot left its WAL beside the catalog");
+
         using var r = TraceReader.Open(store);
         var versions = r.AllVersions().Where(v => v.Kind == Core.EntryKind.File).OrderBy(v => v.Id).ToList();
         Assert.Equal(states.Count, versions.Count);
