@@ -353,7 +353,7 @@ public static class FileIngest
         {
             Run(parallel, batch.Count, i =>
             {
-                if (rows[i] is null && given?[i].Buffer is null)
+                if (rows[i] is null && given?[i].Buffer is null && given?[i].Align != true)
                 {
                     mine[i] = Encode(buffer.AsSpan(batch[i].Offset, batch[i].Length));
                 }
@@ -362,7 +362,7 @@ public static class FileIngest
             for (var i = 0; i < batch.Count; i++)
             {
                 var (offset, length) = batch[i];
-                var e = given?[i].Buffer is not null ? given[i] : mine[i];
+                var e = given?[i].Buffer is not null || given?[i].Align == true ? given![i] : mine[i];
                 var row = rows[i] ?? (e.Align ? writer.TryAlignedGroup(buffer.AsSpan(offset, length), ids[i]) : null) ?? writer.Append(ids[i], length, e.Codec,
                     e.Codec == BlobCodec.Raw ? buffer.AsSpan(offset, length) : e.Buffer.AsSpan(0, e.Length));
                 result.Add((row, ids[i], length));
