@@ -107,7 +107,7 @@ def workload(dk, work, w, runs):
 
 
 def reflink(dk, work, w, store, ids, runs):
-    """materialize vN --base vN-1 on a loop-mounted xfs, against a full copy there."""
+    """materialize vN --base vN-1 on a loop-mounted xfs (the store copied there), against a full copy there."""
     name = FILES[w]
     img = os.path.join(work, f"xfs-{w}.img")
     mnt = os.path.join(work, f"xfs-{w}")
@@ -119,6 +119,9 @@ def reflink(dk, work, w, store, ids, runs):
         dev = run(["losetup", "--find", "--show", img]).stdout.strip()
         run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", dev])
         run(["mount", dev, mnt])
+        # The store on the same file system, so the changed blocks are cloned from its packs (aligned groups).
+        run(["cp", "-a", store, os.path.join(mnt, "store")])
+        store = os.path.join(mnt, "store")
         clone, full, cpf, cpd, shared = [], [], [], [], []
         for _ in range(runs):
             for d in ("a", "b", "c", "d", "e"):
