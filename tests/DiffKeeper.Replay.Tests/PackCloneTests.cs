@@ -49,6 +49,9 @@ public sealed class PackCloneTests
                     RandomAccess.Write(f, Fp32(random, Block), (long)k * Block);
                 }
 
+                // Four adjacent blocks: runs adjacent in the file and in the pack are cloned at once.
+                RandomAccess.Write(f, Fp32(random, 4 * Block), (20L + v) * Block);
+
                 // A punched hole and a partial block: written or punched, never cloned.
                 Assert.Equal(0, Libc.Fallocate((int)f.DangerousGetHandle(), Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE,
                     random.Next(0, 80) * (long)Block, 3 * 4096));

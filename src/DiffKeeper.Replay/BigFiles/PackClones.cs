@@ -28,49 +28,66 @@ public sealed class PackClones(TraceReader reader) : IDisposable
     /// <summary>Why blocks that could have been cloned were written instead (the first failure), or null.</summary>
     public string? Reason => _reason;
 
+    /// <summary>Most bytes one clone takes: a run of blocks adjacent both in the file and in the pack.</summary>
+    public const int MaxRun = 2 << 20;
+
     /// <summary>
-    /// Tries to put blob <paramref name="loc"/> (exactly <paramref name="scratch"/>.Length bytes) at
-    /// <paramref name="destOffset"/> of <paramref name="dest"/> from the pack: true when it is there (cloned, or written
-    /// from the checked bytes after a failed clone; <paramref name="cloned"/> says which); false when the block does not
-    /// lie aligned and raw in its pack, or does not hash to its id there: the caller then reads it the ordinary way (which
-    /// names any damage).
+    /// Where blob <paramref name="loc"/>, to go to <paramref name="destOffset"/>, lies raw and 4 KiB-aligned in a pack:
+    /// (pack id, offset), or null when it does not (then it is read the ordinary way).
     /// </summary>
-    public bool TryPut(in BlobLocation loc, SafeFileHandle dest, long destOffset, Span<byte> scratch, string rel, out bool cloned)
+    public (long PackId, long Offset)? Locate(in BlobLocation loc, long destOffset)
     {
-        cloned = false;
         var length = loc.RawLength;
-        if (length == 0 || length % Alignment != 0 || destOffset % Alignment != 0 || scratch.Length != length ||
-            Where(loc) is not { } at || at.Pack % Alignment != 0 || Pack(at.PackId) is not { } pack)
+        if (length == 0 || length % Alignment != 0 || destOffset % Alignment != 0 || Where(loc) is not { } at || at.Pack % Alignment != 0)
         {
-            return false;
+            return null;
         }
 
-        if (PackReaderRead(pack, scratch, at.Pack) != length)
+        return (at.PackId, at.Pack);
+    }
+
+    /// <summary>
+    /// Puts blobs <paramref name="locs"/>, adjacent in the file from <paramref name="destOffset"/> and in pack
+    /// <paramref name="packId"/> from <paramref name="packOffset"/> (<see cref="Locate"/>), into <paramref name="dest"/>:
+    /// reads them from the pack into <paramref name="scratch"/>, checks each by its SHA-256, then clones the whole run
+    /// with one FICLONERANGE, or, when the clone fails, writes the bytes read. Returns the bytes cloned (0 when written),
+    /// or -1 when a block does not hash to its id there (the caller then reads them the ordinary way, which names the
+    /// damage).
+    /// </summary>
+    public long PutRun(IReadOnlyList<BlobLocation> locs, long packId, long packOffset, SafeFileHandle dest, long destOffset, byte[] scratch, string rel)
+    {
+        var length = locs.Sum(l => l.RawLength);
+        if (Pack(packId) is not { } pack || length > scratch.Length || PackReaderRead(pack, scratch.AsSpan(0, length), packOffset) != length)
         {
-            return false;
+            return -1;
         }
 
         Span<byte> hash = stackalloc byte[32];
-        Storage.Codecs.Sha256.HashData(scratch, hash);
-        if (!hash.SequenceEqual(loc.Id.Bytes))
+        var at = 0;
+        foreach (var loc in locs)
         {
-            return false;
+            Storage.Codecs.Sha256.HashData(scratch.AsSpan(at, loc.RawLength), hash);
+            if (!hash.SequenceEqual(loc.Id.Bytes))
+            {
+                return -1;
+            }
+
+            at += loc.RawLength;
         }
 
         if (_reason is null)
         {
-            if (Libc.CloneRange((int)dest.DangerousGetHandle(), (int)pack.DangerousGetHandle(), at.Pack, length, destOffset) == 0)
+            if (Libc.CloneRange((int)dest.DangerousGetHandle(), (int)pack.DangerousGetHandle(), packOffset, length, destOffset) == 0)
             {
-                cloned = true;
-                return true;
+                return length;
             }
 
             var errno = Marshal.GetLastPInvokeError();
             _reason ??= $"cloning blocks from the store's pack failed ({Libc.StrError(errno).ToLowerInvariant()}{(errno == Libc.EXDEV ? ": the store is on another file system" : "")})";
         }
 
-        SafeTreeWriter.Write(dest, scratch, destOffset, rel);
-        return true;
+        SafeTreeWriter.Write(dest, scratch.AsSpan(0, length), destOffset, rel);
+        return 0;
     }
 
     private static int PackReaderRead(SafeFileHandle pack, Span<byte> buffer, long offset)

@@ -313,23 +313,53 @@ public static class SnapshotMaterializer
 
         var same = have.Select(x => (x.Offset, x.Length, x.BlobRowId)).ToHashSet();
         var changed = Enumerable.Range(0, wanted.Count).Where(i => !same.Contains((wanted[i].Offset, wanted[i].Length, wanted[i].BlobRowId))).ToList();
+        // Changed extents that lie raw and aligned in a pack, in runs adjacent both in the file and in one pack (an
+        // aligned group's pairs of members: W4's changed megabytes are 16 adjacent blocks), each run cloned at once.
+        var where = changed.Select(i => clones.Locate(locations[i], wanted[i].Offset)).ToArray();
+        var runs = new List<(int First, int Count, long Bytes)>();
+        for (var k = 0; k < changed.Count; k++)
+        {
+            if (runs.Count > 0 && where[k] is { } w && where[k - 1] is { } p && runs[^1].First + runs[^1].Count == k && w.PackId == p.PackId &&
+                p.Offset + wanted[changed[k - 1]].Length == w.Offset && wanted[changed[k - 1]].Offset + wanted[changed[k - 1]].Length == wanted[changed[k]].Offset &&
+                runs[^1].Bytes + wanted[changed[k]].Length <= PackClones.MaxRun)
+            {
+                runs[^1] = (runs[^1].First, runs[^1].Count + 1, runs[^1].Bytes + wanted[changed[k]].Length);
+            }
+            else
+            {
+                runs.Add((k, 1, wanted[changed[k]].Length));
+            }
+        }
+
         long written = 0, cloned = 0;
+        var longest = (int)runs.Select(r => r.Bytes).DefaultIfEmpty(0).Max();
         try
         {
-            System.Threading.Tasks.Parallel.ForEach(changed,
-                () => new byte[Storage.Packs.PackFormat.MaxRawLength],
-                (i, _, buffer) =>
+            System.Threading.Tasks.Parallel.ForEach(runs,
+                () => new byte[Math.Max(Storage.Packs.PackFormat.MaxRawLength, longest)],
+                (run, _, buffer) =>
                 {
-                    var span = buffer.AsSpan(0, wanted[i].Length);
-                    if (clones.TryPut(locations[i], file, wanted[i].Offset, span, target.Rel, out var shared))
+                    var (first, count, _) = run;
+                    if (where[first] is { } at)
                     {
-                        Interlocked.Add(ref shared ? ref cloned : ref written, span.Length);
-                        return buffer;
+                        var locs = Enumerable.Range(first, count).Select(k => locations[changed[k]]).ToList();
+                        var put = clones.PutRun(locs, at.PackId, at.Offset, file, wanted[changed[first]].Offset, buffer, target.Rel);
+                        if (put >= 0)
+                        {
+                            Interlocked.Add(ref put > 0 ? ref cloned : ref written, run.Bytes);
+                            return buffer;
+                        }
                     }
 
-                    reader.Blobs.Read(locations[i], span);
-                    SafeTreeWriter.Write(file, span, wanted[i].Offset, target.Rel);
-                    Interlocked.Add(ref written, span.Length);
+                    for (var k = first; k < first + count; k++)
+                    {
+                        var i = changed[k];
+                        var span = buffer.AsSpan(0, wanted[i].Length);
+                        reader.Blobs.Read(locations[i], span);
+                        SafeTreeWriter.Write(file, span, wanted[i].Offset, target.Rel);
+                        Interlocked.Add(ref written, span.Length);
+                    }
+
                     return buffer;
                 },
                 _ => { });
