@@ -300,7 +300,8 @@ public static class SnapshotMaterializer
         }
 
         long punched = 0;
-        foreach (var (s, e) in Subtract(have.Select(x => (x.Offset, x.Offset + x.Length)), wanted.Select(x => (x.Offset, x.Offset + x.Length)), target.Size))
+        var gone = Subtract(have.Select(x => (x.Offset, x.Offset + x.Length)), wanted.Select(x => (x.Offset, x.Offset + x.Length)), target.Size);
+        foreach (var (s, e) in gone)
         {
             if (Libc.Fallocate(fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, s, e - s) != 0)
             {
@@ -374,7 +375,7 @@ public static class SnapshotMaterializer
         }
 
         punched += Retrim(file, target.Rel, wanted, changed.Select(i => (wanted[i].Offset, (long)wanted[i].Offset + wanted[i].Length))
-            .Concat(Subtract(have.Select(x => (x.Offset, x.Offset + x.Length)), wanted.Select(x => (x.Offset, x.Offset + x.Length)), target.Size)), target.Size);
+            .Concat(gone), target.Size);
         return (written, punched, cloned);
     }
 
@@ -449,10 +450,10 @@ public static class SnapshotMaterializer
     /// <summary>The parts of ranges <paramref name="a"/> that no range of <paramref name="b"/> covers, below <paramref name="limit"/>.</summary>
     public static List<(long Start, long End)> Subtract(IEnumerable<(long Start, long End)> a, IEnumerable<(long Start, long End)> b, long limit)
     {
-        var cover = b.OrderBy(r => r.Start).ToList();
+        var cover = Sorted(b);
         var result = new List<(long, long)>();
         var first = 0; // ranges of a are sorted and disjoint: covers ending before one end before every later one
-        foreach (var (start, end0) in a.OrderBy(r => r.Start))
+        foreach (var (start, end0) in Sorted(a))
         {
             var s = start;
             var end = Math.Min(end0, limit);
@@ -484,6 +485,25 @@ public static class SnapshotMaterializer
         }
 
         return result;
+    }
+
+    /// <summary>
+    /// The ranges by start, sorted only when they are not already (extent maps are in offset order): LINQ's OrderBy of a
+    /// 4,096-extent map's ranges, twice per file, was a sixth of a W4 materialization's CPU with the gen0 GC it caused.
+    /// </summary>
+    private static List<(long Start, long End)> Sorted(IEnumerable<(long Start, long End)> ranges)
+    {
+        var list = ranges.ToList();
+        for (var i = 1; i < list.Count; i++)
+        {
+            if (list[i].Start < list[i - 1].Start)
+            {
+                list.Sort();
+                break;
+            }
+        }
+
+        return list;
     }
 
     private static void Sync(SafeFileHandle file, string rel)
