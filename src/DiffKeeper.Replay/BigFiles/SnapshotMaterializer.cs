@@ -337,7 +337,9 @@ public static class SnapshotMaterializer
         try
         {
             System.Threading.Tasks.Parallel.ForEach(runs,
-                () => new byte[Math.Max(Storage.Packs.PackFormat.MaxRawLength, longest)],
+                // Pooled: the loop runs on several task replicas, each with its own buffer, and a new zeroed array of
+                // 256 KiB each (large-object heap) was a tenth of a W4 materialization's CPU.
+                () => System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(Storage.Packs.PackFormat.MaxRawLength, longest)),
                 (run, _, buffer) =>
                 {
                     var (first, count, _) = run;
@@ -363,7 +365,7 @@ public static class SnapshotMaterializer
 
                     return buffer;
                 },
-                _ => { });
+                buffer => System.Buffers.ArrayPool<byte>.Shared.Return(buffer));
         }
         catch (AggregateException e) when (e.InnerExceptions.FirstOrDefault(x => x is Storage.Packs.BlobDamagedException) is { } d)
         {
