@@ -1419,17 +1419,16 @@ public sealed class TraceWriter : IDisposable
         }
 
         _aligned = null;
-        var payload = ArrayPool<byte>.Shared.Rent(PackFormat.MaxGroupLength + AlignedGroup.Alignment);
         try
         {
             var pack = _pack ??= CreatePack(); // not CurrentPack: its roll commits, and this may run inside a commit
-            var (stored, raw, id, lead) = group.Layout(pack.Length, payload, trailer: false);
+            var (start, stored, raw, id, lead) = group.Layout(pack.Length, trailer: false);
             if (_newBlobs.ContainsKey(id) || (!_ownsAllBlobs && HashInCatalog(id)))
             {
-                (stored, raw, id, lead) = group.Layout(pack.Length, payload, trailer: true); // its bytes are a blob's already
+                (start, stored, raw, id, lead) = group.Layout(pack.Length, trailer: true); // its bytes are a blob's already
             }
 
-            var offset = pack.Append(id, BlobCodec.Group, raw, payload.AsSpan(0, stored));
+            var offset = pack.Append(id, BlobCodec.Group, raw, group.Buffer.AsSpan(start, stored));
             StoredBytesWritten += PackFormat.RecordSize(stored);
             _fillGroup.Bind(1, group.Row).Bind(2, id.ToArray()).Bind(3, pack.PackId).Bind(4, offset).Bind(5, (long)raw).Bind(6, (long)stored).Run();
             _newBlobs[id] = group.Row;
@@ -1443,7 +1442,6 @@ public sealed class TraceWriter : IDisposable
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(payload);
             _spareAlignedBuffer = group.Buffer;
         }
     }

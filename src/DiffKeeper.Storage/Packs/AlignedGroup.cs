@@ -25,7 +25,16 @@ internal sealed class AlignedGroup(long row, byte[] buffer)
     private const int PairPad = Alignment - 2 * BlockHeader; // a raw block of zeros between two pairs of members
     private const int TrailerLength = 16;
 
-    private readonly byte[] _members = buffer.Length >= MaxMembers * Member ? buffer : throw new ArgumentException("an aligned group's buffer holds 15 blocks", nameof(buffer));
+    // The buffer holds the record's payload as it will be written: members at fixed places after room for the frame
+    // header and the lead (which depends on where the record lands), with their block headers and the blocks of zeros
+    // between pairs, so writing the record copies nothing (Layout writes only the part before the first member).
+    private const int FirstMemberAt = FrameHeader + BlockHeader + (Alignment - 1) + BlockHeader + 1;
+    private const int PairStride = (2 * Member) + Alignment;
+
+    /// <summary>Bytes of an aligned group's buffer: the largest payload, trailer included.</summary>
+    public const int BufferLength = FirstMemberAt + (MaxMembers * Member) + (MaxMembers / 2 * Alignment) + BlockHeader + TrailerLength;
+
+    private readonly byte[] _payload = buffer.Length >= BufferLength ? buffer : throw new ArgumentException("an aligned group's buffer is BufferLength long", nameof(buffer));
     private readonly List<long> _rows = [];
 
     /// <summary>The group's catalog row: added with the first member, its record written when full or at the commit.</summary>
@@ -38,7 +47,7 @@ internal sealed class AlignedGroup(long row, byte[] buffer)
     public bool Full => _rows.Count == MaxMembers;
 
     /// <summary>The buffer, for the next group once this one is written.</summary>
-    public byte[] Buffer => _members;
+    public byte[] Buffer => _payload;
 
     /// <summary>
     /// Whether <paramref name="record"/>, found at offset <paramref name="at"/> of its pack, is an aligned group there: a
@@ -61,8 +70,8 @@ internal sealed class AlignedGroup(long row, byte[] buffer)
             (at + next + BlockHeader) % Alignment == 0;
     }
 
-    /// <summary>A buffer for an aligned group (15 blocks), its contents unspecified.</summary>
-    public static byte[] NewBuffer() => GC.AllocateUninitializedArray<byte>(MaxMembers * Member);
+    /// <summary>A buffer for an aligned group, its contents unspecified.</summary>
+    public static byte[] NewBuffer() => GC.AllocateUninitializedArray<byte>(BufferLength);
 
     /// <summary>Adds a member (exactly <see cref="Member"/> bytes); returns its offset in the group's raw bytes before the leading padding.</summary>
     public long Add(ReadOnlySpan<byte> data, long rowOfMember)
@@ -73,67 +82,91 @@ internal sealed class AlignedGroup(long row, byte[] buffer)
         }
 
         var k = _rows.Count;
-        data.CopyTo(_members.AsSpan(k * Member));
+        var at = At(k);
+        data.CopyTo(_payload.AsSpan(at));
+        if (k % 2 == 0)
+        {
+            if (k > 0)
+            {
+                // The block of zeros between the last pair and this one.
+                var pad = At(k - 1) + Member;
+                BlockHeaderAt(pad, PairPad, last: false);
+                _payload.AsSpan(pad + BlockHeader, PairPad).Clear();
+            }
+
+            BlockHeaderAt(at - BlockHeader, Member, last: false);
+        }
+        else
+        {
+            BlockHeaderAt(At(k - 1) - BlockHeader, 2 * Member, last: false);
+        }
+
         _rows.Add(rowOfMember);
         return MemberOffset(k, 0);
+    }
+
+    /// <summary>Where member <paramref name="k"/>'s bytes are in the buffer (and in the payload, less its start).</summary>
+    private static int At(int k) => FirstMemberAt + (k / 2 * PairStride) + (k % 2 * Member);
+
+    private void BlockHeaderAt(int at, int size, bool last)
+    {
+        var header = (last ? 1u : 0u) | ((uint)size << 3); // block type 0: raw
+        _payload[at] = (byte)header;
+        _payload[at + 1] = (byte)(header >> 8);
+        _payload[at + 2] = (byte)(header >> 16);
     }
 
     /// <summary>Where member <paramref name="k"/> starts in the group's raw bytes, after <paramref name="lead"/> bytes of leading padding.</summary>
     public static long MemberOffset(int k, int lead) => lead + ((long)k * Member) + (k / 2 * (long)PairPad);
 
     /// <summary>
-    /// The record's payload (a zstd frame of raw blocks) for a record that starts at <paramref name="recordOffset"/> of
-    /// its pack, written into <paramref name="payload"/> (at least <see cref="PackFormat.MaxGroupLength"/> + 4 KiB);
-    /// returns the payload's length, the group's raw length, its id and the leading padding (add it to every member's
-    /// offset). With <paramref name="trailer"/>, 16 random bytes end the raw bytes (a group whose bytes are some blob's).
+    /// Completes the record's payload (a zstd frame of raw blocks) for a record that starts at
+    /// <paramref name="recordOffset"/> of its pack, in the buffer; returns where the payload starts in
+    /// <see cref="Buffer"/> and its length, the group's raw length, its id and the leading padding (add it to every
+    /// member's offset). With <paramref name="trailer"/>, 16 random bytes end the raw bytes (a group whose bytes are some
+    /// blob's). May be called again (with a trailer) for the same place.
     /// </summary>
-    public (int Stored, int Raw, BlobId Id, int Lead) Layout(long recordOffset, Span<byte> payload, bool trailer)
+    public (int Start, int Stored, int Raw, BlobId Id, int Lead) Layout(long recordOffset, bool trailer)
     {
-        var lead = (int)((Alignment - ((recordOffset + PackFormat.RecordHeaderSize + FrameHeader + (2 * BlockHeader)) % Alignment)) % Alignment);
         var n = _rows.Count;
+        var lead = (int)((Alignment - ((recordOffset + PackFormat.RecordHeaderSize + FrameHeader + (2 * BlockHeader)) % Alignment)) % Alignment);
         var raw = (int)MemberOffset(n - 1, lead) + Member + (trailer ? TrailerLength : 0); // no padding after the last pair
+        var start = FirstMemberAt - BlockHeader - lead - BlockHeader - FrameHeader;
+        BinaryPrimitives.WriteUInt32LittleEndian(_payload.AsSpan(start), 0xFD2FB528);
+        _payload[start + 4] = 0xA0; // content size in 4 bytes, single segment, no checksum, no dictionary
+        BinaryPrimitives.WriteUInt32LittleEndian(_payload.AsSpan(start + 5), (uint)raw);
+        BlockHeaderAt(start + FrameHeader, lead, last: false);
+        _payload.AsSpan(start + FrameHeader + BlockHeader, lead).Clear();
+        var lastPair = (n - 1) / 2 * 2;
+        BlockHeaderAt(At(lastPair) - BlockHeader, (n - lastPair) * Member, last: !trailer);
+        var end = At(n - 1) + Member;
+        if (trailer)
+        {
+            BlockHeaderAt(end, TrailerLength, last: true);
+            System.Security.Cryptography.RandomNumberGenerator.Fill(_payload.AsSpan(end + BlockHeader, TrailerLength));
+            end += BlockHeader + TrailerLength;
+        }
 
-        BinaryPrimitives.WriteUInt32LittleEndian(payload, 0xFD2FB528);
-        payload[4] = 0xA0; // content size in 4 bytes, single segment, no checksum, no dictionary
-        BinaryPrimitives.WriteUInt32LittleEndian(payload[5..], (uint)raw);
-        var at = FrameHeader;
+        // The raw bytes: the lead's zeros, each pair's members, the zeros between pairs, the trailer.
         var sha = new Sha256.Hasher();
-        Span<byte> zeros = stackalloc byte[Alignment];
-        zeros.Clear();
-
-        Block(payload, ref at, ref sha, zeros[..lead], false);
+        sha.Append(_payload.AsSpan(start + FrameHeader + BlockHeader, lead));
         for (var k = 0; k < n; k += 2)
         {
             if (k > 0)
             {
-                Block(payload, ref at, ref sha, zeros[..PairPad], false);
+                sha.Append(_payload.AsSpan(At(k - 1) + Member + BlockHeader, PairPad));
             }
 
-            var count = Math.Min(2, n - k);
-            Block(payload, ref at, ref sha, _members.AsSpan(k * Member, count * Member), last: !trailer && k + count == n);
+            sha.Append(_payload.AsSpan(At(k), Math.Min(2, n - k) * Member));
         }
 
         if (trailer)
         {
-            Span<byte> random = stackalloc byte[TrailerLength];
-            System.Security.Cryptography.RandomNumberGenerator.Fill(random);
-            Block(payload, ref at, ref sha, random, last: true);
+            sha.Append(_payload.AsSpan(end - TrailerLength, TrailerLength));
         }
 
         var id = new byte[Sha256.HashSize];
         sha.Finish(id);
-        return (at, raw, new BlobId(id), lead);
-    }
-
-    /// <summary>Appends a raw zstd block of <paramref name="bytes"/> at <paramref name="at"/> and hashes them as raw bytes of the group.</summary>
-    private static void Block(Span<byte> payload, ref int at, ref Sha256.Hasher sha, ReadOnlySpan<byte> bytes, bool last)
-    {
-        var header = (last ? 1u : 0u) | ((uint)bytes.Length << 3); // block type 0: raw
-        payload[at] = (byte)header;
-        payload[at + 1] = (byte)(header >> 8);
-        payload[at + 2] = (byte)(header >> 16);
-        bytes.CopyTo(payload[(at + BlockHeader)..]);
-        at += BlockHeader + bytes.Length;
-        sha.Append(bytes);
+        return (start, end - start, raw, new BlobId(id), lead);
     }
 }
