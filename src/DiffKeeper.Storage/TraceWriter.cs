@@ -728,7 +728,9 @@ public sealed class TraceWriter : IDisposable
     /// compaction nothing: every chunk of the previous version it no longer names is a base of one of its own deltas
     /// (a delta written while recording, docs/store-format.md), which compaction can never re-encode (the delta
     /// depends on it), and a group holding it counts it as live. W3's sessions: the pass after each found nothing
-    /// and cost ~0.1 s of CPU.
+    /// and cost ~0.1 s of CPU. Or it is a shorter state of the chunk now at its place, sharing its bytes in one group
+    /// (a file appended to: <see cref="Packs.IngestGroup"/>): it owns nothing there, and compaction leaves it a slice
+    /// (<see cref="Maintenance.GroupSpans"/>). A write storm's every version replaced its tail so.
     /// </summary>
     private bool SupersedesOnlyItsBases(byte[]? extents, byte[]? previous)
     {
@@ -748,8 +750,19 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        return before.All(e => kept.Contains(e.BlobRowId) || bases.Contains(e.BlobRowId));
+        var at = new Dictionary<long, long>(now.Count);
+        foreach (var e in now)
+        {
+            at.TryAdd(e.Offset, e.BlobRowId);
+        }
+
+        return before.All(e => kept.Contains(e.BlobRowId) || bases.Contains(e.BlobRowId) || IsShorterState(e, at));
     }
+
+    private bool IsShorterState(Extent old, Dictionary<long, long> at) =>
+        at.TryGetValue(old.Offset, out var row) && _bases.Location(old.BlobRowId) is { IsSlice: true } shorter &&
+        _bases.Location(row) is { IsSlice: true } longer && shorter.Bases[0] == longer.Bases[0] && shorter.Offset == longer.Offset &&
+        shorter.RawLength < longer.RawLength;
 
     /// <summary>Records <see cref="GroupedThroughKey"/> in the transaction of the maintenance step that calls it.</summary>
     internal void SetGroupedThrough(long blobRowId)
