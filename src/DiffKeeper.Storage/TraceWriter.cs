@@ -687,12 +687,13 @@ public sealed class TraceWriter : IDisposable
             """);
         if (read)
         {
+            Dictionary<long, long>? own = null;
             try
             {
                 replaced.Bind(1, through ?? 0);
                 while (replaced.Step())
                 {
-                    if (!SupersedesOnlyItsBases(replaced.BlobOrNull(0), replaced.BlobOrNull(1)))
+                    if (!SupersedesOnlyItsBases(replaced.BlobOrNull(0), replaced.BlobOrNull(1), ref own))
                     {
                         return true;
                     }
@@ -728,11 +729,13 @@ public sealed class TraceWriter : IDisposable
     /// compaction nothing: every chunk of the previous version it no longer names is a base of one of its own deltas
     /// (a delta written while recording, docs/store-format.md), which compaction can never re-encode (the delta
     /// depends on it), and a group holding it counts it as live. W3's sessions: the pass after each found nothing
-    /// and cost ~0.1 s of CPU. Or it is a shorter state of the chunk now at its place, sharing its bytes in one group
-    /// (a file appended to: <see cref="Packs.IngestGroup"/>): it owns nothing there, and compaction leaves it a slice
-    /// (<see cref="Maintenance.GroupSpans"/>). A write storm's every version replaced its tail so.
+    /// and cost ~0.1 s of CPU. Or it is a slice whose share of its group could not pay for a delta's record
+    /// (<see cref="Maintenance.Compactor"/>'s rule): the shorter states of a file appended to own nothing of their group
+    /// (<see cref="Maintenance.GroupSpans"/>), and a write storm's every version replaced its tail so.
     /// </summary>
-    private bool SupersedesOnlyItsBases(byte[]? extents, byte[]? previous)
+    /// <param name="own">The bytes each slice alone covers in its group: read from the catalog the first time a
+    /// slice is asked about (one scan of the slices).</param>
+    private bool SupersedesOnlyItsBases(byte[]? extents, byte[]? previous, ref Dictionary<long, long>? own)
     {
         if (extents is null || previous is null || !ExtentMap.TryDecode(extents, long.MaxValue, out var now) ||
             !ExtentMap.TryDecode(previous, long.MaxValue, out var before))
@@ -750,19 +753,61 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        var at = new Dictionary<long, long>(now.Count);
-        foreach (var e in now)
+        foreach (var e in before)
         {
-            at.TryAdd(e.Offset, e.BlobRowId);
+            if (kept.Contains(e.BlobRowId) || bases.Contains(e.BlobRowId))
+            {
+                continue;
+            }
+
+            if (_bases.Location(e.BlobRowId) is not { IsSlice: true, Bases: [var group] } || _bases.Location(group) is not { RawLength: > 0 } g)
+            {
+                return false;
+            }
+
+            own ??= SliceOwnBytes();
+            if (!Maintenance.Compactor.SliceCannotPay(g.StoredLength, g.RawLength, own.GetValueOrDefault(e.BlobRowId)))
+            {
+                return false;
+            }
         }
 
-        return before.All(e => kept.Contains(e.BlobRowId) || bases.Contains(e.BlobRowId) || IsShorterState(e, at));
+        return true;
     }
 
-    private bool IsShorterState(Extent old, Dictionary<long, long> at) =>
-        at.TryGetValue(old.Offset, out var row) && _bases.Location(old.BlobRowId) is { IsSlice: true } shorter &&
-        _bases.Location(row) is { IsSlice: true } longer && shorter.Bases[0] == longer.Bases[0] && shorter.Offset == longer.Offset &&
-        shorter.RawLength < longer.RawLength;
+    /// <summary>For every slice, the bytes of its group only it covers (<see cref="Maintenance.GroupSpans.Own"/>).</summary>
+    private Dictionary<long, long> SliceOwnBytes()
+    {
+        var byGroup = new Dictionary<long, List<(long Row, long Start, int Length)>>();
+        using (var slices = _db.Prepare("SELECT id, bases, offset, raw_len FROM blobs WHERE codec = ?1"))
+        {
+            slices.Bind(1, (long)BlobCodec.Slice);
+            while (slices.Step())
+            {
+                if (slices.BlobOrNull(1) is { } b && PackFormat.DecodeBases(b) is [var group])
+                {
+                    if (!byGroup.TryGetValue(group, out var list))
+                    {
+                        byGroup[group] = list = [];
+                    }
+
+                    list.Add((slices.Int64(0), slices.Int64(2), (int)slices.Int64(3)));
+                }
+            }
+        }
+
+        var own = new Dictionary<long, long>();
+        foreach (var list in byGroup.Values)
+        {
+            var bytes = Maintenance.GroupSpans.Own(list.Select(s => (s.Start, s.Length)).ToList());
+            for (var i = 0; i < list.Count; i++)
+            {
+                own[list[i].Row] = bytes[i];
+            }
+        }
+
+        return own;
+    }
 
     /// <summary>Records <see cref="GroupedThroughKey"/> in the transaction of the maintenance step that calls it.</summary>
     internal void SetGroupedThrough(long blobRowId)

@@ -257,22 +257,29 @@ public sealed class GroupTests : IDisposable
     {
         var trace = _dir.Sub("t");
         var grown = new List<byte>();
-        using var w = TraceWriter.Open(trace);
-        var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
-        for (var state = 0; state < 200; state++)
+        using (var w = TraceWriter.Open(trace))
         {
-            grown.AddRange(Encoding.UTF8.GetBytes($"{state:D5} appended line\n"));
-            TraceStoreTests.AddFile(w, sid, roots[0], _dir.Path, "log/app.log", [.. grown], state + 1);
+            var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
+            for (var state = 0; state < 200; state++)
+            {
+                grown.AddRange(Encoding.UTF8.GetBytes($"{state:D5} appended line\n"));
+                TraceStoreTests.AddFile(w, sid, roots[0], _dir.Path, "log/app.log", [.. grown], state + 1);
+            }
+
+            w.Commit();
+            Assert.False(w.HasMaintenanceWork());
         }
 
-        w.Commit();
-        Assert.False(w.HasMaintenanceWork());
-
-        // A rewrite in place (not a longer state of the same bytes) is work.
-        grown[3] = (byte)'x';
-        TraceStoreTests.AddFile(w, sid, roots[0], _dir.Path, "log/app.log", [.. grown], 1000);
-        w.Commit();
-        Assert.True(w.HasMaintenanceWork());
+        // A file stored on its own record, then rewritten: its old record is compaction's to re-encode.
+        using (var w = PassGrouped(trace))
+        {
+            var source = SourceFile(3);
+            TraceStoreTests.WriteSession(w, _dir.Path, ("src/a.cs", source));
+            Assert.False(w.HasMaintenanceWork());
+            source[100] = (byte)'#';
+            TraceStoreTests.WriteSession(w, _dir.Path, ("src/a.cs", source));
+            Assert.True(w.HasMaintenanceWork());
+        }
     }
 
     [Fact]

@@ -141,7 +141,21 @@ internal sealed class Compactor
                         continue;
                     }
 
-                    Encode(row, candidates, current.Codec == BlobCodec.Slice ? SliceShare(row) : current.Stored);
+                    if (current.Codec == BlobCodec.Slice)
+                    {
+                        // A slice's delta is a record of its own: it must save a quarter of the slice's share with its header.
+                        var share = SliceShare(row);
+                        if (SliceCannotPay(share))
+                        {
+                            continue;
+                        }
+
+                        Encode(row, candidates, share, share / 4 * 3 - PackFormat.RecordSize(0));
+                    }
+                    else
+                    {
+                        Encode(row, candidates, current.Stored, current.Stored / 4 * 3);
+                    }
                     if (_pending.Count >= _rowsPerStep || _pendingBytes >= BytesPerStep)
                     {
                         Flush();
@@ -196,6 +210,16 @@ internal sealed class Compactor
         }
     }
 
+    /// <summary>
+    /// Whether a slice whose group stores <paramref name="groupStored"/> bytes for <paramref name="groupRaw"/>, of which
+    /// it alone covers <paramref name="own"/>, takes too little of its group for any delta of it to pay for its record
+    /// (<see cref="TraceWriter.HasMaintenanceWork"/> skips the pass for such slices).
+    /// </summary>
+    internal static bool SliceCannotPay(int groupStored, int groupRaw, long own) =>
+        SliceCannotPay(groupRaw > 0 ? (int)Math.Min(int.MaxValue, (long)groupStored * own / groupRaw) : 0);
+
+    private static bool SliceCannotPay(int share) => share / 4 * 3 <= PackFormat.RecordSize(0);
+
     /// <summary>A group (a file chunk deduplicated against one) is never a delta base: readers refuse that.</summary>
     private bool IsGroup(long row) => _rows.TryGetValue(row, out var r) && r.Codec == BlobCodec.Group;
 
@@ -247,8 +271,9 @@ internal sealed class Compactor
         }
     }
 
-    /// <summary>Appends the delta of <paramref name="row"/> when it saves a quarter of <paramref name="limit"/> and queues its move.</summary>
-    private void Encode(long row, long[] bases, int limit)
+    /// <summary>Appends the delta of <paramref name="row"/> when it takes at most <paramref name="bound"/> bytes
+    /// (a quarter less than what it replaces, <paramref name="limit"/>) and queues its move.</summary>
+    private void Encode(long row, long[] bases, int limit, int bound)
     {
         BlobLocation loc;
         BlobLocation[] baseLocs;
@@ -284,7 +309,7 @@ internal sealed class Compactor
 
             // Worth it only when it saves a quarter of the record: the whole record it replaces stays in its pack as
             // garbage until that pack is repacked, which a big pack is only once a tenth of it is garbage.
-            var payload = DeltaCodec.Encode(_codec, prefix.AsSpan(0, total), raw.AsSpan(0, loc.RawLength), limit / 4 * 3);
+            var payload = DeltaCodec.Encode(_codec, prefix.AsSpan(0, total), raw.AsSpan(0, loc.RawLength), bound);
             if (payload is null)
             {
                 return;
