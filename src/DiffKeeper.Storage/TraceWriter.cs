@@ -711,13 +711,31 @@ public sealed class TraceWriter : IDisposable
         // Enough bytes and enough members: a group gains from many small blobs sharing one frame; a handful of
         // chunks cut from the middle of big files (a 130 MB untar left 7, 276 KB raw, 46 KB stored) gained 5 KB from
         // a pass that read the untar's 35,000 versions for ~1 s.
-        using var small = _db.Prepare("SELECT coalesce(sum(raw_len), 0), count(*) FROM blobs WHERE codec = ?1 AND raw_len <= ?2 AND id > ?3");
+        // Only those whose records the pass's repack would free count (Grouper.Reclaimed): grouping 77 stray chunks of
+        // an untar's 14 MB pack freed nothing and added their group.
+        using var small = _db.Prepare(
+            "SELECT pack_id, coalesce(sum(raw_len), 0), count(*), sum(stored_len) + count(*) * ?4 FROM blobs WHERE codec = ?1 AND raw_len <= ?2 AND id > ?3 GROUP BY pack_id");
         mark.Bind(1, GroupedThroughKey);
         var grouped = mark.ScalarInt64() ?? 0;
-        small.Bind(1, (long)BlobCodec.Zstd).Bind(2, (long)Maintenance.Grouper.MaxMember).Bind(3, grouped);
-        if (small.Step() && small.Int64(0) >= Maintenance.Grouper.SmallGroup && small.Int64(1) >= Maintenance.Grouper.FewestForAPass)
+        small.Bind(1, (long)BlobCodec.Zstd).Bind(2, (long)Maintenance.Grouper.MaxMember).Bind(3, grouped).Bind(4, (long)PackFormat.RecordSize(0));
+        var waiting = new List<(long Pack, long Raw, long Count, long Leaving)>();
+        while (small.Step())
         {
-            return true;
+            waiting.Add((small.Int64(0), small.Int64(1), small.Int64(2), small.Int64(3)));
+        }
+
+        if (waiting.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && waiting.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
+        {
+            using var live = _db.Prepare("SELECT coalesce(sum(stored_len) + count(*) * ?2, 0) FROM blobs WHERE pack_id = ?1");
+            using var size = _db.Prepare("SELECT committed_size FROM packs WHERE id = ?1");
+            var threshold = new Maintenance.MaintenanceOptions().RepackThreshold;
+            var freed = waiting.Where(w =>
+                size.Bind(1, w.Pack).ScalarInt64() is { } committed &&
+                (double)((live.Bind(1, w.Pack).Bind(2, (long)PackFormat.RecordSize(0)).ScalarInt64() ?? 0) - w.Leaving) / Math.Max(1, committed - PackFormat.HeaderSize) < threshold).ToList();
+            if (freed.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && freed.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
+            {
+                return true;
+            }
         }
 
         using var pruned = _db.Prepare("SELECT EXISTS(SELECT 1 FROM versions WHERE pruned = 1)");

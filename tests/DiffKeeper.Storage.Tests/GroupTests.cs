@@ -282,6 +282,40 @@ public sealed class GroupTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Small whole blobs beside much more in their pack (the stray chunks of an untar's 14 MB pack): grouping them
+    /// would leave their records dead in a pack no repack takes, and add the group. No pass for them, and a pass run
+    /// anyway leaves the packs as they are.
+    /// </summary>
+    [Fact]
+    public void Small_blobs_whose_records_no_repack_would_free_are_left_whole()
+    {
+        var trace = _dir.Sub("t");
+        var big = new byte[4 << 20];
+        new Random(5).NextBytes(big); // incompressible: 4 MiB of live records beside the small ones
+        using (var w = PassGrouped(trace))
+        {
+            TraceStoreTests.WriteSession(w, _dir.Path, [("data/blob.bin", big), .. Tree(60, 0)]);
+            Assert.False(w.HasMaintenanceWork());
+        }
+
+        var result = StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        Assert.Equal(0, result.Grouping!.Members);
+        Assert.True(result.PackBytesAfter <= result.PackBytesBefore, $"packs grew {result.PackBytesBefore} → {result.PackBytesAfter}");
+
+        // Without the big file beside them, the same files are grouped: their records go with the repack.
+        var other = _dir.Sub("t2");
+        using (var w = PassGrouped(other))
+        {
+            TraceStoreTests.WriteSession(w, _dir.Path, Tree(60, 0));
+            Assert.True(w.HasMaintenanceWork());
+        }
+
+        result = StoreMaintenance.Run(other, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+        Assert.Equal(60, result.Grouping!.Members);
+        Assert.True(result.PackBytesAfter < result.PackBytesBefore);
+    }
+
     [Fact]
     public void A_flipped_byte_in_a_group_damages_every_member_and_verify_names_them()
     {
