@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Chunking;
 
@@ -18,8 +19,10 @@ internal sealed class FileShadow
     private long _cleanUpTo;
 
     // The hash state of the last chunk stored, when it ended where the data did: the next Store of a file growing by
-    // appends continues it over the new bytes (valid while its bytes are below _cleanUpTo).
-    private GrowingTail _tail = GrowingTail.None;
+    // appends continues it over the new bytes (valid while its bytes are below _cleanUpTo). Boxed, and kept only by
+    // the general path (a file of 16 KiB or more): 128 bytes held in every followed copy made each one about twice
+    // as big, and a version below the least chunk hashes its bytes whole (at most 16 KiB, what a read of it costs).
+    private StrongBox<GrowingTail>? _tail;
 
     // The ranges that hold data (written, or data when the copy was seeded from the file), sorted, disjoint and not
     // touching: the rest is a hole. Zeros a program wrote are data; a sparse write, a truncate up or a punched hole
@@ -190,7 +193,7 @@ internal sealed class FileShadow
             LastStoreCost = 0;
             _cleanUpTo = 0;
             _chunks.Clear();
-            _tail = GrowingTail.None;
+            _tail = null;
             return EmptyContent;
         }
 
@@ -198,10 +201,10 @@ internal sealed class FileShadow
         {
             // All data, less than the least chunk: one chunk from 0 (no chunk of the last store lies wholly below
             // _cleanUpTo with another after it: that one would be at least the least chunk long). What the general
-            // path below gives, without its lists (20,000 small files: two versions each, all of them here).
-            var small = _tail.HashedTo <= _cleanUpTo ? _tail : GrowingTail.None;
-            var stored1 = ChunkedContent.StoreWhole(writer, _data, (int)Size, ref small, out var chunk);
-            _tail = small;
+            // path below gives, without its lists and without keeping a hash state (20,000 small files: two
+            // versions each, all of them here).
+            var stored1 = ChunkedContent.StoreWhole(writer, _data, (int)Size, out var chunk);
+            _tail = null;
             LastStoreCost = Size;
             _cleanUpTo = Size;
             _chunks.Clear();
@@ -225,8 +228,10 @@ internal sealed class FileShadow
         }
 
         long cost = 0;
-        var tail = _tail.HashedTo <= _cleanUpTo ? _tail : GrowingTail.None;
-        _tail = GrowingTail.None;
+        var box = _tail;
+        _tail = null;
+        var tail = box is not null && box.Value.HashedTo <= _cleanUpTo ? box.Value : GrowingTail.None;
+        var grown = false;
         // Each data range is chunked on its own, as a read chunks each data extent; the gaps are holes.
         for (var r = 0; r < _ranges.Count; r++)
         {
@@ -236,8 +241,15 @@ internal sealed class FileShadow
             if (from < end)
             {
                 cost += content.StoreRange(_data, (int)from, (int)end, ref tail);
-                _tail = tail;
+                grown = true;
             }
+        }
+
+        if (grown)
+        {
+            box ??= new StrongBox<GrowingTail>();
+            box.Value = tail;
+            _tail = box;
         }
 
         LastStoreCost = cost;

@@ -137,11 +137,11 @@ public sealed class ChunkedContent
     /// <summary>
     /// Stores <paramref name="buffer"/>[0..<paramref name="length"/>], a file's only data range, shorter than
     /// <see cref="FastCdc.MinSize"/> (so one chunk): what <c>new ChunkedContent(writer)</c>, <see cref="StoreRange"/>
-    /// of the range and <see cref="Finish"/> give (the same chunk, row, tail and content), without their lists and
-    /// arrays, which were most of the objects a small file's version made. <paramref name="tail"/> as for
-    /// <see cref="StoreRange"/>; <paramref name="chunk"/> is the one chunk.
+    /// of the range and <see cref="Finish"/> give (the same chunk, row and content), without their lists and arrays,
+    /// which were most of the objects a small file's version made, and without a tail: the bytes are hashed whole.
+    /// <paramref name="chunk"/> is the one chunk.
     /// </summary>
-    public static IngestedContent StoreWhole(TraceWriter writer, byte[] buffer, int length, ref GrowingTail tail, out (Extent Extent, BlobId Id) chunk)
+    public static IngestedContent StoreWhole(TraceWriter writer, byte[] buffer, int length, out (Extent Extent, BlobId Id) chunk)
     {
         if (length <= 0 || length >= FastCdc.MinSize)
         {
@@ -149,12 +149,8 @@ public sealed class ChunkedContent
         }
 
         var before = writer.StoredBytesWritten;
-        var resume = tail.Start == 0 && tail.HashedTo > 0 && tail.HashedTo <= length;
-        var (hasher, from) = resume ? (tail.Hasher, (int)tail.HashedTo) : (new Codecs.Sha256.Hasher(), 0);
-        hasher.Append(buffer.AsSpan(from, length - from));
-        tail = new GrowingTail(0, length, hasher); // a copy: the state before Finish's padding
         var digest = new byte[Codecs.Sha256.HashSize];
-        hasher.Finish(digest);
+        Codecs.Sha256.HashData(buffer.AsSpan(0, length), digest);
         var id = new BlobId(digest);
         var row = writer.PutBlob(buffer.AsSpan(0, length), id);
         chunk = (new Extent(0, length, row), id);
