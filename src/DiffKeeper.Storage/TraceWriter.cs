@@ -1095,6 +1095,13 @@ public sealed class TraceWriter : IDisposable
     {
         RefuseAfterAbandon();
         id = BlobId.Of(data);
+        return PutBlob(data, id, previous);
+    }
+
+    /// <summary>As <see cref="PutBlob(ReadOnlySpan{byte}, out BlobId, Func{byte[]?}?)"/>, for bytes whose id the caller computed.</summary>
+    public long PutBlob(ReadOnlySpan<byte> data, BlobId id, Func<byte[]?>? previous = null)
+    {
+        RefuseAfterAbandon();
         if (Find(id) is { } found)
         {
             NoteFound(data, found);
@@ -1199,7 +1206,7 @@ public sealed class TraceWriter : IDisposable
         var offset = pack.Append(id, BlobCodec.ZstdDelta, data.Length, payload, PackFormat.BaseDigest(bases.Select(b => b.Id)));
         StoredBytesWritten += PackFormat.RecordSize(payload.Length);
         Tx();
-        _insertDelta.Bind(1, id.ToArray()).Bind(2, pack.PackId).Bind(3, offset).Bind(4, data.Length).Bind(5, payload.Length)
+        _insertDelta.BindBlob(1, id.Bytes).Bind(2, pack.PackId).Bind(3, offset).Bind(4, data.Length).Bind(5, payload.Length)
             .Bind(6, (long)BlobCodec.ZstdDelta).Bind(7, PackFormat.EncodeBases([.. bases.Select(b => b.BlobRowId)])).Run();
         var row = _db.LastInsertRowId;
         _newBlobs[id] = row;
@@ -1282,8 +1289,8 @@ public sealed class TraceWriter : IDisposable
         var group = _group!;
         var start = group.Add(data, extendsLast);
         Tx();
-        _insertMember.Bind(1, id.ToArray()).Bind(2, start).Bind(3, data.Length).Bind(4, (long)BlobCodec.Slice)
-            .Bind(5, PackFormat.EncodeBases([group.Row])).Run();
+        _insertMember.BindBlob(1, id.Bytes).Bind(2, start).Bind(3, data.Length).Bind(4, (long)BlobCodec.Slice)
+            .Bind(5, group.Bases).Run();
         var row = _db.LastInsertRowId;
         group.Added(row, id);
         _newBlobs[id] = row;
@@ -1408,7 +1415,7 @@ public sealed class TraceWriter : IDisposable
             var stored = Zstd.Compress(raw[..group.Length], buffer, IngestGroupLevel);
             var offset = pack.Append(id, BlobCodec.Group, group.Length, buffer.AsSpan(0, stored));
             StoredBytesWritten += PackFormat.RecordSize(stored);
-            _fillGroup.Bind(1, group.Row).Bind(2, id.ToArray()).Bind(3, pack.PackId).Bind(4, offset).Bind(5, (long)group.Length).Bind(6, (long)stored).Run();
+            _fillGroup.Bind(1, group.Row).BindBlob(2, id.Bytes).Bind(3, pack.PackId).Bind(4, offset).Bind(5, (long)group.Length).Bind(6, (long)stored).Run();
             _newBlobs[id] = group.Row;
         }
         finally
@@ -1444,7 +1451,7 @@ public sealed class TraceWriter : IDisposable
 
     private bool HashInCatalog(BlobId id)
     {
-        var find = _findBlob.Bind(1, id.ToArray());
+        var find = _findBlob.BindBlob(1, id.Bytes);
         try
         {
             return find.Step();
@@ -1469,7 +1476,7 @@ public sealed class TraceWriter : IDisposable
         }
 
         Tx();
-        var find = _findBlob.Bind(1, id.ToArray());
+        var find = _findBlob.BindBlob(1, id.Bytes);
         try
         {
             if (!find.Step())
@@ -1538,7 +1545,7 @@ public sealed class TraceWriter : IDisposable
             return deltaRow;
         }
 
-        _insertBlob.Bind(1, id.ToArray()).Bind(2, pack.PackId).Bind(3, offset).Bind(4, rawLength).Bind(5, payload.Length).Bind(6, (long)codec).Run();
+        _insertBlob.BindBlob(1, id.Bytes).Bind(2, pack.PackId).Bind(3, offset).Bind(4, rawLength).Bind(5, payload.Length).Bind(6, (long)codec).Run();
         var rowId = _db.LastInsertRowId;
         _newBlobs[id] = rowId;
         _uncommittedRows.Add(rowId);
