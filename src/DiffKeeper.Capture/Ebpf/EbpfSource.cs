@@ -238,8 +238,13 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
         if (skeleton is null)
         {
-            var what = stage == DkEbpf.StageOpen ? "opening the skeleton" : "the loader program";
-            return error == -Libc.ENOSYS ? "this diffkeeper was built without it" : $"{what}: {Libc.StrError(-error)} (errno {-error})";
+            if (stage == DkEbpf.StageOpen)
+            {
+                // The stub of a build without the skeleton fails here with ENOSYS; the real one only without memory.
+                return error == -Libc.ENOSYS ? "this diffkeeper was built without it" : $"opening the skeleton: {Libc.StrError(-error)} (errno {-error})";
+            }
+
+            return $"the loader program: {Libc.StrError(-error)} (errno {-error})";
         }
 
         _skeleton = skeleton;
