@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Compiles bpf/diffkeeper.bpf.c to a CO-RE object: bpf/build.sh OUT_DIR
+# Compiles bpf/diffkeeper.bpf.c to a CO-RE object, and its light skeleton: bpf/build.sh OUT_DIR
 # vmlinux.h is generated from the running kernel's BTF (/sys/kernel/btf/vmlinux); CO-RE relocations let the
-# object load on other kernels with BTF. Neither vmlinux.h nor the object is committed. Called by the Capture
-# project's build (target CompileBpf); scripts/deps.sh installs clang, bpftool and libbpf-dev when missing.
+# object load on other kernels with BTF. None of vmlinux.h, the object and the skeleton is committed. Called by the
+# Native project's build (target CompileBpf: native/ebpf_skeleton.c includes the skeleton, the Capture project embeds
+# the object); scripts/deps.sh installs clang, bpftool and libbpf-dev when missing.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:?usage: bpf/build.sh OUT_DIR}"
@@ -10,7 +11,7 @@ mkdir -p "$out"
 btf=/sys/kernel/btf/vmlinux
 # Without what the object needs, diffkeeper is built without it: the eBPF backend then says so and `auto`
 # falls back to the next backend. A compile error in the program itself still fails the build.
-skip() { echo "bpf/build.sh: warning: $1; building without the eBPF backend" >&2; rm -f "$out/diffkeeper.bpf.o"; exit 0; }
+skip() { echo "bpf/build.sh: warning: $1; building without the eBPF backend" >&2; rm -f "$out/diffkeeper.bpf.o" "$out/diffkeeper.lskel.h"; exit 0; }
 for tool in clang bpftool; do
   command -v "$tool" >/dev/null 2>&1 || skip "$tool is missing (./build.sh installs it from apt)"
 done
@@ -28,3 +29,13 @@ clang -g -O2 -target bpf -D__TARGET_ARCH_"$arch" -Wall -Werror -I "$out" -c "$he
 bpftool gen object "$out/diffkeeper.bpf.o.tmp" "$out/diffkeeper.bpf.o.full"
 rm -f "$out/diffkeeper.bpf.o.full"
 mv "$out/diffkeeper.bpf.o.tmp" "$out/diffkeeper.bpf.o"
+# The light skeleton (diffkeeper.lskel.h): the object and a loader program that creates its maps and loads its
+# programs, with the CO-RE relocations and BTF ids resolved by the kernel, so the start never parses the kernel's BTF
+# in user space. A bpftool without `gen skeleton -L` leaves only the object: diffkeeper then loads it with libbpf.
+if bpftool gen skeleton -L "$out/diffkeeper.bpf.o" name diffkeeper > "$out/diffkeeper.lskel.h.tmp" 2> "$out/lskel.err"; then
+  mv "$out/diffkeeper.lskel.h.tmp" "$out/diffkeeper.lskel.h"
+else
+  echo "bpf/build.sh: warning: bpftool cannot make a light skeleton ($(head -c 300 "$out/lskel.err")); diffkeeper will load the eBPF object with libbpf" >&2
+  rm -f "$out/diffkeeper.lskel.h.tmp" "$out/diffkeeper.lskel.h"
+fi
+rm -f "$out/lskel.err"

@@ -18,6 +18,13 @@ char LICENSE[] SEC("license") = "GPL";
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define KERNEL_PTR(type, addr) ((type *)bpf_rdonly_cast((const void *)(addr), bpf_core_type_id_kernel(type)))
 
+// The current task, typed but untrusted (bpf_get_current_task_btf's pointer is trusted). For each pointer field
+// loaded through a trusted pointer (task->files, task->fs) the verifier looks up to four type names
+// ("task_struct__safe_trusted", ...) by a linear scan of the kernel's ~125,000 BTF types: at every load of the
+// programs, ~20% of the load's time (perf, docs/benchmarks.md, branch ebpfls). Loads through an untrusted pointer
+// are fault-guarded and need no lookup.
+#define CURRENT_TASK() KERNEL_PTR(struct task_struct, bpf_get_current_task())
+
 // A user path string is at most PATH_MAX (the kernel refuses longer ones). A path walked from a dentry can be
 // longer (a tree made with mkdirat relative to directory descriptors): up to 16 KiB of it are sent; a longer one
 // is cut and flagged F_PATH_TRUNCATED (user space then rescans).
@@ -424,7 +431,7 @@ static __always_inline __u64 mkdir_mode(struct task_struct *task, __u64 mode)
 
 __noinline int dk_emit_named(__u32 what, int dirfd, __u64 uptr, __u64 value)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = CURRENT_TASK();
 	__u16 kind = what & 0xff;
 	__u16 flags = what >> 16;
 	struct dk_scratch *s = my_scratch();
@@ -460,7 +467,7 @@ static __always_inline int is_regular(struct inode *inode)
 // An fd-based change of a regular file. With a user buffer, copies up to max_payload bytes of it.
 __noinline int dk_emit_file(__u32 what, int fd, __u64 offset, __u64 length, __u64 ubuf)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = CURRENT_TASK();
 	__u16 kind = what & 0xff;
 	__u16 flags = what >> 16;
 	int use_fpos = (what & EMIT_FPOS) != 0;
@@ -586,7 +593,7 @@ static __always_inline int wanted(long id)
 // A global function too (four open calls share it).
 __noinline int dk_on_open(int fd, __u64 flags)
 {
-	struct file *f = fd_file(bpf_get_current_task_btf(), fd);
+	struct file *f = fd_file(CURRENT_TASK(), fd);
 	if (!f)
 		return 0;
 	__u32 fmode = f->f_mode;
@@ -623,7 +630,7 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 	a.a[3] = regs->r10;
 	a.a[4] = regs->r8;
 	a.a[5] = regs->r9;
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = CURRENT_TASK();
 	switch (a.id) {
 	case 1: // write(fd, buf, count)
 		emit_file(K_WRITE, 0, (int)a.a[0], 0, ret, a.a[1], 1);

@@ -16,13 +16,17 @@ namespace DiffKeeper.Recording;
 internal static class CaptureSelection
 {
     public static ICaptureSource Start(RecordOptions options, PathFilter filter, ChannelWriter<CaptureEvent> sink, TextWriter log) =>
-        Start(options.Capture, options.Roots, filter, sink, log, options.MaxPayload, options.RingBufferBytes, coalesceWrites: true);
+        Start(options.Capture, options.Roots, filter, sink, log, options.MaxPayload, options.RingBufferBytes, coalesceWrites: true,
+            notes: options.Verbose ? log : null);
 
-    /// <summary>Starts <paramref name="capture"/> (see the class comment) watching <paramref name="roots"/>; `run` passes its own roots.</summary>
+    /// <summary>
+    /// Starts <paramref name="capture"/> (see the class comment) watching <paramref name="roots"/>; `run` passes its own
+    /// roots. <paramref name="notes"/> (`--verbose`) gets a line where a backend started through its fallback.
+    /// </summary>
     public static ICaptureSource Start(CaptureMode capture, IReadOnlyList<string> roots, PathFilter filter, ChannelWriter<CaptureEvent> sink,
-        TextWriter log, int maxPayload, int ringBytes, bool coalesceWrites)
+        TextWriter log, int maxPayload, int ringBytes, bool coalesceWrites, TextWriter? notes = null)
     {
-        var options = (Capture: capture, Roots: roots, MaxPayload: maxPayload, RingBufferBytes: ringBytes, CoalesceWrites: coalesceWrites);
+        var options = (Capture: capture, Roots: roots, MaxPayload: maxPayload, RingBufferBytes: ringBytes, CoalesceWrites: coalesceWrites, Notes: notes);
         var order = options.Capture == CaptureMode.Auto
             ? [CaptureMode.Ebpf, CaptureMode.Fanotify, CaptureMode.Inotify]
             : new[] { options.Capture };
@@ -53,9 +57,9 @@ internal static class CaptureSelection
     public static string Name(CaptureMode mode) => mode.ToString().ToLowerInvariant();
 
     private static ICaptureSource Create(CaptureMode mode,
-        (CaptureMode Capture, IReadOnlyList<string> Roots, int MaxPayload, int RingBufferBytes, bool CoalesceWrites) options, PathFilter filter) => mode switch
+        (CaptureMode Capture, IReadOnlyList<string> Roots, int MaxPayload, int RingBufferBytes, bool CoalesceWrites, TextWriter? Notes) options, PathFilter filter) => mode switch
     {
-        CaptureMode.Ebpf => new EbpfSource(options.Roots, filter) { MaxPayload = options.MaxPayload, RingBytes = options.RingBufferBytes },
+        CaptureMode.Ebpf => new EbpfSource(options.Roots, filter) { MaxPayload = options.MaxPayload, RingBytes = options.RingBufferBytes, Notes = options.Notes },
         CaptureMode.Fanotify => new FanotifySource(options.Roots, filter),
         CaptureMode.Inotify => new InotifySource(options.Roots, filter) { CoalesceWrites = options.CoalesceWrites },
         CaptureMode.Scan => new ScanSource(),

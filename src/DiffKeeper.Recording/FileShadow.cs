@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using DiffKeeper.Storage;
+using DiffKeeper.Storage.Chunking;
 
 namespace DiffKeeper.Recording;
 
@@ -13,17 +15,19 @@ internal sealed class FileShadow
 
     // The chunks of the last Store, and how far the bytes are unchanged since: a file written by appends (tar,
     // a log) is stored after every write, and re-cutting and re-hashing all of it each time made that quadratic.
-    private readonly List<(Extent Extent, BlobId Id)> _chunks = new(1); // most files are one chunk: room for four was kept per file
+    private CompactList<(Extent Extent, BlobId Id)> _chunks; // most files are one chunk: held in place, no list
     private long _cleanUpTo;
 
     // The hash state of the last chunk stored, when it ended where the data did: the next Store of a file growing by
-    // appends continues it over the new bytes (valid while its bytes are below _cleanUpTo).
-    private GrowingTail _tail = GrowingTail.None;
+    // appends continues it over the new bytes (valid while its bytes are below _cleanUpTo). Boxed, and kept only by
+    // the general path (a file of 16 KiB or more): 128 bytes held in every followed copy made each one about twice
+    // as big, and a version below the least chunk hashes its bytes whole (at most 16 KiB, what a read of it costs).
+    private StrongBox<GrowingTail>? _tail;
 
     // The ranges that hold data (written, or data when the copy was seeded from the file), sorted, disjoint and not
     // touching: the rest is a hole. Zeros a program wrote are data; a sparse write, a truncate up or a punched hole
     // leave a hole, so the export allocates what the file did.
-    private readonly List<(long Start, long End)> _ranges = new(1);
+    private CompactList<(long Start, long End)> _ranges;
 
     private FileShadow(byte[] data, long size)
     {
@@ -128,7 +132,12 @@ internal sealed class FileShadow
             return;
         }
 
-        var first = _ranges.FindIndex(r => r.End >= start);
+        var first = 0;
+        while (_ranges[first].End < start)
+        {
+            first++;
+        }
+
         var last = first;
         while (last + 1 < _ranges.Count && _ranges[last + 1].Start <= end)
         {
@@ -184,8 +193,23 @@ internal sealed class FileShadow
             LastStoreCost = 0;
             _cleanUpTo = 0;
             _chunks.Clear();
-            _tail = GrowingTail.None;
+            _tail = null;
             return EmptyContent;
+        }
+
+        if (Size < FastCdc.MinSize && _ranges.Count == 1 && _ranges[0].Start == 0 && _ranges[0].End >= Size)
+        {
+            // All data, less than the least chunk: one chunk from 0 (no chunk of the last store lies wholly below
+            // _cleanUpTo with another after it: that one would be at least the least chunk long). What the general
+            // path below gives, without its lists and without keeping a hash state (20,000 small files: two
+            // versions each, all of them here).
+            var stored1 = ChunkedContent.StoreWhole(writer, _data, (int)Size, out var chunk);
+            _tail = null;
+            LastStoreCost = Size;
+            _cleanUpTo = Size;
+            _chunks.Clear();
+            _chunks.Add(chunk);
+            return stored1;
         }
 
         var keep = 0;
@@ -204,25 +228,38 @@ internal sealed class FileShadow
         }
 
         long cost = 0;
-        var tail = _tail.HashedTo <= _cleanUpTo ? _tail : GrowingTail.None;
-        _tail = GrowingTail.None;
+        var box = _tail;
+        _tail = null;
+        var tail = box is not null && box.Value.HashedTo <= _cleanUpTo ? box.Value : GrowingTail.None;
+        var grown = false;
         // Each data range is chunked on its own, as a read chunks each data extent; the gaps are holes.
-        foreach (var (start, rangeEnd) in _ranges)
+        for (var r = 0; r < _ranges.Count; r++)
         {
+            var (start, rangeEnd) = _ranges[r];
             var end = Math.Min(rangeEnd, Size);
             var from = Math.Max(content.End, start);
             if (from < end)
             {
                 cost += content.StoreRange(_data, (int)from, (int)end, ref tail);
-                _tail = tail;
+                grown = true;
             }
+        }
+
+        if (grown)
+        {
+            box ??= new StrongBox<GrowingTail>();
+            box.Value = tail;
+            _tail = box;
         }
 
         LastStoreCost = cost;
         _cleanUpTo = Size;
         var stored = content.Finish(Size);
         _chunks.Clear();
-        _chunks.AddRange(content.Chunks);
+        foreach (var chunk in content.Chunks)
+        {
+            _chunks.Add(chunk);
+        }
 
         return stored;
     }

@@ -35,6 +35,9 @@ public sealed record RecordOptions(
     /// <summary>Size of the eBPF ring buffer (`--ring-buffer`), a power of two.</summary>
     public int RingBufferBytes { get; init; } = 64 << 20;
 
+    /// <summary>`--verbose`: say on stderr what the start chose where it had a fallback (the eBPF loader), and why.</summary>
+    public bool Verbose { get; init; }
+
     /// <summary>Compact the trace after the session finished, as `gc` does (`--no-compact` turns it off).</summary>
     public bool Compact { get; init; } = true;
 

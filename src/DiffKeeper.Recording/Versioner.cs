@@ -947,12 +947,54 @@ internal sealed class Versioner
     }
 
     /// <summary>
-    /// The names the recorder knows of one file, and its link id once it has more than one. It is the list itself:
-    /// every file the recorder stores has one, and a list beside it was one more object per file for the GC to keep.
+    /// The names the recorder knows of one file, and its link id once it has more than one. Every file the recorder
+    /// stores has one, and nearly all have one name: it holds that name in place (a list of room for one was two
+    /// objects per file for the GC to keep).
     /// </summary>
-    private sealed class LinkGroup() : List<(int Root, string Rel)>(1)
+    private sealed class LinkGroup : IEnumerable<(int Root, string Rel)>
     {
+        private CompactList<(int Root, string Rel)> _names;
+
         public long? Id { get; set; }
+
+        public int Count => _names.Count;
+
+        public bool Contains((int Root, string Rel) name) => IndexOf(name) >= 0;
+
+        public void Add((int Root, string Rel) name) => _names.Add(name);
+
+        public void Remove((int Root, string Rel) name)
+        {
+            if (IndexOf(name) is var i and >= 0)
+            {
+                _names.RemoveAt(i);
+            }
+        }
+
+        public void Clear() => _names.Clear();
+
+        private int IndexOf((int Root, string Rel) name)
+        {
+            for (var i = 0; i < _names.Count; i++)
+            {
+                if (_names[i] == name)
+                {
+                    return i;
+                }
+            }
+
+            return -1;
+        }
+
+        public IEnumerator<(int Root, string Rel)> GetEnumerator()
+        {
+            for (var i = 0; i < _names.Count; i++)
+            {
+                yield return _names[i];
+            }
+        }
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 
     private sealed class PathState(NewVersion version, EntryStat stat, (ulong Dev, ulong Ino)? inode)

@@ -134,9 +134,40 @@ public sealed class ChunkedContent
         return end - start;
     }
 
+    /// <summary>
+    /// Stores <paramref name="buffer"/>[0..<paramref name="length"/>], a file's only data range, shorter than
+    /// <see cref="FastCdc.MinSize"/> (so one chunk): what <c>new ChunkedContent(writer)</c>, <see cref="StoreRange"/>
+    /// of the range and <see cref="Finish"/> give (the same chunk, row and content), without their lists and arrays,
+    /// which were most of the objects a small file's version made, and without a tail: the bytes are hashed whole.
+    /// <paramref name="chunk"/> is the one chunk.
+    /// </summary>
+    public static IngestedContent StoreWhole(TraceWriter writer, byte[] buffer, int length, out (Extent Extent, BlobId Id) chunk)
+    {
+        if (length <= 0 || length >= FastCdc.MinSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), length, "one chunk of 1 byte up to the least chunk size");
+        }
+
+        var before = writer.StoredBytesWritten;
+        var digest = new byte[Codecs.Sha256.HashSize];
+        Codecs.Sha256.HashData(buffer.AsSpan(0, length), digest);
+        var id = new BlobId(digest);
+        var row = writer.PutBlob(buffer.AsSpan(0, length), id);
+        chunk = (new Extent(0, length, row), id);
+        return new(ExtentMap.Encode(chunk.Extent), ExtentMap.ContentId(0, length, id, length), length, writer.StoredBytesWritten - before);
+    }
+
     /// <summary>The content of a file of <paramref name="size"/> bytes made of the chunks added (the rest holes).</summary>
     public IngestedContent Finish(long size)
     {
+        if (_chunks.Count == 1)
+        {
+            // A small file (every read of one): no lists.
+            var (extent, id) = _chunks[0];
+            return new(ExtentMap.Encode(extent), ExtentMap.ContentId(extent.Offset, extent.Length, id, size), size,
+                _writer.StoredBytesWritten - _storedBefore);
+        }
+
         var extents = new List<Extent>(_chunks.Count);
         var hashed = new List<(long, int, BlobId)>(_chunks.Count);
         foreach (var (extent, id) in _chunks)

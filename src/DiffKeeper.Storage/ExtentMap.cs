@@ -34,6 +34,17 @@ public static class ExtentMap
         return buffer[..pos];
     }
 
+    /// <summary>The map of one extent: <see cref="Encode(IReadOnlyList{Extent})"/> of a list of it.</summary>
+    public static byte[] Encode(Extent extent)
+    {
+        Span<byte> buffer = stackalloc byte[31];
+        var pos = Varint.Write(buffer, 1UL);
+        pos += Varint.Write(buffer[pos..], (ulong)extent.Offset);
+        pos += Varint.Write(buffer[pos..], (ulong)extent.Length);
+        pos += Varint.Write(buffer[pos..], (ulong)extent.BlobRowId);
+        return buffer[..pos].ToArray();
+    }
+
     /// <summary>Decodes an extent map; returns false when the bytes are not a well-formed map within <paramref name="size"/>.</summary>
     public static bool TryDecode(ReadOnlySpan<byte> data, long size, out List<Extent> extents)
     {
@@ -96,6 +107,17 @@ public static class ExtentMap
         }
 
         return hasher.Finish(size);
+    }
+
+    /// <summary>The content id of one extent: <see cref="ContentId(IReadOnlyList{ValueTuple{long, int, BlobId}}, long)"/> of a list of it.</summary>
+    public static byte[] ContentId(long offset, int length, BlobId id, long size)
+    {
+        Span<byte> records = stackalloc byte[ContentHasher.RecordSize + 8];
+        ContentHasher.Write(records, offset, length, id);
+        BinaryPrimitives.WriteInt64LittleEndian(records[ContentHasher.RecordSize..], size);
+        var digest = new byte[Sha256.HashSize];
+        Sha256.HashData(records, digest);
+        return digest;
     }
 
     /// <summary>

@@ -705,12 +705,13 @@ public sealed class TraceWriter : IDisposable
             """);
         if (read)
         {
+            Dictionary<long, long>? own = null;
             try
             {
                 replaced.Bind(1, through ?? 0);
                 while (replaced.Step())
                 {
-                    if (!SupersedesOnlyItsBases(replaced.BlobOrNull(0), replaced.BlobOrNull(1)))
+                    if (!SupersedesOnlyItsBases(replaced.BlobOrNull(0), replaced.BlobOrNull(1), ref own))
                     {
                         return true;
                     }
@@ -728,13 +729,31 @@ public sealed class TraceWriter : IDisposable
         // Enough bytes and enough members: a group gains from many small blobs sharing one frame; a handful of
         // chunks cut from the middle of big files (a 130 MB untar left 7, 276 KB raw, 46 KB stored) gained 5 KB from
         // a pass that read the untar's 35,000 versions for ~1 s.
-        using var small = _db.Prepare("SELECT coalesce(sum(raw_len), 0), count(*) FROM blobs WHERE codec = ?1 AND raw_len <= ?2 AND id > ?3");
+        // Only those whose records the pass's repack would free count (Grouper.Reclaimed): grouping 77 stray chunks of
+        // an untar's 14 MB pack freed nothing and added their group.
+        using var small = _db.Prepare(
+            "SELECT pack_id, coalesce(sum(raw_len), 0), count(*), sum(stored_len) + count(*) * ?4 FROM blobs WHERE codec = ?1 AND raw_len <= ?2 AND id > ?3 GROUP BY pack_id");
         mark.Bind(1, GroupedThroughKey);
         var grouped = mark.ScalarInt64() ?? 0;
-        small.Bind(1, (long)BlobCodec.Zstd).Bind(2, (long)Maintenance.Grouper.MaxMember).Bind(3, grouped);
-        if (small.Step() && small.Int64(0) >= Maintenance.Grouper.SmallGroup && small.Int64(1) >= Maintenance.Grouper.FewestForAPass)
+        small.Bind(1, (long)BlobCodec.Zstd).Bind(2, (long)Maintenance.Grouper.MaxMember).Bind(3, grouped).Bind(4, (long)PackFormat.RecordSize(0));
+        var waiting = new List<(long Pack, long Raw, long Count, long Leaving)>();
+        while (small.Step())
         {
-            return true;
+            waiting.Add((small.Int64(0), small.Int64(1), small.Int64(2), small.Int64(3)));
+        }
+
+        if (waiting.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && waiting.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
+        {
+            using var live = _db.Prepare("SELECT coalesce(sum(stored_len) + count(*) * ?2, 0) FROM blobs WHERE pack_id = ?1");
+            using var size = _db.Prepare("SELECT committed_size FROM packs WHERE id = ?1");
+            var threshold = new Maintenance.MaintenanceOptions().RepackThreshold;
+            var freed = waiting.Where(w =>
+                size.Bind(1, w.Pack).ScalarInt64() is { } committed &&
+                (double)((live.Bind(1, w.Pack).Bind(2, (long)PackFormat.RecordSize(0)).ScalarInt64() ?? 0) - w.Leaving) / Math.Max(1, committed - PackFormat.HeaderSize) < threshold).ToList();
+            if (freed.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && freed.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
+            {
+                return true;
+            }
         }
 
         using var pruned = _db.Prepare("SELECT EXISTS(SELECT 1 FROM versions WHERE pruned = 1)");
@@ -746,9 +765,13 @@ public sealed class TraceWriter : IDisposable
     /// compaction nothing: every chunk of the previous version it no longer names is a base of one of its own deltas
     /// (a delta written while recording, docs/store-format.md), which compaction can never re-encode (the delta
     /// depends on it), and a group holding it counts it as live. W3's sessions: the pass after each found nothing
-    /// and cost ~0.1 s of CPU.
+    /// and cost ~0.1 s of CPU. Or it is a slice whose share of its group could not pay for a delta's record
+    /// (<see cref="Maintenance.Compactor"/>'s rule): the shorter states of a file appended to own nothing of their group
+    /// (<see cref="Maintenance.GroupSpans"/>), and a write storm's every version replaced its tail so.
     /// </summary>
-    private bool SupersedesOnlyItsBases(byte[]? extents, byte[]? previous)
+    /// <param name="own">The bytes each slice alone covers in its group: read from the catalog the first time a
+    /// slice is asked about (one scan of the slices).</param>
+    private bool SupersedesOnlyItsBases(byte[]? extents, byte[]? previous, ref Dictionary<long, long>? own)
     {
         if (extents is null || previous is null || !ExtentMap.TryDecode(extents, long.MaxValue, out var now) ||
             !ExtentMap.TryDecode(previous, long.MaxValue, out var before))
@@ -766,7 +789,60 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        return before.All(e => kept.Contains(e.BlobRowId) || bases.Contains(e.BlobRowId));
+        foreach (var e in before)
+        {
+            if (kept.Contains(e.BlobRowId) || bases.Contains(e.BlobRowId))
+            {
+                continue;
+            }
+
+            if (_bases.Location(e.BlobRowId) is not { IsSlice: true, Bases: [var group] } || _bases.Location(group) is not { RawLength: > 0 } g)
+            {
+                return false;
+            }
+
+            own ??= SliceOwnBytes();
+            if (!Maintenance.Compactor.SliceCannotPay(g.StoredLength, g.RawLength, own.GetValueOrDefault(e.BlobRowId)))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>For every slice, the bytes of its group only it covers (<see cref="Maintenance.GroupSpans.Own"/>).</summary>
+    private Dictionary<long, long> SliceOwnBytes()
+    {
+        var byGroup = new Dictionary<long, List<(long Row, long Start, int Length)>>();
+        using (var slices = _db.Prepare("SELECT id, bases, offset, raw_len FROM blobs WHERE codec = ?1"))
+        {
+            slices.Bind(1, (long)BlobCodec.Slice);
+            while (slices.Step())
+            {
+                if (slices.BlobOrNull(1) is { } b && PackFormat.DecodeBases(b) is [var group])
+                {
+                    if (!byGroup.TryGetValue(group, out var list))
+                    {
+                        byGroup[group] = list = [];
+                    }
+
+                    list.Add((slices.Int64(0), slices.Int64(2), (int)slices.Int64(3)));
+                }
+            }
+        }
+
+        var own = new Dictionary<long, long>();
+        foreach (var list in byGroup.Values)
+        {
+            var bytes = Maintenance.GroupSpans.Own(list.Select(s => (s.Start, s.Length)).ToList());
+            for (var i = 0; i < list.Count; i++)
+            {
+                own[list[i].Row] = bytes[i];
+            }
+        }
+
+        return own;
     }
 
     /// <summary>Records <see cref="GroupedThroughKey"/> in the transaction of the maintenance step that calls it.</summary>
@@ -1038,6 +1114,13 @@ public sealed class TraceWriter : IDisposable
     {
         RefuseAfterAbandon();
         id = BlobId.Of(data);
+        return PutBlob(data, id, previous);
+    }
+
+    /// <summary>As <see cref="PutBlob(ReadOnlySpan{byte}, out BlobId, Func{byte[]?}?)"/>, for bytes whose id the caller computed.</summary>
+    public long PutBlob(ReadOnlySpan<byte> data, BlobId id, Func<byte[]?>? previous = null)
+    {
+        RefuseAfterAbandon();
         if (Find(id) is { } found)
         {
             NoteFound(data, found);
@@ -1142,7 +1225,7 @@ public sealed class TraceWriter : IDisposable
         var offset = pack.Append(id, BlobCodec.ZstdDelta, data.Length, payload, PackFormat.BaseDigest(bases.Select(b => b.Id)));
         StoredBytesWritten += PackFormat.RecordSize(payload.Length);
         Tx();
-        _insertDelta.Bind(1, id.ToArray()).Bind(2, pack.PackId).Bind(3, offset).Bind(4, data.Length).Bind(5, payload.Length)
+        _insertDelta.BindBlob(1, id.Bytes).Bind(2, pack.PackId).Bind(3, offset).Bind(4, data.Length).Bind(5, payload.Length)
             .Bind(6, (long)BlobCodec.ZstdDelta).Bind(7, PackFormat.EncodeBases([.. bases.Select(b => b.BlobRowId)])).Run();
         var row = _db.LastInsertRowId;
         _newBlobs[id] = row;
@@ -1225,8 +1308,8 @@ public sealed class TraceWriter : IDisposable
         var group = _group!;
         var start = group.Add(data, extendsLast);
         Tx();
-        _insertMember.Bind(1, id.ToArray()).Bind(2, start).Bind(3, data.Length).Bind(4, (long)BlobCodec.Slice)
-            .Bind(5, PackFormat.EncodeBases([group.Row])).Run();
+        _insertMember.BindBlob(1, id.Bytes).Bind(2, start).Bind(3, data.Length).Bind(4, (long)BlobCodec.Slice)
+            .Bind(5, group.Bases).Run();
         var row = _db.LastInsertRowId;
         group.Added(row, id);
         _newBlobs[id] = row;
@@ -1351,7 +1434,7 @@ public sealed class TraceWriter : IDisposable
             var stored = Zstd.Compress(raw[..group.Length], buffer, IngestGroupLevel);
             var offset = pack.Append(id, BlobCodec.Group, group.Length, buffer.AsSpan(0, stored));
             StoredBytesWritten += PackFormat.RecordSize(stored);
-            _fillGroup.Bind(1, group.Row).Bind(2, id.ToArray()).Bind(3, pack.PackId).Bind(4, offset).Bind(5, (long)group.Length).Bind(6, (long)stored).Run();
+            _fillGroup.Bind(1, group.Row).BindBlob(2, id.Bytes).Bind(3, pack.PackId).Bind(4, offset).Bind(5, (long)group.Length).Bind(6, (long)stored).Run();
             _newBlobs[id] = group.Row;
         }
         finally
@@ -1473,7 +1556,7 @@ public sealed class TraceWriter : IDisposable
 
     private bool HashInCatalog(BlobId id)
     {
-        var find = _findBlob.Bind(1, id.ToArray());
+        var find = _findBlob.BindBlob(1, id.Bytes);
         try
         {
             return find.Step();
@@ -1498,7 +1581,7 @@ public sealed class TraceWriter : IDisposable
         }
 
         Tx();
-        var find = _findBlob.Bind(1, id.ToArray());
+        var find = _findBlob.BindBlob(1, id.Bytes);
         try
         {
             if (!find.Step())
@@ -1567,7 +1650,7 @@ public sealed class TraceWriter : IDisposable
             return deltaRow;
         }
 
-        _insertBlob.Bind(1, id.ToArray()).Bind(2, pack.PackId).Bind(3, offset).Bind(4, rawLength).Bind(5, payload.Length).Bind(6, (long)codec).Run();
+        _insertBlob.BindBlob(1, id.Bytes).Bind(2, pack.PackId).Bind(3, offset).Bind(4, rawLength).Bind(5, payload.Length).Bind(6, (long)codec).Run();
         var rowId = _db.LastInsertRowId;
         _newBlobs[id] = rowId;
         _uncommittedRows.Add(rowId);

@@ -102,6 +102,57 @@ public sealed class EbpfCaptureTests : IDisposable
     }
 
     [Fact]
+    public void The_light_skeleton_and_libbpf_loaders_record_the_same_events_and_verbose_names_the_fallback_once()
+    {
+        SkipUnlessEbpf();
+        // Writes, a truncate, a rename and a delete: the kinds of record the kernel side reads through CO-RE-relocated
+        // fields (file position, inode, mode, dentry walk), so a relocation resolved wrongly by either loader shows.
+        var script = Path.Combine(_dir.Path, "both.py");
+        File.WriteAllText(script, """
+            import os
+            os.makedirs("d", exist_ok=True)
+            fd = os.open("d/a.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            os.write(fd, b"one\n")
+            os.pwrite(fd, b"TWO", 10)
+            os.ftruncate(fd, 6)
+            os.close(fd)
+            os.rename("d/a.txt", "d/b.txt")
+            with open("c.txt", "w") as f:
+                f.write("gone")
+            os.unlink("c.txt")
+            """);
+        var seen = new List<string>[2];
+        string[] loaders = ["skeleton", "libbpf"];
+        for (var i = 0; i < 2; i++)
+        {
+            Directory.Delete(Work, recursive: true);
+            Directory.CreateDirectory(Work);
+            var trace = _dir.Sub("trace-" + loaders[i]);
+            var environment = i == 1 ? new Dictionary<string, string> { ["DIFFKEEPER_EBPF_LOADER"] = "libbpf" } : null;
+            var r = Cli.Run(environment, Work, "record", "--verbose", "--quiet", "--capture", "ebpf", "--trace", trace, "--", "python3", script);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            var notes = r.Stderr.Split('\n').Where(l => l.Contains("light-skeleton", StringComparison.Ordinal)).ToList();
+            if (i == 0)
+            {
+                Assert.Empty(notes); // this kernel and build load through the skeleton
+            }
+            else
+            {
+                Assert.Equal(["diffkeeper: capture: ebpf: not using the light-skeleton loader (DIFFKEEPER_EBPF_LOADER=libbpf); loading with libbpf"], notes);
+            }
+
+            seen[i] = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", trace, "--json"))
+                .Where(e => Op(e) is not "EXIT")
+                .Select(e => $"{Op(e)} {e.GetProperty("path").GetString()} {e.GetProperty("comm").GetString()}")
+                .ToList();
+            Assert.Equal("one\n\0\0", Cli.Ok(Work, "show", "--trace", trace, "d/b.txt").Stdout);
+        }
+
+        Assert.Equal(seen[1], seen[0]);
+        Assert.Contains("RENAME d/a.txt python3", seen[0]);
+    }
+
+    [Fact]
     public void A_write_larger_than_the_payload_limit_is_read_back_and_marked_so()
     {
         SkipUnlessEbpf();

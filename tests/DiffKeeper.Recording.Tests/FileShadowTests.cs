@@ -181,6 +181,64 @@ public sealed class FileShadowTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void A_small_file_stored_in_one_piece_equals_the_general_path(int seed)
+    {
+        // Below the least chunk a copy is stored without ChunkedContent's lists (FileShadow.Store's first branch):
+        // its map and content id must be what cutting and storing the same bytes the general way gives, as lists
+        // encode them, also when the file grows past the least chunk and continues the small store's hash.
+        var random = new Random(seed);
+        using var writer = TraceWriter.Open(_dir.Sub($"s{seed}"));
+        var shadow = FileShadow.Empty();
+        var truth = new List<byte>();
+        for (var step = 0; step < 80; step++)
+        {
+            var roll = random.Next(100);
+            if (roll < 75 || truth.Count == 0)
+            {
+                var bytes = new byte[random.Next(1, random.Next(5) == 0 ? 9_000 : 700)];
+                random.NextBytes(bytes);
+                shadow.Write(truth.Count, bytes);
+                truth.AddRange(bytes);
+            }
+            else if (roll < 90)
+            {
+                var offset = random.Next(truth.Count);
+                var bytes = new byte[Math.Min(random.Next(1, 300), truth.Count - offset)];
+                random.NextBytes(bytes);
+                shadow.Write(offset, bytes);
+                for (var i = 0; i < bytes.Length; i++)
+                {
+                    truth[offset + i] = bytes[i];
+                }
+            }
+            else
+            {
+                var size = random.Next(truth.Count + 1);
+                shadow.Truncate(size);
+                truth.RemoveRange(size, truth.Count - size);
+            }
+
+            var stored = shadow.Store(writer);
+            var data = truth.ToArray();
+            var general = new ChunkedContent(writer);
+            var none = GrowingTail.None;
+            if (data.Length > 0)
+            {
+                general.StoreRange(data, 0, data.Length, ref none);
+            }
+
+            Assert.Equal(ExtentMap.Encode(general.Chunks.Select(c => c.Extent).ToList()), stored.Extents);
+            Assert.Equal(ExtentMap.ContentId(general.Chunks.Select(c => (c.Extent.Offset, c.Extent.Length, c.Id)).ToList(), data.Length), stored.ContentId);
+            Assert.Equal(data.Length, stored.Size);
+        }
+
+        writer.Commit();
+    }
+
     [Fact]
     public void Zeros_a_program_wrote_are_data_and_a_punched_hole_is_a_hole()
     {

@@ -60,6 +60,54 @@ public sealed class TraceStoreTests : IDisposable
     /// was wrong without a LOST to say so. The writer now reports the least seq of the versions it gave up, and
     /// <see cref="TraceWriter.RetractFrom"/> takes the events and versions from there back with the closing rows.
     /// </summary>
+    /// <summary>
+    /// A reader leaves the trace as it found it: its read-only connection cannot remove the catalog's -wal and
+    /// -shm (32 KiB), so the last reader to close has them removed; beside a writer (or another reader) they stay.
+    /// </summary>
+    [Fact]
+    public void The_last_reader_leaves_no_wal_or_shm_beside_the_catalog()
+    {
+        var trace = _dir.Sub("t");
+        var catalog = Path.Combine(trace, "catalog.db");
+        using (var w = TraceWriter.Open(trace))
+        {
+            WriteSession(w, _dir.Path, ("a.txt", "hello"u8.ToArray()));
+        }
+
+        Assert.False(File.Exists(catalog + "-shm"));
+        using (var r = TraceReader.Open(trace))
+        {
+            Assert.Single(r.Sessions());
+            using (var other = TraceReader.Open(trace))
+            {
+                Assert.Single(other.Sessions());
+            }
+
+            Assert.True(File.Exists(catalog + "-shm")); // the first reader still reads
+        }
+
+        Assert.False(File.Exists(catalog + "-shm"));
+        Assert.False(File.Exists(catalog + "-wal"));
+
+        using (var w = TraceWriter.Open(trace))
+        {
+            WriteSession(w, _dir.Path, ("b.txt", "again"u8.ToArray()));
+            using (var r = TraceReader.Open(trace))
+            {
+                Assert.Equal(2, r.Sessions().Count);
+            }
+
+            WriteSession(w, _dir.Path, ("c.txt", "and on"u8.ToArray())); // the writer's connection is unharmed
+        }
+
+        using (var r = TraceReader.Open(trace))
+        {
+            Assert.Equal(3, r.Sessions().Count);
+        }
+
+        Assert.False(File.Exists(catalog + "-shm"));
+    }
+
     [Fact]
     public void Abandoning_reports_the_versions_given_up_and_retracting_takes_back_their_events()
     {

@@ -27,7 +27,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private const byte TrackPropagateOnly = 2;
     private const string ResourceName = "DiffKeeper.Capture.diffkeeper.bpf.o";
     private const string VmlinuxBtf = "/sys/kernel/btf/vmlinux";
-    private static readonly string[] Programs = ["dk_fork", "dk_exit", "dk_sys_exit"];
+    private static readonly string[] Programs = DkEbpf.Programs;
 
     private readonly IReadOnlyList<string> _roots;
     private readonly PathFilter _filter;
@@ -44,6 +44,8 @@ public sealed unsafe class EbpfSource : ICaptureSource
     private readonly Dictionary<int, string> _symlinkTarget = [];
     private readonly List<BpfLinkHandle> _links = [];
     private BpfObjectHandle? _object;
+    // Loaded through the light skeleton (then _object stays null), else through libbpf's loader.
+    private LightSkeletonHandle? _skeleton;
     private RingBufferHandle? _ring;
     private GCHandle _self;
     private void* _objectBytes;
@@ -169,6 +171,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
         ReleaseRing();
         _ringReleased?.GetAwaiter().GetResult();
         _object?.Dispose();
+        _skeleton?.Dispose(); // detaches the programs and closes the maps
         if (_self.IsAllocated)
         {
             _self.Free();
@@ -183,7 +186,89 @@ public sealed unsafe class EbpfSource : ICaptureSource
         return ValueTask.CompletedTask;
     }
 
+    /// <summary>
+    /// Where a line goes saying why the light skeleton was not used (libbpf's loader was), once per start; null
+    /// says nothing (record --verbose sets it).
+    /// </summary>
+    public TextWriter? Notes { get; init; }
+
+    /// <summary>Set to <c>libbpf</c>, the start skips the light skeleton (to compare the loaders, or to get round a kernel that mishandles it).</summary>
+    public const string LoaderVariable = "DIFFKEEPER_EBPF_LOADER";
+
     private void Load()
+    {
+        _cpus = Math.Max(1, LibBpf.NumPossibleCpus());
+        var why = Environment.GetEnvironmentVariable(LoaderVariable) == "libbpf" ? $"{LoaderVariable}=libbpf" : LoadLightSkeleton();
+        if (why is not null)
+        {
+            Notes?.WriteLine($"diffkeeper: capture: ebpf: not using the light-skeleton loader ({why}); loading with libbpf");
+            LoadWithLibbpf();
+        }
+
+        _dropsFd = MapFd("drops");
+        _unseenFd = MapFd("unseen");
+        _trackedFd = MapFd("tracked");
+        _self = GCHandle.Alloc(this);
+        _ring = LibBpf.RingBufferNew(MapFd("events"), &OnRecord, GCHandle.ToIntPtr(_self), 0);
+        if (_ring.IsInvalid)
+        {
+            throw Refused("cannot open the eBPF ring buffer", Marshal.GetLastPInvokeError());
+        }
+    }
+
+    private int MapFd(string name) => _skeleton is { } skeleton ? DkEbpf.MapFd(skeleton, name) : LibBpf.MapFdByName(_object!, name);
+
+    /// <summary>
+    /// Loads, configures and attaches the programs through the light skeleton (native/ebpf_skeleton.c): the kernel
+    /// resolves the CO-RE relocations and BTF ids against the BTF it holds, so the start skips libbpf's parse of the
+    /// kernel's BTF. Null once attached; otherwise why not, with nothing left loaded.
+    /// </summary>
+    private string? LoadLightSkeleton()
+    {
+        LightSkeletonHandle? skeleton;
+        int error, stage;
+        try
+        {
+            skeleton = DkEbpf.Load((uint)RingBytes, (uint)_cpus, out error, out stage);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return $"{e.GetType().Name}: {e.Message}"; // a JIT run without libdkebpf.so beside it
+        }
+
+        if (skeleton is null)
+        {
+            if (stage == DkEbpf.StageOpen)
+            {
+                // The stub of a build without the skeleton fails here with ENOSYS; the real one only without memory.
+                return error == -Libc.ENOSYS ? "this diffkeeper was built without it" : $"opening the skeleton: {Libc.StrError(-error)} (errno {-error})";
+            }
+
+            return $"the loader program: {Libc.StrError(-error)} (errno {-error})";
+        }
+
+        _skeleton = skeleton;
+        try
+        {
+            Configure();
+            var attached = DkEbpf.Attach(skeleton, out var failed);
+            if (attached != 0)
+            {
+                throw Refused($"the kernel refused to attach eBPF program {DkEbpf.Programs[Math.Max(failed, 0)]}", -attached);
+            }
+
+            return null;
+        }
+        catch (DiffKeeperException e)
+        {
+            _skeleton = null;
+            skeleton.Dispose();
+            return e.Message;
+        }
+    }
+
+    /// <summary>libbpf's loader (bpf_object__load), which parses the kernel's BTF in user space for CO-RE and the attach ids.</summary>
+    private void LoadWithLibbpf()
     {
         using var resource = typeof(EbpfSource).Assembly.GetManifestResourceStream(ResourceName)
             ?? throw new DiffKeeperException(ExitCode.Failure, "this diffkeeper was built without its eBPF program (bpf/build.sh did not run)");
@@ -198,7 +283,6 @@ public sealed unsafe class EbpfSource : ICaptureSource
             throw Refused("libbpf cannot open the eBPF object", errno);
         }
 
-        _cpus = Math.Max(1, LibBpf.NumPossibleCpus());
         if (!LibBpf.SetMaxEntries(_object, "scratch", (uint)_cpus))
         {
             throw new DiffKeeperException(ExitCode.Failure, "the eBPF object has no 'scratch' map");
@@ -209,8 +293,6 @@ public sealed unsafe class EbpfSource : ICaptureSource
             throw new DiffKeeperException(ExitCode.Usage, $"the eBPF ring buffer cannot be {RingBytes} bytes (a power of two, at least a page)");
         }
 
-        // Wake the reader once a quarter of the ring is pending, however small the ring.
-        var wake = (uint)Math.Min(WakeBytes, RingBytes / 4);
         int loaded;
         // libbpf reads the kernel's BTF into a fresh buffer and copies it into another (2 x 5.4 MB here): on a VM
         // whose page faults are traps, ~2,700 faults. Populated in one call beforehand, they cost a fraction.
@@ -225,24 +307,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
             throw Refused("the kernel refused to load the eBPF programs", errno != 0 ? errno : -loaded);
         }
 
-        var settings = new Settings { MaxPayload = (uint)Math.Clamp(MaxPayload, 0, 256 * 1024), WakeBytes = wake };
-        var zero = 0u;
-        if (LibBpf.MapUpdateElem(LibBpf.MapFdByName(_object, "settings"), &zero, &settings, LibBpf.BPF_ANY) != 0)
-        {
-            throw Refused("cannot configure the eBPF programs", Marshal.GetLastPInvokeError());
-        }
-
-        // This process forwards tracking to the command it starts but is not recorded itself (its trace writes).
-        var self = (uint)Environment.ProcessId;
-        var track = TrackPropagateOnly;
-        if (LibBpf.MapUpdateElem(LibBpf.MapFdByName(_object, "tracked"), &self, &track, LibBpf.BPF_ANY) != 0)
-        {
-            throw Refused("cannot register the recorder with the eBPF programs", Marshal.GetLastPInvokeError());
-        }
-
-        _dropsFd = LibBpf.MapFdByName(_object, "drops");
-        _unseenFd = LibBpf.MapFdByName(_object, "unseen");
-        _trackedFd = LibBpf.MapFdByName(_object, "tracked");
+        Configure();
         foreach (var name in Programs)
         {
             var link = LibBpf.Attach(_object, name);
@@ -254,12 +319,26 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
             _links.Add(link);
         }
+    }
 
-        _self = GCHandle.Alloc(this);
-        _ring = LibBpf.RingBufferNew(LibBpf.MapFdByName(_object, "events"), &OnRecord, GCHandle.ToIntPtr(_self), 0);
-        if (_ring.IsInvalid)
+    /// <summary>Writes the settings and registers this process, before the programs are attached.</summary>
+    private void Configure()
+    {
+        // Wake the reader once a quarter of the ring is pending, however small the ring.
+        var wake = (uint)Math.Min(WakeBytes, RingBytes / 4);
+        var settings = new Settings { MaxPayload = (uint)Math.Clamp(MaxPayload, 0, 256 * 1024), WakeBytes = wake };
+        var zero = 0u;
+        if (LibBpf.MapUpdateElem(MapFd("settings"), &zero, &settings, LibBpf.BPF_ANY) != 0)
         {
-            throw Refused("cannot open the eBPF ring buffer", Marshal.GetLastPInvokeError());
+            throw Refused("cannot configure the eBPF programs", Marshal.GetLastPInvokeError());
+        }
+
+        // This process forwards tracking to the command it starts but is not recorded itself (its trace writes).
+        var self = (uint)Environment.ProcessId;
+        var track = TrackPropagateOnly;
+        if (LibBpf.MapUpdateElem(MapFd("tracked"), &self, &track, LibBpf.BPF_ANY) != 0)
+        {
+            throw Refused("cannot register the recorder with the eBPF programs", Marshal.GetLastPInvokeError());
         }
     }
 

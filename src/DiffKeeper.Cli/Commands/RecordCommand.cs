@@ -24,6 +24,10 @@ internal static class RecordCommand
             HelpName = "GLOB",
         };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Do not print the summary line at the end" };
+        var verbose = new Option<bool>("--verbose", "-v")
+        {
+            Description = "Say on stderr where the start fell back and why (the eBPF programs loaded by libbpf instead of the light skeleton)",
+        };
         var json = new Option<bool>("--json")
         {
             Description = "Print the summary as one JSON object on stderr (stdout is the command's): session, trace, exit_code, events, versions, lost_events, raw_bytes, stored_bytes, big_file_bytes_read, big_file_versions_from_writes, pack_bytes_before_compaction, pack_bytes_after_compaction, contents_kept",
@@ -91,7 +95,7 @@ internal static class RecordCommand
             Example: diffkeeper record --trace /tmp/t -- make test
             """)
         {
-            trace, watch, exclude, quiet, json, capture, maxPayload, ring, bigFile, noCompact, keep, maxTraceSize, command,
+            trace, watch, exclude, quiet, verbose, json, capture, maxPayload, ring, bigFile, noCompact, keep, maxTraceSize, command,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -125,6 +129,7 @@ internal static class RecordCommand
                 BigFileThreshold = pr.GetValue(bigFile),
                 Compact = !pr.GetValue(noCompact),
                 MaxTraceSize = pr.GetValue(maxTraceSize),
+                Verbose = pr.GetValue(verbose),
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
             var dropped = pr.GetValue(keep) == "on-failure" && result.ExitCode == 0 ? DropContents(options.TraceDir, result) : null;

@@ -35,6 +35,7 @@ public static unsafe partial class Libc
     public const int EEXIST = 17;
     public const int ENOTDIR = 20;
     public const int ENAMETOOLONG = 36;
+    public const int ENOSYS = 38;
     public const int EAGAIN = 11;
     public const int EWOULDBLOCK = 11;
     public const int ELOOP = 40;

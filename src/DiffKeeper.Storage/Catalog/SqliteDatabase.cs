@@ -129,6 +129,9 @@ internal sealed class SqliteStatement : IDisposable
 
     public SqliteStatement Bind(int index, byte[]? value) => value is null ? BindNull(index) : Check(raw.sqlite3_bind_blob(_stmt, index, value));
 
+    /// <summary>Binds bytes as a BLOB (SQLite copies them): a blob id's bytes without a copy of its array per row.</summary>
+    public SqliteStatement BindBlob(int index, ReadOnlySpan<byte> value) => Check(raw.sqlite3_bind_blob(_stmt, index, value));
+
     /// <summary>
     /// Binds a path (paths.rel, roots.path, versions.target): TEXT when it is UTF-8, as every path was before, and
     /// its exact bytes as a BLOB when it holds bytes that are not (docs/store-format.md, "Paths"). Read it back

@@ -37,6 +37,8 @@ internal sealed class Compactor
     private readonly Dictionary<long, long[]> _bases = [];
     private readonly Dictionary<long, List<long>> _dependents = [];
     private readonly Dictionary<long, (BlobCodec Codec, int Stored, int Raw)> _rows = [];
+    private readonly Dictionary<long, long> _sliceStarts = [];
+    private readonly Dictionary<long, long> _sliceOwn = [];
     private readonly List<Move> _pending = [];
     private readonly Dictionary<long, List<Rebuild>> _decodedBy = [];
     private long _pendingBytes;
@@ -86,14 +88,19 @@ internal sealed class Compactor
                 {
                     SetBases(loc.BlobRowId, loc.Bases);
                 }
-            }
 
+                if (loc.IsSlice)
+                {
+                    _sliceStarts[loc.BlobRowId] = loc.Offset;
+                }
+            }
         }
 
         LoadRebuilds(histories);
+        LoadSliceOwn();
 
         var heads = histories.HeadBlobs();
-        var due = Grouper.DueGroups(_rows, _bases, heads);
+        var due = Grouper.DueGroups(_rows, _bases, _sliceStarts, heads);
         long examined = 0;
         var done = 0;
         foreach (var versions in histories.ByPath.Values)
@@ -134,7 +141,21 @@ internal sealed class Compactor
                         continue;
                     }
 
-                    Encode(row, candidates, current.Codec == BlobCodec.Slice ? SliceShare(row, current.Raw) : current.Stored);
+                    if (current.Codec == BlobCodec.Slice)
+                    {
+                        // A slice's delta is a record of its own: it must save a quarter of the slice's share with its header.
+                        var share = SliceShare(row);
+                        if (SliceCannotPay(share))
+                        {
+                            continue;
+                        }
+
+                        Encode(row, candidates, share, share / 4 * 3 - PackFormat.RecordSize(0));
+                    }
+                    else
+                    {
+                        Encode(row, candidates, current.Stored, current.Stored / 4 * 3);
+                    }
                     if (_pending.Count >= _rowsPerStep || _pendingBytes >= BytesPerStep)
                     {
                         Flush();
@@ -153,13 +174,51 @@ internal sealed class Compactor
     }
 
     /// <summary>
-    /// What a slice's bytes take of its group's record, in proportion to its raw length: what a delta must save a
-    /// quarter of (the group's record shrinks by about that much when <see cref="Grouper"/> regroups it, in this pass).
+    /// What a slice's bytes take of its group's record: the bytes only it covers (<see cref="GroupSpans.Own"/>), in
+    /// proportion; what a delta must save a quarter of (the group's record shrinks by about that much when
+    /// <see cref="Grouper"/> regroups it, in this pass). A shorter state of a grown file owns nothing and stays a slice.
     /// </summary>
-    private int SliceShare(long row, int raw) =>
+    private int SliceShare(long row) =>
         _bases.TryGetValue(row, out var g) && g.Length == 1 && _rows.TryGetValue(g[0], out var group) && group.Raw > 0
-            ? (int)Math.Min(int.MaxValue, (long)group.Stored * raw / group.Raw)
+            ? (int)Math.Min(int.MaxValue, (long)group.Stored * _sliceOwn.GetValueOrDefault(row) / group.Raw)
             : 0;
+
+    /// <summary>The bytes each slice alone covers in its group, from the rows read at the start of the pass.</summary>
+    private void LoadSliceOwn()
+    {
+        var byGroup = new Dictionary<long, List<long>>();
+        foreach (var (row, _) in _sliceStarts)
+        {
+            if (_bases.TryGetValue(row, out var g) && g.Length == 1)
+            {
+                if (!byGroup.TryGetValue(g[0], out var rows))
+                {
+                    byGroup[g[0]] = rows = [];
+                }
+
+                rows.Add(row);
+            }
+        }
+
+        foreach (var rows in byGroup.Values)
+        {
+            var own = GroupSpans.Own(rows.Select(r => (_sliceStarts[r], _rows[r].Raw)).ToList());
+            for (var i = 0; i < rows.Count; i++)
+            {
+                _sliceOwn[rows[i]] = own[i];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Whether a slice whose group stores <paramref name="groupStored"/> bytes for <paramref name="groupRaw"/>, of which
+    /// it alone covers <paramref name="own"/>, takes too little of its group for any delta of it to pay for its record
+    /// (<see cref="TraceWriter.HasMaintenanceWork"/> skips the pass for such slices).
+    /// </summary>
+    internal static bool SliceCannotPay(int groupStored, int groupRaw, long own) =>
+        SliceCannotPay(groupRaw > 0 ? (int)Math.Min(int.MaxValue, (long)groupStored * own / groupRaw) : 0);
+
+    private static bool SliceCannotPay(int share) => share / 4 * 3 <= PackFormat.RecordSize(0);
 
     /// <summary>A group (a file chunk deduplicated against one) is never a delta base: readers refuse that.</summary>
     private bool IsGroup(long row) => _rows.TryGetValue(row, out var r) && r.Codec == BlobCodec.Group;
@@ -212,8 +271,9 @@ internal sealed class Compactor
         }
     }
 
-    /// <summary>Appends the delta of <paramref name="row"/> when it saves a quarter of <paramref name="limit"/> and queues its move.</summary>
-    private void Encode(long row, long[] bases, int limit)
+    /// <summary>Appends the delta of <paramref name="row"/> when it takes at most <paramref name="bound"/> bytes
+    /// (a quarter less than what it replaces, <paramref name="limit"/>) and queues its move.</summary>
+    private void Encode(long row, long[] bases, int limit, int bound)
     {
         BlobLocation loc;
         BlobLocation[] baseLocs;
@@ -249,7 +309,7 @@ internal sealed class Compactor
 
             // Worth it only when it saves a quarter of the record: the whole record it replaces stays in its pack as
             // garbage until that pack is repacked, which a big pack is only once a tenth of it is garbage.
-            var payload = DeltaCodec.Encode(_codec, prefix.AsSpan(0, total), raw.AsSpan(0, loc.RawLength), limit / 4 * 3);
+            var payload = DeltaCodec.Encode(_codec, prefix.AsSpan(0, total), raw.AsSpan(0, loc.RawLength), bound);
             if (payload is null)
             {
                 return;

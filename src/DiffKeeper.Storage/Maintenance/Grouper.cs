@@ -66,7 +66,7 @@ internal static class Grouper
     /// re-encoding one costs decoding its group and saves nothing until the group is regrouped.
     /// </summary>
     public static HashSet<long> DueGroups(IReadOnlyDictionary<long, (BlobCodec Codec, int Stored, int Raw)> rows,
-        IReadOnlyDictionary<long, long[]> bases, HashSet<long> heads)
+        IReadOnlyDictionary<long, long[]> bases, IReadOnlyDictionary<long, long> starts, HashSet<long> heads)
     {
         // A slice a newest content's delta decodes through (a delta written while recording) is as live as that
         // content: compaction cannot re-encode it (the delta depends on it), so regrouping would gain nothing.
@@ -83,19 +83,30 @@ internal static class Grouper
             }
         }
 
-        var kept = new Dictionary<long, long>();
-        foreach (var (row, r) in rows)
+        // What the live slices cover of each group, not the sum of their lengths: the states of a grown file overlap.
+        var kept = new Dictionary<long, List<(long, int)>>();
+        foreach (var row in live)
         {
-            if (r.Codec == BlobCodec.Slice && bases.TryGetValue(row, out var g) && g.Length == 1)
+            if (rows.TryGetValue(row, out var r) && r.Codec == BlobCodec.Slice && bases.TryGetValue(row, out var g) && g.Length == 1 &&
+                starts.TryGetValue(row, out var start))
             {
-                kept[g[0]] = kept.GetValueOrDefault(g[0]) + (live.Contains(row) ? r.Raw : 0);
+                if (!kept.TryGetValue(g[0], out var spans))
+                {
+                    kept[g[0]] = spans = [];
+                }
+
+                spans.Add((start, r.Raw));
             }
         }
 
-        return [.. kept.Where(k => rows.TryGetValue(k.Key, out var g) && g.Codec == BlobCodec.Group && k.Value < RegroupBelow * g.Raw).Select(k => k.Key)];
+        return [.. rows.Where(g => g.Value.Codec == BlobCodec.Group &&
+            (kept.TryGetValue(g.Key, out var spans) ? GroupSpans.Covered(spans) : 0) < RegroupBelow * g.Value.Raw).Select(g => g.Key)];
     }
 
     private const long BytesPerStep = 64L << 20;
+
+    /// <summary>Bytes a group's members may take: the rest is for a trailer (<see cref="IngestGroup.TrailerLength"/>).</summary>
+    private const int Room = PackFormat.MaxGroupLength - IngestGroup.TrailerLength;
 
     private sealed record Member(long Row, BlobId Id, long FromPack, long FromOffset, BlobCodec FromCodec, int Raw, long Start);
 
@@ -103,14 +114,18 @@ internal static class Grouper
 
     /// <param name="histories">The versions compaction read: versions change only by prune and sweep, which ran
     /// before; a version added since names nothing this plan moves but through compare and set.</param>
+    /// <param name="repackThreshold">The repack step's: a pack whose live records fall below this fraction of it is
+    /// rewritten in this pass.</param>
     public static GroupingResult Run(TraceReader reader, PathHistories histories, IWriterSteps steps, MaintenancePack output,
-        IProgress<string>? progress = null)
+        double repackThreshold, IProgress<string>? progress = null)
     {
         Dictionary<long, BlobLocation> blobs;
+        IReadOnlyList<(long Id, long CommittedSize)> packs;
         long mark;
         using (reader.Snapshot())
         {
             blobs = reader.AllBlobs().ToDictionary(b => b.BlobRowId);
+            packs = reader.PacksCommitted();
             mark = reader.GroupedThrough();
         }
 
@@ -153,15 +168,16 @@ internal static class Grouper
             }
         }
 
-        var fresh = blobs.Values.Where(b => b.Codec == BlobCodec.Zstd && b.RawLength is > 0 and <= MaxMember && b.BlobRowId > mark &&
-            order.ContainsKey(b.BlobRowId)).ToList();
+        var fresh = Reclaimed(blobs.Values.Where(b => b.Codec == BlobCodec.Zstd && b.RawLength is > 0 and <= MaxMember && b.BlobRowId > mark &&
+            order.ContainsKey(b.BlobRowId)).ToList(), blobs, packs, repackThreshold);
 
         // Groups to dissolve: mostly dead (compaction moved their superseded members out), or small while there is
         // something new to group with; a group no slice names any more (all its members moved) goes as well.
         var dissolve = new List<long>();
         foreach (var g in blobs.Values.Where(b => b.Codec == BlobCodec.Group))
         {
-            var live = members.TryGetValue(g.BlobRowId, out var slices) ? slices.Sum(s => (long)s.RawLength) : 0;
+            // What the slices left cover, not the sum of their lengths: the states of a grown file overlap.
+            var live = GroupSpans.Covered((members.GetValueOrDefault(g.BlobRowId) ?? []).Select(s => (s.Offset, s.RawLength)));
             if (live < RegroupBelow * g.RawLength || (g.RawLength < SmallGroup && fresh.Count > 0))
             {
                 dissolve.Add(g.BlobRowId);
@@ -171,72 +187,30 @@ internal static class Grouper
         // A group a version names directly (a chunk equal to its bytes) is a blob like any other: sweep decides.
         var unnamed = dissolve.Where(g => !order.ContainsKey(g)).Select(g => (g, blobs[g].Id)).ToList();
         var regrouping = dissolve.SelectMany(g => members.GetValueOrDefault(g) ?? []).Where(s => order.ContainsKey(s.BlobRowId)).ToList();
-        var candidates = fresh.Concat(regrouping).OrderBy(b => order[b.BlobRowId].Path, StringComparer.Ordinal)
-            .ThenBy(b => order[b.BlobRowId].Version).ThenBy(b => order[b.BlobRowId].Offset).ToList();
-        if (candidates.Count < 2)
+        if (fresh.Count + regrouping.Count < 2)
         {
             return new GroupingResult(0, 0, Finish(steps, unnamed, through, mark), 0, 0);
         }
 
         var ids = blobs.Values.Select(b => b.Id).ToHashSet();
 
-        progress?.Report($"grouping {candidates.Count} small blobs");
+        progress?.Report($"grouping {fresh.Count + regrouping.Count} small blobs");
         var result = new GroupingResult(0, 0, 0, 0, 0);
         var pending = new List<PendingGroup>();
         long pendingBytes = 0;
-        var raw = GC.AllocateUninitializedArray<byte>(PackFormat.MaxGroupLength);
-        var compressed = GC.AllocateUninitializedArray<byte>(Zstd.CompressBound(PackFormat.MaxGroupLength));
-        var at = 0;
-        while (at < candidates.Count)
+        var buffers = new Buffers();
+        // New blobs first: a group is kept when it saves a tenth of their records (else they stay below the mark
+        // once this pass finishes, so they are never tried again).
+        foreach (var g in Batches(reader, InOrder(fresh, order), buffers, Level, steps.Stopping))
         {
-            steps.Stopping.ThrowIfCancellationRequested();
-            var start = at;
-            var length = 0;
-            while (at < candidates.Count && length + candidates[at].RawLength <= PackFormat.MaxGroupLength)
+            if (PackFormat.RecordSize(g.Stored) >= g.Before * 9 / 10 || !ids.Add(g.Id))
             {
-                length += candidates[at++].RawLength;
+                continue; // the same bytes may be a blob already (the catalog's hashes are unique)
             }
 
-            var batch = candidates.GetRange(start, at - start);
-            if (batch.Count < 2)
-            {
-                continue; // a group of one would be the blob itself again (and share its hash)
-            }
-
-            var list = new List<Member>(batch.Count);
-            long before = 0;
-            var pos = 0;
-            try
-            {
-                foreach (var b in batch)
-                {
-                    reader.Blobs.Read(b, raw.AsSpan(pos, b.RawLength));
-                    list.Add(new Member(b.BlobRowId, b.Id, b.PackId, b.Offset, b.Codec, b.RawLength, pos));
-                    before += b.IsSlice ? Share(b, blobs) : PackFormat.RecordSize(b.StoredLength);
-                    pos += b.RawLength;
-                }
-            }
-            catch (BlobDamagedException)
-            {
-                continue; // verify names the damage; a group must not copy it
-            }
-
-            var regroups = batch.Any(b => b.IsSlice);
-            var stored = Zstd.Compress(raw.AsSpan(0, length), compressed, regroups ? RegroupLevel : Level);
-            if (!regroups && PackFormat.RecordSize(stored) >= before * 9 / 10)
-            {
-                continue; // not worth a group: below the mark once this pass finishes, so never tried again
-            }
-
-            var id = BlobId.Of(raw.AsSpan(0, length));
-            if (!ids.Add(id))
-            {
-                continue; // the same bytes are a blob already (the catalog's hashes are unique)
-            }
-
-            var (pack, offset) = output.Append(id, BlobCodec.Group, length, compressed.AsSpan(0, stored), default);
-            pending.Add(new PendingGroup(id, pack, offset, length, stored, list, before));
-            pendingBytes += length;
+            var (pack, offset) = output.Append(g.Id, BlobCodec.Group, g.Length, buffers.Compressed.AsSpan(0, g.Stored), default);
+            pending.Add(new PendingGroup(g.Id, pack, offset, g.Length, g.Stored, g.Members, g.Before));
+            pendingBytes += g.Length;
             if (pendingBytes >= BytesPerStep)
             {
                 result = Add(result, Flush(steps, output, pending));
@@ -244,8 +218,161 @@ internal static class Grouper
             }
         }
 
+        // Then the members of the groups to dissolve, all or none: the new groups are kept only when they take a
+        // tenth less than the records of the groups they replace (a group whose every member moved out is deleted
+        // either way, and is not counted). Small groups of a grown file's states, merged, took more than before.
+        var replaced = regrouping.Select(s => s.Bases[0]).Distinct().Sum(g => (long)PackFormat.RecordSize(blobs[g].StoredLength));
+        var made = new List<(Batch Group, byte[] Bytes)>();
+        foreach (var g in Batches(reader, InOrder(regrouping, order), buffers, RegroupLevel, steps.Stopping))
+        {
+            if (ids.Add(g.Id))
+            {
+                made.Add((g, buffers.Compressed.AsSpan(0, g.Stored).ToArray()));
+            }
+        }
+
+        if (made.Sum(m => (long)PackFormat.RecordSize(m.Group.Stored)) < replaced * 9 / 10)
+        {
+            var first = true;
+            foreach (var (g, bytes) in made)
+            {
+                var (pack, offset) = output.Append(g.Id, BlobCodec.Group, g.Length, bytes, default);
+                pending.Add(new PendingGroup(g.Id, pack, offset, g.Length, g.Stored, g.Members, first ? replaced : 0));
+                first = false;
+                pendingBytes += g.Length;
+                if (pendingBytes >= BytesPerStep)
+                {
+                    result = Add(result, Flush(steps, output, pending));
+                    pendingBytes = 0;
+                }
+            }
+        }
+
         result = Add(result, Flush(steps, output, pending));
         return result with { Regrouped = Finish(steps, unnamed, through, mark) };
+    }
+
+    /// <summary>
+    /// The new blobs whose records this pass's repack will free once they are grouped: a record stays in its pack,
+    /// dead, until the pack is rewritten, which a pack is only once its live records fall below
+    /// <paramref name="threshold"/> of it. Grouping the others would add the group and free nothing: 77 stray chunks
+    /// of an untar's 14 MB pack grouped into 465 KB grew the trace by as much. They are left whole (and below the mark).
+    /// </summary>
+    private static List<BlobLocation> Reclaimed(List<BlobLocation> fresh, Dictionary<long, BlobLocation> blobs,
+        IReadOnlyList<(long Id, long CommittedSize)> packs, double threshold)
+    {
+        var live = new Dictionary<long, long>();
+        foreach (var b in blobs.Values.Where(b => b.HasRecord))
+        {
+            live[b.PackId] = live.GetValueOrDefault(b.PackId) + PackFormat.RecordSize(b.StoredLength);
+        }
+
+        var leaving = new Dictionary<long, long>();
+        foreach (var b in fresh)
+        {
+            leaving[b.PackId] = leaving.GetValueOrDefault(b.PackId) + PackFormat.RecordSize(b.StoredLength);
+        }
+
+        var size = packs.ToDictionary(p => p.Id, p => p.CommittedSize);
+        return fresh.Where(b => size.TryGetValue(b.PackId, out var committed) &&
+            (double)(live.GetValueOrDefault(b.PackId) - leaving[b.PackId]) / Math.Max(1, committed - PackFormat.HeaderSize) < threshold).ToList();
+    }
+
+    /// <summary>Members in path order, and within a path by place in the file, newest first: the states of one
+    /// region of a file side by side (a grown file's shorter states then follow its longest, and add nothing).</summary>
+    private static List<BlobLocation> InOrder(List<BlobLocation> blobs, Dictionary<long, (string Path, int Version, long Offset)> order) =>
+        blobs.OrderBy(b => order[b.BlobRowId].Path, StringComparer.Ordinal).ThenBy(b => order[b.BlobRowId].Offset)
+            .ThenBy(b => order[b.BlobRowId].Version).ToList();
+
+    private sealed class Buffers
+    {
+        public readonly byte[] Raw = GC.AllocateUninitializedArray<byte>(PackFormat.MaxGroupLength);
+        public readonly byte[] One = GC.AllocateUninitializedArray<byte>(PackFormat.MaxGroupLength);
+        public readonly byte[] Compressed = GC.AllocateUninitializedArray<byte>(Zstd.CompressBound(PackFormat.MaxGroupLength));
+    }
+
+    /// <summary>A group made: its raw bytes' id and length, its compressed length (the bytes in
+    /// <see cref="Buffers.Compressed"/> until the next one is made), its members and what they took before.</summary>
+    private sealed record Batch(BlobId Id, int Length, int Stored, List<Member> Members, long Before);
+
+    /// <summary>
+    /// The groups <paramref name="candidates"/> make, in their order, each of at least two members. Members go back
+    /// to back; a member that is a prefix of the last one placed, or that begins with all of it (a file's states
+    /// while it grew, in either order), is a slice from the same start and adds only the bytes it has beyond it
+    /// (<see cref="GroupSpans"/>). A group whose bytes equal one member's gets a trailer, as while recording
+    /// (<see cref="IngestGroup.TrailerLength"/>): a group is a blob, and blob ids are unique.
+    /// </summary>
+    private static IEnumerable<Batch> Batches(TraceReader reader, List<BlobLocation> candidates, Buffers buffers, int level,
+        CancellationToken stopping)
+    {
+        var raw = buffers.Raw;
+        var at = 0;
+        while (at < candidates.Count)
+        {
+            stopping.ThrowIfCancellationRequested();
+            var list = new List<Member>();
+            long before = 0;
+            int length = 0, chainStart = 0, chainLength = 0;
+            while (at < candidates.Count)
+            {
+                var b = candidates[at];
+                try
+                {
+                    reader.Blobs.Read(b, buffers.One.AsSpan(0, b.RawLength));
+                }
+                catch (BlobDamagedException)
+                {
+                    at++; // verify names the damage; a group must not copy it
+                    continue;
+                }
+
+                var data = buffers.One.AsSpan(0, b.RawLength);
+                var chain = raw.AsSpan(chainStart, chainLength);
+                int start;
+                if (chainLength > 0 && data.Length <= chainLength && chain[..data.Length].SequenceEqual(data))
+                {
+                    start = chainStart;
+                }
+                else if (chainLength > 0 && data.Length > chainLength && chainStart + data.Length <= Room && data[..chainLength].SequenceEqual(chain))
+                {
+                    start = chainStart;
+                    data[chainLength..].CopyTo(raw.AsSpan(length));
+                    length = chainStart + data.Length;
+                    chainLength = data.Length;
+                }
+                else if (length + data.Length <= Room)
+                {
+                    start = length;
+                    data.CopyTo(raw.AsSpan(length));
+                    length += data.Length;
+                    chainStart = start;
+                    chainLength = data.Length;
+                }
+                else
+                {
+                    at += list.Count == 0 ? 1 : 0; // larger than a group can hold (none is): never grouped
+                    break; // the next group's first member
+                }
+
+                at++;
+                list.Add(new Member(b.BlobRowId, b.Id, b.PackId, b.Offset, b.Codec, b.RawLength, start));
+                before += b.IsSlice ? 0 : PackFormat.RecordSize(b.StoredLength);
+            }
+
+            if (list.Count < 2)
+            {
+                continue; // a group of one would be the blob itself again (and share its hash)
+            }
+
+            if (list.Any(m => m.Start == 0 && m.Raw == length))
+            {
+                System.Security.Cryptography.RandomNumberGenerator.Fill(raw.AsSpan(length, IngestGroup.TrailerLength));
+                length += IngestGroup.TrailerLength;
+            }
+
+            var stored = Zstd.Compress(raw.AsSpan(0, length), buffers.Compressed, level);
+            yield return new Batch(BlobId.Of(raw.AsSpan(0, length)), length, stored, list, before);
+        }
     }
 
     /// <summary>
@@ -302,10 +429,6 @@ internal static class Grouper
             return deleted.Count;
         });
     }
-
-    /// <summary>What a slice's bytes take of its group's record, in proportion to its raw length.</summary>
-    private static long Share(in BlobLocation slice, Dictionary<long, BlobLocation> blobs) =>
-        blobs.TryGetValue(slice.Bases[0], out var g) && g.RawLength > 0 ? (long)PackFormat.RecordSize(g.StoredLength) * slice.RawLength / g.RawLength : 0;
 
     private static GroupingResult Add(GroupingResult a, GroupingResult b) =>
         new(a.Groups + b.Groups, a.Members + b.Members, 0, a.BytesBefore + b.BytesBefore, a.BytesAfter + b.BytesAfter);

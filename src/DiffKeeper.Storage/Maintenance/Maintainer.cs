@@ -114,7 +114,7 @@ public sealed class Maintainer : IDisposable
                 // compaction re-encoded is regrouped; its old row goes in grouping's last step, so this pass's
                 // repack frees its record.
                 progress?.Report("grouping small blobs");
-                grouping = Grouper.Run(reader, histories, _steps, _output, progress);
+                grouping = Grouper.Run(reader, histories, _steps, _output, options.RepackThreshold, progress);
             }
 
             progress?.Report("repacking");

@@ -37,6 +37,9 @@ internal sealed class IngestGroup(long row, byte[] buffer)
     /// <summary>The group's catalog row: added with the first member, its record written by the commit.</summary>
     public long Row { get; } = row;
 
+    /// <summary><c>blobs.bases</c> of every member (the group's row), encoded once for all of them.</summary>
+    public byte[] Bases { get; } = PackFormat.EncodeBases([row]);
+
     public int Length { get; private set; }
 
     public int Members => _rows.Count;
