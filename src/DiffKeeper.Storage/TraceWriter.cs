@@ -1294,12 +1294,7 @@ public sealed class TraceWriter : IDisposable
 
             if (_group is null)
             {
-                // The group's row comes first, so its members can name it; its hash is a placeholder (unique, never
-                // a blob's) until the commit writes the record and knows the real one.
-                Tx();
-                _insertBlob.Bind(1, System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)).Bind(2, -1L).Bind(3, 0L)
-                    .Bind(4, 0L).Bind(5, 0L).Bind(6, (long)BlobCodec.Group).Run();
-                _group = new IngestGroup(_db.LastInsertRowId, _spareGroupBuffer ?? IngestGroup.NewBuffer());
+                _group = new IngestGroup(NewGroupRow(), _spareGroupBuffer ?? IngestGroup.NewBuffer());
                 _uncommittedRows.Add(_group.Row);
                 _spareGroupBuffer = null;
             }
@@ -1372,6 +1367,18 @@ public sealed class TraceWriter : IDisposable
     /// commit that makes its members visible). A group of one member is that blob's own bytes: the member is stored
     /// whole instead, and the group's row dropped.
     /// </summary>
+    /// <summary>
+    /// Adds a group's row before its members, so they can name it; its hash is a placeholder (unique, never a blob's)
+    /// until the commit writes the record and knows the real one.
+    /// </summary>
+    private long NewGroupRow()
+    {
+        Tx();
+        _insertBlob.Bind(1, System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)).Bind(2, -1L).Bind(3, 0L)
+            .Bind(4, 0L).Bind(5, 0L).Bind(6, (long)BlobCodec.Group).Run();
+        return _db.LastInsertRowId;
+    }
+
     private void WriteGroup()
     {
         if (_group is not { } group)
@@ -1463,10 +1470,7 @@ public sealed class TraceWriter : IDisposable
         RefuseAfterAbandon();
         if (_aligned is null)
         {
-            Tx();
-            _insertBlob.Bind(1, System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)).Bind(2, -1L).Bind(3, 0L)
-                .Bind(4, 0L).Bind(5, 0L).Bind(6, (long)BlobCodec.Group).Run();
-            _aligned = new AlignedGroup(_db.LastInsertRowId, _spareAlignedBuffer ?? AlignedGroup.NewBuffer());
+            _aligned = new AlignedGroup(NewGroupRow(), _spareAlignedBuffer ?? AlignedGroup.NewBuffer());
             _uncommittedRows.Add(_aligned.Row);
             _spareAlignedBuffer = null;
         }
