@@ -763,15 +763,17 @@ public sealed class TraceReader : IDisposable
     /// A read-only connection opens the catalog's <c>-wal</c> and <c>-shm</c> but cannot remove them when it is the
     /// last to close (only a connection that may write checkpoints and removes them): every export, stats or report
     /// left 32 KiB of <c>catalog.db-shm</c> and an empty <c>-wal</c> in the trace, files a CI job uploads (1% of W1's
-    /// stored bytes). When no writer and no other reader holds the trace, a connection that may write is opened and
-    /// closed, and SQLite removes them. (Readers cannot simply open for writing: one beside a writer in the same
-    /// process, as a recording's background compaction, failed with "disk I/O error".) Best effort: a trace this
-    /// user may not write keeps them, as before.
+    /// stored bytes). When no other reader holds the trace (LOCK.readers) and no writer of this process has it open,
+    /// a connection that may write (no create, no pragma, no wait) is opened and closed: SQLite removes them only if it
+    /// closes with the database's exclusive lock, which any other process's open connection, a writer's included,
+    /// prevents. The writer's LOCK is not touched (a `record` starting meanwhile must not find it held). (Readers
+    /// cannot simply open for writing: one beside a writer in the same process, as a recording's background
+    /// compaction, failed with "disk I/O error".) Best effort: a trace this user may not write keeps them.
     /// </summary>
     private static void RemoveSidecars(string traceDir)
     {
         var catalog = Path.Combine(traceDir, "catalog.db");
-        if (!File.Exists(catalog + "-shm"))
+        if (!File.Exists(catalog + "-shm") || TraceWriter.IsOpenInThisProcess(traceDir))
         {
             return;
         }
@@ -779,17 +781,14 @@ public sealed class TraceReader : IDisposable
         try
         {
             using var readers = ReaderLock.TryExclusive(traceDir);
-            if (readers is null)
+            if (readers is not null)
             {
-                return;
+                SqliteDatabase.OpenAndCloseToRemoveSidecars(catalog);
             }
-
-            using var writer = TraceLock.Acquire(traceDir);
-            using var db = SqliteDatabase.Open(catalog, readOnly: false);
         }
-        catch (Exception e) when (e is DiffKeeperException or CatalogException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is CatalogException or IOException or UnauthorizedAccessException)
         {
-            // a writer or reader came, or this user may not write the trace: the files stay, harmless
+            // another connection came, or this user may not write the trace: the files stay, harmless
         }
     }
 }

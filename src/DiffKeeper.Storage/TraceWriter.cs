@@ -98,6 +98,11 @@ public sealed class TraceWriter : IDisposable
         TraceDir = traceDir;
         _lock = traceLock;
         _db = db;
+        lock (OpenHere)
+        {
+            OpenHere.Add(traceDir);
+        }
+
         _insertEvent = db.Prepare("INSERT INTO events(session_id, seq, time_ns, op, path_id, path2_id, size, pid, comm, detail, offset, length, run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
         _insertVersion = db.Prepare("INSERT INTO versions(session_id, path_id, seq, time_ns, kind, mode, uid, gid, mtime_ns, size, content, target, extents, link) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
         _insertPath = db.Prepare("INSERT INTO paths(root_id, rel) VALUES (?1, ?2)");
@@ -171,6 +176,18 @@ public sealed class TraceWriter : IDisposable
     /// Opens (creating if needed, 0700) the trace for writing: takes the lock, checks the format, cuts torn pack
     /// tails back to their committed size, and marks sessions a crashed writer left open as interrupted.
     /// </summary>
+    // Traces a writer of this process has open (full paths): a reader closing beside one leaves the catalog's -wal and
+    // -shm alone (TraceReader.RemoveSidecars).
+    private static readonly HashSet<string> OpenHere = [];
+
+    internal static bool IsOpenInThisProcess(string traceDir)
+    {
+        lock (OpenHere)
+        {
+            return OpenHere.Contains(traceDir);
+        }
+    }
+
     public static TraceWriter Open(string traceDir)
     {
         traceDir = Path.GetFullPath(traceDir);
@@ -744,12 +761,23 @@ public sealed class TraceWriter : IDisposable
 
         if (waiting.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && waiting.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
         {
-            using var live = _db.Prepare("SELECT coalesce(sum(stored_len) + count(*) * ?2, 0) FROM blobs WHERE pack_id = ?1");
+            // One scan for the live bytes of every pack concerned (blobs has no index on pack_id).
+            var packs = string.Join(",", waiting.Select(w => w.Pack.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            var liveBytes = new Dictionary<long, long>();
+            using (var live = _db.Prepare($"SELECT pack_id, sum(stored_len) + count(*) * ?1 FROM blobs WHERE pack_id IN ({packs}) GROUP BY pack_id"))
+            {
+                live.Bind(1, (long)PackFormat.RecordSize(0));
+                while (live.Step())
+                {
+                    liveBytes[live.Int64(0)] = live.Int64(1);
+                }
+            }
+
             using var size = _db.Prepare("SELECT committed_size FROM packs WHERE id = ?1");
             var threshold = new Maintenance.MaintenanceOptions().RepackThreshold;
             var freed = waiting.Where(w =>
                 size.Bind(1, w.Pack).ScalarInt64() is { } committed &&
-                (double)((live.Bind(1, w.Pack).Bind(2, (long)PackFormat.RecordSize(0)).ScalarInt64() ?? 0) - w.Leaving) / Math.Max(1, committed - PackFormat.HeaderSize) < threshold).ToList();
+                (double)(liveBytes.GetValueOrDefault(w.Pack) - w.Leaving) / Math.Max(1, committed - PackFormat.HeaderSize) < threshold).ToList();
             if (freed.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && freed.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
             {
                 return true;
@@ -1363,11 +1391,6 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>
-    /// Writes the open group's record and gives its row the real hash and place (in the open transaction, before the
-    /// commit that makes its members visible). A group of one member is that blob's own bytes: the member is stored
-    /// whole instead, and the group's row dropped.
-    /// </summary>
-    /// <summary>
     /// Adds a group's row before its members, so they can name it; its hash is a placeholder (unique, never a blob's)
     /// until the commit writes the record and knows the real one.
     /// </summary>
@@ -1379,6 +1402,11 @@ public sealed class TraceWriter : IDisposable
         return _db.LastInsertRowId;
     }
 
+    /// <summary>
+    /// Writes the open group's record and gives its row the real hash and place (in the open transaction, before the
+    /// commit that makes its members visible). A group of one member is that blob's own bytes: the member is stored
+    /// whole instead, and the group's row dropped.
+    /// </summary>
     private void WriteGroup()
     {
         if (_group is not { } group)
@@ -1860,6 +1888,11 @@ public sealed class TraceWriter : IDisposable
         _bases.Dispose();
         _pack?.Dispose();
         _db.Dispose();
+        lock (OpenHere)
+        {
+            OpenHere.Remove(TraceDir);
+        }
+
         _lock.Dispose();
     }
 }

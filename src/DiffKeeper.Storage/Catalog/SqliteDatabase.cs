@@ -54,6 +54,28 @@ internal sealed class SqliteDatabase : IDisposable
     }
 
     /// <summary>
+    /// Opens <paramref name="path"/> for writing (never creating it, no pragma, no waiting for a lock) and closes it at
+    /// once: closed as the only connection, SQLite checkpoints the empty WAL and removes the <c>-wal</c> and <c>-shm</c>
+    /// files, which a read-only connection cannot (TraceReader.RemoveSidecars).
+    /// </summary>
+    public static void OpenAndCloseToRemoveSidecars(string path)
+    {
+        _ = Initialized.Value;
+        var rc = raw.sqlite3_open_v2(path, out var db, raw.SQLITE_OPEN_READWRITE | raw.SQLITE_OPEN_NOMUTEX, null);
+        if (rc == raw.SQLITE_OK)
+        {
+            // A connection opens the WAL only when it first reads; one that never read leaves the files at its close.
+            rc = raw.sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", null, null, out _);
+        }
+
+        db?.Dispose();
+        if (rc != raw.SQLITE_OK)
+        {
+            throw new CatalogException(rc, $"cannot open {path}");
+        }
+    }
+
+    /// <summary>
     /// Creates a new database file with a rollback journal and full sync (a catalog is built this way under a
     /// temporary name, so everything it holds is in the one file when it is renamed into place).
     /// </summary>

@@ -147,6 +147,7 @@ internal sealed class Compactor
                         var share = SliceShare(row);
                         if (SliceCannotPay(share))
                         {
+                            _examined.Remove(row); // not judged: a later pass of this maintainer may find it owning more
                             continue;
                         }
 

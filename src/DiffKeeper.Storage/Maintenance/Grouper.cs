@@ -14,10 +14,12 @@ public sealed record GroupingResult(long Groups, long Members, long Regrouped, l
 /// <c>meta.grouped_through_blob</c>), in path order (so similar files sit side by side in one frame), are
 /// concatenated into groups of at most <see cref="PackFormat.MaxGroupLength"/> bytes, each written as one record at
 /// <see cref="Level"/> (<see cref="RegroupLevel"/> when it regroups older members); each member's row becomes a slice of its group (its id and hash stay, so extent maps stay
-/// valid) and its own record garbage for repack. Groups whose live members fill less than <see cref="RegroupBelow"/>
-/// of them (compaction re-encoded their superseded members as deltas: <see cref="DueGroups"/>), and small groups when
-/// there is anything new to group, are regrouped with the new members, and the old group's row is deleted in the
-/// same pass. Runs on the maintenance thread like <see cref="Compactor"/>: records are appended and fsynced before
+/// valid) and its own record garbage for repack. Only new blobs whose pack this pass's repack rewrites are taken
+/// (<see cref="Reclaimed"/>; the others are left whole, below the mark, never tried again). Groups whose remaining
+/// slices cover less than <see cref="RegroupBelow"/> of them (compaction re-encoded their superseded slices as
+/// deltas: <see cref="DueGroups"/>), and small groups when there is anything new to group, are
+/// regrouped among themselves, all or none (kept only when a tenth smaller than the groups they free), and the old
+/// groups' rows are deleted in the same pass. Runs on the maintenance thread like <see cref="Compactor"/>: records are appended and fsynced before
 /// the step that moves the rows, a row moves only from where this pass read it (compare and set), so a kill -9
 /// between any two steps leaves the old rows on intact records or the new rows on fsynced groups.
 /// </summary>
@@ -221,15 +223,22 @@ internal static class Grouper
         // Then the members of the groups to dissolve, all or none: the new groups are kept only when they take a
         // tenth less than the records of the groups they replace (a group whose every member moved out is deleted
         // either way, and is not counted). Small groups of a grown file's states, merged, took more than before.
-        var replaced = regrouping.Select(s => s.Bases[0]).Distinct().Sum(g => (long)PackFormat.RecordSize(blobs[g].StoredLength));
         var made = new List<(Batch Group, byte[] Bytes)>();
-        foreach (var g in Batches(reader, InOrder(regrouping, order), buffers, RegroupLevel, steps.Stopping))
+        foreach (var g in Batches(reader, InOrder(regrouping, order), buffers, RegroupLevel, steps.Stopping, fewest: 1))
         {
             if (ids.Add(g.Id))
             {
                 made.Add((g, buffers.Compressed.AsSpan(0, g.Stored).ToArray()));
             }
         }
+
+        // Only a group every member of which moves is freed (a damaged member, or a batch refused, keeps it named),
+        // and only by the repack of its pack: a group whose pack stays (live records above the threshold once it
+        // goes) frees nothing this pass, and its replacement would only add.
+        var moving = made.SelectMany(m => m.Group.Members).Select(m => m.Row).ToHashSet();
+        var freedGroups = regrouping.GroupBy(s => s.Bases[0]).Where(g => g.All(s => moving.Contains(s.BlobRowId)))
+            .Select(g => blobs[g.Key]).ToList();
+        var replaced = Reclaimed(freedGroups, blobs, packs, repackThreshold).Sum(g => (long)PackFormat.RecordSize(g.StoredLength));
 
         if (made.Sum(m => (long)PackFormat.RecordSize(m.Group.Stored)) < replaced * 9 / 10)
         {
@@ -302,8 +311,10 @@ internal static class Grouper
     /// (<see cref="GroupSpans"/>). A group whose bytes equal one member's gets a trailer, as while recording
     /// (<see cref="IngestGroup.TrailerLength"/>): a group is a blob, and blob ids are unique.
     /// </summary>
+    /// <param name="fewest">Fewest members of a group: 2 for new blobs (one would be the blob again); 1 when regrouping,
+    /// so the last member of a dissolved group is not left alone on it (its trailer makes it another blob).</param>
     private static IEnumerable<Batch> Batches(TraceReader reader, List<BlobLocation> candidates, Buffers buffers, int level,
-        CancellationToken stopping)
+        CancellationToken stopping, int fewest = 2)
     {
         var raw = buffers.Raw;
         var at = 0;
@@ -359,7 +370,7 @@ internal static class Grouper
                 before += b.IsSlice ? 0 : PackFormat.RecordSize(b.StoredLength);
             }
 
-            if (list.Count < 2)
+            if (list.Count < fewest)
             {
                 continue; // a group of one would be the blob itself again (and share its hash)
             }
