@@ -57,7 +57,7 @@ public sealed class PackClones(TraceReader reader) : IDisposable
     public long PutRun(IReadOnlyList<BlobLocation> locs, long packId, long packOffset, SafeFileHandle dest, long destOffset, byte[] scratch, string rel)
     {
         var length = locs.Sum(l => l.RawLength);
-        if (Pack(packId) is not { } pack || length > scratch.Length || PackReaderRead(pack, scratch.AsSpan(0, length), packOffset) != length)
+        if (Pack(packId) is not { } pack || length > scratch.Length || PackReader.ReadFully(pack, scratch.AsSpan(0, length), packOffset) != length)
         {
             return -1;
         }
@@ -88,23 +88,6 @@ public sealed class PackClones(TraceReader reader) : IDisposable
 
         SafeTreeWriter.Write(dest, scratch.AsSpan(0, length), destOffset, rel);
         return 0;
-    }
-
-    private static int PackReaderRead(SafeFileHandle pack, Span<byte> buffer, long offset)
-    {
-        var total = 0;
-        while (total < buffer.Length)
-        {
-            var n = RandomAccess.Read(pack, buffer[total..], offset + total);
-            if (n == 0)
-            {
-                break;
-            }
-
-            total += n;
-        }
-
-        return total;
     }
 
     /// <summary>Where the blob's raw bytes lie in a pack, uncompressed: (pack id, offset), or null.</summary>
@@ -163,7 +146,7 @@ public sealed class PackClones(TraceReader reader) : IDisposable
         var start = group.Offset + PackFormat.RecordHeaderSize;
         var end = start + group.StoredLength;
         Span<byte> header = stackalloc byte[18];
-        if (PackReaderRead(pack, header, start) != header.Length || BinaryPrimitives.ReadUInt32LittleEndian(header) != 0xFD2FB528)
+        if (PackReader.ReadFully(pack, header, start) != header.Length || BinaryPrimitives.ReadUInt32LittleEndian(header) != 0xFD2FB528)
         {
             return [];
         }
@@ -178,7 +161,7 @@ public sealed class PackClones(TraceReader reader) : IDisposable
         Span<byte> block = stackalloc byte[3];
         for (var n = 0; n < 1024 && pos + 3 <= end; n++)
         {
-            if (PackReaderRead(pack, block, pos) != 3)
+            if (PackReader.ReadFully(pack, block, pos) != 3)
             {
                 break;
             }

@@ -272,7 +272,8 @@ public sealed class PackReader : IDisposable
         _ => "zstd",
     };
 
-    internal static int ReadFully(SafeFileHandle handle, Span<byte> buffer, long offset)
+    /// <summary>pread until <paramref name="buffer"/> is full or the file ends; returns the bytes read.</summary>
+    public static int ReadFully(SafeFileHandle handle, Span<byte> buffer, long offset)
     {
         var total = 0;
         while (total < buffer.Length)
