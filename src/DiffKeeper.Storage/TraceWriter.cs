@@ -842,35 +842,20 @@ public sealed class TraceWriter : IDisposable
     /// <summary>For every slice, the bytes of its group only it covers (<see cref="Maintenance.GroupSpans.Own"/>).</summary>
     private Dictionary<long, long> SliceOwnBytes()
     {
-        var byGroup = new Dictionary<long, List<(long Row, long Start, int Length)>>();
-        using (var slices = _db.Prepare("SELECT id, bases, offset, raw_len FROM blobs WHERE codec = ?1"))
+        var slices = new List<(long, long, long, int)>();
+        using (var read = _db.Prepare("SELECT id, bases, offset, raw_len FROM blobs WHERE codec = ?1"))
         {
-            slices.Bind(1, (long)BlobCodec.Slice);
-            while (slices.Step())
+            read.Bind(1, (long)BlobCodec.Slice);
+            while (read.Step())
             {
-                if (slices.BlobOrNull(1) is { } b && PackFormat.DecodeBases(b) is [var group])
+                if (read.BlobOrNull(1) is { } b && PackFormat.DecodeBases(b) is [var group])
                 {
-                    if (!byGroup.TryGetValue(group, out var list))
-                    {
-                        byGroup[group] = list = [];
-                    }
-
-                    list.Add((slices.Int64(0), slices.Int64(2), (int)slices.Int64(3)));
+                    slices.Add((read.Int64(0), group, read.Int64(2), (int)read.Int64(3)));
                 }
             }
         }
 
-        var own = new Dictionary<long, long>();
-        foreach (var list in byGroup.Values)
-        {
-            var bytes = Maintenance.GroupSpans.Own(list.Select(s => (s.Start, s.Length)).ToList());
-            for (var i = 0; i < list.Count; i++)
-            {
-                own[list[i].Row] = bytes[i];
-            }
-        }
-
-        return own;
+        return Maintenance.GroupSpans.OwnBySlice(slices);
     }
 
     /// <summary>Records <see cref="GroupedThroughKey"/> in the transaction of the maintenance step that calls it.</summary>

@@ -187,27 +187,11 @@ internal sealed class Compactor
     /// <summary>The bytes each slice alone covers in its group, from the rows read at the start of the pass.</summary>
     private void LoadSliceOwn()
     {
-        var byGroup = new Dictionary<long, List<long>>();
-        foreach (var (row, _) in _sliceStarts)
+        foreach (var (row, own) in GroupSpans.OwnBySlice(_sliceStarts
+            .Where(s => _bases.TryGetValue(s.Key, out var g) && g.Length == 1)
+            .Select(s => (s.Key, _bases[s.Key][0], s.Value, _rows[s.Key].Raw))))
         {
-            if (_bases.TryGetValue(row, out var g) && g.Length == 1)
-            {
-                if (!byGroup.TryGetValue(g[0], out var rows))
-                {
-                    byGroup[g[0]] = rows = [];
-                }
-
-                rows.Add(row);
-            }
-        }
-
-        foreach (var rows in byGroup.Values)
-        {
-            var own = GroupSpans.Own(rows.Select(r => (_sliceStarts[r], _rows[r].Raw)).ToList());
-            for (var i = 0; i < rows.Count; i++)
-            {
-                _sliceOwn[rows[i]] = own[i];
-            }
+            _sliceOwn[row] = own;
         }
     }
 

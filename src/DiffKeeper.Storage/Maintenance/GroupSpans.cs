@@ -30,6 +30,26 @@ internal static class GroupSpans
     }
 
     /// <summary>
+    /// For every slice (its row, its group's row, its start and length in the group), the bytes of its group only it
+    /// covers (<see cref="Own"/>), by row.
+    /// </summary>
+    public static Dictionary<long, long> OwnBySlice(IEnumerable<(long Row, long Group, long Start, int Length)> slices)
+    {
+        var own = new Dictionary<long, long>();
+        foreach (var group in slices.GroupBy(s => s.Group))
+        {
+            var list = group.ToList();
+            var bytes = Own(list.Select(s => (s.Start, s.Length)).ToList());
+            for (var i = 0; i < list.Count; i++)
+            {
+                own[list[i].Row] = bytes[i];
+            }
+        }
+
+        return own;
+    }
+
+    /// <summary>
     /// For each span, the bytes no other span covers: what the group would lose if only that slice left it. The
     /// shorter states of a grown file own nothing; the longest owns what it added last.
     /// </summary>
