@@ -157,7 +157,8 @@ internal sealed class BackgroundCompaction : IDisposable
                 {
                     passedAt = superseded; // a pass when something is new since the last one
                     compactAt = Stopwatch.GetTimestamp() + (long)(Interval.TotalSeconds * Stopwatch.Frequency);
-                    options = new MaintenanceOptions { RowsPerStep = 256 };
+                    // No repack beyond the threshold's while the command runs: the pass after the session tidies.
+                    options = new MaintenanceOptions { RowsPerStep = 256, RepackBudget = 0 };
                 }
                 else
                 {

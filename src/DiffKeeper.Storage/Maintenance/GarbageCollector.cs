@@ -118,14 +118,15 @@ internal static class GarbageCollector
     }
 
     /// <summary>
-    /// Repacks packs whose live fraction is below <paramref name="threshold"/> and drops empty ones. Packs created
+    /// Repacks the packs <see cref="RepackRule"/> takes (live fraction below <paramref name="threshold"/>, then the
+    /// most dead within <paramref name="budget"/>) and drops empty ones. Packs created
     /// since the pass began (id at least <paramref name="firstNew"/>) are left alone. The pack the writer appended to
     /// when the pass began (<paramref name="writerPack"/>) and the maintenance pack itself are rolled first when
     /// they qualify (so the writer's garbage is freed without waiting for its pack to fill), and their rows are
     /// read again once nothing can be added to them. Returns the ids of the packs whose rows it dropped.
     /// </summary>
     public static (int Repacked, int Dropped, long Copied, List<long> DroppedIds) Repack(
-        TraceReader reader, IWriterSteps steps, MaintenancePack output, double threshold, long writerPack, long firstNew, int rowsPerStep)
+        TraceReader reader, IWriterSteps steps, MaintenancePack output, double threshold, long budget, long writerPack, long firstNew, int rowsPerStep)
     {
         Dictionary<long, List<BlobLocation>> byPack;
         IReadOnlyList<(long Id, long CommittedSize)> packs;
@@ -139,20 +140,16 @@ internal static class GarbageCollector
         long copied = 0;
         var droppedIds = new List<long>();
         var buffer = new byte[PackFormat.RecordSize(Codecs.Zstd.CompressBound(PackFormat.MaxGroupLength))];
-        foreach (var (packId, committed) in packs)
+        var live = byPack.ToDictionary(p => p.Key, p => p.Value.Sum(r => (long)PackFormat.RecordSize(r.StoredLength)));
+        var taken = RepackRule.Taken(packs, live, threshold, budget, id => id < firstNew);
+        foreach (var (packId, _) in packs)
         {
-            if (packId >= firstNew)
+            if (!taken.Contains(packId))
             {
                 continue;
             }
 
             var records = byPack.GetValueOrDefault(packId) ?? [];
-            var liveBytes = records.Sum(r => (long)PackFormat.RecordSize(r.StoredLength));
-            var total = Math.Max(1, committed - PackFormat.HeaderSize);
-            if (records.Count > 0 && (double)liveBytes / total >= threshold)
-            {
-                continue;
-            }
 
             if (packId == writerPack)
             {

@@ -263,9 +263,10 @@ internal static class Grouper
 
     /// <summary>
     /// The new blobs whose records this pass's repack will free once they are grouped: a record stays in its pack,
-    /// dead, until the pack is rewritten, which a pack is only once its live records fall below
-    /// <paramref name="threshold"/> of it. Grouping the others would add the group and free nothing: 77 stray chunks
-    /// of an untar's 14 MB pack grouped into 465 KB grew the trace by as much. They are left whole (and below the mark).
+    /// dead, until the pack is rewritten, which a pack surely is only once its live records fall below the threshold
+    /// (<see cref="RepackRule"/> without its budget: the budget frees the dead records there are, and is no reason
+    /// to make more). Grouping the others would add the group and free nothing: 77 stray chunks of an untar's 14 MB
+    /// pack grouped into 465 KB grew the trace by as much. They are left whole (and below the mark).
     /// </summary>
     private static List<BlobLocation> Reclaimed(List<BlobLocation> fresh, Dictionary<long, BlobLocation> blobs,
         IReadOnlyList<(long Id, long CommittedSize)> packs, double threshold)
@@ -276,15 +277,13 @@ internal static class Grouper
             live[b.PackId] = live.GetValueOrDefault(b.PackId) + PackFormat.RecordSize(b.StoredLength);
         }
 
-        var leaving = new Dictionary<long, long>();
         foreach (var b in fresh)
         {
-            leaving[b.PackId] = leaving.GetValueOrDefault(b.PackId) + PackFormat.RecordSize(b.StoredLength);
+            live[b.PackId] -= PackFormat.RecordSize(b.StoredLength);
         }
 
-        var size = packs.ToDictionary(p => p.Id, p => p.CommittedSize);
-        return fresh.Where(b => size.TryGetValue(b.PackId, out var committed) &&
-            (double)(live.GetValueOrDefault(b.PackId) - leaving[b.PackId]) / Math.Max(1, committed - PackFormat.HeaderSize) < threshold).ToList();
+        var taken = RepackRule.Taken(packs, live, threshold, budget: 0);
+        return fresh.Where(b => taken.Contains(b.PackId)).ToList();
     }
 
     /// <summary>Members in path order, and within a path by place in the file, newest first: the states of one

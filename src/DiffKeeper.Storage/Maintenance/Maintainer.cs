@@ -118,7 +118,7 @@ public sealed class Maintainer : IDisposable
             }
 
             progress?.Report("repacking");
-            repack = GarbageCollector.Repack(reader, _steps, _output, options.RepackThreshold, writerPack, firstNew, options.RowsPerStep);
+            repack = GarbageCollector.Repack(reader, _steps, _output, options.RepackThreshold, options.RepackBudget, writerPack, firstNew, options.RowsPerStep);
             after = PackBytes(reader);
         }
 

@@ -13,6 +13,10 @@ public sealed record MaintenanceOptions(BlobCodec? Delta = BlobCodec.ZstdDelta, 
     public int RowsPerStep { get; init; } = 100_000;
 
     public double RebuildBound { get; init; } = RebuildCost.DefaultBound;
+
+    /// <summary>Live bytes the repack may copy, beyond the packs under <see cref="RepackThreshold"/>, to leave at most
+    /// 1 % of the packs dead (<see cref="RepackRule"/>); 0 for the passes while a command runs.</summary>
+    public long RepackBudget { get; init; } = RepackRule.DefaultBudget;
 }
 
 public sealed record MaintenanceResult(long VersionsPruned, long BlobsSwept, CompactionResult? Compaction, CollectionResult Collection, long PackBytesBefore, long PackBytesAfter)
