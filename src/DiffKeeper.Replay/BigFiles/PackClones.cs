@@ -22,7 +22,7 @@ public sealed class PackClones(TraceReader reader) : IDisposable
 {
     private const int Alignment = 4096;
     private readonly ConcurrentDictionary<long, SafeFileHandle?> _packs = new();
-    private readonly ConcurrentDictionary<long, (long Content, long Pack, int Length)[]> _frames = new();
+    private readonly ConcurrentDictionary<long, (long PackId, (long Content, long Pack, int Length)[] Blocks)> _frames = new();
     private volatile string? _reason;
 
     /// <summary>Why blocks that could have been cloned were written instead (the first failure), or null.</summary>
@@ -129,31 +129,33 @@ public sealed class PackClones(TraceReader reader) : IDisposable
             return null;
         }
 
-        BlobLocation group;
-        try
-        {
-            group = reader.Blobs.Location(loc.Bases[0]);
-        }
-        catch (BlobMissingException)
-        {
-            return null;
-        }
-
-        if (group.Codec != BlobCodec.Group)
-        {
-            return null;
-        }
-
-        var blocks = _frames.GetOrAdd(group.BlobRowId, _ => RawBlocks(group));
+        // A group's row and frame are looked up once for all its members (W4: 15 a group).
+        var (packId, blocks) = _frames.GetOrAdd(loc.Bases[0], FrameOf);
         foreach (var (content, pack, length) in blocks)
         {
             if (loc.Offset >= content && loc.Offset + loc.RawLength <= content + length)
             {
-                return (group.PackId, pack + (loc.Offset - content));
+                return (packId, pack + (loc.Offset - content));
             }
         }
 
         return null;
+    }
+
+    /// <summary>Group row <paramref name="row"/>'s pack and raw blocks (<see cref="RawBlocks"/>); none when it is not a group.</summary>
+    private (long PackId, (long Content, long Pack, int Length)[] Blocks) FrameOf(long row)
+    {
+        BlobLocation group;
+        try
+        {
+            group = reader.Blobs.Location(row);
+        }
+        catch (BlobMissingException)
+        {
+            return (0, []);
+        }
+
+        return group.Codec == BlobCodec.Group ? (group.PackId, RawBlocks(group)) : (0, []);
     }
 
     /// <summary>
