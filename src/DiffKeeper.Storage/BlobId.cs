@@ -5,6 +5,9 @@ namespace DiffKeeper.Storage;
 /// <summary>The SHA-256 of a blob's raw bytes: its name in the store.</summary>
 public readonly struct BlobId : IEquatable<BlobId>
 {
+    /// <summary>The length of an id in bytes.</summary>
+    public const int Size = 32;
+
     private readonly byte[] _bytes;
 
     public BlobId(byte[] bytes)

@@ -134,7 +134,10 @@ public static class ExtentMap
         private Sha256.Hasher _hash = new();
         private int _used;
 
-        public void Add(long offset, int length, BlobId id)
+        public void Add(long offset, int length, BlobId id) => Add(offset, length, id.Bytes);
+
+        /// <summary><see cref="Add(long, int, BlobId)"/> of an id given as its 32 bytes.</summary>
+        public void Add(long offset, int length, ReadOnlySpan<byte> id)
         {
             if (_used == _buffer.Length)
             {
@@ -147,11 +150,13 @@ public static class ExtentMap
         }
 
         /// <summary>One extent's record: offset and length (little-endian, 8 bytes each), then the blob id.</summary>
-        internal static void Write(Span<byte> record, long offset, int length, BlobId id)
+        internal static void Write(Span<byte> record, long offset, int length, BlobId id) => Write(record, offset, length, id.Bytes);
+
+        private static void Write(Span<byte> record, long offset, int length, ReadOnlySpan<byte> id)
         {
             BinaryPrimitives.WriteInt64LittleEndian(record, offset);
             BinaryPrimitives.WriteInt64LittleEndian(record[8..], length);
-            id.Bytes.CopyTo(record[16..]);
+            id.CopyTo(record[16..]);
         }
 
         /// <summary>The content id of the extents added, for a file of <paramref name="size"/> bytes; call once.</summary>

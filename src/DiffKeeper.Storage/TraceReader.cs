@@ -530,6 +530,9 @@ public sealed class TraceReader : IDisposable
         ORDER BY v.id
         """, session.Id, pathId, session));
 
+    /// <summary>Version row <paramref name="id"/> as stored (no session's view of it), or null when there is none.</summary>
+    public VersionRecord? Version(long id) => QueryVersions("WHERE v.id = ?1 AND ?2 = ?2", id, 0, null) is [var v] ? v : null;
+
     /// <summary>All versions of the trace (every session), for verify.</summary>
     public List<VersionRecord> AllVersions() => QueryVersions("WHERE ?1 = ?1 AND ?2 = ?2 ORDER BY v.id", 0, 0, null);
 
@@ -646,6 +649,87 @@ public sealed class TraceReader : IDisposable
             r.Reset();
         }
     }
+
+    /// <summary>
+    /// The 32-byte ids of blob rows <paramref name="rowIds"/>, in their order (<c>ids[32 * i..]</c> is row
+    /// <c>rowIds[i]</c>'s), for a content-id check that needs nothing else of the rows: read by ranges of row ids
+    /// (a rowid range scan per cluster of the sorted ids, only the hash column), not row by row and not the whole
+    /// table. Throws <see cref="BlobMissingException"/> for a row the catalog lacks, exit 5 for a hash that is not 32 bytes.
+    /// </summary>
+    public byte[] BlobHashes(IReadOnlyList<long> rowIds)
+    {
+        var n = rowIds.Count;
+        var keys = new long[n];
+        var slots = new int[n];
+        var sorted = true;
+        for (var i = 0; i < n; i++)
+        {
+            keys[i] = rowIds[i];
+            slots[i] = i;
+            sorted &= i == 0 || keys[i] >= keys[i - 1];
+        }
+
+        if (!sorted)
+        {
+            Array.Sort(keys, slots);
+        }
+
+        var ids = GC.AllocateUninitializedArray<byte>(n * BlobId.Size);
+        // A hash of another type reads as empty, and is named as damage below.
+        using var r = _db.Prepare("SELECT id, CASE WHEN typeof(hash) = 'blob' THEN hash END FROM blobs WHERE id BETWEEN ?1 AND ?2 ORDER BY id");
+        var k = 0;
+        while (k < n)
+        {
+            // A cluster: ids no more than RangeGap apart, so rows scanned and not needed stay few.
+            var last = k;
+            while (last + 1 < n && keys[last + 1] - keys[last] <= RangeGap)
+            {
+                last++;
+            }
+
+            r.Bind(1, keys[k]).Bind(2, keys[last]);
+            try
+            {
+                while (k <= last && r.Step())
+                {
+                    var row = r.Int64(0);
+                    if (row < keys[k])
+                    {
+                        continue;
+                    }
+
+                    if (row > keys[k])
+                    {
+                        break; // keys[k] is missing
+                    }
+
+                    var hash = r.BlobSpan(1);
+                    if (hash.Length != BlobId.Size)
+                    {
+                        throw CatalogDomain.Throw("blobs", row.ToString(System.Globalization.CultureInfo.InvariantCulture), "hash is not 32 bytes");
+                    }
+
+                    for (; k <= last && keys[k] == row; k++)
+                    {
+                        hash.CopyTo(ids.AsSpan(slots[k] * BlobId.Size, BlobId.Size));
+                    }
+                }
+            }
+            finally
+            {
+                r.Reset();
+            }
+
+            if (k <= last)
+            {
+                throw new BlobMissingException(keys[k]);
+            }
+        }
+
+        return ids;
+    }
+
+    private const long RangeGap = 64;
 
     public IEnumerable<BlobLocation> AllBlobs()
     {

@@ -1,3 +1,4 @@
+using DiffKeeper.Core;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Replay.BigFiles;
 using DiffKeeper.Storage;
@@ -107,6 +108,124 @@ public sealed class PackCloneTests
             parent = taken.Id;
             previous = output;
         }
+    }
+
+    /// <summary>
+    /// A byte of a changed block flipped in the pack where it lies raw and aligned: the block is not cloned (it does not
+    /// hash to its id there), the ordinary read names the damage (exit 5), and nothing is published or left behind.
+    /// Without the check the clone would share the damaged bytes into the output silently.
+    /// </summary>
+    [Fact]
+    public void A_damaged_aligned_block_in_the_pack_is_named_and_nothing_is_published()
+    {
+        using var mount = LoopMount.TryCreate("xfs", out var why) ?? Skip(why);
+        using var dir = new TempDir(mount.Path);
+        var random = new Random(15);
+        var live = dir.Sub("ckpt.bin");
+        var v0 = Fp32(random, 32 * Block);
+        File.WriteAllBytes(live, v0);
+        var store = dir.Sub("store");
+        var first = SnapshotWriter.Take(store, [live], null, diffInput: false, "snapshot (test)", alignChanged: true);
+        using (var f = File.OpenHandle(live, FileMode.Open, FileAccess.ReadWrite))
+        {
+            foreach (var k in new[] { 3, 10, 11, 20 })
+            {
+                RandomAccess.Write(f, Fp32(random, Block), (long)k * Block);
+            }
+        }
+
+        var second = SnapshotWriter.Take(store, [live], first.Id, diffInput: false, "snapshot (test)", alignChanged: true);
+        var parent = dir.Sub("out0");
+        long at;
+        using (var reader = TraceReader.Open(store))
+        {
+            SnapshotMaterializer.Materialize(reader, first.Id, parent, null);
+            var version = reader.StateAt(reader.Session(second.Id), long.MaxValue).Single();
+            Assert.True(ExtentMap.TryDecode(version.Extents, version.Size, out var extents));
+            var slice = reader.Blob(extents.Single(e => e.Offset == 11L * Block).BlobRowId);
+            var group = reader.Blob(slice.Bases.Single());
+            at = AlignedGroupFrame.RawOffset(store, group, slice) ?? throw new InvalidOperationException("block 11 does not lie raw in its group");
+            Assert.Equal(0, at % 4096);
+            using var pack = File.OpenHandle(Path.Combine(store, Storage.Packs.PackFormat.RelativePath(group.PackId)), FileMode.Open, FileAccess.ReadWrite);
+            var b = new byte[1];
+            RandomAccess.Read(pack, b, at + 1000);
+            b[0] ^= 0x40;
+            RandomAccess.Write(pack, b, at + 1000);
+        }
+
+        var output = dir.Sub("out1");
+        using (var reader = TraceReader.Open(store))
+        {
+            var e = Assert.Throws<DiffKeeperException>(() => SnapshotMaterializer.Materialize(reader, second.Id, output, parent));
+            Assert.Equal(ExitCode.Corrupt, e.Code);
+            Assert.Contains("ckpt.bin", e.Message, StringComparison.Ordinal);
+        }
+
+        Assert.False(Directory.Exists(output), "a damaged version was published");
+        Assert.Empty(Directory.GetDirectories(dir.Path, ".out1*"));
+        Assert.True(v0.AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(parent, "ckpt.bin"))), "the parent was changed");
+    }
+
+    /// <summary>
+    /// An aligned group of one member whose record lands with no leading padding has raw bytes equal to its member's, so
+    /// the writer ends it with 16 random trailer bytes (docs/store-format.md, "Aligned groups"): its member is found in
+    /// the frame and cloned like any other, and the file equals the one snapshotted. The tail's length moves the
+    /// group's record until it lands there.
+    /// </summary>
+    [Fact]
+    public void A_member_of_an_aligned_group_with_a_trailer_is_cloned_and_the_file_equals()
+    {
+        using var mount = LoopMount.TryCreate("xfs", out var why) ?? Skip(why);
+        using var dir = new TempDir(mount.Path);
+        var tail = 1000;
+        for (var attempt = 0; attempt < 8; attempt++)
+        {
+            var random = new Random(attempt);
+            var live = dir.Sub($"try{attempt}/ckpt.bin");
+            Directory.CreateDirectory(Path.GetDirectoryName(live)!);
+            var bytes = Fp32(random, (16 * Block) + tail);
+            random.NextBytes(bytes.AsSpan(16 * Block)); // an incompressible tail: its record's length follows its own
+            File.WriteAllBytes(live, bytes);
+            var store = dir.Sub($"try{attempt}/store");
+            var first = SnapshotWriter.Take(store, [live], null, diffInput: false, "snapshot (test)", alignChanged: true);
+            Fp32(random, Block).CopyTo(bytes, 5 * Block);
+            random.NextBytes(bytes.AsSpan(16 * Block));
+            File.WriteAllBytes(live, bytes);
+            var second = SnapshotWriter.Take(store, [live], first.Id, diffInput: false, "snapshot (test)", alignChanged: true);
+            long lead;
+            using (var reader = TraceReader.Open(store))
+            {
+                var version = reader.StateAt(reader.Session(second.Id), long.MaxValue).Single();
+                Assert.True(ExtentMap.TryDecode(version.Extents, version.Size, out var extents));
+                var slice = reader.Blob(extents.Single(e => e.Offset == 5L * Block).BlobRowId);
+                var group = reader.Blob(slice.Bases.Single());
+                Assert.NotNull(AlignedGroupFrame.RawOffset(store, group, slice));
+                lead = group.RawLength - Block;
+            }
+
+            if (lead != 16)
+            {
+                // No trailer: `lead` zeros precede the member; a record that many bytes later needs none.
+                tail += (int)lead == 0 ? 1 : (int)lead;
+                continue;
+            }
+
+            var parent = dir.Sub($"try{attempt}/out0");
+            var output = dir.Sub($"try{attempt}/out1");
+            MaterializeResult result;
+            using (var reader = TraceReader.Open(store))
+            {
+                SnapshotMaterializer.Materialize(reader, first.Id, parent, null);
+                result = SnapshotMaterializer.Materialize(reader, second.Id, output, parent);
+                Assert.True(TraceVerifier.Verify(reader, readData: true).Ok);
+            }
+
+            BigFileRoundTripTests.AssertSameFile(live, Path.Combine(output, "ckpt.bin"), $"tail {tail}");
+            Assert.Equal((long)Block, Assert.Single(result.Files).BytesCloned);
+            return;
+        }
+
+        Assert.Fail("no aligned group with a trailer was written in 8 attempts");
     }
 
     private static LoopMount Skip(string why)

@@ -112,7 +112,7 @@ public sealed class AlignedGroupTests
             foreach (var e in extents.Where(e => expectAligned[i].Contains(e.Offset)))
             {
                 var loc = moved[e.BlobRowId];
-                if (align && loc.IsSlice && moved[loc.Bases[0]] is var g && g.Codec == BlobCodec.Group && RawOffset(store, g, loc) is not null)
+                if (align && loc.IsSlice && moved[loc.Bases[0]] is var g && g.Codec == BlobCodec.Group && AlignedGroupFrame.RawOffset(store, g, loc) is not null)
                 {
                     Assert.NotEqual(packsBefore[g.BlobRowId], g.PackId); // repacked
                     AssertRawAndAligned(store, g, loc, states[i].AsSpan((int)e.Offset, e.Length), $"version {i}, block at {e.Offset}, after repacking");
@@ -128,53 +128,13 @@ public sealed class AlignedGroupTests
 
     private static void AssertRawAndAligned(string store, BlobLocation group, BlobLocation slice, ReadOnlySpan<byte> expected, string what)
     {
-        var at = RawOffset(store, group, slice);
+        var at = AlignedGroupFrame.RawOffset(store, group, slice);
         Assert.NotNull(at);
         Assert.Equal(0, at.Value % 4096);
         using var pack = File.OpenHandle(Path.Combine(store, PackFormat.RelativePath(group.PackId)));
         var bytes = new byte[expected.Length];
         Assert.Equal(expected.Length, RandomAccess.Read(pack, bytes, at.Value));
         Assert.True(bytes.AsSpan().SequenceEqual(expected), what);
-    }
-
-    /// <summary>
-    /// Where a slice's bytes lie in its group's pack, found from the record's zstd frame by this test's own reading of
-    /// the format (frame header, then 3-byte block headers); null when the frame is not one of raw blocks (a group
-    /// maintenance re-encoded).
-    /// </summary>
-    private static long? RawOffset(string store, BlobLocation group, BlobLocation slice)
-    {
-        using var pack = File.OpenHandle(Path.Combine(store, PackFormat.RelativePath(group.PackId)));
-        var record = new byte[PackFormat.RecordSize(group.StoredLength)];
-        Assert.Equal(record.Length, RandomAccess.Read(pack, record, group.Offset));
-        var frame = record.AsSpan(PackFormat.RecordHeaderSize, group.StoredLength);
-        Assert.Equal(0xFD2FB528u, BinaryPrimitives.ReadUInt32LittleEndian(frame));
-        if (frame[4] != 0xA0 || ((frame[9] >> 1) & 3) != 0)
-        {
-            return null;
-        }
-
-        Assert.Equal((uint)group.RawLength, BinaryPrimitives.ReadUInt32LittleEndian(frame[5..]));
-        var pos = 9;
-        long content = 0;
-        while (true)
-        {
-            var h = frame[pos] | (frame[pos + 1] << 8) | (frame[pos + 2] << 16);
-            if (((h >> 1) & 3) != 0)
-            {
-                return null;
-            }
-
-            var size = h >> 3;
-            if (slice.Offset >= content && slice.Offset + slice.RawLength <= content + size)
-            {
-                return group.Offset + PackFormat.RecordHeaderSize + pos + 3 + (slice.Offset - content);
-            }
-
-            content += size;
-            pos += 3 + size;
-            Assert.True((h & 1) == 0, "the slice lies in no raw block of its group");
-        }
     }
 
     /// <summary>float32 values with random mantissas and magnitudes in [2^-7, 2^-3), as W4's: zstd saves ~9%.</summary>

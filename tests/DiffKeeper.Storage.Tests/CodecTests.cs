@@ -1,10 +1,24 @@
 using DiffKeeper.Storage.Chunking;
 using DiffKeeper.Storage.Codecs;
+using DiffKeeper.Storage.Packs;
 
 namespace DiffKeeper.Storage.Tests;
 
 public sealed class CodecTests
 {
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(4095)]
+    [InlineData((128 << 10) - 1)]
+    [InlineData(128 << 10)]
+    [InlineData((128 << 10) + 1)]
+    [InlineData(PackFormat.MaxRawLength)]
+    [InlineData(PackFormat.MaxGroupLength)]
+    [InlineData(64 << 20)]
+    public void CompressBound_computed_here_is_libzstds(int length) =>
+        Assert.Equal((int)Native.Interop.LibZstd.CompressBound((nuint)length), Zstd.CompressBound(length));
+
     [Fact]
     public void Crc32C_matches_the_standard_check_value()
     {

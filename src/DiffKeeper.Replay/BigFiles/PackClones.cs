@@ -22,7 +22,7 @@ public sealed class PackClones(TraceReader reader) : IDisposable
 {
     private const int Alignment = 4096;
     private readonly ConcurrentDictionary<long, SafeFileHandle?> _packs = new();
-    private readonly ConcurrentDictionary<long, (long Content, long Pack, int Length)[]> _frames = new();
+    private readonly ConcurrentDictionary<long, (long PackId, (long Content, long Pack, int Length)[] Blocks)> _frames = new();
     private volatile string? _reason;
 
     /// <summary>Why blocks that could have been cloned were written instead (the first failure), or null.</summary>
@@ -49,24 +49,31 @@ public sealed class PackClones(TraceReader reader) : IDisposable
     /// <summary>
     /// Puts blobs <paramref name="locs"/>, adjacent in the file from <paramref name="destOffset"/> and in pack
     /// <paramref name="packId"/> from <paramref name="packOffset"/> (<see cref="Locate"/>), into <paramref name="dest"/>:
-    /// reads them from the pack into <paramref name="scratch"/>, checks each by its SHA-256, then clones the whole run
-    /// with one FICLONERANGE, or, when the clone fails, writes the bytes read. Returns the bytes cloned (0 when written),
-    /// or -1 when a block does not hash to its id there (the caller then reads them the ordinary way, which names the
-    /// damage).
+    /// reads them from the pack one by one into <paramref name="scratch"/> (at least the longest blob's length), checks
+    /// each by its SHA-256, then clones the whole run with one FICLONERANGE, or, when the clone fails, writes them (read
+    /// again). Returns the bytes cloned (0 when written), or -1 when a block does not hash to its id there (the caller
+    /// then reads them the ordinary way, which names the damage).
     /// </summary>
     public long PutRun(IReadOnlyList<BlobLocation> locs, long packId, long packOffset, SafeFileHandle dest, long destOffset, byte[] scratch, string rel)
     {
-        var length = locs.Sum(l => l.RawLength);
-        if (Pack(packId) is not { } pack || length > scratch.Length || PackReader.ReadFully(pack, scratch.AsSpan(0, length), packOffset) != length)
+        if (Pack(packId) is not { } pack)
         {
             return -1;
         }
 
+        // Block by block through one small buffer: a run's 2 MiB read into a buffer of its size cost a fresh 2 MiB of
+        // page faults per worker, and the hash reads each block while it is still in the cache.
         Span<byte> hash = stackalloc byte[32];
-        var at = 0;
+        long at = 0;
         foreach (var loc in locs)
         {
-            Storage.Codecs.Sha256.HashData(scratch.AsSpan(at, loc.RawLength), hash);
+            var block = scratch.AsSpan(0, loc.RawLength);
+            if (PackReader.ReadFully(pack, block, packOffset + at) != block.Length)
+            {
+                return -1;
+            }
+
+            Storage.Codecs.Sha256.HashData(block, hash);
             if (!hash.SequenceEqual(loc.Id.Bytes))
             {
                 return -1;
@@ -77,16 +84,35 @@ public sealed class PackClones(TraceReader reader) : IDisposable
 
         if (_reason is null)
         {
-            if (Libc.CloneRange((int)dest.DangerousGetHandle(), (int)pack.DangerousGetHandle(), packOffset, length, destOffset) == 0)
+            if (Libc.CloneRange((int)dest.DangerousGetHandle(), (int)pack.DangerousGetHandle(), packOffset, at, destOffset) == 0)
             {
-                return length;
+                return at;
             }
 
             var errno = Marshal.GetLastPInvokeError();
             _reason ??= $"cloning blocks from the store's pack failed ({Libc.StrError(errno).ToLowerInvariant()}{(errno == Libc.EXDEV ? ": the store is on another file system" : "")})";
         }
 
-        SafeTreeWriter.Write(dest, scratch.AsSpan(0, length), destOffset, rel);
+        at = 0;
+        foreach (var loc in locs)
+        {
+            var block = scratch.AsSpan(0, loc.RawLength);
+            if (PackReader.ReadFully(pack, block, packOffset + at) != block.Length)
+            {
+                return -1;
+            }
+
+            // Checked again: the bytes written are the bytes read now, whatever the first read saw.
+            Storage.Codecs.Sha256.HashData(block, hash);
+            if (!hash.SequenceEqual(loc.Id.Bytes))
+            {
+                return -1;
+            }
+
+            SafeTreeWriter.Write(dest, block, destOffset + at, rel);
+            at += loc.RawLength;
+        }
+
         return 0;
     }
 
@@ -103,31 +129,33 @@ public sealed class PackClones(TraceReader reader) : IDisposable
             return null;
         }
 
-        BlobLocation group;
-        try
-        {
-            group = reader.Blobs.Location(loc.Bases[0]);
-        }
-        catch (BlobMissingException)
-        {
-            return null;
-        }
-
-        if (group.Codec != BlobCodec.Group)
-        {
-            return null;
-        }
-
-        var blocks = _frames.GetOrAdd(group.BlobRowId, _ => RawBlocks(group));
+        // A group's row and frame are looked up once for all its members (W4: 15 a group).
+        var (packId, blocks) = _frames.GetOrAdd(loc.Bases[0], FrameOf);
         foreach (var (content, pack, length) in blocks)
         {
             if (loc.Offset >= content && loc.Offset + loc.RawLength <= content + length)
             {
-                return (group.PackId, pack + (loc.Offset - content));
+                return (packId, pack + (loc.Offset - content));
             }
         }
 
         return null;
+    }
+
+    /// <summary>Group row <paramref name="row"/>'s pack and raw blocks (<see cref="RawBlocks"/>); none when it is not a group.</summary>
+    private (long PackId, (long Content, long Pack, int Length)[] Blocks) FrameOf(long row)
+    {
+        BlobLocation group;
+        try
+        {
+            group = reader.Blobs.Location(row);
+        }
+        catch (BlobMissingException)
+        {
+            return (0, []);
+        }
+
+        return group.Codec == BlobCodec.Group ? (group.PackId, RawBlocks(group)) : (0, []);
     }
 
     /// <summary>

@@ -180,7 +180,6 @@ public static class SnapshotMaterializer
             return result;
         }
 
-        Dictionary<long, VersionRecord>? all = null;
         foreach (var line in lines.Skip(3))
         {
             var f = line.Split(' ', 7);
@@ -198,8 +197,8 @@ public static class SnapshotMaterializer
                 continue; // gone, replaced or written since: not a copy of the version the marker names
             }
 
-            all ??= reader.AllVersions().ToDictionary(v => v.Id);
-            if (all.TryGetValue(versionId, out var v) && v.Kind == EntryKind.File && v.ContentId is not null && !v.Pruned &&
+            // The one row the marker names, by its key: the store's whole version table was read here before.
+            if (reader.Version(versionId) is { } v && v.Kind == EntryKind.File && v.ContentId is not null && !v.Pruned &&
                 Convert.ToHexStringLower(v.ContentId) == f[2])
             {
                 result[f[6]] = new BaseFile(v, path);
@@ -281,14 +280,32 @@ public static class SnapshotMaterializer
             throw new DiffKeeperException(ExitCode.Corrupt, $"{display}: its extent map is malformed; 'diffkeeper verify' tells more") { Path = display };
         }
 
-        // One scan of the blob table instead of a lookup per extent: a 1 GiB image has ~16,000 extents, and their ids
-        // are needed for the content id check before anything is written.
-        var rows = wanted.Count > 256 ? reader.AllBlobs().ToDictionary(b => b.BlobRowId) : null;
-        var locations = wanted.Select(e => rows is null ? reader.Blob(e.BlobRowId)
-            : rows.TryGetValue(e.BlobRowId, out var loc) ? loc
-            : throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id} references blob row {e.BlobRowId}, which the catalog lacks") { Path = display }).ToList();
-        var ids = wanted.Select((e, i) => (e.Offset, e.Length, locations[i].Id)).ToList();
-        if (!ExtentMap.ContentId(ids, target.Size).AsSpan().SequenceEqual(target.ContentId))
+        // The content id needs every extent's blob id, and nothing else of the rows: only the hash column of the rows
+        // the map names, by ranges of row ids (the store's whole blob table, every column of each row checked, was
+        // read here before: a tenth of a W4 materialization, and growing with the store).
+        var rowIds = new long[wanted.Count];
+        for (var i = 0; i < wanted.Count; i++)
+        {
+            rowIds[i] = wanted[i].BlobRowId;
+        }
+
+        byte[] ids;
+        try
+        {
+            ids = reader.BlobHashes(rowIds);
+        }
+        catch (BlobMissingException e)
+        {
+            throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id} references blob row {e.RowId}, which the catalog lacks") { Path = display };
+        }
+
+        var hasher = new ExtentMap.ContentHasher();
+        for (var i = 0; i < wanted.Count; i++)
+        {
+            hasher.Add(wanted[i].Offset, wanted[i].Length, ids.AsSpan(i * BlobId.Size, BlobId.Size));
+        }
+
+        if (!hasher.Finish(target.Size).AsSpan().SequenceEqual(target.ContentId))
         {
             throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id}: its extents do not hash to its content id; 'diffkeeper verify' tells more") { Path = display };
         }
@@ -300,7 +317,7 @@ public static class SnapshotMaterializer
         }
 
         long punched = 0;
-        var gone = Subtract(have.Select(x => (x.Offset, x.Offset + x.Length)), wanted.Select(x => (x.Offset, x.Offset + x.Length)), target.Size);
+        var gone = Uncovered(have, wanted, target.Size);
         foreach (var (s, e) in gone)
         {
             if (Libc.Fallocate(fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, s, e - s) != 0)
@@ -312,8 +329,35 @@ public static class SnapshotMaterializer
             punched += e - s;
         }
 
-        var same = have.Select(x => (x.Offset, x.Length, x.BlobRowId)).ToHashSet();
-        var changed = Enumerable.Range(0, wanted.Count).Where(i => !same.Contains((wanted[i].Offset, wanted[i].Length, wanted[i].BlobRowId))).ToList();
+        // Both maps are in offset order (TryDecode admits no other): one walk finds the extents the base lacks.
+        var changed = new List<int>();
+        for (int i = 0, j = 0; i < wanted.Count; i++)
+        {
+            while (j < have.Count && have[j].Offset < wanted[i].Offset)
+            {
+                j++;
+            }
+
+            if (j == have.Count || have[j] != wanted[i])
+            {
+                changed.Add(i);
+            }
+        }
+
+        // Full rows (codec, pack, bases: each checked against its column's domain) only for the extents to put.
+        var locations = new Dictionary<int, Storage.Packs.BlobLocation>(changed.Count);
+        foreach (var i in changed)
+        {
+            try
+            {
+                locations[i] = reader.Blob(wanted[i].BlobRowId);
+            }
+            catch (BlobMissingException e)
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id} references blob row {e.RowId}, which the catalog lacks") { Path = display };
+            }
+        }
+
         // Changed extents that lie raw and aligned in a pack, in runs adjacent both in the file and in one pack (an
         // aligned group's pairs of members: W4's changed megabytes are 16 adjacent blocks), each run cloned at once.
         var where = changed.Select(i => clones.Locate(locations[i], wanted[i].Offset)).ToArray();
@@ -333,13 +377,19 @@ public static class SnapshotMaterializer
         }
 
         long written = 0, cloned = 0;
-        var longest = (int)runs.Select(r => r.Bytes).DefaultIfEmpty(0).Max();
+        var longest = 1;
+        foreach (var i in changed)
+        {
+            longest = Math.Max(longest, wanted[i].Length);
+        }
+
         try
         {
             System.Threading.Tasks.Parallel.ForEach(runs,
-                // Pooled: the loop runs on several task replicas, each with its own buffer, and a new zeroed array of
-                // 256 KiB each (large-object heap) was a tenth of a W4 materialization's CPU.
-                () => System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(Storage.Packs.PackFormat.MaxRawLength, longest)),
+                // Pooled and as long as the longest extent (runs are read a block at a time): the loop runs on several
+                // task replicas, each with its own buffer, and a new zeroed array of 256 KiB each (large-object heap)
+                // was a tenth of a W4 materialization's CPU.
+                () => System.Buffers.ArrayPool<byte>.Shared.Rent(longest),
                 (run, _, buffer) =>
                 {
                     var (first, count, _) = run;
@@ -404,6 +454,9 @@ public static class SnapshotMaterializer
             }
         }
 
+        // A window the version's extents cover end to end has nothing to punch: no fsync and no look for it (a W4
+        // checkpoint has no hole at all, and its fsync here was a writeback of every changed range before the last one).
+        windows.RemoveAll(w => Covered(wanted, w.Start, w.End));
         if (windows.Count == 0)
         {
             return 0;
@@ -411,30 +464,15 @@ public static class SnapshotMaterializer
 
         Sync(file, rel);
         var fd = (int)file.DangerousGetHandle();
-        var data = wanted.Select(x => (x.Offset, x.Offset + (long)x.Length)).ToList();
         long punched = 0;
         foreach (var (ws, we) in windows)
         {
             // Only the version's extents inside the window: sorting all of a 16,000-extent map per window would
             // cost more than the window's look-up.
-            int lo = 0, hi = data.Count;
-            while (lo < hi)
-            {
-                var mid = (lo + hi) >>> 1;
-                if (data[mid].Item2 <= ws)
-                {
-                    lo = mid + 1;
-                }
-                else
-                {
-                    hi = mid;
-                }
-            }
-
             var inside = new List<(long, long)>();
-            for (var i = lo; i < data.Count && data[i].Offset < we; i++)
+            for (var i = FirstEndingAfter(wanted, ws); i < wanted.Count && wanted[i].Offset < we; i++)
             {
-                inside.Add(data[i]);
+                inside.Add((wanted[i].Offset, wanted[i].Offset + (long)wanted[i].Length));
             }
 
             foreach (var (s, e) in Subtract(BlockIngest.DataRanges(file, ws, we), inside, we))
@@ -447,6 +485,80 @@ public static class SnapshotMaterializer
         }
 
         return punched;
+    }
+
+    /// <summary>The index of the first extent of the map <paramref name="map"/> (sorted, disjoint) that ends after <paramref name="at"/>.</summary>
+    private static int FirstEndingAfter(List<Extent> map, long at)
+    {
+        int lo = 0, hi = map.Count;
+        while (lo < hi)
+        {
+            var mid = (lo + hi) >>> 1;
+            if (map[mid].Offset + map[mid].Length <= at)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                hi = mid;
+            }
+        }
+
+        return lo;
+    }
+
+    /// <summary>Whether the extents of <paramref name="map"/> cover [<paramref name="start"/>, <paramref name="end"/>) with no gap.</summary>
+    private static bool Covered(List<Extent> map, long start, long end)
+    {
+        for (var i = FirstEndingAfter(map, start); i < map.Count && start < end; i++)
+        {
+            if (map[i].Offset > start)
+            {
+                return false;
+            }
+
+            start = map[i].Offset + map[i].Length;
+        }
+
+        return start >= end;
+    }
+
+    /// <summary>
+    /// <see cref="Subtract"/> of two extent maps (in offset order, as decoded): the parts of <paramref name="a"/>'s
+    /// extents that none of <paramref name="b"/>'s covers, below <paramref name="limit"/>. Walks the maps as they are:
+    /// two lists of 4,096 ranges built from them, grown by doubling, were most of a W4 materialization's gen0 allocations.
+    /// </summary>
+    private static List<(long Start, long End)> Uncovered(List<Extent> a, List<Extent> b, long limit)
+    {
+        var result = new List<(long, long)>();
+        var first = 0;
+        foreach (var x in a)
+        {
+            var s = x.Offset;
+            var end = Math.Min(x.Offset + x.Length, limit);
+            while (first < b.Count && b[first].Offset + b[first].Length <= s)
+            {
+                first++;
+            }
+
+            for (var j = first; j < b.Count && s < end && b[j].Offset < end; j++)
+            {
+                var (cs, ce) = (b[j].Offset, b[j].Offset + b[j].Length);
+                if (cs > s)
+                {
+                    result.Add((s, cs));
+                }
+
+                s = Math.Max(s, ce);
+            }
+
+            if (s < end)
+            {
+                result.Add((s, end));
+            }
+        }
+
+        return result;
     }
 
     /// <summary>The parts of ranges <paramref name="a"/> that no range of <paramref name="b"/> covers, below <paramref name="limit"/>.</summary>

@@ -225,6 +225,9 @@ internal sealed class SqliteStatement : IDisposable
 
     public byte[]? BlobOrNull(int column) => IsNull(column) ? null : raw.sqlite3_column_blob(_stmt, column).ToArray();
 
+    /// <summary>A BLOB column's bytes in place (empty for NULL), valid until the next step, reset or column call.</summary>
+    public ReadOnlySpan<byte> BlobSpan(int column) => raw.sqlite3_column_blob(_stmt, column);
+
     private SqliteStatement Check(int rc) => rc == raw.SQLITE_OK ? this : throw _db.Fail(rc);
 
     public void Dispose() => raw.sqlite3_finalize(_stmt);

@@ -13,7 +13,18 @@ public static unsafe class Zstd
     [ThreadStatic] private static nint t_cctx;
     [ThreadStatic] private static nint t_dctx;
 
-    public static int CompressBound(int length) => checked((int)LibZstd.CompressBound((nuint)length));
+    /// <summary>
+    /// zstd's ZSTD_COMPRESSBOUND (zstd.h, a stable macro that ZSTD_compressBound returns for any length below its
+    /// input limit), computed here: the catalog's domain rules need it, and asking libzstd loaded the library (~1 ms of
+    /// a `materialize` that decodes nothing) just for two constants.
+    /// </summary>
+    public static int CompressBound(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        const long Block = 128 << 10;
+        var bound = length + (length >> 8) + (length < Block ? (Block - length) >> 11 : 0);
+        return checked((int)bound);
+    }
 
     /// <summary>Compresses into <paramref name="destination"/>; returns the compressed length.</summary>
     public static int Compress(ReadOnlySpan<byte> source, Span<byte> destination, int level = DefaultLevel)
