@@ -25,6 +25,15 @@ public static unsafe partial class LibSqlite3
     /// <summary>SQLITE_TRANSIENT: SQLite copies a bound value before the call returns.</summary>
     public static readonly nint Transient = -1;
 
+    public const int SQLITE_CONFIG_MEMSTATUS = 9;
+
+    /// <summary>
+    /// <c>sqlite3_config(op, int)</c>, before the library's first use (SQLITE_MISUSE after it). The C function is
+    /// variadic; on x86-64 and AArch64 Linux integer arguments pass as they do to a fixed-argument function.
+    /// </summary>
+    [LibraryImport(Lib, EntryPoint = "sqlite3_config")]
+    public static partial int ConfigInt(int op, int value);
+
     [LibraryImport(Lib, EntryPoint = "sqlite3_open_v2", StringMarshalling = StringMarshalling.Utf8)]
     public static partial int OpenV2(string filename, out nint db, int flags, nint vfs);
 
