@@ -36,8 +36,6 @@ internal sealed unsafe class SqliteDatabase : IDisposable
         _db = handle.DangerousGetHandle();
     }
 
-    internal nint Handle => _db;
-
     private static ConnectionHandle OpenHandle(string path, int flags, string verb)
     {
         _ = Configured;
