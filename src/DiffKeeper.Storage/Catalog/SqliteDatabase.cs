@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
+using System.Text;
 using DiffKeeper.Core;
-using SQLitePCL;
+using DiffKeeper.Native.Interop;
 
 namespace DiffKeeper.Storage.Catalog;
 
@@ -11,40 +12,50 @@ public sealed class CatalogException(int errorCode, string message) : Exception(
 }
 
 /// <summary>
-/// One SQLite connection through SQLitePCLRaw directly. Microsoft.Data.Sqlite cost ~28 ms per process before the
-/// first query (connection-string parsing and static initialization) and 2–3× the insert itself per row on the
-/// recorder's hot path; this thin layer costs neither. Not thread-safe.
+/// One SQLite connection to the system library (<see cref="LibSqlite3"/>). Microsoft.Data.Sqlite cost ~28 ms per
+/// process before the first query and 2–3× the insert itself per row on the recorder's hot path; SQLitePCLRaw, used
+/// after it, still went through a provider interface, a SafeHandle add/release around every call and a UTF-8 array per
+/// bound string (~4.5 % of the recorder thread's CPU on 20,000 creates; docs/benchmarks.md, branch <c>creates2</c>).
+/// Here the connection and its statements are released by SafeHandles (at Dispose, or by the finalizer when an owner
+/// forgot) and every call passes the plain pointer they hold: an owner uses a connection from one thread at a time and
+/// disposes its statements before it. Not thread-safe.
 /// </summary>
-internal sealed class SqliteDatabase : IDisposable
+internal sealed unsafe class SqliteDatabase : IDisposable
 {
-    private static readonly Lazy<bool> Initialized = new(() =>
+    // Debian's library is built with memory statistics on and without lookaside: every sqlite3_malloc and free (several
+    // per inserted row) took the global memory mutex to count bytes nobody reads (~3 % of the recorder thread's samples
+    // on 20,000 creates were pthread mutex calls from SQLite; docs/benchmarks.md, branch creates2).
+    private static readonly int Configured = LibSqlite3.ConfigInt(LibSqlite3.SQLITE_CONFIG_MEMSTATUS, 0);
+
+    private readonly ConnectionHandle _handle;
+    private readonly nint _db;
+
+    private SqliteDatabase(ConnectionHandle handle)
     {
-        // The system SQLite (Debian's libsqlite3-0): the provider asks for "sqlite3", which only the -dev package's
-        // unversioned symlink would satisfy, so the resolver names the runtime library itself.
-        NativeLibrary.SetDllImportResolver(typeof(SQLite3Provider_sqlite3).Assembly, static (name, _, _) =>
-            name == "sqlite3" ? NativeLibrary.Load("libsqlite3.so.0") : IntPtr.Zero);
-        raw.SetProvider(new SQLite3Provider_sqlite3());
-        return true;
-    });
+        _handle = handle;
+        _db = handle.DangerousGetHandle();
+    }
 
-    private readonly sqlite3 _db;
+    private static ConnectionHandle OpenHandle(string path, int flags, string verb)
+    {
+        _ = Configured;
+        var rc = LibSqlite3.OpenV2(path, out var db, flags, 0);
+        var handle = new ConnectionHandle(db);
+        if (rc != LibSqlite3.SQLITE_OK)
+        {
+            var message = db == 0 ? LibSqlite3.Utf8(LibSqlite3.ErrStr(rc)) : LibSqlite3.Utf8(LibSqlite3.ErrMsg(db));
+            handle.Dispose();
+            throw new CatalogException(rc, $"cannot {verb} {path}: {message}");
+        }
 
-    private SqliteDatabase(sqlite3 db) => _db = db;
+        return handle;
+    }
 
     public static SqliteDatabase Open(string path, bool readOnly)
     {
-        _ = Initialized.Value;
-        var flags = readOnly ? raw.SQLITE_OPEN_READONLY : raw.SQLITE_OPEN_READWRITE | raw.SQLITE_OPEN_CREATE;
-        var rc = raw.sqlite3_open_v2(path, out var db, flags | raw.SQLITE_OPEN_NOMUTEX, null);
-        if (rc != raw.SQLITE_OK)
-        {
-            var message = db is null ? raw.sqlite3_errstr(rc).utf8_to_string() : raw.sqlite3_errmsg(db).utf8_to_string();
-            db?.Dispose();
-            throw new CatalogException(rc, $"cannot open {path}: {message}");
-        }
-
-        var database = new SqliteDatabase(db);
-        raw.sqlite3_busy_timeout(db, 30_000);
+        var flags = readOnly ? LibSqlite3.SQLITE_OPEN_READONLY : LibSqlite3.SQLITE_OPEN_READWRITE | LibSqlite3.SQLITE_OPEN_CREATE;
+        var database = new SqliteDatabase(OpenHandle(path, flags | LibSqlite3.SQLITE_OPEN_NOMUTEX, "open"));
+        LibSqlite3.BusyTimeout(database._db, 30_000);
         if (!readOnly)
         {
             database.Execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
@@ -60,16 +71,18 @@ internal sealed class SqliteDatabase : IDisposable
     /// </summary>
     public static void OpenAndCloseToRemoveSidecars(string path)
     {
-        _ = Initialized.Value;
-        var rc = raw.sqlite3_open_v2(path, out var db, raw.SQLITE_OPEN_READWRITE | raw.SQLITE_OPEN_NOMUTEX, null);
-        if (rc == raw.SQLITE_OK)
+        _ = Configured;
+        var rc = LibSqlite3.OpenV2(path, out var db, LibSqlite3.SQLITE_OPEN_READWRITE | LibSqlite3.SQLITE_OPEN_NOMUTEX, 0);
+        using var handle = new ConnectionHandle(db);
+        if (rc == LibSqlite3.SQLITE_OK)
         {
             // A connection opens the WAL only when it first reads; one that never read leaves the files at its close.
-            rc = raw.sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", null, null, out _);
+            rc = LibSqlite3.Exec(db, "SELECT count(*) FROM sqlite_master", 0, 0, out var error);
+            LibSqlite3.Free(error);
         }
 
-        db?.Dispose();
-        if (rc != raw.SQLITE_OK)
+        handle.Dispose();
+        if (rc != LibSqlite3.SQLITE_OK)
         {
             throw new CatalogException(rc, $"cannot open {path}");
         }
@@ -81,78 +94,155 @@ internal sealed class SqliteDatabase : IDisposable
     /// </summary>
     public static SqliteDatabase Create(string path)
     {
-        _ = Initialized.Value;
-        var rc = raw.sqlite3_open_v2(path, out var db, raw.SQLITE_OPEN_READWRITE | raw.SQLITE_OPEN_CREATE | raw.SQLITE_OPEN_NOMUTEX, null);
-        if (rc != raw.SQLITE_OK)
-        {
-            var message = db is null ? raw.sqlite3_errstr(rc).utf8_to_string() : raw.sqlite3_errmsg(db).utf8_to_string();
-            db?.Dispose();
-            throw new CatalogException(rc, $"cannot create {path}: {message}");
-        }
-
-        var database = new SqliteDatabase(db);
+        var database = new SqliteDatabase(OpenHandle(path,
+            LibSqlite3.SQLITE_OPEN_READWRITE | LibSqlite3.SQLITE_OPEN_CREATE | LibSqlite3.SQLITE_OPEN_NOMUTEX, "create"));
         database.Execute("PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;");
         return database;
     }
 
     public void Execute(string sql)
     {
-        var rc = raw.sqlite3_exec(_db, sql, null, null, out var error);
-        if (rc != raw.SQLITE_OK)
+        var rc = LibSqlite3.Exec(_db, sql, 0, 0, out var error);
+        if (rc != LibSqlite3.SQLITE_OK)
         {
-            throw new CatalogException(rc, error ?? raw.sqlite3_errmsg(_db).utf8_to_string());
+            var message = error is not null ? LibSqlite3.Utf8(error) : Message;
+            LibSqlite3.Free(error);
+            throw new CatalogException(rc, message ?? "");
         }
+
+        LibSqlite3.Free(error);
+        GC.KeepAlive(this);
     }
 
     public SqliteStatement Prepare(string sql)
     {
-        var rc = raw.sqlite3_prepare_v2(_db, sql, out var stmt);
-        if (rc != raw.SQLITE_OK)
+        var bytes = Encoding.UTF8.GetBytes(sql + "\0");
+        int rc;
+        nint stmt;
+        fixed (byte* p = bytes)
         {
+            rc = LibSqlite3.PrepareV2(_db, p, bytes.Length, out stmt, out _);
+        }
+
+        if (rc != LibSqlite3.SQLITE_OK)
+        {
+            LibSqlite3.Finalize(stmt);
             throw Fail(rc);
         }
 
-        return new SqliteStatement(this, stmt);
+        return new SqliteStatement(this, new StatementHandle(stmt));
     }
 
-    public long LastInsertRowId => raw.sqlite3_last_insert_rowid(_db);
+    public long LastInsertRowId => LibSqlite3.LastInsertRowId(_db);
 
     /// <summary>
     /// Whether a transaction is open. SQLite ends one by itself when a write fails in some ways (SQLITE_FULL,
     /// SQLITE_IOERR, a failed COMMIT): the statements after that would each commit on their own.
     /// </summary>
-    public bool InTransaction => raw.sqlite3_get_autocommit(_db) == 0;
+    public bool InTransaction => LibSqlite3.GetAutocommit(_db) == 0;
 
     /// <summary>Rows the last INSERT, UPDATE or DELETE changed (a compare-and-set update checks it).</summary>
-    public int Changes => raw.sqlite3_changes(_db);
+    public int Changes => LibSqlite3.Changes(_db);
 
-    internal CatalogException Fail(int rc) => new(rc & 0xFF, raw.sqlite3_errmsg(_db).utf8_to_string());
+    private string Message => LibSqlite3.Utf8(LibSqlite3.ErrMsg(_db)) ?? "";
 
-    public void Dispose() => raw.sqlite3_close_v2(_db);
+    internal CatalogException Fail(int rc) => new(rc & 0xFF, Message);
+
+    public void Dispose() => _handle.Dispose();
+
+    /// <summary>Owns a connection: closed once (<c>sqlite3_close_v2</c>, which waits for statements still open).</summary>
+    private sealed class ConnectionHandle : SafeHandle
+    {
+        public ConnectionHandle(nint db)
+            : base(0, ownsHandle: true) => SetHandle(db);
+
+        public override bool IsInvalid => handle == 0;
+
+        protected override bool ReleaseHandle() => LibSqlite3.CloseV2(handle) == LibSqlite3.SQLITE_OK;
+    }
+}
+
+/// <summary>Owns a prepared statement: finalized once.</summary>
+internal sealed class StatementHandle : SafeHandle
+{
+    public StatementHandle(nint stmt)
+        : base(0, ownsHandle: true) => SetHandle(stmt);
+
+    public override bool IsInvalid => handle == 0;
+
+    protected override bool ReleaseHandle()
+    {
+        LibSqlite3.Finalize(handle);
+        return true;
+    }
 }
 
 /// <summary>A prepared statement; parameters and columns are numbered as SQLite numbers them (parameters from 1).</summary>
-internal sealed class SqliteStatement : IDisposable
+internal sealed unsafe class SqliteStatement : IDisposable
 {
-    private readonly SqliteDatabase _db;
-    private readonly sqlite3_stmt _stmt;
+    // A non-null pointer for empty values: SQLite binds NULL for a null pointer, an empty BLOB or TEXT for this.
+    private static readonly byte* Empty = (byte*)NativeMemory.AllocZeroed(1);
 
-    public SqliteStatement(SqliteDatabase db, sqlite3_stmt stmt)
+    private readonly SqliteDatabase _db;
+    private readonly StatementHandle _handle;
+    private readonly nint _stmt;
+
+    public SqliteStatement(SqliteDatabase db, StatementHandle handle)
     {
         _db = db;
-        _stmt = stmt;
+        _handle = handle;
+        _stmt = handle.DangerousGetHandle();
     }
 
-    public SqliteStatement Bind(int index, long value) => Check(raw.sqlite3_bind_int64(_stmt, index, value));
+    public SqliteStatement Bind(int index, long value) => Check(LibSqlite3.BindInt64(_stmt, index, value));
 
     public SqliteStatement Bind(int index, long? value) => value is { } v ? Bind(index, v) : BindNull(index);
 
-    public SqliteStatement Bind(int index, string? value) => value is null ? BindNull(index) : Check(raw.sqlite3_bind_text(_stmt, index, value));
+    /// <summary>Binds a string as UTF-8 TEXT, up to its first NUL character (as SQLitePCLRaw's binding did).</summary>
+    public SqliteStatement Bind(int index, string? value)
+    {
+        if (value is null)
+        {
+            return BindNull(index);
+        }
 
-    public SqliteStatement Bind(int index, byte[]? value) => value is null ? BindNull(index) : Check(raw.sqlite3_bind_blob(_stmt, index, value));
+        var cut = value.IndexOf('\0');
+        var text = cut < 0 ? value.AsSpan() : value.AsSpan(0, cut);
+        var max = Encoding.UTF8.GetMaxByteCount(text.Length);
+        var rented = max > 512 ? System.Buffers.ArrayPool<byte>.Shared.Rent(max) : null;
+        try
+        {
+            Span<byte> buffer = rented is null ? stackalloc byte[max] : rented;
+            var length = Encoding.UTF8.GetBytes(text, buffer);
+            return BindText(index, buffer[..length]);
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    public SqliteStatement Bind(int index, byte[]? value) => value is null ? BindNull(index) : BindBlob(index, value);
 
     /// <summary>Binds bytes as a BLOB (SQLite copies them): a blob id's bytes without a copy of its array per row.</summary>
-    public SqliteStatement BindBlob(int index, ReadOnlySpan<byte> value) => Check(raw.sqlite3_bind_blob(_stmt, index, value));
+    public SqliteStatement BindBlob(int index, ReadOnlySpan<byte> value)
+    {
+        fixed (byte* p = value)
+        {
+            return Check(LibSqlite3.BindBlob(_stmt, index, value.IsEmpty ? Empty : p, value.Length, LibSqlite3.Transient));
+        }
+    }
+
+    private SqliteStatement BindText(int index, ReadOnlySpan<byte> utf8)
+    {
+        fixed (byte* p = utf8)
+        {
+            return Check(LibSqlite3.BindText(_stmt, index, utf8.IsEmpty ? Empty : p, utf8.Length, LibSqlite3.Transient));
+        }
+    }
 
     /// <summary>
     /// Binds a path (paths.rel, roots.path, versions.target): TEXT when it is UTF-8, as every path was before, and
@@ -161,22 +251,24 @@ internal sealed class SqliteStatement : IDisposable
     /// </summary>
     public SqliteStatement BindPath(int index, string? value) =>
         value is null ? BindNull(index)
-        : PathBytes.HasRawBytes(value) ? Check(raw.sqlite3_bind_blob(_stmt, index, PathBytes.Encode(value)))
-        : Check(raw.sqlite3_bind_text(_stmt, index, value));
+        : PathBytes.HasRawBytes(value) ? BindBlob(index, PathBytes.Encode(value))
+        : Bind(index, value);
 
-    public SqliteStatement BindNull(int index) => Check(raw.sqlite3_bind_null(_stmt, index));
+    public SqliteStatement BindNull(int index) => Check(LibSqlite3.BindNull(_stmt, index));
 
     /// <summary>Advances to the next row; false when there is none (the statement is then reset for reuse).</summary>
     public bool Step()
     {
-        var rc = raw.sqlite3_step(_stmt);
-        if (rc == raw.SQLITE_ROW)
+        var rc = LibSqlite3.Step(_stmt);
+        if (rc == LibSqlite3.SQLITE_ROW)
         {
+            GC.KeepAlive(this);
             return true;
         }
 
-        raw.sqlite3_reset(_stmt);
-        if (rc != raw.SQLITE_DONE)
+        LibSqlite3.Reset(_stmt);
+        GC.KeepAlive(this);
+        if (rc != LibSqlite3.SQLITE_DONE)
         {
             throw _db.Fail(rc);
         }
@@ -202,33 +294,48 @@ internal sealed class SqliteStatement : IDisposable
 
     public void Reset()
     {
-        raw.sqlite3_reset(_stmt);
-        raw.sqlite3_clear_bindings(_stmt);
+        LibSqlite3.Reset(_stmt);
+        LibSqlite3.ClearBindings(_stmt);
+        GC.KeepAlive(this);
     }
 
-    public bool IsNull(int column) => raw.sqlite3_column_type(_stmt, column) == raw.SQLITE_NULL;
+    public bool IsNull(int column) => Kept(LibSqlite3.ColumnType(_stmt, column) == LibSqlite3.SQLITE_NULL);
 
-    public long Int64(int column) => raw.sqlite3_column_int64(_stmt, column);
+    public long Int64(int column) => Kept(LibSqlite3.ColumnInt64(_stmt, column));
 
-    public int Int32(int column) => raw.sqlite3_column_int(_stmt, column);
+    public int Int32(int column) => Kept(LibSqlite3.ColumnInt(_stmt, column));
 
-    public string String(int column) => raw.sqlite3_column_text(_stmt, column).utf8_to_string();
+    public string String(int column) => Kept(LibSqlite3.Utf8(LibSqlite3.ColumnText(_stmt, column))!);
 
     public string? StringOrNull(int column) => IsNull(column) ? null : String(column);
 
     /// <summary>A path column, TEXT or BLOB, as its exact bytes decoded by <see cref="PathBytes.Decode"/>.</summary>
-    public string Path(int column) => PathBytes.Decode(raw.sqlite3_column_blob(_stmt, column));
+    public string Path(int column) => Kept(PathBytes.Decode(Blob(column)));
 
     public string? PathOrNull(int column) => IsNull(column) ? null : Path(column);
 
     public long? Int64OrNull(int column) => IsNull(column) ? null : Int64(column);
 
-    public byte[]? BlobOrNull(int column) => IsNull(column) ? null : raw.sqlite3_column_blob(_stmt, column).ToArray();
+    public byte[]? BlobOrNull(int column) => IsNull(column) ? null : Kept(Blob(column).ToArray());
 
     /// <summary>A BLOB column's bytes in place (empty for NULL), valid until the next step, reset or column call.</summary>
-    public ReadOnlySpan<byte> BlobSpan(int column) => raw.sqlite3_column_blob(_stmt, column);
+    public ReadOnlySpan<byte> BlobSpan(int column) => Blob(column);
 
-    private SqliteStatement Check(int rc) => rc == raw.SQLITE_OK ? this : throw _db.Fail(rc);
+    // Valid until the next step, reset or column call on this statement (SQLite owns the bytes).
+    private ReadOnlySpan<byte> Blob(int column)
+    {
+        var p = LibSqlite3.ColumnBlob(_stmt, column);
+        return LibSqlite3.Span(p, LibSqlite3.ColumnBytes(_stmt, column));
+    }
 
-    public void Dispose() => raw.sqlite3_finalize(_stmt);
+    // The statement stays reachable until a call that used its pointer has returned (its finalizer would free it).
+    private T Kept<T>(T value)
+    {
+        GC.KeepAlive(this);
+        return value;
+    }
+
+    private SqliteStatement Check(int rc) => rc == LibSqlite3.SQLITE_OK ? Kept(this) : throw _db.Fail(rc);
+
+    public void Dispose() => _handle.Dispose();
 }
