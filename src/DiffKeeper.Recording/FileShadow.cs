@@ -13,13 +13,15 @@ namespace DiffKeeper.Recording;
 /// </summary>
 internal sealed unsafe class FileShadow
 {
-    // The bytes live in native memory (malloc, grown by realloc), freed when the copy is collected. As arrays on the
-    // GC heap, an untar's ~130 MB of copies (tar writes 10 KiB at a time, so each grew by doubling) were most of the
-    // recorder's allocations: every collection copied the survivors (every copy survives), every new page was a
-    // fault (a trap on this VM), and each growth copied the old array; realloc grows in place or by mremap, and
-    // the allocator reuses what it frees.
-    private byte* _data;
-    private long _capacity;
+    // From NativeFrom bytes on, the bytes live in native memory (malloc, grown by realloc, freed when the copy is
+    // collected). As arrays on the GC heap, an untar's ~130 MB of copies (tar writes 10 KiB at a time, so each grew by
+    // doubling) were most of the recorder's allocations: every collection copied the survivors (every copy survives),
+    // every new page was a fault (a trap on this VM), and each growth copied the old array; realloc grows in place or
+    // by mremap, and the allocator reuses what it frees. Below it (20,000 files of 100 B), an array: one allocation
+    // from the GC's context, and no finalizable object per file.
+    private const int NativeFrom = 4096;
+    private byte[] _array = [];
+    private NativeBuffer? _native;
 
     // The chunks of the last Store, and how far the bytes are unchanged since: a file written by appends (tar,
     // a log) is stored after every write, and re-cutting and re-hashing all of it each time made that quadratic.
@@ -42,15 +44,10 @@ internal sealed unsafe class FileShadow
         if (data.Length > 0)
         {
             Reserve(data.Length);
-            data.CopyTo(new Span<byte>(_data, data.Length));
+            data.CopyTo(Bytes(0, data.Length));
         }
 
         Size = data.Length;
-    }
-
-    ~FileShadow()
-    {
-        NativeMemory.Free(_data);
     }
 
     public long Size { get; private set; }
@@ -82,9 +79,10 @@ internal sealed unsafe class FileShadow
     public long LastStoreCost { get; private set; }
 
     /// <summary>Bytes held (the capacity), for the recorder's memory budget.</summary>
-    public long Footprint => _capacity;
+    public long Footprint => _native?.Capacity ?? _array.Length;
 
-    private Span<byte> Bytes(long start, long length) => new(_data + start, checked((int)length));
+    private Span<byte> Bytes(long start, long length) =>
+        _native is { } native ? new(native.Pointer + start, checked((int)length)) : _array.AsSpan((int)start, (int)length);
 
     public void Write(long offset, ReadOnlySpan<byte> bytes)
     {
@@ -248,7 +246,8 @@ internal sealed unsafe class FileShadow
         }
 
         long cost = 0;
-        using var memory = new NativeBytes(_data, (int)Size);
+        using var native = _native is { } n ? new NativeBytes(n.Pointer, (int)Size) : null;
+        var memory = native?.Memory ?? _array.AsMemory(0, (int)Size);
         var box = _tail;
         _tail = null;
         var tail = box is not null && box.Value.HashedTo <= _cleanUpTo ? box.Value : GrowingTail.None;
@@ -261,7 +260,7 @@ internal sealed unsafe class FileShadow
             var from = Math.Max(content.End, start);
             if (from < end)
             {
-                cost += content.StoreRange(memory.Memory, (int)from, (int)end, ref tail);
+                cost += content.StoreRange(memory, (int)from, (int)end, ref tail);
                 grown = true;
             }
         }
@@ -297,14 +296,54 @@ internal sealed unsafe class FileShadow
             throw new InvalidOperationException($"a shadow of {size} bytes is too big");
         }
 
-        if (size > _capacity)
+        if (size > Footprint)
         {
             // Uninitialized: nothing reads past Size, and every way of growing Size (a write past the end, a truncate
             // up) clears the gap it opens.
-            var capacity = Math.Min(Array.MaxLength, Math.Max(size, Math.Min(2L * _capacity, size + (64 << 20))));
-            _data = (byte*)NativeMemory.Realloc(_data, (nuint)capacity);
-            _capacity = capacity;
+            var capacity = Math.Min(Array.MaxLength, Math.Max(size, Math.Min(2L * Footprint, size + (64 << 20))));
+            if (_native is { } native)
+            {
+                native.Grow(capacity);
+            }
+            else if (capacity >= NativeFrom)
+            {
+                _native = new NativeBuffer(capacity);
+                _array.AsSpan(0, (int)Size).CopyTo(new Span<byte>(_native.Pointer, (int)Size));
+                _array = [];
+            }
+            else
+            {
+                var grown = GC.AllocateUninitializedArray<byte>((int)capacity);
+                _array.AsSpan(0, (int)Size).CopyTo(grown);
+                _array = grown;
+            }
         }
+    }
+}
+
+/// <summary>Bytes in native memory (malloc), grown by realloc, freed when the buffer is collected.</summary>
+internal sealed unsafe class NativeBuffer
+{
+    public NativeBuffer(long capacity)
+    {
+        Pointer = (byte*)NativeMemory.Alloc((nuint)capacity);
+        Capacity = capacity;
+    }
+
+    ~NativeBuffer()
+    {
+        NativeMemory.Free(Pointer);
+    }
+
+    public byte* Pointer { get; private set; }
+
+    public long Capacity { get; private set; }
+
+    /// <summary>Grows to <paramref name="capacity"/> bytes, keeping the old ones (the pointer may change).</summary>
+    public void Grow(long capacity)
+    {
+        Pointer = (byte*)NativeMemory.Realloc(Pointer, (nuint)capacity);
+        Capacity = capacity;
     }
 }
 

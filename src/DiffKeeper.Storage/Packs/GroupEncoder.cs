@@ -7,7 +7,8 @@ namespace DiffKeeper.Storage.Packs;
 /// the writer's: while recording, an untar's groups (~130 MB of tails at zstd level 3, and their SHA-256) were a
 /// fifth of the recorder thread's time while the second core idled. Contract: groups are given and taken back in the
 /// same order, by one thread (the writer's); a group given is not touched by the caller until it is taken back; its
-/// bytes are read, never written, here. <see cref="Take"/> blocks until the oldest group is done. The thread starts
+/// bytes are read, never written, here. <see cref="Take"/> with wait encodes on the caller's thread the groups the
+/// thread has not begun, then blocks until the oldest group is done. The thread starts
 /// with the first group given (a recording that closes none never starts it) and ends at <see cref="Dispose"/>.
 /// </summary>
 internal sealed class GroupEncoder : IDisposable
@@ -111,6 +112,36 @@ internal sealed class GroupEncoder : IDisposable
                 if (!wait)
                 {
                     return null;
+                }
+
+                if (NextQueued(out var mine))
+                {
+                    // Waited for: what the thread has not begun is encoded here (on a busy machine the thread may
+                    // get no core for a while; this one has one now).
+                    Monitor.Exit(_queue);
+                    Exception? failed = null;
+                    try
+                    {
+                        mine!.Run();
+                    }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        failed = e;
+                    }
+                    finally
+                    {
+                        Monitor.Enter(_queue);
+                    }
+
+                    if (failed is not null)
+                    {
+                        _failure = failed; // as if the thread had failed: Discard does not wait for this group
+                        continue;
+                    }
+
+                    mine!.State = 2;
+                    Monitor.PulseAll(_queue);
+                    continue;
                 }
 
                 Monitor.Wait(_queue);
