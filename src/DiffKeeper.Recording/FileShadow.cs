@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Chunking;
 
@@ -9,9 +11,17 @@ namespace DiffKeeper.Recording;
 /// truncates): each change is applied here and a version is stored from these bytes, without reading the file, so
 /// the version is the state right after that change even when the file has changed again (or is gone) since.
 /// </summary>
-internal sealed class FileShadow
+internal sealed unsafe class FileShadow
 {
-    private byte[] _data;
+    // From NativeFrom bytes on, the bytes live in native memory (malloc, grown by realloc, freed when the copy is
+    // collected). As arrays on the GC heap, an untar's ~130 MB of copies (tar writes 10 KiB at a time, so each grew by
+    // doubling) were most of the recorder's allocations: every collection copied the survivors (every copy survives),
+    // every new page was a fault (a trap on this VM), and each growth copied the old array; realloc grows in place or
+    // by mremap, and the allocator reuses what it frees. Below it (20,000 files of 100 B), an array: one allocation
+    // from the GC's context, and no finalizable object per file.
+    private const int NativeFrom = 4096;
+    private byte[] _array = [];
+    private NativeBuffer? _native;
 
     // The chunks of the last Store, and how far the bytes are unchanged since: a file written by appends (tar,
     // a log) is stored after every write, and re-cutting and re-hashing all of it each time made that quadratic.
@@ -29,10 +39,15 @@ internal sealed class FileShadow
     // leave a hole, so the export allocates what the file did.
     private CompactList<(long Start, long End)> _ranges;
 
-    private FileShadow(byte[] data, long size)
+    private FileShadow(ReadOnlySpan<byte> data)
     {
-        _data = data;
-        Size = size;
+        if (data.Length > 0)
+        {
+            Reserve(data.Length);
+            data.CopyTo(Bytes(0, data.Length));
+        }
+
+        Size = data.Length;
     }
 
     public long Size { get; private set; }
@@ -46,12 +61,12 @@ internal sealed class FileShadow
     /// <summary>The file's permission bits as the backend reported them (created with, or changed to); null: unknown, take the file's.</summary>
     public int? Mode { get; set; }
 
-    public static FileShadow Empty() => new([], 0);
+    public static FileShadow Empty() => new([]);
 
     /// <summary>A copy seeded from a read of the file: <paramref name="dataRanges"/> are its data extents (SEEK_DATA/SEEK_HOLE), the rest holes.</summary>
     public static FileShadow Of(byte[] data, IEnumerable<(long Start, long End)> dataRanges)
     {
-        var shadow = new FileShadow(data, data.Length);
+        var shadow = new FileShadow(data);
         foreach (var (start, end) in dataRanges)
         {
             shadow.AddRange(start, Math.Min(end, data.Length));
@@ -64,7 +79,10 @@ internal sealed class FileShadow
     public long LastStoreCost { get; private set; }
 
     /// <summary>Bytes held (the capacity), for the recorder's memory budget.</summary>
-    public long Footprint => _data.Length;
+    public long Footprint => _native?.Capacity ?? _array.Length;
+
+    private Span<byte> Bytes(long start, long length) =>
+        _native is { } native ? new(native.Pointer + start, checked((int)length)) : _array.AsSpan((int)start, (int)length);
 
     public void Write(long offset, ReadOnlySpan<byte> bytes)
     {
@@ -72,10 +90,10 @@ internal sealed class FileShadow
         Reserve(end);
         if (offset > Size)
         {
-            _data.AsSpan((int)Size, (int)(offset - Size)).Clear(); // a hole reads as zeros
+            Bytes(Size, offset - Size).Clear(); // a hole reads as zeros
         }
 
-        bytes.CopyTo(_data.AsSpan((int)offset));
+        bytes.CopyTo(Bytes(offset, bytes.Length));
         Size = Math.Max(Size, end);
         _cleanUpTo = Math.Min(_cleanUpTo, offset);
         AddRange(offset, end);
@@ -87,7 +105,7 @@ internal sealed class FileShadow
         if (size > Size)
         {
             Reserve(size);
-            _data.AsSpan((int)Size, (int)(size - Size)).Clear();
+            Bytes(Size, size - Size).Clear();
         }
         else
         {
@@ -106,7 +124,7 @@ internal sealed class FileShadow
             return;
         }
 
-        _data.AsSpan((int)offset, (int)(end - offset)).Clear();
+        Bytes(offset, end - offset).Clear();
         _cleanUpTo = Math.Min(_cleanUpTo, offset);
         RemoveRange(offset, end);
     }
@@ -203,7 +221,7 @@ internal sealed class FileShadow
             // _cleanUpTo with another after it: that one would be at least the least chunk long). What the general
             // path below gives, without its lists and without keeping a hash state (20,000 small files: two
             // versions each, all of them here).
-            var stored1 = ChunkedContent.StoreWhole(writer, _data, (int)Size, out var chunk);
+            var stored1 = ChunkedContent.StoreWhole(writer, Bytes(0, Size), (int)Size, out var chunk);
             _tail = null;
             LastStoreCost = Size;
             _cleanUpTo = Size;
@@ -228,6 +246,8 @@ internal sealed class FileShadow
         }
 
         long cost = 0;
+        using var native = _native is { } n ? new NativeBytes(n.Pointer, (int)Size) : null;
+        var memory = native?.Memory ?? _array.AsMemory(0, (int)Size);
         var box = _tail;
         _tail = null;
         var tail = box is not null && box.Value.HashedTo <= _cleanUpTo ? box.Value : GrowingTail.None;
@@ -240,7 +260,7 @@ internal sealed class FileShadow
             var from = Math.Max(content.End, start);
             if (from < end)
             {
-                cost += content.StoreRange(_data, (int)from, (int)end, ref tail);
+                cost += content.StoreRange(memory, (int)from, (int)end, ref tail);
                 grown = true;
             }
         }
@@ -276,15 +296,69 @@ internal sealed class FileShadow
             throw new InvalidOperationException($"a shadow of {size} bytes is too big");
         }
 
-        if (size > _data.Length)
+        if (size > Footprint)
         {
-            // Uninitialized, and only the bytes below Size copied: nothing reads past Size, and every way of growing
-            // Size (a write past the end, a truncate up) clears the gap it opens. Array.Resize zeroed the whole new
-            // array and copied the whole old one: an untar's growing copies spent ~18 % of the recorder's samples
-            // there, most of it in the zeroing and its page faults.
-            var grown = GC.AllocateUninitializedArray<byte>((int)Math.Min(Array.MaxLength, Math.Max(size, Math.Min(2L * _data.Length, size + (64 << 20)))));
-            _data.AsSpan(0, (int)Size).CopyTo(grown);
-            _data = grown;
+            // Uninitialized: nothing reads past Size, and every way of growing Size (a write past the end, a truncate
+            // up) clears the gap it opens.
+            var capacity = Math.Min(Array.MaxLength, Math.Max(size, Math.Min(2L * Footprint, size + (64 << 20))));
+            if (_native is { } native)
+            {
+                native.Grow(capacity);
+            }
+            else if (capacity >= NativeFrom)
+            {
+                _native = new NativeBuffer(capacity);
+                _array.AsSpan(0, (int)Size).CopyTo(new Span<byte>(_native.Pointer, (int)Size));
+                _array = [];
+            }
+            else
+            {
+                var grown = GC.AllocateUninitializedArray<byte>((int)capacity);
+                _array.AsSpan(0, (int)Size).CopyTo(grown);
+                _array = grown;
+            }
         }
+    }
+}
+
+/// <summary>Bytes in native memory (malloc), grown by realloc, freed when the buffer is collected.</summary>
+internal sealed unsafe class NativeBuffer
+{
+    public NativeBuffer(long capacity)
+    {
+        Pointer = (byte*)NativeMemory.Alloc((nuint)capacity);
+        Capacity = capacity;
+    }
+
+    ~NativeBuffer()
+    {
+        NativeMemory.Free(Pointer);
+    }
+
+    public byte* Pointer { get; private set; }
+
+    public long Capacity { get; private set; }
+
+    /// <summary>Grows to <paramref name="capacity"/> bytes, keeping the old ones (the pointer may change).</summary>
+    public void Grow(long capacity)
+    {
+        Pointer = (byte*)NativeMemory.Realloc(Pointer, (nuint)capacity);
+        Capacity = capacity;
+    }
+}
+
+/// <summary>A followed copy's native bytes as <see cref="Memory{T}"/>, for the length of one store (nothing keeps it).</summary>
+internal sealed unsafe class NativeBytes(byte* data, int length) : MemoryManager<byte>
+{
+    public override Span<byte> GetSpan() => new(data, length);
+
+    public override MemoryHandle Pin(int elementIndex = 0) => new(data + elementIndex);
+
+    public override void Unpin()
+    {
+    }
+
+    protected override void Dispose(bool disposing)
+    {
     }
 }

@@ -76,7 +76,7 @@ public sealed class ChunkedContent
     /// <paramref name="endsRange"/> when its last chunk ends a data range (<see cref="FileIngest.StoreBatch"/>).
     /// Returns the file offset after the batch.
     /// </summary>
-    public long Store(byte[] buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel, long offset, bool endsRange = false)
+    public long Store(ReadOnlyMemory<byte> buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel, long offset, bool endsRange = false)
     {
         foreach (var (rowId, id, length) in FileIngest.StoreBatch(_writer, buffer, batch, ids, parallel, endsRange, previous: Previous))
         {
@@ -98,19 +98,19 @@ public sealed class ChunkedContent
     /// window counts them (counting only the new bytes let a file appended 16 bytes at a time make 39,257 exact
     /// versions of 1,000,000 writes instead of 6,735, and a catalog of 42 MB instead of 10).
     /// </summary>
-    public long StoreRange(byte[] buffer, int start, int end, ref GrowingTail tail)
+    public long StoreRange(ReadOnlyMemory<byte> buffer, int start, int end, ref GrowingTail tail)
     {
         var batch = new List<(int Offset, int Length)>();
         var resume = tail.Start == start && tail.HashedTo > start && tail.HashedTo <= end;
         var consumed = start;
         if (resume)
         {
-            var cut = FastCdc.NextCut(buffer.AsSpan(start, end - start), (int)(tail.HashedTo - start));
+            var cut = FastCdc.NextCut(buffer.Span.Slice(start, end - start), (int)(tail.HashedTo - start));
             batch.Add((start, cut));
             consumed = start + cut;
         }
 
-        Cut(buffer, consumed, end, eof: true, batch);
+        Cut(buffer.Span, consumed, end, eof: true, batch);
         var ids = new BlobId[batch.Count];
         var next = GrowingTail.None;
         for (var i = 0; i < batch.Count; i++)
@@ -118,7 +118,7 @@ public sealed class ChunkedContent
             // The first chunk continues the old one's state over the bytes past it; every other starts afresh.
             var (offset, length) = batch[i];
             var (hasher, from) = resume && i == 0 ? (tail.Hasher, (int)tail.HashedTo) : (new Codecs.Sha256.Hasher(), offset);
-            hasher.Append(buffer.AsSpan(from, offset + length - from));
+            hasher.Append(buffer.Span.Slice(from, offset + length - from));
             if (i == batch.Count - 1)
             {
                 next = new GrowingTail(offset, offset + length, hasher); // a copy: the state before Finish's padding
@@ -141,7 +141,7 @@ public sealed class ChunkedContent
     /// which were most of the objects a small file's version made, and without a tail: the bytes are hashed whole.
     /// <paramref name="chunk"/> is the one chunk.
     /// </summary>
-    public static IngestedContent StoreWhole(TraceWriter writer, byte[] buffer, int length, out (Extent Extent, BlobId Id) chunk)
+    public static IngestedContent StoreWhole(TraceWriter writer, ReadOnlySpan<byte> buffer, int length, out (Extent Extent, BlobId Id) chunk)
     {
         if (length <= 0 || length >= FastCdc.MinSize)
         {
@@ -150,9 +150,9 @@ public sealed class ChunkedContent
 
         var before = writer.StoredBytesWritten;
         var digest = new byte[Codecs.Sha256.HashSize];
-        Codecs.Sha256.HashData(buffer.AsSpan(0, length), digest);
+        Codecs.Sha256.HashData(buffer[..length], digest);
         var id = new BlobId(digest);
-        var row = writer.PutBlob(buffer.AsSpan(0, length), id);
+        var row = writer.PutBlob(buffer[..length], id);
         chunk = (new Extent(0, length, row), id);
         return new(ExtentMap.Encode(chunk.Extent), ExtentMap.ContentId(0, length, id, length), length, writer.StoredBytesWritten - before);
     }
@@ -184,7 +184,7 @@ public sealed class ChunkedContent
 /// The SHA-256 state of a file's last stored chunk that ended where the file's data did, over its bytes
 /// [<see cref="Start"/>, <see cref="HashedTo"/>): what the next state of a file growing by appends continues
 /// instead of hashing its tail again (tar writes 10 KiB at a time: each state hashed up to 256 KiB of tail anew,
-/// ~220 MB hashed for an untar's 130 MB). <see cref="ChunkedContent.StoreRange(byte[], int, int, ref GrowingTail)"/>.
+/// ~220 MB hashed for an untar's 130 MB). <see cref="ChunkedContent.StoreRange(ReadOnlyMemory{byte}, int, int, ref GrowingTail)"/>.
 /// </summary>
 public readonly struct GrowingTail
 {

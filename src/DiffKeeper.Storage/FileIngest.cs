@@ -313,14 +313,14 @@ public static class FileIngest
     /// <param name="encoded">Per chunk, its encoding when the caller made it already (no buffer: encoded here).</param>
     /// <param name="previous">The extent map of the version this file's content replaces (a small file's: see
     /// <see cref="TraceWriter.TryDelta"/>); a new chunk is stored as a delta against it when that is worth it.</param>
-    internal static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, byte[] buffer, List<(int Offset, int Length)> batch,
+    internal static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, ReadOnlyMemory<byte> buffer, List<(int Offset, int Length)> batch,
         BlobId[] ids, bool parallel, bool? endsRange = null, int groupBelow = 0, Encoded[]? encoded = null, Func<byte[]?>? previous = null)
     {
         var rows = new long?[batch.Count];
         for (var i = 0; i < batch.Count; i++)
         {
             rows[i] = writer.Find(ids[i]);
-            if (rows[i] is null && previous is not null && writer.TryDelta(buffer.AsSpan(batch[i].Offset, batch[i].Length), ids[i], previous) is { } delta)
+            if (rows[i] is null && previous is not null && writer.TryDelta(buffer.Span.Slice(batch[i].Offset, batch[i].Length), ids[i], previous) is { } delta)
             {
                 rows[i] = delta;
                 continue;
@@ -328,14 +328,14 @@ public static class FileIngest
 
             if (rows[i] is null && batch[i].Length < groupBelow)
             {
-                rows[i] = writer.TryGroup(buffer.AsSpan(batch[i].Offset, batch[i].Length), ids[i]); // null: stored whole below
+                rows[i] = writer.TryGroup(buffer.Span.Slice(batch[i].Offset, batch[i].Length), ids[i]); // null: stored whole below
                 continue;
             }
 
             var last = endsRange == true && i == batch.Count - 1;
             if (endsRange is not null && (last || i == 0))
             {
-                var data = buffer.AsSpan(batch[i].Offset, batch[i].Length);
+                var data = buffer.Span.Slice(batch[i].Offset, batch[i].Length);
                 if (rows[i] is { } found)
                 {
                     writer.NoteFound(data, found);
@@ -355,7 +355,7 @@ public static class FileIngest
             {
                 if (rows[i] is null && given?[i].Buffer is null && given?[i].Align != true)
                 {
-                    mine[i] = Encode(buffer.AsSpan(batch[i].Offset, batch[i].Length));
+                    mine[i] = Encode(buffer.Span.Slice(batch[i].Offset, batch[i].Length));
                 }
             });
             var result = new List<(long, BlobId, int)>(batch.Count);
@@ -363,8 +363,8 @@ public static class FileIngest
             {
                 var (offset, length) = batch[i];
                 var e = given?[i].Buffer is not null || given?[i].Align == true ? given![i] : mine[i];
-                var row = rows[i] ?? (e.Align ? writer.TryAlignedGroup(buffer.AsSpan(offset, length), ids[i]) : null) ?? writer.Append(ids[i], length, e.Codec,
-                    e.Codec == BlobCodec.Raw ? buffer.AsSpan(offset, length) : e.Buffer.AsSpan(0, e.Length));
+                var row = rows[i] ?? (e.Align ? writer.TryAlignedGroup(buffer.Span.Slice(offset, length), ids[i]) : null) ?? writer.Append(ids[i], length, e.Codec,
+                    e.Codec == BlobCodec.Raw ? buffer.Span.Slice(offset, length) : e.Buffer.AsSpan(0, e.Length));
                 result.Add((row, ids[i], length));
             }
 

@@ -71,9 +71,17 @@ public sealed class TraceWriter : IDisposable
     // recording"); null when none was stored yet. Its row and its members' rows are in the open transaction; the
     // commit writes its record first.
     private IngestGroup? _group;
-    // The buffer of the last group written, for the next one: a new 1 MiB array per commit is 256 fresh pages, a page
+    // The buffers of the groups written, for the next ones: a new 1 MiB array per commit is 256 fresh pages, a page
     // fault each as the group fills (an untar of 130 MB: ~11,000 of the recorder's faults, 12-35 us each on this VM).
-    private byte[]? _spareGroupBuffer;
+    // As many as the groups in flight at once (the open one and those the encoder holds), so a few.
+    private readonly Stack<byte[]> _spareGroupBuffers = new();
+
+    // Full groups closed while recording, hashed and compressed beside the writer's thread (created with the first);
+    // their records and rows are written in the order closed, when done and at the latest by the commit.
+    private GroupEncoder? _encoder;
+
+    /// <summary>Full groups the encoder may hold at once: past them the writer's thread encodes the next itself.</summary>
+    private const int GroupsInFlight = 2;
 
     // The aligned group (docs/store-format.md, "Aligned groups") a block ingest's changed blocks that compress badly go
     // to; written when full and at the commit, like _group, with its buffer kept for the next one.
@@ -569,6 +577,7 @@ public sealed class TraceWriter : IDisposable
     internal void Rollback()
     {
         _group = null;
+        DiscardEncodedGroups();
         _aligned = null;
         _runOpen = false;
         if (_inTransaction && _db.InTransaction)
@@ -1036,6 +1045,7 @@ public sealed class TraceWriter : IDisposable
     {
         _abandoned = true;
         _group = null;
+        DiscardEncodedGroups();
         _aligned = null;
         _runOpen = false; // its events were never committed: a run never spans a commit
         AbandonedVersionsFrom = Math.Min(AbandonedVersionsFrom, _uncommittedVersionsFrom);
@@ -1433,14 +1443,13 @@ public sealed class TraceWriter : IDisposable
 
             if (_group is { } full && !full.Fits(data.Length))
             {
-                WriteGroup();
+                CloseFullGroup();
             }
 
             if (_group is null)
             {
-                _group = new IngestGroup(NewGroupRow(), _spareGroupBuffer ?? IngestGroup.NewBuffer());
+                _group = new IngestGroup(NewGroupRow(), _spareGroupBuffers.TryPop(out var spare) ? spare : IngestGroup.NewBuffer());
                 _uncommittedRows.Add(_group.Row);
-                _spareGroupBuffer = null;
             }
         }
 
@@ -1519,29 +1528,102 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>
-    /// Writes the open group's record and gives its row the real hash and place (in the open transaction, before the
-    /// commit that makes its members visible). A group of one member is that blob's own bytes: the member is stored
-    /// whole instead, and the group's row dropped.
+    /// Writes the open group's record and gives its row the real hash and place, after the records of the full groups
+    /// the encoder still holds (in the open transaction, before the commit that makes its members visible). A group of
+    /// one member is that blob's own bytes: the member is stored whole instead, and the group's row dropped.
     /// </summary>
     private void WriteGroup()
     {
-        if (_group is not { } group)
+        if (_group is { } group)
+        {
+            _group = null;
+            CloseGroup(group, encodeHere: true);
+        }
+
+        WriteEncodedGroups(wait: true);
+    }
+
+    /// <summary>
+    /// The open group is full (a blob does not fit): it is closed, and hashed and compressed on the encoder's thread
+    /// while this one goes on; its record is written when it is done (<see cref="WriteEncodedGroups"/>). The rows and
+    /// ids are those writing it here gives: what is in a group is decided here, in the same order.
+    /// </summary>
+    private void CloseFullGroup()
+    {
+        var group = _group!;
+        _group = null;
+        WriteEncodedGroups(wait: false);
+        CloseGroup(group, encodeHere: _encoder?.Count >= GroupsInFlight);
+    }
+
+    private void CloseGroup(IngestGroup group, bool encodeHere)
+    {
+        if (group.Members <= 1)
+        {
+            // Nothing to group (the rows change now, as before); behind any the encoder holds, whose rows stay as they are.
+            try
+            {
+                WriteGroup(group, null);
+            }
+            finally
+            {
+                _spareGroupBuffers.Push(group.Buffer); // nothing reads a group's buffer once it is written (or given up)
+            }
+
+            return;
+        }
+
+        _encoder ??= new GroupEncoder();
+        if (encodeHere)
+        {
+            var encoded = new GroupEncoder.Encoded(group, IngestGroupLevel);
+            encoded.Run();
+            _encoder.GiveDone(encoded);
+        }
+        else
+        {
+            _encoder.Give(group, IngestGroupLevel);
+        }
+    }
+
+    /// <summary>Writes the records of the groups the encoder finished, oldest first (<paramref name="wait"/>: all of them).</summary>
+    private void WriteEncodedGroups(bool wait)
+    {
+        while (_encoder?.Take(wait) is { } encoded)
+        {
+            try
+            {
+                WriteGroup(encoded.Group, encoded);
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(encoded.Payload);
+                _spareGroupBuffers.Push(encoded.Group.Buffer);
+            }
+        }
+    }
+
+    /// <summary>A rollback: the groups the encoder holds are given up with their rows (their buffers kept).</summary>
+    private void DiscardEncodedGroups()
+    {
+        if (_encoder is null)
         {
             return;
         }
 
-        _group = null;
-        try
+        foreach (var encoded in _encoder.Discard())
         {
-            WriteGroup(group);
-        }
-        finally
-        {
-            _spareGroupBuffer = group.Buffer; // nothing reads a group's buffer once it is written (or given up)
+            if (encoded.Done)
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(encoded.Payload);
+            }
+
+            _spareGroupBuffers.Push(encoded.Group.Buffer);
         }
     }
 
-    private void WriteGroup(IngestGroup group)
+    /// <param name="encoded">The group's id and compressed bytes when it has more than one member (null: one or none).</param>
+    private void WriteGroup(IngestGroup group, GroupEncoder.Encoded? encoded)
     {
         if (group.Members == 0)
         {
@@ -1572,17 +1654,18 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        var id = BlobId.Of(raw[..group.Length]);
-        if (_newBlobs.ContainsKey(id) || (!_ownsAllBlobs && HashInCatalog(id)))
+        var id = encoded!.Id;
+        var again = _newBlobs.ContainsKey(id) || (!_ownsAllBlobs && HashInCatalog(id));
+        if (again)
         {
             group.AddTrailer(); // its bytes are a blob's already (blob ids are unique)
             id = BlobId.Of(raw[..group.Length]);
         }
 
-        var buffer = ArrayPool<byte>.Shared.Rent(Zstd.CompressBound(group.Length));
+        var buffer = again ? ArrayPool<byte>.Shared.Rent(Zstd.CompressBound(group.Length)) : encoded.Payload;
         try
         {
-            var stored = Zstd.Compress(raw[..group.Length], buffer, IngestGroupLevel);
+            var stored = again ? Zstd.Compress(raw[..group.Length], buffer, IngestGroupLevel) : encoded.PayloadLength;
             var offset = pack.Append(id, BlobCodec.Group, group.Length, buffer.AsSpan(0, stored));
             StoredBytesWritten += PackFormat.RecordSize(stored);
             _fillGroup.Bind(1, group.Row).BindBlob(2, id.Bytes).Bind(3, pack.PackId).Bind(4, offset).Bind(5, (long)group.Length).Bind(6, (long)stored).Run();
@@ -1590,7 +1673,10 @@ public sealed class TraceWriter : IDisposable
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (again)
+            {
+                ArrayPool<byte>.Shared.Return(buffer); // the encoder's payload is the caller's to return
+            }
         }
     }
 
@@ -1979,6 +2065,7 @@ public sealed class TraceWriter : IDisposable
 
     private void Close()
     {
+        _encoder?.Dispose();
         try
         {
             _packSync?.Wait(); // a StartSync no commit waited for (Commit takes and awaits it): its outcome no longer matters

@@ -1,4 +1,5 @@
 using System.Text;
+using DiffKeeper.Core;
 using DiffKeeper.Storage.Catalog;
 using DiffKeeper.Storage.Maintenance;
 using DiffKeeper.Storage.Packs;
@@ -95,6 +96,46 @@ public sealed class GroupTests : IDisposable
 
         var gc = StoreMaintenance.Run(trace, new MaintenanceOptions(), DateTimeOffset.UtcNow);
         Assert.Equal(0, gc.Grouping!.Groups);
+    }
+
+    [Fact]
+    public void Full_groups_encoded_beside_the_writer_are_given_up_with_an_abandoned_transaction_and_the_next_ones_read_back()
+    {
+        // 1,000 files of up to 12 KiB in one transaction: several full groups go to the encoder's thread while the
+        // writer goes on; abandoning drops them with their rows, and the groups written after it are whole.
+        var trace = _dir.Sub("t");
+        var first = Tree(1000, 0);
+        var second = Tree(400, 3);
+        using (var w = TraceWriter.Open(trace))
+        {
+            var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
+            TraceStoreTests.AddFile(w, sid, roots[0], _dir.Path, "kept", SourceFile(5000), 1);
+            w.Commit();
+            long seq = 1;
+            foreach (var (rel, content) in first)
+            {
+                TraceStoreTests.AddFile(w, sid, roots[0], _dir.Path, rel, content, ++seq);
+            }
+
+            Assert.Equal(1, w.AbandonPending(sid));
+            w.AddEvent(sid, new NewEvent(2, 2, ChangeOp.Lost, null, null, null, null, null, "storage failed"));
+            w.FinishSession(sid, 3, 0, 1);
+        }
+
+        using (var w = TraceWriter.Open(trace))
+        {
+            TraceStoreTests.WriteSession(w, _dir.Path, second);
+        }
+
+        using var r = TraceReader.Open(trace);
+        var sessions = r.Sessions();
+        Assert.Equal("kept", Assert.Single(r.StateAt(sessions[0], long.MaxValue)).Rel);
+        var blobs = r.AllBlobs().ToList();
+        Assert.Equal(second.Length + 1, blobs.Count(b => b.IsSlice || b.Codec is BlobCodec.Raw or BlobCodec.Zstd));
+        Assert.InRange(blobs.Count(b => b.Codec == BlobCodec.Group), 2, 4);
+        var back = r.StateAt(sessions[1], long.MaxValue).ToDictionary(v => v.Rel, v => TraceStoreTests.ReadBack(r, v));
+        Assert.All(second, f => Assert.Equal(f.Item2, back[f.Item1]));
+        Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
     }
 
     [Fact]
