@@ -63,18 +63,23 @@ public sealed class PackClones(TraceReader reader) : IDisposable
 
         // Block by block through one small buffer: a run's 2 MiB read into a buffer of its size cost a fresh 2 MiB of
         // page faults per worker, and the hash reads each block while it is still in the cache.
-        Span<byte> hash = stackalloc byte[32];
-        long at = 0;
-        foreach (var loc in locs)
+        bool ReadChecked(in BlobLocation loc, long at)
         {
             var block = scratch.AsSpan(0, loc.RawLength);
+            Span<byte> hash = stackalloc byte[32];
             if (PackReader.ReadFully(pack, block, packOffset + at) != block.Length)
             {
-                return -1;
+                return false;
             }
 
             Storage.Codecs.Sha256.HashData(block, hash);
-            if (!hash.SequenceEqual(loc.Id.Bytes))
+            return hash.SequenceEqual(loc.Id.Bytes);
+        }
+
+        long at = 0;
+        foreach (var loc in locs)
+        {
+            if (!ReadChecked(loc, at))
             {
                 return -1;
             }
@@ -96,20 +101,13 @@ public sealed class PackClones(TraceReader reader) : IDisposable
         at = 0;
         foreach (var loc in locs)
         {
-            var block = scratch.AsSpan(0, loc.RawLength);
-            if (PackReader.ReadFully(pack, block, packOffset + at) != block.Length)
-            {
-                return -1;
-            }
-
             // Checked again: the bytes written are the bytes read now, whatever the first read saw.
-            Storage.Codecs.Sha256.HashData(block, hash);
-            if (!hash.SequenceEqual(loc.Id.Bytes))
+            if (!ReadChecked(loc, at))
             {
                 return -1;
             }
 
-            SafeTreeWriter.Write(dest, block, destOffset + at, rel);
+            SafeTreeWriter.Write(dest, scratch.AsSpan(0, loc.RawLength), destOffset + at, rel);
             at += loc.RawLength;
         }
 

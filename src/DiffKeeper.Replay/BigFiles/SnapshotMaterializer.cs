@@ -528,57 +528,34 @@ public static class SnapshotMaterializer
     /// extents that none of <paramref name="b"/>'s covers, below <paramref name="limit"/>. Walks the maps as they are:
     /// two lists of 4,096 ranges built from them, grown by doubling, were most of a W4 materialization's gen0 allocations.
     /// </summary>
-    private static List<(long Start, long End)> Uncovered(List<Extent> a, List<Extent> b, long limit)
-    {
-        var result = new List<(long, long)>();
-        var first = 0;
-        foreach (var x in a)
-        {
-            var s = x.Offset;
-            var end = Math.Min(x.Offset + x.Length, limit);
-            while (first < b.Count && b[first].Offset + b[first].Length <= s)
-            {
-                first++;
-            }
-
-            for (var j = first; j < b.Count && s < end && b[j].Offset < end; j++)
-            {
-                var (cs, ce) = (b[j].Offset, b[j].Offset + b[j].Length);
-                if (cs > s)
-                {
-                    result.Add((s, cs));
-                }
-
-                s = Math.Max(s, ce);
-            }
-
-            if (s < end)
-            {
-                result.Add((s, end));
-            }
-        }
-
-        return result;
-    }
+    private static List<(long Start, long End)> Uncovered(List<Extent> a, List<Extent> b, long limit) =>
+        Subtract(a.Count, i => (a[i].Offset, a[i].Offset + a[i].Length), b.Count, i => (b[i].Offset, b[i].Offset + b[i].Length), limit);
 
     /// <summary>The parts of ranges <paramref name="a"/> that no range of <paramref name="b"/> covers, below <paramref name="limit"/>.</summary>
     public static List<(long Start, long End)> Subtract(IEnumerable<(long Start, long End)> a, IEnumerable<(long Start, long End)> b, long limit)
     {
-        var cover = Sorted(b);
+        var (ranges, cover) = (Sorted(a), Sorted(b));
+        return Subtract(ranges.Count, i => ranges[i], cover.Count, i => cover[i], limit);
+    }
+
+    /// <summary><see cref="Subtract"/> of ranges given by index, each list sorted by start.</summary>
+    private static List<(long Start, long End)> Subtract(int aCount, Func<int, (long Start, long End)> aAt, int bCount,
+        Func<int, (long Start, long End)> bAt, long limit)
+    {
         var result = new List<(long, long)>();
         var first = 0; // ranges of a are sorted and disjoint: covers ending before one end before every later one
-        foreach (var (start, end0) in Sorted(a))
+        for (var i = 0; i < aCount; i++)
         {
-            var s = start;
-            var end = Math.Min(end0, limit);
-            while (first < cover.Count && cover[first].End <= s)
+            var (s, end) = aAt(i);
+            end = Math.Min(end, limit);
+            while (first < bCount && bAt(first).End <= s)
             {
                 first++;
             }
 
-            for (var j = first; j < cover.Count && s < end && cover[j].Start < end; j++)
+            for (var j = first; j < bCount && s < end && bAt(j).Start < end; j++)
             {
-                var (cs, ce) = cover[j];
+                var (cs, ce) = bAt(j);
                 if (ce <= s)
                 {
                     continue;
