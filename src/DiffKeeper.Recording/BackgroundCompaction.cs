@@ -151,7 +151,7 @@ internal sealed class BackgroundCompaction : IDisposable
                 {
                     // Pack files a reader kept the last pass from deleting are part of the size: deleting them comes
                     // before dropping anything more.
-                    options = new MaintenanceOptions(Delta: null, Prune: _maintainer.PackFilesLeft > 0 ? null : ring) { RowsPerStep = 256 };
+                    options = new MaintenanceOptions(Delta: null, Prune: _maintainer.PackFilesLeft > 0 ? null : ring) { RowsPerStep = 256, RepackBudget = 0 };
                 }
                 else if (_compact && Stopwatch.GetTimestamp() >= compactAt && _superseded() is var superseded && superseded != passedAt)
                 {

@@ -218,8 +218,6 @@ public sealed class TraceWriter : IDisposable
                 CreateCatalog(catalogPath);
             }
 
-            File.Delete(Path.Combine(traceDir, ResizedCatalog)); // a copy a kill left half made (CloseCatalog)
-
             var db = SqliteDatabase.Open(catalogPath, readOnly: false);
             try
             {
@@ -246,92 +244,6 @@ public sealed class TraceWriter : IDisposable
         }
     }
 
-    /// <summary>A catalog at most this big (in 4 KiB pages) is rewritten in 1 KiB pages when its writer closes.</summary>
-    internal const long SmallCatalog = 256 << 10;
-
-    /// <summary>A catalog in 1 KiB pages at least this big is rewritten in 4 KiB pages when its writer closes.</summary>
-    internal const long LargeCatalog = 4 << 20;
-
-    /// <summary>
-    /// Closes the catalog; a small one in 4 KiB pages is first rewritten in 1 KiB pages, a large one in 1 KiB pages
-    /// in 4 KiB pages (docs/store-format.md, "The catalog's page size"). Every table and index of a catalog takes at
-    /// least one page: W1's (20 sessions of one 1 MiB file) was 22 pages, 90 KB, mostly empty, 3 % of the trace; in
-    /// 1 KiB pages 50 KB. A trace starts in 4 KiB pages (a write storm's first session, the common case, never writes in
-    /// 1 KiB pages); a small one's later sessions write in 1 KiB pages until it outgrows <see cref="LargeCatalog"/>. The copy (<c>VACUUM INTO</c> a
-    /// temporary file, synced) replaces catalog.db by rename only once this connection closed as the last one (its
-    /// WAL checkpointed and removed), while no reader holds the trace (LOCK.readers, taken exclusively; a reader
-    /// starting meanwhile waits for it). The copy is put in WAL mode first. Either name is a whole catalog at every moment; a temporary copy a kill left
-    /// is deleted by the next writer. Best effort: anything in the way leaves the catalog as it was.
-    /// </summary>
-    private void CloseCatalog()
-    {
-        string? temp = null;
-        ReaderLock? readers = null;
-        try
-        {
-            long pageSize, bytes;
-            using (var pragma = _db.Prepare("SELECT page_size, page_count FROM pragma_page_size(), pragma_page_count()"))
-            {
-                pragma.Step();
-                (pageSize, bytes) = (pragma.Int64(0), pragma.Int64(0) * pragma.Int64(1));
-            }
-
-            var target = pageSize == 4096 && bytes <= SmallCatalog ? 1024 : pageSize == 1024 && bytes >= LargeCatalog ? 4096 : 0;
-            if (target != 0 && TraceFile.NotRegularKind(Path.Combine(TraceDir, "catalog.db")) is null &&
-                (readers = ReaderLock.TryExclusive(TraceDir)) is not null)
-            {
-                temp = Path.Combine(TraceDir, ResizedCatalog);
-                File.Delete(temp);
-                _db.Execute(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                    $"PRAGMA wal_checkpoint(TRUNCATE); PRAGMA page_size={target};"));
-                using (var copy = _db.Prepare("VACUUM INTO ?1"))
-                {
-                    copy.Bind(1, temp).Run();
-                }
-
-                // The copy is in rollback-journal mode; in WAL mode, as every catalog, a writer never waits for readers.
-                SqliteDatabase.Open(temp, readOnly: false).Dispose();
-            }
-        }
-        catch (Exception e) when (e is CatalogException or IOException or UnauthorizedAccessException)
-        {
-            temp = null; // the catalog stays as it is
-        }
-        finally
-        {
-            _db.Dispose();
-        }
-
-        try
-        {
-            var catalog = Path.Combine(TraceDir, "catalog.db");
-            if (temp is not null && Native.Interop.Libc.FsyncPath(temp) && !File.Exists(catalog + "-wal") && !File.Exists(catalog + "-shm"))
-            {
-                File.Move(temp, catalog, overwrite: true);
-                _ = Native.Interop.Libc.FsyncPath(TraceDir, directory: true);
-                temp = null;
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-        }
-        finally
-        {
-            if (temp is not null)
-            {
-                try
-                {
-                    File.Delete(temp);
-                }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-                {
-                }
-            }
-
-            readers?.Dispose();
-        }
-    }
-
     /// <summary>
     /// Removes the directories under packs/ that no pack is left in (W1's 20 sessions left 40, 160 KiB in <c>du</c>
     /// for 3 packs). Only as the writer closes: no pack can be created meanwhile (this writer holds LOCK, and its
@@ -354,9 +266,6 @@ public sealed class TraceWriter : IDisposable
             // best effort: an empty directory costs a few KiB
         }
     }
-
-    /// <summary>The name of a catalog being rewritten in another page size (<see cref="CloseCatalog"/>).</summary>
-    internal const string ResizedCatalog = "catalog.db.resized";
 
     /// <summary>
     /// Builds a new catalog under a temporary name and renames it into place once its tables are committed and
@@ -883,7 +792,7 @@ public sealed class TraceWriter : IDisposable
         }
 
         // One scan for the live bytes of every pack (blobs has no index on pack_id): what the default pass's repack
-        // would take (Maintenance.RepackRule), as things are, and once the waiting blobs are grouped.
+        // would take (Maintenance.RepackRule) once the waiting blobs are grouped.
         var liveBytes = new Dictionary<long, long>();
         using (var live = _db.Prepare("SELECT pack_id, sum(stored_len) + count(*) * ?1 FROM blobs WHERE codec <> ?2 GROUP BY pack_id"))
         {
@@ -903,12 +812,9 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
+        // Dead records alone bring no pass (a pack no repack can clear, damaged or over the budget, would bring one
+        // after every `record`): the pass that runs for other work repacks them (Maintenance.RepackRule).
         var defaults = new Maintenance.MaintenanceOptions();
-        if (Maintenance.RepackRule.Taken(packs, liveBytes, defaults.RepackThreshold, defaults.RepackBudget).Count > 0)
-        {
-            return true; // dead records left by the passes while the command ran (they repack within the threshold only)
-        }
-
         if (waiting.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && waiting.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
         {
             foreach (var w in waiting)
@@ -2090,7 +1996,7 @@ public sealed class TraceWriter : IDisposable
         _insertDelta.Dispose();
         _bases.Dispose();
         _pack?.Dispose();
-        CloseCatalog();
+        _db.Dispose();
         RemoveEmptyPackDirectories();
         lock (OpenHere)
         {

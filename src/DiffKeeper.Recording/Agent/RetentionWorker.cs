@@ -37,6 +37,7 @@ public sealed class RetentionWorker : IDisposable
         _maintenance = new MaintenanceOptions(BlobCodec.ZstdDelta, Prune: new PrunePolicy(options.MaxVersions, (long?)options.Retain?.TotalNanoseconds, BothLimit: true))
         {
             RowsPerStep = RowsPerStep,
+            RepackBudget = 0, // beside the app's cuts: the threshold's repacks only (RepackRule)
         };
         _steps = new QueuedWriterSteps(writer);
         _maintainer = new Maintainer(writer, _steps);

@@ -6,9 +6,11 @@ namespace DiffKeeper.Storage.Maintenance;
 /// Which packs a pass's repack rewrites (docs/store-format.md, "Compaction, prune and garbage collection"); the
 /// repack itself and every step that counts on it (grouping's gain, <c>record</c>'s choice to run a pass) ask here.
 /// A pack is taken when it holds no live record, or when its live records fill less than the threshold of it. Then,
-/// while the dead records left would be more than <see cref="DeadShare"/> of all packs, the packs with the largest
-/// dead share are taken too, as long as the live bytes they copy fit the budget: W1's trace (20 versions of 1 MiB)
-/// kept 65 KB dead in a 911 KB pack (7 %, over the threshold), 2 % of the trace, for good.
+/// while the dead records a repack could clear would be more than <see cref="DeadShare"/> of all packs, the packs
+/// with the largest dead share (at least <see cref="DeadShare"/> each) are taken too, as long as the live bytes they
+/// copy fit the budget: W1's trace (20 versions of 1 MiB) kept 65 KB dead in a 911 KB pack (7 %, over the
+/// threshold), 2 % of the trace, for good. Dead records alone never bring a pass (<c>TraceWriter.HasMaintenanceWork</c>):
+/// a pack no repack clears would bring one after every <c>record</c>.
 /// </summary>
 internal static class RepackRule
 {
@@ -44,10 +46,14 @@ internal static class RepackRule
             }
 
             total += size;
-            dead += deadBytes;
-            if (may && deadBytes > 0)
+            // Only dead records a repack within the budget could clear count (a pack this pass may not take, or
+            // whose copy the budget cannot pay, would keep the share over the bound for good), and only a pack whose
+            // own dead share is at least the bound's is worth its copy.
+            var share = (double)deadBytes / Math.Max(1, size);
+            if (may && liveBytes <= budget && share >= DeadShare)
             {
-                candidates.Add((id, liveBytes, deadBytes, (double)deadBytes / size));
+                dead += deadBytes;
+                candidates.Add((id, liveBytes, deadBytes, share));
             }
         }
 
