@@ -791,38 +791,38 @@ public sealed class TraceWriter : IDisposable
             waiting.Add((small.Int64(0), small.Int64(1), small.Int64(2), small.Int64(3)));
         }
 
-        // One scan for the live bytes of every pack (blobs has no index on pack_id): what the default pass's repack
-        // would take (Maintenance.RepackRule) once the waiting blobs are grouped.
-        var liveBytes = new Dictionary<long, long>();
-        using (var live = _db.Prepare("SELECT pack_id, sum(stored_len) + count(*) * ?1 FROM blobs WHERE codec <> ?2 GROUP BY pack_id"))
-        {
-            live.Bind(1, (long)PackFormat.RecordSize(0)).Bind(2, (long)BlobCodec.Slice);
-            while (live.Step())
-            {
-                liveBytes[live.Int64(0)] = live.Int64(1);
-            }
-        }
-
-        var packs = new List<(long, long)>();
-        using (var sizes = _db.Prepare("SELECT id, committed_size FROM packs"))
-        {
-            while (sizes.Step())
-            {
-                packs.Add((sizes.Int64(0), sizes.Int64(1)));
-            }
-        }
-
         // Dead records alone bring no pass (a pack no repack can clear, damaged or over the budget, would bring one
         // after every `record`): the pass that runs for other work repacks them (Maintenance.RepackRule).
-        var defaults = new Maintenance.MaintenanceOptions();
         if (waiting.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && waiting.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
         {
+            // One scan for the live bytes of the packs concerned (blobs has no index on pack_id): without the budget,
+            // as Grouper.Reclaimed counts, the rule takes a pack or not by its own bytes alone.
+            var ids = string.Join(",", waiting.Select(w => w.Pack.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            var liveBytes = new Dictionary<long, long>();
+            using (var live = _db.Prepare($"SELECT pack_id, sum(stored_len) + count(*) * ?1 FROM blobs WHERE pack_id IN ({ids}) AND codec <> ?2 GROUP BY pack_id"))
+            {
+                live.Bind(1, (long)PackFormat.RecordSize(0)).Bind(2, (long)BlobCodec.Slice);
+                while (live.Step())
+                {
+                    liveBytes[live.Int64(0)] = live.Int64(1);
+                }
+            }
+
+            var packs = new List<(long, long)>();
+            using (var sizes = _db.Prepare($"SELECT id, committed_size FROM packs WHERE id IN ({ids})"))
+            {
+                while (sizes.Step())
+                {
+                    packs.Add((sizes.Int64(0), sizes.Int64(1)));
+                }
+            }
+
             foreach (var w in waiting)
             {
                 liveBytes[w.Pack] = liveBytes.GetValueOrDefault(w.Pack) - w.Leaving;
             }
 
-            var taken = Maintenance.RepackRule.Taken(packs, liveBytes, defaults.RepackThreshold, budget: 0); // as Grouper.Reclaimed
+            var taken = Maintenance.RepackRule.Taken(packs, liveBytes, new Maintenance.MaintenanceOptions().RepackThreshold, budget: 0);
             var freed = waiting.Where(w => taken.Contains(w.Pack)).ToList();
             if (freed.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && freed.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
             {
