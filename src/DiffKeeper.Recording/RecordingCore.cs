@@ -900,8 +900,19 @@ internal sealed class RecordingCore
         var (copied, allCopied) = _versioner.TakeCopiedSinceScan();
         var suspect = _lossSinceScan;
         _lossSinceScan = false;
-        var walked = new List<(int Root, string Rel, EntryStat Stat)>();
-        for (var root = 0; root < _roots.Count; root++)
+        List<(int Root, string Rel, EntryStat Stat)> walked;
+        if (_unwalkedRoots.Count == 0)
+        {
+            // Every root walked: the walk is the list, in root order (a copy of it was 20,000 creates' largest
+            // allocation, ~5 MB on the large-object heap with its doublings, and a cause of a full collection).
+            walked = walkedRoots ?? WalkRoots();
+        }
+        else
+        {
+            walked = [];
+        }
+
+        for (var root = 0; root < _roots.Count && _unwalkedRoots.Count > 0; root++)
         {
             if (_unwalkedRoots.Contains(root))
             {
@@ -925,7 +936,12 @@ internal sealed class RecordingCore
 
         // Deletions first: a directory replaced by a file must lose its children before the file appears, or the
         // moment in between would put a file's children below it (a state export refuses).
-        var seen = walked.Select(w => (w.Root, w.Rel)).ToHashSet();
+        var seen = new HashSet<(int Root, string Rel)>(walked.Count, PathKeyComparer.Instance); // sized once: its doublings were large objects too
+        foreach (var w in walked)
+        {
+            seen.Add((w.Root, w.Rel));
+        }
+
         foreach (var (root, rel) in _versioner.AllLive().Where(k => !seen.Contains(k)).OrderByDescending(k => k.Rel, StringComparer.Ordinal).ToList())
         {
             if (_versioner.Known(root, rel) is not { } gone)
