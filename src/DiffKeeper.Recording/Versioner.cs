@@ -22,11 +22,11 @@ internal sealed class Versioner
     private readonly long _sessionId;
     private readonly IReadOnlyList<string> _roots;
     private readonly IReadOnlyList<long> _rootIds;
-    private readonly Dictionary<(int Root, string Rel), PathState> _paths = new(PathKeyComparer.Instance);
+    private readonly PathTable<PathState> _paths = new();
     private readonly HashSet<(int Root, string Rel)> _warned = new(PathKeyComparer.Instance);
     private readonly TextWriter _log;
     // Files whose bytes the recorder follows change by change (exact capture): versions come from here, not reads.
-    private readonly Dictionary<(int Root, string Rel), FileShadow> _shadows = new(PathKeyComparer.Instance);
+    private readonly PathTable<FileShadow> _shadows = new();
     private long _shadowBytes;
     // The files (device, inode) given a version from a followed copy since the last rescan. Such a version takes the
     // file's stat when the sizes agree; after a loss (dropped write records) the copy may miss a write while the stat
