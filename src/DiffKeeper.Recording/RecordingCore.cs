@@ -72,8 +72,6 @@ internal sealed class RecordingCore
     // is its state, not a guess to check by reading (fanotify resolves names when it reads an event, so they may
     // be later ones; inotify may have merged events).
     private readonly bool _exactNames;
-    // Exact versions (payload events) of a path cost at most a share of each window; beyond it they are coalesced.
-    private readonly Dictionary<(int Root, string Rel), (long WindowEnd, int Versions, long Bytes)> _exactCost = new(PathKeyComparer.Instance);
 
     /// <param name="roots">The recorded roots; an event's <see cref="CaptureEvent.Root"/> indexes them.</param>
     public RecordingCore(TraceWriter writer, ICaptureSource source, IReadOnlyList<string> roots, PathFilter filter,
@@ -722,7 +720,7 @@ internal sealed class RecordingCore
     {
         var now = Stopwatch.GetTimestamp();
         var window = (long)(_hotWindow.TotalSeconds * Stopwatch.Frequency);
-        var cost = _exactCost.TryGetValue(key, out var c) && c.WindowEnd > now ? c : (WindowEnd: now + window, Versions: 0, Bytes: 0L);
+        var cost = _versioner.ExactCost(key.Root, key.Rel) is var c && c.WindowEnd > now ? c : (WindowEnd: now + window, Versions: 0, Bytes: 0L);
         if (cost.Versions >= ExactVersionsPerWindow || cost.Bytes >= ExactBytesPerWindow)
         {
             MarkDirty(key, immediate: false);
@@ -733,14 +731,10 @@ internal sealed class RecordingCore
         _dirty.Remove(key);
         var (seen, _) = _versioner.Observe(key.Root, key.Rel, _seq, timeNs);
         Unpark(key, seen);
-        if (_exactCost.Count > 100_000)
-        {
-            _exactCost.Clear();
-        }
 
         // The cost is what storing the copy cut and hashed (the changed chunks), not the file's size: a big sparse
         // file or a long log appended to costs what changed.
-        _exactCost[key] = (cost.WindowEnd, cost.Versions + 1, cost.Bytes + _versioner.LastStoreCost(key.Root, key.Rel));
+        _versioner.SetExactCost(key.Root, key.Rel, (cost.WindowEnd, cost.Versions + 1, cost.Bytes + _versioner.LastStoreCost(key.Root, key.Rel)));
     }
 
 

@@ -364,6 +364,23 @@ internal sealed class Versioner
         Follow(root, rel) is { } shadow && (atLeast <= shadow.Size || ApplyTruncate(root, rel, atLeast));
 
     /// <summary>What storing the followed copy of a file cost last time (bytes cut and hashed); 0 when it is not followed.</summary>
+    /// <summary>
+    /// The exact versions a path had in its current hot window and what storing them cost (default: none yet). Kept with
+    /// the path's state, which every name stored keeps for good (absent too), so a name deleted and made again keeps
+    /// counting: a table of its own was two lookups and an insert per version in a table of every path.
+    /// </summary>
+    public (long WindowEnd, int Versions, long Bytes) ExactCost(int root, string rel) =>
+        _paths.TryGetValue((root, rel), out var s) ? s.ExactCost : default;
+
+    /// <summary>Records <see cref="ExactCost"/> after a version (nothing when the path has no state, e.g. unreadable).</summary>
+    public void SetExactCost(int root, string rel, (long WindowEnd, int Versions, long Bytes) cost)
+    {
+        if (_paths.TryGetValue((root, rel), out var s))
+        {
+            s.ExactCost = cost;
+        }
+    }
+
     public long LastStoreCost(int root, string rel) => _shadows.TryGetValue((root, rel), out var s) ? s.LastStoreCost : 0;
 
     private bool Account(long grew)
@@ -889,7 +906,7 @@ internal sealed class Versioner
                 }
             }
 
-            _paths[key] = new PathState(state.Version, state.Stat, null);
+            _paths[key] = new PathState(state.Version, state.Stat, null) { ExactCost = state.ExactCost };
         }
     }
 
@@ -904,7 +921,7 @@ internal sealed class Versioner
             ContentsSuperseded++;
         }
 
-        _paths[key] = new PathState(version, stat, inode);
+        _paths[key] = new PathState(version, stat, inode) { ExactCost = before?.ExactCost ?? default };
     }
 
     /// <summary>
@@ -1006,6 +1023,9 @@ internal sealed class Versioner
         public EntryStat Stat { get; set; } = stat;
 
         public NewVersion Version { get; } = version;
+
+        /// <summary>The name's exact versions in its current hot window (RecordingCore's bound), kept by every state of the name.</summary>
+        public (long WindowEnd, int Versions, long Bytes) ExactCost { get; set; }
 
         public bool Same(NewVersion v) =>
             v.Kind == Version.Kind && v.Mode == Version.Mode && v.Uid == Version.Uid && v.Gid == Version.Gid &&
