@@ -363,7 +363,6 @@ internal sealed class Versioner
     public bool ApplyAllocate(int root, string rel, long atLeast) =>
         Follow(root, rel) is { } shadow && (atLeast <= shadow.Size || ApplyTruncate(root, rel, atLeast));
 
-    /// <summary>What storing the followed copy of a file cost last time (bytes cut and hashed); 0 when it is not followed.</summary>
     /// <summary>
     /// The exact versions a path had in its current hot window and what storing them cost (default: none yet). Kept with
     /// the path's state, which every name stored keeps for good (absent too), so a name deleted and made again keeps
@@ -381,6 +380,7 @@ internal sealed class Versioner
         }
     }
 
+    /// <summary>What storing the followed copy of a file cost last time (bytes cut and hashed); 0 when it is not followed.</summary>
     public long LastStoreCost(int root, string rel) => _shadows.TryGetValue((root, rel), out var s) ? s.LastStoreCost : 0;
 
     private bool Account(long grew)
