@@ -72,8 +72,6 @@ internal sealed class RecordingCore
     // is its state, not a guess to check by reading (fanotify resolves names when it reads an event, so they may
     // be later ones; inotify may have merged events).
     private readonly bool _exactNames;
-    // Exact versions (payload events) of a path cost at most a share of each window; beyond it they are coalesced.
-    private readonly Dictionary<(int Root, string Rel), (long WindowEnd, int Versions, long Bytes)> _exactCost = new(PathKeyComparer.Instance);
 
     /// <param name="roots">The recorded roots; an event's <see cref="CaptureEvent.Root"/> indexes them.</param>
     public RecordingCore(TraceWriter writer, ICaptureSource source, IReadOnlyList<string> roots, PathFilter filter,
@@ -722,7 +720,7 @@ internal sealed class RecordingCore
     {
         var now = Stopwatch.GetTimestamp();
         var window = (long)(_hotWindow.TotalSeconds * Stopwatch.Frequency);
-        var cost = _exactCost.TryGetValue(key, out var c) && c.WindowEnd > now ? c : (WindowEnd: now + window, Versions: 0, Bytes: 0L);
+        var cost = _versioner.ExactCost(key.Root, key.Rel) is var c && c.WindowEnd > now ? c : (WindowEnd: now + window, Versions: 0, Bytes: 0L);
         if (cost.Versions >= ExactVersionsPerWindow || cost.Bytes >= ExactBytesPerWindow)
         {
             MarkDirty(key, immediate: false);
@@ -733,14 +731,10 @@ internal sealed class RecordingCore
         _dirty.Remove(key);
         var (seen, _) = _versioner.Observe(key.Root, key.Rel, _seq, timeNs);
         Unpark(key, seen);
-        if (_exactCost.Count > 100_000)
-        {
-            _exactCost.Clear();
-        }
 
         // The cost is what storing the copy cut and hashed (the changed chunks), not the file's size: a big sparse
         // file or a long log appended to costs what changed.
-        _exactCost[key] = (cost.WindowEnd, cost.Versions + 1, cost.Bytes + _versioner.LastStoreCost(key.Root, key.Rel));
+        _versioner.SetExactCost(key.Root, key.Rel, (cost.WindowEnd, cost.Versions + 1, cost.Bytes + _versioner.LastStoreCost(key.Root, key.Rel)));
     }
 
 
@@ -900,8 +894,19 @@ internal sealed class RecordingCore
         var (copied, allCopied) = _versioner.TakeCopiedSinceScan();
         var suspect = _lossSinceScan;
         _lossSinceScan = false;
-        var walked = new List<(int Root, string Rel, EntryStat Stat)>();
-        for (var root = 0; root < _roots.Count; root++)
+        List<(int Root, string Rel, EntryStat Stat)> walked;
+        if (_unwalkedRoots.Count == 0)
+        {
+            // Every root walked: the walk is the list, in root order (a copy of it was 20,000 creates' largest
+            // allocation, ~5 MB on the large-object heap with its doublings, and a cause of a full collection).
+            walked = walkedRoots ?? WalkRoots();
+        }
+        else
+        {
+            walked = [];
+        }
+
+        for (var root = 0; root < _roots.Count && _unwalkedRoots.Count > 0; root++)
         {
             if (_unwalkedRoots.Contains(root))
             {
@@ -925,7 +930,12 @@ internal sealed class RecordingCore
 
         // Deletions first: a directory replaced by a file must lose its children before the file appears, or the
         // moment in between would put a file's children below it (a state export refuses).
-        var seen = walked.Select(w => (w.Root, w.Rel)).ToHashSet();
+        var seen = new HashSet<(int Root, string Rel)>(walked.Count, PathKeyComparer.Instance); // sized once: its doublings were large objects too
+        foreach (var w in walked)
+        {
+            seen.Add((w.Root, w.Rel));
+        }
+
         foreach (var (root, rel) in _versioner.AllLive().Where(k => !seen.Contains(k)).OrderByDescending(k => k.Rel, StringComparer.Ordinal).ToList())
         {
             if (_versioner.Known(root, rel) is not { } gone)

@@ -22,11 +22,11 @@ internal sealed class Versioner
     private readonly long _sessionId;
     private readonly IReadOnlyList<string> _roots;
     private readonly IReadOnlyList<long> _rootIds;
-    private readonly Dictionary<(int Root, string Rel), PathState> _paths = new(PathKeyComparer.Instance);
+    private readonly PathTable<PathState> _paths = new();
     private readonly HashSet<(int Root, string Rel)> _warned = new(PathKeyComparer.Instance);
     private readonly TextWriter _log;
     // Files whose bytes the recorder follows change by change (exact capture): versions come from here, not reads.
-    private readonly Dictionary<(int Root, string Rel), FileShadow> _shadows = new(PathKeyComparer.Instance);
+    private readonly PathTable<FileShadow> _shadows = new();
     private long _shadowBytes;
     // The files (device, inode) given a version from a followed copy since the last rescan. Such a version takes the
     // file's stat when the sizes agree; after a loss (dropped write records) the copy may miss a write while the stat
@@ -362,6 +362,23 @@ internal sealed class Versioner
     /// <summary>Applies an allocating fallocate (the file is at least <paramref name="atLeast"/> bytes now); false when it cannot be followed.</summary>
     public bool ApplyAllocate(int root, string rel, long atLeast) =>
         Follow(root, rel) is { } shadow && (atLeast <= shadow.Size || ApplyTruncate(root, rel, atLeast));
+
+    /// <summary>
+    /// The exact versions a path had in its current hot window and what storing them cost (default: none yet). Kept with
+    /// the path's state, which every name stored keeps for good (absent too), so a name deleted and made again keeps
+    /// counting: a table of its own was two lookups and an insert per version in a table of every path.
+    /// </summary>
+    public (long WindowEnd, int Versions, long Bytes) ExactCost(int root, string rel) =>
+        _paths.TryGetValue((root, rel), out var s) ? s.ExactCost : default;
+
+    /// <summary>Records <see cref="ExactCost"/> after a version (nothing when the path has no state, e.g. unreadable).</summary>
+    public void SetExactCost(int root, string rel, (long WindowEnd, int Versions, long Bytes) cost)
+    {
+        if (_paths.TryGetValue((root, rel), out var s))
+        {
+            s.ExactCost = cost;
+        }
+    }
 
     /// <summary>What storing the followed copy of a file cost last time (bytes cut and hashed); 0 when it is not followed.</summary>
     public long LastStoreCost(int root, string rel) => _shadows.TryGetValue((root, rel), out var s) ? s.LastStoreCost : 0;
@@ -889,7 +906,7 @@ internal sealed class Versioner
                 }
             }
 
-            _paths[key] = new PathState(state.Version, state.Stat, null);
+            _paths[key] = new PathState(state.Version, state.Stat, null) { ExactCost = state.ExactCost };
         }
     }
 
@@ -904,7 +921,7 @@ internal sealed class Versioner
             ContentsSuperseded++;
         }
 
-        _paths[key] = new PathState(version, stat, inode);
+        _paths[key] = new PathState(version, stat, inode) { ExactCost = before?.ExactCost ?? default };
     }
 
     /// <summary>
@@ -1006,6 +1023,9 @@ internal sealed class Versioner
         public EntryStat Stat { get; set; } = stat;
 
         public NewVersion Version { get; } = version;
+
+        /// <summary>The name's exact versions in its current hot window (RecordingCore's bound), kept by every state of the name.</summary>
+        public (long WindowEnd, int Versions, long Bytes) ExactCost { get; set; }
 
         public bool Same(NewVersion v) =>
             v.Kind == Version.Kind && v.Mode == Version.Mode && v.Uid == Version.Uid && v.Gid == Version.Gid &&

@@ -63,6 +63,35 @@ public sealed class RecordingCoreTests : IDisposable
     }
 
     [Fact]
+    public void Exact_versions_of_one_name_are_bounded_per_hot_window_also_across_its_deletion()
+    {
+        // 256 exact versions per name and window, then coalesced: a file written 100,000 times a second costs
+        // bounded CPU. The count belongs to the name: deleted and made again within the window, it stays coalesced.
+        // One window spans the whole script (an hour), so nothing here depends on how fast it runs.
+        var script = new List<CaptureEvent> { Event(CaptureKind.Created, "a", knownEmpty: true) };
+        script.AddRange(Enumerable.Range(0, 300).Select(i => Event(CaptureKind.Written, "a", offset: i, payload: "x")));
+        script.Add(Event(CaptureKind.Deleted, "a"));
+        script.Add(Event(CaptureKind.Created, "a", knownEmpty: true));
+        script.Add(Event(CaptureKind.Written, "a", offset: 0, payload: "y"));
+        using (var session = new ScriptedSession(_root, _trace, exactNames: true) { HotWindow = TimeSpan.FromHours(1) })
+        {
+            session.Run([.. script]);
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        var versions = reader.VersionsIn(s).Where(v => v.Rel == "a").ToList();
+        // The CREATE and 255 writes stored exactly (#1-#256); the 45 writes after them coalesced into the state the
+        // deletion found in the followed copy (#301); the deletion (#302); the new file's CREATE and WRITE (#303,
+        // #304) coalesced too, into one version from its copy at the end, dated at its creation.
+        Assert.Equal(Enumerable.Range(1, 256).Select(i => (long)i), versions.Where(v => v.Seq <= 256).Select(v => v.Seq));
+        Assert.Equal([301L, 302, 303], versions.Where(v => v.Seq > 256).Select(v => v.Seq));
+        Assert.Equal(300, versions.Single(v => v.Seq == 301).Size);
+        Assert.Equal(EntryKind.Absent, versions.Single(v => v.Seq == 302).Kind);
+        Assert.Equal(1, versions.Single(v => v.Seq == 303).Size);
+    }
+
+    [Fact]
     public void An_overflow_is_a_LOST_event_then_one_rescan_that_records_what_changed()
     {
         File.WriteAllText(Path.Combine(_root, "old"), "baseline");
@@ -245,6 +274,9 @@ public sealed class RecordingCoreTests : IDisposable
 
         public Action? BeforeEvents { get; set; }
 
+        /// <summary>How long a path's exact versions are counted against their bound (and a read path waits).</summary>
+        public TimeSpan HotWindow { get; init; } = TimeSpan.FromMilliseconds(100);
+
         /// <summary>Reads what is waiting after each event, as a recorder falling behind a burst would.</summary>
         public bool ReadBetweenEvents { get; init; }
 
@@ -253,7 +285,7 @@ public sealed class RecordingCoreTests : IDisposable
             var scripted = new List<CaptureEvent>();
             var source = new ScriptedSource(exactNames, scripted);
             var filter = new PathFilter([root], _writer.TraceDir, []);
-            Core = new RecordingCore(_writer, source, [root], filter, TimeSpan.FromMilliseconds(2), TimeSpan.FromMilliseconds(100), TextWriter.Null);
+            Core = new RecordingCore(_writer, source, [root], filter, TimeSpan.FromMilliseconds(2), HotWindow, TextWriter.Null);
             Core.Begin("scripted", root, RecordingCore.WallNs(), BigFileVersions.DefaultThreshold, stored: null);
             Core.Baseline(commit: true);
             Core.Start();

@@ -132,6 +132,12 @@ internal static class RecordCommand
                 Verbose = pr.GetValue(verbose),
             };
             var result = await new Recorder(options, console.Error).RunAsync(ct).ConfigureAwait(false);
+            if (Environment.GetEnvironmentVariable("DIFFKEEPER_GC_STATS") == "1")
+            {
+                // What the recording allocated and collected (dotnet-counters cannot attach to a NativeAOT binary).
+                console.Error.WriteLine($"diffkeeper: gc: allocated {GC.GetTotalAllocatedBytes(precise: true)} bytes, collections gen0 {GC.CollectionCount(0)}, gen1 {GC.CollectionCount(1)}, gen2 {GC.CollectionCount(2)}, pause {GC.GetTotalPauseDuration().TotalMilliseconds:0} ms");
+            }
+
             var dropped = pr.GetValue(keep) == "on-failure" && result.ExitCode == 0 ? DropContents(options.TraceDir, result) : null;
             if (pr.GetValue(json))
             {
