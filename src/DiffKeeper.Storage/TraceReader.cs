@@ -121,6 +121,9 @@ public sealed class TraceReader : IDisposable
         }
     }
 
+    /// <summary>Whether the connection is inside a transaction (a <see cref="Snapshot"/>, or its writer's: <see cref="Over"/>).</summary>
+    public bool InTransaction => _db.InTransaction;
+
     /// <summary>
     /// Holds one read transaction until disposed, so several queries see the same committed state even while a
     /// recording commits (verify and stats read blobs, then versions: without it a version could name a blob

@@ -514,9 +514,10 @@ public sealed class TraceWriter : IDisposable
     /// <summary>
     /// Deletes pack files the catalog does not list: a pack a crash left before its first commit, or one garbage
     /// collection emptied. Only while no reader has the trace open (<see cref="ReaderLock"/>); returns the ids of
-    /// the files it had to leave.
+    /// the files it had to leave. <paramref name="syncFirst"/>: the catalog is fsynced before the first deletion, for
+    /// a caller whose commits that dropped the packs' rows may not be durable yet (<c>synchronous=NORMAL</c>).
     /// </summary>
-    internal List<long> DeleteUnreferencedPacks(IReadOnlySet<long> known)
+    internal List<long> DeleteUnreferencedPacks(IReadOnlySet<long> known, bool syncFirst = false)
     {
         var garbage = new List<(long Id, string File)>();
         var packsDir = Path.Combine(TraceDir, "packs");
@@ -531,6 +532,11 @@ public sealed class TraceWriter : IDisposable
                     garbage.Add((id, file));
                 }
             }
+        }
+
+        if (syncFirst && garbage.Count > 0)
+        {
+            SyncToDisk();
         }
 
         return [.. DeleteFiles(garbage)];

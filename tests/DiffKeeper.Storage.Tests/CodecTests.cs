@@ -30,7 +30,7 @@ public sealed class CodecTests
     }
 
     [Fact]
-    public void Sha256_from_libcrypto_matches_the_framework_one()
+    public void Sha256_matches_the_framework_one()
     {
         Assert.Equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", Convert.ToHexStringLower(Sha256.HashData([])));
         var data = new byte[300_000];
@@ -46,6 +46,49 @@ public sealed class CodecTests
         var digest = new byte[Sha256.HashSize];
         incremental.Finish(digest);
         Assert.Equal(System.Security.Cryptography.SHA256.HashData(data.AsSpan(0, 1000)), digest);
+    }
+
+    /// <summary>
+    /// native/sha256.c and libcrypto, each called directly (whichever <see cref="Sha256"/> uses), against the framework's
+    /// SHA-256: every length from 0 to 300 (the padding's edge cases) and random lengths appended in random pieces, so
+    /// that a partly filled block is carried across calls.
+    /// </summary>
+    [Fact]
+    public unsafe void Sha256_linked_and_libcrypto_both_match_the_framework_one()
+    {
+        Assert.SkipUnless(Native.Interop.DkSha256.Available() == 1, "this CPU lacks the SHA extensions; libcrypto is used");
+        Assert.True(Sha256.Linked);
+        var random = new Random(3);
+        var data = new byte[300_000];
+        random.NextBytes(data);
+        Span<byte> linked = stackalloc byte[32];
+        Span<byte> crypto = stackalloc byte[32];
+        for (var t = 0; t < 1200; t++)
+        {
+            var length = t <= 300 ? t : random.Next(data.Length);
+            var expected = System.Security.Cryptography.SHA256.HashData(data.AsSpan(0, length));
+            Native.Interop.LibCrypto.Sha256Context a, b;
+            Native.Interop.DkSha256.Init(&a);
+            Assert.Equal(1, Native.Interop.LibCrypto.Sha256Init(&b));
+            fixed (byte* p = data)
+            fixed (byte* l = linked)
+            fixed (byte* c = crypto)
+            {
+                for (var at = 0; at < length;)
+                {
+                    var piece = Math.Min(length - at, random.Next(4) == 0 ? random.Next(100_000) : random.Next(200));
+                    Native.Interop.DkSha256.Update(&a, p + at, (nuint)piece);
+                    Assert.Equal(1, Native.Interop.LibCrypto.Sha256Update(&b, p + at, (nuint)piece));
+                    at += piece;
+                }
+
+                Native.Interop.DkSha256.Final(&a, l);
+                Assert.Equal(1, Native.Interop.LibCrypto.Sha256Final(c, &b));
+            }
+
+            Assert.Equal(expected, linked.ToArray());
+            Assert.Equal(expected, crypto.ToArray());
+        }
     }
 
     [Fact]

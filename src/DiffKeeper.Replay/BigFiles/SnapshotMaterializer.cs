@@ -44,6 +44,10 @@ public static class SnapshotMaterializer
             throw new DiffKeeperException(ExitCode.Usage, "refusing to materialize onto /; choose a directory with --out");
         }
 
+        // One read transaction for every query of the catalog: each statement outside one is a transaction of its own,
+        // and W4's ~210 look-ups of changed blocks' rows took a lock, an fstat and an unlock of the catalog each
+        // (~630 system calls). It also makes the materialization read one committed state of the store throughout.
+        using var consistent = reader.InTransaction ? null : reader.Snapshot();
         var session = reader.Session(id);
         if (session.Capture != SnapshotWriter.Capture)
         {

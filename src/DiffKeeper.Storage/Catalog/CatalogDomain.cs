@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 using DiffKeeper.Core;
 using DiffKeeper.Storage.Codecs;
 using DiffKeeper.Storage.Packs;
@@ -145,11 +146,21 @@ public static class CatalogDomain
     /// </summary>
     public static string Broken(string table, string prefix = "", int format = CatalogSchema.FormatVersion)
     {
-        var cases = Rules[table]
-            .Where(r => (format >= 2 || !Format2Columns.Contains(r.Column)) && (format >= 3 || !Format3Columns.Contains(r.Column))
+        // A loop, not Where(...).Select(...): Select on Where's iterator is a generic virtual method, which NativeAOT
+        // resolves at run time through its type loader, whose first use cost every command that opens a catalog ~1 ms
+        // (perf, materialize; branch `startup` in docs/benchmarks.md).
+        var sql = new StringBuilder("(CASE");
+        foreach (var r in Rules[table])
+        {
+            if ((format >= 2 || !Format2Columns.Contains(r.Column)) && (format >= 3 || !Format3Columns.Contains(r.Column))
                 && (format >= 4 || !Format4Column(table, r.Column)) && (format >= 5 || !Format5Column(table, r.Column)) && (format >= 7 || !Format7Column(table, r.Column)))
-            .Select(r => $"WHEN NOT coalesce(({string.Format(CultureInfo.InvariantCulture, r.Rule, prefix)}), 0) THEN '{r.Column} is not {r.Words}'");
-        return $"(CASE {string.Join(' ', cases)} END)";
+            {
+                sql.Append(" WHEN NOT coalesce((").Append(string.Format(CultureInfo.InvariantCulture, r.Rule, prefix))
+                    .Append("), 0) THEN '").Append(r.Column).Append(" is not ").Append(r.Words).Append('\'');
+            }
+        }
+
+        return sql.Append(" END)").ToString();
     }
 
     /// <summary>The exit-5 sentence for a row a reader found outside its domain.</summary>
