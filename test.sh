@@ -11,6 +11,8 @@ ensure_apt_packages redis-server prometheus python3
 # the HTML report is opened in a real headless browser: Debian's chromium, driven by npm's playwright-core
 ensure_apt_packages chromium
 ensure_npm_dir tests/report-browser
+# the catalog rewrite's crash test (CatalogRewriteCrashTests) kills and fails `record` at chosen system calls with strace
+ensure_apt_packages strace
 # remote-store tests: a real S3 server (s3rver, on node)
 ensure_s3rver
 

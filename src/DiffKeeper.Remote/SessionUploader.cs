@@ -314,6 +314,7 @@ public sealed class SessionUploader
     public static string KeyOf(string traceDir, long sessionId)
     {
         traceDir = Path.GetFullPath(traceDir);
+        using var readers = ReaderLock.Acquire(traceDir); // before the open: a closing writer may be renaming the catalog (TraceReader.Open)
         using var db = SqliteDatabase.Open(Path.Combine(traceDir, "catalog.db"), readOnly: true);
         using var r = db.Prepare("SELECT coalesce(host, ''), started_wall_ns FROM sessions WHERE id = ?1");
         r.Bind(1, sessionId);

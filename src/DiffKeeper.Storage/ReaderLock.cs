@@ -4,10 +4,12 @@ using Microsoft.Win32.SafeHandles;
 namespace DiffKeeper.Storage;
 
 /// <summary>
-/// The flock on &lt;trace&gt;/LOCK.readers: every reader holds it shared for as long as it is open; the writer
-/// deletes pack files that garbage collection unlinked from the catalog only while it can hold it exclusively,
-/// because a reader that started before the collection may still read them. A reader that cannot open the file
-/// (a read-only copy of a trace) runs without it: nothing deletes packs under a trace nobody can write.
+/// The flock on &lt;trace&gt;/LOCK.readers: every reader takes it shared before it opens catalog.db and holds it for
+/// as long as it is open; the writer deletes pack files that garbage collection unlinked from the catalog, and renames
+/// a catalog rewritten in another page size over catalog.db (TraceWriter.CloseCatalog), only while it can hold it
+/// exclusively, because a reader that started before may still read the pack, or hold the replaced catalog open. A
+/// reader that cannot open the file (a read-only copy of a trace) runs without it: nothing deletes packs or renames
+/// catalogs under a trace nobody can write.
 /// </summary>
 public sealed class ReaderLock : IDisposable
 {
@@ -37,6 +39,18 @@ public sealed class ReaderLock : IDisposable
         }
 
         return new ReaderLock(handle);
+    }
+
+    /// <summary>
+    /// Creates LOCK.readers when it is missing (a writer opening the trace, before it makes a catalog); true when it
+    /// was there already. A reader that found no LOCK.readers and could not create it (another user) runs without it:
+    /// only a writer that saw the file there, or made the catalog after it, may rename a catalog under readers.
+    /// </summary>
+    public static bool Ensure(string traceDir)
+    {
+        var existed = File.Exists(Path.Combine(traceDir, "LOCK.readers"));
+        OpenFile(traceDir)?.Dispose();
+        return existed;
     }
 
     // open(2), not File.OpenHandle: .NET's own advisory lock on files it opens would interfere.

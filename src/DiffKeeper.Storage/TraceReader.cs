@@ -57,30 +57,33 @@ public sealed class TraceReader : IDisposable
         CheckExists(traceDir);
         TraceFile.CheckSidecars(traceDir);
 
-        SqliteDatabase db;
-        try
-        {
-            db = SqliteDatabase.Open(catalogPath, readOnly: true);
-        }
-        catch (CatalogException e)
-        {
-            throw new DiffKeeperException(ExitCode.Corrupt, $"cannot open the catalog {catalogPath}: {e.Message}", e);
-        }
-
-        if (TraceFile.OthersMayWrite(traceDir) is { } warning)
-        {
-            Warning?.Invoke(warning);
-        }
-
+        // The lock before the catalog: a writer closing renames a rewritten catalog over catalog.db only while it holds
+        // LOCK.readers exclusively (TraceWriter.CloseCatalog). A reader that opened the file first would keep the
+        // replaced one, and its first read would make a -wal and -shm that then belong to the new file.
         var readerLock = ReaderLock.Acquire(traceDir);
+        SqliteDatabase? db = null;
         try
         {
+            try
+            {
+                db = SqliteDatabase.Open(catalogPath, readOnly: true);
+            }
+            catch (CatalogException e)
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"cannot open the catalog {catalogPath}: {e.Message}", e);
+            }
+
+            if (TraceFile.OthersMayWrite(traceDir) is { } warning)
+            {
+                Warning?.Invoke(warning);
+            }
+
             CatalogSchema.Check(db, catalogPath);
             return new TraceReader(traceDir, db, readerLock);
         }
         catch
         {
-            db.Dispose();
+            db?.Dispose();
             readerLock.Dispose();
             throw;
         }

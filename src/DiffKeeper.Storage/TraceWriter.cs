@@ -213,16 +213,19 @@ public sealed class TraceWriter : IDisposable
         try
         {
             var catalogPath = Path.Combine(traceDir, "catalog.db");
+            var readersLocked = ReaderLock.Ensure(traceDir); // before a new catalog: every reader of it finds the lock
             if (!File.Exists(catalogPath))
             {
                 CreateCatalog(catalogPath);
+                readersLocked = true;
             }
 
+            DeleteResizedCatalog(traceDir); // a copy a kill left half made or not yet renamed (CloseCatalog)
             var db = SqliteDatabase.Open(catalogPath, readOnly: false);
             try
             {
                 CatalogSchema.CreateOrCheck(db, catalogPath);
-                var writer = new TraceWriter(traceDir, traceLock, db);
+                var writer = new TraceWriter(traceDir, traceLock, db) { _mayReplaceCatalog = readersLocked };
                 writer.Recover();
                 using (var any = db.Prepare("SELECT EXISTS(SELECT 1 FROM blobs)"))
                 {
@@ -241,6 +244,150 @@ public sealed class TraceWriter : IDisposable
         {
             traceLock.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>A catalog at most this big in 4 KiB pages is rewritten in 1 KiB pages when its writer closes.</summary>
+    internal const long SmallCatalog = 256 << 10;
+
+    /// <summary>A catalog at least this big in 1 KiB pages is rewritten in 4 KiB pages when its writer closes.</summary>
+    internal const long LargeCatalog = 4 << 20;
+
+    /// <summary>The name of a catalog being rewritten in another page size (<see cref="CloseCatalog"/>).</summary>
+    internal const string ResizedCatalog = "catalog.db.resized";
+
+    // Whether every reader of the catalog found LOCK.readers there (ReaderLock.Ensure): false when this writer had to
+    // create it under a catalog it did not make, as a reader of another user may then be running without it.
+    private bool _mayReplaceCatalog;
+
+    /// <summary>
+    /// Closes the catalog; a small one in 4 KiB pages is first rewritten in 1 KiB pages, a large one in 1 KiB pages
+    /// in 4 KiB pages (docs/store-format.md, "The catalog's page size"). Every table and index takes at least a page:
+    /// W1's catalog (20 sessions of one 1 MiB file) was 22 mostly empty 4 KiB pages, 90 KB, 3 % of the trace. A trace
+    /// is created in 4 KiB pages, so a write storm's first session never writes in 1 KiB pages.
+    /// The copy (<c>VACUUM INTO</c> a temporary name, put in WAL mode, given the catalog's mode and owner, synced) is
+    /// made without holding off readers: nothing else changes the catalog while this writer holds LOCK, so the copy
+    /// is as current at the rename as when it was made, whatever its size. Only the rename waits for readers: it is
+    /// done once this connection closed as the last one (no <c>-wal</c> or <c>-shm</c> left) and while LOCK.readers
+    /// is held exclusively, so no reader has the old file open (every reader takes the lock before it opens the
+    /// catalog) and one starting meanwhile waits for a rename, not a copy. Either name is a whole catalog at every
+    /// moment; a temporary copy a kill or a failure left is deleted. Best effort: anything in the way (a reader, a
+    /// size limit the copy would pass, a full disk) leaves the catalog as it was.
+    /// </summary>
+    private void CloseCatalog()
+    {
+        var catalog = Path.Combine(TraceDir, "catalog.db");
+        var temp = Path.Combine(TraceDir, ResizedCatalog);
+        var copied = false; // temp is a whole catalog in WAL mode, with catalog.db's mode and owner, synced
+        try
+        {
+            copied = CopyInOtherPageSize(catalog, temp);
+        }
+        catch (Exception e) when (e is CatalogException or DiffKeeperException or IOException or UnauthorizedAccessException)
+        {
+        }
+        finally
+        {
+            _db.Dispose();
+        }
+
+        var renamed = false;
+        try
+        {
+            if (copied)
+            {
+                using var readers = ReaderLock.TryExclusive(TraceDir);
+                renamed = readers is not null && !File.Exists(catalog + "-wal") && !File.Exists(catalog + "-shm") &&
+                    Native.Interop.Libc.RenameAt(Native.Interop.Libc.AT_FDCWD, temp, Native.Interop.Libc.AT_FDCWD, catalog) == 0;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+        finally
+        {
+            if (!renamed)
+            {
+                DeleteResizedCatalog(TraceDir);
+            }
+        }
+
+        if (renamed)
+        {
+            _ = Native.Interop.Libc.FsyncPath(TraceDir, directory: true);
+        }
+    }
+
+    /// <summary>
+    /// Writes the catalog in the other page size to <paramref name="temp"/> when its size calls for it (see
+    /// <see cref="CloseCatalog"/>); false when it does not, or when the copy is not whole, in WAL mode, with the
+    /// catalog's mode and owner, and synced.
+    /// </summary>
+    private bool CopyInOtherPageSize(string catalog, string temp)
+    {
+        long pageSize, bytes;
+        using (var pragma = _db.Prepare("SELECT page_size, page_count FROM pragma_page_size(), pragma_page_count()"))
+        {
+            pragma.Step();
+            (pageSize, bytes) = (pragma.Int64(0), pragma.Int64(0) * pragma.Int64(1));
+        }
+
+        var target = pageSize == 4096 && bytes <= SmallCatalog ? 1024 : pageSize == 1024 && bytes >= LargeCatalog ? 4096 : 0;
+        if (target == 0 || !_mayReplaceCatalog || TraceFile.NotRegularKind(catalog) is not null ||
+            (_sizeLimit is { } limit && TraceSizeLimit.Measure(TraceDir) + bytes > limit.Bytes))
+        {
+            return false;
+        }
+
+        using (var probe = ReaderLock.TryExclusive(TraceDir))
+        {
+            if (probe is null)
+            {
+                return false; // a reader now is likely a reader at the rename: not worth the copy
+            }
+        }
+
+        if (Native.Interop.Libc.StatxCall(Native.Interop.Libc.AT_FDCWD, catalog, Native.Interop.Libc.AT_SYMLINK_NOFOLLOW,
+                Native.Interop.Libc.STATX_BASIC_STATS, out var original) != 0)
+        {
+            return false;
+        }
+
+        DeleteResizedCatalog(TraceDir);
+        _db.Execute(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"PRAGMA page_size={target};"));
+        using (var copy = _db.Prepare("VACUUM INTO ?1"))
+        {
+            copy.Bind(1, temp).Run();
+        }
+
+        // VACUUM INTO writes a rollback-journal database; in WAL mode, as every catalog, a writer never waits for readers.
+        SqliteDatabase.Open(temp, readOnly: false).Dispose();
+        if (File.Exists(temp + "-wal") || File.Exists(temp + "-shm") || File.Exists(temp + "-journal"))
+        {
+            return false; // not all in the one file
+        }
+
+        // The copy is this process's new file: it gets the catalog's owner, then its mode (chown clears set-id bits).
+        using var h = TraceFile.OpenRegular(temp, write: true);
+        var fd = (int)h.DangerousGetHandle();
+        return Native.Interop.Libc.StatxCall(fd, "", Native.Interop.Libc.AT_EMPTY_PATH, Native.Interop.Libc.STATX_BASIC_STATS, out var made) == 0 &&
+            ((made.Uid == original.Uid && made.Gid == original.Gid) || Native.Interop.Libc.Fchown(fd, (int)original.Uid, (int)original.Gid) == 0) &&
+            Native.Interop.Libc.Fchmod(fd, original.Mode & 0xFFF) == 0 &&
+            Native.Interop.Libc.Fsync(fd) == 0; // VACUUM INTO does not sync what it writes
+    }
+
+    /// <summary>Deletes a <see cref="ResizedCatalog"/> and its journal files; best effort (the next writer tries again).</summary>
+    private static void DeleteResizedCatalog(string traceDir)
+    {
+        foreach (var suffix in (ReadOnlySpan<string>)["", "-journal", "-wal", "-shm"])
+        {
+            try
+            {
+                File.Delete(Path.Combine(traceDir, ResizedCatalog + suffix));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+            }
         }
     }
 
@@ -2021,7 +2168,7 @@ public sealed class TraceWriter : IDisposable
         _insertDelta.Dispose();
         _bases.Dispose();
         _pack?.Dispose();
-        _db.Dispose();
+        CloseCatalog();
         RemoveEmptyPackDirectories();
         lock (OpenHere)
         {
