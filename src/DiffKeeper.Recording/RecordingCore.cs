@@ -439,6 +439,7 @@ internal sealed class RecordingCore
                     exact = _versioner.ApplyWrite(e.Root, e.Path, e.Offset, payload.Span);
                     PayloadMemory.KeepAlive(payload); // an eBPF payload's slab is reused once unreachable: not before the copy
                 }
+
                 if (!exact)
                 {
                     _versioner.DropShadow(e.Root, e.Path); // bytes not carried: the copy no longer matches the file

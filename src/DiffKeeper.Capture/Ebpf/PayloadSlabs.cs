@@ -28,9 +28,6 @@ internal sealed unsafe class PayloadSlabs : IDisposable
     private Slab? _current;
     private int _used;
 
-    /// <summary>Slabs mapped so far (a measure for tests and benchmarks: with reuse it stops growing).</summary>
-    public int Mapped { get; private set; }
-
     /// <summary>A copy of <paramref name="payload"/> (at most <see cref="SlabSize"/> bytes) in a slab, or null when no slab could be mapped.</summary>
     public ReadOnlyMemory<byte>? Copy(ReadOnlySpan<byte> payload)
     {
@@ -69,13 +66,7 @@ internal sealed unsafe class PayloadSlabs : IDisposable
             return (byte*)p;
         }
 
-        var mapped = Map();
-        if (mapped is not null)
-        {
-            Mapped++;
-        }
-
-        return mapped;
+        return Map();
     }
 
     // 2 MiB aligned, so the whole slab can be one huge page: twice the size mapped, the ends cut off.
