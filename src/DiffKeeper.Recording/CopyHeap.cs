@@ -5,11 +5,12 @@ namespace DiffKeeper.Recording;
 /// <summary>
 /// The native memory of followed copies (<see cref="NativeBuffer"/>): blocks of a power of two from 4 KiB to 1 MiB cut
 /// from 2 MiB chunks, each chunk one transparent huge page where the kernel gives one (<c>MADV_HUGEPAGE</c>) and
-/// populated in one call where it does not (<c>MADV_POPULATE_WRITE</c>); a larger copy is a mapping of its own,
-/// advised and populated the same way. glibc's malloc gave an untar's ~130 MB of copies fresh heap pages one fault at a
-/// time (~40,000 faults at ~7–25 µs each on this VM, a trap to the hypervisor, on the recorder's thread). A freed
-/// block goes to its size's free list and is used again; chunks are never unmapped (a `record` ends with its copies;
-/// a keep-mode agent keeps its peak). Thread-safe: the recorder allocates, finalizers free.
+/// populated in one call where it does not (<c>MADV_POPULATE_WRITE</c>); a larger copy is a mapping of its own, advised
+/// the same way but not populated (a capacity doubled ahead of the size may never be touched). glibc's malloc gave an
+/// untar's ~130 MB of copies fresh heap pages one fault at a time (~40,000 faults at ~7–25 µs each on this VM, a trap
+/// to the hypervisor, on the recorder's thread). A freed block goes to its size's free list and is used again; chunks
+/// are never unmapped (a `record` ends with its copies; a keep-mode agent keeps its peak). Thread-safe: the recorder
+/// allocates, finalizers free.
 /// </summary>
 internal static unsafe class CopyHeap
 {
@@ -25,7 +26,7 @@ internal static unsafe class CopyHeap
         if (size > 1L << MaxShift)
         {
             capacity = (size + ChunkSize - 1) & ~(long)(ChunkSize - 1);
-            return Map(capacity);
+            return Map(capacity, populate: false); // a doubled capacity: its upper half may never be touched
         }
 
         var shift = Math.Max(MinShift, 64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)size - 1));
@@ -39,7 +40,7 @@ internal static unsafe class CopyHeap
             }
         }
 
-        var chunk = Map(ChunkSize);
+        var chunk = Map(ChunkSize, populate: true);
         lock (Gate)
         {
             for (var at = ChunkSize - capacity; at > 0; at -= capacity)
@@ -68,7 +69,7 @@ internal static unsafe class CopyHeap
     }
 
     // Aligned to 2 MiB, so every whole 2 MiB of it can be a huge page: mapped 2 MiB larger, the ends cut off.
-    private static byte* Map(long length)
+    private static byte* Map(long length, bool populate)
     {
         var raw = (byte*)Libc.Mmap(null, (nuint)(length + ChunkSize), Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0);
         if (raw == (byte*)-1)
@@ -89,7 +90,10 @@ internal static unsafe class CopyHeap
         }
 
         _ = Libc.Madvise(start, (nuint)length, Libc.MADV_HUGEPAGE); // EINVAL without THP
-        _ = Libc.Madvise(start, (nuint)length, Libc.MADV_POPULATE_WRITE); // before Linux 5.14 EINVAL: faults as before
+        if (populate)
+        {
+            _ = Libc.Madvise(start, (nuint)length, Libc.MADV_POPULATE_WRITE); // before Linux 5.14 EINVAL: faults as before
+        }
         return start;
     }
 }
