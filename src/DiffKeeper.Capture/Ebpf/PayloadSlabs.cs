@@ -28,6 +28,9 @@ internal sealed unsafe class PayloadSlabs : IDisposable
     private Slab? _current;
     private int _used;
 
+    /// <summary>Slabs mapped so far (with reuse it stops growing once the backlog does).</summary>
+    public int Mapped { get; private set; }
+
     /// <summary>A copy of <paramref name="payload"/> (at most <see cref="SlabSize"/> bytes) in a slab, or null when no slab could be mapped.</summary>
     public ReadOnlyMemory<byte>? Copy(ReadOnlySpan<byte> payload)
     {
@@ -66,7 +69,9 @@ internal sealed unsafe class PayloadSlabs : IDisposable
             return (byte*)p;
         }
 
-        return Map();
+        var mapped = Map();
+        Mapped += mapped is null ? 0 : 1;
+        return mapped;
     }
 
     // 2 MiB aligned, so the whole slab can be one huge page: twice the size mapped, the ends cut off.
