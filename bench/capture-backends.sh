@@ -5,7 +5,8 @@
 # `diffkeeper record --capture ebpf|fanotify|inotify`; then the events and losses of ebpf and fanotify at a
 # steady 100,000 writes a second. Work files go to a tmpfs
 # mounted for the run (so disk write-back does not dominate); results to bench/results/capture-*.json and a
-# markdown table on stdout. Needs root for eBPF and the mount. BENCH_RUNS (default 5) runs per command.
+# markdown table on stdout. Needs root for eBPF and the mount. BENCH_RUNS (default 5) runs per command;
+# BENCH_ONLY (writes16, creates, tarball, make or paced, comma-separated) runs only those workloads.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DK=${DIFFKEEPER:-$REPO/bin/diffkeeper}
@@ -44,8 +45,11 @@ $(OUT)/%.o: %.c
 MAKE
 mkdir -p "$W/ws" "$W/traces"
 n=0
+ONLY=${BENCH_ONLY:-}
+wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 run() { # run NAME WORKLOAD-COMMAND
   local name=$1 prog=$2
+  wanted "$name" || return 0
   hyperfine --style basic --runs "$RUNS" --warmup 1 --export-json "$RESULTS/capture-$name.json" \
     --prepare "rm -rf '$W/ws' '$W/traces'; mkdir -p '$W/ws' '$W/traces'" \
     -n bare "$prog" \
@@ -68,6 +72,7 @@ run tarball "tar -xf $W/src.tar -C $W/ws"
 run make "make -s -j2 -C $W/proj OUT=$W/ws"
 
 # Losses at a steady rate: 100,000 writes of 16 bytes a second for 5 s (paced in 1 ms slices).
+wanted paced || exit 0
 echo
 echo "| backend | sustained 100,000 writes/s for 5 s: events recorded | lost |"
 echo "|---|---|---|"

@@ -13,12 +13,13 @@ namespace DiffKeeper.Recording;
 /// </summary>
 internal sealed unsafe class FileShadow
 {
-    // From NativeFrom bytes on, the bytes live in native memory (malloc, grown by realloc, freed when the copy is
-    // collected). As arrays on the GC heap, an untar's ~130 MB of copies (tar writes 10 KiB at a time, so each grew by
-    // doubling) were most of the recorder's allocations: every collection copied the survivors (every copy survives),
-    // every new page was a fault (a trap on this VM), and each growth copied the old array; realloc grows in place or
-    // by mremap, and the allocator reuses what it frees. Below it (20,000 files of 100 B), an array: one allocation
-    // from the GC's context, and no finalizable object per file.
+    // From NativeFrom bytes on, the bytes live in native memory (CopyHeap: power-of-two blocks in huge pages, moved
+    // to a larger block to grow, given back when the copy is collected). As arrays on the GC heap, an untar's ~130 MB
+    // of copies (tar writes 10 KiB at a time, so each grew by doubling) were most of the recorder's allocations: every
+    // collection copied the survivors (every copy survives), every new page was a fault (a trap on this VM), and each
+    // growth copied the old array; glibc's malloc after that still faulted every new heap page in alone (~40,000
+    // faults an untar). Below it (20,000 files of 100 B), an array: one allocation from the GC's context, and no
+    // finalizable object per file.
     private const int NativeFrom = 4096;
     private byte[] _array = [];
     private NativeBuffer? _native;
@@ -303,7 +304,7 @@ internal sealed unsafe class FileShadow
             var capacity = Math.Min(Array.MaxLength, Math.Max(size, Math.Min(2L * Footprint, size + (64 << 20))));
             if (_native is { } native)
             {
-                native.Grow(capacity);
+                native.Grow(capacity, Size);
             }
             else if (capacity >= NativeFrom)
             {
@@ -321,29 +322,37 @@ internal sealed unsafe class FileShadow
     }
 }
 
-/// <summary>Bytes in native memory (malloc), grown by realloc, freed when the buffer is collected.</summary>
+/// <summary>Bytes in native memory (<see cref="CopyHeap"/>), grown by moving to a larger block, given back when the buffer is collected.</summary>
 internal sealed unsafe class NativeBuffer
 {
     public NativeBuffer(long capacity)
     {
-        Pointer = (byte*)NativeMemory.Alloc((nuint)capacity);
-        Capacity = capacity;
+        Pointer = CopyHeap.Allocate(capacity, out var given);
+        Capacity = given;
     }
 
     ~NativeBuffer()
     {
-        NativeMemory.Free(Pointer);
+        CopyHeap.Free(Pointer, Capacity);
     }
 
     public byte* Pointer { get; private set; }
 
     public long Capacity { get; private set; }
 
-    /// <summary>Grows to <paramref name="capacity"/> bytes, keeping the old ones (the pointer may change).</summary>
-    public void Grow(long capacity)
+    /// <summary>Grows to at least <paramref name="capacity"/> bytes, keeping the first <paramref name="used"/> (the pointer may change).</summary>
+    public void Grow(long capacity, long used)
     {
-        Pointer = (byte*)NativeMemory.Realloc(Pointer, (nuint)capacity);
-        Capacity = capacity;
+        if (capacity <= Capacity)
+        {
+            return;
+        }
+
+        var grown = CopyHeap.Allocate(capacity, out var given);
+        Buffer.MemoryCopy(Pointer, grown, given, used);
+        CopyHeap.Free(Pointer, Capacity);
+        Pointer = grown;
+        Capacity = given;
     }
 }
 

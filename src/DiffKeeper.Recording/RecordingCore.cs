@@ -431,7 +431,13 @@ internal sealed class RecordingCore
 
             case CaptureKind.Written:
             {
-                var exact = e.Payload is { } payload && _versioner.ApplyWrite(e.Root, e.Path, e.Offset, payload.Span);
+                var exact = false;
+                if (e.Payload is { } payload)
+                {
+                    exact = _versioner.ApplyWrite(e.Root, e.Path, e.Offset, payload.Span);
+                    PayloadMemory.KeepAlive(payload); // an eBPF payload's slab is reused once unreachable: not before the copy
+                }
+
                 if (!exact)
                 {
                     _versioner.DropShadow(e.Root, e.Path); // bytes not carried: the copy no longer matches the file

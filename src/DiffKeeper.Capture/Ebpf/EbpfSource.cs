@@ -170,6 +170,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
         _links.Clear();
         ReleaseRing();
         _ringReleased?.GetAwaiter().GetResult();
+        _slabs.Dispose(); // the reader is gone; slabs still held by events are unmapped when they are collected
         _object?.Dispose();
         _skeleton?.Dispose(); // detaches the programs and closes the maps
         if (_self.IsAllocated)
@@ -863,14 +864,12 @@ public sealed unsafe class EbpfSource : ICaptureSource
         return true;
     }
 
-    // A write's bytes, copied out of the ring into memory the recorder reads later: cut from 1 MiB slabs, which the
-    // GC allocates on its large-object heap and never moves. An array per payload (with ToArray's zeroing) made an
-    // untar's 130 MB of payloads gen0 objects that survived while the recorder caught up: the collections that copied
-    // them were ~15 % of its samples, every managed thread stopped meanwhile. A slab lives while any event cut from it
-    // does; only this thread (the ring's callback) cuts.
-    private const int SlabSize = 1 << 20;
-    private byte[] _slab = [];
-    private int _slabUsed;
+    // A write's bytes, copied out of the ring into memory the recorder reads later: cut from native 2 MiB slabs that
+    // are used again once no event cut from them is reachable (PayloadSlabs). An array per payload (with ToArray's
+    // zeroing) made an untar's 130 MB of payloads gen0 objects the collections copied; 1 MiB arrays on the GC's
+    // large-object heap after that were fresh memory at every slab, a page fault per 4 KiB (~40 % of this thread's
+    // samples in an untar). Only this thread (the ring's callback) cuts.
+    private readonly PayloadSlabs _slabs = new();
 
     // Null when the write's bytes did not travel (larger than the limit, or read back). Never `cond ? memory : null`:
     // null converts to ReadOnlyMemory<byte> through byte[], so that expression is an empty payload, not none.
@@ -886,23 +885,15 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private ReadOnlyMemory<byte> CopyPayload(ReadOnlySpan<byte> payload)
     {
-        if (payload.Length > SlabSize / 8)
+        if (payload.Length <= PayloadSlabs.SlabSize / 8 && _slabs.Copy(payload) is { } cut)
         {
-            var own = GC.AllocateUninitializedArray<byte>(payload.Length);
-            payload.CopyTo(own);
-            return own;
+            return cut;
         }
 
-        if (_slab.Length - _slabUsed < payload.Length)
-        {
-            _slab = GC.AllocateUninitializedArray<byte>(SlabSize);
-            _slabUsed = 0;
-        }
-
-        var at = _slabUsed;
-        payload.CopyTo(_slab.AsSpan(at));
-        _slabUsed = at + payload.Length;
-        return new ReadOnlyMemory<byte>(_slab, at, payload.Length);
+        // Larger than --max-payload allows today, or no slab could be mapped: an array of its own.
+        var own = GC.AllocateUninitializedArray<byte>(payload.Length);
+        payload.CopyTo(own);
+        return own;
     }
 
     private static long ToStopwatch(ulong monotonicNs) =>
