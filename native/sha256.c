@@ -108,6 +108,9 @@ void dk_sha256_init(dk_sha256_ctx *c)
 void dk_sha256_update(dk_sha256_ctx *c, const uint8_t *data, size_t len)
 {
     c->length += len;
+    if (len == 0) {
+        return;
+    }
     if (c->used > 0) {
         size_t take = 64 - c->used < len ? 64 - c->used : len;
         memcpy(c->block + c->used, data, take);
@@ -125,7 +128,9 @@ void dk_sha256_update(dk_sha256_ctx *c, const uint8_t *data, size_t len)
         data += len & ~(size_t)63;
         len &= 63;
     }
-    memcpy(c->block, data, len);
+    if (len > 0) {
+        memcpy(c->block, data, len); // data may be NULL when len is 0 (an empty span)
+    }
     c->used = (uint32_t)len;
 }
 

@@ -23,6 +23,7 @@ internal static unsafe class CopyHeap
     /// <summary>At least <paramref name="size"/> bytes (uninitialized); <paramref name="capacity"/> says how many.</summary>
     public static byte* Allocate(long size, out long capacity)
     {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(size);
         if (size > 1L << MaxShift)
         {
             capacity = (size + ChunkSize - 1) & ~(long)(ChunkSize - 1);
@@ -55,6 +56,7 @@ internal static unsafe class CopyHeap
     /// <summary>Gives back a block <see cref="Allocate"/> returned with this capacity.</summary>
     public static void Free(byte* block, long capacity)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1L << MinShift);
         if (capacity > 1L << MaxShift)
         {
             _ = Libc.Munmap(block, (nuint)capacity);

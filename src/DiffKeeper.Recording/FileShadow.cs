@@ -333,7 +333,10 @@ internal sealed unsafe class NativeBuffer
 
     ~NativeBuffer()
     {
-        CopyHeap.Free(Pointer, Capacity);
+        if (Pointer != null) // null when the constructor's allocation failed (out of memory): nothing to give back
+        {
+            CopyHeap.Free(Pointer, Capacity);
+        }
     }
 
     public byte* Pointer { get; private set; }

@@ -22,7 +22,12 @@ public sealed class ReaderLock : IDisposable
         var handle = OpenFile(traceDir);
         if (handle is not null)
         {
-            _ = Libc.Flock((int)handle.DangerousGetHandle(), Libc.LOCK_SH);
+            // Interrupted: again. Any other failure (ENOLCK on a file system without locks) runs without it, as a
+            // reader that could not open the file does; a writer's exclusive flock there fails too, so it renames nothing.
+            while (Libc.Flock((int)handle.DangerousGetHandle(), Libc.LOCK_SH) != 0 &&
+                   System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Libc.EINTR)
+            {
+            }
         }
 
         return new ReaderLock(handle);

@@ -253,6 +253,9 @@ public sealed class TraceWriter : IDisposable
     /// <summary>A catalog at least this big in 1 KiB pages is rewritten in 4 KiB pages when its writer closes.</summary>
     internal const long LargeCatalog = 4 << 20;
 
+    /// <summary>The largest catalog in 1 KiB pages a close rewrites in 4 KiB pages.</summary>
+    internal const long MaxRewrite = 64 << 20;
+
     /// <summary>The name of a catalog being rewritten in another page size (<see cref="CloseCatalog"/>).</summary>
     internal const string ResizedCatalog = "catalog.db.resized";
 
@@ -294,7 +297,9 @@ public sealed class TraceWriter : IDisposable
         var renamed = false;
         try
         {
-            if (copied)
+            // The directory synced first: the close's unlink of the old -wal must reach the disk before the rename
+            // does, or a power cut could leave the new catalog beside the old catalog's WAL, whose frames are valid.
+            if (copied && Native.Interop.Libc.FsyncPath(TraceDir, directory: true))
             {
                 using var readers = ReaderLock.TryExclusive(TraceDir);
                 renamed = readers is not null && !File.Exists(catalog + "-wal") && !File.Exists(catalog + "-shm") &&
@@ -332,7 +337,9 @@ public sealed class TraceWriter : IDisposable
             (pageSize, bytes) = (pragma.Int64(0), pragma.Int64(0) * pragma.Int64(1));
         }
 
-        var target = pageSize == 4096 && bytes <= SmallCatalog ? 1024 : pageSize == 1024 && bytes >= LargeCatalog ? 4096 : 0;
+        // Back to 4 KiB only up to MaxRewrite: a catalog that grew far past it in one writer's life (keep mode for
+        // days) would make the close copy all of it; it stays in 1 KiB pages.
+        var target = pageSize == 4096 && bytes <= SmallCatalog ? 1024 : pageSize == 1024 && bytes >= LargeCatalog && bytes <= MaxRewrite ? 4096 : 0;
         if (target == 0 || !_mayReplaceCatalog || TraceFile.NotRegularKind(catalog) is not null ||
             (_sizeLimit is { } limit && TraceSizeLimit.Measure(TraceDir) + bytes > limit.Bytes))
         {
@@ -348,8 +355,14 @@ public sealed class TraceWriter : IDisposable
         }
 
         if (Native.Interop.Libc.StatxCall(Native.Interop.Libc.AT_FDCWD, catalog, Native.Interop.Libc.AT_SYMLINK_NOFOLLOW,
-                Native.Interop.Libc.STATX_BASIC_STATS, out var original) != 0)
+                Native.Interop.Libc.STATX_BASIC_STATS, out var original) != 0 ||
+            Native.Interop.Libc.StatxCall(Native.Interop.Libc.AT_FDCWD, Path.Combine(TraceDir, "LOCK.readers"), Native.Interop.Libc.AT_SYMLINK_NOFOLLOW,
+                Native.Interop.Libc.STATX_BASIC_STATS, out var readersLock) != 0 ||
+            ((readersLock.Mode & 0x124) != 0x124 && // 0444: anyone opens it
+             (readersLock.Uid != original.Uid || readersLock.Gid != original.Gid || (original.Mode & 0x124 & ~readersLock.Mode) != 0)))
         {
+            // Whoever may read catalog.db must be able to open LOCK.readers: a reader who cannot runs without the
+            // lock, and a rename could be made under it.
             return false;
         }
 
@@ -494,7 +507,9 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        var left = DeleteUnreferencedPacks(packs.Select(p => p.Id).ToHashSet());
+        // The last writer's commits may be in the page cache only (a pass commits at synchronous=NORMAL): synced
+        // before a pack they stopped naming is deleted.
+        var left = DeleteUnreferencedPacks(packs.Select(p => p.Id).ToHashSet(), syncFirst: true);
         _nextPackId = packs.Select(p => p.Id).Concat(left).DefaultIfEmpty(0).Max() + 1;
         _db.Execute("UPDATE sessions SET state = 'interrupted' WHERE state = 'recording'");
     }
@@ -534,9 +549,9 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        if (syncFirst && garbage.Count > 0)
+        if (syncFirst && garbage.Count > 0 && !SyncToDisk())
         {
-            SyncToDisk();
+            return [.. garbage.Select(g => g.Id)]; // the commits that stopped naming them may not be durable: kept
         }
 
         return [.. DeleteFiles(garbage)];
@@ -1984,9 +1999,11 @@ public sealed class TraceWriter : IDisposable
     /// <summary>
     /// fsyncs every pack written since the last call and the catalog (its WAL and database file). Thread-safe, and
     /// meant to run beside the writer's thread (keep mode, <see cref="DeferSyncToCaller"/>): it syncs at least what
-    /// was committed before it was called.
+    /// was committed before it was called. False when a file that exists could not be synced (EIO, no descriptor
+    /// left): what was committed may not be durable, so a caller about to delete the pack files those commits
+    /// stopped naming keeps them (a missing <c>-wal</c> is no failure: nothing is in it).
     /// </summary>
-    public void SyncToDisk()
+    public bool SyncToDisk()
     {
         List<string> packs;
         lock (_unsynced)
@@ -1995,10 +2012,16 @@ public sealed class TraceWriter : IDisposable
             _unsynced.Clear();
         }
 
+        var ok = true;
         foreach (var path in packs.Append(Path.Combine(TraceDir, "catalog.db-wal")).Append(Path.Combine(TraceDir, "catalog.db")))
         {
-            Native.Interop.Libc.FsyncPath(path);
+            if (!Native.Interop.Libc.FsyncPath(path) && File.Exists(path))
+            {
+                ok = false;
+            }
         }
+
+        return ok;
     }
 
     /// <summary>Whether anything was added since the last commit.</summary>
@@ -2168,13 +2191,19 @@ public sealed class TraceWriter : IDisposable
         _insertDelta.Dispose();
         _bases.Dispose();
         _pack?.Dispose();
-        CloseCatalog();
-        RemoveEmptyPackDirectories();
-        lock (OpenHere)
+        try
         {
-            OpenHere.Remove(TraceDir);
+            CloseCatalog();
+            RemoveEmptyPackDirectories();
         }
+        finally
+        {
+            lock (OpenHere)
+            {
+                OpenHere.Remove(TraceDir);
+            }
 
-        _lock.Dispose();
+            _lock.Dispose();
+        }
     }
 }

@@ -29,7 +29,8 @@ public sealed class CatalogRewriteCrashTests : IDisposable
         { "the copy cannot be synced", "fsync:error=EIO", false, 4096 },
         { "kill before the rename", "renameat:error=EIO:signal=KILL", true, 4096 },
         { "the rename fails", "renameat:error=EIO", false, 4096 },
-        { "kill after the rename, before the directory is synced", "fsync:signal=KILL", true, 1024 }, // on the trace directory
+        { "kill before the rename, as the old WAL's unlink is synced", "fsync:signal=KILL:when=1", true, 4096 }, // on the trace directory
+        { "kill after the rename, before the directory is synced", "fsync:signal=KILL:when=2", true, 1024 }, // on the trace directory
     };
 
     [Theory]

@@ -145,6 +145,33 @@ public sealed class CatalogPageSizeTests : IDisposable
     }
 
     [Fact]
+    public void A_catalog_some_reader_could_open_without_LOCK_readers_is_left_as_it_is()
+    {
+        // LOCK.readers 0600 of another owner beside a catalog anyone may read: a reader of a third user opens the
+        // catalog without the lock, so no rename may be made under it.
+        if (Environment.UserName != "root")
+        {
+            Assert.Skip("giving a file to another user needs root");
+        }
+
+        var trace = Written("t", "hello");
+        InFourKiBPages(trace);
+        var readers = Path.Combine(trace, "LOCK.readers");
+        File.SetUnixFileMode(readers, UnixFileMode.UserRead | UnixFileMode.UserWrite); // 600
+        using (var h = File.OpenHandle(readers, FileMode.Open, FileAccess.ReadWrite))
+        {
+            Assert.Equal(0, Native.Interop.Libc.Fchown((int)h.DangerousGetHandle(), 4321, 8765));
+        }
+
+        using (var w = TraceWriter.Open(trace))
+        {
+            TraceStoreTests.WriteSession(w, _dir.Path, ("b.txt", "again"u8.ToArray()));
+        }
+
+        Assert.Equal(4096, Catalog(trace).PageSize);
+    }
+
+    [Fact]
     public void A_writer_that_had_to_create_LOCK_readers_under_an_existing_catalog_leaves_the_catalog_as_it_is()
     {
         // A reader of another user that found no LOCK.readers and could not create it reads without it: this writer

@@ -34,6 +34,11 @@ internal sealed unsafe class PayloadSlabs : IDisposable
     /// <summary>A copy of <paramref name="payload"/> (at most <see cref="SlabSize"/> bytes) in a slab, or null when no slab could be mapped.</summary>
     public ReadOnlyMemory<byte>? Copy(ReadOnlySpan<byte> payload)
     {
+        if (payload.Length > SlabSize)
+        {
+            return null; // the caller keeps it in an array of its own
+        }
+
         if (_current is null || SlabSize - _used < payload.Length)
         {
             var memory = Rent();

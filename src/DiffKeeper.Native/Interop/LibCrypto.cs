@@ -17,7 +17,7 @@ public static unsafe partial class LibCrypto
     [StructLayout(LayoutKind.Sequential)]
     public struct Sha256Context
     {
-        private fixed uint _words[28];
+        private fixed ulong _words[14]; // 112 bytes, 8-byte aligned: OpenSSL's SHA256_CTX and native/sha256.c's context fit
     }
 
     [LibraryImport(Lib, EntryPoint = "SHA256_Init")]

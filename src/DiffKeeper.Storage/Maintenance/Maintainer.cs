@@ -126,9 +126,8 @@ public sealed class Maintainer : IDisposable
         // commits that dropped the packs' rows are made durable first: a power loss must not bring back a row that
         // names a deleted file.
         _filesLeft.UnionWith(repack.DroppedIds);
-        if (_filesLeft.Count > 0)
+        if (_filesLeft.Count > 0 && _writer.SyncToDisk()) // not synced: the files stay, and the next pass tries again
         {
-            _writer.SyncToDisk();
             var left = _writer.DeletePackFiles(_filesLeft);
             _filesLeft.Clear();
             _filesLeft.UnionWith(left);
