@@ -8,6 +8,11 @@
 # markdown table on stdout. Needs root for eBPF and the mount. BENCH_RUNS (default 5) runs per command;
 # BENCH_ONLY (writes16, creates, tarball, make or paced, comma-separated) runs only those workloads.
 set -euo pipefail
+case ${1:-} in
+  -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  '') ;;
+  *) echo "capture-backends.sh takes no arguments (settings are environment variables: see --help)" >&2; exit 2 ;;
+esac
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DK=${DIFFKEEPER:-$REPO/bin/diffkeeper}
 RUNS=${BENCH_RUNS:-5}
