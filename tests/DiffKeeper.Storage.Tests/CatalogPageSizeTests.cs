@@ -34,17 +34,7 @@ public sealed class CatalogPageSizeTests : IDisposable
         Assert.Equal(4096, Catalog(trace).PageSize);
     }
 
-    private string Written(string name, params string[] contents)
-    {
-        var trace = _dir.Sub(name);
-        for (var i = 0; i < contents.Length; i++)
-        {
-            using var w = TraceWriter.Open(trace);
-            TraceStoreTests.WriteSession(w, _dir.Path, ($"f{i}.txt", System.Text.Encoding.UTF8.GetBytes(contents[i])));
-        }
-
-        return trace;
-    }
+    private string Written(string name, params string[] contents) => TraceStoreTests.Written(_dir, name, contents);
 
     [Fact]
     public void A_small_catalog_is_kept_in_1_KiB_pages_and_a_large_one_in_4_KiB()

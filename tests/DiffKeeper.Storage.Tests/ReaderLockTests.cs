@@ -11,17 +11,7 @@ public sealed class ReaderLockTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private string Written(string name, params string[] contents)
-    {
-        var trace = _dir.Sub(name);
-        for (var i = 0; i < contents.Length; i++)
-        {
-            using var w = TraceWriter.Open(trace);
-            TraceStoreTests.WriteSession(w, _dir.Path, ($"f{i}.txt", System.Text.Encoding.UTF8.GetBytes(contents[i])));
-        }
-
-        return trace;
-    }
+    private string Written(string name, params string[] contents) => TraceStoreTests.Written(_dir, name, contents);
 
     [Fact]
     public void A_reader_takes_LOCK_readers_before_it_opens_the_catalog_so_it_reads_the_one_renamed_in()

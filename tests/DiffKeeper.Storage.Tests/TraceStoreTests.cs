@@ -11,6 +11,19 @@ public sealed class TraceStoreTests : IDisposable
     public void Dispose() => _dir.Dispose();
 
     /// <summary>Records one session whose files are the given contents, one version each, committed.</summary>
+    /// <summary>A trace <paramref name="name"/> under <paramref name="dir"/> with one session (and writer) per content, file f{i}.txt each.</summary>
+    internal static string Written(TempDir dir, string name, params string[] contents)
+    {
+        var trace = dir.Sub(name);
+        for (var i = 0; i < contents.Length; i++)
+        {
+            using var w = TraceWriter.Open(trace);
+            WriteSession(w, dir.Path, ($"f{i}.txt", System.Text.Encoding.UTF8.GetBytes(contents[i])));
+        }
+
+        return trace;
+    }
+
     internal static long WriteSession(TraceWriter w, string workDir, params (string Rel, byte[] Content)[] files)
     {
         var sid = w.BeginSession("test", workDir, "test", 1_000_000_000, [workDir], out var roots);
