@@ -1,3 +1,4 @@
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 
 namespace DiffKeeper.Recording;
@@ -70,32 +71,10 @@ internal static unsafe class CopyHeap
         }
     }
 
-    // Aligned to 2 MiB, so every whole 2 MiB of it can be a huge page: mapped 2 MiB larger, the ends cut off.
     private static byte* Map(long length, bool populate)
     {
-        var raw = (byte*)Libc.Mmap(null, (nuint)(length + ChunkSize), Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0);
-        if (raw == (byte*)-1)
-        {
-            throw new OutOfMemoryException($"cannot map {length} bytes for a followed copy (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
-        }
-
-        var start = (byte*)(((nuint)raw + ChunkSize - 1) & ~(nuint)(ChunkSize - 1));
-        if (start > raw)
-        {
-            _ = Libc.Munmap(raw, (nuint)(start - raw));
-        }
-
-        var end = raw + length + ChunkSize;
-        if (end > start + length)
-        {
-            _ = Libc.Munmap(start + length, (nuint)(end - (start + length)));
-        }
-
-        _ = Libc.Madvise(start, (nuint)length, Libc.MADV_HUGEPAGE); // EINVAL without THP
-        if (populate)
-        {
-            _ = Libc.Madvise(start, (nuint)length, Libc.MADV_POPULATE_WRITE); // before Linux 5.14 EINVAL: faults as before
-        }
-        return start;
+        var p = HugePageMemory.Map((nuint)length, populate);
+        return p != null ? p
+            : throw new OutOfMemoryException($"cannot map {length} bytes for a followed copy (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
     }
 }

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 
 namespace DiffKeeper.Capture.Ebpf;
@@ -79,30 +80,7 @@ internal sealed unsafe class PayloadSlabs : IDisposable
         return mapped;
     }
 
-    // 2 MiB aligned, so the whole slab can be one huge page: twice the size mapped, the ends cut off.
-    private static byte* Map()
-    {
-        var raw = (byte*)Libc.Mmap(null, 2 * SlabSize, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0);
-        if (raw == (byte*)-1)
-        {
-            return null;
-        }
-
-        var start = (byte*)(((nuint)raw + SlabSize - 1) & ~(nuint)(SlabSize - 1));
-        if (start > raw)
-        {
-            _ = Libc.Munmap(raw, (nuint)(start - raw));
-        }
-
-        var end = raw + (2 * SlabSize);
-        if (end > start + SlabSize)
-        {
-            _ = Libc.Munmap(start + SlabSize, (nuint)(end - (start + SlabSize)));
-        }
-
-        _ = Libc.Madvise(start, SlabSize, Libc.MADV_HUGEPAGE); // EINVAL without THP: 4 KiB pages, as before
-        return start;
-    }
+    private static byte* Map() => HugePageMemory.Map(SlabSize, populate: false);
 
     private void Return(byte* p)
     {
