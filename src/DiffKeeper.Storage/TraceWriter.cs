@@ -507,9 +507,7 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        // The last writer's commits may be in the page cache only (a pass commits at synchronous=NORMAL): synced
-        // before a pack they stopped naming is deleted.
-        var left = DeleteUnreferencedPacks(packs.Select(p => p.Id).ToHashSet(), syncFirst: true);
+        var left = DeleteUnreferencedPacks(packs.Select(p => p.Id).ToHashSet());
         _nextPackId = packs.Select(p => p.Id).Concat(left).DefaultIfEmpty(0).Max() + 1;
         _db.Execute("UPDATE sessions SET state = 'interrupted' WHERE state = 'recording'");
     }
@@ -529,10 +527,9 @@ public sealed class TraceWriter : IDisposable
     /// <summary>
     /// Deletes pack files the catalog does not list: a pack a crash left before its first commit, or one garbage
     /// collection emptied. Only while no reader has the trace open (<see cref="ReaderLock"/>); returns the ids of
-    /// the files it had to leave. <paramref name="syncFirst"/>: the catalog is fsynced before the first deletion, for
-    /// a caller whose commits that dropped the packs' rows may not be durable yet (<c>synchronous=NORMAL</c>).
+    /// the files it had to leave.
     /// </summary>
-    internal List<long> DeleteUnreferencedPacks(IReadOnlySet<long> known, bool syncFirst = false)
+    internal IReadOnlyList<long> DeleteUnreferencedPacks(IReadOnlySet<long> known)
     {
         var garbage = new List<(long Id, string File)>();
         var packsDir = Path.Combine(TraceDir, "packs");
@@ -549,12 +546,7 @@ public sealed class TraceWriter : IDisposable
             }
         }
 
-        if (syncFirst && garbage.Count > 0 && !SyncToDisk())
-        {
-            return [.. garbage.Select(g => g.Id)]; // the commits that stopped naming them may not be durable: kept
-        }
-
-        return [.. DeleteFiles(garbage)];
+        return DeleteFiles(garbage);
     }
 
     /// <summary>The catalog connection, for the maintenance steps (prune, compaction, collection) in this assembly.</summary>
@@ -668,13 +660,16 @@ public sealed class TraceWriter : IDisposable
 
     /// <summary>
     /// Deletes these pack files, which committed transactions no longer list, when no reader has the trace open
-    /// (<see cref="ReaderLock"/>); returns the ids it had to leave. Thread-safe. The caller makes the commit that
-    /// dropped them durable first (<see cref="SyncToDisk"/>), or a power loss could bring back rows naming them.
+    /// (<see cref="ReaderLock"/>); returns the ids it had to leave. Thread-safe.
     /// </summary>
     public IReadOnlyList<long> DeletePackFiles(IReadOnlyCollection<long> ids) =>
         DeleteFiles([.. ids.Select(id => (id, Path.Combine(TraceDir, PackFormat.RelativePath(id))))]);
 
-    /// <summary>Deletes the files when no reader has the trace open; returns the ids of those it had to leave.</summary>
+    /// <summary>
+    /// Deletes the files when no reader has the trace open and the catalog is synced (<see cref="SyncToDisk"/>): the
+    /// commits that stopped naming them may be in the page cache only (<c>synchronous=NORMAL</c>, also maintenance's),
+    /// and a power cut must not bring back rows naming deleted files. Returns the ids of those it had to leave.
+    /// </summary>
     private IReadOnlyList<long> DeleteFiles(IReadOnlyCollection<(long Id, string File)> files)
     {
         if (files.Count == 0)
@@ -683,7 +678,7 @@ public sealed class TraceWriter : IDisposable
         }
 
         using var exclusive = ReaderLock.TryExclusive(TraceDir);
-        if (exclusive is null)
+        if (exclusive is null || !SyncToDisk())
         {
             return [.. files.Select(f => f.Id)];
         }

@@ -122,11 +122,10 @@ public sealed class Maintainer : IDisposable
             after = PackBytes(reader);
         }
 
-        // The reader above held LOCK.readers shared; released now, so the deletion can take it exclusively. The
-        // commits that dropped the packs' rows are made durable first: a power loss must not bring back a row that
-        // names a deleted file.
+        // The reader above held LOCK.readers shared; released now, so the deletion can take it exclusively (it syncs the
+        // catalog first); what it cannot delete the next pass tries again.
         _filesLeft.UnionWith(repack.DroppedIds);
-        if (_filesLeft.Count > 0 && _writer.SyncToDisk()) // not synced: the files stay, and the next pass tries again
+        if (_filesLeft.Count > 0)
         {
             var left = _writer.DeletePackFiles(_filesLeft);
             _filesLeft.Clear();

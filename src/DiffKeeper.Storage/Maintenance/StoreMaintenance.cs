@@ -82,7 +82,7 @@ public static class StoreMaintenance
         }
 
         known.Dispose();
-        var left = writer.DeleteUnreferencedPacks(ids, syncFirst: true);
+        var left = writer.DeleteUnreferencedPacks(ids);
         return result with { Collection = result.Collection with { PackFilesLeft = left.Count } };
     }
 }
