@@ -77,18 +77,18 @@ public sealed class PackClones(TraceReader reader) : IDisposable
         }
 
         long at = 0;
-        foreach (var loc in locs)
+        if (_reason is null) // once cloning failed it is not tried again: the blocks are checked as they are copied below
         {
-            if (!ReadChecked(loc, at))
+            foreach (var loc in locs)
             {
-                return -1;
+                if (!ReadChecked(loc, at))
+                {
+                    return -1;
+                }
+
+                at += loc.RawLength;
             }
 
-            at += loc.RawLength;
-        }
-
-        if (_reason is null)
-        {
             if (Libc.CloneRange((int)dest.DangerousGetHandle(), (int)pack.DangerousGetHandle(), packOffset, at, destOffset) == 0)
             {
                 return at;
