@@ -293,6 +293,9 @@ public static class SnapshotMaterializer
             rowIds[i] = wanted[i].BlobRowId;
         }
 
+        DiffKeeperException Missing(BlobMissingException e) =>
+            new(ExitCode.Corrupt, $"{display} in snapshot {session.Id} references blob row {e.RowId}, which the catalog lacks") { Path = display };
+
         byte[] ids;
         try
         {
@@ -300,7 +303,7 @@ public static class SnapshotMaterializer
         }
         catch (BlobMissingException e)
         {
-            throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id} references blob row {e.RowId}, which the catalog lacks") { Path = display };
+            throw Missing(e);
         }
 
         var hasher = new ExtentMap.ContentHasher();
@@ -358,7 +361,7 @@ public static class SnapshotMaterializer
             }
             catch (BlobMissingException e)
             {
-                throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id} references blob row {e.RowId}, which the catalog lacks") { Path = display };
+                throw Missing(e);
             }
         }
 
