@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using DiffKeeper.Native;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.Chunking;
 
@@ -247,7 +248,7 @@ internal sealed unsafe class FileShadow
         }
 
         long cost = 0;
-        using var native = _native is { } n ? new NativeBytes(n.Pointer, (int)Size) : null;
+        var native = _native is { } n ? new NativeMemoryManager(n.Pointer, (int)Size) : null; // _native keeps the bytes
         var memory = native?.Memory ?? _array.AsMemory(0, (int)Size);
         var box = _tail;
         _tail = null;
@@ -356,21 +357,5 @@ internal sealed unsafe class NativeBuffer
         CopyHeap.Free(Pointer, Capacity);
         Pointer = grown;
         Capacity = given;
-    }
-}
-
-/// <summary>A followed copy's native bytes as <see cref="Memory{T}"/>, for the length of one store (nothing keeps it).</summary>
-internal sealed unsafe class NativeBytes(byte* data, int length) : MemoryManager<byte>
-{
-    public override Span<byte> GetSpan() => new(data, length);
-
-    public override MemoryHandle Pin(int elementIndex = 0) => new(data + elementIndex);
-
-    public override void Unpin()
-    {
-    }
-
-    protected override void Dispose(bool disposing)
-    {
     }
 }

@@ -885,7 +885,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private ReadOnlyMemory<byte> CopyPayload(ReadOnlySpan<byte> payload)
     {
-        if (payload.Length <= PayloadSlabs.SlabSize / 8 && _slabs.Copy(payload) is { } cut)
+        if (_slabs.Copy(payload) is { } cut)
         {
             return cut;
         }

@@ -32,12 +32,12 @@ internal sealed unsafe class PayloadSlabs : IDisposable
     /// <summary>Slabs mapped so far (with reuse it stops growing once the backlog does).</summary>
     public int Mapped { get; private set; }
 
-    /// <summary>A copy of <paramref name="payload"/> (at most <see cref="SlabSize"/> bytes) in a slab, or null when no slab could be mapped.</summary>
+    /// <summary>A copy of <paramref name="payload"/> in a slab, or null when it is over an eighth of one or no slab could be mapped.</summary>
     public ReadOnlyMemory<byte>? Copy(ReadOnlySpan<byte> payload)
     {
-        if (payload.Length > SlabSize)
+        if (payload.Length > SlabSize / 8)
         {
-            return null; // the caller keeps it in an array of its own
+            return null; // the caller keeps it in an array of its own: a slab holds at least eight
         }
 
         if (_current is null || SlabSize - _used < payload.Length)
@@ -98,25 +98,11 @@ internal sealed unsafe class PayloadSlabs : IDisposable
         _ = Libc.Munmap(p, SlabSize);
     }
 
-    private sealed class Slab(PayloadSlabs owner, byte* pointer) : MemoryManager<byte>
+    private sealed class Slab(PayloadSlabs owner, byte* pointer) : NativeMemoryManager(pointer, SlabSize)
     {
-        public byte* Pointer { get; } = pointer;
-
         // CA2015's hazard is the contract above: consumers keep the memory reachable while they use a span of it
         // (RecordingCore: PayloadMemory.KeepAlive after the copy); without the finalizer no slab could be used again.
         [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2015", Justification = "Reuse after the last reference is the point; consumers keep the memory reachable while using a span (PayloadMemory.KeepAlive).")]
         ~Slab() => owner.Return(Pointer);
-
-        public override Span<byte> GetSpan() => new(Pointer, SlabSize);
-
-        public override MemoryHandle Pin(int elementIndex = 0) => new(Pointer + elementIndex, default, this);
-
-        public override void Unpin()
-        {
-        }
-
-        protected override void Dispose(bool disposing)
-        {
-        }
     }
 }
