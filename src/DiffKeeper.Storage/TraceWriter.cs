@@ -956,7 +956,10 @@ public sealed class TraceWriter : IDisposable
 
         // Dead records alone bring no pass (a pack no repack can clear, damaged or over the budget, would bring one
         // after every `record`): the pass that runs for other work repacks them (Maintenance.RepackRule).
-        if (waiting.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && waiting.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
+        static bool EnoughForAGroup(List<(long Pack, long Raw, long Count, long Leaving)> blobs) =>
+            blobs.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && blobs.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass;
+
+        if (EnoughForAGroup(waiting))
         {
             // One scan for the live bytes of the packs concerned (blobs has no index on pack_id): without the budget,
             // as Grouper.Reclaimed counts, the rule takes a pack or not by its own bytes alone.
@@ -987,7 +990,7 @@ public sealed class TraceWriter : IDisposable
 
             var taken = Maintenance.RepackRule.Taken(packs, liveBytes, new Maintenance.MaintenanceOptions().RepackThreshold, budget: 0);
             var freed = waiting.Where(w => taken.Contains(w.Pack)).ToList();
-            if (freed.Sum(w => w.Raw) >= Maintenance.Grouper.SmallGroup && freed.Sum(w => w.Count) >= Maintenance.Grouper.FewestForAPass)
+            if (EnoughForAGroup(freed))
             {
                 return true;
             }
