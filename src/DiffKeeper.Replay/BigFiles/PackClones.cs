@@ -52,7 +52,8 @@ public sealed class PackClones(TraceReader reader) : IDisposable
 
     /// <summary>
     /// The scratch <see cref="PutRuns"/> reads into: one <see cref="LaneChunk"/> for each of <see cref="Sha256.Lanes"/>
-    /// blocks hashed at once (256 KiB, which stays in the core's cache from the read to the hash).
+    /// blocks hashed at once (256 KiB, which stays in the core's cache from the read to the hash; 32 and 64 KiB a lane,
+    /// a W4 block in one pread, measured slower: docs/benchmarks.md, "mat15").
     /// </summary>
     public const int LaneBytes = Sha256.Lanes * LaneChunk;
 

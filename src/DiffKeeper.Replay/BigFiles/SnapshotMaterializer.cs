@@ -351,18 +351,28 @@ public static class SnapshotMaterializer
             }
         }
 
-        // Full rows (codec, pack, bases: each checked against its column's domain) only for the extents to put.
-        var locations = new Dictionary<int, Storage.Packs.BlobLocation>(changed.Count);
-        foreach (var i in changed)
+        // Full rows (codec, pack, bases: each checked against its column's domain) only for the extents to put, by ranges
+        // of row ids (W4: its 208 changed blocks' rows are one range; a look-up each cost ~5 µs and a statement step).
+        var changedRows = new long[changed.Count];
+        for (var k = 0; k < changed.Count; k++)
         {
-            try
-            {
-                locations[i] = reader.Blob(wanted[i].BlobRowId);
-            }
-            catch (BlobMissingException e)
-            {
-                throw Missing(e);
-            }
+            changedRows[k] = wanted[changed[k]].BlobRowId;
+        }
+
+        Storage.Packs.BlobLocation[] rows;
+        try
+        {
+            rows = reader.BlobRows(changedRows);
+        }
+        catch (BlobMissingException e)
+        {
+            throw Missing(e);
+        }
+
+        var locations = new Dictionary<int, Storage.Packs.BlobLocation>(changed.Count);
+        for (var k = 0; k < changed.Count; k++)
+        {
+            locations[changed[k]] = rows[k];
         }
 
         // Changed extents that lie raw and aligned in a pack, in runs adjacent both in the file and in one pack (an
