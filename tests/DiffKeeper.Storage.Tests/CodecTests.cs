@@ -92,6 +92,60 @@ public sealed class CodecTests
     }
 
     [Fact]
+    public void Sha256_AppendEach_equals_one_hash_per_lane()
+    {
+        // Up to sixteen lanes, each fed chunks of its own length per call (whole blocks, odd tails, none): every lane's
+        // digest must be the framework's of its concatenated chunks, whichever path (sixteen lanes at once, or one by
+        // one) native/sha256.c took for each call.
+        var random = new Random(15);
+        var data = new byte[16 * 70_000];
+        random.NextBytes(data);
+        Span<byte> digest = stackalloc byte[32];
+        for (var t = 0; t < 400; t++)
+        {
+            var n = 1 + random.Next(Sha256.Lanes);
+            var stride = 64 * (1 + random.Next(1000));
+            var hashers = new Sha256.Hasher[n];
+            var fed = new List<byte>[n];
+            for (var i = 0; i < n; i++)
+            {
+                hashers[i] = new Sha256.Hasher();
+                fed[i] = [];
+            }
+
+            var buffer = new byte[n * stride];
+            var lengths = new int[n];
+            for (var call = 0; call < 1 + random.Next(5); call++)
+            {
+                var whole = random.Next(3) == 0;
+                for (var i = 0; i < n; i++)
+                {
+                    lengths[i] = whole ? stride : random.Next(4) switch { 0 => 0, 1 => random.Next(64), 2 => 64 * random.Next(stride / 64 + 1), _ => random.Next(stride + 1) };
+                    var from = random.Next(data.Length - stride);
+                    data.AsSpan(from, lengths[i]).CopyTo(buffer.AsSpan(i * stride));
+                    fed[i].AddRange(data.AsSpan(from, lengths[i]).ToArray());
+                }
+
+                Sha256.Hasher.AppendEach(hashers, buffer, stride, lengths);
+            }
+
+            for (var i = 0; i < n; i++)
+            {
+                hashers[i].Finish(digest);
+                Assert.Equal(System.Security.Cryptography.SHA256.HashData(fed[i].ToArray()), digest.ToArray());
+            }
+        }
+    }
+
+    [Fact]
+    public void Sha256_AppendEach_refuses_lanes_outside_the_buffer()
+    {
+        var hashers = new Sha256.Hasher[2];
+        Assert.Throws<ArgumentOutOfRangeException>(() => Sha256.Hasher.AppendEach(hashers, new byte[100], 64, [10, 40]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Sha256.Hasher.AppendEach(new Sha256.Hasher[17], new byte[17 * 64], 64, new int[17]));
+    }
+
+    [Fact]
     public void Zstd_round_trips_and_rejects_damage()
     {
         var data = new byte[100_000];

@@ -148,6 +148,61 @@ public sealed class TraceStoreTests : IDisposable
     }
 
     /// <summary>
+    /// BlobRows reads many rows by ranges of row ids (materialize's changed blocks): each result must be what Blob
+    /// gives for that id, whatever the order, repeats and gaps (several ranges), and a missing or damaged row must fail
+    /// as Blob fails for it.
+    /// </summary>
+    [Fact]
+    public void BlobRows_equal_Blob_of_each_and_fail_as_it_does()
+    {
+        var t = _dir.Sub("t");
+        var random = new Random(15);
+        var rows = new List<long>();
+        using (var w = TraceWriter.Open(t))
+        {
+            for (var i = 0; i < 300; i++)
+            {
+                var data = new byte[1 + random.Next(5000)];
+                random.NextBytes(data);
+                rows.Add(w.PutBlob(data, out _));
+            }
+
+            w.Commit();
+        }
+
+        var wanted = Enumerable.Range(0, 500).Select(_ => rows[random.Next(rows.Count)]).ToList();
+        wanted.AddRange([rows[0], rows[^1], rows[0]]);
+        using (var r = TraceReader.Open(t))
+        {
+            var got = r.BlobRows(wanted);
+            Assert.Equal(wanted.Count, got.Length);
+            for (var i = 0; i < wanted.Count; i++)
+            {
+                var one = r.Blob(wanted[i]);
+                Assert.Equal(one with { Bases = [] }, got[i] with { Bases = [] });
+                Assert.Equal(one.Bases, got[i].Bases);
+            }
+
+            Assert.Empty(r.BlobRows([]));
+            var missing = rows.Max() + 1000;
+            Assert.Equal(missing, Assert.Throws<BlobMissingException>(() => r.BlobRows([rows[3], missing, rows[4]])).RowId);
+        }
+
+        using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: false))
+        {
+            db.Execute($"UPDATE blobs SET codec = 77 WHERE id = {rows[7]}");
+        }
+
+        using (var r = TraceReader.Open(t))
+        {
+            var one = Assert.ThrowsAny<Exception>(() => r.Blob(rows[7]));
+            var many = Assert.ThrowsAny<Exception>(() => r.BlobRows([rows[6], rows[7], rows[8]]));
+            Assert.Equal(one.GetType(), many.GetType());
+            Assert.Equal(one.Message, many.Message);
+        }
+    }
+
+    /// <summary>
     /// Store format 5 (issue 12, a smaller catalog): sessions of one directory share its path rows. Ten sessions over
     /// a 1,000-file tree used to store 10,000 path rows; each session now adds rows only for the paths it is the
     /// first to see, and every session still reads exactly its own paths under its own root.

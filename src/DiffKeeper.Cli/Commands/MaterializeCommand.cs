@@ -60,7 +60,8 @@ internal static class MaterializeCommand
     /// The malloc heap to populate before the catalog is read: SQLite's page cache takes a fresh heap page for every
     /// catalog page it reads, and a W4 materialization reads most of its 700 KB catalog (~170 pages), one page fault
     /// each (a hypervisor trap on this project's VMs, ~35 µs) against ~1.5 µs a page populated at once. The catalog's
-    /// size, at most SQLite's default cache (2 MiB), and a quarter MiB for the rest of the heap's growth.
+    /// size, at most SQLite's default cache (2 MiB), a quarter MiB for the rest of the heap's growth, and the buffers
+    /// two threads read changed blocks into to check them (<see cref="PackClones.LaneBytes"/> each).
     /// </summary>
     private static nuint CatalogCacheBytes(string store)
     {
@@ -74,6 +75,6 @@ internal static class MaterializeCommand
             size = 0; // TraceReader.Open says what is wrong
         }
 
-        return (nuint)(Math.Min(size, 2L << 20) + (256 << 10));
+        return (nuint)(Math.Min(size, 2L << 20) + (256 << 10) + (2 * PackClones.LaneBytes));
     }
 }

@@ -26,4 +26,17 @@ public static unsafe partial class DkSha256
     [LibraryImport(Lib, EntryPoint = "dk_sha256_final")]
     [SuppressGCTransition]
     public static partial void Final(LibCrypto.Sha256Context* context, byte* digest);
+
+    /// <summary>1 when <see cref="UpdateMany"/> hashes sixteen messages at once on this CPU (AVX-512), else 0.</summary>
+    [LibraryImport(Lib, EntryPoint = "dk_sha256_many_available")]
+    [SuppressGCTransition]
+    public static partial int ManyAvailable();
+
+    /// <summary>
+    /// <see cref="Update"/> of <paramref name="contexts"/>[i] with <paramref name="lengths"/>[i] bytes at
+    /// <paramref name="data"/>[i], for each i below <paramref name="count"/>; the same result as one call each, sixteen
+    /// lanes at a time where the CPU has AVX-512. Only where <see cref="Available"/> returned 1.
+    /// </summary>
+    [LibraryImport(Lib, EntryPoint = "dk_sha256_update_many")]
+    public static partial void UpdateMany(LibCrypto.Sha256Context** contexts, byte** data, nuint* lengths, nuint count);
 }

@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using DiffKeeper.Core;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage;
+using DiffKeeper.Storage.Codecs;
 using DiffKeeper.Storage.Packs;
 using Microsoft.Win32.SafeHandles;
 
@@ -46,72 +47,158 @@ public sealed class PackClones(TraceReader reader) : IDisposable
         return (at.PackId, at.Pack);
     }
 
+    /// <summary>Bytes of each lane <see cref="PutRuns"/> reads from the pack at a time.</summary>
+    public const int LaneChunk = 16 << 10;
+
     /// <summary>
-    /// Puts blobs <paramref name="locs"/>, adjacent in the file from <paramref name="destOffset"/> and in pack
-    /// <paramref name="packId"/> from <paramref name="packOffset"/> (<see cref="Locate"/>), into <paramref name="dest"/>:
-    /// reads them from the pack one by one into <paramref name="scratch"/> (at least the longest blob's length), checks
-    /// each by its SHA-256, then clones the whole run with one FICLONERANGE, or, when the clone fails, writes them (read
-    /// again). Returns the bytes cloned (0 when written), or -1 when a block does not hash to its id there (the caller
-    /// then reads them the ordinary way, which names the damage).
+    /// The scratch <see cref="PutRuns"/> reads into: one <see cref="LaneChunk"/> for each of <see cref="Sha256.Lanes"/>
+    /// blocks hashed at once (256 KiB, which stays in the core's cache from the read to the hash; 32 and 64 KiB a lane,
+    /// a W4 block in one pread, measured slower: docs/benchmarks.md, "mat15").
     /// </summary>
-    public long PutRun(IReadOnlyList<BlobLocation> locs, long packId, long packOffset, SafeFileHandle dest, long destOffset, byte[] scratch, string rel)
+    public const int LaneBytes = Sha256.Lanes * LaneChunk;
+
+    /// <summary>Blobs adjacent in the file from <paramref name="DestOffset"/> and in pack <paramref name="PackId"/> from <paramref name="PackOffset"/> (<see cref="Locate"/>).</summary>
+    public readonly record struct Run(BlobLocation[] Blocks, long PackId, long PackOffset, long DestOffset);
+
+    /// <summary>
+    /// Puts each of <paramref name="runs"/> into <paramref name="dest"/>: reads every block of every run from the pack and
+    /// checks it by its SHA-256 (sixteen blocks at a time, one in each lane, <see cref="Sha256.Hasher.AppendEach"/>, read
+    /// <see cref="LaneChunk"/> bytes at a time into <paramref name="lanes"/>), then clones each run whose blocks all hash to
+    /// their ids with one FICLONERANGE of the same pack range, or, when a clone fails, writes it (read again into
+    /// <paramref name="scratch"/>() and checked again as it is copied; once cloning has failed, runs are not checked
+    /// beforehand). <paramref name="results"/>[r] is the bytes cloned, 0 when written, or -1 when a block does not hash
+    /// to its id there (the caller then reads that run the ordinary way, which names the damage).
+    /// </summary>
+    public void PutRuns(ReadOnlySpan<Run> runs, Span<long> results, SafeFileHandle dest, Span<byte> lanes, Func<byte[]> scratch, string rel)
     {
-        if (Pack(packId) is not { } pack)
+        Span<bool> ok = runs.Length <= 256 ? stackalloc bool[runs.Length] : new bool[runs.Length];
+        if (_reason is null)
         {
-            return -1;
+            Check(runs, ok, lanes);
         }
 
-        // Block by block through one small buffer: a run's 2 MiB read into a buffer of its size cost a fresh 2 MiB of
-        // page faults per worker, and the hash reads each block while it is still in the cache.
-        bool ReadChecked(in BlobLocation loc, long at)
+        for (var r = 0; r < runs.Length; r++)
+        {
+            var run = runs[r];
+            var bytes = 0L;
+            foreach (var loc in run.Blocks)
+            {
+                bytes += loc.RawLength;
+            }
+
+            if (_reason is null)
+            {
+                if (!ok[r] || Pack(run.PackId) is not { } pack)
+                {
+                    results[r] = -1;
+                    continue;
+                }
+
+                if (Libc.CloneRange((int)dest.DangerousGetHandle(), (int)pack.DangerousGetHandle(), run.PackOffset, bytes, run.DestOffset) == 0)
+                {
+                    results[r] = bytes;
+                    continue;
+                }
+
+                var errno = Marshal.GetLastPInvokeError();
+                _reason ??= $"cloning blocks from the store's pack failed ({Libc.StrError(errno).ToLowerInvariant()}{(errno == Libc.EXDEV ? ": the store is on another file system" : "")})";
+            }
+
+            results[r] = Write(run, dest, scratch(), rel) ? 0 : -1;
+        }
+    }
+
+    /// <summary>
+    /// ok[r]: whether every block of run r reads in full from its pack and hashes to its id. The blocks of all runs,
+    /// in order, sixteen at a time: lane i of a batch reads its block <see cref="LaneChunk"/> bytes at a time into
+    /// lanes[i × LaneChunk..], and the sixteen hashes advance together.
+    /// </summary>
+    private void Check(ReadOnlySpan<Run> runs, Span<bool> ok, Span<byte> lanes)
+    {
+        ok.Fill(true);
+        Span<Sha256.Hasher> hashers = stackalloc Sha256.Hasher[Sha256.Lanes];
+        Span<int> lengths = stackalloc int[Sha256.Lanes];
+        Span<(int Run, int Block, long At)> lane = stackalloc (int, int, long)[Sha256.Lanes];
+        Span<bool> read = stackalloc bool[Sha256.Lanes];
+        Span<byte> digest = stackalloc byte[Sha256.HashSize];
+        var packs = new SafeFileHandle?[Sha256.Lanes];
+        int r = 0, b = 0;
+        var at = 0L;
+        while (r < runs.Length)
+        {
+            var n = 0;
+            var longest = 0;
+            for (; n < Sha256.Lanes && r < runs.Length; n++)
+            {
+                lane[n] = (r, b, runs[r].PackOffset + at);
+                packs[n] = Pack(runs[r].PackId);
+                read[n] = packs[n] is not null;
+                hashers[n] = new Sha256.Hasher();
+                longest = Math.Max(longest, runs[r].Blocks[b].RawLength);
+                at += runs[r].Blocks[b].RawLength;
+                if (++b == runs[r].Blocks.Length)
+                {
+                    (r, b, at) = (r + 1, 0, 0);
+                }
+            }
+
+            for (var pos = 0; pos < longest; pos += LaneChunk)
+            {
+                for (var i = 0; i < n; i++)
+                {
+                    var length = runs[lane[i].Run].Blocks[lane[i].Block].RawLength;
+                    var k = read[i] ? Math.Clamp(length - pos, 0, LaneChunk) : 0;
+                    if (k > 0 && PackReader.ReadFully(packs[i]!, lanes.Slice(i * LaneChunk, k), lane[i].At + pos) != k)
+                    {
+                        (read[i], k) = (false, 0);
+                    }
+
+                    lengths[i] = k;
+                }
+
+                Sha256.Hasher.AppendEach(hashers[..n], lanes, LaneChunk, lengths[..n]);
+            }
+
+            for (var i = 0; i < n; i++)
+            {
+                hashers[i].Finish(digest);
+                if (!read[i] || !digest.SequenceEqual(runs[lane[i].Run].Blocks[lane[i].Block].Id.Bytes))
+                {
+                    ok[lane[i].Run] = false;
+                }
+            }
+        }
+    }
+
+    /// <summary>Writes <paramref name="run"/>'s blocks read from the pack, each checked by its SHA-256 first; false when one does not hash to its id.</summary>
+    private bool Write(in Run run, SafeFileHandle dest, byte[] scratch, string rel)
+    {
+        if (Pack(run.PackId) is not { } pack)
+        {
+            return false;
+        }
+
+        Span<byte> hash = stackalloc byte[Sha256.HashSize];
+        long at = 0;
+        foreach (var loc in run.Blocks)
         {
             var block = scratch.AsSpan(0, loc.RawLength);
-            Span<byte> hash = stackalloc byte[32];
-            if (PackReader.ReadFully(pack, block, packOffset + at) != block.Length)
+            if (PackReader.ReadFully(pack, block, run.PackOffset + at) != block.Length)
             {
                 return false;
             }
 
-            Storage.Codecs.Sha256.HashData(block, hash);
-            return hash.SequenceEqual(loc.Id.Bytes);
-        }
-
-        long at = 0;
-        if (_reason is null) // once cloning failed it is not tried again: the blocks are checked as they are copied below
-        {
-            foreach (var loc in locs)
+            Sha256.HashData(block, hash);
+            if (!hash.SequenceEqual(loc.Id.Bytes))
             {
-                if (!ReadChecked(loc, at))
-                {
-                    return -1;
-                }
-
-                at += loc.RawLength;
+                return false;
             }
 
-            if (Libc.CloneRange((int)dest.DangerousGetHandle(), (int)pack.DangerousGetHandle(), packOffset, at, destOffset) == 0)
-            {
-                return at;
-            }
-
-            var errno = Marshal.GetLastPInvokeError();
-            _reason ??= $"cloning blocks from the store's pack failed ({Libc.StrError(errno).ToLowerInvariant()}{(errno == Libc.EXDEV ? ": the store is on another file system" : "")})";
-        }
-
-        at = 0;
-        foreach (var loc in locs)
-        {
-            // Checked again: the bytes written are the bytes read now, whatever the first read saw.
-            if (!ReadChecked(loc, at))
-            {
-                return -1;
-            }
-
-            SafeTreeWriter.Write(dest, scratch.AsSpan(0, loc.RawLength), destOffset + at, rel);
+            SafeTreeWriter.Write(dest, block, run.DestOffset + at, rel);
             at += loc.RawLength;
         }
 
-        return 0;
+        return true;
     }
 
     /// <summary>Where the blob's raw bytes lie in a pack, uncompressed: (pack id, offset), or null.</summary>
