@@ -200,6 +200,23 @@ public sealed class TraceStoreTests : IDisposable
             Assert.Equal(one.GetType(), many.GetType());
             Assert.Equal(one.Message, many.Message);
         }
+
+        // A row missing inside a range of ids (what gc and prune leave), and ids far apart (ranges of their own).
+        using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: false))
+        {
+            db.Execute($"DELETE FROM blobs WHERE id = {rows[5]}");
+        }
+
+        using (var r = TraceReader.Open(t))
+        {
+            Assert.Equal(rows[5], Assert.Throws<BlobMissingException>(() => r.BlobRows([rows[4], rows[5], rows[6]])).RowId);
+            long[] apart = [rows[0], rows[150], rows[299], rows[1]];
+            var got = r.BlobRows(apart);
+            for (var i = 0; i < apart.Length; i++)
+            {
+                Assert.Equal(r.Blob(apart[i]) with { Bases = [] }, got[i] with { Bases = [] });
+            }
+        }
     }
 
     /// <summary>

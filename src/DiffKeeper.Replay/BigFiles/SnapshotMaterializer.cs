@@ -547,36 +547,41 @@ public static class SnapshotMaterializer
     private static void OnThreads(int count, Action<int> body)
     {
         var failed = new System.Runtime.ExceptionServices.ExceptionDispatchInfo?[count];
-        var threads = new Thread[count - 1];
-        for (var k = 1; k < count; k++)
-        {
-            var slice = k;
-            threads[k - 1] = new Thread(() =>
-            {
-                try
-                {
-                    body(slice);
-                }
-                catch (Exception e)
-                {
-                    failed[slice] = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
-                }
-            }) { IsBackground = true, Name = "materialize" };
-            threads[k - 1].UnsafeStart();
-        }
-
+        var threads = new List<Thread>(count - 1);
         try
         {
+            for (var k = 1; k < count; k++)
+            {
+                var slice = k;
+                var thread = new Thread(() =>
+                {
+                    try
+                    {
+                        body(slice);
+                    }
+                    catch (Exception e)
+                    {
+                        failed[slice] = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
+                    }
+                }) { IsBackground = true, Name = "materialize" };
+                thread.UnsafeStart();
+                threads.Add(thread);
+            }
+
             body(0);
         }
         catch (Exception e)
         {
-            failed[0] = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
+            // body(0)'s failure, or a thread that could not start: either way the started ones are joined below
+            // before the caller frees the buffers and closes the file they use.
+            failed[0] ??= System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
         }
-
-        foreach (var t in threads)
+        finally
         {
-            t.Join();
+            foreach (var t in threads)
+            {
+                t.Join();
+            }
         }
 
         foreach (var f in failed)

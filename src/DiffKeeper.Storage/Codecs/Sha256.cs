@@ -80,6 +80,7 @@ public static unsafe class Sha256
         {
             ArgumentOutOfRangeException.ThrowIfGreaterThan(hashers.Length, Lanes);
             ArgumentOutOfRangeException.ThrowIfLessThan(lengths.Length, hashers.Length);
+            ArgumentOutOfRangeException.ThrowIfNegative(stride);
             for (var i = 0; i < hashers.Length; i++)
             {
                 if (lengths[i] < 0 || (long)i * stride + lengths[i] > buffer.Length)
