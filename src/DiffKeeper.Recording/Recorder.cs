@@ -356,6 +356,7 @@ public sealed class Recorder
             _writer.Commit();
             lastCommit = Stopwatch.GetTimestamp();
             _witness?.AfterCommit();
+            _core.Versioner.AfterCommit();
         }
 
         while (true)
