@@ -1023,14 +1023,10 @@ internal sealed class Versioner
             return true;
         }
 
-        List<Extent>? after = null;
-        if (version.Extents is { } map && !ExtentMap.TryDecode(map, version.Size, out after))
-        {
-            return true;
-        }
-
         // A set of the new map's rows, made only when a whole chunk of the old one needs looking up: a growing file's
-        // map holds hundreds of chunks, and a scan of the new map per old chunk was quadratic on every version.
+        // map holds hundreds of chunks, and a scan of the new map per old chunk was quadratic on every version. The new
+        // map is decoded only then too: a growing file's tails are slices of a group, and each version decoded it for
+        // nothing (two lists a version).
         HashSet<long>? kept = null;
         foreach (var e in before)
         {
@@ -1039,7 +1035,17 @@ internal sealed class Versioner
                 continue;
             }
 
-            kept ??= after is null ? [] : [.. after.Select(a => a.BlobRowId)];
+            if (kept is null)
+            {
+                List<Extent>? after = null;
+                if (version.Extents is { } map && !ExtentMap.TryDecode(map, version.Size, out after))
+                {
+                    return true;
+                }
+
+                kept = after is null ? [] : [.. after.Select(a => a.BlobRowId)];
+            }
+
             if (!kept.Contains(e.BlobRowId))
             {
                 return true;
