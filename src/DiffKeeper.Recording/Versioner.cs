@@ -92,7 +92,8 @@ internal sealed class Versioner
     /// <summary>Starts following a file known to be empty now (the backend saw the open that created it).</summary>
     public void FollowEmpty(int root, string rel, int? mode = null, (ulong Device, ulong Inode)? fileId = null)
     {
-        fileId ??= _shadows.GetValueOrDefault((root, rel))?.FileId; // truncated to 0: the same file
+        // Truncated to 0: the same file, also when its copy was given back at a commit (AfterCommit).
+        fileId ??= _shadows.GetValueOrDefault((root, rel))?.FileId ?? _paths.GetValueOrDefault((root, rel))?.DroppedCopyFile;
         DropShadow(root, rel);
         var shadow = FileShadow.Empty();
         shadow.Mode = mode;
@@ -155,6 +156,7 @@ internal sealed class Versioner
         {
             if (names[shadow] == 1)
             {
+                _paths[key].DroppedCopyFile = shadow.FileId; // what FollowEmpty would have taken from the copy
                 _shadows.Remove(key);
                 _shadowBytes -= shadow.Footprint;
                 shadow.Release();
@@ -1007,7 +1009,11 @@ internal sealed class Versioner
             ContentsSuperseded++;
         }
 
-        _paths[key] = new PathState(version, stat, inode) { ExactCost = before?.ExactCost ?? default };
+        _paths[key] = new PathState(version, stat, inode)
+        {
+            ExactCost = before?.ExactCost ?? default,
+            DroppedCopyFile = before?.DroppedCopyFile is { } dropped && inode == dropped ? dropped : null, // still that file
+        };
     }
 
     /// <summary>
@@ -1118,6 +1124,9 @@ internal sealed class Versioner
 
         /// <summary>The name's exact versions in its current hot window (RecordingCore's bound), kept by every state of the name.</summary>
         public (long WindowEnd, int Versions, long Bytes) ExactCost { get; set; }
+
+        /// <summary>The file (device, inode) whose followed copy <see cref="AfterCommit"/> gave back, while the name's versions name it.</summary>
+        public (ulong Device, ulong Inode)? DroppedCopyFile { get; set; }
 
         public bool Same(NewVersion v) =>
             v.Kind == Version.Kind && v.Mode == Version.Mode && v.Uid == Version.Uid && v.Gid == Version.Gid &&

@@ -88,14 +88,23 @@ public sealed class RecordingCoreTests : IDisposable
             Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
             Handle(Event(CaptureKind.Created, "b", knownEmpty: true)); // mode and file unknown: its copy is not the version's, kept
             Handle(Event(CaptureKind.Written, "b", offset: 0, payload: "bee"));
+            Handle(Event(CaptureKind.Created, "c", knownEmpty: true) with { Mode = 0x180, FileId = (1UL, 43UL) });
+            Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "sea"));
             Commit();
-            Assert.Equal(0, core.Versioner.AfterCommit()); // both written in the interval just committed
+            Assert.Equal(0, core.Versioner.AfterCommit()); // all written in the interval just committed
             Commit();
-            Assert.Equal(1, core.Versioner.AfterCommit()); // untouched for a whole interval: a's copy goes, b's stays
+            Assert.Equal(2, core.Versioner.AfterCommit()); // untouched for a whole interval: a's and c's copies go, b's stays
             Assert.Null(core.Versioner.FollowedSize(0, "a"));
+            Assert.Null(core.Versioner.FollowedSize(0, "c"));
             Assert.Equal(3, core.Versioner.FollowedSize(0, "b"));
             Handle(Event(CaptureKind.Written, "a", offset: 5, payload: " world"));
             Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "J"));
+            // Opened with O_TRUNC: a new empty copy of the same file, as when its copy was still held (the disk's "c" is
+            // another file, so its stat would name another inode).
+            File.WriteAllText(Path.Combine(_root, "c"), "xyz");
+            Handle(Event(CaptureKind.Truncated, "c", offset: 0));
+            Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "new"));
+            Assert.Equal((1UL, 43UL), core.Versioner.Known(0, "c") is { } c ? (c.Device, c.Inode) : default);
             Commit();
             Assert.Equal(0, core.Versioner.AfterCommit());
             core.Finish(ChildExit.Exited(0));
@@ -106,8 +115,11 @@ public sealed class RecordingCoreTests : IDisposable
         var s = reader.Session(null);
         AssertState(reader, s, 2, ("a", "hello"));
         AssertState(reader, s, 4, ("a", "hello"), ("b", "bee"));
-        AssertState(reader, s, 5, ("a", "hello world"), ("b", "bee"));
-        AssertState(reader, s, 6, ("a", "Jello world"), ("b", "bee"));
+        AssertState(reader, s, 6, ("a", "hello"), ("b", "bee"), ("c", "sea"));
+        AssertState(reader, s, 7, ("a", "hello world"), ("b", "bee"), ("c", "sea"));
+        AssertState(reader, s, 8, ("a", "Jello world"), ("b", "bee"), ("c", "sea"));
+        AssertState(reader, s, 9, ("a", "Jello world"), ("b", "bee"), ("c", ""));
+        AssertState(reader, s, 10, ("a", "Jello world"), ("b", "bee"), ("c", "new"));
     }
 
     [Fact]
