@@ -36,6 +36,11 @@ internal sealed unsafe class FileShadow
     // as big, and a version below the least chunk hashes its bytes whole (at most 16 KiB, what a read of it costs).
     private StrongBox<GrowingTail>? _tail;
 
+    // What the last Store returned, while nothing has changed since (null after any change): a version that changes
+    // no byte (tar's chmod after it wrote a file, one a version for each of a file's ~8,000 names) takes it instead of
+    // cutting, hashing and looking up its last chunk again (for a small file, all of it: ~80 MB hashed an untar).
+    private IngestedContent? _unchanged;
+
     // The ranges that hold data (written, or data when the copy was seeded from the file), sorted, disjoint and not
     // touching: the rest is a hole. Zeros a program wrote are data; a sparse write, a truncate up or a punched hole
     // leave a hole, so the export allocates what the file did.
@@ -65,6 +70,22 @@ internal sealed unsafe class FileShadow
 
     public static FileShadow Empty() => new([]);
 
+    /// <summary>The content the last <see cref="Store"/> returned, while no change has come since; null otherwise.</summary>
+    public IngestedContent? StoredContent => _unchanged;
+
+    /// <summary>The owner's count of commits when this copy last changed or was made (see <see cref="Versioner.AfterCommit"/>).</summary>
+    public long ChangedInCommit { get; set; }
+
+    /// <summary>Gives the native bytes back now, not when the copy is collected; the copy must not be used after.</summary>
+    public void Release()
+    {
+        _native?.Release();
+        _native = null;
+        _array = [];
+        Size = 0;
+        _unchanged = null;
+    }
+
     /// <summary>A copy seeded from a read of the file: <paramref name="dataRanges"/> are its data extents (SEEK_DATA/SEEK_HOLE), the rest holes.</summary>
     public static FileShadow Of(byte[] data, IEnumerable<(long Start, long End)> dataRanges)
     {
@@ -88,6 +109,7 @@ internal sealed unsafe class FileShadow
 
     public void Write(long offset, ReadOnlySpan<byte> bytes)
     {
+        _unchanged = null;
         var end = offset + bytes.Length;
         Reserve(end);
         if (offset > Size)
@@ -103,6 +125,7 @@ internal sealed unsafe class FileShadow
 
     public void Truncate(long size)
     {
+        _unchanged = null;
         _cleanUpTo = Math.Min(_cleanUpTo, size);
         if (size > Size)
         {
@@ -127,6 +150,7 @@ internal sealed unsafe class FileShadow
         }
 
         Bytes(offset, end - offset).Clear();
+        _unchanged = null;
         _cleanUpTo = Math.Min(_cleanUpTo, offset);
         RemoveRange(offset, end);
     }
@@ -207,6 +231,70 @@ internal sealed unsafe class FileShadow
     /// </summary>
     public IngestedContent Store(TraceWriter writer)
     {
+        if (_unchanged is { } same)
+        {
+            // Nothing changed since the last Store: its content again, with nothing new stored, and the cost a store
+            // of the same bytes reports (the exact-version budget counts the bytes it would have cut again).
+            LastStoreCost = RecutBytes();
+            return same;
+        }
+
+        _unchanged = Stored(StoreChanged(writer));
+        return _unchanged;
+    }
+
+    // A content returned again stored no new bytes.
+    private static IngestedContent Stored(IngestedContent content) => content.StoredBytes == 0 ? content : content with { StoredBytes = 0 };
+
+    // Whether the bytes are stored as one chunk from 0 (all data, less than the least chunk; see StoreChanged).
+    private bool IsOneSmallChunk => Size < FastCdc.MinSize && _ranges.Count == 1 && _ranges[0].Start == 0 && _ranges[0].End >= Size;
+
+    // The chunks of the last Store kept by the next one (the rest is cut again): those wholly below _cleanUpTo that
+    // another chunk follows without a gap. A chunk followed by a hole ended because its data did, like the last one.
+    private int KeptChunks()
+    {
+        var keep = 0;
+        while (keep < _chunks.Count - 1 && End(_chunks[keep].Extent) <= _cleanUpTo && _chunks[keep + 1].Extent.Offset == End(_chunks[keep].Extent))
+        {
+            keep++;
+        }
+
+        return keep;
+    }
+
+    // The bytes a Store of unchanged bytes cuts again: what StoreChanged's LastStoreCost is for them.
+    private long RecutBytes()
+    {
+        if (Size == 0)
+        {
+            return 0;
+        }
+
+        if (IsOneSmallChunk)
+        {
+            return Size;
+        }
+
+        var keep = KeptChunks();
+        var end = keep == 0 ? 0 : End(_chunks[keep - 1].Extent);
+        long cost = 0;
+        for (var r = 0; r < _ranges.Count; r++)
+        {
+            var (start, rangeEnd) = _ranges[r];
+            var stop = Math.Min(rangeEnd, Size);
+            var from = Math.Max(end, start);
+            if (from < stop)
+            {
+                cost += stop - from;
+                end = stop;
+            }
+        }
+
+        return cost;
+    }
+
+    private IngestedContent StoreChanged(TraceWriter writer)
+    {
         if (Size == 0)
         {
             // A file just created (every new file's first version): the empty content, made once.
@@ -217,7 +305,7 @@ internal sealed unsafe class FileShadow
             return EmptyContent;
         }
 
-        if (Size < FastCdc.MinSize && _ranges.Count == 1 && _ranges[0].Start == 0 && _ranges[0].End >= Size)
+        if (IsOneSmallChunk)
         {
             // All data, less than the least chunk: one chunk from 0 (no chunk of the last store lies wholly below
             // _cleanUpTo with another after it: that one would be at least the least chunk long). What the general
@@ -232,14 +320,7 @@ internal sealed unsafe class FileShadow
             return stored1;
         }
 
-        var keep = 0;
-        // A chunk followed by a hole ended because its data did, like the last one: kept only when the next chunk
-        // starts where it ends.
-        while (keep < _chunks.Count - 1 && End(_chunks[keep].Extent) <= _cleanUpTo && _chunks[keep + 1].Extent.Offset == End(_chunks[keep].Extent))
-        {
-            keep++;
-        }
-
+        var keep = KeptChunks();
         var content = new ChunkedContent(writer);
         for (var i = 0; i < keep; i++)
         {
@@ -341,6 +422,18 @@ internal sealed unsafe class NativeBuffer
     }
 
     public byte* Pointer { get; private set; }
+
+    /// <summary>Gives the bytes back to the heap now; the buffer holds none after.</summary>
+    public void Release()
+    {
+        if (Pointer != null)
+        {
+            CopyHeap.Free(Pointer, Capacity);
+            Pointer = null;
+            Capacity = 0;
+            GC.SuppressFinalize(this);
+        }
+    }
 
     public long Capacity { get; private set; }
 

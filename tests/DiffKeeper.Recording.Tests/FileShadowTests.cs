@@ -324,6 +324,44 @@ public sealed class FileShadowTests : IDisposable
         AssertPrefixes(r, versions, truth);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void A_store_with_no_change_since_the_last_gives_its_content_again_and_the_cost_of_cutting_it_again(int seed)
+    {
+        // tar's chmod after it wrote a file: a version of the same bytes. It is the last store's content (not cut and
+        // hashed again), with nothing new stored, and the exact-version budget is charged what a store that did cut
+        // them again reports: a write of nothing at the end forces that store here.
+        var random = new Random(seed);
+        using var writer = TraceWriter.Open(_dir.Sub($"u{seed}"));
+        var shadow = FileShadow.Empty();
+        var size = 0L;
+        for (var step = 0; step < 40; step++)
+        {
+            var bytes = new byte[random.Next(3) == 0 ? random.Next(1, 200_000) : random.Next(1, 12_000)];
+            random.NextBytes(bytes);
+            var offset = random.Next(4) == 0 ? size + random.Next(0, 70_000) : random.Next(5) == 0 ? random.Next((int)size + 1) : size;
+            shadow.Write(offset, bytes);
+            size = Math.Max(size, offset + bytes.Length);
+            var first = shadow.Store(writer);
+            var again = shadow.Store(writer);
+            var againCost = shadow.LastStoreCost;
+            Assert.Same(first, again);
+            Assert.Equal(0, again.StoredBytes);
+            shadow.Write(size, []);
+            var recut = shadow.Store(writer);
+            Assert.Equal(recut.ContentId, again.ContentId);
+            Assert.Equal(recut.Extents, again.Extents);
+            Assert.Equal(0, recut.StoredBytes);
+            Assert.Equal(shadow.LastStoreCost, againCost);
+        }
+
+        var empty = FileShadow.Empty();
+        Assert.Same(empty.Store(writer), empty.Store(writer));
+        Assert.Equal(0, empty.LastStoreCost);
+    }
+
     /// <summary>Every version (an extent map and a size) reads back as that many first bytes of <paramref name="truth"/>, and the trace verifies.</summary>
     private static void AssertPrefixes(TraceReader r, List<(byte[] Extents, int Size)> versions, byte[] truth)
     {

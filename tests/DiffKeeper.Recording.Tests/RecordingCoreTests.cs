@@ -63,6 +63,66 @@ public sealed class RecordingCoreTests : IDisposable
     }
 
     [Fact]
+    public void A_copy_untouched_for_a_commit_interval_is_dropped_and_seeded_again_from_its_committed_version()
+    {
+        // The recorder gives back the copy of a file no change reached since the commit before last (an untar's ~8,000
+        // finished files); a later write seeds it again from the trace. The disk holds other bytes all along, so a
+        // state taken from the file instead of the stored version would show.
+        using (var writer = TraceWriter.Open(_trace))
+        using (var stored = new StoredContent(writer.TraceDir))
+        {
+            var core = new RecordingCore(writer, new ScriptedSource(exactNames: true, []), [_root], new PathFilter([_root], writer.TraceDir, []),
+                TimeSpan.FromMilliseconds(2), TimeSpan.FromHours(1), TextWriter.Null);
+            core.Begin("scripted", _root, RecordingCore.WallNs(), BigFileVersions.DefaultThreshold, stored);
+            core.Baseline(commit: true);
+            core.Start();
+            File.WriteAllText(Path.Combine(_root, "a"), "on disk, never written by the recorded events");
+            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
+            void Commit()
+            {
+                core.FlushWrite();
+                writer.Commit();
+            }
+
+            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
+            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
+            Handle(Event(CaptureKind.Created, "b", knownEmpty: true)); // mode and file unknown: its copy is not the version's, kept
+            Handle(Event(CaptureKind.Written, "b", offset: 0, payload: "bee"));
+            Handle(Event(CaptureKind.Created, "c", knownEmpty: true) with { Mode = 0x180, FileId = (1UL, 43UL) });
+            Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "sea"));
+            Commit();
+            Assert.Equal(0, core.Versioner.AfterCommit()); // all written in the interval just committed
+            Commit();
+            Assert.Equal(2, core.Versioner.AfterCommit()); // untouched for a whole interval: a's and c's copies go, b's stays
+            Assert.Null(core.Versioner.FollowedSize(0, "a"));
+            Assert.Null(core.Versioner.FollowedSize(0, "c"));
+            Assert.Equal(3, core.Versioner.FollowedSize(0, "b"));
+            Handle(Event(CaptureKind.Written, "a", offset: 5, payload: " world"));
+            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "J"));
+            // Opened with O_TRUNC: a new empty copy of the same file, as when its copy was still held (the disk's "c" is
+            // another file, so its stat would name another inode).
+            File.WriteAllText(Path.Combine(_root, "c"), "xyz");
+            Handle(Event(CaptureKind.Truncated, "c", offset: 0));
+            Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "new"));
+            Assert.Equal((1UL, 43UL), core.Versioner.Known(0, "c") is { } c ? (c.Device, c.Inode) : default);
+            Commit();
+            Assert.Equal(0, core.Versioner.AfterCommit());
+            core.Finish(ChildExit.Exited(0));
+            writer.Commit();
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        AssertState(reader, s, 2, ("a", "hello"));
+        AssertState(reader, s, 4, ("a", "hello"), ("b", "bee"));
+        AssertState(reader, s, 6, ("a", "hello"), ("b", "bee"), ("c", "sea"));
+        AssertState(reader, s, 7, ("a", "hello world"), ("b", "bee"), ("c", "sea"));
+        AssertState(reader, s, 8, ("a", "Jello world"), ("b", "bee"), ("c", "sea"));
+        AssertState(reader, s, 9, ("a", "Jello world"), ("b", "bee"), ("c", ""));
+        AssertState(reader, s, 10, ("a", "Jello world"), ("b", "bee"), ("c", "new"));
+    }
+
+    [Fact]
     public void Exact_versions_of_one_name_are_bounded_per_hot_window_also_across_its_deletion()
     {
         // 256 exact versions per name and window, then coalesced: a file written 100,000 times a second costs
