@@ -2133,6 +2133,23 @@ public sealed class TraceWriter : IDisposable
         return pack;
     }
 
+    /// <summary>
+    /// Opens pack <paramref name="packId"/> to append after its <paramref name="committedSize"/> bytes
+    /// (<see cref="PackWriter.OpenAtEnd"/>), or null when the file is not exactly that long. Thread-safe as
+    /// <see cref="CreatePack"/>. Maintenance continues in an earlier pass's pack of deltas instead of starting a pack
+    /// every pass; it never passes the pack this writer appends to, nor one numbered from the pass's start on.
+    /// </summary>
+    public PackWriter? ContinuePack(long packId, long committedSize)
+    {
+        var pack = PackWriter.OpenAtEnd(TraceDir, packId, committedSize);
+        if (pack is not null)
+        {
+            pack.WritesLargeRecordsDirect = WritesLargeRecordsDirect;
+        }
+
+        return pack;
+    }
+
     private void Tx()
     {
         if (_inTransaction && !_db.InTransaction)

@@ -121,7 +121,7 @@ internal static class GarbageCollector
     /// Repacks the packs <see cref="RepackRule"/> takes (live fraction below <paramref name="threshold"/>, then the
     /// most dead within <paramref name="budget"/>) and drops empty ones. Packs created
     /// since the pass began (id at least <paramref name="firstNew"/>) are left alone. The pack the writer appended to
-    /// when the pass began (<paramref name="writerPack"/>) and the maintenance pack itself are rolled first when
+    /// when the pass began (<paramref name="writerPack"/>) and maintenance's own packs are rolled first when
     /// they qualify (so the writer's garbage is freed without waiting for its pack to fill), and their rows are
     /// read again once nothing can be added to them. Returns the ids of the packs whose rows it dropped.
     /// </summary>
@@ -165,9 +165,9 @@ internal static class GarbageCollector
                     records = reader.AllBlobs().Where(b => b.HasRecord && b.PackId == packId).ToList();
                 }
             }
-            else if (packId == output.CurrentId)
+            else
             {
-                output.Roll();
+                output.Release(packId);
             }
 
             try

@@ -1,0 +1,63 @@
+using DiffKeeper.Storage.Maintenance;
+using DiffKeeper.Storage.Packs;
+
+namespace DiffKeeper.Storage.Tests;
+
+/// <summary>
+/// Where maintenance puts what it writes (<see cref="MaintenancePack"/>): deltas in a pack of their own, continued by
+/// later passes, whole records apart, so a repack never copies a delta again for a whole record that died beside it.
+/// </summary>
+public sealed class MaintenancePackTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    /// <summary>
+    /// W1 of the anchor benchmarks as <c>record</c> makes it: one writer a version (one process each), the pass after
+    /// the session with it. Each pass turns the last version's chunks into deltas and frees their whole records; with
+    /// both in one pack, the repack copied every delta before them again (W1's 11th version: 1.1 MB copied for 100 KB
+    /// of new deltas).
+    /// </summary>
+    [Fact]
+    public void A_delta_is_written_once_and_the_packs_stay_few_across_one_pass_a_session()
+    {
+        var versions = MaintenanceTests.TenPercentEdits(1 << 20, 12, seed: 5);
+        var trace = _dir.Sub("t");
+        var placed = new Dictionary<long, (long Pack, long Offset)>();
+        foreach (var v in versions)
+        {
+            using (var w = TraceWriter.Open(trace))
+            {
+                TraceStoreTests.WriteSession(w, _dir.Path, ("f", v));
+                StoreMaintenance.Run(w, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+            }
+
+            using var r = TraceReader.Open(trace);
+            foreach (var b in r.AllBlobs().Where(b => b.Codec == BlobCodec.ZstdDelta))
+            {
+                if (placed.TryGetValue(b.BlobRowId, out var at))
+                {
+                    Assert.Equal(at, (b.PackId, b.Offset));
+                }
+                else
+                {
+                    placed[b.BlobRowId] = (b.PackId, b.Offset);
+                }
+            }
+
+            // The writer's pack, the whole records still live from earlier ones, the deltas.
+            Assert.True(r.PacksCommitted().Count <= 3, $"packs: {string.Join(", ", r.PacksCommitted())}");
+        }
+
+        Assert.True(placed.Count >= 50, $"{placed.Count} deltas: the case must make deltas");
+        Assert.Single(placed.Values.Select(p => p.Pack).Distinct());
+        using var reader = TraceReader.Open(trace);
+        Assert.True(TraceVerifier.Verify(reader, readData: true).Ok);
+        var read = reader.AllVersions().OrderBy(v => v.Id).Select(v => TraceStoreTests.ReadBack(reader, v)).ToList();
+        Assert.Equal(versions, read);
+        var live = reader.AllBlobs().Where(b => b.HasRecord).Sum(b => (long)PackFormat.RecordSize(b.StoredLength));
+        var total = reader.PacksCommitted().Sum(p => p.CommittedSize - PackFormat.HeaderSize);
+        Assert.True(total - live <= total / 100, $"dead {total - live} of {total}");
+    }
+}
