@@ -60,4 +60,55 @@ public sealed class MaintenancePackTests : IDisposable
         var total = reader.PacksCommitted().Sum(p => p.CommittedSize - PackFormat.HeaderSize);
         Assert.True(total - live <= total / 100, $"dead {total - live} of {total}");
     }
+
+    /// <summary>
+    /// The packs a repack takes are copied in shared steps, one fsync and one commit for all of them: the pass after a
+    /// W1 session takes the last session's pack and the earlier passes' packs of whole records, and gave each its own.
+    /// </summary>
+    [Fact]
+    public void The_packs_one_repack_takes_are_copied_in_one_step()
+    {
+        var versions = MaintenanceTests.TenPercentEdits(1 << 20, 5, seed: 9);
+        var trace = _dir.Sub("t");
+        for (var i = 0; i < versions.Count; i++)
+        {
+            using var w = TraceWriter.Open(trace);
+            TraceStoreTests.WriteSession(w, _dir.Path, ("f", versions[i]));
+            if (i < versions.Count - 1)
+            {
+                StoreMaintenance.Run(w, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+                continue;
+            }
+
+            var steps = new CountedSteps(new InlineWriterSteps(w));
+            MaintenanceResult done;
+            using (var maintainer = new Maintainer(w, steps))
+            {
+                done = maintainer.Run(new MaintenanceOptions(), DateTimeOffset.UtcNow);
+            }
+
+            Assert.True(done.Collection.PacksRepacked + done.Collection.PacksDropped >= 2, $"{done.Collection}: the case needs two packs taken");
+            Assert.Equal(1, steps.Count("repack"));
+        }
+
+        using var r = TraceReader.Open(trace);
+        Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+        Assert.Equal(versions, r.AllVersions().OrderBy(v => v.Id).Select(v => TraceStoreTests.ReadBack(r, v)));
+    }
+
+    /// <summary>Runs each step through another <see cref="IWriterSteps"/> and counts them by name.</summary>
+    private sealed class CountedSteps(IWriterSteps inner) : IWriterSteps
+    {
+        private readonly Dictionary<string, int> _counts = [];
+
+        public CancellationToken Stopping => inner.Stopping;
+
+        public int Count(string name) => _counts.GetValueOrDefault(name);
+
+        public T Run<T>(string name, Func<TraceWriter, T> step)
+        {
+            _counts[name] = Count(name) + 1;
+            return inner.Run(name, step);
+        }
+    }
 }
