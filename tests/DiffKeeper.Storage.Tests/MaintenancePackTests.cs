@@ -96,6 +96,64 @@ public sealed class MaintenancePackTests : IDisposable
         Assert.Equal(versions, r.AllVersions().OrderBy(v => v.Id).Select(v => TraceStoreTests.ReadBack(r, v)));
     }
 
+    /// <summary>
+    /// The pass after a session (and <c>gc</c>) leaves the pack files it dropped to the writer's close, which deletes
+    /// them once its checkpoint has synced the catalog, instead of syncing the catalog once more for them; a reader
+    /// holding the trace at the close keeps them, and the next writer deletes them as it opens.
+    /// </summary>
+    [Fact]
+    public void The_pack_files_a_pass_drops_go_as_the_writer_closes()
+    {
+        var versions = MaintenanceTests.TenPercentEdits(1 << 20, 4, seed: 11);
+        var trace = _dir.Sub("t");
+        for (var i = 0; i < 2; i++)
+        {
+            using var w = TraceWriter.Open(trace);
+            TraceStoreTests.WriteSession(w, _dir.Path, ("f", versions[i]));
+        }
+
+        for (var i = 2; i < 4; i++)
+        {
+            var before = PackFiles(trace);
+            var readerAtClose = i == 3;
+            TraceReader? reader = null;
+            using (var w = TraceWriter.Open(trace))
+            {
+                TraceStoreTests.WriteSession(w, _dir.Path, ("f", versions[i]));
+                var done = StoreMaintenance.Run(w, new MaintenanceOptions(), DateTimeOffset.UtcNow);
+                Assert.True(done.Collection.PacksRepacked + done.Collection.PacksDropped >= 1, $"{done.Collection}: the case needs a pack dropped");
+                Assert.Equal(0, done.Collection.PackFilesLeft);
+                Assert.Subset(PackFiles(trace), before); // still there while the writer is open
+                reader = readerAtClose ? TraceReader.Open(trace) : null;
+            }
+
+            using (reader)
+            {
+                // Without a reader, exactly the packs the catalog lists; with one, the dropped files too.
+                Assert.Equal(readerAtClose, PackFiles(trace).IsProperSupersetOf(Listed(trace)));
+                Assert.True(PackFiles(trace).IsSupersetOf(Listed(trace)));
+            }
+        }
+
+        using (TraceWriter.Open(trace))
+        {
+        }
+
+        Assert.Equal(Listed(trace), PackFiles(trace));
+        using var r = TraceReader.Open(trace);
+        Assert.True(TraceVerifier.Verify(r, readData: true).Ok);
+        Assert.Equal(versions, r.AllVersions().OrderBy(v => v.Id).Select(v => TraceStoreTests.ReadBack(r, v)));
+    }
+
+    private static HashSet<string> PackFiles(string trace) =>
+        [.. Directory.EnumerateFiles(Path.Combine(trace, "packs"), "*.pack", SearchOption.AllDirectories)];
+
+    private static HashSet<string> Listed(string trace)
+    {
+        using var r = TraceReader.Open(trace);
+        return [.. r.PacksCommitted().Select(p => Path.Combine(trace, PackFormat.RelativePath(p.Id)))];
+    }
+
     /// <summary>Runs each step through another <see cref="IWriterSteps"/> and counts them by name.</summary>
     private sealed class CountedSteps(IWriterSteps inner) : IWriterSteps
     {
