@@ -19,6 +19,9 @@ internal static class GarbageCollector
 {
     private const long BytesPerStep = 64L << 20;
 
+    // Each pack a step drops costs it a scan of the blob rows (no index on pack_id): keep mode runs steps on the agent's thread.
+    private const int PacksPerStep = 16;
+
     /// <summary>Deletes the rows of blobs nothing live needs, <paramref name="rowsPerStep"/> per step; returns how many.</summary>
     public static long Sweep(TraceReader reader, IWriterSteps steps, int rowsPerStep)
     {
@@ -196,7 +199,7 @@ internal static class GarbageCollector
             var moves = new List<(BlobLocation From, long Pack, long Offset)>();
             var finished = new List<(long PackId, int Records)>();
             long bytes = 0;
-            while (source < sources.Count && moves.Count < rowsPerStep && bytes < BytesPerStep)
+            while (source < sources.Count && moves.Count < rowsPerStep && bytes < BytesPerStep && finished.Count < PacksPerStep)
             {
                 var (packId, records) = sources[source];
                 if (at < records.Count)
