@@ -795,6 +795,23 @@ public sealed class TraceReader : IDisposable
         return mark.ScalarInt64() ?? 0;
     }
 
+    /// <summary>
+    /// The newest pack numbered below <paramref name="below"/>, other than <paramref name="except"/>, under
+    /// <see cref="PackFormat.RollSize"/>, whose records are all deltas, with its committed size; null when there is
+    /// none. Maintenance appends its deltas there (<c>MaintenancePack</c>): one scan of the blob rows a pass.
+    /// </summary>
+    internal (long Id, long CommittedSize)? NewestDeltaPack(long below, long except)
+    {
+        using var r = _db.Prepare($"""
+            SELECT b.pack_id, p.committed_size FROM blobs b JOIN packs p ON p.id = b.pack_id
+            WHERE b.pack_id < ?1 AND b.pack_id <> ?2 AND b.codec <> {(int)BlobCodec.Slice} AND p.committed_size < ?3
+            GROUP BY b.pack_id HAVING max(b.codec NOT IN ({(int)BlobCodec.ZstdDelta}, {(int)BlobCodec.BsDiff})) = 0
+            ORDER BY b.pack_id DESC LIMIT 1
+            """);
+        r.Bind(1, below).Bind(2, except).Bind(3, PackFormat.RollSize);
+        return r.Step() ? (r.Int64(0), r.Int64(1)) : null;
+    }
+
     /// <summary>Pack ids with their committed sizes.</summary>
     public IReadOnlyList<(long Id, long CommittedSize)> PacksCommitted()
     {

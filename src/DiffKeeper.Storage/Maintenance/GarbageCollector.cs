@@ -19,6 +19,9 @@ internal static class GarbageCollector
 {
     private const long BytesPerStep = 64L << 20;
 
+    // Each pack a step drops costs it a scan of the blob rows (no index on pack_id): keep mode runs steps on the agent's thread.
+    private const int PacksPerStep = 16;
+
     /// <summary>Deletes the rows of blobs nothing live needs, <paramref name="rowsPerStep"/> per step; returns how many.</summary>
     public static long Sweep(TraceReader reader, IWriterSteps steps, int rowsPerStep)
     {
@@ -121,7 +124,7 @@ internal static class GarbageCollector
     /// Repacks the packs <see cref="RepackRule"/> takes (live fraction below <paramref name="threshold"/>, then the
     /// most dead within <paramref name="budget"/>) and drops empty ones. Packs created
     /// since the pass began (id at least <paramref name="firstNew"/>) are left alone. The pack the writer appended to
-    /// when the pass began (<paramref name="writerPack"/>) and the maintenance pack itself are rolled first when
+    /// when the pass began (<paramref name="writerPack"/>) and maintenance's own packs are rolled first when
     /// they qualify (so the writer's garbage is freed without waiting for its pack to fill), and their rows are
     /// read again once nothing can be added to them. Returns the ids of the packs whose rows it dropped.
     /// </summary>
@@ -142,6 +145,9 @@ internal static class GarbageCollector
         var buffer = new byte[PackFormat.RecordSize(Codecs.Zstd.CompressBound(PackFormat.MaxGroupLength))];
         var live = byPack.ToDictionary(p => p.Key, p => p.Value.Sum(r => (long)PackFormat.RecordSize(r.StoredLength)));
         var taken = RepackRule.Taken(packs, live, threshold, budget, id => id < firstNew);
+        // The taken packs' live records, in pack order, then copied in shared steps: one fsync and one commit for
+        // as many packs as a step holds (a pass after a W1 session took three small packs, each with its own).
+        var sources = new List<(long PackId, List<BlobLocation> Records)>();
         foreach (var (packId, _) in packs)
         {
             if (!taken.Contains(packId))
@@ -165,9 +171,9 @@ internal static class GarbageCollector
                     records = reader.AllBlobs().Where(b => b.HasRecord && b.PackId == packId).ToList();
                 }
             }
-            else if (packId == output.CurrentId)
+            else
             {
-                output.Roll();
+                output.Release(packId);
             }
 
             try
@@ -182,15 +188,21 @@ internal static class GarbageCollector
                 continue; // keep a damaged pack as it is: verify names what is in it
             }
 
-            // Copied in batches of whole steps; the old pack's row goes with the last batch.
-            var at = 0;
-            var packDropped = false;
-            do
+            sources.Add((packId, records));
+        }
+
+        // Copied in batches of whole steps; a pack's row goes with the batch that moves its last record.
+        int source = 0, at = 0;
+        while (source < sources.Count)
+        {
+            steps.Stopping.ThrowIfCancellationRequested();
+            var moves = new List<(BlobLocation From, long Pack, long Offset)>();
+            var finished = new List<(long PackId, int Records)>();
+            long bytes = 0;
+            while (source < sources.Count && moves.Count < rowsPerStep && bytes < BytesPerStep && finished.Count < PacksPerStep)
             {
-                steps.Stopping.ThrowIfCancellationRequested();
-                var moves = new List<(BlobLocation From, long Pack, long Offset)>();
-                long bytes = 0;
-                while (at < records.Count && moves.Count < rowsPerStep && bytes < BytesPerStep)
+                var (packId, records) = sources[source];
+                if (at < records.Count)
                 {
                     var r = records[at++];
                     var record = reader.Packs.ReadRecord(r, buffer);
@@ -199,59 +211,64 @@ internal static class GarbageCollector
                     bytes += record.Length;
                 }
 
-                var sizes = output.Sync();
-                var last = at == records.Count;
-                copied += steps.Run("repack", writer =>
+                if (at == records.Count)
                 {
-                    writer.Begin();
-                    MaintenancePack.RecordSizes(writer, sizes);
-                    var moved = 0;
-                    using (var move = writer.Database.Prepare("UPDATE blobs SET pack_id = ?4, offset = ?5 WHERE id = ?1 AND pack_id = ?2 AND offset = ?3"))
+                    finished.Add((packId, records.Count));
+                    source++;
+                    at = 0;
+                }
+            }
+
+            var sizes = output.Sync();
+            var dropping = new List<(long PackId, int Records)>();
+            copied += steps.Run("repack", writer =>
+            {
+                dropping.Clear();
+                writer.Begin();
+                MaintenancePack.RecordSizes(writer, sizes);
+                var moved = 0;
+                using (var move = writer.Database.Prepare("UPDATE blobs SET pack_id = ?4, offset = ?5 WHERE id = ?1 AND pack_id = ?2 AND offset = ?3"))
+                {
+                    foreach (var (from, pack, offset) in moves)
                     {
-                        foreach (var (from, pack, offset) in moves)
-                        {
-                            // A row the writer moved meanwhile (a delta stored whole again) stays where it is now.
-                            move.Bind(1, from.BlobRowId).Bind(2, from.PackId).Bind(3, from.Offset).Bind(4, pack).Bind(5, offset).Run();
-                            moved += writer.Database.Changes;
-                        }
+                        // A row the writer moved meanwhile (a delta stored whole again) stays where it is now.
+                        move.Bind(1, from.BlobRowId).Bind(2, from.PackId).Bind(3, from.Offset).Bind(4, pack).Bind(5, offset).Run();
+                        moved += writer.Database.Changes;
                     }
+                }
 
-                    if (last)
+                // A pack goes only if no row is left in it. The plan listed every row the pack had when it was
+                // made, but a writer still appending to this pack (its current one when the plan's snapshot was
+                // taken) may have added rows or moved one within it since; such a pack stays, and a later pass
+                // takes it once the writer has moved on. Found by the agent-kill test: a dropped pack whose rows
+                // remained left versions pointing at a deleted file.
+                using var left = writer.Database.Prepare("SELECT count(*) FROM blobs WHERE pack_id = ?1");
+                using var drop = writer.Database.Prepare("DELETE FROM packs WHERE id = ?1");
+                foreach (var done in finished)
+                {
+                    left.Bind(1, done.PackId);
+                    if (left.ScalarInt64() == 0)
                     {
-                        // The pack goes only if no row is left in it. The plan listed every row the pack had when it
-                        // was made, but a writer still appending to this pack (its current one when the plan's
-                        // snapshot was taken) may have added rows or moved one within it since; such a pack stays,
-                        // and a later pass takes it once the writer has moved on. Found by the agent-kill test: a
-                        // dropped pack whose rows remained left versions pointing at a deleted file.
-                        using var left = writer.Database.Prepare("SELECT count(*) FROM blobs WHERE pack_id = ?1");
-                        left.Bind(1, packId);
-                        if (left.ScalarInt64() == 0)
-                        {
-                            using var drop = writer.Database.Prepare("DELETE FROM packs WHERE id = ?1");
-                            drop.Bind(1, packId).Run();
-                            packDropped = true;
-                        }
+                        drop.Bind(1, done.PackId).Run();
+                        dropping.Add(done);
                     }
+                }
 
-                    writer.Commit();
-                    return moved;
-                });
-            }
-            while (at < records.Count);
+                writer.Commit();
+                return moved;
+            });
 
-            if (!packDropped)
+            foreach (var (packId, records) in dropping)
             {
-                continue;
-            }
-
-            droppedIds.Add(packId);
-            if (records.Count > 0)
-            {
-                repacked++;
-            }
-            else
-            {
-                dropped++;
+                droppedIds.Add(packId);
+                if (records > 0)
+                {
+                    repacked++;
+                }
+                else
+                {
+                    dropped++;
+                }
             }
         }
 

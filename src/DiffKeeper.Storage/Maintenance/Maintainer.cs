@@ -97,6 +97,8 @@ public sealed class Maintainer : IDisposable
                 pruned = ids.Count;
             }
 
+            // Deltas go on in the pack an earlier pass (of this process or another) put its deltas in.
+            _output.ContinueDeltasIn(reader.NewestDeltaPack(firstNew, writerPack));
             progress?.Report("sweeping unreferenced blobs");
             swept = GarbageCollector.Sweep(reader, _steps, options.RowsPerStep);
             if (options.Delta is { } codec)

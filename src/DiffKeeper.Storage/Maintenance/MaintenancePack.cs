@@ -3,23 +3,43 @@ using DiffKeeper.Storage.Packs;
 namespace DiffKeeper.Storage.Maintenance;
 
 /// <summary>
-/// The pack maintenance appends to (re-encoded and repacked records), across passes: its own, not the writer's, so
-/// a pass can fill it on its own thread while the writer keeps appending to its pack. Created on first use, rolled at
-/// <see cref="PackFormat.RollSize"/>. Records are referenced only after <see cref="Sync"/> has made them durable and a
-/// step has recorded the sizes it returned (<see cref="RecordSizes"/>) in the transaction that references them.
+/// The packs maintenance appends to (re-encoded and repacked records), across passes: its own, not the writer's, so
+/// a pass can fill them on its own thread while the writer keeps appending to its pack. Two of them, by how long
+/// their records live: deltas (compaction's, and those a repack copies) in one, whole records and groups in the
+/// other. A delta stays until its version is pruned, but a whole record is mostly a path's newest content, which the
+/// next session's compaction turns into a delta: in one pack, each such death left the deltas beside it to be copied
+/// again by the next repack (W1, one `record` a version: every pass copied the whole history of deltas, ~1 MB).
+/// The pack of deltas is continued from an earlier pass when one is offered (<see cref="ContinueDeltasIn"/>), so
+/// passes add to it without a new file each. Created on first use, rolled at <see cref="PackFormat.RollSize"/>.
+/// Records are referenced only after <see cref="Sync"/> has made them durable and a step has recorded the sizes it
+/// returned (<see cref="RecordSizes"/>) in the transaction that references them.
 /// Not thread-safe: the maintenance thread appends and syncs; the sizes are recorded on the writer's thread.
 /// </summary>
 internal sealed class MaintenancePack(TraceWriter writer) : IDisposable
 {
     private readonly List<(long Id, long Size)> _rolled = [];
-    private PackWriter? _pack;
+    private PackWriter? _deltas;
+    private PackWriter? _whole;
+    private (long Id, long CommittedSize)? _offered;
 
-    /// <summary>The pack appended to now, or -1 (never repacked: it would be copied into itself).</summary>
-    public long CurrentId => _pack?.PackId ?? -1;
+    /// <summary>Whether <paramref name="packId"/> is one this appends to now (never repacked as it is: it would be copied into itself).</summary>
+    public bool Holds(long packId) => _deltas?.PackId == packId || _whole?.PackId == packId;
+
+    /// <summary>
+    /// Offers an earlier pass's pack of deltas (<see cref="TraceReader.NewestDeltaPack"/>) to append the next deltas to,
+    /// when none is open; it is opened only if its file is exactly its committed size. Null withdraws the offer.
+    /// </summary>
+    public void ContinueDeltasIn((long Id, long CommittedSize)? pack)
+    {
+        if (_deltas is null)
+        {
+            _offered = pack;
+        }
+    }
 
     public (long PackId, long Offset) Append(BlobId id, BlobCodec codec, int rawLength, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> baseDigest)
     {
-        var pack = Current();
+        var pack = Current(IsDelta(codec));
         return (pack.PackId, pack.Append(id, codec, rawLength, payload, baseDigest));
     }
 
@@ -31,7 +51,7 @@ internal sealed class MaintenancePack(TraceWriter writer) : IDisposable
     /// </summary>
     public (long PackId, long Offset) AppendRecord(ReadOnlySpan<byte> record, long from)
     {
-        var pack = Current();
+        var pack = Current(IsDelta((BlobCodec)record[PackFormat.RecordCodecOffset]));
         if (AlignedGroup.IsAlignedAt(record, from))
         {
             var gap = (int)(((from - pack.Length) % AlignedGroup.Alignment + AlignedGroup.Alignment) % AlignedGroup.Alignment);
@@ -51,10 +71,13 @@ internal sealed class MaintenancePack(TraceWriter writer) : IDisposable
     {
         var sizes = new List<(long Id, long Size)>(_rolled);
         _rolled.Clear();
-        if (_pack is not null)
+        foreach (var pack in (ReadOnlySpan<PackWriter?>)[_deltas, _whole])
         {
-            _pack.Sync();
-            sizes.Add((_pack.PackId, _pack.Length));
+            if (pack is not null)
+            {
+                pack.Sync();
+                sizes.Add((pack.PackId, pack.Length));
+            }
         }
 
         return sizes;
@@ -71,27 +94,60 @@ internal sealed class MaintenancePack(TraceWriter writer) : IDisposable
         }
     }
 
-    /// <summary>Closes the current pack (its size is returned by the next <see cref="Sync"/>); the next record starts a new one.</summary>
-    public void Roll()
+    /// <summary>
+    /// A repack is about to copy <paramref name="packId"/>: closes it if this appends to it (its size is returned by
+    /// the next <see cref="Sync"/>; the next record of its kind starts a new pack), and never continues in it.
+    /// </summary>
+    public void Release(long packId)
     {
-        if (_pack is not null)
+        if (_offered?.Id == packId)
         {
-            _pack.Sync();
-            _rolled.Add((_pack.PackId, _pack.Length));
-            _pack.Dispose();
-            _pack = null;
+            _offered = null;
+        }
+
+        if (_deltas?.PackId == packId)
+        {
+            Roll(ref _deltas);
+        }
+        else if (_whole?.PackId == packId)
+        {
+            Roll(ref _whole);
         }
     }
 
-    private PackWriter Current()
-    {
-        if (_pack is not null && _pack.Length >= PackFormat.RollSize)
-        {
-            Roll();
-        }
+    private static bool IsDelta(BlobCodec codec) => codec is BlobCodec.ZstdDelta or BlobCodec.BsDiff;
 
-        return _pack ??= writer.CreatePack();
+    private void Roll(ref PackWriter? pack)
+    {
+        if (pack is not null)
+        {
+            pack.Sync();
+            _rolled.Add((pack.PackId, pack.Length));
+            pack.Dispose();
+            pack = null;
+        }
     }
 
-    public void Dispose() => _pack?.Dispose();
+    private PackWriter Current(bool deltas)
+    {
+        ref var pack = ref deltas ? ref _deltas : ref _whole;
+        if (pack is not null && pack.Length >= PackFormat.RollSize)
+        {
+            Roll(ref pack);
+        }
+
+        if (pack is null && deltas && _offered is { } offered)
+        {
+            _offered = null;
+            pack = writer.ContinuePack(offered.Id, offered.CommittedSize);
+        }
+
+        return pack ??= writer.CreatePack();
+    }
+
+    public void Dispose()
+    {
+        _deltas?.Dispose();
+        _whole?.Dispose();
+    }
 }

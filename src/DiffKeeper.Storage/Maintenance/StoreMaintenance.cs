@@ -58,15 +58,17 @@ public static class StoreMaintenance
     }
 
     /// <summary>
-    /// The same with a writer the caller holds, nothing pending in it (<c>record</c> compacts its trace this way
-    /// after its session finished). The steps commit at <c>synchronous=NORMAL</c>: each step's records are fsynced
-    /// before the commit that references them, and a step lost to a power cut leaves its rows naming the records
-    /// they named before, which are still there, because no pack file is deleted before the catalog is fsynced
-    /// (<see cref="TraceWriter.SyncToDisk"/>, by <see cref="Maintainer"/> and below); closing the writer
-    /// checkpoints and syncs the rest. Each WAL fsync cost a W1 pass ~1–3 ms of wall time, six of them a pass.
+    /// The same with a writer the caller holds, nothing pending in it, and closes next (<c>record</c> compacts its
+    /// trace this way after its session finished). The steps commit at <c>synchronous=NORMAL</c>: each step's records
+    /// are fsynced before the commit that references them, and a step lost to a power cut leaves its rows naming the
+    /// records they named before, which are still there, because no pack file is deleted before the catalog is
+    /// synced: the files the pass drops are deleted as the writer closes, after its checkpoint synced the catalog
+    /// (<see cref="TraceWriter.DeletesPackFilesAtClose"/>). Each WAL fsync cost a W1 pass ~1–3 ms of wall time, six of them a pass.
     /// </summary>
     public static MaintenanceResult Run(TraceWriter writer, MaintenanceOptions options, DateTimeOffset now, IProgress<string>? progress = null)
     {
+        // The caller closes the writer next: the files go after the close's sync, not after one of their own.
+        writer.DeletesPackFilesAtClose = true;
         MaintenanceResult result;
         using (var maintainer = new Maintainer(writer, new InlineWriterSteps(writer)))
         {

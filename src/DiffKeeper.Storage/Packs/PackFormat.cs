@@ -11,6 +11,7 @@ public static class PackFormat
     public const int RecordHeaderSize = 80;
     public const int RecordTrailerSize = 4;
     public const uint RecordMagic = 0x42524B44; // "DKRB" little-endian
+    public const int RecordCodecOffset = 4; // the codec byte of a record header
     public const int MaxRawLength = 256 * 1024;
 
     /// <summary>Most raw bytes a group record (codec 4) holds: its members' bytes, concatenated (format 6).</summary>

@@ -63,6 +63,34 @@ public sealed class PackWriter : IDisposable
     }
 
     /// <summary>
+    /// Opens an existing pack to append after its first <paramref name="committedSize"/> bytes, or returns null when
+    /// the file is not exactly that long (a tail a failed step left, a damaged or missing file): the caller then
+    /// starts a new pack. Nothing below <paramref name="committedSize"/> is ever written again. The caller
+    /// guarantees that no other writer appends to the pack (maintenance continues only its own earlier packs).
+    /// </summary>
+    public static PackWriter? OpenAtEnd(string traceDir, long packId, long committedSize)
+    {
+        var path = Path.Combine(traceDir, PackFormat.RelativePath(packId));
+        SafeFileHandle handle;
+        try
+        {
+            handle = TraceFile.OpenRegular(path, write: true);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DiffKeeperException)
+        {
+            return null;
+        }
+
+        if (committedSize <= PackFormat.HeaderSize || RandomAccess.GetLength(handle) != committedSize)
+        {
+            handle.Dispose();
+            return null;
+        }
+
+        return new PackWriter(packId, path, handle, committedSize) { _writebackFrom = committedSize };
+    }
+
+    /// <summary>
     /// Whether records with a payload of <see cref="DirectFrom"/> bytes or more are written at once from the caller's
     /// payload (one pwritev of header, payload and checksum, after the buffered records) instead of being copied into
     /// the buffer first. `snapshot` sets it: its records are compressed 64 KiB blocks, and copying them cost a copy of
@@ -104,7 +132,7 @@ public sealed class PackWriter : IDisposable
     {
         record[..PackFormat.RecordHeaderSize].Clear();
         BinaryPrimitives.WriteUInt32LittleEndian(record, PackFormat.RecordMagic);
-        record[4] = (byte)codec;
+        record[PackFormat.RecordCodecOffset] = (byte)codec;
         BinaryPrimitives.WriteInt32LittleEndian(record[8..], rawLength);
         BinaryPrimitives.WriteInt32LittleEndian(record[12..], storedLength);
         id.Bytes.CopyTo(record[16..]);
