@@ -206,6 +206,81 @@ public sealed class EbpfCaptureTests : IDisposable
     }
 
     [Fact]
+    public async Task A_process_that_gets_the_pid_of_an_exited_recorded_process_on_its_cpu_is_not_recorded()
+    {
+        SkipUnlessEbpf();
+        if (Environment.ProcessorCount < 2)
+        {
+            Assert.Skip("needs two CPUs: the recorded shell waits on one while the pid is reused on the other");
+        }
+
+        // The kernel side remembers, per CPU, the last process it found recorded. Here a recorded process runs last
+        // on CPU 0 and exits; then a process outside the tree is given its pid (ns_last_pid) on CPU 0 and writes
+        // into the watched tree. The exit must make that memory stale, or the stranger is recorded.
+        var control = _dir.Sub("control");
+        Directory.CreateDirectory(control);
+        var child = Path.Combine(_dir.Path, "child.py");
+        File.WriteAllText(child, $$"""
+            import os
+            with open("recorded.txt", "w") as f:
+                f.write("recorded")
+            with open("{{control}}/pid.tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.rename("{{control}}/pid.tmp", "{{control}}/pid")
+            """);
+        // The shell and its sleeps stay on CPU 1 (affinity is inherited); only the child runs on CPU 0.
+        var script = $"taskset -c 0 python3 {child}; touch {control}/exited; " +
+            $"while [ ! -e {control}/done ]; do sleep 0.02; done";
+        using var record = Cli.Start(Work, "record", "--capture", "ebpf", "--trace", Trace, "--", "taskset", "-c", "1", "sh", "-c", script);
+        WaitFor(Path.Combine(control, "exited"), record);
+        var pid = File.ReadAllText(Path.Combine(control, "pid"));
+
+        var stranger = Path.Combine(_dir.Path, "stranger.py");
+        File.WriteAllText(stranger, """
+            import os, sys
+            target, path = int(sys.argv[1]), sys.argv[2]
+            os.sched_setaffinity(0, {0})
+            for attempt in range(5000):
+                with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                    f.write(str(target - 1))
+                pid = os.fork()
+                if pid == 0:
+                    if os.getpid() == target:
+                        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                        os.write(fd, b"not recorded")
+                        os.close(fd)
+                    os._exit(0)
+                os.waitpid(pid, 0)
+                if pid == target:
+                    print("reused")
+                    sys.exit(0)
+            print("not reused")
+            """);
+        var psi = new ProcessStartInfo("python3", [stranger, pid, Path.Combine(Work, "stranger.txt")]) { RedirectStandardOutput = true };
+        string reused;
+        using (var p = Process.Start(psi)!)
+        {
+            reused = (await p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken)).Trim();
+            await p.WaitForExitAsync(TestContext.Current.CancellationToken);
+        }
+
+        Assert.Equal("reused", reused);
+        // Gone before the end, so the reconcile scan does not see it either: any event naming it is the stranger's.
+        File.Delete(Path.Combine(Work, "stranger.txt"));
+        File.WriteAllText(Path.Combine(control, "done"), "");
+        record.StandardInput.Close();
+        var ct = TestContext.Current.CancellationToken;
+        var stderr = record.StandardError.ReadToEndAsync(ct);
+        await record.StandardOutput.ReadToEndAsync(ct);
+        await record.WaitForExitAsync(ct);
+        Assert.True(record.ExitCode == 0, await stderr);
+
+        var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
+        Assert.Contains(events, e => Op(e) == "CREATE" && e.GetProperty("path").GetString() == "recorded.txt");
+        Assert.DoesNotContain(events, e => e.GetProperty("path").GetString() == "stranger.txt");
+    }
+
+    [Fact]
     public void With_watch_root_a_write_under_tmp_is_recorded_and_exported_under_its_absolute_path()
     {
         SkipUnlessEbpf();

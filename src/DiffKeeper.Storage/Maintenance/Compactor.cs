@@ -418,11 +418,14 @@ internal sealed class Compactor
     /// <summary>
     /// What each file version's rebuild decodes (its blobs' closures: <see cref="RebuildCost"/>) and, per blob row,
     /// the versions whose rebuild decodes it. Kept up to date as deltas are made: making a row a delta adds its
-    /// bases' closures to every version that decodes the row.
+    /// bases' closures to every version that decodes the row. A version's rows are a sorted array (a write storm's
+    /// file has thousands of versions of hundreds of chunks each: a set per version, kept for the whole pass, was
+    /// most of the pass's CPU and of its garbage collections).
     /// </summary>
     private void LoadRebuilds(PathHistories histories)
     {
         var closures = new Dictionary<long, HashSet<long>>();
+        var rows = new HashSet<long>();
         foreach (var v in histories.ByPath.Values.SelectMany(list => list))
         {
             if (v is not { Kind: EntryKind.File, Pruned: false, Extents: { } map } || !ExtentMap.TryDecode(map, v.Size, out var extents))
@@ -430,7 +433,7 @@ internal sealed class Compactor
                 continue;
             }
 
-            var rows = new HashSet<long>();
+            rows.Clear();
             foreach (var e in extents)
             {
                 if (!_bases.ContainsKey(e.BlobRowId))
@@ -448,8 +451,10 @@ internal sealed class Compactor
                 }
             }
 
-            var rebuild = new Rebuild(rows, Bytes(rows), RebuildCost.Budget(_rebuildBound, v.Size));
-            foreach (var row in rows)
+            var sorted = rows.ToArray();
+            Array.Sort(sorted);
+            var rebuild = new Rebuild(sorted, sorted.Sum(r => (long)Raw(r)), RebuildCost.Budget(_rebuildBound, v.Size));
+            foreach (var row in sorted)
             {
                 if (!_decodedBy.TryGetValue(row, out var list))
                 {
@@ -482,7 +487,7 @@ internal sealed class Compactor
                 added.UnionWith(closures[c]);
             }
 
-            if (affected.All(v => v.Bytes + added.Where(a => !v.Rows.Contains(a)).Sum(a => (long)Raw(a)) <= v.Budget))
+            if (affected.All(v => v.Bytes + added.Where(a => !v.Decodes(a)).Sum(a => (long)Raw(a)) <= v.Budget))
             {
                 return [.. candidates];
             }
@@ -511,7 +516,7 @@ internal sealed class Compactor
         {
             foreach (var a in added)
             {
-                if (v.Rows.Add(a))
+                if (v.Add(a))
                 {
                     v.Bytes += Raw(a);
                     if (!_decodedBy.TryGetValue(a, out var list))
@@ -530,11 +535,17 @@ internal sealed class Compactor
     private int Raw(long row) => _rows.TryGetValue(row, out var r) ? r.Raw : 0;
 
     /// <summary>One version's rebuild: the blob rows it decodes, their bytes, and what the bound allows it.</summary>
-    private sealed class Rebuild(HashSet<long> rows, long bytes, double budget)
+    private sealed class Rebuild(long[] sorted, long bytes, double budget)
     {
-        public HashSet<long> Rows { get; } = rows;
+        private HashSet<long>? _added;
 
         public long Bytes { get; set; } = bytes;
+
+        /// <summary>Whether the rebuild decodes <paramref name="row"/>.</summary>
+        public bool Decodes(long row) => Array.BinarySearch(sorted, row) >= 0 || (_added?.Contains(row) ?? false);
+
+        /// <summary>Adds a row the rebuild decodes from now on; false if it did already.</summary>
+        public bool Add(long row) => !Decodes(row) && (_added ??= []).Add(row);
 
         public double Budget { get; } = budget;
     }
