@@ -538,7 +538,7 @@ public sealed class TraceWriter : IDisposable
             foreach (var file in Directory.EnumerateFiles(packsDir, "*.pack", SearchOption.AllDirectories))
             {
                 if (long.TryParse(Path.GetFileNameWithoutExtension(file), System.Globalization.NumberStyles.HexNumber, null, out var id) &&
-                    !known.Contains(id) && id != _pack?.PackId)
+                    !known.Contains(id) && id != _pack?.PackId && !DeletedAtClose(file))
                 {
                     RefuseToDestroy(id, 0);
                     garbage.Add((id, file));
@@ -676,6 +676,16 @@ public sealed class TraceWriter : IDisposable
 
     private readonly HashSet<string> _deleteAtClose = [];
 
+    // A file already put off to the close was checked when it was dropped: not scanned for again (RefuseToDestroy
+    // reads every blob row of the catalog, pack_id having no index).
+    private bool DeletedAtClose(string file)
+    {
+        lock (_deleteAtClose)
+        {
+            return _deleteAtClose.Contains(file);
+        }
+    }
+
     /// <summary>
     /// The close's part of <see cref="DeletesPackFilesAtClose"/>: the catalog is closed, so a missing WAL means a
     /// checkpoint (the close's, or the last reader's) moved every commit into the database and synced it; the files
@@ -703,7 +713,15 @@ public sealed class TraceWriter : IDisposable
 
         foreach (var file in files)
         {
-            File.Delete(file);
+            try
+            {
+                File.Delete(file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // The session or collection is complete: a file that cannot go now is the next writer's to delete
+                // (it deletes pack files the catalog does not list as it opens), not a failure of this one.
+            }
         }
     }
 
