@@ -91,9 +91,9 @@ public sealed class RecordingCoreTests : IDisposable
             Handle(Event(CaptureKind.Created, "c", knownEmpty: true) with { Mode = 0x180, FileId = (1UL, 43UL) });
             Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "sea"));
             Commit();
-            Assert.Equal(0, core.Versioner.AfterCommit()); // all written in the interval just committed
+            Assert.Equal(0, core.AfterCommit()); // all written in the interval just committed
             Commit();
-            Assert.Equal(2, core.Versioner.AfterCommit()); // untouched for a whole interval: a's and c's copies go, b's stays
+            Assert.Equal(2, core.AfterCommit()); // untouched for a whole interval: a's and c's copies go, b's stays
             Assert.Null(core.Versioner.FollowedSize(0, "a"));
             Assert.Null(core.Versioner.FollowedSize(0, "c"));
             Assert.Equal(3, core.Versioner.FollowedSize(0, "b"));
@@ -106,7 +106,7 @@ public sealed class RecordingCoreTests : IDisposable
             Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "new"));
             Assert.Equal((1UL, 43UL), core.Versioner.Known(0, "c") is { } c ? (c.Device, c.Inode) : default);
             Commit();
-            Assert.Equal(0, core.Versioner.AfterCommit());
+            Assert.Equal(0, core.AfterCommit());
             core.Finish(ChildExit.Exited(0));
             writer.Commit();
         }
@@ -120,6 +120,54 @@ public sealed class RecordingCoreTests : IDisposable
         AssertState(reader, s, 8, ("a", "Jello world"), ("b", "bee"), ("c", "sea"));
         AssertState(reader, s, 9, ("a", "Jello world"), ("b", "bee"), ("c", ""));
         AssertState(reader, s, 10, ("a", "Jello world"), ("b", "bee"), ("c", "new"));
+    }
+
+    [Fact]
+    public void A_copy_whose_path_waits_to_be_read_is_not_given_back()
+    {
+        // The writer closed d (a read is due) and a commit comes before the read: the read takes the copy, so the copy
+        // stays; given back, the read would take the disk's bytes, which the recorded events never wrote.
+        using (var writer = TraceWriter.Open(_trace))
+        using (var stored = new StoredContent(writer.TraceDir))
+        {
+            var core = StartedCore(writer, stored);
+            File.WriteAllText(Path.Combine(_root, "d"), "on disk, never written by the recorded events");
+            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
+            void Commit()
+            {
+                core.FlushWrite();
+                writer.Commit();
+            }
+
+            Handle(Event(CaptureKind.Created, "d", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
+            Handle(Event(CaptureKind.Written, "d", offset: 0, payload: "dee"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Handle(Event(CaptureKind.ClosedWrite, "d"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Assert.Equal(3, core.Versioner.FollowedSize(0, "d"));
+            core.VersionReady(long.MaxValue);
+            Commit();
+            Assert.Equal(1, core.AfterCommit()); // read: now it may go
+            core.Finish(ChildExit.Exited(0));
+            writer.Commit();
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        AssertState(reader, s, 2, ("d", "dee"));
+        Assert.Equal(2, reader.VersionsIn(s).Count(v => v.Rel == "d")); // the read found the copy's state: no version
+    }
+
+    private RecordingCore StartedCore(TraceWriter writer, StoredContent stored)
+    {
+        var core = new RecordingCore(writer, new ScriptedSource(exactNames: true, []), [_root], new PathFilter([_root], writer.TraceDir, []),
+            TimeSpan.FromMilliseconds(2), TimeSpan.FromHours(1), TextWriter.Null);
+        core.Begin("scripted", _root, RecordingCore.WallNs(), BigFileVersions.DefaultThreshold, stored);
+        core.Baseline(commit: true);
+        core.Start();
+        return core;
     }
 
     [Fact]
