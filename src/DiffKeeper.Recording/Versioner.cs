@@ -119,7 +119,8 @@ internal sealed class Versioner
     {
         _commits++;
         // Under a size limit the ring may drop a committed version's bytes: the copy is then the only exact source.
-        if (Stored is null || _writer.SizeLimit is not null || _shadows.Count == 0)
+        // Once the trace could not be read back, a copy given back could not be made again: none is.
+        if (Stored is not { Available: true } || _writer.SizeLimit is not null || _shadows.Count == 0)
         {
             return 0;
         }
@@ -343,6 +344,14 @@ internal sealed class Versioner
             _shadows[(root, rel)] = seeded;
             Account(seeded.Footprint);
             return seeded;
+        }
+
+        if (_paths.GetValueOrDefault((root, rel))?.DroppedCopyFile is not null)
+        {
+            // Its copy was given back at a commit and its version cannot be read back (damaged, unreadable, gone from
+            // the catalog): the file as it is now may already hold later changes, so this change is not followed
+            // exactly. Null: the caller reads the file back, as for a write whose bytes did not travel.
+            return null;
         }
 
         // Not followed yet (it existed before, or was written by something we do not see): start from the file as

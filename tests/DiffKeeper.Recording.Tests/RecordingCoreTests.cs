@@ -123,6 +123,55 @@ public sealed class RecordingCoreTests : IDisposable
     }
 
     [Fact]
+    public void A_copy_given_back_whose_version_cannot_be_read_back_is_read_from_the_file_and_no_copy_is_given_back_after()
+    {
+        // The trace cannot be read back (here its reader finds no catalog, as a damaged pack or catalog fails it). A
+        // write to a file whose copy was given back must not start from the file as it is now and call that exact
+        // (it would be the disk's bytes with the write on top, a state that never was): the write is read back. After
+        // the failed read no copy is given back any more.
+        using (var writer = TraceWriter.Open(_trace))
+        using (var stored = new StoredContent(_dir.Sub("not-a-trace")))
+        {
+            var core = StartedCore(writer, stored);
+            File.WriteAllText(Path.Combine(_root, "a"), "on disk, never written by the recorded events");
+            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
+            void Commit()
+            {
+                core.FlushWrite();
+                writer.Commit();
+            }
+
+            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
+            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Commit();
+            Assert.Equal(1, core.AfterCommit());
+            Assert.True(stored.Available);
+            Handle(Event(CaptureKind.Written, "a", offset: 5, payload: " world"));
+            Assert.False(stored.Available);
+            Assert.Null(core.Versioner.FollowedSize(0, "a"));
+            core.VersionReady(long.MaxValue);
+            Handle(Event(CaptureKind.Created, "d", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
+            Handle(Event(CaptureKind.Written, "d", offset: 0, payload: "dee"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Commit();
+            Assert.Equal(0, core.AfterCommit()); // untouched for an interval, but it could not be made again
+            Assert.Equal(3, core.Versioner.FollowedSize(0, "d"));
+            core.Finish(ChildExit.Exited(0));
+            writer.Commit();
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        Assert.Equal("read back", reader.Events(s).Single(e => e.Seq == 3).Detail);
+        AssertState(reader, s, 2, ("a", "hello"));
+        AssertState(reader, s, 3, ("a", "on disk, never written by the recorded events"));
+        AssertState(reader, s, 5, ("a", "on disk, never written by the recorded events"), ("d", "dee"));
+    }
+
+    [Fact]
     public void A_copy_whose_path_waits_to_be_read_is_not_given_back()
     {
         // The writer closed d (a read is due) and a commit comes before the read: the read takes the copy, so the copy
