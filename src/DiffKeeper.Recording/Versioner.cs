@@ -342,8 +342,7 @@ internal sealed class Versioner
         if (SeedFromStore(root, rel) is { } seeded)
         {
             _shadows[(root, rel)] = seeded;
-            Account(seeded.Footprint);
-            return seeded;
+            return Account(seeded.Footprint) ? seeded : null; // over the budget every copy went, this one too
         }
 
         if (_paths.GetValueOrDefault((root, rel))?.DroppedCopyFile is not null)
@@ -389,8 +388,7 @@ internal sealed class Versioner
         }
 
         _shadows[(root, rel)] = shadow;
-        Account(shadow.Footprint);
-        return shadow;
+        return Account(shadow.Footprint) ? shadow : null;
     }
 
     /// <summary>

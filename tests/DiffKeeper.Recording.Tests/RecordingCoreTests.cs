@@ -123,6 +123,19 @@ public sealed class RecordingCoreTests : IDisposable
     }
 
     [Fact]
+    public void A_copy_that_goes_over_the_memory_budget_as_it_is_made_is_not_taken_as_exact()
+    {
+        // The first write to a file not followed starts its copy from the file; that copy alone goes over the budget,
+        // so every copy is dropped, this one too: the write is read back, though the write itself grew nothing.
+        File.WriteAllText(Path.Combine(_root, "f"), new string('x', 100));
+        using var writer = TraceWriter.Open(_trace);
+        var session = writer.BeginSession("scripted", _root, "scripted", RecordingCore.WallNs(), [_root], out var rootIds);
+        var versioner = new Versioner(writer, session, [_root], rootIds, TextWriter.Null) { ShadowBudget = 10 };
+        Assert.False(versioner.ApplyWrite(0, "f", 0, "y"u8));
+        Assert.Null(versioner.FollowedSize(0, "f"));
+    }
+
+    [Fact]
     public void A_copy_given_back_whose_version_cannot_be_read_back_is_read_from_the_file_and_no_copy_is_given_back_after()
     {
         // The trace cannot be read back (here its reader finds no catalog, as a damaged pack or catalog fails it). A
