@@ -523,7 +523,7 @@ internal sealed class Versioner
         {
             var state = _paths[(root, rel)];
             var newRel = to + rel[from.Length..];
-            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat);
+            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat, state.DroppedCopyFile);
             carried.Add(newRel);
         }
 
@@ -572,7 +572,7 @@ internal sealed class Versioner
         foreach (var (rel, state) in moved.OrderBy(m => Swap(m.Rel), StringComparer.Ordinal))
         {
             var newRel = Swap(rel);
-            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat);
+            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat, state.DroppedCopyFile);
         }
     }
 
@@ -596,7 +596,7 @@ internal sealed class Versioner
         }
 
         var stat = state.Stat with { Links = Math.Max(2, state.Stat.Links + 1) };
-        Store(root, to, state.Version with { PathId = PathId(root, to), Seq = seq, TimeNs = timeNs }, stat);
+        Store(root, to, state.Version with { PathId = PathId(root, to), Seq = seq, TimeNs = timeNs }, stat, state.DroppedCopyFile);
         if (shadow is not null)
         {
             Observe(root, from, seq, timeNs); // the copy may hold coalesced changes not stored yet: now both names do
@@ -911,9 +911,10 @@ internal sealed class Versioner
 
     /// <summary>
     /// Stores a version of one path, and the same state for every other name the recorder knows of the same file
-    /// (hard links), all with the file's link id once it has more than one name.
+    /// (hard links), all with the file's link id once it has more than one name. <paramref name="droppedCopyFile"/>:
+    /// the file whose copy was given back, when the state comes from another name (a rename, an exchange, a link).
     /// </summary>
-    private void Store(int root, string rel, NewVersion version, EntryStat stat)
+    private void Store(int root, string rel, NewVersion version, EntryStat stat, (ulong Device, ulong Inode)? droppedCopyFile = null)
     {
         var key = (root, rel);
         var inode = InodeOf(version.Kind, stat);
@@ -928,7 +929,7 @@ internal sealed class Versioner
 
         if (inode is not { } id)
         {
-            StoreOne(key, version.Link is null ? version : version with { Link = null }, stat, null);
+            StoreOne(key, version.Link is null ? version : version with { Link = null }, stat, null, droppedCopyFile);
             return;
         }
 
@@ -962,7 +963,7 @@ internal sealed class Versioner
             version = version with { Link = group.Id }; // not copied when it is right already (a file with one name)
         }
 
-        StoreOne(key, version, stat, id);
+        StoreOne(key, version, stat, id, droppedCopyFile);
         if (group.Count < 2)
         {
             return;
@@ -1003,11 +1004,13 @@ internal sealed class Versioner
                 }
             }
 
-            _paths[key] = new PathState(state.Version, state.Stat, null) { ExactCost = state.ExactCost };
+            // The state a rename or exchange carries to the new name: the file its copy was given back for goes too.
+            _paths[key] = new PathState(state.Version, state.Stat, null) { ExactCost = state.ExactCost, DroppedCopyFile = state.DroppedCopyFile };
         }
     }
 
-    private void StoreOne((int Root, string Rel) key, NewVersion version, EntryStat stat, (ulong, ulong)? inode)
+    private void StoreOne((int Root, string Rel) key, NewVersion version, EntryStat stat, (ulong, ulong)? inode,
+        (ulong Device, ulong Inode)? droppedCopyFile = null)
     {
         _writer.AddVersion(_sessionId, version);
         VersionsWritten++;
@@ -1021,7 +1024,7 @@ internal sealed class Versioner
         _paths[key] = new PathState(version, stat, inode)
         {
             ExactCost = before?.ExactCost ?? default,
-            DroppedCopyFile = before?.DroppedCopyFile is { } dropped && inode == dropped ? dropped : null, // still that file
+            DroppedCopyFile = (droppedCopyFile ?? before?.DroppedCopyFile) is { } dropped && inode == dropped ? dropped : null, // still that file
         };
     }
 

@@ -222,6 +222,54 @@ public sealed class RecordingCoreTests : IDisposable
         Assert.Equal(2, reader.VersionsIn(s).Count(v => v.Rel == "d")); // the read found the copy's state: no version
     }
 
+    [Fact]
+    public void A_copy_given_back_keeps_its_file_across_a_rename_and_an_exchange()
+    {
+        // After the drop, a is renamed to b and c exchanged with e; each new name then opened with O_TRUNC is the same
+        // file as before (device and inode), not whatever the path holds on disk by the time it is handled.
+        using (var writer = TraceWriter.Open(_trace))
+        using (var stored = new StoredContent(writer.TraceDir))
+        {
+            var core = StartedCore(writer, stored);
+            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
+            void Commit()
+            {
+                core.FlushWrite();
+                writer.Commit();
+            }
+
+            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
+            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
+            Handle(Event(CaptureKind.Created, "c", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 43UL) });
+            Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "sea"));
+            Handle(Event(CaptureKind.Created, "e", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
+            Handle(Event(CaptureKind.Written, "e", offset: 0, payload: "eel"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Commit();
+            Assert.Equal(3, core.AfterCommit());
+            foreach (var name in new[] { "b", "c", "e" })
+            {
+                File.WriteAllText(Path.Combine(_root, name), "xyz"); // other files, of the size written below
+            }
+
+            Handle(Event(CaptureKind.Renamed, "a", path2: "b"));
+            Handle(Event(CaptureKind.Exchanged, "c", path2: "e"));
+            foreach (var name in new[] { "b", "c", "e" })
+            {
+                Handle(Event(CaptureKind.Truncated, name, offset: 0));
+                Handle(Event(CaptureKind.Written, name, offset: 0, payload: "new"));
+            }
+
+            (ulong, ulong) FileOf(string name) => core.Versioner.Known(0, name) is { } st ? (st.Device, st.Inode) : default;
+            Assert.Equal((1UL, 42UL), FileOf("b"));
+            Assert.Equal((1UL, 44UL), FileOf("c"));
+            Assert.Equal((1UL, 43UL), FileOf("e"));
+            core.Finish(ChildExit.Exited(0));
+            writer.Commit();
+        }
+    }
+
     private RecordingCore StartedCore(TraceWriter writer, StoredContent stored)
     {
         var core = new RecordingCore(writer, new ScriptedSource(exactNames: true, []), [_root], new PathFilter([_root], writer.TraceDir, []),
