@@ -356,7 +356,7 @@ public sealed class Recorder
             _writer.Commit();
             lastCommit = Stopwatch.GetTimestamp();
             _witness?.AfterCommit();
-            _core.Versioner.AfterCommit();
+            _core.AfterCommit();
         }
 
         while (true)
@@ -378,7 +378,7 @@ public sealed class Recorder
 
             // A backlog is handled in turns of at most 8,192 events, and a turn also ends when a commit is due: an untar's
             // turn took 0.3-0.7 s at a load of 13, so its recording committed 5 times in 4 s, and the copies the
-            // commit lets go of (Versioner.AfterCommit) piled up as new memory in between.
+            // commit lets go of (RecordingCore.AfterCommit) piled up as new memory in between.
             var processed = 0;
             var drained = false;
             while (processed < 8192)

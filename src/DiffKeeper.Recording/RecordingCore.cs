@@ -227,6 +227,13 @@ internal sealed class RecordingCore
         return again.Count;
     }
 
+    /// <summary>
+    /// Call after each commit of the writer: the versioner gives back the copies that are their committed version
+    /// (<see cref="Versioner.AfterCommit"/>), except those of paths waiting to be read, whose read takes the copy.
+    /// Returns how many were given back.
+    /// </summary>
+    public int AfterCommit() => _versioner.AfterCommit(_dirty.ContainsKey);
+
     /// <summary>Asks for a rescan of every root (a lost barrier, an overflow the owner learned of).</summary>
     public void RequestRescan() => _rescanPending = _lossSinceScan = true;
 

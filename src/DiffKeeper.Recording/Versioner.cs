@@ -111,13 +111,16 @@ internal sealed class Versioner
     /// given back at once; a later change to the file seeds a copy again from that version (<see cref="Stored"/>), the
     /// same bytes. An untar kept a copy of every file it wrote until the end: ~200 MB of blocks, each page new memory
     /// the kernel zeroed on the recorder's thread (a fifth of its time), where blocks given back are used again.
-    /// A copy written in every commit interval (a log, a write storm) is kept. Returns how many were dropped.
+    /// A copy written in every commit interval (a log, a write storm) is kept, and so is the copy of a path
+    /// <paramref name="waitsToBeRead"/> (its read takes the copy; without it, the file as it is then). Returns how
+    /// many were dropped.
     /// </summary>
-    public int AfterCommit()
+    public int AfterCommit(Func<(int Root, string Rel), bool> waitsToBeRead)
     {
         _commits++;
         // Under a size limit the ring may drop a committed version's bytes: the copy is then the only exact source.
-        if (Stored is null || _writer.SizeLimit is not null || _shadows.Count == 0)
+        // Once the trace could not be read back, a copy given back could not be made again: none is.
+        if (Stored is not { Available: true } || _writer.SizeLimit is not null || _shadows.Count == 0)
         {
             return 0;
         }
@@ -125,7 +128,7 @@ internal sealed class Versioner
         List<((int Root, string Rel) Key, FileShadow Shadow)>? idle = null;
         foreach (var (key, shadow) in _shadows)
         {
-            if (shadow.ChangedInCommit < _commits - 1 && IsItsCommittedVersion(key, shadow))
+            if (shadow.ChangedInCommit < _commits - 1 && !waitsToBeRead(key) && IsItsCommittedVersion(key, shadow))
             {
                 (idle ??= []).Add((key, shadow));
             }
@@ -339,8 +342,15 @@ internal sealed class Versioner
         if (SeedFromStore(root, rel) is { } seeded)
         {
             _shadows[(root, rel)] = seeded;
-            Account(seeded.Footprint);
-            return seeded;
+            return Account(seeded.Footprint) ? seeded : null; // over the budget every copy went, this one too
+        }
+
+        if (_paths.GetValueOrDefault((root, rel))?.DroppedCopyFile is not null)
+        {
+            // Its copy was given back at a commit and its version cannot be read back (damaged, unreadable, gone from
+            // the catalog): the file as it is now may already hold later changes, so this change is not followed
+            // exactly. Null: the caller reads the file back, as for a write whose bytes did not travel.
+            return null;
         }
 
         // Not followed yet (it existed before, or was written by something we do not see): start from the file as
@@ -378,8 +388,7 @@ internal sealed class Versioner
         }
 
         _shadows[(root, rel)] = shadow;
-        Account(shadow.Footprint);
-        return shadow;
+        return Account(shadow.Footprint) ? shadow : null;
     }
 
     /// <summary>
@@ -514,7 +523,7 @@ internal sealed class Versioner
         {
             var state = _paths[(root, rel)];
             var newRel = to + rel[from.Length..];
-            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat);
+            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat, state.DroppedCopyFile);
             carried.Add(newRel);
         }
 
@@ -563,7 +572,7 @@ internal sealed class Versioner
         foreach (var (rel, state) in moved.OrderBy(m => Swap(m.Rel), StringComparer.Ordinal))
         {
             var newRel = Swap(rel);
-            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat);
+            Store(root, newRel, state.Version with { PathId = PathId(root, newRel), Seq = seq, TimeNs = timeNs }, state.Stat, state.DroppedCopyFile);
         }
     }
 
@@ -587,7 +596,7 @@ internal sealed class Versioner
         }
 
         var stat = state.Stat with { Links = Math.Max(2, state.Stat.Links + 1) };
-        Store(root, to, state.Version with { PathId = PathId(root, to), Seq = seq, TimeNs = timeNs }, stat);
+        Store(root, to, state.Version with { PathId = PathId(root, to), Seq = seq, TimeNs = timeNs }, stat, state.DroppedCopyFile);
         if (shadow is not null)
         {
             Observe(root, from, seq, timeNs); // the copy may hold coalesced changes not stored yet: now both names do
@@ -902,9 +911,10 @@ internal sealed class Versioner
 
     /// <summary>
     /// Stores a version of one path, and the same state for every other name the recorder knows of the same file
-    /// (hard links), all with the file's link id once it has more than one name.
+    /// (hard links), all with the file's link id once it has more than one name. <paramref name="droppedCopyFile"/>:
+    /// the file whose copy was given back, when the state comes from another name (a rename, an exchange, a link).
     /// </summary>
-    private void Store(int root, string rel, NewVersion version, EntryStat stat)
+    private void Store(int root, string rel, NewVersion version, EntryStat stat, (ulong Device, ulong Inode)? droppedCopyFile = null)
     {
         var key = (root, rel);
         var inode = InodeOf(version.Kind, stat);
@@ -919,7 +929,7 @@ internal sealed class Versioner
 
         if (inode is not { } id)
         {
-            StoreOne(key, version.Link is null ? version : version with { Link = null }, stat, null);
+            StoreOne(key, version.Link is null ? version : version with { Link = null }, stat, null, droppedCopyFile);
             return;
         }
 
@@ -953,7 +963,7 @@ internal sealed class Versioner
             version = version with { Link = group.Id }; // not copied when it is right already (a file with one name)
         }
 
-        StoreOne(key, version, stat, id);
+        StoreOne(key, version, stat, id, droppedCopyFile);
         if (group.Count < 2)
         {
             return;
@@ -994,11 +1004,13 @@ internal sealed class Versioner
                 }
             }
 
-            _paths[key] = new PathState(state.Version, state.Stat, null) { ExactCost = state.ExactCost };
+            // The state a rename or exchange carries to the new name: the file its copy was given back for goes too.
+            _paths[key] = new PathState(state.Version, state.Stat, null) { ExactCost = state.ExactCost, DroppedCopyFile = state.DroppedCopyFile };
         }
     }
 
-    private void StoreOne((int Root, string Rel) key, NewVersion version, EntryStat stat, (ulong, ulong)? inode)
+    private void StoreOne((int Root, string Rel) key, NewVersion version, EntryStat stat, (ulong, ulong)? inode,
+        (ulong Device, ulong Inode)? droppedCopyFile = null)
     {
         _writer.AddVersion(_sessionId, version);
         VersionsWritten++;
@@ -1012,7 +1024,7 @@ internal sealed class Versioner
         _paths[key] = new PathState(version, stat, inode)
         {
             ExactCost = before?.ExactCost ?? default,
-            DroppedCopyFile = before?.DroppedCopyFile is { } dropped && inode == dropped ? dropped : null, // still that file
+            DroppedCopyFile = (droppedCopyFile ?? before?.DroppedCopyFile) is { } dropped && inode == dropped ? dropped : null, // still that file
         };
     }
 

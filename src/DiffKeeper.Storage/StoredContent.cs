@@ -23,6 +23,12 @@ public sealed class StoredContent(string traceDir) : IDisposable
     public bool HoldReader { get; init; } = true;
 
     /// <summary>
+    /// False once a read failed for another reason than a version not committed yet (a damaged blob, an I/O or
+    /// catalog error): every later read then returns null, so a copy given back could not be made again.
+    /// </summary>
+    public bool Available => !_unavailable;
+
+    /// <summary>
     /// The bytes and data ranges (one per extent; gaps are holes) of a version stored with <paramref name="extentMap"/>, or null when they cannot be
     /// read back (not committed yet, damaged, larger than <paramref name="limit"/>): then read the file instead.
     /// </summary>

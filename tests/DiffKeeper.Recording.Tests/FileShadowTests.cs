@@ -332,29 +332,104 @@ public sealed class FileShadowTests : IDisposable
     {
         // tar's chmod after it wrote a file: a version of the same bytes. It is the last store's content (not cut and
         // hashed again), with nothing new stored, and the exact-version budget is charged what a store that did cut
-        // them again reports: a write of nothing at the end forces that store here.
+        // them again reports: a write of nothing at the end forces that store here. Every change (appends, writes past
+        // the end, overwrites in place of the same size, truncates down and up, punched holes) ends that: each store
+        // after one is what a fresh copy of the true bytes stores.
         var random = new Random(seed);
         using var writer = TraceWriter.Open(_dir.Sub($"u{seed}"));
         var shadow = FileShadow.Empty();
-        var size = 0L;
-        for (var step = 0; step < 40; step++)
+        var truth = new List<byte>();
+        var written = new List<bool>();
+        for (var step = 0; step < 60; step++)
         {
-            var bytes = new byte[random.Next(3) == 0 ? random.Next(1, 200_000) : random.Next(1, 12_000)];
-            random.NextBytes(bytes);
-            var offset = random.Next(4) == 0 ? size + random.Next(0, 70_000) : random.Next(5) == 0 ? random.Next((int)size + 1) : size;
-            shadow.Write(offset, bytes);
-            size = Math.Max(size, offset + bytes.Length);
+            var roll = random.Next(10);
+            if (roll < 2 && truth.Count > 0)
+            {
+                // In place, the size unchanged.
+                var offset = random.Next(truth.Count);
+                var bytes = new byte[random.Next(1, Math.Min(5000, truth.Count - offset) + 1)];
+                random.NextBytes(bytes);
+                Write(offset, bytes);
+            }
+            else if (roll == 2)
+            {
+                var size = random.Next(2) == 0 ? random.Next(truth.Count + 1) : truth.Count + random.Next(1, 100_000);
+                shadow.Truncate(size);
+                Resize(size);
+            }
+            else if (roll == 3 && truth.Count > 0)
+            {
+                var offset = random.Next(truth.Count);
+                var length = random.Next(1, 40_000);
+                shadow.Punch(offset, length);
+                for (var i = offset; i < Math.Min(truth.Count, offset + length); i++)
+                {
+                    truth[i] = 0;
+                    written[i] = false;
+                }
+            }
+            else
+            {
+                var bytes = new byte[random.Next(3) == 0 ? random.Next(1, 200_000) : random.Next(1, 12_000)];
+                random.NextBytes(bytes);
+                Write(random.Next(4) == 0 ? truth.Count + random.Next(0, 70_000) : truth.Count, bytes);
+            }
+
             var first = shadow.Store(writer);
+            var fresh = FileShadow.Of(truth.ToArray(), DataRanges()).Store(writer);
+            Assert.Equal(truth.Count, first.Size);
+            Assert.Equal(fresh.ContentId, first.ContentId);
+            Assert.Equal(fresh.Extents, first.Extents);
             var again = shadow.Store(writer);
             var againCost = shadow.LastStoreCost;
             Assert.Same(first, again);
             Assert.Equal(0, again.StoredBytes);
-            shadow.Write(size, []);
+            shadow.Write(truth.Count, []);
             var recut = shadow.Store(writer);
             Assert.Equal(recut.ContentId, again.ContentId);
             Assert.Equal(recut.Extents, again.Extents);
             Assert.Equal(0, recut.StoredBytes);
             Assert.Equal(shadow.LastStoreCost, againCost);
+        }
+
+        void Write(long offset, byte[] bytes)
+        {
+            shadow.Write(offset, bytes);
+            Resize(Math.Max(truth.Count, (int)offset + bytes.Length));
+            bytes.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(truth)[(int)offset..]);
+            System.Runtime.InteropServices.CollectionsMarshal.AsSpan(written).Slice((int)offset, bytes.Length).Fill(true);
+        }
+
+        void Resize(int size)
+        {
+            if (size < truth.Count)
+            {
+                truth.RemoveRange(size, truth.Count - size);
+                written.RemoveRange(size, written.Count - size);
+            }
+
+            truth.AddRange(new byte[size - truth.Count]);
+            written.AddRange(new bool[size - written.Count]);
+        }
+
+        List<(long, long)> DataRanges()
+        {
+            var ranges = new List<(long, long)>();
+            for (var i = 0; i < written.Count; i++)
+            {
+                if (written[i] && (i == 0 || !written[i - 1]))
+                {
+                    var end = i;
+                    while (end < written.Count && written[end])
+                    {
+                        end++;
+                    }
+
+                    ranges.Add((i, end));
+                }
+            }
+
+            return ranges;
         }
 
         var empty = FileShadow.Empty();

@@ -91,9 +91,9 @@ public sealed class RecordingCoreTests : IDisposable
             Handle(Event(CaptureKind.Created, "c", knownEmpty: true) with { Mode = 0x180, FileId = (1UL, 43UL) });
             Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "sea"));
             Commit();
-            Assert.Equal(0, core.Versioner.AfterCommit()); // all written in the interval just committed
+            Assert.Equal(0, core.AfterCommit()); // all written in the interval just committed
             Commit();
-            Assert.Equal(2, core.Versioner.AfterCommit()); // untouched for a whole interval: a's and c's copies go, b's stays
+            Assert.Equal(2, core.AfterCommit()); // untouched for a whole interval: a's and c's copies go, b's stays
             Assert.Null(core.Versioner.FollowedSize(0, "a"));
             Assert.Null(core.Versioner.FollowedSize(0, "c"));
             Assert.Equal(3, core.Versioner.FollowedSize(0, "b"));
@@ -106,7 +106,7 @@ public sealed class RecordingCoreTests : IDisposable
             Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "new"));
             Assert.Equal((1UL, 43UL), core.Versioner.Known(0, "c") is { } c ? (c.Device, c.Inode) : default);
             Commit();
-            Assert.Equal(0, core.Versioner.AfterCommit());
+            Assert.Equal(0, core.AfterCommit());
             core.Finish(ChildExit.Exited(0));
             writer.Commit();
         }
@@ -120,6 +120,164 @@ public sealed class RecordingCoreTests : IDisposable
         AssertState(reader, s, 8, ("a", "Jello world"), ("b", "bee"), ("c", "sea"));
         AssertState(reader, s, 9, ("a", "Jello world"), ("b", "bee"), ("c", ""));
         AssertState(reader, s, 10, ("a", "Jello world"), ("b", "bee"), ("c", "new"));
+    }
+
+    [Fact]
+    public void A_copy_that_goes_over_the_memory_budget_as_it_is_made_is_not_taken_as_exact()
+    {
+        // The first write to a file not followed starts its copy from the file; that copy alone goes over the budget,
+        // so every copy is dropped, this one too: the write is read back, though the write itself grew nothing.
+        File.WriteAllText(Path.Combine(_root, "f"), new string('x', 100));
+        using var writer = TraceWriter.Open(_trace);
+        var session = writer.BeginSession("scripted", _root, "scripted", RecordingCore.WallNs(), [_root], out var rootIds);
+        var versioner = new Versioner(writer, session, [_root], rootIds, TextWriter.Null) { ShadowBudget = 10 };
+        Assert.False(versioner.ApplyWrite(0, "f", 0, "y"u8));
+        Assert.Null(versioner.FollowedSize(0, "f"));
+    }
+
+    [Fact]
+    public void A_copy_given_back_whose_version_cannot_be_read_back_is_read_from_the_file_and_no_copy_is_given_back_after()
+    {
+        // The trace cannot be read back (here its reader finds no catalog, as a damaged pack or catalog fails it). A
+        // write to a file whose copy was given back must not start from the file as it is now and call that exact
+        // (it would be the disk's bytes with the write on top, a state that never was): the write is read back. After
+        // the failed read no copy is given back any more.
+        using (var writer = TraceWriter.Open(_trace))
+        using (var stored = new StoredContent(_dir.Sub("not-a-trace")))
+        {
+            var core = StartedCore(writer, stored);
+            File.WriteAllText(Path.Combine(_root, "a"), "on disk, never written by the recorded events");
+            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
+            void Commit()
+            {
+                core.FlushWrite();
+                writer.Commit();
+            }
+
+            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
+            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Commit();
+            Assert.Equal(1, core.AfterCommit());
+            Assert.True(stored.Available);
+            Handle(Event(CaptureKind.Written, "a", offset: 5, payload: " world"));
+            Assert.False(stored.Available);
+            Assert.Null(core.Versioner.FollowedSize(0, "a"));
+            core.VersionReady(long.MaxValue);
+            Handle(Event(CaptureKind.Created, "d", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
+            Handle(Event(CaptureKind.Written, "d", offset: 0, payload: "dee"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Commit();
+            Assert.Equal(0, core.AfterCommit()); // untouched for an interval, but it could not be made again
+            Assert.Equal(3, core.Versioner.FollowedSize(0, "d"));
+            core.Finish(ChildExit.Exited(0));
+            writer.Commit();
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        Assert.Equal("read back", reader.Events(s).Single(e => e.Seq == 3).Detail);
+        AssertState(reader, s, 2, ("a", "hello"));
+        AssertState(reader, s, 3, ("a", "on disk, never written by the recorded events"));
+        AssertState(reader, s, 5, ("a", "on disk, never written by the recorded events"), ("d", "dee"));
+    }
+
+    [Fact]
+    public void A_copy_whose_path_waits_to_be_read_is_not_given_back()
+    {
+        // The writer closed d (a read is due) and a commit comes before the read: the read takes the copy, so the copy
+        // stays; given back, the read would take the disk's bytes, which the recorded events never wrote.
+        using (var writer = TraceWriter.Open(_trace))
+        using (var stored = new StoredContent(writer.TraceDir))
+        {
+            var core = StartedCore(writer, stored);
+            File.WriteAllText(Path.Combine(_root, "d"), "on disk, never written by the recorded events");
+            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
+            void Commit()
+            {
+                core.FlushWrite();
+                writer.Commit();
+            }
+
+            Handle(Event(CaptureKind.Created, "d", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
+            Handle(Event(CaptureKind.Written, "d", offset: 0, payload: "dee"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Handle(Event(CaptureKind.ClosedWrite, "d"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Assert.Equal(3, core.Versioner.FollowedSize(0, "d"));
+            core.VersionReady(long.MaxValue);
+            Commit();
+            Assert.Equal(1, core.AfterCommit()); // read: now it may go
+            core.Finish(ChildExit.Exited(0));
+            writer.Commit();
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        AssertState(reader, s, 2, ("d", "dee"));
+        Assert.Equal(2, reader.VersionsIn(s).Count(v => v.Rel == "d")); // the read found the copy's state: no version
+    }
+
+    [Fact]
+    public void A_copy_given_back_keeps_its_file_across_a_rename_and_an_exchange()
+    {
+        // After the drop, a is renamed to b and c exchanged with e; each new name then opened with O_TRUNC is the same
+        // file as before (device and inode), not whatever the path holds on disk by the time it is handled.
+        using (var writer = TraceWriter.Open(_trace))
+        using (var stored = new StoredContent(writer.TraceDir))
+        {
+            var core = StartedCore(writer, stored);
+            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
+            void Commit()
+            {
+                core.FlushWrite();
+                writer.Commit();
+            }
+
+            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
+            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
+            Handle(Event(CaptureKind.Created, "c", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 43UL) });
+            Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "sea"));
+            Handle(Event(CaptureKind.Created, "e", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
+            Handle(Event(CaptureKind.Written, "e", offset: 0, payload: "eel"));
+            Commit();
+            Assert.Equal(0, core.AfterCommit());
+            Commit();
+            Assert.Equal(3, core.AfterCommit());
+            foreach (var name in new[] { "b", "c", "e" })
+            {
+                File.WriteAllText(Path.Combine(_root, name), "xyz"); // other files, of the size written below
+            }
+
+            Handle(Event(CaptureKind.Renamed, "a", path2: "b"));
+            Handle(Event(CaptureKind.Exchanged, "c", path2: "e"));
+            foreach (var name in new[] { "b", "c", "e" })
+            {
+                Handle(Event(CaptureKind.Truncated, name, offset: 0));
+                Handle(Event(CaptureKind.Written, name, offset: 0, payload: "new"));
+            }
+
+            (ulong, ulong) FileOf(string name) => core.Versioner.Known(0, name) is { } st ? (st.Device, st.Inode) : default;
+            Assert.Equal((1UL, 42UL), FileOf("b"));
+            Assert.Equal((1UL, 44UL), FileOf("c"));
+            Assert.Equal((1UL, 43UL), FileOf("e"));
+            core.Finish(ChildExit.Exited(0));
+            writer.Commit();
+        }
+    }
+
+    private RecordingCore StartedCore(TraceWriter writer, StoredContent stored)
+    {
+        var core = new RecordingCore(writer, new ScriptedSource(exactNames: true, []), [_root], new PathFilter([_root], writer.TraceDir, []),
+            TimeSpan.FromMilliseconds(2), TimeSpan.FromHours(1), TextWriter.Null);
+        core.Begin("scripted", _root, RecordingCore.WallNs(), BigFileVersions.DefaultThreshold, stored);
+        core.Baseline(commit: true);
+        core.Start();
+        return core;
     }
 
     [Fact]
