@@ -133,6 +133,7 @@ internal sealed class RecordingCore
         _versioner = new Versioner(_writer, _sessionId, _roots, rootIds, _log)
         {
             BigFiles = new BigFileVersions(bigFileThreshold), Stored = stored, ModesFromEvents = _exactNames, Clock = NowNs,
+            ReadPending = _dirty.ContainsKey,
         };
     }
 

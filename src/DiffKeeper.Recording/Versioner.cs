@@ -338,6 +338,11 @@ internal sealed class Versioner
             return peer;
         }
 
+        if (ReadPending?.Invoke((root, rel)) == true)
+        {
+            return null; // seeded from the stored version, the copy would miss the change the read is due for
+        }
+
         var abs = TreeWalker.Join(_roots[root], rel);
         if (SeedFromStore(root, rel) is { } seeded)
         {
@@ -646,6 +651,13 @@ internal sealed class Versioner
 
     /// <summary>Session time now, on the clock of the events' times: lets a followed file's versions share one lstat.</summary>
     public Func<long>? Clock { get; init; }
+
+    /// <summary>
+    /// Whether a read of the path is due (a change whose bytes did not travel, waiting in the recorder): such a path's
+    /// stored version is not the file any more, and the file now may hold later changes, so a copy is not started
+    /// from either until the read is done (the change is read back instead).
+    /// </summary>
+    public Func<(int Root, string Rel), bool>? ReadPending { get; init; }
 
     // The last lstat taken for a followed file's version, and the session time just before it was taken. A version of
     // that file for an event at or before that time takes it instead of another lstat: a stat taken after the event

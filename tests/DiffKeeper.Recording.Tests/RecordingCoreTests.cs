@@ -185,6 +185,39 @@ public sealed class RecordingCoreTests : IDisposable
     }
 
     [Fact]
+    public void A_carried_write_after_one_whose_bytes_did_not_travel_is_not_put_on_the_stored_version()
+    {
+        // writev's bytes do not travel (the event says "read back" and a read of the file is due); a write() to the
+        // same file comes before that read. Its bytes must not be put on the version stored before the writev (the
+        // copy was dropped at the writev): that would be "hello" + "!" at 11, a state that never was, called exact.
+        using (var writer = TraceWriter.Open(_trace))
+        using (var stored = new StoredContent(writer.TraceDir))
+        {
+            var core = StartedCore(writer, stored);
+            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
+            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
+            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
+            core.FlushWrite();
+            writer.Commit();
+            File.WriteAllText(Path.Combine(_root, "a"), "hello world!"); // what the writev and the write() left
+            Handle(Event(CaptureKind.Written, "a", offset: 5) with { Length = 6 }); // the writev: no payload
+            Handle(Event(CaptureKind.Written, "a", offset: 11, payload: "!"));
+            Assert.Null(core.Versioner.FollowedSize(0, "a")); // not followed: read back too, not "hello" + "!" at 11
+            core.VersionReady(long.MaxValue);
+            core.Finish(ChildExit.Exited(0));
+            writer.Commit();
+        }
+
+        using var reader = TraceReader.Open(_trace);
+        var s = reader.Session(null);
+        Assert.Equal("read back", reader.Events(s).Single(e => e.Seq == 3).Detail);
+        Assert.Equal("read back", reader.Events(s).Single(e => e.Seq == 4).Detail);
+        AssertState(reader, s, 2, ("a", "hello"));
+        AssertState(reader, s, 4, ("a", "hello world!"));
+        AssertState(reader, s, 5, ("a", "hello world!"));
+    }
+
+    [Fact]
     public void A_copy_whose_path_waits_to_be_read_is_not_given_back()
     {
         // The writer closed d (a read is due) and a commit comes before the read: the read takes the copy, so the copy
