@@ -77,12 +77,7 @@ public sealed class RecordingCoreTests : IDisposable
             core.Baseline(commit: true);
             core.Start();
             File.WriteAllText(Path.Combine(_root, "a"), "on disk, never written by the recorded events");
-            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
-            void Commit()
-            {
-                core.FlushWrite();
-                writer.Commit();
-            }
+            var (Handle, Commit) = Drive(core, writer);
 
             Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
             Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
@@ -147,12 +142,7 @@ public sealed class RecordingCoreTests : IDisposable
         {
             var core = StartedCore(writer, stored);
             File.WriteAllText(Path.Combine(_root, "a"), "on disk, never written by the recorded events");
-            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
-            void Commit()
-            {
-                core.FlushWrite();
-                writer.Commit();
-            }
+            var (Handle, Commit) = Drive(core, writer);
 
             Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
             Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
@@ -194,11 +184,10 @@ public sealed class RecordingCoreTests : IDisposable
         using (var stored = new StoredContent(writer.TraceDir))
         {
             var core = StartedCore(writer, stored);
-            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
+            var (Handle, Commit) = Drive(core, writer);
             Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
             Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
-            core.FlushWrite();
-            writer.Commit();
+            Commit();
             File.WriteAllText(Path.Combine(_root, "a"), "hello world!"); // what the writev and the write() left
             Handle(Event(CaptureKind.Written, "a", offset: 5) with { Length = 6 }); // the writev: no payload
             Handle(Event(CaptureKind.Written, "a", offset: 11, payload: "!"));
@@ -227,12 +216,7 @@ public sealed class RecordingCoreTests : IDisposable
         {
             var core = StartedCore(writer, stored);
             File.WriteAllText(Path.Combine(_root, "d"), "on disk, never written by the recorded events");
-            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
-            void Commit()
-            {
-                core.FlushWrite();
-                writer.Commit();
-            }
+            var (Handle, Commit) = Drive(core, writer);
 
             Handle(Event(CaptureKind.Created, "d", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
             Handle(Event(CaptureKind.Written, "d", offset: 0, payload: "dee"));
@@ -264,12 +248,7 @@ public sealed class RecordingCoreTests : IDisposable
         using (var stored = new StoredContent(writer.TraceDir))
         {
             var core = StartedCore(writer, stored);
-            void Handle(CaptureEvent e) => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() });
-            void Commit()
-            {
-                core.FlushWrite();
-                writer.Commit();
-            }
+            var (Handle, Commit) = Drive(core, writer);
 
             Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
             Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
@@ -302,6 +281,14 @@ public sealed class RecordingCoreTests : IDisposable
             writer.Commit();
         }
     }
+
+    /// <summary>Hands an event to the core stamped now, and commits as the recorder does (the held write first).</summary>
+    private static (Action<CaptureEvent> Handle, Action Commit) Drive(RecordingCore core, TraceWriter writer) =>
+        (e => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() }), () =>
+        {
+            core.FlushWrite();
+            writer.Commit();
+        });
 
     private RecordingCore StartedCore(TraceWriter writer, StoredContent stored)
     {
