@@ -233,7 +233,7 @@ internal sealed class RecordingCore
     /// (<see cref="Versioner.AfterCommit"/>), except those of paths waiting to be read, whose read takes the copy.
     /// Returns how many were given back.
     /// </summary>
-    public int AfterCommit() => _versioner.AfterCommit(_dirty.ContainsKey);
+    public int AfterCommit() => _versioner.AfterCommit();
 
     /// <summary>Asks for a rescan of every root (a lost barrier, an overflow the owner learned of).</summary>
     public void RequestRescan() => _rescanPending = _lossSinceScan = true;

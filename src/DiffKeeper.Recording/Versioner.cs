@@ -111,11 +111,11 @@ internal sealed class Versioner
     /// given back at once; a later change to the file seeds a copy again from that version (<see cref="Stored"/>), the
     /// same bytes. An untar kept a copy of every file it wrote until the end: ~200 MB of blocks, each page new memory
     /// the kernel zeroed on the recorder's thread (a fifth of its time), where blocks given back are used again.
-    /// A copy written in every commit interval (a log, a write storm) is kept, and so is the copy of a path
-    /// <paramref name="waitsToBeRead"/> (its read takes the copy; without it, the file as it is then). Returns how
+    /// A copy written in every commit interval (a log, a write storm) is kept, and so is the copy of a path whose read
+    /// is due (<see cref="ReadPending"/>: its read takes the copy; without it, the file as it is then). Returns how
     /// many were dropped.
     /// </summary>
-    public int AfterCommit(Func<(int Root, string Rel), bool> waitsToBeRead)
+    public int AfterCommit()
     {
         _commits++;
         // Under a size limit the ring may drop a committed version's bytes: the copy is then the only exact source.
@@ -128,7 +128,7 @@ internal sealed class Versioner
         List<((int Root, string Rel) Key, FileShadow Shadow)>? idle = null;
         foreach (var (key, shadow) in _shadows)
         {
-            if (shadow.ChangedInCommit < _commits - 1 && !waitsToBeRead(key) && IsItsCommittedVersion(key, shadow))
+            if (shadow.ChangedInCommit < _commits - 1 && ReadPending?.Invoke(key) != true && IsItsCommittedVersion(key, shadow))
             {
                 (idle ??= []).Add((key, shadow));
             }
