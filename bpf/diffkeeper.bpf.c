@@ -125,6 +125,15 @@ struct dk_scratch {
 	// at least wake_bytes (see wake_flags()).
 	__u64 since_query;
 	__u64 was_above;
+	// A vectored write being gathered (dk_emit_filev, vec_step): the user's iovec array and count, the bytes
+	// written, the vector being read (index, next address, bytes left of it) and the bytes gathered so far.
+	__u64 vec_iov;
+	__u64 vec_cnt;
+	__u64 vec_len;
+	__u64 vec_idx;
+	__u64 vec_base;
+	__u64 vec_left;
+	__u64 vec_done;
 	char buf[SCRATCH_SIZE];
 };
 
@@ -562,6 +571,117 @@ __noinline int dk_emit_file(__u32 what, int fd, __u64 offset, __u64 length, __u6
 	return 0;
 }
 
+// writev, pwritev, pwritev2: the vectors' bytes are gathered into the scratch buffer after PATH_END, so the record
+// is a write's (offset, length and payload) and the recorder applies it to its copy as one: `#seq` of a vectored
+// write is exact like a write's, within the same payload cap. Each step reads at most WRITEV_CHUNK bytes, so the
+// verifier's bound (the offset's largest value plus the size's) stays inside the scratch buffer's slack; one step
+// ends a vector or reads a whole chunk, so WRITEV_STEPS covers WRITEV_VECS vectors of up to PAYLOAD_MAX_BYTES in
+// all. Beyond that, or when a vector cannot be read, the record says F_READBACK and the recorder reads the file.
+#define WRITEV_VECS 16
+#define WRITEV_CHUNK 32768
+#define WRITEV_STEPS (2 * WRITEV_VECS + PAYLOAD_MAX_BYTES / WRITEV_CHUNK)
+
+struct dk_iovec {
+	__u64 base;
+	__u64 len;
+};
+
+// One step of gathering a vectored write (bpf_loop callback, verified once): the next vector's address and length,
+// or up to WRITEV_CHUNK of the current vector's bytes. Its state is in the scratch; returns 1 to stop.
+static long vec_step(__u32 index, void *ctx)
+{
+	struct dk_scratch *s = my_scratch();
+	if (!s || s->vec_done >= s->vec_len)
+		return 1;
+	if (s->vec_left == 0) {
+		if (s->vec_idx >= s->vec_cnt || s->vec_idx >= WRITEV_VECS)
+			return 1;
+		struct dk_iovec v;
+		if (bpf_probe_read_user(&v, sizeof(v), (const void *)(s->vec_iov + s->vec_idx * sizeof(v))) != 0)
+			return 1;
+		s->vec_idx++;
+		s->vec_base = v.base;
+		s->vec_left = v.len;
+		if (v.len == 0)
+			return 0;
+	}
+	__u64 done = s->vec_done;
+	__u64 take = s->vec_len - done;
+	if (take > s->vec_left)
+		take = s->vec_left;
+	if (take > WRITEV_CHUNK)
+		take = WRITEV_CHUNK;
+	barrier_var(done);
+	barrier_var(take);
+	if (done > PAYLOAD_MAX_BYTES || take > WRITEV_CHUNK)
+		return 1;
+	if (bpf_probe_read_user(&s->buf[PATH_END + done], take, (const void *)s->vec_base) != 0)
+		return 1;
+	s->vec_done = done + take;
+	s->vec_base += take;
+	s->vec_left -= take;
+	return 0;
+}
+
+// offset -1: the file position (writev; pwritev2's -1). A global function takes at most five arguments.
+__noinline int dk_emit_filev(int fd, __u64 offset, __u64 length, __u64 uiov, __u64 iovcnt)
+{
+	int use_fpos = (long)offset == -1;
+	struct task_struct *task = CURRENT_TASK();
+	struct file *f = fd_file(task, fd);
+	if (!f)
+		return 0;
+	struct inode *inode = f->f_inode;
+	if (!inode || !is_regular(inode))
+		return 0;
+	if (inode->__i_nlink == 0)
+		return 0; // written after it was deleted: no path shows it any more
+	struct dk_scratch *s = my_scratch();
+	if (!s)
+		return 0;
+	struct dk_event e = {};
+	fill_header(&e, K_WRITE);
+	e.ino = inode->i_ino;
+	e.dev = inode->i_sb->s_dev;
+	e.mode = inode->i_mode;
+	e.length = length;
+	e.offset = use_fpos ? f->f_pos - length : offset;
+	__u32 zero = 0;
+	struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);
+	__u64 max = c ? c->max_payload : 0;
+	__u64 done = 0;
+	if (length <= max && length <= PAYLOAD_MAX_BYTES && iovcnt <= WRITEV_VECS) {
+		s->vec_iov = uiov;
+		s->vec_cnt = iovcnt;
+		s->vec_len = length;
+		s->vec_idx = 0;
+		s->vec_base = 0;
+		s->vec_left = 0;
+		s->vec_done = 0;
+		bpf_loop(WRITEV_STEPS, vec_step, NULL, 0);
+		done = s->vec_done;
+	}
+	__u32 tail = 0;
+	if (done == length && length > 0 && length <= PAYLOAD_MAX_BYTES) {
+		tail = (__u32)length;
+		e.payload_len = tail;
+	} else {
+		e.flags |= F_READBACK;
+	}
+	__u64 key = (__u64)f;
+	__u32 plen = 0;
+	__u64 *seen = bpf_map_lookup_elem(&announced, &key);
+	if (!(s->last_file == key && s->last_ino == e.ino) && !(seen && *seen == e.ino)) {
+		// The first event of this open file: its path goes with it (written before PATH_END, the payload after).
+		plen = walk_file(f);
+		bpf_map_update_elem(&announced, &key, &e.ino, BPF_ANY);
+	}
+	s->last_file = key;
+	s->last_ino = e.ino;
+	submit(s, &e, plen, tail);
+	return 0;
+}
+
 static __always_inline void emit_file(__u16 kind, __u16 flags, int fd, __u64 offset, __u64 length, __u64 ubuf, int use_fpos)
 {
 	dk_emit_file(EMIT_WHAT(kind, flags) | (use_fpos ? EMIT_FPOS : 0), fd, offset, length, ubuf);
@@ -694,14 +814,14 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 	case 18: // pwrite64(fd, buf, count, pos)
 		emit_file(K_WRITE, 0, (int)a.a[0], a.a[3], ret, a.a[1], 0);
 		break;
-	case 20: // writev: payload read back from the file
+	case 20: // writev(fd, iov, cnt)
 		if (ret > 0)
-			emit_file(K_WRITE, F_READBACK, (int)a.a[0], 0, ret, 0, 1);
+			dk_emit_filev((int)a.a[0], (__u64)-1, ret, a.a[1], a.a[2]);
 		break;
 	case 296: // pwritev(fd, iov, cnt, pos)
 	case 328: // pwritev2(fd, iov, cnt, pos, flags): pos -1 means the file position
 		if (ret > 0)
-			emit_file(K_WRITE, F_READBACK, (int)a.a[0], a.a[3], ret, 0, (long)a.a[3] == -1);
+			dk_emit_filev((int)a.a[0], a.a[3], ret, a.a[1], a.a[2]);
 		break;
 	case 326: // copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)
 		if (ret > 0)

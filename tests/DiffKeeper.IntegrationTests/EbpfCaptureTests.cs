@@ -175,6 +175,39 @@ public sealed class EbpfCaptureTests : IDisposable
     }
 
     [Fact]
+    public void Vectored_writes_carry_their_bytes_so_each_seq_is_exact_and_more_than_16_vectors_are_read_back()
+    {
+        SkipUnlessEbpf();
+        var script = Path.Combine(_dir.Path, "vec.py");
+        File.WriteAllText(script, """
+            import os
+            fd = os.open("v.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.writev(fd, [b"hel", b"", b"lo ", b"world"])
+            os.write(fd, b"!")
+            os.pwritev(fd, [b"W", b"O"], 6)
+            os.pwrite(fd, b"x", 0)
+            os.writev(fd, [b"A" * 40000, b"B" * 30000, b"C" * 70000])
+            os.writev(fd, [b"%d" % i for i in range(17)])
+            os.close(fd)
+            """);
+        var r = Cli.Run(Work, "record", "--capture", "ebpf", "--trace", Trace, "--", "python3", script);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var writes = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json")).Where(e => Op(e) == "WRITE").ToList();
+        Assert.Equal(6, writes.Count);
+        string At(int i) => Cli.Ok(Work, "show", "--trace", Trace, "v.bin", "--time", "#" + writes[i].GetProperty("seq").GetInt64()).Stdout;
+        Assert.Equal("hello world", At(0));
+        Assert.Equal("hello world!", At(1));
+        Assert.Equal("hello WOrld!", At(2));
+        Assert.Equal("xello WOrld!", At(3));
+        Assert.Equal("xello WOrld!" + new string('A', 40000) + new string('B', 30000) + new string('C', 70000), At(4));
+        Assert.All(writes.Take(5), w => Assert.Equal(JsonValueKind.Null, w.GetProperty("detail").ValueKind));
+        Assert.Equal("read back", writes[5].GetProperty("detail").GetString());
+        Assert.Equal(6, writes[2].GetProperty("offset").GetInt64());
+        Assert.Equal(12, writes[4].GetProperty("offset").GetInt64());
+        Assert.Equal(At(4) + string.Concat(Enumerable.Range(0, 17)), Cli.Ok(Work, "show", "--trace", Trace, "v.bin").Stdout);
+    }
+
+    [Fact]
     public async Task Another_process_writing_into_the_watched_tree_is_not_recorded_but_a_double_forked_child_of_the_command_is()
     {
         SkipUnlessEbpf();
