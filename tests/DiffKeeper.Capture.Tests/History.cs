@@ -75,7 +75,19 @@ public enum Features
     /// <summary>Exchanges that move a directory (with <see cref="Exchange"/> and <see cref="DirectoryRenames"/>).</summary>
     DirectoryExchanges = 1024,
 
-    Default = InvalidUtf8Names | BeyondPathMax | HardLinks | Exchange | DirectoryExchanges | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles,
+    /// <summary>
+    /// writev/pwritev (three vectors, at an offset or appended) and fallocate (mode 0), half of them followed at once by
+    /// a plain write to the same file, whose carried bytes must not be put on the version stored before.
+    /// </summary>
+    VectoredWrites = 2048,
+
+    /// <summary>
+    /// copy_file_range and sendfile from another file, half of them followed at once by a plain write: no buffer of
+    /// the writer holds their bytes, so the recorder reads the file back.
+    /// </summary>
+    CopiedWrites = 4096,
+
+    Default = InvalidUtf8Names | BeyondPathMax | HardLinks | Exchange | DirectoryExchanges | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles | VectoredWrites | CopiedWrites,
 }
 
 /// <summary>
@@ -444,6 +456,26 @@ public sealed class HistoryGenerator
                 }
 
                 return [new Op("mkdirp", [p], []), new Op("write", [p + "/deep"], ["0", S(Len()), S(_r.Next(1000))])];
+            }
+
+            case 23 when file.Length > 0 && (_features.HasFlag(Features.VectoredWrites) || _features.HasFlag(Features.CopiedWrites)):
+            {
+                var other = Pick('f', f => f != file);
+                var copied = _features.HasFlag(Features.CopiedWrites) && other.Length > 0 && (!_features.HasFlag(Features.VectoredWrites) || _r.Next(2) == 0);
+                Op change = copied
+                    ? new Op(_r.Next(2) == 0 ? "copyrange" : "sendfile", [other, file], [S(Offset(2000)), S(Len())])
+                    : _r.Next(3) switch
+                    {
+                        0 => new Op("writev", [file], ["-1", S(Len()), S(_r.Next(1000))]),
+                        1 => new Op("writev", [file], [S(Offset(2000)), S(Len()), S(_r.Next(1000))]),
+                        _ => new Op("falloc", [file], [S(_r.Next(0, 70000)), S(4096L * _r.Next(1, 8))]),
+                    };
+                if (!copied && !_features.HasFlag(Features.VectoredWrites))
+                {
+                    return NewFile(dir);
+                }
+
+                return _r.Next(2) == 0 ? [change] : [change, new Op("write", [file], [S(Offset(100)), S(_r.Next(1, 200)), S(_r.Next(1000))])];
             }
 
             default:

@@ -10,6 +10,10 @@
 //   mkdir P MODE | mkdirp P | create P MODE | write P OFF LEN SEED | append P LEN SEED | trunc P SIZE
 //   punch P OFF LEN | rename A B | exchange A B | unlink P | rmdir P | rmr P | chmod P MODE | fchmod P MODE
 //   writechmod P OFF LEN SEED MODE | symlink TARGET P | link A B | gap MS | hist H (the history the next ops are in)
+//   writev P OFF LEN SEED (pwritev of three vectors at OFF; OFF -1: writev to the end, O_APPEND)
+//   copyrange A B OFF LEN (copy_file_range of A's first LEN bytes to B at OFF) | sendfile A B OFF LEN (the same by
+//   sendfile from B's position OFF) | falloc P OFF LEN (fallocate mode 0: allocates, may extend the size)
+// The last four change bytes without a write(2) buffer the eBPF record could carry: the recorder reads them back.
 // A failed operation is reported on stderr and skipped: the snapshots say what really happened.
 //
 // TRUTH/gaps.txt: "K START_NS END_NS" (CLOCK_REALTIME) per quiet gap; TRUTH/gap-K.txt: the tree during gap K.
@@ -23,8 +27,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -113,6 +119,48 @@ static int open_file(const char *path, int flags, mode_t mode)
     close(d);
     errno = e;
     return fd;
+}
+
+// LEN bytes of the pattern in one vectored call of three unequal vectors (short writes continued by plain ones).
+static int pwritev_pattern(int fd, long off, long len, long seed)
+{
+    char *buf = malloc(len > 0 ? (size_t)len : 1);
+    if (!buf) return -1;
+    for (long i = 0; i < len; i++) buf[i] = (char)byte_at(seed, (off < 0 ? 0 : off) + i);
+    long a = len / 3, b = len / 2;
+    struct iovec iov[3] = {{buf, (size_t)a}, {buf + a, (size_t)(b - a)}, {buf + b, (size_t)(len - b)}};
+    ssize_t w = off < 0 ? writev(fd, iov, 3) : pwritev(fd, iov, 3, off);
+    int r = 0;
+    if (w < 0) r = -1;
+    else if (w < len) r = off < 0 ? (write(fd, buf + w, (size_t)(len - w)) < 0 ? -1 : 0) : pwrite_pattern(fd, off + w, len - w, seed);
+    int e = errno;
+    free(buf);
+    errno = e;
+    return r;
+}
+
+// copy_file_range or sendfile of FROM's first LEN bytes into TO at OFF, until done or FROM ends.
+static int copy_between(const char *from, const char *to, long off, long len, int use_sendfile)
+{
+    int in = open_file(from, O_RDONLY, 0);
+    if (in < 0) return -1;
+    int out = open_file(to, O_WRONLY | O_CREAT, 0644);
+    if (out < 0) { int e = errno; close(in); errno = e; return -1; }
+    int r = 0;
+    loff_t in_off = 0, out_off = off;
+    if (use_sendfile && lseek(out, off, SEEK_SET) < 0) r = -1;
+    while (r == 0 && len > 0) {
+        ssize_t n = use_sendfile ? sendfile(out, in, &in_off, (size_t)len)
+                                 : copy_file_range(in, &in_off, out, &out_off, (size_t)len, 0);
+        if (n < 0) r = -1;
+        if (n <= 0) break;
+        len -= n;
+    }
+    int e = errno;
+    close(in);
+    close(out);
+    errno = e;
+    return r;
 }
 
 static int rm_tree(int dirfd, const char *name)
@@ -325,6 +373,23 @@ static int run_op(int argc, char **a)
     } else if (!strcmp(op, "trunc")) {
         if ((fd = open_file(a[1], O_WRONLY, 0)) < 0) return -1;
         r = ftruncate(fd, atol(a[2]));
+        e = errno;
+        close(fd);
+        errno = e;
+        return r;
+    } else if (!strcmp(op, "writev")) {
+        long off = atol(a[2]);
+        if ((fd = open_file(a[1], O_WRONLY | O_CREAT | (off < 0 ? O_APPEND : 0), 0644)) < 0) return -1;
+        r = pwritev_pattern(fd, off, atol(a[3]), atol(a[4]));
+        e = errno;
+        close(fd);
+        errno = e;
+        return r;
+    } else if (!strcmp(op, "copyrange") || !strcmp(op, "sendfile")) {
+        return copy_between(a[1], a[2], atol(a[3]), atol(a[4]), !strcmp(op, "sendfile"));
+    } else if (!strcmp(op, "falloc")) {
+        if ((fd = open_file(a[1], O_WRONLY, 0)) < 0) return -1;
+        r = fallocate(fd, 0, atol(a[2]), atol(a[3]));
         e = errno;
         close(fd);
         errno = e;
