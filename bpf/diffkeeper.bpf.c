@@ -501,35 +501,71 @@ static __always_inline int is_regular(struct inode *inode)
 	return (mode & S_IFMT_BITS) == S_IFREG_BITS;
 }
 
+// The open regular file fd names, with the event's header filled in for it (the offset: the file position after
+// the change less its length when use_fpos); NULL when no event is sent for it.
+static __always_inline struct file *file_event(struct dk_event *e, __u16 kind, int fd, __u64 offset, __u64 length, int use_fpos)
+{
+	struct file *f = fd_file(CURRENT_TASK(), fd);
+	if (!f)
+		return NULL;
+	struct inode *inode = f->f_inode;
+	if (!inode || !is_regular(inode))
+		return NULL;
+	if (inode->__i_nlink == 0)
+		return NULL; // written after it was deleted: no path shows it any more
+	fill_header(e, kind);
+	e->ino = inode->i_ino;
+	e->dev = inode->i_sb->s_dev;
+	e->mode = inode->i_mode;
+	e->length = length;
+	e->offset = use_fpos ? f->f_pos - length : offset;
+	return f;
+}
+
+// The most payload bytes a record may carry (--max-payload).
+static __always_inline __u64 max_payload(void)
+{
+	__u32 zero = 0;
+	struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);
+	return c ? c->max_payload : 0;
+}
+
+// Whether an open file's path went with an earlier event (this CPU's last file, else `announced`); a hit found in
+// `announced` becomes this CPU's last file.
+static __always_inline int path_sent(struct dk_scratch *s, __u64 key, __u64 ino)
+{
+	if (s->last_file == key && s->last_ino == ino)
+		return 1;
+	__u64 *seen = bpf_map_lookup_elem(&announced, &key);
+	if (!seen || *seen != ino)
+		return 0;
+	s->last_file = key;
+	s->last_ino = ino;
+	return 1;
+}
+
+// The first event of an open file: its path goes with it, written to end at PATH_END. Returns the path's length.
+static __always_inline __u32 send_path(struct dk_scratch *s, struct file *f, __u64 key, __u64 *ino)
+{
+	__u32 plen = walk_file(f);
+	bpf_map_update_elem(&announced, &key, ino, BPF_ANY);
+	s->last_file = key;
+	s->last_ino = *ino;
+	return plen;
+}
+
 // An fd-based change of a regular file. With a user buffer, copies up to max_payload bytes of it.
 __noinline int dk_emit_file(__u32 what, int fd, __u64 offset, __u64 length, __u64 ubuf)
 {
-	struct task_struct *task = CURRENT_TASK();
 	__u16 kind = what & 0xff;
-	__u16 flags = what >> 16;
-	int use_fpos = (what & EMIT_FPOS) != 0;
-	struct file *f = fd_file(task, fd);
+	struct dk_event e = {};
+	struct file *f = file_event(&e, kind, fd, offset, length, (what & EMIT_FPOS) != 0);
 	if (!f)
 		return 0;
-	struct inode *inode = f->f_inode;
-	if (!inode || !is_regular(inode))
-		return 0;
-	if (inode->__i_nlink == 0)
-		return 0; // written after it was deleted: no path shows it any more
-	struct dk_event e = {};
-	fill_header(&e, kind);
-	e.flags = flags;
-	e.ino = inode->i_ino;
-	e.dev = inode->i_sb->s_dev;
-	e.mode = inode->i_mode;
-	e.length = length;
-	e.offset = use_fpos ? f->f_pos - length : offset;
+	e.flags = what >> 16;
 	__u32 n = 0;
 	if (ubuf) {
-		__u32 zero = 0;
-		struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);
-		__u64 max = c ? c->max_payload : 0;
-		if (length <= max && length <= PAYLOAD_MAX_BYTES)
+		if (length <= max_payload() && length <= PAYLOAD_MAX_BYTES)
 			n = (__u32)length;
 		else
 			e.flags |= F_READBACK;
@@ -538,24 +574,11 @@ __noinline int dk_emit_file(__u32 what, int fd, __u64 offset, __u64 length, __u6
 	if (!s)
 		return 0;
 	__u64 key = (__u64)f;
-	if (kind != K_OPEN) {
-		if (s->last_file == key && s->last_ino == e.ino) {
-			submit_payload(&e, ubuf, n);
-			return 0;
-		}
-		__u64 *seen = bpf_map_lookup_elem(&announced, &key);
-		if (seen && *seen == e.ino) {
-			s->last_file = key;
-			s->last_ino = e.ino;
-			submit_payload(&e, ubuf, n);
-			return 0;
-		}
+	if (kind != K_OPEN && path_sent(s, key, e.ino)) {
+		submit_payload(&e, ubuf, n);
+		return 0;
 	}
-	// The first event of this open file: its path goes with it.
-	__u32 plen = walk_file(f);
-	bpf_map_update_elem(&announced, &key, &e.ino, BPF_ANY);
-	s->last_file = key;
-	s->last_ino = e.ino;
+	__u32 plen = send_path(s, f, key, &e.ino);
 	__u32 tail = 0;
 	if (n > 0) {
 		if (n > PAYLOAD_MAX_BYTES)
@@ -626,31 +649,15 @@ static long vec_step(__u32 index, void *ctx)
 // offset -1: the file position (writev; pwritev2's -1). A global function takes at most five arguments.
 __noinline int dk_emit_filev(int fd, __u64 offset, __u64 length, __u64 uiov, __u64 iovcnt)
 {
-	int use_fpos = (long)offset == -1;
-	struct task_struct *task = CURRENT_TASK();
-	struct file *f = fd_file(task, fd);
+	struct dk_event e = {};
+	struct file *f = file_event(&e, K_WRITE, fd, offset, length, (long)offset == -1);
 	if (!f)
 		return 0;
-	struct inode *inode = f->f_inode;
-	if (!inode || !is_regular(inode))
-		return 0;
-	if (inode->__i_nlink == 0)
-		return 0; // written after it was deleted: no path shows it any more
 	struct dk_scratch *s = my_scratch();
 	if (!s)
 		return 0;
-	struct dk_event e = {};
-	fill_header(&e, K_WRITE);
-	e.ino = inode->i_ino;
-	e.dev = inode->i_sb->s_dev;
-	e.mode = inode->i_mode;
-	e.length = length;
-	e.offset = use_fpos ? f->f_pos - length : offset;
-	__u32 zero = 0;
-	struct dk_config *c = bpf_map_lookup_elem(&settings, &zero);
-	__u64 max = c ? c->max_payload : 0;
 	__u64 done = 0;
-	if (length <= max && length <= PAYLOAD_MAX_BYTES && iovcnt <= WRITEV_VECS) {
+	if (length <= max_payload() && length <= PAYLOAD_MAX_BYTES && iovcnt <= WRITEV_VECS) {
 		s->vec_iov = uiov;
 		s->vec_cnt = iovcnt;
 		s->vec_len = length;
@@ -669,15 +676,7 @@ __noinline int dk_emit_filev(int fd, __u64 offset, __u64 length, __u64 uiov, __u
 		e.flags |= F_READBACK;
 	}
 	__u64 key = (__u64)f;
-	__u32 plen = 0;
-	__u64 *seen = bpf_map_lookup_elem(&announced, &key);
-	if (!(s->last_file == key && s->last_ino == e.ino) && !(seen && *seen == e.ino)) {
-		// The first event of this open file: its path goes with it (written before PATH_END, the payload after).
-		plen = walk_file(f);
-		bpf_map_update_elem(&announced, &key, &e.ino, BPF_ANY);
-	}
-	s->last_file = key;
-	s->last_ino = e.ino;
+	__u32 plen = path_sent(s, key, e.ino) ? 0 : send_path(s, f, key, &e.ino); // the path ends where the payload starts
 	submit(s, &e, plen, tail);
 	return 0;
 }

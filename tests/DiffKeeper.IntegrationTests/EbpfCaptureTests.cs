@@ -156,17 +156,13 @@ public sealed class EbpfCaptureTests : IDisposable
     public void A_write_larger_than_the_payload_limit_is_read_back_and_marked_so()
     {
         SkipUnlessEbpf();
-        var script = Path.Combine(_dir.Path, "big.py");
-        File.WriteAllText(script, """
+        var writes = WritesOfRecordedPython("big.py", """
             import os
             fd = os.open("big.bin", os.O_WRONLY | os.O_CREAT, 0o644)
             os.write(fd, b"small")
             os.write(fd, b"B" * 5000)
             os.close(fd)
-            """);
-        var r = Cli.Run(Work, "record", "--capture", "ebpf", "--max-payload", "1000", "--trace", Trace, "--", "python3", script);
-        Assert.True(r.ExitCode == 0, r.ToString());
-        var writes = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json")).Where(e => Op(e) == "WRITE").ToList();
+            """, "--max-payload", "1000");
         Assert.Equal(2, writes.Count);
         Assert.Equal(JsonValueKind.Null, writes[0].GetProperty("detail").ValueKind);
         Assert.Equal("read back", writes[1].GetProperty("detail").GetString());
@@ -178,8 +174,7 @@ public sealed class EbpfCaptureTests : IDisposable
     public void Vectored_writes_carry_their_bytes_so_each_seq_is_exact_and_more_than_16_vectors_are_read_back()
     {
         SkipUnlessEbpf();
-        var script = Path.Combine(_dir.Path, "vec.py");
-        File.WriteAllText(script, """
+        var writes = WritesOfRecordedPython("vec.py", """
             import os
             fd = os.open("v.bin", os.O_WRONLY | os.O_CREAT, 0o644)
             os.writev(fd, [b"hel", b"", b"lo ", b"world"])
@@ -190,9 +185,6 @@ public sealed class EbpfCaptureTests : IDisposable
             os.writev(fd, [b"%d" % i for i in range(17)])
             os.close(fd)
             """);
-        var r = Cli.Run(Work, "record", "--capture", "ebpf", "--trace", Trace, "--", "python3", script);
-        Assert.True(r.ExitCode == 0, r.ToString());
-        var writes = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json")).Where(e => Op(e) == "WRITE").ToList();
         Assert.Equal(6, writes.Count);
         string At(int i) => Cli.Ok(Work, "show", "--trace", Trace, "v.bin", "--time", "#" + writes[i].GetProperty("seq").GetInt64()).Stdout;
         Assert.Equal("hello world", At(0));
@@ -457,6 +449,16 @@ public sealed class EbpfCaptureTests : IDisposable
     }
 
     private static string? Op(JsonElement e) => e.GetProperty("op").GetString();
+
+    /// <summary>Records a python3 script (in the work directory) with eBPF and returns its WRITE events.</summary>
+    private List<JsonElement> WritesOfRecordedPython(string name, string source, params string[] options)
+    {
+        var script = Path.Combine(_dir.Path, name);
+        File.WriteAllText(script, source);
+        var r = Cli.Run(Work, ["record", "--capture", "ebpf", .. options, "--trace", Trace, "--", "python3", script]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        return Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json")).Where(e => Op(e) == "WRITE").ToList();
+    }
 
     private static void SkipUnlessEbpf() => EbpfSupport.SkipUnlessAvailable();
 
