@@ -83,4 +83,10 @@ public readonly record struct CaptureEvent(
     /// by inode; as two renames, Path to Path2 came first.
     /// </summary>
     public const string UncertainExchange = "exchange or two renames";
+
+    /// <summary>
+    /// <see cref="Detail"/> of a <see cref="CaptureKind.Created"/> event for an entry renamed (or exchanged) into the
+    /// watched tree from outside it: a directory arrives with everything below it, which no event of its own names.
+    /// </summary>
+    public const string MovedIn = "moved in";
 }

@@ -395,15 +395,27 @@ internal sealed class RecordingCore
                     : e.Target is not null ? EntryKind.Symlink
                     : stat?.Kind ?? (e.IsDirectory ? EntryKind.Directory : EntryKind.File);
                 var op = kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
+                var arrived = e.Detail == CaptureEvent.MovedIn;
                 if (!_announced.Add(key) || _versioner.Known(e.Root, e.Path) is not null)
                 {
                     // Seen already: a new directory's contents are reported both by the scan made after its watch
                     // was added and by the watch itself.
                     MarkDirty(key, immediate: kind != EntryKind.File);
+                    if (arrived && kind == EntryKind.Directory)
+                    {
+                        MarkArrivedBelow(e.Root, e.Path);
+                    }
+
                     return;
                 }
 
-                AddEvent(timeNs, op, key, null, kind == EntryKind.Directory ? null : e.KnownEmpty ? 0 : stat?.Size, null, e.Pid, e.Comm, exact: e.KnownEmpty);
+                AddEvent(timeNs, op, key, null, kind == EntryKind.Directory ? null : e.KnownEmpty ? 0 : stat?.Size, arrived ? e.Detail : null,
+                    e.Pid, e.Comm, exact: e.KnownEmpty);
+                if (arrived && kind == EntryKind.Directory)
+                {
+                    MarkArrivedBelow(e.Root, e.Path); // read as of this event, the move
+                }
+
                 if (byRead && _held is not null && _heldPath == key)
                 {
                     _heldSizeStale = true;
@@ -783,6 +795,24 @@ internal sealed class RecordingCore
         {
             Unpark(k, null);
             _dirty.Remove(k);
+        }
+    }
+
+    /// <summary>
+    /// A directory renamed into the tree from outside it brings everything below it, which no event names (eBPF and
+    /// fanotify report the one rename; inotify's new watch scans it as well): each entry below is read as of the
+    /// move. A child made after the move, walked here before its own event is handled, is dated to the move too.
+    /// </summary>
+    private void MarkArrivedBelow(int root, string rel)
+    {
+        foreach (var (below, _) in TreeWalker.Walk(_roots[root], root, _filter, rel))
+        {
+            if (below != rel)
+            {
+                (int Root, string Rel) k = (root, below);
+                _announced.Add(k);
+                MarkDirty(k, immediate: true);
+            }
         }
     }
 

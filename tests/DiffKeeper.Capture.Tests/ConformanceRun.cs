@@ -16,6 +16,7 @@ public static class ConformanceRun
     {
         using var dir = new TempDir();
         var work = dir.Sub("w");
+        Directory.CreateDirectory(dir.Sub("out")); // Op.Outside: beside the watched tree, not in it
         var truth = dir.Sub("truth");
         var baseTruth = dir.Sub("base");
         foreach (var d in new[] { truth, baseTruth })

@@ -9,6 +9,14 @@ namespace DiffKeeper.Capture.Tests;
 /// </summary>
 public sealed record Op(string Name, string[] Paths, string[] Rest, string? Target = null)
 {
+    /// <summary>
+    /// A path that starts with this names an entry outside the watched tree (a sibling of it, shared by the histories
+    /// of a batch); <see cref="HistoryMark"/> in it becomes the history's directory name, so histories do not collide.
+    /// </summary>
+    public const string Outside = "../../out/";
+
+    public const string HistoryMark = "@";
+
     public string Line(string dir)
     {
         var sb = new StringBuilder(Name);
@@ -19,7 +27,7 @@ public sealed record Op(string Name, string[] Paths, string[] Rest, string? Targ
 
         foreach (var p in Paths)
         {
-            sb.Append(' ').Append(dir).Append('/').Append(p);
+            sb.Append(' ').Append(dir).Append('/').Append(p.StartsWith(Outside, StringComparison.Ordinal) ? p.Replace(HistoryMark, dir, StringComparison.Ordinal) : p);
         }
 
         foreach (var r in Rest)
@@ -87,7 +95,13 @@ public enum Features
     /// </summary>
     CopiedWrites = 4096,
 
-    Default = InvalidUtf8Names | BeyondPathMax | HardLinks | Exchange | DirectoryExchanges | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles | VectoredWrites | CopiedWrites,
+    /// <summary>
+    /// Entries moved out of the watched tree (files, symlinks and whole directories), and files and trees made
+    /// outside it (the recorded command writes them there) then moved in, later changed like any other.
+    /// </summary>
+    TreeMoves = 8192,
+
+    Default = TreeMoves | InvalidUtf8Names | BeyondPathMax | HardLinks | Exchange | DirectoryExchanges | CreateWithMode | ModeChanges | DirectoryRenames | BaselineEntries | PunchHoles | LargeFiles | VectoredWrites | CopiedWrites,
 }
 
 /// <summary>
@@ -176,6 +190,12 @@ public sealed class HistoryGenerator
     private readonly Dictionary<string, char> _tree = new(StringComparer.Ordinal) { [""] = 'd' };
     private int _fresh;
 
+    // A move into the watched tree ends its burst: what arrives is read after the move, so a change of it (or of a
+    // directory above it) before that read would be seen at the move by a backend that promises every operation's
+    // moment (eBPF); its bytes were never in an event. ScriptedHistoryTests checks the hint backends with such
+    // changes at once.
+    private bool _movedIn;
+
     private HistoryGenerator(int seed, Features features)
     {
         _r = new Random(seed);
@@ -198,7 +218,8 @@ public sealed class HistoryGenerator
     private Op[] Ops(int n, bool baseline)
     {
         var list = new List<Op>();
-        while (list.Count < n)
+        _movedIn = false;
+        while (list.Count < n && !_movedIn)
         {
             list.AddRange(Next(baseline));
         }
@@ -287,7 +308,7 @@ public sealed class HistoryGenerator
     {
         var file = Pick('f');
         var dir = Pick('d');
-        var choice = _r.Next(baseline ? 4 : 24);
+        var choice = _r.Next(baseline ? 4 : 26);
         if (file.Length == 0 && choice is >= 4 and < 12)
         {
             choice = 0;
@@ -476,6 +497,46 @@ public sealed class HistoryGenerator
                 }
 
                 return _r.Next(2) == 0 ? [change] : [change, new Op("write", [file], [S(Offset(100)), S(_r.Next(1, 200)), S(_r.Next(1000))])];
+            }
+
+            case 24 when _features.HasFlag(Features.TreeMoves):
+            {
+                // Out of the watched tree: a file, a symlink or a whole directory.
+                var x = _tree.Keys.Where(k => k.Length > 0).Order(StringComparer.Ordinal).ToList() is { Count: > 0 } all ? all[_r.Next(all.Count)] : "";
+                if (x.Length == 0)
+                {
+                    return NewFile(dir);
+                }
+
+                Remove(x);
+                return [new Op("rename", [x, Op.Outside + Op.HistoryMark + "-o" + S(_fresh++)], [])];
+            }
+
+            case 25 when _features.HasFlag(Features.TreeMoves):
+            {
+                // Made outside the watched tree by the recorded command, then moved in: a file, or a tree of two levels.
+                var outside = Op.Outside + Op.HistoryMark + "-i" + S(_fresh++);
+                var to = NewName(dir);
+                _movedIn = true;
+                if (_r.Next(3) == 0)
+                {
+                    _tree[to] = 'f';
+                    return [new Op("write", [outside], ["0", S(Len()), S(_r.Next(1000))]), new Op("rename", [outside, to], [])];
+                }
+
+                _tree[to] = 'd';
+                _tree[to + "/f"] = 'f';
+                _tree[to + "/sub"] = 'd';
+                _tree[to + "/sub/g"] = 'f';
+                _tree[to + "/sub/l"] = 'l';
+                return
+                [
+                    new Op("mkdirp", [outside + "/sub"], []),
+                    new Op("write", [outside + "/f"], [S(Offset(0) * _r.Next(2)), S(Len()), S(_r.Next(1000))]),
+                    new Op("write", [outside + "/sub/g"], ["0", S(Len()), S(_r.Next(1000))]),
+                    new Op("symlink", [outside + "/sub/l"], [], "../f"),
+                    new Op("rename", [outside, to], []),
+                ];
             }
 
             default:

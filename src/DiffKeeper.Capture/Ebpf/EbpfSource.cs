@@ -605,8 +605,8 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 return;
             }
 
-            EmitAt(from, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
-            EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
+            EmitAt(from, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory, detail: CaptureEvent.MovedIn);
+            EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory, detail: CaptureEvent.MovedIn);
             return;
         }
 
@@ -620,17 +620,17 @@ public sealed unsafe class EbpfSource : ICaptureSource
         else
         {
             EmitAt(from, CaptureKind.Deleted, ts, pid, comm, isDirectory: isDirectory);
-            EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory);
+            EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory, detail: CaptureEvent.MovedIn);
         }
     }
 
     private void EmitAt(string abs, CaptureKind kind, long ts, int pid, string comm, bool isDirectory = false,
         long offset = 0, long length = 0, ReadOnlyMemory<byte>? payload = null, bool knownEmpty = false, int? mode = null, string? target = null,
-        (ulong, ulong)? fileId = null, bool keepSize = false)
+        (ulong, ulong)? fileId = null, bool keepSize = false, string? detail = null)
     {
         if (Locate(abs) is { } at)
         {
-            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, Mode: mode, Target: target,
+            Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, detail, Mode: mode, Target: target,
                 FileId: fileId, KeepSize: keepSize));
         }
     }

@@ -210,7 +210,7 @@ public sealed unsafe class FanotifySource : ICaptureSource
         else
         {
             Emit(CaptureKind.Deleted, oldPath, from, isDir, ts, pid);
-            Emit(CaptureKind.Created, newPath, to, isDir, ts, pid);
+            Emit(CaptureKind.Created, newPath, to, isDir, ts, pid, CaptureEvent.MovedIn);
         }
     }
 
@@ -335,11 +335,11 @@ public sealed unsafe class FanotifySource : ICaptureSource
     // The program's name is looked up only for events under a root: a filesystem mark also reports every other
     // process on the file system, and a /proc read for each of those would only make the reader fall behind (and
     // a process that exits before its event is read has no name left to read).
-    private void Emit(CaptureKind kind, string abs, (int Root, string Rel)? at, bool isDir, long ts, int pid)
+    private void Emit(CaptureKind kind, string abs, (int Root, string Rel)? at, bool isDir, long ts, int pid, string? detail = null)
     {
         if ((at ?? Locate(abs)) is { } where)
         {
-            _sink!.TryWrite(new CaptureEvent(kind, where.Root, where.Rel, null, isDir, ts, pid, Comm(pid)));
+            _sink!.TryWrite(new CaptureEvent(kind, where.Root, where.Rel, null, isDir, ts, pid, Comm(pid), Detail: detail));
         }
     }
 
