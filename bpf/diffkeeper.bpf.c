@@ -41,6 +41,8 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define O_ACCMODE_BITS 3
 #define O_CREAT_BIT 0x40
 #define O_TRUNC_BIT 0x200
+#define O_APPEND_BIT 0x400
+#define RWF_APPEND_BIT 0x10
 #define AT_REMOVEDIR_BIT 0x200
 #define RENAME_EXCHANGE_BIT 2
 #define FMODE_CREATED_BIT 0x100000
@@ -563,6 +565,11 @@ __noinline int dk_emit_file(__u32 what, int fd, __u64 offset, __u64 length, __u6
 	if (!f)
 		return 0;
 	e.flags = what >> 16;
+	if (kind == K_WRITE && !(what & EMIT_FPOS) && (f->f_flags & O_APPEND_BIT)) {
+		// pwrite on an O_APPEND file writes at its end whatever the offset says (pwrite(2), BUGS): read it back
+		e.flags |= F_READBACK;
+		ubuf = 0;
+	}
 	__u32 n = 0;
 	if (ubuf) {
 		if (length <= max_payload() && length <= PAYLOAD_MAX_BYTES)
@@ -657,7 +664,9 @@ __noinline int dk_emit_filev(int fd, __u64 offset, __u64 length, __u64 uiov, __u
 	if (!s)
 		return 0;
 	__u64 done = 0;
-	if (length <= max_payload() && length <= PAYLOAD_MAX_BYTES && iovcnt <= WRITEV_VECS) {
+	// pwritev on an O_APPEND file writes at its end, not at the offset: read back (as pwrite, dk_emit_file)
+	int at_offset_of_append = (long)offset != -1 && (f->f_flags & O_APPEND_BIT);
+	if (!at_offset_of_append && length <= max_payload() && length <= PAYLOAD_MAX_BYTES && iovcnt <= WRITEV_VECS) {
 		s->vec_iov = uiov;
 		s->vec_cnt = iovcnt;
 		s->vec_len = length;
@@ -818,8 +827,10 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 			dk_emit_filev((int)a.a[0], (__u64)-1, ret, a.a[1], a.a[2]);
 		break;
 	case 296: // pwritev(fd, iov, cnt, pos)
-	case 328: // pwritev2(fd, iov, cnt, pos, flags): pos -1 means the file position
-		if (ret > 0)
+	case 328: // pwritev2(fd, iov, cnt, pos_l, pos_h, flags): pos -1 means the file position
+		if (ret > 0 && a.id == 328 && (a.a[5] & RWF_APPEND_BIT))
+			emit_file(K_WRITE, F_READBACK, (int)a.a[0], a.a[3], ret, 0, 0); // RWF_APPEND: at the end, read back
+		else if (ret > 0)
 			dk_emit_filev((int)a.a[0], a.a[3], ret, a.a[1], a.a[2]);
 		break;
 	case 326: // copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)

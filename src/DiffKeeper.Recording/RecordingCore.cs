@@ -395,17 +395,19 @@ internal sealed class RecordingCore
                     : e.Target is not null ? EntryKind.Symlink
                     : stat?.Kind ?? (e.IsDirectory ? EntryKind.Directory : EntryKind.File);
                 var op = kind switch { EntryKind.Directory => ChangeOp.Mkdir, EntryKind.Symlink => ChangeOp.Symlink, _ => ChangeOp.Create };
+                // A move in from outside is an event of its own even over a known name (a file, an empty directory):
+                // what was there is replaced, and a followed copy of it no longer says what the name holds.
                 var arrived = e.Detail == CaptureEvent.MovedIn;
-                if (!_announced.Add(key) || _versioner.Known(e.Root, e.Path) is not null)
+                if (arrived)
+                {
+                    _announced.Add(key);
+                    _versioner.DropShadow(e.Root, e.Path);
+                }
+                else if (!_announced.Add(key) || _versioner.Known(e.Root, e.Path) is not null)
                 {
                     // Seen already: a new directory's contents are reported both by the scan made after its watch
                     // was added and by the watch itself.
                     MarkDirty(key, immediate: kind != EntryKind.File);
-                    if (arrived && kind == EntryKind.Directory)
-                    {
-                        MarkArrivedBelow(e.Root, e.Path);
-                    }
-
                     return;
                 }
 
@@ -809,9 +811,8 @@ internal sealed class RecordingCore
         {
             if (below != rel)
             {
-                (int Root, string Rel) k = (root, below);
-                _announced.Add(k);
-                MarkDirty(k, immediate: true);
+                // Not announced: a child made after the move has a CREATE of its own to come, which then follows it.
+                MarkDirty((root, below), immediate: true);
             }
         }
     }

@@ -256,6 +256,8 @@ public sealed class ScriptedHistoryTests
             [O("write", [Op.Outside + "@-i2"], "0", "900", "5"), O("rename", [Op.Outside + "@-i2", "n"])],
             [O("append", ["n"], "4", "6"), O("write", ["m/f"], "10", "3", "7"), O("rename", [Op.Outside + "@-o1", "d2"])],
             [O("append", ["d2/e/f"], "5", "8"), O("rename", ["m/sub", Op.Outside + "@-o3"])],
+            [O("write", [Op.Outside + "@-x1"], "0", "30", "9"), O("exchange", [Op.Outside + "@-x1", "d2"])],
+            [O("exchange", ["d2", Op.Outside + "@-x1"])],
         ]));
 
     // The same, changed in the burst of their arrival: a hint backend reads after the burst, so its quiet gaps hold.

@@ -184,7 +184,14 @@ public sealed class EbpfCaptureTests : IDisposable
             os.writev(fd, [b"A" * 40000, b"B" * 30000, b"C" * 70000])
             os.writev(fd, [b"%d" % i for i in range(17)])
             os.close(fd)
+            fd = os.open("a.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(fd, b"one ")
+            os.pwritev(fd, [b"tw", b"o "], 0)
+            os.pwrite(fd, b"three", 1)
+            os.close(fd)
             """);
+        var appended = writes.Where(w => w.GetProperty("path").GetString() == "a.log").ToList();
+        writes = writes.Where(w => w.GetProperty("path").GetString() == "v.bin").ToList();
         Assert.Equal(6, writes.Count);
         string At(int i) => Cli.Ok(Work, "show", "--trace", Trace, "v.bin", "--time", "#" + writes[i].GetProperty("seq").GetInt64()).Stdout;
         Assert.Equal("hello world", At(0));
@@ -197,6 +204,11 @@ public sealed class EbpfCaptureTests : IDisposable
         Assert.Equal(6, writes[2].GetProperty("offset").GetInt64());
         Assert.Equal(12, writes[4].GetProperty("offset").GetInt64());
         Assert.Equal(At(4) + string.Concat(Enumerable.Range(0, 17)), Cli.Ok(Work, "show", "--trace", Trace, "v.bin").Stdout);
+
+        // On an O_APPEND file pwrite and pwritev write at the end whatever their offset says: read back, not put at it.
+        Assert.Equal(3, appended.Count);
+        Assert.Equal([null, "read back", "read back"], appended.Select(w => w.GetProperty("detail").GetString()));
+        Assert.Equal("one two three", Cli.Ok(Work, "show", "--trace", Trace, "a.log").Stdout);
     }
 
     [Fact]

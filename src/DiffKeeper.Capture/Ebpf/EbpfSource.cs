@@ -585,16 +585,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private void Renamed(string from, string to, bool exchange, long ts, int pid, string comm)
     {
-        bool isDirectory;
-        try
-        {
-            isDirectory = Scan.EntryStat.Lstat(to)?.Kind == EntryKind.Directory;
-        }
-        catch (IOException)
-        {
-            isDirectory = false; // not stat-able (a permission): as a file, whose name is re-read
-        }
-
+        var isDirectory = IsDirectoryAt(to);
         if (exchange)
         {
             // Both names now hold the other's entry.
@@ -605,7 +596,12 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 return;
             }
 
-            EmitAt(from, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory, detail: CaptureEvent.MovedIn);
+            // Across the roots' boundary: each name inside lost its entry (now at the other name) and holds the
+            // other's, which moved in. Each one's kind is looked at where it is now.
+            var fromIsDirectory = IsDirectoryAt(from);
+            EmitAt(from, CaptureKind.Deleted, ts, pid, comm, isDirectory: isDirectory);
+            EmitAt(from, CaptureKind.Created, ts, pid, comm, isDirectory: fromIsDirectory, detail: CaptureEvent.MovedIn);
+            EmitAt(to, CaptureKind.Deleted, ts, pid, comm, isDirectory: fromIsDirectory);
             EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory, detail: CaptureEvent.MovedIn);
             return;
         }
@@ -621,6 +617,18 @@ public sealed unsafe class EbpfSource : ICaptureSource
         {
             EmitAt(from, CaptureKind.Deleted, ts, pid, comm, isDirectory: isDirectory);
             EmitAt(to, CaptureKind.Created, ts, pid, comm, isDirectory: isDirectory, detail: CaptureEvent.MovedIn);
+        }
+    }
+
+    private static bool IsDirectoryAt(string abs)
+    {
+        try
+        {
+            return Scan.EntryStat.Lstat(abs)?.Kind == EntryKind.Directory;
+        }
+        catch (IOException)
+        {
+            return false; // not stat-able (a permission): as a file, whose name is re-read
         }
     }
 

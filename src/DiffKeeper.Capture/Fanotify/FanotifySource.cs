@@ -299,6 +299,19 @@ public sealed unsafe class FanotifySource : ICaptureSource
                 _sink!.TryWrite(new CaptureEvent(CaptureKind.Exchanged, y.Root, y.Rel, x.Rel, isDir || h.IsDir, ts, pid, Comm(pid),
                     Detail: certain ? null : CaptureEvent.UncertainExchange));
             }
+            else if (_heldRename is { } c && c.From == newPath && c.To == oldPath && Locate(oldPath) is var cx && Locate(newPath) is var cy &&
+                (cx is null || cy is null || cx.Value.Root != cy.Value.Root) && (cx is not null || cy is not null) &&
+                (c.IsDir != isDir || (EntryStat.Lstat(oldPath) is not null && EntryStat.Lstat(newPath) is not null)))
+            {
+                // An exchange across the roots' boundary: each name inside lost its entry (now at the other name) and
+                // holds the other's, which moved in. The first rename moved c.IsDir's kind from c.From to c.To.
+                _heldRename = null;
+                SwapCachedDirectories(oldPath, newPath);
+                Emit(CaptureKind.Deleted, c.To, cx, isDir, c.Ts, c.Pid);
+                Emit(CaptureKind.Created, c.To, cx, c.IsDir, c.Ts, c.Pid, CaptureEvent.MovedIn);
+                Emit(CaptureKind.Deleted, c.From, cy, c.IsDir, c.Ts, c.Pid);
+                Emit(CaptureKind.Created, c.From, cy, isDir, c.Ts, c.Pid, CaptureEvent.MovedIn);
+            }
             else
             {
                 FlushHeldRename();
