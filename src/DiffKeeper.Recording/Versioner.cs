@@ -537,7 +537,11 @@ internal sealed class Versioner
 
     /// <summary>The other names the recorder knows of the file at a path (hard links); empty for most files.</summary>
     public IEnumerable<string> OtherNames(int root, string rel) =>
-        GroupOf((root, rel)) is { Count: > 1 } g ? g.Where(n => n.Root == root && n.Rel != rel).Select(n => n.Rel).ToList() : [];
+        GroupOf((root, rel)) is { Count: > 1 } g ? NamesBut(g, root, rel) : [];
+
+    // Apart from OtherNames: its lambdas' captures made every call allocate, a name with no other names too (~9,000 calls an untar).
+    private static List<string> NamesBut(LinkGroup group, int root, string rel) =>
+        group.Where(n => n.Root == root && n.Rel != rel).Select(n => n.Rel).ToList();
 
     /// <summary>Whether both paths are names the recorder knows of one file (hard links): a rename between them changes nothing.</summary>
     public bool SameFile(int root, string a, string b) =>
@@ -981,6 +985,13 @@ internal sealed class Versioner
             return;
         }
 
+        StoreOtherNames(key, group, version, stat, id);
+    }
+
+    // The rest of Store for a file with more names, apart: the lambda's capture of the key made every Store allocate
+    // (one object per version, ~35,000 an untar), though nearly every file has one name.
+    private void StoreOtherNames((int Root, string Rel) key, LinkGroup group, NewVersion version, EntryStat stat, (ulong Dev, ulong Ino) id)
+    {
         _shadows.TryGetValue(key, out var shadow);
         foreach (var other in group.Where(n => n != key).ToList())
         {
