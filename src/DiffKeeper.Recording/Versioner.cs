@@ -818,7 +818,7 @@ internal sealed class Versioner
             st = st with { Device = id.Device, Inode = id.Inode }; // the path may hold another file by now
         }
 
-        var content = shadow.Store(_writer);
+        var content = shadow.Store(_writer, _shadowContent ??= new ChunkedContent(_writer));
         RawBytes += content.Size;
         NoteCopied(st);
         var version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, st.Mode, st.Uid, st.Gid, st.MtimeNs,
@@ -1059,7 +1059,8 @@ internal sealed class Versioner
     /// </summary>
     private bool DropsWholeChunk(byte[] replaced, long size, NewVersion version)
     {
-        if (!ExtentMap.TryDecode(replaced, size, out var before))
+        var before = _replacedExtents;
+        if (!ExtentMap.TryDecode(replaced, size, before))
         {
             return true;
         }
@@ -1078,13 +1079,19 @@ internal sealed class Versioner
 
             if (kept is null)
             {
-                List<Extent>? after = null;
-                if (version.Extents is { } map && !ExtentMap.TryDecode(map, version.Size, out after))
+                kept = [];
+                if (version.Extents is { } map)
                 {
-                    return true;
-                }
+                    if (!ExtentMap.TryDecode(map, version.Size, _keptExtents))
+                    {
+                        return true;
+                    }
 
-                kept = after is null ? [] : [.. after.Select(a => a.BlobRowId)];
+                    foreach (var a in _keptExtents)
+                    {
+                        kept.Add(a.BlobRowId);
+                    }
+                }
             }
 
             if (!kept.Contains(e.BlobRowId))
@@ -1095,6 +1102,13 @@ internal sealed class Versioner
 
         return false;
     }
+
+    // The content every followed copy's store builds in (FileShadow.Store), kept from one store to the next.
+    private ChunkedContent? _shadowContent;
+
+    // DropsWholeChunk's decoded maps, kept from one version to the next (two lists a version of a growing file).
+    private readonly List<Extent> _replacedExtents = [];
+    private readonly List<Extent> _keptExtents = [];
 
     /// <summary>
     /// The names the recorder knows of one file, and its link id once it has more than one. Every file the recorder
