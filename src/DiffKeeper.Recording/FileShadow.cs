@@ -229,7 +229,9 @@ internal sealed unsafe class FileShadow
     /// or at the maximum size, depends on nothing after it; an end-of-data cut does). The result is the same as
     /// storing the bytes from scratch.
     /// </summary>
-    public IngestedContent Store(TraceWriter writer)
+    /// <param name="scratch">A content of <paramref name="writer"/> to build the state in (emptied first, see
+    /// <see cref="ChunkedContent.Restart"/>), which the caller keeps for the next store; null: a new one.</param>
+    public IngestedContent Store(TraceWriter writer, ChunkedContent? scratch = null)
     {
         if (_unchanged is { } same)
         {
@@ -239,7 +241,7 @@ internal sealed unsafe class FileShadow
             return same;
         }
 
-        _unchanged = Stored(StoreChanged(writer));
+        _unchanged = Stored(StoreChanged(writer, scratch));
         return _unchanged;
     }
 
@@ -293,7 +295,7 @@ internal sealed unsafe class FileShadow
         return cost;
     }
 
-    private IngestedContent StoreChanged(TraceWriter writer)
+    private IngestedContent StoreChanged(TraceWriter writer, ChunkedContent? scratch)
     {
         if (Size == 0)
         {
@@ -321,7 +323,8 @@ internal sealed unsafe class FileShadow
         }
 
         var keep = KeptChunks();
-        var content = new ChunkedContent(writer);
+        var content = scratch ?? new ChunkedContent(writer);
+        content.Restart();
         for (var i = 0; i < keep; i++)
         {
             var (extent, id) = _chunks[i];
@@ -329,8 +332,7 @@ internal sealed unsafe class FileShadow
         }
 
         long cost = 0;
-        var native = _native is { } n ? new NativeMemoryManager(n.Pointer, (int)Size) : null; // _native keeps the bytes
-        var memory = native?.Memory ?? _array.AsMemory(0, (int)Size);
+        var memory = _native is { } n ? n.Memory[..(int)Size] : _array.AsMemory(0, (int)Size);
         var box = _tail;
         _tail = null;
         var tail = box is not null && box.Value.HashedTo <= _cleanUpTo ? box.Value : GrowingTail.None;
@@ -359,9 +361,10 @@ internal sealed unsafe class FileShadow
         _cleanUpTo = Size;
         var stored = content.Finish(Size);
         _chunks.Clear();
-        foreach (var chunk in content.Chunks)
+        var chunks = content.Chunks;
+        for (var i = 0; i < chunks.Count; i++)
         {
-            _chunks.Add(chunk);
+            _chunks.Add(chunks[i]); // by index: the list's enumerator through the interface was an object a store
         }
 
         return stored;
@@ -423,6 +426,12 @@ internal sealed unsafe class NativeBuffer
 
     public byte* Pointer { get; private set; }
 
+    // The bytes as Memory, made once per block (a store sliced a new one for every state of a growing file).
+    private NativeMemoryManager? _memory;
+
+    /// <summary>The whole capacity as <see cref="Memory{T}"/>, valid until the buffer grows or is released; this buffer keeps the bytes.</summary>
+    public Memory<byte> Memory => (_memory ??= new NativeMemoryManager(Pointer, checked((int)Capacity))).Memory;
+
     /// <summary>Gives the bytes back to the heap now; the buffer holds none after.</summary>
     public void Release()
     {
@@ -431,6 +440,7 @@ internal sealed unsafe class NativeBuffer
             CopyHeap.Free(Pointer, Capacity);
             Pointer = null;
             Capacity = 0;
+            _memory = null;
             GC.SuppressFinalize(this);
         }
     }
@@ -450,5 +460,6 @@ internal sealed unsafe class NativeBuffer
         CopyHeap.Free(Pointer, Capacity);
         Pointer = grown;
         Capacity = given;
+        _memory = null;
     }
 }

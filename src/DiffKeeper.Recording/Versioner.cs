@@ -537,7 +537,11 @@ internal sealed class Versioner
 
     /// <summary>The other names the recorder knows of the file at a path (hard links); empty for most files.</summary>
     public IEnumerable<string> OtherNames(int root, string rel) =>
-        GroupOf((root, rel)) is { Count: > 1 } g ? g.Where(n => n.Root == root && n.Rel != rel).Select(n => n.Rel).ToList() : [];
+        GroupOf((root, rel)) is { Count: > 1 } g ? NamesBut(g, root, rel) : [];
+
+    // Apart from OtherNames: its lambdas' captures made every call allocate, a name with no other names too (~9,000 calls an untar).
+    private static List<string> NamesBut(LinkGroup group, int root, string rel) =>
+        group.Where(n => n.Root == root && n.Rel != rel).Select(n => n.Rel).ToList();
 
     /// <summary>Whether both paths are names the recorder knows of one file (hard links): a rename between them changes nothing.</summary>
     public bool SameFile(int root, string a, string b) =>
@@ -814,7 +818,7 @@ internal sealed class Versioner
             st = st with { Device = id.Device, Inode = id.Inode }; // the path may hold another file by now
         }
 
-        var content = shadow.Store(_writer);
+        var content = shadow.Store(_writer, _shadowContent ??= new ChunkedContent(_writer));
         RawBytes += content.Size;
         NoteCopied(st);
         var version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.File, st.Mode, st.Uid, st.Gid, st.MtimeNs,
@@ -981,6 +985,13 @@ internal sealed class Versioner
             return;
         }
 
+        StoreOtherNames(key, group, version, stat, id);
+    }
+
+    // The rest of Store for a file with more names, apart: the lambda's capture of the key made every Store allocate
+    // (one object per version, ~35,000 an untar), though nearly every file has one name.
+    private void StoreOtherNames((int Root, string Rel) key, LinkGroup group, NewVersion version, EntryStat stat, (ulong Dev, ulong Ino) id)
+    {
         _shadows.TryGetValue(key, out var shadow);
         foreach (var other in group.Where(n => n != key).ToList())
         {
@@ -1048,7 +1059,8 @@ internal sealed class Versioner
     /// </summary>
     private bool DropsWholeChunk(byte[] replaced, long size, NewVersion version)
     {
-        if (!ExtentMap.TryDecode(replaced, size, out var before))
+        var before = _replacedExtents;
+        if (!ExtentMap.TryDecode(replaced, size, before))
         {
             return true;
         }
@@ -1067,13 +1079,19 @@ internal sealed class Versioner
 
             if (kept is null)
             {
-                List<Extent>? after = null;
-                if (version.Extents is { } map && !ExtentMap.TryDecode(map, version.Size, out after))
+                kept = [];
+                if (version.Extents is { } map)
                 {
-                    return true;
-                }
+                    if (!ExtentMap.TryDecode(map, version.Size, _keptExtents))
+                    {
+                        return true;
+                    }
 
-                kept = after is null ? [] : [.. after.Select(a => a.BlobRowId)];
+                    foreach (var a in _keptExtents)
+                    {
+                        kept.Add(a.BlobRowId);
+                    }
+                }
             }
 
             if (!kept.Contains(e.BlobRowId))
@@ -1084,6 +1102,13 @@ internal sealed class Versioner
 
         return false;
     }
+
+    // The content every followed copy's store builds in (FileShadow.Store), kept from one store to the next.
+    private ChunkedContent? _shadowContent;
+
+    // DropsWholeChunk's decoded maps, kept from one version to the next (two lists a version of a growing file).
+    private readonly List<Extent> _replacedExtents = [];
+    private readonly List<Extent> _keptExtents = [];
 
     /// <summary>
     /// The names the recorder knows of one file, and its link id once it has more than one. Every file the recorder

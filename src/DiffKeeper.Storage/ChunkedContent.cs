@@ -12,8 +12,13 @@ namespace DiffKeeper.Storage;
 public sealed class ChunkedContent
 {
     private readonly TraceWriter _writer;
-    private readonly long _storedBefore;
+    private long _storedBefore;
     private readonly List<(Extent Extent, BlobId Id)> _chunks = [];
+
+    // What one Store or StoreRange works with, kept for the next (a content used again through Restart makes none).
+    private readonly List<(int Offset, int Length)> _batch = [];
+    private readonly List<(long RowId, BlobId Id, int Length)> _stored = [];
+    private BlobId[] _ids = [];
 
     /// <param name="previous">The extent map of the path's version this content replaces, asked at most once and
     /// only when a chunk is new (<see cref="TraceWriter.TryDelta"/>); null: none.</param>
@@ -36,6 +41,22 @@ public sealed class ChunkedContent
                 return map;
             };
         }
+    }
+
+    /// <summary>
+    /// Empties this content to build another file's through the same writer, as a new <c>ChunkedContent(writer)</c>
+    /// would, keeping its lists: the recorder stores a followed copy's state at nearly every write, and a content with
+    /// its lists per state was ~15 objects a version. Not for a content made with a previous version's map.
+    /// </summary>
+    public void Restart()
+    {
+        if (Previous is not null)
+        {
+            throw new InvalidOperationException("a content that asks for the previous version's map is used once");
+        }
+
+        _chunks.Clear();
+        _storedBefore = _writer.StoredBytesWritten;
     }
 
     /// <summary>The previous version's extent map, asked once (null when the caller gave none).</summary>
@@ -78,12 +99,14 @@ public sealed class ChunkedContent
     /// </summary>
     public long Store(ReadOnlyMemory<byte> buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel, long offset, bool endsRange = false)
     {
-        foreach (var (rowId, id, length) in FileIngest.StoreBatch(_writer, buffer, batch, ids, parallel, endsRange, previous: Previous))
+        FileIngest.StoreBatch(_writer, buffer, batch, ids, parallel, _stored, endsRange, previous: Previous);
+        foreach (var (rowId, id, length) in _stored)
         {
             Add(offset, length, rowId, id);
             offset += length;
         }
 
+        _stored.Clear();
         return offset;
     }
 
@@ -100,7 +123,8 @@ public sealed class ChunkedContent
     /// </summary>
     public long StoreRange(ReadOnlyMemory<byte> buffer, int start, int end, ref GrowingTail tail)
     {
-        var batch = new List<(int Offset, int Length)>();
+        var batch = _batch;
+        batch.Clear();
         var resume = tail.Start == start && tail.HashedTo > start && tail.HashedTo <= end;
         var consumed = start;
         if (resume)
@@ -111,7 +135,12 @@ public sealed class ChunkedContent
         }
 
         Cut(buffer.Span, consumed, end, eof: true, batch);
-        var ids = new BlobId[batch.Count];
+        if (_ids.Length < batch.Count)
+        {
+            _ids = new BlobId[Math.Max(batch.Count, 2 * _ids.Length)];
+        }
+
+        var ids = _ids; // StoreBatch reads the first batch.Count
         var next = GrowingTail.None;
         for (var i = 0; i < batch.Count; i++)
         {
@@ -131,6 +160,8 @@ public sealed class ChunkedContent
 
         tail = next;
         Store(buffer, batch, ids, parallel: false, start, endsRange: true);
+        Array.Clear(ids, 0, batch.Count); // no id kept alive by the scratch
+        batch.Clear();
         return end - start;
     }
 
@@ -168,15 +199,8 @@ public sealed class ChunkedContent
                 _writer.StoredBytesWritten - _storedBefore);
         }
 
-        var extents = new List<Extent>(_chunks.Count);
-        var hashed = new List<(long, int, BlobId)>(_chunks.Count);
-        foreach (var (extent, id) in _chunks)
-        {
-            extents.Add(extent);
-            hashed.Add((extent.Offset, extent.Length, id));
-        }
-
-        return new(ExtentMap.Encode(extents), ExtentMap.ContentId(hashed, size), size, _writer.StoredBytesWritten - _storedBefore);
+        var chunks = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_chunks);
+        return new(ExtentMap.EncodeChunks(chunks), ExtentMap.ContentIdOfChunks(chunks, size), size, _writer.StoredBytesWritten - _storedBefore);
     }
 }
 

@@ -34,6 +34,39 @@ public static class ExtentMap
         return buffer[..pos];
     }
 
+    /// <summary>
+    /// <see cref="Encode(IReadOnlyList{Extent})"/> of the extents of <paramref name="chunks"/> (a file's chunks with
+    /// their ids, as <see cref="ChunkedContent"/> keeps them), without a list of the extents and with one array: the
+    /// recorder encodes a map per version of a growing file.
+    /// </summary>
+    public static byte[] EncodeChunks(ReadOnlySpan<(Extent Extent, BlobId Id)> chunks)
+    {
+        var bound = 10 + (chunks.Length * 30);
+        var rented = bound > 1024 ? System.Buffers.ArrayPool<byte>.Shared.Rent(bound) : null;
+        try
+        {
+            Span<byte> buffer = rented is null ? stackalloc byte[1024] : rented;
+            var pos = Varint.Write(buffer, (ulong)chunks.Length);
+            long end = 0;
+            foreach (var (e, _) in chunks)
+            {
+                pos += Varint.Write(buffer[pos..], (ulong)(e.Offset - end));
+                pos += Varint.Write(buffer[pos..], (ulong)e.Length);
+                pos += Varint.Write(buffer[pos..], (ulong)e.BlobRowId);
+                end = e.Offset + e.Length;
+            }
+
+            return buffer[..pos].ToArray();
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
     /// <summary>The map of one extent: <see cref="Encode(IReadOnlyList{Extent})"/> of a list of it.</summary>
     public static byte[] Encode(Extent extent)
     {
@@ -49,13 +82,24 @@ public static class ExtentMap
     public static bool TryDecode(ReadOnlySpan<byte> data, long size, out List<Extent> extents)
     {
         extents = [];
+        return TryDecode(data, size, extents);
+    }
+
+    /// <summary>
+    /// <see cref="TryDecode(ReadOnlySpan{byte}, long, out List{Extent})"/> into <paramref name="extents"/>, cleared
+    /// first (a caller that decodes map after map keeps one list: the recorder decodes a map per version of a growing
+    /// file). On false the list holds what decoded before the fault.
+    /// </summary>
+    public static bool TryDecode(ReadOnlySpan<byte> data, long size, List<Extent> extents)
+    {
+        extents.Clear();
         var pos = 0;
         if (size < 0 || !Varint.TryRead(data, ref pos, out var count) || count > (ulong)data.Length / 3 || count > MaxCount)
         {
             return false;
         }
 
-        extents = new List<Extent>((int)count);
+        extents.EnsureCapacity((int)count);
         long end = 0;
         for (ulong i = 0; i < count; i++)
         {
@@ -104,6 +148,37 @@ public static class ExtentMap
         foreach (var (offset, length, id) in extents)
         {
             hasher.Add(offset, length, id);
+        }
+
+        return hasher.Finish(size);
+    }
+
+    /// <summary>
+    /// <see cref="ContentId(IReadOnlyList{ValueTuple{long, int, BlobId}}, long)"/> of <paramref name="chunks"/> (a file's
+    /// chunks with their ids), without a list of (offset, length, id).
+    /// </summary>
+    public static byte[] ContentIdOfChunks(ReadOnlySpan<(Extent Extent, BlobId Id)> chunks, long size)
+    {
+        if (chunks.Length <= SmallMap)
+        {
+            Span<byte> records = stackalloc byte[SmallMap * ContentHasher.RecordSize + 8];
+            var used = 0;
+            foreach (var (e, id) in chunks)
+            {
+                ContentHasher.Write(records[used..], e.Offset, e.Length, id);
+                used += ContentHasher.RecordSize;
+            }
+
+            BinaryPrimitives.WriteInt64LittleEndian(records[used..], size);
+            var digest = new byte[Sha256.HashSize];
+            Sha256.HashData(records[..(used + 8)], digest);
+            return digest;
+        }
+
+        var hasher = new ContentHasher();
+        foreach (var (e, id) in chunks)
+        {
+            hasher.Add(e.Offset, e.Length, id);
         }
 
         return hasher.Finish(size);

@@ -316,71 +316,109 @@ public static class FileIngest
     internal static List<(long RowId, BlobId Id, int Length)> StoreBatch(TraceWriter writer, ReadOnlyMemory<byte> buffer, List<(int Offset, int Length)> batch,
         BlobId[] ids, bool parallel, bool? endsRange = null, int groupBelow = 0, Encoded[]? encoded = null, Func<byte[]?>? previous = null)
     {
-        var rows = new long?[batch.Count];
-        for (var i = 0; i < batch.Count; i++)
-        {
-            rows[i] = writer.Find(ids[i]);
-            if (rows[i] is null && previous is not null && writer.TryDelta(buffer.Span.Slice(batch[i].Offset, batch[i].Length), ids[i], previous) is { } delta)
-            {
-                rows[i] = delta;
-                continue;
-            }
+        var result = new List<(long RowId, BlobId Id, int Length)>(batch.Count);
+        StoreBatch(writer, buffer, batch, ids, parallel, result, endsRange, groupBelow, encoded, previous);
+        return result;
+    }
 
-            if (rows[i] is null && batch[i].Length < groupBelow)
-            {
-                rows[i] = writer.TryGroup(buffer.Span.Slice(batch[i].Offset, batch[i].Length), ids[i]); // null: stored whole below
-                continue;
-            }
-
-            var last = endsRange == true && i == batch.Count - 1;
-            if (endsRange is not null && (last || i == 0))
-            {
-                var data = buffer.Span.Slice(batch[i].Offset, batch[i].Length);
-                if (rows[i] is { } found)
-                {
-                    writer.NoteFound(data, found);
-                }
-                else
-                {
-                    rows[i] = writer.TryGroup(data, ids[i], extendOnly: !last);
-                }
-            }
-        }
-
-        var given = encoded;
-        var mine = new Encoded[batch.Count];
+    /// <summary>
+    /// The overload above, into <paramref name="into"/> (cleared first): the rows, ids and lengths of the batch's chunks in order. Its
+    /// working arrays are pooled, so a caller that keeps <paramref name="into"/> stores a batch without allocating
+    /// (the recorder stores a growing file's tail at nearly every write).
+    /// </summary>
+    internal static void StoreBatch(TraceWriter writer, ReadOnlyMemory<byte> buffer, List<(int Offset, int Length)> batch, BlobId[] ids, bool parallel,
+        List<(long RowId, BlobId Id, int Length)> into, bool? endsRange = null, int groupBelow = 0, Encoded[]? encoded = null, Func<byte[]?>? previous = null)
+    {
+        into.Clear();
+        var count = batch.Count;
+        var rows = ArrayPool<long?>.Shared.Rent(count);
+        var mine = ArrayPool<Encoded>.Shared.Rent(count);
+        Array.Clear(mine, 0, count);
         try
         {
-            Run(parallel, batch.Count, i =>
+            for (var i = 0; i < count; i++)
             {
-                if (rows[i] is null && given?[i].Buffer is null && given?[i].Align != true)
+                rows[i] = writer.Find(ids[i]);
+                if (rows[i] is null && previous is not null && writer.TryDelta(buffer.Span.Slice(batch[i].Offset, batch[i].Length), ids[i], previous) is { } delta)
                 {
-                    mine[i] = Encode(buffer.Span.Slice(batch[i].Offset, batch[i].Length));
+                    rows[i] = delta;
+                    continue;
                 }
-            });
-            var result = new List<(long, BlobId, int)>(batch.Count);
-            for (var i = 0; i < batch.Count; i++)
-            {
-                var (offset, length) = batch[i];
-                var e = given?[i].Buffer is not null || given?[i].Align == true ? given![i] : mine[i];
-                var row = rows[i] ?? (e.Align ? writer.TryAlignedGroup(buffer.Span.Slice(offset, length), ids[i]) : null) ?? writer.Append(ids[i], length, e.Codec,
-                    e.Codec == BlobCodec.Raw ? buffer.Span.Slice(offset, length) : e.Buffer.AsSpan(0, e.Length));
-                result.Add((row, ids[i], length));
+
+                if (rows[i] is null && batch[i].Length < groupBelow)
+                {
+                    rows[i] = writer.TryGroup(buffer.Span.Slice(batch[i].Offset, batch[i].Length), ids[i]); // null: stored whole below
+                    continue;
+                }
+
+                var last = endsRange == true && i == count - 1;
+                if (endsRange is not null && (last || i == 0))
+                {
+                    var data = buffer.Span.Slice(batch[i].Offset, batch[i].Length);
+                    if (rows[i] is { } found)
+                    {
+                        writer.NoteFound(data, found);
+                    }
+                    else
+                    {
+                        rows[i] = writer.TryGroup(data, ids[i], extendOnly: !last);
+                    }
+                }
             }
 
-            return result;
+            EncodeNew(parallel, buffer, batch, rows, encoded, mine);
+            for (var i = 0; i < count; i++)
+            {
+                var (offset, length) = batch[i];
+                var e = encoded?[i].Buffer is not null || encoded?[i].Align == true ? encoded![i] : mine[i];
+                var row = rows[i] ?? (e.Align ? writer.TryAlignedGroup(buffer.Span.Slice(offset, length), ids[i]) : null) ?? writer.Append(ids[i], length, e.Codec,
+                    e.Codec == BlobCodec.Raw ? buffer.Span.Slice(offset, length) : e.Buffer.AsSpan(0, e.Length));
+                into.Add((row, ids[i], length));
+            }
         }
         finally
         {
-            foreach (var e in mine)
+            for (var i = 0; i < count; i++)
             {
-                if (e.Buffer is not null)
+                if (mine[i].Buffer is { } b)
                 {
-                    ArrayPool<byte>.Shared.Return(e.Buffer);
+                    ArrayPool<byte>.Shared.Return(b);
                 }
+            }
+
+            ArrayPool<Encoded>.Shared.Return(mine, clearArray: true);
+            ArrayPool<long?>.Shared.Return(rows);
+        }
+    }
+
+    // Encodes the chunks of a batch that are new (no row yet) and not encoded by the caller into mine[i]. Apart from
+    // StoreBatch, and the parallel loop apart again: a lambda's captures are allocated where its method starts, and
+    // the sequential path (the recorder's) needs none.
+    private static void EncodeNew(bool parallel, ReadOnlyMemory<byte> buffer, List<(int Offset, int Length)> batch, long?[] rows, Encoded[]? given, Encoded[] mine)
+    {
+        if (parallel && batch.Count >= 4)
+        {
+            EncodeNewParallel(buffer, batch, rows, given, mine);
+            return;
+        }
+
+        for (var i = 0; i < batch.Count; i++)
+        {
+            if (rows[i] is null && given?[i].Buffer is null && given?[i].Align != true)
+            {
+                mine[i] = Encode(buffer.Span.Slice(batch[i].Offset, batch[i].Length));
             }
         }
     }
+
+    private static void EncodeNewParallel(ReadOnlyMemory<byte> buffer, List<(int Offset, int Length)> batch, long?[] rows, Encoded[]? given, Encoded[] mine) =>
+        Run(true, batch.Count, i =>
+        {
+            if (rows[i] is null && given?[i].Buffer is null && given?[i].Align != true)
+            {
+                mine[i] = Encode(buffer.Span.Slice(batch[i].Offset, batch[i].Length));
+            }
+        });
 
     private static void Run(bool parallel, int count, Action<int> body)
     {

@@ -47,4 +47,39 @@ public sealed class ExtentMapTests
         Assert.True(ExtentMap.TryDecode(fits, long.MaxValue, out var extents));
         Assert.Equal([long.MaxValue - 100, long.MaxValue - 50], extents.Select(e => e.Offset));
     }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(16)]
+    [InlineData(17)]
+    [InlineData(40)]
+    [InlineData(300)]
+    public void A_map_and_content_id_made_from_chunks_equal_those_made_from_lists(int count)
+    {
+        // EncodeChunks and ContentIdOfChunks (the recorder's, without lists) against Encode and ContentId: across the
+        // stack buffer's end (~33 extents of large numbers) and the content id's small-map path (16).
+        var random = new Random(count);
+        var chunks = new List<(Extent Extent, BlobId Id)>();
+        long offset = random.Next(0, 5);
+        for (var i = 0; i < count; i++)
+        {
+            var length = random.Next(1, 300_000);
+            var id = new byte[32];
+            random.NextBytes(id);
+            chunks.Add((new Extent(offset, length, random.NextInt64(1, long.MaxValue)), new BlobId(id)));
+            offset += length + (random.Next(3) == 0 ? random.NextInt64(1, 1L << 40) : 0);
+        }
+
+        var size = offset + random.Next(0, 1000);
+        var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(chunks);
+        Assert.Equal(ExtentMap.Encode(chunks.Select(c => c.Extent).ToList()), ExtentMap.EncodeChunks(span));
+        Assert.Equal(ExtentMap.ContentId(chunks.Select(c => (c.Extent.Offset, c.Extent.Length, c.Id)).ToList(), size), ExtentMap.ContentIdOfChunks(span, size));
+
+        // Decoding into a list the caller keeps: emptied first, then the same extents as a new list gets.
+        var kept = new List<Extent> { new(1, 2, 3) };
+        Assert.True(ExtentMap.TryDecode(ExtentMap.EncodeChunks(span), size, kept));
+        Assert.True(ExtentMap.TryDecode(ExtentMap.EncodeChunks(span), size, out List<Extent> fresh));
+        Assert.Equal(fresh, kept);
+    }
 }
