@@ -42,6 +42,63 @@ public sealed class BigFileSnapshotTests
         Assert.Equal(DataRanges(image), DataRanges(Path.Combine(dir, "b", "disk.img")));
     }
 
+    /// <summary>
+    /// Every file of a materialization is fsynced before the rename that publishes it, and after the marker's fsync
+    /// (on xfs the marker's then forces the log past the files' changes, so theirs force nothing again). Seen from the
+    /// outside: strace's record of the process's opens, fsyncs and renames.
+    /// </summary>
+    [Fact]
+    public void EveryFileIsFsyncedAfterTheMarkerAndBeforeThePublish()
+    {
+        using var mount = LoopMount.TryCreate("xfs", out var why);
+        if (mount is null)
+        {
+            Assert.Skip(why);
+            return;
+        }
+
+        if (!File.Exists("/usr/bin/strace"))
+        {
+            Assert.Skip("strace is not installed (apt-get install strace)");
+            return;
+        }
+
+        var dir = mount.Path;
+        var random = new Random(16);
+        MakeSparse(Path.Combine(dir, "mem"), 4 * MiB, random, dataPages: 300);
+        MakeSparse(Path.Combine(dir, "disk"), 4 * MiB, random, dataPages: 300);
+        var store = Path.Combine(dir, "store");
+        var first = Snapshot(dir, "snapshot", Path.Combine(dir, "mem"), Path.Combine(dir, "disk"), "--store", store, "--json");
+        RewritePages(Path.Combine(dir, "mem"), random, 10);
+        var second = Snapshot(dir, "snapshot", Path.Combine(dir, "mem"), Path.Combine(dir, "disk"), "--store", store, "--parent", first.ToString(), "--json");
+        Cli.Ok(dir, "materialize", first.ToString(), "--store", store, "--out", Path.Combine(dir, "a"));
+
+        // Beside a base (clones) and without one (copies).
+        foreach (var (output, extra) in new[] { ("b", new[] { "--base", Path.Combine(dir, "a") }), ("c", Array.Empty<string>()) })
+        {
+            var trace = Path.Combine(dir, output + ".strace");
+            var (code, text) = LoopMount.Run("/usr/bin/strace", ["-f", "-qq", "-e", "trace=openat,fsync,rename,renameat2", "-o", trace, Cli.Executable,
+                "materialize", second.ToString(), "--store", store, "--out", Path.Combine(dir, output), .. extra]);
+            Assert.True(code == 0, text);
+            var lines = File.ReadAllLines(trace);
+            int OpenedAs(string name) => int.Parse(lines.Single(l => l.Contains("openat(", StringComparison.Ordinal) &&
+                l.Contains($"\"{name}\"", StringComparison.Ordinal) && l.Contains("O_CREAT", StringComparison.Ordinal)).Split("= ")[^1].Trim(),
+                System.Globalization.CultureInfo.InvariantCulture);
+            int FsyncAt(int fd) => Array.FindIndex(lines, l => l.Contains($"fsync({fd})", StringComparison.Ordinal));
+            var marker = FsyncAt(OpenedAs(".diffkeeper-snapshot"));
+            var publish = Array.FindIndex(lines, l => l.Contains("rename", StringComparison.Ordinal) && l.Contains(".dk-snap-", StringComparison.Ordinal));
+            Assert.True(marker >= 0 && publish > marker, string.Join('\n', lines));
+            foreach (var name in new[] { "mem", "disk" })
+            {
+                var at = FsyncAt(OpenedAs(name));
+                Assert.True(at > marker && at < publish, $"{name}: fsync at line {at}, the marker's at {marker}, the rename at {publish}\n{string.Join('\n', lines)}");
+            }
+
+            Assert.Equal(Bytes(Path.Combine(dir, "mem")), Bytes(Path.Combine(dir, output, "mem")));
+            Assert.Equal(Bytes(Path.Combine(dir, "disk")), Bytes(Path.Combine(dir, output, "disk")));
+        }
+    }
+
     [Fact]
     public void OnExt4TheCopyIsUsedAndTheReasonSaidOnce()
     {

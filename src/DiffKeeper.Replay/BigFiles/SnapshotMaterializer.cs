@@ -98,17 +98,37 @@ public static class SnapshotMaterializer
             var files = new List<MaterializedFile>();
             string? copyReason = baseDir is null ? "no earlier materialization to clone" : null;
             using var clones = new PackClones(reader);
-            using (var tree = SafeTreeWriter.Open(temp))
+            var unsynced = new List<(SafeFileHandle File, string Rel)>();
+            try
             {
-                foreach (var v in versions)
+                using (var tree = SafeTreeWriter.Open(temp))
                 {
-                    var (file, reason) = WriteFile(reader, session, tree, v, bases.GetValueOrDefault(v.Rel), baseDir, clones);
-                    files.Add(file);
-                    copyReason ??= reason;
+                    foreach (var v in versions)
+                    {
+                        var (file, reason) = WriteFile(reader, session, tree, v, bases.GetValueOrDefault(v.Rel), baseDir, clones, unsynced);
+                        files.Add(file);
+                        copyReason ??= reason;
+                    }
+                }
+
+                // The marker's fsync first, then the files' (each still fsynced before the rename, as before): on xfs the
+                // marker's forces the log past every change made to the files before it (the clones, sizes, modes), so
+                // theirs find nothing left to force; the files' first made two log forces of the same changes
+                // (docs/benchmarks.md, "mat16").
+                WriteMarker(reader, session, temp, versions);
+                foreach (var (file, rel) in unsynced)
+                {
+                    Sync(file, rel);
+                }
+            }
+            finally
+            {
+                foreach (var (file, _) in unsynced)
+                {
+                    file.Dispose();
                 }
             }
 
-            WriteMarker(reader, session, temp, versions);
             var umask = Libc.Umask(0);
             Libc.Umask(umask);
             File.SetUnixFileMode(temp, (UnixFileMode)(0x1ED & ~umask));
@@ -213,10 +233,42 @@ public static class SnapshotMaterializer
         return result;
     }
 
+    /// <summary>Most files whose fsync waits for the marker's (each keeps its descriptor open until then); later ones are fsynced at once.</summary>
+    private const int MaxUnsynced = 64;
+
+    /// <summary>
+    /// Writes version <paramref name="v"/> as a new file of <paramref name="tree"/>, and fsyncs it, or (while
+    /// <paramref name="unsynced"/> holds fewer than <see cref="MaxUnsynced"/>) adds it there for the caller to fsync,
+    /// which then owns its handle.
+    /// </summary>
     private static (MaterializedFile File, string? CopyReason) WriteFile(TraceReader reader, SessionInfo session, SafeTreeWriter tree,
+        VersionRecord v, BaseFile? baseFile, string? baseDir, PackClones clones, List<(SafeFileHandle File, string Rel)> unsynced)
+    {
+        SafeFileHandle? file = tree.CreateFile(v.Rel);
+        try
+        {
+            var result = WriteFile(reader, session, file, v, baseFile, baseDir, clones);
+            if (unsynced.Count < MaxUnsynced)
+            {
+                unsynced.Add((file, v.Rel));
+                file = null;
+            }
+            else
+            {
+                Sync(file, v.Rel);
+            }
+
+            return result;
+        }
+        finally
+        {
+            file?.Dispose();
+        }
+    }
+
+    private static (MaterializedFile File, string? CopyReason) WriteFile(TraceReader reader, SessionInfo session, SafeFileHandle file,
         VersionRecord v, BaseFile? baseFile, string? baseDir, PackClones clones)
     {
-        using var file = tree.CreateFile(v.Rel);
         string? reason = null;
         if (baseFile is not null)
         {
@@ -225,7 +277,6 @@ public static class SnapshotMaterializer
             {
                 var (written, punched, sharedBytes) = WriteDifference(reader, session, file, v, baseFile.Version, clones);
                 SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, v.Rel);
-                Sync(file, v.Rel);
                 return (new MaterializedFile(v.Rel, v.Size, true, written, punched, sharedBytes), null);
             }
 
@@ -246,7 +297,6 @@ public static class SnapshotMaterializer
             Interlocked.Add(ref bytes, data.Length);
         }, parallel: true);
         SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, v.Rel);
-        Sync(file, v.Rel);
         return (new MaterializedFile(v.Rel, v.Size, false, bytes, 0), reason);
     }
 
