@@ -723,11 +723,11 @@ public static class SnapshotMaterializer
         // A window the version's extents cover end to end has nothing to punch: no fsync and no look for it (a W4
         // checkpoint has no hole at all, and its fsync here was a writeback of every changed range before the last one).
         var open = 0;
-        foreach (var w in windows)
+        for (var i = 0; i < windows.Count; i++)
         {
-            if (!Covered(wanted, w.Start, w.End))
+            if (!Covered(wanted, windows[i].Start, windows[i].End))
             {
-                windows[open++] = w;
+                windows[open++] = windows[i];
             }
         }
 
