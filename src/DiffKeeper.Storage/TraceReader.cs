@@ -665,9 +665,41 @@ public sealed class TraceReader : IDisposable
     public byte[] BlobHashes(IReadOnlyList<long> rowIds)
     {
         var ids = GC.AllocateUninitializedArray<byte>(rowIds.Count * BlobId.Size);
+        var keys = new long[rowIds.Count];
+        for (var i = 0; i < keys.Length; i++)
+        {
+            keys[i] = rowIds[i];
+        }
+
+        BlobHashes(keys, new int[keys.Length], ids);
+        return ids;
+    }
+
+    /// <summary>
+    /// <see cref="BlobHashes(IReadOnlyList{long})"/> into memory of the caller's: <c>ids[32 * i..]</c> is row
+    /// <c>rowIds[i]</c>'s id, <paramref name="slots"/> (as long as <paramref name="rowIds"/>) is scratch, and
+    /// <paramref name="rowIds"/> is left sorted. <c>materialize</c> passes memory populated in one call: the three arrays
+    /// of a 4,096-extent map were ~45 fresh pages of the managed heap, each a page fault.
+    /// </summary>
+    public unsafe void BlobHashes(Span<long> rowIds, Span<int> slots, Span<byte> ids)
+    {
+        if (slots.Length != rowIds.Length || ids.Length != rowIds.Length * BlobId.Size)
+        {
+            throw new ArgumentException("slots and ids must match the row ids", nameof(ids));
+        }
+
         // A hash of another type reads as empty, and is named as damage below.
         using var r = _db.Prepare("SELECT id, CASE WHEN typeof(hash) = 'blob' THEN hash END FROM blobs WHERE id BETWEEN ?1 AND ?2 ORDER BY id");
-        ByRowIdRanges(r, rowIds, (row, slot) =>
+        fixed (byte* at = ids)
+        {
+            var take = new HashTaker(at);
+            ByRowIdRanges(r, rowIds, slots, ref take);
+        }
+    }
+
+    private readonly unsafe struct HashTaker(byte* ids) : IRowTaker
+    {
+        public void Take(SqliteStatement r, long row, int slot)
         {
             var hash = r.BlobSpan(1);
             if (hash.Length != BlobId.Size)
@@ -675,57 +707,76 @@ public sealed class TraceReader : IDisposable
                 throw CatalogDomain.Throw("blobs", row.ToString(System.Globalization.CultureInfo.InvariantCulture), "hash is not 32 bytes");
             }
 
-            hash.CopyTo(ids.AsSpan(slot * BlobId.Size, BlobId.Size));
-        });
-        return ids;
+            hash.CopyTo(new Span<byte>(ids + ((long)slot * BlobId.Size), BlobId.Size));
+        }
     }
 
     /// <summary>
     /// The rows <paramref name="rowIds"/> (<see cref="Blob"/> of each, in their order, with the same checks), read by
-    /// ranges of row ids as <see cref="BlobHashes"/> reads, not one statement per row: a W4 materialization's 208 changed
-    /// blocks' rows are new rows of one snapshot, one range scan instead of 208 look-ups. Throws
-    /// <see cref="BlobMissingException"/> for a row the catalog lacks.
+    /// ranges of row ids as <see cref="BlobHashes(IReadOnlyList{long})"/> reads, not one statement per row: a W4
+    /// materialization's 208 changed blocks' rows are new rows of one snapshot, one range scan instead of 208 look-ups.
+    /// Throws <see cref="BlobMissingException"/> for a row the catalog lacks.
     /// </summary>
     public BlobLocation[] BlobRows(IReadOnlyList<long> rowIds)
     {
-        var result = new BlobLocation[rowIds.Count];
-        using var r = _db.Prepare($"SELECT id, hash, pack_id, offset, raw_len, stored_len, codec, {_basesColumn}, {_blobBroken} FROM blobs WHERE id BETWEEN ?1 AND ?2 ORDER BY id");
-        BlobLocation? last = null;
-        ByRowIdRanges(r, rowIds, (row, slot) =>
+        var keys = new long[rowIds.Count];
+        for (var i = 0; i < keys.Length; i++)
         {
-            if (last is not { } known || known.BlobRowId != row)
+            keys[i] = rowIds[i];
+        }
+
+        using var r = _db.Prepare($"SELECT id, hash, pack_id, offset, raw_len, stored_len, codec, {_basesColumn}, {_blobBroken} FROM blobs WHERE id BETWEEN ?1 AND ?2 ORDER BY id");
+        var take = new RowTaker(new BlobLocation[keys.Length]);
+        ByRowIdRanges(r, keys, new int[keys.Length], ref take);
+        return take.Result;
+    }
+
+    private struct RowTaker(BlobLocation[] result) : IRowTaker
+    {
+        private BlobLocation? _last;
+
+        public readonly BlobLocation[] Result => result;
+
+        public void Take(SqliteStatement r, long row, int slot)
+        {
+            if (_last is not { } known || known.BlobRowId != row)
             {
                 Check(r, 8, "blobs", row);
-                last = known = new BlobLocation(row, new BlobId(r.BlobOrNull(1)!), r.Int64(2), r.Int64(3), r.Int32(4), r.Int32(5), (BlobCodec)r.Int32(6), Bases(r.BlobOrNull(7)));
+                _last = known = new BlobLocation(row, new BlobId(r.BlobOrNull(1)!), r.Int64(2), r.Int64(3), r.Int32(4), r.Int32(5), (BlobCodec)r.Int32(6), Bases(r.BlobOrNull(7)));
             }
 
             result[slot] = known;
-        });
-        return result;
+        }
+    }
+
+    /// <summary>What <see cref="ByRowIdRanges"/> does with each row it finds.</summary>
+    private interface IRowTaker
+    {
+        /// <summary>Takes the row <paramref name="row"/> the statement <paramref name="r"/> is on, for slot <paramref name="slot"/>.</summary>
+        void Take(SqliteStatement r, long row, int slot);
     }
 
     /// <summary>
     /// Steps <paramref name="r"/> (a query of blobs by <c>id BETWEEN ?1 AND ?2 ORDER BY id</c>, the id first) once per
-    /// cluster of the sorted <paramref name="rowIds"/> (ids no more than <see cref="RangeGap"/> apart, so rows scanned and
-    /// not needed stay few), calling <paramref name="take"/>(row id, i) with the statement on that row for each i whose
-    /// rowIds[i] it is. Throws <see cref="BlobMissingException"/> for an id no row has.
+    /// cluster of the sorted <paramref name="keys"/> (ids no more than <see cref="RangeGap"/> apart, so rows scanned and
+    /// not needed stay few), calling <paramref name="take"/> with the statement on that row for each i whose key it
+    /// is (its slot: i before the sort). Sorts <paramref name="keys"/> in place, <paramref name="slots"/> with them.
+    /// Throws <see cref="BlobMissingException"/> for an id no row has.
     /// </summary>
-    private static void ByRowIdRanges(SqliteStatement r, IReadOnlyList<long> rowIds, Action<long, int> take)
+    private static void ByRowIdRanges<TTaker>(SqliteStatement r, Span<long> keys, Span<int> slots, ref TTaker take)
+        where TTaker : struct, IRowTaker
     {
-        var n = rowIds.Count;
-        var keys = new long[n];
-        var slots = new int[n];
+        var n = keys.Length;
         var sorted = true;
         for (var i = 0; i < n; i++)
         {
-            keys[i] = rowIds[i];
             slots[i] = i;
             sorted &= i == 0 || keys[i] >= keys[i - 1];
         }
 
         if (!sorted)
         {
-            Array.Sort(keys, slots);
+            keys.Sort(slots);
         }
 
         var k = 0;
@@ -755,7 +806,7 @@ public sealed class TraceReader : IDisposable
 
                     for (; k <= last && keys[k] == row; k++)
                     {
-                        take(row, slots[k]);
+                        take.Take(r, row, slots[k]);
                     }
                 }
             }

@@ -42,6 +42,73 @@ public sealed class BigFileSnapshotTests
         Assert.Equal(DataRanges(image), DataRanges(Path.Combine(dir, "b", "disk.img")));
     }
 
+    /// <summary>
+    /// Every file of a materialization is fsynced before the rename that publishes it, and after the marker's fsync
+    /// (on xfs the marker's then forces the log past the files' changes, so theirs force nothing again). Seen from the
+    /// outside: strace's record of the process's opens, fsyncs and renames.
+    /// </summary>
+    [Fact]
+    public void EveryFileIsFsyncedAfterTheMarkerAndBeforeThePublish()
+    {
+        using var mount = LoopMount.TryCreate("xfs", out var why);
+        if (mount is null)
+        {
+            Assert.Skip(why);
+            return;
+        }
+
+        if (!File.Exists("/usr/bin/strace"))
+        {
+            Assert.Skip("strace is not installed (apt-get install strace)");
+            return;
+        }
+
+        var dir = mount.Path;
+        var random = new Random(16);
+        MakeSparse(Path.Combine(dir, "mem"), 4 * MiB, random, dataPages: 300);
+        MakeSparse(Path.Combine(dir, "disk"), 4 * MiB, random, dataPages: 300);
+        var store = Path.Combine(dir, "store");
+        var first = Snapshot(dir, "snapshot", Path.Combine(dir, "mem"), Path.Combine(dir, "disk"), "--store", store, "--json");
+        RewritePages(Path.Combine(dir, "mem"), random, 10);
+        var second = Snapshot(dir, "snapshot", Path.Combine(dir, "mem"), Path.Combine(dir, "disk"), "--store", store, "--parent", first.ToString(), "--json");
+        Cli.Ok(dir, "materialize", first.ToString(), "--store", store, "--out", Path.Combine(dir, "a"));
+
+        // Beside a base (clones) and without one (copies).
+        foreach (var (output, extra) in new[] { ("b", new[] { "--base", Path.Combine(dir, "a") }), ("c", Array.Empty<string>()) })
+        {
+            var trace = Path.Combine(dir, output + ".strace");
+            var (code, text) = LoopMount.Run("/usr/bin/strace", ["-f", "-qq", "-s", "4096", "-e", "trace=openat,fsync,rename,renameat,renameat2", "-o", trace, Cli.Executable,
+                "materialize", second.ToString(), "--store", store, "--out", Path.Combine(dir, output), .. extra]);
+            Assert.True(code == 0, text);
+            var lines = File.ReadAllLines(trace);
+            // (line of the open, descriptor) of the file created with this name
+            (int Line, int Fd) Created(string name)
+            {
+                var at = Array.FindIndex(lines, l => l.Contains("openat(", StringComparison.Ordinal) && l.Contains("O_CREAT", StringComparison.Ordinal) &&
+                    (l.Contains($"\"{name}\"", StringComparison.Ordinal) || l.Contains($"/{name}\"", StringComparison.Ordinal)));
+                Assert.True(at >= 0, $"no open of {name}\n{string.Join('\n', lines)}");
+                return (at, int.Parse(lines[at].Split("= ")[^1].Trim(), System.Globalization.CultureInfo.InvariantCulture));
+            }
+
+            bool FsyncOf(string line, int fd) => line.Contains($"fsync({fd})", StringComparison.Ordinal);
+            var publish = Array.FindIndex(lines, l => l.Contains("rename", StringComparison.Ordinal) && l.Contains(".dk-snap-", StringComparison.Ordinal));
+            var (markerOpen, markerFd) = Created(".diffkeeper-snapshot");
+            var marker = Array.FindIndex(lines, markerOpen, l => FsyncOf(l, markerFd));
+            Assert.True(marker > markerOpen && publish > marker, string.Join('\n', lines));
+            foreach (var name in new[] { "mem", "disk" })
+            {
+                // Its descriptor stays open from its creation to its fsync (a file with holes is fsynced once more
+                // before, to look for the ranges to trim).
+                var (_, fd) = Created(name);
+                var synced = Array.FindIndex(lines, marker + 1, publish - marker - 1, l => FsyncOf(l, fd));
+                Assert.True(synced > marker, $"{name} (fd {fd}): no fsync between the marker's (line {marker}) and the rename (line {publish})\n{string.Join('\n', lines)}");
+            }
+
+            Assert.Equal(Bytes(Path.Combine(dir, "mem")), Bytes(Path.Combine(dir, output, "mem")));
+            Assert.Equal(Bytes(Path.Combine(dir, "disk")), Bytes(Path.Combine(dir, output, "disk")));
+        }
+    }
+
     [Fact]
     public void OnExt4TheCopyIsUsedAndTheReasonSaidOnce()
     {

@@ -82,4 +82,72 @@ public sealed class ExtentMapTests
         Assert.True(ExtentMap.TryDecode(ExtentMap.EncodeChunks(span), size, out List<Extent> fresh));
         Assert.Equal(fresh, kept);
     }
+
+    /// <summary>
+    /// The decoder materialize walks maps with gives TryDecode's extents one at a time and the same verdict on every
+    /// malformed map: bytes after the last extent, a truncated last extent, an extent past the size, an impossible count.
+    /// </summary>
+    [Fact]
+    public void The_decoder_walks_what_TryDecode_reads_and_refuses_what_it_refuses()
+    {
+        var random = new Random(16);
+        var extents = new List<Extent>();
+        long at = 0;
+        for (var i = 0; i < 500; i++)
+        {
+            at += random.Next(3) == 0 ? random.Next(1, 100_000) : 0;
+            var length = random.Next(1, 65_537);
+            extents.Add(new Extent(at, length, random.NextInt64(1, long.MaxValue)));
+            at += length;
+        }
+
+        var size = at + 10;
+        var map = ExtentMap.Encode(extents);
+        Assert.True(ExtentMap.Decoder.TryCreate(map, size, out var decoder));
+        Assert.Equal(extents.Count, decoder.Count);
+        var walked = new List<Extent>();
+        while (decoder.MoveNext(out var e))
+        {
+            walked.Add(e);
+        }
+
+        Assert.True(decoder.Valid);
+        Assert.Equal(extents, walked);
+        Assert.False(decoder.MoveNext(out _));
+
+        byte[][] malformed =
+        [
+            [.. map, 0],                 // a byte after the last extent
+            map[..^1],                   // the last extent cut short
+        ];
+        foreach (var bad in malformed)
+        {
+            Assert.False(ExtentMap.TryDecode(bad, size, out _));
+            Assert.True(ExtentMap.Decoder.TryCreate(bad, size, out var d));
+            var n = 0;
+            while (d.MoveNext(out _))
+            {
+                n++;
+            }
+
+            Assert.False(d.Valid);
+            Assert.True(n <= extents.Count);
+        }
+
+        // The last extent past the size: every extent before it decodes, then the walk stops refused.
+        Assert.False(ExtentMap.TryDecode(map, at - 1, out _));
+        Assert.True(ExtentMap.Decoder.TryCreate(map, at - 1, out var short1));
+        var before = 0;
+        while (short1.MoveNext(out _))
+        {
+            before++;
+        }
+
+        Assert.Equal(extents.Count - 1, before);
+        Assert.False(short1.Valid);
+
+        // A count the bytes cannot hold is refused before any extent.
+        Assert.False(ExtentMap.Decoder.TryCreate(ExtentMap.Encode(extents)[..4], size, out _));
+        Assert.False(ExtentMap.Decoder.TryCreate(map, -1, out _));
+    }
 }

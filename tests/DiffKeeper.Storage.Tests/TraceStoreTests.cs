@@ -148,6 +148,48 @@ public sealed class TraceStoreTests : IDisposable
     }
 
     /// <summary>
+    /// BlobHashes into the caller's memory (materialize's populated block) gives the ids BlobHashes' array gives, in the
+    /// callers' order whatever the order, repeats and gaps, leaves the row ids sorted, and fails on a missing row as it does.
+    /// </summary>
+    [Fact]
+    public void BlobHashes_into_spans_equal_the_array_form()
+    {
+        var t = _dir.Sub("t");
+        var random = new Random(161);
+        var rows = new List<long>();
+        using (var w = TraceWriter.Open(t))
+        {
+            for (var i = 0; i < 300; i++)
+            {
+                var data = new byte[1 + random.Next(3000)];
+                random.NextBytes(data);
+                rows.Add(w.PutBlob(data, out _));
+            }
+
+            w.Commit();
+        }
+
+        var wanted = Enumerable.Range(0, 700).Select(_ => rows[random.Next(rows.Count)]).ToList();
+        wanted.AddRange([rows[0], rows[^1], rows[0], rows[150]]);
+        using var r = TraceReader.Open(t);
+        var expected = r.BlobHashes(wanted);
+        for (var i = 0; i < wanted.Count; i++)
+        {
+            Assert.Equal(r.Blob(wanted[i]).Id.Bytes.ToArray(), expected.AsSpan(i * BlobId.Size, BlobId.Size).ToArray());
+        }
+
+        var keys = wanted.ToArray();
+        var ids = new byte[keys.Length * BlobId.Size];
+        r.BlobHashes(keys, new int[keys.Length], ids);
+        Assert.Equal(expected, ids);
+        Assert.Equal(wanted.Order(), keys);
+
+        long[] missing = [rows[3], rows.Max() + 500, rows[4]];
+        Assert.Equal(rows.Max() + 500, Assert.Throws<BlobMissingException>(() => r.BlobHashes(missing, new int[3], new byte[3 * BlobId.Size])).RowId);
+        Assert.Throws<ArgumentException>(() => r.BlobHashes(new long[2], new int[1], new byte[2 * BlobId.Size]));
+    }
+
+    /// <summary>
     /// BlobRows reads many rows by ranges of row ids (materialize's changed blocks): each result must be what Blob
     /// gives for that id, whatever the order, repeats and gaps (several ranges), and a missing or damaged row must fail
     /// as Blob fails for it.

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using DiffKeeper.Core;
+using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
 using DiffKeeper.Storage;
 using DiffKeeper.Storage.BigFiles;
@@ -97,20 +98,42 @@ public static class SnapshotMaterializer
             var files = new List<MaterializedFile>();
             string? copyReason = baseDir is null ? "no earlier materialization to clone" : null;
             using var clones = new PackClones(reader);
-            using (var tree = SafeTreeWriter.Open(temp))
+            var unsynced = new List<(SafeFileHandle File, string Rel)>();
+            try
             {
-                foreach (var v in versions)
+                using (var tree = SafeTreeWriter.Open(temp))
                 {
-                    var (file, reason) = WriteFile(reader, session, tree, v, bases.GetValueOrDefault(v.Rel), baseDir, clones);
-                    files.Add(file);
-                    copyReason ??= reason;
+                    foreach (var v in versions)
+                    {
+                        var (file, reason) = WriteFile(reader, session, tree, v, bases.GetValueOrDefault(v.Rel), baseDir, clones, unsynced);
+                        files.Add(file);
+                        copyReason ??= reason;
+                    }
+                }
+
+                // The marker's fsync first, then the files' (each still fsynced before the rename, as before): on xfs the
+                // marker's forces the log past every change made to the files before it (the clones, sizes, modes), so
+                // theirs find nothing left to force; the files' first made two log forces of the same changes
+                // (docs/benchmarks.md, "mat16").
+                // The directory's mode before the marker too: a change of it after the marker's fsync was a third log force
+                // for the directory's fsync.
+                var umask = Libc.Umask(0);
+                Libc.Umask(umask);
+                File.SetUnixFileMode(temp, (UnixFileMode)(0x1ED & ~umask));
+                WriteMarker(reader, session, temp, versions);
+                foreach (var (file, rel) in unsynced)
+                {
+                    Sync(file, rel);
+                }
+            }
+            finally
+            {
+                foreach (var (file, _) in unsynced)
+                {
+                    file.Dispose();
                 }
             }
 
-            WriteMarker(reader, session, temp, versions);
-            var umask = Libc.Umask(0);
-            Libc.Umask(umask);
-            File.SetUnixFileMode(temp, (UnixFileMode)(0x1ED & ~umask));
             Libc.FsyncPath(temp, directory: true);
             Publish(temp, outDir);
             Libc.FsyncPath(parent, directory: true);
@@ -212,10 +235,42 @@ public static class SnapshotMaterializer
         return result;
     }
 
+    /// <summary>Most files whose fsync waits for the marker's (each keeps its descriptor open until then); later ones are fsynced at once.</summary>
+    private const int MaxUnsynced = 64;
+
+    /// <summary>
+    /// Writes version <paramref name="v"/> as a new file of <paramref name="tree"/>, and fsyncs it, or (while
+    /// <paramref name="unsynced"/> holds fewer than <see cref="MaxUnsynced"/>) adds it there for the caller to fsync,
+    /// which then owns its handle.
+    /// </summary>
     private static (MaterializedFile File, string? CopyReason) WriteFile(TraceReader reader, SessionInfo session, SafeTreeWriter tree,
+        VersionRecord v, BaseFile? baseFile, string? baseDir, PackClones clones, List<(SafeFileHandle File, string Rel)> unsynced)
+    {
+        SafeFileHandle? file = tree.CreateFile(v.Rel);
+        try
+        {
+            var result = WriteFile(reader, session, file, v, baseFile, baseDir, clones);
+            if (unsynced.Count < MaxUnsynced)
+            {
+                unsynced.Add((file, v.Rel));
+                file = null;
+            }
+            else
+            {
+                Sync(file, v.Rel);
+            }
+
+            return result;
+        }
+        finally
+        {
+            file?.Dispose();
+        }
+    }
+
+    private static (MaterializedFile File, string? CopyReason) WriteFile(TraceReader reader, SessionInfo session, SafeFileHandle file,
         VersionRecord v, BaseFile? baseFile, string? baseDir, PackClones clones)
     {
-        using var file = tree.CreateFile(v.Rel);
         string? reason = null;
         if (baseFile is not null)
         {
@@ -224,7 +279,6 @@ public static class SnapshotMaterializer
             {
                 var (written, punched, sharedBytes) = WriteDifference(reader, session, file, v, baseFile.Version, clones);
                 SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, v.Rel);
-                Sync(file, v.Rel);
                 return (new MaterializedFile(v.Rel, v.Size, true, written, punched, sharedBytes), null);
             }
 
@@ -245,7 +299,6 @@ public static class SnapshotMaterializer
             Interlocked.Add(ref bytes, data.Length);
         }, parallel: true);
         SafeTreeWriter.SetFileMetadata(file, v.Mode, v.MtimeNs, v.Rel);
-        Sync(file, v.Rel);
         return (new MaterializedFile(v.Rel, v.Size, false, bytes, 0), reason);
     }
 
@@ -278,85 +331,147 @@ public static class SnapshotMaterializer
         VersionRecord target, VersionRecord baseVersion, PackClones clones)
     {
         var display = TraceReader.DisplayPath(session, target.RootId, target.Rel);
-        if (target.Extents is null || target.ContentId is null || !ExtentMap.TryDecode(target.Extents, target.Size, out var wanted) ||
-            baseVersion.Extents is null || !ExtentMap.TryDecode(baseVersion.Extents, baseVersion.Size, out var have))
+        DiffKeeperException Malformed() =>
+            new(ExitCode.Corrupt, $"{display}: its extent map is malformed; 'diffkeeper verify' tells more") { Path = display };
+
+        if (target.Extents is null || target.ContentId is null || baseVersion.Extents is null ||
+            !ExtentMap.Decoder.TryCreate(target.Extents, target.Size, out var decoder))
         {
-            throw new DiffKeeperException(ExitCode.Corrupt, $"{display}: its extent map is malformed; 'diffkeeper verify' tells more") { Path = display };
+            throw Malformed();
         }
 
-        // The content id needs every extent's blob id, and nothing else of the rows: only the hash column of the rows
-        // the map names, by ranges of row ids (the store's whole blob table, every column of each row checked, was
-        // read here before: a tenth of a W4 materialization, and growing with the store).
-        var rowIds = new long[wanted.Count];
-        for (var i = 0; i < wanted.Count; i++)
-        {
-            rowIds[i] = wanted[i].BlobRowId;
-        }
-
-        DiffKeeperException Missing(BlobMissingException e) =>
-            new(ExitCode.Corrupt, $"{display} in snapshot {session.Id} references blob row {e.RowId}, which the catalog lacks") { Path = display };
-
-        byte[] ids;
+        // The target's extents, their row ids (sorted in place by BlobHashes, so a copy), the sort's slots and the blob
+        // ids in one block of memory populated at once: the managed arrays and lists of two decoded maps were a fifth of
+        // the fixed path's page faults (docs/benchmarks.md, "mat16"). The base's map is only walked.
+        var n = decoder.Count;
+        var block = (byte*)PopulatedMemory.Alloc((nuint)n * (nuint)(sizeof(Extent) + sizeof(long) + sizeof(int) + BlobId.Size));
         try
         {
-            ids = reader.BlobHashes(rowIds);
-        }
-        catch (BlobMissingException e)
-        {
-            throw Missing(e);
-        }
-
-        var hasher = new ExtentMap.ContentHasher();
-        for (var i = 0; i < wanted.Count; i++)
-        {
-            hasher.Add(wanted[i].Offset, wanted[i].Length, ids.AsSpan(i * BlobId.Size, BlobId.Size));
-        }
-
-        if (!hasher.Finish(target.Size).AsSpan().SequenceEqual(target.ContentId))
-        {
-            throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id}: its extents do not hash to its content id; 'diffkeeper verify' tells more") { Path = display };
-        }
-
-        var fd = (int)file.DangerousGetHandle();
-        if (Libc.Ftruncate(fd, target.Size) != 0)
-        {
-            throw OsError.At(Marshal.GetLastPInvokeError(), "resize", target.Rel);
-        }
-
-        long punched = 0;
-        var gone = Uncovered(have, wanted, target.Size);
-        foreach (var (s, e) in gone)
-        {
-            if (Libc.Fallocate(fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, s, e - s) != 0)
+            var wanted = new Span<Extent>(block, n);
+            var rowIds = new Span<long>(block + ((long)n * sizeof(Extent)), n);
+            var slots = new Span<int>(block + ((long)n * (sizeof(Extent) + sizeof(long))), n);
+            var ids = new Span<byte>(block + ((long)n * (sizeof(Extent) + sizeof(long) + sizeof(int))), n * BlobId.Size);
+            var count = 0;
+            while (decoder.MoveNext(out var extent))
             {
-                // Without hole punching the bytes must still read as zeros.
-                SafeTreeWriter.Write(file, new byte[e - s], s, target.Rel);
+                rowIds[count] = extent.BlobRowId;
+                wanted[count++] = extent;
             }
 
-            punched += e - s;
-        }
+            // Both maps are in offset order (the decoder admits no other): one walk of the base's finds the extents the
+            // base lacks, and checks the base's map to its end.
+            var changed = new List<int>();
+            if (!decoder.Valid || count != n || !ExtentMap.Decoder.TryCreate(baseVersion.Extents, baseVersion.Size, out var have))
+            {
+                throw Malformed();
+            }
 
-        // Both maps are in offset order (TryDecode admits no other): one walk finds the extents the base lacks.
-        var changed = new List<int>();
-        for (int i = 0, j = 0; i < wanted.Count; i++)
+            var haveOne = have.MoveNext(out var had);
+            for (var i = 0; i < n; i++)
+            {
+                while (haveOne && had.Offset < wanted[i].Offset)
+                {
+                    haveOne = have.MoveNext(out had);
+                }
+
+                if (!haveOne || had != wanted[i])
+                {
+                    changed.Add(i);
+                }
+            }
+
+            while (haveOne)
+            {
+                haveOne = have.MoveNext(out had);
+            }
+
+            if (!have.Valid)
+            {
+                throw Malformed();
+            }
+
+            // The content id needs every extent's blob id, and nothing else of the rows: only the hash column of the rows
+            // the map names, by ranges of row ids (the store's whole blob table, every column of each row checked, was
+            // read here before: a tenth of a W4 materialization, and growing with the store).
+            DiffKeeperException Missing(BlobMissingException e) =>
+                new(ExitCode.Corrupt, $"{display} in snapshot {session.Id} references blob row {e.RowId}, which the catalog lacks") { Path = display };
+
+            try
+            {
+                reader.BlobHashes(rowIds, slots, ids);
+            }
+            catch (BlobMissingException e)
+            {
+                throw Missing(e);
+            }
+
+            var hasher = new ExtentMap.ContentHasher();
+            for (var i = 0; i < n; i++)
+            {
+                hasher.Add(wanted[i].Offset, wanted[i].Length, ids.Slice(i * BlobId.Size, BlobId.Size));
+            }
+
+            if (!hasher.Finish(target.Size).AsSpan().SequenceEqual(target.ContentId))
+            {
+                throw new DiffKeeperException(ExitCode.Corrupt, $"{display} in snapshot {session.Id}: its extents do not hash to its content id; 'diffkeeper verify' tells more") { Path = display };
+            }
+
+            var fd = (int)file.DangerousGetHandle();
+            if (Libc.Ftruncate(fd, target.Size) != 0)
+            {
+                throw OsError.At(Marshal.GetLastPInvokeError(), "resize", target.Rel);
+            }
+
+            long punched = 0;
+            var gone = Uncovered(baseVersion.Extents, baseVersion.Size, wanted, target.Size);
+            foreach (var (s, e) in gone)
+            {
+                if (Libc.Fallocate(fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, s, e - s) != 0)
+                {
+                    // Without hole punching the bytes must still read as zeros.
+                    SafeTreeWriter.Write(file, new byte[e - s], s, target.Rel);
+                }
+
+                punched += e - s;
+            }
+
+            var put = new Extent[changed.Count];
+            for (var k = 0; k < put.Length; k++)
+            {
+                put[k] = wanted[changed[k]];
+            }
+
+            var (written, cloned) = PutChanged(reader, session, file, target, put, clones, display, Missing);
+            var touched = new List<(long Start, long End)>(put.Length + gone.Count);
+            foreach (var e in put)
+            {
+                touched.Add((e.Offset, e.Offset + e.Length));
+            }
+
+            touched.AddRange(gone);
+            punched += Retrim(file, target.Rel, wanted, touched, target.Size);
+            return (written, punched, cloned);
+        }
+        finally
         {
-            while (j < have.Count && have[j].Offset < wanted[i].Offset)
-            {
-                j++;
-            }
-
-            if (j == have.Count || have[j] != wanted[i])
-            {
-                changed.Add(i);
-            }
+            PopulatedMemory.Free(block);
         }
+    }
 
+    /// <summary>
+    /// Writes <paramref name="put"/> (extents of <paramref name="target"/> the base does not hold, in offset order) into
+    /// <paramref name="file"/>: cloned from the pack where they lie there raw and aligned, else decoded and written.
+    /// Returns the bytes written and the bytes cloned.
+    /// </summary>
+    private static unsafe (long Written, long Cloned) PutChanged(TraceReader reader, SessionInfo session, SafeFileHandle file, VersionRecord target,
+        Extent[] put, PackClones clones, string display, Func<BlobMissingException, DiffKeeperException> missing)
+    {
         // Full rows (codec, pack, bases: each checked against its column's domain) only for the extents to put, by ranges
         // of row ids (W4: its 208 changed blocks' rows are one range; a look-up each cost ~5 µs and a statement step).
-        var changedRows = new long[changed.Count];
-        for (var k = 0; k < changed.Count; k++)
+        var changedRows = new long[put.Length];
+        for (var k = 0; k < put.Length; k++)
         {
-            changedRows[k] = wanted[changed[k]].BlobRowId;
+            changedRows[k] = put[k].BlobRowId;
         }
 
         Storage.Packs.BlobLocation[] rows;
@@ -366,50 +481,45 @@ public static class SnapshotMaterializer
         }
         catch (BlobMissingException e)
         {
-            throw Missing(e);
-        }
-
-        var locations = new Dictionary<int, Storage.Packs.BlobLocation>(changed.Count);
-        for (var k = 0; k < changed.Count; k++)
-        {
-            locations[changed[k]] = rows[k];
+            throw missing(e);
         }
 
         // Changed extents that lie raw and aligned in a pack, in runs adjacent both in the file and in one pack (an
         // aligned group's pairs of members: W4's changed megabytes are 16 adjacent blocks), each run cloned at once.
-        var where = changed.Select(i => clones.Locate(locations[i], wanted[i].Offset)).ToArray();
+        var where = new (long PackId, long Offset)?[put.Length];
+        for (var k = 0; k < put.Length; k++)
+        {
+            where[k] = clones.Locate(rows[k], put[k].Offset);
+        }
+
         var runs = new List<(int First, int Count, long Bytes)>();
-        for (var k = 0; k < changed.Count; k++)
+        for (var k = 0; k < put.Length; k++)
         {
             if (runs.Count > 0 && where[k] is { } w && where[k - 1] is { } p && runs[^1].First + runs[^1].Count == k && w.PackId == p.PackId &&
-                p.Offset + wanted[changed[k - 1]].Length == w.Offset && wanted[changed[k - 1]].Offset + wanted[changed[k - 1]].Length == wanted[changed[k]].Offset &&
-                runs[^1].Bytes + wanted[changed[k]].Length <= PackClones.MaxRun)
+                p.Offset + put[k - 1].Length == w.Offset && put[k - 1].Offset + put[k - 1].Length == put[k].Offset &&
+                runs[^1].Bytes + put[k].Length <= PackClones.MaxRun)
             {
-                runs[^1] = (runs[^1].First, runs[^1].Count + 1, runs[^1].Bytes + wanted[changed[k]].Length);
+                runs[^1] = (runs[^1].First, runs[^1].Count + 1, runs[^1].Bytes + put[k].Length);
             }
             else
             {
-                runs.Add((k, 1, wanted[changed[k]].Length));
+                runs.Add((k, 1, put[k].Length));
             }
         }
 
         long written = 0, cloned = 0;
         var longest = 1;
-        foreach (var i in changed)
+        foreach (var e in put)
         {
-            longest = Math.Max(longest, wanted[i].Length);
+            longest = Math.Max(longest, e.Length);
         }
 
         PackClones.Run AsRun(int r)
         {
             var (first, count, _) = runs[r];
             var blocks = new Storage.Packs.BlobLocation[count];
-            for (var k = 0; k < count; k++)
-            {
-                blocks[k] = locations[changed[first + k]];
-            }
-
-            return new PackClones.Run(blocks, where[first]!.Value.PackId, where[first]!.Value.Offset, wanted[changed[first]].Offset);
+            Array.Copy(rows, first, blocks, 0, count);
+            return new PackClones.Run(blocks, where[first]!.Value.PackId, where[first]!.Value.Offset, put[first].Offset);
         }
 
         // Runs [from, to) but skip: those that lie aligned in a pack through PutRuns, the others (and any PutRuns found
@@ -420,22 +530,22 @@ public static class SnapshotMaterializer
             byte[] Scratch() => scratch ??= System.Buffers.ArrayPool<byte>.Shared.Rent(longest);
             try
             {
-                var put = new List<int>();
+                var inPack = new List<int>();
                 for (var r = from; r < to; r++)
                 {
                     if (where[runs[r].First] is not null && r != skip)
                     {
-                        put.Add(r);
+                        inPack.Add(r);
                     }
                 }
 
-                var asRuns = new PackClones.Run[put.Count];
-                for (var k = 0; k < put.Count; k++)
+                var asRuns = new PackClones.Run[inPack.Count];
+                for (var k = 0; k < inPack.Count; k++)
                 {
-                    asRuns[k] = AsRun(put[k]);
+                    asRuns[k] = AsRun(inPack[k]);
                 }
 
-                var results = new long[put.Count];
+                var results = new long[inPack.Count];
                 clones.PutRuns(asRuns, results, file, lanes, Scratch, target.Rel);
                 var ordinary = new bool[to - from];
                 for (var r = from; r < to; r++)
@@ -443,15 +553,15 @@ public static class SnapshotMaterializer
                     ordinary[r - from] = where[runs[r].First] is null && r != skip;
                 }
 
-                for (var k = 0; k < put.Count; k++)
+                for (var k = 0; k < inPack.Count; k++)
                 {
                     if (results[k] < 0)
                     {
-                        ordinary[put[k] - from] = true;
+                        ordinary[inPack[k] - from] = true;
                     }
                     else
                     {
-                        Interlocked.Add(ref results[k] > 0 ? ref cloned : ref written, runs[put[k]].Bytes);
+                        Interlocked.Add(ref results[k] > 0 ? ref cloned : ref written, runs[inPack[k]].Bytes);
                     }
                 }
 
@@ -464,10 +574,9 @@ public static class SnapshotMaterializer
 
                     for (var k = runs[r].First; k < runs[r].First + runs[r].Count; k++)
                     {
-                        var i = changed[k];
-                        var span = Scratch().AsSpan(0, wanted[i].Length);
-                        reader.Blobs.Read(locations[i], span);
-                        SafeTreeWriter.Write(file, span, wanted[i].Offset, target.Rel);
+                        var span = Scratch().AsSpan(0, put[k].Length);
+                        reader.Blobs.Read(rows[k], span);
+                        SafeTreeWriter.Write(file, span, put[k].Offset, target.Rel);
                         Interlocked.Add(ref written, span.Length);
                     }
                 }
@@ -530,9 +639,7 @@ public static class SnapshotMaterializer
             NativeMemory.AlignedFree(lanes);
         }
 
-        punched += Retrim(file, target.Rel, wanted, changed.Select(i => (wanted[i].Offset, (long)wanted[i].Offset + wanted[i].Length))
-            .Concat(gone), target.Size);
-        return (written, punched, cloned);
+        return (written, cloned);
     }
 
     /// <summary>Bytes of runs below which a slice of its own (a thread) costs more than it saves.</summary>
@@ -598,7 +705,7 @@ public static class SnapshotMaterializer
     /// leave the rest of such a unit allocated where the version has a hole. Looks (SEEK_DATA) only within the
     /// 1 MiB windows around the ranges touched, after an fsync (allocation is decided at writeback).
     /// </summary>
-    private static long Retrim(SafeFileHandle file, string rel, List<Extent> wanted, IEnumerable<(long Start, long End)> touched, long size)
+    private static long Retrim(SafeFileHandle file, string rel, ReadOnlySpan<Extent> wanted, List<(long Start, long End)> touched, long size)
     {
         var windows = new List<(long Start, long End)>();
         foreach (var (s, e) in touched.Select(r => (r.Start / TrimWindow * TrimWindow, Math.Min((r.End + TrimWindow - 1) / TrimWindow * TrimWindow, size))).OrderBy(r => r.Item1))
@@ -615,7 +722,16 @@ public static class SnapshotMaterializer
 
         // A window the version's extents cover end to end has nothing to punch: no fsync and no look for it (a W4
         // checkpoint has no hole at all, and its fsync here was a writeback of every changed range before the last one).
-        windows.RemoveAll(w => Covered(wanted, w.Start, w.End));
+        var open = 0;
+        for (var i = 0; i < windows.Count; i++)
+        {
+            if (!Covered(wanted, windows[i].Start, windows[i].End))
+            {
+                windows[open++] = windows[i];
+            }
+        }
+
+        windows.RemoveRange(open, windows.Count - open);
         if (windows.Count == 0)
         {
             return 0;
@@ -629,7 +745,7 @@ public static class SnapshotMaterializer
             // Only the version's extents inside the window: sorting all of a 16,000-extent map per window would
             // cost more than the window's look-up.
             var inside = new List<(long, long)>();
-            for (var i = FirstEndingAfter(wanted, ws); i < wanted.Count && wanted[i].Offset < we; i++)
+            for (var i = FirstEndingAfter(wanted, ws); i < wanted.Length && wanted[i].Offset < we; i++)
             {
                 inside.Add((wanted[i].Offset, wanted[i].Offset + (long)wanted[i].Length));
             }
@@ -647,9 +763,9 @@ public static class SnapshotMaterializer
     }
 
     /// <summary>The index of the first extent of the map <paramref name="map"/> (sorted, disjoint) that ends after <paramref name="at"/>.</summary>
-    private static int FirstEndingAfter(List<Extent> map, long at)
+    private static int FirstEndingAfter(ReadOnlySpan<Extent> map, long at)
     {
-        int lo = 0, hi = map.Count;
+        int lo = 0, hi = map.Length;
         while (lo < hi)
         {
             var mid = (lo + hi) >>> 1;
@@ -667,9 +783,9 @@ public static class SnapshotMaterializer
     }
 
     /// <summary>Whether the extents of <paramref name="map"/> cover [<paramref name="start"/>, <paramref name="end"/>) with no gap.</summary>
-    private static bool Covered(List<Extent> map, long start, long end)
+    private static bool Covered(ReadOnlySpan<Extent> map, long start, long end)
     {
-        for (var i = FirstEndingAfter(map, start); i < map.Count && start < end; i++)
+        for (var i = FirstEndingAfter(map, start); i < map.Length && start < end; i++)
         {
             if (map[i].Offset > start)
             {
@@ -683,12 +799,48 @@ public static class SnapshotMaterializer
     }
 
     /// <summary>
-    /// <see cref="Subtract"/> of two extent maps (in offset order, as decoded): the parts of <paramref name="a"/>'s
-    /// extents that none of <paramref name="b"/>'s covers, below <paramref name="limit"/>. Walks the maps as they are:
-    /// two lists of 4,096 ranges built from them, grown by doubling, were most of a W4 materialization's gen0 allocations.
+    /// The parts of the extents of <paramref name="encoded"/> (an extent map of a file of <paramref name="encodedSize"/>
+    /// bytes, already checked well formed) that none of <paramref name="cover"/>'s extents covers, below
+    /// <paramref name="limit"/>: what a clone of the base holds where the target has holes. Walks the encoded map and
+    /// the decoded one side by side (both in offset order, disjoint) without decoding the first into a list.
     /// </summary>
-    private static List<(long Start, long End)> Uncovered(List<Extent> a, List<Extent> b, long limit) =>
-        Subtract(a.Count, i => (a[i].Offset, a[i].Offset + a[i].Length), b.Count, i => (b[i].Offset, b[i].Offset + b[i].Length), limit);
+    private static List<(long Start, long End)> Uncovered(byte[] encoded, long encodedSize, ReadOnlySpan<Extent> cover, long limit)
+    {
+        var result = new List<(long, long)>();
+        if (!ExtentMap.Decoder.TryCreate(encoded, encodedSize, out var map))
+        {
+            return result;
+        }
+
+        var j = 0; // extents of cover are sorted and disjoint: one that ends before an extent of the map ends before every later one
+        while (map.MoveNext(out var extent))
+        {
+            var s = extent.Offset;
+            var end = Math.Min(extent.Offset + extent.Length, limit);
+            while (j < cover.Length && cover[j].Offset + cover[j].Length <= s)
+            {
+                j++;
+            }
+
+            for (var k = j; k < cover.Length && s < end && cover[k].Offset < end; k++)
+            {
+                var (cs, ce) = (cover[k].Offset, cover[k].Offset + cover[k].Length);
+                if (cs > s)
+                {
+                    result.Add((s, cs));
+                }
+
+                s = Math.Max(s, ce);
+            }
+
+            if (s < end)
+            {
+                result.Add((s, end));
+            }
+        }
+
+        return result;
+    }
 
     /// <summary>The parts of ranges <paramref name="a"/> that no range of <paramref name="b"/> covers, below <paramref name="limit"/>.</summary>
     public static List<(long Start, long End)> Subtract(IEnumerable<(long Start, long End)> a, IEnumerable<(long Start, long End)> b, long limit)
