@@ -198,9 +198,10 @@ public sealed class Recorder
     }
 
     /// <summary>
-    /// After the session finished: compaction and garbage collection of the whole trace (what `gc` does), on its own
-    /// thread at the recorder's priority (the command is gone and the caller waits for `record`: at nice 10 a loaded
-    /// machine starved it, and a 300,000-write session took 100 s to end beside load 29, against 6 s without the pass),
+    /// After the session finished: compaction and garbage collection of the whole trace (what `gc` does), on the
+    /// calling thread at the recorder's priority (the command is gone and the caller waits for `record`: at nice 10 a
+    /// loaded machine starved it, and a 300,000-write session took 100 s to end beside load 29, against 6 s without the
+    /// pass; a thread of its own, kept from then, cost a W1 `record` a fresh stack, malloc arena and zstd context),
     /// under the writer's lock this recording already holds. Every step commits before the next,
     /// so a kill at any moment leaves a trace that verifies and exports every moment; a failure is logged and leaves
     /// the recording as it is (`gc` retries).
@@ -223,29 +224,19 @@ public sealed class Recorder
 
         _writer.BeforeCommit = null; // the session is closed: nothing of it is held any more
 
-        MaintenanceResult? done = null;
-        Exception? failure = null;
-        var thread = new Thread(() =>
+        MaintenanceResult done;
+        try
         {
-            try
-            {
-                done = StoreMaintenance.Run(_writer, _options.Compact ? new MaintenanceOptions(Prune: ring) : new MaintenanceOptions(Delta: null, Prune: ring), DateTimeOffset.UtcNow);
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                failure = e;
-            }
-        }) { Name = "compaction" };
-        thread.Start();
-        thread.Join();
-        if (failure is not null)
+            done = StoreMaintenance.Run(_writer, _options.Compact ? new MaintenanceOptions(Prune: ring) : new MaintenanceOptions(Delta: null, Prune: ring), DateTimeOffset.UtcNow);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
-            _log.WriteLine($"diffkeeper: compaction failed, the recording is complete as it is ('diffkeeper gc' retries): {failure.Message}");
+            _log.WriteLine($"diffkeeper: compaction failed, the recording is complete as it is ('diffkeeper gc' retries): {e.Message}");
             return result;
         }
 
         // With --no-compact only the size ring ran: the summary's compaction fields stay null, as documented.
-        return _options.Compact ? result with { PackBytesBefore = done!.PackBytesBefore, PackBytesAfter = done.PackBytesAfter } : result;
+        return _options.Compact ? result with { PackBytesBefore = done.PackBytesBefore, PackBytesAfter = done.PackBytesAfter } : result;
     }
 
     private Exception? _storageFailure;

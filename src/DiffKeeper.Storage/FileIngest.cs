@@ -31,6 +31,7 @@ public static class FileIngest
         var content = new ChunkedContent(writer, size <= Maintenance.Grouper.MaxMember ? previous : null);
 
         var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+        Native.BufferPrefault.Once(buffer, (int)Math.Min(size, buffer.Length)); // what the reads fill, in one call
         var fd = (int)file.DangerousGetHandle();
         long actualEnd = 0;
         try
@@ -193,6 +194,7 @@ public static class FileIngest
     private static long IngestRangePipelined(ChunkedContent content, SafeFileHandle file, long start, long end, byte[] first)
     {
         var second = ArrayPool<byte>.Shared.Rent(first.Length);
+        Native.BufferPrefault.Once(second, second.Length);
         byte[][] buffers = [first, second];
         (Task Hashing, byte[] Buffer, List<(int Offset, int Length)> Batch, BlobId[] Ids)? pending = null;
         long readPos = start;
@@ -288,13 +290,28 @@ public static class FileIngest
     /// bytes stay the caller's). <paramref name="Align"/>: a changed block stored raw that goes to the writer's aligned
     /// group (<see cref="TraceWriter.TryAlignedGroup"/>) when it can.
     /// </summary>
-    internal readonly record struct Encoded(BlobCodec Codec, int Length, byte[]? Buffer, bool Align = false);
+    internal readonly record struct Encoded(BlobCodec Codec, int Length, byte[]? Buffer, bool Align = false)
+    {
+        /// <summary>Whether it was encoded (a raw chunk has no buffer; no chunk is empty); default: not yet.</summary>
+        public bool Made => Length > 0 || Buffer is not null;
+    }
 
-    /// <summary>Encodes <paramref name="data"/> into a buffer rented from the shared pool, which the caller returns.</summary>
+    /// <summary>
+    /// Encodes <paramref name="data"/> into a buffer rented from the shared pool, which the caller returns. A chunk zstd
+    /// cannot shrink is stored raw from the caller's bytes and has no buffer: it goes back at once, so the next chunk's
+    /// try on this thread writes into the same, already mapped pages (random data: every chunk).
+    /// </summary>
     internal static Encoded Encode(ReadOnlySpan<byte> data)
     {
         var b = ArrayPool<byte>.Shared.Rent(Codecs.Zstd.CompressBound(data.Length));
+        Native.BufferPrefault.Once(b, Codecs.Zstd.CompressBound(data.Length));
         var (codec, length) = TraceWriter.Encode(data, b);
+        if (codec == BlobCodec.Raw)
+        {
+            ArrayPool<byte>.Shared.Return(b);
+            return new Encoded(codec, length, null);
+        }
+
         return new Encoded(codec, length, b);
     }
 
@@ -370,7 +387,7 @@ public static class FileIngest
             for (var i = 0; i < count; i++)
             {
                 var (offset, length) = batch[i];
-                var e = encoded?[i].Buffer is not null || encoded?[i].Align == true ? encoded![i] : mine[i];
+                var e = encoded?[i].Made == true ? encoded![i] : mine[i];
                 var row = rows[i] ?? (e.Align ? writer.TryAlignedGroup(buffer.Span.Slice(offset, length), ids[i]) : null) ?? writer.Append(ids[i], length, e.Codec,
                     e.Codec == BlobCodec.Raw ? buffer.Span.Slice(offset, length) : e.Buffer.AsSpan(0, e.Length));
                 into.Add((row, ids[i], length));
@@ -404,7 +421,7 @@ public static class FileIngest
 
         for (var i = 0; i < batch.Count; i++)
         {
-            if (rows[i] is null && given?[i].Buffer is null && given?[i].Align != true)
+            if (rows[i] is null && given?[i].Made != true)
             {
                 mine[i] = Encode(buffer.Span.Slice(batch[i].Offset, batch[i].Length));
             }
@@ -414,7 +431,7 @@ public static class FileIngest
     private static void EncodeNewParallel(ReadOnlyMemory<byte> buffer, List<(int Offset, int Length)> batch, long?[] rows, Encoded[]? given, Encoded[] mine) =>
         Run(true, batch.Count, i =>
         {
-            if (rows[i] is null && given?[i].Buffer is null && given?[i].Align != true)
+            if (rows[i] is null && given?[i].Made != true)
             {
                 mine[i] = Encode(buffer.Span.Slice(batch[i].Offset, batch[i].Length));
             }

@@ -34,6 +34,12 @@ public static unsafe partial class LibSqlite3
     [LibraryImport(Lib, EntryPoint = "sqlite3_config")]
     public static partial int ConfigInt(int op, int value);
 
+    public const int SQLITE_CONFIG_PAGECACHE = 7;
+
+    /// <summary><c>sqlite3_config(SQLITE_CONFIG_PAGECACHE, void *memory, int size, int count)</c>, as <see cref="ConfigInt"/>.</summary>
+    [LibraryImport(Lib, EntryPoint = "sqlite3_config")]
+    public static partial int ConfigPageCache(int op, nint memory, int size, int count);
+
     [LibraryImport(Lib, EntryPoint = "sqlite3_open_v2", StringMarshalling = StringMarshalling.Utf8)]
     public static partial int OpenV2(string filename, out nint db, int flags, nint vfs);
 

@@ -25,7 +25,11 @@ internal sealed unsafe class SqliteDatabase : IDisposable
     // Debian's library is built with memory statistics on and without lookaside: every sqlite3_malloc and free (several
     // per inserted row) took the global memory mutex to count bytes nobody reads (~3 % of the recorder thread's samples
     // on 20,000 creates were pthread mutex calls from SQLite; docs/benchmarks.md, branch creates2).
-    private static readonly int Configured = LibSqlite3.ConfigInt(LibSqlite3.SQLITE_CONFIG_MEMSTATUS, 0);
+    // And every connection's page cache began with a bulk of 20 cache lines (Debian's SQLITE_DEFAULT_PCACHE_INITSZ)
+    // whose headers it wrote at its first query, a page fault per line, before anything was read (the connections of a
+    // W1 `record`: ~200 of its ~2,270 faults). Without it, a cache line is allocated when a page is first read into it.
+    private static readonly int Configured = LibSqlite3.ConfigInt(LibSqlite3.SQLITE_CONFIG_MEMSTATUS, 0)
+        | LibSqlite3.ConfigPageCache(LibSqlite3.SQLITE_CONFIG_PAGECACHE, 0, 0, 0);
 
     private readonly ConnectionHandle _handle;
     private readonly nint _db;

@@ -3,15 +3,55 @@ using DiffKeeper.Native.Interop;
 namespace DiffKeeper.Storage.Codecs;
 
 /// <summary>
-/// zstd through the system libzstd. One compression and one decompression context per thread, created on first
-/// use and kept for the thread's life (the library never hands them to callers).
+/// zstd through the system libzstd. Compression contexts are shared by all threads, one for each compression running at
+/// once, kept for the process's life; a decompression context per thread (the library never hands them to callers).
 /// </summary>
 public static unsafe class Zstd
 {
     public const int DefaultLevel = 1;
 
-    [ThreadStatic] private static nint t_cctx;
     [ThreadStatic] private static nint t_dctx;
+
+    // A context's workspace (hash tables, literals, sequences: ~400 KB at level 1) is fresh memory the first time it
+    // is used: a context per thread cost every thread that compressed its own page faults, ~100 for the pass after a W1
+    // session, which ran on a thread whose context was new, beside the ingest's.
+    private static readonly Lock s_contextsLock = new();
+    private static readonly Stack<nint> s_contexts = new();
+    private static int s_contextsCreated;
+
+    /// <summary>Compression contexts this process created (tests: one thread after another share one).</summary>
+    internal static int ContextsCreated => Volatile.Read(ref s_contextsCreated);
+
+    private static nint RentContext()
+    {
+        lock (s_contextsLock)
+        {
+            if (s_contexts.TryPop(out var cctx))
+            {
+                return cctx;
+            }
+        }
+
+        var created = LibZstd.CreateCCtx();
+        Interlocked.Increment(ref s_contextsCreated);
+        return created != 0 ? created : throw new OutOfMemoryException("zstd could not create a compression context");
+    }
+
+    /// <summary>Gives a context back after a compression that completed; one that failed half-way may hold a frame's
+    /// state or a prefix it did not consume, and is freed instead.</summary>
+    private static void ReturnContext(nint cctx, bool completed)
+    {
+        if (!completed)
+        {
+            _ = LibZstd.FreeCCtx(cctx);
+            return;
+        }
+
+        lock (s_contextsLock)
+        {
+            s_contexts.Push(cctx);
+        }
+    }
 
     /// <summary>
     /// zstd's ZSTD_COMPRESSBOUND (zstd.h, a stable macro that ZSTD_compressBound returns for any length below its
@@ -29,21 +69,27 @@ public static unsafe class Zstd
     /// <summary>Compresses into <paramref name="destination"/>; returns the compressed length.</summary>
     public static int Compress(ReadOnlySpan<byte> source, Span<byte> destination, int level = DefaultLevel)
     {
-        if (t_cctx == 0)
+        var cctx = RentContext();
+        var completed = false;
+        try
         {
-            t_cctx = LibZstd.CreateCCtx();
-        }
-
-        fixed (byte* src = source)
-        fixed (byte* dst = destination)
-        {
-            var r = LibZstd.CompressCCtx(t_cctx, dst, (nuint)destination.Length, src, (nuint)source.Length, level);
-            if (LibZstd.IsError(r) != 0)
+            fixed (byte* src = source)
+            fixed (byte* dst = destination)
             {
-                throw new InvalidOperationException($"zstd compression failed: {LibZstd.ErrorName(r)}");
-            }
+                // The simple API: the level's parameters, whatever a prefix compression left set on the context.
+                var r = LibZstd.CompressCCtx(cctx, dst, (nuint)destination.Length, src, (nuint)source.Length, level);
+                if (LibZstd.IsError(r) != 0)
+                {
+                    throw new InvalidOperationException($"zstd compression failed: {LibZstd.ErrorName(r)}");
+                }
 
-            return (int)r;
+                completed = true;
+                return (int)r;
+            }
+        }
+        finally
+        {
+            ReturnContext(cctx, completed);
         }
     }
 
@@ -142,23 +188,29 @@ public static unsafe class Zstd
     /// </summary>
     public static int CompressWithPrefix(ReadOnlySpan<byte> source, ReadOnlySpan<byte> prefix, Span<byte> destination, int level = DefaultLevel)
     {
-        if (t_cctx == 0)
+        var cctx = RentContext();
+        var completed = false;
+        try
         {
-            t_cctx = LibZstd.CreateCCtx();
+            fixed (byte* src = source)
+            fixed (byte* pre = prefix)
+            fixed (byte* dst = destination)
+            {
+                Check(LibZstd.CCtxReset(cctx, LibZstd.ResetSessionOnly));
+                Check(LibZstd.CCtxSetParameter(cctx, LibZstd.CompressionLevelParameter, level));
+                // The level's own window may be smaller than the prefix: matches into the prefix's far end would
+                // then be lost. zstd --patch-from sizes the window the same way.
+                var window = Math.Clamp(64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)(prefix.Length + source.Length)), 10, 27);
+                Check(LibZstd.CCtxSetParameter(cctx, LibZstd.WindowLogParameter, window));
+                Check(LibZstd.CCtxRefPrefix(cctx, pre, (nuint)prefix.Length));
+                var n = (int)Check(LibZstd.Compress2(cctx, dst, (nuint)destination.Length, src, (nuint)source.Length));
+                completed = true;
+                return n;
+            }
         }
-
-        fixed (byte* src = source)
-        fixed (byte* pre = prefix)
-        fixed (byte* dst = destination)
+        finally
         {
-            Check(LibZstd.CCtxReset(t_cctx, LibZstd.ResetSessionOnly));
-            Check(LibZstd.CCtxSetParameter(t_cctx, LibZstd.CompressionLevelParameter, level));
-            // The level's own window may be smaller than the prefix: matches into the prefix's far end would
-            // then be lost. zstd --patch-from sizes the window the same way.
-            var window = Math.Clamp(64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)(prefix.Length + source.Length)), 10, 27);
-            Check(LibZstd.CCtxSetParameter(t_cctx, LibZstd.WindowLogParameter, window));
-            Check(LibZstd.CCtxRefPrefix(t_cctx, pre, (nuint)prefix.Length));
-            return (int)Check(LibZstd.Compress2(t_cctx, dst, (nuint)destination.Length, src, (nuint)source.Length));
+            ReturnContext(cctx, completed);
         }
     }
 

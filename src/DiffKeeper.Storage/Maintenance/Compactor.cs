@@ -275,6 +275,8 @@ internal sealed class Compactor
         var total = baseLocs.Sum(b => b.RawLength);
         var raw = ArrayPool<byte>.Shared.Rent(Math.Max(1, loc.RawLength));
         var prefix = ArrayPool<byte>.Shared.Rent(Math.Max(1, total));
+        Native.BufferPrefault.Once(raw, loc.RawLength); // the reads below fill them: fresh in a short process
+        Native.BufferPrefault.Once(prefix, total);
         try
         {
             try

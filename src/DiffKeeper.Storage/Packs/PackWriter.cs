@@ -17,7 +17,9 @@ public sealed class PackWriter : IDisposable
     private readonly SafeFileHandle _handle;
     private readonly byte[] _buffer = new byte[BufferSize + PackFormat.RecordSize(PackFormat.MaxRawLength + 4096)];
     private const long WritebackStep = 8 << 20;
+    private const int PopulateStep = 256 << 10;
     private int _buffered;
+    private int _populated;
     private bool _dirty;
     private long _writebackFrom;
     private readonly string _path;
@@ -116,6 +118,7 @@ public sealed class PackWriter : IDisposable
             Flush();
         }
 
+        Populate(_buffered + size);
         var record = _buffer.AsSpan(_buffered, size);
         WriteHeader(record, id, codec, rawLength, payload.Length, baseDigest);
         payload.CopyTo(record[PackFormat.RecordHeaderSize..]);
@@ -195,12 +198,30 @@ public sealed class PackWriter : IDisposable
             Flush();
         }
 
+        Populate(_buffered + record.Length);
         record.CopyTo(_buffer.AsSpan(_buffered));
         _buffered += record.Length;
         var offset = Length;
         Length += record.Length;
         _dirty = true;
         return offset;
+    }
+
+    /// <summary>
+    /// Maps the buffer's pages up to <paramref name="end"/> ahead of the copy, a step at a time (<see cref="BufferPrefault"/>):
+    /// a fresh writer's buffer took a page fault per page, ~280 of a W1 `record`'s ~2,270. A writer that stores little
+    /// maps one step.
+    /// </summary>
+    private void Populate(int end)
+    {
+        if (end <= _populated)
+        {
+            return;
+        }
+
+        var to = Math.Min(_buffer.Length, Math.Max(end, _populated + PopulateStep));
+        Native.BufferPrefault.Populate(_buffer.AsSpan(_populated, to - _populated));
+        _populated = to;
     }
 
     /// <summary>Makes every appended record durable: writes what is buffered, then fsync.</summary>
