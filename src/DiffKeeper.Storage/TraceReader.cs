@@ -683,7 +683,7 @@ public sealed class TraceReader : IDisposable
     /// </summary>
     public unsafe void BlobHashes(Span<long> rowIds, Span<int> slots, Span<byte> ids)
     {
-        if (slots.Length != rowIds.Length || ids.Length != rowIds.Length * BlobId.Size)
+        if (slots.Length != rowIds.Length || ids.Length != (long)rowIds.Length * BlobId.Size)
         {
             throw new ArgumentException("slots and ids must match the row ids", nameof(ids));
         }

@@ -90,6 +90,12 @@ public static class SnapshotMaterializer
         if (baseDir is not null)
         {
             baseDir = Path.GetFullPath(baseDir).TrimEnd('/');
+            if (Path.GetFileName(baseDir).Contains(TempInfix, StringComparison.Ordinal))
+            {
+                // A build directory's marker proves nothing: it is fsynced before the files' bytes (materialize's fsync
+                // order), so after a power loss it may name files whose data never reached the disk.
+                baseDir = null;
+            }
         }
 
         try
