@@ -429,8 +429,11 @@ internal sealed unsafe class NativeBuffer
     // The bytes as Memory, made once per block (a store sliced a new one for every state of a growing file).
     private NativeMemoryManager? _memory;
 
-    /// <summary>The whole capacity as <see cref="Memory{T}"/>, valid until the buffer grows or is released; this buffer keeps the bytes.</summary>
-    public Memory<byte> Memory => (_memory ??= new NativeMemoryManager(Pointer, checked((int)Capacity))).Memory;
+    /// <summary>
+    /// The whole capacity as <see cref="Memory{T}"/> (at most int.MaxValue bytes: a block of 2 GiB is one byte more, and
+    /// no copy is that large), valid until the buffer grows or is released; this buffer keeps the bytes.
+    /// </summary>
+    public Memory<byte> Memory => (_memory ??= new NativeMemoryManager(Pointer, (int)Math.Min(Capacity, int.MaxValue))).Memory;
 
     /// <summary>Gives the bytes back to the heap now; the buffer holds none after.</summary>
     public void Release()

@@ -43,6 +43,37 @@ public sealed class BigFileSnapshotTests
     }
 
     /// <summary>
+    /// A build directory left by a materialize that never published (its marker is fsynced before its files' bytes, so
+    /// after a power loss it may name files whose data is not on disk) is never a base, also when named by --base.
+    /// </summary>
+    [Fact]
+    public void ABuildDirectoryIsNeverTakenAsABase()
+    {
+        using var mount = LoopMount.TryCreate("xfs", out var why);
+        if (mount is null)
+        {
+            Assert.Skip(why);
+            return;
+        }
+
+        var dir = mount.Path;
+        var image = Path.Combine(dir, "disk.img");
+        var random = new Random(11);
+        MakeSparse(image, 4 * MiB, random, dataPages: 200);
+        var store = Path.Combine(dir, "store");
+        var first = Snapshot(dir, "snapshot", image, "--store", store, "--json");
+        RewritePages(image, random, 10);
+        var second = Snapshot(dir, "snapshot", image, "--store", store, "--parent", first.ToString(), "--json");
+        Cli.Ok(dir, "materialize", first.ToString(), "--store", store, "--out", Path.Combine(dir, "a"));
+        var build = Path.Combine(dir, ".b.dk-snap-1-0123456789abcdef");
+        Directory.Move(Path.Combine(dir, "a"), build); // a complete marker, under a build directory's name
+
+        var r = Cli.Ok(dir, "materialize", second.ToString(), "--store", store, "--base", build, "--out", Path.Combine(dir, "b"));
+        Assert.DoesNotContain("1 cloned", r.Stderr);
+        Assert.Equal(Bytes(image), Bytes(Path.Combine(dir, "b", "disk.img")));
+    }
+
+    /// <summary>
     /// Every file of a materialization is fsynced before the rename that publishes it, and after the marker's fsync
     /// (on xfs the marker's then forces the log past the files' changes, so theirs force nothing again). Seen from the
     /// outside: strace's record of the process's opens, fsyncs and renames.

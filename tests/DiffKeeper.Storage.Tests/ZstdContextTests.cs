@@ -30,7 +30,9 @@ public sealed class ZstdContextTests
             thread.Join();
         }
 
-        Assert.True(Zstd.ContextsCreated == before, $"four threads in turn created {Zstd.ContextsCreated - before} contexts: each made its own");
+        // At most one more: a background thread an earlier test left (a group encoder, compaction) may hold the pooled
+        // context for a moment. A context per thread would be four.
+        Assert.True(Zstd.ContextsCreated <= before + 1, $"four threads in turn created {Zstd.ContextsCreated - before} contexts: each made its own");
     }
 
     [Fact]
