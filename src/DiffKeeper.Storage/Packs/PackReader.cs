@@ -53,7 +53,9 @@ public sealed class PackReader : IDisposable
     /// its slices: its header is checked against the catalog, and each member read from it is checked by its own
     /// SHA-256, so the group is not hashed as a whole (its live bytes are its members'; <c>verify</c> checks its CRC).
     /// </summary>
-    public void ReadGroupPrefix(in BlobLocation loc, Span<byte> destination)
+    /// <param name="recordBuffer">Where to read the record (at least <see cref="PackFormat.RecordSize"/> of its stored
+    /// length), a caller's buffer reused from group to group; null: one from the shared pool.</param>
+    public void ReadGroupPrefix(in BlobLocation loc, Span<byte> destination, byte[]? recordBuffer = null)
     {
         var packPath = PackFormat.RelativePath(loc.PackId);
         if (loc.Codec != BlobCodec.Group || destination.Length > loc.RawLength)
@@ -61,7 +63,8 @@ public sealed class PackReader : IDisposable
             throw new BlobDamagedException(loc, packPath, $"it is not a group of at least {destination.Length} bytes (codec {(int)loc.Codec}, raw {loc.RawLength})");
         }
 
-        var buffer = ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(Math.Max(0, loc.StoredLength)));
+        var own = recordBuffer is not null && recordBuffer.Length >= PackFormat.RecordSize(Math.Max(0, loc.StoredLength));
+        var buffer = own ? recordBuffer! : ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(Math.Max(0, loc.StoredLength)));
         try
         {
             var record = ReadRecord(loc, buffer);
@@ -83,7 +86,10 @@ public sealed class PackReader : IDisposable
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (!own)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
     }
 
