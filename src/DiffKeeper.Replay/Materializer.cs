@@ -145,7 +145,7 @@ public static class Materializer
         }
 
         entries.Sort((a, b) => PathBytes.ByteOrder.Compare(a.Path, b.Path));
-        var kinds = new Dictionary<string, EntryKind>(StringComparer.Ordinal);
+        var kinds = new Dictionary<string, EntryKind>(entries.Count, StringComparer.Ordinal);
         foreach (var (path, v) in entries)
         {
             if (!kinds.TryAdd(path, v.Kind))
@@ -200,7 +200,7 @@ public static class Materializer
         // on every core (TreeFileWriter), then the other names of hard-linked files, then directory metadata.
         var made = new HashSet<string>(StringComparer.Ordinal);
         var linkWritten = new Dictionary<long, string>();
-        var files = new List<(string Path, VersionRecord Version)>();
+        var files = new List<(string Path, VersionRecord Version)>(entries.Count);
         var hardLinks = new List<(string Existing, string Path)>();
         int dirs = 0, links = 0;
         foreach (var (path, entry) in entries)

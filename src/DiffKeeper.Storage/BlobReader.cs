@@ -1,4 +1,5 @@
 using System.Buffers;
+using DiffKeeper.Storage.Codecs;
 using DiffKeeper.Storage.Packs;
 
 namespace DiffKeeper.Storage;
@@ -9,8 +10,9 @@ namespace DiffKeeper.Storage;
 /// least-recently-used cache, because the versions of one file share their bases. A slice (format 6) decodes its
 /// group only as far as its own last byte, and keeps what it decoded in the same cache; a later member beyond that
 /// decodes the whole group, once, so a reader of members in order decodes each group at most twice (the first
-/// member's prefix, then the whole). A caller's <see cref="GroupBuffer"/> holds one group outside the cache instead
-/// (a tree export's workers). Every blob, base or not, is checked by <see cref="PackReader"/> (base digest,
+/// member's prefix, then the whole). A caller's <see cref="GroupBuffer"/> holds groups outside the cache instead (a
+/// tree export's workers), and with one the cache is only read: a chain's intermediate bases are decoded into
+/// arrays rented for the one decode that needs them. Every blob, base or not, is checked by <see cref="PackReader"/> (base digest,
 /// SHA-256), a slice by its own SHA-256 (its group, decoded only to be sliced, is not hashed as a whole: its live
 /// bytes are each member's; <c>verify</c> still checks its CRC). Thread-safe: the cache is locked, and so is the
 /// catalog lookup of a base or a group (a catalog connection serves one thread at a time: a parallel materialization
@@ -38,6 +40,18 @@ public sealed class BlobReader
         _lookup = lookup;
         _packs = packs;
         _wholeGroups = wholeGroups;
+    }
+
+    /// <summary>How many decoded blobs and groups the shared cache holds.</summary>
+    internal int CachedBlobs
+    {
+        get
+        {
+            lock (_lru)
+            {
+                return _cache.Count;
+            }
+        }
     }
 
     /// <summary>The catalog row of blob <paramref name="row"/>, looked up under the reader's lock (safe from any thread); throws <see cref="BlobMissingException"/>.</summary>
@@ -88,8 +102,7 @@ public sealed class BlobReader
             throw new ArgumentException($"blob row {slice.BlobRowId} is not a slice of group row {held.Group}", nameof(slice));
         }
 
-        CheckedSlice(slice, held);
-        return held.Bytes.AsMemory((int)slice.Offset, slice.RawLength);
+        return CheckedSlice(slice, held).AsMemory((int)slice.Offset, slice.RawLength);
     }
 
     /// <summary>
@@ -134,7 +147,7 @@ public sealed class BlobReader
                 throw new BlobDamagedException(loc, Where(loc), $"a slice names {loc.Bases.Length} groups");
             }
 
-            CheckedSlice(loc, held).CopyTo(destination);
+            CheckedSlice(loc, held).AsSpan((int)loc.Offset, loc.RawLength).CopyTo(destination);
             return;
         }
 
@@ -151,27 +164,55 @@ public sealed class BlobReader
                 : $"it names {loc.Bases.Length} delta bases");
         }
 
-        var bases = new (BlobId Id, byte[] Bytes, int Offset, int Length)[loc.Bases.Length];
-        var total = 0;
-        for (var i = 0; i < bases.Length; i++)
+        if (loc.Bases.Length == 1)
         {
-            bases[i] = Base(loc, loc.Bases[i], depth, held);
-            total += bases[i].Length;
+            // One base (every delta the writer makes): decoded against it where it lies, nothing copied or allocated.
+            var only = Base(loc, loc.Bases[0], depth, held);
+            try
+            {
+                Span<byte> digest = stackalloc byte[Sha256.HashSize];
+                PackFormat.BaseDigest([only.Id], digest);
+                _packs.Read(loc, destination, only.Bytes.AsSpan(only.Offset, only.Length), digest);
+            }
+            finally
+            {
+                only.Release();
+            }
+
+            return;
         }
 
-        if (total > PackFormat.MaxPrefixLength)
-        {
-            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"its delta bases hold {total} bytes, more than a prefix may");
-        }
-
-        var prefix = ArrayPool<byte>.Shared.Rent(Math.Max(1, total));
+        var bases = new DecodedBase[loc.Bases.Length];
+        var prefix = Array.Empty<byte>();
         try
         {
-            var at = 0;
-            foreach (var (_, bytes, offset, length) in bases)
+            var total = 0;
+            for (var i = 0; i < bases.Length; i++)
             {
-                bytes.AsSpan(offset, length).CopyTo(prefix.AsSpan(at));
-                at += length;
+                var b = Base(loc, loc.Bases[i], depth, held);
+                if (held is not null && held.IsSide(b.Bytes))
+                {
+                    // The next base may be a slice of another group, decoded into the same side buffer.
+                    var copy = ArrayPool<byte>.Shared.Rent(b.Length);
+                    b.Bytes.AsSpan(b.Offset, b.Length).CopyTo(copy);
+                    b = new DecodedBase(b.Id, copy, 0, b.Length, true);
+                }
+
+                bases[i] = b;
+                total += b.Length;
+            }
+
+            if (total > PackFormat.MaxPrefixLength)
+            {
+                throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"its delta bases hold {total} bytes, more than a prefix may");
+            }
+
+            prefix = ArrayPool<byte>.Shared.Rent(Math.Max(1, total));
+            var at = 0;
+            foreach (var b in bases)
+            {
+                b.Bytes.AsSpan(b.Offset, b.Length).CopyTo(prefix.AsSpan(at));
+                at += b.Length;
             }
 
             _packs.Read(loc, destination, prefix.AsSpan(0, total), PackFormat.BaseDigest(bases.Select(b => b.Id)));
@@ -179,16 +220,36 @@ public sealed class BlobReader
         finally
         {
             ArrayPool<byte>.Shared.Return(prefix);
+            foreach (var b in bases)
+            {
+                b.Release();
+            }
+        }
+    }
+
+    /// <summary>
+    /// A delta base's bytes: <see cref="Bytes"/>[<see cref="Offset"/>..+<see cref="Length"/>], in a held group, the
+    /// cache, or an array rented for this one decode (<see cref="Rented"/>), which <see cref="Release"/> returns.
+    /// </summary>
+    private readonly record struct DecodedBase(BlobId Id, byte[] Bytes, int Offset, int Length, bool Rented)
+    {
+        public void Release()
+        {
+            if (Rented)
+            {
+                ArrayPool<byte>.Shared.Return(Bytes);
+            }
         }
     }
 
     /// <summary>
     /// A slice is its group's raw bytes from its offset: the group is decoded up to the slice's end (or whole, when
     /// a shorter prefix of it is cached already) and kept in the cache, so the next member of the same group costs a
-    /// copy; or, when <paramref name="held"/> holds the group, decoded whole into that buffer. The member is checked
-    /// by its own SHA-256; the span returned lies in the cached or held group.
+    /// copy; or, with <paramref name="held"/>, decoded whole into one of its buffers (see <see cref="GroupBuffer"/>).
+    /// The member is checked by its own SHA-256. Returns the array the group lies in: the slice is its bytes from
+    /// <see cref="BlobLocation.Offset"/>.
     /// </summary>
-    private ReadOnlySpan<byte> CheckedSlice(in BlobLocation loc, GroupBuffer? held)
+    private byte[] CheckedSlice(in BlobLocation loc, GroupBuffer? held)
     {
         if (loc.Bases.Length != 1)
         {
@@ -198,16 +259,19 @@ public sealed class BlobReader
         var (group, bytes) = Group(loc, held);
         var slice = bytes.AsSpan((int)loc.Offset, loc.RawLength);
         Span<byte> hash = stackalloc byte[32];
-        Codecs.Sha256.HashData(slice, hash);
+        Sha256.HashData(slice, hash);
         if (!hash.SequenceEqual(loc.Id.Bytes))
         {
             throw new BlobDamagedException(loc, Where(loc), $"its bytes in group {group.Short} do not hash to its id (SHA-256 mismatch)");
         }
 
-        return slice;
+        return bytes;
     }
 
-    /// <summary>The group of <paramref name="slice"/>, decoded at least to the slice's end (whole into <paramref name="held"/> when it holds it).</summary>
+    /// <summary>
+    /// The group of <paramref name="slice"/>, decoded at least to the slice's end; with <paramref name="held"/>, whole
+    /// into its buffer when it holds the group, else from the cache or whole into its side buffer.
+    /// </summary>
     private (BlobId, byte[]) Group(in BlobLocation slice, GroupBuffer? held)
     {
         var row = slice.Bases[0];
@@ -237,15 +301,7 @@ public sealed class BlobReader
             if (held.Decoded != row)
             {
                 held.Decoded = -1;
-                try
-                {
-                    _packs.ReadGroupPrefix(group, held.Bytes.AsSpan(0, group.RawLength));
-                }
-                catch (BlobDamagedException e)
-                {
-                    throw new BlobDamagedException(slice, Where(slice), $"its group {group.Id.Short} is damaged: {e.Reason}");
-                }
-
+                DecodeWhole(slice, group, held.Bytes, held);
                 held.Decoded = row;
             }
 
@@ -264,6 +320,18 @@ public sealed class BlobReader
             }
         }
 
+        if (held is not null)
+        {
+            if (held.SideDecoded != row)
+            {
+                held.SideDecoded = -1;
+                DecodeWhole(slice, group, held.SideBytes, held);
+                held.SideDecoded = row;
+            }
+
+            return (group.Id, held.SideBytes);
+        }
+
         // A member past the prefix decoded before decodes the whole group: reading a group's members in order (an
         // export, a regroup) then costs two decodes, not one per member.
         var bytes = GC.AllocateUninitializedArray<byte>(shorter || _wholeGroups ? group.RawLength : (int)end);
@@ -280,7 +348,24 @@ public sealed class BlobReader
         return (group.Id, bytes);
     }
 
-    private (BlobId Id, byte[] Bytes, int Offset, int Length) Base(in BlobLocation of, long row, int depth, GroupBuffer? held)
+    /// <summary>Decodes <paramref name="group"/> whole into <paramref name="into"/>, its record read into <paramref name="held"/>'s record buffer.</summary>
+    private void DecodeWhole(in BlobLocation slice, in BlobLocation group, byte[] into, GroupBuffer held)
+    {
+        // A stored length no group can have is left to the reader to name (and allocates nothing here).
+        var record = group.StoredLength >= 0 && group.StoredLength <= Zstd.CompressBound(PackFormat.MaxGroupLength)
+            ? held.Record(PackFormat.RecordSize(group.StoredLength))
+            : null;
+        try
+        {
+            _packs.ReadGroupPrefix(group, into.AsSpan(0, group.RawLength), record);
+        }
+        catch (BlobDamagedException e)
+        {
+            throw new BlobDamagedException(slice, Where(slice), $"its group {group.Id.Short} is damaged: {e.Reason}");
+        }
+    }
+
+    private DecodedBase Base(in BlobLocation of, long row, int depth, GroupBuffer? held)
     {
         BlobLocation baseLoc;
         try
@@ -299,19 +384,18 @@ public sealed class BlobReader
             throw new BlobDamagedException(of, Where(of), $"its base {baseLoc.Id.Short} (blob row {row}) has codec {(int)baseLoc.Codec}, which it cannot be decoded against");
         }
 
-        // A slice of the held group is used where it lies (checked, not copied, not cached).
-        if (held is not null && held.Holds(baseLoc))
+        // With a caller's buffers, a slice is used where it lies in them or in the cache (checked, not copied,
+        // not cached again).
+        if (held is not null && baseLoc.IsSlice)
         {
             try
             {
-                CheckedSlice(baseLoc, held);
+                return new DecodedBase(baseLoc.Id, CheckedSlice(baseLoc, held), (int)baseLoc.Offset, baseLoc.RawLength, false);
             }
             catch (BlobDamagedException e)
             {
                 throw BaseDamaged(of, baseLoc, e);
             }
-
-            return (baseLoc.Id, held.Bytes, (int)baseLoc.Offset, baseLoc.RawLength);
         }
 
         lock (_lru)
@@ -320,22 +404,45 @@ public sealed class BlobReader
             {
                 _lru.Remove(node);
                 _lru.AddFirst(node);
-                return (baseLoc.Id, node.Value.Bytes, 0, node.Value.Bytes.Length);
+                return new DecodedBase(baseLoc.Id, node.Value.Bytes, 0, node.Value.Bytes.Length, false);
             }
         }
 
-        var bytes = GC.AllocateUninitializedArray<byte>(Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawLength)); // decoded over whole
+        // With a caller's buffer (a tree export: each version decoded once, its bases are seldom another file's),
+        // an intermediate base of a chain is decoded into a rented array given back after the one decode that
+        // needs it; kept in the cache, each was a new array surviving into the export's garbage collection.
+        var length = Math.Clamp(baseLoc.RawLength, 0, PackFormat.MaxRawLength); // decoded over whole
+        var rented = held is not null;
+        var array = rented ? ArrayPool<byte>.Shared.Rent(length) : GC.AllocateUninitializedArray<byte>(length);
         try
         {
-            Read(baseLoc, bytes, depth + 1, held);
+            Read(baseLoc, array.AsSpan(0, length), depth + 1, held);
         }
         catch (BlobDamagedException e)
         {
+            if (rented)
+            {
+                ArrayPool<byte>.Shared.Return(array);
+            }
+
             throw BaseDamaged(of, baseLoc, e);
         }
+        catch
+        {
+            if (rented)
+            {
+                ArrayPool<byte>.Shared.Return(array);
+            }
 
-        Cache(row, bytes);
-        return (baseLoc.Id, bytes, 0, bytes.Length);
+            throw;
+        }
+
+        if (!rented)
+        {
+            Cache(row, array);
+        }
+
+        return new DecodedBase(baseLoc.Id, array, 0, length, rented);
     }
 
     private static BlobDamagedException BaseDamaged(in BlobLocation of, in BlobLocation baseLoc, BlobDamagedException e)

@@ -46,7 +46,7 @@ public sealed unsafe class HeapPrefaultTests
         return faults;
     }
 
-    private static void SkipWithoutPopulate()
+    internal static void SkipWithoutPopulate()
     {
         if (Environment.OSVersion.Version < new Version(5, 14))
         {
@@ -55,7 +55,7 @@ public sealed unsafe class HeapPrefaultTests
     }
 
     // Field 10 of /proc/thread-self/stat (minflt), counted after the command name's closing parenthesis.
-    private static long MinorFaults()
+    internal static long MinorFaults()
     {
         var stat = File.ReadAllText("/proc/thread-self/stat");
         var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using DiffKeeper.Cli.Rendering;
-using DiffKeeper.Native;
 using DiffKeeper.Replay.BigFiles;
 using DiffKeeper.Storage;
 
@@ -31,9 +30,10 @@ internal static class MaterializeCommand
         };
         cmd.SetAction(pr =>
         {
-            // Not given back at the end: the process exits right after, and trimming the heap first (malloc_trim's
-            // madvise calls, each a TLB flush) only added to every run's wall time.
-            _ = HeapPrefault.Reserve(CatalogCacheBytes(pr.GetValue(store)!));
+            // Beside the catalog's pages: the buffers two threads read changed blocks into to check them. Not given
+            // back at the end: the process exits right after, and trimming the heap first (malloc_trim's madvise calls,
+            // each a TLB flush) only added to every run's wall time.
+            _ = CatalogHeap.Reserve(pr.GetValue(store)!, 2 * PackClones.LaneBytes);
             using var reader = TraceReader.Open(pr.GetValue(store)!);
             var r = SnapshotMaterializer.Materialize(reader, pr.GetValue(id), pr.GetValue(output)!, pr.GetValue(baseDir));
             if (r.BaseDir is not null && r.CopyReason is not null)
@@ -56,27 +56,5 @@ internal static class MaterializeCommand
             return 0;
         });
         return cmd;
-    }
-
-    /// <summary>
-    /// The malloc heap to populate before the catalog is read: SQLite's page cache takes a fresh heap page for every
-    /// catalog page it reads, and a W4 materialization reads most of its 700 KB catalog (~170 pages), one page fault
-    /// each (a hypervisor trap on this project's VMs, ~35 µs) against ~1.5 µs a page populated at once. The catalog's
-    /// size, at most SQLite's default cache (2 MiB), a quarter MiB for the rest of the heap's growth, and the buffers
-    /// two threads read changed blocks into to check them (<see cref="PackClones.LaneBytes"/> each).
-    /// </summary>
-    private static nuint CatalogCacheBytes(string store)
-    {
-        long size;
-        try
-        {
-            size = new FileInfo(Path.Combine(store, "catalog.db")).Length;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
-        {
-            size = 0; // TraceReader.Open says what is wrong
-        }
-
-        return (nuint)(Math.Min(size, 2L << 20) + (256 << 10) + (2 * PackClones.LaneBytes));
     }
 }

@@ -43,13 +43,7 @@ public sealed class TerminalProgress : IDisposable
     /// <summary>Shows <paramref name="line"/> if the operation has run long enough and the last line is old enough.</summary>
     public void Show(string line)
     {
-        if (_error is null)
-        {
-            return;
-        }
-
-        var now = Stopwatch.GetTimestamp();
-        if (now - _start < _delay || (_shown && now - Volatile.Read(ref _last) < Interval))
+        if (!Due(out var now))
         {
             return;
         }
@@ -63,12 +57,29 @@ public sealed class TerminalProgress : IDisposable
         }
     }
 
-    /// <summary>A reporter for a tree being written: entries done of total and bytes.</summary>
-    public IProgress<DiffKeeper.Replay.TreeProgress> Tree(string verb) => new Reporter<DiffKeeper.Replay.TreeProgress>(p =>
-        Show(string.Create(CultureInfo.InvariantCulture, $"{verb}: {p.Done:N0} of {p.Total:N0} entries, {TimelineRenderer.FormatSize(p.Bytes)}")));
+    /// <summary>Whether a line reported now would be shown (the time, for <see cref="Show"/>).</summary>
+    [System.Diagnostics.CodeAnalysis.MemberNotNullWhen(true, nameof(_error))]
+    private bool Due(out long now)
+    {
+        now = Stopwatch.GetTimestamp();
+        return _error is not null && now - _start >= _delay && !(_shown && now - Volatile.Read(ref _last) < Interval);
+    }
 
-    /// <summary>A reporter that shows each value through <paramref name="format"/>.</summary>
-    public IProgress<T> Of<T>(Func<T, string> format) => new Reporter<T>(v => Show(format(v)));
+    /// <summary>A reporter for a tree being written: entries done of total and bytes.</summary>
+    public IProgress<DiffKeeper.Replay.TreeProgress> Tree(string verb) => Of<DiffKeeper.Replay.TreeProgress>(p =>
+        string.Create(CultureInfo.InvariantCulture, $"{verb}: {p.Done:N0} of {p.Total:N0} entries, {TimelineRenderer.FormatSize(p.Bytes)}"));
+
+    /// <summary>
+    /// A reporter that shows each value through <paramref name="format"/>, formatted only when it would be shown (an
+    /// export reports every file, and on a pipe nothing is ever shown).
+    /// </summary>
+    public IProgress<T> Of<T>(Func<T, string> format) => new Reporter<T>(v =>
+    {
+        if (Due(out _))
+        {
+            Show(format(v));
+        }
+    });
 
     public void Dispose()
     {

@@ -42,6 +42,18 @@ public static class PackFormat
     /// <summary>Longest delta chain a reader follows; deeper (or cyclic) chains are damage.</summary>
     public const int MaxDepth = 64;
 
+    /// <summary>The base digest of a delta record (as <see cref="BaseDigest(IEnumerable{BlobId})"/>) into <paramref name="digest"/>, allocating nothing.</summary>
+    public static void BaseDigest(ReadOnlySpan<BlobId> bases, Span<byte> digest)
+    {
+        var sha = new Sha256.Hasher();
+        foreach (var b in bases)
+        {
+            sha.Append(b.Bytes);
+        }
+
+        sha.Finish(digest);
+    }
+
     /// <summary>The base digest of a delta record: SHA-256 over the base blob ids, in order.</summary>
     public static byte[] BaseDigest(IEnumerable<BlobId> bases)
     {

@@ -40,7 +40,7 @@ public sealed class PackReader : IDisposable
         try
         {
             var record = ReadRecord(loc, buffer);
-            CheckRecord(loc, PackFormat.RelativePath(loc.PackId), record, destination, prefix, baseDigest, decode: true);
+            CheckRecord(loc, record, destination, prefix, baseDigest, decode: true);
         }
         finally
         {
@@ -53,19 +53,21 @@ public sealed class PackReader : IDisposable
     /// its slices: its header is checked against the catalog, and each member read from it is checked by its own
     /// SHA-256, so the group is not hashed as a whole (its live bytes are its members'; <c>verify</c> checks its CRC).
     /// </summary>
-    public void ReadGroupPrefix(in BlobLocation loc, Span<byte> destination)
+    /// <param name="recordBuffer">Where to read the record (at least <see cref="PackFormat.RecordSize"/> of its stored
+    /// length), a caller's buffer reused from group to group; null: one from the shared pool.</param>
+    public void ReadGroupPrefix(in BlobLocation loc, Span<byte> destination, byte[]? recordBuffer = null)
     {
-        var packPath = PackFormat.RelativePath(loc.PackId);
         if (loc.Codec != BlobCodec.Group || destination.Length > loc.RawLength)
         {
-            throw new BlobDamagedException(loc, packPath, $"it is not a group of at least {destination.Length} bytes (codec {(int)loc.Codec}, raw {loc.RawLength})");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"it is not a group of at least {destination.Length} bytes (codec {(int)loc.Codec}, raw {loc.RawLength})");
         }
 
-        var buffer = ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(Math.Max(0, loc.StoredLength)));
+        var own = recordBuffer is not null && recordBuffer.Length >= PackFormat.RecordSize(Math.Max(0, loc.StoredLength));
+        var buffer = own ? recordBuffer! : ArrayPool<byte>.Shared.Rent(PackFormat.RecordSize(Math.Max(0, loc.StoredLength)));
         try
         {
             var record = ReadRecord(loc, buffer);
-            CheckHeader(loc, packPath, record[..PackFormat.RecordHeaderSize], default, decode: true);
+            CheckHeader(loc, record[..PackFormat.RecordHeaderSize], default, decode: true);
             var payload = record.Slice(PackFormat.RecordHeaderSize, loc.StoredLength);
             // A frame of another size decodes no byte of the group the catalog describes, even where it is long enough.
             var error = Zstd.FrameContentSize(payload) is var size && size != loc.RawLength
@@ -78,12 +80,15 @@ public sealed class PackReader : IDisposable
 
             if (!string.IsNullOrEmpty(error))
             {
-                throw new BlobDamagedException(loc, packPath, $"zstd cannot decode it ({error})");
+                throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"zstd cannot decode it ({error})");
             }
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (!own)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
     }
 
@@ -97,7 +102,7 @@ public sealed class PackReader : IDisposable
         try
         {
             var record = ReadRecord(loc, buffer);
-            CheckRecord(loc, PackFormat.RelativePath(loc.PackId), record, [], default, baseDigest, decode: false);
+            CheckRecord(loc, record, [], default, baseDigest, decode: false);
         }
         finally
         {
@@ -112,8 +117,7 @@ public sealed class PackReader : IDisposable
     /// </summary>
     private unsafe bool TryReadRawInPlace(in BlobLocation loc, Span<byte> destination)
     {
-        var packPath = PackFormat.RelativePath(loc.PackId);
-        var handle = Handle(loc, packPath);
+        var handle = Handle(loc);
         Span<byte> header = stackalloc byte[PackFormat.RecordHeaderSize + PackFormat.RecordTrailerSize];
         fixed (byte* h = header)
         fixed (byte* d = destination)
@@ -130,24 +134,25 @@ public sealed class PackReader : IDisposable
             }
         }
 
-        CheckHeader(loc, packPath, header[..PackFormat.RecordHeaderSize], default, decode: true);
-        CheckHash(loc, packPath, destination);
+        CheckHeader(loc, header[..PackFormat.RecordHeaderSize], default, decode: true);
+        CheckHash(loc, destination);
         return true;
     }
 
-    private SafeFileHandle Handle(in BlobLocation loc, string packPath)
+    private SafeFileHandle Handle(in BlobLocation loc)
     {
         try
         {
-            return _handles.GetOrAdd(loc.PackId, id => TraceFile.OpenRegular(Path.Combine(_traceDir, PackFormat.RelativePath(id))));
+            // The factory captures nothing: a lambda over this allocated a delegate at every read.
+            return _handles.GetOrAdd(loc.PackId, static (id, dir) => TraceFile.OpenRegular(Path.Combine(dir, PackFormat.RelativePath(id))), _traceDir);
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
-            throw new BlobDamagedException(loc, packPath, "the pack file is missing");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), "the pack file is missing");
         }
         catch (DiffKeeperException e) when (e.Code == ExitCode.Corrupt)
         {
-            throw new BlobDamagedException(loc, packPath, "the pack file is not a regular file");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), "the pack file is not a regular file");
         }
         catch (Exception e) when (OsError.IsOsFailure(e))
         {
@@ -162,27 +167,26 @@ public sealed class PackReader : IDisposable
     /// </summary>
     public Span<byte> ReadRecord(in BlobLocation loc, byte[] buffer)
     {
-        var packPath = PackFormat.RelativePath(loc.PackId);
         var maxRaw = PackFormat.MaxRawFor(loc.Codec);
         if (!loc.HasRecord || loc.RawLength < 0 || loc.RawLength > maxRaw || loc.StoredLength < 0 ||
             loc.StoredLength > Zstd.CompressBound(maxRaw))
         {
-            throw new BlobDamagedException(loc, packPath, $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"the catalog gives impossible lengths (raw {loc.RawLength}, stored {loc.StoredLength})");
         }
 
-        var handle = Handle(loc, packPath);
+        var handle = Handle(loc);
         var size = PackFormat.RecordSize(loc.StoredLength);
         var record = buffer.AsSpan(0, size);
         var n = ReadFully(handle, record, loc.Offset);
         if (n < size)
         {
-            throw new BlobDamagedException(loc, packPath, $"the pack ends {size - n} bytes before the record does (truncated pack)");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"the pack ends {size - n} bytes before the record does (truncated pack)");
         }
 
         return record;
     }
 
-    internal static void CheckRecord(in BlobLocation loc, string packPath, ReadOnlySpan<byte> record, Span<byte> destination,
+    internal static void CheckRecord(in BlobLocation loc, ReadOnlySpan<byte> record, Span<byte> destination,
         ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> baseDigest, bool decode)
     {
         // Decoding checks every byte that makes the blob without the CRC: the header field by field, the payload
@@ -193,10 +197,10 @@ public sealed class PackReader : IDisposable
         if (!decode && BinaryPrimitives.ReadUInt32LittleEndian(record) == PackFormat.RecordMagic &&
             Crc32C.Compute(record[..crcAt]) != BinaryPrimitives.ReadUInt32LittleEndian(record[crcAt..]))
         {
-            throw new BlobDamagedException(loc, packPath, "checksum mismatch (CRC-32C)");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), "checksum mismatch (CRC-32C)");
         }
 
-        CheckHeader(loc, packPath, record[..PackFormat.RecordHeaderSize], baseDigest, decode);
+        CheckHeader(loc, record[..PackFormat.RecordHeaderSize], baseDigest, decode);
         if (!decode)
         {
             return;
@@ -217,23 +221,23 @@ public sealed class PackReader : IDisposable
                 DeltaCodec.TryDecode(codec, prefix, payload, destination, out error);
                 break;
             default:
-                throw new BlobDamagedException(loc, packPath, $"unknown codec {(int)codec}");
+                throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"unknown codec {(int)codec}");
         }
 
         if (!string.IsNullOrEmpty(error))
         {
-            throw new BlobDamagedException(loc, packPath, $"{CodecName(codec)} cannot decode it ({error})");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), $"{CodecName(codec)} cannot decode it ({error})");
         }
 
-        CheckHash(loc, packPath, destination);
+        CheckHash(loc, destination);
     }
 
     /// <summary>The record header against the catalog: magic, codec, lengths, id, base digest, zero fields.</summary>
-    private static void CheckHeader(in BlobLocation loc, string packPath, ReadOnlySpan<byte> header, ReadOnlySpan<byte> baseDigest, bool decode)
+    private static void CheckHeader(in BlobLocation loc, ReadOnlySpan<byte> header, ReadOnlySpan<byte> baseDigest, bool decode)
     {
         if (BinaryPrimitives.ReadUInt32LittleEndian(header) != PackFormat.RecordMagic)
         {
-            throw new BlobDamagedException(loc, packPath, "no record starts there (bad magic)");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), "no record starts there (bad magic)");
         }
 
         var codec = (BlobCodec)header[4];
@@ -241,27 +245,27 @@ public sealed class PackReader : IDisposable
         var stored = BinaryPrimitives.ReadInt32LittleEndian(header[12..]);
         if (raw != loc.RawLength || stored != loc.StoredLength || codec != loc.Codec || !header.Slice(16, 32).SequenceEqual(loc.Id.Bytes))
         {
-            throw new BlobDamagedException(loc, packPath, "the record does not match the catalog (id, codec or lengths)");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), "the record does not match the catalog (id, codec or lengths)");
         }
 
         if (loc.IsDelta && (decode || !baseDigest.IsEmpty) && !header.Slice(48, 32).SequenceEqual(baseDigest))
         {
-            throw new BlobDamagedException(loc, packPath, "its delta bases in the catalog are not the ones it was encoded against (base digest mismatch)");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), "its delta bases in the catalog are not the ones it was encoded against (base digest mismatch)");
         }
 
         if (decode && (header[5] != 0 || header[6] != 0 || header[7] != 0 || (!loc.IsDelta && header.Slice(48, 32).ContainsAnyExcept((byte)0))))
         {
-            throw new BlobDamagedException(loc, packPath, "checksum mismatch (a header field that must be zero is not)");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), "checksum mismatch (a header field that must be zero is not)");
         }
     }
 
-    private static void CheckHash(in BlobLocation loc, string packPath, ReadOnlySpan<byte> bytes)
+    private static void CheckHash(in BlobLocation loc, ReadOnlySpan<byte> bytes)
     {
         Span<byte> hash = stackalloc byte[32];
         Sha256.HashData(bytes, hash);
         if (!hash.SequenceEqual(loc.Id.Bytes))
         {
-            throw new BlobDamagedException(loc, packPath, "its bytes do not hash to its id (SHA-256 mismatch)");
+            throw new BlobDamagedException(loc, PackFormat.RelativePath(loc.PackId), "its bytes do not hash to its id (SHA-256 mismatch)");
         }
     }
 

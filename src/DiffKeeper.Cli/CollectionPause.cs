@@ -1,0 +1,36 @@
+using System.Runtime;
+
+namespace DiffKeeper.Cli;
+
+/// <summary>
+/// No garbage collection while a short command allocates up to a given number of bytes
+/// (<see cref="GC.TryStartNoGCRegion(long)"/>): a command whose objects live until it ends gains nothing from a
+/// collection, which only copies them into fresh pages. When the command allocates more, the runtime ends the pause
+/// and collects as usual; disposing then does nothing. Process-wide: for a command's action, not for library code.
+/// </summary>
+internal readonly struct CollectionPause : IDisposable
+{
+    private readonly bool _started;
+
+    private CollectionPause(bool started) => _started = started;
+
+    public static CollectionPause Start(long bytes)
+    {
+        try
+        {
+            return new CollectionPause(GC.TryStartNoGCRegion(bytes));
+        }
+        catch (Exception e) when (e is ArgumentOutOfRangeException or InvalidOperationException)
+        {
+            return new CollectionPause(false); // more than the runtime allows, or a pause already: collect as usual
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_started && GCSettings.LatencyMode == GCLatencyMode.NoGCRegion)
+        {
+            GC.EndNoGCRegion();
+        }
+    }
+}
