@@ -4,7 +4,7 @@ namespace DiffKeeper.Cli;
 
 /// <summary>
 /// No garbage collection while a short command allocates up to a given number of bytes
-/// (<see cref="GC.TryStartNoGCRegion(long)"/>): a command whose objects live until it ends gains nothing from a
+/// (<see cref="GC.TryStartNoGCRegion(long, long)"/>): a command whose objects live until it ends gains nothing from a
 /// collection, which only copies them into fresh pages. When the command allocates more, the runtime ends the pause
 /// and collects as usual; disposing then does nothing. Process-wide: for a command's action, not for library code.
 /// </summary>
@@ -18,7 +18,8 @@ internal readonly struct CollectionPause : IDisposable
     {
         try
         {
-            return new CollectionPause(GC.TryStartNoGCRegion(bytes));
+            // With one size the runtime commits it twice (small and large objects each); large ones are few here.
+            return new CollectionPause(GC.TryStartNoGCRegion(bytes, bytes / 4));
         }
         catch (Exception e) when (e is ArgumentOutOfRangeException or InvalidOperationException)
         {
@@ -30,7 +31,14 @@ internal readonly struct CollectionPause : IDisposable
     {
         if (_started && GCSettings.LatencyMode == GCLatencyMode.NoGCRegion)
         {
-            GC.EndNoGCRegion();
+            try
+            {
+                GC.EndNoGCRegion();
+            }
+            catch (InvalidOperationException)
+            {
+                // a collection ended it between the check and the call: nothing to end, and the command's work is done
+            }
         }
     }
 }

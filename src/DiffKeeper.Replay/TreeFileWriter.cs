@@ -284,7 +284,7 @@ internal sealed class TreeFileWriter
                         rented = 0;
                         lock (_fileSystem)
                         {
-                            WriteStreamed(tree, i, written, held);
+                            WriteStreamed(tree, i, written);
                         }
 
                         continue;
@@ -394,7 +394,7 @@ internal sealed class TreeFileWriter
     /// A file of <see cref="StreamedFile"/> bytes or more, written as it is decoded (not held whole in memory): blob
     /// by blob through one buffer, or from <see cref="BigFile"/> on, by runs of blobs on every core.
     /// </summary>
-    private void WriteStreamed(SafeTreeWriter tree, int i, Action<int, long>? written, GroupBuffer held)
+    private void WriteStreamed(SafeTreeWriter tree, int i, Action<int, long>? written)
     {
         var (path, v, prepared) = (_jobs[i].Path, _jobs[i].Version, _jobs[i].Prepared!);
         try
@@ -405,7 +405,7 @@ internal sealed class TreeFileWriter
             {
                 SafeTreeWriter.Write(file, data.Span, offset, path);
                 InterlockedMax(ref end, offset + data.Length);
-            }, parallel: v.Size >= BigFile, held);
+            }, parallel: v.Size >= BigFile); // not the worker's group buffer: a streamed file's extents may alternate between groups, and the shared cache decodes each once
             if (end != v.Size)
             {
                 RandomAccess.SetLength(file, v.Size);

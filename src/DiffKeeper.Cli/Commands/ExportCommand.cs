@@ -36,7 +36,7 @@ internal static class ExportCommand
         {
             var sw = Stopwatch.StartNew();
             var at = pr.GetValue(time) ?? TimeSpec.End;
-            using var heap = CatalogHeap.Reserve(pr.GetValue(trace)!);
+            _ = CatalogHeap.Reserve(pr.GetValue(trace)!); // not given back: trimming the heap at the exit only cost time (as materialize)
             using var collections = CollectionPause.Start(CollectionPauseBytes);
             using var reader = TraceReader.Open(pr.GetValue(trace)!);
 
