@@ -202,10 +202,7 @@ public static class ExtentMap
                 used += ContentHasher.RecordSize;
             }
 
-            BinaryPrimitives.WriteInt64LittleEndian(records[used..], size);
-            var digest = new byte[Sha256.HashSize];
-            Sha256.HashData(records[..(used + 8)], digest);
-            return digest;
+            return DigestOfRecords(records, used, size);
         }
 
         var hasher = new ContentHasher();
@@ -215,6 +212,15 @@ public static class ExtentMap
         }
 
         return hasher.Finish(size);
+    }
+
+    /// <summary>The content id of a small map whose extent records fill <paramref name="records"/> up to <paramref name="used"/>: the size after them, hashed once.</summary>
+    private static byte[] DigestOfRecords(Span<byte> records, int used, long size)
+    {
+        BinaryPrimitives.WriteInt64LittleEndian(records[used..], size);
+        var digest = new byte[Sha256.HashSize];
+        Sha256.HashData(records[..(used + 8)], digest);
+        return digest;
     }
 
     /// <summary>
@@ -233,10 +239,7 @@ public static class ExtentMap
                 used += ContentHasher.RecordSize;
             }
 
-            BinaryPrimitives.WriteInt64LittleEndian(records[used..], size);
-            var digest = new byte[Sha256.HashSize];
-            Sha256.HashData(records[..(used + 8)], digest);
-            return digest;
+            return DigestOfRecords(records, used, size);
         }
 
         var hasher = new ContentHasher();

@@ -23,14 +23,7 @@ public sealed class BigFileSnapshotTests
         }
 
         var dir = mount.Path;
-        var image = Path.Combine(dir, "disk.img");
-        var random = new Random(7);
-        MakeSparse(image, 16 * MiB, random, dataPages: 1000);
-        var v1 = Bytes(image);
-        var store = Path.Combine(dir, "store");
-        var first = Snapshot(dir, "snapshot", image, "--store", store, "--json");
-        RewritePages(image, random, 40);
-        var second = Snapshot(dir, "snapshot", image, "--store", store, "--parent", first.ToString(), "--json");
+        var (image, store, first, second, v1) = TwoSnapshots(dir, seed: 7, 16 * MiB, dataPages: 1000, rewritten: 40);
 
         Cli.Ok(dir, "materialize", first.ToString(), "--store", store, "--out", Path.Combine(dir, "a"));
         var r = Cli.Ok(dir, "materialize", second.ToString(), "--store", store, "--base", Path.Combine(dir, "a"), "--out", Path.Combine(dir, "b"));
@@ -57,13 +50,7 @@ public sealed class BigFileSnapshotTests
         }
 
         var dir = mount.Path;
-        var image = Path.Combine(dir, "disk.img");
-        var random = new Random(11);
-        MakeSparse(image, 4 * MiB, random, dataPages: 200);
-        var store = Path.Combine(dir, "store");
-        var first = Snapshot(dir, "snapshot", image, "--store", store, "--json");
-        RewritePages(image, random, 10);
-        var second = Snapshot(dir, "snapshot", image, "--store", store, "--parent", first.ToString(), "--json");
+        var (image, store, first, second, _) = TwoSnapshots(dir, seed: 11, 4 * MiB, dataPages: 200, rewritten: 10);
         Cli.Ok(dir, "materialize", first.ToString(), "--store", store, "--out", Path.Combine(dir, "a"));
         var build = Path.Combine(dir, ".b.dk-snap-1-0123456789abcdef");
         Directory.Move(Path.Combine(dir, "a"), build); // a complete marker, under a build directory's name
@@ -432,6 +419,20 @@ public sealed class BigFileSnapshotTests
 
     private static long MarkerSnapshot(string output) =>
         long.Parse(File.ReadAllLines(Path.Combine(output, ".diffkeeper-snapshot"))[2]["snapshot ".Length..], System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>dir/disk.img, sparse, snapshotted into dir/store, then some pages rewritten and snapshotted with the first as parent; v1: its first bytes.</summary>
+    private static (string Image, string Store, long First, long Second, byte[] V1) TwoSnapshots(string dir, int seed, long size, int dataPages, int rewritten)
+    {
+        var image = Path.Combine(dir, "disk.img");
+        var random = new Random(seed);
+        MakeSparse(image, size, random, dataPages);
+        var v1 = Bytes(image);
+        var store = Path.Combine(dir, "store");
+        var first = Snapshot(dir, "snapshot", image, "--store", store, "--json");
+        RewritePages(image, random, rewritten);
+        var second = Snapshot(dir, "snapshot", image, "--store", store, "--parent", first.ToString(), "--json");
+        return (image, store, first, second, v1);
+    }
 
     private static long Snapshot(string cwd, params string[] args)
     {
