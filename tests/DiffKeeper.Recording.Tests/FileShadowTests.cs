@@ -121,31 +121,26 @@ public sealed class FileShadowTests : IDisposable
         var random = new Random(seed);
         using var writer = TraceWriter.Open(_dir.Sub($"s{seed}"));
         var shadow = FileShadow.Empty();
-        var truth = new List<byte>();
-        var written = new List<bool>();
+        var file = new TrueFile();
         for (var step = 0; step < 60; step++)
         {
             var roll = random.Next(8);
             if (roll < 2)
             {
-                var size = roll == 0 ? truth.Count + random.Next(0, 3 << 20) : random.Next(truth.Count + 1);
+                var size = roll == 0 ? file.Count + random.Next(0, 3 << 20) : random.Next(file.Count + 1);
                 shadow.Truncate(size);
-                Resize(size);
+                file.Resize(size);
             }
-            else if (roll == 2 && truth.Count > 0)
+            else if (roll == 2 && file.Count > 0)
             {
-                var offset = random.Next(truth.Count);
+                var offset = random.Next(file.Count);
                 var length = random.Next(1, 40_000);
                 shadow.Punch(offset, length);
-                for (var i = offset; i < Math.Min(truth.Count, offset + length); i++)
-                {
-                    truth[i] = 0;
-                    written[i] = false;
-                }
+                file.Punch(offset, length);
             }
             else
             {
-                var offset = random.Next(0, truth.Count + (1 << 20));
+                var offset = random.Next(0, file.Count + (1 << 20));
                 var bytes = new byte[random.Next(1, 9000)];
                 if (random.Next(3) > 0)
                 {
@@ -153,34 +148,15 @@ public sealed class FileShadowTests : IDisposable
                 }
 
                 shadow.Write(offset, bytes);
-                Resize(Math.Max(truth.Count, offset + bytes.Length));
-                bytes.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(truth)[offset..]);
-                for (var i = 0; i < bytes.Length; i++)
-                {
-                    written[offset + i] = true;
-                }
+                file.Write(offset, bytes);
             }
 
-            var ranges = new List<(long, long)>();
-            for (var i = 0; i < written.Count; i++)
-            {
-                if (written[i] && (i == 0 || !written[i - 1]))
-                {
-                    var end = i;
-                    while (end < written.Count && written[end])
-                    {
-                        end++;
-                    }
-
-                    ranges.Add((i, end));
-                }
-            }
-
+            var ranges = file.DataRanges();
             var incremental = shadow.Store(writer);
-            var fromScratch = FileShadow.Of(truth.ToArray(), ranges).Store(writer);
+            var fromScratch = FileShadow.Of(file.ToArray(), ranges).Store(writer);
             Assert.Equal(fromScratch.ContentId, incremental.ContentId);
             Assert.Equal(fromScratch.Extents, incremental.Extents);
-            Assert.True(ExtentMap.TryDecode(incremental.Extents, truth.Count, out var extents));
+            Assert.True(ExtentMap.TryDecode(incremental.Extents, file.Count, out var extents));
             Assert.Equal(ranges, extents.Select(e => (e.Offset, e.Offset + e.Length)).Aggregate(new List<(long, long)>(), (merged, r) =>
             {
                 if (merged.Count > 0 && merged[^1].Item2 == r.Item1)
@@ -194,18 +170,6 @@ public sealed class FileShadowTests : IDisposable
 
                 return merged;
             }));
-        }
-
-        void Resize(int size)
-        {
-            if (size < truth.Count)
-            {
-                truth.RemoveRange(size, truth.Count - size);
-                written.RemoveRange(size, written.Count - size);
-            }
-
-            truth.AddRange(new byte[size - truth.Count]);
-            written.AddRange(new bool[size - written.Count]);
         }
     }
 
@@ -366,53 +330,48 @@ public sealed class FileShadowTests : IDisposable
         var random = new Random(seed);
         using var writer = TraceWriter.Open(_dir.Sub($"u{seed}"));
         var shadow = FileShadow.Empty();
-        var truth = new List<byte>();
-        var written = new List<bool>();
+        var file = new TrueFile();
         for (var step = 0; step < 60; step++)
         {
             var roll = random.Next(10);
-            if (roll < 2 && truth.Count > 0)
+            if (roll < 2 && file.Count > 0)
             {
                 // In place, the size unchanged.
-                var offset = random.Next(truth.Count);
-                var bytes = new byte[random.Next(1, Math.Min(5000, truth.Count - offset) + 1)];
+                var offset = random.Next(file.Count);
+                var bytes = new byte[random.Next(1, Math.Min(5000, file.Count - offset) + 1)];
                 random.NextBytes(bytes);
                 Write(offset, bytes);
             }
             else if (roll == 2)
             {
-                var size = random.Next(2) == 0 ? random.Next(truth.Count + 1) : truth.Count + random.Next(1, 100_000);
+                var size = random.Next(2) == 0 ? random.Next(file.Count + 1) : file.Count + random.Next(1, 100_000);
                 shadow.Truncate(size);
-                Resize(size);
+                file.Resize(size);
             }
-            else if (roll == 3 && truth.Count > 0)
+            else if (roll == 3 && file.Count > 0)
             {
-                var offset = random.Next(truth.Count);
+                var offset = random.Next(file.Count);
                 var length = random.Next(1, 40_000);
                 shadow.Punch(offset, length);
-                for (var i = offset; i < Math.Min(truth.Count, offset + length); i++)
-                {
-                    truth[i] = 0;
-                    written[i] = false;
-                }
+                file.Punch(offset, length);
             }
             else
             {
                 var bytes = new byte[random.Next(3) == 0 ? random.Next(1, 200_000) : random.Next(1, 12_000)];
                 random.NextBytes(bytes);
-                Write(random.Next(4) == 0 ? truth.Count + random.Next(0, 70_000) : truth.Count, bytes);
+                Write(random.Next(4) == 0 ? file.Count + random.Next(0, 70_000) : file.Count, bytes);
             }
 
             var first = shadow.Store(writer);
-            var fresh = FileShadow.Of(truth.ToArray(), DataRanges()).Store(writer);
-            Assert.Equal(truth.Count, first.Size);
+            var fresh = FileShadow.Of(file.ToArray(), file.DataRanges()).Store(writer);
+            Assert.Equal(file.Count, first.Size);
             Assert.Equal(fresh.ContentId, first.ContentId);
             Assert.Equal(fresh.Extents, first.Extents);
             var again = shadow.Store(writer);
             var againCost = shadow.LastStoreCost;
             Assert.Same(first, again);
             Assert.Equal(0, again.StoredBytes);
-            shadow.Write(truth.Count, []);
+            shadow.Write(file.Count, []);
             var recut = shadow.Store(writer);
             Assert.Equal(recut.ContentId, again.ContentId);
             Assert.Equal(recut.Extents, again.Extents);
@@ -423,32 +382,64 @@ public sealed class FileShadowTests : IDisposable
         void Write(long offset, byte[] bytes)
         {
             shadow.Write(offset, bytes);
-            Resize(Math.Max(truth.Count, (int)offset + bytes.Length));
-            bytes.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(truth)[(int)offset..]);
-            System.Runtime.InteropServices.CollectionsMarshal.AsSpan(written).Slice((int)offset, bytes.Length).Fill(true);
+            file.Write(offset, bytes);
         }
 
-        void Resize(int size)
+        var empty = FileShadow.Empty();
+        Assert.Same(empty.Store(writer), empty.Store(writer));
+        Assert.Equal(0, empty.LastStoreCost);
+    }
+
+    /// <summary>
+    /// What a file holds after writes, truncates and punched holes, as the tests' truth: its bytes, and which of them
+    /// are data (written and still there, zeros a program wrote included) as a read with SEEK_DATA would see.
+    /// </summary>
+    private sealed class TrueFile
+    {
+        private readonly List<byte> _bytes = [];
+        private readonly List<bool> _written = [];
+
+        public int Count => _bytes.Count;
+
+        public byte[] ToArray() => [.. _bytes];
+
+        public void Write(long offset, byte[] bytes)
         {
-            if (size < truth.Count)
+            Resize(Math.Max(_bytes.Count, (int)offset + bytes.Length));
+            bytes.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_bytes)[(int)offset..]);
+            System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_written).Slice((int)offset, bytes.Length).Fill(true);
+        }
+
+        public void Resize(int size)
+        {
+            if (size < _bytes.Count)
             {
-                truth.RemoveRange(size, truth.Count - size);
-                written.RemoveRange(size, written.Count - size);
+                _bytes.RemoveRange(size, _bytes.Count - size);
+                _written.RemoveRange(size, _written.Count - size);
             }
 
-            truth.AddRange(new byte[size - truth.Count]);
-            written.AddRange(new bool[size - written.Count]);
+            _bytes.AddRange(new byte[size - _bytes.Count]);
+            _written.AddRange(new bool[size - _written.Count]);
         }
 
-        List<(long, long)> DataRanges()
+        public void Punch(int offset, int length)
+        {
+            for (var i = offset; i < Math.Min(_bytes.Count, offset + length); i++)
+            {
+                _bytes[i] = 0;
+                _written[i] = false;
+            }
+        }
+
+        public List<(long, long)> DataRanges()
         {
             var ranges = new List<(long, long)>();
-            for (var i = 0; i < written.Count; i++)
+            for (var i = 0; i < _written.Count; i++)
             {
-                if (written[i] && (i == 0 || !written[i - 1]))
+                if (_written[i] && (i == 0 || !_written[i - 1]))
                 {
                     var end = i;
-                    while (end < written.Count && written[end])
+                    while (end < _written.Count && _written[end])
                     {
                         end++;
                     }
@@ -459,10 +450,6 @@ public sealed class FileShadowTests : IDisposable
 
             return ranges;
         }
-
-        var empty = FileShadow.Empty();
-        Assert.Same(empty.Store(writer), empty.Store(writer));
-        Assert.Equal(0, empty.LastStoreCost);
     }
 
     /// <summary>Every version (an extent map and a size) reads back as that many first bytes of <paramref name="truth"/>, and the trace verifies.</summary>
