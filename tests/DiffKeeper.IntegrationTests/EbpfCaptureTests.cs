@@ -227,15 +227,7 @@ public sealed class EbpfCaptureTests : IDisposable
         File.WriteAllText(outside, "not recorded");
         File.AppendAllText(outside, " either");
         File.Delete(outside);
-        File.WriteAllText(Path.Combine(control, "done"), "");
-        record.StandardInput.Close();
-        var ct = TestContext.Current.CancellationToken;
-        var stderr = record.StandardError.ReadToEndAsync(ct);
-        await record.StandardOutput.ReadToEndAsync(ct);
-        await record.WaitForExitAsync(ct);
-        Assert.True(record.ExitCode == 0, await stderr);
-
-        var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
+        var events = await FinishedTimeline(record, control);
         Assert.DoesNotContain(events, e => e.GetProperty("path").GetString() == "outside.txt");
         Assert.Contains(events, e => Op(e) == "CREATE" && e.GetProperty("path").GetString() == "daemon.txt" && e.GetProperty("pid").ValueKind == JsonValueKind.Number);
         Assert.Contains(events, e => Op(e) == "CREATE" && e.GetProperty("path").GetString() == "parent.txt");
@@ -304,15 +296,7 @@ public sealed class EbpfCaptureTests : IDisposable
         Assert.Equal("reused", reused);
         // Gone before the end, so the reconcile scan does not see it either: any event naming it is the stranger's.
         File.Delete(Path.Combine(Work, "stranger.txt"));
-        File.WriteAllText(Path.Combine(control, "done"), "");
-        record.StandardInput.Close();
-        var ct = TestContext.Current.CancellationToken;
-        var stderr = record.StandardError.ReadToEndAsync(ct);
-        await record.StandardOutput.ReadToEndAsync(ct);
-        await record.WaitForExitAsync(ct);
-        Assert.True(record.ExitCode == 0, await stderr);
-
-        var events = Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
+        var events = await FinishedTimeline(record, control);
         Assert.Contains(events, e => Op(e) == "CREATE" && e.GetProperty("path").GetString() == "recorded.txt");
         Assert.DoesNotContain(events, e => e.GetProperty("path").GetString() == "stranger.txt");
     }
@@ -461,6 +445,19 @@ public sealed class EbpfCaptureTests : IDisposable
     }
 
     private static string? Op(JsonElement e) => e.GetProperty("op").GetString();
+
+    /// <summary>Tells the recorded command it may end (control/done, stdin closed), waits for `record` and returns the timeline.</summary>
+    private async Task<List<JsonElement>> FinishedTimeline(Process record, string control)
+    {
+        File.WriteAllText(Path.Combine(control, "done"), "");
+        record.StandardInput.Close();
+        var ct = TestContext.Current.CancellationToken;
+        var stderr = record.StandardError.ReadToEndAsync(ct);
+        await record.StandardOutput.ReadToEndAsync(ct);
+        await record.WaitForExitAsync(ct);
+        Assert.True(record.ExitCode == 0, await stderr);
+        return Cli.JsonLines(Cli.Ok(Work, "timeline", "--trace", Trace, "--json"));
+    }
 
     /// <summary>Records a python3 script (in the work directory) with eBPF and returns its WRITE events.</summary>
     private List<JsonElement> WritesOfRecordedPython(string name, string source, params string[] options)

@@ -79,8 +79,7 @@ public sealed class RecordingCoreTests : IDisposable
             File.WriteAllText(Path.Combine(_root, "a"), "on disk, never written by the recorded events");
             var (Handle, Commit) = Drive(core, writer);
 
-            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
-            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
+            Make(Handle, "a", 42, "hello");
             Handle(Event(CaptureKind.Created, "b", knownEmpty: true)); // mode and file unknown: its copy is not the version's, kept
             Handle(Event(CaptureKind.Written, "b", offset: 0, payload: "bee"));
             Handle(Event(CaptureKind.Created, "c", knownEmpty: true) with { Mode = 0x180, FileId = (1UL, 43UL) });
@@ -144,8 +143,7 @@ public sealed class RecordingCoreTests : IDisposable
             File.WriteAllText(Path.Combine(_root, "a"), "on disk, never written by the recorded events");
             var (Handle, Commit) = Drive(core, writer);
 
-            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
-            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
+            Make(Handle, "a", 42, "hello");
             Commit();
             Assert.Equal(0, core.AfterCommit());
             Commit();
@@ -155,8 +153,7 @@ public sealed class RecordingCoreTests : IDisposable
             Assert.False(stored.Available);
             Assert.Null(core.Versioner.FollowedSize(0, "a"));
             core.VersionReady(long.MaxValue);
-            Handle(Event(CaptureKind.Created, "d", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
-            Handle(Event(CaptureKind.Written, "d", offset: 0, payload: "dee"));
+            Make(Handle, "d", 44, "dee");
             Commit();
             Assert.Equal(0, core.AfterCommit());
             Commit();
@@ -185,8 +182,7 @@ public sealed class RecordingCoreTests : IDisposable
         {
             var core = StartedCore(writer, stored);
             var (Handle, Commit) = Drive(core, writer);
-            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
-            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
+            Make(Handle, "a", 42, "hello");
             Commit();
             File.WriteAllText(Path.Combine(_root, "a"), "hello world!"); // what the writev and the write() left
             Handle(Event(CaptureKind.Written, "a", offset: 5) with { Length = 6 }); // the writev: no payload
@@ -218,8 +214,7 @@ public sealed class RecordingCoreTests : IDisposable
             File.WriteAllText(Path.Combine(_root, "d"), "on disk, never written by the recorded events");
             var (Handle, Commit) = Drive(core, writer);
 
-            Handle(Event(CaptureKind.Created, "d", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
-            Handle(Event(CaptureKind.Written, "d", offset: 0, payload: "dee"));
+            Make(Handle, "d", 44, "dee");
             Commit();
             Assert.Equal(0, core.AfterCommit());
             Handle(Event(CaptureKind.ClosedWrite, "d"));
@@ -250,12 +245,9 @@ public sealed class RecordingCoreTests : IDisposable
             var core = StartedCore(writer, stored);
             var (Handle, Commit) = Drive(core, writer);
 
-            Handle(Event(CaptureKind.Created, "a", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 42UL) });
-            Handle(Event(CaptureKind.Written, "a", offset: 0, payload: "hello"));
-            Handle(Event(CaptureKind.Created, "c", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 43UL) });
-            Handle(Event(CaptureKind.Written, "c", offset: 0, payload: "sea"));
-            Handle(Event(CaptureKind.Created, "e", knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, 44UL) });
-            Handle(Event(CaptureKind.Written, "e", offset: 0, payload: "eel"));
+            Make(Handle, "a", 42, "hello");
+            Make(Handle, "c", 43, "sea");
+            Make(Handle, "e", 44, "eel");
             Commit();
             Assert.Equal(0, core.AfterCommit());
             Commit();
@@ -283,6 +275,13 @@ public sealed class RecordingCoreTests : IDisposable
     }
 
     /// <summary>Hands an event to the core stamped now, and commits as the recorder does (the held write first).</summary>
+    /// <summary>A file made with O_CREAT (mode 0644, device 1 and <paramref name="inode"/>) and written <paramref name="payload"/> from 0, as eBPF reports it.</summary>
+    private static void Make(Action<CaptureEvent> handle, string path, ulong inode, string payload)
+    {
+        handle(Event(CaptureKind.Created, path, knownEmpty: true) with { Mode = 0x1A4, FileId = (1UL, inode) });
+        handle(Event(CaptureKind.Written, path, offset: 0, payload: payload));
+    }
+
     private static (Action<CaptureEvent> Handle, Action Commit) Drive(RecordingCore core, TraceWriter writer) =>
         (e => core.Handle(e with { Timestamp = Stopwatch.GetTimestamp() }), () =>
         {
