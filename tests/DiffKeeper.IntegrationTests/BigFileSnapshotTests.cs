@@ -15,12 +15,7 @@ public sealed class BigFileSnapshotTests
     [InlineData("xfs")]
     public void MaterializingBesideAnEarlierVersionClonesItAndSharesExtents(string fileSystem)
     {
-        using var mount = LoopMount.TryCreate(fileSystem, out var why);
-        if (mount is null)
-        {
-            Assert.Skip(why);
-            return;
-        }
+        using var mount = LoopMount.CreateOrSkip(fileSystem);
 
         var dir = mount.Path;
         var (image, store, first, second, v1) = TwoSnapshots(dir, seed: 7, 16 * MiB, dataPages: 1000, rewritten: 40);
@@ -42,12 +37,7 @@ public sealed class BigFileSnapshotTests
     [Fact]
     public void ABuildDirectoryIsNeverTakenAsABase()
     {
-        using var mount = LoopMount.TryCreate("xfs", out var why);
-        if (mount is null)
-        {
-            Assert.Skip(why);
-            return;
-        }
+        using var mount = LoopMount.CreateOrSkip("xfs");
 
         var dir = mount.Path;
         var (image, store, first, second, _) = TwoSnapshots(dir, seed: 11, 4 * MiB, dataPages: 200, rewritten: 10);
@@ -68,12 +58,7 @@ public sealed class BigFileSnapshotTests
     [Fact]
     public void EveryFileIsFsyncedAfterTheMarkerAndBeforeThePublish()
     {
-        using var mount = LoopMount.TryCreate("xfs", out var why);
-        if (mount is null)
-        {
-            Assert.Skip(why);
-            return;
-        }
+        using var mount = LoopMount.CreateOrSkip("xfs");
 
         if (!File.Exists("/usr/bin/strace"))
         {
@@ -130,12 +115,7 @@ public sealed class BigFileSnapshotTests
     [Fact]
     public void OnExt4TheCopyIsUsedAndTheReasonSaidOnce()
     {
-        using var mount = LoopMount.TryCreate("ext4", out var why);
-        if (mount is null)
-        {
-            Assert.Skip(why);
-            return;
-        }
+        using var mount = LoopMount.CreateOrSkip("ext4");
 
         var dir = mount.Path;
         var random = new Random(8);

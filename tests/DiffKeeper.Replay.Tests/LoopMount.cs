@@ -24,6 +24,18 @@ public sealed class LoopMount : IDisposable
 
     public string Path { get; }
 
+    /// <summary>A mounted file system of <paramref name="type"/>, or the test is skipped with <see cref="TryCreate"/>'s reason.</summary>
+    public static LoopMount CreateOrSkip(string type)
+    {
+        var mount = TryCreate(type, out var reason);
+        if (mount is null)
+        {
+            Assert.Skip(reason);
+        }
+
+        return mount!;
+    }
+
     public static LoopMount? TryCreate(string type, out string reason)
     {
         var (mkfs, args, size) = type switch
