@@ -179,7 +179,7 @@ internal sealed class RecordingCore
 
         switch (e.Kind)
         {
-            case CaptureKind.Written:
+            case CaptureKind.Written or CaptureKind.Copied:
                 big.NoteWrite(e.Root, e.Path, e.Offset, e.Length);
                 break;
             case CaptureKind.Overflow:
@@ -451,13 +451,18 @@ internal sealed class RecordingCore
                 return;
             }
 
-            case CaptureKind.Written:
+            case CaptureKind.Written or CaptureKind.Copied:
             {
                 var exact = false;
                 if (e.Payload is { } payload)
                 {
                     exact = _versioner.ApplyWrite(e.Root, e.Path, e.Offset, payload.Span);
                     PayloadMemory.KeepAlive(payload); // an eBPF payload's slab is reused once unreachable: not before the copy
+                }
+                else if (e.Kind == CaptureKind.Copied && e.FileId is { } source)
+                {
+                    // copy_file_range, sendfile: the bytes are the source's range as recorded up to this event.
+                    exact = _versioner.ApplyCopy(e.Root, e.Path, e.Offset, e.Length, source, e.SourceOffset);
                 }
 
                 if (!exact)

@@ -217,6 +217,70 @@ internal sealed class Versioner
         return Account(shadow.Footprint - before);
     }
 
+    /// <summary>
+    /// Applies a range the kernel copied into a file from another (copy_file_range, sendfile: no user buffer held
+    /// the bytes) to the followed copy of the file written: <paramref name="length"/> bytes from
+    /// <paramref name="sourceOffset"/> of the file <paramref name="source"/>, as this recorder holds it at this event
+    /// (<see cref="SourceCopy"/>). False when it holds no such copy (a file outside the watched tree, one with a read
+    /// due, one whose version cannot be read back) or either file cannot be followed: read the file instead.
+    /// </summary>
+    public bool ApplyCopy(int root, string rel, long offset, long length, (ulong Device, ulong Inode) source, long sourceOffset)
+    {
+        if (offset + length > ShadowFileLimit || SourceCopy(source) is not { } from || sourceOffset + length > from.Size ||
+            Follow(root, rel) is not { } shadow)
+        {
+            DropShadow(root, rel);
+            return false;
+        }
+
+        // The same file (copy_file_range within one file, ranges apart): growing the copy may move the bytes read.
+        var bytes = from.Read(sourceOffset, (int)length);
+        var before = shadow.Footprint;
+        shadow.Write(offset, ReferenceEquals(from, shadow) ? bytes.ToArray() : bytes);
+        return Account(shadow.Footprint - before);
+    }
+
+    /// <summary>
+    /// The recorder's copy of a file known by device and inode, as of the event being applied: the followed copy of
+    /// one of its names, else one seeded from its last stored version (and kept, as a write would seed it). Never a
+    /// read of the file now, which may hold later changes; null when no name of it is known, a read of one is due
+    /// (its stored version is older than the file), or the version cannot be read back.
+    /// </summary>
+    private FileShadow? SourceCopy((ulong Device, ulong Inode) id)
+    {
+        if (!_inodes.TryGetValue(id, out var group))
+        {
+            return null;
+        }
+
+        foreach (var name in group)
+        {
+            if (_shadows.TryGetValue(name, out var copy) && (copy.FileId is null || copy.FileId == id))
+            {
+                return copy;
+            }
+        }
+
+        foreach (var name in group)
+        {
+            if (ReadPending?.Invoke(name) == true)
+            {
+                return null;
+            }
+        }
+
+        foreach (var name in group)
+        {
+            if (SeedFromStore(name.Root, name.Rel) is { } seeded)
+            {
+                _shadows[name] = seeded;
+                return Account(seeded.Footprint) ? seeded : null;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Applies a new size to the followed copy of a file; false when it cannot be followed.</summary>
     public bool ApplyTruncate(int root, string rel, long size)
     {
