@@ -745,14 +745,26 @@ __noinline int dk_emit_copy(int out_fd, __u64 out_off, int in_fd, __u64 in_off, 
 		src.dev = ii->i_sb->s_dev;
 		src.offset = from;
 	}
-	__u64 key = (__u64)out;
-	__u32 plen = path_sent(s, key, e.ino) ? 0 : send_path(s, out, key, &e.ino); // the path ends where the payload starts
 	__u32 tail = 0;
 	if (!(e.flags & F_READBACK)) {
+		// The payload: the source, then its path (for a file the recorder does not follow, e.g. one outside the
+		// watched tree, which it may read if unchanged since the copy). The walk ends at PATH_END, so its path is
+		// moved after the source's 24 bytes before the target's path is walked there.
+		__u32 slen = walk_file(in);
+		if (slen & 0x8000)
+			slen = 0; // longer than the walk goes: the source's inode alone
+		slen &= KPATH_MASK;
+		__u32 from_at = PATH_END - slen;
+		barrier_var(from_at);
+		from_at &= 0x7fff;
+		if (slen > 0)
+			bpf_probe_read_kernel(&s->buf[PATH_END + sizeof(src)], slen, &s->buf[from_at]);
 		__builtin_memcpy(&s->buf[PATH_END], &src, sizeof(src));
-		tail = sizeof(src);
+		tail = sizeof(src) + slen;
 		e.payload_len = tail;
 	}
+	__u64 key = (__u64)out;
+	__u32 plen = path_sent(s, key, e.ino) ? 0 : send_path(s, out, key, &e.ino); // the path ends where the payload starts
 	submit(s, &e, plen, tail);
 	return 0;
 }

@@ -104,13 +104,24 @@ internal readonly ref struct EbpfRecord
     public ReadOnlySpan<byte> Payload => _data.Slice(HeaderSize + PathLength + StringLength, PayloadLength);
 
     /// <summary>
-    /// A <see cref="EbpfRecordKind.Copy"/>'s source (struct dk_copy_src: inode, offset, then the kernel's dev_t);
-    /// null when the record carries none (the kernel could not tell: read the file back).
+    /// A <see cref="EbpfRecordKind.Copy"/>'s source (struct dk_copy_src: inode, offset, the kernel's dev_t, then the
+    /// source's path to the payload's end, empty when too deep to walk); false when the record carries none (the kernel
+    /// could not tell: read the file back).
     /// </summary>
-    public (uint Device, ulong Inode, long Offset)? CopySource =>
-        Kind == EbpfRecordKind.Copy && PayloadLength >= 24 && Payload is var p
-            ? (BinaryPrimitives.ReadUInt32LittleEndian(p[16..]), BinaryPrimitives.ReadUInt64LittleEndian(p), BinaryPrimitives.ReadInt64LittleEndian(p[8..]))
-            : null;
+    public bool TryCopySource(out uint device, out ulong inode, out long offset, out ReadOnlySpan<byte> path)
+    {
+        var p = Payload;
+        path = default;
+        if (Kind != EbpfRecordKind.Copy || p.Length < 24)
+        {
+            (device, inode, offset) = (0, 0, 0);
+            return false;
+        }
+
+        (inode, offset, device) = (BinaryPrimitives.ReadUInt64LittleEndian(p), BinaryPrimitives.ReadInt64LittleEndian(p[8..]), BinaryPrimitives.ReadUInt32LittleEndian(p[16..]));
+        path = p[24..];
+        return true;
+    }
 
     public bool HasPayload => PayloadLength > 0 || (Kind == EbpfRecordKind.Write && Length == 0 && !Flags.HasFlag(EbpfRecordFlags.ReadBack));
 

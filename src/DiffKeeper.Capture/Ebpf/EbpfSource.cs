@@ -536,9 +536,9 @@ public sealed unsafe class EbpfSource : ICaptureSource
             case EbpfRecordKind.Changed:
                 EmitAt(abs, CaptureKind.Modified, ts, pid, comm);
                 return;
-            case EbpfRecordKind.Copy when r.CopySource is { } source:
-                EmitAt(abs, CaptureKind.Copied, ts, pid, comm, offset: r.Offset, length: r.Length, fileId: (StatDevice(source.Device), source.Inode),
-                    sourceOffset: source.Offset);
+            case EbpfRecordKind.Copy when r.TryCopySource(out var sourceDevice, out var sourceInode, out var sourceOffset, out var sourcePath):
+                EmitAt(abs, CaptureKind.Copied, ts, pid, comm, offset: r.Offset, length: r.Length,
+                    source: new CopiedFrom((StatDevice(sourceDevice), sourceInode), sourceOffset, sourcePath.IsEmpty ? null : PathBytes.Decode(sourcePath)));
                 return;
             case EbpfRecordKind.Copy:
                 EmitAt(abs, CaptureKind.Modified, ts, pid, comm); // the source or an offset unknown: read the file
@@ -641,12 +641,12 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private void EmitAt(string abs, CaptureKind kind, long ts, int pid, string comm, bool isDirectory = false,
         long offset = 0, long length = 0, ReadOnlyMemory<byte>? payload = null, bool knownEmpty = false, int? mode = null, string? target = null,
-        (ulong, ulong)? fileId = null, bool keepSize = false, string? detail = null, long sourceOffset = 0)
+        (ulong, ulong)? fileId = null, bool keepSize = false, string? detail = null, CopiedFrom? source = null)
     {
         if (Locate(abs) is { } at)
         {
             Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, detail, Mode: mode, Target: target,
-                FileId: fileId, KeepSize: keepSize, SourceOffset: sourceOffset));
+                FileId: fileId, KeepSize: keepSize, Source: source));
         }
     }
 
