@@ -69,6 +69,7 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define K_CHANGED 12
 #define K_SYMLINK_TARGET 13 // the user string is a new symlink's target; the K_SYMLINK of the same thread follows
 #define K_LINK_FROM 14 // the existing name of a hard link; the K_LINK (the new name) of the same thread follows
+#define K_COPY 15 // copy_file_range, sendfile: `length` bytes at `offset` are another file's range (the payload, a dk_copy_src)
 
 // Flags (EbpfRecordFlags in C#).
 #define F_CREATED 1
@@ -690,6 +691,84 @@ __noinline int dk_emit_filev(int fd, __u64 offset, __u64 length, __u64 uiov, __u
 	return 0;
 }
 
+// The source of a K_COPY record, its payload: the range's first byte in the file (device, inode) it was copied from.
+struct dk_copy_src {
+	__u64 ino;
+	__u64 offset;
+	__u32 dev;
+	__u32 pad;
+};
+
+// Where a copy's range starts in a file after the syscall moved past it: the user's offset (loff_t *), which the
+// kernel advanced by the bytes copied, or the file's position when the pointer is NULL. -1 when unknown.
+static __always_inline __s64 copied_from(struct file *f, __u64 uoff, __u64 copied)
+{
+	__s64 end = -1;
+	if (uoff == 0)
+		end = f->f_pos;
+	else if (bpf_probe_read_user(&end, sizeof(end), (const void *)uoff) != 0)
+		end = -1;
+	return end >= (__s64)copied ? end - (__s64)copied : -1;
+}
+
+// copy_file_range and sendfile: the kernel copied `copied` bytes from one file to another, so no user buffer holds
+// them. The record names the source range (device, inode, offset) and the recorder takes the bytes from its own copy
+// of that file as of this event, so `#seq` of the copy is exact like a write's. F_READBACK (read the file) when the
+// source is not a regular file with a name, an offset cannot be read, or the target is O_APPEND (never allowed by
+// either call: kept for safety). `out_off`/`in_off`: the user's offset pointers, 0 for the file position.
+__noinline int dk_emit_copy(int out_fd, __u64 out_off, int in_fd, __u64 in_off, __u64 copied)
+{
+	struct dk_event e = {};
+	struct file *out = file_event(&e, K_COPY, out_fd, 0, copied, 1);
+	if (!out)
+		return 0;
+	struct dk_scratch *s = my_scratch();
+	if (!s)
+		return 0;
+	if (out_off != 0) {
+		__s64 at = copied_from(out, out_off, copied);
+		if (at < 0)
+			e.flags |= F_READBACK;
+		else
+			e.offset = at;
+	}
+	struct dk_copy_src src = {};
+	struct file *in = fd_file(CURRENT_TASK(), in_fd);
+	struct inode *ii = in ? in->f_inode : NULL;
+	__s64 from = -1;
+	if (ii && is_regular(ii) && ii->__i_nlink > 0)
+		from = copied_from(in, in_off, copied);
+	if (from < 0 || (out->f_flags & O_APPEND_BIT))
+		e.flags |= F_READBACK;
+	else {
+		src.ino = ii->i_ino;
+		src.dev = ii->i_sb->s_dev;
+		src.offset = from;
+	}
+	__u32 tail = 0;
+	if (!(e.flags & F_READBACK)) {
+		// The payload: the source, then its path (for a file the recorder does not follow, e.g. one outside the
+		// watched tree, which it may read if unchanged since the copy). The walk ends at PATH_END, so its path is
+		// moved after the source's 24 bytes before the target's path is walked there.
+		__u32 slen = walk_file(in);
+		if (slen & 0x8000)
+			slen = 0; // longer than the walk goes: the source's inode alone
+		slen &= KPATH_MASK;
+		__u32 from_at = PATH_END - slen;
+		barrier_var(from_at);
+		from_at &= 0x7fff;
+		if (slen > 0)
+			bpf_probe_read_kernel(&s->buf[PATH_END + sizeof(src)], slen, &s->buf[from_at]);
+		__builtin_memcpy(&s->buf[PATH_END], &src, sizeof(src));
+		tail = sizeof(src) + slen;
+		e.payload_len = tail;
+	}
+	__u64 key = (__u64)out;
+	__u32 plen = path_sent(s, key, e.ino) ? 0 : send_path(s, out, key, &e.ino); // the path ends where the payload starts
+	submit(s, &e, plen, tail);
+	return 0;
+}
+
 static __always_inline void emit_file(__u16 kind, __u16 flags, int fd, __u64 offset, __u64 length, __u64 ubuf, int use_fpos)
 {
 	dk_emit_file(EMIT_WHAT(kind, flags) | (use_fpos ? EMIT_FPOS : 0), fd, offset, length, ubuf);
@@ -835,11 +914,11 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 		break;
 	case 326: // copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)
 		if (ret > 0)
-			emit_file(K_CHANGED, F_READBACK, (int)a.a[2], 0, ret, 0, 0);
+			dk_emit_copy((int)a.a[2], a.a[3], (int)a.a[0], a.a[1], ret);
 		break;
-	case 40: // sendfile(out_fd, in_fd, offset, count)
+	case 40: // sendfile(out_fd, in_fd, offset, count): written at out_fd's position
 		if (ret > 0)
-			emit_file(K_CHANGED, F_READBACK, (int)a.a[0], 0, ret, 0, 0);
+			dk_emit_copy((int)a.a[0], 0, (int)a.a[1], a.a[2], ret);
 		break;
 	case 285: // fallocate(fd, mode, offset, len)
 		emit_file(K_CHANGED, F_READBACK | F_FALLOCATE | (__u16)((a.a[1] & 0xff) << 8), (int)a.a[0], a.a[2], a.a[3], 0, 0);

@@ -43,6 +43,13 @@ public enum CaptureKind
     /// (FALLOC_FL_KEEP_SIZE: the size did not change either). Exact.
     /// </summary>
     Allocated,
+    /// <summary>
+    /// <see cref="CaptureEvent.Length"/> bytes were written at <see cref="CaptureEvent.Offset"/> by the kernel from
+    /// another file (copy_file_range, sendfile): the range of <see cref="CaptureEvent.Source"/>, as that file was at
+    /// this event. Exact when the recorder holds that file's bytes as of the event, or reads them from a file
+    /// unchanged since; otherwise the file written is read, as after <see cref="Modified"/>.
+    /// </summary>
+    Copied,
 }
 
 /// <summary>
@@ -56,7 +63,8 @@ public enum CaptureKind
 /// Created symlink's target, when the backend carries it (eBPF). <see cref="FileId"/>: the device (major in the high
 /// 32 bits, minor in the low ones, as statx gives them) and inode of the file the event was about, when the backend
 /// carries them (eBPF: a file created by open). <see cref="KeepSize"/>: an <see cref="CaptureKind.Allocated"/> range
-/// that left the file's size as it was (FALLOC_FL_KEEP_SIZE).
+/// that left the file's size as it was (FALLOC_FL_KEEP_SIZE). <see cref="Source"/>: where a
+/// <see cref="CaptureKind.Copied"/> range came from.
 /// </summary>
 public readonly record struct CaptureEvent(
     CaptureKind Kind,
@@ -75,7 +83,8 @@ public readonly record struct CaptureEvent(
     int? Mode = null,
     string? Target = null,
     (ulong Device, ulong Inode)? FileId = null,
-    bool KeepSize = false)
+    bool KeepSize = false,
+    CopiedFrom? Source = null)
 {
     /// <summary>
     /// <see cref="Detail"/> of an <see cref="CaptureKind.Exchanged"/> event that may be two renames instead (inotify,
@@ -90,3 +99,10 @@ public readonly record struct CaptureEvent(
     /// </summary>
     public const string MovedIn = "moved in";
 }
+
+/// <summary>
+/// Where a <see cref="CaptureKind.Copied"/> range came from: the file (device as statx gives it, inode), the range's
+/// first byte in it, and the file's absolute path as the kernel walked it at the copy (null: too deep to walk). The
+/// path may be outside every root.
+/// </summary>
+public sealed record CopiedFrom((ulong Device, ulong Inode) File, long Offset, string? Path);

@@ -107,6 +107,10 @@ internal sealed unsafe class FileShadow
     private Span<byte> Bytes(long start, long length) =>
         _native is { } native ? new(native.Pointer + start, checked((int)length)) : _array.AsSpan((int)start, (int)length);
 
+    /// <summary>The bytes at <paramref name="offset"/> (holes read as zeros); valid until the copy next changes.</summary>
+    public ReadOnlySpan<byte> Read(long offset, int length) =>
+        offset >= 0 && length >= 0 && offset + length <= Size ? Bytes(offset, length) : throw new ArgumentOutOfRangeException(nameof(length));
+
     public void Write(long offset, ReadOnlySpan<byte> bytes)
     {
         _unchanged = null;

@@ -179,7 +179,7 @@ internal sealed class RecordingCore
 
         switch (e.Kind)
         {
-            case CaptureKind.Written:
+            case CaptureKind.Written or CaptureKind.Copied:
                 big.NoteWrite(e.Root, e.Path, e.Offset, e.Length);
                 break;
             case CaptureKind.Overflow:
@@ -451,13 +451,20 @@ internal sealed class RecordingCore
                 return;
             }
 
-            case CaptureKind.Written:
+            case CaptureKind.Written or CaptureKind.Copied:
             {
                 var exact = false;
                 if (e.Payload is { } payload)
                 {
                     exact = _versioner.ApplyWrite(e.Root, e.Path, e.Offset, payload.Span);
                     PayloadMemory.KeepAlive(payload); // an eBPF payload's slab is reused once unreachable: not before the copy
+                }
+                else if (e.Kind == CaptureKind.Copied && e.Source is { } source)
+                {
+                    // copy_file_range, sendfile: the source's range as recorded up to this event, or as the file
+                    // holds it now when it has not changed since the copy (a file outside the watched tree).
+                    var copiedAtNs = WallNs() - (long)((Stopwatch.GetTimestamp() - e.Timestamp) * (1_000_000_000.0 / Stopwatch.Frequency));
+                    exact = _versioner.ApplyCopy(e.Root, e.Path, e.Offset, e.Length, source, copiedAtNs);
                 }
 
                 if (!exact)

@@ -217,6 +217,125 @@ internal sealed class Versioner
         return Account(shadow.Footprint - before);
     }
 
+    /// <summary>
+    /// Applies a range the kernel copied into a file from another (copy_file_range, sendfile: no user buffer held
+    /// the bytes) to the followed copy of the file written: <paramref name="length"/> bytes of
+    /// <paramref name="source"/> as the file was at the copy, made at wall time <paramref name="copiedAtNs"/>. They
+    /// come from this recorder's copy of the source as of this event (<see cref="SourceCopy"/>), else from the
+    /// source read now when it has not changed since the copy (<see cref="ReadUnchangedSince"/>: a file outside the
+    /// watched tree). False when neither holds, or the file cannot be followed: read the file instead.
+    /// </summary>
+    public bool ApplyCopy(int root, string rel, long offset, long length, CopiedFrom source, long copiedAtNs)
+    {
+        if (offset + length > ShadowFileLimit)
+        {
+            DropShadow(root, rel);
+            return false;
+        }
+
+        var from = SourceCopy(source.File) is { } copy && source.Offset + length <= copy.Size ? copy : null;
+        var read = from is null && source.Path is { } path ? ReadUnchangedSince(path, source.File, source.Offset, length, copiedAtNs) : null;
+        if ((from is null && read is null) || Follow(root, rel) is not { } shadow)
+        {
+            DropShadow(root, rel);
+            return false;
+        }
+
+        // The same file (copy_file_range within one file, ranges apart): growing the copy may move the bytes read.
+        ReadOnlySpan<byte> bytes = read ?? (ReferenceEquals(from, shadow) ? from!.Read(source.Offset, (int)length).ToArray() : from!.Read(source.Offset, (int)length));
+        var before = shadow.Footprint;
+        shadow.Write(offset, bytes);
+        return Account(shadow.Footprint - before);
+    }
+
+    /// <summary>
+    /// Slack for <see cref="ReadUnchangedSince"/>: a change stamps ctime from the kernel's coarse clock, up to a tick
+    /// (4 ms at HZ=250, 10 at HZ=100) before the change, and the copy's wall time is estimated from its monotonic one.
+    /// </summary>
+    private const long UnchangedSlackNs = 20_000_000;
+
+    /// <summary>
+    /// <paramref name="length"/> bytes at <paramref name="offset"/> of the file at <paramref name="path"/>, read now,
+    /// when it is still the file <paramref name="id"/> and its ctime, taken after the read, is older than the copy by
+    /// more than <see cref="UnchangedSlackNs"/>: no change since the copy, so these are the bytes copied. Null
+    /// otherwise (gone, replaced, changed since, short). A change through a shared mapping that does not stamp ctime
+    /// (a page already dirty) is the one thing this cannot see.
+    /// </summary>
+    private static byte[]? ReadUnchangedSince(string path, (ulong Device, ulong Inode) id, long offset, long length, long copiedAtNs)
+    {
+        if (length > int.MaxValue / 2)
+        {
+            return null;
+        }
+
+        var fd = LongPath.Open(path, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+        if (fd < 0)
+        {
+            return null;
+        }
+
+        using var handle = new SafeFileHandle(fd, ownsHandle: true);
+        var data = new byte[length];
+        var n = 0;
+        try
+        {
+            while (n < data.Length && RandomAccess.Read(handle, data.AsSpan(n), offset + n) is var r && r > 0)
+            {
+                n += r;
+            }
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+
+        return n == data.Length && Libc.StatxCall(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var st) == 0 &&
+            EntryStat.From(st) is var now && (now.Device, now.Inode) == id && st.CtimeNs < copiedAtNs - UnchangedSlackNs
+            ? data
+            : null;
+    }
+
+    /// <summary>
+    /// The recorder's copy of a file known by device and inode, as of the event being applied: the followed copy of
+    /// one of its names, else one seeded from its last stored version (and kept, as a write would seed it). Never a
+    /// read of the file now, which may hold later changes; null when no name of it is known, a read of one is due
+    /// (its stored version is older than the file), or the version cannot be read back.
+    /// </summary>
+    private FileShadow? SourceCopy((ulong Device, ulong Inode) id)
+    {
+        if (!_inodes.TryGetValue(id, out var group))
+        {
+            return null;
+        }
+
+        foreach (var name in group)
+        {
+            if (_shadows.TryGetValue(name, out var copy) && (copy.FileId is null || copy.FileId == id))
+            {
+                return copy;
+            }
+        }
+
+        foreach (var name in group)
+        {
+            if (ReadPending?.Invoke(name) == true)
+            {
+                return null;
+            }
+        }
+
+        foreach (var name in group)
+        {
+            if (SeedFromStore(name.Root, name.Rel) is { } seeded)
+            {
+                _shadows[name] = seeded;
+                return Account(seeded.Footprint) ? seeded : null;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Applies a new size to the followed copy of a file; false when it cannot be followed.</summary>
     public bool ApplyTruncate(int root, string rel, long size)
     {

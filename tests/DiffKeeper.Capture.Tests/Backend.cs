@@ -22,8 +22,7 @@ public sealed record Backend(string Name, Promise Promises, TimeSpan QuietGap, F
 {
     // Known failures (each with a skipped test in ScriptedHistoryTests holding its minimal script) are left out of the
     // generated histories, so the suite keeps finding new ones.
-    public static readonly Backend Ebpf = new("ebpf", Promise.Baseline | Promise.Final | Promise.QuietGaps | Promise.EveryOperation, TimeSpan.FromMilliseconds(60),
-        KnownFailures: Features.CopiedWrites); // ScriptedHistoryTests.Ebpf_copied_ranges_then_a_plain_write_are_exact_at_every_seq
+    public static readonly Backend Ebpf = new("ebpf", Promise.Baseline | Promise.Final | Promise.QuietGaps | Promise.EveryOperation, TimeSpan.FromMilliseconds(60));
 
     // Hint backends read a file after a debounce of up to 100 ms (longer for a path read just before): a quiet gap
     // is one longer than that.

@@ -484,7 +484,8 @@ public sealed class HistoryGenerator
                 var other = Pick('f', f => f != file);
                 var copied = _features.HasFlag(Features.CopiedWrites) && other.Length > 0 && (!_features.HasFlag(Features.VectoredWrites) || _r.Next(2) == 0);
                 Op change = copied
-                    ? new Op(_r.Next(2) == 0 ? "copyrange" : "sendfile", [other, file], [S(Offset(2000)), S(Len())])
+                    ? new Op(_r.Next(2) == 0 ? "copyrange" : "sendfile", [other, file],
+                        _r.Next(3) == 0 ? [S(Offset(2000)), S(Len()), S(_r.Next(0, 5000))] : [S(Offset(2000)), S(Len())])
                     : _r.Next(3) switch
                     {
                         0 => new Op("writev", [file], ["-1", S(Len()), S(_r.Next(1000))]),

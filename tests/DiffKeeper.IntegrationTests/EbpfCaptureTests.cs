@@ -170,6 +170,43 @@ public sealed class EbpfCaptureTests : IDisposable
         Assert.Equal("small" + new string('B', 5000), Cli.Ok(Work, "show", "--trace", Trace, "big.bin").Stdout);
     }
 
+    // copy_file_range and sendfile, as `cp` and Python's shutil use them: the kernel copies, so no buffer held the
+    // bytes. They were read back, and `show --time #seq` of a copy followed at once by a write showed the file as
+    // before the copy (`cp /etc/services x; echo >> x`: empty at the copy's seq). The record names the source range;
+    // the recorder takes it from its copy of a file in the tree, or reads a file outside it unchanged since the copy.
+    [Fact]
+    public void Copied_ranges_from_outside_and_inside_the_tree_are_exact_at_each_seq()
+    {
+        SkipUnlessEbpf();
+        var outside = Path.Combine(_dir.Path, "outside.bin");
+        var o = string.Concat(Enumerable.Range(0, 2000).Select(i => (i % 97).ToString("D2", System.Globalization.CultureInfo.InvariantCulture) + "abcdefgh"));
+        File.WriteAllText(outside, o);
+        var writes = WritesOfRecordedPython("copies.py", $$"""
+            import os
+            src = os.open("{{outside}}", os.O_RDONLY)
+            c = os.open("c.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.copy_file_range(src, c, 5000)
+            os.write(c, b"!")
+            os.sendfile(c, src, 10, 20)
+            os.write(c, b"?")
+            os.close(c)
+            r = os.open("c.bin", os.O_RDONLY)
+            d = os.open("d.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.copy_file_range(r, d, 12, 4995, 0)
+            os.write(d, b"#")
+            """);
+        Assert.Equal(6, writes.Count);
+        Assert.All(writes, w => Assert.Equal(JsonValueKind.Null, w.GetProperty("detail").ValueKind));
+        string At(int i) => Cli.Ok(Work, "show", "--trace", Trace, writes[i].GetProperty("path").GetString()!, "--time", "#" + writes[i].GetProperty("seq").GetInt64()).Stdout;
+        var c = o[..5000] + "!" + o[10..30] + "?";
+        Assert.Equal(o[..5000], At(0));
+        Assert.Equal(o[..5000] + "!", At(1));
+        Assert.Equal(o[..5000] + "!" + o[10..30], At(2));
+        Assert.Equal(c, At(3));
+        Assert.Equal(c[4995..5007], At(4));
+        Assert.Equal("#" + c[4996..5007], At(5));
+    }
+
     [Fact]
     public void Vectored_writes_carry_their_bytes_so_each_seq_is_exact_and_more_than_16_vectors_are_read_back()
     {

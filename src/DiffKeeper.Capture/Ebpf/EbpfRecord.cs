@@ -20,6 +20,8 @@ internal enum EbpfRecordKind : ushort
     Changed = 12,
     SymlinkTarget = 13,
     LinkFrom = 14,
+    /// <summary>copy_file_range, sendfile: the range written is another file's; the payload names it (<see cref="EbpfRecord.CopySource"/>).</summary>
+    Copy = 15,
 }
 
 /// <summary>The F_* flags of bpf/diffkeeper.bpf.c.</summary>
@@ -100,6 +102,26 @@ internal readonly ref struct EbpfRecord
     public ReadOnlySpan<byte> UserPath => _data.Slice(HeaderSize + PathLength, StringLength);
 
     public ReadOnlySpan<byte> Payload => _data.Slice(HeaderSize + PathLength + StringLength, PayloadLength);
+
+    /// <summary>
+    /// A <see cref="EbpfRecordKind.Copy"/>'s source (struct dk_copy_src: inode, offset, the kernel's dev_t, then the
+    /// source's path to the payload's end, empty when too deep to walk); false when the record carries none (the kernel
+    /// could not tell: read the file back).
+    /// </summary>
+    public bool TryCopySource(out uint device, out ulong inode, out long offset, out ReadOnlySpan<byte> path)
+    {
+        var p = Payload;
+        path = default;
+        if (Kind != EbpfRecordKind.Copy || p.Length < 24)
+        {
+            (device, inode, offset) = (0, 0, 0);
+            return false;
+        }
+
+        (inode, offset, device) = (BinaryPrimitives.ReadUInt64LittleEndian(p), BinaryPrimitives.ReadInt64LittleEndian(p[8..]), BinaryPrimitives.ReadUInt32LittleEndian(p[16..]));
+        path = p[24..];
+        return true;
+    }
 
     public bool HasPayload => PayloadLength > 0 || (Kind == EbpfRecordKind.Write && Length == 0 && !Flags.HasFlag(EbpfRecordFlags.ReadBack));
 

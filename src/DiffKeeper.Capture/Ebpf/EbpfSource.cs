@@ -483,7 +483,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
         var abs = AbsolutePath(r);
         var inode = (r.Device, r.Inode);
-        if (kind is EbpfRecordKind.Open or EbpfRecordKind.Write or EbpfRecordKind.Changed || (kind is EbpfRecordKind.Truncate or EbpfRecordKind.Chmod && r.UserPath.IsEmpty))
+        if (kind is EbpfRecordKind.Open or EbpfRecordKind.Write or EbpfRecordKind.Changed or EbpfRecordKind.Copy || (kind is EbpfRecordKind.Truncate or EbpfRecordKind.Chmod && r.UserPath.IsEmpty))
         {
             // fd-based: the kernel sends the path with the first event of an open file; later ones only the inode.
             if (abs is not null)
@@ -510,7 +510,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 if (r.Flags.HasFlag(EbpfRecordFlags.Created))
                 {
                     EmitAt(abs, CaptureKind.Created, ts, pid, comm, knownEmpty: true, mode: r.Mode == 0 ? null : r.Mode & 0xFFF,
-                        fileId: (((ulong)(r.Device >> 20) << 32) | (r.Device & 0xFFFFF), r.Inode)); // the kernel's dev_t: 12-bit major, 20-bit minor
+                        fileId: (StatDevice(r.Device), r.Inode));
                 }
                 else if (r.Flags.HasFlag(EbpfRecordFlags.Truncated))
                 {
@@ -535,6 +535,13 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
             case EbpfRecordKind.Changed:
                 EmitAt(abs, CaptureKind.Modified, ts, pid, comm);
+                return;
+            case EbpfRecordKind.Copy when r.TryCopySource(out var sourceDevice, out var sourceInode, out var sourceOffset, out var sourcePath):
+                EmitAt(abs, CaptureKind.Copied, ts, pid, comm, offset: r.Offset, length: r.Length,
+                    source: new CopiedFrom((StatDevice(sourceDevice), sourceInode), sourceOffset, sourcePath.IsEmpty ? null : PathBytes.Decode(sourcePath)));
+                return;
+            case EbpfRecordKind.Copy:
+                EmitAt(abs, CaptureKind.Modified, ts, pid, comm); // the source or an offset unknown: read the file
                 return;
             case EbpfRecordKind.Truncate:
                 EmitAt(abs, CaptureKind.Truncated, ts, pid, comm, offset: r.Offset);
@@ -634,14 +641,17 @@ public sealed unsafe class EbpfSource : ICaptureSource
 
     private void EmitAt(string abs, CaptureKind kind, long ts, int pid, string comm, bool isDirectory = false,
         long offset = 0, long length = 0, ReadOnlyMemory<byte>? payload = null, bool knownEmpty = false, int? mode = null, string? target = null,
-        (ulong, ulong)? fileId = null, bool keepSize = false, string? detail = null)
+        (ulong, ulong)? fileId = null, bool keepSize = false, string? detail = null, CopiedFrom? source = null)
     {
         if (Locate(abs) is { } at)
         {
             Emit(new CaptureEvent(kind, at.Root, at.Rel, null, isDirectory, ts, pid, comm, offset, length, payload, knownEmpty, detail, Mode: mode, Target: target,
-                FileId: fileId, KeepSize: keepSize));
+                FileId: fileId, KeepSize: keepSize, Source: source));
         }
     }
+
+    /// <summary>The kernel's dev_t (12-bit major, 20-bit minor) as statx gives a device: major in the high 32 bits.</summary>
+    private static ulong StatDevice(uint dev) => ((ulong)(dev >> 20) << 32) | (dev & 0xFFFFF);
 
     // The last path located, by reference: an open file's records all carry the one string remembered for its inode,
     // so a run of writes to one file takes its root-relative name (a new string each time) once.

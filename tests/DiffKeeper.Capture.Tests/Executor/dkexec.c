@@ -11,9 +11,11 @@
 //   punch P OFF LEN | rename A B | exchange A B | unlink P | rmdir P | rmr P | chmod P MODE | fchmod P MODE
 //   writechmod P OFF LEN SEED MODE | symlink TARGET P | link A B | gap MS | hist H (the history the next ops are in)
 //   writev P OFF LEN SEED (pwritev of three vectors at OFF; OFF -1: writev to the end, O_APPEND)
-//   copyrange A B OFF LEN (copy_file_range of A's first LEN bytes to B at OFF) | sendfile A B OFF LEN (the same by
-//   sendfile from B's position OFF) | falloc P OFF LEN (fallocate mode 0: allocates, may extend the size)
-// The last four change bytes without a write(2) buffer the eBPF record could carry: the recorder reads them back.
+//   copyrange A B OFF LEN [FROM] (copy_file_range of A's LEN bytes from FROM (default 0) to B at OFF; with FROM, by
+//   the two files' positions, offset pointers NULL) | sendfile A B OFF LEN [FROM] (the same by sendfile, written at B's
+//   position OFF; with FROM, read from A's position) | falloc P OFF LEN (fallocate mode 0: allocates, may extend the size)
+// The last four change bytes without a write(2) buffer the eBPF record could carry: its record says where they came
+// from (the copies) or the recorder reads them back.
 // A failed operation is reported on stderr and skipped: the snapshots say what really happened.
 //
 // TRUTH/gaps.txt: "K START_NS END_NS" (CLOCK_REALTIME) per quiet gap; TRUTH/gap-K.txt: the tree during gap K.
@@ -139,19 +141,21 @@ static int pwritev_pattern(int fd, long off, long len, long seed)
     return r;
 }
 
-// copy_file_range or sendfile of FROM's first LEN bytes into TO at OFF, until done or FROM ends.
-static int copy_between(const char *from, const char *to, long off, long len, int use_sendfile)
+// copy_file_range or sendfile of FROM's LEN bytes at SRC into TO at OFF, until done or FROM ends. by_position: the
+// calls' offset pointers are NULL and the files' positions (set first) move instead.
+static int copy_between(const char *from, const char *to, long off, long len, long src, int by_position, int use_sendfile)
 {
     int in = open_file(from, O_RDONLY, 0);
     if (in < 0) return -1;
     int out = open_file(to, O_WRONLY | O_CREAT, 0644);
     if (out < 0) { int e = errno; close(in); errno = e; return -1; }
     int r = 0;
-    loff_t in_off = 0, out_off = off;
-    if (use_sendfile && lseek(out, off, SEEK_SET) < 0) r = -1;
+    loff_t in_off = src, out_off = off;
+    if ((use_sendfile || by_position) && lseek(out, off, SEEK_SET) < 0) r = -1;
+    if (by_position && lseek(in, src, SEEK_SET) < 0) r = -1;
     while (r == 0 && len > 0) {
-        ssize_t n = use_sendfile ? sendfile(out, in, &in_off, (size_t)len)
-                                 : copy_file_range(in, &in_off, out, &out_off, (size_t)len, 0);
+        ssize_t n = use_sendfile ? sendfile(out, in, by_position ? NULL : &in_off, (size_t)len)
+                                 : copy_file_range(in, by_position ? NULL : &in_off, out, by_position ? NULL : &out_off, (size_t)len, 0);
         if (n < 0) r = -1;
         if (n <= 0) break;
         len -= n;
@@ -386,7 +390,7 @@ static int run_op(int argc, char **a)
         errno = e;
         return r;
     } else if (!strcmp(op, "copyrange") || !strcmp(op, "sendfile")) {
-        return copy_between(a[1], a[2], atol(a[3]), atol(a[4]), !strcmp(op, "sendfile"));
+        return copy_between(a[1], a[2], atol(a[3]), atol(a[4]), argc > 5 ? atol(a[5]) : 0, argc > 5, !strcmp(op, "sendfile"));
     } else if (!strcmp(op, "falloc")) {
         if ((fd = open_file(a[1], O_WRONLY, 0)) < 0) return -1;
         r = fallocate(fd, 0, atol(a[2]), atol(a[3]));
