@@ -29,7 +29,7 @@ internal sealed class BackgroundCompaction : IDisposable
     private readonly Func<long> _versions;
     private readonly Func<long> _superseded;
     private readonly TextWriter _log;
-    private readonly Thread _thread;
+    private readonly PrestartedThread _thread;
     private readonly bool _compact;
     private readonly TraceSizeLimit? _limit;
     private readonly string _traceDir;
@@ -41,8 +41,10 @@ internal sealed class BackgroundCompaction : IDisposable
     /// <param name="superseded">Versions that replaced a chunk stored whole so far: while the writer groups small blobs
     /// as it stores them, a compaction pass runs only when it grew since the last one (new files alone give a pass
     /// nothing to do); otherwise when <paramref name="versions"/> grew (small whole blobs wait for a grouping pass).</param>
+    /// <param name="thread">The thread to run on, started ahead (<see cref="PrestartedThread"/>); one is started by
+    /// <see cref="Start"/> when null. It becomes this object's.</param>
     public BackgroundCompaction(TraceWriter writer, Func<long> versions, Func<long> superseded, TextWriter log, bool compact = true,
-        TraceSizeLimit? limit = null)
+        TraceSizeLimit? limit = null, PrestartedThread? thread = null)
     {
         _superseded = writer.GroupsNow ? superseded : versions;
         _steps = new QueuedWriterSteps(writer);
@@ -52,7 +54,7 @@ internal sealed class BackgroundCompaction : IDisposable
         _compact = compact;
         _limit = limit;
         _traceDir = writer.TraceDir;
-        _thread = new Thread(Loop) { IsBackground = true, Name = "compaction" };
+        _thread = thread ?? PrestartedThread.Start("compaction");
     }
 
     /// <summary>Whether a pass is running (it may hand over a step at any moment).</summary>
@@ -61,7 +63,7 @@ internal sealed class BackgroundCompaction : IDisposable
     /// <summary>A pass under a size limit is running: every pass then works for the ring (it was started by it, or it must not lag behind it).</summary>
     private bool RingPass => _limit is not null && Running;
 
-    public void Start() => _thread.Start();
+    public void Start() => _thread.Run(Loop);
 
     /// <summary>
     /// Recorder's thread, nothing pending in the writer: runs the waiting steps for a few milliseconds. During a ring
@@ -87,7 +89,15 @@ internal sealed class BackgroundCompaction : IDisposable
     }
 
     /// <summary>Recorder's thread: takes no more steps and waits for the pass in progress to give up.</summary>
-    public void Stop() => _steps.CloseAndJoin(_thread);
+    public void Stop()
+    {
+        _thread.Dispose(); // never given its loop: it ends without one
+        _steps.Close();
+        if (_thread.IsAlive)
+        {
+            _thread.Join();
+        }
+    }
 
     /// <summary>
     /// Recorder's thread, nothing pending in the writer, the trace past <see cref="TraceSizeLimit.WaitAbove"/>:

@@ -38,11 +38,13 @@ internal sealed class ChildProcess : IDisposable
     /// the thread that forked it for its parent, and a thread-pool thread (where an await may leave the caller) retires
     /// after ~20 idle seconds: the command got SIGTERM 19 s in.
     /// </remarks>
-    public static ChildProcess Start(IReadOnlyList<string> command, string cwd)
+    /// <param name="waiter">The thread to start and wait on, started ahead (`record` starts it while the trace opens); a
+    /// thread named "command wait" is started here when null. It becomes the command's.</param>
+    public static ChildProcess Start(IReadOnlyList<string> command, string cwd, PrestartedThread? waiter = null)
     {
         var child = new ChildProcess();
         var started = new TaskCompletionSource<(int Pid, int Stage, int Error)>();
-        new Thread(() =>
+        (waiter ?? PrestartedThread.Start("command wait")).Run(() =>
         {
             int spawned, spawnStage, spawnError;
             try
@@ -64,7 +66,7 @@ internal sealed class ChildProcess : IDisposable
             {
                 child.WaitForExit();
             }
-        }) { IsBackground = true, Name = "command wait" }.Start();
+        });
         var (pid, stage, error) = started.Task.GetAwaiter().GetResult();
         if (pid < 0)
         {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using DiffKeeper.Capture;
 using DiffKeeper.Capture.Scan;
@@ -31,6 +32,22 @@ public sealed class Recorder
     }
 
     public async Task<RecordResult> RunAsync(CancellationToken ct)
+    {
+        // The threads the session starts once its baseline is taken are started now, on a pool thread beside the
+        // trace's opening and the capture's start: each start made this thread spin until the new thread ran (1-5 ms a
+        // thread at load 2-10), three of them between the baseline and the command.
+        var standby = Task.Run(() => new StandbyThreads(_options.Compact || _options.MaxTraceSize is not null));
+        try
+        {
+            return await RunAsync(standby, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            (await standby.ConfigureAwait(false)).Dispose(); // those not handed work end
+        }
+    }
+
+    private async Task<RecordResult> RunAsync(Task<StandbyThreads> standby, CancellationToken ct)
     {
         var filter = new PathFilter(_options.Roots, Path.GetFullPath(_options.TraceDir), _options.Excludes); // the writer's TraceDir
         var channel = new EventQueue(); // segments reused: an unbounded Channel allocated ~19 MB of them anew in 20,000 creates
@@ -78,6 +95,7 @@ public sealed class Recorder
         // The baseline's versions may replace what the last session left (files changed since): they are read by the
         // pass's check after the session; the recorder counts what the session's own versions replace.
         _versionsBefore = writer.LastVersionId;
+        var threads = await standby.ConfigureAwait(false);
         try
         {
             _core.Start();
@@ -92,7 +110,7 @@ public sealed class Recorder
         if ((_options.Compact || writer.SizeLimit is not null) && _storageFailure is null)
         {
             _background = new BackgroundCompaction(writer, () => _core.Versioner.VersionsWritten, () => _core.Versioner.ContentsSuperseded,
-                _log, _options.Compact, writer.SizeLimit);
+                _log, _options.Compact, writer.SizeLimit, threads.Compaction);
             _background.Start();
         }
 
@@ -100,7 +118,7 @@ public sealed class Recorder
         // The consumer has a thread of its own and blocks between batches (WakingChannelWriter): as an async loop
         // it hopped between thread-pool workers and needed the timer thread for its timed waits.
         var consumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var consumer = new Thread(() =>
+        threads.Recorder.Run(() =>
         {
             try
             {
@@ -127,11 +145,10 @@ public sealed class Recorder
             {
                 consumed.SetException(e); // rethrown where RunAsync awaits it
             }
-        }) { IsBackground = true, Name = "recorder" };
-        consumer.Start();
+        });
         try
         {
-            using var child = ChildProcess.Start(_options.Command, _options.Cwd);
+            using var child = ChildProcess.Start(_options.Command, _options.Cwd, threads.CommandWait);
             exit = await child.WaitAsync(ct).ConfigureAwait(false);
         }
         catch (DiffKeeperException e) when (e.Code is ExitCode.CommandNotFound or ExitCode.CannotExecute)
@@ -183,6 +200,35 @@ public sealed class Recorder
 
         stored.Dispose(); // its reader holds LOCK.readers: compaction could not delete the packs it empties
         return Compact(Result(exitCode));
+    }
+
+    /// <summary>The session's threads, started ahead (<see cref="PrestartedThread"/>); disposing ends those not handed work.</summary>
+    private sealed class StandbyThreads : IDisposable
+    {
+        public StandbyThreads(bool compaction)
+        {
+            Recorder = PrestartedThread.Start("recorder");
+            Compaction = compaction ? PrestartedThread.Start("compaction") : null;
+            CommandWait = PrestartedThread.Start("command wait");
+            // The runtime sets up its signal handling (a pipe, a thread and its handlers, 1-2 ms) at the first
+            // registration, which was the command's own (ChildProcess). Until that one, SIGINT and SIGTERM still end
+            // diffkeeper as before: the runtime's handler re-raises a signal nobody registered for. SIGWINCH's
+            // default is to be ignored, with or without the registration.
+            PosixSignalRegistration.Create(PosixSignal.SIGWINCH, static _ => { }).Dispose();
+        }
+
+        public PrestartedThread Recorder { get; }
+
+        public PrestartedThread? Compaction { get; }
+
+        public PrestartedThread CommandWait { get; }
+
+        public void Dispose()
+        {
+            Recorder.Dispose();
+            Compaction?.Dispose();
+            CommandWait.Dispose();
+        }
     }
 
     private static async Task StopStarted(Task<ICaptureSource> starting)

@@ -74,6 +74,14 @@ public static class CatalogSchema
     internal static void CreateOrCheck(SqliteDatabase db, string catalogPath)
     {
         Check(db, catalogPath, allowMissing: true);
+        if (IsCurrent(db))
+        {
+            // Every open of a writer's catalog (each `record`, `gc`, keep mode's start) came here: a write transaction,
+            // six migration checks, the DDL parsed and run, the meta row written with the version read by reflection,
+            // and the check again, ~40 statements for a catalog that needed none of them.
+            return;
+        }
+
         db.Execute("BEGIN IMMEDIATE");
         try
         {
@@ -105,6 +113,31 @@ public static class CatalogSchema
         }
 
         Check(db, catalogPath);
+    }
+
+    // The tables and indexes the DDL makes, read from it ("IF NOT EXISTS name"), so the two cannot disagree.
+    private static readonly string[] DdlObjects =
+    [
+        .. Ddl.Split("IF NOT EXISTS ", StringSplitOptions.None).Skip(1)
+            .Select(rest => rest[..rest.IndexOfAny([' ', '('])]),
+    ];
+
+    /// <summary>
+    /// Whether the catalog is of this format and holds every table and index of the DDL: a catalog this version made
+    /// or migrated. One missing (a damaged catalog) takes the full path, which makes it again as before.
+    /// </summary>
+    private static bool IsCurrent(SqliteDatabase db)
+    {
+        using (var exists = db.Prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"))
+        {
+            if (exists.ScalarInt64() == 0 || Version(db) != FormatVersion)
+            {
+                return false;
+            }
+        }
+
+        using var objects = db.Prepare($"SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index') AND name IN ({string.Join(", ", DdlObjects.Select(n => $"'{n}'"))})");
+        return objects.ScalarInt64() == DdlObjects.Length;
     }
 
     /// <summary>The format of a catalog that passed <see cref="Check"/>.</summary>
