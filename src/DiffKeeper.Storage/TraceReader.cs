@@ -50,7 +50,17 @@ public sealed class TraceReader : IDisposable
     /// <summary>Where warnings about a trace go (the CLI prints them on stderr); null drops them.</summary>
     public static Action<string>? Warning { get; set; }
 
-    public static TraceReader Open(string traceDir)
+    public static TraceReader Open(string traceDir) => Open(traceDir, tidy: false);
+
+    /// <summary>
+    /// <see cref="Open(string)"/>; with <paramref name="tidy"/>, for a process that opens no writer of this trace while
+    /// the reader is open (materialize), the catalog is read on a connection that may write but runs no statement that
+    /// writes (<c>query_only</c>), so that its own close, as the last connection, removes the <c>-wal</c> and <c>-shm</c>
+    /// a read-only one leaves: <see cref="Dispose"/> then opens no second connection for them (~90 system calls and
+    /// SQLite's open of the file again; docs/benchmarks.md, "mat17"). Another process's connection, reader or writer,
+    /// keeps them, as before.
+    /// </summary>
+    public static TraceReader Open(string traceDir, bool tidy)
     {
         traceDir = Path.GetFullPath(traceDir);
         var catalogPath = Path.Combine(traceDir, "catalog.db");
@@ -66,7 +76,9 @@ public sealed class TraceReader : IDisposable
         {
             try
             {
-                db = SqliteDatabase.Open(catalogPath, readOnly: true);
+                db = tidy && !TraceWriter.IsOpenInThisProcess(traceDir)
+                    ? SqliteDatabase.OpenToReadAndTidy(catalogPath)
+                    : SqliteDatabase.Open(catalogPath, readOnly: true);
             }
             catch (CatalogException e)
             {

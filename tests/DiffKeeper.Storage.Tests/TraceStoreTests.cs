@@ -121,6 +121,79 @@ public sealed class TraceStoreTests : IDisposable
         Assert.False(File.Exists(catalog + "-shm"));
     }
 
+    /// <summary>
+    /// A reader opened to tidy (materialize's) removes the -wal and -shm at its own close, with no second connection:
+    /// even while another process holds LOCK.readers without a connection open (here the test's own shared lock), which
+    /// keeps <see cref="TraceReader"/>'s second connection from trying. It writes nothing to the catalog, leaves the
+    /// files to a reader still open, and beside a writer of this process reads read-only (the writer is unharmed).
+    /// </summary>
+    [Fact]
+    public void A_tidy_reader_removes_the_wal_and_shm_at_its_own_close_and_writes_nothing()
+    {
+        var trace = _dir.Sub("t");
+        var catalog = Path.Combine(trace, "catalog.db");
+        using (var w = TraceWriter.Open(trace))
+        {
+            WriteSession(w, _dir.Path, ("a.txt", "hello"u8.ToArray()));
+        }
+
+        var before = File.ReadAllBytes(catalog);
+        using (ReaderLock.Acquire(trace))
+        {
+            using (var r = TraceReader.Open(trace))
+            {
+                Assert.Single(r.Sessions());
+            }
+
+            Assert.True(File.Exists(catalog + "-shm")); // the read-only reader's second connection stood back
+
+            using (var r = TraceReader.Open(trace, tidy: true))
+            {
+                Assert.Single(r.Sessions());
+                using (var other = TraceReader.Open(trace))
+                {
+                    Assert.Single(other.Sessions());
+                }
+
+                Assert.True(File.Exists(catalog + "-shm"));
+            }
+
+            Assert.False(File.Exists(catalog + "-shm"));
+            Assert.False(File.Exists(catalog + "-wal"));
+
+            using (var other = TraceReader.Open(trace))
+            {
+                Assert.Single(other.Sessions());
+                using (var r = TraceReader.Open(trace, tidy: true))
+                {
+                    Assert.Single(r.Sessions());
+                }
+
+                Assert.True(File.Exists(catalog + "-shm")); // another connection still reads: they stay
+            }
+        }
+
+        Assert.Equal(before, File.ReadAllBytes(catalog));
+        using (var w = TraceWriter.Open(trace))
+        {
+            WriteSession(w, _dir.Path, ("b.txt", "again"u8.ToArray()));
+            using (var r = TraceReader.Open(trace, tidy: true))
+            {
+                Assert.Equal(2, r.Sessions().Count);
+            }
+
+            WriteSession(w, _dir.Path, ("c.txt", "and on"u8.ToArray()));
+        }
+
+        using (var r = TraceReader.Open(trace, tidy: true))
+        {
+            Assert.Equal(3, r.Sessions().Count);
+        }
+
+        Assert.False(File.Exists(catalog + "-shm"));
+        Assert.False(File.Exists(catalog + "-wal"));
+    }
+
     [Fact]
     public void Abandoning_reports_the_versions_given_up_and_retracting_takes_back_their_events()
     {

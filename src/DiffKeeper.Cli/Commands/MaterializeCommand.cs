@@ -34,7 +34,7 @@ internal static class MaterializeCommand
             // back at the end: the process exits right after, and trimming the heap first (malloc_trim's madvise calls,
             // each a TLB flush) only added to every run's wall time.
             _ = CatalogHeap.Reserve(pr.GetValue(store)!, 2 * PackClones.LaneBytes);
-            using var reader = TraceReader.Open(pr.GetValue(store)!);
+            using var reader = TraceReader.Open(pr.GetValue(store)!, tidy: true);
             var r = SnapshotMaterializer.Materialize(reader, pr.GetValue(id), pr.GetValue(output)!, pr.GetValue(baseDir));
             if (r.BaseDir is not null && r.CopyReason is not null)
             {
