@@ -448,13 +448,23 @@ public static class SnapshotMaterializer
             }
 
             var (written, cloned) = PutChanged(reader, session, file, target, put, clones, display, Missing);
+            // Both in offset order (put follows the map, gone is walked along it): merged, so Retrim needs no sort.
             var touched = new List<(long Start, long End)>(put.Length + gone.Count);
+            var g = 0;
             foreach (var e in put)
             {
+                while (g < gone.Count && gone[g].Start < e.Offset)
+                {
+                    touched.Add(gone[g++]);
+                }
+
                 touched.Add((e.Offset, e.Offset + e.Length));
             }
 
-            touched.AddRange(gone);
+            while (g < gone.Count)
+            {
+                touched.Add(gone[g++]);
+            }
             punched += Retrim(file, target.Rel, wanted, touched, target.Size);
             return (written, punched, cloned);
         }
@@ -713,9 +723,22 @@ public static class SnapshotMaterializer
     /// </summary>
     private static long Retrim(SafeFileHandle file, string rel, ReadOnlySpan<Extent> wanted, List<(long Start, long End)> touched, long size)
     {
-        var windows = new List<(long Start, long End)>();
-        foreach (var (s, e) in touched.Select(r => (r.Start / TrimWindow * TrimWindow, Math.Min((r.End + TrimWindow - 1) / TrimWindow * TrimWindow, size))).OrderBy(r => r.Item1))
+        // In order of start (the caller merges them so; sorted here only if not): LINQ's Select and OrderBy here were a
+        // class constructor, interface dispatch cells written (copy-on-write faults) and pooled arrays on every
+        // materialization beside a base (docs/benchmarks.md, "mat17").
+        for (var i = 1; i < touched.Count; i++)
         {
+            if (touched[i].Start < touched[i - 1].Start)
+            {
+                touched.Sort();
+                break;
+            }
+        }
+
+        var windows = new List<(long Start, long End)>();
+        foreach (var r in touched)
+        {
+            var (s, e) = (r.Start / TrimWindow * TrimWindow, Math.Min((r.End + TrimWindow - 1) / TrimWindow * TrimWindow, size));
             if (windows.Count > 0 && s <= windows[^1].End)
             {
                 windows[^1] = (windows[^1].Start, Math.Max(windows[^1].End, e));
