@@ -194,6 +194,57 @@ public sealed class TraceStoreTests : IDisposable
         Assert.False(File.Exists(catalog + "-wal"));
     }
 
+    /// <summary>
+    /// A session read by its key (materialize) is the one <see cref="TraceReader.Sessions"/> lists, with its roots and the
+    /// chain its baseline inherits through; a damaged row on that chain is refused as the whole table's reading refuses it.
+    /// </summary>
+    [Fact]
+    public void A_session_read_by_its_key_is_the_one_the_table_lists_chain_included()
+    {
+        var t = _dir.Sub("t");
+        using (var w = TraceWriter.Open(t))
+        {
+            WriteSession(w, _dir.Path, ("a", "one"u8.ToArray()));
+            for (var k = 0; k < 2; k++)
+            {
+                var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
+                Assert.Equal(sid - 1, w.InheritBaseline(sid));
+                AddVersion(w, sid, roots[0], _dir.Path, "b", [(byte)k], 0);
+                w.EndBaseline(sid);
+                w.Commit();
+            }
+        }
+
+        using (var r = TraceReader.Open(t))
+        {
+            var all = r.Sessions();
+            Assert.Equal([2L, 1L], all[2].BaselineChain);
+            foreach (var s in all)
+            {
+                var k = r.SessionByKey(s.Id)!;
+                Assert.Equal((s.Id, s.Command, s.Cwd, s.Capture, s.StartedWallNs, s.EndedNs, s.ExitCode, s.LostEvents, s.State, s.KilledBy, s.ContentsNotKept),
+                    (k.Id, k.Command, k.Cwd, k.Capture, k.StartedWallNs, k.EndedNs, k.ExitCode, k.LostEvents, k.State, k.KilledBy, k.ContentsNotKept));
+                Assert.Equal(s.Roots.Select(x => (x.Id, x.Path, x.PathsRoot)), k.Roots.Select(x => (x.Id, x.Path, x.PathsRoot)));
+                Assert.Equal(s.BaselineChain, k.BaselineChain);
+                Assert.Equal(r.StateAt(s, long.MaxValue).Select(v => v.Id), r.StateAt(k, long.MaxValue).Select(v => v.Id));
+            }
+
+            Assert.Null(r.SessionByKey(4));
+        }
+
+        using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: false))
+        {
+            db.Execute("UPDATE sessions SET state = 'bogus' WHERE id = 1");
+        }
+
+        using (var r = TraceReader.Open(t))
+        {
+            var e = Assert.Throws<DiffKeeperException>(() => r.SessionByKey(3));
+            Assert.Equal(ExitCode.Corrupt, e.Code);
+            Assert.Contains("state is not", e.Message, StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public void Abandoning_reports_the_versions_given_up_and_retracting_takes_back_their_events()
     {

@@ -49,7 +49,9 @@ public static class SnapshotMaterializer
         // and W4's ~210 look-ups of changed blocks' rows took a lock, an fstat and an unlock of the catalog each
         // (~630 system calls). It also makes the materialization read one committed state of the store throughout.
         using var consistent = reader.InTransaction ? null : reader.Snapshot();
-        var session = reader.Session(id);
+        // By its key: the session table as a whole (every session's roots and EXIT event) was read here before, a cost
+        // that grew with the store.
+        var session = reader.SessionByKey(id) ?? reader.Session(id); // none: Session says so, with the ids there are
         if (session.Capture != SnapshotWriter.Capture)
         {
             throw new DiffKeeperException(ExitCode.NotFound, $"session {id} is a recording, not a snapshot; 'diffkeeper export' rebuilds recordings");
