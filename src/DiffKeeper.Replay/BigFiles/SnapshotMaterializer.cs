@@ -535,9 +535,7 @@ public static class SnapshotMaterializer
         PackClones.Run AsRun(int r)
         {
             var (first, count, _) = runs[r];
-            var blocks = new Storage.Packs.BlobLocation[count];
-            Array.Copy(rows, first, blocks, 0, count);
-            return new PackClones.Run(blocks, where[first]!.Value.PackId, where[first]!.Value.Offset, put[first].Offset);
+            return new PackClones.Run(new ArraySegment<Storage.Packs.BlobLocation>(rows, first, count), where[first]!.Value.PackId, where[first]!.Value.Offset, put[first].Offset);
         }
 
         // Runs [from, to) but skip: those that lie aligned in a pack through PutRuns, the others (and any PutRuns found
