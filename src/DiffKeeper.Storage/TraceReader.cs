@@ -50,7 +50,17 @@ public sealed class TraceReader : IDisposable
     /// <summary>Where warnings about a trace go (the CLI prints them on stderr); null drops them.</summary>
     public static Action<string>? Warning { get; set; }
 
-    public static TraceReader Open(string traceDir)
+    public static TraceReader Open(string traceDir) => Open(traceDir, tidy: false);
+
+    /// <summary>
+    /// <see cref="Open(string)"/>; with <paramref name="tidy"/>, for a process that opens no writer of this trace while
+    /// the reader is open (materialize), the catalog is read on a connection that may write but runs no statement that
+    /// writes (<c>query_only</c>), so that its own close, as the last connection, removes the <c>-wal</c> and <c>-shm</c>
+    /// a read-only one leaves: <see cref="Dispose"/> then opens no second connection for them (~90 system calls and
+    /// SQLite's open of the file again; docs/benchmarks.md, "mat17"). Another process's connection, reader or writer,
+    /// keeps them, as before.
+    /// </summary>
+    public static TraceReader Open(string traceDir, bool tidy)
     {
         traceDir = Path.GetFullPath(traceDir);
         var catalogPath = Path.Combine(traceDir, "catalog.db");
@@ -66,7 +76,9 @@ public sealed class TraceReader : IDisposable
         {
             try
             {
-                db = SqliteDatabase.Open(catalogPath, readOnly: true);
+                db = tidy && !TraceWriter.IsOpenInThisProcess(traceDir)
+                    ? SqliteDatabase.OpenToReadAndTidy(catalogPath)
+                    : SqliteDatabase.Open(catalogPath, readOnly: true);
             }
             catch (CatalogException e)
             {
@@ -154,11 +166,28 @@ public sealed class TraceReader : IDisposable
     private Dictionary<long, BlobLocation>? _snapshotBlobs;
     private const int MaxSnapshotBlobs = 1 << 20;
 
-    public IReadOnlyList<SessionInfo> Sessions()
+    public IReadOnlyList<SessionInfo> Sessions() => ReadSessions(null);
+
+    /// <summary>
+    /// Session <paramref name="id"/> read by its key: its own row, roots and notes, and the rows of the sessions its
+    /// baseline inherits from, each checked against its domain as <see cref="Sessions"/> checks every row; not the whole
+    /// table (and the EXIT event of every session), whose reading grows with the store. Null when there is none.
+    /// For a command bound to one session (materialize).
+    /// </summary>
+    public SessionInfo? SessionByKey(long id) => ReadSessions(id) is [var s] ? s : null;
+
+    /// <summary>Every session, or (<paramref name="only"/>) that one alone, as <see cref="Sessions"/> describes them.</summary>
+    private List<SessionInfo> ReadSessions(long? only)
     {
         var roots = new Dictionary<long, List<RootInfo>>();
-        using (var r = _db.Prepare($"SELECT r.id, r.session_id, r.path, {CatalogDomain.Broken("roots", "r.", _format)}, {(_format >= 5 ? "coalesce(r.paths_root, r.id)" : "r.id")} FROM roots r ORDER BY r.id"))
+        using (var r = _db.Prepare($"SELECT r.id, r.session_id, r.path, {CatalogDomain.Broken("roots", "r.", _format)}, {(_format >= 5 ? "coalesce(r.paths_root, r.id)" : "r.id")} FROM roots r " +
+            (only is null ? "" : "WHERE r.session_id = ?1 ") + "ORDER BY r.id"))
         {
+            if (only is { } bound)
+            {
+                r.Bind(1, bound);
+            }
+
             while (r.Step())
             {
                 Check(r, 3, "roots", 0);
@@ -180,8 +209,13 @@ public sealed class TraceReader : IDisposable
         var baselineFrom = new Dictionary<long, long>();
         using (var r = _db.Prepare($"SELECT id, command, cwd, capture, started_wall_ns, ended_ns, exit_code, lost_events, state, {CatalogDomain.Broken("sessions", "", _format)}, " +
             $"(SELECT detail FROM events e WHERE e.session_id = sessions.id AND e.op = {(int)ChangeOp.Exit} ORDER BY e.seq DESC LIMIT 1), " +
-            $"{(_format >= 5 ? "baseline_from" : "NULL")} FROM sessions ORDER BY id"))
+            $"{(_format >= 5 ? "baseline_from" : "NULL")} FROM sessions " + (only is null ? "" : "WHERE id = ?1 ") + "ORDER BY id"))
         {
+            if (only is { } bound)
+            {
+                r.Bind(1, bound);
+            }
+
             while (r.Step())
             {
                 Check(r, 9, "sessions", 0);
@@ -201,12 +235,37 @@ public sealed class TraceReader : IDisposable
             }
         }
 
+        // A session's baseline_from: from the rows read, or (one session read by key) from the row of a session its
+        // chain passes through, checked as every row read is. Null when it has none or there is no such row.
+        long? BaselineFrom(long at)
+        {
+            if (baselineFrom.TryGetValue(at, out var from))
+            {
+                return from;
+            }
+
+            if (only is null || at == only)
+            {
+                return null;
+            }
+
+            using var q = _db.Prepare($"SELECT baseline_from, {CatalogDomain.Broken("sessions", "", _format)} FROM sessions WHERE id = ?1");
+            q.Bind(1, at);
+            if (!q.Step())
+            {
+                return null;
+            }
+
+            Check(q, 1, "sessions", 0);
+            return q.Int64OrNull(0);
+        }
+
         // Each session's inherited state: the sessions whose end it starts from, nearest first (the domain rule keeps
         // every step to an earlier session, so the walk ends; a chain longer than a writer makes is damage).
         for (var i = 0; i < sessions.Count; i++)
         {
             var chain = new List<long>();
-            for (var at = sessions[i].Id; baselineFrom.TryGetValue(at, out var from) && from < at; at = from)
+            for (var at = sessions[i].Id; BaselineFrom(at) is { } from && from < at; at = from)
             {
                 if (chain.Count == TraceWriter.MaxBaselineChain)
                 {

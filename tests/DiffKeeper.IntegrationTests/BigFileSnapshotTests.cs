@@ -109,6 +109,12 @@ public sealed class BigFileSnapshotTests
 
             Assert.Equal(Bytes(Path.Combine(dir, "mem")), Bytes(Path.Combine(dir, output, "mem")));
             Assert.Equal(Bytes(Path.Combine(dir, "disk")), Bytes(Path.Combine(dir, output, "disk")));
+
+            // The catalog is opened once: the reader's own close removes its -wal and -shm (no second connection for them).
+            Assert.Single(lines, l => l.Contains("openat(", StringComparison.Ordinal) && l.Contains("/catalog.db\"", StringComparison.Ordinal) &&
+                !l.Contains("O_NONBLOCK", StringComparison.Ordinal));
+            Assert.False(File.Exists(Path.Combine(store, "catalog.db-shm")));
+            Assert.False(File.Exists(Path.Combine(store, "catalog.db-wal")));
         }
     }
 

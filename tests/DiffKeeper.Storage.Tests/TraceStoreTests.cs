@@ -121,6 +121,130 @@ public sealed class TraceStoreTests : IDisposable
         Assert.False(File.Exists(catalog + "-shm"));
     }
 
+    /// <summary>
+    /// A reader opened to tidy (materialize's) removes the -wal and -shm at its own close, with no second connection:
+    /// even while another process holds LOCK.readers without a connection open (here the test's own shared lock), which
+    /// keeps <see cref="TraceReader"/>'s second connection from trying. It writes nothing to the catalog, leaves the
+    /// files to a reader still open, and beside a writer of this process reads read-only (the writer is unharmed).
+    /// </summary>
+    [Fact]
+    public void A_tidy_reader_removes_the_wal_and_shm_at_its_own_close_and_writes_nothing()
+    {
+        var trace = _dir.Sub("t");
+        var catalog = Path.Combine(trace, "catalog.db");
+        using (var w = TraceWriter.Open(trace))
+        {
+            WriteSession(w, _dir.Path, ("a.txt", "hello"u8.ToArray()));
+        }
+
+        var before = File.ReadAllBytes(catalog);
+        using (ReaderLock.Acquire(trace))
+        {
+            using (var r = TraceReader.Open(trace))
+            {
+                Assert.Single(r.Sessions());
+            }
+
+            Assert.True(File.Exists(catalog + "-shm")); // the read-only reader's second connection stood back
+
+            using (var r = TraceReader.Open(trace, tidy: true))
+            {
+                Assert.Single(r.Sessions());
+                using (var other = TraceReader.Open(trace))
+                {
+                    Assert.Single(other.Sessions());
+                }
+
+                Assert.True(File.Exists(catalog + "-shm"));
+            }
+
+            Assert.False(File.Exists(catalog + "-shm"));
+            Assert.False(File.Exists(catalog + "-wal"));
+
+            using (var other = TraceReader.Open(trace))
+            {
+                Assert.Single(other.Sessions());
+                using (var r = TraceReader.Open(trace, tidy: true))
+                {
+                    Assert.Single(r.Sessions());
+                }
+
+                Assert.True(File.Exists(catalog + "-shm")); // another connection still reads: they stay
+            }
+        }
+
+        Assert.Equal(before, File.ReadAllBytes(catalog));
+        using (var w = TraceWriter.Open(trace))
+        {
+            WriteSession(w, _dir.Path, ("b.txt", "again"u8.ToArray()));
+            using (var r = TraceReader.Open(trace, tidy: true))
+            {
+                Assert.Equal(2, r.Sessions().Count);
+            }
+
+            WriteSession(w, _dir.Path, ("c.txt", "and on"u8.ToArray()));
+        }
+
+        using (var r = TraceReader.Open(trace, tidy: true))
+        {
+            Assert.Equal(3, r.Sessions().Count);
+        }
+
+        Assert.False(File.Exists(catalog + "-shm"));
+        Assert.False(File.Exists(catalog + "-wal"));
+    }
+
+    /// <summary>
+    /// A session read by its key (materialize) is the one <see cref="TraceReader.Sessions"/> lists, with its roots and the
+    /// chain its baseline inherits through; a damaged row on that chain is refused as the whole table's reading refuses it.
+    /// </summary>
+    [Fact]
+    public void A_session_read_by_its_key_is_the_one_the_table_lists_chain_included()
+    {
+        var t = _dir.Sub("t");
+        using (var w = TraceWriter.Open(t))
+        {
+            WriteSession(w, _dir.Path, ("a", "one"u8.ToArray()));
+            for (var k = 0; k < 2; k++)
+            {
+                var sid = w.BeginSession("test", _dir.Path, "test", 1_000_000_000, [_dir.Path], out var roots);
+                Assert.Equal(sid - 1, w.InheritBaseline(sid));
+                AddVersion(w, sid, roots[0], _dir.Path, "b", [(byte)k], 0);
+                w.EndBaseline(sid);
+                w.Commit();
+            }
+        }
+
+        using (var r = TraceReader.Open(t))
+        {
+            var all = r.Sessions();
+            Assert.Equal([2L, 1L], all[2].BaselineChain);
+            foreach (var s in all)
+            {
+                var k = r.SessionByKey(s.Id)!;
+                Assert.Equal((s.Id, s.Command, s.Cwd, s.Capture, s.StartedWallNs, s.EndedNs, s.ExitCode, s.LostEvents, s.State, s.KilledBy, s.ContentsNotKept),
+                    (k.Id, k.Command, k.Cwd, k.Capture, k.StartedWallNs, k.EndedNs, k.ExitCode, k.LostEvents, k.State, k.KilledBy, k.ContentsNotKept));
+                Assert.Equal(s.Roots.Select(x => (x.Id, x.Path, x.PathsRoot)), k.Roots.Select(x => (x.Id, x.Path, x.PathsRoot)));
+                Assert.Equal(s.BaselineChain, k.BaselineChain);
+                Assert.Equal(r.StateAt(s, long.MaxValue).Select(v => v.Id), r.StateAt(k, long.MaxValue).Select(v => v.Id));
+            }
+
+            Assert.Null(r.SessionByKey(4));
+        }
+
+        using (var db = SqliteDatabase.Open(Path.Combine(t, "catalog.db"), readOnly: false))
+        {
+            db.Execute("UPDATE sessions SET state = 'bogus' WHERE id = 1");
+        }
+
+        using (var r = TraceReader.Open(t))
+        {
+            var e = Assert.Throws<DiffKeeperException>(() => r.SessionByKey(3));
+            Assert.Equal(ExitCode.Corrupt, e.Code);
+            Assert.Contains("state is not", e.Message, StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public void Abandoning_reports_the_versions_given_up_and_retracting_takes_back_their_events()
     {

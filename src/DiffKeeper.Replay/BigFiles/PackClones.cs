@@ -57,8 +57,12 @@ public sealed class PackClones(TraceReader reader) : IDisposable
     /// </summary>
     public const int LaneBytes = Sha256.Lanes * LaneChunk;
 
-    /// <summary>Blobs adjacent in the file from <paramref name="DestOffset"/> and in pack <paramref name="PackId"/> from <paramref name="PackOffset"/> (<see cref="Locate"/>).</summary>
-    public readonly record struct Run(BlobLocation[] Blocks, long PackId, long PackOffset, long DestOffset);
+    /// <summary>
+    /// Blobs adjacent in the file from <paramref name="DestOffset"/> and in pack <paramref name="PackId"/> from
+    /// <paramref name="PackOffset"/> (<see cref="Locate"/>): a slice of the caller's rows, not a copy (W4's 117 runs
+    /// copied ~16 KiB of rows into arrays of their own).
+    /// </summary>
+    public readonly record struct Run(ArraySegment<BlobLocation> Blocks, long PackId, long PackOffset, long DestOffset);
 
     /// <summary>
     /// Puts each of <paramref name="runs"/> into <paramref name="dest"/>: reads every block of every run from the pack and
@@ -136,7 +140,7 @@ public sealed class PackClones(TraceReader reader) : IDisposable
                 hashers[n] = new Sha256.Hasher();
                 longest = Math.Max(longest, runs[r].Blocks[b].RawLength);
                 at += runs[r].Blocks[b].RawLength;
-                if (++b == runs[r].Blocks.Length)
+                if (++b == runs[r].Blocks.Count)
                 {
                     (r, b, at) = (r + 1, 0, 0);
                 }
@@ -250,7 +254,7 @@ public sealed class PackClones(TraceReader reader) : IDisposable
     /// </summary>
     private (long Content, long Pack, int Length)[] RawBlocks(in BlobLocation group)
     {
-        var result = new List<(long, long, int)>();
+        var result = new List<(long, long, int)>(32); // a group (at most 1 MiB) in blocks of up to 128 KiB: no regrowing
         if (Pack(group.PackId) is not { } pack)
         {
             return [];

@@ -49,7 +49,9 @@ public static class SnapshotMaterializer
         // and W4's ~210 look-ups of changed blocks' rows took a lock, an fstat and an unlock of the catalog each
         // (~630 system calls). It also makes the materialization read one committed state of the store throughout.
         using var consistent = reader.InTransaction ? null : reader.Snapshot();
-        var session = reader.Session(id);
+        // By its key: the session table as a whole (every session's roots and EXIT event) was read here before, a cost
+        // that grew with the store.
+        var session = reader.SessionByKey(id) ?? reader.Session(id); // none: Session says so, with the ids there are
         if (session.Capture != SnapshotWriter.Capture)
         {
             throw new DiffKeeperException(ExitCode.NotFound, $"session {id} is a recording, not a snapshot; 'diffkeeper export' rebuilds recordings");
@@ -448,13 +450,23 @@ public static class SnapshotMaterializer
             }
 
             var (written, cloned) = PutChanged(reader, session, file, target, put, clones, display, Missing);
+            // Both in offset order (put follows the map, gone is walked along it): merged, so Retrim needs no sort.
             var touched = new List<(long Start, long End)>(put.Length + gone.Count);
+            var g = 0;
             foreach (var e in put)
             {
+                while (g < gone.Count && gone[g].Start < e.Offset)
+                {
+                    touched.Add(gone[g++]);
+                }
+
                 touched.Add((e.Offset, e.Offset + e.Length));
             }
 
-            touched.AddRange(gone);
+            while (g < gone.Count)
+            {
+                touched.Add(gone[g++]);
+            }
             punched += Retrim(file, target.Rel, wanted, touched, target.Size);
             return (written, punched, cloned);
         }
@@ -523,9 +535,7 @@ public static class SnapshotMaterializer
         PackClones.Run AsRun(int r)
         {
             var (first, count, _) = runs[r];
-            var blocks = new Storage.Packs.BlobLocation[count];
-            Array.Copy(rows, first, blocks, 0, count);
-            return new PackClones.Run(blocks, where[first]!.Value.PackId, where[first]!.Value.Offset, put[first].Offset);
+            return new PackClones.Run(new ArraySegment<Storage.Packs.BlobLocation>(rows, first, count), where[first]!.Value.PackId, where[first]!.Value.Offset, put[first].Offset);
         }
 
         // Runs [from, to) but skip: those that lie aligned in a pack through PutRuns, the others (and any PutRuns found
@@ -713,9 +723,22 @@ public static class SnapshotMaterializer
     /// </summary>
     private static long Retrim(SafeFileHandle file, string rel, ReadOnlySpan<Extent> wanted, List<(long Start, long End)> touched, long size)
     {
-        var windows = new List<(long Start, long End)>();
-        foreach (var (s, e) in touched.Select(r => (r.Start / TrimWindow * TrimWindow, Math.Min((r.End + TrimWindow - 1) / TrimWindow * TrimWindow, size))).OrderBy(r => r.Item1))
+        // In order of start (the caller merges them so; sorted here only if not): LINQ's Select and OrderBy here were a
+        // class constructor, interface dispatch cells written (copy-on-write faults) and pooled arrays on every
+        // materialization beside a base (docs/benchmarks.md, "mat17").
+        for (var i = 1; i < touched.Count; i++)
         {
+            if (touched[i].Start < touched[i - 1].Start)
+            {
+                touched.Sort();
+                break;
+            }
+        }
+
+        var windows = new List<(long Start, long End)>();
+        foreach (var r in touched)
+        {
+            var (s, e) = (r.Start / TrimWindow * TrimWindow, Math.Min((r.End + TrimWindow - 1) / TrimWindow * TrimWindow, size));
             if (windows.Count > 0 && s <= windows[^1].End)
             {
                 windows[^1] = (windows[^1].Start, Math.Max(windows[^1].End, e));

@@ -24,17 +24,23 @@ public static class CatalogDomain
     private static readonly int MaxStored = Zstd.CompressBound(PackFormat.MaxRawLength);
     private static readonly int MaxGroupStored = Zstd.CompressBound(PackFormat.MaxGroupLength);
 
-    private static string Int(string c) => $"typeof({c}) = 'integer'";
+    // The rules are joined with string.Concat, not interpolated: an interpolated string rents its buffer from the shared
+    // array pool, and this class constructor, which every command that opens a catalog runs, returned so many that the
+    // pool made its per-core lists and ran the runtime's timing loop for the processor number (ProcessorIdCache), ~0.5 ms
+    // of a materialization (docs/benchmarks.md, "mat17").
+    private static string Int(string c) => "typeof(" + c + ") = 'integer'";
+
+    private static string Number(long n) => n.ToString(CultureInfo.InvariantCulture);
 
     private static string IntIn(string c, long min, long max) =>
-        string.Create(CultureInfo.InvariantCulture, $"typeof({c}) = 'integer' AND {c} BETWEEN {min} AND {max}");
+        string.Concat(Int(c), " AND ", c, " BETWEEN " + Number(min) + " AND ", Number(max));
 
-    private static string OrNull(string c, string rule) => $"({c} IS NULL OR ({rule}))";
+    private static string OrNull(string c, string rule) => "(" + c + " IS NULL OR (" + rule + "))";
 
-    private static string Text(string c) => $"typeof({c}) = 'text'";
+    private static string Text(string c) => "typeof(" + c + ") = 'text'";
 
     /// <summary>A path column: TEXT when its bytes are UTF-8, else a BLOB of its bytes (docs/store-format.md, "Paths").</summary>
-    private static string PathValue(string c) => $"typeof({c}) IN ('text', 'blob')";
+    private static string PathValue(string c) => "typeof(" + c + ") IN ('text', 'blob')";
 
     /// <summary>Per table: (column, rule over the row with columns prefixed by {0}, what the rule says in words).</summary>
     private static readonly Dictionary<string, (string Column, string Rule, string Words)[]> Rules = new()
@@ -81,7 +87,7 @@ public static class CatalogDomain
             ("detail", OrNull("{0}detail", Text("{0}detail")), "NULL or text"),
             ("offset", OrNull("{0}offset", IntIn("{0}offset", 0, long.MaxValue)), "NULL or an integer >= 0"),
             ("length", OrNull("{0}length", IntIn("{0}length", 0, long.MaxValue)), "NULL or an integer >= 0"),
-            ("run", OrNull("{0}run", $"typeof({{0}}run) = 'blob' AND length({{0}}run) BETWEEN 1 AND {EventRun.MaxBytes} AND {{0}}op = 2 AND {{0}}path2_id IS NULL AND {{0}}detail IS NULL"),
+            ("run", OrNull("{0}run", "typeof({0}run) = 'blob' AND length({0}run) BETWEEN 1 AND " + Number(EventRun.MaxBytes) + " AND {0}op = 2 AND {0}path2_id IS NULL AND {0}detail IS NULL"),
                 "NULL or a write run (bytes, in a WRITE row without a second path or detail)"),
         ],
         ["versions"] =
@@ -108,13 +114,13 @@ public static class CatalogDomain
             ("id", IntIn("{0}id", 1, long.MaxValue), "an integer >= 1"),
             ("hash", "typeof({0}hash) = 'blob' AND length({0}hash) = 32", "32 bytes"),
             ("codec", IntIn("{0}codec", 0, 5), "0 raw, 1 zstd, 2 zstd delta, 3 bsdiff, 4 group or 5 slice"),
-            ("pack_id", $"CASE WHEN {{0}}codec = 5 THEN {Int("{0}pack_id")} AND {{0}}pack_id = -1 ELSE {IntIn("{0}pack_id", 0, 1L << 53)} END",
+            ("pack_id", "CASE WHEN {0}codec = 5 THEN " + Int("{0}pack_id") + " AND {0}pack_id = -1 ELSE " + IntIn("{0}pack_id", 0, 1L << 53) + " END",
                 "a pack number (-1 for a slice)"),
-            ("offset", $"CASE WHEN {{0}}codec = 5 THEN {IntIn("{0}offset", 0, PackFormat.MaxGroupLength)} ELSE {IntIn("{0}offset", PackFormat.HeaderSize, MaxPackSize)} END",
+            ("offset", "CASE WHEN {0}codec = 5 THEN " + IntIn("{0}offset", 0, PackFormat.MaxGroupLength) + " ELSE " + IntIn("{0}offset", PackFormat.HeaderSize, MaxPackSize) + " END",
                 "a pack offset 16 to 2^40 (for a slice, an offset in its group 0 to 2^20)"),
-            ("raw_len", $"CASE WHEN {{0}}codec = 4 THEN {IntIn("{0}raw_len", 0, PackFormat.MaxGroupLength)} ELSE {IntIn("{0}raw_len", 0, PackFormat.MaxRawLength)} END",
+            ("raw_len", "CASE WHEN {0}codec = 4 THEN " + IntIn("{0}raw_len", 0, PackFormat.MaxGroupLength) + " ELSE " + IntIn("{0}raw_len", 0, PackFormat.MaxRawLength) + " END",
                 "an integer 0 to 262144 (for a group, 0 to 2^20)"),
-            ("stored_len", $"CASE {{0}}codec WHEN 5 THEN {IntIn("{0}stored_len", 0, 0)} WHEN 4 THEN {IntIn("{0}stored_len", 0, MaxGroupStored)} ELSE {IntIn("{0}stored_len", 0, MaxStored)} END",
+            ("stored_len", "CASE {0}codec WHEN 5 THEN " + IntIn("{0}stored_len", 0, 0) + " WHEN 4 THEN " + IntIn("{0}stored_len", 0, MaxGroupStored) + " ELSE " + IntIn("{0}stored_len", 0, MaxStored) + " END",
                 "an integer 0 to the compressed bound of 262144 (of 2^20 for a group, 0 for a slice)"),
             ("bases", "(CASE WHEN {0}codec IN (2, 3, 5) THEN typeof({0}bases) = 'blob' ELSE {0}bases IS NULL END)", "a base list for a delta codec or a slice, NULL otherwise"),
         ],
@@ -155,7 +161,7 @@ public static class CatalogDomain
             if ((format >= 2 || !Format2Columns.Contains(r.Column)) && (format >= 3 || !Format3Columns.Contains(r.Column))
                 && (format >= 4 || !Format4Column(table, r.Column)) && (format >= 5 || !Format5Column(table, r.Column)) && (format >= 7 || !Format7Column(table, r.Column)))
             {
-                sql.Append(" WHEN NOT coalesce((").Append(string.Format(CultureInfo.InvariantCulture, r.Rule, prefix))
+                sql.Append(" WHEN NOT coalesce((").Append(r.Rule.Replace("{0}", prefix, StringComparison.Ordinal))
                     .Append("), 0) THEN '").Append(r.Column).Append(" is not ").Append(r.Words).Append('\'');
             }
         }

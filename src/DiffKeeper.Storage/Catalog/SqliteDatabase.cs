@@ -69,6 +69,22 @@ internal sealed unsafe class SqliteDatabase : IDisposable
     }
 
     /// <summary>
+    /// Opens <paramref name="path"/> (never creating it) to read it on a connection that may write, with
+    /// <c>query_only</c> on so that no statement of it writes: closed as the only connection, SQLite checkpoints the
+    /// empty WAL and removes the <c>-wal</c> and <c>-shm</c> itself, which a read-only connection cannot (the second
+    /// connection <see cref="OpenAndCloseToRemoveSidecars"/> opens for that). Where this user may not write the file,
+    /// SQLite opens it read-only, as <see cref="Open"/> would. Not beside a writer of the same database in this process
+    /// (a reader that may write there failed with "disk I/O error").
+    /// </summary>
+    public static SqliteDatabase OpenToReadAndTidy(string path)
+    {
+        var database = new SqliteDatabase(OpenHandle(path, LibSqlite3.SQLITE_OPEN_READWRITE | LibSqlite3.SQLITE_OPEN_NOMUTEX, "open"));
+        LibSqlite3.BusyTimeout(database._db, 30_000);
+        database.Execute("PRAGMA query_only=1");
+        return database;
+    }
+
+    /// <summary>
     /// Opens <paramref name="path"/> for writing (never creating it, no pragma, no waiting for a lock) and closes it at
     /// once: closed as the only connection, SQLite checkpoints the empty WAL and removes the <c>-wal</c> and <c>-shm</c>
     /// files, which a read-only connection cannot (TraceReader.RemoveSidecars).
