@@ -423,7 +423,7 @@ internal sealed unsafe class NativeBuffer
 {
     public NativeBuffer(long capacity)
     {
-        Pointer = CopyHeap.Allocate(capacity, out var given);
+        Pointer = CopyHeap.Shared.Allocate(capacity, out var given);
         Capacity = given;
     }
 
@@ -431,7 +431,7 @@ internal sealed unsafe class NativeBuffer
     {
         if (Pointer != null) // null when the constructor's allocation failed (out of memory): nothing to give back
         {
-            CopyHeap.Free(Pointer, Capacity);
+            CopyHeap.Shared.Free(Pointer, Capacity);
         }
     }
 
@@ -451,7 +451,7 @@ internal sealed unsafe class NativeBuffer
     {
         if (Pointer != null)
         {
-            CopyHeap.Free(Pointer, Capacity);
+            CopyHeap.Shared.Free(Pointer, Capacity);
             Pointer = null;
             Capacity = 0;
             _memory = null;
@@ -469,9 +469,9 @@ internal sealed unsafe class NativeBuffer
             return;
         }
 
-        var grown = CopyHeap.Allocate(capacity, out var given);
+        var grown = CopyHeap.Shared.Allocate(capacity, out var given);
         Buffer.MemoryCopy(Pointer, grown, given, used);
-        CopyHeap.Free(Pointer, Capacity);
+        CopyHeap.Shared.Free(Pointer, Capacity);
         Pointer = grown;
         Capacity = given;
         _memory = null;
