@@ -32,8 +32,8 @@ internal sealed unsafe class FileShadow
 
     // The hash state of the last chunk stored, when it ended where the data did: the next Store of a file growing by
     // appends continues it over the new bytes (valid while its bytes are below _cleanUpTo). Boxed, and kept only by
-    // the general path (a file of 16 KiB or more): 128 bytes held in every followed copy made each one about twice
-    // as big, and a version below the least chunk hashes its bytes whole (at most 16 KiB, what a read of it costs).
+    // copies in native memory (4 KiB and more): 128 bytes held in every followed copy made a small one about twice
+    // as big, and a version of an array copy (below 4 KiB) hashes its bytes whole.
     private StrongBox<GrowingTail>? _tail;
 
     // What the last Store returned, while nothing has changed since (null after any change): a version that changes
@@ -315,10 +315,21 @@ internal sealed unsafe class FileShadow
         {
             // All data, less than the least chunk: one chunk from 0 (no chunk of the last store lies wholly below
             // _cleanUpTo with another after it: that one would be at least the least chunk long). What the general
-            // path below gives, without its lists and without keeping a hash state (20,000 small files: two
-            // versions each, all of them here).
-            var stored1 = ChunkedContent.StoreWhole(writer, Bytes(0, Size), (int)Size, out var chunk);
-            _tail = null;
+            // path below gives, without its lists (20,000 small files: two versions each, all of them here). A copy
+            // in native memory (4 KiB and more) keeps the hash state, so its next state, of a file still growing,
+            // hashes only the new bytes; an array keeps none (128 bytes would make a 100-byte file's copy twice as big).
+            var small = _tail is { } held && held.Value.HashedTo <= _cleanUpTo ? held.Value : GrowingTail.None;
+            var stored1 = ChunkedContent.StoreWhole(writer, Bytes(0, Size), (int)Size, ref small, out var chunk);
+            if (_native is null)
+            {
+                _tail = null;
+            }
+            else
+            {
+                _tail ??= new StrongBox<GrowingTail>();
+                _tail.Value = small;
+            }
+
             LastStoreCost = Size;
             _cleanUpTo = Size;
             _chunks.Clear();
@@ -416,7 +427,7 @@ internal sealed unsafe class NativeBuffer
 {
     public NativeBuffer(long capacity)
     {
-        Pointer = CopyHeap.Allocate(capacity, out var given);
+        Pointer = CopyHeap.Shared.Allocate(capacity, out var given);
         Capacity = given;
     }
 
@@ -424,7 +435,7 @@ internal sealed unsafe class NativeBuffer
     {
         if (Pointer != null) // null when the constructor's allocation failed (out of memory): nothing to give back
         {
-            CopyHeap.Free(Pointer, Capacity);
+            CopyHeap.Shared.Free(Pointer, Capacity);
         }
     }
 
@@ -444,7 +455,7 @@ internal sealed unsafe class NativeBuffer
     {
         if (Pointer != null)
         {
-            CopyHeap.Free(Pointer, Capacity);
+            CopyHeap.Shared.Free(Pointer, Capacity);
             Pointer = null;
             Capacity = 0;
             _memory = null;
@@ -462,9 +473,9 @@ internal sealed unsafe class NativeBuffer
             return;
         }
 
-        var grown = CopyHeap.Allocate(capacity, out var given);
+        var grown = CopyHeap.Shared.Allocate(capacity, out var given);
         Buffer.MemoryCopy(Pointer, grown, given, used);
-        CopyHeap.Free(Pointer, Capacity);
+        CopyHeap.Shared.Free(Pointer, Capacity);
         Pointer = grown;
         Capacity = given;
         _memory = null;

@@ -2,9 +2,10 @@ namespace DiffKeeper.Recording.Tests;
 
 /// <summary>
 /// The followed copies' native memory: every size gets a block at least that big (a power of two up to 1 MiB, a
-/// multiple of 2 MiB beyond), growing keeps the bytes below the used size, and a freed block is the next one given
-/// for its size (so an untar's copies reuse warm memory instead of faulting in new pages). The heap is one per
-/// process: these tests run alone, so no other test's copies take the block freed between two steps.
+/// multiple of 2 MiB beyond), growing keeps the bytes below the used size, a freed block is the next one given for its
+/// size (so an untar's copies reuse warm memory instead of faulting in new pages), and freed blocks merge with their
+/// free buddies, so memory freed at one size serves another without a new chunk. Each test but the one of
+/// <see cref="NativeBuffer"/> has a heap of its own; that one uses the process's, so these tests run alone.
 /// </summary>
 [Collection(nameof(CopyHeapTests))]
 [CollectionDefinition(nameof(CopyHeapTests), DisableParallelization = true)]
@@ -20,7 +21,8 @@ public sealed unsafe class CopyHeapTests
     [InlineData((5L << 20) + 7, 6L << 20)]
     public void A_block_is_at_least_the_size_asked_for_and_all_of_it_is_writable(long size, long expected)
     {
-        var block = CopyHeap.Allocate(size, out var capacity);
+        var heap = new CopyHeap();
+        var block = heap.Allocate(size, out var capacity);
         try
         {
             Assert.Equal(expected, capacity);
@@ -29,28 +31,72 @@ public sealed unsafe class CopyHeapTests
         }
         finally
         {
-            CopyHeap.Free(block, capacity);
+            heap.Free(block, capacity);
         }
     }
 
     [Fact]
     public void A_freed_block_is_the_next_one_given_for_its_size()
     {
-        // Buffers other tests left are given back by the finalizer thread: done before, not between Free and Allocate.
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        var first = CopyHeap.Allocate(20_000, out var capacity);
-        CopyHeap.Free(first, capacity);
-        var second = CopyHeap.Allocate(30_000, out var again);
-        try
+        var heap = new CopyHeap();
+        var held = heap.Allocate(20_000, out _); // its buddy stays in use: the freed block cannot merge
+        var first = heap.Allocate(20_000, out var capacity);
+        heap.Free(first, capacity);
+        var second = heap.Allocate(30_000, out var again);
+        Assert.Equal(capacity, again);
+        Assert.True(first == second);
+        Assert.Equal(1, heap.ChunksMapped);
+        heap.Free(second, again);
+        heap.Free(held, capacity);
+    }
+
+    [Fact]
+    public void Freed_blocks_merge_with_their_free_buddies_and_serve_another_size_without_a_new_chunk()
+    {
+        // Copies grow by doubling and the sizes in use drift through an untar: without merging, the chunk cut into
+        // 64 KiB blocks could not give a 1 MiB one, and each such size mapped (and zeroed) chunks of its own.
+        var heap = new CopyHeap();
+        var small = new List<nint>();
+        for (var i = 0; i < 32; i++)
         {
-            Assert.Equal(capacity, again);
-            Assert.True(first == second);
+            small.Add((nint)heap.Allocate(64 << 10, out _));
         }
-        finally
+
+        Assert.Equal(1, heap.ChunksMapped);
+        foreach (var block in small)
         {
-            CopyHeap.Free(second, again);
+            heap.Free((byte*)block, 64 << 10);
         }
+
+        var a = heap.Allocate(1 << 20, out var capacity);
+        var b = heap.Allocate(1 << 20, out _);
+        Assert.Equal(1, heap.ChunksMapped);
+        Assert.True(a != b);
+        Assert.Contains((nint)a, small);
+        Assert.Contains((nint)b, small);
+
+        // Blocks of every size, freed in another order than given, still merge back into the whole chunk.
+        heap.Free(a, capacity);
+        heap.Free(b, capacity);
+        var random = new Random(5);
+        var mixed = new List<(nint Block, long Capacity)>();
+        for (long used = 0; used < (1 << 20);)
+        {
+            var block = heap.Allocate(4096L << random.Next(6), out var given);
+            mixed.Add(((nint)block, given));
+            used += given;
+        }
+
+        foreach (var (block, given) in mixed.OrderBy(_ => random.Next()))
+        {
+            heap.Free((byte*)block, given);
+        }
+
+        var whole = heap.Allocate(1 << 20, out _);
+        var other = heap.Allocate(1 << 20, out _);
+        Assert.Equal(1, heap.ChunksMapped);
+        heap.Free(whole, 1 << 20);
+        heap.Free(other, 1 << 20);
     }
 
     [Fact]

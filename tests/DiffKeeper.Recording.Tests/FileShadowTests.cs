@@ -282,6 +282,40 @@ public sealed class FileShadowTests : IDisposable
     }
 
     [Fact]
+    public void A_file_growing_from_below_the_least_chunk_hashes_each_written_byte_once()
+    {
+        // tar writes 10 KiB at a time: a file's first states are below the least chunk (stored whole, one chunk),
+        // the next ones above it (cut). Each state hashes only the bytes written since the last (plus its content id's
+        // few records), on either side of the least chunk and across it, and equals the same bytes stored from scratch.
+        using var writer = TraceWriter.Open(_dir.Sub("h"));
+        var random = new Random(11);
+        var truth = new byte[90_000];
+        random.NextBytes(truth);
+        var shadow = FileShadow.Empty();
+        shadow.Write(0, truth.AsSpan(0, 5_000)); // in native memory from the first state (4 KiB and more)
+        var first = Storage.Codecs.Sha256.HashedOnThisThread;
+        shadow.Store(writer);
+        Assert.InRange(Storage.Codecs.Sha256.HashedOnThisThread - first, 5_000, 5_000 + 256);
+        var size = 5_000;
+        foreach (var piece in new[] { 5_240, 3_000, 10_240, 10_240, 10_240, 46_040 })
+        {
+            shadow.Write(size, truth.AsSpan(size, piece));
+            size += piece;
+            var before = Storage.Codecs.Sha256.HashedOnThisThread;
+            var stored = shadow.Store(writer);
+            Assert.InRange(Storage.Codecs.Sha256.HashedOnThisThread - before, piece, piece + 256);
+
+            var general = new ChunkedContent(writer);
+            var none = GrowingTail.None;
+            general.StoreRange(truth.AsMemory(0, size), 0, size, ref none);
+            Assert.Equal(general.Finish(size).ContentId, stored.ContentId);
+            Assert.Equal(ExtentMap.Encode(general.Chunks.Select(c => c.Extent).ToList()), stored.Extents);
+        }
+
+        writer.Commit();
+    }
+
+    [Fact]
     public void A_second_copy_of_a_file_written_in_other_pieces_adds_no_bytes_to_a_group()
     {
         // tar extracting the same header twice: the copies' writes fall at other offsets, so the second copy's
