@@ -699,10 +699,15 @@ struct dk_copy_src {
 	__u32 pad;
 };
 
+#define COPY_AT (1ull << 63) // dk_emit_copy's offsets: the offset itself (a clone's), not a pointer to it
+
 // Where a copy's range starts in a file after the syscall moved past it: the user's offset (loff_t *), which the
-// kernel advanced by the bytes copied, or the file's position when the pointer is NULL. -1 when unknown.
+// kernel advanced by the bytes copied, or the file's position when the pointer is NULL; with COPY_AT, the offset
+// given. -1 when unknown.
 static __always_inline __s64 copied_from(struct file *f, __u64 uoff, __u64 copied)
 {
+	if (uoff & COPY_AT)
+		return (__s64)(uoff & ~COPY_AT);
 	__s64 end = -1;
 	if (uoff == 0)
 		end = f->f_pos;
@@ -772,6 +777,39 @@ __noinline int dk_emit_copy(int out_fd, __u64 out_off, int in_fd, __u64 in_off, 
 static __always_inline void emit_file(__u16 kind, __u16 flags, int fd, __u64 offset, __u64 length, __u64 ubuf, int use_fpos)
 {
 	dk_emit_file(EMIT_WHAT(kind, flags) | (use_fpos ? EMIT_FPOS : 0), fd, offset, length, ubuf);
+}
+
+struct dk_clone_range {
+	__s64 src_fd;
+	__u64 src_offset;
+	__u64 src_length;
+	__u64 dest_offset;
+};
+
+// ioctl FICLONE (arg: the source fd; all of it at 0) and FICLONERANGE (arg: struct file_clone_range; a length of 0
+// runs to the source's end): a clone reads as a copy of the source's range, so it is sent as one (K_COPY), e.g. `cp`
+// on btrfs and xfs, which clones first. Its length is known only from the source's size after the call.
+__noinline int dk_emit_clone(int out_fd, __u64 arg, int ranged)
+{
+	struct dk_clone_range r = {};
+	if (ranged) {
+		if (bpf_probe_read_user(&r, sizeof(r), (const void *)arg) != 0)
+			r.src_fd = -1;
+	} else {
+		r.src_fd = (int)arg;
+	}
+	struct file *in = fd_file(CURRENT_TASK(), (int)r.src_fd);
+	struct inode *ii = in ? in->f_inode : NULL;
+	__s64 size = ii ? ii->i_size : 0;
+	__u64 length = r.src_length;
+	if (length == 0 && size > (__s64)r.src_offset)
+		length = size - r.src_offset;
+	if (length == 0 || (r.src_offset | r.dest_offset) & COPY_AT) {
+		emit_file(K_CHANGED, F_READBACK, out_fd, 0, 0, 0, 0); // nothing to say where it came from: read it
+		return 0;
+	}
+	dk_emit_copy(out_fd, r.dest_offset | COPY_AT, (int)r.src_fd, r.src_offset | COPY_AT, length);
+	return 0;
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -1008,7 +1046,9 @@ int BPF_PROG(dk_sys_exit, struct pt_regs *regs, long ret)
 		count_unseen();
 		break;
 	case 16: // ioctl(fd, cmd, arg): a clone or dedupe onto fd rewrote its bytes without a write
-		if (a.a[1] == FICLONE_CMD || a.a[1] == FICLONERANGE_CMD || a.a[1] == FIDEDUPERANGE_CMD)
+		if (a.a[1] == FICLONE_CMD || a.a[1] == FICLONERANGE_CMD)
+			dk_emit_clone((int)a.a[0], a.a[2], a.a[1] == FICLONERANGE_CMD);
+		else if (a.a[1] == FIDEDUPERANGE_CMD)
 			emit_file(K_CHANGED, F_READBACK, (int)a.a[0], 0, 0, 0, 0);
 		break;
 	case 275: // splice(fd_in, off_in, fd_out, off_out, len, flags)

@@ -101,8 +101,8 @@ public readonly record struct CaptureEvent(
 }
 
 /// <summary>
-/// Where a <see cref="CaptureKind.Copied"/> range came from: the file (device as statx gives it, inode), the range's
-/// first byte in it, and the file's absolute path as the kernel walked it at the copy (null: too deep to walk). The
-/// path may be outside every root.
+/// Where a <see cref="CaptureKind.Copied"/> range came from: the file (device as the kernel gives it, major in the
+/// high 32 bits, and inode), the range's first byte in it, the file's absolute path as the kernel walked it at the
+/// copy (null: too deep to walk; it may be outside every root) and, when that path is inside a root, its name there.
 /// </summary>
-public sealed record CopiedFrom((ulong Device, ulong Inode) File, long Offset, string? Path);
+public sealed record CopiedFrom((ulong Device, ulong Inode) File, long Offset, string? Path, (int Root, string Rel)? Name);

@@ -68,7 +68,16 @@ internal sealed unsafe class FileShadow
     /// <summary>The file's permission bits as the backend reported them (created with, or changed to); null: unknown, take the file's.</summary>
     public int? Mode { get; set; }
 
-    public static FileShadow Empty() => new([]);
+    /// <summary>A copy of a file the backend saw made empty: its bytes hold no change whose event is still to come.</summary>
+    public static FileShadow Empty() => new([]) { ReadHorizon = long.MinValue };
+
+    /// <summary>
+    /// Until when (Stopwatch time) these bytes may hold changes of the file whose events are still to come: the end
+    /// of the read that seeded the copy (a change made before then may show in it before its event is applied);
+    /// long.MinValue for a copy made empty by an event and changed by events alone; long.MaxValue when not known.
+    /// A copy whose horizon is before an event is the file as of that event (every change before it applied).
+    /// </summary>
+    public long ReadHorizon { get; private init; } = long.MaxValue;
 
     /// <summary>The content the last <see cref="Store"/> returned, while no change has come since; null otherwise.</summary>
     public IngestedContent? StoredContent => _unchanged;
@@ -86,10 +95,13 @@ internal sealed unsafe class FileShadow
         _unchanged = null;
     }
 
-    /// <summary>A copy seeded from a read of the file: <paramref name="dataRanges"/> are its data extents (SEEK_DATA/SEEK_HOLE), the rest holes.</summary>
-    public static FileShadow Of(byte[] data, IEnumerable<(long Start, long End)> dataRanges)
+    /// <summary>
+    /// A copy seeded from a read of the file (or a stored version): <paramref name="dataRanges"/> are its data extents
+    /// (SEEK_DATA/SEEK_HOLE), the rest holes; <paramref name="readHorizon"/> as <see cref="ReadHorizon"/>.
+    /// </summary>
+    public static FileShadow Of(byte[] data, IEnumerable<(long Start, long End)> dataRanges, long readHorizon = long.MaxValue)
     {
-        var shadow = new FileShadow(data);
+        var shadow = new FileShadow(data) { ReadHorizon = readHorizon };
         foreach (var (start, end) in dataRanges)
         {
             shadow.AddRange(start, Math.Min(end, data.Length));

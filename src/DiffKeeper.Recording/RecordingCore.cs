@@ -464,7 +464,7 @@ internal sealed class RecordingCore
                     // copy_file_range, sendfile: the source's range as recorded up to this event, or as the file
                     // holds it now when it has not changed since the copy (a file outside the watched tree).
                     var copiedAtNs = WallNs() - (long)((Stopwatch.GetTimestamp() - e.Timestamp) * (1_000_000_000.0 / Stopwatch.Frequency));
-                    exact = _versioner.ApplyCopy(e.Root, e.Path, e.Offset, e.Length, source, copiedAtNs);
+                    exact = _versioner.ApplyCopy(e.Root, e.Path, e.Offset, e.Length, source, e.Timestamp, copiedAtNs);
                 }
 
                 if (!exact)

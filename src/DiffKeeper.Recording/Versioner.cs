@@ -197,7 +197,7 @@ internal sealed class Versioner
             return;
         }
 
-        Store(root, rel, state.Version with { Seq = seq, TimeNs = timeNs, Mode = mode }, state.Stat with { Mode = mode });
+        Store(root, rel, state.Version with { Seq = seq, TimeNs = timeNs, Mode = mode }, state.Stat with { Mode = mode }, readHorizon: state.ReadHorizon);
     }
 
     /// <summary>
@@ -206,7 +206,9 @@ internal sealed class Versioner
     /// </summary>
     public bool ApplyWrite(int root, string rel, long offset, ReadOnlySpan<byte> bytes)
     {
-        if (Follow(root, rel) is not { } shadow || offset + bytes.Length > ShadowFileLimit)
+        // A negative offset: the kernel side took it from the file position after the write, which another thread
+        // moved back before the syscall's exit (the record's offset wrapped). Read the file instead.
+        if (offset < 0 || Follow(root, rel) is not { } shadow || offset + bytes.Length > ShadowFileLimit)
         {
             DropShadow(root, rel);
             return false;
@@ -218,24 +220,24 @@ internal sealed class Versioner
     }
 
     /// <summary>
-    /// Applies a range the kernel copied into a file from another (copy_file_range, sendfile: no user buffer held
-    /// the bytes) to the followed copy of the file written: <paramref name="length"/> bytes of
-    /// <paramref name="source"/> as the file was at the copy, made at wall time <paramref name="copiedAtNs"/>. They
-    /// come from this recorder's copy of the source as of this event (<see cref="SourceCopy"/>), else from the
-    /// source read now when it has not changed since the copy (<see cref="ReadUnchangedSince"/>: a file outside the
-    /// watched tree). False when neither holds, or the file cannot be followed: read the file instead.
+    /// Applies a range the kernel copied into a file from another (copy_file_range, sendfile, a clone: no user
+    /// buffer held the bytes) to the followed copy of the file written: <paramref name="length"/> bytes of
+    /// <paramref name="source"/> as it was at the copy, made at wall time <paramref name="copiedAtNs"/>. They are the
+    /// source read now when it provably has not changed since (<see cref="ReadUnchangedSince"/>: any source, in the
+    /// tree or not), else this recorder's copy of it as of this event (<see cref="SourceCopy"/>). False when neither
+    /// holds, or the file cannot be followed: read the file instead.
     /// </summary>
-    public bool ApplyCopy(int root, string rel, long offset, long length, CopiedFrom source, long copiedAtNs)
+    public bool ApplyCopy(int root, string rel, long offset, long length, CopiedFrom source, long copiedAt, long copiedAtNs)
     {
-        if (offset + length > ShadowFileLimit)
+        if (offset < 0 || source.Offset < 0 || length <= 0 || offset + length > ShadowFileLimit)
         {
-            DropShadow(root, rel);
+            DropShadow(root, rel); // an offset that wrapped (the file position moved under the syscall), or too big
             return false;
         }
 
-        var from = SourceCopy(source.File) is { } copy && source.Offset + length <= copy.Size ? copy : null;
-        var read = from is null && source.Path is { } path ? ReadUnchangedSince(path, source.File, source.Offset, length, copiedAtNs) : null;
-        if ((from is null && read is null) || Follow(root, rel) is not { } shadow)
+        var read = source.Path is { } path ? ReadUnchangedSince(path, source.File.Inode, source.Offset, length, copiedAtNs) : null;
+        var from = read is null ? SourceCopy(source, copiedAt) : null;
+        if ((read is null && (from is null || source.Offset + length > from.Size)) || Follow(root, rel) is not { } shadow)
         {
             DropShadow(root, rel);
             return false;
@@ -249,21 +251,56 @@ internal sealed class Versioner
     }
 
     /// <summary>
+    /// This recorder's copy of a copy's source as of the copy (Stopwatch time <paramref name="copiedAt"/>), at the
+    /// name the kernel walked then: its followed copy, else one made from its last stored version (for this copy
+    /// only: not kept, so nothing piles up when a tree is copied), when those bytes hold no change made after the
+    /// copy (their <see cref="FileShadow.ReadHorizon"/> is before it: a read of the file after the copy may hold a
+    /// later change whose event is still to come), they are that file (its inode), and no name of it has a read
+    /// due (a change read back, its bytes not in any event yet). Null otherwise.
+    /// </summary>
+    private FileShadow? SourceCopy(CopiedFrom source, long copiedAt)
+    {
+        if (source.Name is not { } key || (ReadPending is { } pending && (pending(key) || (GroupOf(key) is { } group && group.Any(n => pending(n))))))
+        {
+            return null;
+        }
+
+        var copy = _shadows.TryGetValue(key, out var followed) ? followed
+            : _paths.TryGetValue(key, out var known) && known.Inode?.Ino == source.File.Inode ? SeedFromStore(key.Root, key.Rel)
+            : null;
+        return copy is { ReadHorizon: var horizon, FileId: { } id } && horizon < copiedAt && id.Inode == source.File.Inode ? copy : null;
+    }
+
+    /// <summary>
     /// Slack for <see cref="ReadUnchangedSince"/>: a change stamps ctime from the kernel's coarse clock, up to a tick
     /// (4 ms at HZ=250, 10 at HZ=100) before the change, and the copy's wall time is estimated from its monotonic one.
     /// </summary>
     private const long UnchangedSlackNs = 20_000_000;
 
+    // statfs f_type of file systems whose timestamps come from another machine's clock (NFS, SMB/CIFS, FUSE, Ceph, 9p,
+    // AFS, Coda, GFS2, OCFS2): their ctime says nothing against this machine's time of the copy.
+    private static readonly long[] RemoteClockFileSystems =
+        [0x6969, 0x517B, 0xFF534D42, 0xFE534D42, 0x65735546, 0x00C36400, 0x01021997, 0x5346414F, 0x6B414653, 0x73757245, 0x01161970, 0x7461636F];
+
+    // CLOCK_REALTIME less CLOCK_MONOTONIC when the recorder started (set by the first check): a copy's wall time is
+    // estimated from its monotonic one, which a step of the wall clock, or a suspend, would make wrong.
+    private long? _wallLessMonotonic;
+
     /// <summary>
-    /// <paramref name="length"/> bytes at <paramref name="offset"/> of the file at <paramref name="path"/>, read now,
-    /// when it is still the file <paramref name="id"/> and its ctime, taken after the read, is older than the copy by
-    /// more than <see cref="UnchangedSlackNs"/>: no change since the copy, so these are the bytes copied. Null
-    /// otherwise (gone, replaced, changed since, short). A change through a shared mapping that does not stamp ctime
-    /// (a page already dirty) is the one thing this cannot see.
+    /// <paramref name="length"/> bytes at <paramref name="offset"/> of the regular file at <paramref name="path"/>,
+    /// read now, when it is still inode <paramref name="inode"/> and its ctime, taken after the read, is older than
+    /// the copy by more than <see cref="UnchangedSlackNs"/>: no change since the copy (a replacement at the name has
+    /// a newer ctime too), so these are the bytes copied. Null otherwise: gone, replaced, changed since, short, or
+    /// when that ctime cannot be trusted (a file system with another machine's clock, timestamps in whole
+    /// milliseconds or coarser, the wall clock stepped since the start). A change through a shared mapping to a
+    /// page already dirty stamps no ctime: the one change this cannot see. The device is not compared: the kernel's
+    /// superblock device differs from what stat gives on btrfs (a subvolume's).
     /// </summary>
-    private static byte[]? ReadUnchangedSince(string path, (ulong Device, ulong Inode) id, long offset, long length, long copiedAtNs)
+    private byte[]? ReadUnchangedSince(string path, ulong inode, long offset, long length, long copiedAtNs)
     {
-        if (length > int.MaxValue / 2)
+        var skew = WallLessMonotonicNow();
+        _wallLessMonotonic ??= skew;
+        if (Math.Abs(skew - _wallLessMonotonic.Value) > 5_000_000)
         {
             return null;
         }
@@ -275,6 +312,12 @@ internal sealed class Versioner
         }
 
         using var handle = new SafeFileHandle(fd, ownsHandle: true);
+        if (Libc.StatxCall(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var first) != 0 || (first.Mode & Libc.S_IFMT) != Libc.S_IFREG ||
+            first.Ino != inode || Libc.FileSystemType(fd) is not { } type || RemoteClockFileSystems.Contains(type))
+        {
+            return null;
+        }
+
         var data = new byte[length];
         var n = 0;
         try
@@ -290,51 +333,13 @@ internal sealed class Versioner
         }
 
         return n == data.Length && Libc.StatxCall(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var st) == 0 &&
-            EntryStat.From(st) is var now && (now.Device, now.Inode) == id && st.CtimeNs < copiedAtNs - UnchangedSlackNs
+            st.CtimeNsec % 1_000_000 != 0 && st.CtimeNs < copiedAtNs - UnchangedSlackNs
             ? data
             : null;
     }
 
-    /// <summary>
-    /// The recorder's copy of a file known by device and inode, as of the event being applied: the followed copy of
-    /// one of its names, else one seeded from its last stored version (and kept, as a write would seed it). Never a
-    /// read of the file now, which may hold later changes; null when no name of it is known, a read of one is due
-    /// (its stored version is older than the file), or the version cannot be read back.
-    /// </summary>
-    private FileShadow? SourceCopy((ulong Device, ulong Inode) id)
-    {
-        if (!_inodes.TryGetValue(id, out var group))
-        {
-            return null;
-        }
-
-        foreach (var name in group)
-        {
-            if (_shadows.TryGetValue(name, out var copy) && (copy.FileId is null || copy.FileId == id))
-            {
-                return copy;
-            }
-        }
-
-        foreach (var name in group)
-        {
-            if (ReadPending?.Invoke(name) == true)
-            {
-                return null;
-            }
-        }
-
-        foreach (var name in group)
-        {
-            if (SeedFromStore(name.Root, name.Rel) is { } seeded)
-            {
-                _shadows[name] = seeded;
-                return Account(seeded.Footprint) ? seeded : null;
-            }
-        }
-
-        return null;
-    }
+    private static long WallLessMonotonicNow() =>
+        (DateTimeOffset.UtcNow.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100 - (long)(System.Diagnostics.Stopwatch.GetTimestamp() * (1_000_000_000.0 / System.Diagnostics.Stopwatch.Frequency));
 
     /// <summary>Applies a new size to the followed copy of a file; false when it cannot be followed.</summary>
     public bool ApplyTruncate(int root, string rel, long size)
@@ -501,7 +506,7 @@ internal sealed class Versioner
                 n += r;
             }
 
-            shadow = FileShadow.Of(n == data.Length ? data : data[..n], ranges);
+            shadow = FileShadow.Of(n == data.Length ? data : data[..n], ranges, System.Diagnostics.Stopwatch.GetTimestamp());
             shadow.FileId = (st.Device, st.Inode);
             // The mode of the last version is the one known at this point; the file's may already be a later one.
             shadow.Mode = _paths.TryGetValue((root, rel), out var known) && known.Kind == EntryKind.File ? known.Stat.Mode : null;
@@ -535,7 +540,7 @@ internal sealed class Versioner
             return null;
         }
 
-        var shadow = FileShadow.Of(stored.Data, stored.Ranges);
+        var shadow = FileShadow.Of(stored.Data, stored.Ranges, known.ReadHorizon);
         shadow.FileId = (known.Stat.Device, known.Stat.Inode);
         shadow.Mode = known.Stat.Mode;
         return shadow;
@@ -871,6 +876,7 @@ internal sealed class Versioner
         }
 
         NewVersion version;
+        var readAt = long.MaxValue;
         switch (st.Kind)
         {
             case EntryKind.Directory:
@@ -897,6 +903,7 @@ internal sealed class Versioner
                 break;
             default:
                 var read = ReadFile(abs, seq, timeNs, root, rel, out st, out var deferred);
+                readAt = System.Diagnostics.Stopwatch.GetTimestamp(); // the bytes may hold any change made until now
                 if (deferred)
                 {
                     return (st, true);
@@ -917,7 +924,7 @@ internal sealed class Versioner
             return (st, false);
         }
 
-        Store(root, rel, version, st);
+        Store(root, rel, version, st, readHorizon: readAt);
         return (st, true);
     }
 
@@ -948,7 +955,7 @@ internal sealed class Versioner
             return (st, false);
         }
 
-        Store(root, rel, version, st);
+        Store(root, rel, version, st, readHorizon: shadow.ReadHorizon);
         return (st, true);
     }
 
@@ -1049,7 +1056,7 @@ internal sealed class Versioner
     /// (hard links), all with the file's link id once it has more than one name. <paramref name="droppedCopyFile"/>:
     /// the file whose copy was given back, when the state comes from another name (a rename, an exchange, a link).
     /// </summary>
-    private void Store(int root, string rel, NewVersion version, EntryStat stat, (ulong Device, ulong Inode)? droppedCopyFile = null)
+    private void Store(int root, string rel, NewVersion version, EntryStat stat, (ulong Device, ulong Inode)? droppedCopyFile = null, long readHorizon = long.MaxValue)
     {
         var key = (root, rel);
         var inode = InodeOf(version.Kind, stat);
@@ -1064,7 +1071,7 @@ internal sealed class Versioner
 
         if (inode is not { } id)
         {
-            StoreOne(key, version.Link is null ? version : version with { Link = null }, stat, null, droppedCopyFile);
+            StoreOne(key, version.Link is null ? version : version with { Link = null }, stat, null, droppedCopyFile, readHorizon);
             return;
         }
 
@@ -1098,18 +1105,18 @@ internal sealed class Versioner
             version = version with { Link = group.Id }; // not copied when it is right already (a file with one name)
         }
 
-        StoreOne(key, version, stat, id, droppedCopyFile);
+        StoreOne(key, version, stat, id, droppedCopyFile, readHorizon);
         if (group.Count < 2)
         {
             return;
         }
 
-        StoreOtherNames(key, group, version, stat, id);
+        StoreOtherNames(key, group, version, stat, id, readHorizon);
     }
 
     // The rest of Store for a file with more names, apart: the lambda's capture of the key made every Store allocate
     // (one object per version, ~35,000 an untar), though nearly every file has one name.
-    private void StoreOtherNames((int Root, string Rel) key, LinkGroup group, NewVersion version, EntryStat stat, (ulong Dev, ulong Ino) id)
+    private void StoreOtherNames((int Root, string Rel) key, LinkGroup group, NewVersion version, EntryStat stat, (ulong Dev, ulong Ino) id, long readHorizon)
     {
         _shadows.TryGetValue(key, out var shadow);
         foreach (var other in group.Where(n => n != key).ToList())
@@ -1127,7 +1134,7 @@ internal sealed class Versioner
 
             if (_paths.TryGetValue(other, out var peer) && !(peer.Same(version) && peer.Version.Link == version.Link))
             {
-                StoreOne(other, version with { PathId = PathId(other.Root, other.Rel) }, stat, id);
+                StoreOne(other, version with { PathId = PathId(other.Root, other.Rel) }, stat, id, readHorizon: readHorizon);
             }
         }
     }
@@ -1152,7 +1159,7 @@ internal sealed class Versioner
     }
 
     private void StoreOne((int Root, string Rel) key, NewVersion version, EntryStat stat, (ulong, ulong)? inode,
-        (ulong Device, ulong Inode)? droppedCopyFile = null)
+        (ulong Device, ulong Inode)? droppedCopyFile = null, long readHorizon = long.MaxValue)
     {
         _writer.AddVersion(_sessionId, version);
         VersionsWritten++;
@@ -1167,6 +1174,7 @@ internal sealed class Versioner
         {
             ExactCost = before?.ExactCost ?? default,
             DroppedCopyFile = (droppedCopyFile ?? before?.DroppedCopyFile) is { } dropped && inode == dropped ? dropped : null, // still that file
+            ReadHorizon = readHorizon,
         };
     }
 
@@ -1295,6 +1303,9 @@ internal sealed class Versioner
 
         /// <summary>The file (device, inode) whose followed copy <see cref="AfterCommit"/> gave back, while the name's versions name it.</summary>
         public (ulong Device, ulong Inode)? DroppedCopyFile { get; set; }
+
+        /// <summary>As <see cref="FileShadow.ReadHorizon"/>, for this version's bytes (long.MaxValue: not known).</summary>
+        public long ReadHorizon { get; init; } = long.MaxValue;
 
         public bool Same(NewVersion v) =>
             v.Kind == Version.Kind && v.Mode == Version.Mode && v.Uid == Version.Uid && v.Gid == Version.Gid &&

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using DiffKeeper.Replay.Tests;
 using DiffKeeper.Storage.Tests;
 
 namespace DiffKeeper.IntegrationTests;
@@ -181,6 +182,7 @@ public sealed class EbpfCaptureTests : IDisposable
         var outside = Path.Combine(_dir.Path, "outside.bin");
         var o = string.Concat(Enumerable.Range(0, 2000).Select(i => (i % 97).ToString("D2", System.Globalization.CultureInfo.InvariantCulture) + "abcdefgh"));
         File.WriteAllText(outside, o);
+        File.WriteAllText(outside + "2", o);
         var writes = WritesOfRecordedPython("copies.py", $$"""
             import os
             src = os.open("{{outside}}", os.O_RDONLY)
@@ -194,7 +196,15 @@ public sealed class EbpfCaptureTests : IDisposable
             d = os.open("d.bin", os.O_WRONLY | os.O_CREAT, 0o644)
             os.copy_file_range(r, d, 12, 4995, 0)
             os.write(d, b"#")
+            src2 = os.open("{{outside}}2", os.O_RDWR)
+            e = os.open("e.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.copy_file_range(src2, e, 100, 0)
+            os.pwrite(src2, b"X" * 100, 0)
             """);
+        // A source changed right after the copy: never the changed bytes (its ctime refuses the read of it then).
+        var e = writes.Single(w => w.GetProperty("path").GetString() == "e.bin");
+        Assert.Equal(o[..100], Cli.Ok(Work, "show", "--trace", Trace, "e.bin", "--time", "#" + e.GetProperty("seq").GetInt64()).Stdout);
+        writes.Remove(e);
         Assert.Equal(6, writes.Count);
         Assert.All(writes, w => Assert.Equal(JsonValueKind.Null, w.GetProperty("detail").ValueKind));
         string At(int i) => Cli.Ok(Work, "show", "--trace", Trace, writes[i].GetProperty("path").GetString()!, "--time", "#" + writes[i].GetProperty("seq").GetInt64()).Stdout;
@@ -205,6 +215,52 @@ public sealed class EbpfCaptureTests : IDisposable
         Assert.Equal(c, At(3));
         Assert.Equal(c[4995..5007], At(4));
         Assert.Equal("#" + c[4996..5007], At(5));
+    }
+
+    // FICLONE and FICLONERANGE (`cp` clones first on btrfs and xfs): a clone reads as a copy of the source's range
+    // and is sent as one; they were read back, like copy_file_range, so `#seq` of a clone followed by a write was wrong.
+    [Theory]
+    [InlineData("btrfs")]
+    [InlineData("xfs")]
+    public void Cloned_ranges_are_exact_at_each_seq(string fileSystem)
+    {
+        SkipUnlessEbpf();
+        using var mount = LoopMount.CreateOrSkip(fileSystem);
+        var work = Path.Combine(mount.Path, "work");
+        var trace = Path.Combine(mount.Path, "trace");
+        Directory.CreateDirectory(work);
+        var outside = Path.Combine(mount.Path, "outside.bin");
+        var o = new string('S', 4096) + new string('T', 4096) + new string('u', 100);
+        File.WriteAllText(outside, o);
+        var script = Path.Combine(_dir.Path, "clones.py");
+        File.WriteAllText(script, $$"""
+            import os, fcntl, struct, subprocess
+            src = os.open("{{outside}}", os.O_RDONLY)
+            a = os.open("a.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+            fcntl.ioctl(a, 0x40049409, src)
+            os.write(a, b"!")
+            b = os.open("b.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(b, b"D" * 20000)
+            fcntl.ioctl(b, 0x4020940d, struct.pack("qQQQ", src, 4096, 4096, 8192))
+            os.pwrite(b, b"?", 8191)
+            fcntl.ioctl(b, 0x4020940d, struct.pack("qQQQ", src, 4096, 0, 16384))
+            os.pwrite(b, b"#", 16384)
+            subprocess.run(["cp", "--reflink=always", "{{outside}}", "c.bin"], check=True)
+            with open("c.bin", "ab") as c:
+                c.write(b"+")
+            """);
+        var r = Cli.Run(work, ["record", "--capture", "ebpf", "--trace", trace, "--", "python3", script]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var writes = Cli.JsonLines(Cli.Ok(work, "timeline", "--trace", trace, "--json")).Where(e => Op(e) == "WRITE").ToList();
+        Assert.All(writes, w => Assert.Equal(JsonValueKind.Null, w.GetProperty("detail").ValueKind));
+        List<string> Versions(string path) => [.. writes.Where(w => w.GetProperty("path").GetString() == path)
+            .Select(w => Cli.Ok(work, "show", "--trace", trace, path, "--time", "#" + w.GetProperty("seq").GetInt64()).Stdout)];
+        Assert.Equal([o, "!" + o[1..]], Versions("a.bin"));
+        var b1 = new string('D', 8192) + o[4096..8192] + new string('D', 20000 - 12288);
+        var b2 = b1[..8191] + "?" + b1[8192..];
+        var b3 = b2[..16384] + o[4096..];
+        Assert.Equal([new string('D', 20000), b1, b2, b3, b3[..16384] + "#" + b3[16385..]], Versions("b.bin"));
+        Assert.Equal([o, o + "+"], Versions("c.bin"));
     }
 
     [Fact]

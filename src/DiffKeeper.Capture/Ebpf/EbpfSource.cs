@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Threading.Channels;
+using DiffKeeper.Capture.Scan;
 using DiffKeeper.Core;
 using DiffKeeper.Native;
 using DiffKeeper.Native.Interop;
@@ -510,7 +511,7 @@ public sealed unsafe class EbpfSource : ICaptureSource
                 if (r.Flags.HasFlag(EbpfRecordFlags.Created))
                 {
                     EmitAt(abs, CaptureKind.Created, ts, pid, comm, knownEmpty: true, mode: r.Mode == 0 ? null : r.Mode & 0xFFF,
-                        fileId: (StatDevice(r.Device), r.Inode));
+                        fileId: (StatDevice(r.Device, abs, r.Inode), r.Inode));
                 }
                 else if (r.Flags.HasFlag(EbpfRecordFlags.Truncated))
                 {
@@ -536,10 +537,13 @@ public sealed unsafe class EbpfSource : ICaptureSource
             case EbpfRecordKind.Changed:
                 EmitAt(abs, CaptureKind.Modified, ts, pid, comm);
                 return;
-            case EbpfRecordKind.Copy when r.TryCopySource(out var sourceDevice, out var sourceInode, out var sourceOffset, out var sourcePath):
+            case EbpfRecordKind.Copy when r.TryCopySource(out var sourceDevice, out var sourceInode, out var sourceOffset, out var sourceBytes):
+            {
+                var sourcePath = sourceBytes.IsEmpty ? null : PathBytes.Decode(sourceBytes);
                 EmitAt(abs, CaptureKind.Copied, ts, pid, comm, offset: r.Offset, length: r.Length,
-                    source: new CopiedFrom((StatDevice(sourceDevice), sourceInode), sourceOffset, sourcePath.IsEmpty ? null : PathBytes.Decode(sourcePath)));
+                    source: new CopiedFrom((StatDevice(sourceDevice, sourcePath, sourceInode), sourceInode), sourceOffset, sourcePath, sourcePath is null ? null : LocateAnew(sourcePath)));
                 return;
+            }
             case EbpfRecordKind.Copy:
                 EmitAt(abs, CaptureKind.Modified, ts, pid, comm); // the source or an offset unknown: read the file
                 return;
@@ -650,8 +654,32 @@ public sealed unsafe class EbpfSource : ICaptureSource
         }
     }
 
-    /// <summary>The kernel's dev_t (12-bit major, 20-bit minor) as statx gives a device: major in the high 32 bits.</summary>
-    private static ulong StatDevice(uint dev) => ((ulong)(dev >> 20) << 32) | (dev & 0xFFFFF);
+    // The device stat gives for files of a kernel superblock device, learned once per device (see StatDevice).
+    private readonly Dictionary<uint, ulong> _statDevices = [];
+
+    /// <summary>
+    /// The device stat gives for the file <paramref name="inode"/> at <paramref name="path"/>, whose superblock's
+    /// dev_t (12-bit major, 20-bit minor) the kernel side sent: the same number on most file systems, but btrfs gives
+    /// stat a subvolume's own device, so a file's id from the kernel never matched its stat there (every file the
+    /// recorder followed was read again by the final reconcile, one spurious version each). Learned from one lstat
+    /// per device whose inode agrees; otherwise the dev_t as statx would split it (major in the high 32 bits).
+    /// </summary>
+    private ulong StatDevice(uint dev, string? path, ulong inode)
+    {
+        if (_statDevices.TryGetValue(dev, out var known))
+        {
+            return known;
+        }
+
+        var split = ((ulong)(dev >> 20) << 32) | (dev & 0xFFFFF);
+        if (path is not null && EntryStat.Lstat(path) is { } st && st.Inode == inode)
+        {
+            _statDevices[dev] = st.Device;
+            return st.Device;
+        }
+
+        return split;
+    }
 
     // The last path located, by reference: an open file's records all carry the one string remembered for its inode,
     // so a run of writes to one file takes its root-relative name (a new string each time) once.

@@ -96,6 +96,17 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int StatxCall(int dirfd, string path, int flags, uint mask, out Statx buf);
 
+    /// <summary>fstatfs(2) into a struct statfs (120 bytes on 64-bit Linux; its f_type is the first 8).</summary>
+    [LibraryImport(Lib, EntryPoint = "fstatfs", SetLastError = true)]
+    public static partial int Fstatfs(int fd, byte* buf);
+
+    /// <summary>The f_type of the file system an open file is on (statfs(2)), or null when it cannot be told.</summary>
+    public static long? FileSystemType(int fd)
+    {
+        var buf = stackalloc byte[128];
+        return Fstatfs(fd, buf) == 0 ? *(long*)buf : null;
+    }
+
     [LibraryImport(Lib, EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int OpenAt(int dirfd, string path, int flags, int mode);
 
