@@ -43,7 +43,13 @@ public sealed class Recorder
         }
         finally
         {
-            (await standby.ConfigureAwait(false)).Dispose(); // those not handed work end
+            // Those not handed work end. A failure to start them is not thrown from here: it would hide the error the
+            // run ended with (a locked trace, an unwritable catalog), and the run itself awaits the threads.
+            await ((Task)standby).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (standby.IsCompletedSuccessfully)
+            {
+                standby.Result.Dispose();
+            }
         }
     }
 
@@ -207,9 +213,19 @@ public sealed class Recorder
     {
         public StandbyThreads(bool compaction)
         {
-            Recorder = PrestartedThread.Start("recorder");
-            Compaction = compaction ? PrestartedThread.Start("compaction") : null;
-            CommandWait = PrestartedThread.Start("command wait");
+            try
+            {
+                Recorder = PrestartedThread.Start("recorder");
+                Compaction = compaction ? PrestartedThread.Start("compaction") : null;
+                CommandWait = PrestartedThread.Start("command wait");
+            }
+            catch
+            {
+                Recorder?.Dispose(); // the ones started end, not left waiting for work in a long-lived host
+                Compaction?.Dispose();
+                throw;
+            }
+
             // The runtime sets up its signal handling (a pipe, a thread and its handlers, 1-2 ms) at the first
             // registration, which was the command's own (ChildProcess). Until that one, SIGINT and SIGTERM still end
             // diffkeeper as before: the runtime's handler re-raises a signal nobody registered for. SIGWINCH's
