@@ -174,6 +174,14 @@ public sealed class TraceStoreTests : IDisposable
         }
 
         Assert.Equal(before, File.ReadAllBytes(catalog));
+
+        // What keeps it from writing is query_only: a statement that would write fails (SQLITE_READONLY).
+        using (var tidy = SqliteDatabase.OpenToReadAndTidy(catalog))
+        {
+            Assert.ThrowsAny<Exception>(() => tidy.Execute("UPDATE meta SET value = value"));
+        }
+
+        Assert.Equal(before, File.ReadAllBytes(catalog));
         using (var w = TraceWriter.Open(trace))
         {
             WriteSession(w, _dir.Path, ("b.txt", "again"u8.ToArray()));

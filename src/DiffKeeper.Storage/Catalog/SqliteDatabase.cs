@@ -79,8 +79,17 @@ internal sealed unsafe class SqliteDatabase : IDisposable
     public static SqliteDatabase OpenToReadAndTidy(string path)
     {
         var database = new SqliteDatabase(OpenHandle(path, LibSqlite3.SQLITE_OPEN_READWRITE | LibSqlite3.SQLITE_OPEN_NOMUTEX, "open"));
-        LibSqlite3.BusyTimeout(database._db, 30_000);
-        database.Execute("PRAGMA query_only=1");
+        try
+        {
+            LibSqlite3.BusyTimeout(database._db, 30_000);
+            database.Execute("PRAGMA query_only=1");
+        }
+        catch
+        {
+            database.Dispose(); // not left to the finalizer
+            throw;
+        }
+
         return database;
     }
 
