@@ -692,7 +692,6 @@ internal sealed class Versioner
     {
         _shadows.TryGetValue((root, rel), out var followed);
         EntryStat? stat;
-        string? abs = null;
         if (followed is not null && _followedStat is { } recent && recent.Root == root && recent.TakenNs >= timeNs && recent.Rel == rel)
         {
             stat = recent.Stat;
@@ -700,8 +699,7 @@ internal sealed class Versioner
         else
         {
             var taken = Clock?.Invoke() ?? long.MinValue;
-            abs = TreeWalker.Join(_roots[root], rel);
-            stat = EntryStat.Lstat(abs);
+            stat = EntryStat.Lstat(_roots[root], rel);
             if (followed is not null)
             {
                 _followedStat = (root, rel, stat, taken);
@@ -732,7 +730,6 @@ internal sealed class Versioner
             return ObserveShadow(root, rel, seq, timeNs, followed, stat, known);
         }
 
-        abs ??= TreeWalker.Join(_roots[root], rel);
         if (keepIfGone && stat is null)
         {
             return (Known(root, rel), false);
@@ -767,7 +764,7 @@ internal sealed class Versioner
             }
             case EntryKind.Symlink:
                 string? target;
-                target = LongPath.ReadLink(abs);
+                target = LongPath.ReadLink(TreeWalker.Join(_roots[root], rel));
 
                 if (target is null)
                 {
@@ -777,7 +774,7 @@ internal sealed class Versioner
                 version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Symlink, st.Mode, st.Uid, st.Gid, st.MtimeNs, target.Length, null, target, null);
                 break;
             default:
-                var read = ReadFile(abs, seq, timeNs, root, rel, out st, out var deferred);
+                var read = ReadFile(seq, timeNs, root, rel, out st, out var deferred);
                 if (deferred)
                 {
                     return (st, true);
@@ -833,11 +830,11 @@ internal sealed class Versioner
         return (st, true);
     }
 
-    private NewVersion? ReadFile(string abs, long seq, long timeNs, int root, string rel, out EntryStat stat, out bool deferred)
+    private NewVersion? ReadFile(long seq, long timeNs, int root, string rel, out EntryStat stat, out bool deferred)
     {
         stat = default;
         deferred = false;
-        var fd = LongPath.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+        var fd = LongPath.Open(_roots[root], rel, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
         if (fd < 0)
         {
             var errno = Marshal.GetLastPInvokeError();
@@ -846,13 +843,13 @@ internal sealed class Versioner
                 return null;
             }
 
-            throw new IOException($"cannot read {abs}: {Libc.StrError(errno)}");
+            throw new IOException($"cannot read {TreeWalker.Join(_roots[root], rel)}: {Libc.StrError(errno)}");
         }
 
         using var handle = new SafeFileHandle(fd, ownsHandle: true);
         if (Libc.StatxCall(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var sx) != 0)
         {
-            throw new IOException($"cannot stat {abs}: {Libc.StrError(Marshal.GetLastPInvokeError())}");
+            throw new IOException($"cannot stat {TreeWalker.Join(_roots[root], rel)}: {Libc.StrError(Marshal.GetLastPInvokeError())}");
         }
 
         stat = EntryStat.From(sx);
