@@ -125,22 +125,24 @@ internal sealed class Versioner
             return 0;
         }
 
-        List<((int Root, string Rel) Key, FileShadow Shadow)>? idle = null;
+        var idle = _idle;
+        idle.Clear();
         foreach (var (key, shadow) in _shadows)
         {
             if (shadow.ChangedInCommit < _commits - 1 && ReadPending?.Invoke(key) != true && IsItsCommittedVersion(key, shadow))
             {
-                (idle ??= []).Add((key, shadow));
+                idle.Add((key, shadow));
             }
         }
 
-        if (idle is null)
+        if (idle.Count == 0)
         {
             return 0;
         }
 
         // A copy still named by another entry (a link the groups no longer show) stays: it is in use.
-        var names = new Dictionary<FileShadow, int>(idle.Count, ReferenceEqualityComparer.Instance);
+        var names = _idleNames;
+        names.Clear();
         foreach (var (_, shadow) in idle)
         {
             names[shadow] = 0;
@@ -167,8 +169,15 @@ internal sealed class Versioner
             }
         }
 
+        idle.Clear(); // no copy stays reachable from here until the next commit
+        names.Clear();
         return dropped;
     }
+
+    // AfterCommit's copies to drop and their names, kept from commit to commit: each commit of 20,000 creates made a
+    // list and a table of the ~800 copies it gave back (~70 KB a commit).
+    private readonly List<((int Root, string Rel) Key, FileShadow Shadow)> _idle = [];
+    private readonly Dictionary<FileShadow, int> _idleNames = new(ReferenceEqualityComparer.Instance);
 
     // Whether SeedFromStore would make this copy again from the path's version: the content its last Store gave (nothing
     // changed since), the same mode and file, and one name (hard links share a copy).
