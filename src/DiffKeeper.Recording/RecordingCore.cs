@@ -936,8 +936,8 @@ internal sealed class RecordingCore
         _versioner.BigFiles?.ForgetAllWrites();
         // After a loss, a file whose version came from its followed copy is read whatever its stat: the copy may lack
         // a write whose record was dropped while the version took the file's final stat (a full eBPF ring).
-        var (copied, allCopied) = _versioner.TakeCopiedSinceScan();
         var suspect = _lossSinceScan;
+        var (copied, allCopied) = _versioner.TakeCopiedSinceScan(wanted: suspect);
         _lossSinceScan = false;
         List<(int Root, string Rel, EntryStat Stat)> walked;
         if (_unwalkedRoots.Count == 0)

@@ -28,15 +28,14 @@ internal sealed class Versioner
     // Files whose bytes the recorder follows change by change (exact capture): versions come from here, not reads.
     private readonly PathTable<FileShadow> _shadows = new();
     private long _shadowBytes;
-    // The files (device, inode) given a version from a followed copy since the last rescan. Such a version takes the
-    // file's stat when the sizes agree; after a loss (dropped write records) the copy may miss a write while the stat
-    // is already the final one, so a rescan comparing stats would keep the wrong bytes: it reads these files again.
-    private HashSet<(ulong Device, ulong Inode)> _copiedSinceScan = [];
-    private bool _copiedOverflow;
+    // The files given a version from a followed copy since the last rescan: a rescan comparing stats would keep the
+    // wrong bytes of such a file after a loss, so that rescan reads them again (CopiedFiles).
+    private readonly CopiedFiles _copiedSinceScan = new(CopiedLimit);
 
     /// <summary>
-    /// Files remembered by <see cref="TakeCopiedSinceScan"/> before it gives up and names every file (about 5 MB; a
-    /// keep-mode agent rescans only after a loss, so a churn of new files would otherwise grow it for days).
+    /// Distinct files remembered by <see cref="TakeCopiedSinceScan"/> before it gives up and names every file (at most
+    /// twice as many notes, 4 MB; a keep-mode agent rescans only after a loss, so a churn of new files would otherwise
+    /// grow it for days).
     /// </summary>
     public const int CopiedLimit = 1 << 17;
     // Hard links: the names known of every file stored (by device and inode), and the link id of a file with more
@@ -285,33 +284,13 @@ internal sealed class Versioner
     }
 
     /// <summary>
-    /// The files given a version from a followed copy since the last call (<c>All</c>: more than
-    /// <see cref="CopiedLimit"/>, take every file), and forgets them.
+    /// The files given a version from a followed copy since the last call, as a set when <paramref name="wanted"/>
+    /// (a rescan after a loss; empty otherwise), and <c>All</c>: more than <see cref="CopiedLimit"/>, take every file.
+    /// Forgets them.
     /// </summary>
-    public (IReadOnlySet<(ulong Device, ulong Inode)> Files, bool All) TakeCopiedSinceScan()
-    {
-        var (files, all) = (_copiedSinceScan, _copiedOverflow);
-        _copiedSinceScan = []; // rescans are rare: a new set each time
-        _copiedOverflow = false;
-        return (files, all);
-    }
+    public (IReadOnlySet<(ulong Device, ulong Inode)> Files, bool All) TakeCopiedSinceScan(bool wanted) => _copiedSinceScan.Take(wanted);
 
-    private void NoteCopied(in EntryStat st)
-    {
-        if (_copiedOverflow)
-        {
-            return;
-        }
-
-        if (_copiedSinceScan.Count >= CopiedLimit)
-        {
-            _copiedOverflow = true;
-            _copiedSinceScan = []; // its memory back, not only its entries
-            return;
-        }
-
-        _copiedSinceScan.Add((st.Device, st.Inode));
-    }
+    private void NoteCopied(in EntryStat st) => _copiedSinceScan.Note(st.Device, st.Inode);
 
     /// <summary>Stops following every file: rescans compare with the files themselves.</summary>
     public void DropShadows()
