@@ -31,6 +31,75 @@ public static unsafe class LongPath
         return r;
     }
 
+    /// <summary>
+    /// statx of <paramref name="root"/>/<paramref name="rel"/> (<paramref name="rel"/> empty: the root), the two encoded
+    /// side by side on the stack: no joined string is made (the recorder stats every created file, one string each).
+    /// A path too long for that goes through <see cref="Statx(string, int, uint, out Libc.Statx)"/>.
+    /// </summary>
+    public static int Statx(string root, string rel, int flags, uint mask, out Libc.Statx st)
+    {
+        Span<byte> buffer = stackalloc byte[StackPath];
+        var bytes = EncodeJoinedOrEmpty(root, rel, buffer);
+        if (bytes.IsEmpty)
+        {
+            return Statx(Join(root, rel), flags, mask, out st);
+        }
+
+        fixed (byte* p = bytes)
+        {
+            return Libc.StatxBytes(Libc.AT_FDCWD, p, flags, mask, out st);
+        }
+    }
+
+    /// <summary>open(2) of <paramref name="root"/>/<paramref name="rel"/>, as <see cref="Statx(string, string, int, uint, out Libc.Statx)"/> names it.</summary>
+    public static int Open(string root, string rel, int flags, int mode)
+    {
+        Span<byte> buffer = stackalloc byte[StackPath];
+        var bytes = EncodeJoinedOrEmpty(root, rel, buffer);
+        if (bytes.IsEmpty)
+        {
+            return Open(Join(root, rel), flags, mode);
+        }
+
+        fixed (byte* p = bytes)
+        {
+            return Libc.OpenAtBytes(Libc.AT_FDCWD, p, flags, mode);
+        }
+    }
+
+    /// <summary>The path <paramref name="rel"/> names below <paramref name="root"/> (rel empty: the root itself).</summary>
+    public static string Join(string root, string rel) =>
+        rel.Length == 0 ? root : root.EndsWith('/') ? root + rel : root + "/" + rel;
+
+    // Paths encoded on the stack up to this many bytes (the marshaller's own stack buffer is as large).
+    private const int StackPath = 1024;
+
+    // root + '/' + rel as PathBytes encodes their join, with its NUL, or empty when it may not fit the buffer or is
+    // PATH_MAX or longer (the kernel refuses that; the string path opens it in pieces). PathBytes encodes char by char, so the two halves encode as their join does.
+    private static Span<byte> EncodeJoinedOrEmpty(string root, string rel, Span<byte> buffer)
+    {
+        var slash = rel.Length != 0 && !root.EndsWith('/') ? 1 : 0;
+        if (PathBytes.MaxByteCount(root) + slash + PathBytes.MaxByteCount(rel) + 1 > buffer.Length)
+        {
+            return default;
+        }
+
+        var n = PathBytes.Encode(root, buffer);
+        if (slash == 1)
+        {
+            buffer[n++] = (byte)'/';
+        }
+
+        n += PathBytes.Encode(rel, buffer[n..]);
+        if (n >= PathMax - 1)
+        {
+            return default;
+        }
+
+        buffer[n] = 0;
+        return buffer[..(n + 1)];
+    }
+
     /// <summary>open(2) of <paramref name="path"/> (absolute, any length).</summary>
     public static int Open(string path, int flags, int mode)
     {

@@ -211,7 +211,7 @@ internal sealed class RecordingCore
 
         var again = big.NotVouchedFromWrites((root, rel) =>
         {
-            var fd = LongPath.Open(TreeWalker.Join(_roots[root], rel), Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+            var fd = LongPath.Open(_roots[root], rel, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
             if (fd < 0)
             {
                 return true; // gone or replaced: the reconcile scan sees that by itself
@@ -272,7 +272,7 @@ internal sealed class RecordingCore
         foreach (var (root, rel) in _versioner.AllLive().ToList())
         {
             if (_versioner.Known(root, rel) is { Kind: EntryKind.File } known && !_dirty.ContainsKey((root, rel)) &&
-                EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is { Kind: EntryKind.File } stat && stat != known)
+                EntryStat.Lstat(_roots[root], rel) is { Kind: EntryKind.File } stat && stat != known)
             {
                 var (observed, changed) = _versioner.Observe(root, rel, _seq + 1, NowNs());
                 if (changed && observed is not null)
@@ -387,7 +387,7 @@ internal sealed class RecordingCore
                 // A file the backend saw created empty needs no lstat either: its kind and size are known, and its
                 // version's metadata comes from the stat its version takes (one syscall per new file, not two). So
                 // only a directory is looked at here.
-                var stat = e.IsDirectory ? EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path)) : null;
+                var stat = e.IsDirectory ? EntryStat.Lstat(_roots[e.Root], e.Path) : null;
                 // A file the backend saw created is a file at this event, whatever the name holds when it is handled
                 // (tar's O_EXCL placeholder is a symlink by then).
                 var kind = e.KnownEmpty ? EntryKind.File
@@ -472,7 +472,7 @@ internal sealed class RecordingCore
                     _versioner.DropShadow(e.Root, e.Path); // bytes not carried: the copy no longer matches the file
                 }
 
-                var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path))?.Size;
+                var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(_roots[e.Root], e.Path)?.Size;
                 // Where and how much the write wrote is known whether or not its bytes travelled (a read back too).
                 AddEvent(timeNs, ChangeOp.Write, key, null, size, exact ? null : "read back", e.Pid, e.Comm, exact: true,
                     offset: e.Offset, length: e.Length);
@@ -494,7 +494,7 @@ internal sealed class RecordingCore
                 var exact = e.Kind == CaptureKind.Punched
                     ? _versioner.ApplyPunch(e.Root, e.Path, e.Offset, e.Length)
                     : _versioner.ApplyAllocate(e.Root, e.Path, e.KeepSize ? 0 : e.Offset + e.Length);
-                var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path))?.Size;
+                var size = exact ? _versioner.FollowedSize(e.Root, e.Path) : EntryStat.Lstat(_roots[e.Root], e.Path)?.Size;
                 // Both carry their range: the hole punched, or the bytes allocated (zeros where the file had none).
                 // The detail tells them from a write of that many bytes (and keeps them out of a burst's byte total).
                 var what = e.Kind == CaptureKind.Punched ? "punch hole" : "fallocate";
@@ -517,7 +517,7 @@ internal sealed class RecordingCore
                     return;
                 }
 
-                var stat = EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path));
+                var stat = EntryStat.Lstat(_roots[e.Root], e.Path);
                 var known = _versioner.Known(e.Root, e.Path);
                 var op = stat is not null && known is not null && stat.Value.Size < known.Value.Size ? ChangeOp.Truncate : ChangeOp.Write;
                 AddEvent(timeNs, op, key, null, stat?.Size, null, e.Pid, e.Comm);
@@ -552,7 +552,7 @@ internal sealed class RecordingCore
                     return;
                 }
 
-                var stat = EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path));
+                var stat = EntryStat.Lstat(_roots[e.Root], e.Path);
                 var known = _versioner.Known(e.Root, e.Path);
                 if (stat is not null && (known is null || stat.Value.Mode != known.Value.Mode))
                 {
@@ -648,7 +648,7 @@ internal sealed class RecordingCore
             {
                 var to = (e.Root, e.Path2!);
                 if (_exactNames && _versioner.SameFile(e.Root, e.Path, e.Path2!) &&
-                    EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path))?.Inode == _versioner.Known(e.Root, e.Path2!)?.Inode)
+                    EntryStat.Lstat(_roots[e.Root], e.Path)?.Inode == _versioner.Known(e.Root, e.Path2!)?.Inode)
                 {
                     // rename(2) between two names of one file does nothing; both names stay. Only eBPF sees such a
                     // call: the kernel reports nothing of it to inotify and fanotify, whose names are read late, so
@@ -661,7 +661,7 @@ internal sealed class RecordingCore
                 // A backend that tells a directory by looking at the new name (eBPF) cannot when it is gone by then
                 // (renamed, then deleted): the recorder's own view says what the old name was.
                 var isDir = e.IsDirectory || _versioner.Known(e.Root, e.Path) is { Kind: EntryKind.Directory };
-                AddEvent(timeNs, ChangeOp.Rename, key, to, isDir ? null : _versioner.FollowedSize(e.Root, e.Path) ?? EntryStat.Lstat(TreeWalker.Join(_roots[e.Root], e.Path2!))?.Size, null, e.Pid, e.Comm);
+                AddEvent(timeNs, ChangeOp.Rename, key, to, isDir ? null : _versioner.FollowedSize(e.Root, e.Path) ?? EntryStat.Lstat(_roots[e.Root], e.Path2!)?.Size, null, e.Pid, e.Comm);
                 if (!isDir)
                 {
                     _versioner.MoveShadow(e.Root, e.Path, e.Path2!); // a followed file keeps its exact bytes under the new name
@@ -725,7 +725,7 @@ internal sealed class RecordingCore
     /// </summary>
     private bool LooksExchanged(int root, string x, string y)
     {
-        EntryStat? Now(string name) => EntryStat.Lstat(TreeWalker.Join(_roots[root], name));
+        EntryStat? Now(string name) => EntryStat.Lstat(_roots[root], name);
         bool Holds(string name, string other) =>
             _versioner.Known(root, other) is { Kind: not EntryKind.Directory, Inode: not 0 } was &&
             Now(name) is { Kind: not EntryKind.Directory } now && (now.Device, now.Inode) == (was.Device, was.Inode);
@@ -943,8 +943,8 @@ internal sealed class RecordingCore
         _versioner.BigFiles?.ForgetAllWrites();
         // After a loss, a file whose version came from its followed copy is read whatever its stat: the copy may lack
         // a write whose record was dropped while the version took the file's final stat (a full eBPF ring).
-        var (copied, allCopied) = _versioner.TakeCopiedSinceScan();
         var suspect = _lossSinceScan;
+        var (copied, allCopied) = _versioner.TakeCopiedSinceScan(wanted: suspect);
         _lossSinceScan = false;
         List<(int Root, string Rel, EntryStat Stat)> walked;
         if (_unwalkedRoots.Count == 0)
@@ -967,7 +967,7 @@ internal sealed class RecordingCore
                     .Distinct().OrderBy(r => r, StringComparer.Ordinal);
                 foreach (var rel in touched)
                 {
-                    if (EntryStat.Lstat(TreeWalker.Join(_roots[root], rel)) is { Kind: not null } st)
+                    if (EntryStat.Lstat(_roots[root], rel) is { Kind: not null } st)
                     {
                         walked.Add((root, rel, st));
                     }
@@ -1072,7 +1072,7 @@ internal sealed class RecordingCore
                     return; // written when the path is read
                 }
 
-                e = WithStat(e, EntryStat.Lstat(TreeWalker.Join(_roots[_heldPath.Root], _heldPath.Rel)));
+                e = WithStat(e, EntryStat.Lstat(_roots[_heldPath.Root], _heldPath.Rel));
             }
 
             _writer.AddEvent(_sessionId, e);
@@ -1098,7 +1098,7 @@ internal sealed class RecordingCore
 
         foreach (var (key, e) in _parked)
         {
-            _writer.AddEvent(_sessionId, WithStat(e, EntryStat.Lstat(TreeWalker.Join(_roots[key.Root], key.Rel))));
+            _writer.AddEvent(_sessionId, WithStat(e, EntryStat.Lstat(_roots[key.Root], key.Rel)));
         }
 
         _parked.Clear();

@@ -28,15 +28,14 @@ internal sealed class Versioner
     // Files whose bytes the recorder follows change by change (exact capture): versions come from here, not reads.
     private readonly PathTable<FileShadow> _shadows = new();
     private long _shadowBytes;
-    // The files (device, inode) given a version from a followed copy since the last rescan. Such a version takes the
-    // file's stat when the sizes agree; after a loss (dropped write records) the copy may miss a write while the stat
-    // is already the final one, so a rescan comparing stats would keep the wrong bytes: it reads these files again.
-    private HashSet<(ulong Device, ulong Inode)> _copiedSinceScan = [];
-    private bool _copiedOverflow;
+    // The files given a version from a followed copy since the last rescan: a rescan comparing stats would keep the
+    // wrong bytes of such a file after a loss, so that rescan reads them again (CopiedFiles).
+    private readonly CopiedFiles _copiedSinceScan = new(CopiedLimit);
 
     /// <summary>
-    /// Files remembered by <see cref="TakeCopiedSinceScan"/> before it gives up and names every file (about 5 MB; a
-    /// keep-mode agent rescans only after a loss, so a churn of new files would otherwise grow it for days).
+    /// Distinct files remembered by <see cref="TakeCopiedSinceScan"/> before it gives up and names every file (at most
+    /// twice as many notes, 4 MB; a keep-mode agent rescans only after a loss, so a churn of new files would otherwise
+    /// grow it for days).
     /// </summary>
     public const int CopiedLimit = 1 << 17;
     // Hard links: the names known of every file stored (by device and inode), and the link id of a file with more
@@ -125,22 +124,24 @@ internal sealed class Versioner
             return 0;
         }
 
-        List<((int Root, string Rel) Key, FileShadow Shadow)>? idle = null;
+        var idle = _idle;
+        idle.Clear();
         foreach (var (key, shadow) in _shadows)
         {
             if (shadow.ChangedInCommit < _commits - 1 && ReadPending?.Invoke(key) != true && IsItsCommittedVersion(key, shadow))
             {
-                (idle ??= []).Add((key, shadow));
+                idle.Add((key, shadow));
             }
         }
 
-        if (idle is null)
+        if (idle.Count == 0)
         {
             return 0;
         }
 
         // A copy still named by another entry (a link the groups no longer show) stays: it is in use.
-        var names = new Dictionary<FileShadow, int>(idle.Count, ReferenceEqualityComparer.Instance);
+        var names = _idleNames;
+        names.Clear();
         foreach (var (_, shadow) in idle)
         {
             names[shadow] = 0;
@@ -167,8 +168,15 @@ internal sealed class Versioner
             }
         }
 
+        idle.Clear(); // no copy stays reachable from here until the next commit
+        names.Clear();
         return dropped;
     }
+
+    // AfterCommit's copies to drop and their names, kept from commit to commit: each commit of 20,000 creates made a
+    // list and a table of the ~800 copies it gave back (~70 KB a commit).
+    private readonly List<((int Root, string Rel) Key, FileShadow Shadow)> _idle = [];
+    private readonly Dictionary<FileShadow, int> _idleNames = new(ReferenceEqualityComparer.Instance);
 
     // Whether SeedFromStore would make this copy again from the path's version: the content its last Store gave (nothing
     // changed since), the same mode and file, and one name (hard links share a copy).
@@ -400,33 +408,13 @@ internal sealed class Versioner
     }
 
     /// <summary>
-    /// The files given a version from a followed copy since the last call (<c>All</c>: more than
-    /// <see cref="CopiedLimit"/>, take every file), and forgets them.
+    /// The files given a version from a followed copy since the last call, as a set when <paramref name="wanted"/>
+    /// (a rescan after a loss; empty otherwise), and <c>All</c>: more than <see cref="CopiedLimit"/>, take every file.
+    /// Forgets them.
     /// </summary>
-    public (IReadOnlySet<(ulong Device, ulong Inode)> Files, bool All) TakeCopiedSinceScan()
-    {
-        var (files, all) = (_copiedSinceScan, _copiedOverflow);
-        _copiedSinceScan = []; // rescans are rare: a new set each time
-        _copiedOverflow = false;
-        return (files, all);
-    }
+    public (IReadOnlySet<(ulong Device, ulong Inode)> Files, bool All) TakeCopiedSinceScan(bool wanted) => _copiedSinceScan.Take(wanted);
 
-    private void NoteCopied(in EntryStat st)
-    {
-        if (_copiedOverflow)
-        {
-            return;
-        }
-
-        if (_copiedSinceScan.Count >= CopiedLimit)
-        {
-            _copiedOverflow = true;
-            _copiedSinceScan = []; // its memory back, not only its entries
-            return;
-        }
-
-        _copiedSinceScan.Add((st.Device, st.Inode));
-    }
+    private void NoteCopied(in EntryStat st) => _copiedSinceScan.Note(st.Device, st.Inode);
 
     /// <summary>Stops following every file: rescans compare with the files themselves.</summary>
     public void DropShadows()
@@ -816,7 +804,6 @@ internal sealed class Versioner
     {
         _shadows.TryGetValue((root, rel), out var followed);
         EntryStat? stat;
-        string? abs = null;
         if (followed is not null && _followedStat is { } recent && recent.Root == root && recent.TakenNs >= timeNs && recent.Rel == rel)
         {
             stat = recent.Stat;
@@ -824,8 +811,7 @@ internal sealed class Versioner
         else
         {
             var taken = Clock?.Invoke() ?? long.MinValue;
-            abs = TreeWalker.Join(_roots[root], rel);
-            stat = EntryStat.Lstat(abs);
+            stat = EntryStat.Lstat(_roots[root], rel);
             if (followed is not null)
             {
                 _followedStat = (root, rel, stat, taken);
@@ -856,7 +842,6 @@ internal sealed class Versioner
             return ObserveShadow(root, rel, seq, timeNs, followed, stat, known);
         }
 
-        abs ??= TreeWalker.Join(_roots[root], rel);
         if (keepIfGone && stat is null)
         {
             return (Known(root, rel), false);
@@ -892,7 +877,7 @@ internal sealed class Versioner
             }
             case EntryKind.Symlink:
                 string? target;
-                target = LongPath.ReadLink(abs);
+                target = LongPath.ReadLink(TreeWalker.Join(_roots[root], rel));
 
                 if (target is null)
                 {
@@ -902,7 +887,7 @@ internal sealed class Versioner
                 version = new NewVersion(PathId(root, rel), seq, timeNs, EntryKind.Symlink, st.Mode, st.Uid, st.Gid, st.MtimeNs, target.Length, null, target, null);
                 break;
             default:
-                var read = ReadFile(abs, seq, timeNs, root, rel, out st, out var deferred);
+                var read = ReadFile(seq, timeNs, root, rel, out st, out var deferred);
                 readAt = System.Diagnostics.Stopwatch.GetTimestamp(); // the bytes may hold any change made until now
                 if (deferred)
                 {
@@ -959,11 +944,11 @@ internal sealed class Versioner
         return (st, true);
     }
 
-    private NewVersion? ReadFile(string abs, long seq, long timeNs, int root, string rel, out EntryStat stat, out bool deferred)
+    private NewVersion? ReadFile(long seq, long timeNs, int root, string rel, out EntryStat stat, out bool deferred)
     {
         stat = default;
         deferred = false;
-        var fd = LongPath.Open(abs, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+        var fd = LongPath.Open(_roots[root], rel, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
         if (fd < 0)
         {
             var errno = Marshal.GetLastPInvokeError();
@@ -972,13 +957,13 @@ internal sealed class Versioner
                 return null;
             }
 
-            throw new IOException($"cannot read {abs}: {Libc.StrError(errno)}");
+            throw new IOException($"cannot read {TreeWalker.Join(_roots[root], rel)}: {Libc.StrError(errno)}");
         }
 
         using var handle = new SafeFileHandle(fd, ownsHandle: true);
         if (Libc.StatxCall(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var sx) != 0)
         {
-            throw new IOException($"cannot stat {abs}: {Libc.StrError(Marshal.GetLastPInvokeError())}");
+            throw new IOException($"cannot stat {TreeWalker.Join(_roots[root], rel)}: {Libc.StrError(Marshal.GetLastPInvokeError())}");
         }
 
         stat = EntryStat.From(sx);

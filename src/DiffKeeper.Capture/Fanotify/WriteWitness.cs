@@ -38,6 +38,8 @@ public sealed unsafe class WriteWitness : IDisposable
     private readonly Dictionary<(ulong Dev, ulong Ino), (bool Dirty, bool Held)> _files = [];
     private readonly HashSet<(ulong Dev, ulong Ino)> _unscanned = [];
     private bool _unseenWriters;
+    // Refresh's read buffer, kept: `record` refreshes after every commit (a new 64 KiB array each time before).
+    private byte[]? _events;
 
     private WriteWitness(int fd) => _fd = fd;
 
@@ -110,7 +112,7 @@ public sealed unsafe class WriteWitness : IDisposable
     {
         var first = !_unseenWriters && unseenWriters != 0;
         _unseenWriters |= unseenWriters != 0;
-        var buffer = new byte[64 * 1024];
+        var buffer = _events ??= new byte[64 * 1024];
         while (true)
         {
             int n;

@@ -119,6 +119,5 @@ public static class TreeWalker
         return entries;
     }
 
-    public static string Join(string root, string rel) =>
-        rel.Length == 0 ? root : root.EndsWith('/') ? root + rel : root + "/" + rel;
+    public static string Join(string root, string rel) => LongPath.Join(root, rel);
 }

@@ -110,6 +110,14 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int OpenAt(int dirfd, string path, int flags, int mode);
 
+    /// <summary>statx of a path already encoded (NUL-terminated bytes): no string to marshal.</summary>
+    [LibraryImport(Lib, EntryPoint = "statx", SetLastError = true)]
+    public static partial int StatxBytes(int dirfd, byte* path, int flags, uint mask, out Statx buf);
+
+    /// <summary>openat of a path already encoded (NUL-terminated bytes): no string to marshal.</summary>
+    [LibraryImport(Lib, EntryPoint = "openat", SetLastError = true)]
+    public static partial int OpenAtBytes(int dirfd, byte* path, int flags, int mode);
+
     [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     public static partial int Open(string path, int flags, int mode);
 
