@@ -85,6 +85,16 @@ internal sealed unsafe class CopyHeap
         var at = (nint)block;
         lock (_gate)
         {
+            // A block freed twice would merge into a parent already free and be given to two copies at once (two files'
+            // bytes in one place): refused, whichever block of its line is free already.
+            for (var k = shift; k <= ChunkShift; k++)
+            {
+                if (_free[k - MinShift].Contains(at & ~(nint)((1L << k) - 1)))
+                {
+                    throw new InvalidOperationException("a copy block was freed twice");
+                }
+            }
+
             // Chunks are 2 MiB aligned (HugePageMemory): a block's buddy differs from it in the one bit of its size.
             for (; shift < ChunkShift && _free[shift - MinShift].Remove(at ^ (nint)(1L << shift)); shift++)
             {

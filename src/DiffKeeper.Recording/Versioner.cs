@@ -170,6 +170,11 @@ internal sealed class Versioner
 
         idle.Clear(); // no copy stays reachable from here until the next commit
         names.Clear();
+        if (idle.Capacity > 4096)
+        {
+            idle.Capacity = 0; // a commit that idled a million empty copies does not keep ~50 MB for the process's life
+            names.TrimExcess(0);
+        }
         return dropped;
     }
 
