@@ -78,6 +78,7 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define F_EXCHANGE 8
 #define F_PATH_TRUNCATED 16
 #define F_FALLOCATE 32 // a K_CHANGED from fallocate: its mode argument is in the flags' high byte
+#define F_SIZED 64 // a K_COPY whose length is the source's size at the syscall's exit (a clone to the source's end)
 
 // Values of `tracked`.
 #define T_RECORD 1
@@ -700,6 +701,7 @@ struct dk_copy_src {
 };
 
 #define COPY_AT (1ull << 63) // dk_emit_copy's offsets: the offset itself (a clone's), not a pointer to it
+#define COPY_SIZED (1ull << 62) // with COPY_AT on the source's offset: the length is the source's size at exit (F_SIZED)
 
 // Where a copy's range starts in a file after the syscall moved past it: the user's offset (loff_t *), which the
 // kernel advanced by the bytes copied, or the file's position when the pointer is NULL; with COPY_AT, the offset
@@ -707,7 +709,7 @@ struct dk_copy_src {
 static __always_inline __s64 copied_from(struct file *f, __u64 uoff, __u64 copied)
 {
 	if (uoff & COPY_AT)
-		return (__s64)(uoff & ~COPY_AT);
+		return (__s64)(uoff & ~(COPY_AT | COPY_SIZED));
 	__s64 end = -1;
 	if (uoff == 0)
 		end = f->f_pos;
@@ -737,6 +739,8 @@ __noinline int dk_emit_copy(int out_fd, __u64 out_off, int in_fd, __u64 in_off, 
 		else
 			e.offset = at;
 	}
+	if (in_off & COPY_SIZED)
+		e.flags |= F_SIZED;
 	struct dk_copy_src src = {};
 	struct file *in = fd_file(CURRENT_TASK(), in_fd);
 	struct inode *ii = in ? in->f_inode : NULL;
@@ -802,13 +806,16 @@ __noinline int dk_emit_clone(int out_fd, __u64 arg, int ranged)
 	struct inode *ii = in ? in->f_inode : NULL;
 	__s64 size = ii ? ii->i_size : 0;
 	__u64 length = r.src_length;
-	if (length == 0 && size > (__s64)r.src_offset)
-		length = size - r.src_offset;
-	if (length == 0 || (r.src_offset | r.dest_offset) & COPY_AT) {
+	__u64 sized = 0;
+	if (length == 0 && size > (__s64)r.src_offset) {
+		length = size - r.src_offset; // the size now: a change of it since the clone is caught by the recorder's ctime check
+		sized = COPY_SIZED;
+	}
+	if (length == 0 || (r.src_offset | r.dest_offset) & (COPY_AT | COPY_SIZED)) {
 		emit_file(K_CHANGED, F_READBACK, out_fd, 0, 0, 0, 0); // nothing to say where it came from: read it
 		return 0;
 	}
-	dk_emit_copy(out_fd, r.dest_offset | COPY_AT, (int)r.src_fd, r.src_offset | COPY_AT, length);
+	dk_emit_copy(out_fd, r.dest_offset | COPY_AT, (int)r.src_fd, r.src_offset | COPY_AT | sized, length);
 	return 0;
 }
 

@@ -104,5 +104,7 @@ public readonly record struct CaptureEvent(
 /// Where a <see cref="CaptureKind.Copied"/> range came from: the file (device as the kernel gives it, major in the
 /// high 32 bits, and inode), the range's first byte in it, the file's absolute path as the kernel walked it at the
 /// copy (null: too deep to walk; it may be outside every root) and, when that path is inside a root, its name there.
+/// <see cref="Sized"/>: the length is the source's size when the kernel side looked, after the copy (a clone to the
+/// source's end), so only a source proven unchanged since the copy vouches for it.
 /// </summary>
-public sealed record CopiedFrom((ulong Device, ulong Inode) File, long Offset, string? Path, (int Root, string Rel)? Name);
+public sealed record CopiedFrom((ulong Device, ulong Inode) File, long Offset, string? Path, (int Root, string Rel)? Name, bool Sized = false);

@@ -249,7 +249,7 @@ internal sealed class Versioner
         }
 
         var read = source.Path is { } path ? ReadUnchangedSince(path, source.File.Inode, source.Offset, length, copiedAtNs) : null;
-        var from = read is null ? SourceCopy(source, copiedAt) : null;
+        var from = read is null && !source.Sized ? SourceCopy(source, copiedAt) : null; // a length taken after the copy: only a proven source
         if ((read is null && (from is null || source.Offset + length > from.Size)) || Follow(root, rel) is not { } shadow)
         {
             DropShadow(root, rel);
@@ -911,6 +911,7 @@ internal sealed class Versioner
         if (known is not null && known.Same(version) && known.Inode == InodeOf(version.Kind, st))
         {
             known.Stat = st;
+            known.ReadHorizon = Math.Max(known.ReadHorizon, readAt); // the same bytes, read later: they may hold later changes too
             return (st, false);
         }
 
@@ -942,6 +943,7 @@ internal sealed class Versioner
         if (known is not null && known.Same(version))
         {
             known.Stat = st;
+            known.ReadHorizon = Math.Max(known.ReadHorizon, shadow.ReadHorizon);
             return (st, false);
         }
 
@@ -1021,6 +1023,7 @@ internal sealed class Versioner
                 if (known is not null && known.Same(version) && known.Inode == InodeOf(version.Kind, st))
                 {
                     known.Stat = st;
+                    known.ReadHorizon = long.MaxValue; // a read whose end is not kept: not known
                     continue;
                 }
 
@@ -1294,8 +1297,11 @@ internal sealed class Versioner
         /// <summary>The file (device, inode) whose followed copy <see cref="AfterCommit"/> gave back, while the name's versions name it.</summary>
         public (ulong Device, ulong Inode)? DroppedCopyFile { get; set; }
 
-        /// <summary>As <see cref="FileShadow.ReadHorizon"/>, for this version's bytes (long.MaxValue: not known).</summary>
-        public long ReadHorizon { get; init; } = long.MaxValue;
+        /// <summary>
+        /// As <see cref="FileShadow.ReadHorizon"/>, for this version's bytes (long.MaxValue: not known); raised by a later
+        /// read that found the same bytes (they are also what the file held then, after changes between).
+        /// </summary>
+        public long ReadHorizon { get; set; } = long.MaxValue;
 
         public bool Same(NewVersion v) =>
             v.Kind == Version.Kind && v.Mode == Version.Mode && v.Uid == Version.Uid && v.Gid == Version.Gid &&

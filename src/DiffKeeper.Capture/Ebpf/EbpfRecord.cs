@@ -36,6 +36,8 @@ internal enum EbpfRecordFlags : ushort
     PathTruncated = 16,
     /// <summary>A <see cref="EbpfRecordKind.Changed"/> from fallocate(2): its mode argument is the high byte of the flags.</summary>
     Fallocate = 32,
+    /// <summary>A <see cref="EbpfRecordKind.Copy"/> whose length is the source's size at the syscall's exit (a clone to the source's end).</summary>
+    Sized = 64,
 }
 
 /// <summary>
