@@ -662,22 +662,22 @@ public sealed unsafe class EbpfSource : ICaptureSource
     /// The device stat gives for the file <paramref name="inode"/> at <paramref name="path"/>, whose superblock's
     /// dev_t (12-bit major, 20-bit minor) the kernel side sent: the same number on most file systems, but btrfs gives
     /// stat a subvolume's own device, so a file's id from the kernel never matched its stat there (every file the
-    /// recorder followed was read again by the final reconcile, one spurious version each). A superblock whose files
-    /// stat with its own device is learned once; elsewhere (btrfs) each file's lstat says, when its inode agrees;
-    /// otherwise the dev_t as statx would split it (major in the high 32 bits).
+    /// recorder followed was read again by the final reconcile, one spurious version each). Learned from one lstat
+    /// per device whose inode agrees; otherwise the dev_t as statx would split it (major in the high 32 bits). A
+    /// second btrfs subvolume under the same superblock is given the first one's device (its files are read again by
+    /// the reconcile, as before); taking each file's own lstat instead gave files gone before their event was
+    /// handled the kernel's number, a spurious reconcile on file systems where stat's device is not the kernel's.
     /// </summary>
     private ulong StatDevice(uint dev, string? path, ulong inode)
     {
-        var split = ((ulong)(dev >> 20) << 32) | (dev & 0xFFFFF);
-        if (_statDevices.TryGetValue(dev, out var known) && known == split)
+        if (_statDevices.TryGetValue(dev, out var known))
         {
-            return split; // this superblock's files stat with its own device: learned once
+            return known;
         }
 
+        var split = ((ulong)(dev >> 20) << 32) | (dev & 0xFFFFF);
         if (path is not null && EntryStat.Lstat(path) is { } st && st.Inode == inode)
         {
-            // btrfs gives each subvolume a device of its own, and subvolumes share the superblock and reuse inode
-            // numbers: there the device is the file's own lstat's, every time, never one learned from another file.
             _statDevices[dev] = st.Device;
             return st.Device;
         }
