@@ -352,7 +352,7 @@ internal sealed class Versioner
     }
 
     private static long WallLessMonotonicNow() =>
-        (DateTimeOffset.UtcNow.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100 - (long)(System.Diagnostics.Stopwatch.GetTimestamp() * (1_000_000_000.0 / System.Diagnostics.Stopwatch.Frequency));
+        RecordingCore.WallNs() - (long)(System.Diagnostics.Stopwatch.GetTimestamp() * (1_000_000_000.0 / System.Diagnostics.Stopwatch.Frequency));
 
     /// <summary>Applies a new size to the followed copy of a file; false when it cannot be followed.</summary>
     public bool ApplyTruncate(int root, string rel, long size)
